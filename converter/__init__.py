@@ -1,0 +1,38 @@
+"""Passerelle's converter: HL7 v2 messages (and CDA documents) to FHIR R4 Bundles.
+
+    >>> from converter import Converter, ConverterConfig
+    >>> converter = Converter(ConverterConfig(default_timezone="Europe/Paris"))
+    >>> [conversion] = converter.convert(open("adt.hl7", "rb").read())
+    >>> conversion.bundle["type"]
+    'transaction'
+
+A pure library: bytes in, Bundle out; no network and no environment reads.
+"""
+
+from .convert import Conversion, Converter, ConverterConfig, InputType, detect_input_type
+from .errors import (
+    BundleValidationError,
+    CharsetError,
+    ConfigurationError,
+    ConversionError,
+    MappingError,
+    ParseError,
+    TemplateError,
+    UnsupportedMessageError,
+)
+
+__all__ = [
+    "BundleValidationError",
+    "CharsetError",
+    "ConfigurationError",
+    "Conversion",
+    "ConversionError",
+    "Converter",
+    "ConverterConfig",
+    "InputType",
+    "MappingError",
+    "ParseError",
+    "TemplateError",
+    "UnsupportedMessageError",
+    "detect_input_type",
+]

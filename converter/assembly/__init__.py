@@ -1,0 +1,1 @@
+"""Bundle assembly: stable ids, pruning, merging, transaction entries."""

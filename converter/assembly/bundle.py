@@ -1,0 +1,55 @@
+"""The transaction Bundle around a conversion's resources."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Literal
+from urllib.parse import quote
+
+__all__ = ["RequestMode", "build_bundle"]
+
+RequestMode = Literal["put", "conditional-create", "conditional-update"]
+
+
+def build_bundle(
+    bundle_id: str,
+    resources: Iterable[dict[str, Any]],
+    *,
+    mode: RequestMode,
+    timestamp: str | None = None,
+) -> dict[str, Any]:
+    """A ``transaction`` Bundle; every entry has a ``urn:uuid`` fullUrl and a request.
+
+    ``put``: ``PUT Type/id`` — the id is stable, so a re-sent message updates.
+    ``conditional-create`` / ``conditional-update``: resources with an identifier are
+    matched on it (``ifNoneExist`` / ``PUT Type?identifier=``); references then use the
+    ``urn:uuid`` fullUrls that the server rewrites. Resources without an identifier fall
+    back to ``PUT Type/id``.
+    """
+    entries = []
+    for resource in resources:
+        rtype = resource["resourceType"]
+        rid = resource["id"]
+        search = _identifier_search(resource) if mode != "put" else None
+        if search is None:
+            request = {"method": "PUT", "url": f"{rtype}/{rid}"}
+        elif mode == "conditional-create":
+            request = {"method": "POST", "url": rtype, "ifNoneExist": search}
+        else:
+            request = {"method": "PUT", "url": f"{rtype}?{search}"}
+        entries.append({"fullUrl": f"urn:uuid:{rid}", "resource": resource, "request": request})
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "id": bundle_id, "type": "transaction"}
+    if timestamp:
+        bundle["timestamp"] = timestamp
+    bundle["entry"] = entries
+    return bundle
+
+
+def _identifier_search(resource: dict[str, Any]) -> str | None:
+    for identifier in (
+        resource.get("identifier", ()) if isinstance(resource.get("identifier"), list) else ()
+    ):
+        system, value = identifier.get("system"), identifier.get("value")
+        if system and value:
+            return f"identifier={quote(system, safe=':/.')}|{quote(value, safe='')}"
+    return None

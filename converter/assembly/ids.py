@@ -1,0 +1,27 @@
+"""Deterministic resource ids.
+
+An id is a UUID-shaped digest of the conversion scope (the configured namespace), the
+resource type and the business identity the template declares (``_identity``), so the
+same patient, visit or order always gets the same id and re-sending a message updates
+resources instead of duplicating them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+__all__ = ["stable_id"]
+
+_SEPARATOR = "\x1f"  # unit separator: cannot occur in HL7 text after decoding of delimiters
+
+
+def stable_id(scope: str, resource_type: str, *parts: str) -> str:
+    """A 36-character id, valid as a FHIR id and as the tail of a ``urn:uuid:``."""
+    digest = hashlib.sha256(
+        _SEPARATOR.join((scope, resource_type, *parts)).encode("utf-8")
+    ).hexdigest()
+    # Shape it as a version-5-like UUID so that ``urn:uuid:<id>`` is a valid URN.
+    return (
+        f"{digest[:8]}-{digest[8:12]}-5{digest[13:16]}-"
+        f"{'89ab'[int(digest[16], 16) & 3]}{digest[17:20]}-{digest[20:32]}"
+    )

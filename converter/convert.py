@@ -1,0 +1,202 @@
+"""The converter: bytes in, FHIR R4 transaction Bundles out.
+
+Pure library code: no network, no environment variables; everything it needs comes
+from the :class:`ConverterConfig` built by the caller.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from .assembly.bundle import RequestMode, build_bundle
+from .assembly.ids import stable_id
+from .datetimes import InvalidTimestamp, TimestampConverter
+from .errors import ConfigurationError, ConversionError, ParseError
+from .hl7v2.er7 import RawMessage, parse_message, split_messages
+from .hl7v2.message import Message
+from .hl7v2.structure import StructureCatalog
+from .templates.codemaps import CodeMaps
+from .templates.environment import TemplateSet
+from .templates.filters import ValueFilters
+from .templates.render import RenderSession
+from .templates.routes import RouteTable
+from .validation import ModelValidator
+
+__all__ = ["Conversion", "Converter", "ConverterConfig", "InputType", "detect_input_type"]
+
+InputType = Literal["auto", "hl7v2", "cda"]
+
+
+def _builtin_mappings() -> Path:
+    return Path(str(resources.files("mappings")))
+
+
+@dataclass(frozen=True)
+class ConverterConfig:
+    """Everything that shapes a conversion; build it once at the edge."""
+
+    #: Directories searched before the built-in mappings (templates, routes, code maps).
+    template_dirs: tuple[Path, ...] = ()
+    #: Validate every bundle against the FHIR structures (fhir.resources, R4B models).
+    validate: bool = True
+    #: IANA zone for timestamps that carry a time but no offset.
+    default_timezone: str = "UTC"
+    #: Character set of messages whose MSH-18 is empty.
+    default_charset: str = "utf-8"
+    #: How bundle entries are written: PUT with stable ids, or conditional on identifiers.
+    request_mode: RequestMode = "put"
+    #: Invalid values (dates, numbers) fail the message; False drops them with a warning.
+    strict_values: bool = True
+    #: Mixed into every id: two deployments (or senders) with different namespaces never
+    #: produce the same ids.
+    id_namespace: str = ""
+    #: Where the built-in mappings are; the package's own by default.
+    mappings_dir: Path = field(default_factory=_builtin_mappings)
+
+    def __post_init__(self) -> None:
+        if self.request_mode not in ("put", "conditional-create", "conditional-update"):
+            raise ConfigurationError(f"unknown request mode {self.request_mode!r}")
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """One message converted."""
+
+    bundle: dict[str, Any]
+    message_type: str
+    control_id: str | None
+    root_template: str
+    sender: str
+    index: int = 1
+    warnings: tuple[str, ...] = ()
+
+    def to_json(self, *, pretty: bool = False) -> str:
+        if pretty:
+            return json.dumps(self.bundle, ensure_ascii=False, indent=2)
+        return json.dumps(self.bundle, ensure_ascii=False, separators=(",", ":"))
+
+
+def detect_input_type(data: bytes) -> Literal["hl7v2", "cda"]:
+    """HL7 v2 when the data opens with a segment, CDA when it opens with XML."""
+    head = data[:512].lstrip(b"\xef\xbb\xbf\x0b \t\r\n")
+    if head.startswith((b"MSH", b"FHS", b"BHS")):
+        return "hl7v2"
+    if head.startswith(b"<"):
+        return "cda"
+    raise ParseError("input is neither HL7 v2 (MSH/FHS/BHS) nor XML")
+
+
+class Converter:
+    """Converts HL7 v2 messages (and CDA documents) with one configuration.
+
+    Construction loads templates, code maps and routes once; :meth:`convert_message` is
+    then safe to call from several threads.
+    """
+
+    def __init__(self, config: ConverterConfig | None = None) -> None:
+        self.config = config = config or ConverterConfig()
+        search = (*config.template_dirs, config.mappings_dir)
+        self.codemaps = CodeMaps.load([d / "codemaps" for d in search if (d / "codemaps").is_dir()])
+        self.timestamps = TimestampConverter(config.default_timezone)
+        filters = ValueFilters(self.timestamps, self.codemaps, strict=config.strict_values)
+        self.templates = TemplateSet(config.mappings_dir, config.template_dirs, filters)
+        self.routes = RouteTable.load("hl7v2", search)
+        self.catalog = StructureCatalog()
+        self._validator = ModelValidator() if config.validate else None
+
+    # -- HL7 v2 ----------------------------------------------------------------------------
+    def split(self, data: bytes) -> list[RawMessage]:
+        """Cut a file or stream into messages (batches and multi-message files)."""
+        return split_messages(data)
+
+    def parse(self, data: bytes) -> Message:
+        """Parse one HL7 v2 message without converting it."""
+        return parse_message(data, self.catalog, default_charset=self.config.default_charset)
+
+    def convert_message(
+        self, data: bytes, *, root_template: str | None = None, index: int = 1
+    ) -> Conversion:
+        """Convert one HL7 v2 message into a transaction Bundle."""
+        message = self.parse(data)
+        try:
+            return self._convert_parsed(message, root_template, index)
+        except ConversionError as exc:
+            raise exc.with_context(
+                control_id=message.control_id or None, message_type=message.event
+            ) from None
+
+    def convert(
+        self, data: bytes, *, input_type: InputType = "auto", root_template: str | None = None
+    ) -> list[Conversion]:
+        """Convert every message in ``data``; the first failure raises."""
+        return list(self.iter_convert(data, input_type=input_type, root_template=root_template))
+
+    def iter_convert(
+        self, data: bytes, *, input_type: InputType = "auto", root_template: str | None = None
+    ) -> Iterator[Conversion]:
+        kind = detect_input_type(data) if input_type == "auto" else input_type
+        if kind == "cda":
+            raise ParseError("CDA input is not supported by this version")
+        for raw in self.split(data):
+            yield self.convert_message(raw.data, root_template=root_template, index=raw.index)
+
+    def route_for(self, message: Message, root_template: str | None = None) -> str:
+        """The root template a message goes through (``--template`` forces one)."""
+        if root_template:
+            name = (
+                root_template
+                if root_template.endswith(".j2")
+                else f"hl7v2/messages/{root_template}.j2"
+            )
+            if not self.templates.exists(name):
+                raise ConfigurationError(f"root template {name} not found")
+            return name
+        route = self.routes.resolve(message.event, message.structure)
+        return f"hl7v2/messages/{route.template}.j2"
+
+    def _convert_parsed(
+        self, message: Message, root_template: str | None, index: int
+    ) -> Conversion:
+        root = self.route_for(message, root_template)
+        msh7 = str(message.MSH[7])
+        message_key = "\x1f".join((message.sender, message.control_id, msh7))
+        session = RenderSession(
+            environment=self.templates.environment,
+            family="hl7v2",
+            scope=self.config.id_namespace,
+            reference_style="type" if self.config.request_mode == "put" else "urn",
+            context={"msg": message, "message_key": message_key},
+            builtin_root=str(self.config.mappings_dir),
+        )
+        session.render(root, {})
+        origins = []
+        resources_out = []
+        for origin, resource in session.entries():
+            origins.append(origin)
+            resources_out.append(resource)
+        try:
+            timestamp = self.timestamps.instant(msh7) if msh7 else None
+        except InvalidTimestamp:
+            timestamp = None
+        bundle = build_bundle(
+            stable_id(self.config.id_namespace, "Bundle", message_key),
+            resources_out,
+            mode=self.config.request_mode,
+            timestamp=timestamp,
+        )
+        if self._validator is not None:
+            self._validator.validate(bundle, origins)
+        return Conversion(
+            bundle=bundle,
+            message_type=message.event,
+            control_id=message.control_id or None,
+            root_template=root,
+            sender=message.sender,
+            index=index,
+            warnings=tuple(session.warnings),
+        )

@@ -1,0 +1,18 @@
+"""HL7 v2 ER7 parsing: tokenizer, containers, structures, charsets."""
+
+from .encoding import Encoding
+from .er7 import RawMessage, parse_message, split_messages
+from .message import Group, Message, Segment, Value
+from .structure import StructureCatalog
+
+__all__ = [
+    "Encoding",
+    "Group",
+    "Message",
+    "RawMessage",
+    "Segment",
+    "StructureCatalog",
+    "Value",
+    "parse_message",
+    "split_messages",
+]

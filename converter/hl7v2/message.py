@@ -1,0 +1,425 @@
+"""Containers for a parsed HL7 v2 message, shaped for templates.
+
+A :class:`Message` is the root :class:`Group`; groups hold :class:`Segment` objects and
+nested groups following the message structure. Field values are :class:`Value` objects
+that split and decode lazily, so a template pays only for what it reads:
+
+* ``seg[3]`` is field 3 (1-based, MSH-1 is the field separator as in the standard);
+  ``seg.patient_name`` is the same by name for the message's version.
+* ``value[1]`` is component 1 (of the first repetition when ``value`` is a field),
+  ``value[4][2]`` a sub-component; iterating a field yields its repetitions.
+* ``str(value)`` is the decoded text of its first leaf; an absent value is empty and
+  falsy, never an error, so templates need no existence checks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from .encoding import Encoding
+
+SegmentNames = Mapping[str, int]
+
+__all__ = ["Group", "Message", "Segment", "Value"]
+
+_FIELD, _REP, _COMP, _SUB = 0, 1, 2, 3
+
+
+class Value:
+    """A field, repetition, component or sub-component; decoded on access."""
+
+    __slots__ = ("_children", "_codec", "_depth", "_enc", "_loc", "_parts", "_raw", "_str")
+
+    def __init__(
+        self, raw: str, enc: Encoding, codec: str, depth: int, loc: tuple[str, int, int, int, int]
+    ) -> None:
+        self._raw = raw
+        self._enc = enc
+        self._codec = codec
+        self._depth = depth
+        # (segment label, field, repetition, component, sub-component); 0 = not narrowed.
+        self._loc = loc
+        self._parts: list[str] | None = None
+        self._children: dict[int, Value] | None = None
+        self._str: str | None = None
+
+    # -- structure ---------------------------------------------------------------------
+    def _child(self, n: int) -> Value:
+        depth = self._depth
+        if depth == _FIELD:
+            return self._rep(1)._child(n)
+        if depth == _SUB:
+            return self if n == 1 else self._empty(n)
+        parts = self._parts
+        if parts is None:
+            sep = self._enc.component if depth == _REP else self._enc.subcomponent
+            parts = self._parts = self._raw.split(sep)
+        raw = parts[n - 1] if n <= len(parts) else ""
+        seg, field, rep, comp, _ = self._loc
+        loc = (seg, field, rep, n, 0) if depth == _REP else (seg, field, rep, comp, n)
+        return Value(raw, self._enc, self._codec, depth + 1, loc)
+
+    def _empty(self, n: int) -> Value:
+        seg, field, rep, comp, _ = self._loc
+        return Value("", self._enc, self._codec, _SUB, (seg, field, rep, comp, n))
+
+    def _rep(self, n: int) -> Value:
+        raw = self._raw
+        sep = self._enc.repetition
+        if sep in raw and not self._is_msh2():
+            parts = raw.split(sep)
+            raw = parts[n - 1] if n <= len(parts) else ""
+        elif n != 1:
+            raw = ""
+        seg, field, _, _, _ = self._loc
+        return Value(raw, self._enc, self._codec, _REP, (seg, field, n, 0, 0))
+
+    def _is_msh2(self) -> bool:
+        return self._loc[1] <= 2 and self._loc[0] == "MSH"
+
+    def __getitem__(self, key: int) -> Value:
+        children = self._children
+        if children is None:
+            children = self._children = {}
+        else:
+            found = children.get(key)
+            if found is not None:
+                return found
+        if type(key) is not int:
+            raise KeyError(key)
+        if key < 1:
+            raise IndexError(f"HL7 positions start at 1, got {key} at {self.path}")
+        child = children[key] = self._child(key)
+        return child
+
+    def __iter__(self) -> Iterator[Value]:
+        """Repetitions of a field (empty ones skipped); any other value yields itself."""
+        if self._depth != _FIELD:
+            if self:
+                yield self
+            return
+        for rep in self.reps:
+            if rep:
+                yield rep
+
+    @property
+    def reps(self) -> list[Value]:
+        """All repetitions, including empty ones (positions are kept)."""
+        if self._depth != _FIELD:
+            return [self]
+        raw = self._raw
+        if self._enc.repetition not in raw or self._is_msh2():
+            return [self._rep(1)]
+        return [self._rep(n) for n in range(1, raw.count(self._enc.repetition) + 2)]
+
+    @property
+    def first(self) -> Value:
+        """The first non-empty repetition (an empty value when there is none)."""
+        for rep in self:
+            return rep
+        return self._rep(1)
+
+    def rep_where(self, component: int, *values: str) -> Value:
+        """The first repetition whose ``component`` equals one of ``values``, in the order
+        of ``values`` (``pid[3].rep_where(5, "MR", "PI")``); empty when none matches."""
+        reps = list(self)
+        for wanted in values:
+            for rep in reps:
+                if str(rep._child(component)) == wanted:
+                    return rep
+        return self._empty_rep()
+
+    def _empty_rep(self) -> Value:
+        seg, field, _, _, _ = self._loc
+        return Value("", self._enc, self._codec, _REP, (seg, field, 1, 0, 0))
+
+    @property
+    def components(self) -> list[Value]:
+        """Components of this repetition (of the first one for a field)."""
+        if self._depth == _FIELD:
+            return self._rep(1).components
+        if self._depth != _REP:
+            return [self]
+        count = self._raw.count(self._enc.component) + 1
+        return [self._child(n) for n in range(1, count + 1)]
+
+    # -- text ----------------------------------------------------------------------------
+    @property
+    def raw(self) -> str:
+        """The value as it appears in the message, escape sequences included."""
+        return self._raw
+
+    @property
+    def text(self) -> str:
+        """The whole value decoded, delimiters inside it kept as literal characters."""
+        if self._is_msh2():
+            return self._raw
+        return self._enc.unescape(self._raw, self._codec)
+
+    def __str__(self) -> str:
+        text = self._str
+        if text is None:
+            text = self._str = self._decode_first_leaf()
+        return text
+
+    def _decode_first_leaf(self) -> str:
+        raw = self._raw
+        if not raw or raw == '""':
+            return ""
+        if self._is_msh2():
+            return raw
+        enc = self._enc
+        depth = self._depth
+        if depth <= _FIELD and enc.repetition in raw:
+            raw = raw.split(enc.repetition, 1)[0]
+        if depth <= _REP and enc.component in raw:
+            raw = raw.split(enc.component, 1)[0]
+        if depth <= _COMP and enc.subcomponent in raw:
+            raw = raw.split(enc.subcomponent, 1)[0]
+        if raw == '""':
+            return ""
+        return enc.unescape(raw, self._codec)
+
+    @property
+    def value(self) -> str:
+        """Same as ``str(value)``: decoded text of the first leaf."""
+        return str(self)
+
+    def __bool__(self) -> bool:
+        # HL7's explicit null ``""`` carries no value for a conversion.
+        return bool(str(self))
+
+    def __len__(self) -> int:
+        return len(self.reps) if self._depth == _FIELD else (1 if self else 0)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Value):
+            return self._raw == other._raw
+        if isinstance(other, str):
+            return str(self) == other
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(str(self))
+
+    def __repr__(self) -> str:
+        return f"<Value {self.path}>"
+
+    # -- location ------------------------------------------------------------------------
+    @property
+    def path(self) -> str:
+        """HL7 location, e.g. ``PID-3(2).4.1`` or ``OBX[2]-5``."""
+        seg, field, rep, comp, sub = self._loc
+        out = f"{seg}-{field}"
+        if rep > 1:
+            out += f"({rep})"
+        if comp:
+            out += f".{comp}"
+        if sub:
+            out += f".{sub}"
+        return out
+
+
+class Segment:
+    """One segment; fields by number (``seg[5]``) or by name (``seg.patient_name``)."""
+
+    __slots__ = ("_cache", "_codec", "_enc", "_fields", "_names", "label", "name")
+
+    def __init__(
+        self,
+        name: str,
+        fields: list[str],
+        enc: Encoding,
+        codec: str,
+        label: str,
+        names: SegmentNames | None = None,
+    ) -> None:
+        self.name = name
+        self.label = label
+        self._fields = fields
+        self._enc = enc
+        self._codec = codec
+        self._names = names
+        self._cache: dict[int, Value] = {}
+
+    def field(self, n: int) -> Value:
+        """Field ``n`` (1-based), empty when absent."""
+        found = self._cache.get(n)
+        if found is not None:
+            return found
+        if n < 1:
+            raise IndexError(f"HL7 field numbers start at 1, got {n} at {self.label}")
+        fields = self._fields
+        # MSH-1 is the field separator itself, so MSH fields sit one position lower.
+        index = n - 1 if self.name == "MSH" else n
+        if self.name == "MSH" and n == 1:
+            raw = self._enc.field
+        else:
+            raw = fields[index] if index < len(fields) else ""
+        value = self._cache[n] = Value(
+            raw, self._enc, self._codec, _FIELD, (self.label, n, 0, 0, 0)
+        )
+        return value
+
+    def __getitem__(self, key: int) -> Value:
+        if type(key) is not int:
+            raise KeyError(key)
+        return self.field(key)
+
+    def __getattr__(self, attr: str) -> Value:
+        names = self._names
+        if names is not None and not attr.startswith("_"):
+            position = names.get(attr)
+            if position is not None:
+                return self.field(position)
+        raise AttributeError(f"{self.name} has no field named {attr!r}")
+
+    @property
+    def field_count(self) -> int:
+        """Number of fields present (trailing empty fields omitted by the sender excluded)."""
+        return len(self._fields) if self.name == "MSH" else len(self._fields) - 1
+
+    def __bool__(self) -> bool:
+        return bool(self._fields)
+
+    def __str__(self) -> str:
+        return self.label
+
+    def __repr__(self) -> str:
+        return f"<Segment {self.label}>"
+
+
+class Group:
+    """A segment group of the message structure (``PATIENT_RESULT``, ``OBSERVATION``…).
+
+    ``group.PID`` is the first ``PID`` at any depth under the group (an absent segment
+    is empty and falsy); ``group.all("OBX")`` every one; ``group.find("OBSERVATION")``
+    or ``group.OBSERVATION`` the nested groups of that name, in message order.
+    """
+
+    __slots__ = ("_cache", "_known_segments", "children", "name")
+
+    def __init__(self, name: str, known_segments: frozenset[str]) -> None:
+        self.name = name
+        self.children: list[Segment | Group] = []
+        self._known_segments = known_segments
+        self._cache: dict[str, Any] = {}
+
+    def all(self, segment_name: str) -> list[Segment]:
+        """Every segment with this name under the group, in message order."""
+        key = "s:" + segment_name
+        cached = self._cache.get(key)
+        if cached is None:
+            cached = [seg for seg in self.walk() if seg.name == segment_name]
+            self._cache[key] = cached
+        return list(cached)
+
+    def find(self, group_name: str) -> list[Group]:
+        """Nested groups with this name (not searched inside a match), in message order."""
+        key = "g:" + group_name
+        cached = self._cache.get(key)
+        if cached is None:
+            cached = []
+            _collect_groups(self, group_name, cached)
+            self._cache[key] = cached
+        return list(cached)
+
+    def first(self, segment_name: str) -> Segment:
+        """The first segment with this name under the group, or an empty segment."""
+        found = self.all(segment_name)
+        if found:
+            return found[0]
+        return Segment(segment_name, [], _NO_ENCODING, "ascii", segment_name)
+
+    @property
+    def segments(self) -> list[Segment]:
+        """Segments directly in this group (not in nested groups)."""
+        return [child for child in self.children if isinstance(child, Segment)]
+
+    @property
+    def groups(self) -> list[Group]:
+        """Groups directly in this group."""
+        return [child for child in self.children if isinstance(child, Group)]
+
+    def walk(self) -> Iterator[Segment]:
+        """Every segment under the group, depth first, in message order."""
+        for child in self.children:
+            if isinstance(child, Segment):
+                yield child
+            else:
+                yield from child.walk()
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.isupper() or (attr[:1].isupper() and attr[1:].isalnum()):
+            if len(attr) == 3 and attr.isalnum():
+                if attr in self._known_segments or attr[0] == "Z":
+                    return self.first(attr)
+            elif "_" in attr or attr.isalpha():
+                return self.find(attr)
+        raise AttributeError(f"no segment or group named {attr!r}")
+
+    def __bool__(self) -> bool:
+        return bool(self.children)
+
+    def __repr__(self) -> str:
+        return f"<Group {self.name}>"
+
+
+def _collect_groups(group: Group, name: str, out: list[Group]) -> None:
+    for child in group.children:
+        if isinstance(child, Group):
+            if child.name == name:
+                out.append(child)
+            else:
+                _collect_groups(child, name, out)
+
+
+_NO_ENCODING = Encoding()
+
+
+class Message(Group):
+    """A parsed message: the root group plus what MSH says about it."""
+
+    __slots__ = (
+        "codec",
+        "control_id",
+        "encoding",
+        "event",
+        "message_code",
+        "sending_application",
+        "sending_facility",
+        "structure",
+        "trigger",
+        "version",
+    )
+
+    def __init__(
+        self,
+        *,
+        segments: list[Segment],
+        encoding: Encoding,
+        codec: str,
+        structure: str,
+        known_segments: frozenset[str],
+    ) -> None:
+        super().__init__(structure, known_segments)
+        msh = segments[0]
+        self.encoding = encoding
+        self.codec = codec
+        self.control_id = str(msh.field(10))
+        self.message_code = str(msh.field(9)[1])
+        self.trigger = str(msh.field(9)[2])
+        self.event = f"{self.message_code}^{self.trigger}"
+        self.version = str(msh.field(12))
+        self.sending_application = str(msh.field(3))
+        self.sending_facility = str(msh.field(4))
+        self.structure = structure
+
+    @property
+    def sender(self) -> str:
+        """``application^facility`` from MSH-3/MSH-4: the scope of unqualified identifiers."""
+        return f"{self.sending_application}^{self.sending_facility}"
+
+    def __repr__(self) -> str:
+        return f"<Message {self.event} {self.control_id}>"

@@ -1,0 +1,266 @@
+"""What each HL7 v2 version defines: message structures, segment groups, field names.
+
+The knowledge comes from hl7apy's per-version tables, compiled once per version into
+small immutable trees; nothing of hl7apy runs per message. :func:`group_segments` places
+a flat list of segments into the groups of a structure so templates can iterate
+``PATIENT_RESULT`` / ``ORDER_OBSERVATION`` / ``OBSERVATION``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from types import MappingProxyType
+from typing import Any
+
+from ..errors import UnsupportedMessageError
+from .message import Group, Segment
+
+__all__ = ["SUPPORTED_VERSIONS", "Node", "StructureCatalog", "VersionCatalog", "group_segments"]
+
+#: MSH-12 values accepted, with the hl7apy module that describes them.
+SUPPORTED_VERSIONS: MappingProxyType[str, str] = MappingProxyType(
+    {
+        "2.3": "v2_3",
+        "2.3.1": "v2_3_1",
+        "2.4": "v2_4",
+        "2.5": "v2_5",
+        "2.5.1": "v2_5_1",
+        "2.6": "v2_6",
+        "2.7": "v2_7",
+        "2.7.1": "v2_7",
+        "2.8": "v2_8",
+        "2.8.1": "v2_8_1",
+        "2.8.2": "v2_8_2",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """A segment or a group in a message structure."""
+
+    name: str
+    is_group: bool
+    min: int
+    max: int  # -1: unbounded
+    children: tuple[Node, ...] = ()
+    #: Segment names that can open this node (optional leading children included).
+    first: frozenset[str] = field(default_factory=frozenset)
+
+
+class VersionCatalog:
+    """Structures, segment field names and event aliases of one HL7 v2 version."""
+
+    def __init__(
+        self, version: str, module: str, events: dict[str, str], all_segments: frozenset[str]
+    ) -> None:
+        self.version = version
+        self._module = module
+        self._events = events
+        self._lock = threading.Lock()
+        self._structures: dict[str, Node | None] = {}
+        self._messages: dict[str, Any] = importlib.import_module(
+            f"hl7apy.{module}.messages"
+        ).MESSAGES
+        segments = importlib.import_module(f"hl7apy.{module}.segments").SEGMENTS
+        self.segment_names: dict[str, MappingProxyType[str, int]] = {
+            name: MappingProxyType(_field_names(spec))
+            for name, spec in segments.items()
+            if _is_segment_name(name)
+        }
+        # Templates serve several versions: a segment any version defines (SFT in a v2.3
+        # message) is simply absent, not a template error.
+        self.known_segments = frozenset(self.segment_names) | all_segments
+
+    def structure_for(self, msh9_structure: str, event: str) -> str | None:
+        """Message structure from MSH-9.3, else from the version's event table."""
+        wildcard = self._events.get(event.split("^", 1)[0] + "^*")
+        for candidate in (
+            msh9_structure,
+            self._events.get(event),
+            wildcard,
+            event.replace("^", "_"),
+        ):
+            if candidate and candidate in self._messages:
+                return candidate
+        return None
+
+    def structure(self, name: str) -> Node | None:
+        """The compiled structure tree, or None when the version does not define it."""
+        with self._lock:
+            if name not in self._structures:
+                spec = self._messages.get(name)
+                self._structures[name] = (
+                    None if spec is None else _compile(name, name, spec, (1, 1), is_group=True)
+                )
+            return self._structures[name]
+
+
+class StructureCatalog:
+    """Per-version catalogs, loaded on first use and kept for the converter's lifetime."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._versions: dict[str, VersionCatalog] = {}
+        self._segment_union: frozenset[str] | None = None
+        table = tomllib.loads(
+            resources.files("converter.hl7v2").joinpath("data/event_structures.toml").read_text()
+        )
+        self._default_events: dict[str, str] = dict(table.get("default", {}))
+        self._version_events: dict[str, dict[str, str]] = {
+            key: dict(value) for key, value in table.items() if key != "default"
+        }
+
+    def _all_segments(self) -> frozenset[str]:
+        if self._segment_union is None:
+            latest = importlib.import_module("hl7apy.v2_8_2.segments").SEGMENTS
+            oldest = importlib.import_module("hl7apy.v2_3.segments").SEGMENTS
+            self._segment_union = frozenset(
+                name for name in (*latest, *oldest) if _is_segment_name(name)
+            )
+        return self._segment_union
+
+    def version(self, version: str) -> VersionCatalog:
+        """The catalog for an MSH-12 value; unsupported versions raise (HL7 error 203)."""
+        module = SUPPORTED_VERSIONS.get(version.strip())
+        if module is None:
+            raise UnsupportedMessageError(
+                f"HL7 version {version!r} is not supported (2.3 to 2.8)",
+                location="MSH-12",
+                hl7_error_code="203",
+            )
+        with self._lock:
+            catalog = self._versions.get(version)
+            if catalog is None:
+                events = dict(self._default_events)
+                for key in _version_chain(version):
+                    events.update(self._version_events.get(key, {}))
+                catalog = VersionCatalog(version, module, events, self._all_segments())
+                self._versions[version] = catalog
+            return catalog
+
+
+def _version_chain(version: str) -> list[str]:
+    """Version table keys that apply, least specific first ("2.8.1" → 2.8, 2.8.1)."""
+    parts = version.split(".")
+    return [".".join(parts[:n]) for n in range(2, len(parts) + 1)]
+
+
+def _is_segment_name(name: str) -> bool:
+    # hl7apy also lists pseudo segments (ANYHL7SEGMENT, ANYZSEGMENT) that match anything.
+    return len(name) == 3 and name.isalnum()
+
+
+def _field_names(spec: tuple[Any, ...]) -> dict[str, int]:
+    names: dict[str, int] = {}
+    if len(spec) < 2:  # hl7apy lists a few withdrawn segments with no fields
+        return names
+    for child in spec[1]:
+        ident, definition = child[0], child[1]
+        if definition is None or "_" not in ident:
+            continue
+        position = int(ident.rsplit("_", 1)[1])
+        long_name = definition[3]
+        if isinstance(long_name, str) and long_name:
+            names.setdefault(long_name.lower(), position)
+    return names
+
+
+def _compile(
+    structure: str, name: str, spec: Any, cardinality: tuple[int, int], *, is_group: bool
+) -> Node:
+    low, high = cardinality
+    if not is_group:
+        return Node(name, False, low, high, first=frozenset({name}))
+    children = []
+    for child in spec[1]:
+        child_name, child_spec, child_card, kind = child[0], child[1], child[2], child[3]
+        if kind == "GRP":
+            short = child_name.removeprefix(structure + "_")
+            children.append(
+                _compile(structure, short, child_spec, tuple(child_card), is_group=True)
+            )
+        else:
+            children.append(
+                Node(child_name, False, child_card[0], child_card[1], first=frozenset({child_name}))
+            )
+    first: set[str] = set()
+    for child_node in children:
+        first |= child_node.first
+        if child_node.min > 0:
+            break
+    return Node(name, True, low, high, tuple(children), frozenset(first))
+
+
+class _Frame:
+    """Matching state of one group instance while segments are being placed."""
+
+    __slots__ = ("counts", "node", "parent", "pos")
+
+    def __init__(self, node: Node, parent: _Frame | None) -> None:
+        self.node = node
+        self.parent = parent
+        self.counts = [0] * len(node.children)
+        self.pos = 0
+
+    def find(self, segment: str) -> int | None:
+        children = self.node.children
+        for k in range(self.pos, len(children)):
+            child = children[k]
+            if segment in child.first and (child.max < 0 or self.counts[k] < child.max):
+                return k
+        return None
+
+    def accepts_upwards(self, segment: str) -> bool:
+        frame = self.parent
+        while frame is not None:
+            if frame.find(segment) is not None:
+                return True
+            frame = frame.parent
+        return False
+
+
+def group_segments(
+    root: Node | None, segments: list[Segment], target: Group, known: frozenset[str]
+) -> None:
+    """Place ``segments`` into ``target`` following ``root``; flat when root is None.
+
+    Segments the structure does not expect where they stand (Z-segments, segments of
+    another version, out-of-order segments) stay in the group being filled, so that
+    nothing the sender wrote is dropped.
+    """
+    if root is None:
+        target.children.extend(segments)
+        return
+    _fill(_Frame(root, None), target, segments, 0, known)
+
+
+def _fill(
+    frame: _Frame, group: Group, segments: list[Segment], i: int, known: frozenset[str]
+) -> int:
+    total = len(segments)
+    children = frame.node.children
+    while i < total:
+        segment = segments[i]
+        k = frame.find(segment.name)
+        if k is None:
+            if frame.accepts_upwards(segment.name):
+                return i
+            group.children.append(segment)
+            i += 1
+            continue
+        child = children[k]
+        frame.pos = k
+        frame.counts[k] += 1
+        if child.is_group:
+            sub = Group(child.name, known)
+            group.children.append(sub)
+            i = _fill(_Frame(child, frame), sub, segments, i, known)
+        else:
+            group.children.append(segment)
+            i += 1
+    return i

@@ -1,0 +1,1 @@
+"""Template engine: sandboxed Jinja2 environment, code maps, routes."""

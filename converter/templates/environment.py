@@ -1,0 +1,148 @@
+"""The sandboxed Jinja2 environment templates render in.
+
+Templates write JSON. Every ``{{ expression }}`` goes through :func:`to_json`, so a value
+from a message can never break the JSON it lands in: strings are quoted and escaped,
+absent values become ``null`` (pruned later), numbers and booleans stay themselves.
+Macro calls and ``emit()`` references are already JSON and pass through unchanged.
+
+Templates are configuration that users supply: they render in an immutable sandbox
+(no access to Python internals, no mutation of shared objects) with strict undefined
+(a typo in a name is an error, an absent HL7 field is just empty).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from markupsafe import Markup
+
+from ..errors import ConfigurationError
+from ..hl7v2.message import Value
+from .filters import ValueFilters
+from .render import Ref
+
+__all__ = ["TemplateInfo", "TemplateSet", "to_json"]
+
+_NULL = Markup("null")
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, Ref):
+        return {"reference": value.reference}
+    text = str(value)
+    return text if text else None
+
+
+def _string(text: str) -> Markup:
+    encoded = _dumps(text)
+    # Brackets inside strings are written as escapes so that the trailing-comma cleanup
+    # of template output (a plain text substitution) can never touch a value.
+    if "]" in encoded or "}" in encoded:
+        encoded = encoded.replace("]", "\\u005d").replace("}", "\\u007d")
+    return Markup(encoded)
+
+
+_dumps = json.JSONEncoder(ensure_ascii=False).encode
+
+
+def to_json(value: Any) -> Markup:
+    """Finalizer: the JSON text of an expression's value."""
+    cls = type(value)
+    if cls is Markup:
+        return value if value.strip() else _NULL
+    if cls is Value:
+        text = str(value)
+        return _string(text) if text else _NULL
+    if value is None:
+        return _NULL
+    if isinstance(value, str):
+        return _string(value) if value else _NULL
+    if isinstance(value, Ref):
+        return Markup(value.as_json())
+    if isinstance(value, bool | int | float):
+        return Markup(json.dumps(value))
+    if isinstance(value, jinja2.Undefined):
+        str(value)  # StrictUndefined raises with the missing name
+        return _NULL
+    if isinstance(value, list | tuple | dict):
+        encoded = json.dumps(value, ensure_ascii=False, default=_default)
+        if "]" in encoded or "}" in encoded:
+            # Same protection as for strings, applied inside the container's strings only.
+            encoded = _protect_strings(encoded)
+        return Markup(encoded)
+    text = str(value)
+    return _string(text) if text else _NULL
+
+
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+
+
+def _protect_strings(encoded: str) -> str:
+    return _JSON_STRING.sub(
+        lambda m: m.group(0).replace("]", "\\u005d").replace("}", "\\u007d"), encoded
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateInfo:
+    """A template file and where it comes from."""
+
+    name: str
+    path: Path
+    overridden: bool
+
+
+class TemplateSet:
+    """Built-in templates with user override directories searched first."""
+
+    def __init__(
+        self,
+        builtin: Path,
+        overrides: Sequence[Path],
+        filters: ValueFilters,
+    ) -> None:
+        for directory in overrides:
+            if not directory.is_dir():
+                raise ConfigurationError(f"template directory {directory} does not exist")
+        self.builtin = builtin
+        self.overrides = tuple(overrides)
+        loaders: list[jinja2.BaseLoader] = [
+            jinja2.FileSystemLoader(str(d)) for d in (*self.overrides, builtin)
+        ]
+        # "builtin/..." always reaches the shipped template, so an override can wrap it.
+        loaders.append(jinja2.PrefixLoader({"builtin": jinja2.FileSystemLoader(str(builtin))}))
+        self.environment = ImmutableSandboxedEnvironment(
+            loader=jinja2.ChoiceLoader(loaders),
+            undefined=jinja2.StrictUndefined,
+            autoescape=True,
+            finalize=to_json,
+            extensions=["jinja2.ext.do", "jinja2.ext.loopcontrols"],
+            trim_blocks=True,
+            lstrip_blocks=True,
+            auto_reload=False,
+            cache_size=-1,
+        )
+        self.environment.filters.update(filters.filters())
+        self.environment.globals.update(filters.globals())
+
+    def list(self, family: str | None = None) -> list[TemplateInfo]:
+        """Every template visible through the search path, the override winning."""
+        seen: dict[str, TemplateInfo] = {}
+        for directory in (*self.overrides, self.builtin):
+            overridden = directory != self.builtin
+            for path in sorted(directory.rglob("*.j2")):
+                name = path.relative_to(directory).as_posix()
+                if family and not name.startswith(family + "/"):
+                    continue
+                seen.setdefault(name, TemplateInfo(name, path, overridden))
+        return sorted(seen.values(), key=lambda info: info.name)
+
+    def exists(self, name: str) -> bool:
+        return any((d / name).is_file() for d in (*self.overrides, self.builtin))

@@ -1,0 +1,231 @@
+"""Filters and functions that templates use to turn HL7 values into FHIR values.
+
+Each filter accepts a :class:`~converter.hl7v2.message.Value`, a string or None, and
+returns None for an absent input so that the element is pruned. A present but invalid
+value (a date ``20241341``, a number ``12,5``) is a :class:`MappingError` naming its HL7
+path, or — in lenient mode — a warning and an absent element.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from jinja2 import pass_context
+from jinja2.runtime import Context
+
+from ..datetimes import InvalidTimestamp, TimestampConverter
+from ..errors import MappingError
+from .codemaps import CodeMaps
+
+__all__ = ["ValueFilters"]
+
+_DECIMAL = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+_INTEGER = re.compile(r"[+-]?\d+")
+_OID = re.compile(r"[0-2](\.(0|[1-9]\d*))+")
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_V2_TABLE = re.compile(r"HL7(\d{4})")
+_YES = {
+    "Y": True,
+    "YES": True,
+    "T": True,
+    "TRUE": True,
+    "1": True,
+    "N": False,
+    "NO": False,
+    "F": False,
+    "FALSE": False,
+    "0": False,
+}
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value).strip()
+
+
+def _path(value: Any) -> str | None:
+    return getattr(value, "path", None) if not isinstance(value, str) else None
+
+
+class ValueFilters:
+    """Filters bound to one converter configuration (time zone, strictness, code maps)."""
+
+    def __init__(self, timestamps: TimestampConverter, codemaps: CodeMaps, *, strict: bool):
+        self._timestamps = timestamps
+        self._codemaps = codemaps
+        self._strict = strict
+
+    def filters(self) -> dict[str, Callable[..., Any]]:
+        return {
+            "fhir_date": self.fhir_date,
+            "fhir_datetime": self.fhir_datetime,
+            "fhir_instant": self.fhir_instant,
+            "fhir_time": self.fhir_time,
+            "decimal": self.decimal,
+            "integer": self.integer,
+            "boolean": self.boolean,
+            "map_code": self.map_code,
+            "map_coding": self.map_coding,
+            "code_system": self.code_system,
+            "hd_system": self.hd_system,
+        }
+
+    def globals(self) -> dict[str, Callable[..., Any]]:
+        return {
+            "codemap": self.codemap,
+            "code_system": self.code_system,
+            "hd_system": self.hd_system,
+        }
+
+    # -- invalid values ------------------------------------------------------------------
+    def _invalid(self, ctx: Context, value: Any, reason: str) -> None:
+        if self._strict:
+            raise MappingError(reason, location=_path(value), detail=_text(value)[:100])
+        session = ctx.get("_session")
+        if session is not None:
+            where = _path(value)
+            session.warn(
+                f"{reason} at {where}; value dropped" if where else f"{reason}; value dropped"
+            )
+        return None
+
+    # -- timestamps ----------------------------------------------------------------------
+    def _timestamp(self, ctx: Context, value: Any, convert: Callable[[str], str]) -> str | None:
+        text = _text(value)
+        if not text:
+            return None
+        try:
+            return convert(text)
+        except InvalidTimestamp as exc:
+            self._invalid(ctx, value, f"invalid timestamp: {exc}")
+            return None
+
+    @pass_context
+    def fhir_date(self, ctx: Context, value: Any) -> str | None:
+        return self._timestamp(ctx, value, self._timestamps.date)
+
+    @pass_context
+    def fhir_datetime(self, ctx: Context, value: Any) -> str | None:
+        return self._timestamp(ctx, value, self._timestamps.date_time)
+
+    @pass_context
+    def fhir_instant(self, ctx: Context, value: Any) -> str | None:
+        return self._timestamp(ctx, value, self._timestamps.instant)
+
+    @pass_context
+    def fhir_time(self, ctx: Context, value: Any) -> str | None:
+        return self._timestamp(ctx, value, self._timestamps.time)
+
+    # -- numbers -------------------------------------------------------------------------
+    @pass_context
+    def decimal(self, ctx: Context, value: Any) -> int | float | None:
+        text = _text(value)
+        if not text:
+            return None
+        if not _DECIMAL.fullmatch(text):
+            self._invalid(ctx, value, "not a number")
+            return None
+        if _INTEGER.fullmatch(text):
+            return int(text)
+        return float(text)
+
+    @pass_context
+    def integer(self, ctx: Context, value: Any) -> int | None:
+        text = _text(value)
+        if not text:
+            return None
+        if not _INTEGER.fullmatch(text):
+            self._invalid(ctx, value, "not an integer")
+            return None
+        return int(text)
+
+    @pass_context
+    def boolean(self, ctx: Context, value: Any) -> bool | None:
+        text = _text(value).upper()
+        if not text:
+            return None
+        if text not in _YES:
+            self._invalid(ctx, value, "not a yes/no indicator")
+            return None
+        return _YES[text]
+
+    # -- codes ---------------------------------------------------------------------------
+    def codemap(self, name: str, code: Any, system: Any = None) -> dict[str, str] | None:
+        """The mapped coding as a dict (code, display, system), or None when unmapped."""
+        mapped = self._codemaps.lookup(name, _text(code) or None, _text(system) or None)
+        if mapped is None:
+            return None
+        out = {"system": mapped.system, "code": mapped.code, "display": mapped.display}
+        return {k: v for k, v in out.items() if v}
+
+    def map_code(self, code: Any, name: str, system: Any = None) -> str | None:
+        """Just the target code of a map (for FHIR ``code`` elements)."""
+        mapped = self._codemaps.lookup(name, _text(code) or None, _text(system) or None)
+        return mapped.code if mapped else None
+
+    def map_coding(self, code: Any, name: str, system: Any = None) -> dict[str, str] | None:
+        return self.codemap(name, code, system)
+
+    def code_system(self, name: Any) -> str | None:
+        """FHIR system URI for a coding system name (HL7 table 0396: LN, SCT, HL70001…)."""
+        text = _text(name)
+        if not text:
+            return None
+        mapped = (
+            self._codemaps.lookup("CodingSystem", text)
+            if "CodingSystem" in self._codemaps
+            else None
+        )
+        if mapped is not None:
+            return mapped.code
+        table = _V2_TABLE.fullmatch(text.upper())
+        if table:
+            return f"http://terminology.hl7.org/CodeSystem/v2-{table[1]}"
+        return _as_uri(text)
+
+    def hd_system(self, hd: Any, start: int = 1) -> str | None:
+        """Identifier system from an HD (CX.4) or the HD part of an EI (``start=2``).
+
+        OID → urn:oid, UUID → urn:uuid, URI kept.
+        Only an HD universal id (HD.2) becomes a system; a bare namespace (HD.1) is a
+        local name and is looked up in the ``AssigningAuthority`` code map when the
+        deployment provides one.
+        """
+        if hd is None:
+            return None
+        if isinstance(hd, str):
+            namespace, universal, kind = hd.strip(), "", ""
+        else:
+            namespace = _text(hd[start])
+            universal = _text(hd[start + 1])
+            kind = _text(hd[start + 2]).upper()
+        if universal:
+            if kind == "ISO" or (not kind and _OID.fullmatch(universal)):
+                return f"urn:oid:{universal}" if _OID.fullmatch(universal) else universal
+            if kind == "UUID" or _UUID.fullmatch(universal):
+                return f"urn:uuid:{universal.lower()}"
+            return _as_uri(universal)
+        if namespace and "AssigningAuthority" in self._codemaps:
+            mapped = self._codemaps.lookup("AssigningAuthority", namespace)
+            if mapped is not None:
+                return mapped.code
+        if namespace and _OID.fullmatch(namespace):
+            return f"urn:oid:{namespace}"
+        return None
+
+
+def _as_uri(text: str) -> str | None:
+    """OIDs and UUIDs as URNs; any other name kept as written when it has no blanks.
+
+    A local name (``99LAB``) is not a proper URI, but dropping it would lose where the
+    code comes from; FHIR's uri type accepts it, and a deployment can map it to a real
+    URI in the ``CodingSystem`` code map.
+    """
+    if _OID.fullmatch(text):
+        return f"urn:oid:{text}"
+    if _UUID.fullmatch(text):
+        return f"urn:uuid:{text.lower()}"
+    if not any(char.isspace() for char in text):
+        return text
+    return None

@@ -1,0 +1,257 @@
+"""One conversion's rendering: templates emit resources, assembly keeps them.
+
+A message root template calls ``emit("Patient", pid=msg.PID)``; that renders
+``<family>/resources/Patient.j2`` to JSON, prunes empty values, gives the resource its
+stable id and returns a :class:`Ref` which renders as ``{"reference": "Patient/<id>"}``.
+A resource emitted twice with the same identity is merged into one.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import traceback
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import jinja2
+from jinja2.exceptions import SecurityError
+
+from ..assembly.ids import stable_id
+from ..assembly.merge import merge_into
+from ..errors import ConversionError, MappingError, TemplateError
+
+__all__ = ["Ref", "RenderSession", "json_from_template"]
+
+# A comma that only precedes a closing bracket. Values never contain a literal bracket
+# (the finalizer writes them as \u005d / \u007d), so no string content can match.
+_TRAILING_COMMA = re.compile(r",(?=\s*[\]}])")
+
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    """A reference to a resource of the bundle being built."""
+
+    type: str
+    id: str
+    reference: str
+
+    def as_json(self) -> str:
+        return json.dumps({"reference": self.reference})
+
+    def __str__(self) -> str:
+        return self.reference
+
+
+def _prune_object(obj: dict[str, Any]) -> dict[str, Any] | None:
+    """Parse-time pruning (inner objects come first): drop empty members and list items."""
+    out = {}
+    for key, value in obj.items():
+        if value is None or value == "" or value == [] or value == {}:
+            continue
+        if type(value) is list:
+            value = [
+                item
+                for item in value
+                if item is not None and item != "" and item != {} and item != []
+            ]
+            if not value:
+                continue
+        elif type(value) is str and value.isspace():
+            continue
+        out[key] = value
+    return out or None
+
+
+_decode = json.JSONDecoder(object_hook=_prune_object).decode
+
+
+def json_from_template(text: str, template: str) -> Any:
+    """Parse a template's output; templates may leave trailing commas in lists and objects."""
+    cleaned = _TRAILING_COMMA.sub("", text)
+    try:
+        return _decode(cleaned)
+    except json.JSONDecodeError as exc:
+        line = cleaned.splitlines()[exc.lineno - 1] if cleaned.strip() else ""
+        raise TemplateError(
+            f"template output is not JSON: {exc.msg} (output line {exc.lineno}, column "
+            f"{exc.colno}); check the template's commas and brackets",
+            template=template,
+            detail=line.strip()[:200],
+        ) from None
+
+
+class RenderSession:
+    """Collects the resources one message produces, in first-emission order."""
+
+    def __init__(
+        self,
+        *,
+        environment: jinja2.Environment,
+        family: str,
+        scope: str,
+        reference_style: str,
+        context: dict[str, Any],
+        builtin_root: str,
+    ) -> None:
+        self._env = environment
+        self._builtin_root = builtin_root
+        self._family = family
+        self._scope = scope
+        self._reference_style = reference_style
+        self._context = {
+            **context,
+            "emit": self.emit,
+            "emitted": self.emitted,
+            "warn": self.warn,
+            "_session": self,
+        }
+        self._order: list[tuple[str, str] | None] = []
+        self._counters: dict[str, int] = {}
+        self.resources: dict[tuple[str, str], dict[str, Any]] = {}
+        self.origins: dict[tuple[str, str], str] = {}
+        self.warnings: list[str] = []
+        self._refs: list[Ref] = []
+
+    # -- functions exposed to templates --------------------------------------------------
+    def emit(self, template: str, **variables: Any) -> Ref | None:
+        """Render a resource template; None when the resource came out empty."""
+        name = self.resolve(template)
+        # Reserve the position now so that a resource precedes what it emits itself.
+        slot = len(self._order)
+        self._order.append(None)
+        text = self.render(name, variables)
+        resource = json_from_template(text, name)
+        if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
+            raise TemplateError(
+                "a resource template must render one object with a resourceType", template=name
+            )
+        identity = resource.pop("_identity", None)
+        if len(resource) <= 1 or set(resource) <= {"resourceType", "id"}:
+            return None
+        rtype = resource["resourceType"]
+        counter = self._counters.get(name, 0) + 1
+        self._counters[name] = counter
+        rid = resource.get("id")
+        if not isinstance(rid, str):
+            parts = _identity_parts(identity)
+            if parts:
+                rid = stable_id(self._scope, rtype, *parts)
+            else:
+                # No business identifier: stable for this message (control id, sender
+                # and position are in the scope), so a re-sent message maps the same.
+                rid = stable_id(
+                    self._scope, "message", self._context["message_key"], name, str(counter)
+                )
+            resource = {"resourceType": rtype, "id": rid, **resource}
+        key = (rtype, rid)
+        existing = self.resources.get(key)
+        if existing is None:
+            self.resources[key] = resource
+            self.origins[key] = name
+            self._order[slot] = key
+            ref = Ref(rtype, rid, self._reference_for(rtype, rid))
+            self._refs.append(ref)
+            return ref
+        merge_into(existing, resource)
+        return Ref(rtype, rid, self._reference_for(rtype, rid))
+
+    def emitted(self, resource_type: str | None = None) -> list[Ref]:
+        """References to what has been emitted so far (optionally of one type)."""
+        return [r for r in self._refs if resource_type is None or r.type == resource_type]
+
+    def warn(self, message: str) -> str:
+        """Record a warning from a template; renders as nothing."""
+        self.warnings.append(str(message))
+        return ""
+
+    # -- rendering -------------------------------------------------------------------------
+    def resolve(self, template: str) -> str:
+        if template.endswith(".j2"):
+            return template
+        if "/" in template:
+            return f"{self._family}/{template}.j2"
+        return f"{self._family}/resources/{template}.j2"
+
+    def render(self, name: str, variables: dict[str, Any]) -> str:
+        try:
+            compiled = self._env.get_template(name)
+        except jinja2.TemplateNotFound as exc:
+            raise TemplateError(f"template {exc.name!r} not found", template=name) from None
+        except jinja2.TemplateSyntaxError as exc:
+            raise TemplateError(
+                f"template syntax error: {exc.message}", template=f"{exc.name or name}:{exc.lineno}"
+            ) from None
+        try:
+            return compiled.render({**self._context, **variables})
+        except ConversionError as exc:
+            if exc.template is None:
+                exc.template = _template_frame(exc, name, self._builtin_root)
+            raise
+        except jinja2.TemplateSyntaxError as exc:
+            raise TemplateError(
+                f"template syntax error: {exc.message}", template=f"{exc.name}:{exc.lineno}"
+            ) from None
+        except jinja2.TemplateNotFound as exc:
+            raise TemplateError(
+                f"template {exc.name!r} not found",
+                template=_template_frame(exc, name, self._builtin_root),
+            ) from None
+        except jinja2.UndefinedError as exc:
+            raise TemplateError(
+                f"undefined in template: {exc.message}",
+                template=_template_frame(exc, name, self._builtin_root),
+            ) from None
+        except SecurityError as exc:
+            raise TemplateError(
+                f"template tried an unsafe operation: {exc}",
+                template=_template_frame(exc, name, self._builtin_root),
+            ) from None
+        except (
+            TypeError,
+            ValueError,
+            KeyError,
+            IndexError,
+            AttributeError,
+            ArithmeticError,
+        ) as exc:
+            raise MappingError(
+                f"{type(exc).__name__} raised in template",
+                template=_template_frame(exc, name, self._builtin_root),
+                detail=str(exc)[:300],
+            ) from None
+
+    def _reference_for(self, rtype: str, rid: str) -> str:
+        if self._reference_style == "urn":
+            return f"urn:uuid:{rid}"
+        return f"{rtype}/{rid}"
+
+    def entries(self) -> Iterable[tuple[str, dict[str, Any]]]:
+        """Resources with the template that first produced them, in emission order."""
+        for key in self._order:
+            if key is not None:
+                yield self.origins[key], self.resources[key]
+
+
+def _identity_parts(identity: Any) -> list[str]:
+    if identity is None:
+        return []
+    values = identity if isinstance(identity, list) else [identity]
+    return [str(v) for v in values if v not in (None, "", [], {})]
+
+
+def _template_frame(exc: BaseException, fallback: str, builtin_root: str) -> str:
+    """``file:line`` of the innermost template frame in the exception's traceback.
+
+    Built-in templates are named relative to the mappings folder; an override is named
+    by its full path, so that it is clear which file was used.
+    """
+    found = fallback
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if frame.filename.endswith(".j2") and frame.lineno is not None:
+            filename = frame.filename
+            if filename.startswith(builtin_root):
+                filename = filename[len(builtin_root) :].lstrip("/\\")
+            found = f"{filename}:{frame.lineno}"
+    return found

@@ -1,0 +1,90 @@
+"""Route tables: which root template handles which message.
+
+``<family>/routes.toml`` in the built-in mappings, optionally completed by the same file
+in an override directory (its entries win, one by one)::
+
+    [events]                 # MSH-9 message code ^ trigger event → root template
+    "ADT^A04" = "ADT_A01"
+
+    [structures]             # fallback: message structure (MSH-9.3 or the version's alias)
+    "ADT_A01" = "ADT_A01"
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+from ..errors import ConfigurationError, UnsupportedMessageError
+
+__all__ = ["Route", "RouteTable"]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A route entry and the file it comes from."""
+
+    key: str
+    template: str
+    kind: str  # "event" | "structure"
+    source: Path
+
+
+@dataclass(frozen=True)
+class RouteTable:
+    """Event and structure routes of one template family (``hl7v2``, ``cda``)."""
+
+    family: str
+    events: Mapping[str, Route] = field(default_factory=dict)
+    structures: Mapping[str, Route] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, family: str, directories: Sequence[Path]) -> RouteTable:
+        """Merge ``<dir>/<family>/routes.toml`` files; earlier directories win."""
+        events: dict[str, Route] = {}
+        structures: dict[str, Route] = {}
+        for directory in reversed(directories):
+            path = directory / family / "routes.toml"
+            if not path.is_file():
+                continue
+            try:
+                table = tomllib.loads(path.read_text(encoding="utf-8"))
+            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+                raise ConfigurationError(f"{path}: {exc}") from None
+            for section, target, kind in (
+                ("events", events, "event"),
+                ("structures", structures, "structure"),
+            ):
+                entries = table.get(section, {})
+                if not isinstance(entries, dict):
+                    raise ConfigurationError(f"{path}: [{section}] must be a table")
+                for key, template in entries.items():
+                    if not isinstance(template, str) or not template:
+                        raise ConfigurationError(f"{path}: route {key!r} needs a template name")
+                    target[key] = Route(key, template, kind, path)
+        return cls(family, MappingProxyType(events), MappingProxyType(structures))
+
+    def resolve(self, event: str, structure: str) -> Route:
+        """The route for a message; raises :class:`UnsupportedMessageError` (AR) if none."""
+        route = self.events.get(event) or self.structures.get(structure)
+        if route is not None:
+            return route
+        code = event.split("^", 1)[0]
+        known_code = any(key.split("^", 1)[0] == code for key in self.events) or any(
+            key.split("_", 1)[0] == code for key in self.structures
+        )
+        if known_code:
+            raise UnsupportedMessageError(
+                f"unsupported message type: trigger event of {event} has no route",
+                location="MSH-9.2",
+                hl7_error_code="201",
+            )
+        raise UnsupportedMessageError(
+            f"unsupported message type {event}", location="MSH-9.1", hl7_error_code="200"
+        )
+
+    def all(self) -> list[Route]:
+        return [*self.events.values(), *self.structures.values()]

@@ -1,0 +1,1 @@
+"""Built-in mapping templates, routes and code maps (data package)."""
