@@ -3,16 +3,19 @@
 from .encoding import Encoding
 from .er7 import RawMessage, parse_message, split_messages
 from .message import Group, Message, Segment, Value
+from .peek import Header, peek_header
 from .structure import StructureCatalog
 
 __all__ = [
     "Encoding",
     "Group",
+    "Header",
     "Message",
     "RawMessage",
     "Segment",
     "StructureCatalog",
     "Value",
     "parse_message",
+    "peek_header",
     "split_messages",
 ]

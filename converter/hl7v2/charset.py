@@ -65,7 +65,21 @@ def codec_for(msh18: str, default: str) -> str:
             codec = codecs.lookup(name.lower()).name
         except LookupError:
             raise CharsetError(f"unknown character set {msh18!r}", location="MSH-18") from None
+        if not _ascii_compatible(codec):
+            # bytes-to-bytes codecs (base64, hex) and sets such as UTF-16 or EBCDIC.
+            raise CharsetError(f"character set {msh18!r} is not supported", location="MSH-18")
     return codec
+
+
+_ASCII_SAMPLE = bytes(range(0x20, 0x7F)) + b"\r\n"
+
+
+def _ascii_compatible(codec: str) -> bool:
+    """Whether ``codec`` is a text codec that reads ASCII bytes as ASCII (delimiters too)."""
+    try:
+        return _ASCII_SAMPLE.decode(codec) == _ASCII_SAMPLE.decode("ascii")
+    except (LookupError, UnicodeDecodeError):
+        return False
 
 
 def decode_message(data: bytes, codec: str) -> str:
@@ -84,7 +98,8 @@ def _position(data: bytes, offset: int) -> str:
     line_start = max(data.rfind(b"\r", 0, offset), data.rfind(b"\n", 0, offset)) + 1
     line = data[line_start:offset]
     name = data[line_start : line_start + 3].decode("ascii", "replace")
-    field_sep = b"|" if name != "MSH" else data[line_start + 3 : line_start + 4] or b"|"
+    # Every segment uses the field separator the message declares in MSH-1.
+    field_sep = data[3:4] if data.startswith(b"MSH") and len(data) > 3 else b"|"
     field = line.count(field_sep) + (1 if name == "MSH" else 0)
     before = data[:line_start].replace(b"\r\n", b"\r").replace(b"\n", b"\r")
     occurrence = sum(1 for seg in before.split(b"\r") if seg[:3] == name.encode("ascii", "replace"))

@@ -124,7 +124,12 @@ class Encoding:
         if self.truncation:
             out = out.replace(self.truncation, f"{esc}P{esc}")
         if "\r" in out or "\n" in out:
-            out = out.replace("\r", f"{esc}X0D{esc}").replace("\n", f"{esc}.br{esc}")
+            # ``\.br\`` would put a raw "." back in the text when "." is a delimiter.
+            line_break = "X0A" if "." in self.msh2 + self.field else ".br"
+            out = out.replace("\r", f"{esc}X0D{esc}").replace("\n", f"{esc}{line_break}{esc}")
+        if out == '""':
+            # Two quotes alone are HL7's explicit null, not the text '""'.
+            out = f'{esc}X22{esc}"'
         return out
 
 

@@ -44,8 +44,7 @@ def split_messages(data: bytes) -> list[RawMessage]:
         data = data[len(_BOM) :]
     messages: list[list[bytes]] = []
     for line in _LINE_BREAK.split(data):
-        line = line.strip(_FRAMING).rstrip(b" \t")
-        line = line.lstrip(_FRAMING + b" \t")
+        line = line.strip(_FRAMING + b" \t")
         if not line:
             continue
         head = line[:3]
@@ -78,13 +77,21 @@ def parse_message(
     msh_line = data if msh_end < 0 else data[:msh_end]
     # MSH itself is ASCII in every supported charset; read MSH-2 and MSH-18 from it.
     msh_fields = msh_line.decode("latin-1").split(field_sep)
+    control_id = msh_fields[9] if len(msh_fields) > 9 else None
     encoding_chars = msh_fields[1] if len(msh_fields) > 1 else ""
-    if not 2 <= len(encoding_chars) <= 5 or len(set(encoding_chars)) != len(encoding_chars):
-        raise ParseError(f"invalid encoding characters {encoding_chars!r}", location="MSH-2")
+    if (
+        not 2 <= len(encoding_chars) <= 5
+        or len(set(encoding_chars)) != len(encoding_chars)
+        or any(char.isalnum() or char.isspace() for char in encoding_chars)
+    ):
+        raise ParseError(
+            f"invalid encoding characters {encoding_chars!r}",
+            location="MSH-2",
+            control_id=control_id,
+        )
     enc = Encoding.from_msh(field_sep, encoding_chars)
     msh18 = msh_fields[17] if len(msh_fields) > 17 else ""
     msh18 = msh18.split(enc.repetition, 1)[0]
-    control_id = msh_fields[9] if len(msh_fields) > 9 else None
     try:
         codec = codec_for(msh18, default_charset)
         text = decode_message(data, codec)

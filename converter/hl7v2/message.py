@@ -187,8 +187,21 @@ class Value:
         return str(self)
 
     def __bool__(self) -> bool:
-        # HL7's explicit null ``""`` carries no value for a conversion.
-        return bool(str(self))
+        # HL7's explicit null ``""`` carries no value for a conversion. A value is present
+        # when any of its leaves has text, not only the first one: ``^John`` (given name
+        # only) or ``^NET^Internet^a@b.org`` (e-mail) must not be skipped as empty.
+        if str(self):
+            return True
+        raw = self._raw
+        if not raw or raw == '""' or self._is_msh2():
+            return False
+        enc = self._enc
+        leaves = [raw]
+        splits = ((_FIELD, enc.repetition), (_REP, enc.component), (_COMP, enc.subcomponent))
+        for depth, sep in splits:
+            if self._depth <= depth and sep:
+                leaves = [part for leaf in leaves for part in leaf.split(sep)]
+        return any(leaf and leaf != '""' and enc.unescape(leaf, self._codec) for leaf in leaves)
 
     def __len__(self) -> int:
         return len(self.reps) if self._depth == _FIELD else (1 if self else 0)

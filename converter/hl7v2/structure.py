@@ -126,7 +126,8 @@ class StructureCatalog:
 
     def version(self, version: str) -> VersionCatalog:
         """The catalog for an MSH-12 value; unsupported versions raise (HL7 error 203)."""
-        module = SUPPORTED_VERSIONS.get(version.strip())
+        version = version.strip()
+        module = SUPPORTED_VERSIONS.get(version)
         if module is None:
             raise UnsupportedMessageError(
                 f"HL7 version {version!r} is not supported (2.3 to 2.8)",

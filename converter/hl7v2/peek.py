@@ -1,0 +1,114 @@
+"""A cheap look at a message's header, for routing and acknowledging before conversion.
+
+Reads MSH and the first PID only (no decoding of the rest, no structure): enough to know
+the sender, the control id, the type and version, the acknowledgement options, and the
+patient the message is about, which orders delivery.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import ParseError
+from .encoding import Encoding
+
+__all__ = ["Header", "peek_header"]
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """What MSH (and PID-3) say, as decoded text."""
+
+    encoding: Encoding
+    sending_application: str
+    sending_facility: str
+    receiving_application: str
+    receiving_facility: str
+    control_id: str
+    message_code: str
+    trigger: str
+    structure: str
+    version: str
+    processing_id: str
+    accept_ack_type: str
+    application_ack_type: str
+    charset: str
+    #: First PID-3 identifier with its assigning authority ("" when there is no PID).
+    patient_key: str
+
+    @property
+    def event(self) -> str:
+        return f"{self.message_code}^{self.trigger}"
+
+    @property
+    def message_type(self) -> str:
+        """MSH-9 as sent, e.g. ``ADT^A01^ADT_A01``."""
+        return "^".join(part for part in (self.message_code, self.trigger, self.structure) if part)
+
+    @property
+    def sender(self) -> str:
+        return f"{self.sending_application}^{self.sending_facility}"
+
+    @property
+    def enhanced_mode(self) -> bool:
+        """MSH-15 or MSH-16 valued: enhanced acknowledgement mode."""
+        return bool(self.accept_ack_type or self.application_ack_type)
+
+
+def peek_header(data: bytes) -> Header:
+    """Read the header of one message; :class:`ParseError` when there is no usable MSH."""
+    start = data.find(b"MSH")
+    if start < 0 or len(data) < start + 8:
+        raise ParseError("no MSH segment", location="MSH")
+    data = data[start:]
+    field_sep = chr(data[3])
+    if field_sep.isalnum() or field_sep in "\r\n ":
+        raise ParseError(f"invalid field separator {field_sep!r}", location="MSH-1")
+    # Delimiters and MSH are ASCII in every supported charset; latin-1 maps bytes 1:1.
+    text = data.decode("latin-1")
+    lines = text.replace("\r\n", "\r").replace("\n", "\r").split("\r")
+    msh = lines[0].split(field_sep)
+    chars = msh[1] if len(msh) > 1 else ""
+    if not 2 <= len(chars) <= 5 or len(set(chars)) != len(chars):
+        raise ParseError(f"invalid encoding characters {chars!r}", location="MSH-2")
+    enc = Encoding.from_msh(field_sep, chars)
+
+    def field(fields: list[str], n: int) -> str:
+        return fields[n] if n < len(fields) else ""
+
+    def first(value: str) -> str:
+        value = value.split(enc.repetition, 1)[0]
+        return enc.unescape(value.split(enc.component, 1)[0].split(enc.subcomponent, 1)[0])
+
+    def hd(value: str) -> str:
+        # HD.1, the namespace (as Message.sending_application); HD.2 when it is empty.
+        parts = value.split(enc.repetition, 1)[0].split(enc.component)
+        return enc.unescape(parts[0] or (parts[1] if len(parts) > 1 else ""))
+
+    msh9 = field(msh, 8).split(enc.component)
+    patient_key = ""
+    for line in lines[1:]:
+        if line.startswith("PID" + field_sep):
+            pid = line.split(field_sep)
+            cx = field(pid, 3).split(enc.repetition, 1)[0].split(enc.component)
+            if cx and cx[0]:
+                authority = cx[3] if len(cx) > 3 else ""
+                patient_key = f"{enc.unescape(cx[0])}^{authority}"
+            break
+    return Header(
+        encoding=enc,
+        sending_application=hd(field(msh, 2)),
+        sending_facility=hd(field(msh, 3)),
+        receiving_application=hd(field(msh, 4)),
+        receiving_facility=hd(field(msh, 5)),
+        control_id=enc.unescape(field(msh, 9)),
+        message_code=enc.unescape(msh9[0]) if msh9 else "",
+        trigger=enc.unescape(msh9[1]) if len(msh9) > 1 else "",
+        structure=enc.unescape(msh9[2]) if len(msh9) > 2 else "",
+        version=first(field(msh, 11)),
+        processing_id=first(field(msh, 10)),
+        accept_ack_type=first(field(msh, 14)),
+        application_ack_type=first(field(msh, 15)),
+        charset=first(field(msh, 17)),
+        patient_key=patient_key,
+    )

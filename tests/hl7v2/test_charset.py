@@ -1,0 +1,219 @@
+"""MSH-18 character sets and decoding errors: ``converter.hl7v2.charset``."""
+
+from __future__ import annotations
+
+import pytest
+
+from converter.errors import CharsetError, ParseError
+from converter.hl7v2.charset import codec_for, decode_message
+from converter.hl7v2.er7 import split_messages
+
+from ._support import SAMPLES, msh, parse
+
+
+# -- codec_for -------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("msh18", "codec"),
+    [
+        ("ASCII", "ascii"),
+        ("8859/1", "iso-8859-1"),
+        ("8859/15", "iso-8859-15"),
+        ("UNICODE UTF-8", "utf-8"),
+        ("UNICODE", "utf-8"),
+        ("  unicode utf-8 ", "utf-8"),
+        ("ISO IR192", "utf-8"),
+        # IANA / Python names that senders write instead of table 0211 values.
+        ("latin-1", "iso8859-1"),
+        ("windows-1252", "cp1252"),
+        ("utf8", "utf-8"),
+    ],
+)
+def test_codec_for_known_sets(msh18: str, codec: str) -> None:
+    assert codec_for(msh18, "utf-8") == codec
+
+
+@pytest.mark.parametrize("msh18", ["", "   "])
+def test_codec_for_empty_uses_default(msh18: str) -> None:
+    assert codec_for(msh18, "iso-8859-1") == "iso-8859-1"
+    assert codec_for(msh18, "utf-8") == "utf-8"
+
+
+def test_codec_for_unknown_set() -> None:
+    with pytest.raises(CharsetError) as info:
+        codec_for("KLINGON-8", "utf-8")
+    assert info.value.location == "MSH-18"
+    assert info.value.reason == "unknown character set 'KLINGON-8'"
+
+
+@pytest.mark.parametrize(
+    "msh18",
+    [
+        "UNICODE UTF-16",
+        "UNICODE UTF-32",
+        "UTF-16",
+        "utf-32",
+        # Not ASCII-compatible: delimiters cannot be found in the bytes.
+        "CP500",
+        "UTF-7",
+        # Bytes-to-bytes codecs, not character sets.
+        "BASE64",
+        "HEX",
+        "ROT13",
+    ],
+)
+def test_codec_for_unsupported_sets(msh18: str) -> None:
+    with pytest.raises(CharsetError) as info:
+        codec_for(msh18, "utf-8")
+    assert info.value.location == "MSH-18"
+    assert info.value.reason == f"character set {msh18!r} is not supported"
+
+
+# -- decode_message --------------------------------------------------------------------
+def test_decode_message_ok() -> None:
+    assert decode_message("MSH|é".encode(), "utf-8") == "MSH|é"
+    assert decode_message(b"MSH|\xe9", "iso-8859-1") == "MSH|é"
+
+
+def test_decode_error_names_segment_field_and_offset() -> None:
+    data = b"MSH|^~\\&|A\rPID|1||123||Dup\xffnt^Jean"
+    with pytest.raises(CharsetError) as info:
+        decode_message(data, "utf-8")
+    offset = data.index(b"\xff")
+    assert info.value.location == "PID-5"
+    assert info.value.reason == f"byte 0xFF at offset {offset} is not valid utf-8"
+    assert str(info.value) == f"byte 0xFF at offset {offset} is not valid utf-8 at PID-5"
+
+
+def test_decode_error_in_msh_counts_msh1() -> None:
+    data = b"MSH|^~\\&|APP\xe9|FAC"
+    with pytest.raises(CharsetError) as info:
+        decode_message(data, "ascii")
+    assert info.value.location == "MSH-3"
+    assert "offset 12" in info.value.reason
+
+
+def test_decode_error_names_segment_occurrence() -> None:
+    data = b"MSH|^~\\&|A\nOBX|1|ST|X||ok\nOBX|2|ST|Y||bad \xc3("
+    with pytest.raises(CharsetError) as info:
+        decode_message(data, "utf-8")
+    assert info.value.location == "OBX[2]-5"
+    offset = data.index(b"\xc3")
+    assert f"offset {offset}" in info.value.reason
+
+
+def test_decode_error_with_non_default_field_separator() -> None:
+    data = b"MSH#$%*@#A\rPID#1##x#\xff"
+    with pytest.raises(CharsetError) as info:
+        decode_message(data, "utf-8")
+    assert info.value.location == "PID-4"
+
+
+# -- through parse_message -------------------------------------------------------------
+def _message(charset: str, pid5: bytes, control_id: str = "CS-1") -> bytes:
+    head = msh(charset=charset, control_id=control_id).encode("ascii")
+    return head + b"\rEVN|A01\rPID|1||123^^^H^MR||" + pid5 + b"\rPV1|1|I"
+
+
+def test_ascii_message() -> None:
+    message = parse(_message("ASCII", b"Martin^Paul"))
+    assert message.codec == "ascii"
+    assert str(message.PID[5][2]) == "Paul"
+
+
+def test_ascii_message_with_8bit_byte_is_rejected() -> None:
+    with pytest.raises(CharsetError) as info:
+        parse(_message("ASCII", b"Mart\xedn"))
+    assert info.value.location == "PID-5"
+    assert info.value.control_id == "CS-1"
+
+
+def test_latin1_message() -> None:
+    message = parse(_message("8859/1", b"L\xe9vy^Ir\xe8ne"))
+    assert message.codec == "iso-8859-1"
+    assert str(message.PID[5]) == "Lévy"
+    assert str(message.PID[5][2]) == "Irène"
+
+
+def test_latin1_hex_escape_uses_the_message_codec() -> None:
+    message = parse(_message("8859/1", b"L\\XE9\\vy"))
+    assert str(message.PID[5]) == "Lévy"
+
+
+def test_utf8_message() -> None:
+    message = parse(_message("UNICODE UTF-8", "Noël^Zoé".encode()))
+    assert message.codec == "utf-8"
+    assert str(message.PID[5]) == "Noël"
+    assert str(message.PID[5][2]) == "Zoé"
+
+
+def test_empty_msh18_uses_default_charset() -> None:
+    data = _message("", "Lévy".encode("latin-1"))
+    assert str(parse(data, default_charset="iso-8859-1").PID[5]) == "Lévy"
+    with pytest.raises(CharsetError):
+        parse(data)  # default is UTF-8
+
+
+def test_msh18_repetition_uses_the_first_set() -> None:
+    message = parse(_message("8859/1~UNICODE UTF-8", b"L\xe9vy"))
+    assert message.codec == "iso-8859-1"
+    assert str(message.PID[5]) == "Lévy"
+
+
+def test_unknown_charset_is_located_at_msh18() -> None:
+    with pytest.raises(CharsetError) as info:
+        parse(_message("EBCDIC-XYZ", b"Martin", control_id="CS-9"))
+    assert info.value.location == "MSH-18"
+    assert info.value.control_id == "CS-9"
+    assert str(info.value) == "unknown character set 'EBCDIC-XYZ' at MSH-18 (MSH-10 CS-9)"
+
+
+def test_undecodable_utf8_names_segment_field_and_offset() -> None:
+    data = _message("UNICODE UTF-8", b"Dupr\xe9^Jean")
+    with pytest.raises(CharsetError) as info:
+        parse(data)
+    error = info.value
+    assert isinstance(error, ParseError)
+    assert error.hl7_error_code == "102"
+    assert error.location == "PID-5"
+    assert error.control_id == "CS-1"
+    offset = data.index(b"\xe9")
+    assert f"offset {offset}" in str(error)
+    # Safe to log: the field content is not in the message.
+    assert "Dupr" not in str(error)
+
+
+@pytest.mark.parametrize("msh18", ["UNICODE UTF-16", "UTF-16", "BASE64"])
+def test_unsupported_charset_is_rejected(msh18: str) -> None:
+    with pytest.raises(CharsetError) as info:
+        parse(_message(msh18, b"Martin"))
+    assert info.value.location == "MSH-18"
+    assert "not supported" in info.value.reason
+    assert info.value.control_id == "CS-1"
+
+
+# -- samples ---------------------------------------------------------------------------
+def test_latin1_sample() -> None:
+    (raw,) = split_messages((SAMPLES / "ADT_A01_latin1.hl7").read_bytes())
+    message = parse(raw.data)
+    assert message.codec == "iso-8859-1"
+    assert str(message.PID[5]) == "FOURNIER-LEFÈVRE"
+    assert str(message.PID[5][2]) == "Hélène"
+    assert str(message.DG1[3][2]) == "Pancréatite aiguë, sans précision"
+
+
+def test_utf8_sample() -> None:
+    (raw,) = split_messages((SAMPLES / "ADT_A01_crlf.hl7").read_bytes())
+    message = parse(raw.data)
+    assert message.codec == "utf-8"
+    assert str(message.PID[5][2]) == "Noël"
+    assert str(message.PID[5][3]) == "Étienne"
+
+
+def test_latin1_sample_is_not_utf8() -> None:
+    (raw,) = split_messages((SAMPLES / "ADT_A01_latin1.hl7").read_bytes())
+    data = raw.data.replace(b"|8859/1|", b"|UNICODE UTF-8|")
+    with pytest.raises(CharsetError) as info:
+        parse(data)
+    # The first non-ASCII byte is the "ç" of "français" in MSH-19.
+    assert info.value.location == "MSH-19"
+    assert info.value.control_id == "HPE-ADT-20240610-000103"

@@ -1,0 +1,453 @@
+"""Message structures and segment grouping: ``converter.hl7v2.structure``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from converter.errors import UnsupportedMessageError
+from converter.hl7v2 import Group, Message, Segment, StructureCatalog, split_messages
+from converter.hl7v2.encoding import Encoding
+from converter.hl7v2.structure import SUPPORTED_VERSIONS, group_segments
+
+from ._support import CATALOG, SAMPLES, parse, parse_segments
+
+
+def tree(group: Group) -> list[Any]:
+    """The group as nested lists: segment labels, ``(group name, children)`` for groups."""
+    return [
+        (child.name, tree(child)) if isinstance(child, Group) else child.label
+        for child in group.children
+    ]
+
+
+ORU = [
+    "PID|1||P1^^^H^MR",
+    "PV1|1|O",
+    "ORC|RE|ORD1",
+    "OBR|1|ORD1||CHEM",
+    "NTE|1||note on order 1",
+    "OBX|1|NM|GLU||5.5",
+    "NTE|2||note on glucose",
+    "NTE|3||second note on glucose",
+    "OBX|2|NM|NA||140",
+    "OBX|3|ST|ASP||clear",
+    "NTE|4||note on aspect",
+    "ORC|RE|ORD2",
+    "OBR|2|ORD2||HEMA",
+    "NTE|5||note on order 2",
+    "OBX|4|NM|HB||13.5",
+    "NTE|6||note on haemoglobin",
+    "OBX|5|NM|PLT||250",
+]
+
+ORDER_1 = [
+    "ORC",
+    "OBR",
+    "NTE",
+    ("OBSERVATION", ["OBX", "NTE[2]", "NTE[3]"]),
+    ("OBSERVATION", ["OBX[2]"]),
+    ("OBSERVATION", ["OBX[3]", "NTE[4]"]),
+]
+ORDER_2 = [
+    "ORC[2]",
+    "OBR[2]",
+    "NTE[5]",
+    ("OBSERVATION", ["OBX[4]", "NTE[6]"]),
+    ("OBSERVATION", ["OBX[5]"]),
+]
+PATIENT = ("PATIENT", ["PID", ("VISIT", ["PV1"])])
+
+
+def oru(version: str, *extra: str) -> Message:
+    return parse_segments(*(extra or ORU), msh9="ORU^R01", version=version)
+
+
+# -- ORU_R01 ---------------------------------------------------------------------------
+def test_oru_r01_v251_tree() -> None:
+    message = oru("2.5.1")
+    assert message.structure == "ORU_R01"
+    assert tree(message) == [
+        "MSH",
+        (
+            "PATIENT_RESULT",
+            [PATIENT, ("ORDER_OBSERVATION", ORDER_1), ("ORDER_OBSERVATION", ORDER_2)],
+        ),
+    ]
+
+
+def test_oru_r01_v251_navigation() -> None:
+    message = oru("2.5.1")
+    orders = message.find("ORDER_OBSERVATION")
+    assert len(orders) == 2
+    assert orders == message.ORDER_OBSERVATION
+    assert [str(order.OBR[2]) for order in orders] == ["ORD1", "ORD2"]
+    first, second = orders
+    # NTE right after OBR belongs to the order, not to an observation.
+    assert [seg.label for seg in first.segments] == ["ORC", "OBR", "NTE"]
+    assert str(first.segments[2][3]) == "note on order 1"
+    observations = first.find("OBSERVATION")
+    assert [str(obs.OBX[3]) for obs in observations] == ["GLU", "NA", "ASP"]
+    # NTEs after an OBX belong to that observation.
+    assert [str(nte[3]) for nte in observations[0].all("NTE")] == [
+        "note on glucose",
+        "second note on glucose",
+    ]
+    assert observations[1].all("NTE") == []
+    assert not observations[1].NTE
+    assert [str(nte[3]) for nte in observations[2].all("NTE")] == ["note on aspect"]
+    assert [str(obs.OBX[3]) for obs in second.OBSERVATION] == ["HB", "PLT"]
+    assert [str(nte[3]) for nte in second.find("OBSERVATION")[0].all("NTE")] == [
+        "note on haemoglobin"
+    ]
+    assert len(message.find("OBSERVATION")) == 5
+    assert first.find("ORDER_OBSERVATION") == []
+    assert message.find("PATIENT")[0].PID is message.PID
+    assert message.find("VISIT")[0].PV1 is message.PV1
+    assert str(second.NTE[3]) == "note on order 2"  # first NTE at any depth
+    assert repr(first) == "<Group ORDER_OBSERVATION>"
+
+
+def test_oru_r01_v23_response_group() -> None:
+    message = oru("2.3")
+    assert message.structure == "ORU_R01"
+    assert tree(message) == [
+        "MSH",
+        (
+            "RESPONSE",
+            [PATIENT, ("ORDER_OBSERVATION", ORDER_1), ("ORDER_OBSERVATION", ORDER_2)],
+        ),
+    ]
+    assert message.find("PATIENT_RESULT") == []
+    assert len(message.find("RESPONSE")[0].find("ORDER_OBSERVATION")) == 2
+
+
+def test_oru_r01_v28_common_order() -> None:
+    message = oru("2.8")
+    common_1 = ("COMMON_ORDER", ["ORC"])
+    common_2 = ("COMMON_ORDER", ["ORC[2]"])
+    assert tree(message) == [
+        "MSH",
+        (
+            "PATIENT_RESULT",
+            [
+                PATIENT,
+                ("ORDER_OBSERVATION", [common_1, *ORDER_1[1:]]),
+                ("ORDER_OBSERVATION", [common_2, *ORDER_2[1:]]),
+            ],
+        ),
+    ]
+    orders = message.find("ORDER_OBSERVATION")
+    assert [str(order.find("COMMON_ORDER")[0].ORC[2]) for order in orders] == ["ORD1", "ORD2"]
+    assert [str(order.ORC[2]) for order in orders] == ["ORD1", "ORD2"]
+
+
+def test_oru_r01_without_patient() -> None:
+    message = oru("2.5.1", "OBR|1", "OBX|1", "OBX|2")
+    assert tree(message) == [
+        "MSH",
+        (
+            "PATIENT_RESULT",
+            [("ORDER_OBSERVATION", ["OBR", ("OBSERVATION", ["OBX"]), ("OBSERVATION", ["OBX[2]"])])],
+        ),
+    ]
+
+
+def test_oru_sample() -> None:
+    (raw,) = split_messages((SAMPLES / "ORU_R01_lab-results.hl7").read_bytes())
+    message = parse(raw.data)
+    orders = message.find("ORDER_OBSERVATION")
+    assert [len(order.find("OBSERVATION")) for order in orders] == [7, 3]
+    assert [seg.label for seg in orders[0].find("SPECIMEN")[0].walk()] == ["SPM"]
+    assert [seg.label for seg in orders[0].segments] == ["ORC", "OBR", "NTE"]
+    assert orders[0].find("OBSERVATION")[0].NTE.label == "NTE[2]"
+    assert orders[1].find("OBSERVATION")[2].NTE.label == "NTE[4]"
+    assert str(orders[1].find("OBSERVATION")[1].OBX[5][2]) == "10"
+
+
+# -- ADT -------------------------------------------------------------------------------
+def test_adt_a01_repeated_segments() -> None:
+    message = parse_segments(
+        "EVN|A01",
+        "PID|1",
+        "NK1|1|A",
+        "NK1|2|B",
+        "NK1|3|C",
+        "PV1|1|I",
+        "AL1|1||X",
+        "AL1|2||Y",
+        "DG1|1||D1",
+        "DG1|2||D2",
+        "DG1|3||D3",
+        "PR1|1",
+        "ROL|1",
+        "PR1|2",
+        "IN1|1",
+        "IN2|1",
+        "IN1|2",
+        msh9="ADT^A01",
+        version="2.5",
+    )
+    assert tree(message) == [
+        "MSH",
+        "EVN",
+        "PID",
+        "NK1",
+        "NK1[2]",
+        "NK1[3]",
+        "PV1",
+        "AL1",
+        "AL1[2]",
+        "DG1",
+        "DG1[2]",
+        "DG1[3]",
+        ("PROCEDURE", ["PR1", "ROL"]),
+        ("PROCEDURE", ["PR1[2]"]),
+        ("INSURANCE", ["IN1", "IN2"]),
+        ("INSURANCE", ["IN1[2]"]),
+    ]
+    assert [str(nk1[2]) for nk1 in message.all("NK1")] == ["A", "B", "C"]
+    assert [str(al1[3]) for al1 in message.all("AL1")] == ["X", "Y"]
+    assert [str(dg1[3]) for dg1 in message.all("DG1")] == ["D1", "D2", "D3"]
+    assert [len(p.children) for p in message.PROCEDURE] == [2, 1]
+
+
+def test_adt_a08_uses_adt_a01_structure() -> None:
+    message = parse_segments("EVN|A08", "PID|1", "PV1|1", "PR1|1", msh9="ADT^A08", version="2.3")
+    assert message.structure == "ADT_A01"
+    assert tree(message) == ["MSH", "EVN", "PID", "PV1", ("PROCEDURE", ["PR1"])]
+
+
+def test_adt_a40_merge_groups() -> None:
+    message = parse_segments(
+        "EVN|A40", "PID|1", "MRG|OLD1", "PID|2", "MRG|OLD2", msh9="ADT^A40", version="2.5"
+    )
+    assert message.structure == "ADT_A39"
+    assert tree(message) == [
+        "MSH",
+        "EVN",
+        ("PATIENT", ["PID", "MRG"]),
+        ("PATIENT", ["PID[2]", "MRG[2]"]),
+    ]
+
+
+# -- segments the structure does not expect --------------------------------------------
+def test_z_segment_stays_where_it_appears() -> None:
+    lines = [*ORU]
+    lines.insert(lines.index("OBX|2|NM|NA||140") + 1, "ZXX|1|custom")
+    lines.insert(lines.index("OBR|2|ORD2||HEMA") + 1, "ZXX|2|custom")
+    message = oru("2.5.1", *lines)
+    first, second = message.find("ORDER_OBSERVATION")
+    assert [seg.label for seg in first.find("OBSERVATION")[1].walk()] == ["OBX[2]", "ZXX"]
+    assert [seg.label for seg in second.segments] == ["ORC[2]", "OBR[2]", "ZXX[2]", "NTE[5]"]
+    assert [str(z[1]) for z in message.all("ZXX")] == ["1", "2"]
+    assert message.ZXX.label == "ZXX"
+    assert second.ZXX.label == "ZXX[2]"
+    assert [seg.label for seg in message.walk()] == ["MSH", *_labels(lines)]
+
+
+def test_z_segment_in_adt_stays_at_root() -> None:
+    message = parse_segments("EVN|A01", "PID|1", "ZPD|x", "PV1|1", msh9="ADT^A01")
+    assert tree(message) == ["MSH", "EVN", "PID", "ZPD", "PV1"]
+    assert str(message.ZPD[1]) == "x"
+
+
+def test_out_of_order_segments_are_kept() -> None:
+    lines = ["PV1|1", "EVN|A01", "PID|1", "ZPD|1", "PV1|2", "EVN|2", "PID|2"]
+    message = parse_segments(*lines, msh9="ADT^A01", version="2.5")
+    walked = list(message.walk())
+    assert len(walked) == len(lines) + 1
+    assert [seg.label for seg in walked] == ["MSH", *_labels(lines)]
+    assert str(message.PV1[1]) == "1"
+    assert [str(pid[1]) for pid in message.all("PID")] == ["1", "2"]
+
+
+def test_out_of_order_segments_in_nested_groups_are_kept() -> None:
+    lines = ["OBX|0", "PID|1", "OBR|1", "PV1|1", "OBX|1", "ORC|1", "NTE|1", "PID|2", "SPM|1"]
+    message = oru("2.5.1", *lines)
+    walked = list(message.walk())
+    assert len(walked) == len(lines) + 1
+    assert [seg.label for seg in walked] == ["MSH", *_labels(lines)]
+
+
+def test_segment_of_another_version_is_kept() -> None:
+    message = parse_segments("SFT|x", "EVN|A01", "PID|1", "PV1|1", msh9="ADT^A01", version="2.3")
+    assert tree(message) == ["MSH", "SFT", "EVN", "PID", "PV1"]
+    assert str(message.SFT[1]) == "x"
+
+
+def test_unknown_structure_is_flat() -> None:
+    lines = ["ZA1|1", "PID|1", "OBX|1", "ZA1|2", "PV1|1"]
+    message = parse_segments(*lines, msh9="ZZZ^Z99", version="2.5")
+    assert message.structure == "ZZZ_Z99"
+    assert all(isinstance(child, Segment) for child in message.children)
+    assert tree(message) == ["MSH", "ZA1", "PID", "OBX", "ZA1[2]", "PV1"]
+    assert message.groups == []
+
+
+def test_group_segments_without_structure() -> None:
+    enc = Encoding()
+    segments = [Segment(n, [n, "x"], enc, "utf-8", n) for n in ("MSH", "PID", "OBX")]
+    target = Group("FLAT", frozenset())
+    group_segments(None, segments, target, frozenset())
+    assert target.children == segments
+
+
+# -- catalog ---------------------------------------------------------------------------
+def test_unsupported_versions() -> None:
+    for version in ("2.2", "2.9", "", "2.5.2"):
+        with pytest.raises(UnsupportedMessageError) as info:
+            CATALOG.version(version)
+        assert info.value.hl7_error_code == "203"
+        assert info.value.location == "MSH-12"
+
+
+def test_version_catalog_is_cached_and_trimmed() -> None:
+    catalog = StructureCatalog()
+    assert catalog.version("2.5") is catalog.version("2.5")
+    assert catalog.version(" 2.5 ") is catalog.version("2.5")
+    assert catalog.version("2.7.1").version == "2.7.1"
+
+
+def test_version_specific_event_table() -> None:
+    # ADT^A55 uses ADT_A52 in 2.4-2.5.1 and ADT_A54 from 2.6 on.
+    assert CATALOG.version("2.4").structure_for("", "ADT^A55") == "ADT_A52"
+    assert CATALOG.version("2.4 ").structure_for("", "ADT^A55") == "ADT_A52"
+    assert CATALOG.version("2.6").structure_for("", "ADT^A55") == "ADT_A54"
+    assert CATALOG.version("2.3").structure_for("", "ADT^A55") is None
+
+
+def test_structure_for() -> None:
+    v23 = CATALOG.version("2.3")
+    assert v23.structure_for("", "ADT^A04") == "ADT_A01"
+    assert v23.structure_for("", "ADT^A40") == "ADT_A39"
+    # MSH-9.3 wins when the version defines it, else the event table decides.
+    assert CATALOG.version("2.5").structure_for("ADT_A05", "ADT^A04") == "ADT_A05"
+    assert v23.structure_for("ADT_A05", "ADT^A04") == "ADT_A01"  # no ADT_A05 in 2.3
+    assert v23.structure_for("", "ACK^R01") == "ACK"
+    assert v23.structure_for("", "ZZZ^Z01") is None
+
+
+def test_structure_tree() -> None:
+    v251 = CATALOG.version("2.5.1")
+    assert v251.structure("NOT_A_STRUCTURE") is None
+    root = v251.structure("ORU_R01")
+    assert root is not None
+    assert root is v251.structure("ORU_R01")
+    assert root.is_group
+    assert [child.name for child in root.children] == ["MSH", "SFT", "PATIENT_RESULT", "DSC"]
+    patient_result = root.children[2]
+    assert (patient_result.min, patient_result.max) == (1, -1)
+    assert patient_result.first == frozenset({"PID", "ORC", "OBR"})
+    order = patient_result.children[1]
+    assert order.name == "ORDER_OBSERVATION"
+    assert order.first == frozenset({"ORC", "OBR"})
+
+
+def test_segment_field_names() -> None:
+    names = CATALOG.version("2.5").segment_names
+    assert names["PID"]["patient_name"] == 5
+    assert names["PID"]["patient_identifier_list"] == 3
+    assert names["MSH"]["message_control_id"] == 10
+    assert names["OBX"]["observation_value"] == 5
+    assert "SFT" in CATALOG.version("2.3").known_segments
+    assert "SFT" not in CATALOG.version("2.3").segment_names
+
+
+def test_supported_versions() -> None:
+    assert set(SUPPORTED_VERSIONS) == {
+        "2.3",
+        "2.3.1",
+        "2.4",
+        "2.5",
+        "2.5.1",
+        "2.6",
+        "2.7",
+        "2.7.1",
+        "2.8",
+        "2.8.1",
+        "2.8.2",
+    }
+
+
+# -- grouping never loses, duplicates or reorders a segment -----------------------------
+def _labels(lines: list[str]) -> list[str]:
+    counts: dict[str, int] = {"MSH": 1}
+    labels = []
+    for line in lines:
+        name = line[:3]
+        counts[name] = counts.get(name, 0) + 1
+        labels.append(name if counts[name] == 1 else f"{name}[{counts[name]}]")
+    return labels
+
+
+ORU_VOCABULARY = [
+    "SFT",
+    "PID",
+    "PD1",
+    "NTE",
+    "NK1",
+    "PV1",
+    "PV2",
+    "ORC",
+    "OBR",
+    "TQ1",
+    "TQ2",
+    "CTD",
+    "OBX",
+    "FT1",
+    "CTI",
+    "SPM",
+    "DSC",
+    "PRT",
+    "ZXX",
+    "ZPD",
+    "MSH",
+]
+ADT_VOCABULARY = ["EVN", "PID", "PD1", "NK1", "PV1", "PV2", "AL1", "DG1", "PR1", "ROL", "IN1"]
+
+
+@given(
+    st.sampled_from(["2.3", "2.3.1", "2.5.1", "2.6", "2.8"]),
+    st.lists(st.sampled_from(ORU_VOCABULARY), max_size=40),
+)
+@settings(max_examples=300)
+def test_oru_grouping_keeps_every_segment_in_order(version: str, names: list[str]) -> None:
+    lines = [f"{name}|{n}" for n, name in enumerate(names, start=1)]
+    message = oru(version, *lines) if lines else parse_segments(msh9="ORU^R01", version=version)
+    _assert_lossless(message, lines)
+
+
+@given(
+    st.sampled_from(["ADT^A01", "ADT^A40", "ADT^A17", "ORU^R01", "ZZZ^Z01"]),
+    st.lists(st.sampled_from(ADT_VOCABULARY + ORU_VOCABULARY), max_size=40),
+)
+@settings(max_examples=300)
+def test_any_grouping_keeps_every_segment_in_order(msh9: str, names: list[str]) -> None:
+    lines = [f"{name}|{n}" for n, name in enumerate(names, start=1)]
+    message = parse_segments(*lines, msh9=msh9, version="2.5")
+    _assert_lossless(message, lines)
+
+
+def _assert_lossless(message: Message, lines: list[str]) -> None:
+    walked = list(message.walk())
+    assert len(walked) == len(lines) + 1
+    assert walked[0].name == "MSH"
+    assert [seg.label for seg in walked[1:]] == _labels(lines)
+    assert [seg[1].raw for seg in walked[1:] if seg.name != "MSH"] == [
+        line.split("|")[1] for line in lines if not line.startswith("MSH")
+    ]
+    assert len({id(seg) for seg in walked}) == len(walked)
+    for group in _all_groups(message):
+        assert group.children, f"empty group {group.name}"
+
+
+def _all_groups(group: Group) -> list[Group]:
+    found = []
+    for child in group.groups:
+        found.append(child)
+        found.extend(_all_groups(child))
+    return found
