@@ -17,7 +17,7 @@ from typing import TextIO
 from .convert import Conversion, Converter, ConverterConfig, detect_input_type
 from .errors import ConfigurationError, ConversionError
 
-__all__ = ["add_commands", "main"]
+__all__ = ["add_commands", "main", "output_name"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -174,13 +174,18 @@ def _convert_file(
             yield len(messages), exc
 
 
+def output_name(source: Path, index: int, *, several: bool) -> str:
+    """``<stem>.json``, or ``<stem>.<n>.json`` for message n of a file holding several."""
+    return f"{source.stem}.{index}.json" if several else f"{source.stem}.json"
+
+
 def _write(result: Conversion, source: Path, args: argparse.Namespace, *, several: bool) -> None:
     text = result.to_json(pretty=args.pretty)
     if args.out is None:
         sys.stdout.write(text + "\n")
         return
-    suffix = f".{result.index}" if several else ""
-    (args.out / f"{source.stem}{suffix}.json").write_text(text + "\n", encoding="utf-8")
+    name = output_name(source, result.index, several=several)
+    (args.out / name).write_text(text + "\n", encoding="utf-8")
 
 
 def _failure_line(path: Path, error: ConversionError, *, verbose: bool) -> str:

@@ -1,0 +1,40 @@
+# The two commands of the README:
+#   make run    converts the samples with the embedded defaults (the service takes over later)
+#   make test   runs the whole test suite, starting the real services the tests use
+# Both set up what they need on a fresh machine: a virtualenv in .venv and the Node
+# packages of the test tools.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+NODE_STAMP := tests/r4validator/node_modules/.installed
+
+.PHONY: run test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+$(NODE_STAMP): tests/r4validator/package-lock.json
+	.ci/install-npm.sh
+	touch $(NODE_STAMP)
+
+run: $(STAMP)
+	$(BIN)/passerelle convert samples/hl7v2 --out out --timezone Europe/Paris
+
+test: $(STAMP) $(NODE_STAMP)
+	PASSERELLE_REQUIRE_R4VALIDATOR=1 $(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check $(wildcard converter listeners tests scripts)
+	$(BIN)/ruff format --check $(wildcard converter listeners tests scripts)
+	$(BIN)/mypy
+
+bench: $(STAMP)
+	$(BIN)/python scripts/benchmark.py
+
+clean:
+	rm -rf $(VENV) out tests/r4validator/node_modules

@@ -1,0 +1,134 @@
+"""``passerelle convert`` / ``passerelle templates`` run as real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "samples" / "hl7v2"
+ADT_A08 = SAMPLES / "ADT_A08_update-patient.hl7"
+BATCH = SAMPLES / "batch_ADT.hl7"
+
+
+def run(*args: str | Path, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(
+        [sys.executable, "-m", "converter.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=120,
+    )
+
+
+def test_single_file_prints_its_bundle_on_stdout() -> None:
+    result = run("convert", ADT_A08, "--timezone", "Europe/Paris")
+    assert result.returncode == 0, result.stderr
+    bundle = json.loads(result.stdout)
+    assert bundle["resourceType"] == "Bundle"
+    assert bundle["type"] == "transaction"
+    types = {entry["resource"]["resourceType"] for entry in bundle["entry"]}
+    assert {"Patient", "Encounter", "MessageHeader", "Provenance"} <= types
+
+
+def test_pretty_output_is_indented() -> None:
+    result = run("convert", ADT_A08, "--pretty")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith('{\n  "resourceType": "Bundle"')
+
+
+def test_out_dir_names_one_file_per_input_and_per_message(tmp_path: Path) -> None:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (inputs / "single.hl7").write_bytes(ADT_A08.read_bytes())
+    (inputs / "several.hl7").write_bytes(BATCH.read_bytes())
+    out = tmp_path / "out"
+    result = run("convert", inputs, "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == [
+        "several.1.json",
+        "several.2.json",
+        "several.3.json",
+        "single.json",
+    ]
+    assert "converted 4, failed 0" in result.stderr
+    assert "ADT^A08: 4" in result.stderr
+
+
+def test_failures_exit_1_with_one_located_line_each_and_no_traceback(tmp_path: Path) -> None:
+    bad_date = ADT_A08.read_bytes().replace(b"|19850312|", b"|19851312|")
+    assert bad_date != ADT_A08.read_bytes(), "fixture assumption: PID-7 is 19850312"
+    (tmp_path / "bad_date.hl7").write_bytes(bad_date)
+    (tmp_path / "garbage.hl7").write_bytes(b"\x00\x01 not hl7 at all")
+    (tmp_path / "good.hl7").write_bytes(ADT_A08.read_bytes())
+    result = run("convert", tmp_path, "--out", tmp_path / "out")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    failures = [line for line in result.stderr.splitlines() if line.startswith("FAILED")]
+    assert len(failures) == 2, result.stderr
+    date_line = next(line for line in failures if "bad_date.hl7" in line)
+    assert "type=ADT^A08" in date_line
+    assert "control-id=" in date_line
+    assert "at PID-7" in date_line
+    assert "hl7v2/resources/Patient.j2:" in date_line
+    assert "19851312" not in date_line, "patient data must only appear with --verbose"
+    assert "converted 1, failed 2" in result.stderr
+    verbose = run("convert", tmp_path / "bad_date.hl7", "--verbose")
+    assert "19851312" in verbose.stderr
+
+
+def test_usage_errors_exit_2(tmp_path: Path) -> None:
+    assert run("convert").returncode == 2
+    assert run("convert", ADT_A08, "--input-type", "xml").returncode == 2
+    missing = run("convert", ADT_A08, "--templates", tmp_path / "nope")
+    assert missing.returncode == 2
+    assert "does not exist" in missing.stderr
+    assert run("convert", ADT_A08, "--timezone", "Mars/Olympus").returncode == 2
+    assert run("convert", ADT_A08, "--template", "NO_SUCH_ROOT").returncode == 2
+
+
+def test_unsupported_message_type_fails_cleanly(tmp_path: Path) -> None:
+    message = ADT_A08.read_bytes().replace(b"ADT^A08^ADT_A01", b"ADT^A99^ADT_A01")
+    (tmp_path / "a99.hl7").write_bytes(message)
+    result = run("convert", tmp_path / "a99.hl7")
+    assert result.returncode == 1
+    assert "UnsupportedMessageError" in result.stderr
+    assert "ADT^A99" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_no_validate_and_forced_template() -> None:
+    result = run("convert", ADT_A08, "--no-validate", "--template", "ADT")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["type"] == "transaction"
+
+
+def test_templates_list_marks_overrides(tmp_path: Path) -> None:
+    override = tmp_path / "hl7v2" / "resources"
+    override.mkdir(parents=True)
+    (override / "Patient.j2").write_text('{"resourceType": "Patient", "active": true}')
+    result = run("templates", "list", "--templates", tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    patient = next(line for line in lines if "hl7v2/resources/Patient.j2" in line)
+    assert "override" in patient and str(tmp_path) in patient
+    encounter = next(line for line in lines if "hl7v2/resources/Encounter.j2" in line)
+    assert "built-in" in encounter
+    assert any("ADT^A01" in line and "ADT" in line for line in lines)
+
+
+@pytest.mark.parametrize("sample", ["ADT_A01_crlf.hl7", "ADT_A01_latin1.hl7"])
+def test_encodings_and_separators(sample: str) -> None:
+    result = run("convert", SAMPLES / sample)
+    assert result.returncode == 0, result.stderr
+    bundle = json.loads(result.stdout)
+    patient = next(e["resource"] for e in bundle["entry"]
+                   if e["resource"]["resourceType"] == "Patient")
+    assert patient["name"][0]["family"]
