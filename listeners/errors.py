@@ -1,0 +1,58 @@
+"""Errors of the service package (see the package docstring for the tree)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "DeliveryError",
+    "FramingError",
+    "QueueError",
+    "RejectedDeliveryError",
+    "ServiceError",
+    "TransientDeliveryError",
+]
+
+
+class ServiceError(Exception):
+    """Root of the errors raised by the service."""
+
+
+class FramingError(ServiceError):
+    """The peer broke MLLP framing (frame too large, bytes outside a frame)."""
+
+
+class QueueError(ServiceError):
+    """The durable queue could not store or update a message."""
+
+
+class DeliveryError(ServiceError):
+    """A destination did not accept a bundle."""
+
+    def __init__(
+        self, message: str, *, status: int | None = None, outcome: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        #: The server's OperationOutcome, when it sent one.
+        self.outcome = outcome
+
+
+class TransientDeliveryError(DeliveryError):
+    """Worth retrying: 408, 429, 5xx, timeouts, connection errors."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        outcome: dict[str, Any] | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, status=status, outcome=outcome)
+        #: Seconds the server asked us to wait (Retry-After), if any.
+        self.retry_after = retry_after
+
+
+class RejectedDeliveryError(DeliveryError):
+    """The destination refused the bundle for good (4xx other than 408/429)."""

@@ -1,0 +1,208 @@
+"""The HTTP API: conversion on demand, health, readiness and metrics.
+
+- ``POST /$convert-data`` takes a FHIR ``Parameters`` resource (``inputData``,
+  ``inputDataType`` Hl7v2 | Ccda, ``rootTemplate``) like the Azure FHIR server's operation,
+  so its clients work unchanged, and returns the Bundle.
+- ``POST /convert`` takes the raw message in the body (``?rootTemplate=``,
+  ``?inputType=hl7v2|cda``); one message gives a Bundle, several (a batch file) give
+  newline-delimited JSON, one bundle per line.
+- ``GET /health`` (the process answers), ``GET /ready`` (queue writable, destinations
+  reachable), ``GET /metrics`` (Prometheus).
+
+Errors are OperationOutcome resources: 400 for a malformed request, 422 for input that
+does not convert, 401 without valid credentials when an API key or bearer token is set.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from converter import ConversionError
+
+from ..config import HttpConfig
+from ..metrics import Metrics
+
+__all__ = ["ApiBackend", "create_app", "operation_outcome"]
+
+FHIR_JSON = "application/fhir+json"
+_MAX_BODY = 20 * 1024 * 1024
+_INPUT_TYPES = {"hl7v2": "hl7v2", "ccda": "cda", "cda": "cda"}
+
+
+class ApiBackend(Protocol):
+    """What the API needs from the running service."""
+
+    metrics: Metrics
+
+    async def convert(
+        self, data: bytes, *, input_type: str, root_template: str | None
+    ) -> list[dict[str, Any]]:
+        """Bundles for the messages in ``data``; raises ConversionError."""
+        ...
+
+    async def readiness(self) -> dict[str, str | None]:
+        """Component name → None when ready, else the reason it is not."""
+        ...
+
+
+def operation_outcome(
+    status: int, code: str, diagnostics: str, expression: str | None = None
+) -> JSONResponse:
+    issue: dict[str, Any] = {"severity": "error", "code": code, "diagnostics": diagnostics}
+    if expression:
+        issue["expression"] = [expression]
+    return JSONResponse(
+        {"resourceType": "OperationOutcome", "issue": [issue]},
+        status_code=status,
+        media_type=FHIR_JSON,
+    )
+
+
+def _conversion_outcome(error: ConversionError) -> JSONResponse:
+    where = " ".join(
+        part
+        for part in (
+            f"at {error.location}" if error.location else "",
+            f"in {error.template}" if error.template else "",
+        )
+        if part
+    )
+    diagnostics = f"{type(error).__name__}: {error.reason}" + (f" ({where})" if where else "")
+    return operation_outcome(422, "processing", diagnostics, error.location)
+
+
+def _authorized(request: Request, config: HttpConfig) -> bool:
+    if config.api_key is None and config.bearer_token is None:
+        return True
+    if config.api_key is not None:
+        given = request.headers.get("x-api-key", "")
+        if given and hmac.compare_digest(given, config.api_key.reveal()):
+            return True
+    if config.bearer_token is not None:
+        header = request.headers.get("authorization", "")
+        if header.lower().startswith("bearer ") and hmac.compare_digest(
+            header[7:].strip(), config.bearer_token.reveal()
+        ):
+            return True
+    return False
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def create_app(backend: ApiBackend, config: HttpConfig) -> Starlette:
+    """The ASGI application, bound to one running service."""
+
+    def protected(handler: Handler) -> Handler:
+        async def wrapper(request: Request) -> Response:
+            if not _authorized(request, config):
+                response = operation_outcome(401, "login", "missing or invalid credentials")
+                response.headers["WWW-Authenticate"] = "Bearer"
+                return response
+            return await handler(request)
+
+        return wrapper
+
+    async def read_body(request: Request) -> bytes | Response:
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > _MAX_BODY:
+            return operation_outcome(413, "too-costly", f"body larger than {_MAX_BODY} bytes")
+        body = await request.body()
+        if len(body) > _MAX_BODY:
+            return operation_outcome(413, "too-costly", f"body larger than {_MAX_BODY} bytes")
+        return body
+
+    async def convert_data(request: Request) -> Response:
+        body = await read_body(request)
+        if isinstance(body, Response):
+            return body
+        try:
+            parameters = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return operation_outcome(400, "structure", "body is not JSON")
+        if not isinstance(parameters, dict) or parameters.get("resourceType") != "Parameters":
+            return operation_outcome(400, "structure", "body must be a FHIR Parameters resource")
+        values: dict[str, str] = {}
+        for parameter in parameters.get("parameter", []) or []:
+            if isinstance(parameter, dict) and isinstance(parameter.get("name"), str):
+                value = parameter.get("valueString")
+                if isinstance(value, str):
+                    values[parameter["name"]] = value
+        if "inputData" not in values:
+            return operation_outcome(
+                400,
+                "required",
+                "parameter inputData is required",
+                "Parameters.parameter.where(name='inputData')",
+            )
+        kind = _INPUT_TYPES.get(values.get("inputDataType", "Hl7v2").lower())
+        if kind is None:
+            return operation_outcome(
+                400,
+                "not-supported",
+                "inputDataType must be Hl7v2 or Ccda",
+                "Parameters.parameter.where(name='inputDataType')",
+            )
+        return await _convert(
+            values["inputData"].encode("utf-8"),
+            kind,
+            values.get("rootTemplate") or None,
+            single=True,
+        )
+
+    async def convert_raw(request: Request) -> Response:
+        body = await read_body(request)
+        if isinstance(body, Response):
+            return body
+        if not body.strip():
+            return operation_outcome(400, "required", "the request body is empty")
+        requested = request.query_params.get("inputType", "auto").lower()
+        kind = "auto" if requested == "auto" else _INPUT_TYPES.get(requested)
+        if kind is None:
+            return operation_outcome(400, "not-supported", "inputType must be hl7v2 or cda")
+        return await _convert(body, kind, request.query_params.get("rootTemplate"), single=False)
+
+    async def _convert(data: bytes, kind: str, root: str | None, *, single: bool) -> Response:
+        try:
+            bundles = await backend.convert(data, input_type=kind, root_template=root)
+        except ConversionError as exc:
+            return _conversion_outcome(exc)
+        if len(bundles) == 1 or single:
+            return JSONResponse(bundles[0], media_type=FHIR_JSON)
+        lines = "\n".join(json.dumps(b, ensure_ascii=False, separators=(",", ":")) for b in bundles)
+        return Response(lines + "\n", media_type="application/x-ndjson")
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def ready(request: Request) -> Response:
+        checks = await backend.readiness()
+        failing = {name: reason for name, reason in checks.items() if reason}
+        body = {
+            "status": "ready" if not failing else "not ready",
+            "checks": {name: reason or "ok" for name, reason in checks.items()},
+        }
+        return JSONResponse(body, status_code=200 if not failing else 503)
+
+    async def metrics(request: Request) -> Response:
+        return Response(
+            backend.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
+        )
+
+    return Starlette(
+        routes=[
+            Route("/$convert-data", protected(convert_data), methods=["POST"]),
+            Route("/convert", protected(convert_raw), methods=["POST"]),
+            Route("/health", health, methods=["GET"]),
+            Route("/ready", ready, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+        ]
+    )

@@ -1,0 +1,109 @@
+"""Structured logging that never carries message content.
+
+Log records take facts through ``extra=`` (control id, sender, message type, sizes,
+durations, error kinds and locations). The JSON formatter writes only the message and
+the whitelisted fields; a payload passed by mistake under another name is dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Mapping
+from typing import Any, TextIO
+
+__all__ = ["SAFE_FIELDS", "JsonFormatter", "TextFormatter", "configure_logging", "log_fields"]
+
+#: The only ``extra`` fields a record may carry to the output.
+SAFE_FIELDS = frozenset(
+    {
+        "control_id",
+        "sender",
+        "message_type",
+        "listener",
+        "peer",
+        "connection",
+        "seq",
+        "size",
+        "duration_ms",
+        "ack_code",
+        "error_kind",
+        "error_code",
+        "location",
+        "template",
+        "destination",
+        "status",
+        "attempt",
+        "delay_s",
+        "route",
+        "depth",
+        "count",
+        "port",
+        "tls_subject",
+        "correlation_id",
+        "message_id",
+        "event",
+    }
+)
+
+_LOGGER_NAME = "passerelle"
+
+
+def log_fields(**fields: Any) -> dict[str, Any]:
+    """``extra=`` for a log call, dropping None values and anything not whitelisted."""
+    return {k: v for k, v in fields.items() if v is not None and k in SAFE_FIELDS}
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    return {k: v for k, v in record.__dict__.items() if k in SAFE_FIELDS and v is not None}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message and the safe fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+            **_fields(record),
+        }
+        if record.exc_info and record.exc_info[0] is not None:
+            # The exception type only: exception messages may quote message content.
+            entry["exception"] = record.exc_info[0].__name__
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """``time level logger: message key=value …`` for terminals."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created))
+        extra = " ".join(f"{k}={v}" for k, v in sorted(_fields(record).items()))
+        line = f"{stamp} {record.levelname:7} {record.name}: {record.getMessage()}"
+        if record.exc_info and record.exc_info[0] is not None:
+            line += f" exception={record.exc_info[0].__name__}"
+        return f"{line} {extra}".rstrip()
+
+
+def configure_logging(
+    fmt: str, level: str, stream: TextIO | None = None, levels: Mapping[str, str] | None = None
+) -> logging.Logger:
+    """Route the ``passerelle`` loggers to ``stream`` (stderr) in the chosen format."""
+    logger = logging.getLogger(_LOGGER_NAME)
+    logger.handlers.clear()
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    logger.addHandler(handler)
+    logger.setLevel(level.upper())
+    logger.propagate = False
+    for name, value in (levels or {}).items():
+        logging.getLogger(name).setLevel(value.upper())
+    # Third-party access logs would print request lines; keep them quiet.
+    logging.getLogger("uvicorn.access").disabled = True
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    return logger

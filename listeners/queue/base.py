@@ -1,0 +1,78 @@
+"""What the listeners store and what the delivery workers take."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+__all__ = ["DeadLetter", "Envelope", "Job", "MessageQueue", "PutResult"]
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A received message and the facts needed to route and order it, without parsing."""
+
+    payload: bytes
+    #: "application^facility" from MSH-3/MSH-4 (CDA: the custodian/author organization).
+    sender: str
+    #: The listener that received it (MLLP listener name, "http", "amqp").
+    listener: str
+    received_at: float
+    #: Messages with the same key are delivered in arrival order (sender + patient).
+    ordering_key: str
+    control_id: str | None = None
+    message_type: str | None = None
+    input_type: str = "hl7v2"
+    #: Name of the configured route (destination, template overrides, settings).
+    route: str = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class PutResult:
+    seq: int
+    #: A retransmission (same sender, same control id) already stored: not stored again.
+    duplicate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A stored message handed to a delivery worker."""
+
+    seq: int
+    envelope: Envelope
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    id: int
+    envelope: Envelope
+    attempts: int
+    failed_at: float
+    #: Error kind, reason, location, template, HTTP status, server diagnostics — never
+    #: message content.
+    error: dict[str, Any]
+
+
+class MessageQueue(Protocol):
+    """A durable, ordered-per-key queue. ``put`` returns only once the message is on
+    disk (fsync'd); a crash at any point afterwards loses nothing."""
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def put(self, envelope: Envelope) -> PutResult: ...
+
+    async def claim(self, limit: int) -> list[Job]:
+        """Up to ``limit`` jobs that may run now: the oldest pending message of each
+        ordering key that has nothing in flight and is not waiting for a retry."""
+        ...
+
+    async def complete(self, seq: int) -> None: ...
+
+    async def retry_later(self, seq: int, delay: float, error: dict[str, Any]) -> None: ...
+
+    async def dead_letter(self, seq: int, error: dict[str, Any]) -> None: ...
+
+    async def depth(self) -> int: ...
