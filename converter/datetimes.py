@@ -30,7 +30,7 @@ _DTM = re.compile(
     )?
     (?P<offset>[+-]\d{4}|Z)?
     """,
-    re.VERBOSE,
+    re.VERBOSE | re.ASCII,  # ASCII digits only: "١٢٣٤" is not a year
 )
 
 
@@ -44,6 +44,9 @@ class TimestampConverter:
     __slots__ = ("_zone", "zone_name")
 
     def __init__(self, default_zone: str) -> None:
+        if default_zone.strip().lower() in ("localtime", "posixrules"):
+            # Files in the zoneinfo folder that are the machine's own zone, not a zone.
+            raise ConfigurationError(f"time zone {default_zone!r} is the machine's zone")
         try:
             self._zone = ZoneInfo(default_zone)
         except (ZoneInfoNotFoundError, ValueError):
@@ -56,6 +59,8 @@ class TimestampConverter:
             raise InvalidTimestamp("not an HL7 timestamp (YYYY[MM[DD[HH[MM[SS[.S]]]]]][+/-ZZZZ])")
         year, month, day = match["year"], match["month"], match["day"]
         hour, minute, second = match["hour"], match["minute"], match["second"]
+        if second and int(second) > 60:  # 60: a leap second, which FHIR allows
+            raise InvalidTimestamp("timestamp out of range")
         try:
             datetime(
                 int(year),
@@ -72,7 +77,7 @@ class TimestampConverter:
         offset = match["offset"]
         if offset and offset != "Z":
             hours, minutes = int(offset[1:3]), int(offset[3:5])
-            if hours > 14 or minutes > 59:
+            if hours > 14 or minutes > 59 or (hours == 14 and minutes):
                 raise InvalidTimestamp("offset out of range")
         return match
 
@@ -103,7 +108,7 @@ class TimestampConverter:
     def time(self, text: str) -> str:
         """FHIR ``time`` (hh:mm:ss) from an HL7 TM value."""
         stripped = text.strip()
-        tm = re.fullmatch(r"(\d{2})(\d{2})?(\d{2})?(?:\.\d{1,4})?([+-]\d{4})?", stripped)
+        tm = re.fullmatch(r"(\d{2})(\d{2})?(\d{2})?(?:\.\d{1,4})?([+-]\d{4})?", stripped, re.ASCII)
         if tm is None or int(tm[1]) > 23 or int(tm[2] or 0) > 59 or int(tm[3] or 0) > 59:
             raise InvalidTimestamp("not an HL7 time (HH[MM[SS[.S]]])")
         return f"{tm[1]}:{tm[2] or '00'}:{tm[3] or '00'}"

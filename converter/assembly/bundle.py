@@ -21,6 +21,7 @@ def build_bundle(
     """A ``transaction`` Bundle; every entry has a ``urn:uuid`` fullUrl and a request.
 
     ``put``: ``PUT Type/id`` — the id is stable, so a re-sent message updates.
+    Conditionally written resources carry no ``id`` (the server chooses or keeps it).
     ``conditional-create`` / ``conditional-update``: resources with an identifier are
     matched on it (``ifNoneExist`` / ``PUT Type?identifier=``); references then use the
     ``urn:uuid`` fullUrls that the server rewrites. Resources without an identifier fall
@@ -33,10 +34,14 @@ def build_bundle(
         search = _identifier_search(resource) if mode != "put" else None
         if search is None:
             request = {"method": "PUT", "url": f"{rtype}/{rid}"}
-        elif mode == "conditional-create":
-            request = {"method": "POST", "url": rtype, "ifNoneExist": search}
         else:
-            request = {"method": "PUT", "url": f"{rtype}?{search}"}
+            # The server picks (or keeps) the id of a conditionally written resource; an
+            # id in the body would have to match it, so it is left out.
+            resource = {k: v for k, v in resource.items() if k != "id"}
+            if mode == "conditional-create":
+                request = {"method": "POST", "url": rtype, "ifNoneExist": search}
+            else:
+                request = {"method": "PUT", "url": f"{rtype}?{search}"}
         entries.append({"fullUrl": f"urn:uuid:{rid}", "resource": resource, "request": request})
     bundle: dict[str, Any] = {"resourceType": "Bundle", "id": bundle_id, "type": "transaction"}
     if timestamp:

@@ -132,15 +132,15 @@ def parse_message(
             Segment(name, fields, enc, codec, label, version_catalog.segment_names.get(name))
         )
     structure = version_catalog.structure_for(msh9_parts[2] if len(msh9_parts) > 2 else "", event)
-    known = version_catalog.known_segments
     message = Message(
         segments=segments,
         encoding=enc,
         codec=codec,
         structure=structure or event.replace("^", "_"),
-        known_segments=known,
+        known_segments=version_catalog.known_segments,
+        segment_names=version_catalog.segment_names,
     )
     group_segments(
-        version_catalog.structure(structure) if structure else None, segments, message, known
+        version_catalog.structure(structure) if structure else None, segments, message
     )
     return message

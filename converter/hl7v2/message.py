@@ -311,13 +311,23 @@ class Group:
     or ``group.OBSERVATION`` the nested groups of that name, in message order.
     """
 
-    __slots__ = ("_cache", "_known_segments", "children", "name")
+    __slots__ = ("_cache", "_known_segments", "_segment_names", "children", "name")
 
-    def __init__(self, name: str, known_segments: frozenset[str]) -> None:
+    def __init__(
+        self,
+        name: str,
+        known_segments: frozenset[str],
+        segment_names: Mapping[str, SegmentNames] | None = None,
+    ) -> None:
         self.name = name
         self.children: list[Segment | Group] = []
         self._known_segments = known_segments
+        self._segment_names: Mapping[str, SegmentNames] = segment_names or {}
         self._cache: dict[str, Any] = {}
+
+    def _subgroup(self, name: str) -> Group:
+        """A new empty group sharing this group's segment vocabulary."""
+        return Group(name, self._known_segments, self._segment_names)
 
     def all(self, segment_name: str) -> list[Segment]:
         """Every segment with this name under the group, in message order."""
@@ -343,7 +353,8 @@ class Group:
         found = self.all(segment_name)
         if found:
             return found[0]
-        return Segment(segment_name, [], _NO_ENCODING, "ascii", segment_name)
+        return Segment(segment_name, [], _NO_ENCODING, "ascii", segment_name,
+                       self._segment_names.get(segment_name))
 
     @property
     def segments(self) -> list[Segment]:
@@ -415,8 +426,9 @@ class Message(Group):
         codec: str,
         structure: str,
         known_segments: frozenset[str],
+        segment_names: Mapping[str, SegmentNames] | None = None,
     ) -> None:
-        super().__init__(structure, known_segments)
+        super().__init__(structure, known_segments, segment_names)
         msh = segments[0]
         self.encoding = encoding
         self.codec = codec

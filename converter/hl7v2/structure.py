@@ -225,9 +225,7 @@ class _Frame:
         return False
 
 
-def group_segments(
-    root: Node | None, segments: list[Segment], target: Group, known: frozenset[str]
-) -> None:
+def group_segments(root: Node | None, segments: list[Segment], target: Group) -> None:
     """Place ``segments`` into ``target`` following ``root``; flat when root is None.
 
     Segments the structure does not expect where they stand (Z-segments, segments of
@@ -237,12 +235,10 @@ def group_segments(
     if root is None:
         target.children.extend(segments)
         return
-    _fill(_Frame(root, None), target, segments, 0, known)
+    _fill(_Frame(root, None), target, segments, 0)
 
 
-def _fill(
-    frame: _Frame, group: Group, segments: list[Segment], i: int, known: frozenset[str]
-) -> int:
+def _fill(frame: _Frame, group: Group, segments: list[Segment], i: int) -> int:
     total = len(segments)
     children = frame.node.children
     while i < total:
@@ -258,9 +254,9 @@ def _fill(
         frame.pos = k
         frame.counts[k] += 1
         if child.is_group:
-            sub = Group(child.name, known)
+            sub = group._subgroup(child.name)
             group.children.append(sub)
-            i = _fill(_Frame(child, frame), sub, segments, i, known)
+            i = _fill(_Frame(child, frame), sub, segments, i)
         else:
             group.children.append(segment)
             i += 1

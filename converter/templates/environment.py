@@ -36,7 +36,7 @@ _NULL = Markup("null")
 def _default(value: Any) -> Any:
     if isinstance(value, Ref):
         return {"reference": value.reference}
-    text = str(value)
+    text = str(value) if value else ""
     return text if text else None
 
 
@@ -67,18 +67,35 @@ def to_json(value: Any) -> Markup:
     if isinstance(value, Ref):
         return Markup(value.as_json())
     if isinstance(value, bool | int | float):
-        return Markup(json.dumps(value))
+        # NaN and Infinity are not JSON (a "1e999" decimal would otherwise be written as
+        # ``Infinity``): a ValueError, reported as a MappingError at the template line.
+        return Markup(json.dumps(value, allow_nan=False))
     if isinstance(value, jinja2.Undefined):
         str(value)  # StrictUndefined raises with the missing name
         return _NULL
     if isinstance(value, list | tuple | dict):
-        encoded = json.dumps(value, ensure_ascii=False, default=_default)
+        encoded = json.dumps(value, ensure_ascii=False, default=_default, allow_nan=False)
         if "]" in encoded or "}" in encoded:
             # Same protection as for strings, applied inside the container's strings only.
             encoded = _protect_strings(encoded)
         return Markup(encoded)
+    if not value:
+        # An absent segment or group (``msg.ZZZ``) is empty, not the text of its name.
+        return _NULL
     text = str(value)
     return _string(text) if text else _NULL
+
+
+@jinja2.pass_eval_context
+def _finalize(eval_ctx: Any, value: Any) -> Markup:
+    """The environment's finalizer: :func:`to_json`, always at render time.
+
+    Jinja folds constant expressions (``{{ none }}``, ``{{ "final" }}``) at compile time
+    by HTML-escaping them *before* a plain finalizer runs, which would write ``None`` and
+    an unquoted ``final``. A finalizer that takes the evaluation context is never applied
+    at compile time, so every expression goes through :func:`to_json`.
+    """
+    return to_json(value)
 
 
 _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
@@ -122,7 +139,7 @@ class TemplateSet:
             loader=jinja2.ChoiceLoader(loaders),
             undefined=jinja2.StrictUndefined,
             autoescape=True,
-            finalize=to_json,
+            finalize=_finalize,
             extensions=["jinja2.ext.do", "jinja2.ext.loopcontrols"],
             trim_blocks=True,
             lstrip_blocks=True,

@@ -8,6 +8,7 @@ path, or — in lenient mode — a warning and an absent element.
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Callable
 from typing import Any
@@ -69,6 +70,7 @@ class ValueFilters:
             "map_coding": self.map_coding,
             "code_system": self.code_system,
             "hd_system": self.hd_system,
+            "b64encode": self.b64encode,
         }
 
     def globals(self) -> dict[str, Callable[..., Any]]:
@@ -183,6 +185,16 @@ class ValueFilters:
         if table:
             return f"http://terminology.hl7.org/CodeSystem/v2-{table[1]}"
         return _as_uri(text)
+
+    # -- binary content ------------------------------------------------------------------
+    def b64encode(self, value: Any) -> str | None:
+        """Text (a decoded HL7 value or a string) as base64 of its UTF-8 bytes, for
+        ``Attachment.data``. Unlike the other filters the text is not stripped, so that
+        the leading and trailing lines of a note are kept; None when empty."""
+        text = "" if value is None else str(value)
+        if not text:
+            return None
+        return base64.b64encode(text.encode("utf-8")).decode("ascii")
 
     def hd_system(self, hd: Any, start: int = 1) -> str | None:
         """Identifier system from an HD (CX.4) or the HD part of an EI (``start=2``).

@@ -9,6 +9,7 @@ A resource emitted twice with the same identity is merged into one.
 from __future__ import annotations
 
 import json
+import os
 import re
 import traceback
 from collections.abc import Iterable
@@ -27,6 +28,7 @@ __all__ = ["Ref", "RenderSession", "json_from_template"]
 # A comma that only precedes a closing bracket. Values never contain a literal bracket
 # (the finalizer writes them as \u005d / \u007d), so no string content can match.
 _TRAILING_COMMA = re.compile(r",(?=\s*[\]}])")
+_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,21 +46,33 @@ class Ref:
         return self.reference
 
 
+def _is_empty(value: Any) -> bool:
+    return (
+        value is None
+        or value == []
+        or value == {}
+        or (type(value) is str and (not value or value.isspace()))
+    )
+
+
+def _prune_list(items: list[Any]) -> list[Any]:
+    """Items of a list without the empty ones (nested lists are pruned too)."""
+    out = []
+    for item in items:
+        if type(item) is list:
+            item = _prune_list(item)
+        if not _is_empty(item):
+            out.append(item)
+    return out
+
+
 def _prune_object(obj: dict[str, Any]) -> dict[str, Any] | None:
     """Parse-time pruning (inner objects come first): drop empty members and list items."""
     out = {}
     for key, value in obj.items():
-        if value is None or value == "" or value == [] or value == {}:
-            continue
         if type(value) is list:
-            value = [
-                item
-                for item in value
-                if item is not None and item != "" and item != {} and item != []
-            ]
-            if not value:
-                continue
-        elif type(value) is str and value.isspace():
+            value = _prune_list(value)
+        if _is_empty(value):
             continue
         out[key] = value
     return out or None
@@ -134,7 +148,13 @@ class RenderSession:
         counter = self._counters.get(name, 0) + 1
         self._counters[name] = counter
         rid = resource.get("id")
-        if not isinstance(rid, str):
+        if rid is not None and not (isinstance(rid, str) and _FHIR_ID.fullmatch(rid)):
+            raise MappingError(
+                "the resource's explicit id is not a valid FHIR id ([A-Za-z0-9-.]{1,64})",
+                template=name,
+                detail=repr(rid)[:100],
+            )
+        if rid is None:
             parts = _identity_parts(identity)
             if parts:
                 rid = stable_id(self._scope, rtype, *parts)
@@ -208,14 +228,10 @@ class RenderSession:
                 f"template tried an unsafe operation: {exc}",
                 template=_template_frame(exc, name, self._builtin_root),
             ) from None
-        except (
-            TypeError,
-            ValueError,
-            KeyError,
-            IndexError,
-            AttributeError,
-            ArithmeticError,
-        ) as exc:
+        except Exception as exc:
+            # TypeError, ValueError, ArithmeticError… and whatever else a template can
+            # provoke (RecursionError from a recursive macro, a jinja2 runtime error): the
+            # message fails with the template line instead of escaping as a bare exception.
             raise MappingError(
                 f"{type(exc).__name__} raised in template",
                 template=_template_frame(exc, name, self._builtin_root),
@@ -251,7 +267,9 @@ def _template_frame(exc: BaseException, fallback: str, builtin_root: str) -> str
     for frame in traceback.extract_tb(exc.__traceback__):
         if frame.filename.endswith(".j2") and frame.lineno is not None:
             filename = frame.filename
-            if filename.startswith(builtin_root):
-                filename = filename[len(builtin_root) :].lstrip("/\\")
+            # Only below the built-in folder itself: an override folder whose name merely
+            # starts the same way ("mappings-site") keeps its full path.
+            if builtin_root and filename.startswith(builtin_root.rstrip("/\\") + os.sep):
+                filename = filename[len(builtin_root.rstrip("/\\")) :].lstrip("/\\")
             found = f"{filename}:{frame.lineno}"
     return found

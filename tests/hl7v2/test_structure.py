@@ -292,7 +292,7 @@ def test_group_segments_without_structure() -> None:
     enc = Encoding()
     segments = [Segment(n, [n, "x"], enc, "utf-8", n) for n in ("MSH", "PID", "OBX")]
     target = Group("FLAT", frozenset())
-    group_segments(None, segments, target, frozenset())
+    group_segments(None, segments, target)
     assert target.children == segments
 
 

@@ -1,0 +1,91 @@
+"""Transaction bundles and their request modes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from converter.assembly.bundle import build_bundle
+
+
+def patient(rid: str = "p1", **extra: Any) -> dict[str, Any]:
+    return {"resourceType": "Patient", "id": rid, **extra}
+
+
+IDENTIFIED = patient(
+    "p1",
+    identifier=[
+        {"value": "no-system"},
+        {"system": "urn:oid:1.2.3", "value": "A 12|3&x=/é"},
+        {"system": "urn:oid:9.9", "value": "ignored"},
+    ],
+)
+ANONYMOUS = {"resourceType": "Basic", "id": "b1", "code": {"text": "x"}}
+
+
+def test_put_mode() -> None:
+    bundle = build_bundle(
+        "bundle-1", [IDENTIFIED, ANONYMOUS], mode="put", timestamp="2024-01-01T00:00:00Z"
+    )
+    assert bundle == {
+        "resourceType": "Bundle",
+        "id": "bundle-1",
+        "type": "transaction",
+        "timestamp": "2024-01-01T00:00:00Z",
+        "entry": [
+            {
+                "fullUrl": "urn:uuid:p1",
+                "resource": IDENTIFIED,
+                "request": {"method": "PUT", "url": "Patient/p1"},
+            },
+            {
+                "fullUrl": "urn:uuid:b1",
+                "resource": ANONYMOUS,
+                "request": {"method": "PUT", "url": "Basic/b1"},
+            },
+        ],
+    }
+
+
+def test_conditional_create() -> None:
+    bundle = build_bundle("b", [IDENTIFIED, ANONYMOUS], mode="conditional-create")
+    assert "timestamp" not in bundle
+    assert [entry["request"] for entry in bundle["entry"]] == [
+        {
+            "method": "POST",
+            "url": "Patient",
+            "ifNoneExist": "identifier=urn:oid:1.2.3|A%2012%7C3%26x%3D%2F%C3%A9",
+        },
+        {"method": "PUT", "url": "Basic/b1"},
+    ]
+    assert [entry["fullUrl"] for entry in bundle["entry"]] == ["urn:uuid:p1", "urn:uuid:b1"]
+
+
+def test_conditional_update() -> None:
+    bundle = build_bundle("b", [IDENTIFIED, ANONYMOUS], mode="conditional-update")
+    assert [entry["request"] for entry in bundle["entry"]] == [
+        {"method": "PUT", "url": "Patient?identifier=urn:oid:1.2.3|A%2012%7C3%26x%3D%2F%C3%A9"},
+        {"method": "PUT", "url": "Basic/b1"},
+    ]
+
+
+@pytest.mark.parametrize(
+    "identifier",
+    [None, [], [{"value": "1"}], [{"system": "s"}], [{"system": "", "value": "1"}]],
+)
+def test_resources_without_a_usable_identifier_fall_back_to_put(identifier: Any) -> None:
+    resource = patient("p2") if identifier is None else patient("p2", identifier=identifier)
+    for mode in ("conditional-create", "conditional-update"):
+        bundle = build_bundle("b", [resource], mode=mode)  # type: ignore[arg-type]
+        assert bundle["entry"][0]["request"] == {"method": "PUT", "url": "Patient/p2"}
+
+
+def test_system_reserved_characters_are_encoded() -> None:
+    resource = patient("p3", identifier=[{"system": "http://x.org/a b?c", "value": "1"}])
+    bundle = build_bundle("b", [resource], mode="conditional-create")
+    assert bundle["entry"][0]["request"]["ifNoneExist"] == "identifier=http://x.org/a%20b%3Fc|1"
+
+
+def test_empty_bundle() -> None:
+    assert build_bundle("b", [], mode="put")["entry"] == []

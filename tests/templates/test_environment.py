@@ -1,0 +1,455 @@
+"""The sandboxed environment: no Python internals, strict undefined, JSON finalizer."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from markupsafe import Markup
+
+from converter.errors import ConfigurationError, MappingError, TemplateError
+from converter.templates.environment import TemplateInfo, TemplateSet, to_json
+from converter.templates.render import Ref, json_from_template
+from tests.templates.test_render import (
+    MESSAGE,
+    ROOT,
+    make_session,
+    make_templates,
+    one_resource,
+    parse,
+    render,
+    write_templates,
+)
+
+RESOURCE = "hl7v2/resources/X.j2"
+
+
+def resource_with(expression: str) -> dict[str, str]:
+    """A root that emits X, whose line 3 evaluates ``expression``."""
+    return {
+        ROOT: '{% do emit("X") %}',
+        RESOURCE: '{\n"resourceType": "Basic",\n"value": {{ ' + expression + ' }},\n"code": "c"\n}',
+    }
+
+
+# --- sandbox -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "msg.__class__",
+        "''.__class__.__mro__",
+        "cycler.__init__.__globals__",
+        "msg.all.__self__",
+        "msg.all.__self__.__dict__",
+        "msg._cache",
+        "msg.PID._fields",
+        "msg.PID[5]._raw",
+        "emit.__func__",
+        "_session._env",
+        "msg.__init__.__globals__['os']",
+        "'{0.__class__}'.format(msg)",
+        "lipsum.__globals__",
+    ],
+)
+def test_templates_cannot_reach_python_internals(tmp_path: Path, expression: str) -> None:
+    builtin = write_templates(tmp_path, resource_with(expression))
+    with pytest.raises(TemplateError) as caught:
+        render(make_session(builtin))
+    assert caught.value.template == f"{RESOURCE}:3"
+
+
+def test_calling_a_bound_method_owner_is_refused(tmp_path: Path) -> None:
+    builtin = write_templates(tmp_path, resource_with("msg.all.__self__('PID')"))
+    with pytest.raises(TemplateError) as caught:
+        render(make_session(builtin))
+    assert "unsafe" in str(caught.value)
+    assert caught.value.template == f"{RESOURCE}:3"
+
+
+@pytest.mark.parametrize(
+    ("statement", "name"),
+    [
+        ("{% do targets.append(1) %}", "targets"),
+        ("{% do targets.pop() %}", "targets"),
+        ("{% do mapping.update({'b': 2}) %}", "mapping"),
+        ("{% do mapping.clear() %}", "mapping"),
+        ("{% do emitted().append(1) %}", "targets"),
+        ("{% do msg.children.clear() %}", "targets"),
+        ("{% do _session.resources.clear() %}", "targets"),
+        ("{% do _session.warnings.append('x') %}", "targets"),
+    ],
+)
+def test_templates_cannot_mutate_shared_objects(tmp_path: Path, statement: str, name: str) -> None:
+    builtin = write_templates(tmp_path, {ROOT: "\n" + statement})
+    targets = [Ref("Patient", "a", "Patient/a")]
+    mapping = {"a": 1}
+    message = parse()
+    segments_before = list(message.children)
+    session = make_session(builtin, message=message, targets=targets, mapping=mapping)
+    with pytest.raises(TemplateError) as caught:
+        render(session)
+    assert caught.value.template == f"{ROOT}:2"
+    assert targets == [Ref("Patient", "a", "Patient/a")]
+    assert mapping == {"a": 1}
+    assert message.children == segments_before
+    assert session.warnings == []
+
+
+def test_ranges_are_bounded(tmp_path: Path) -> None:
+    builtin = write_templates(tmp_path, {ROOT: "{% for i in range(10**9) %}{% endfor %}"})
+    with pytest.raises(MappingError):
+        render(make_session(builtin))
+
+
+# --- strict undefined and absent HL7 values ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "patinet",
+        "msg.PID.patinet_name",
+        "msg.PID[5].frist",
+        "msg.pid",
+        "msg.control_idd",
+        "undefined_macro(1)",
+    ],
+)
+def test_typos_fail_with_the_template_line(tmp_path: Path, expression: str) -> None:
+    builtin = write_templates(tmp_path, resource_with(expression))
+    with pytest.raises(TemplateError) as caught:
+        render(make_session(builtin))
+    assert caught.value.template == f"{RESOURCE}:3"
+    assert str(caught.value).startswith("undefined in template: ")
+
+
+def test_undefined_in_a_condition_fails_too(tmp_path: Path) -> None:
+    builtin = write_templates(
+        tmp_path, {ROOT: '{% do emit("X") %}', RESOURCE: "{% if typo %}{% endif %}\n{}"}
+    )
+    with pytest.raises(TemplateError) as caught:
+        render(make_session(builtin))
+    assert caught.value.template == f"{RESOURCE}:1"
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "msg.PID[40]",
+        "msg.PID[40][2][1]",
+        "msg.PID[3][4][4]",
+        "msg.ZZZ",
+        "msg.ZZZ[1]",
+        "msg.SFT",
+        "msg.SFT[1]",
+        "msg.SFT.software_vendor_organization",
+        "msg.all('OBX')",
+        "msg.find('VISIT')",
+        "msg.PID[3].rep_where(5, 'XX')",
+        "msg.PV1[19].first",
+    ],
+)
+def test_absent_hl7_values_render_as_nothing_and_are_pruned(
+    tmp_path: Path, expression: str
+) -> None:
+    resource = one_resource(
+        tmp_path,
+        f'{{"resourceType": "Basic", "value": {{{{ {expression} }}}},'
+        f' "list": [{{{{ {expression} }}}},], "code": "c"}}',
+    )
+    assert resource is not None
+    assert {k: v for k, v in resource.items() if k != "id"} == {
+        "resourceType": "Basic",
+        "code": "c",
+    }
+
+
+def test_present_hl7_values_render_as_json_strings(tmp_path: Path) -> None:
+    resource = one_resource(
+        tmp_path,
+        '{"resourceType": "Basic", "family": {{ msg.PID.patient_name }},'
+        ' "given": {{ msg.PID[5][2] }}, "authority": {{ msg.PID[3][4][2] }},'
+        ' "control": {{ msg.control_id }}, "event": {{ msg.event }}}',
+    )
+    assert resource is not None
+    assert resource["family"] == "DOE"
+    assert resource["given"] == "JOHN"
+    assert resource["authority"] == "1.2.3"
+    assert resource["control"] == "MSG0001"
+    assert resource["event"] == "ADT^A08"
+
+
+# --- the JSON finalizer ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def environment(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    return make_templates(tmp_path_factory.mktemp("env")).environment
+
+
+def render_value(environment: Any, value: Any) -> Any:
+    """``value`` written as a member, a list item and a nested member; parsed back."""
+    template = environment.from_string(
+        '{"x": {{ value }}, "l": [{{ value }}, {{ value }},], "o": {"k": {{ value }},},}'
+    )
+    return json_from_template(template.render(value=value), "inline")
+
+
+TRICKY = st.sampled_from(
+    ['"', "\\", "]", "}", ",]", ", }", "[", "{", "\n", "\r", "\t", "\x00", "\x1f", "\u2028",
+     "é", "日本", "\U0001f600", "{{", "%}", "&", "<", "'", "\\u005d", " ", "null"]
+)  # fmt: skip
+TEXT = st.lists(st.one_of(TRICKY, st.text(max_size=5)), max_size=8).map("".join)
+
+
+def kept(text: str) -> bool:
+    return bool(text) and not text.isspace()
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=TEXT)
+def test_any_text_round_trips_exactly(environment: Any, text: str) -> None:
+    parsed = render_value(environment, text)
+    if kept(text):
+        assert parsed == {"x": text, "l": [text, text], "o": {"k": text}}
+    else:
+        assert parsed is None
+
+
+@settings(max_examples=100, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=TEXT)
+def test_hl7_values_round_trip_exactly(environment: Any, text: str) -> None:
+    # Through an HL7 field: escape sequences decoded, then written as JSON.
+    escaped = (
+        text.replace("\\", "\\E\\")
+        .replace("|", "\\F\\")
+        .replace("^", "\\S\\")
+        .replace("&", "\\T\\")
+        .replace("~", "\\R\\")
+        .replace("\r", "")
+        .replace("\n", "")
+    )
+    expected = text.replace("\r", "").replace("\n", "")
+    message = parse(MESSAGE.replace(b"DOE^JOHN", escaped.encode("utf-8") + b"^JOHN"))
+    value = message.PID[5][1]
+    parsed = render_value(environment, value)
+    if kept(expected) and expected != '""':
+        assert parsed == {"x": expected, "l": [expected, expected], "o": {"k": expected}}
+    else:
+        assert parsed is None
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    value=st.one_of(
+        st.integers(),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.booleans(),
+        st.lists(TEXT, max_size=4),
+        st.dictionaries(TEXT, st.one_of(TEXT, st.integers(), st.none()), max_size=4),
+    )
+)
+def test_numbers_booleans_lists_and_dicts(environment: Any, value: Any) -> None:
+    parsed = render_value(environment, value)
+    expected: Any = value
+    if isinstance(value, list):
+        expected = [item for item in value if kept(item)]
+    elif isinstance(value, dict):
+        expected = {
+            k: v for k, v in value.items() if v is not None and (not isinstance(v, str) or kept(v))
+        }
+    if expected == [] or expected == {}:
+        assert parsed is None
+    else:
+        assert parsed == {"x": expected, "l": [expected, expected], "o": {"k": expected}}
+
+
+def test_scalars_exactly() -> None:
+    assert to_json(None) == "null"
+    assert to_json("") == "null"
+    assert to_json(True) == "true"
+    assert to_json(False) == "false"
+    assert to_json(0) == "0"
+    assert to_json(-12) == "-12"
+    assert to_json(1.5) == "1.5"
+    assert to_json('a"b\\c\n') == '"a\\"b\\\\c\\n"'
+    assert to_json("a]b}c") == '"a\\u005db\\u007dc"'
+    assert to_json("é") == '"é"'
+    assert to_json(["a", None, Ref("Patient", "1", "Patient/1")]) == (
+        '["a", null, {"reference": "Patient/1"}]'
+    )
+    assert to_json({"k]": "v}"}) == '{"k\\u005d": "v\\u007d"}'
+    assert type(to_json("x")) is Markup
+
+
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan, [math.inf], {"a": math.nan}])
+def test_non_finite_numbers_are_not_written(value: Any) -> None:
+    with pytest.raises(ValueError):
+        to_json(value)
+
+
+def test_a_non_finite_number_in_a_template_is_a_located_mapping_error(tmp_path: Path) -> None:
+    builtin = write_templates(tmp_path, resource_with("big | float"))
+    with pytest.raises(MappingError) as caught:
+        render(make_session(builtin, big="1e999"))
+    assert caught.value.template == f"{RESOURCE}:3"
+    assert str(caught.value) == f"ValueError raised in template in template {RESOURCE}:3"
+
+
+def test_runaway_recursion_is_a_mapping_error(tmp_path: Path) -> None:
+    builtin = write_templates(tmp_path, {ROOT: "{% macro m() %}{{ m() }}{% endmacro %}\n{{ m() }}"})
+    with pytest.raises(MappingError) as caught:
+        render(make_session(builtin))
+    assert caught.value.template == f"{ROOT}:1"
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        ("none", None),
+        ("true", True),
+        ("false", False),
+        ("12", 12),
+        ('"final"', "final"),
+        ('"a&b<c>"', "a&b<c>"),
+        ('"]"', "]"),
+        ('["x", none, "y"]', ["x", "y"]),
+        ('{"a": "b", "c": none}', {"a": "b"}),
+    ],
+)
+def test_constant_expressions_are_json_too(tmp_path: Path, expression: str, expected: Any) -> None:
+    # Jinja folds constants at compile time; they must still go through the finalizer.
+    resource = one_resource(
+        tmp_path, '{"resourceType": "Basic", "value": {{ ' + expression + ' }}, "code": "c"}'
+    )
+    assert resource is not None
+    assert resource.get("value") == expected
+
+
+def test_markup_passes_through_and_blank_macro_output_is_null(tmp_path: Path) -> None:
+    assert to_json(Markup('{"a": 1}')) == '{"a": 1}'
+    assert to_json(Markup(" \n\t ")) == "null"
+    resource = one_resource(
+        tmp_path,
+        '{% macro obj(v) %}\n  {"text": {{ v }}, "n": [1, 2,],}\n{% endmacro %}'
+        "{% macro blank(v) %}\n  {% if v %}{{ v }}{% endif %}\n  \n{% endmacro %}"
+        '{"resourceType": "Basic", "a": {{ obj("x,]") }}, "b": {{ blank(none) }},'
+        ' "c": [{{ blank(none) }}, {{ obj("y") }},], "d": {{ blank("z") }}}',
+    )
+    assert resource is not None
+    assert {k: v for k, v in resource.items() if k != "id"} == {
+        "resourceType": "Basic",
+        "a": {"text": "x,]", "n": [1, 2]},
+        "c": [{"text": "y", "n": [1, 2]}],
+        "d": "z",
+    }
+
+
+def test_commas_inside_values_are_untouched(tmp_path: Path) -> None:
+    values = ["a,]", "b, }", ",", "x ,\n]", '",]"']
+    resource = one_resource(
+        tmp_path,
+        '{"resourceType": "Basic", "v": [{% for v in values %}{{ v }},{% endfor %}],'
+        ' "o": {{ values }},}',
+        values=values,
+    )
+    assert resource is not None
+    assert resource["v"] == values
+    assert resource["o"] == values
+
+
+# --- the template set --------------------------------------------------------------------------
+
+
+def test_template_list_marks_overrides_and_exists(tmp_path: Path) -> None:
+    builtin = write_templates(
+        tmp_path / "builtin",
+        {
+            ROOT: "",
+            "hl7v2/resources/A.j2": "",
+            "hl7v2/resources/B.j2": "",
+            "cda/x.j2": "",
+        },
+    )
+    override = write_templates(
+        tmp_path / "site",
+        {"hl7v2/resources/B.j2": "", "hl7v2/resources/C.j2": "", "hl7v2/routes.toml": ""},
+    )
+    templates = make_templates(builtin, overrides=[override])
+    assert templates.list("hl7v2") == [
+        TemplateInfo(ROOT, builtin / ROOT, False),
+        TemplateInfo("hl7v2/resources/A.j2", builtin / "hl7v2/resources/A.j2", False),
+        TemplateInfo("hl7v2/resources/B.j2", override / "hl7v2/resources/B.j2", True),
+        TemplateInfo("hl7v2/resources/C.j2", override / "hl7v2/resources/C.j2", True),
+    ]
+    assert [info.name for info in templates.list()] == [
+        "cda/x.j2",
+        ROOT,
+        "hl7v2/resources/A.j2",
+        "hl7v2/resources/B.j2",
+        "hl7v2/resources/C.j2",
+    ]
+    assert templates.exists("hl7v2/resources/C.j2")
+    assert templates.exists("hl7v2/resources/A.j2")
+    assert not templates.exists("hl7v2/resources/D.j2")
+
+
+def test_override_replaces_and_builtin_prefix_reaches_the_shipped_template(
+    tmp_path: Path,
+) -> None:
+    builtin = write_templates(
+        tmp_path / "builtin",
+        {
+            ROOT: '{% do emit("P") %}{% do emit("Q") %}',
+            "hl7v2/resources/P.j2": '{"resourceType": "Basic", "code": "builtin-P"}',
+            "hl7v2/resources/Q.j2": '{"resourceType": "Basic", "code": "builtin-Q"}',
+        },
+    )
+    override = write_templates(
+        tmp_path / "site",
+        {
+            "hl7v2/resources/P.j2": '{"resourceType": "Basic", "code": "site-P"}',
+            # Wraps the shipped root: same resources, plus one.
+            ROOT: '{% include "builtin/hl7v2/messages/R.j2" %}{% do emit("Extra") %}',
+            "hl7v2/resources/Extra.j2": '{"resourceType": "Basic", "code": "extra"}',
+        },
+    )
+    codes = [r["code"] for r in render(make_session(builtin, overrides=[override]))]
+    assert codes == ["site-P", "builtin-Q", "extra"]
+    assert [r["code"] for r in render(make_session(builtin))] == ["builtin-P", "builtin-Q"]
+
+
+def test_earlier_override_directories_win(tmp_path: Path) -> None:
+    builtin = write_templates(
+        tmp_path / "builtin",
+        {ROOT: '{% do emit("P") %}', "hl7v2/resources/P.j2": '{"resourceType": "Basic"}'},
+    )
+    first = write_templates(
+        tmp_path / "first", {"hl7v2/resources/P.j2": '{"resourceType": "Basic", "code": "1"}'}
+    )
+    second = write_templates(
+        tmp_path / "second", {"hl7v2/resources/P.j2": '{"resourceType": "Basic", "code": "2"}'}
+    )
+    session = make_session(builtin, overrides=[first, second])
+    assert [r["code"] for r in render(session)] == ["1"]
+
+
+def test_a_missing_override_directory_is_a_configuration_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        make_templates(tmp_path, overrides=[tmp_path / "nope"])
+    assert str(tmp_path / "nope") in str(caught.value)
+
+
+def test_environment_is_an_immutable_sandbox(tmp_path: Path) -> None:
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    templates: TemplateSet = make_templates(tmp_path)
+    assert isinstance(templates.environment, ImmutableSandboxedEnvironment)
+    assert json.loads(templates.environment.from_string("{{ x }}").render(x="q")) == "q"

@@ -1,0 +1,243 @@
+"""Value filters as templates use them: timestamps, numbers, booleans, codes, systems."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from converter.errors import MappingError, TemplateError
+from tests.templates.test_render import (
+    MESSAGE,
+    ROOT,
+    make_session,
+    make_templates,
+    parse,
+    render,
+    write_templates,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+UUID = "6F9619FF-8B86-D011-B42D-00C04FC964FF"
+HEADER = "source_code,source_system,target_code,target_display,target_system,comment\n"
+
+
+@pytest.fixture(scope="module")
+def codemaps(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("codemaps")
+    (directory / "Sex.csv").write_text(
+        HEADER
+        + "F,,female,Female,http://hl7.org/fhir/administrative-gender,\n"
+        + "M,HL70001,male,Male,http://hl7.org/fhir/administrative-gender,\n"
+        + "M,LOCAL,other,Other,http://hl7.org/fhir/administrative-gender,\n"
+        + "U,,,,,no equivalent\n",
+        encoding="utf-8",
+    )
+    (directory / "CodingSystem.csv").write_text(
+        HEADER + "LN,,http://loinc.org,,,\n", encoding="utf-8"
+    )
+    (directory / "AssigningAuthority.csv").write_text(
+        HEADER + "HOSP-A,,urn:oid:1.2.3.4,,,\n", encoding="utf-8"
+    )
+    return directory
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory, codemaps: Path) -> Any:
+    builtin = tmp_path_factory.mktemp("builtin")
+    return make_templates(builtin, zone="Europe/Paris", codemaps=[codemaps]).environment
+
+
+def value(env: Any, expression: str, **variables: Any) -> Any:
+    return json.loads(env.from_string("{{ " + expression + " }}").render(**variables))
+
+
+# --- timestamps ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "date", "date_time"),
+    [
+        ("2024", "2024", "2024"),
+        ("202403", "2024-03", "2024-03"),
+        ("20240312", "2024-03-12", "2024-03-12"),
+        ("2024031210", "2024-03-12", "2024-03-12T10:00:00+01:00"),
+        ("202403121015", "2024-03-12", "2024-03-12T10:15:00+01:00"),
+        ("20240312101530", "2024-03-12", "2024-03-12T10:15:30+01:00"),
+        ("20240712101530.1234", "2024-07-12", "2024-07-12T10:15:30.1234+02:00"),
+        ("20240312101530-0500", "2024-03-12", "2024-03-12T10:15:30-05:00"),
+        (" 20240312 ", "2024-03-12", "2024-03-12"),
+    ],
+)
+def test_timestamp_filters(env: Any, text: str, date: str, date_time: str) -> None:
+    assert value(env, "v | fhir_date", v=text) == date
+    assert value(env, "v | fhir_datetime", v=text) == date_time
+
+
+def test_instant_and_time_filters(env: Any) -> None:
+    assert value(env, "v | fhir_instant", v="202401151030") == "2024-01-15T10:30:00+01:00"
+    assert value(env, "v | fhir_time", v="1030") == "10:30:00"
+    assert value(env, "v | fhir_time", v="103015.5") == "10:30:15"
+
+
+@pytest.mark.parametrize(
+    "name", ["fhir_date", "fhir_datetime", "fhir_instant", "fhir_time", "decimal", "integer"]
+)
+def test_absent_values_give_null(env: Any, name: str) -> None:
+    assert value(env, f"v | {name}", v=None) is None
+    assert value(env, f"v | {name}", v="") is None
+    assert value(env, f"v | {name}", v="   ") is None
+    assert value(env, f"msg.PID[40] | {name}", msg=parse()) is None
+
+
+def test_timestamp_filters_take_hl7_values(env: Any) -> None:
+    assert value(env, "msg.PID[7] | fhir_date", msg=parse()) == "1985-03-12"
+    assert value(env, "msg.MSH[7] | fhir_instant", msg=parse()) == "2024-03-16T10:15:44+01:00"
+
+
+@pytest.mark.parametrize(
+    ("expression", "bad"),
+    [
+        ("fhir_date", "20241341"),
+        ("fhir_datetime", "20240230"),
+        ("fhir_instant", "20240312"),
+        ("fhir_time", "2500"),
+        ("decimal", "12,5"),
+        ("integer", "1.5"),
+        ("boolean", "maybe"),
+    ],
+)
+def test_invalid_values_are_located_errors_or_lenient_warnings(
+    tmp_path: Path, expression: str, bad: str
+) -> None:
+    builtin = write_templates(
+        tmp_path,
+        {
+            ROOT: '{% do emit("X") %}',
+            "hl7v2/resources/X.j2": '{"resourceType": "Basic",\n'
+            '"v": {{ msg.PID[7] | ' + expression + ' }}, "code": "c"}',
+        },
+    )
+    message = parse(MESSAGE.replace(b"19850312", bad.encode()))
+    with pytest.raises(MappingError) as caught:
+        render(make_session(builtin, message=message))
+    error = caught.value
+    assert type(error) is MappingError
+    assert error.location == "PID-7"
+    assert error.template == "hl7v2/resources/X.j2:2"
+    assert error.detail == bad
+    assert bad not in str(error)
+
+    lenient = make_session(builtin, message=message, strict=False)
+    resources = render(lenient)
+    assert [{k: v for k, v in r.items() if k != "id"} for r in resources] == [
+        {"resourceType": "Basic", "code": "c"}
+    ]
+    assert len(lenient.warnings) == 1
+    assert lenient.warnings[0].endswith(" at PID-7; value dropped")
+    assert bad not in lenient.warnings[0]
+
+
+def test_an_invalid_plain_string_has_no_location(env: Any) -> None:
+    with pytest.raises(MappingError) as caught:
+        value(env, "v | fhir_date", v="garbage")
+    assert caught.value.location is None
+    assert caught.value.detail == "garbage"
+
+
+# --- numbers and booleans ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("12", 12), ("-3", -3), ("+7", 7), ("1.5", 1.5), (".5", 0.5), ("1e3", 1000.0), (" 2 ", 2)],
+)
+def test_decimal(env: Any, text: str, expected: Any) -> None:
+    result = value(env, "v | decimal", v=text)
+    assert result == expected
+    assert type(result) is type(expected)
+
+
+def test_integer(env: Any) -> None:
+    assert value(env, "v | integer", v="0042") == 42
+    assert value(env, "v | integer", v="-1") == -1
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("Y", True), ("y", True), ("N", False), ("no", False), ("1", True), ("F", False)],
+)
+def test_boolean(env: Any, text: str, expected: bool) -> None:
+    assert value(env, "v | boolean", v=text) is expected
+
+
+# --- codes -----------------------------------------------------------------------------------
+
+
+def test_map_code_and_codemap(env: Any) -> None:
+    assert value(env, 'v | map_code("Sex")', v="F") == "female"
+    assert value(env, 'v | map_code("Sex")', v="f") == "female"  # case-insensitive fallback
+    assert value(env, 'v | map_code("Sex")', v="X") is None
+    assert value(env, 'v | map_code("Sex")', v="U") is None  # "no equivalent" row
+    assert value(env, 'v | map_code("Sex", "LOCAL")', v="M") == "other"
+    assert value(env, 'v | map_code("Sex", "HL70001")', v="M") == "male"
+    assert value(env, 'codemap("Sex", v)', v="F") == {
+        "system": "http://hl7.org/fhir/administrative-gender",
+        "code": "female",
+        "display": "Female",
+    }
+    assert value(env, 'v | map_coding("Sex")', v="M") == {
+        "system": "http://hl7.org/fhir/administrative-gender",
+        "code": "male",
+        "display": "Male",
+    }
+    assert value(env, 'codemap("Sex", v)', v=None) is None
+    assert value(env, 'msg.PID[8] | map_code("Sex")', msg=parse()) == "male"
+
+
+def test_an_unknown_code_map_is_a_template_error(env: Any) -> None:
+    with pytest.raises(TemplateError):
+        value(env, 'v | map_code("NoSuchMap")', v="F")
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("LN", "http://loinc.org"),
+        ("HL70203", "http://terminology.hl7.org/CodeSystem/v2-0203"),
+        ("1.2.250.1.213", "urn:oid:1.2.250.1.213"),
+        (UUID, f"urn:uuid:{UUID.lower()}"),
+        ("99LAB", "99LAB"),
+        ("has space", None),
+        ("", None),
+    ],
+)
+def test_code_system(env: Any, name: str, expected: str | None) -> None:
+    assert value(env, "v | code_system", v=name) == expected
+    assert value(env, "code_system(v)", v=name) == expected
+
+
+@pytest.mark.parametrize(
+    ("cx4", "expected"),
+    [
+        ("HOSP&1.2.3&ISO", "urn:oid:1.2.3"),
+        ("&1.2.3", "urn:oid:1.2.3"),
+        ("&http://example.org/ids&URI", "http://example.org/ids"),
+        ("&6F9619FF-8B86-D011-B42D-00C04FC964FF&UUID", f"urn:uuid:{UUID.lower()}"),
+        ("HOSP-A", "urn:oid:1.2.3.4"),  # local namespace mapped by AssigningAuthority
+        ("HOSP-B", None),  # unmapped local name: no system
+        ("1.2.9", "urn:oid:1.2.9"),
+        ("", None),
+    ],
+)  # fmt: skip
+def test_hd_system(env: Any, cx4: str, expected: str | None) -> None:
+    message = parse(MESSAGE.replace(b"HOSP&1.2.3&ISO", cx4.encode()))
+    assert value(env, "hd_system(msg.PID[3][4])", msg=message) == expected
+    assert value(env, "msg.PID[3][4] | hd_system", msg=message) == expected
+
+
+def test_hd_system_of_an_ei(env: Any) -> None:
+    message = parse(MESSAGE + b"ORC|NW|ORD1^LAB^1.2.3.4.5^ISO\r")
+    assert value(env, "hd_system(msg.ORC[2], 2)", msg=message) == "urn:oid:1.2.3.4.5"

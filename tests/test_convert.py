@@ -1,0 +1,408 @@
+"""The converter end to end: overrides, errors, deterministic ids, request modes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from converter.assembly.ids import stable_id
+from converter.convert import Conversion, Converter, ConverterConfig, detect_input_type
+from converter.errors import ConfigurationError, MappingError, ParseError, TemplateError
+
+REPO = Path(__file__).resolve().parents[1]
+MAPPINGS = REPO / "mappings"
+SAMPLES = REPO / "samples" / "hl7v2"
+SAMPLE = (SAMPLES / "ADT_A08_update-patient.hl7").read_bytes()
+CONTROL_ID = "CHU-ADT-20240316-000102"
+FHIR_ID = re.compile(r"[A-Za-z0-9\-\.]{1,64}")
+
+
+@pytest.fixture(scope="module")
+def converter() -> Converter:
+    return Converter(ConverterConfig())
+
+
+@pytest.fixture(scope="module")
+def baseline(converter: Converter) -> dict[str, Any]:
+    return converter.convert(SAMPLE)[0].bundle
+
+
+def write(directory: Path, name: str, text: str) -> Path:
+    path = directory / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def resources(bundle: dict[str, Any], rtype: str | None = None) -> list[dict[str, Any]]:
+    return [
+        e["resource"]
+        for e in bundle["entry"]
+        if rtype is None or e["resource"]["resourceType"] == rtype
+    ]
+
+
+def the(bundle: dict[str, Any], rtype: str) -> dict[str, Any]:
+    found = resources(bundle, rtype)
+    assert len(found) == 1, f"{len(found)} {rtype}"
+    return found[0]
+
+
+def references(value: Any) -> Iterator[str]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key == "reference" and isinstance(item, str):
+                yield item
+            else:
+                yield from references(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from references(item)
+
+
+def replace_segment(data: bytes, name: bytes, segment: bytes) -> bytes:
+    return b"\r".join(segment if s.startswith(name + b"|") else s for s in data.split(b"\r"))
+
+
+# --- the baseline ---------------------------------------------------------------------------
+
+
+def test_the_sample_converts_to_a_transaction(converter: Converter) -> None:
+    [conversion] = converter.convert(SAMPLE)
+    bundle = conversion.bundle
+    assert conversion.message_type == "ADT^A08"
+    assert conversion.control_id == CONTROL_ID
+    assert conversion.root_template == "hl7v2/messages/ADT.j2"
+    assert conversion.sender == "SIH-ORCHIDEE^CHU-LYON"
+    assert conversion.warnings == ()
+    assert bundle["resourceType"] == "Bundle"
+    assert bundle["type"] == "transaction"
+    assert bundle["timestamp"] == "2024-03-16T10:15:44+01:00"
+    assert bundle["id"] == stable_id(
+        "", "Bundle", "\x1f".join(("SIH-ORCHIDEE^CHU-LYON", CONTROL_ID, "20240316101544+0100"))
+    )
+    for entry in bundle["entry"]:
+        resource = entry["resource"]
+        assert FHIR_ID.fullmatch(resource["id"])
+        assert entry["fullUrl"] == f"urn:uuid:{resource['id']}"
+        assert entry["request"] == {
+            "method": "PUT",
+            "url": f"{resource['resourceType']}/{resource['id']}",
+        }
+        assert not any(key.startswith("_identity") for key in resource)
+    assert json.loads(conversion.to_json()) == bundle
+    assert json.loads(conversion.to_json(pretty=True)) == bundle
+
+
+def test_every_reference_resolves_inside_the_bundle(baseline: dict[str, Any]) -> None:
+    targets = {f"{e['resource']['resourceType']}/{e['resource']['id']}" for e in baseline["entry"]}
+    found = list(references(baseline))
+    assert found
+    assert set(found) <= targets
+
+
+# --- overrides ----------------------------------------------------------------------------------
+
+
+def test_an_override_template_replaces_the_builtin_one(
+    tmp_path: Path, baseline: dict[str, Any]
+) -> None:
+    builtin = (MAPPINGS / "hl7v2/resources/Patient.j2").read_text(encoding="utf-8")
+    anchor = '"resourceType": "Patient",'
+    assert builtin.count(anchor) == 1
+    write(
+        tmp_path, "hl7v2/resources/Patient.j2", builtin.replace(anchor, anchor + ' "active": true,')
+    )
+    converter = Converter(ConverterConfig(template_dirs=(tmp_path,)))
+    bundle = converter.convert(SAMPLE)[0].bundle
+    patient = the(bundle, "Patient")
+    assert patient["active"] is True
+    del patient["active"]
+    assert bundle == baseline
+    assert [
+        (info.name, info.path) for info in converter.templates.list("hl7v2") if info.overridden
+    ] == [("hl7v2/resources/Patient.j2", tmp_path / "hl7v2/resources/Patient.j2")]
+    assert len(converter.templates.list("hl7v2")) == len(list((MAPPINGS / "hl7v2").rglob("*.j2")))
+
+
+def test_an_override_can_wrap_the_builtin_template(
+    tmp_path: Path, baseline: dict[str, Any]
+) -> None:
+    write(
+        tmp_path,
+        "hl7v2/messages/ADT.j2",
+        '{% include "builtin/hl7v2/messages/ADT.j2" %}\n'
+        '{% do emit("SiteFlag", patient=emit("Patient", pid=msg.PID, pd1=msg.PD1)) %}\n',
+    )
+    write(
+        tmp_path,
+        "hl7v2/resources/SiteFlag.j2",
+        '{"resourceType": "Flag", "status": "active", "code": {"text": "site flag"},'
+        ' "subject": {{ patient }}}',
+    )
+    bundle = Converter(ConverterConfig(template_dirs=(tmp_path,))).convert(SAMPLE)[0].bundle
+    *entries, flag = bundle["entry"]
+    assert entries == baseline["entry"]
+    patient = the(baseline, "Patient")
+    assert flag["resource"] == {
+        "resourceType": "Flag",
+        "id": flag["resource"]["id"],
+        "status": "active",
+        "code": {"text": "site flag"},
+        "subject": {"reference": f"Patient/{patient['id']}"},
+    }
+
+
+def test_an_override_routes_file_adds_and_replaces_single_entries(
+    tmp_path: Path, baseline: dict[str, Any]
+) -> None:
+    write(tmp_path, "hl7v2/routes.toml", '[events]\n"ADT^A08" = "PatientOnly"\n')
+    write(
+        tmp_path,
+        "hl7v2/messages/PatientOnly.j2",
+        '{% do emit("Patient", pid=msg.PID, pd1=msg.PD1) %}',
+    )
+    converter = Converter(ConverterConfig(template_dirs=(tmp_path,)))
+    [conversion] = converter.convert(SAMPLE)
+    assert conversion.root_template == "hl7v2/messages/PatientOnly.j2"
+    assert [r["resourceType"] for r in resources(conversion.bundle)] == [
+        "Patient",
+        "Practitioner",
+    ]
+    assert the(conversion.bundle, "Patient") == the(baseline, "Patient")
+    # The other built-in routes are untouched.
+    a01 = SAMPLE.replace(b"ADT^A08^ADT_A01", b"ADT^A01^ADT_A01")
+    assert converter.convert(a01)[0].root_template == "hl7v2/messages/ADT.j2"
+
+
+def test_an_override_code_map_replaces_the_whole_builtin_map(tmp_path: Path) -> None:
+    header = "source_code,source_system,target_code,target_display,target_system,comment\n"
+    write(
+        tmp_path,
+        "codemaps/AdministrativeSex.csv",
+        header + "M,,male,Male,http://hl7.org/fhir/administrative-gender,\n",
+    )
+    converter = Converter(ConverterConfig(template_dirs=(tmp_path,)))
+    assert converter.codemaps.source_of("AdministrativeSex") == (
+        tmp_path / "codemaps/AdministrativeSex.csv"
+    )
+    # The sample's patient is F: not in the replacing map, so no gender at all.
+    assert "gender" not in the(converter.convert(SAMPLE)[0].bundle, "Patient")
+    write(
+        tmp_path,
+        "codemaps/AdministrativeSex.csv",
+        header + "F,,other,Other,http://hl7.org/fhir/administrative-gender,\n",
+    )
+    converter = Converter(ConverterConfig(template_dirs=(tmp_path,)))
+    assert the(converter.convert(SAMPLE)[0].bundle, "Patient")["gender"] == "other"
+    # Other maps still come from the built-in folder.
+    assert converter.codemaps.source_of("MaritalStatus") == MAPPINGS / "codemaps/MaritalStatus.csv"
+
+
+def test_a_missing_override_directory_is_a_configuration_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError):
+        Converter(ConverterConfig(template_dirs=(tmp_path / "absent",)))
+
+
+def test_an_error_in_an_override_names_its_full_path(tmp_path: Path) -> None:
+    write(
+        tmp_path, "hl7v2/resources/Patient.j2", '{\n"resourceType": "Patient",\n"x": {{ pdi }}\n}'
+    )
+    converter = Converter(ConverterConfig(template_dirs=(tmp_path,)))
+    with pytest.raises(TemplateError) as caught:
+        converter.convert(SAMPLE)
+    assert caught.value.template == f"{tmp_path / 'hl7v2/resources/Patient.j2'}:3"
+    assert caught.value.control_id == CONTROL_ID
+    assert caught.value.message_type == "ADT^A08"
+
+
+# --- invalid values -----------------------------------------------------------------------------
+
+BAD_BIRTH = SAMPLE.replace(b"|19850312|", b"|20241341|")
+
+
+def test_a_bad_value_fails_with_its_hl7_path_and_template_line() -> None:
+    assert BAD_BIRTH != SAMPLE
+    converter = Converter(ConverterConfig())
+    with pytest.raises(MappingError) as caught:
+        converter.convert(BAD_BIRTH)
+    error = caught.value
+    assert error.location == "PID-7"
+    match = re.fullmatch(r"hl7v2/resources/Patient\.j2:(\d+)", error.template or "")
+    assert match is not None, error.template
+    line = (MAPPINGS / "hl7v2/resources/Patient.j2").read_text().splitlines()[int(match[1]) - 1]
+    assert "pid[7]" in line
+    assert error.control_id == CONTROL_ID
+    assert error.detail == "20241341"
+    assert "20241341" not in str(error)
+    assert str(error).startswith("invalid timestamp: ")
+    assert f"at PID-7 in template {error.template} (MSH-10 {CONTROL_ID})" in str(error)
+
+
+def test_lenient_mode_drops_a_bad_value_with_a_warning(baseline: dict[str, Any]) -> None:
+    converter = Converter(ConverterConfig(strict_values=False))
+    [conversion] = converter.convert(BAD_BIRTH)
+    assert len(conversion.warnings) == 1
+    assert "PID-7" in conversion.warnings[0]
+    assert "20241341" not in conversion.warnings[0]
+    patient = the(conversion.bundle, "Patient")
+    assert "birthDate" not in patient
+    expected = dict(the(baseline, "Patient"))
+    del expected["birthDate"]
+    assert patient == expected
+
+
+# --- deterministic ids -------------------------------------------------------------------------
+
+
+def test_converting_twice_gives_identical_bundles(converter: Converter) -> None:
+    first = json.dumps(converter.convert(SAMPLE)[0].bundle)
+    assert json.dumps(converter.convert(SAMPLE)[0].bundle) == first
+    assert json.dumps(Converter(ConverterConfig()).convert(SAMPLE)[0].bundle) == first
+
+
+def test_ids_are_stable_across_processes(converter: Converter) -> None:
+    code = (
+        "import sys\n"
+        "from converter.convert import Converter, ConverterConfig\n"
+        "data = open(sys.argv[1], 'rb').read()\n"
+        "print(Converter(ConverterConfig(validate=False)).convert(data)[0].to_json())\n"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "12345", "TZ": "Pacific/Auckland"}
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(SAMPLES / "ADT_A08_update-patient.hl7")],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(result.stdout) == converter.convert(SAMPLE)[0].bundle
+
+
+def test_a_resent_message_with_a_new_control_id_keeps_patient_and_visit_ids(
+    converter: Converter, baseline: dict[str, Any]
+) -> None:
+    resent = converter.convert(SAMPLE.replace(CONTROL_ID.encode(), b"CHU-ADT-20240316-000999"))
+    bundle = resent[0].bundle
+    assert the(bundle, "Patient")["id"] == the(baseline, "Patient")["id"]
+    assert the(bundle, "Encounter")["id"] == the(baseline, "Encounter")["id"]
+    assert the(bundle, "Patient") == the(baseline, "Patient")
+    # What describes the message itself is new.
+    assert bundle["id"] != baseline["id"]
+    assert the(bundle, "MessageHeader")["id"] != the(baseline, "MessageHeader")["id"]
+
+
+def test_the_id_namespace_changes_every_id(baseline: dict[str, Any]) -> None:
+    other = Converter(ConverterConfig(id_namespace="site-2")).convert(SAMPLE)[0].bundle
+    before = {r["id"] for r in resources(baseline)} | {baseline["id"]}
+    after = {r["id"] for r in resources(other)} | {other["id"]}
+    assert len(after) == len(before)
+    assert not before & after
+    assert [r["resourceType"] for r in resources(other)] == [
+        r["resourceType"] for r in resources(baseline)
+    ]
+    for ref in references(other):
+        assert ref.split("/", 1)[1] in after
+
+
+def _patient_message(facility: bytes, cx: bytes) -> bytes:
+    message = SAMPLE.replace(
+        b"|CHU-LYON^1.2.250.1.999.1.1^ISO|PASSERELLE", b"|" + facility + b"|PASSERELLE"
+    )
+    return replace_segment(message, b"PID", b"PID|1||" + cx + b"||DOE^JOHN||19800101|M")
+
+
+@pytest.mark.parametrize(
+    ("cx", "same"),
+    [
+        (b"12345^^^^MR", False),  # no assigning authority: scoped by the sender
+        (b"12345^^^CENTRAL-MPI^MR", True),  # same authority namespace
+        (b"12345^^^&1.2.3.4&ISO^MR", True),  # same authority OID
+    ],
+)
+def test_identifier_scope_across_sending_facilities(
+    converter: Converter, cx: bytes, same: bool
+) -> None:
+    first = the(converter.convert(_patient_message(b"HOSP-A", cx))[0].bundle, "Patient")
+    second = the(converter.convert(_patient_message(b"HOSP-B", cx))[0].bundle, "Patient")
+    assert first["identifier"] == second["identifier"]
+    assert (first["id"] == second["id"]) is same
+
+
+# --- request modes -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["conditional-create", "conditional-update"])
+def test_conditional_modes_reference_by_urn_and_match_on_identifiers(
+    mode: str, baseline: dict[str, Any]
+) -> None:
+    bundle = Converter(ConverterConfig(request_mode=mode)).convert(SAMPLE)[0].bundle  # type: ignore[arg-type]
+    full_urls = {entry["fullUrl"] for entry in bundle["entry"]}
+    refs = list(references(bundle))
+    assert refs
+    assert set(refs) <= full_urls
+    patient_entry = next(e for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
+    search = "identifier=urn:oid:1.2.250.1.999.1.1|0012345678"
+    if mode == "conditional-create":
+        assert patient_entry["request"] == {
+            "method": "POST",
+            "url": "Patient",
+            "ifNoneExist": search,
+        }
+    else:
+        assert patient_entry["request"] == {"method": "PUT", "url": f"Patient?{search}"}
+    assert the(bundle, "Encounter")["subject"] == {
+        "reference": f"urn:uuid:{the(baseline, 'Patient')['id']}"
+    }
+    # Same ids as in put mode (in the fullUrls); conditionally written resources carry no
+    # id in their body, since the server chooses or keeps it.
+    assert [e["fullUrl"] for e in bundle["entry"]] == [
+        f"urn:uuid:{r['id']}" for r in resources(baseline)
+    ]
+    for entry in bundle["entry"]:
+        conditional = "?" in entry["request"]["url"] or entry["request"]["method"] == "POST"
+        assert ("id" in entry["resource"]) is not conditional
+    provenance = the(bundle, "Provenance")
+    assert "identifier" not in provenance  # no identifier: falls back to PUT Type/id
+    provenance_entry = next(
+        e for e in bundle["entry"] if e["resource"]["resourceType"] == "Provenance"
+    )
+    assert provenance_entry["request"] == {
+        "method": "PUT",
+        "url": f"Provenance/{provenance['id']}",
+    }
+
+
+# --- configuration and input --------------------------------------------------------------------
+
+
+def test_configuration_errors() -> None:
+    with pytest.raises(ConfigurationError):
+        ConverterConfig(request_mode="post")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError):
+        Converter(ConverterConfig(default_timezone="Mars/Olympus"))
+
+
+def test_input_detection_and_unsupported_cda(converter: Converter) -> None:
+    assert detect_input_type(b"\xef\xbb\xbf\x0bMSH|^~\\&|") == "hl7v2"
+    assert detect_input_type(b"  <ClinicalDocument/>") == "cda"
+    with pytest.raises(ParseError):
+        detect_input_type(b"hello")
+    with pytest.raises(ParseError):
+        converter.convert(b"<ClinicalDocument/>")
+
+
+def test_a_batch_converts_every_message(converter: Converter) -> None:
+    conversions = converter.convert(SAMPLE + b"\r" + SAMPLE.replace(CONTROL_ID.encode(), b"X2"))
+    assert [c.control_id for c in conversions] == [CONTROL_ID, "X2"]
+    assert [c.index for c in conversions] == [1, 2]
+    assert all(isinstance(c, Conversion) for c in conversions)
