@@ -406,3 +406,24 @@ def test_a_batch_converts_every_message(converter: Converter) -> None:
     assert [c.control_id for c in conversions] == [CONTROL_ID, "X2"]
     assert [c.index for c in conversions] == [1, 2]
     assert all(isinstance(c, Conversion) for c in conversions)
+
+
+def test_lenient_warnings_reach_the_result_from_imported_macros(tmp_path: Path) -> None:
+    # A datatype macro module is imported without the render context; its invalid values
+    # must still become warnings of the conversion, not vanish.
+    macros = tmp_path / "hl7v2" / "datatypes"
+    macros.mkdir(parents=True)
+    (macros / "dates.j2").write_text('{% macro Born(v) %}{{ v | fhir_date }}{% endmacro %}')
+    resources_dir = tmp_path / "hl7v2" / "resources"
+    resources_dir.mkdir(parents=True)
+    (resources_dir / "Patient.j2").write_text(
+        '{% import "hl7v2/datatypes/dates.j2" as d %}'
+        '{"resourceType": "Patient", "active": true, "birthDate": {{ d.Born(pid[7]) }}}'
+    )
+    bad = SAMPLE.replace(b"|19850312|", b"|19851312|")
+    assert bad != SAMPLE
+    config = ConverterConfig(template_dirs=(tmp_path,), strict_values=False)
+    [conversion] = Converter(config).convert(bad)
+    patient = the(conversion.bundle, "Patient")
+    assert "birthDate" not in patient
+    assert any("PID-7" in warning for warning in conversion.warnings), conversion.warnings

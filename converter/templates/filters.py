@@ -19,6 +19,7 @@ from jinja2.runtime import Context
 from ..datetimes import InvalidTimestamp, TimestampConverter
 from ..errors import MappingError
 from .codemaps import CodeMaps
+from .render import ACTIVE_SESSION
 
 __all__ = ["ValueFilters"]
 
@@ -84,7 +85,7 @@ class ValueFilters:
     def _invalid(self, ctx: Context, value: Any, reason: str) -> None:
         if self._strict:
             raise MappingError(reason, location=_path(value), detail=_text(value)[:100])
-        session = ctx.get("_session")
+        session = ACTIVE_SESSION.get()
         if session is not None:
             where = _path(value)
             session.warn(

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import traceback
+from contextvars import ContextVar
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,12 @@ from jinja2.exceptions import SecurityError
 from ..assembly.ids import stable_id
 from ..assembly.merge import merge_into
 from ..errors import ConversionError, MappingError, TemplateError
+
+#: The session rendering in this thread/task: filters reach it to record warnings even
+#: from imported macro modules, which do not see the render context.
+ACTIVE_SESSION: ContextVar[RenderSession | None] = ContextVar(
+    "passerelle_render_session", default=None
+)
 
 __all__ = ["Ref", "RenderSession", "json_from_template"]
 
@@ -119,7 +126,6 @@ class RenderSession:
             "emit": self.emit,
             "emitted": self.emitted,
             "warn": self.warn,
-            "_session": self,
         }
         self._order: list[tuple[str, str] | None] = []
         self._counters: dict[str, int] = {}
@@ -203,6 +209,7 @@ class RenderSession:
             raise TemplateError(
                 f"template syntax error: {exc.message}", template=f"{exc.name or name}:{exc.lineno}"
             ) from None
+        token = ACTIVE_SESSION.set(self)
         try:
             return compiled.render({**self._context, **variables})
         except ConversionError as exc:
@@ -237,6 +244,8 @@ class RenderSession:
                 template=_template_frame(exc, name, self._builtin_root),
                 detail=str(exc)[:300],
             ) from None
+        finally:
+            ACTIVE_SESSION.reset(token)
 
     def _reference_for(self, rtype: str, rid: str) -> str:
         if self._reference_style == "urn":
