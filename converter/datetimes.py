@@ -105,6 +105,14 @@ class TimestampConverter:
             raise InvalidTimestamp("an instant needs a time of day")
         return self._with_time(match)
 
+    def instant_or_midnight(self, text: str) -> str:
+        """Like :meth:`instant`, a full date without a time being taken at 00:00:00."""
+        match = self._parse(text)
+        if match["day"] and not match["hour"]:
+            return self.instant(match["year"] + match["month"] + match["day"] + "0000"
+                                + (match["offset"] or ""))
+        return self.instant(text)
+
     def time(self, text: str) -> str:
         """FHIR ``time`` (hh:mm:ss) from an HL7 TM value."""
         stripped = text.strip()

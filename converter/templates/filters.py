@@ -113,7 +113,10 @@ class ValueFilters:
         return self._timestamp(ctx, value, self._timestamps.date_time)
 
     @pass_context
-    def fhir_instant(self, ctx: Context, value: Any) -> str | None:
+    def fhir_instant(self, ctx: Context, value: Any, midnight: bool = False) -> str | None:
+        """``midnight=True`` takes a date-only value at 00:00 (for required instants)."""
+        if midnight:
+            return self._timestamp(ctx, value, self._timestamps.instant_or_midnight)
         return self._timestamp(ctx, value, self._timestamps.instant)
 
     @pass_context

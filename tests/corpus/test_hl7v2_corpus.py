@@ -1,0 +1,152 @@
+"""Corpus tests over ../shared/corpus/hl7v2: real messages written by other projects.
+
+Every message whose type Passerelle routes converts to a bundle that validates (with
+fhir.resources during conversion, and with the independent R4 validator here); every
+other message fails cleanly with UnsupportedMessageError, never a crash. Messages that
+hold invalid values convert in lenient mode, and fail in strict mode with a located
+error. Key content is compared with Microsoft FHIR-Converter's outputs and the agreement
+printed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from converter import (
+    Converter,
+    ConverterConfig,
+    MappingError,
+    ParseError,
+    UnsupportedMessageError,
+)
+from converter.hl7v2 import peek_header
+from tests.conftest import SHARED_DIR
+from tests.corpus.peer import Agreement
+from tests.support.r4validator import R4Validator
+
+CORPUS = SHARED_DIR / "corpus" / "hl7v2"
+PEER_INPUT = CORPUS / "ms-fhir-converter" / "input"
+PEER_EXPECTED = CORPUS / "ms-fhir-converter" / "expected"
+
+#: The first coverage list (issue "Conversion core"), by MSH-9 event.
+COVERAGE = {f"ADT^{t}" for t in ("A01", "A02", "A03", "A04", "A05", "A08", "A11", "A13",
+                                 "A28", "A31", "A40")} | {
+    "ORU^R01", "ORM^O01", "VXU^V04", "MDM^T02"}
+
+
+def _files() -> list[Path]:
+    return sorted(CORPUS.rglob("*.hl7")) if CORPUS.is_dir() else []
+
+
+@dataclass
+class Outcome:
+    """What happened to each message of one corpus file."""
+
+    bundles: list[dict[str, Any]] = field(default_factory=list)
+    unsupported: list[str] = field(default_factory=list)
+    invalid_values: list[MappingError] = field(default_factory=list)
+    unreadable: list[ParseError] = field(default_factory=list)
+
+
+@pytest.fixture(scope="module")
+def converters() -> tuple[Converter, Converter]:
+    if not CORPUS.is_dir():
+        pytest.skip(f"{CORPUS} is absent: the shared HL7 v2 corpus is not available here")
+    strict = Converter(ConverterConfig(default_timezone="Europe/Paris"))
+    lenient = Converter(ConverterConfig(default_timezone="Europe/Paris", strict_values=False))
+    return strict, lenient
+
+
+def _invalid_msh2(data: bytes) -> bool:
+    start = data.find(b"MSH")
+    chars = data[start + 4:].split(data[start + 3:start + 4], 1)[0]
+    return len(set(chars)) != len(chars) or any(chr(c).isalnum() for c in chars)
+
+
+def convert_file(path: Path, strict: Converter, lenient: Converter) -> Outcome:
+    outcome = Outcome()
+    data = path.read_bytes()
+    for raw in strict.split(data):
+        header = None
+        try:
+            header = peek_header(raw.data)
+            outcome.bundles.append(strict.convert_message(raw.data).bundle)
+        except UnsupportedMessageError as exc:
+            outcome.unsupported.append(exc.message_type or "?")
+            assert header is not None
+            assert header.event not in COVERAGE, f"{header.event} is in the coverage list"
+            assert exc.hl7_error_code in ("200", "201", "203")
+        except MappingError as exc:
+            # Strict mode refuses an invalid value with its HL7 path and template line;
+            # lenient mode drops it with a warning and converts the rest.
+            assert exc.location and exc.template, f"unlocated error: {exc}"
+            outcome.invalid_values.append(exc)
+            conversion = lenient.convert_message(raw.data)
+            assert any(exc.location in w for w in conversion.warnings), conversion.warnings
+            outcome.bundles.append(conversion.bundle)
+        except ParseError as exc:
+            # Only input that is not HL7 v2 may fail to parse (e.g. MSH-2 "^~\\\\&", a
+            # Java string-escaping artefact in some extracted test messages).
+            assert _invalid_msh2(raw.data), f"parse error on a readable message: {exc}"
+            assert exc.location == "MSH-2"
+            outcome.unreadable.append(exc)
+    return outcome
+
+
+@pytest.mark.parametrize("path", _files(), ids=lambda p: str(p.relative_to(CORPUS)))
+def test_corpus_message_converts_or_fails_cleanly(
+    path: Path, converters: tuple[Converter, Converter], r4validator: R4Validator
+) -> None:
+    outcome = convert_file(path, *converters)
+    for bundle in outcome.bundles:
+        issues = r4validator.validate(bundle)
+        assert issues == [], json.dumps(issues[:5], indent=1, ensure_ascii=False)
+
+
+def _peer_pairs() -> Iterator[tuple[Path, Path]]:
+    if not PEER_EXPECTED.is_dir():
+        return
+    for expected in sorted(PEER_EXPECTED.glob("*/*-expected.json")):
+        source = PEER_INPUT / (expected.name.removesuffix("-expected.json") + ".hl7")
+        if source.is_file():
+            yield source, expected
+
+
+def test_key_content_agrees_with_the_peer_converter(
+    converters: tuple[Converter, Converter], capsys: pytest.CaptureFixture[str]
+) -> None:
+    strict, lenient = converters
+    agreement = Agreement()
+    compared = 0
+    for source, expected in _peer_pairs():
+        try:
+            header = peek_header(source.read_bytes())
+        except ParseError:
+            continue
+        if header.event not in COVERAGE:
+            continue
+        outcome = convert_file(source, strict, lenient)
+        if not outcome.bundles:
+            continue
+        peer = json.loads(expected.read_text(encoding="utf-8"))
+        agreement.add(source.name, outcome.bundles[0], peer)
+        compared += 1
+    assert compared >= 20, f"only {compared} peer outputs compared"
+    with capsys.disabled():
+        print(f"\nAgreement with Microsoft FHIR-Converter on {compared} messages:")
+        print(agreement.report())
+    floors = {
+        "Patient.birthDate": 0.9, "Patient.gender": 0.9, "Patient.name": 0.8,
+        "Patient.identifier": 0.6, "Encounter.class": 0.8, "Encounter.period": 0.8,
+        "Observation.value": 0.8, "Observation.unit": 0.8, "Observation.status": 0.7,
+        "Immunization.vaccineCode": 0.8, "Immunization.occurrence": 0.8,
+    }
+    low = {kind: round(agreement.ratio(kind), 2) for kind, floor in floors.items()
+           if agreement.total[kind] and agreement.ratio(kind) < floor}
+    assert not low, f"agreement below the floor: {low}"
