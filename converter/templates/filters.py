@@ -47,7 +47,10 @@ def _text(value: Any) -> str:
 
 
 def _path(value: Any) -> str | None:
-    return getattr(value, "path", None) if not isinstance(value, str) else None
+    """The HL7 location of a value (``PID-7``) or segment (``OBX[2]``)."""
+    if value is None or isinstance(value, str):
+        return None
+    return getattr(value, "path", None) or getattr(value, "label", None)
 
 
 class ValueFilters:
@@ -76,10 +79,27 @@ class ValueFilters:
 
     def globals(self) -> dict[str, Callable[..., Any]]:
         return {
+            "require": self.require,
             "codemap": self.codemap,
             "code_system": self.code_system,
             "hd_system": self.hd_system,
         }
+
+    @staticmethod
+    def require(value: Any, source: Any = None, what: str = "a required value") -> Any:
+        """``value`` itself, or a MappingError located at ``source`` when it is empty.
+
+        For FHIR elements that are required and have no other source than one HL7 field
+        (Immunization.vaccineCode from RXA-5): the message is rejected (AE) with the field
+        named, in strict and lenient mode alike, rather than producing an invalid resource.
+        """
+        if isinstance(value, str):
+            missing = not value.strip() or value.strip() == "null"
+        else:
+            missing = not value
+        if missing:
+            raise MappingError(f"{what} is missing", location=_path(source))
+        return value
 
     # -- invalid values ------------------------------------------------------------------
     def _invalid(self, ctx: Context, value: Any, reason: str) -> None:

@@ -87,7 +87,13 @@ def convert_file(path: Path, strict: Converter, lenient: Converter) -> Outcome:
             # lenient mode drops it with a warning and converts the rest.
             assert exc.location and exc.template, f"unlocated error: {exc}"
             outcome.invalid_values.append(exc)
-            conversion = lenient.convert_message(raw.data)
+            try:
+                conversion = lenient.convert_message(raw.data)
+            except MappingError as missing:
+                # A required element whose only source is empty or invalid (RXA-5, MDM
+                # without OBX): rejected in lenient mode too, naming the field.
+                assert missing.reason.endswith("is missing") and missing.location, missing
+                continue
             assert any(exc.location in w for w in conversion.warnings), conversion.warnings
             outcome.bundles.append(conversion.bundle)
         except ParseError as exc:

@@ -241,3 +241,31 @@ def test_hd_system(env: Any, cx4: str, expected: str | None) -> None:
 def test_hd_system_of_an_ei(env: Any) -> None:
     message = parse(MESSAGE + b"ORC|NW|ORD1^LAB^1.2.3.4.5^ISO\r")
     assert value(env, "hd_system(msg.ORC[2], 2)", msg=message) == "urn:oid:1.2.3.4.5"
+
+
+# --- b64encode and require -----------------------------------------------------------------
+
+
+def test_b64encode_keeps_the_whole_text_as_utf8(env: Any) -> None:
+    import base64
+
+    text = "  Compte rendu\nÉvolution favorable  \n"
+    encoded = value(env, "text | b64encode", text=text)
+    assert base64.b64decode(encoded).decode("utf-8") == text
+    assert value(env, "'' | b64encode") is None
+
+
+def test_require_passes_values_and_names_the_missing_field(env: Any) -> None:
+    from converter.hl7v2.encoding import Encoding
+    from converter.hl7v2.message import Segment
+
+    rxa = Segment("RXA", ["RXA", "0", "1", "20240315", "", ""], Encoding(), "utf-8", "RXA")
+    assert value(env, "require(rxa[3], rxa[3], 'the date')", rxa=rxa) == "20240315"
+    with pytest.raises(MappingError) as missing:
+        value(env, "require(rxa[5], rxa[5], 'the vaccine (RXA-5)')", rxa=rxa)
+    assert missing.value.reason == "the vaccine (RXA-5) is missing"
+    assert missing.value.location == "RXA-5"
+    absent = Segment("OBX", [], Encoding(), "utf-8", "OBX")
+    with pytest.raises(MappingError) as no_segment:
+        value(env, "require(obx, obx, 'the content (OBX)')", obx=absent)
+    assert no_segment.value.location == "OBX"
