@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-$(NODE_STAMP): tests/r4validator/package-lock.json
+$(NODE_STAMP): tests/r4validator/package-lock.json tests/fhirserver/package-lock.json
 	.ci/install-npm.sh
 	touch $(NODE_STAMP)
 
@@ -26,7 +26,7 @@ run: $(STAMP)
 	$(BIN)/passerelle convert samples/hl7v2 --out out --timezone Europe/Paris
 
 test: $(STAMP) $(NODE_STAMP)
-	PASSERELLE_REQUIRE_R4VALIDATOR=1 $(BIN)/python -m pytest -q
+	PASSERELLE_REQUIRE_R4VALIDATOR=1 PASSERELLE_REQUIRE_FHIRSERVER=1 $(BIN)/python -m pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(wildcard converter listeners tests scripts)

@@ -7,3 +7,4 @@ repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_root"
 
 npm ci --prefix tests/r4validator --no-audit --no-fund
+npm ci --prefix tests/fhirserver --no-audit --no-fund

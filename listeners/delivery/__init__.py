@@ -1,0 +1,55 @@
+"""Delivery of converted bundles to their destination: a FHIR server, or else a folder.
+
+A :class:`Sink` takes one bundle at a time (``deliver``), says whether it can take any
+(``check``, for readiness) and releases its resources (``close``). Failures are
+:class:`~listeners.errors.TransientDeliveryError` (retry later, after :func:`backoff_delay`) or
+:class:`~listeners.errors.RejectedDeliveryError` (dead letter, with the server's
+OperationOutcome).
+"""
+
+from __future__ import annotations
+
+from ..config import DestinationConfig
+from .auth import (
+    Authenticator,
+    BasicAuth,
+    BearerAuth,
+    NoAuth,
+    OAuth2ClientCredentials,
+    build_authenticator,
+)
+from .backoff import RandomSource, backoff_cap, backoff_delay
+from .base import BundleInput, DeliveryReceipt, EntryResult, Sink, bundle_bytes
+from .fhir import FhirServerSink, outcome_summary
+from .folder import FolderSink, bundle_file_name
+from .retry_after import parse_retry_after
+
+__all__ = [
+    "Authenticator",
+    "BasicAuth",
+    "BearerAuth",
+    "BundleInput",
+    "DeliveryReceipt",
+    "EntryResult",
+    "FhirServerSink",
+    "FolderSink",
+    "NoAuth",
+    "OAuth2ClientCredentials",
+    "RandomSource",
+    "Sink",
+    "backoff_cap",
+    "backoff_delay",
+    "build_authenticator",
+    "build_sink",
+    "bundle_bytes",
+    "bundle_file_name",
+    "outcome_summary",
+    "parse_retry_after",
+]
+
+
+def build_sink(destination: DestinationConfig) -> Sink:
+    """A :class:`FhirServerSink` when ``destination.url`` is set, else a :class:`FolderSink`."""
+    if destination.url:
+        return FhirServerSink(destination)
+    return FolderSink(destination.folder, name=destination.name)

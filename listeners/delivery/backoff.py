@@ -1,0 +1,50 @@
+"""Retry delays of the delivery workers: exponential backoff, full jitter, Retry-After."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+__all__ = ["RandomSource", "backoff_cap", "backoff_delay"]
+
+# Largest finite power of two: past it ``initial * 2.0**n`` would raise OverflowError.
+_MAX_EXPONENT = 1023
+
+
+class RandomSource(Protocol):
+    """What :func:`backoff_delay` needs from a random generator (``random.Random`` fits)."""
+
+    def uniform(self, a: float, b: float) -> float: ...
+
+
+def backoff_cap(attempt: int, *, initial: float, maximum: float) -> float:
+    """Upper bound of the jittered delay: ``min(maximum, initial * 2**(attempt-1))``.
+
+    Non-decreasing in ``attempt``; ``attempt`` counts failures so far (1 = first failure;
+    smaller values count as 1).
+    """
+    attempt = max(1, attempt)
+    if initial < 0 or maximum < 0:
+        raise ValueError("initial and maximum must not be negative")
+    return min(maximum, initial * 2.0 ** min(attempt - 1, _MAX_EXPONENT))
+
+
+def backoff_delay(
+    attempt: int,
+    *,
+    initial: float,
+    maximum: float,
+    retry_after: float | None = None,
+    rng: RandomSource,
+) -> float:
+    """Seconds to wait before retry number ``attempt`` (1 = after the first failure).
+
+    "Full jitter": uniform in ``[0, backoff_cap(attempt)]``, which spreads the retries of many
+    workers hitting the same outage. A ``retry_after`` from the server (Retry-After) is a floor:
+    the result is never shorter, even when it exceeds ``maximum`` — the server knows best when it
+    will be back, and retrying earlier only earns another 429/503.
+    """
+    cap = backoff_cap(attempt, initial=initial, maximum=maximum)
+    delay = min(cap, max(0.0, rng.uniform(0.0, cap)))
+    if retry_after is not None and retry_after > delay:
+        delay = float(retry_after)
+    return delay

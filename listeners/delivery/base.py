@@ -1,0 +1,86 @@
+"""What every destination implements (:class:`Sink`) and what it hands back (receipts)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ..queue.base import Envelope
+
+__all__ = ["BundleInput", "DeliveryReceipt", "EntryResult", "Sink", "bundle_bytes"]
+
+#: A bundle as the converter hands it over: serialized JSON or the parsed object.
+BundleInput = bytes | Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class EntryResult:
+    """What the server reported for one entry of a transaction: status and location only."""
+
+    status: int | None
+    location: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryReceipt:
+    """Proof that a destination took a bundle; carries no message content."""
+
+    destination: str
+    #: HTTP status of the answer (``None`` for a folder).
+    status: int | None
+    #: A folder: the file written. A FHIR server: its ``Location`` header, if any.
+    location: str | None = None
+    #: Per-entry outcome from a transaction-response, in bundle order.
+    entries: tuple[EntryResult, ...] = ()
+    #: Seconds the delivery took.
+    elapsed: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        """A log-friendly digest: status and entry counts by status code."""
+        by_status = Counter(
+            str(entry.status) if entry.status is not None else "?" for entry in self.entries
+        )
+        return {
+            "destination": self.destination,
+            "status": self.status,
+            "location": self.location,
+            "entries": len(self.entries),
+            "entry_statuses": dict(sorted(by_status.items())),
+            "elapsed_ms": round(self.elapsed * 1000, 1),
+        }
+
+
+class Sink(Protocol):
+    """A destination for bundles: a FHIR server or a folder."""
+
+    @property
+    def name(self) -> str:
+        """The destination's configured name (for logs and metrics)."""
+        ...
+
+    async def deliver(self, bundle: BundleInput, envelope: Envelope) -> DeliveryReceipt:
+        """Hand over one bundle; raise :class:`~listeners.errors.DeliveryError` if not taken.
+
+        ``TransientDeliveryError`` means try again later (``retry_after`` says when, if the
+        destination said so); ``RejectedDeliveryError`` means never (dead letter).
+        Delivering the same bundle again must be harmless.
+        """
+        ...
+
+    async def check(self) -> None:
+        """Readiness: return if the destination can take bundles, else raise DeliveryError."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections and files (idempotent)."""
+        ...
+
+
+def bundle_bytes(bundle: BundleInput) -> bytes:
+    """The bundle as UTF-8 JSON (bytes are passed through unchanged)."""
+    if isinstance(bundle, bytes | bytearray | memoryview):
+        return bytes(bundle)
+    return json.dumps(bundle, ensure_ascii=False, separators=(",", ":")).encode("utf-8")

@@ -1,0 +1,333 @@
+"""Delivery of transaction Bundles to a FHIR R4 server (``POST [base]``).
+
+Outcome of one delivery:
+
+* 2xx with a ``transaction-response`` whose entries all succeeded → :class:`DeliveryReceipt`;
+* 408, 429, 5xx, timeouts, connection and TLS errors → :class:`TransientDeliveryError`
+  (``retry_after`` from ``Retry-After``, seconds or HTTP-date);
+* 401 → the token is renewed and the request sent once more (OAuth2); a 401 that persists is
+  **transient**, not a rejection: wrong or expired credentials are a problem of the destination's
+  configuration, not of the bundle, and must not dead-letter every message until they are fixed
+  (the readiness check fails meanwhile). Likewise a 3xx (the url points at a redirect);
+* other 4xx → :class:`RejectedDeliveryError` carrying the server's OperationOutcome.
+
+Transactions and atomicity: FHIR says a transaction succeeds or fails as a whole, so a conformant
+server never answers 2xx with failed entries. Some servers do — Medplum processes a transaction
+as a *batch* unless the project has the "transaction-bundles" feature, and even then its entries
+are not rolled back when a later one fails. A 2xx transaction-response reporting a failed entry is
+therefore treated as a failed delivery, not as success: transient if a failed entry's status is
+(408, 429, 5xx), rejected otherwise (with that entry's OperationOutcome). The entries that
+succeeded stay written; delivering the bundle again is safe because Passerelle's bundles are
+idempotent (PUT with stable ids, or conditional create/update).
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import time
+from collections.abc import Mapping
+from typing import Any, Self
+
+import certifi
+import httpx
+
+from ..config import ConfigError, DestinationConfig
+from ..errors import DeliveryError, RejectedDeliveryError, TransientDeliveryError
+from ..queue.base import Envelope
+from .auth import Authenticator, build_authenticator
+from .base import BundleInput, DeliveryReceipt, EntryResult, bundle_bytes
+from .retry_after import parse_retry_after
+
+__all__ = ["FhirServerSink", "outcome_summary", "ssl_context"]
+
+_log = logging.getLogger(__name__)
+
+FHIR_JSON = "application/fhir+json"
+#: Readiness probes give up sooner than deliveries.
+CHECK_TIMEOUT = 5.0
+_USER_AGENT = "passerelle"
+_MAX_ISSUES_IN_MESSAGE = 5
+
+
+def ssl_context(destination: DestinationConfig) -> ssl.SSLContext:
+    """TLS settings of ``destination``: its CA bundle (else system + certifi), client cert."""
+    try:
+        if destination.ca_bundle is not None:
+            context = ssl.create_default_context(cafile=str(destination.ca_bundle))
+        else:
+            context = ssl.create_default_context()
+            context.load_verify_locations(cafile=certifi.where())
+        if destination.client_cert is not None:
+            context.load_cert_chain(
+                str(destination.client_cert),
+                str(destination.client_key) if destination.client_key is not None else None,
+            )
+        elif destination.client_key is not None:
+            raise ConfigError(f"destinations.{destination.name}: client_key without client_cert")
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"destinations.{destination.name}: cannot load TLS files: {exc}"
+        ) from None
+    return context
+
+
+class FhirServerSink:
+    """POSTs transaction Bundles to ``destination.url`` over a pooled HTTP/1.1 client."""
+
+    def __init__(self, destination: DestinationConfig, *, max_connections: int = 20) -> None:
+        if not destination.url:
+            raise ConfigError(f"destinations.{destination.name}: no FHIR server url")
+        self._destination = destination
+        self._url = destination.url.rstrip("/")
+        self._timeout = destination.timeout
+        self._client = httpx.AsyncClient(
+            http1=True,
+            http2=False,
+            verify=ssl_context(destination),
+            timeout=httpx.Timeout(destination.timeout),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+            follow_redirects=False,
+            trust_env=False,
+        )
+        self._auth: Authenticator = build_authenticator(
+            destination.auth, self._client, timeout=destination.timeout
+        )
+        headers = {"Accept": FHIR_JSON, "User-Agent": _USER_AGENT, "Prefer": "return=minimal"}
+        headers.update(destination.headers)
+        self._headers = headers
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"FhirServerSink(name={self.name!r}, url={self._url!r}, auth={self._auth!r})"
+
+    @property
+    def name(self) -> str:
+        return self._destination.name
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    @property
+    def authenticator(self) -> Authenticator:
+        return self._auth
+
+    async def deliver(self, bundle: BundleInput, envelope: Envelope) -> DeliveryReceipt:
+        """POST the transaction; see the module docstring for the outcome rules."""
+        body = bundle_bytes(bundle)
+        started = time.monotonic()
+        response = await self._send(
+            "POST", self._url, content=body, headers={"Content-Type": FHIR_JSON}
+        )
+        if not 200 <= response.status_code < 300:
+            raise self._error(response)
+        receipt = self._receipt(response, time.monotonic() - started)
+        _log.debug(
+            "destination %s took bundle (message %s): %s",
+            self.name,
+            envelope.control_id,
+            receipt.summary(),
+        )
+        return receipt
+
+    async def check(self) -> None:
+        """``GET [base]/metadata`` with a short timeout; raise DeliveryError if not 2xx."""
+        timeout = min(self._timeout, CHECK_TIMEOUT)
+        response = await self._send("GET", f"{self._url}/metadata", timeout=timeout)
+        if not 200 <= response.status_code < 300:
+            raise DeliveryError(
+                f"destination {self.name}: {self._url}/metadata answered HTTP "
+                f"{response.status_code}",
+                status=response.status_code,
+                outcome=_operation_outcome(response),
+            )
+
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            await self._client.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # -- internals -------------------------------------------------------------------------------
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> httpx.Response:
+        """One request, sent again once if a 401 made the authenticator renew its token."""
+        for attempt in (1, 2):
+            authorization = await self._auth.authorization()
+            request_headers = dict(self._headers)
+            if headers:
+                request_headers.update(headers)
+            if authorization is not None:
+                request_headers["Authorization"] = authorization
+            try:
+                response = await self._client.request(
+                    method,
+                    url,
+                    content=content,
+                    headers=request_headers,
+                    timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+                )
+            except httpx.TimeoutException as exc:
+                raise TransientDeliveryError(
+                    f"destination {self.name}: {method} {url} timed out "
+                    f"({type(exc).__name__}, limit {timeout or self._timeout:g}s)"
+                ) from None
+            except (httpx.TransportError, OSError) as exc:
+                # OSError: ssl.SSLError may escape httpx unwrapped, e.g. a TLS 1.3 server
+                # refusing our client certificate after the handshake, on the first read.
+                raise TransientDeliveryError(
+                    f"destination {self.name}: cannot reach {url}: {type(exc).__name__}: {exc}"
+                ) from None
+            if (
+                response.status_code == 401
+                and attempt == 1
+                and await self._auth.invalidate(authorization)
+            ):
+                _log.debug("destination %s answered 401; renewing credentials", self.name)
+                continue
+            return response
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _error(self, response: httpx.Response) -> DeliveryError:
+        status = response.status_code
+        outcome = _operation_outcome(response)
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        message = f"destination {self.name}: HTTP {status} {response.reason_phrase}".rstrip()
+        if outcome is not None:
+            message += f": {outcome_summary(outcome)}"
+        if status == 401:
+            message += " (check the destination's credentials)"
+        elif 300 <= status < 400:
+            location = response.headers.get("Location")
+            message += (
+                f" (redirected to {location}; fix the destination url)"
+                if location
+                else " (unexpected redirect; fix the destination url)"
+            )
+        if _is_transient(status) or status == 401 or 300 <= status < 400:
+            return TransientDeliveryError(
+                message, status=status, outcome=outcome, retry_after=retry_after
+            )
+        return RejectedDeliveryError(message, status=status, outcome=outcome)
+
+    def _receipt(self, response: httpx.Response, elapsed: float) -> DeliveryReceipt:
+        entries: tuple[EntryResult, ...] = ()
+        failed: list[tuple[int, EntryResult, dict[str, Any] | None]] = []
+        payload = _json_body(response)
+        if isinstance(payload, dict) and payload.get("resourceType") == "Bundle":
+            results = []
+            for index, entry in enumerate(payload.get("entry") or []):
+                answer = entry.get("response") if isinstance(entry, dict) else None
+                answer = answer if isinstance(answer, dict) else {}
+                result = EntryResult(
+                    status=_entry_status(answer.get("status")),
+                    location=_str_or_none(answer.get("location")),
+                )
+                results.append(result)
+                if result.status is None or not 200 <= result.status < 300:
+                    outcome = answer.get("outcome")
+                    failed.append((index, result, outcome if _is_outcome(outcome) else None))
+            entries = tuple(results)
+        if failed:
+            raise self._partial_failure(response.status_code, entries, failed)
+        return DeliveryReceipt(
+            destination=self.name,
+            status=response.status_code,
+            location=response.headers.get("Location"),
+            entries=entries,
+            elapsed=elapsed,
+        )
+
+    def _partial_failure(
+        self,
+        status: int,
+        entries: tuple[EntryResult, ...],
+        failed: list[tuple[int, EntryResult, dict[str, Any] | None]],
+    ) -> DeliveryError:
+        """A 2xx transaction-response with failed entries (a non-atomic server)."""
+        index, first, outcome = failed[0]
+        written = len(entries) - len(failed)
+        message = (
+            f"destination {self.name}: HTTP {status} but {len(failed)} of "
+            f"{len(entries)} entries failed (the server did not apply the transaction "
+            f"atomically; {written} entries stay written); first: entry {index} "
+            f"status {first.status}"
+        )
+        if outcome is not None:
+            message += f": {outcome_summary(outcome)}"
+        if any(result.status is None or _is_transient(result.status) for _, result, _ in failed):
+            return TransientDeliveryError(message, status=first.status, outcome=outcome)
+        return RejectedDeliveryError(message, status=first.status, outcome=outcome)
+
+
+def _is_transient(status: int) -> bool:
+    return status in (408, 429) or status >= 500
+
+
+def _json_body(response: httpx.Response) -> Any:
+    if not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _is_outcome(value: Any) -> bool:
+    return isinstance(value, dict) and value.get("resourceType") == "OperationOutcome"
+
+
+def _operation_outcome(response: httpx.Response) -> dict[str, Any] | None:
+    payload = _json_body(response)
+    return payload if _is_outcome(payload) else None
+
+
+def _entry_status(value: Any) -> int | None:
+    """``"201 Created"`` / ``"201"`` → 201."""
+    if not isinstance(value, str):
+        return None
+    head = value.strip().split(" ", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def outcome_summary(outcome: Mapping[str, Any]) -> str:
+    """``severity code: diagnostics @ expression`` for the first issues of an OperationOutcome."""
+    parts = []
+    issues = outcome.get("issue") or []
+    for issue in issues[:_MAX_ISSUES_IN_MESSAGE]:
+        if not isinstance(issue, dict):
+            continue
+        text = issue.get("diagnostics")
+        if not text:
+            details = issue.get("details")
+            text = details.get("text") if isinstance(details, dict) else None
+        where = issue.get("expression") or issue.get("location") or []
+        part = f"{issue.get('severity', '?')} {issue.get('code', '?')}"
+        if text:
+            part += f": {text}"
+        if where:
+            part += f" @ {', '.join(str(w) for w in where)}"
+        parts.append(part)
+    if len(issues) > _MAX_ISSUES_IN_MESSAGE:
+        parts.append(f"(+{len(issues) - _MAX_ISSUES_IN_MESSAGE} more issues)")
+    return "; ".join(parts) if parts else "OperationOutcome without issues"

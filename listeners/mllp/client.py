@@ -1,0 +1,319 @@
+"""An MLLP client (:class:`MllpClient`) and ``passerelle send``.
+
+``passerelle send FILE... --host H --port P [--tls --ca FILE --cert FILE --key FILE]
+[--timeout S]`` splits the files into messages (batches, CRLF and BOMs handled), sends
+them one at a time on one connection, prints each ACK and a summary. Exit status: 0 when
+every message got AA/CA, 1 when any got AE/AR/CE/CR, no ACK or a mismatched MSA-2, 2 on
+usage errors (nothing is sent then).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ssl
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import TextIO
+
+from converter.errors import ParseError
+from converter.hl7v2.er7 import split_messages
+
+from ..errors import ServiceError
+from .ack import parse_ack, read_header
+from .framing import DEFAULT_MAX_FRAME_BYTES, CommitAck, FrameReader, commit_ack, frame
+from .tls import client_ssl_context
+
+__all__ = [
+    "CommitNakError",
+    "ConnectionClosedError",
+    "MllpClient",
+    "MllpClientError",
+    "add_send_command",
+    "run_send",
+]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class MllpClientError(ServiceError):
+    """The exchange with the MLLP server failed."""
+
+
+class ConnectionClosedError(MllpClientError):
+    """The server closed the connection without acknowledging."""
+
+
+class CommitNakError(MllpClientError):
+    """The server answered with an MLLP release 2 commit NAK (not stored)."""
+
+
+class MllpClient:
+    """Sends framed messages and waits for each acknowledgement, one at a time.
+
+    ``timeout`` bounds connecting and each wait for an ACK; after a timeout or a
+    connection error the connection is closed (a late ACK must not be taken for the
+    next message's) and the next :meth:`send` reconnects. MLLP release 2 commit blocks
+    are understood: a NAK raises :class:`CommitNakError`; an ACK is recorded in
+    :attr:`last_commit` and, unless ``commit_ack_is_final``, the HL7 ACK is awaited.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+        timeout: float | None = 30.0,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        commit_ack_is_final: bool = False,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self._ssl = ssl_context
+        self._server_hostname = server_hostname
+        self.timeout = timeout
+        self._max_frame_bytes = max_frame_bytes
+        self._commit_final = commit_ack_is_final
+        self._writer: asyncio.StreamWriter | None = None
+        self._frames: FrameReader | None = None
+        self.last_commit: CommitAck | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._writer is not None and not self._writer.is_closing()
+
+    async def connect(self) -> None:
+        """Open the connection (TLS handshake included) within ``timeout``."""
+        if self.connected:
+            return
+        async with asyncio.timeout(self.timeout):
+            reader, writer = await asyncio.open_connection(
+                self.host,
+                self.port,
+                ssl=self._ssl,
+                server_hostname=(self._server_hostname or self.host) if self._ssl else None,
+                limit=256 * 1024,
+            )
+        self._writer = writer
+        self._frames = FrameReader(reader, max_frame_bytes=self._max_frame_bytes)
+
+    async def send(self, payload: bytes) -> bytes:
+        """Send one message, return the ACK payload (connects first if needed)."""
+        await self.connect()
+        assert self._writer is not None and self._frames is not None
+        writer, frames = self._writer, self._frames
+        self.last_commit = None
+        try:
+            async with asyncio.timeout(self.timeout):
+                writer.write(frame(payload))
+                await writer.drain()
+                while True:
+                    reply = await frames.read_frame()
+                    if reply is None:
+                        raise ConnectionClosedError(
+                            "the server closed the connection without acknowledging"
+                        )
+                    kind = commit_ack(reply)
+                    if kind is CommitAck.NAK:
+                        raise CommitNakError("the server did not commit the message (NAK)")
+                    if kind is CommitAck.ACK:
+                        self.last_commit = kind
+                        if self._commit_final:
+                            return reply
+                        continue
+                    return reply
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        writer, self._writer, self._frames = self._writer, None, None
+        if writer is None:
+            return
+        writer.close()
+        try:
+            async with asyncio.timeout(2.0):
+                await writer.wait_closed()
+        except (OSError, TimeoutError, ssl.SSLError):
+            pass
+
+    async def __aenter__(self) -> MllpClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+# -- passerelle send -------------------------------------------------------------------
+def add_send_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``send`` on a parent parser (``handler=run_send`` in its defaults)."""
+    send = subparsers.add_parser(
+        "send",
+        help="send HL7 v2 files to an MLLP server and print the ACKs",
+        description="Send the messages of HL7 v2 files (batch files and folders too; '-' "
+        "reads stdin) over MLLP, one at a time, printing each ACK. Exit status: 0 when "
+        "every message got AA/CA, 1 otherwise, 2 on usage errors.",
+    )
+    send.add_argument("paths", nargs="+", metavar="FILE")
+    send.add_argument("--host", default="127.0.0.1", help="server (default 127.0.0.1)")
+    send.add_argument("--port", type=int, default=2575, help="port (default 2575)")
+    send.add_argument(
+        "--tls", action="store_true", help="use TLS (implied by --ca, --cert and --key)"
+    )
+    send.add_argument(
+        "--ca",
+        type=Path,
+        metavar="FILE",
+        help="CA certificates to verify the server (default: system store)",
+    )
+    send.add_argument("--cert", type=Path, metavar="FILE", help="client certificate (PEM)")
+    send.add_argument("--key", type=Path, metavar="FILE", help="client private key (PEM)")
+    send.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="seconds to wait for connecting and for each ACK (default 30)",
+    )
+    send.add_argument("--quiet", action="store_true", help="print only the summary")
+    send.set_defaults(handler=run_send)
+
+
+@dataclass(frozen=True, slots=True)
+class _Outgoing:
+    label: str
+    payload: bytes
+    control_id: str
+
+
+class _UsageError(Exception):
+    pass
+
+
+def run_send(
+    args: argparse.Namespace, *, stdout: TextIO | None = None, stderr: TextIO | None = None
+) -> int:
+    """Run ``passerelle send``; returns the exit status."""
+    out = stdout or sys.stdout
+    err = stderr or sys.stderr
+    try:
+        messages = list(_read_inputs(args.paths))
+        context = _ssl_context(args)
+        if not 0 < args.port < 65536:
+            raise _UsageError(f"invalid port {args.port}")
+        if args.timeout is not None and args.timeout <= 0:
+            raise _UsageError("--timeout must be positive")
+    except _UsageError as exc:
+        print(f"passerelle send: {exc}", file=err)
+        return EXIT_USAGE
+    client = MllpClient(args.host, args.port, ssl_context=context, timeout=args.timeout)
+    return asyncio.run(_send_all(client, messages, out, err, quiet=bool(args.quiet)))
+
+
+async def _send_all(
+    client: MllpClient, messages: Sequence[_Outgoing], out: TextIO, err: TextIO, *, quiet: bool
+) -> int:
+    codes: Counter[str] = Counter()
+    failed = 0
+    try:
+        for message in messages:
+            started = time.perf_counter()
+            try:
+                reply = await client.send(message.payload)
+            except TimeoutError:
+                codes["timeout"] += 1
+                failed += 1
+                print(f"{message.label}: no ACK within {client.timeout:g}s", file=err)
+                continue
+            except (OSError, MllpClientError) as exc:
+                codes["no ACK"] += 1
+                failed += 1
+                print(f"{message.label}: no ACK ({_error_text(exc)})", file=err)
+                continue
+            elapsed = (time.perf_counter() - started) * 1000
+            info = parse_ack(reply)
+            code = info.code or "no MSA"
+            codes[code] += 1
+            problem = ""
+            if info.acknowledged_id != message.control_id:
+                problem = f" — MSA-2 {info.acknowledged_id!r} does not match MSH-10"
+            if not info.success or problem:
+                failed += 1
+            if not quiet:
+                print(
+                    f"# {message.label} MSH-10 {message.control_id}: {code} in "
+                    f"{elapsed:.1f} ms{problem}",
+                    file=out,
+                )
+                for segment in info.segments:
+                    print(segment, file=out)
+                print(file=out)
+    finally:
+        await client.close()
+    summary = ", ".join(f"{name} {count}" for name, count in sorted(codes.items()))
+    print(
+        f"{len(messages)} message(s) sent to {client.host}:{client.port}: {summary}; "
+        f"{failed} not accepted",
+        file=err,
+    )
+    return EXIT_OK if failed == 0 else EXIT_FAILED
+
+
+def _read_inputs(paths: Sequence[str]) -> Iterator[_Outgoing]:
+    for name, data in _files(paths):
+        try:
+            raws = split_messages(data)
+        except ParseError as exc:
+            raise _UsageError(f"{name}: {exc}") from None
+        for raw in raws:
+            label = name if len(raws) == 1 else f"{name}[{raw.index}]"
+            yield _Outgoing(label, raw.data, read_header(raw.data).control_id)
+
+
+def _files(paths: Sequence[str]) -> Iterator[tuple[str, bytes]]:
+    for name in paths:
+        if name == "-":
+            yield "<stdin>", sys.stdin.buffer.read()
+            continue
+        path = Path(name)
+        targets = (
+            sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+            if path.is_dir()
+            else [path]
+        )
+        for target in targets:
+            try:
+                yield str(target), target.read_bytes()
+            except OSError as exc:
+                raise _UsageError(f"cannot read {target}: {exc.strerror}") from None
+
+
+def _ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    if not (args.tls or args.ca or args.cert or args.key):
+        return None
+    if args.key and not args.cert:
+        raise _UsageError("--key needs --cert")
+    try:
+        return client_ssl_context(ca=args.ca, cert=args.cert, key=args.key)
+    except (OSError, ssl.SSLError) as exc:
+        raise _UsageError(f"cannot load TLS files: {exc}") from None
+
+
+def _error_text(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS: {exc.reason or exc}"
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

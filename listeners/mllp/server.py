@@ -1,0 +1,492 @@
+"""The MLLP server: listeners, connections, one frame at a time, graceful shutdown.
+
+Each accepted connection is served by one task that reads a frame, awaits the handler,
+writes the returned ACK (framed) and only then reads the next frame, so ACKs go out in
+order. The handler decides everything about the message::
+
+    async def handler(payload: bytes, peer: PeerInfo) -> bytes | None
+
+* bytes: the ACK payload, framed and written by the server;
+* :data:`NO_REPLY` (``b""``): nothing is written and the connection stays open (an
+  enhanced-mode sender that asked for no accept ack, MSH-15 NE/ER/SU);
+* ``None``: the connection is closed without a reply. Use it when the message could not
+  be stored: like Google's MLLP adapter, the sender sees no ACK and sends the message
+  again, whereas many senders treat an AE/AR as final and move on (the message would be
+  lost).
+
+A handler exception is logged (its type and where it was raised, never the payload) and
+the connection is closed without a reply, which has the same effect as ``None``.
+
+Logs name connections (``mllp#12``), listeners, peers, TLS subjects, sizes and
+durations; never message content.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import socket
+import ssl
+import time
+import traceback
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from types import TracebackType
+from typing import Final
+
+from converter.errors import ConversionError
+
+from ..config import ListenerConfig, MllpConfig
+from ..errors import FramingError, ServiceError
+from .framing import DEFAULT_MAX_FRAME_BYTES, FrameReader, IncompleteFrameError, frame
+from .tls import server_ssl_context, subject_text
+
+__all__ = ["NO_REPLY", "Handler", "MllpServer", "MllpStats", "PeerInfo"]
+
+#: Handler result: write nothing, keep the connection open.
+NO_REPLY: Final = b""
+_STREAM_LIMIT = 256 * 1024
+_CLOSE_TIMEOUT = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class PeerInfo:
+    """Who sent a frame: listener, remote address, verified TLS client subject."""
+
+    listener: str
+    host: str
+    port: int
+    connection_id: int
+    #: Subject of the verified client certificate (mutual TLS), e.g. ``CN=lab,O=Hosp``.
+    tls_subject: str | None = None
+    tls: bool = False
+
+    @property
+    def address(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+Handler = Callable[[bytes, PeerInfo], Awaitable[bytes | None]]
+
+
+@dataclass(slots=True)
+class MllpStats:
+    """Counters of one listener (or of all, summed); monotonic except ``connections_open``."""
+
+    connections_total: int = 0
+    connections_open: int = 0
+    #: Complete frames received (handed to the handler).
+    frames: int = 0
+    #: Bytes read from sockets, framing included (after TLS decryption).
+    bytes_received: int = 0
+    #: Bytes written (framed ACKs).
+    bytes_sent: int = 0
+    acks_sent: int = 0
+    #: Bytes outside any frame, dropped.
+    dropped_bytes: int = 0
+    #: Oversized frames (the connection was closed).
+    framing_errors: int = 0
+    #: Connections that ended inside a frame.
+    truncated_frames: int = 0
+    idle_timeouts: int = 0
+    handler_errors: int = 0
+    #: Frames for which the handler returned ``None``.
+    closed_without_reply: int = 0
+    tls_handshake_failures: int = 0
+
+    def __add__(self, other: MllpStats) -> MllpStats:
+        return MllpStats(
+            *(getattr(self, f.name) + getattr(other, f.name) for f in fields(MllpStats))
+        )
+
+    def copy(self) -> MllpStats:
+        return self + MllpStats()
+
+
+@dataclass(slots=True)
+class _Connection:
+    id: int
+    listener: str
+    peer: str
+    task: asyncio.Task[None]
+    writer: asyncio.StreamWriter
+    opened: float
+    busy: bool = False
+    frames: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    dropped: int = 0
+
+
+class MllpServer:
+    """MLLP over TCP (optionally TLS / mutual TLS) on one or more listeners."""
+
+    def __init__(
+        self,
+        listeners: Sequence[ListenerConfig],
+        handler: Handler,
+        *,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        idle_timeout: float | None = 300.0,
+        grace_period: float = 10.0,
+        tls_handshake_timeout: float = 30.0,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        names = [listener.name for listener in listeners]
+        if not names or len(set(names)) != len(names):
+            raise ValueError("MllpServer needs at least one listener, with unique names")
+        self._listeners = tuple(listeners)
+        self._handler = handler
+        self._max_frame_bytes = max_frame_bytes
+        self._idle_timeout = idle_timeout or None
+        self._grace_period = grace_period
+        self._tls_handshake_timeout = tls_handshake_timeout
+        self._log = logger or logging.getLogger(__name__)
+        self._servers: list[tuple[ListenerConfig, asyncio.Server]] = []
+        self._connections: dict[int, _Connection] = {}
+        self._ids = itertools.count(1)
+        self._stats = {name: MllpStats() for name in names}
+        self._stopping = False
+        self._stopped = asyncio.Event()
+
+    @classmethod
+    def from_config(
+        cls, config: MllpConfig, handler: Handler, *, logger: logging.Logger | None = None
+    ) -> MllpServer:
+        return cls(
+            config.listeners,
+            handler,
+            max_frame_bytes=config.max_frame_bytes,
+            idle_timeout=config.idle_timeout,
+            logger=logger,
+        )
+
+    # -- lifecycle --------------------------------------------------------------------
+    async def start(self) -> None:
+        """Bind every listener; raises (and binds nothing) if one cannot be bound."""
+        if self._servers:
+            raise RuntimeError("MllpServer already started")
+        try:
+            for listener in self._listeners:
+                context = server_ssl_context(listener.tls) if listener.tls else None
+
+                async def on_connect(
+                    reader: asyncio.StreamReader,
+                    writer: asyncio.StreamWriter,
+                    listener: ListenerConfig = listener,
+                    context: ssl.SSLContext | None = context,
+                ) -> None:
+                    await self._on_connect(listener, context, reader, writer)
+
+                server = await asyncio.start_server(
+                    on_connect, listener.host, listener.port, limit=_STREAM_LIMIT
+                )
+                self._servers.append((listener, server))
+                self._log.info(
+                    "MLLP listener %s on %s%s",
+                    listener.name,
+                    ", ".join(_sockname(s) for s in server.sockets),
+                    _tls_label(listener),
+                )
+        except BaseException:
+            for _, server in self._servers:
+                server.close()
+            self._servers.clear()
+            raise
+
+    async def __aenter__(self) -> MllpServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    @property
+    def addresses(self) -> dict[str, tuple[str, int]]:
+        """Bound (host, port) of each listener, by name (useful with port 0)."""
+        out: dict[str, tuple[str, int]] = {}
+        for listener, server in self._servers:
+            for sock in server.sockets:
+                host, port = sock.getsockname()[:2]
+                out.setdefault(listener.name, (str(host), int(port)))
+        return out
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._connections)
+
+    def stats(self, listener: str | None = None) -> MllpStats:
+        """A snapshot of the counters of ``listener``, or of all listeners summed."""
+        if listener is not None:
+            return self._stats[listener].copy()
+        total = MllpStats()
+        for stats in self._stats.values():
+            total = total + stats
+        return total
+
+    async def stop(self, grace_period: float | None = None) -> None:
+        """Stop accepting; close idle connections; let frames being handled finish and
+        their ACKs be written within the grace period; then close everything."""
+        if self._stopping:
+            await self._stopped.wait()
+            return
+        self._stopping = True
+        grace = self._grace_period if grace_period is None else grace_period
+        for _, server in self._servers:
+            server.close()
+        busy: list[asyncio.Task[None]] = []
+        for conn in list(self._connections.values()):
+            if conn.busy:
+                busy.append(conn.task)
+            else:
+                conn.task.cancel()
+        if busy:
+            self._log.info(
+                "MLLP shutdown: waiting up to %.1fs for %d frame(s) in flight", grace, len(busy)
+            )
+            _, pending = await asyncio.wait(busy, timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                self._log.warning(
+                    "MLLP shutdown: %d connection(s) closed with a frame "
+                    "still in flight (no ACK sent)",
+                    len(pending),
+                )
+        remaining = [conn.task for conn in self._connections.values()]
+        if remaining:
+            await asyncio.wait(remaining, timeout=_CLOSE_TIMEOUT * 2)
+        for _, server in self._servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), _CLOSE_TIMEOUT)
+        self._log.info("MLLP listeners stopped")
+        self._stopped.set()
+
+    # -- connections ------------------------------------------------------------------
+    async def _on_connect(
+        self,
+        listener: ListenerConfig,
+        context: ssl.SSLContext | None,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        task = asyncio.current_task()
+        if self._stopping or task is None:
+            writer.transport.abort()
+            return
+        peername = writer.get_extra_info("peername")
+        host, port = (str(peername[0]), int(peername[1])) if peername else ("?", 0)
+        conn = _Connection(next(self._ids), listener.name, "", task, writer, time.monotonic())
+        stats = self._stats[listener.name]
+        stats.connections_total += 1
+        stats.connections_open += 1
+        self._connections[conn.id] = conn
+        peer = PeerInfo(listener.name, host, port, conn.id)
+        conn.peer = peer.address
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        reason = "closed by peer"
+        try:
+            if context is not None:
+                try:
+                    await writer.start_tls(
+                        context, ssl_handshake_timeout=self._tls_handshake_timeout
+                    )
+                except (OSError, TimeoutError, ConnectionError) as exc:
+                    stats.tls_handshake_failures += 1
+                    reason = "TLS handshake failed"
+                    self._log.warning(
+                        "mllp#%d %s from %s: TLS handshake failed: %s",
+                        conn.id,
+                        listener.name,
+                        conn.peer,
+                        _tls_reason(exc),
+                    )
+                    return
+                peer = PeerInfo(
+                    listener.name,
+                    host,
+                    port,
+                    conn.id,
+                    subject_text(writer.get_extra_info("peercert")),
+                    tls=True,
+                )
+            self._log.info(
+                "mllp#%d %s: connection from %s%s",
+                conn.id,
+                listener.name,
+                conn.peer,
+                f" ({peer.tls_subject})" if peer.tls_subject else "",
+            )
+            reason = await self._serve(conn, peer, reader, writer, stats)
+        except asyncio.CancelledError:
+            reason = "server shutdown"
+            if not self._stopping:
+                raise
+            # Cancelled by stop(): end normally, since asyncio (3.11) logs a spurious
+            # error for a cancelled client_connected_cb task.
+            task.uncancel()
+        except Exception as exc:  # never let a connection take the server down
+            reason = f"internal error ({type(exc).__name__} at {_where(exc)})"
+            self._log.error("mllp#%d: unexpected %s", conn.id, reason)
+        finally:
+            del self._connections[conn.id]
+            stats.connections_open -= 1
+            await self._close(writer, abort=reason == "server shutdown" and conn.busy)
+            self._log.info(
+                "mllp#%d %s: closed (%s) after %d frame(s), %d bytes in, %d bytes out, "
+                "%d dropped, %.1fs",
+                conn.id,
+                listener.name,
+                reason,
+                conn.frames,
+                conn.bytes_in,
+                conn.bytes_out,
+                conn.dropped,
+                time.monotonic() - conn.opened,
+            )
+
+    async def _serve(
+        self,
+        conn: _Connection,
+        peer: PeerInfo,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        stats: MllpStats,
+    ) -> str:
+        """Serve frames until the connection should close; return why."""
+        frames = FrameReader(reader, max_frame_bytes=self._max_frame_bytes)
+        while not self._stopping:
+            try:
+                payload = await frames.read_frame(idle_timeout=self._idle_timeout)
+            except TimeoutError:
+                stats.idle_timeouts += 1
+                return f"idle for {self._idle_timeout:g}s"
+            except IncompleteFrameError as exc:
+                stats.truncated_frames += 1
+                self._log.warning("mllp#%d: %s; no ACK sent", conn.id, exc)
+                return "truncated frame"
+            except FramingError as exc:
+                stats.framing_errors += 1
+                self._log.warning(
+                    "mllp#%d %s from %s: framing error: %s", conn.id, conn.listener, conn.peer, exc
+                )
+                return "framing error"
+            except (ConnectionError, ssl.SSLError) as exc:
+                return f"connection error ({type(exc).__name__})"
+            finally:
+                stats.bytes_received += frames.bytes_read - conn.bytes_in
+                conn.bytes_in = frames.bytes_read
+                dropped = frames.dropped_bytes - conn.dropped
+                if dropped:
+                    # Warn once per connection (some senders add a LF after every frame).
+                    self._log.log(
+                        logging.DEBUG if conn.dropped else logging.WARNING,
+                        "mllp#%d: dropped %d byte(s) outside MLLP frames",
+                        conn.id,
+                        dropped,
+                    )
+                    stats.dropped_bytes += dropped
+                    conn.dropped = frames.dropped_bytes
+            if payload is None:
+                return "closed by peer"
+            conn.busy = True
+            conn.frames += 1
+            stats.frames += 1
+            started = time.perf_counter()
+            try:
+                reply = await self._handler(payload, peer)
+            except Exception as exc:
+                stats.handler_errors += 1
+                self._log.error(
+                    "mllp#%d: handler failed on a %d-byte frame: %s; closing without ACK",
+                    conn.id,
+                    len(payload),
+                    _describe(exc),
+                )
+                return "handler error"
+            elapsed = (time.perf_counter() - started) * 1000
+            if reply is None:
+                stats.closed_without_reply += 1
+                self._log.warning(
+                    "mllp#%d: no ACK for a %d-byte frame (handler declined, "
+                    "%.1f ms); closing so that the sender re-sends",
+                    conn.id,
+                    len(payload),
+                    elapsed,
+                )
+                return "closed without reply"
+            if reply:
+                data = frame(reply)
+                try:
+                    writer.write(data)
+                    async with asyncio.timeout(self._idle_timeout):
+                        await writer.drain()
+                except (ConnectionError, ssl.SSLError, TimeoutError) as exc:
+                    return f"ACK not delivered ({type(exc).__name__})"
+                stats.acks_sent += 1
+                stats.bytes_sent += len(data)
+                conn.bytes_out += len(data)
+            self._log.debug(
+                "mllp#%d: frame of %d bytes, reply of %d bytes, %.1f ms",
+                conn.id,
+                len(payload),
+                len(reply),
+                elapsed,
+            )
+            conn.busy = False
+        return "server shutdown"
+
+    async def _close(self, writer: asyncio.StreamWriter, *, abort: bool) -> None:
+        if abort:
+            writer.transport.abort()
+            return
+        writer.close()
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await asyncio.wait_for(writer.wait_closed(), _CLOSE_TIMEOUT)
+
+
+def _sockname(sock: object) -> str:
+    getsockname = getattr(sock, "getsockname", None)
+    if getsockname is None:
+        return "?"
+    name = getsockname()
+    return f"{name[0]}:{name[1]}" if isinstance(name, tuple) else str(name)
+
+
+def _tls_label(listener: ListenerConfig) -> str:
+    if listener.tls is None:
+        return ""
+    return " (TLS, client certificate required)" if listener.tls.client_ca else " (TLS)"
+
+
+def _tls_reason(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError):
+        return exc.reason or type(exc).__name__
+    return type(exc).__name__
+
+
+def _where(exc: BaseException) -> str:
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return "?"
+    last = frames[-1]
+    return f"{Path(last.filename).name}:{last.lineno} in {last.name}"
+
+
+def _describe(exc: BaseException) -> str:
+    """Type and location of an exception; its text only when it is known to be safe."""
+    text = f"{type(exc).__name__} at {_where(exc)}"
+    if isinstance(exc, ConversionError | ServiceError):
+        text += f" ({exc})"
+    return text

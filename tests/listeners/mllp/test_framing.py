@@ -1,0 +1,183 @@
+"""MLLP framing: the sans-I/O decoder and the stream reader."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from listeners.errors import FramingError
+from listeners.mllp.framing import (
+    CommitAck,
+    FrameDecoder,
+    FrameReader,
+    FrameTooLargeError,
+    IncompleteFrameError,
+    commit_ack,
+    frame,
+)
+
+from ._support import run
+
+# Any payload that does not itself contain the end block.
+payloads = st.binary(max_size=300).filter(lambda p: b"\x1c\r" not in p)
+garbage = st.binary(max_size=50).filter(lambda g: b"\x0b" not in g)
+
+
+def split(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({c % (len(data) + 1) for c in cuts})
+    edges = [0, *points, len(data)]
+    return [data[a:b] for a, b in itertools.pairwise(edges) if b > a]
+
+
+def decode_all(chunks: list[bytes], max_frame_bytes: int = 10_000) -> tuple[list[bytes], int]:
+    decoder = FrameDecoder(max_frame_bytes)
+    frames: list[bytes] = []
+    for chunk in chunks:
+        frames += decoder.feed(chunk)
+        assert decoder.buffered <= max_frame_bytes + 1
+    return frames, decoder.dropped_bytes
+
+
+def test_frame_wraps_payload() -> None:
+    assert frame(b"MSH|x") == b"\x0bMSH|x\x1c\r"
+
+
+def test_one_frame() -> None:
+    assert decode_all([frame(b"MSH|^~\\&|A\rPID|1\r")]) == ([b"MSH|^~\\&|A\rPID|1\r"], 0)
+
+
+def test_bytes_outside_frames_are_dropped_and_counted() -> None:
+    frames, dropped = decode_all([b"\r\nnoise" + frame(b"A") + b"\n" + frame(b"B") + b"xx"])
+    assert frames == [b"A", b"B"]
+    assert dropped == len(b"\r\nnoise") + 1 + 2
+
+
+def test_end_block_split_across_reads() -> None:
+    assert decode_all([b"\x0bABC\x1c", b"\r\x0bD\x1c", b"\r"])[0] == [b"ABC", b"D"]
+    assert decode_all([b"\x0b\x1c", b"\r"])[0] == [b""]
+
+
+def test_fs_without_cr_and_vt_inside_are_payload() -> None:
+    assert decode_all([b"\x0bA\x1cB\x0bC\x1c\x1c\r"])[0] == [b"A\x1cB\x0bC\x1c"]
+
+
+def test_frame_of_exactly_the_maximum_is_accepted() -> None:
+    assert decode_all([frame(b"x" * 100)], max_frame_bytes=100)[0] == [b"x" * 100]
+    # The trailing FS of a maximal frame may arrive before its CR.
+    assert decode_all([b"\x0b" + b"x" * 100 + b"\x1c", b"\r"], max_frame_bytes=100)[0] == [
+        b"x" * 100
+    ]
+
+
+def test_oversized_frame_raises_and_decoder_refuses_more() -> None:
+    decoder = FrameDecoder(100)
+    with pytest.raises(FrameTooLargeError):
+        decoder.feed(frame(b"x" * 101))
+    with pytest.raises(FramingError):
+        decoder.feed(frame(b"ok"))
+
+
+def test_oversize_detected_without_end_block_and_memory_stays_bounded() -> None:
+    decoder = FrameDecoder(1000)
+    decoder.feed(b"\x0b")
+    with pytest.raises(FrameTooLargeError):
+        for _ in range(100):
+            decoder.feed(b"y" * 64)
+            assert decoder.buffered <= 1000
+    assert decoder.buffered == 0
+
+
+def test_commit_acknowledgement_blocks() -> None:
+    frames, _ = decode_all([b"\x0b\x06\x1c\r\x0b\x15\x1c\r"])
+    assert [commit_ack(f) for f in frames] == [CommitAck.ACK, CommitAck.NAK]
+    assert commit_ack(b"MSH|^~\\&") is None
+
+
+@given(
+    st.lists(st.tuples(garbage, payloads), min_size=1, max_size=6),
+    garbage,
+    st.lists(st.integers(min_value=0), max_size=20),
+)
+def test_any_split_of_any_stream_yields_the_frames(
+    items: list[tuple[bytes, bytes]], tail: bytes, cuts: list[int]
+) -> None:
+    stream = b"".join(g + frame(p) for g, p in items) + tail
+    frames, dropped = decode_all(split(stream, cuts))
+    assert frames == [p for _, p in items]
+    assert dropped == sum(len(g) for g, _ in items) + len(tail)
+
+
+@given(payloads, st.integers(min_value=1, max_value=300), st.lists(st.integers(), max_size=8))
+def test_oversize_is_raised_whatever_the_split(payload: bytes, limit: int, cuts: list[int]) -> None:
+    chunks = split(frame(payload), cuts)
+    if len(payload) <= limit:
+        assert decode_all(chunks, limit)[0] == [payload]
+    else:
+        with pytest.raises(FrameTooLargeError):
+            decode_all(chunks, limit)
+
+
+async def read_all(chunks: list[bytes], *, eof: bool = True) -> list[bytes | None]:
+    reader = asyncio.StreamReader()
+    for chunk in chunks:
+        reader.feed_data(chunk)
+    if eof:
+        reader.feed_eof()
+    frames = FrameReader(reader, chunk_size=7)
+    out: list[bytes | None] = []
+    while True:
+        item = await frames.read_frame()
+        out.append(item)
+        if item is None:
+            return out
+
+
+@settings(max_examples=50)
+@given(st.lists(st.tuples(garbage, payloads), max_size=5), st.lists(st.integers(), max_size=10))
+def test_stream_reader_yields_frames_then_none(
+    items: list[tuple[bytes, bytes]], cuts: list[int]
+) -> None:
+    stream = b"".join(g + frame(p) for g, p in items)
+    assert run(read_all(split(stream, cuts))) == [*(p for _, p in items), None]
+
+
+def test_stream_ending_inside_a_frame_raises() -> None:
+    with pytest.raises(IncompleteFrameError):
+        run(read_all([frame(b"A"), b"\x0bMSH|trunc"]))
+
+
+def test_stream_reader_counts_bytes() -> None:
+    async def scenario() -> tuple[int, int]:
+        reader = asyncio.StreamReader()
+        reader.feed_data(b"junk" + frame(b"ABC"))
+        reader.feed_eof()
+        frames = FrameReader(reader)
+        assert await frames.read_frame() == b"ABC"
+        assert await frames.read_frame() is None
+        return frames.bytes_read, frames.dropped_bytes
+
+    assert run(scenario()) == (4 + 6, 4)
+
+
+def test_idle_timeout_applies_to_each_wait() -> None:
+    async def scenario() -> None:
+        reader = asyncio.StreamReader()
+        frames = FrameReader(reader)
+
+        async def dribble() -> None:
+            for byte in frame(b"slow"):
+                await asyncio.sleep(0.05)
+                reader.feed_data(bytes([byte]))
+
+        feeder = asyncio.create_task(dribble())
+        # 8 bytes over ~0.4 s with a 0.3 s idle timeout: active, so not cut off.
+        assert await frames.read_frame(idle_timeout=0.3) == b"slow"
+        await feeder
+        with pytest.raises(TimeoutError):
+            await frames.read_frame(idle_timeout=0.1)
+
+    run(scenario())
