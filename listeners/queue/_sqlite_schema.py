@@ -1,0 +1,177 @@
+"""Schema, migrations and connection set-up of the SQLite queue file.
+
+One table, ``messages`` (and ``counters``, kept by triggers); each row is a received
+message and its delivery state:
+
+* ``pending``  waiting to be claimed (or waiting for ``next_attempt_at`` after a failure);
+* ``inflight`` claimed by a delivery worker;
+* ``done``     delivered; kept (without payload) only while it serves duplicate detection,
+  and only when it has a control id;
+* ``dead``     given up on: a dead letter, kept until retried or purged.
+
+``head`` marks, for each ordering key, its oldest ``pending``/``inflight`` row. Every
+writer keeps that invariant inside its transaction, so a claim is an index range scan
+(``messages_ready``) whatever the backlog, and other processes (the dead-letter CLI)
+stay consistent with a running service without any shared memory.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+from ..errors import QueueError
+
+__all__ = ["APPLICATION_ID", "MIGRATIONS", "SCHEMA_VERSION", "connect", "storage_error"]
+
+#: ``PRAGMA application_id`` of a queue file ("PSRL"): refuses to adopt a foreign database.
+APPLICATION_ID = 0x5053524C
+
+_V1 = (
+    """
+    CREATE TABLE messages (
+        seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+        payload         BLOB,
+        sender          TEXT NOT NULL,
+        listener        TEXT NOT NULL,
+        received_at     REAL NOT NULL,
+        ordering_key    TEXT NOT NULL,
+        control_id      TEXT,
+        message_type    TEXT,
+        input_type      TEXT NOT NULL,
+        route           TEXT NOT NULL,
+        state           TEXT NOT NULL
+                        CHECK (state IN ('pending', 'inflight', 'done', 'dead')),
+        head            INTEGER NOT NULL DEFAULT 0
+                        CHECK (head = 0 OR (head = 1 AND state IN ('pending', 'inflight'))),
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,
+        last_error      TEXT,
+        stored_at       REAL NOT NULL,
+        updated_at      REAL NOT NULL,
+        requeued_from   INTEGER
+    )
+    """,
+    # Claiming: the claimable heads, earliest due first.
+    "CREATE INDEX messages_ready ON messages (next_attempt_at, seq)"
+    " WHERE state = 'pending' AND head = 1",
+    # The next message of a key, and whether a key has work (put, complete, depth).
+    "CREATE INDEX messages_key_active ON messages (ordering_key, seq)"
+    " WHERE state IN ('pending', 'inflight')",
+    # Duplicate detection.
+    "CREATE INDEX messages_control_id ON messages (sender, control_id, stored_at)"
+    " WHERE control_id IS NOT NULL",
+    # Pruning of delivered rows, and listing / purging dead letters.
+    "CREATE INDEX messages_done ON messages (stored_at) WHERE state = 'done'",
+    "CREATE INDEX messages_dead ON messages (seq) WHERE state = 'dead'",
+    # Crash recovery at start.
+    "CREATE INDEX messages_inflight ON messages (seq) WHERE state = 'inflight'",
+    # depth() in O(1): pending + inflight, kept by triggers (so also by other processes).
+    "CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID",
+    "INSERT INTO counters VALUES ('active', 0)",
+    """
+    CREATE TRIGGER messages_active_insert AFTER INSERT ON messages
+    WHEN new.state IN ('pending', 'inflight')
+    BEGIN UPDATE counters SET value = value + 1 WHERE name = 'active'; END
+    """,
+    """
+    CREATE TRIGGER messages_active_delete AFTER DELETE ON messages
+    WHEN old.state IN ('pending', 'inflight')
+    BEGIN UPDATE counters SET value = value - 1 WHERE name = 'active'; END
+    """,
+    """
+    CREATE TRIGGER messages_active_update AFTER UPDATE OF state ON messages
+    WHEN (old.state IN ('pending', 'inflight')) != (new.state IN ('pending', 'inflight'))
+    BEGIN
+        UPDATE counters
+        SET value = value + CASE WHEN new.state IN ('pending', 'inflight') THEN 1 ELSE -1 END
+        WHERE name = 'active';
+    END
+    """,
+)
+
+
+def _create_v1(conn: sqlite3.Connection) -> None:
+    for statement in _V1:
+        conn.execute(statement)
+
+
+#: Migration hook: ``MIGRATIONS[n]`` takes a version-``n`` file to version ``n + 1`` inside
+#: the caller's transaction. Append a function to change the schema; never edit one.
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_create_v1,)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def storage_error(exc: BaseException, doing: str) -> QueueError:
+    """A :class:`QueueError` for a storage failure (SQLite messages carry no content)."""
+    if isinstance(exc, QueueError):
+        return exc
+    detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return QueueError(f"queue storage failed while {doing}: {detail}")
+
+
+def connect(path: Path, *, busy_timeout_ms: int = 10_000) -> sqlite3.Connection:
+    """Open (creating or migrating) the queue file: WAL, ``synchronous=FULL``.
+
+    The connection is in autocommit mode: callers issue ``BEGIN IMMEDIATE``/``COMMIT``.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(
+            str(path),
+            timeout=busy_timeout_ms / 1000,
+            isolation_level=None,
+            cached_statements=128,
+        )
+    except (OSError, sqlite3.Error) as exc:
+        raise storage_error(exc, f"opening {path}") from None
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise QueueError(f"queue storage failed: {path} cannot use WAL (mode {mode!r})")
+        # FULL in WAL mode: every COMMIT fsyncs the WAL before returning.
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA journal_size_limit = 67108864")
+        conn.execute("PRAGMA cache_size = -16384")  # 16 MiB: the hot index pages of a backlog
+        _migrate(conn, path)
+    except (sqlite3.Error, QueueError) as exc:
+        conn.close()
+        raise storage_error(exc, f"opening {path}") from None
+    return conn
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    if _version(conn, path) == SCHEMA_VERSION:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = _version(conn, path)  # another process may have migrated meanwhile
+        if version == 0:
+            has_tables = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' LIMIT 1"
+            ).fetchone()
+            if has_tables is not None:
+                raise QueueError(f"{path} is an SQLite database but not a Passerelle queue")
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        for migration in MIGRATIONS[version:]:
+            migration(conn)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _version(conn: sqlite3.Connection, path: Path) -> int:
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    application_id = int(conn.execute("PRAGMA application_id").fetchone()[0])
+    if version and application_id != APPLICATION_ID:
+        raise QueueError(f"{path} is an SQLite database but not a Passerelle queue")
+    if version > SCHEMA_VERSION:
+        raise QueueError(
+            f"{path} has queue schema version {version}, newer than this Passerelle "
+            f"supports ({SCHEMA_VERSION}); upgrade Passerelle"
+        )
+    return version

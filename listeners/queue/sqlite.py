@@ -1,0 +1,510 @@
+"""The durable queue on SQLite: WAL, ``synchronous=FULL``, group commit, ordered per key.
+
+Design
+------
+* **Durability.** All writes of the running service go through one connection owned by a
+  writer thread (:mod:`._sqlite_writer`). ``put()`` resolves only after the COMMIT — an
+  fsync of the WAL — that contains its row. Concurrent ``put()`` calls arriving within
+  ``commit_interval_ms`` (up to ``max_batch`` rows / ``max_batch_bytes``) share that commit;
+  the wait ends as soon as as many operations as in the previous batch have arrived, so a
+  lone producer does not wait and a steady load commits in full batches.
+* **Ordering.** Each ordering key's oldest ``pending``/``inflight`` row carries
+  ``head = 1``; only pending heads that are due are claimable, through a partial index, so
+  a claim costs O(limit · log n) whatever the backlog. A message waiting for its retry is
+  still its key's head, so later messages of the key wait behind it.
+* **Dead letters do not block their key.** ``dead_letter()`` passes the head to the key's
+  next message: one unprocessable message must not stop a patient's feed forever; the
+  operator sees it in ``passerelle dead-letters``.
+* **Retrying a dead letter re-sequences it**: it is stored again as a new row (new
+  ``seq``, attempts reset, ``requeued_from`` = the original seq) at the *tail* of its key,
+  and the dead row is removed. Keeping its old seq would make it the head again in front
+  of (possibly in-flight) newer messages of its key — two in flight for one key — and
+  would replay it "in the past" although newer messages have already been delivered.
+  The re-queue is the operator's decision taken now, so it is ordered as new work: after
+  what is already queued for the key, never overtaking it.
+* **Duplicates.** A ``put()`` whose (sender, control_id) was stored less than
+  ``duplicate_window_hours`` ago returns the original seq with ``duplicate=True``.
+  Delivered rows keep no payload; rows without a control id are deleted on completion,
+  the others when the window has passed (pruned by the writer thread every minute).
+* **Crash recovery.** ``start()`` puts rows left ``inflight`` back to ``pending``:
+  at-least-once delivery. ``start()`` also takes an exclusive lock (``<file>.lock``): one
+  service per queue file. The dead-letter methods are synchronous, open their own short
+  connection and short transactions: the CLI may use them while the service runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ..errors import QueueError
+from ._sqlite_schema import connect, storage_error
+from ._sqlite_writer import Operation, Writer
+from .base import DeadLetter, Envelope, Job, MessageQueue, PutResult
+
+__all__ = ["SqliteQueue"]
+
+try:  # POSIX: one service per queue file.
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+T = TypeVar("T")
+
+_ACTIVE = "state IN ('pending', 'inflight')"  # must match messages_key_active verbatim
+_ENVELOPE = (
+    "payload, sender, listener, received_at, ordering_key, control_id, "
+    "message_type, input_type, route"
+)
+_DEAD = (
+    "seq, attempts, updated_at, last_error, sender, listener, received_at, "
+    "ordering_key, control_id, message_type, input_type, route"
+)
+# The queries run per message; tests check their plans use the partial indexes.
+_CLAIM_SQL = (
+    f"SELECT seq, attempts, {_ENVELOPE} FROM messages"
+    " WHERE state = 'pending' AND head = 1 AND next_attempt_at <= ?"
+    " ORDER BY next_attempt_at, seq LIMIT ?"
+)
+_DUPLICATE_SQL = (
+    "SELECT seq FROM messages WHERE sender = ? AND control_id = ?"
+    " AND stored_at >= ? ORDER BY stored_at, seq LIMIT 1"
+)
+_KEY_BUSY_SQL = f"SELECT 1 FROM messages WHERE ordering_key = ? AND {_ACTIVE} LIMIT 1"
+_PROMOTE_SQL = (
+    "UPDATE messages SET head = 1 WHERE seq = (SELECT seq FROM messages"
+    f" WHERE ordering_key = ? AND {_ACTIVE} ORDER BY seq LIMIT 1)"
+)
+_PRUNE_BATCH = 5000
+_MAINTENANCE_INTERVAL = 60.0
+_RETRY_ALL_CHUNK = 500
+
+
+class SqliteQueue:
+    """A :class:`~listeners.queue.base.MessageQueue` in one SQLite file."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        commit_interval_ms: float = 2.0,
+        duplicate_window_hours: float = 168.0,
+        clock: Callable[[], float] = time.time,
+        max_batch: int = 512,
+        max_batch_bytes: int = 32 * 1024 * 1024,
+        busy_timeout_ms: int = 10_000,
+    ) -> None:
+        self.path = Path(path)
+        self._window = duplicate_window_hours * 3600.0
+        self._clock = clock
+        self._busy_timeout_ms = busy_timeout_ms
+        self._log = logging.getLogger("passerelle.queue")
+        self._lock_fd: int | None = None
+        self._writer = Writer(
+            name=f"queue-writer:{self.path.name}",
+            connect=self._open_service,
+            maintain=self._maintain,
+            interval_s=commit_interval_ms / 1000.0,
+            max_batch=max_batch,
+            max_batch_bytes=max_batch_bytes,
+            logger=self._log,
+        )
+
+    # -- counters -----------------------------------------------------------------------
+    @property
+    def commits(self) -> int:
+        """Transactions committed by the writer (each one fsync)."""
+        return self._writer.commits
+
+    @property
+    def rows_committed(self) -> int:
+        """Messages made durable by those transactions."""
+        return self._writer.rows_committed
+
+    # -- lifecycle ----------------------------------------------------------------------
+    async def start(self) -> None:
+        """Open the file (create / migrate), recover in-flight rows, start the writer."""
+        if self._lock_fd is not None:
+            raise QueueError("the queue is already started")
+        self._acquire_lock()
+        try:
+            await self._writer.start()
+        except BaseException:
+            self._release_lock()
+            raise
+
+    async def close(self) -> None:
+        """Finish submitted work, close the file and release the service lock."""
+        await self._writer.stop()
+        self._release_lock()
+
+    async def __aenter__(self) -> SqliteQueue:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- MessageQueue -------------------------------------------------------------------
+    async def put(self, envelope: Envelope) -> PutResult:
+        """Store ``envelope``; returns once it is committed (or is a known duplicate)."""
+        return await self._submit(
+            lambda conn: self._put(conn, envelope, "pending", None), len(envelope.payload)
+        )
+
+    async def put_dead_letter(self, envelope: Envelope, error: dict[str, Any]) -> PutResult:
+        """Store ``envelope`` directly as a dead letter (``on_unsupported="dead-letter"``)."""
+        return await self._submit(
+            lambda conn: self._put(conn, envelope, "dead", error), len(envelope.payload)
+        )
+
+    async def claim(self, limit: int) -> list[Job]:
+        """Up to ``limit`` due heads of their keys, made ``inflight`` (attempts + 1)."""
+        if limit <= 0:
+            return []
+        return await self._submit(lambda conn: (self._claim(conn, limit), 0))
+
+    async def complete(self, seq: int) -> None:
+        """Delivered: the key's next message becomes claimable. Unknown seq: no-op."""
+        await self._submit(lambda conn: (self._finish(conn, seq, "done", None), 0))
+
+    async def retry_later(self, seq: int, delay: float, error: dict[str, Any]) -> None:
+        """Back to pending, due in ``delay`` seconds; still blocks its key meanwhile."""
+
+        def op(conn: sqlite3.Connection) -> tuple[None, int]:
+            now = self._clock()
+            conn.execute(
+                "UPDATE messages SET state = 'pending', next_attempt_at = ?, last_error = ?,"
+                f" updated_at = ? WHERE seq = ? AND {_ACTIVE}",
+                (now + max(0.0, delay), _dump(error), now, seq),
+            )
+            return None, 0
+
+        await self._submit(op)
+
+    async def dead_letter(self, seq: int, error: dict[str, Any]) -> None:
+        """Give up on ``seq``; its key's next message becomes claimable (see module doc)."""
+        await self._submit(lambda conn: (self._finish(conn, seq, "dead", error), 0))
+
+    async def depth(self) -> int:
+        """Messages not yet delivered nor dead (pending + inflight)."""
+        return await self._submit(lambda conn: (_depth(conn), 0))
+
+    async def prune(self) -> int:
+        """Delete delivered rows older than the duplicate window now; returns how many."""
+        return await self._submit(lambda conn: (self._prune(conn, None), 0))
+
+    # -- dead letters (synchronous: the CLI, or ``asyncio.to_thread``) ------------------
+    def count_dead_letters(self) -> int:
+        """How many dead letters there are."""
+        with self._admin() as conn:
+            return _count(conn, "state = 'dead'")
+
+    def list_dead_letters(self, limit: int = 50, offset: int = 0) -> list[DeadLetter]:
+        """Dead letters, oldest first; metadata only (``envelope.payload`` is empty)."""
+        with self._admin() as conn:
+            rows = conn.execute(
+                f"SELECT {_DEAD} FROM messages WHERE state = 'dead' ORDER BY seq LIMIT ? OFFSET ?",
+                (max(0, limit), max(0, offset)),
+            ).fetchall()
+        return [_dead_letter(row, b"") for row in rows]
+
+    def get_dead_letter(self, id: int) -> DeadLetter | None:
+        """One dead letter with its payload, or None."""
+        with self._admin() as conn:
+            row = conn.execute(
+                f"SELECT {_DEAD}, payload FROM messages WHERE seq = ? AND state = 'dead'", (id,)
+            ).fetchone()
+        return None if row is None else _dead_letter(row[:-1], row[-1] or b"")
+
+    def retry_dead_letter(self, id: int) -> bool:
+        """Queue dead letter ``id`` again as new work (new seq, tail of its key)."""
+        with self._admin() as conn, _transaction(conn):
+            return self._requeue(conn, id, self._clock()) is not None
+
+    def retry_all_dead_letters(self) -> int:
+        """Queue every dead letter again, oldest first; returns how many.
+
+        Only those dead when the call starts: a message failing again meanwhile stays dead.
+        """
+        total = 0
+        with self._admin() as conn:
+            (last,) = conn.execute("SELECT coalesce(max(seq), 0) FROM messages").fetchone()
+            while True:
+                with _transaction(conn):
+                    ids = [
+                        row[0]
+                        for row in conn.execute(
+                            "SELECT seq FROM messages WHERE state = 'dead' AND seq <= ?"
+                            " ORDER BY seq LIMIT ?",
+                            (last, _RETRY_ALL_CHUNK),
+                        )
+                    ]
+                    now = self._clock()
+                    for id in ids:
+                        self._requeue(conn, id, now)
+                total += len(ids)
+                if len(ids) < _RETRY_ALL_CHUNK:
+                    return total
+
+    def purge_dead_letters(self, older_than: float | None = None) -> int:
+        """Delete dead letters that failed more than ``older_than`` seconds ago (None: all)."""
+        with self._admin() as conn, _transaction(conn):
+            if older_than is None:
+                cursor = conn.execute("DELETE FROM messages WHERE state = 'dead'")
+            else:
+                cursor = conn.execute(
+                    "DELETE FROM messages WHERE state = 'dead' AND updated_at <= ?",
+                    (self._clock() - older_than,),
+                )
+            return cursor.rowcount
+
+    # -- operations (writer thread, inside its transaction) -----------------------------
+    def _put(
+        self, conn: sqlite3.Connection, envelope: Envelope, state: str, error: dict[str, Any] | None
+    ) -> tuple[PutResult, int]:
+        now = self._clock()
+        if envelope.control_id is not None:
+            row = conn.execute(
+                _DUPLICATE_SQL, (envelope.sender, envelope.control_id, now - self._window)
+            ).fetchone()
+            if row is not None:
+                return PutResult(seq=row[0], duplicate=True), 0
+        head = state == "pending" and not _key_busy(conn, envelope.ordering_key)
+        cursor = conn.execute(
+            f"INSERT INTO messages ({_ENVELOPE}, state, head, attempts, next_attempt_at,"
+            " last_error, stored_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?,"
+            " ?, ?, 0, ?, ?, ?, ?)",
+            (
+                envelope.payload,
+                envelope.sender,
+                envelope.listener,
+                envelope.received_at,
+                envelope.ordering_key,
+                envelope.control_id,
+                envelope.message_type,
+                envelope.input_type,
+                envelope.route,
+                state,
+                int(head),
+                now,
+                None if error is None else _dump(error),
+                now,
+                now,
+            ),
+        )
+        assert cursor.lastrowid is not None
+        return PutResult(seq=cursor.lastrowid), 1
+
+    def _claim(self, conn: sqlite3.Connection, limit: int) -> list[Job]:
+        now = self._clock()
+        rows = conn.execute(_CLAIM_SQL, (now, limit)).fetchall()
+        conn.executemany(
+            "UPDATE messages SET state = 'inflight', attempts = attempts + 1, updated_at = ?"
+            " WHERE seq = ?",
+            [(now, row[0]) for row in rows],
+        )
+        return [Job(seq=row[0], envelope=_envelope(row[2:]), attempts=row[1] + 1) for row in rows]
+
+    def _finish(
+        self, conn: sqlite3.Connection, seq: int, state: str, error: dict[str, Any] | None
+    ) -> bool:
+        row = conn.execute(
+            f"SELECT head, ordering_key, control_id FROM messages WHERE seq = ? AND {_ACTIVE}",
+            (seq,),
+        ).fetchone()
+        if row is None:
+            return False
+        head, key, control_id = row
+        now = self._clock()
+        if state == "dead":
+            conn.execute(
+                "UPDATE messages SET state = 'dead', head = 0, last_error = ?, updated_at = ?"
+                " WHERE seq = ?",
+                (_dump(error or {}), now, seq),
+            )
+        elif control_id is None:  # never needed for duplicate detection
+            conn.execute("DELETE FROM messages WHERE seq = ?", (seq,))
+        else:
+            conn.execute(
+                "UPDATE messages SET state = 'done', head = 0, payload = NULL,"
+                " last_error = NULL, updated_at = ? WHERE seq = ?",
+                (now, seq),
+            )
+        if head:
+            _promote(conn, key)
+        return True
+
+    def _requeue(self, conn: sqlite3.Connection, id: int, now: float) -> int | None:
+        row = conn.execute(
+            "SELECT ordering_key FROM messages WHERE seq = ? AND state = 'dead'", (id,)
+        ).fetchone()
+        if row is None:
+            return None
+        head = not _key_busy(conn, row[0])
+        cursor = conn.execute(
+            f"INSERT INTO messages ({_ENVELOPE}, state, head, attempts, next_attempt_at,"
+            " last_error, stored_at, updated_at, requeued_from)"
+            f" SELECT {_ENVELOPE}, 'pending', ?, 0, ?, NULL, stored_at, ?,"
+            " coalesce(requeued_from, seq) FROM messages WHERE seq = ?",
+            (int(head), now, now, id),
+        )
+        conn.execute("DELETE FROM messages WHERE seq = ?", (id,))
+        self._log.info(
+            "dead letter queued again",
+            extra={"seq": cursor.lastrowid, "event": "dead_letter_retry"},
+        )
+        return cursor.lastrowid
+
+    def _prune(self, conn: sqlite3.Connection, limit: int | None) -> int:
+        cutoff = self._clock() - self._window
+        if limit is None:
+            return conn.execute(
+                "DELETE FROM messages WHERE state = 'done' AND stored_at < ?", (cutoff,)
+            ).rowcount
+        return conn.execute(
+            "DELETE FROM messages WHERE seq IN (SELECT seq FROM messages"
+            " WHERE state = 'done' AND stored_at < ? LIMIT ?)",
+            (cutoff, limit),
+        ).rowcount
+
+    # -- plumbing -----------------------------------------------------------------------
+    async def _submit(self, op: Operation[T], size: int = 0) -> T:
+        return await self._writer.submit(op, size)
+
+    def _open_service(self) -> sqlite3.Connection:
+        """The writer's connection: open, then recover rows a crash left in flight."""
+        conn = connect(self.path, busy_timeout_ms=self._busy_timeout_ms)
+        try:
+            with _transaction(conn):
+                recovered = conn.execute(
+                    "UPDATE messages SET state = 'pending' WHERE state = 'inflight'"
+                ).rowcount
+                # Recount once (O(n)); the triggers keep it from then on.
+                conn.execute(
+                    "UPDATE counters SET value = (SELECT count(*) FROM messages"
+                    f" WHERE {_ACTIVE}) WHERE name = 'active'"
+                )
+        except BaseException as exc:
+            conn.close()
+            raise storage_error(exc, "recovering in-flight messages") from None
+        if recovered:
+            self._log.warning(
+                "messages in flight at the last stop will be delivered again",
+                extra={"count": recovered, "event": "queue_recovered"},
+            )
+        return conn
+
+    def _maintain(self, conn: sqlite3.Connection) -> float:
+        """Prune one batch of expired delivered rows; returns seconds until the next."""
+        with _transaction(conn):
+            pruned = self._prune(conn, _PRUNE_BATCH)
+        return 0.0 if pruned >= _PRUNE_BATCH else _MAINTENANCE_INTERVAL
+
+    @contextlib.contextmanager
+    def _admin(self) -> Iterator[sqlite3.Connection]:
+        """A short-lived connection for the synchronous (CLI) methods."""
+        conn = connect(self.path, busy_timeout_ms=self._busy_timeout_ms)
+        try:
+            yield conn
+        except sqlite3.Error as exc:
+            raise storage_error(exc, "managing dead letters") from None
+        finally:
+            conn.close()
+
+    def _acquire_lock(self) -> None:
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise storage_error(exc, f"opening {lock_path}") from None
+        try:
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise QueueError(
+                f"{self.path} is already used by a running Passerelle service"
+            ) from None
+        self._lock_fd = fd
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing releases the flock
+            self._lock_fd = None
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _key_busy(conn: sqlite3.Connection, key: str) -> bool:
+    return conn.execute(_KEY_BUSY_SQL, (key,)).fetchone() is not None
+
+
+def _promote(conn: sqlite3.Connection, key: str) -> None:
+    """Make the oldest active message of ``key`` (if any) its head."""
+    conn.execute(_PROMOTE_SQL, (key,))
+
+
+def _depth(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT value FROM counters WHERE name = 'active'").fetchone()[0])
+
+
+def _count(conn: sqlite3.Connection, where: str) -> int:
+    return int(conn.execute(f"SELECT count(*) FROM messages WHERE {where}").fetchone()[0])
+
+
+def _dump(error: dict[str, Any]) -> str:
+    return json.dumps(error, ensure_ascii=False, default=str, sort_keys=True)
+
+
+def _envelope(row: tuple[Any, ...]) -> Envelope:
+    payload, sender, listener, received_at, key, control_id, message_type, input_type, route = row
+    return Envelope(
+        payload=bytes(payload or b""),
+        sender=sender,
+        listener=listener,
+        received_at=received_at,
+        ordering_key=key,
+        control_id=control_id,
+        message_type=message_type,
+        input_type=input_type,
+        route=route,
+    )
+
+
+def _dead_letter(row: tuple[Any, ...], payload: bytes) -> DeadLetter:
+    seq, attempts, failed_at, error, *envelope = row
+    try:
+        details = json.loads(error) if error else {}
+    except ValueError:
+        details = {"error": error}
+    return DeadLetter(
+        id=seq,
+        envelope=_envelope((payload, *envelope)),
+        attempts=attempts,
+        failed_at=failed_at,
+        error=details if isinstance(details, dict) else {"error": details},
+    )
+
+
+if TYPE_CHECKING:
+
+    def _implements_protocol(queue: SqliteQueue) -> MessageQueue:
+        return queue  # mypy checks SqliteQueue against the MessageQueue protocol
