@@ -1,0 +1,184 @@
+"""The ``passerelle`` command: conversion tools, the service, and its operations.
+
+    passerelle convert PATH...          convert files and folders (converter.cli)
+    passerelle templates list           routes and templates
+    passerelle serve [--config FILE]    run the service (MLLP, HTTP API, delivery)
+    passerelle send FILE... --port P    an MLLP client that prints the ACKs
+    passerelle dead-letters list|show ID|retry ID|--all|purge
+
+Configuration is read once here (file + ``PASSERELLE_…`` environment variables) and
+passed down; exit status 2 on usage and configuration errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from converter import cli as converter_cli
+from converter.errors import ConfigurationError
+
+from .config import ConfigError, ServiceConfig, load_config
+from .logs import configure_logging
+from .mllp.client import add_send_command
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _add_config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, metavar="FILE",
+                        help="TOML configuration (environment variables override it)")
+
+
+def _load(args: argparse.Namespace) -> ServiceConfig:
+    return load_config(args.config)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    config = _load(args)
+    if args.print_config:
+        print(json.dumps(config.redacted(), indent=2, ensure_ascii=False))
+        return EXIT_OK
+    configure_logging(config.log_format, config.log_level)
+    from .service import Service  # imports uvicorn and the pool only when serving
+
+    try:
+        asyncio.run(Service(config).run())
+    except OSError as exc:
+        print(f"passerelle: cannot start: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _queue(args: argparse.Namespace) -> object:
+    from .queue.sqlite import SqliteQueue
+
+    config = _load(args)
+    if not config.queue.path.exists():
+        raise ConfigError(f"no queue at {config.queue.path} (is the data_dir right?)")
+    return SqliteQueue(config.queue.path)
+
+
+def run_dead_letters(args: argparse.Namespace) -> int:
+    from .queue.sqlite import SqliteQueue
+
+    queue = _queue(args)
+    assert isinstance(queue, SqliteQueue)
+    out = sys.stdout
+    if args.dl_command == "list":
+        letters = queue.list_dead_letters(limit=args.limit, offset=args.offset)
+        print(f"{queue.count_dead_letters()} dead letter(s)", file=out)
+        for letter in letters:
+            error = letter.error
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(letter.failed_at))
+            print(f"{letter.id:>8}  {when}  {letter.envelope.message_type or '?':14} "
+                  f"control-id={letter.envelope.control_id or '-'}  "
+                  f"sender={letter.envelope.sender}  "
+                  f"{error.get('kind', '?')}: {error.get('reason', '')}", file=out)
+        return EXIT_OK
+    if args.dl_command == "show":
+        found = queue.get_dead_letter(args.id)
+        if found is None:
+            print(f"passerelle: no dead letter {args.id}", file=sys.stderr)
+            return EXIT_FAILED
+        letter = found
+        envelope = letter.envelope
+        error = dict(letter.error)
+        detail = error.pop("detail", None)
+        info: dict[str, Any] = {
+            "id": letter.id, "attempts": letter.attempts,
+            "failed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(letter.failed_at)),
+            "received_at": time.strftime("%Y-%m-%dT%H:%M:%S%z",
+                                         time.localtime(envelope.received_at)),
+            "sender": envelope.sender, "listener": envelope.listener,
+            "control_id": envelope.control_id, "message_type": envelope.message_type,
+            "route": envelope.route, "size": len(envelope.payload), "error": error,
+        }
+        if args.payload and detail:
+            error["detail"] = detail
+        print(json.dumps(info, indent=2, ensure_ascii=False), file=out)
+        if args.payload:
+            print("--- message ---", file=out)
+            print(envelope.payload.decode("utf-8", "replace").replace("\r", "\n"), file=out)
+        return EXIT_OK
+    if args.dl_command == "retry":
+        if args.all:
+            print(f"{queue.retry_all_dead_letters()} dead letter(s) queued again", file=out)
+            return EXIT_OK
+        if args.id is None:
+            print("passerelle: give a dead letter ID or --all", file=sys.stderr)
+            return EXIT_USAGE
+        if not queue.retry_dead_letter(args.id):
+            print(f"passerelle: no dead letter {args.id}", file=sys.stderr)
+            return EXIT_FAILED
+        print(f"dead letter {args.id} queued again", file=out)
+        return EXIT_OK
+    if args.dl_command == "purge":
+        older = args.older_than_days * 86400 if args.older_than_days is not None else None
+        print(f"{queue.purge_dead_letters(older)} dead letter(s) purged", file=out)
+        return EXIT_OK
+    return EXIT_USAGE
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="passerelle",
+        description="HL7 v2 and CDA to FHIR R4: converter, MLLP/HTTP service, tools",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    converter_cli.add_commands(subparsers)
+
+    serve = subparsers.add_parser("serve", help="run the service",
+                                  description="Run the MLLP listener, the HTTP API and the "
+                                  "delivery workers until SIGTERM/SIGINT.")
+    _add_config_option(serve)
+    serve.add_argument("--print-config", action="store_true",
+                       help="print the effective configuration (secrets masked) and exit")
+    serve.set_defaults(handler=run_serve)
+
+    add_send_command(subparsers)
+
+    dead = subparsers.add_parser("dead-letters", help="inspect and replay failed messages")
+    dead_sub = dead.add_subparsers(dest="dl_command", required=True)
+    listing = dead_sub.add_parser("list", help="dead letters with their error")
+    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--offset", type=int, default=0)
+    show = dead_sub.add_parser("show", help="one dead letter's metadata and error")
+    show.add_argument("id", type=int)
+    show.add_argument("--payload", action="store_true",
+                      help="also print the message itself (patient data)")
+    retry = dead_sub.add_parser("retry", help="queue dead letters again")
+    retry.add_argument("id", type=int, nargs="?")
+    retry.add_argument("--all", action="store_true")
+    purge = dead_sub.add_parser("purge", help="delete dead letters")
+    purge.add_argument("--older-than-days", type=float, metavar="DAYS")
+    for sub in (listing, show, retry, purge):
+        _add_config_option(sub)
+        sub.set_defaults(handler=run_dead_letters)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except (ConfigError, ConfigurationError) as exc:
+        print(f"passerelle: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except BrokenPipeError:
+        return EXIT_OK
+    except KeyboardInterrupt:
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

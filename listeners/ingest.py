@@ -1,0 +1,187 @@
+"""Ingestion: from a received MLLP frame to a stored message and its acknowledgement.
+
+For each frame: read MSH (tolerantly), find the route (sender, listener), check that the
+message type and version are supported, store it durably, then acknowledge:
+
+- AA (CA in enhanced mode) only once the message is committed to the queue (fsync'd);
+  with ``ack_after = "delivery"``, only once the FHIR server accepted the bundle, AE with
+  the server's diagnostics otherwise;
+- AR with an ERR segment when MSH cannot be read or the type/version is not supported
+  (or, with ``on_unsupported = "dead-letter"``, AA and a dead letter to inspect);
+- no reply at all when storage fails: the connection is closed and the sender, having no
+  ACK, sends again — an AE would make many senders give up on the message;
+- a retransmission (same sender, same MSH-10) is acknowledged again, not stored again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+
+from converter import ConversionError, ParseError
+from converter.hl7v2 import Header, peek_header
+from converter.hl7v2.structure import StructureCatalog
+from converter.templates.routes import RouteTable
+
+from .config import MllpConfig, RouteConfig, ServiceConfig
+from .errors import QueueError
+from .logs import log_fields
+from .metrics import Metrics
+from .mllp.ack import AckBuilder, AckOutcome, MessageHeader, read_header, wants_accept_ack
+from .mllp.server import NO_REPLY, PeerInfo
+from .queue.base import Envelope
+from .queue.sqlite import SqliteQueue
+from .worker import DeliveryWorkers
+
+__all__ = ["Ingestor", "SupportChecker"]
+
+log = logging.getLogger("passerelle.ingest")
+
+
+class SupportChecker:
+    """Whether a route's converter has a root template for a message, without converting.
+
+    Uses the same route tables and version catalogs as the converter, so the listener's
+    AR and the converter's UnsupportedMessageError always agree.
+    """
+
+    def __init__(self, routes: Mapping[str, RouteConfig]) -> None:
+        self._catalog = StructureCatalog()
+        self._tables: dict[str, RouteTable] = {}
+        for name, route in routes.items():
+            config = route.converter.converter_config()
+            self._tables[name] = RouteTable.load(
+                "hl7v2", (*config.template_dirs, config.mappings_dir))
+
+    def check(self, route: str, header: Header) -> None:
+        """Raise UnsupportedMessageError (HL7 error 200/201/203) when not convertible."""
+        catalog = self._catalog.version(header.version)
+        structure = catalog.structure_for(header.structure, header.event) or \
+            header.event.replace("^", "_")
+        self._tables[route].resolve(header.event, structure)
+
+
+class Ingestor:
+    """The MLLP handler of the service (see the module docstring)."""
+
+    def __init__(
+        self,
+        config: ServiceConfig,
+        queue: SqliteQueue,
+        workers: DeliveryWorkers,
+        support: SupportChecker,
+        metrics: Metrics,
+        acks: AckBuilder | None = None,
+    ) -> None:
+        self._config = config
+        self._mllp: MllpConfig = config.mllp
+        self._queue = queue
+        self._workers = workers
+        self._support = support
+        self._metrics = metrics
+        self._acks = acks or AckBuilder(default_charset=config.converter.charset)
+
+    async def handle(self, payload: bytes, peer: PeerInfo) -> bytes | None:
+        started = time.perf_counter()
+        ack = await self._handle(payload, peer)
+        if ack is not None:
+            self._metrics.ack_seconds.labels(peer.listener).observe(
+                time.perf_counter() - started)
+        return ack
+
+    async def _handle(self, payload: bytes, peer: PeerInfo) -> bytes | None:
+        raw_header = read_header(payload, default_charset=self._config.converter.charset)
+        listener = peer.listener
+        rejection = raw_header.rejection()
+        if rejection is not None:
+            self._metrics.received.labels(listener, "unreadable").inc()
+            log.warning("unreadable message rejected",
+                        extra=log_fields(listener=listener, peer=peer.address,
+                                         size=len(payload), error_code=rejection.error_code,
+                                         location=raw_header.problem_location))
+            return self._ack(listener, raw_header, rejection)
+        try:
+            header = peek_header(payload)
+        except ParseError as exc:
+            outcome = AckOutcome.from_error(exc)
+            self._metrics.received.labels(listener, "unreadable").inc()
+            return self._ack(listener, raw_header, outcome)
+        route = self._config.route_for(application=header.sending_application,
+                                       facility=header.sending_facility, listener=listener)
+        fields = log_fields(listener=listener, control_id=header.control_id,
+                            sender=header.sender, message_type=header.message_type,
+                            size=len(payload), route=route.name)
+        envelope = Envelope(
+            payload=payload,
+            sender=f"{listener}/{header.sender}",
+            listener=listener,
+            received_at=time.time(),
+            ordering_key=f"{listener}/{header.sender}|"
+            + (header.patient_key or f"message:{header.control_id}"),
+            control_id=header.control_id or None,
+            message_type=header.message_type,
+            input_type="hl7v2",
+            route=route.name,
+        )
+        self._metrics.received.labels(listener, header.message_type or "unknown").inc()
+        try:
+            self._support.check(route.name, header)
+        except ConversionError as exc:
+            outcome = AckOutcome.from_error(exc)
+            if self._mllp.on_unsupported == "reject":
+                log.warning("unsupported message rejected",
+                            extra=fields | log_fields(error_code=exc.hl7_error_code))
+                return self._ack(listener, raw_header, outcome)
+            return await self._store_dead_letter(envelope, exc, raw_header, fields)
+        try:
+            stored = await self._queue.put(envelope)
+        except QueueError:
+            log.exception("storing the message failed; closing without ACK", extra=fields)
+            return None
+        if stored.duplicate:
+            self._metrics.duplicates.labels(listener).inc()
+            log.info("retransmission acknowledged again, not stored",
+                     extra=fields | log_fields(seq=stored.seq))
+            return self._ack(listener, raw_header, AckOutcome.accept())
+        self._workers.notify()
+        log.info("stored", extra=fields | log_fields(seq=stored.seq))
+        if self._mllp.ack_after == "delivery":
+            return self._ack(listener, raw_header, await self._delivery_outcome(stored.seq, fields))
+        return self._ack(listener, raw_header, AckOutcome.accept())
+
+    async def _delivery_outcome(self, seq: int, fields: dict[str, object]) -> AckOutcome:
+        try:
+            outcome = await asyncio.wait_for(self._workers.wait_for(seq),
+                                             timeout=self._mllp.delivery_ack_timeout)
+        except TimeoutError:
+            log.warning("delivery not confirmed in time", extra=fields)
+            return AckOutcome.error("207", "delivery not confirmed in time; the message is "
+                                           "stored and will be delivered")
+        if outcome.delivered:
+            return AckOutcome.accept()
+        return AckOutcome.error(outcome.hl7_error_code, outcome.diagnostics[:200])
+
+    async def _store_dead_letter(self, envelope: Envelope, exc: ConversionError,
+                                 raw_header: MessageHeader,
+                                 fields: dict[str, object]) -> bytes | None:
+        try:
+            stored = await self._queue.put_dead_letter(envelope, {
+                "stage": "ingest", "kind": type(exc).__name__, "reason": exc.reason,
+                "hl7_error_code": exc.hl7_error_code, "location": exc.location})
+            if not stored.duplicate:
+                self._metrics.dead_lettered.labels(
+                    "unsupported", envelope.message_type or "unknown").inc()
+        except QueueError:
+            log.exception("storing the message failed; closing without ACK", extra=fields)
+            return None
+        log.warning("unsupported message accepted as a dead letter", extra=fields)
+        return self._ack(envelope.listener, raw_header, AckOutcome.accept())
+
+    def _ack(self, listener: str, header: MessageHeader, outcome: AckOutcome) -> bytes:
+        self._metrics.acknowledged.labels(listener, outcome.code.for_mode(
+            header.enhanced_mode).value).inc()
+        if not wants_accept_ack(header, success=outcome.success):
+            return NO_REPLY
+        return self._acks.build(header, outcome)

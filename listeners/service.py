@@ -1,0 +1,194 @@
+"""The running service: MLLP listener, HTTP API and delivery workers in one process.
+
+Start-up order: durable queue, destinations, conversion processes (templates loaded
+before the first message), delivery workers, then the listeners. Shutdown reverses it
+and drains like uvicorn's server: stop accepting, let frames being handled get their ACK,
+let deliveries in flight finish (or leave them in the queue for the next start), close
+the queue last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+from collections.abc import Iterator
+from typing import Any
+
+import uvicorn
+
+from converter import ConversionError, MappingError, ParseError, UnsupportedMessageError
+
+from .config import RouteConfig, ServiceConfig
+from .conversion import ConversionFailure, ConversionPool
+from .delivery import Sink, build_sink
+from .errors import DeliveryError
+from .http.api import create_app
+from .ingest import Ingestor, SupportChecker
+from .logs import log_fields
+from .metrics import Metrics
+from .mllp.server import MllpServer
+from .queue.sqlite import SqliteQueue
+from .worker import DeliveryWorkers
+
+__all__ = ["Service"]
+
+log = logging.getLogger("passerelle.service")
+
+_ERROR_CLASSES: dict[str, type[ConversionError]] = {
+    "ParseError": ParseError, "CharsetError": ParseError,
+    "UnsupportedMessageError": UnsupportedMessageError,
+}
+
+
+class _EmbeddedHttpServer(uvicorn.Server):
+    """uvicorn inside our loop: the service, not uvicorn, owns SIGTERM/SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class Service:
+    """One Passerelle instance built from a :class:`ServiceConfig`."""
+
+    def __init__(self, config: ServiceConfig, *, use_threads: bool = False) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.routes: dict[str, RouteConfig] = {
+            "default": RouteConfig(name="default", converter=config.converter),
+            **{route.name: route for route in config.routes},
+        }
+        self.queue = SqliteQueue(
+            config.queue.path,
+            commit_interval_ms=config.queue.commit_interval_ms,
+            duplicate_window_hours=config.mllp.duplicate_window_hours,
+        )
+        self.sinks: dict[str, Sink] = {}
+        self.pool: ConversionPool | None = None
+        self.workers: DeliveryWorkers | None = None
+        self.mllp: MllpServer | None = None
+        self._http: uvicorn.Server | None = None
+        self._http_task: asyncio.Task[None] | None = None
+        self._depth_task: asyncio.Task[None] | None = None
+        self._use_threads = use_threads
+        self.started = asyncio.Event()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        config = self.config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        config.queue.path.parent.mkdir(parents=True, exist_ok=True)
+        await self.queue.start()
+        self.sinks = {name: build_sink(dest) for name, dest in config.destinations.items()}
+        self.pool = ConversionPool(
+            {name: route.converter.converter_config() for name, route in self.routes.items()},
+            processes=config.delivery.convert_processes,
+            use_threads=self._use_threads,
+        )
+        await asyncio.get_running_loop().run_in_executor(None, self.pool.warm_up)
+        self.workers = DeliveryWorkers(
+            self.queue, self.pool, self.sinks, self._destination_of, config.delivery,
+            self.metrics)
+        self.workers.start()
+        ingestor = Ingestor(config, self.queue, self.workers, SupportChecker(self.routes),
+                            self.metrics)
+        self.mllp = MllpServer.from_config(config.mllp, ingestor.handle,
+                                           logger=logging.getLogger("passerelle.mllp"))
+        await self.mllp.start()
+        app = create_app(self, config.http)
+        self._http = _EmbeddedHttpServer(uvicorn.Config(
+            app, host=config.http.host, port=config.http.port, log_config=None,
+            access_log=False, lifespan="off", loop="none"))
+        self._http_task = asyncio.create_task(self._http.serve(), name="http")
+        while not self._http.started:
+            if self._http_task.done():
+                self._http_task.result()  # raises the bind error
+                raise RuntimeError("HTTP server stopped during start-up")
+            await asyncio.sleep(0.02)
+        self._depth_task = asyncio.create_task(self._watch_depth(), name="queue-depth")
+        for name, (host, port) in self.mllp.addresses.items():
+            log.info("MLLP listener ready", extra=log_fields(listener=name, port=port))
+            del host
+        log.info("HTTP API ready", extra=log_fields(port=self.http_port))
+        self.started.set()
+
+    @property
+    def http_port(self) -> int:
+        assert self._http is not None and self._http.servers
+        sockets = self._http.servers[0].sockets
+        return int(sockets[0].getsockname()[1])
+
+    async def stop(self, grace: float = 30.0) -> None:
+        log.info("stopping")
+        if self.mllp is not None:
+            await self.mllp.stop()
+        if self._http is not None:
+            self._http.should_exit = True
+        if self._http_task is not None:
+            await asyncio.gather(self._http_task, return_exceptions=True)
+        if self._depth_task is not None:
+            self._depth_task.cancel()
+            await asyncio.gather(self._depth_task, return_exceptions=True)
+        if self.workers is not None:
+            await self.workers.stop(grace)
+        if self.pool is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.pool.close)
+        for sink in self.sinks.values():
+            with contextlib.suppress(Exception):
+                await sink.close()
+        await self.queue.close()
+        log.info("stopped")
+
+    async def run(self) -> None:
+        """Start, serve until SIGTERM/SIGINT, stop gracefully."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await self.start()
+            await stop.wait()
+        finally:
+            await self.stop()
+
+    # -- helpers used by the API and workers -------------------------------------------------
+    def _destination_of(self, route: str) -> str:
+        found = self.routes.get(route)
+        return found.destination if found is not None else "default"
+
+    async def convert(self, data: bytes, *, input_type: str,
+                      root_template: str | None) -> list[dict[str, Any]]:
+        """Synchronous conversion for the HTTP API (default route settings)."""
+        assert self.pool is not None
+        outcome = await self.pool.convert("default", data, input_type=input_type,
+                                          root_template=root_template)
+        if isinstance(outcome, ConversionFailure):
+            error_class = _ERROR_CLASSES.get(outcome.kind, MappingError)
+            raise error_class(outcome.reason, location=outcome.location,
+                              template=outcome.template, control_id=outcome.control_id,
+                              message_type=outcome.message_type)
+        return [json.loads(result.bundle) for result in outcome]
+
+    async def readiness(self) -> dict[str, str | None]:
+        checks: dict[str, str | None] = {}
+        try:
+            await self.queue.depth()
+            checks["queue"] = None
+        except Exception as exc:
+            checks["queue"] = f"queue unavailable: {type(exc).__name__}"
+        for name, sink in self.sinks.items():
+            try:
+                await sink.check()
+                checks[f"destination:{name}"] = None
+            except DeliveryError as exc:
+                checks[f"destination:{name}"] = str(exc)[:200]
+        return checks
+
+    async def _watch_depth(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                self.metrics.queue_depth.set(await self.queue.depth())
+            await asyncio.sleep(1.0)

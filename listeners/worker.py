@@ -1,0 +1,248 @@
+"""Delivery workers: take stored messages in order, convert, deliver, settle.
+
+For each job claimed from the queue: convert it (in the conversion pool), deliver each
+bundle to its route's destination, then mark it done. A transient failure (408, 429,
+5xx, timeouts, connection errors) puts it back with exponential backoff and jitter,
+honouring Retry-After; a conversion error or a rejection by the server moves it to the
+dead letters with the error. Nothing is removed from the queue before its outcome is
+stored, so a crash at any moment means, at worst, delivering a message again — which
+PUT with stable ids makes harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .config import DeliveryConfig
+from .conversion import ConversionFailure, ConversionPool
+from .delivery import Sink, backoff_delay
+from .errors import DeliveryError, RejectedDeliveryError, TransientDeliveryError
+from .logs import log_fields
+from .metrics import Metrics
+from .queue.base import Job, MessageQueue
+
+__all__ = ["DeliveryOutcome", "DeliveryWorkers"]
+
+log = logging.getLogger("passerelle.delivery")
+_RECENT_OUTCOMES = 10_000
+
+
+class DeliveryOutcome:
+    """What became of a message, for senders waiting on ack_after="delivery"."""
+
+    __slots__ = ("delivered", "diagnostics", "hl7_error_code")
+
+    def __init__(self, delivered: bool, diagnostics: str = "",
+                 hl7_error_code: str = "207") -> None:
+        self.delivered = delivered
+        self.diagnostics = diagnostics
+        self.hl7_error_code = hl7_error_code
+
+
+class DeliveryWorkers:
+    """``workers`` concurrent deliveries fed by one claiming loop."""
+
+    def __init__(
+        self,
+        queue: MessageQueue,
+        pool: ConversionPool,
+        sinks: Mapping[str, Sink],
+        destination_of: Callable[[str], str],
+        config: DeliveryConfig,
+        metrics: Metrics,
+        *,
+        idle_poll: float = 0.05,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._queue = queue
+        self._pool = pool
+        self._sinks = sinks
+        self._destination_of = destination_of
+        self._config = config
+        self._metrics = metrics
+        self._idle_poll = idle_poll
+        self._rng = rng or random.Random()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._running: set[asyncio.Task[None]] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+        #: seq → futures of senders waiting for the delivery outcome.
+        self._waiters: dict[int, list[asyncio.Future[DeliveryOutcome]]] = {}
+        #: Outcomes settled lately: a sender may ask just after a fast delivery settled.
+        self._recent: OrderedDict[int, DeliveryOutcome] = OrderedDict()
+
+    def start(self) -> None:
+        self._loop_task = asyncio.create_task(self._claim_loop(), name="delivery-claims")
+
+    def notify(self) -> None:
+        """New work was stored: claim now instead of at the next poll."""
+        self._wake.set()
+
+    def wait_for(self, seq: int) -> asyncio.Future[DeliveryOutcome]:
+        """A future resolved when message ``seq`` is delivered or dead-lettered."""
+        future: asyncio.Future[DeliveryOutcome] = asyncio.get_running_loop().create_future()
+        settled = self._recent.get(seq)
+        if settled is not None:
+            future.set_result(settled)
+        else:
+            self._waiters.setdefault(seq, []).append(future)
+        return future
+
+    async def stop(self, grace: float = 30.0) -> None:
+        """Stop claiming; let in-flight deliveries finish within ``grace`` seconds.
+
+        Deliveries still running after that are cancelled: their messages stay in flight
+        in the queue and are delivered again after the restart.
+        """
+        self._stopping = True
+        self._wake.set()
+        if self._loop_task is not None:
+            await asyncio.gather(self._loop_task, return_exceptions=True)
+        if self._running:
+            _, pending = await asyncio.wait(set(self._running), timeout=grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _claim_loop(self) -> None:
+        while not self._stopping:
+            free = self._config.workers - len(self._running)
+            jobs: list[Job] = []
+            if free > 0:
+                try:
+                    jobs = await self._queue.claim(free)
+                except Exception:
+                    log.exception("claiming work from the queue failed")
+                    await asyncio.sleep(1.0)
+                    continue
+            for job in jobs:
+                task = asyncio.create_task(self._process(job), name=f"deliver-{job.seq}")
+                self._running.add(task)
+                task.add_done_callback(self._finished)
+            if not jobs:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=self._idle_poll)
+        self._wake.clear()
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._wake.set()
+
+    async def _process(self, job: Job) -> None:
+        try:
+            await self._deliver(job)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # A bug or a broken worker process must not strand the job in flight: retry it.
+            log.exception("delivery crashed; will retry",
+                          extra=log_fields(seq=job.seq, control_id=job.envelope.control_id))
+            await self._retry(job, TransientDeliveryError(f"internal error: "
+                                                          f"{type(exc).__name__}"),
+                              self._destination_of(job.envelope.route), {})
+
+    async def _deliver(self, job: Job) -> None:
+        envelope = job.envelope
+        message_type = envelope.message_type or "unknown"
+        fields = log_fields(seq=job.seq, control_id=envelope.control_id,
+                            sender=envelope.sender, message_type=message_type,
+                            route=envelope.route, attempt=job.attempts)
+        outcome = await self._pool.convert(envelope.route, envelope.payload,
+                                           input_type=envelope.input_type)
+        if isinstance(outcome, ConversionFailure):
+            await self._dead_letter(job, outcome.as_record() | {"stage": "conversion"},
+                                    reason="conversion", message_type=message_type)
+            log.warning("conversion failed; message dead-lettered",
+                        extra=fields | log_fields(error_kind=outcome.kind,
+                                                  location=outcome.location,
+                                                  template=outcome.template))
+            self._resolve(job.seq, DeliveryOutcome(False, f"{outcome.kind}: {outcome.reason}",
+                                                   outcome.hl7_error_code))
+            return
+        destination = self._destination_of(envelope.route)
+        sink = self._sinks[destination]
+        try:
+            for result in outcome:
+                self._metrics.converted.labels(result.message_type).inc()
+                self._metrics.conversion_seconds.labels(result.message_type).observe(
+                    result.seconds)
+                started = time.perf_counter()
+                await sink.deliver(result.bundle, envelope=envelope)
+                self._metrics.delivery_seconds.labels(destination).observe(
+                    time.perf_counter() - started)
+                self._metrics.delivered.labels(destination, result.message_type).inc()
+        except TransientDeliveryError as exc:
+            await self._retry(job, exc, destination, fields)
+            return
+        except RejectedDeliveryError as exc:
+            record = _delivery_record(exc) | {"stage": "delivery", "destination": destination}
+            await self._dead_letter(job, record, reason="rejected", message_type=message_type)
+            log.warning("destination rejected the bundle; message dead-lettered",
+                        extra=fields | log_fields(destination=destination, status=exc.status))
+            self._resolve(job.seq, DeliveryOutcome(False, _diagnostics(exc)))
+            return
+        except DeliveryError as exc:
+            await self._retry(job, TransientDeliveryError(str(exc), status=exc.status),
+                              destination, fields)
+            return
+        await self._queue.complete(job.seq)
+        log.info("delivered", extra=fields | log_fields(destination=destination))
+        self._resolve(job.seq, DeliveryOutcome(True))
+
+    async def _retry(self, job: Job, exc: TransientDeliveryError, destination: str,
+                     fields: dict[str, Any]) -> None:
+        limit = self._config.max_attempts
+        if limit and job.attempts >= limit:
+            record = _delivery_record(exc) | {"stage": "delivery", "destination": destination,
+                                              "attempts": job.attempts}
+            await self._dead_letter(job, record, reason="attempts-exhausted",
+                                    message_type=job.envelope.message_type or "unknown")
+            self._resolve(job.seq, DeliveryOutcome(False, _diagnostics(exc)))
+            return
+        delay = backoff_delay(job.attempts, initial=self._config.backoff_initial,
+                              maximum=self._config.backoff_max,
+                              retry_after=exc.retry_after, rng=self._rng)
+        reason = str(exc.status) if exc.status else "connection"
+        self._metrics.retried.labels(destination, reason).inc()
+        await self._queue.retry_later(job.seq, delay, _delivery_record(exc))
+        log.warning("delivery failed; will retry",
+                    extra=fields | log_fields(destination=destination, status=exc.status,
+                                              delay_s=round(delay, 3)))
+
+    async def _dead_letter(self, job: Job, record: dict[str, Any], *, reason: str,
+                           message_type: str) -> None:
+        await self._queue.dead_letter(job.seq, record)
+        self._metrics.dead_lettered.labels(reason, message_type).inc()
+
+    def _resolve(self, seq: int, outcome: DeliveryOutcome) -> None:
+        self._recent[seq] = outcome
+        while len(self._recent) > _RECENT_OUTCOMES:
+            self._recent.popitem(last=False)
+        for future in self._waiters.pop(seq, []):
+            if not future.done():
+                future.set_result(outcome)
+
+
+def _delivery_record(exc: DeliveryError) -> dict[str, Any]:
+    record: dict[str, Any] = {"kind": type(exc).__name__, "reason": str(exc)}
+    if exc.status is not None:
+        record["status"] = exc.status
+    if exc.outcome is not None:
+        record["outcome"] = exc.outcome
+    return record
+
+
+def _diagnostics(exc: DeliveryError) -> str:
+    """The server's OperationOutcome diagnostics, for an AE sent to the sender."""
+    issues = (exc.outcome or {}).get("issue", []) if isinstance(exc.outcome, dict) else []
+    texts = [str(i.get("diagnostics") or i.get("details", {}).get("text") or i.get("code"))
+             for i in issues if isinstance(i, dict)]
+    return "; ".join(t for t in texts if t) or str(exc)
