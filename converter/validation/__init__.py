@@ -6,5 +6,6 @@ validated against the R4B models.
 """
 
 from .models import ModelValidator
+from .structural import StructuralValidator
 
-__all__ = ["ModelValidator"]
+__all__ = ["ModelValidator", "StructuralValidator"]

@@ -1,0 +1,491 @@
+"""StructuralValidator against fhir.resources: an error iff fhir.resources reports one.
+
+Inputs are the sample conversions, the peer converter's expected bundles (many with real
+errors), single primitive values of every FHIR type, and mutations of valid bundles. For
+each, both validators must agree on valid/invalid and, where fhir.resources reports a
+ValidationError, on the set of element paths.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import string
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from converter import Converter, ConverterConfig
+from converter.errors import BundleValidationError, ConversionError
+from converter.validation import ModelValidator, StructuralValidator
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLES = REPO / "samples" / "hl7v2"
+CORPUS = REPO.parent / "shared" / "corpus" / "hl7v2" / "ms-fhir-converter" / "expected"
+CRASH = ("<fhir.resources raised a non-validation error>",)
+
+PRIMITIVES = [
+    "Base64Binary", "Boolean", "Canonical", "Code", "Date", "DateTime", "Decimal", "Id",
+    "Instant", "Integer", "Markdown", "Oid", "PositiveInt", "String", "Time", "UnsignedInt",
+    "Uri", "Url", "Uuid",
+]  # fmt: skip
+
+
+@cache
+def structural() -> StructuralValidator:
+    return StructuralValidator()
+
+
+def _normalise(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A pydantic location as StructuralValidator writes it."""
+    out: list[Any] = []
+    for part in loc:
+        if part == "root":  # fhir_core's type wrappers add it
+            continue
+        if part in ("str", "list[str]"):  # union branches of fhir_comments
+            break
+        out.append("resourceType" if part == "resource_type" else part)
+    return tuple(out)
+
+
+def reference_locs(bundle: Any) -> set[tuple[Any, ...]]:
+    """Paths of fhir.resources' errors; CRASH when it raises something else."""
+    from fhir.resources.R4B.bundle import Bundle
+
+    try:
+        Bundle.model_validate(bundle)
+    except ValidationError as exc:
+        try:
+            return {_normalise(error["loc"]) for error in exc.errors()}
+        except UnicodeError:  # pydantic cannot render a message quoting a lone surrogate
+            return {CRASH}
+    except Exception:  # KeyError, TypeError, AttributeError inside fhir_core
+        return {CRASH}
+    return set()
+
+
+def assert_agree(bundle: Any) -> None:
+    theirs = reference_locs(bundle)
+    mine = {loc for loc, _, _ in structural().issues(bundle)}
+    if theirs == {CRASH}:
+        assert mine, "fhir.resources fails on this bundle, StructuralValidator accepts it"
+    else:
+        assert mine == theirs
+
+
+# -- real bundles -----------------------------------------------------------------------
+@cache
+def converter() -> Converter:
+    return Converter(ConverterConfig(validate=False))
+
+
+@cache
+def sample_bundles() -> list[dict[str, Any]]:
+    """Bundles of every sample that converts (some message types may have no template yet)."""
+    bundles = []
+    for path in sorted(SAMPLES.glob("*.hl7")):
+        try:
+            bundles += [c.bundle for c in converter().convert(path.read_bytes())]
+        except ConversionError:
+            continue
+    return bundles
+
+
+@pytest.mark.parametrize("path", sorted(SAMPLES.glob("*.hl7")), ids=lambda p: p.stem)
+def test_sample_bundles_agree(path: Path) -> None:
+    try:
+        conversions = converter().convert(path.read_bytes())
+    except ConversionError as exc:
+        pytest.skip(f"does not convert: {exc}")
+    for conversion in conversions:
+        assert_agree(conversion.bundle)
+
+
+def _corpus() -> list[Path]:
+    return sorted(CORPUS.glob("**/*.json")) if CORPUS.is_dir() else []
+
+
+@pytest.mark.skipif(not CORPUS.is_dir(), reason="/work/shared corpus not available")
+@pytest.mark.parametrize("path", _corpus(), ids=lambda p: p.stem)
+def test_corpus_bundles_agree(path: Path) -> None:
+    assert_agree(json.loads(path.read_text(encoding="utf-8")))
+
+
+# -- interface --------------------------------------------------------------------------
+def _bundle(*resources: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{"resource": r, "request": {"method": "POST", "url": r["resourceType"]}}
+                  for r in resources],
+    }  # fmt: skip
+
+
+def test_error_message_has_no_values_and_names_the_template() -> None:
+    secret = "DUPONT-1961-13-45"
+    bundle = _bundle(
+        {"resourceType": "Patient", "id": "p1"},
+        {"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+         "valueQuantity": {"value": secret}},
+    )  # fmt: skip
+    with pytest.raises(BundleValidationError) as caught:
+        structural().validate(bundle, ["Patient.j2", "Observation.j2"])
+    error = caught.value
+    assert error.issues == [
+        "Bundle.entry[1].resource(Observation).valueQuantity.value: invalid decimal"
+        " [Observation.j2]"
+    ]
+    assert secret not in str(error) and all(secret not in i for i in error.issues)
+    assert error.detail is not None and secret in error.detail
+    with pytest.raises(BundleValidationError) as reference:
+        ModelValidator().validate(bundle, ["Patient.j2", "Observation.j2"])
+    assert [i.split(":")[0] for i in reference.value.issues] == [
+        i.split(":")[0] for i in error.issues
+    ]
+
+
+def test_valid_bundle_passes() -> None:
+    structural().validate(_bundle({"resourceType": "Patient", "id": "p1"}), ["Patient.j2"])
+
+
+@pytest.mark.parametrize(
+    ("resource", "path"),
+    [
+        ({"resourceType": "Nope"}, ("entry", 0, "resource")),
+        ({"resourceType": 3}, ("entry", 0, "resource")),
+        ({"resourceType": "HumanName"}, ("entry", 0, "resource")),
+    ],
+)
+def test_bad_resource_types_are_errors(resource: dict[str, Any], path: tuple[Any, ...]) -> None:
+    # fhir.resources raises KeyError / TypeError (not a ValidationError) for the first two.
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": resource}]}
+    assert [loc for loc, _, _ in structural().issues(bundle)] == [path]
+    assert reference_locs(bundle) in ({path}, {CRASH})
+
+
+_OBS = {"resourceType": "Observation", "status": "final", "code": {"text": "x"}}
+CORNER_CASES: list[dict[str, Any]] = [
+    {**_OBS, "code": None},  # a null required element passes in fhir.resources
+    {"resourceType": "Observation", "status": "final"},
+    {"resourceType": "Observation", "code": {}, "_status": {"extension": [{"url": "u"}]}},
+    {"resourceType": "Observation", "code": {}, "_status": {"extension": []}},
+    {"resourceType": "Observation", "code": {}, "_status": {"id": "a"}},
+    {**_OBS, "_status": {}},
+    {**_OBS, "_status": {"fhir_comments": "c"}},
+    {**_OBS, "_status": {"resourceType": "X"}},
+    {**_OBS, "status__ext": {"id": "a"}},
+    {**_OBS, "_status": {"id": "a"}, "status__ext": {"id": "b"}},
+    {**_OBS, "code": '{"text": "y"}'},  # fhir_core parses strings as JSON objects
+    {**_OBS, "code": "y"},
+    {**_OBS, "code": []},
+    {**_OBS, "code": {"resourceType": "CodeableConcept"}},
+    {**_OBS, "code": {"resourceType": "Coding"}},
+    {**_OBS, "code": {"resource_type": "Coding", "resourceType": "CodeableConcept"}},
+    {**_OBS, "component": [None, {"code": {"foo": 1}}], "foo": 1},
+    {**_OBS, "component": [{}]},
+    {**_OBS, "category": [{"coding": [None]}]},
+    {**_OBS, "valueString": "a", "valueInteger": 1},
+    {**_OBS, "valueString": "a", "valueInteger": None, "_valueInteger": {"id": "x"}},
+    {**_OBS, "valueString": "a", "valueInteger": 1, "foo": 1},
+    {**_OBS, "valueString": "a", "valueInteger": 1, "effectiveDateTime": "2020", "status": None},
+    {**_OBS, "fhir_comments": ["a", 1]},
+    {**_OBS, "fhir_comments": "a"},
+    {**_OBS, "contained": [{"resourceType": "Patient", "foo": 1}, None]},
+    {**_OBS, "contained": [{"resourceType": "Patient", "gender": 1}]},
+    {"resourceType": "Encounter", "status": "planned", "class": {}, "class_fhir": {}},
+    {"resourceType": "Encounter", "status": "planned", "class_fhir": {"code": "x"}},
+    {"resourceType": "Patient", "name": [{"given": ["a", None], "_given": [None, {}]}]},
+    {"resourceType": "Patient", "name": [{"given": "a"}], "extension": [{"valueString": "x"}]},
+    {"resourceType": "Patient", "extension": [{"url": "u", "valueString": "x", "valueCode": "y"}]},
+    {"resourceType": "Provenance", "recorded": "2024-01-01T00:00:00Z", "target": [], "agent": None},
+    {"resourceType": "Provenance", "recorded": "2024-01-01T00:00:00Z", "target": [], "agent": []},
+    {"resourceType": "CodeSystem", "status": "active", "content": "complete",
+     "filter": [{"code": "c", "value": "v", "_operator": [{"id": "x"}]}]},
+    {"resourceType": "Basic", "code": {}, "text": {"status": "generated", "div": ""}},
+    {"resourceType": "Resource", "id": "a"},
+    {"resourceType": "DomainResource", "id": "a"},
+    {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": {"id": "a"}}]},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("resource", CORNER_CASES)
+def test_corner_cases_agree(resource: dict[str, Any]) -> None:
+    assert_agree(
+        {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": resource}]}
+    )
+
+
+def test_non_dict_bundles_agree() -> None:
+    bundles: list[Any] = [[], "x", '{"type": "collection"}', None, 1, {"resourceType": "Patient"}]
+    for bundle in bundles:
+        assert_agree(bundle)
+
+
+@cache
+def r4b_models() -> list[type[Any]]:
+    import importlib
+    import pkgutil
+
+    import fhir.resources.R4B as r4b
+
+    found = []
+    for info in pkgutil.iter_modules(r4b.__path__):
+        module = importlib.import_module(f"fhir.resources.R4B.{info.name}")
+        found += [
+            value
+            for value in vars(module).values()
+            if isinstance(value, type)
+            and value.__module__ == module.__name__
+            and hasattr(value, "model_fields")
+            and value.__name__ != "FHIRResourceModel"
+        ]
+    return found
+
+
+def test_tables_cover_every_r4b_model() -> None:
+    """Every R4B model compiles (no unknown annotation, pattern or validator)."""
+    validator = structural()
+    for model in r4b_models():
+        validator._compile(validator._model(model))
+    assert len(r4b_models()) > 600
+
+
+def test_model_methods_match_field_metadata() -> None:
+    """The after-validators' lists (used here) agree with ``json_schema_extra``."""
+    for model in r4b_models():
+        instance = model.model_construct()
+        required = {element for element, _ in instance.get_required_fields()}
+        flagged = {
+            info.alias
+            for info in model.model_fields.values()
+            if (info.json_schema_extra or {}).get("element_required")
+        }
+        assert required == flagged, model.__name__
+        groups: dict[str, set[str]] = {}
+        for name, info in model.model_fields.items():
+            if prefix := (info.json_schema_extra or {}).get("one_of_many"):
+                groups.setdefault(prefix, set()).add(name)
+        declared = {k: set(v) for k, v in instance.get_one_of_many_fields().items()}
+        assert groups == declared, model.__name__
+
+
+# -- primitives -------------------------------------------------------------------------
+_WHITESPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2007\u200a\u2028\u2029\u202f\u205f\u3000"
+_SPECIAL = st.sampled_from(
+    ["", " ", "\x1c", "\x1f", "\ud800", "a\udfffb", "é", "x" * 300, "x" * 256, "1.", ".0",
+     "1_000", "_1", "0x1", "1e3", "-0", "+1", "01", "1.00", "\u0661", "true", "TRUE", "yes", "on",
+     "urn:oid:1.2.3", "urn:oid:1.02", "aGVsbG8=", "aGVsbG8", "{}", "[]", "null", "2024-02-29",
+     "2023-02-29", "2024-04-31", "2024-12-31T23:59:60Z", "23:59:60", "24:00:00",
+     "2024-01-01T00:00:00", "2024-01-01T00:00Z", "c757873d-ec9a-4326-a141-556f43239520"]
+)  # fmt: skip
+_TEXT = st.text(alphabet=st.sampled_from(string.ascii_letters + string.digits + _WHITESPACE
+                                         + ".:-+/_=é\x1c"), max_size=8)  # fmt: skip
+_DATES = st.builds(
+    lambda y, m, d, time, fraction, zone, cut: (
+        f"{y:04d}-{m:02d}-{d:02d}T{time}{fraction}{zone}"[:cut]
+    ),
+    st.integers(0, 10000), st.integers(0, 13), st.integers(0, 32),
+    st.sampled_from(["00:00:00", "23:59:59", "23:59:60", "24:00:00", "12:60:00", "10:00"]),
+    st.sampled_from(["", ".1", ".123456789", "."]),
+    st.sampled_from(["Z", "+14:00", "-14:00", "+14:01", "+13:59", "-00:00", ""]),
+    st.sampled_from([4, 7, 10, 100]),
+)  # fmt: skip
+_TIMES = st.from_regex(r"[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{0,8})?)?", fullmatch=True)
+_NUMERIC_TEXT = st.one_of(
+    st.from_regex(
+        r"[ \t\u3000]?[+-]?[0-9_]{0,4}(\.[0-9]{0,3})?([eE][+-]?[0-9]{1,2})?[ \n]?", fullmatch=True
+    ),
+    st.text(alphabet="01239_-+. \t\u3000", max_size=7),  # pydantic-core's clean_int_str
+)
+_UUIDS = st.builds(
+    lambda u, form: form.format(u=u, U=str(u).upper(), s=u.hex),
+    st.one_of(st.uuids(version=4), st.uuids()),
+    st.sampled_from(["{u}", "{U}", "urn:uuid:{u}", "{{{u}}}", "{s}", "urn:uuid:{s}", "{u} "]),
+)
+_BASE64 = st.builds(
+    lambda raw, cut, pad: base64.b64encode(raw).decode()[:cut] + pad,
+    st.binary(max_size=8), st.integers(0, 20), st.sampled_from(["", "=", " ", "\n", "é"]),
+)  # fmt: skip
+_NUMBERS = st.one_of(
+    st.integers(-(2**64), 2**64),
+    st.integers(-100, 100),
+    st.sampled_from([0, 1, 86399, 86400, 2**31 - 1, 2**31, -(2**31), 20_000_000_000,
+                     20_000_000_001, -20_000_000_001, 253_402_300_799, 253_402_300_800,
+                     253_402_300_799_999, 253_402_300_800_000, -62_135_596_800_000,
+                     -62_135_596_801_000]),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.floats(-1e6, 1e6),
+    st.floats(-3e14, 3e14),
+    st.integers(-(10**7), 10**7).map(lambda n: n / 10**7),
+    st.integers(0, 864000).map(lambda n: n / 10),
+)  # fmt: skip
+_SCALARS = st.one_of(
+    st.none(), st.booleans(), _NUMBERS, _SPECIAL, _TEXT, _DATES, _TIMES, _NUMERIC_TEXT, _UUIDS,
+    _BASE64, st.text(max_size=4), st.characters(categories=["Cs", "Zs", "Zl", "Zp", "Cc"]),
+)  # fmt: skip
+JSON_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_TEXT, inner, max_size=2),
+    max_leaves=4,
+)
+
+
+def _extension_bundle(kind: str, value: Any) -> dict[str, Any]:
+    extension = {"url": "http://example.org/x", f"value{kind}": value}
+    resource = {"resourceType": "Basic", "code": {"text": "x"}, "extension": [extension]}
+    return {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": resource}]}
+
+
+_NEAR_VALID: dict[str, st.SearchStrategy[Any]] = {
+    "Base64Binary": _BASE64,
+    "Boolean": st.one_of(st.booleans(), _NUMBERS, _SPECIAL, st.sampled_from(
+        ["t", "F", "no", "Off", "y", "1", "0", " 1", "1.0", "tRuE"])),
+    "Code": st.one_of(_TEXT, _SPECIAL),
+    "Date": st.one_of(_DATES, _NUMBERS),
+    "DateTime": st.one_of(_DATES, _NUMBERS),
+    "Decimal": st.one_of(_NUMBERS, _NUMERIC_TEXT),
+    "Id": st.one_of(_TEXT, st.text(string.ascii_letters + "-.", min_size=250, max_size=260)),
+    "Instant": st.one_of(_DATES, _NUMBERS),
+    "Integer": st.one_of(_NUMBERS, _NUMERIC_TEXT),
+    "Oid": st.from_regex(r"urn:oid:[0-3](\.[0-9]{1,3}){0,3}\n?", fullmatch=True),
+    "PositiveInt": st.one_of(_NUMBERS, _NUMERIC_TEXT),
+    "String": st.one_of(_TEXT, _SPECIAL),
+    "Time": st.one_of(_TIMES, _NUMBERS),
+    "UnsignedInt": st.one_of(_NUMBERS, _NUMERIC_TEXT),
+    "Uuid": _UUIDS,
+}  # fmt: skip
+
+
+@st.composite
+def primitive_values(draw: st.DrawFn) -> tuple[str, Any]:
+    kind = draw(st.sampled_from(PRIMITIVES))
+    near = _NEAR_VALID.get(kind, _TEXT)
+    return kind, draw(st.one_of(near, near, near, _SCALARS, JSON_VALUES))
+
+
+@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=primitive_values())
+@example(case=("DateTime", -0.9999999))
+@example(case=("Date", -6e-07))
+@example(case=("Time", 86399.9999999))
+@example(case=("Integer", "0_000_000_000_000_000_001"))
+@example(case=("Integer", "0000-10"))
+def test_primitive_values_agree(case: tuple[str, Any]) -> None:
+    assert_agree(_extension_bundle(*case))
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=JSON_VALUES)
+def test_xhtml_values_agree(value: Any) -> None:
+    narrative = {"status": "generated", "div": value}
+    assert_agree(_bundle({"resourceType": "Basic", "code": {}, "text": narrative}))
+
+
+@pytest.mark.parametrize("kind", ["String", "Code"])
+def test_unicode_whitespace_per_character(kind: str) -> None:
+    """Every character of the BMP up to U+3100, alone and between letters."""
+    from fhir.resources.R4B.extension import Extension
+
+    def reference(value: str) -> bool:
+        try:
+            Extension.model_validate({"url": "u", f"value{kind}": value})
+        except ValidationError:
+            return False
+        return True
+
+    check = structural()._model(Extension)
+    fields = structural()._compile(check)
+    mine = fields[f"value{kind}"].check
+    for code in [*range(0x3100), 0xFEFF, 0xFFFF, 0x10000, 0x10FFFF]:
+        for value in (chr(code), f"a{chr(code)}b"):
+            assert (mine(value) is None) == reference(value), (kind, hex(code))
+
+
+# -- mutations of valid bundles ---------------------------------------------------------
+@cache
+def valid_bases() -> list[dict[str, Any]]:
+    bases = list(sample_bundles())
+    bases += [json.loads(p.read_text(encoding="utf-8")) for p in _corpus()[:40]]
+    return [b for b in bases if not reference_locs(b)]
+
+
+def _slots(node: Any, out: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
+    """Every (container, key) pair below ``node``."""
+    if isinstance(node, dict):
+        for key in list(node):
+            out.append((node, key))
+            _slots(node[key], out)
+    elif isinstance(node, list):
+        for index in range(len(node)):
+            out.append((node, index))
+            _slots(node[index], out)
+    return out
+
+
+_CHOICE_TYPES = {"String": "x", "Boolean": True, "Integer": 1, "DateTime": "2024",
+                 "Period": {"start": "2024"}, "CodeableConcept": {"text": "x"},
+                 "Reference": {"reference": "Patient/1"}, "Quantity": {"value": 1}}  # fmt: skip
+_UNKNOWN_KEYS = ["foo", "_foo", "value", "valueFoo", "resourceType", "resource_type",
+                 "fhir_comments", "extension", "_id", "id", "class_fhir",
+                 "status__ext"]  # fmt: skip
+_CHOICES = ("value", "effective", "onset", "deceased", "occurrence", "multipleBirth")
+
+
+@st.composite
+def mutated_bundles(draw: st.DrawFn) -> dict[str, Any]:
+    bases = valid_bases()
+    bundle = copy.deepcopy(bases[draw(st.integers(0, len(bases) - 1))])
+    for _ in range(draw(st.integers(1, 3))):
+        slots = _slots(bundle, [])
+        container, key = slots[draw(st.integers(0, len(slots) - 1))]
+        current = container[key]
+        action = draw(st.sampled_from(
+            ["delete", "add", "replace", "string", "choice", "null", "wrap", "unwrap", "empty",
+             "resourceType"]
+        ))  # fmt: skip
+        if action == "delete":
+            del container[key]
+        elif action == "add" and isinstance(current, dict):
+            current[draw(st.sampled_from(_UNKNOWN_KEYS))] = draw(JSON_VALUES)
+        elif action == "replace":
+            container[key] = draw(JSON_VALUES)
+        elif action == "string":
+            container[key] = draw(st.one_of(_SPECIAL, _DATES, _NUMERIC_TEXT, _TEXT))
+        elif action == "choice":  # a second type for a value[x] that has one
+            chosen = [
+                (c, k, p) for c, k in slots if isinstance(k, str) for p in _CHOICES
+                if k.startswith(p) and k[len(p) :][:1].isupper()
+            ]  # fmt: skip
+            if chosen:
+                target, _, prefix = chosen[draw(st.integers(0, len(chosen) - 1))]
+                kind = draw(st.sampled_from(sorted(_CHOICE_TYPES)))
+                target[prefix + kind] = _CHOICE_TYPES[kind]
+        elif action == "null":
+            if isinstance(current, list):
+                current.insert(draw(st.integers(0, len(current))), None)
+            else:
+                container[key] = None
+        elif action == "wrap":
+            container[key] = [current]
+        elif action == "unwrap" and isinstance(current, list) and current:
+            container[key] = current[0]
+        elif action == "empty":
+            container[key] = type(current)() if isinstance(current, (dict, list, str)) else ""
+        elif action == "resourceType" and isinstance(current, dict):
+            current["resourceType"] = draw(st.sampled_from(
+                ["Patient", "Observation", "Resource", "DomainResource", "HumanName",
+                 "Coding", "Unknown", "Bundle", "Extension"]
+            ))  # fmt: skip
+    return bundle
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(bundle=mutated_bundles())
+def test_mutated_bundles_agree(bundle: dict[str, Any]) -> None:
+    assert_agree(bundle)
