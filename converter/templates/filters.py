@@ -28,6 +28,7 @@ _INTEGER = re.compile(r"[+-]?\d+")
 _OID = re.compile(r"[0-2](\.(0|[1-9]\d*))+")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _V2_TABLE = re.compile(r"HL7(\d{4})")
+_V2_TABLE_OID = re.compile(r"2\.16\.840\.1\.113883\.12\.(\d{1,4})")
 _YES = {
     "Y": True,
     "YES": True,
@@ -47,10 +48,16 @@ def _text(value: Any) -> str:
 
 
 def _path(value: Any) -> str | None:
-    """The HL7 location of a value (``PID-7``) or segment (``OBX[2]``)."""
-    if value is None or isinstance(value, str):
+    """Where a value comes from: HL7 (``PID-7``, ``OBX[2]``) or CDA (``…/value/@value``).
+
+    Plain strings have no location; CDA attribute values are strings that carry one.
+    """
+    if value is None:
         return None
-    return getattr(value, "path", None) or getattr(value, "label", None)
+    path = getattr(value, "path", None)
+    if isinstance(path, str):
+        return path
+    return None if isinstance(value, str) else getattr(value, "label", None)
 
 
 class ValueFilters:
@@ -194,10 +201,13 @@ class ValueFilters:
         return self.codemap(name, code, system)
 
     def code_system(self, name: Any) -> str | None:
-        """FHIR system URI for a coding system name (HL7 table 0396: LN, SCT, HL70001…)."""
+        """FHIR system URI for a coding system name (HL7 table 0396: LN, SCT, HL70001…)
+        or OID (CDA ``codeSystem``: 2.16.840.1.113883.6.1 → http://loinc.org)."""
         text = _text(name)
         if not text:
             return None
+        if _OID.fullmatch(text):
+            return self._oid_system(text)
         mapped = (
             self._codemaps.lookup("CodingSystem", text)
             if "CodingSystem" in self._codemaps
@@ -209,6 +219,16 @@ class ValueFilters:
         if table:
             return f"http://terminology.hl7.org/CodeSystem/v2-{table[1]}"
         return _as_uri(text)
+
+    def _oid_system(self, oid: str) -> str:
+        if "CodeSystemOid" in self._codemaps:
+            mapped = self._codemaps.lookup("CodeSystemOid", oid)
+            if mapped is not None:
+                return mapped.code
+        table = _V2_TABLE_OID.fullmatch(oid)
+        if table:
+            return f"http://terminology.hl7.org/CodeSystem/v2-{int(table[1]):04d}"
+        return f"urn:oid:{oid}"
 
     # -- binary content ------------------------------------------------------------------
     def b64encode(self, value: Any) -> str | None:

@@ -12,8 +12,8 @@ import json
 import os
 import re
 import traceback
-from contextvars import ContextVar
 from collections.abc import Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,6 +125,7 @@ class RenderSession:
             **context,
             "emit": self.emit,
             "emitted": self.emitted,
+            "include": self.include,
             "warn": self.warn,
         }
         self._order: list[tuple[str, str] | None] = []
@@ -182,6 +183,16 @@ class RenderSession:
             return ref
         merge_into(existing, resource)
         return Ref(rtype, rid, self._reference_for(rtype, rid))
+
+    def include(self, template: str, **variables: Any) -> Any:
+        """Render a template that writes a JSON value (not a resource) and return it:
+        CDA section templates return the references of the entries they emitted."""
+        name = (
+            self.resolve(template)
+            if "/" in template or template.endswith(".j2")
+            else f"{self._family}/{template}.j2"
+        )
+        return json_from_template(self.render(name, variables), name)
 
     def emitted(self, resource_type: str | None = None) -> list[Ref]:
         """References to what has been emitted so far (optionally of one type)."""

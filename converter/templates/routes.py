@@ -8,6 +8,9 @@ in an override directory (its entries win, one by one)::
 
     [structures]             # fallback: message structure (MSH-9.3 or the version's alias)
     "ADT_A01" = "ADT_A01"
+
+    [documents]              # CDA: document templateId → root template
+    "2.16.840.1.113883.10.20.22.1.2" = "ClinicalDocument"
 """
 
 from __future__ import annotations
@@ -40,12 +43,14 @@ class RouteTable:
     family: str
     events: Mapping[str, Route] = field(default_factory=dict)
     structures: Mapping[str, Route] = field(default_factory=dict)
+    documents: Mapping[str, Route] = field(default_factory=dict)
 
     @classmethod
     def load(cls, family: str, directories: Sequence[Path]) -> RouteTable:
         """Merge ``<dir>/<family>/routes.toml`` files; earlier directories win."""
         events: dict[str, Route] = {}
         structures: dict[str, Route] = {}
+        documents: dict[str, Route] = {}
         for directory in reversed(directories):
             path = directory / family / "routes.toml"
             if not path.is_file():
@@ -57,6 +62,7 @@ class RouteTable:
             for section, target, kind in (
                 ("events", events, "event"),
                 ("structures", structures, "structure"),
+                ("documents", documents, "document"),
             ):
                 entries = table.get(section, {})
                 if not isinstance(entries, dict):
@@ -65,7 +71,12 @@ class RouteTable:
                     if not isinstance(template, str) or not template:
                         raise ConfigurationError(f"{path}: route {key!r} needs a template name")
                     target[key] = Route(key, template, kind, path)
-        return cls(family, MappingProxyType(events), MappingProxyType(structures))
+        return cls(
+            family,
+            MappingProxyType(events),
+            MappingProxyType(structures),
+            MappingProxyType(documents),
+        )
 
     def resolve(self, event: str, structure: str) -> Route:
         """The route for a message; raises :class:`UnsupportedMessageError` (AR) if none."""
@@ -86,5 +97,19 @@ class RouteTable:
             f"unsupported message type {event}", location="MSH-9.1", hl7_error_code="200"
         )
 
+    def resolve_document(self, template_ids: list[str]) -> Route:
+        """The route of a CDA document: the first of its templateIds with a route, else
+        the ``"*"`` entry (any other CDA)."""
+        for template_id in template_ids:
+            route = self.documents.get(template_id)
+            if route is not None:
+                return route
+        fallback = self.documents.get("*")
+        if fallback is None:
+            raise UnsupportedMessageError(
+                "unsupported document: no route for its templateIds", location="templateId"
+            )
+        return fallback
+
     def all(self) -> list[Route]:
-        return [*self.events.values(), *self.structures.values()]
+        return [*self.events.values(), *self.structures.values(), *self.documents.values()]

@@ -1,0 +1,124 @@
+"""A parsed CDA document: its root, templates, narrative references and path cache."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from functools import cached_property
+from typing import Any
+
+from lxml import etree
+
+from ..errors import ParseError
+from .node import HL7, NAMESPACES, Node, compile_path
+from .xml import parse_xml
+
+__all__ = ["DOCUMENT_TYPES", "CdaDocument", "PathCache"]
+
+#: C-CDA R2.1 document templates, most specific first (every one also declares the US
+#: Realm Header 2.16.840.1.113883.10.20.22.1.1).
+DOCUMENT_TYPES: dict[str, str] = {
+    "2.16.840.1.113883.10.20.22.1.2": "CCD",
+    "2.16.840.1.113883.10.20.22.1.4": "Consultation Note",
+    "2.16.840.1.113883.10.20.22.1.5": "Diagnostic Imaging Report",
+    "2.16.840.1.113883.10.20.22.1.8": "Discharge Summary",
+    "2.16.840.1.113883.10.20.22.1.3": "History and Physical",
+    "2.16.840.1.113883.10.20.22.1.7": "Operative Note",
+    "2.16.840.1.113883.10.20.22.1.6": "Procedure Note",
+    "2.16.840.1.113883.10.20.22.1.9": "Progress Note",
+    "2.16.840.1.113883.10.20.22.1.14": "Referral Note",
+    "2.16.840.1.113883.10.20.22.1.13": "Transfer Summary",
+    "2.16.840.1.113883.10.20.22.1.15": "Care Plan",
+    "2.16.840.1.113883.10.20.22.1.10": "Unstructured Document",
+}
+
+
+class PathCache:
+    """Compiled XPath expressions, shared by every document a converter reads."""
+
+    def __init__(self) -> None:
+        self._paths: dict[str, etree.XPath] = {}
+
+    def get(self, expression: str, *, raw: bool = False) -> etree.XPath:
+        key = ("x:" if raw else "p:") + expression
+        compiled = self._paths.get(key)
+        if compiled is None:
+            source = expression if raw else compile_path(expression)
+            compiled = etree.XPath(source, namespaces=NAMESPACES)
+            if len(self._paths) < 4096:  # templates use a bounded set of paths
+                self._paths[key] = compiled
+        return compiled
+
+
+class CdaDocument:
+    """The document as templates see it (``doc``), plus what the converter needs."""
+
+    def __init__(self, data: bytes, paths: PathCache) -> None:
+        self._data = data
+        self._paths = paths
+        self._root = parse_xml(data)
+        if (
+            etree.QName(self._root).namespace != HL7
+            or etree.QName(self._root).localname != "ClinicalDocument"
+        ):
+            raise ParseError(
+                "not a CDA document: the root element must be "
+                "ClinicalDocument in the urn:hl7-org:v3 namespace",
+                location=f"<{self._root.tag}>",
+            )
+        self.root = Node(self._root, self)
+
+    # -- template helpers ------------------------------------------------------------------
+    def select(
+        self, element: etree._Element | None, path: str, first: bool = False
+    ) -> list[etree._Element]:
+        if element is None:
+            return []
+        found: list[etree._Element] = self._paths.get(path)(element)
+        return found[:1] if first else found
+
+    def xpath(self, element: etree._Element, expression: str) -> Any:
+        result: Any = self._paths.get(expression, raw=True)(element)
+        return result
+
+    def narrative(self, reference: str) -> str:
+        """The text of the narrative element whose ID is ``reference`` (``#ref1``)."""
+        target = self._ids.get(reference.lstrip("#"))
+        if target is None:
+            return ""
+        return Node(target, self).string()
+
+    @cached_property
+    def _ids(self) -> dict[str, etree._Element]:
+        return {e.get("ID"): e for e in self._root.iter() if isinstance(e.tag, str) and e.get("ID")}
+
+    @property
+    def template_ids(self) -> list[str]:
+        return self.root.template_ids
+
+    @property
+    def document_type(self) -> str:
+        """``CCD``, ``Discharge Summary``…, or ``CDA`` for any other document."""
+        for template_id in self.template_ids:
+            if template_id in DOCUMENT_TYPES:
+                return DOCUMENT_TYPES[template_id]
+        return "CDA"
+
+    @property
+    def control_id(self) -> str:
+        """The document id (``root^extension``): names the document in errors and logs."""
+        id_node = self.root.id
+        root, extension = id_node["root"], id_node["extension"]
+        return f"{root}^{extension}" if extension else str(root)
+
+    def source_base64(self) -> str:
+        """The original bytes as base64 (for the DocumentReference to the source)."""
+        return base64.b64encode(self._data).decode("ascii")
+
+    def source_sha1(self) -> str:
+        """Base64 SHA-1 of the original bytes (Attachment.hash)."""
+        return base64.b64encode(hashlib.sha1(self._data).digest()).decode("ascii")
+
+    @property
+    def source_size(self) -> int:
+        return len(self._data)

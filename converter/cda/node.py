@@ -1,0 +1,246 @@
+"""CDA elements shaped for templates.
+
+A :class:`Node` wraps one element of the ``urn:hl7-org:v3`` namespace:
+
+* ``obs.code``, ``obs.effectiveTime.low`` — the first child element of that name (any
+  name, ``text`` and ``value`` included); an absent element is an empty, falsy Node;
+* ``obs.code["code"]``, ``obs.value["xsi:type"]`` — attribute values (empty when absent),
+  as :class:`AttrValue` strings that remember where they come from, for error messages;
+* ``section.all("entry")``, ``act.first("entryRelationship/observation")`` — paths of
+  element names; ``node.xpath(expr)`` for anything else (prefixes ``h``, ``sdtc``, ``xsi``);
+* ``node.string()`` — the element's text, whitespace normalised;
+* ``node.has_template("2.16.840.1.113883.10.20.22.4.7")``, ``node.null_flavor``.
+
+An element carrying only a ``nullFlavor`` is empty: ``<value nullFlavor="UNK"/>`` renders
+as nothing, like an absent one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from lxml import etree
+
+if TYPE_CHECKING:
+    from .document import CdaDocument
+
+__all__ = ["HL7", "NAMESPACES", "AttrValue", "Node"]
+
+HL7 = "urn:hl7-org:v3"
+SDTC = "urn:hl7-org:sdtc"
+XSI = "http://www.w3.org/2001/XMLSchema-instance"
+NAMESPACES = {"h": HL7, "sdtc": SDTC, "xsi": XSI}
+_PREFIXED = {"sdtc": SDTC, "xsi": XSI}
+_NAME = re.compile(r"[A-Za-z_][\w.-]*(:[A-Za-z_][\w.-]*)?")
+_SPACES = re.compile(r"\s+")
+
+
+class AttrValue(str):
+    """An attribute value that knows its location (``…/observation/value/@value``)."""
+
+    __slots__ = ("path",)
+    path: str
+
+    def __new__(cls, text: str, path: str) -> AttrValue:
+        value = super().__new__(cls, text)
+        value.path = path
+        return value
+
+
+class Node:
+    """One CDA element (or an empty placeholder for an absent one)."""
+
+    __slots__ = ("_doc", "_element", "_name")
+
+    def __init__(self, element: etree._Element | None, doc: CdaDocument, name: str = "") -> None:
+        self._element = element
+        self._doc = doc
+        self._name = name
+
+    # -- navigation ------------------------------------------------------------------------
+    def __getattr__(self, name: str) -> Node:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        element = self._element
+        if element is not None:
+            child = element.find(_clark(name))
+            if child is not None:
+                return Node(child, self._doc)
+        return Node(None, self._doc, name)
+
+    def first(self, path: str) -> Node:
+        """The first element at ``path`` (names separated by ``/``), or an empty Node."""
+        found = self._doc.select(self._element, path, first=True)
+        return Node(found[0], self._doc) if found else Node(None, self._doc, path)
+
+    def all(self, path: str) -> list[Node]:
+        """Every element at ``path``, in document order."""
+        return [Node(e, self._doc) for e in self._doc.select(self._element, path)]
+
+    def xpath(self, expression: str) -> list[Any]:
+        """Raw XPath 1.0 with prefixes h (CDA), sdtc, xsi; elements come back as Nodes."""
+        if self._element is None:
+            return []
+        result = self._doc.xpath(self._element, expression)
+        if not isinstance(result, list):
+            return [result]
+        return [Node(r, self._doc) if isinstance(r, etree._Element) else str(r) for r in result]
+
+    def __iter__(self) -> Iterator[Node]:
+        """Child elements (comments and processing instructions skipped)."""
+        if self._element is None:
+            return
+        for child in self._element:
+            if isinstance(child.tag, str):
+                yield Node(child, self._doc)
+
+    @property
+    def parent(self) -> Node:
+        element = self._element
+        parent = element.getparent() if element is not None else None
+        return Node(parent, self._doc)
+
+    # -- values ------------------------------------------------------------------------
+    def __getitem__(self, attribute: str) -> AttrValue:
+        if not isinstance(attribute, str):
+            raise KeyError(attribute)
+        element = self._element
+        value = ""
+        if element is not None:
+            key = attribute
+            if ":" in attribute:
+                prefix, local = attribute.split(":", 1)
+                namespace = _PREFIXED.get(prefix)
+                if namespace is None:
+                    raise KeyError(attribute)
+                key = f"{{{namespace}}}{local}"
+            value = element.get(key, "")
+        return AttrValue(value, f"{self.path}/@{attribute}")
+
+    def string(self) -> str:
+        """All text inside the element, whitespace runs collapsed, trimmed."""
+        if self._element is None:
+            return ""
+        return _SPACES.sub(" ", "".join(self._element.itertext())).strip()
+
+    def resolved(self) -> str:
+        """The text of an ``originalText``/``text`` element, following its narrative
+        ``<reference value="#id"/>`` when it has one."""
+        element = self._element
+        if element is None:
+            return ""
+        reference = element.find(f"{{{HL7}}}reference")
+        if reference is not None and reference.get("value", "").startswith("#"):
+            referenced = self._doc.narrative(reference.get("value", ""))
+            if referenced:
+                return referenced
+        return self.string()
+
+    def xhtml(self) -> str | None:
+        """A section ``text`` as a FHIR Narrative XHTML ``div`` (None when empty)."""
+        from .narrative import narrative_xhtml
+
+        return narrative_xhtml(self._element)
+
+    @property
+    def null_flavor(self) -> str:
+        element = self._element
+        return str(element.get("nullFlavor", "")) if element is not None else ""
+
+    def has_template(self, root: str, extension: str | None = None) -> bool:
+        """Whether the element declares ``templateId`` ``root`` (and ``extension``)."""
+        if self._element is None:
+            return False
+        for template in self._element.iterchildren(_TEMPLATE_ID):
+            if template.get("root") == root and (
+                extension is None or template.get("extension") == extension
+            ):
+                return True
+        return False
+
+    @property
+    def template_ids(self) -> list[str]:
+        if self._element is None:
+            return []
+        return [t.get("root", "") for t in self._element.iterchildren(_TEMPLATE_ID)]
+
+    @property
+    def tag(self) -> str:
+        """The local name of the element (``observation``), empty when absent."""
+        element = self._element
+        if element is None or not isinstance(element.tag, str):
+            return ""
+        return str(etree.QName(element).localname)
+
+    @property
+    def xsi_type(self) -> str:
+        """``xsi:type`` without its prefix (``PQ``, ``CD``, ``IVL_TS``…)."""
+        return self["xsi:type"].rsplit(":", 1)[-1]
+
+    def __bool__(self) -> bool:
+        element = self._element
+        if element is None:
+            return False
+        if "nullFlavor" not in element.attrib:
+            return True
+        # A null flavor with real content (originalText, translations, a value) still
+        # carries information.
+        return len(element) > 0 or len(element.attrib) > 1 or bool((element.text or "").strip())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Node):
+            return self._element is other._element
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return id(self._element)
+
+    def __str__(self) -> str:
+        return self.string()
+
+    def __repr__(self) -> str:
+        return f"<Node {self.path}>"
+
+    # -- location ----------------------------------------------------------------------
+    @property
+    def path(self) -> str:
+        """Location for error messages: ``/ClinicalDocument/component/…/observation[2]``."""
+        element = self._element
+        if element is None:
+            return f"(absent {self._name})"
+        parts: list[str] = []
+        while element is not None:
+            name = etree.QName(element).localname if isinstance(element.tag, str) else "?"
+            parent = element.getparent()
+            if parent is not None:
+                same = [c for c in parent if c.tag == element.tag]
+                if len(same) > 1:
+                    name += f"[{same.index(element) + 1}]"
+            parts.append(name)
+            element = parent
+        return "/" + "/".join(reversed(parts))
+
+
+_TEMPLATE_ID = f"{{{HL7}}}templateId"
+
+
+def _clark(name: str) -> str:
+    if ":" in name:
+        prefix, local = name.split(":", 1)
+        return f"{{{_PREFIXED.get(prefix, HL7)}}}{local}"
+    return f"{{{HL7}}}{name}"
+
+
+def compile_path(path: str) -> str:
+    """``entryRelationship/observation`` → ``h:entryRelationship/h:observation``."""
+    steps = []
+    for step in path.strip("/").split("/"):
+        if step in (".", "..", "*"):
+            steps.append(step)
+        elif _NAME.fullmatch(step):
+            steps.append(step if ":" in step else f"h:{step}")
+        else:
+            raise ValueError(f"unsupported path step {step!r} (use node.xpath for XPath)")
+    return "/".join(steps)
