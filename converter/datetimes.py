@@ -109,8 +109,9 @@ class TimestampConverter:
         """Like :meth:`instant`, a full date without a time being taken at 00:00:00."""
         match = self._parse(text)
         if match["day"] and not match["hour"]:
-            return self.instant(match["year"] + match["month"] + match["day"] + "0000"
-                                + (match["offset"] or ""))
+            return self.instant(
+                match["year"] + match["month"] + match["day"] + "0000" + (match["offset"] or "")
+            )
         return self.instant(text)
 
     def time(self, text: str) -> str:

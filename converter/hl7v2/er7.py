@@ -140,7 +140,5 @@ def parse_message(
         known_segments=version_catalog.known_segments,
         segment_names=version_catalog.segment_names,
     )
-    group_segments(
-        version_catalog.structure(structure) if structure else None, segments, message
-    )
+    group_segments(version_catalog.structure(structure) if structure else None, segments, message)
     return message

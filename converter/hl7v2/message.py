@@ -353,8 +353,14 @@ class Group:
         found = self.all(segment_name)
         if found:
             return found[0]
-        return Segment(segment_name, [], _NO_ENCODING, "ascii", segment_name,
-                       self._segment_names.get(segment_name))
+        return Segment(
+            segment_name,
+            [],
+            _NO_ENCODING,
+            "ascii",
+            segment_name,
+            self._segment_names.get(segment_name),
+        )
 
     @property
     def segments(self) -> list[Segment]:
