@@ -87,6 +87,7 @@ class ValueFilters:
     def globals(self) -> dict[str, Callable[..., Any]]:
         return {
             "require": self.require,
+            "identifier_system": self.identifier_system,
             "codemap": self.codemap,
             "code_system": self.code_system,
             "hd_system": self.hd_system,
@@ -218,6 +219,18 @@ class ValueFilters:
         table = _V2_TABLE.fullmatch(text.upper())
         if table:
             return f"http://terminology.hl7.org/CodeSystem/v2-{table[1]}"
+        return _as_uri(text)
+
+    def identifier_system(self, root: Any) -> str | None:
+        """Identifier system of a CDA II root: a known registry's FHIR URI
+        (codemaps/IdentifierSystemOid.csv: SSN, NPI…), else ``urn:oid:``/``urn:uuid:``."""
+        text = _text(root)
+        if not text:
+            return None
+        if "IdentifierSystemOid" in self._codemaps:
+            mapped = self._codemaps.lookup("IdentifierSystemOid", text)
+            if mapped is not None:
+                return mapped.code
         return _as_uri(text)
 
     def _oid_system(self, oid: str) -> str:
