@@ -53,34 +53,42 @@ class Ref:
         return self.reference
 
 
-def _is_empty(value: Any) -> bool:
-    return (
-        value is None
-        or value == []
-        or value == {}
-        or (type(value) is str and (not value or value.isspace()))
-    )
-
-
 def _prune_list(items: list[Any]) -> list[Any]:
     """Items of a list without the empty ones (nested lists are pruned too)."""
     out = []
     for item in items:
-        if type(item) is list:
+        if item is None:
+            continue
+        kind = type(item)
+        if kind is str:
+            if not item or item.isspace():
+                continue
+        elif kind is list:
             item = _prune_list(item)
-        if not _is_empty(item):
-            out.append(item)
+            if not item:
+                continue
+        out.append(item)
     return out
 
 
 def _prune_object(obj: dict[str, Any]) -> dict[str, Any] | None:
-    """Parse-time pruning (inner objects come first): drop empty members and list items."""
+    """Parse-time pruning: drop empty members and list items.
+
+    The decoder calls this for inner objects first, and an object left empty becomes
+    None, so an empty object never reaches its parent as ``{}``.
+    """
     out = {}
     for key, value in obj.items():
-        if type(value) is list:
-            value = _prune_list(value)
-        if _is_empty(value):
+        if value is None:
             continue
+        kind = type(value)
+        if kind is str:
+            if not value or value.isspace():
+                continue
+        elif kind is list:
+            value = _prune_list(value)
+            if not value:
+                continue
         out[key] = value
     return out or None
 
