@@ -1,5 +1,5 @@
 # The two commands of the README:
-#   make run    converts the samples with the embedded defaults (the service takes over later)
+#   make run    starts the service with the embedded defaults (MLLP 2575, HTTP 8080, ./var)
 #   make test   runs the whole test suite, starting the real services the tests use
 # Both set up what they need on a fresh machine: a virtualenv in .venv and the Node
 # packages of the test tools.
@@ -23,7 +23,7 @@ $(NODE_STAMP): tests/r4validator/package-lock.json tests/fhirserver/package-lock
 	touch $(NODE_STAMP)
 
 run: $(STAMP)
-	$(BIN)/passerelle convert samples/hl7v2 --out out --timezone Europe/Paris
+	$(BIN)/passerelle serve
 
 test: $(STAMP) $(NODE_STAMP)
 	PASSERELLE_REQUIRE_R4VALIDATOR=1 PASSERELLE_REQUIRE_FHIRSERVER=1 $(BIN)/python -m pytest -q
