@@ -38,15 +38,25 @@ _SPACES = re.compile(r"\s+")
 
 
 class AttrValue(str):
-    """An attribute value that knows its location (``…/observation/value/@value``)."""
+    """An attribute value that knows its location (``…/observation/value/@value``).
 
-    __slots__ = ("path",)
-    path: str
+    The location is computed only when asked for (an error message): walking up the
+    tree for every attribute read would cost more than the conversion itself.
+    """
 
-    def __new__(cls, text: str, path: str) -> AttrValue:
+    __slots__ = ("_attribute", "_node")
+    _node: Node
+    _attribute: str
+
+    def __new__(cls, text: str, node: Node, attribute: str) -> AttrValue:
         value = super().__new__(cls, text)
-        value.path = path
+        value._node = node
+        value._attribute = attribute
         return value
+
+    @property
+    def path(self) -> str:
+        return f"{self._node.path}/@{self._attribute}"
 
 
 class Node:
@@ -117,7 +127,7 @@ class Node:
                     raise KeyError(attribute)
                 key = f"{{{namespace}}}{local}"
             value = element.get(key, "")
-        return AttrValue(value, f"{self.path}/@{attribute}")
+        return AttrValue(value, self, attribute)
 
     def string(self) -> str:
         """All text inside the element, whitespace runs collapsed, trimmed."""
