@@ -87,6 +87,13 @@ class Conversion:
         return json.dumps(self.bundle, ensure_ascii=False, separators=(",", ":"))
 
 
+def _offset_of(timestamp: str) -> str | None:
+    text = timestamp.strip()
+    if len(text) > 5 and text[-5] in "+-" and text[-4:].isdigit():
+        return text[-5:]
+    return None
+
+
 def detect_input_type(data: bytes) -> Literal["hl7v2", "cda"]:
     """HL7 v2 when the data opens with a segment, CDA when it opens with XML."""
     head = data[:512].lstrip(b"\xef\xbb\xbf\x0b \t\r\n")
@@ -195,8 +202,10 @@ class Converter:
                 "section_template": section_template,
             },
         )
-        session.render(root, {})
         effective = document.root.effectiveTime["value"]
+        # C-CDA on FHIR: a timestamp without an offset takes the document's own offset.
+        session.default_offset = _offset_of(effective)
+        session.render(root, {})
         return self._finish(
             session,
             message_key,

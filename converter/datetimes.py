@@ -91,28 +91,33 @@ class TimestampConverter:
                 out += "-" + match["day"]
         return out
 
-    def date_time(self, text: str) -> str:
-        """FHIR ``dateTime``: date precision kept; a time of day always carries an offset."""
+    def date_time(self, text: str, default_offset: str | None = None) -> str:
+        """FHIR ``dateTime``: date precision kept; a time of day always carries an offset.
+
+        ``default_offset`` (``+0200``) replaces the configured zone for this value: a CDA
+        document's own offset applies to its timestamps written without one.
+        """
         match = self._parse(text)
         if not match["hour"]:
             return self.date(text)
-        return self._with_time(match)
+        return self._with_time(match, default_offset)
 
-    def instant(self, text: str) -> str:
+    def instant(self, text: str, default_offset: str | None = None) -> str:
         """FHIR ``instant``: needs a time of day; missing seconds are written ``:00``."""
         match = self._parse(text)
         if not match["hour"]:
             raise InvalidTimestamp("an instant needs a time of day")
-        return self._with_time(match)
+        return self._with_time(match, default_offset)
 
-    def instant_or_midnight(self, text: str) -> str:
+    def instant_or_midnight(self, text: str, default_offset: str | None = None) -> str:
         """Like :meth:`instant`, a full date without a time being taken at 00:00:00."""
         match = self._parse(text)
         if match["day"] and not match["hour"]:
             return self.instant(
-                match["year"] + match["month"] + match["day"] + "0000" + (match["offset"] or "")
+                match["year"] + match["month"] + match["day"] + "0000" + (match["offset"] or ""),
+                default_offset,
             )
-        return self.instant(text)
+        return self.instant(text, default_offset)
 
     def time(self, text: str) -> str:
         """FHIR ``time`` (hh:mm:ss) from an HL7 TM value."""
@@ -122,7 +127,7 @@ class TimestampConverter:
             raise InvalidTimestamp("not an HL7 time (HH[MM[SS[.S]]])")
         return f"{tm[1]}:{tm[2] or '00'}:{tm[3] or '00'}"
 
-    def _with_time(self, match: re.Match[str]) -> str:
+    def _with_time(self, match: re.Match[str], default_offset: str | None = None) -> str:
         year, month, day = match["year"], match["month"], match["day"]
         hour, minute = match["hour"], match["minute"] or "00"
         second = match["second"] or "00"
@@ -134,6 +139,8 @@ class TimestampConverter:
             return out + "Z"
         if offset:
             return f"{out}{offset[:3]}:{offset[3:]}"
+        if default_offset:
+            return f"{out}{default_offset[:3]}:{default_offset[3:]}"
         local = datetime(
             int(year), int(month), int(day), int(hour), int(minute), min(int(second), 59)
         )

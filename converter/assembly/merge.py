@@ -29,15 +29,24 @@ def prune(value: Any) -> Any:
     return value
 
 
-def merge_into(target: dict[str, Any], other: dict[str, Any]) -> None:
-    """Merge ``other`` into ``target``: first value wins, lists gain the items they lack."""
+def merge_into(target: dict[str, Any], other: dict[str, Any], path: str = "") -> list[str]:
+    """Merge ``other`` into ``target``: first value wins, lists gain the items they lack.
+
+    Returns the paths (``status``, ``code.text``…) where the two disagreed on a single
+    value, so the caller can report that one identity covered two different things.
+    """
+    conflicts: list[str] = []
     for key, value in other.items():
         current = target.get(key)
+        where = f"{path}.{key}" if path else key
         if current is None:
             target[key] = value
         elif isinstance(current, dict) and isinstance(value, dict):
-            merge_into(current, value)
+            conflicts.extend(merge_into(current, value, where))
         elif isinstance(current, list) and isinstance(value, list):
             for item in value:
                 if item not in current:
                     current.append(item)
+        elif current != value:
+            conflicts.append(where)
+    return conflicts

@@ -122,19 +122,23 @@ class ValueFilters:
         return None
 
     # -- timestamps ----------------------------------------------------------------------
-    def _timestamp(self, ctx: Context, value: Any, convert: Callable[[str], str]) -> str | None:
+    def _timestamp(
+        self, ctx: Context, value: Any, convert: Callable[..., str], with_offset: bool = True
+    ) -> str | None:
         text = _text(value)
         if not text:
             return None
+        session = ACTIVE_SESSION.get()
+        offset = session.default_offset if session is not None and with_offset else None
         try:
-            return convert(text)
+            return convert(text, offset) if offset else convert(text)
         except InvalidTimestamp as exc:
             self._invalid(ctx, value, f"invalid timestamp: {exc}")
             return None
 
     @pass_context
     def fhir_date(self, ctx: Context, value: Any) -> str | None:
-        return self._timestamp(ctx, value, self._timestamps.date)
+        return self._timestamp(ctx, value, self._timestamps.date, with_offset=False)
 
     @pass_context
     def fhir_datetime(self, ctx: Context, value: Any) -> str | None:
@@ -149,7 +153,7 @@ class ValueFilters:
 
     @pass_context
     def fhir_time(self, ctx: Context, value: Any) -> str | None:
-        return self._timestamp(ctx, value, self._timestamps.time)
+        return self._timestamp(ctx, value, self._timestamps.time, with_offset=False)
 
     # -- numbers -------------------------------------------------------------------------
     @pass_context

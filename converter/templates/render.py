@@ -142,6 +142,9 @@ class RenderSession:
         self.origins: dict[tuple[str, str], str] = {}
         self.warnings: list[str] = []
         self._refs: list[Ref] = []
+        #: Offset (``+0200``) for timestamps written without one, instead of the
+        #: configured zone: set for a CDA document from its own effectiveTime.
+        self.default_offset: str | None = None
 
     # -- functions exposed to templates --------------------------------------------------
     def emit(self, template: str, **variables: Any) -> Ref | None:
@@ -189,7 +192,14 @@ class RenderSession:
             ref = Ref(rtype, rid, self._reference_for(rtype, rid))
             self._refs.append(ref)
             return ref
-        merge_into(existing, resource)
+        conflicts = merge_into(existing, resource)
+        if conflicts:
+            # Same identity, different content: the source reused an id (or a template's
+            # identity is too coarse). The first values are kept; say where they differed.
+            self.warnings.append(
+                f"{rtype} {rid} emitted twice with different values "
+                f"({', '.join(conflicts[:5])}); the first kept (from {name})"
+            )
         return Ref(rtype, rid, self._reference_for(rtype, rid))
 
     def include(self, template: str, **variables: Any) -> Any:
