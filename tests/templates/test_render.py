@@ -289,7 +289,12 @@ def test_same_identity_twice_is_one_merged_resource(tmp_path: Path) -> None:
             "extra": "late",
         }
     ]
-    assert session.warnings == [f"True Patient/{rid}"]
+    # The template's own warning, and the merge's: the two renderings disagreed.
+    assert len(session.warnings) == 2
+    assert f"True Patient/{rid}" in session.warnings
+    merge = next(w for w in session.warnings if w.startswith(f"Patient {rid} emitted twice"))
+    assert "name" in merge and "nested.n" in merge
+    assert "second" not in merge, "warnings must not quote values"
 
 
 def test_references_by_type_in_put_mode_and_urn_in_conditional_modes(tmp_path: Path) -> None:
