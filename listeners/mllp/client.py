@@ -104,14 +104,29 @@ class MllpClient:
         self._writer = writer
         self._frames = FrameReader(reader, max_frame_bytes=self._max_frame_bytes)
 
-    async def send(self, payload: bytes) -> bytes:
-        """Send one message, return the ACK payload (connects first if needed)."""
+    async def send_only(self, payload: bytes) -> None:
+        """Send one message that asks for no acknowledgement (MSH-15 NE)."""
+        await self.connect()
+        assert self._writer is not None
+        try:
+            async with asyncio.timeout(self.timeout):
+                self._writer.write(frame(payload))
+                await self._writer.drain()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def send(self, payload: bytes, *, timeout: float | None = None) -> bytes:
+        """Send one message, return the ACK payload (connects first if needed).
+
+        ``timeout`` overrides the client's own wait for this message.
+        """
         await self.connect()
         assert self._writer is not None and self._frames is not None
         writer, frames = self._writer, self._frames
         self.last_commit = None
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout(timeout if timeout is not None else self.timeout):
                 writer.write(frame(payload))
                 await writer.drain()
                 while True:
@@ -223,6 +238,10 @@ def run_send(
     return asyncio.run(_send_all(client, messages, out, err, quiet=bool(args.quiet)))
 
 
+#: How long to listen for an ACK that MSH-15 (ER, SU) says may not come.
+_SILENCE_WAIT = 2.0
+
+
 async def _send_all(
     client: MllpClient, messages: Sequence[_Outgoing], out: TextIO, err: TextIO, *, quiet: bool
 ) -> int:
@@ -231,12 +250,26 @@ async def _send_all(
     try:
         for message in messages:
             started = time.perf_counter()
+            # Enhanced mode: MSH-15 says whether an accept ACK will come at all.
+            accept = read_header(message.payload).accept_ack_type
+            if accept == "NE":
+                await client.send_only(message.payload)
+                codes["sent (NE: no ACK)"] += 1
+                continue
             try:
-                reply = await client.send(message.payload)
+                wait = (
+                    min(client.timeout or _SILENCE_WAIT, _SILENCE_WAIT)
+                    if accept in ("ER", "SU")
+                    else None
+                )
+                reply = await client.send(message.payload, timeout=wait)
             except TimeoutError:
+                if accept == "ER":  # acknowledged only on error: silence is success
+                    codes["accepted (ER: no ACK)"] += 1
+                    continue
                 codes["timeout"] += 1
                 failed += 1
-                print(f"{message.label}: no ACK within {client.timeout:g}s", file=err)
+                print(f"{message.label}: no ACK within {wait or client.timeout:g}s", file=err)
                 continue
             except (OSError, MllpClientError) as exc:
                 codes["no ACK"] += 1

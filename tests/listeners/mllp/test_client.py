@@ -295,3 +295,45 @@ def test_python_hl7_mllp_send_as_a_client(tmp_path: Path, loose: bool) -> None:
             assert [(a.code, a.acknowledged_id) for a in acks] == [("AA", i) for i in ids]
 
     run(scenario())
+
+
+def test_send_follows_msh15_and_does_not_wait_for_acks_that_never_come(tmp_path: Path) -> None:
+    from listeners.mllp.ack import wants_accept_ack
+    from listeners.mllp.server import NO_REPLY
+
+    recorder = Recorder()
+
+    async def handler(payload: bytes, peer: PeerInfo) -> bytes | None:
+        ack = await recorder(payload, peer)
+        # A server honouring MSH-15: no accept ACK for NE, none on success for ER.
+        return ack if wants_accept_ack(payload, success=True) else NO_REPLY
+
+    never = write(tmp_path / "ne.hl7", message("NE1", accept_ack="NE"))
+    on_error = write(tmp_path / "er.hl7", message("ER1", accept_ack="ER"))
+    always = write(tmp_path / "al.hl7", message("AL1", accept_ack="AL"))
+
+    async def scenario() -> None:
+        async with serving(handler) as server:
+            started = asyncio.get_running_loop().time()
+            code, out, err = await send(
+                [
+                    str(never),
+                    str(on_error),
+                    str(always),
+                    "--port",
+                    str(port_of(server)),
+                    "--host",
+                    "127.0.0.1",
+                    "--timeout",
+                    "30",
+                ]
+            )
+            elapsed = asyncio.get_running_loop().time() - started
+            assert code == 0, err
+            assert [read_header(p).control_id for p in recorder.payloads] == ["NE1", "ER1", "AL1"]
+            assert "MSA|CA|AL1" in out.splitlines()
+            assert "NE: no ACK" in err and "ER: no ACK" in err
+            # Nowhere near the 30 s ACK timeout: NE is not waited for, ER only briefly.
+            assert elapsed < 15, elapsed
+
+    run(scenario())
