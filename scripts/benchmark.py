@@ -1,26 +1,38 @@
 #!/usr/bin/env python3
 """Conversion throughput on one core: messages/s per message type, with and without
-FHIR validation, and peak memory.
+FHIR validation, and peak memory; then documents/s for a C-CDA CCD of ~175 KB.
 
     .venv/bin/python scripts/benchmark.py [--seconds 3] [--validator model|structural]
 
 Each iteration converts a distinct message (MSH-10 and the patient identifier change),
 so nothing is served from a cache. Run it on an otherwise idle machine; it prints figures,
 it does not assert them.
+
+The CDA case is built from samples/cda/CCD_lefevre-camille.xml (69 KB): every section's
+entries, and the narrative rows and list items they refer to, are replicated with fresh
+entry ids until the document reaches ~175 KB (a CCD of 150-200 KB); each iteration then
+converts a copy with its own document id and patient identifier.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import gc
+import re
 import resource
 import time
 import tracemalloc
+import uuid
 from pathlib import Path
+
+from lxml import etree
 
 from converter import Converter, ConverterConfig
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "hl7v2"
+CDA_SAMPLE = SAMPLES.parent / "cda" / "CCD_lefevre-camille.xml"
+CDA_TARGET_BYTES = 175_000
 CASES = {
     "ADT_A01": "ADT_A01_admission-full.hl7",
     "ORU_R01 (20 OBX)": "ORU_R01_20-obx.hl7",
@@ -67,14 +79,129 @@ def allocation_per_message(converter: Converter, messages: list[bytes]) -> int:
     return peak
 
 
+# -- CDA ---------------------------------------------------------------------------------------
+_H = "{urn:hl7-org:v3}"
+#: Clinical statements whose own ids are rewritten in a copied entry (participants keep
+#: theirs: the same people and organisations recur across a real document).
+_STATEMENTS = {
+    f"{_H}{name}"
+    for name in (
+        "act",
+        "observation",
+        "organizer",
+        "substanceAdministration",
+        "encounter",
+        "procedure",
+        "supply",
+    )
+}
+
+
+def _suffix_copy(element: etree._Element, n: int) -> etree._Element:
+    """A copy of an entry, narrative row or list item with distinct ids and IDs."""
+    clone = copy.deepcopy(element)
+    for node in clone.iter():
+        if not isinstance(node.tag, str):
+            continue
+        if node.get("ID"):
+            node.set("ID", f"{node.get('ID')}-c{n}")
+        value = node.get("value", "")
+        if node.tag == f"{_H}reference" and value.startswith("#"):
+            node.set("value", f"{value}-c{n}")
+        parent = node.getparent()
+        if node.tag == f"{_H}id" and parent is not None and parent.tag in _STATEMENTS:
+            root = node.get("root", "")
+            node.set("root", str(uuid.uuid5(uuid.NAMESPACE_OID, f"{root}/{n}")))
+    return clone
+
+
+def _narrative_targets(section: etree._Element) -> list[etree._Element]:
+    """The outermost narrative elements carrying an ID (rows, items, paragraphs)."""
+    found = []
+    for element in section.iterfind(f"{_H}text//*[@ID]"):
+        ancestor = element.getparent()
+        while ancestor is not None and ancestor.get("ID") is None:
+            ancestor = ancestor.getparent()
+        if ancestor is None:
+            found.append(element)
+    return found
+
+
+def bigger_ccd(data: bytes, target: int = CDA_TARGET_BYTES) -> bytes:
+    """The sample CCD with its entries (and the narrative they refer to) replicated, one
+    section at a time, until it reaches ``target`` bytes."""
+    tree = etree.fromstring(data, etree.XMLParser(remove_comments=True)).getroottree()
+    sections = tree.findall(f".//{_H}structuredBody/{_H}component/{_H}section")
+    originals = [
+        (section, section.findall(f"{_H}entry"), _narrative_targets(section))
+        for section in sections
+        if section.find(f"{_H}entry") is not None
+    ]
+
+    def size() -> int:
+        return len(etree.tostring(tree, xml_declaration=True, encoding="UTF-8"))
+
+    n = 0
+    while size() < target:
+        n += 1
+        for section, entries, narrative in originals:
+            for element in narrative:
+                element.addnext(_suffix_copy(element, n))
+            for entry in entries:
+                section.append(_suffix_copy(entry, n))
+            if size() >= target:
+                break
+    return bytes(etree.tostring(tree, xml_declaration=True, encoding="UTF-8"))
+
+
+def document_variants(data: bytes, count: int) -> list[bytes]:
+    """``count`` copies with a distinct document id and patient identifier each."""
+    doc_id = re.compile(rb'(?<=<id root="1\.2\.250\.1\.999\.3\.1" extension=")CCD-2024-\d{6}')
+    patient = re.compile(rb'(?<=<id root="1\.2\.250\.1\.999\.1\.1" extension=")IPP\d{7}')
+    return [
+        patient.sub(b"IPP%07d" % n, doc_id.sub(b"CCD-2024-%06d" % n, data, count=1))
+        for n in range(count)
+    ]
+
+
+def measure_documents(
+    converter: Converter, documents: list[bytes], seconds: float
+) -> tuple[float, int]:
+    for document in documents[:3]:  # warm-up: templates compiled
+        converter.convert_document(document)
+    done = 0
+    start = time.perf_counter()
+    deadline = start + seconds
+    while time.perf_counter() < deadline:
+        converter.convert_document(documents[done % len(documents)])
+        done += 1
+    return done / (time.perf_counter() - start), done
+
+
+def cda_benchmark(converters: dict[str, Converter], seconds: float) -> None:
+    data = bigger_ccd(CDA_SAMPLE.read_bytes())
+    documents = document_variants(data, 50)
+    assert len({d[:2000] for d in documents}) == len(documents)
+    entries = len(converters["validated"].convert_document(documents[0]).bundle["entry"])
+    label = f"CCD {len(data) / 1000:.0f} KB"
+    print(
+        f"CDA: {CDA_SAMPLE.name} grown to {len(data)} bytes "
+        f"({data.count(b'<entry')} entries); documents/s"
+    )
+    for mode, converter in converters.items():
+        rate, _ = measure_documents(converter, documents, seconds)
+        print(f"{label:18} {mode:14} {rate:8.1f} {1000 / rate:8.2f} {entries:8d}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="duration of each case")
     args = parser.parse_args()
 
     converters = {
-        "no validation": Converter(ConverterConfig(validate=False,
-                                                   default_timezone="Europe/Paris")),
+        "no validation": Converter(
+            ConverterConfig(validate=False, default_timezone="Europe/Paris")
+        ),
         "validated": Converter(ConverterConfig(default_timezone="Europe/Paris")),
     }
     print(f"{'message':18} {'mode':14} {'msg/s':>8} {'ms/msg':>8} {'entries':>8}")
@@ -87,8 +214,11 @@ def main() -> None:
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     adt = variants((SAMPLES / CASES["ADT_A01"]).read_bytes(), 60)
     traced = allocation_per_message(converters["validated"], adt) / 1024
-    print(f"peak RSS of this process: {peak_rss_mb:.0f} MB; "
-          f"peak traced allocation while converting 50 ADT_A01: {traced:.0f} KB")
+    print(
+        f"peak RSS of this process: {peak_rss_mb:.0f} MB; "
+        f"peak traced allocation while converting 50 ADT_A01: {traced:.0f} KB"
+    )
+    cda_benchmark(converters, args.seconds)
 
 
 if __name__ == "__main__":

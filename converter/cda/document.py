@@ -10,7 +10,7 @@ from typing import Any
 from lxml import etree
 
 from ..errors import ParseError
-from .node import HL7, NAMESPACES, Node, compile_path
+from .node import HL7, NAMESPACES, Node, compile_path, name_steps
 from .xml import parse_xml
 
 __all__ = ["DOCUMENT_TYPES", "CdaDocument", "PathCache"]
@@ -38,6 +38,19 @@ class PathCache:
 
     def __init__(self) -> None:
         self._paths: dict[str, etree.XPath] = {}
+        self._steps: dict[str, tuple[str, ...] | None] = {}
+
+    def steps(self, path: str) -> tuple[str, ...] | None:
+        """The element names of a names-only path (validated like any path), else None."""
+        try:
+            return self._steps[path]
+        except KeyError:
+            pass
+        compile_path(path)  # refuses what paths do not support, as XPath paths do
+        steps = name_steps(path)
+        if len(self._steps) < 4096:
+            self._steps[path] = steps
+        return steps
 
     def get(self, expression: str, *, raw: bool = False) -> etree.XPath:
         key = ("x:" if raw else "p:") + expression
@@ -66,16 +79,50 @@ class CdaDocument:
                 "ClinicalDocument in the urn:hl7-org:v3 namespace",
                 location=f"<{self._root.tag}>",
             )
+        #: Element children by Clark name, per element, built on first access: templates
+        #: read the same few children of an element many times (``obs.code``, ``id``…),
+        #: and a dictionary lookup is several times cheaper than ``find()``. The keys keep
+        #: their lxml proxies alive, so an element always maps to the same entry.
+        self._children: dict[etree._Element, dict[str, list[etree._Element]]] = {}
         self.root = Node(self._root, self)
 
     # -- template helpers ------------------------------------------------------------------
+    def children(self, element: etree._Element) -> dict[str, list[etree._Element]]:
+        """The element's child elements grouped by Clark name, in document order."""
+        index = self._children.get(element)
+        if index is None:
+            index = {}
+            for child in element:
+                tag = child.tag
+                if isinstance(tag, str):
+                    found = index.get(tag)
+                    if found is None:
+                        index[tag] = [child]
+                    else:
+                        found.append(child)
+            self._children[element] = index
+        return index
+
     def select(
         self, element: etree._Element | None, path: str, first: bool = False
     ) -> list[etree._Element]:
         if element is None:
             return []
-        found: list[etree._Element] = self._paths.get(path)(element)
-        return found[:1] if first else found
+        steps = self._paths.steps(path)
+        if steps is None:
+            found: list[etree._Element] = self._paths.get(path)(element)
+            return found[:1] if first else found
+        # Child steps only: walk the children index (the same nodes, in document order,
+        # as the XPath would return).
+        current = [element]
+        for tag in steps:
+            following: list[etree._Element] = []
+            for parent in current:
+                following.extend(self.children(parent).get(tag, ()))
+            current = following
+            if not current:
+                break
+        return current[:1] if first else current
 
     def xpath(self, element: etree._Element, expression: str) -> Any:
         result: Any = self._paths.get(expression, raw=True)(element)

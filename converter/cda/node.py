@@ -75,9 +75,9 @@ class Node:
             raise AttributeError(name)
         element = self._element
         if element is not None:
-            child = element.find(_clark(name))
-            if child is not None:
-                return Node(child, self._doc)
+            children = self._doc.children(element).get(_clark(name))
+            if children:
+                return Node(children[0], self._doc)
         return Node(None, self._doc, name)
 
     def first(self, path: str) -> Node:
@@ -141,7 +141,8 @@ class Node:
         element = self._element
         if element is None:
             return ""
-        reference = element.find(f"{{{HL7}}}reference")
+        references = self._doc.children(element).get(_REFERENCE)
+        reference = references[0] if references else None
         if reference is not None and reference.get("value", "").startswith("#"):
             referenced = self._doc.narrative(reference.get("value", ""))
             if referenced:
@@ -196,8 +197,10 @@ class Node:
         if "nullFlavor" not in element.attrib:
             return True
         # A null flavor with real content (originalText, translations, a value) still
-        # carries information.
-        return len(element) > 0 or len(element.attrib) > 1 or bool((element.text or "").strip())
+        # carries information; an xsi:type alone does not (C-CDA requires it on every
+        # value: <value xsi:type="PQ" nullFlavor="NI"/> is an absent value).
+        extra = len(element.attrib) - 1 - (_XSI_TYPE in element.attrib)
+        return len(element) > 0 or extra > 0 or bool((element.text or "").strip())
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Node):
@@ -234,13 +237,33 @@ class Node:
 
 
 _TEMPLATE_ID = f"{{{HL7}}}templateId"
+_REFERENCE = f"{{{HL7}}}reference"
+_XSI_TYPE = f"{{{XSI}}}type"
+_CLARK: dict[str, str] = {}
 
 
 def _clark(name: str) -> str:
-    if ":" in name:
-        prefix, local = name.split(":", 1)
-        return f"{{{_PREFIXED.get(prefix, HL7)}}}{local}"
-    return f"{{{HL7}}}{name}"
+    """``code`` → ``{urn:hl7-org:v3}code``, ``sdtc:raceCode`` → ``{urn:hl7-org:sdtc}raceCode``
+    (memoised: templates use a bounded set of names)."""
+    clark = _CLARK.get(name)
+    if clark is None:
+        if ":" in name:
+            prefix, local = name.split(":", 1)
+            clark = f"{{{_PREFIXED.get(prefix, HL7)}}}{local}"
+        else:
+            clark = f"{{{HL7}}}{name}"
+        if len(_CLARK) < 4096:
+            _CLARK[name] = clark
+    return clark
+
+
+def name_steps(path: str) -> tuple[str, ...] | None:
+    """The Clark names of a path made only of element names (``entry/observation``), or
+    None when it has ``.``, ``..`` or ``*`` steps (those go through XPath)."""
+    steps = path.strip("/").split("/")
+    if any(step in (".", "..", "*") for step in steps):
+        return None
+    return tuple(_clark(step) for step in steps)
 
 
 def compile_path(path: str) -> str:

@@ -29,7 +29,10 @@ def _parser() -> etree.XMLParser:
         huge_tree=False,
         remove_comments=True,
         remove_pis=True,
-        collect_ids=False,
+        # collect_ids must stay on: lxml turns collect_ids=False into libxml2's
+        # XML_SKIP_IDS "loadsubset" flag, and any loadsubset flag makes libxml2 open the
+        # external DTD subset and external parameter entities (file paths, FIFOs,
+        # devices) even with load_dtd=False.
     )
 
 
@@ -47,7 +50,15 @@ def parse_xml(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> etree._Elem
         root = etree.fromstring(data, _parser())
     except etree.XMLSyntaxError as exc:
         line = getattr(exc, "lineno", None)
-        reason = "nested too deeply" if "depth" in str(exc.msg).lower() else exc.msg
+        message = str(exc.msg)
+        if "amplification" in message.lower():
+            # libxml2's entity-expansion guard (billion laughs, quadratic blow-up) fired
+            # before the DOCTYPE check below could run.
+            raise ParseError(
+                "documents declaring a DTD or entities are not accepted (entity expansion refused)",
+                location="DOCTYPE",
+            ) from None
+        reason = "nested too deeply" if "depth" in message.lower() else message
         raise ParseError(
             f"not well-formed XML: {reason}", location=f"line {line}" if line else None
         ) from None

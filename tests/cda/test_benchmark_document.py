@@ -1,0 +1,40 @@
+"""The CCD that ``scripts/benchmark.py`` measures is a real workload: 150-200 KB, converts
+in strict mode without warnings, validates, and its variants differ only in their ids."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from types import ModuleType
+
+import pytest
+
+from converter import Converter, ConverterConfig
+from tests.cda._support import REPO
+from tests.support.r4validator import R4Validator
+
+
+@pytest.fixture(scope="module")
+def benchmark() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("benchmark", REPO / "scripts" / "benchmark.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_benchmark_ccd_converts_and_validates(
+    benchmark: ModuleType, r4validator: R4Validator
+) -> None:
+    data = benchmark.bigger_ccd(benchmark.CDA_SAMPLE.read_bytes())
+    assert 150_000 <= len(data) <= 200_000
+    original = Converter(ConverterConfig(default_timezone="Europe/Paris"))
+    [conversion] = original.convert(data, input_type="cda")
+    assert conversion.warnings == ()
+    bundle = conversion.bundle
+    assert len(bundle["entry"]) > 100
+    assert r4validator.validate(bundle) == [], json.dumps(r4validator.validate(bundle)[:3])
+    first, second = benchmark.document_variants(data, 2)
+    assert len(first) == len(second) == len(data) and first != second
+    ids = [original.convert(doc, input_type="cda")[0].control_id for doc in (first, second)]
+    assert ids[0] != ids[1]
