@@ -23,10 +23,11 @@ import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import Markup
 
-from ..errors import ConfigurationError
-from ..hl7v2.message import Value
+from ..cda.node import AttrValue, Node
+from ..errors import ConfigurationError, TemplateError
+from ..hl7v2.message import Group, Message, Segment, Value
 from .filters import ValueFilters
-from .render import Ref
+from .render import ACTIVE_SESSION, Ref
 
 __all__ = ["TemplateInfo", "TemplateSet", "to_json"]
 
@@ -107,6 +108,40 @@ def _protect_strings(encoded: str) -> str:
     )
 
 
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """The immutable sandbox, with a fast path for the objects made for templates.
+
+    Messages, segments, values and CDA nodes expose nothing but data and plain methods;
+    their public attributes need no inspection (a method's own internals are still
+    reached through the normal, checked path). Everything else is checked as usual.
+    """
+
+    def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
+        if type(obj) in _TEMPLATE_TYPES:
+            return not attr.startswith("_")
+        return bool(super().is_safe_attribute(obj, attr, value))
+
+
+_TEMPLATE_TYPES = frozenset({Value, Segment, Group, Message, Node, AttrValue, Ref})
+
+
+def _session_function(name: str) -> Any:
+    """A global calling the rendering session's method ``name``.
+
+    As globals (not render variables), ``emit``/``include``/``warn`` reach imported
+    macro modules too, which Jinja then imports once instead of on every render.
+    """
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        session = ACTIVE_SESSION.get()
+        if session is None:
+            raise TemplateError(f"{name}() called outside a conversion")
+        return getattr(session, name)(*args, **kwargs)
+
+    call.__name__ = name
+    return call
+
+
 @dataclass(frozen=True, slots=True)
 class TemplateInfo:
     """A template file and where it comes from."""
@@ -135,7 +170,7 @@ class TemplateSet:
         ]
         # "builtin/..." always reaches the shipped template, so an override can wrap it.
         loaders.append(jinja2.PrefixLoader({"builtin": jinja2.FileSystemLoader(str(builtin))}))
-        self.environment = ImmutableSandboxedEnvironment(
+        self.environment = _Sandbox(
             loader=jinja2.ChoiceLoader(loaders),
             undefined=jinja2.StrictUndefined,
             autoescape=True,
@@ -148,6 +183,9 @@ class TemplateSet:
         )
         self.environment.filters.update(filters.filters())
         self.environment.globals.update(filters.globals())
+        self.environment.globals.update(
+            {name: _session_function(name) for name in ("emit", "emitted", "include", "warn")}
+        )
 
     def list(self, family: str | None = None) -> list[TemplateInfo]:
         """Every template visible through the search path, the override winning."""

@@ -129,13 +129,9 @@ class RenderSession:
         self._family = family
         self._scope = scope
         self._reference_style = reference_style
-        self._context = {
-            **context,
-            "emit": self.emit,
-            "emitted": self.emitted,
-            "include": self.include,
-            "warn": self.warn,
-        }
+        # emit / emitted / include / warn are environment globals that reach this
+        # session through ACTIVE_SESSION (see environment.py).
+        self._context = dict(context)
         self._order: list[tuple[str, str] | None] = []
         self._counters: dict[str, int] = {}
         self.resources: dict[tuple[str, str], dict[str, Any]] = {}
