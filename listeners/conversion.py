@@ -5,22 +5,56 @@ than one core, so conversions run in a process pool. Each process builds, on fir
 one :class:`converter.Converter` per route (its own template overrides and settings) and
 keeps it for its lifetime. Results cross the process boundary as JSON bytes plus a few
 facts; errors as plain data, so nothing unpicklable travels back.
+
+Crash safety of the pool:
+
+* Processes are started from a fork server (spawned on POSIX otherwise), never forked
+  from the service itself: a forked child would inherit the queue file's lock (a
+  conversion process outliving a ``kill -9`` of the service would then keep the restarted
+  service from opening its queue), the open SQLite connection, and the event loop's signal
+  wake-up socket (a SIGTERM sent to a conversion process — ``ProcessPoolExecutor`` sends
+  one to the survivors when a process dies — would reach the service's loop and stop the
+  whole service).
+* A process ignores SIGINT (a Ctrl-C in a terminal reaches the whole process group; the
+  service decides when conversions stop) and exits when the service that started it is
+  gone, instead of lingering as an orphan. It runs at a lower CPU priority (nice 10) than
+  the service's main process, so a conversion backlog does not slow the acknowledgements.
+* When a process dies (OOM killer, a crash in a C extension), ``ProcessPoolExecutor``
+  fails every conversion in progress with ``BrokenProcessPool`` and refuses new ones for
+  good; the pool is then replaced, and the failed conversions are retried by the delivery
+  workers like any transient failure.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
+import multiprocessing
 import os
+import signal
+import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from multiprocessing.context import BaseContext
 from typing import Any
 
 from converter import ConversionError, Converter, ConverterConfig
 
 __all__ = ["ConversionFailure", "ConversionPool", "ConversionResult"]
+
+log = logging.getLogger("passerelle.conversion")
+
+#: How often a conversion process checks that the service that started it is alive.
+_PARENT_CHECK_SECONDS = 1.0
+#: Conversion processes run at a lower priority than the service's main process: when the
+#: CPUs are busy converting a backlog, receiving, storing and acknowledging (what senders
+#: wait for) goes first; conversion catches up from the durable queue.
+_NICENESS = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +131,54 @@ def _init_process(configs: Mapping[str, ConverterConfig]) -> None:
     _state = _ProcessState(configs)
 
 
+def _init_worker_process(configs: Mapping[str, ConverterConfig], service_pid: int) -> None:
+    """Initializer of a conversion process (see the module docstring)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with contextlib.suppress(OSError):
+        os.nice(_NICENESS)
+    _init_process(configs)
+    assert _state is not None
+    for route in configs:
+        # Templates loaded before the first message; an error is raised again, with its
+        # cause, by _warm (at start-up) or _convert.
+        with contextlib.suppress(Exception):
+            _state.converter(route)
+    threading.Thread(target=_exit_with_service, args=(service_pid, os.getppid()),
+                     name="service-watch", daemon=True).start()
+
+
+def _exit_with_service(service_pid: int, parent_pid: int) -> None:
+    """Exit as soon as the service (or the fork server between us) has gone away.
+
+    The service holds the other end of the call queue, so without this an orphaned process
+    would wait for work forever.
+    """
+    while True:
+        time.sleep(_PARENT_CHECK_SECONDS)
+        if os.getppid() != parent_pid or not _alive(service_pid):
+            os._exit(0)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a live process of another user
+        pass
+    return True
+
+
+def _process_context() -> BaseContext:
+    """Fork server where available (cheap starts, nothing inherited), else spawn."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        # Imported once in the fork server, not in every process it starts.
+        context.set_forkserver_preload([__name__])
+        return context
+    return multiprocessing.get_context("spawn")
+
+
 def _convert(route: str, payload: bytes, input_type: str,
              root_template: str | None) -> list[ConversionResult] | ConversionFailure:
     assert _state is not None, "conversion process not initialised"
@@ -128,20 +210,46 @@ class ConversionPool:
     def __init__(self, configs: Mapping[str, ConverterConfig], *, processes: int = 0,
                  use_threads: bool = False) -> None:
         self._configs = dict(configs)
-        workers = processes or max(1, os.cpu_count() or 1)
+        self._workers = processes or max(1, os.cpu_count() or 1)
+        self._lock = threading.Lock()
+        self._closed = False
+        #: Times the process pool was replaced after one of its processes died.
+        self.restarts = 0
         self._executor: Executor
         if use_threads:
             _init_process(self._configs)
-            self._executor = ThreadPoolExecutor(max_workers=workers)
+            self._executor = ThreadPoolExecutor(max_workers=self._workers)
         else:
-            self._executor = ProcessPoolExecutor(
-                max_workers=workers, initializer=_init_process, initargs=(self._configs,)
-            )
+            self._executor = self._process_pool()
+
+    def _process_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            max_workers=self._workers, mp_context=_process_context(),
+            initializer=_init_worker_process, initargs=(self._configs, os.getpid()),
+        )
+
+    def _replace_broken(self, broken: Executor) -> None:
+        """A process of ``broken`` died: put a new pool in its place (once per pool)."""
+        with self._lock:
+            if self._executor is not broken or self._closed:
+                return
+            self._executor = self._process_pool()
+            self.restarts += 1
+        log.error("a conversion process died; the conversion processes were restarted and "
+                  "the conversions in progress will be retried",
+                  extra={"count": self.restarts, "event": "conversion_pool_restarted"})
+        broken.shutdown(wait=False, cancel_futures=True)
 
     def warm_up(self) -> None:
         """Start the worker processes and load every route's templates now, not on the
-        first message (a slow first ACK or delivery would look like a hang)."""
-        futures = [self._executor.submit(_warm, route) for route in self._configs]
+        first message (a slow first ACK or delivery would look like a hang).
+
+        Each process loads every route's converter when it starts (errors are raised here,
+        by ``_warm``); one task per process makes the pool start all of them (a fork-server
+        pool starts processes on demand).
+        """
+        futures = [self._executor.submit(_warm, tuple(self._configs))
+                   for _ in range(self._workers)]
         for future in futures:
             future.result()
 
@@ -149,14 +257,23 @@ class ConversionPool:
                       root_template: str | None = None,
                       ) -> list[ConversionResult] | ConversionFailure:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._executor, _convert, route, payload, input_type, root_template
-        )
+        executor = self._executor
+        try:
+            return await loop.run_in_executor(
+                executor, _convert, route, payload, input_type, root_template
+            )
+        except BrokenProcessPool:
+            self._replace_broken(executor)
+            raise
 
     def close(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            self._closed = True
+            executor = self._executor
+        executor.shutdown(wait=True, cancel_futures=True)
 
 
-def _warm(route: str) -> None:
+def _warm(routes: tuple[str, ...]) -> None:
     assert _state is not None
-    _state.converter(route)
+    for route in routes:
+        _state.converter(route)

@@ -18,6 +18,7 @@ import random
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from .config import DeliveryConfig
@@ -141,6 +142,12 @@ class DeliveryWorkers:
             await self._deliver(job)
         except asyncio.CancelledError:
             raise
+        except BrokenProcessPool:
+            # A conversion process died (the pool replaces itself): transient, retry.
+            log.warning("conversion process died during the conversion; will retry",
+                        extra=log_fields(seq=job.seq, control_id=job.envelope.control_id))
+            await self._retry(job, TransientDeliveryError("conversion process died"),
+                              self._destination_of(job.envelope.route), {})
         except Exception as exc:
             # A bug or a broken worker process must not strand the job in flight: retry it.
             log.exception("delivery crashed; will retry",
