@@ -2,12 +2,17 @@
 
 - ``POST /$convert-data`` takes a FHIR ``Parameters`` resource (``inputData``,
   ``inputDataType`` Hl7v2 | Ccda, ``rootTemplate``) like the Azure FHIR server's operation,
-  so its clients work unchanged, and returns the Bundle.
+  so its clients work unchanged, and returns the Bundle of the one message it holds. Azure's
+  template names (``ADT_A01``: message code and trigger event) select the message's own
+  route when no template of that name exists; another unknown name is a 400.
 - ``POST /convert`` takes the raw message in the body (``?rootTemplate=``,
   ``?inputType=hl7v2|cda``); one message gives a Bundle, several (a batch file) give
   newline-delimited JSON, one bundle per line.
 - ``GET /health`` (the process answers), ``GET /ready`` (queue writable, destinations
   reachable), ``GET /metrics`` (Prometheus).
+
+With an API key or a bearer token configured, every route but ``/health`` and ``/ready``
+requires it (``X-API-Key: …`` or ``Authorization: Bearer …``).
 
 Errors are OperationOutcome resources: 400 for a malformed request, 422 for input that
 does not convert, 401 without valid credentials when an API key or bearer token is set.
@@ -25,9 +30,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from converter import ConversionError
+from converter import ConversionError, ParseError
+from converter.errors import ConfigurationError
+from converter.hl7v2 import peek_header
 
-from ..config import HttpConfig
+from ..config import HttpConfig, Secret
 from ..metrics import Metrics
 
 __all__ = ["ApiBackend", "create_app", "operation_outcome"]
@@ -79,20 +86,41 @@ def _conversion_outcome(error: ConversionError) -> JSONResponse:
     return operation_outcome(422, "processing", diagnostics, error.location)
 
 
+def _same_secret(given: str, expected: Secret) -> bool:
+    """Constant-time comparison of a header value with a secret.
+
+    On bytes: ``hmac.compare_digest`` refuses str with non-ASCII characters (TypeError, a
+    500 for any client sending one). Starlette decodes headers as Latin-1, so encoding back
+    gives the bytes sent; the secret is compared in UTF-8.
+    """
+    return hmac.compare_digest(given.encode("latin-1"), expected.reveal().encode("utf-8"))
+
+
 def _authorized(request: Request, config: HttpConfig) -> bool:
     if config.api_key is None and config.bearer_token is None:
         return True
     if config.api_key is not None:
         given = request.headers.get("x-api-key", "")
-        if given and hmac.compare_digest(given, config.api_key.reveal()):
+        if given and _same_secret(given, config.api_key):
             return True
     if config.bearer_token is not None:
         header = request.headers.get("authorization", "")
-        if header.lower().startswith("bearer ") and hmac.compare_digest(
-            header[7:].strip(), config.bearer_token.reveal()
+        if header.lower().startswith("bearer ") and _same_secret(
+            header[7:].strip(), config.bearer_token
         ):
             return True
     return False
+
+
+def _azure_template_fallback(data: bytes, root: str) -> bool:
+    """Whether ``root`` is Azure's template name for this message (``ADT_A01`` for an
+    ADT^A01, or its structure): the message's own route then applies."""
+    try:
+        header = peek_header(data)
+    except ParseError:
+        return False
+    names = {f"{header.message_code}_{header.trigger}", header.structure}
+    return root in names - {"", "_"}
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -112,13 +140,20 @@ def create_app(backend: ApiBackend, config: HttpConfig) -> Starlette:
         return wrapper
 
     async def read_body(request: Request) -> bytes | Response:
+        too_large = operation_outcome(413, "too-costly", f"body larger than {_MAX_BODY} bytes")
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > _MAX_BODY:
-            return operation_outcome(413, "too-costly", f"body larger than {_MAX_BODY} bytes")
-        body = await request.body()
-        if len(body) > _MAX_BODY:
-            return operation_outcome(413, "too-costly", f"body larger than {_MAX_BODY} bytes")
-        return body
+            return too_large
+        # Streamed, so that a chunked body without Content-Length is not read (into memory)
+        # past the limit.
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > _MAX_BODY:
+                return too_large
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     async def convert_data(request: Request) -> Response:
         body = await read_body(request)
@@ -151,12 +186,13 @@ def create_app(backend: ApiBackend, config: HttpConfig) -> Starlette:
                 "inputDataType must be Hl7v2 or Ccda",
                 "Parameters.parameter.where(name='inputDataType')",
             )
-        return await _convert(
-            values["inputData"].encode("utf-8"),
-            kind,
-            values.get("rootTemplate") or None,
-            single=True,
-        )
+        data = values["inputData"].encode("utf-8")
+        root = values.get("rootTemplate") or None
+        if root is not None and kind == "hl7v2" and _azure_template_fallback(data, root):
+            response = await _convert(data, kind, root, single=True, fallback=True)
+        else:
+            response = await _convert(data, kind, root, single=True)
+        return response
 
     async def convert_raw(request: Request) -> Response:
         body = await read_body(request)
@@ -170,12 +206,29 @@ def create_app(backend: ApiBackend, config: HttpConfig) -> Starlette:
             return operation_outcome(400, "not-supported", "inputType must be hl7v2 or cda")
         return await _convert(body, kind, request.query_params.get("rootTemplate"), single=False)
 
-    async def _convert(data: bytes, kind: str, root: str | None, *, single: bool) -> Response:
+    async def _convert(
+        data: bytes, kind: str, root: str | None, *, single: bool, fallback: bool = False
+    ) -> Response:
         try:
-            bundles = await backend.convert(data, input_type=kind, root_template=root)
+            try:
+                bundles = await backend.convert(data, input_type=kind, root_template=root)
+            except ConfigurationError:
+                if not fallback:
+                    raise
+                bundles = await backend.convert(data, input_type=kind, root_template=None)
         except ConversionError as exc:
             return _conversion_outcome(exc)
-        if len(bundles) == 1 or single:
+        except ConfigurationError as exc:  # an unknown rootTemplate
+            return operation_outcome(400, "not-supported", str(exc), "rootTemplate")
+        if single and len(bundles) != 1:
+            return operation_outcome(
+                400,
+                "not-supported",
+                f"inputData holds {len(bundles)} messages; $convert-data converts one "
+                "(POST /convert takes several)",
+                "Parameters.parameter.where(name='inputData')",
+            )
+        if len(bundles) == 1:
             return JSONResponse(bundles[0], media_type=FHIR_JSON)
         lines = "\n".join(json.dumps(b, ensure_ascii=False, separators=(",", ":")) for b in bundles)
         return Response(lines + "\n", media_type="application/x-ndjson")
@@ -203,6 +256,6 @@ def create_app(backend: ApiBackend, config: HttpConfig) -> Starlette:
             Route("/convert", protected(convert_raw), methods=["POST"]),
             Route("/health", health, methods=["GET"]),
             Route("/ready", ready, methods=["GET"]),
-            Route("/metrics", metrics, methods=["GET"]),
+            Route("/metrics", protected(metrics), methods=["GET"]),
         ]
     )

@@ -1,0 +1,121 @@
+"""``ack_after = "delivery"``: the ACK waits for the FHIR server's answer."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from listeners.config import ServiceConfig
+from tests.listeners.service.support import (
+    adt,
+    bundle_posts,
+    make_config,
+    patients,
+    running,
+    wait_until,
+)
+from tests.support.fhirserver import FhirServer
+
+
+def delivery_config(tmp_path: Path, fhir: FhirServer, timeout: float = 10.0) -> ServiceConfig:
+    return make_config(
+        tmp_path,
+        {"mllp": {"ack_after": "delivery", "delivery_ack_timeout": timeout}},
+        fhir_url=fhir.base_url,
+    )
+
+
+def test_aa_only_once_the_server_accepted_the_bundle(tmp_path: Path, fhir: FhirServer) -> None:
+    fhir.delay(700, count=1)
+    with running(delivery_config(tmp_path, fhir)) as service:
+        started = time.monotonic()
+        ack = service.send([adt("DLV-OK-1", mrn="MRN-DLV-OK")])[0]
+        elapsed = time.monotonic() - started
+        # Checked right after the ACK, without waiting: the server already has the patient.
+        assert patients(fhir, "MRN-DLV-OK")
+        assert ack.code == "AA" and ack.acknowledged_id == "DLV-OK-1"
+        assert elapsed >= 0.6  # the ACK waited for the slow server
+        assert [r["status"] for r in bundle_posts(fhir)] == [200]
+
+
+def test_ae_carries_the_servers_operation_outcome_when_it_rejects(
+    tmp_path: Path, fhir: FhirServer
+) -> None:
+    outcome = {
+        "resourceType": "OperationOutcome",
+        "issue": [
+            {
+                "severity": "error",
+                "code": "business-rule",
+                "diagnostics": "Encounter rejected: ward CARDIO is closed",
+            }
+        ],
+    }
+    fhir.fail(422, outcome=outcome)
+    with running(delivery_config(tmp_path, fhir)) as service:
+        ack = service.send([adt("DLV-REJ-1", mrn="MRN-DLV-REJ")])[0]
+        assert ack.code == "AE"
+        assert ack.acknowledged_id == "DLV-REJ-1"
+        assert ack.error_codes == ("207",)
+        assert any("Encounter rejected: ward CARDIO is closed" in t for t in ack.texts), ack.texts
+        letters = service.service.queue.list_dead_letters()
+        assert [letter.envelope.control_id for letter in letters] == ["DLV-REJ-1"]
+        metrics = service.metrics()
+        assert metrics.value("passerelle_messages_acknowledged_total", code="AE") == 1
+    assert patients(fhir, "MRN-DLV-REJ") == []
+
+
+def test_ae_when_the_conversion_fails(tmp_path: Path, fhir: FhirServer) -> None:
+    with running(delivery_config(tmp_path, fhir)) as service:
+        ack = service.send([adt("DLV-CONV-1", birth_date="20241341")])[0]
+    assert ack.code == "AE"
+    assert ack.error_codes == ("207",)
+    assert any("MappingError" in t and "timestamp" in t for t in ack.texts), ack.texts
+    assert not any("20241341" in t for t in ack.texts)
+    assert bundle_posts(fhir) == []
+
+
+def test_ae_after_the_timeout_then_delivered_anyway(tmp_path: Path, fhir: FhirServer) -> None:
+    fhir.delay(2500, count=1)
+    with running(delivery_config(tmp_path, fhir, timeout=0.5)) as service:
+        started = time.monotonic()
+        ack = service.send([adt("DLV-SLOW-1", mrn="MRN-DLV-SLOW")])[0]
+        elapsed = time.monotonic() - started
+        assert ack.code == "AE" and ack.acknowledged_id == "DLV-SLOW-1"
+        assert ack.error_codes == ("207",)
+        assert any("not confirmed in time" in t for t in ack.texts)
+        assert 0.4 <= elapsed < 2.4  # before the server answered (2.5 s)
+        # Stored all the same: delivered once the server answers.
+        wait_until(lambda: patients(fhir, "MRN-DLV-SLOW"), what="the late delivery")
+    assert len(bundle_posts(fhir)) == 1
+
+
+def test_transient_failures_then_aa(tmp_path: Path, fhir: FhirServer) -> None:
+    fhir.fail(503, count=2)
+    with running(delivery_config(tmp_path, fhir)) as service:
+        ack = service.send([adt("DLV-RETRY-1", mrn="MRN-DLV-RETRY")])[0]
+    assert ack.code == "AA"
+    assert [r["status"] for r in bundle_posts(fhir)] == [503, 503, 200]
+
+
+def test_retransmissions_get_the_same_answer_and_are_not_delivered_again(
+    tmp_path: Path, fhir: FhirServer
+) -> None:
+    outcome = {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": "invalid", "diagnostics": "bad coding"}],
+    }
+    fhir.fail(422, outcome=outcome)
+    rejected = adt("DLV-DUP-REJ", mrn="MRN-DLV-DUP-REJ")
+    accepted = adt("DLV-DUP-OK", mrn="MRN-DLV-DUP-OK")
+    with running(delivery_config(tmp_path, fhir)) as service:
+        first = service.send([rejected, accepted])
+        # The sender did not get (or did not trust) the answers and sends both again.
+        again = service.send([rejected, accepted])
+        metrics = service.metrics()
+    assert [a.code for a in first] == ["AE", "AA"]
+    # A rejected message stays rejected: an AA would tell the sender it was delivered.
+    assert [a.code for a in again] == ["AE", "AA"]
+    assert any("bad coding" in t for t in again[0].texts)
+    assert metrics.value("passerelle_messages_duplicate_total") == 2
+    assert [r["status"] for r in bundle_posts(fhir)] == [422, 200]

@@ -1,0 +1,280 @@
+"""The HTTP API of a running service, over real HTTP: $convert-data, /convert, auth, limits."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.listeners.service.support import RunningService, adt, make_config, sample
+
+API_KEY = "k3y-for-tests"
+TOKEN = "t0ken-for-tests"
+AUTH = {"X-API-Key": API_KEY}
+MAX_BODY = 20 * 1024 * 1024
+FAMILY, BIRTH = "Wexcombe", "19620230"  # an impossible date: the conversion error's value
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
+    """A service whose API requires an API key or a bearer token."""
+    directory = tmp_path_factory.mktemp("http-api")
+    config = make_config(directory, {"http": {"api_key": API_KEY, "bearer_token": TOKEN}})
+    with RunningService(config) as service:
+        yield service
+
+
+@pytest.fixture(scope="module")
+def client(api: RunningService) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=api.http_url, headers=AUTH, timeout=60) as http:
+        yield http
+
+
+def parameters(data: str | None, **values: str) -> dict[str, Any]:
+    params = [] if data is None else [{"name": "inputData", "valueString": data}]
+    params += [{"name": name, "valueString": value} for name, value in values.items()]
+    return {"resourceType": "Parameters", "parameter": params}
+
+
+def resources(bundle: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+    return [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == kind]
+
+
+def assert_outcome(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/fhir+json")
+    outcome: dict[str, Any] = response.json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert outcome["issue"][0]["severity"] == "error"
+    assert outcome["issue"][0]["code"] == code
+    return outcome
+
+
+# -- $convert-data ----------------------------------------------------------------------------
+def test_convert_data_like_azure(client: httpx.Client) -> None:
+    message = sample("ADT_A01_admission-full.hl7").decode("utf-8")
+    body = parameters(
+        message,
+        inputDataType="Hl7v2",
+        rootTemplate="ADT",
+        templateCollectionReference="microsofthealth/fhirconverter:default",
+    )
+    response = client.post("/$convert-data", json=body)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("application/fhir+json")
+    bundle = response.json()
+    assert bundle["resourceType"] == "Bundle" and bundle["type"] == "transaction"
+    (patient,) = resources(bundle, "Patient")
+    assert patient["name"][0]["family"] == "DUPONT"
+
+
+def test_convert_data_accepts_azures_template_names_and_line_feeds(client: httpx.Client) -> None:
+    message = adt("AZ-1", mrn="MRN-AZ").decode("utf-8")
+    reference = client.post("/$convert-data", json=parameters(message, rootTemplate="ADT")).json()
+    # Azure's clients name the template after the event (ADT_A01) and often send LF.
+    for text, root in ((message, "ADT_A01"), (message.replace("\r", "\n"), "ADT_A01")):
+        response = client.post(
+            "/$convert-data", json=parameters(text, inputDataType="Hl7v2", rootTemplate=root)
+        )
+        assert response.status_code == 200, response.text
+        assert response.json() == reference
+    # Without rootTemplate, the message's route applies; the type defaults to HL7 v2.
+    assert client.post("/$convert-data", json=parameters(message)).json() == reference
+
+
+def test_convert_data_unknown_root_template_is_a_400(client: httpx.Client) -> None:
+    message = adt("AZ-2").decode("utf-8")
+    for root in ("NOPE", "ORU_R01X", "../../etc/passwd"):
+        response = client.post("/$convert-data", json=parameters(message, rootTemplate=root))
+        outcome = assert_outcome(response, 400, "not-supported")
+        assert "not found" in outcome["issue"][0]["diagnostics"]
+
+
+def test_convert_data_request_errors(client: httpx.Client) -> None:
+    missing = client.post("/$convert-data", json=parameters(None, inputDataType="Hl7v2"))
+    outcome = assert_outcome(missing, 400, "required")
+    assert "inputData" in outcome["issue"][0]["diagnostics"]
+    for kind in ("Json", "Fhir", "xml"):
+        wrong = client.post("/$convert-data", json=parameters("MSH|^~\\&|", inputDataType=kind))
+        assert_outcome(wrong, 400, "not-supported")
+    assert_outcome(client.post("/$convert-data", content=b"{not json"), 400, "structure")
+    assert_outcome(
+        client.post("/$convert-data", json={"resourceType": "Patient"}), 400, "structure"
+    )
+    assert_outcome(client.post("/$convert-data", json=[1, 2]), 400, "structure")
+    # inputData as a number instead of valueString: missing.
+    odd = {"resourceType": "Parameters", "parameter": [{"name": "inputData", "valueInteger": 1}]}
+    assert_outcome(client.post("/$convert-data", json=odd), 400, "required")
+    # Several messages: $convert-data converts one; nothing is silently dropped.
+    two = (adt("TWO-1") + adt("TWO-2")).decode("utf-8")
+    outcome = assert_outcome(
+        client.post("/$convert-data", json=parameters(two)), 400, "not-supported"
+    )
+    assert "2 messages" in outcome["issue"][0]["diagnostics"]
+
+
+def test_unconvertible_message_is_a_422_without_message_content(client: httpx.Client) -> None:
+    bad = adt("BAD-HTTP-1", family=FAMILY, birth_date=BIRTH, mrn="MRN-SECRET-77")
+    for response in (
+        client.post("/$convert-data", json=parameters(bad.decode("utf-8"))),
+        client.post("/convert", content=bad),
+    ):
+        outcome = assert_outcome(response, 422, "processing")
+        issue = outcome["issue"][0]
+        assert issue["expression"] == ["PID-7"]
+        assert "MappingError" in issue["diagnostics"]
+        assert "PID-7" in issue["diagnostics"]
+        assert "hl7v2/resources/Patient.j2:" in issue["diagnostics"]
+        for private in (FAMILY, BIRTH, "MRN-SECRET-77", "PID|"):
+            assert private not in response.text
+    unsupported = client.post("/convert", content=adt("UNS-HTTP-1", msh9="ZZZ^Z01^ZZZ_Z01"))
+    outcome = assert_outcome(unsupported, 422, "processing")
+    assert "UnsupportedMessageError" in outcome["issue"][0]["diagnostics"]
+    garbage = client.post("/convert", content=b"hello, not HL7 at all")
+    assert "ParseError" in assert_outcome(garbage, 422, "processing")["issue"][0]["diagnostics"]
+
+
+# -- /convert ---------------------------------------------------------------------------------
+def test_convert_raw_body(client: httpx.Client) -> None:
+    response = client.post("/convert", content=adt("RAW-1", mrn="MRN-RAW"))
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("application/fhir+json")
+    (patient,) = resources(response.json(), "Patient")
+    assert patient["identifier"][0]["value"] == "MRN-RAW"
+    forced = client.post(
+        "/convert", params={"rootTemplate": "ADT", "inputType": "hl7v2"}, content=adt("RAW-2")
+    )
+    assert forced.status_code == 200
+    assert_outcome(client.post("/convert", content=b""), 400, "required")
+    assert_outcome(client.post("/convert", content=b" \r\n"), 400, "required")
+    assert_outcome(
+        client.post("/convert", params={"inputType": "json"}, content=b"{}"), 400, "not-supported"
+    )
+
+
+def test_convert_batch_gives_ndjson(client: httpx.Client) -> None:
+    messages = [adt(f"ND-{i}", mrn=f"MRN-ND-{i}") for i in range(1, 4)]
+    batch = b"FHS|^~\\&|APP-A|FAC-A\rBHS|^~\\&|APP-A|FAC-A\r" + b"".join(messages)
+    batch += b"BTS|3\rFTS|1\r"
+    response = client.post("/convert", content=batch)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("application/x-ndjson")
+    lines = response.text.splitlines()
+    assert len(lines) == 3 and response.text.endswith("\n")
+    bundles = [json.loads(line) for line in lines]
+    assert [resources(b, "Patient")[0]["identifier"][0]["value"] for b in bundles] == [
+        "MRN-ND-1",
+        "MRN-ND-2",
+        "MRN-ND-3",
+    ]
+    # Messages simply following one another are a batch too.
+    assert len(client.post("/convert", content=b"".join(messages[:2])).text.splitlines()) == 2
+
+
+# -- authentication ---------------------------------------------------------------------------
+def test_api_key_and_bearer_token(api: RunningService) -> None:
+    url = api.http_url
+    message = adt("AUTH-1")
+    denied = httpx.post(f"{url}/convert", content=message)
+    outcome = assert_outcome(denied, 401, "login")
+    assert denied.headers["www-authenticate"] == "Bearer"
+    assert "credentials" in outcome["issue"][0]["diagnostics"]
+    assert httpx.post(f"{url}/convert", content=message, headers=AUTH).status_code == 200
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    assert httpx.post(f"{url}/convert", content=message, headers=bearer).status_code == 200
+    assert (
+        httpx.post(
+            f"{url}/$convert-data", json=parameters(message.decode()), headers=bearer
+        ).status_code
+        == 200
+    )
+    for headers in (
+        {"X-API-Key": "wrong"},
+        {"X-API-Key": TOKEN},  # the token is not a key
+        {"Authorization": f"Bearer {API_KEY}"},  # nor the key a token
+        {"Authorization": f"Basic {TOKEN}"},
+        {"Authorization": TOKEN},
+        {"X-API-Key": ""},
+        # Non-ASCII credentials are wrong credentials, not a server error.
+        {"X-API-Key": "clé".encode("latin-1")},
+        {"Authorization": "Bearer tökén".encode()},
+    ):
+        response = httpx.post(f"{url}/convert", content=message, headers=headers)  # type: ignore[arg-type]
+        assert response.status_code == 401, (headers, response.status_code)
+    # Probes stay open; the metrics are part of the protected API.
+    assert httpx.get(f"{url}/health").status_code == 200
+    assert httpx.get(f"{url}/ready").status_code == 200
+    assert httpx.get(f"{url}/metrics").status_code == 401
+    assert httpx.get(f"{url}/metrics", headers=AUTH).status_code == 200
+
+
+def test_without_credentials_configured_the_api_is_open(tmp_path: Path) -> None:
+    with RunningService(make_config(tmp_path)) as service:
+        response = httpx.post(f"{service.http_url}/convert", content=adt("OPEN-1"), timeout=30)
+        assert response.status_code == 200
+        assert httpx.get(f"{service.http_url}/metrics").status_code == 200
+
+
+# -- limits -----------------------------------------------------------------------------------
+def chunked_upload(port: int, head: bytes, block: bytes, blocks: int) -> tuple[bytes, int]:
+    """Stream a chunked body from a thread while reading the answer; stop sending as soon as
+    the answer's status line arrives. Returns the status line and the bytes sent by then."""
+    sent = 0
+    stop = threading.Event()
+
+    def send(sock: socket.socket) -> None:
+        nonlocal sent
+        try:
+            sock.sendall(head)
+            for _ in range(blocks):
+                if stop.is_set():
+                    return
+                sock.sendall(f"{len(block):x}\r\n".encode() + block + b"\r\n")
+                sent += len(block)
+            sock.sendall(b"0\r\n\r\n")
+        except OSError:
+            pass  # closed by the server or by us once answered
+
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        sender = threading.Thread(target=send, args=(sock,), daemon=True)
+        sender.start()
+        answer = b""
+        while b"\r\n" not in answer:
+            data = sock.recv(4096)
+            if not data:
+                break
+            answer += data
+        stop.set()
+        at_answer = sent
+        sock.shutdown(socket.SHUT_RDWR)
+        sender.join(timeout=30)
+    return answer.split(b"\r\n", 1)[0], at_answer
+
+
+def test_oversized_bodies_are_a_413(api: RunningService) -> None:
+    port = int(api.http_url.rsplit(":", 1)[1])
+    # Announced by Content-Length: refused before reading it.
+    big = httpx.post(
+        f"{api.http_url}/convert", content=b"A" * (MAX_BODY + 1), headers=AUTH, timeout=60
+    )
+    assert_outcome(big, 413, "too-costly")
+    # Chunked, no Content-Length: refused once the limit is passed, not read to the end
+    # (up to 200 MiB offered; the answer must come while the upload is still going).
+    head = (
+        b"POST /convert HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        + f"X-API-Key: {API_KEY}\r\n\r\n".encode()
+    )
+    status, sent = chunked_upload(port, head, b"A" * (1024 * 1024), 200)
+    assert status.startswith(b"HTTP/1.1 413"), status
+    assert sent < 100 * 1024 * 1024
+    # Exactly at the limit is fine (and is then a conversion problem, not a size one).
+    at_limit = httpx.post(
+        f"{api.http_url}/convert", content=b"A" * MAX_BODY, headers=AUTH, timeout=60
+    )
+    assert at_limit.status_code == 422
