@@ -26,7 +26,8 @@ run: $(STAMP)
 	$(BIN)/passerelle serve
 
 test: $(STAMP) $(NODE_STAMP)
-	PASSERELLE_REQUIRE_R4VALIDATOR=1 PASSERELLE_REQUIRE_FHIRSERVER=1 $(BIN)/python -m pytest -q
+	PASSERELLE_REQUIRE_R4VALIDATOR=1 PASSERELLE_REQUIRE_FHIRSERVER=1 \
+		PASSERELLE_REQUIRE_RABBITMQ=1 $(BIN)/python -m pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(wildcard converter listeners tests scripts)

@@ -4,6 +4,7 @@
     passerelle templates list           routes and templates
     passerelle serve [--config FILE]    run the service (MLLP, HTTP API, delivery)
     passerelle send FILE... --port P    an MLLP client that prints the ACKs
+    passerelle worker [--config FILE]   deliver from RabbitMQ (queue.backend = "amqp")
     passerelle dead-letters list|show ID|retry ID|--all|purge
 
 Configuration is read once here (file + ``PASSERELLE_…`` environment variables) and
@@ -34,12 +35,20 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def _add_config_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, metavar="FILE",
-                        help="TOML configuration (environment variables override it)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="TOML configuration (environment variables override it)",
+    )
 
 
 def _load(args: argparse.Namespace) -> ServiceConfig:
     return load_config(args.config)
+
+
+#: aio-pika's own debug logs print message headers: keep them quiet.
+_AMQP_LOG_LEVELS = {"aio_pika": "WARNING", "aiormq": "WARNING"}
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -47,11 +56,29 @@ def run_serve(args: argparse.Namespace) -> int:
     if args.print_config:
         print(json.dumps(config.redacted(), indent=2, ensure_ascii=False))
         return EXIT_OK
-    configure_logging(config.log_format, config.log_level)
+    configure_logging(config.log_format, config.log_level, levels=_AMQP_LOG_LEVELS)
     from .service import Service  # imports uvicorn and the pool only when serving
 
     try:
         asyncio.run(Service(config).run())
+    except OSError as exc:
+        print(f"passerelle: cannot start: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    config = _load(args)
+    if config.queue.backend != "amqp":
+        raise ConfigError(
+            "passerelle worker consumes RabbitMQ partitions: it needs "
+            'queue.backend = "amqp" (and [amqp] url)'
+        )
+    configure_logging(config.log_format, config.log_level, levels=_AMQP_LOG_LEVELS)
+    from .amqp.worker import AmqpWorker  # imports aio-pika and the pool only here
+
+    try:
+        asyncio.run(AmqpWorker(config).run())
     except OSError as exc:
         print(f"passerelle: cannot start: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -79,10 +106,13 @@ def run_dead_letters(args: argparse.Namespace) -> int:
         for letter in letters:
             error = letter.error
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(letter.failed_at))
-            print(f"{letter.id:>8}  {when}  {letter.envelope.message_type or '?':14} "
-                  f"control-id={letter.envelope.control_id or '-'}  "
-                  f"sender={letter.envelope.sender}  "
-                  f"{error.get('kind', '?')}: {error.get('reason', '')}", file=out)
+            print(
+                f"{letter.id:>8}  {when}  {letter.envelope.message_type or '?':14} "
+                f"control-id={letter.envelope.control_id or '-'}  "
+                f"sender={letter.envelope.sender}  "
+                f"{error.get('kind', '?')}: {error.get('reason', '')}",
+                file=out,
+            )
         return EXIT_OK
     if args.dl_command == "show":
         found = queue.get_dead_letter(args.id)
@@ -94,13 +124,19 @@ def run_dead_letters(args: argparse.Namespace) -> int:
         error = dict(letter.error)
         detail = error.pop("detail", None)
         info: dict[str, Any] = {
-            "id": letter.id, "attempts": letter.attempts,
+            "id": letter.id,
+            "attempts": letter.attempts,
             "failed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(letter.failed_at)),
-            "received_at": time.strftime("%Y-%m-%dT%H:%M:%S%z",
-                                         time.localtime(envelope.received_at)),
-            "sender": envelope.sender, "listener": envelope.listener,
-            "control_id": envelope.control_id, "message_type": envelope.message_type,
-            "route": envelope.route, "size": len(envelope.payload), "error": error,
+            "received_at": time.strftime(
+                "%Y-%m-%dT%H:%M:%S%z", time.localtime(envelope.received_at)
+            ),
+            "sender": envelope.sender,
+            "listener": envelope.listener,
+            "control_id": envelope.control_id,
+            "message_type": envelope.message_type,
+            "route": envelope.route,
+            "size": len(envelope.payload),
+            "error": error,
         }
         if args.payload and detail:
             error["detail"] = detail
@@ -136,13 +172,29 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
     converter_cli.add_commands(subparsers)
 
-    serve = subparsers.add_parser("serve", help="run the service",
-                                  description="Run the MLLP listener, the HTTP API and the "
-                                  "delivery workers until SIGTERM/SIGINT.")
+    serve = subparsers.add_parser(
+        "serve",
+        help="run the service",
+        description="Run the MLLP listener, the HTTP API and the "
+        "delivery workers until SIGTERM/SIGINT.",
+    )
     _add_config_option(serve)
-    serve.add_argument("--print-config", action="store_true",
-                       help="print the effective configuration (secrets masked) and exit")
+    serve.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the effective configuration (secrets masked) and exit",
+    )
     serve.set_defaults(handler=run_serve)
+
+    worker = subparsers.add_parser(
+        "worker",
+        help="deliver messages from RabbitMQ partitions (scale-out)",
+        description='Consume the RabbitMQ partition queues of queue.backend = "amqp": '
+        "convert and deliver, one message at a time per partition, sharing the partitions "
+        "with the other workers, until SIGTERM/SIGINT.",
+    )
+    _add_config_option(worker)
+    worker.set_defaults(handler=run_worker)
 
     add_send_command(subparsers)
 
@@ -153,8 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--offset", type=int, default=0)
     show = dead_sub.add_parser("show", help="one dead letter's metadata and error")
     show.add_argument("id", type=int)
-    show.add_argument("--payload", action="store_true",
-                      help="also print the message itself (patient data)")
+    show.add_argument(
+        "--payload", action="store_true", help="also print the message itself (patient data)"
+    )
     retry = dead_sub.add_parser("retry", help="queue dead letters again")
     retry.add_argument("id", type=int, nargs="?")
     retry.add_argument("--all", action="store_true")

@@ -12,18 +12,24 @@ files (``…_file`` settings, e.g. Docker/Kubernetes secrets) and are never prin
 
 from __future__ import annotations
 
+import logging
 import os
 import tomllib
+import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from converter import ConverterConfig
 from converter.assembly.bundle import RequestMode
 
 __all__ = [
     "ENV_SETTINGS",
+    "AmqpConfig",
+    "AmqpConsumerConfig",
+    "AmqpPublishConfig",
     "AuthConfig",
     "ConfigError",
     "ConverterSettings",
@@ -122,6 +128,68 @@ class QueueConfig:
 
 
 @dataclass(frozen=True)
+class AmqpConsumerConfig:
+    """``[amqp.consumer]``: messages to convert, consumed from a RabbitMQ queue."""
+
+    enabled: bool = False
+    #: "commit": acked once stored in the service's queue; "delivery": once delivered.
+    mode: Literal["commit", "delivery"] = "commit"
+    #: Listener name of the consumed messages (envelopes, routes, logs, metrics).
+    name: str = "amqp"
+    exchange: str = "passerelle.ingress"
+    exchange_type: Literal["direct", "topic", "fanout", "headers"] = "topic"
+    queue: str = "passerelle.ingress"
+    binding_key: str = "#"
+    prefetch: int = 32
+    #: Declare the queue with x-single-active-consumer (standby consumers, kept order).
+    single_active_consumer: bool = False
+    #: Mode "delivery": transient failures go through the retry queues this many times,
+    #: then to the dead-letter exchange.
+    max_attempts: int = 10
+    #: Delay of each retry queue (seconds); attempt n waits retry_delays[n - 1] (the last
+    #: one for later attempts).
+    retry_delays: tuple[float, ...] = (1.0, 5.0, 30.0, 120.0, 600.0)
+
+
+@dataclass(frozen=True)
+class AmqpConfig:
+    """``[amqp]``: the RabbitMQ broker, its dead-letter exchange and the partition queues of
+    ``queue.backend = "amqp"``."""
+
+    #: ``amqp[s]://user:password@host:port/vhost`` (a secret: it holds the password).
+    url: Secret | None = None
+    #: Longest wait for a publisher confirm (and for a reconnection while publishing).
+    confirm_timeout: float = 10.0
+    #: Pause between reconnection attempts after the broker went away.
+    reconnect_interval: float = 2.0
+    dead_letter_exchange: str = "passerelle.dead-letter"
+    #: Declared and bound to the dead-letter exchange ("" = do not declare one).
+    dead_letter_queue: str = "passerelle.dead-letter"
+    #: queue.backend = "amqp": ordering keys are hashed onto this many partition queues.
+    partitions: int = 16
+    partition_exchange: str = "passerelle.partitions"
+    partition_queue_prefix: str = "passerelle.partition"
+    #: Queue whose consumer count is the number of live ``passerelle worker`` processes.
+    presence_queue: str = "passerelle.workers"
+    rebalance_interval: float = 2.0
+    consumer: AmqpConsumerConfig = field(default_factory=AmqpConsumerConfig)
+
+
+@dataclass(frozen=True)
+class AmqpPublishConfig:
+    """``destinations.<name>.amqp``: bundles published to a RabbitMQ exchange."""
+
+    url: Secret | None = None
+    exchange: str = "passerelle.bundles"
+    exchange_type: Literal["direct", "topic", "fanout", "headers"] = "topic"
+    routing_key: str = "bundle"
+    #: Declared and bound with ``routing_key`` when set (else bind your own queue).
+    queue: str | None = None
+    confirm_timeout: float = 10.0
+    reconnect_interval: float = 2.0
+
+
+@dataclass(frozen=True)
 class AuthConfig:
     """How to authenticate to a FHIR server."""
 
@@ -148,6 +216,8 @@ class DestinationConfig:
     ca_bundle: Path | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     timeout: float = 30.0
+    #: Bundles (also) published to RabbitMQ; with ``url`` too, both must take them.
+    amqp: AmqpPublishConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -218,6 +288,7 @@ class ServiceConfig:
         default_factory=lambda: {"default": DestinationConfig()}
     )
     routes: tuple[RouteConfig, ...] = ()
+    amqp: AmqpConfig = field(default_factory=AmqpConfig)
 
     def route_for(self, *, application: str, facility: str, listener: str) -> RouteConfig:
         """The first matching route, else the default route (default destination)."""
@@ -227,8 +298,13 @@ class ServiceConfig:
         return RouteConfig(name="default", converter=self.converter)
 
     def redacted(self) -> dict[str, Any]:
-        """The effective configuration for display, secrets masked."""
+        """The effective configuration for display, secrets masked (``Secret`` values, the
+        values of destination headers — often API keys — and passwords in URLs)."""
         plain: dict[str, Any] = _to_plain(self)
+        for destination in plain["destinations"].values():
+            destination["headers"] = {name: "***" for name in destination["headers"]}
+            destination["url"] = _mask_url(destination["url"])
+            destination["auth"]["token_url"] = _mask_url(destination["auth"]["token_url"])
         return plain
 
 
@@ -246,7 +322,9 @@ ENV_SETTINGS: Mapping[str, str] = {
     "PASSERELLE_HTTP_HOST": "http.host",
     "PASSERELLE_HTTP_PORT": "http.port",
     "PASSERELLE_HTTP_API_KEY": "http.api_key",
+    "PASSERELLE_HTTP_API_KEY_FILE": "http.api_key_file",
     "PASSERELLE_HTTP_BEARER_TOKEN": "http.bearer_token",
+    "PASSERELLE_HTTP_BEARER_TOKEN_FILE": "http.bearer_token_file",
     "PASSERELLE_QUEUE_BACKEND": "queue.backend",
     "PASSERELLE_QUEUE_PATH": "queue.path",
     "PASSERELLE_DELIVERY_WORKERS": "delivery.workers",
@@ -257,11 +335,22 @@ ENV_SETTINGS: Mapping[str, str] = {
     "PASSERELLE_FHIR_AUTH": "destinations.default.auth.kind",
     "PASSERELLE_FHIR_USERNAME": "destinations.default.auth.username",
     "PASSERELLE_FHIR_PASSWORD": "destinations.default.auth.password",
+    "PASSERELLE_FHIR_PASSWORD_FILE": "destinations.default.auth.password_file",
     "PASSERELLE_FHIR_TOKEN": "destinations.default.auth.token",
+    "PASSERELLE_FHIR_TOKEN_FILE": "destinations.default.auth.token_file",
     "PASSERELLE_FHIR_TOKEN_URL": "destinations.default.auth.token_url",
     "PASSERELLE_FHIR_CLIENT_ID": "destinations.default.auth.client_id",
     "PASSERELLE_FHIR_CLIENT_SECRET": "destinations.default.auth.client_secret",
+    "PASSERELLE_FHIR_CLIENT_SECRET_FILE": "destinations.default.auth.client_secret_file",
     "PASSERELLE_OUTPUT_DIR": "destinations.default.folder",
+    "PASSERELLE_AMQP_URL": "amqp.url",
+    "PASSERELLE_AMQP_URL_FILE": "amqp.url_file",
+    "PASSERELLE_AMQP_PARTITIONS": "amqp.partitions",
+    "PASSERELLE_AMQP_CONSUMER_ENABLED": "amqp.consumer.enabled",
+    "PASSERELLE_AMQP_CONSUMER_MODE": "amqp.consumer.mode",
+    "PASSERELLE_AMQP_CONSUMER_QUEUE": "amqp.consumer.queue",
+    "PASSERELLE_AMQP_BUNDLE_EXCHANGE": "destinations.default.amqp.exchange",
+    "PASSERELLE_AMQP_BUNDLE_ROUTING_KEY": "destinations.default.amqp.routing_key",
 }
 
 
@@ -278,26 +367,32 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
             raise ConfigError(f"{path}: {exc}") from None
     for name, dotted in ENV_SETTINGS.items():
         if name in env and env[name] != "":
-            _set_dotted(raw, dotted, env[name])
+            _set_dotted(raw, dotted, env[name], name)
     base = path.parent if path is not None else Path.cwd()
     return _build(raw, base)
 
 
-def _set_dotted(raw: dict[str, Any], dotted: str, value: str) -> None:
+def _set_dotted(raw: dict[str, Any], dotted: str, value: str, variable: str) -> None:
     parts = dotted.split(".")
     node = raw
     for part in parts[:-1]:
-        node = node.setdefault(part, {})
-    if parts[-1] == "port" and parts[0] == "mllp":
-        # One port from the environment: the first listener.
-        listeners = node.setdefault("listeners", [{}])
-        listeners[0]["port"] = value
-        return
-    if parts[-1] == "host" and parts[0] == "mllp":
-        listeners = node.setdefault("listeners", [{}])
-        listeners[0]["host"] = value
-        return
-    node[parts[-1]] = value
+        child = node.setdefault(part, {})
+        if part == "auth" and isinstance(child, str):  # auth = "basic" shorthand
+            child = node[part] = {"kind": child}
+        if not isinstance(child, dict):
+            raise ConfigError(f"{variable} cannot override {dotted}: [{part}] is not a table")
+        node = child
+    key = parts[-1]
+    if parts[0] == "mllp" and key in ("port", "host"):
+        # The first listener: the [[mllp.listeners]] list when there is one, else the
+        # [mllp] table's own host/port, keeping its other settings (TLS) as they are.
+        listeners = node.get("listeners")
+        if isinstance(listeners, list) and listeners and isinstance(listeners[0], dict):
+            listeners[0][key] = value
+            return
+    if key.endswith("_file"):
+        node.pop(key.removesuffix("_file"), None)  # the file named here wins
+    node[key] = value
 
 
 def _build(raw: dict[str, Any], base: Path) -> ServiceConfig:
@@ -315,29 +410,46 @@ def _build(raw: dict[str, Any], base: Path) -> ServiceConfig:
             "converter",
             "destinations",
             "routes",
+            "amqp",
         },
     )
     data_dir = _path(top.get("data_dir", "var"), base, "data_dir")
+    log_level = str(top.get("log_level", "INFO")).upper()
+    if not isinstance(logging.getLevelName(log_level), int):
+        raise ConfigError(
+            f"log_level must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got "
+            f"{top['log_level']!r}"
+        )
     converter = _converter(_section(raw, "converter"), base, ConverterSettings(), "converter")
     destinations = {"default": DestinationConfig(folder=data_dir / "out")}
     for name, section in _section(raw, "destinations").items():
+        if not isinstance(section, dict):
+            raise ConfigError(f"[destinations.{name}] must be a table")
         destinations[name] = _destination(name, section, base, data_dir)
+    mllp = _mllp(_section(raw, "mllp"), base)
+    routes_raw = raw.get("routes", []) or []
+    if not isinstance(routes_raw, list) or not all(isinstance(r, dict) for r in routes_raw):
+        raise ConfigError("routes must be an array of tables ([[routes]])")
     routes = tuple(
-        _route(i, section, base, converter, destinations)
-        for i, section in enumerate(raw.get("routes", []) or [])
+        _route(i, section, base, converter, destinations) for i, section in enumerate(routes_raw)
     )
+    _check_routes(routes, mllp)
     queue = _queue(_section(raw, "queue"), base, data_dir)
+    amqp = _amqp(_section(raw, "amqp"), base)
+    destinations = _resolve_amqp_urls(destinations, amqp)
+    _check_amqp(amqp, queue, mllp)
     config = ServiceConfig(
         data_dir=data_dir,
         log_format=_choice(top.get("log_format", "text"), ("text", "json"), "log_format"),
-        log_level=str(top.get("log_level", "INFO")).upper(),
-        mllp=_mllp(_section(raw, "mllp"), base),
+        log_level=log_level,
+        mllp=mllp,
         http=_http(_section(raw, "http"), base),
         queue=queue,
         delivery=_delivery(_section(raw, "delivery")),
         converter=converter,
         destinations=destinations,
         routes=routes,
+        amqp=amqp,
     )
     return config
 
@@ -359,14 +471,50 @@ def _check_keys(section: dict[str, Any], allowed: set[str], where: str) -> None:
         raise ConfigError(f"unknown setting(s) {sorted(unknown)} in [{where}]")
 
 
-def _int(value: Any, where: str, minimum: int = 0) -> int:
+def _int(value: Any, where: str, minimum: int = 0, maximum: int | None = None) -> int:
     try:
         number = int(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{where} must be an integer, got {value!r}") from None
     if number < minimum:
         raise ConfigError(f"{where} must be at least {minimum}")
+    if maximum is not None and number > maximum:
+        raise ConfigError(f"{where} must be at most {maximum}")
     return number
+
+
+def _port(value: Any, where: str) -> int:
+    return _int(value, where, 0, 65535)
+
+
+def _check_routes(routes: tuple[RouteConfig, ...], mllp: MllpConfig) -> None:
+    names = [route.name for route in routes]
+    for name in names:
+        if name == "default":
+            raise ConfigError('route name "default" is reserved (the route of unmatched messages)')
+        if names.count(name) > 1:
+            raise ConfigError(f"route names must be unique: {name!r} is used twice")
+    listeners = {listener.name for listener in mllp.listeners}
+    for index, route in enumerate(routes):
+        if route.listener is not None and route.listener not in listeners:
+            raise ConfigError(
+                f"routes[{index}].listener {route.listener!r} is not a defined MLLP listener "
+                f"({', '.join(sorted(listeners))})"
+            )
+
+
+def _mask_url(url: str | None) -> str | None:
+    """``https://user:password@host/…`` → ``https://user:***@host/…`` (no userinfo: as is)."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if not at:
+        return url
+    # user:password → user:***; a lone user part may itself be a token → ***.
+    masked = f"{userinfo.split(':', 1)[0]}:***" if ":" in userinfo else "***"
+    netloc = f"{masked}@{hostport}"
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _float(value: Any, where: str) -> float:
@@ -418,9 +566,12 @@ def _secret(section: dict[str, Any], key: str, base: Path, where: str) -> Secret
     if section.get(file_key):
         path = _path(section[file_key], base, f"{where}.{file_key}")
         try:
-            return Secret(path.read_text(encoding="utf-8").strip())
+            value = path.read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise ConfigError(f"{where}.{file_key}: cannot read {path}: {exc.strerror}") from None
+        if not value:
+            raise ConfigError(f"{where}.{file_key}: {path} is empty")
+        return Secret(value)
     return None
 
 
@@ -431,6 +582,12 @@ def _converter(
     changes: dict[str, Any] = {}
     if "timezone" in section:
         changes["timezone"] = str(section["timezone"])
+        try:
+            zoneinfo.ZoneInfo(changes["timezone"])
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(
+                f"{where}.timezone: unknown time zone {changes['timezone']!r}"
+            ) from None
     if "charset" in section:
         changes["charset"] = str(section["charset"])
     if "validate" in section:
@@ -485,15 +642,26 @@ def _mllp(section: dict[str, Any], base: Path) -> MllpConfig:
     listeners_raw = section.get("listeners")
     if listeners_raw is None:
         listeners_raw = [{k: section[k] for k in ("host", "port", "tls") if k in section}]
+    else:
+        both = sorted(k for k in ("host", "port", "tls") if k in section)
+        if both:
+            raise ConfigError(
+                f"[mllp] {', '.join(both)} and [[mllp.listeners]] are exclusive: set "
+                "them on each listener"
+            )
+        if not isinstance(listeners_raw, list) or not listeners_raw:
+            raise ConfigError("mllp.listeners must be a non-empty array of tables")
     listeners = []
     for i, item in enumerate(listeners_raw):
         where = f"mllp.listeners[{i}]"
+        if not isinstance(item, dict):
+            raise ConfigError(f"{where} must be a table")
         _check_keys(item, {"name", "host", "port", "tls"}, where)
         listeners.append(
             ListenerConfig(
                 name=str(item.get("name", "mllp" if i == 0 else f"mllp-{i + 1}")),
                 host=str(item.get("host", "0.0.0.0")),
-                port=_int(item.get("port", 2575), f"{where}.port"),
+                port=_port(item.get("port", 2575), f"{where}.port"),
                 tls=_tls(item.get("tls"), base, where),
             )
         )
@@ -535,7 +703,7 @@ def _http(section: dict[str, Any], base: Path) -> HttpConfig:
     )
     return HttpConfig(
         host=str(section.get("host", "0.0.0.0")),
-        port=_int(section.get("port", 8080), "http.port"),
+        port=_port(section.get("port", 8080), "http.port"),
         api_key=_secret(section, "api_key", base, "http"),
         bearer_token=_secret(section, "bearer_token", base, "http"),
     )
@@ -574,7 +742,17 @@ def _destination(
     where = f"destinations.{name}"
     _check_keys(
         section,
-        {"url", "folder", "auth", "client_cert", "client_key", "ca_bundle", "headers", "timeout"},
+        {
+            "url",
+            "folder",
+            "auth",
+            "client_cert",
+            "client_key",
+            "ca_bundle",
+            "headers",
+            "timeout",
+            "amqp",
+        },
         where,
     )
     auth_raw = section.get("auth", {})
@@ -640,6 +818,7 @@ def _destination(
         else None,
         headers={str(k): str(v) for k, v in headers.items()},
         timeout=_float(section.get("timeout", 30.0), f"{where}.timeout"),
+        amqp=_amqp_publish(section["amqp"], base, f"{where}.amqp") if "amqp" in section else None,
     )
 
 
@@ -667,6 +846,162 @@ def _route(
         destination=destination,
         converter=_converter(section.get("converter", {}), base, converter, f"{where}.converter"),
     )
+
+
+_EXCHANGE_TYPES = ("direct", "topic", "fanout", "headers")
+
+
+def _name(value: Any, where: str, *, empty: bool = False) -> str:
+    """An AMQP exchange/queue name (or routing key): a string of at most 255 bytes."""
+    if not isinstance(value, str) or (not value and not empty):
+        raise ConfigError(f"{where} must be a non-empty string")
+    if len(value.encode("utf-8")) > 255:
+        raise ConfigError(f"{where} is longer than 255 bytes")
+    return value
+
+
+def _amqp_url(section: dict[str, Any], base: Path, where: str) -> Secret | None:
+    url = _secret(section, "url", base, where)
+    if url is not None and not url.reveal().startswith(("amqp://", "amqps://")):
+        raise ConfigError(f"{where}.url must be an amqp:// or amqps:// URL")
+    return url
+
+
+def _amqp(section: dict[str, Any], base: Path) -> AmqpConfig:
+    allowed = {f.name for f in fields(AmqpConfig)} | {"url_file"}
+    _check_keys(section, allowed, "amqp")
+    default = AmqpConfig()
+    consumer_raw = section.get("consumer", {})
+    if not isinstance(consumer_raw, dict):
+        raise ConfigError("[amqp.consumer] must be a table")
+    return AmqpConfig(
+        url=_amqp_url(section, base, "amqp"),
+        confirm_timeout=_float(
+            section.get("confirm_timeout", default.confirm_timeout), "amqp.confirm_timeout"
+        ),
+        reconnect_interval=_float(
+            section.get("reconnect_interval", default.reconnect_interval),
+            "amqp.reconnect_interval",
+        ),
+        dead_letter_exchange=_name(
+            section.get("dead_letter_exchange", default.dead_letter_exchange),
+            "amqp.dead_letter_exchange",
+        ),
+        dead_letter_queue=_name(
+            section.get("dead_letter_queue", default.dead_letter_queue),
+            "amqp.dead_letter_queue",
+            empty=True,
+        ),
+        partitions=_int(section.get("partitions", default.partitions), "amqp.partitions", 1, 1024),
+        partition_exchange=_name(
+            section.get("partition_exchange", default.partition_exchange),
+            "amqp.partition_exchange",
+        ),
+        partition_queue_prefix=_name(
+            section.get("partition_queue_prefix", default.partition_queue_prefix),
+            "amqp.partition_queue_prefix",
+        ),
+        presence_queue=_name(
+            section.get("presence_queue", default.presence_queue), "amqp.presence_queue"
+        ),
+        rebalance_interval=_float(
+            section.get("rebalance_interval", default.rebalance_interval),
+            "amqp.rebalance_interval",
+        ),
+        consumer=_amqp_consumer(consumer_raw),
+    )
+
+
+def _amqp_consumer(section: dict[str, Any]) -> AmqpConsumerConfig:
+    where = "amqp.consumer"
+    _check_keys(section, {f.name for f in fields(AmqpConsumerConfig)}, where)
+    default = AmqpConsumerConfig()
+    delays_raw = section.get("retry_delays", list(default.retry_delays))
+    if isinstance(delays_raw, str):
+        delays_raw = [part for part in delays_raw.split(",") if part.strip()]
+    if not isinstance(delays_raw, list) or not delays_raw:
+        raise ConfigError(f"{where}.retry_delays must be a non-empty list of seconds")
+    delays = tuple(_float(value, f"{where}.retry_delays") for value in delays_raw)
+    if any(delay <= 0 for delay in delays):
+        raise ConfigError(f"{where}.retry_delays must be positive")
+    return AmqpConsumerConfig(
+        enabled=_bool(section.get("enabled", False), f"{where}.enabled"),
+        mode=_choice(section.get("mode", "commit"), ("commit", "delivery"), f"{where}.mode"),
+        name=_name(section.get("name", default.name), f"{where}.name"),
+        exchange=_name(section.get("exchange", default.exchange), f"{where}.exchange"),
+        exchange_type=_choice(
+            section.get("exchange_type", default.exchange_type),
+            _EXCHANGE_TYPES,
+            f"{where}.exchange_type",
+        ),
+        queue=_name(section.get("queue", default.queue), f"{where}.queue"),
+        binding_key=_name(
+            section.get("binding_key", default.binding_key), f"{where}.binding_key", empty=True
+        ),
+        prefetch=_int(section.get("prefetch", default.prefetch), f"{where}.prefetch", 1, 65535),
+        single_active_consumer=_bool(
+            section.get("single_active_consumer", False), f"{where}.single_active_consumer"
+        ),
+        max_attempts=_int(
+            section.get("max_attempts", default.max_attempts), f"{where}.max_attempts", 1
+        ),
+        retry_delays=delays,
+    )
+
+
+def _amqp_publish(section: Any, base: Path, where: str) -> AmqpPublishConfig:
+    if not isinstance(section, dict):
+        raise ConfigError(f"{where} must be a table")
+    _check_keys(section, {f.name for f in fields(AmqpPublishConfig)} | {"url_file"}, where)
+    default = AmqpPublishConfig()
+    return AmqpPublishConfig(
+        url=_amqp_url(section, base, where),
+        exchange=_name(section.get("exchange", default.exchange), f"{where}.exchange"),
+        exchange_type=_choice(
+            section.get("exchange_type", default.exchange_type),
+            _EXCHANGE_TYPES,
+            f"{where}.exchange_type",
+        ),
+        routing_key=_name(
+            section.get("routing_key", default.routing_key), f"{where}.routing_key", empty=True
+        ),
+        queue=_name(section["queue"], f"{where}.queue") if section.get("queue") else None,
+        confirm_timeout=_float(
+            section.get("confirm_timeout", default.confirm_timeout), f"{where}.confirm_timeout"
+        ),
+        reconnect_interval=_float(
+            section.get("reconnect_interval", default.reconnect_interval),
+            f"{where}.reconnect_interval",
+        ),
+    )
+
+
+def _resolve_amqp_urls(
+    destinations: dict[str, DestinationConfig], amqp: AmqpConfig
+) -> dict[str, DestinationConfig]:
+    """Destinations publishing to AMQP without their own url use ``[amqp] url``."""
+    resolved = dict(destinations)
+    for name, destination in destinations.items():
+        publish = destination.amqp
+        if publish is None or publish.url is not None:
+            continue
+        if amqp.url is None:
+            raise ConfigError(f"destinations.{name}.amqp needs a url (or [amqp] url)")
+        resolved[name] = replace(destination, amqp=replace(publish, url=amqp.url))
+    return resolved
+
+
+def _check_amqp(amqp: AmqpConfig, queue: QueueConfig, mllp: MllpConfig) -> None:
+    if queue.backend == "amqp":
+        if amqp.url is None:
+            raise ConfigError('queue.backend = "amqp" needs [amqp] url (or PASSERELLE_AMQP_URL)')
+        if mllp.ack_after == "delivery":
+            raise ConfigError(
+                'queue.backend = "amqp" delivers in `passerelle worker` processes: '
+                'mllp.ack_after = "delivery" is not available with it'
+            )
+    if amqp.consumer.enabled and amqp.url is None:
+        raise ConfigError("[amqp.consumer] enabled needs [amqp] url (or PASSERELLE_AMQP_URL)")
 
 
 def _to_plain(value: Any) -> Any:

@@ -99,12 +99,21 @@ class ConversionFailure:
 
     def as_record(self) -> dict[str, Any]:
         """The error as stored with a dead letter."""
-        return {k: v for k, v in {
-            "kind": self.kind, "reason": self.reason, "hl7_error_code": self.hl7_error_code,
-            "location": self.location, "template": self.template,
-            "control_id": self.control_id, "message_type": self.message_type,
-            "detail": self.detail, "issues": list(self.issues) or None,
-        }.items() if v is not None}
+        return {
+            k: v
+            for k, v in {
+                "kind": self.kind,
+                "reason": self.reason,
+                "hl7_error_code": self.hl7_error_code,
+                "location": self.location,
+                "template": self.template,
+                "control_id": self.control_id,
+                "message_type": self.message_type,
+                "detail": self.detail,
+                "issues": list(self.issues) or None,
+            }.items()
+            if v is not None
+        }
 
 
 class _ProcessState:
@@ -143,8 +152,12 @@ def _init_worker_process(configs: Mapping[str, ConverterConfig], service_pid: in
         # cause, by _warm (at start-up) or _convert.
         with contextlib.suppress(Exception):
             _state.converter(route)
-    threading.Thread(target=_exit_with_service, args=(service_pid, os.getppid()),
-                     name="service-watch", daemon=True).start()
+    threading.Thread(
+        target=_exit_with_service,
+        args=(service_pid, os.getppid()),
+        name="service-watch",
+        daemon=True,
+    ).start()
 
 
 def _exit_with_service(service_pid: int, parent_pid: int) -> None:
@@ -179,26 +192,31 @@ def _process_context() -> BaseContext:
     return multiprocessing.get_context("spawn")
 
 
-def _convert(route: str, payload: bytes, input_type: str,
-             root_template: str | None) -> list[ConversionResult] | ConversionFailure:
+def _convert(
+    route: str, payload: bytes, input_type: str, root_template: str | None
+) -> list[ConversionResult] | ConversionFailure:
     assert _state is not None, "conversion process not initialised"
     started = time.perf_counter()
     try:
         converter = _state.converter(route)
         results = []
         for conversion in converter.convert(
-            payload, input_type=input_type,  # type: ignore[arg-type]
+            payload,
+            input_type=input_type,  # type: ignore[arg-type]
             root_template=root_template,
         ):
-            results.append(ConversionResult(
-                bundle=json.dumps(conversion.bundle, ensure_ascii=False,
-                                  separators=(",", ":")).encode("utf-8"),
-                message_type=conversion.message_type,
-                control_id=conversion.control_id,
-                entries=len(conversion.bundle.get("entry", [])),
-                warnings=conversion.warnings,
-                seconds=time.perf_counter() - started,
-            ))
+            results.append(
+                ConversionResult(
+                    bundle=json.dumps(
+                        conversion.bundle, ensure_ascii=False, separators=(",", ":")
+                    ).encode("utf-8"),
+                    message_type=conversion.message_type,
+                    control_id=conversion.control_id,
+                    entries=len(conversion.bundle.get("entry", [])),
+                    warnings=conversion.warnings,
+                    seconds=time.perf_counter() - started,
+                )
+            )
         return results
     except ConversionError as exc:
         return ConversionFailure.from_error(exc)
@@ -207,8 +225,13 @@ def _convert(route: str, payload: bytes, input_type: str,
 class ConversionPool:
     """Converts messages for the service; ``processes=0`` means one per CPU."""
 
-    def __init__(self, configs: Mapping[str, ConverterConfig], *, processes: int = 0,
-                 use_threads: bool = False) -> None:
+    def __init__(
+        self,
+        configs: Mapping[str, ConverterConfig],
+        *,
+        processes: int = 0,
+        use_threads: bool = False,
+    ) -> None:
         self._configs = dict(configs)
         self._workers = processes or max(1, os.cpu_count() or 1)
         self._lock = threading.Lock()
@@ -224,8 +247,10 @@ class ConversionPool:
 
     def _process_pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
-            max_workers=self._workers, mp_context=_process_context(),
-            initializer=_init_worker_process, initargs=(self._configs, os.getpid()),
+            max_workers=self._workers,
+            mp_context=_process_context(),
+            initializer=_init_worker_process,
+            initargs=(self._configs, os.getpid()),
         )
 
     def _replace_broken(self, broken: Executor) -> None:
@@ -235,9 +260,11 @@ class ConversionPool:
                 return
             self._executor = self._process_pool()
             self.restarts += 1
-        log.error("a conversion process died; the conversion processes were restarted and "
-                  "the conversions in progress will be retried",
-                  extra={"count": self.restarts, "event": "conversion_pool_restarted"})
+        log.error(
+            "a conversion process died; the conversion processes were restarted and "
+            "the conversions in progress will be retried",
+            extra={"count": self.restarts, "event": "conversion_pool_restarted"},
+        )
         broken.shutdown(wait=False, cancel_futures=True)
 
     def warm_up(self) -> None:
@@ -248,14 +275,18 @@ class ConversionPool:
         by ``_warm``); one task per process makes the pool start all of them (a fork-server
         pool starts processes on demand).
         """
-        futures = [self._executor.submit(_warm, tuple(self._configs))
-                   for _ in range(self._workers)]
+        futures = [self._executor.submit(_warm, tuple(self._configs)) for _ in range(self._workers)]
         for future in futures:
             future.result()
 
-    async def convert(self, route: str, payload: bytes, *, input_type: str = "auto",
-                      root_template: str | None = None,
-                      ) -> list[ConversionResult] | ConversionFailure:
+    async def convert(
+        self,
+        route: str,
+        payload: bytes,
+        *,
+        input_type: str = "auto",
+        root_template: str | None = None,
+    ) -> list[ConversionResult] | ConversionFailure:
         loop = asyncio.get_running_loop()
         executor = self._executor
         try:

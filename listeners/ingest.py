@@ -19,6 +19,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
+from typing import Any, Protocol
 
 from converter import ConversionError, ParseError
 from converter.hl7v2 import Header, peek_header
@@ -31,11 +32,10 @@ from .logs import log_fields
 from .metrics import Metrics
 from .mllp.ack import AckBuilder, AckOutcome, MessageHeader, read_header, wants_accept_ack
 from .mllp.server import NO_REPLY, PeerInfo
-from .queue.base import Envelope
-from .queue.sqlite import SqliteQueue
+from .queue.base import DeadLetter, Envelope, PutResult
 from .worker import DeliveryWorkers
 
-__all__ = ["Ingestor", "SupportChecker"]
+__all__ = ["IngestQueue", "Ingestor", "SupportChecker"]
 
 log = logging.getLogger("passerelle.ingest")
 
@@ -53,14 +53,26 @@ class SupportChecker:
         for name, route in routes.items():
             config = route.converter.converter_config()
             self._tables[name] = RouteTable.load(
-                "hl7v2", (*config.template_dirs, config.mappings_dir))
+                "hl7v2", (*config.template_dirs, config.mappings_dir)
+            )
 
     def check(self, route: str, header: Header) -> None:
         """Raise UnsupportedMessageError (HL7 error 200/201/203) when not convertible."""
         catalog = self._catalog.version(header.version)
-        structure = catalog.structure_for(header.structure, header.event) or \
-            header.event.replace("^", "_")
+        structure = catalog.structure_for(header.structure, header.event) or header.event.replace(
+            "^", "_"
+        )
         self._tables[route].resolve(header.event, structure)
+
+
+class IngestQueue(Protocol):
+    """What ingestion stores into: the SQLite queue, or RabbitMQ (``queue.backend``)."""
+
+    async def put(self, envelope: Envelope) -> PutResult: ...
+
+    async def put_dead_letter(self, envelope: Envelope, error: dict[str, Any]) -> PutResult: ...
+
+    def get_dead_letter(self, id: int) -> DeadLetter | None: ...
 
 
 class Ingestor:
@@ -69,8 +81,8 @@ class Ingestor:
     def __init__(
         self,
         config: ServiceConfig,
-        queue: SqliteQueue,
-        workers: DeliveryWorkers,
+        queue: IngestQueue,
+        workers: DeliveryWorkers | None,
         support: SupportChecker,
         metrics: Metrics,
         acks: AckBuilder | None = None,
@@ -85,22 +97,27 @@ class Ingestor:
 
     async def handle(self, payload: bytes, peer: PeerInfo) -> bytes | None:
         started = time.perf_counter()
-        ack = await self._handle(payload, peer)
-        if ack is not None:
-            self._metrics.ack_seconds.labels(peer.listener).observe(
-                time.perf_counter() - started)
+        ack = await self._handle(payload, peer, started)
+        if ack:  # not None (closed without reply) nor NO_REPLY (MSH-15 asked for none)
+            self._metrics.ack_seconds.labels(peer.listener).observe(time.perf_counter() - started)
         return ack
 
-    async def _handle(self, payload: bytes, peer: PeerInfo) -> bytes | None:
+    async def _handle(self, payload: bytes, peer: PeerInfo, started: float) -> bytes | None:
         raw_header = read_header(payload, default_charset=self._config.converter.charset)
         listener = peer.listener
         rejection = raw_header.rejection()
         if rejection is not None:
             self._metrics.received.labels(listener, "unreadable").inc()
-            log.warning("unreadable message rejected",
-                        extra=log_fields(listener=listener, peer=peer.address,
-                                         size=len(payload), error_code=rejection.error_code,
-                                         location=raw_header.problem_location))
+            log.warning(
+                "unreadable message rejected",
+                extra=log_fields(
+                    listener=listener,
+                    peer=peer.address,
+                    size=len(payload),
+                    error_code=rejection.error_code,
+                    location=raw_header.problem_location,
+                ),
+            )
             return self._ack(listener, raw_header, rejection)
         try:
             header = peek_header(payload)
@@ -108,11 +125,19 @@ class Ingestor:
             outcome = AckOutcome.from_error(exc)
             self._metrics.received.labels(listener, "unreadable").inc()
             return self._ack(listener, raw_header, outcome)
-        route = self._config.route_for(application=header.sending_application,
-                                       facility=header.sending_facility, listener=listener)
-        fields = log_fields(listener=listener, control_id=header.control_id,
-                            sender=header.sender, message_type=header.message_type,
-                            size=len(payload), route=route.name)
+        route = self._config.route_for(
+            application=header.sending_application,
+            facility=header.sending_facility,
+            listener=listener,
+        )
+        fields = log_fields(
+            listener=listener,
+            control_id=header.control_id,
+            sender=header.sender,
+            message_type=header.message_type,
+            size=len(payload),
+            route=route.name,
+        )
         envelope = Envelope(
             payload=payload,
             sender=f"{listener}/{header.sender}",
@@ -131,8 +156,10 @@ class Ingestor:
         except ConversionError as exc:
             outcome = AckOutcome.from_error(exc)
             if self._mllp.on_unsupported == "reject":
-                log.warning("unsupported message rejected",
-                            extra=fields | log_fields(error_code=exc.hl7_error_code))
+                log.warning(
+                    "unsupported message rejected",
+                    extra=fields | log_fields(error_code=exc.hl7_error_code),
+                )
                 return self._ack(listener, raw_header, outcome)
             return await self._store_dead_letter(envelope, exc, raw_header, fields)
         try:
@@ -142,37 +169,79 @@ class Ingestor:
             return None
         if stored.duplicate:
             self._metrics.duplicates.labels(listener).inc()
-            log.info("retransmission acknowledged again, not stored",
-                     extra=fields | log_fields(seq=stored.seq))
+            log.info(
+                "retransmission acknowledged again, not stored",
+                extra=fields | log_fields(seq=stored.seq),
+            )
+            if self._mllp.ack_after == "delivery":
+                return self._ack(listener, raw_header, await self._duplicate_outcome(stored.seq))
             return self._ack(listener, raw_header, AckOutcome.accept())
-        self._workers.notify()
-        log.info("stored", extra=fields | log_fields(seq=stored.seq))
+        if self._workers is not None:  # None: workers elsewhere (queue.backend = "amqp")
+            self._workers.notify()
+        log.info(
+            "stored",
+            extra=fields
+            | log_fields(
+                seq=stored.seq, duration_ms=round((time.perf_counter() - started) * 1000, 2)
+            ),
+        )
         if self._mllp.ack_after == "delivery":
             return self._ack(listener, raw_header, await self._delivery_outcome(stored.seq, fields))
         return self._ack(listener, raw_header, AckOutcome.accept())
 
     async def _delivery_outcome(self, seq: int, fields: dict[str, object]) -> AckOutcome:
+        assert self._workers is not None, 'ack_after = "delivery" needs local workers'
         try:
-            outcome = await asyncio.wait_for(self._workers.wait_for(seq),
-                                             timeout=self._mllp.delivery_ack_timeout)
+            outcome = await asyncio.wait_for(
+                self._workers.wait_for(seq), timeout=self._mllp.delivery_ack_timeout
+            )
         except TimeoutError:
             log.warning("delivery not confirmed in time", extra=fields)
-            return AckOutcome.error("207", "delivery not confirmed in time; the message is "
-                                           "stored and will be delivered")
+            return AckOutcome.error(
+                "207", "delivery not confirmed in time; the message is stored and will be delivered"
+            )
         if outcome.delivered:
             return AckOutcome.accept()
         return AckOutcome.error(outcome.hl7_error_code, outcome.diagnostics[:200])
 
-    async def _store_dead_letter(self, envelope: Envelope, exc: ConversionError,
-                                 raw_header: MessageHeader,
-                                 fields: dict[str, object]) -> bytes | None:
+    async def _duplicate_outcome(self, seq: int) -> AckOutcome:
+        """ack_after="delivery": a retransmission of a message that ended as a dead letter
+        gets the AE again (an AA would tell the sender it was delivered)."""
         try:
-            stored = await self._queue.put_dead_letter(envelope, {
-                "stage": "ingest", "kind": type(exc).__name__, "reason": exc.reason,
-                "hl7_error_code": exc.hl7_error_code, "location": exc.location})
+            letter = await asyncio.to_thread(self._queue.get_dead_letter, seq)
+        except QueueError:
+            letter = None
+        if letter is None:
+            return AckOutcome.accept()
+        error = letter.error
+        issues = (error.get("outcome") or {}).get("issue") or []
+        texts = [str(i.get("diagnostics") or i.get("code")) for i in issues if isinstance(i, dict)]
+        text = "; ".join(texts) or f"{error.get('kind', 'error')}: {error.get('reason', '')}"
+        code = str(error.get("hl7_error_code") or "207")
+        return AckOutcome.error(code if code.isdigit() else "207", text[:200])
+
+    async def _store_dead_letter(
+        self,
+        envelope: Envelope,
+        exc: ConversionError,
+        raw_header: MessageHeader,
+        fields: dict[str, object],
+    ) -> bytes | None:
+        try:
+            stored = await self._queue.put_dead_letter(
+                envelope,
+                {
+                    "stage": "ingest",
+                    "kind": type(exc).__name__,
+                    "reason": exc.reason,
+                    "hl7_error_code": exc.hl7_error_code,
+                    "location": exc.location,
+                },
+            )
             if not stored.duplicate:
                 self._metrics.dead_lettered.labels(
-                    "unsupported", envelope.message_type or "unknown").inc()
+                    "unsupported", envelope.message_type or "unknown"
+                ).inc()
         except QueueError:
             log.exception("storing the message failed; closing without ACK", extra=fields)
             return None
@@ -180,8 +249,9 @@ class Ingestor:
         return self._ack(envelope.listener, raw_header, AckOutcome.accept())
 
     def _ack(self, listener: str, header: MessageHeader, outcome: AckOutcome) -> bytes:
-        self._metrics.acknowledged.labels(listener, outcome.code.for_mode(
-            header.enhanced_mode).value).inc()
         if not wants_accept_ack(header, success=outcome.success):
             return NO_REPLY
+        self._metrics.acknowledged.labels(
+            listener, outcome.code.for_mode(header.enhanced_mode).value
+        ).inc()
         return self._acks.build(header, outcome)

@@ -14,14 +14,15 @@ import contextlib
 import json
 import logging
 import signal
+import socket
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
 from converter import ConversionError, MappingError, ParseError, UnsupportedMessageError
 
-from .config import RouteConfig, ServiceConfig
+from .config import ConfigError, RouteConfig, ServiceConfig
 from .conversion import ConversionFailure, ConversionPool
 from .delivery import Sink, build_sink
 from .errors import DeliveryError
@@ -33,12 +34,17 @@ from .mllp.server import MllpServer
 from .queue.sqlite import SqliteQueue
 from .worker import DeliveryWorkers
 
+if TYPE_CHECKING:
+    from .amqp.consumer import AmqpConsumer
+    from .amqp.queue import AmqpQueue
+
 __all__ = ["Service"]
 
 log = logging.getLogger("passerelle.service")
 
 _ERROR_CLASSES: dict[str, type[ConversionError]] = {
-    "ParseError": ParseError, "CharsetError": ParseError,
+    "ParseError": ParseError,
+    "CharsetError": ParseError,
     "UnsupportedMessageError": UnsupportedMessageError,
 }
 
@@ -61,11 +67,21 @@ class Service:
             "default": RouteConfig(name="default", converter=config.converter),
             **{route.name: route for route in config.routes},
         }
-        self.queue = SqliteQueue(
-            config.queue.path,
-            commit_interval_ms=config.queue.commit_interval_ms,
-            duplicate_window_hours=config.mllp.duplicate_window_hours,
-        )
+        self.queue: SqliteQueue | AmqpQueue
+        if config.queue.backend == "amqp":
+            # Messages go to RabbitMQ partition queues; `passerelle worker` delivers them.
+            from .amqp.queue import AmqpQueue
+
+            if config.amqp.url is None:
+                raise ConfigError('queue.backend = "amqp" needs [amqp] url')
+            self.queue = AmqpQueue(config.amqp)
+        else:
+            self.queue = SqliteQueue(
+                config.queue.path,
+                commit_interval_ms=config.queue.commit_interval_ms,
+                duplicate_window_hours=config.mllp.duplicate_window_hours,
+            )
+        self.consumer: AmqpConsumer | None = None
         self.sinks: dict[str, Sink] = {}
         self.pool: ConversionPool | None = None
         self.workers: DeliveryWorkers | None = None
@@ -89,20 +105,52 @@ class Service:
             use_threads=self._use_threads,
         )
         await asyncio.get_running_loop().run_in_executor(None, self.pool.warm_up)
-        self.workers = DeliveryWorkers(
-            self.queue, self.pool, self.sinks, self._destination_of, config.delivery,
-            self.metrics)
-        self.workers.start()
-        ingestor = Ingestor(config, self.queue, self.workers, SupportChecker(self.routes),
-                            self.metrics)
-        self.mllp = MllpServer.from_config(config.mllp, ingestor.handle,
-                                           logger=logging.getLogger("passerelle.mllp"))
+        if isinstance(self.queue, SqliteQueue):
+            self.workers = DeliveryWorkers(
+                self.queue,
+                self.pool,
+                self.sinks,
+                self._destination_of,
+                config.delivery,
+                self.metrics,
+            )
+            self.workers.start()
+        support = SupportChecker(self.routes)
+        if config.amqp.consumer.enabled:
+            from .amqp.consumer import AmqpConsumer
+
+            self.consumer = AmqpConsumer(
+                config,
+                support=support,
+                metrics=self.metrics,
+                store=self.queue,
+                notify=self.workers.notify if self.workers is not None else None,
+                pool=self.pool,
+                sinks=self.sinks,
+                destination_of=self._destination_of,
+            )
+            await self.consumer.start()
+        ingestor = Ingestor(config, self.queue, self.workers, support, self.metrics)
+        self.mllp = MllpServer.from_config(
+            config.mllp, ingestor.handle, logger=logging.getLogger("passerelle.mllp")
+        )
         await self.mllp.start()
         app = create_app(self, config.http)
-        self._http = _EmbeddedHttpServer(uvicorn.Config(
-            app, host=config.http.host, port=config.http.port, log_config=None,
-            access_log=False, lifespan="off", loop="none"))
-        self._http_task = asyncio.create_task(self._http.serve(), name="http")
+        self._http = _EmbeddedHttpServer(
+            uvicorn.Config(
+                app,
+                host=config.http.host,
+                port=config.http.port,
+                log_config=None,
+                access_log=False,
+                lifespan="off",
+                loop="none",
+            )
+        )
+        # Bound here, not by uvicorn: a busy port is then an OSError ("cannot start", exit 1)
+        # instead of uvicorn's sys.exit(3) out of the middle of the event loop.
+        http_socket = _bind(config.http.host, config.http.port)
+        self._http_task = asyncio.create_task(self._http.serve(sockets=[http_socket]), name="http")
         while not self._http.started:
             if self._http_task.done():
                 self._http_task.result()  # raises the bind error
@@ -117,12 +165,15 @@ class Service:
 
     @property
     def http_port(self) -> int:
+        """The bound HTTP port (useful with port 0)."""
         assert self._http is not None and self._http.servers
         sockets = self._http.servers[0].sockets
         return int(sockets[0].getsockname()[1])
 
     async def stop(self, grace: float = 30.0) -> None:
         log.info("stopping")
+        if self.consumer is not None:
+            await self.consumer.stop(grace)
         if self.mllp is not None:
             await self.mllp.stop()
         if self._http is not None:
@@ -159,17 +210,23 @@ class Service:
         found = self.routes.get(route)
         return found.destination if found is not None else "default"
 
-    async def convert(self, data: bytes, *, input_type: str,
-                      root_template: str | None) -> list[dict[str, Any]]:
+    async def convert(
+        self, data: bytes, *, input_type: str, root_template: str | None
+    ) -> list[dict[str, Any]]:
         """Synchronous conversion for the HTTP API (default route settings)."""
         assert self.pool is not None
-        outcome = await self.pool.convert("default", data, input_type=input_type,
-                                          root_template=root_template)
+        outcome = await self.pool.convert(
+            "default", data, input_type=input_type, root_template=root_template
+        )
         if isinstance(outcome, ConversionFailure):
             error_class = _ERROR_CLASSES.get(outcome.kind, MappingError)
-            raise error_class(outcome.reason, location=outcome.location,
-                              template=outcome.template, control_id=outcome.control_id,
-                              message_type=outcome.message_type)
+            raise error_class(
+                outcome.reason,
+                location=outcome.location,
+                template=outcome.template,
+                control_id=outcome.control_id,
+                message_type=outcome.message_type,
+            )
         return [json.loads(result.bundle) for result in outcome]
 
     async def readiness(self) -> dict[str, str | None]:
@@ -179,6 +236,12 @@ class Service:
             checks["queue"] = None
         except Exception as exc:
             checks["queue"] = f"queue unavailable: {type(exc).__name__}"
+        if self.consumer is not None:
+            try:
+                await self.consumer.check()
+                checks["amqp-consumer"] = None
+            except Exception as exc:
+                checks["amqp-consumer"] = str(exc)[:200]
         for name, sink in self.sinks.items():
             try:
                 await sink.check()
@@ -188,7 +251,24 @@ class Service:
         return checks
 
     async def _watch_depth(self) -> None:
+        """Every second: queue depth, and the MLLP listeners' connection and framing stats."""
+        framing_seen: dict[str, int] = {}
         while True:
             with contextlib.suppress(Exception):
                 self.metrics.queue_depth.set(await self.queue.depth())
+            if self.mllp is not None:
+                for listener in self.config.mllp.listeners:
+                    stats = self.mllp.stats(listener.name)
+                    self.metrics.connections.labels(listener.name).set(stats.connections_open)
+                    new = stats.framing_errors - framing_seen.get(listener.name, 0)
+                    framing = self.metrics.framing_errors.labels(listener.name)
+                    if new > 0:
+                        framing.inc(new)
+                    framing_seen[listener.name] = stats.framing_errors
             await asyncio.sleep(1.0)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket for the HTTP API (IPv6 when ``host`` is an IPv6 address)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family)

@@ -40,8 +40,7 @@ class DeliveryOutcome:
 
     __slots__ = ("delivered", "diagnostics", "hl7_error_code")
 
-    def __init__(self, delivered: bool, diagnostics: str = "",
-                 hl7_error_code: str = "207") -> None:
+    def __init__(self, delivered: bool, diagnostics: str = "", hl7_error_code: str = "207") -> None:
         self.delivered = delivered
         self.diagnostics = diagnostics
         self.hl7_error_code = hl7_error_code
@@ -144,47 +143,73 @@ class DeliveryWorkers:
             raise
         except BrokenProcessPool:
             # A conversion process died (the pool replaces itself): transient, retry.
-            log.warning("conversion process died during the conversion; will retry",
-                        extra=log_fields(seq=job.seq, control_id=job.envelope.control_id))
-            await self._retry(job, TransientDeliveryError("conversion process died"),
-                              self._destination_of(job.envelope.route), {})
+            log.warning(
+                "conversion process died during the conversion; will retry",
+                extra=log_fields(seq=job.seq, control_id=job.envelope.control_id),
+            )
+            await self._retry(
+                job,
+                TransientDeliveryError("conversion process died"),
+                self._destination_of(job.envelope.route),
+                {},
+            )
         except Exception as exc:
             # A bug or a broken worker process must not strand the job in flight: retry it.
-            log.exception("delivery crashed; will retry",
-                          extra=log_fields(seq=job.seq, control_id=job.envelope.control_id))
-            await self._retry(job, TransientDeliveryError(f"internal error: "
-                                                          f"{type(exc).__name__}"),
-                              self._destination_of(job.envelope.route), {})
+            log.exception(
+                "delivery crashed; will retry",
+                extra=log_fields(seq=job.seq, control_id=job.envelope.control_id),
+            )
+            await self._retry(
+                job,
+                TransientDeliveryError(f"internal error: {type(exc).__name__}"),
+                self._destination_of(job.envelope.route),
+                {},
+            )
 
     async def _deliver(self, job: Job) -> None:
         envelope = job.envelope
         message_type = envelope.message_type or "unknown"
-        fields = log_fields(seq=job.seq, control_id=envelope.control_id,
-                            sender=envelope.sender, message_type=message_type,
-                            route=envelope.route, attempt=job.attempts)
-        outcome = await self._pool.convert(envelope.route, envelope.payload,
-                                           input_type=envelope.input_type)
+        fields = log_fields(
+            seq=job.seq,
+            control_id=envelope.control_id,
+            sender=envelope.sender,
+            message_type=message_type,
+            route=envelope.route,
+            attempt=job.attempts,
+        )
+        outcome = await self._pool.convert(
+            envelope.route, envelope.payload, input_type=envelope.input_type
+        )
         if isinstance(outcome, ConversionFailure):
-            await self._dead_letter(job, outcome.as_record() | {"stage": "conversion"},
-                                    reason="conversion", message_type=message_type)
-            log.warning("conversion failed; message dead-lettered",
-                        extra=fields | log_fields(error_kind=outcome.kind,
-                                                  location=outcome.location,
-                                                  template=outcome.template))
-            self._resolve(job.seq, DeliveryOutcome(False, f"{outcome.kind}: {outcome.reason}",
-                                                   outcome.hl7_error_code))
+            await self._dead_letter(
+                job,
+                outcome.as_record() | {"stage": "conversion"},
+                reason="conversion",
+                message_type=message_type,
+            )
+            log.warning(
+                "conversion failed; message dead-lettered",
+                extra=fields
+                | log_fields(
+                    error_kind=outcome.kind, location=outcome.location, template=outcome.template
+                ),
+            )
+            self._resolve(
+                job.seq,
+                DeliveryOutcome(False, f"{outcome.kind}: {outcome.reason}", outcome.hl7_error_code),
+            )
             return
         destination = self._destination_of(envelope.route)
         sink = self._sinks[destination]
         try:
             for result in outcome:
                 self._metrics.converted.labels(result.message_type).inc()
-                self._metrics.conversion_seconds.labels(result.message_type).observe(
-                    result.seconds)
+                self._metrics.conversion_seconds.labels(result.message_type).observe(result.seconds)
                 started = time.perf_counter()
                 await sink.deliver(result.bundle, envelope=envelope)
                 self._metrics.delivery_seconds.labels(destination).observe(
-                    time.perf_counter() - started)
+                    time.perf_counter() - started
+                )
                 self._metrics.delivered.labels(destination, result.message_type).inc()
         except TransientDeliveryError as exc:
             await self._retry(job, exc, destination, fields)
@@ -192,40 +217,58 @@ class DeliveryWorkers:
         except RejectedDeliveryError as exc:
             record = _delivery_record(exc) | {"stage": "delivery", "destination": destination}
             await self._dead_letter(job, record, reason="rejected", message_type=message_type)
-            log.warning("destination rejected the bundle; message dead-lettered",
-                        extra=fields | log_fields(destination=destination, status=exc.status))
+            log.warning(
+                "destination rejected the bundle; message dead-lettered",
+                extra=fields | log_fields(destination=destination, status=exc.status),
+            )
             self._resolve(job.seq, DeliveryOutcome(False, _diagnostics(exc)))
             return
         except DeliveryError as exc:
-            await self._retry(job, TransientDeliveryError(str(exc), status=exc.status),
-                              destination, fields)
+            await self._retry(
+                job, TransientDeliveryError(str(exc), status=exc.status), destination, fields
+            )
             return
         await self._queue.complete(job.seq)
         log.info("delivered", extra=fields | log_fields(destination=destination))
         self._resolve(job.seq, DeliveryOutcome(True))
 
-    async def _retry(self, job: Job, exc: TransientDeliveryError, destination: str,
-                     fields: dict[str, Any]) -> None:
+    async def _retry(
+        self, job: Job, exc: TransientDeliveryError, destination: str, fields: dict[str, Any]
+    ) -> None:
         limit = self._config.max_attempts
         if limit and job.attempts >= limit:
-            record = _delivery_record(exc) | {"stage": "delivery", "destination": destination,
-                                              "attempts": job.attempts}
-            await self._dead_letter(job, record, reason="attempts-exhausted",
-                                    message_type=job.envelope.message_type or "unknown")
+            record = _delivery_record(exc) | {
+                "stage": "delivery",
+                "destination": destination,
+                "attempts": job.attempts,
+            }
+            await self._dead_letter(
+                job,
+                record,
+                reason="attempts-exhausted",
+                message_type=job.envelope.message_type or "unknown",
+            )
             self._resolve(job.seq, DeliveryOutcome(False, _diagnostics(exc)))
             return
-        delay = backoff_delay(job.attempts, initial=self._config.backoff_initial,
-                              maximum=self._config.backoff_max,
-                              retry_after=exc.retry_after, rng=self._rng)
+        delay = backoff_delay(
+            job.attempts,
+            initial=self._config.backoff_initial,
+            maximum=self._config.backoff_max,
+            retry_after=exc.retry_after,
+            rng=self._rng,
+        )
         reason = str(exc.status) if exc.status else "connection"
         self._metrics.retried.labels(destination, reason).inc()
         await self._queue.retry_later(job.seq, delay, _delivery_record(exc))
-        log.warning("delivery failed; will retry",
-                    extra=fields | log_fields(destination=destination, status=exc.status,
-                                              delay_s=round(delay, 3)))
+        log.warning(
+            "delivery failed; will retry",
+            extra=fields
+            | log_fields(destination=destination, status=exc.status, delay_s=round(delay, 3)),
+        )
 
-    async def _dead_letter(self, job: Job, record: dict[str, Any], *, reason: str,
-                           message_type: str) -> None:
+    async def _dead_letter(
+        self, job: Job, record: dict[str, Any], *, reason: str, message_type: str
+    ) -> None:
         await self._queue.dead_letter(job.seq, record)
         self._metrics.dead_lettered.labels(reason, message_type).inc()
 
@@ -250,6 +293,9 @@ def _delivery_record(exc: DeliveryError) -> dict[str, Any]:
 def _diagnostics(exc: DeliveryError) -> str:
     """The server's OperationOutcome diagnostics, for an AE sent to the sender."""
     issues = (exc.outcome or {}).get("issue", []) if isinstance(exc.outcome, dict) else []
-    texts = [str(i.get("diagnostics") or i.get("details", {}).get("text") or i.get("code"))
-             for i in issues if isinstance(i, dict)]
+    texts = [
+        str(i.get("diagnostics") or i.get("details", {}).get("text") or i.get("code"))
+        for i in issues
+        if isinstance(i, dict)
+    ]
     return "; ".join(t for t in texts if t) or str(exc)

@@ -49,7 +49,15 @@ __all__ = [
 
 
 def build_sink(destination: DestinationConfig) -> Sink:
-    """A :class:`FhirServerSink` when ``destination.url`` is set, else a :class:`FolderSink`."""
-    if destination.url:
-        return FhirServerSink(destination)
+    """A :class:`FhirServerSink` when ``destination.url`` is set, an AMQP publisher when
+    ``destination.amqp`` is, both (each must take the bundle) when both are, else a
+    :class:`FolderSink`."""
+    fhir: Sink | None = FhirServerSink(destination) if destination.url else None
+    if destination.amqp is not None:
+        from ..amqp.publisher import AmqpSink, CompositeSink  # aio-pika only when used
+
+        amqp = AmqpSink(destination.name, destination.amqp)
+        return amqp if fhir is None else CompositeSink(destination.name, [fhir, amqp])
+    if fhir is not None:
+        return fhir
     return FolderSink(destination.folder, name=destination.name)

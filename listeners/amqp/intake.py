@@ -1,0 +1,122 @@
+"""From a consumed AMQP message to an :class:`AmqpEnvelope`, or a reason to refuse it.
+
+The input type comes from the ``x-passerelle-input-type`` header, else the content type,
+else the first bytes (:func:`converter.detect_input_type`). HL7 v2: MSH read like the MLLP
+listener does (sender, control id, type, patient) and the route's support for the type
+and version checked with the same :class:`~listeners.ingest.SupportChecker`. CDA: the
+document parsed (hardened parser) for its id, type, custodian and patient id.
+
+Whatever cannot be read or is not supported raises :class:`converter.ConversionError`
+(with its HL7 error code and location): the consumer dead-letters it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aio_pika.abc import AbstractIncomingMessage
+from lxml import etree
+
+from converter import ParseError, detect_input_type
+from converter.cda.document import DOCUMENT_TYPES
+from converter.cda.node import HL7, NAMESPACES
+from converter.cda.xml import parse_xml
+from converter.hl7v2 import peek_header
+
+from ..config import ServiceConfig
+from ..ingest import SupportChecker
+from .envelope import AmqpEnvelope, input_type_of
+
+__all__ = ["envelope_of"]
+
+_PATIENT_ID = "h:recordTarget/h:patientRole/h:id[1]"
+_CUSTODIAN = "h:custodian/h:assignedCustodian/h:representedCustodianOrganization"
+
+
+def envelope_of(
+    message: AbstractIncomingMessage,
+    *,
+    listener: str,
+    config: ServiceConfig,
+    support: SupportChecker,
+) -> AmqpEnvelope:
+    """The envelope of a consumed message; ``ConversionError`` when it is poison."""
+    body = message.body
+    kind = input_type_of(message.content_type, message.headers)
+    if kind == "auto":
+        kind = detect_input_type(body)
+    ids: dict[str, Any] = {
+        "message_id": message.message_id,
+        "correlation_id": message.correlation_id,
+    }
+    if kind == "cda":
+        return _cda(body, listener, config, ids)
+    header = peek_header(body)
+    route = config.route_for(
+        application=header.sending_application, facility=header.sending_facility, listener=listener
+    )
+    support.check(route.name, header)
+    sender = f"{listener}/{header.sender}"
+    patient = header.patient_key or f"message:{header.control_id or message.message_id}"
+    return AmqpEnvelope(
+        payload=body,
+        sender=sender,
+        listener=listener,
+        received_at=time.time(),
+        ordering_key=f"{sender}|{patient}",
+        control_id=header.control_id or None,
+        message_type=header.message_type or None,
+        input_type="hl7v2",
+        route=route.name,
+        **ids,
+    )
+
+
+def _cda(body: bytes, listener: str, config: ServiceConfig, ids: dict[str, Any]) -> AmqpEnvelope:
+    root = parse_xml(body)
+    if etree.QName(root).namespace != HL7 or etree.QName(root).localname != "ClinicalDocument":
+        raise ParseError(
+            "not a CDA document: the root element must be ClinicalDocument in "
+            "the urn:hl7-org:v3 namespace",
+            location=f"<{root.tag}>",
+        )
+    custodian = _first(root, _CUSTODIAN)
+    facility = _identifier(_first(custodian, "h:id[1]")) if custodian is not None else ""
+    if not facility and custodian is not None:
+        facility = " ".join(
+            str(t) for t in custodian.xpath("h:name//text()", namespaces=NAMESPACES)
+        ).strip()
+    route = config.route_for(application="", facility=facility, listener=listener)
+    control_id = _identifier(_first(root, "h:id")) or None
+    templates = [str(t) for t in root.xpath("h:templateId/@root", namespaces=NAMESPACES)]
+    document_type = next((DOCUMENT_TYPES[t] for t in templates if t in DOCUMENT_TYPES), "CDA")
+    sender = f"{listener}/^{facility}"
+    patient = (
+        _identifier(_first(root, _PATIENT_ID)) or f"document:{control_id or ids.get('message_id')}"
+    )
+    return AmqpEnvelope(
+        payload=body,
+        sender=sender,
+        listener=listener,
+        received_at=time.time(),
+        ordering_key=f"{sender}|{patient}",
+        control_id=control_id,
+        message_type=document_type,
+        input_type="cda",
+        route=route.name,
+        **ids,
+    )
+
+
+def _first(element: Any, path: str) -> Any:
+    found = element.xpath(path, namespaces=NAMESPACES)
+    return found[0] if found else None
+
+
+def _identifier(element: Any) -> str:
+    """``root^extension`` of an II element (``root`` alone without extension)."""
+    if element is None:
+        return ""
+    root, extension = element.get("root") or "", element.get("extension") or ""
+    return f"{root}^{extension}" if extension else root

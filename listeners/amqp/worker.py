@@ -1,0 +1,544 @@
+"""``passerelle worker``: consumes the partition queues of ``queue.backend = "amqp"``.
+
+Any number of worker processes, on any machines, share the N partition queues. Each
+partition is consumed by exactly one worker at a time (an **exclusive consumer**: the
+broker refuses a second one) with prefetch 1, and its messages are handled one after the
+other: convert, deliver, ack. So a patient's messages (same ordering key → same
+partition) are delivered in the order they were stored.
+
+**Fair share.** Every worker also consumes the presence queue; its consumer count is the
+number of live workers W. Every ``rebalance_interval`` a worker computes its share,
+``ceil(N / W)``: holding more, it releases the extra partitions (idle ones first; a busy
+one after its message is finished); holding fewer, it claims free partitions (no
+consumer), trying them from a random offset. Exclusivity comes from the broker, not
+from the count: a stale count only delays the balance, it never lets two workers consume
+one partition.
+
+**Retries in place.** A transient delivery failure is retried by the same worker, with
+exponential backoff and jitter, without acking: later messages of the partition wait
+(per-patient order; the price is that other patients sharing the partition wait too).
+After ``delivery.max_attempts`` (0 = forever) the message goes to the dead-letter
+exchange, like conversion errors, rejections and messages that are not envelopes.
+
+**Crashes and losses.** A message is acked only after its outcome: when a worker dies (or
+its connection drops) the broker puts its unacked message back at the head of the
+partition, and the next owner delivers it first — at least once; PUT with stable ids
+makes the repeat harmless. After losing the connection a worker reconnects and claims
+partitions again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import random
+import signal
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import aio_pika
+import aiormq
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
+
+from ..config import RouteConfig, ServiceConfig
+from ..conversion import ConversionFailure, ConversionPool, ConversionResult
+from ..delivery import Sink, backoff_delay, build_sink
+from ..errors import DeliveryError, RejectedDeliveryError, TransientDeliveryError
+from ..logs import log_fields
+from ..metrics import Metrics
+from .broker import ConfirmedPublisher, PublishFailure, connect_plain, describe, safe_error
+from .envelope import AmqpEnvelope, EnvelopeError, decode_envelope, error_headers
+from .envelope import forwardable_headers as _forwardable
+from .topology import declare_dead_letters, declare_partitions, partition_queue
+
+__all__ = ["AmqpWorker"]
+
+log = logging.getLogger("passerelle.amqp.worker")
+
+
+@dataclass(eq=False)
+class _Partition:
+    """A partition this worker consumes."""
+
+    number: int
+    queue: str
+    channel: AbstractChannel
+    inbox: asyncio.Queue[AbstractIncomingMessage | None] = field(default_factory=asyncio.Queue)
+    released: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+    busy: bool = False
+
+
+class AmqpWorker:
+    """One ``passerelle worker`` (see the module docstring)."""
+
+    def __init__(
+        self,
+        config: ServiceConfig,
+        *,
+        use_threads: bool = False,
+        rng: random.Random | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        if config.amqp.url is None:
+            raise ValueError("passerelle worker needs [amqp] url")
+        self.config = config
+        self.metrics = metrics or Metrics()
+        self._amqp = config.amqp
+        self._url = config.amqp.url
+        self._rng = rng or random.Random()
+        self._use_threads = use_threads
+        self.routes: dict[str, RouteConfig] = {
+            "default": RouteConfig(name="default", converter=config.converter),
+            **{route.name: route for route in config.routes},
+        }
+        self.pool: ConversionPool | None = None
+        self.sinks: dict[str, Sink] = {}
+        self._partitions: dict[int, _Partition] = {}
+        self._connection: AbstractConnection | None = None
+        self._probe: AbstractChannel | None = None
+        self._publisher: ConfirmedPublisher | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._grace = 30.0
+        self._offset = self._rng.randrange(self._amqp.partitions)
+        #: Messages this worker settled (delivered or dead-lettered), for tests and logs.
+        self.processed = 0
+
+    @property
+    def owned(self) -> list[int]:
+        """Partitions consumed now (not being released)."""
+        return sorted(n for n, p in self._partitions.items() if not p.released.is_set())
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Connect (``ConnectionError`` if the broker is unreachable now), load templates,
+        then claim partitions in the background."""
+        config = self.config
+        connection = await connect_plain(
+            self._url, role="worker", timeout=self._amqp.confirm_timeout
+        )
+        try:
+            self.pool = ConversionPool(
+                {name: route.converter.converter_config() for name, route in self.routes.items()},
+                processes=config.delivery.convert_processes,
+                use_threads=self._use_threads,
+            )
+            await asyncio.get_running_loop().run_in_executor(None, self.pool.warm_up)
+            self.sinks = {name: build_sink(dest) for name, dest in config.destinations.items()}
+        except BaseException:
+            await connection.close()
+            raise
+        self._supervisor = asyncio.create_task(self._supervise(connection), name="amqp-worker")
+        log.info(
+            "worker started",
+            extra=log_fields(peer=describe(self._url), count=self._amqp.partitions),
+        )
+
+    async def stop(self, grace: float = 30.0) -> None:
+        """Release every partition after its message in flight (within ``grace``), then
+        disconnect; what is not acked by then is redelivered to another worker."""
+        self._grace = grace
+        self._stopping.set()
+        if self._supervisor is not None:
+            await asyncio.gather(self._supervisor, return_exceptions=True)
+        for sink in self.sinks.values():
+            with contextlib.suppress(Exception):
+                await sink.close()
+        if self.pool is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.pool.close)
+        log.info("worker stopped", extra=log_fields(count=self.processed))
+
+    async def run(self) -> None:
+        """Start, work until SIGTERM/SIGINT, stop gracefully."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await self.start()
+            await stop.wait()
+        finally:
+            await self.stop()
+
+    # -- connection supervision ------------------------------------------------------------------
+    async def _supervise(self, connection: AbstractConnection | None) -> None:
+        while connection is not None:
+            try:
+                await self._session(connection)
+            except Exception as exc:
+                log.warning(
+                    "RabbitMQ session ended",
+                    extra=log_fields(error_kind=safe_error(exc, self._url)[:120]),
+                )
+            if self._stopping.is_set():
+                return
+            log.warning(
+                "connection to RabbitMQ lost; reconnecting",
+                extra=log_fields(peer=describe(self._url)),
+            )
+            connection = await self._reconnect()
+
+    async def _reconnect(self) -> AbstractConnection | None:
+        while not await self._stopped_within(self._amqp.reconnect_interval):
+            try:
+                connection = await connect_plain(
+                    self._url, role="worker", timeout=self._amqp.confirm_timeout
+                )
+            except ConnectionError:
+                continue
+            log.info("reconnected to RabbitMQ", extra=log_fields(peer=describe(self._url)))
+            return connection
+        return None
+
+    async def _session(self, connection: AbstractConnection) -> None:
+        lost = asyncio.Event()
+        connection.close_callbacks.add(lambda *_: lost.set())
+        self._connection = connection
+        try:
+            setup = await connection.channel(publisher_confirms=False)
+            await declare_dead_letters(setup, self._amqp)
+            await declare_partitions(setup, self._amqp)
+            self._probe = setup
+            self._publisher = ConfirmedPublisher(
+                connection, timeout=self._amqp.confirm_timeout, url=self._url
+            )
+            presence = await connection.channel(publisher_confirms=False)
+            queue = await presence.get_queue(self._amqp.presence_queue, ensure=False)
+            await queue.consume(_ignore, no_ack=True)
+            while not self._stopping.is_set() and not lost.is_set():
+                await self._rebalance()
+                await _first_of((self._stopping, lost), self._amqp.rebalance_interval)
+        finally:
+            await self._release_all(graceful=not lost.is_set())
+            if self._publisher is not None:
+                await self._publisher.close()
+            with contextlib.suppress(Exception):
+                await connection.close()
+            self._connection = self._probe = self._publisher = None
+
+    async def _stopped_within(self, seconds: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+        return self._stopping.is_set()
+
+    # -- fair share ------------------------------------------------------------------------------
+    async def _probe_channel(self) -> AbstractChannel:
+        """A channel for passive declares (a missing queue closes it: reopened here)."""
+        assert self._connection is not None
+        if self._probe is None or self._probe.is_closed:
+            self._probe = await self._connection.channel(publisher_confirms=False)
+        return self._probe
+
+    async def _consumers(self, queue: str) -> int:
+        probe = await self._probe_channel()
+        declared = await probe.declare_queue(queue, passive=True, timeout=10)
+        return int(declared.declaration_result.consumer_count or 0)
+
+    async def _rebalance(self) -> None:
+        workers = max(1, await self._consumers(self._amqp.presence_queue))
+        share = math.ceil(self._amqp.partitions / workers)
+        active = [p for p in self._partitions.values() if not p.released.is_set()]
+        if len(active) > share:
+            extras = sorted(active, key=lambda p: (p.busy, -p.number))[: len(active) - share]
+            for partition in extras:
+                self._release(partition)
+            log.info(
+                "releasing partitions: %d workers, a share of %d",
+                workers,
+                share,
+                extra=log_fields(event="rebalance", count=share),
+            )
+            return
+        for number in self._candidates():
+            if len(active) >= share or self._stopping.is_set():
+                break
+            if number in self._partitions:
+                continue
+            if await self._consumers(partition_queue(self._amqp, number)):
+                continue
+            claimed = await self._claim(number)
+            if claimed is not None:
+                active.append(claimed)
+
+    def _candidates(self) -> Iterator[int]:
+        count = self._amqp.partitions
+        return ((self._offset + i) % count for i in range(count))
+
+    async def _claim(self, number: int) -> _Partition | None:
+        assert self._connection is not None
+        name = partition_queue(self._amqp, number)
+        channel = await self._connection.channel(publisher_confirms=False)
+        await channel.set_qos(prefetch_count=1)
+        partition = _Partition(number, name, channel)
+        queue = await channel.get_queue(name, ensure=False)
+        try:
+            await queue.consume(partition.inbox.put, exclusive=True)
+        except aiormq.exceptions.ChannelAccessRefused:
+            # Another worker took it between our look and our claim.
+            with contextlib.suppress(Exception):
+                await channel.close()
+            return None
+        channel.close_callbacks.add(lambda *_: partition.inbox.put_nowait(None))
+        partition.task = asyncio.create_task(self._consume(partition), name=f"partition-{number}")
+        self._partitions[number] = partition
+        log.info(
+            "partition claimed: %s",
+            name,
+            extra=log_fields(event="partition-claimed", count=len(self.owned)),
+        )
+        return partition
+
+    def _release(self, partition: _Partition) -> None:
+        partition.released.set()
+        partition.inbox.put_nowait(None)
+
+    async def _release_all(self, *, graceful: bool) -> None:
+        partitions = list(self._partitions.values())
+        for partition in partitions:
+            self._release(partition)
+        tasks = {p.task for p in partitions if p.task is not None}
+        if tasks and graceful:
+            _, pending = await asyncio.wait(tasks, timeout=self._grace)
+        else:
+            pending = tasks
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._partitions.clear()
+
+    # -- one partition ---------------------------------------------------------------------------
+    async def _consume(self, partition: _Partition) -> None:
+        try:
+            while True:
+                message = await partition.inbox.get()
+                if message is None or partition.released.is_set():
+                    break  # an unprocessed message goes back to the queue with the channel
+                partition.busy = True
+                try:
+                    await self._handle(partition, message)
+                finally:
+                    partition.busy = False
+        finally:
+            if self._partitions.get(partition.number) is partition:
+                del self._partitions[partition.number]
+            with contextlib.suppress(Exception):
+                await partition.channel.close()
+            log.info(
+                "partition released: %s",
+                partition.queue,
+                extra=log_fields(event="partition-released", count=len(self.owned)),
+            )
+
+    async def _handle(self, partition: _Partition, message: AbstractIncomingMessage) -> None:
+        try:
+            envelope = decode_envelope(message)
+        except EnvelopeError as exc:
+            record = {"stage": "envelope", "kind": "EnvelopeError", "reason": str(exc)}
+            await self._dead_letter(
+                partition,
+                message,
+                record,
+                "envelope",
+                "unknown",
+                log_fields(message_id=message.message_id),
+            )
+            return
+        route = envelope.route if envelope.route in self.routes else "default"
+        message_type = envelope.message_type or "unknown"
+        fields = _fields(envelope)
+        destination = self.routes[route].destination
+        attempt = 0
+        outcome: list[ConversionResult] | ConversionFailure | None = None
+        while True:
+            attempt += 1
+            try:
+                if outcome is None:
+                    assert self.pool is not None
+                    outcome = await self.pool.convert(
+                        route, envelope.payload, input_type=envelope.input_type
+                    )
+                if isinstance(outcome, ConversionFailure):
+                    record = outcome.as_record() | {"stage": "conversion"}
+                    await self._dead_letter(
+                        partition, message, record, "conversion", message_type, fields
+                    )
+                    return
+                await self._deliver(outcome, envelope, destination)
+            except RejectedDeliveryError as exc:
+                record = _record(exc) | {
+                    "stage": "delivery",
+                    "destination": destination,
+                    "attempts": attempt,
+                }
+                await self._dead_letter(
+                    partition, message, record, "rejected", message_type, fields
+                )
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failure = (
+                    exc
+                    if isinstance(exc, TransientDeliveryError)
+                    else TransientDeliveryError(
+                        f"{type(exc).__name__}", status=getattr(exc, "status", None)
+                    )
+                )
+                if not isinstance(exc, DeliveryError):
+                    log.warning(
+                        "delivery failed unexpectedly; will retry",
+                        extra=fields | log_fields(error_kind=type(exc).__name__),
+                    )
+                limit = self.config.delivery.max_attempts
+                if limit and attempt >= limit:
+                    record = _record(failure) | {
+                        "stage": "delivery",
+                        "destination": destination,
+                        "attempts": attempt,
+                    }
+                    await self._dead_letter(
+                        partition, message, record, "attempts-exhausted", message_type, fields
+                    )
+                    return
+                delay = backoff_delay(
+                    attempt,
+                    initial=self.config.delivery.backoff_initial,
+                    maximum=self.config.delivery.backoff_max,
+                    retry_after=failure.retry_after,
+                    rng=self._rng,
+                )
+                self.metrics.retried.labels(destination, str(failure.status or "connection")).inc()
+                log.warning(
+                    "delivery failed; will retry in place",
+                    extra=fields
+                    | log_fields(
+                        destination=destination,
+                        status=failure.status,
+                        attempt=attempt,
+                        delay_s=round(delay, 3),
+                    ),
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(partition.released.wait(), timeout=delay)
+                if partition.released.is_set():
+                    return  # not acked: back to the queue's head for the next owner
+                continue
+            if await self._ack(message, fields):
+                self.processed += 1
+                log.info(
+                    "delivered", extra=fields | log_fields(destination=destination, attempt=attempt)
+                )
+            return
+
+    async def _deliver(
+        self, results: list[ConversionResult], envelope: AmqpEnvelope, destination: str
+    ) -> None:
+        sink = self.sinks[destination]
+        for result in results:
+            self.metrics.converted.labels(result.message_type).inc()
+            started = time.perf_counter()
+            await sink.deliver(result.bundle, envelope)
+            self.metrics.delivery_seconds.labels(destination).observe(time.perf_counter() - started)
+            self.metrics.delivered.labels(destination, result.message_type).inc()
+
+    async def _dead_letter(
+        self,
+        partition: _Partition,
+        message: AbstractIncomingMessage,
+        record: Mapping[str, Any],
+        reason: str,
+        message_type: str,
+        fields: dict[str, Any],
+    ) -> None:
+        headers = _forwardable(message.headers) | error_headers(record)
+        copy = aio_pika.Message(
+            message.body,
+            headers=headers,
+            content_type=message.content_type,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=message.message_id,
+            correlation_id=message.correlation_id,
+            timestamp=message.timestamp,
+            app_id=message.app_id,
+        )
+        assert self._publisher is not None
+        try:
+            await self._publisher.publish(
+                copy,
+                exchange=self._amqp.dead_letter_exchange,
+                routing_key=str(record.get("stage", "delivery")),
+            )
+        except PublishFailure as exc:
+            # Not acked: released with the partition, back to the head of the queue.
+            log.warning(
+                "dead-lettering failed; releasing the partition",
+                extra=fields | log_fields(error_kind=exc.reason),
+            )
+            self._release(partition)
+            return
+        self.metrics.dead_lettered.labels(reason, message_type).inc()
+        if await self._ack(message, fields):
+            self.processed += 1
+        log.warning(
+            "message dead-lettered",
+            extra=fields
+            | log_fields(
+                error_kind=record.get("kind"),
+                error_code=record.get("hl7_error_code"),
+                location=record.get("location"),
+                template=record.get("template"),
+                status=record.get("status"),
+                attempt=record.get("attempts"),
+            ),
+        )
+
+    async def _ack(self, message: AbstractIncomingMessage, fields: dict[str, Any]) -> bool:
+        try:
+            await message.ack()
+        except Exception as exc:
+            log.warning(
+                "could not ack (connection lost?); the message will be delivered again",
+                extra=fields | log_fields(error_kind=type(exc).__name__),
+            )
+            return False
+        return True
+
+
+async def _ignore(message: AbstractIncomingMessage) -> None:
+    """Presence consumer: nothing is ever published to the presence queue."""
+    del message
+
+
+async def _first_of(events: tuple[asyncio.Event, ...], timeout: float) -> None:
+    """Return when any of ``events`` is set or after ``timeout`` seconds."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+def _fields(envelope: AmqpEnvelope) -> dict[str, Any]:
+    return log_fields(
+        control_id=envelope.control_id,
+        sender=envelope.sender,
+        message_type=envelope.message_type,
+        route=envelope.route,
+        listener=envelope.listener,
+        message_id=envelope.message_id,
+        correlation_id=envelope.correlation_id,
+        size=len(envelope.payload),
+    )
+
+
+def _record(exc: DeliveryError) -> dict[str, Any]:
+    record: dict[str, Any] = {"kind": type(exc).__name__, "reason": str(exc)}
+    if exc.status is not None:
+        record["status"] = exc.status
+    return record

@@ -1,0 +1,66 @@
+"""Fixtures of the AMQP tests: one real RabbitMQ node per session, one FHIR server per
+module, unique exchange/queue names per test (tests share the node, never its objects)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.listeners.amqp.support import Names
+from tests.support.fhirserver import (
+    FhirServer,
+    fhirserver_required,
+    fhirserver_unavailable_reason,
+)
+from tests.support.rabbitmq import RabbitMq, rabbitmq_required, rabbitmq_unavailable_reason
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def rabbitmq() -> Iterator[RabbitMq]:
+    """A RabbitMQ node for the session (about 10 s to start)."""
+    reason = rabbitmq_unavailable_reason()
+    if reason is not None:
+        if rabbitmq_required():
+            pytest.fail(f"RabbitMQ required but unavailable: {reason}")
+        pytest.skip(f"RabbitMQ unavailable: {reason}")
+    with RabbitMq.start() as broker:
+        yield broker
+
+
+@pytest.fixture
+def broker(rabbitmq: RabbitMq) -> RabbitMq:
+    """The session's node, running (a test that stopped it left it stopped: boot it)."""
+    if not rabbitmq.running:
+        rabbitmq.restart()
+    return rabbitmq
+
+
+@pytest.fixture(scope="module")
+def fhir_module() -> Iterator[FhirServer]:
+    reason = fhirserver_unavailable_reason()
+    if reason is not None:
+        if fhirserver_required():
+            pytest.fail(f"test FHIR server required but unavailable: {reason}")
+        pytest.skip(f"test FHIR server unavailable: {reason}")
+    with FhirServer.start() as server:
+        yield server
+
+
+@pytest.fixture
+def fhir(fhir_module: FhirServer) -> FhirServer:
+    """The module's FHIR server, running and emptied (data, faults, request log)."""
+    if not fhir_module.running:
+        fhir_module.restart()
+    fhir_module.reset()
+    return fhir_module
+
+
+@pytest.fixture
+def names() -> Names:
+    return Names.unique()

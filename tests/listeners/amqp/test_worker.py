@@ -1,0 +1,157 @@
+"""The partition worker on the test's loop: retries in place keep a patient's order, the
+attempts cap and poison go to the dead-letter exchange, the share follows the workers."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from listeners.amqp import AmqpQueue, AmqpWorker
+from listeners.amqp.envelope import ERROR_HEADERS, H_ATTEMPTS
+from listeners.config import ServiceConfig
+from listeners.queue.base import Envelope
+from tests.listeners.amqp.support import (
+    AUTHORITY,
+    AmqpClient,
+    Names,
+    adt,
+    bundle_posts,
+    eventually,
+    history_families,
+    make_config,
+    patients,
+)
+from tests.support.fhirserver import FhirServer
+from tests.support.rabbitmq import RabbitMq
+
+pytestmark = pytest.mark.anyio
+
+
+def envelope(control_id: str, mrn: str, family: str, **changes: object) -> Envelope:
+    fields: dict[str, object] = {
+        "payload": adt(control_id, mrn=mrn, family=family),
+        "sender": "mllp/APP-A^FAC-A",
+        "listener": "mllp",
+        "received_at": time.time(),
+        "ordering_key": f"mllp/APP-A^FAC-A|{mrn}^{AUTHORITY}",
+        "control_id": control_id,
+        "message_type": "ADT^A08^ADT_A01",
+    }
+    fields.update(changes)
+    return Envelope(**fields)  # type: ignore[arg-type]
+
+
+async def store(config: ServiceConfig, *envelopes: Envelope) -> None:
+    queue = AmqpQueue(config.amqp)
+    await queue.start()
+    try:
+        for item in envelopes:
+            await queue.put(item)
+    finally:
+        await queue.close()
+
+
+async def test_a_transient_failure_is_retried_in_place_and_later_messages_wait(
+    tmp_path: Path, broker: RabbitMq, fhir: FhirServer, names: Names
+) -> None:
+    config = make_config(
+        tmp_path,
+        amqp_url=broker.url,
+        names=names,
+        fhir_url=fhir.base_url,
+        backend="amqp",
+        amqp={"partitions": 1},
+    )
+    fhir.fail(503, count=2, retry_after=0.2)
+    worker = AmqpWorker(config, use_threads=True)
+    await worker.start()
+    try:
+        await store(
+            config, envelope("IP-1", "MRN-IP", "IP-v1"), envelope("IP-2", "MRN-IP", "IP-v2")
+        )
+        await eventually(lambda: worker.processed == 2, what="both messages")
+    finally:
+        await worker.stop(5)
+    [patient] = patients(fhir, "MRN-IP")
+    assert history_families(fhir, patient["id"]) == ["IP-v1", "IP-v2"]
+    assert [post["status"] for post in bundle_posts(fhir)] == [503, 503, 200, 200]
+    assert worker.metrics.retried.labels("default", "503")._value.get() == 2
+
+
+async def test_poison_and_exhausted_attempts_go_to_the_dead_letter_exchange(
+    tmp_path: Path, broker: RabbitMq, fhir: FhirServer, names: Names
+) -> None:
+    config = make_config(
+        tmp_path,
+        amqp_url=broker.url,
+        names=names,
+        fhir_url=fhir.base_url,
+        backend="amqp",
+        amqp={"partitions": 1},
+        delivery={"max_attempts": 2},
+    )
+    worker = AmqpWorker(config, use_threads=True)
+    await worker.start()
+    try:
+        await eventually(lambda: worker.owned == [0], what="the partition claimed")
+        async with AmqpClient(broker.url) as client:
+            # Not an envelope (published by something else than Passerelle).
+            await client.publish(names.partitions, "partition.0", b"SECRET", message_id="raw")
+            await store(
+                config,
+                envelope(
+                    "PW-1",
+                    "MRN-PW-1",
+                    "PW",
+                    payload=adt("PW-1", mrn="MRN-PW-1", birth_date="20241341"),
+                ),
+            )
+            fhir.fail(503, count=5)
+            await store(config, envelope("PW-2", "MRN-PW-2", "PW"))
+            letters = await client.take(names.dead_letters, 3)
+    finally:
+        await worker.stop(5)
+    by_stage = {(letter.headers or {})[ERROR_HEADERS["stage"]]: letter for letter in letters}
+    assert set(by_stage) == {"envelope", "conversion", "delivery"}
+    assert by_stage["envelope"].body == b"SECRET"
+    conversion = by_stage["conversion"].headers or {}
+    assert conversion[ERROR_HEADERS["kind"]] == "MappingError"
+    assert str(conversion[ERROR_HEADERS["location"]]).startswith("PID-7")
+    assert conversion["x-passerelle-control-id"] == "PW-1"  # the envelope stays with it
+    delivery = by_stage["delivery"].headers or {}
+    assert delivery[H_ATTEMPTS] == 2 and delivery[ERROR_HEADERS["status"]] == 503
+    assert [post["status"] for post in bundle_posts(fhir)] == [503, 503]
+
+
+async def test_partitions_are_shared_fairly_and_taken_over_when_a_worker_stops(
+    tmp_path: Path, broker: RabbitMq, names: Names
+) -> None:
+    config = make_config(
+        tmp_path, amqp_url=broker.url, names=names, backend="amqp", amqp={"partitions": 5}
+    )
+    first, second, third = (AmqpWorker(config, use_threads=True) for _ in range(3))
+    await first.start()
+    try:
+        await eventually(lambda: len(first.owned) == 5, what="all five partitions")
+        await second.start()
+        await third.start()
+        # ceil(5 / 3) = 2 each at most: 2 + 2 + 1.
+        await eventually(
+            lambda: sorted(len(w.owned) for w in (first, second, third)) == [1, 2, 2],
+            what="a fair share",
+        )
+        owned = [set(w.owned) for w in (first, second, third)]
+        assert set.union(*owned) == set(range(5)) and sum(map(len, owned)) == 5
+        await second.stop(5)
+        await eventually(
+            lambda: sorted(len(w.owned) for w in (first, third)) == [2, 3],
+            what="the partitions of the stopped worker taken over",
+        )
+        async with AmqpClient(broker.url) as client:
+            for n in range(5):
+                assert (await client.counts(names.partition(n)))[1] == 1  # one consumer each
+    finally:
+        for worker in (first, third):
+            await worker.stop(5)
