@@ -129,6 +129,7 @@ def test_encodings_and_separators(sample: str) -> None:
     result = run("convert", SAMPLES / sample)
     assert result.returncode == 0, result.stderr
     bundle = json.loads(result.stdout)
-    patient = next(e["resource"] for e in bundle["entry"]
-                   if e["resource"]["resourceType"] == "Patient")
+    patient = next(
+        e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient"
+    )
     assert patient["name"][0]["family"]

@@ -413,7 +413,7 @@ def test_lenient_warnings_reach_the_result_from_imported_macros(tmp_path: Path) 
     # must still become warnings of the conversion, not vanish.
     macros = tmp_path / "hl7v2" / "datatypes"
     macros.mkdir(parents=True)
-    (macros / "dates.j2").write_text('{% macro Born(v) %}{{ v | fhir_date }}{% endmacro %}')
+    (macros / "dates.j2").write_text("{% macro Born(v) %}{{ v | fhir_date }}{% endmacro %}")
     resources_dir = tmp_path / "hl7v2" / "resources"
     resources_dir.mkdir(parents=True)
     (resources_dir / "Patient.j2").write_text(

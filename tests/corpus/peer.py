@@ -17,8 +17,11 @@ Bundle = dict[str, Any]
 
 
 def resources(bundle: Bundle, rtype: str) -> list[dict[str, Any]]:
-    return [e["resource"] for e in bundle.get("entry", [])
-            if e.get("resource", {}).get("resourceType") == rtype]
+    return [
+        e["resource"]
+        for e in bundle.get("entry", [])
+        if e.get("resource", {}).get("resourceType") == rtype
+    ]
 
 
 def _date(value: str | None) -> str | None:
@@ -34,7 +37,8 @@ def _names(person: dict[str, Any]) -> frozenset[tuple[str, str]]:
     middle name or a "called by" (same name, or a nickname name as the IG says) differs."""
     return frozenset(
         ((n.get("family") or "").strip(), (n.get("given") or [""])[0].strip())
-        for n in person.get("name", []) if n.get("family")
+        for n in person.get("name", [])
+        if n.get("family")
     )
 
 
@@ -62,8 +66,8 @@ def encounter_facts(bundle: Bundle) -> dict[str, Any]:
         "Encounter.class": (e.get("class") or {}).get("code"),
         "Encounter.period": (_date(period.get("start")), _date(period.get("end"))),
         "Encounter.participant": frozenset(
-            code for p in e.get("participant", []) for t in p.get("type", [])
-            for code in _codes(t)),
+            code for p in e.get("participant", []) for t in p.get("type", []) for code in _codes(t)
+        ),
     }
 
 
@@ -105,7 +109,10 @@ def immunization_facts(bundle: Bundle) -> dict[str, Any]:
 
 
 EXTRACTORS: tuple[Callable[[Bundle], dict[str, Any]], ...] = (
-    patient_facts, encounter_facts, observation_facts, immunization_facts,
+    patient_facts,
+    encounter_facts,
+    observation_facts,
+    immunization_facts,
 )
 
 
@@ -165,8 +172,9 @@ class Agreement:
     def report(self) -> str:
         lines = [f"{'fact':32} {'agree':>6} {'total':>6} {'ratio':>6}"]
         for kind in sorted(self.total):
-            lines.append(f"{kind:32} {self.equal[kind]:6d} {self.total[kind]:6d} "
-                         f"{self.ratio(kind):6.0%}")
+            lines.append(
+                f"{kind:32} {self.equal[kind]:6d} {self.total[kind]:6d} {self.ratio(kind):6.0%}"
+            )
         return "\n".join(lines)
 
     def kinds(self) -> Iterable[str]:

@@ -35,9 +35,10 @@ PEER_INPUT = CORPUS / "ms-fhir-converter" / "input"
 PEER_EXPECTED = CORPUS / "ms-fhir-converter" / "expected"
 
 #: The first coverage list (issue "Conversion core"), by MSH-9 event.
-COVERAGE = {f"ADT^{t}" for t in ("A01", "A02", "A03", "A04", "A05", "A08", "A11", "A13",
-                                 "A28", "A31", "A40")} | {
-    "ORU^R01", "ORM^O01", "VXU^V04", "MDM^T02"}
+COVERAGE = {
+    f"ADT^{t}"
+    for t in ("A01", "A02", "A03", "A04", "A05", "A08", "A11", "A13", "A28", "A31", "A40")
+} | {"ORU^R01", "ORM^O01", "VXU^V04", "MDM^T02"}
 
 
 def _files() -> list[Path]:
@@ -65,7 +66,7 @@ def converters() -> tuple[Converter, Converter]:
 
 def _invalid_msh2(data: bytes) -> bool:
     start = data.find(b"MSH")
-    chars = data[start + 4:].split(data[start + 3:start + 4], 1)[0]
+    chars = data[start + 4 :].split(data[start + 3 : start + 4], 1)[0]
     return len(set(chars)) != len(chars) or any(chr(c).isalnum() for c in chars)
 
 
@@ -148,11 +149,21 @@ def test_key_content_agrees_with_the_peer_converter(
         print(f"\nAgreement with Microsoft FHIR-Converter on {compared} messages:")
         print(agreement.report())
     floors = {
-        "Patient.birthDate": 0.9, "Patient.gender": 0.9, "Patient.name": 0.8,
-        "Patient.identifier": 0.6, "Encounter.class": 0.8, "Encounter.period": 0.8,
-        "Observation.value": 0.8, "Observation.unit": 0.8, "Observation.status": 0.7,
-        "Immunization.vaccineCode": 0.8, "Immunization.occurrence": 0.8,
+        "Patient.birthDate": 0.9,
+        "Patient.gender": 0.9,
+        "Patient.name": 0.8,
+        "Patient.identifier": 0.6,
+        "Encounter.class": 0.8,
+        "Encounter.period": 0.8,
+        "Observation.value": 0.8,
+        "Observation.unit": 0.8,
+        "Observation.status": 0.7,
+        "Immunization.vaccineCode": 0.8,
+        "Immunization.occurrence": 0.8,
     }
-    low = {kind: round(agreement.ratio(kind), 2) for kind, floor in floors.items()
-           if agreement.total[kind] and agreement.ratio(kind) < floor}
+    low = {
+        kind: round(agreement.ratio(kind), 2)
+        for kind, floor in floors.items()
+        if agreement.total[kind] and agreement.ratio(kind) < floor
+    }
     assert not low, f"agreement below the floor: {low}"

@@ -21,7 +21,7 @@ DOCKERFILE = (REPO / "Dockerfile").read_text(encoding="utf-8")
 
 def _instruction(name: str) -> str:
     lines = DOCKERFILE.replace("\\\n", " ").splitlines()
-    found = [line[len(name):].strip() for line in lines if line.startswith(name + " ")]
+    found = [line[len(name) :].strip() for line in lines if line.startswith(name + " ")]
     assert found, f"no {name} in the Dockerfile"
     return found[-1]
 
@@ -50,16 +50,24 @@ def test_entrypoint_and_healthcheck_work_with_the_shipped_config(tmp_path: Path)
     command = [sys.executable, "-m", "listeners.cli", *entrypoint[1:]]
     command[command.index(config_in_image)] = str(shipped)
     http_port, mllp_port = _free_port(), _free_port()
-    env = {**os.environ, "PASSERELLE_DATA_DIR": str(tmp_path / "data"),
-           "PASSERELLE_HTTP_PORT": str(http_port), "PASSERELLE_MLLP_PORT": str(mllp_port),
-           "PASSERELLE_HTTP_HOST": "127.0.0.1", "PASSERELLE_MLLP_HOST": "127.0.0.1"}
-    service = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+    env = {
+        **os.environ,
+        "PASSERELLE_DATA_DIR": str(tmp_path / "data"),
+        "PASSERELLE_HTTP_PORT": str(http_port),
+        "PASSERELLE_MLLP_PORT": str(mllp_port),
+        "PASSERELLE_HTTP_HOST": "127.0.0.1",
+        "PASSERELLE_MLLP_HOST": "127.0.0.1",
+    }
+    service = subprocess.Popen(
+        command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         healthcheck = _instruction("HEALTHCHECK")
-        cmd = json.loads(healthcheck[healthcheck.index("CMD") + 3:].strip())
-        cmd = [sys.executable if part == "python" else part.replace("8080", str(http_port))
-               for part in cmd]
+        cmd = json.loads(healthcheck[healthcheck.index("CMD") + 3 :].strip())
+        cmd = [
+            sys.executable if part == "python" else part.replace("8080", str(http_port))
+            for part in cmd
+        ]
         deadline = time.monotonic() + 60
         while True:
             if service.poll() is not None:
