@@ -26,6 +26,7 @@ from converter import cli as converter_cli
 from converter.errors import ConfigurationError
 
 from .config import ConfigError, ServiceConfig, load_config
+from .errors import ServiceError
 from .logs import configure_logging
 from .mllp.client import add_send_command
 
@@ -61,7 +62,8 @@ def run_serve(args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(Service(config).run())
-    except OSError as exc:
+    except (OSError, ServiceError) as exc:
+        # A port in use, a queue already opened by another service: one line, no trace.
         print(f"passerelle: cannot start: {exc}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
@@ -122,7 +124,12 @@ def run_dead_letters(args: argparse.Namespace) -> int:
         letter = found
         envelope = letter.envelope
         error = dict(letter.error)
+        # The offending value and the server's OperationOutcome may quote patient data:
+        # shown, like the message itself, only on request.
         detail = error.pop("detail", None)
+        outcome = error.pop("outcome", None)
+        if outcome is not None and not args.payload:
+            error["outcome"] = "(the server's OperationOutcome: shown with --payload)"
         info: dict[str, Any] = {
             "id": letter.id,
             "attempts": letter.attempts,
@@ -138,8 +145,11 @@ def run_dead_letters(args: argparse.Namespace) -> int:
             "size": len(envelope.payload),
             "error": error,
         }
-        if args.payload and detail:
-            error["detail"] = detail
+        if args.payload:
+            if detail:
+                error["detail"] = detail
+            if outcome is not None:
+                error["outcome"] = outcome
         print(json.dumps(info, indent=2, ensure_ascii=False), file=out)
         if args.payload:
             print("--- message ---", file=out)

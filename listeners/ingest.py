@@ -74,6 +74,8 @@ class IngestQueue(Protocol):
 
     def get_dead_letter(self, id: int) -> DeadLetter | None: ...
 
+    def state(self, seq: int) -> str | None: ...
+
 
 class Ingestor:
     """The MLLP handler of the service (see the module docstring)."""
@@ -150,7 +152,9 @@ class Ingestor:
             input_type="hl7v2",
             route=route.name,
         )
-        self._metrics.received.labels(listener, header.message_type or "unknown").inc()
+        self._metrics.received.labels(
+            listener, header.event if header.message_code else "unknown"
+        ).inc()
         try:
             self._support.check(route.name, header)
         except ConversionError as exc:
@@ -174,7 +178,8 @@ class Ingestor:
                 extra=fields | log_fields(seq=stored.seq),
             )
             if self._mllp.ack_after == "delivery":
-                return self._ack(listener, raw_header, await self._duplicate_outcome(stored.seq))
+                outcome = await self._duplicate_outcome(stored.seq, fields)
+                return self._ack(listener, raw_header, outcome)
             return self._ack(listener, raw_header, AckOutcome.accept())
         if self._workers is not None:  # None: workers elsewhere (queue.backend = "amqp")
             self._workers.notify()
@@ -204,10 +209,14 @@ class Ingestor:
             return AckOutcome.accept()
         return AckOutcome.error(outcome.hl7_error_code, outcome.diagnostics[:200])
 
-    async def _duplicate_outcome(self, seq: int) -> AckOutcome:
-        """ack_after="delivery": a retransmission of a message that ended as a dead letter
-        gets the AE again (an AA would tell the sender it was delivered)."""
+    async def _duplicate_outcome(self, seq: int, fields: dict[str, object]) -> AckOutcome:
+        """ack_after="delivery": a retransmission gets the answer the original will get —
+        waited for while it is still on its way, AE again when it ended as a dead letter
+        (an AA would tell the sender it was delivered), AA once it was delivered."""
         try:
+            state = await asyncio.to_thread(self._queue.state, seq)
+            if state in ("pending", "inflight"):
+                return await self._delivery_outcome(seq, fields)
             letter = await asyncio.to_thread(self._queue.get_dead_letter, seq)
         except QueueError:
             letter = None

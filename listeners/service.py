@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import socket
 from collections.abc import Iterator
@@ -197,8 +198,17 @@ class Service:
         """Start, serve until SIGTERM/SIGINT, stop gracefully."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+
+        def on_signal() -> None:
+            if stop.is_set():
+                # A second signal while draining: leave at once. Everything acknowledged
+                # is already committed; messages in flight are delivered after restart.
+                log.warning("second signal while stopping: exiting now")
+                os._exit(1)
+            stop.set()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal)
         try:
             await self.start()
             await stop.wait()

@@ -122,6 +122,11 @@ class AmqpQueue:
         del id
         return None
 
+    def state(self, seq: int) -> str | None:
+        """Delivery state is the workers' (elsewhere): unknown here."""
+        del seq
+        return None
+
     async def _publish(self, message: Any, exchange: str, routing_key: str) -> None:
         if self._publisher is None:
             raise QueueError("the AMQP queue is not started")

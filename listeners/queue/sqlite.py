@@ -216,6 +216,12 @@ class SqliteQueue:
             ).fetchall()
         return [_dead_letter(row, b"") for row in rows]
 
+    def state(self, seq: int) -> str | None:
+        """``pending``, ``inflight``, ``done`` or ``dead``; None when unknown (pruned)."""
+        with self._admin() as conn:
+            row = conn.execute("SELECT state FROM messages WHERE seq = ?", (seq,)).fetchone()
+        return None if row is None else str(row[0])
+
     def get_dead_letter(self, id: int) -> DeadLetter | None:
         """One dead letter with its payload, or None."""
         with self._admin() as conn:

@@ -228,13 +228,6 @@ def _first_written(
     return min(stamps).timestamp() if stamps else None
 
 
-@pytest.mark.xfail(
-    raises=EarlyAckError,
-    strict=True,
-    reason="listeners/ingest.py acknowledges a retransmission of a stored, not yet delivered "
-    "message with AA at once, also with ack_after='delivery' (it should wait for the "
-    "delivery outcome like the first transmission)",
-)
 def test_ack_after_delivery_kill_9(
     fhir: FhirServer,
     proxy: TcpProxy,

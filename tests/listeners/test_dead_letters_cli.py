@@ -1,0 +1,92 @@
+"""``passerelle dead-letters show`` keeps what may quote patient data behind --payload."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from listeners.queue.base import Envelope
+from listeners.queue.sqlite import SqliteQueue
+
+SERVER_DIAGNOSTIC = "Patient.name: 'Quillebeuf' is not allowed"
+
+
+def _store(path: Path) -> int:
+    async def run() -> int:
+        queue = SqliteQueue(path)
+        await queue.start()
+        try:
+            envelope = Envelope(
+                payload=b"MSH|^~\\&|A|B|C|D|20240101||ADT^A01|DL-1|P|2.5\rPID|1||1^^^X||QUILLEBEUF",
+                sender="mllp/A^B",
+                listener="mllp",
+                received_at=time.time(),
+                ordering_key="k",
+                control_id="DL-1",
+                message_type="ADT^A01^ADT_A01",
+            )
+            stored = await queue.put_dead_letter(
+                envelope,
+                {
+                    "stage": "delivery",
+                    "kind": "RejectedDeliveryError",
+                    "reason": "HTTP 422",
+                    "status": 422,
+                    "detail": "value 19711341",
+                    "outcome": {
+                        "resourceType": "OperationOutcome",
+                        "issue": [
+                            {
+                                "severity": "error",
+                                "code": "invalid",
+                                "diagnostics": SERVER_DIAGNOSTIC,
+                            }
+                        ],
+                    },
+                },
+            )
+            return stored.seq
+        finally:
+            await queue.close()
+
+    return asyncio.run(run())
+
+
+def _show(config: Path, letter: int, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "listeners.cli",
+            "dead-letters",
+            "show",
+            str(letter),
+            "--config",
+            str(config),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_show_hides_server_diagnostics_and_values_unless_asked(tmp_path: Path) -> None:
+    (tmp_path / "passerelle.toml").write_text('data_dir = "data"\n')
+    (tmp_path / "data").mkdir()
+    letter = _store(tmp_path / "data" / "queue.db")
+    shown = _show(tmp_path / "passerelle.toml", letter)
+    assert shown.returncode == 0, shown.stderr
+    info = json.loads(shown.stdout)
+    assert info["error"]["status"] == 422 and info["error"]["kind"] == "RejectedDeliveryError"
+    assert "Quillebeuf" not in shown.stdout and "QUILLEBEUF" not in shown.stdout
+    assert "19711341" not in shown.stdout
+    assert "--payload" in info["error"]["outcome"]
+    full = _show(tmp_path / "passerelle.toml", letter, "--payload")
+    assert full.returncode == 0, full.stderr
+    assert SERVER_DIAGNOSTIC in full.stdout and "19711341" in full.stdout
+    assert "QUILLEBEUF" in full.stdout
