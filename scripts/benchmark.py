@@ -34,7 +34,9 @@ SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "hl7v2"
 CDA_SAMPLE = SAMPLES.parent / "cda" / "CCD_lefevre-camille.xml"
 CDA_TARGET_BYTES = 175_000
 CASES = {
-    "ADT_A01": "ADT_A01_admission-full.hl7",
+    # A typical admission (MSH EVN PID PV1) and a full one (+ NK1 AL1 DG1 PV2 OBX IN1 …).
+    "ADT_A01 typical": "ADT_A01_crlf.hl7",
+    "ADT_A01 full": "ADT_A01_admission-full.hl7",
     "ORU_R01 (20 OBX)": "ORU_R01_20-obx.hl7",
     "VXU_V04": "VXU_V04_immunization.hl7",
 }
@@ -42,7 +44,7 @@ CASES = {
 
 def variants(data: bytes, count: int) -> list[bytes]:
     """``count`` copies with a distinct control id and patient identifier each."""
-    lines = data.replace(b"\r\n", b"\r").split(b"\r")
+    lines = data.removeprefix(b"\xef\xbb\xbf").replace(b"\r\n", b"\r").rstrip(b"\r").split(b"\r")
     msh = lines[0].split(b"|")
     pid_index = next(i for i, line in enumerate(lines) if line.startswith(b"PID|"))
     pid = lines[pid_index].split(b"|")
@@ -212,7 +214,7 @@ def main() -> None:
             rate, _ = measure(converter, messages, args.seconds)
             print(f"{label:18} {mode:14} {rate:8.0f} {1000 / rate:8.2f} {entries:8d}")
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    adt = variants((SAMPLES / CASES["ADT_A01"]).read_bytes(), 60)
+    adt = variants((SAMPLES / CASES["ADT_A01 full"]).read_bytes(), 60)
     traced = allocation_per_message(converters["validated"], adt) / 1024
     print(
         f"peak RSS of this process: {peak_rss_mb:.0f} MB; "
