@@ -14,7 +14,14 @@ import time
 from collections.abc import Mapping
 from typing import Any, TextIO
 
-__all__ = ["SAFE_FIELDS", "JsonFormatter", "TextFormatter", "configure_logging", "log_fields"]
+__all__ = [
+    "SAFE_FIELDS",
+    "JsonFormatter",
+    "TextFormatter",
+    "configure_logging",
+    "error_fields",
+    "log_fields",
+]
 
 #: The only ``extra`` fields a record may carry to the output.
 SAFE_FIELDS = frozenset(
@@ -54,6 +61,19 @@ _LOGGER_NAME = "passerelle"
 def log_fields(**fields: Any) -> dict[str, Any]:
     """``extra=`` for a log call, dropping None values and anything not whitelisted."""
     return {k: v for k, v in fields.items() if v is not None and k in SAFE_FIELDS}
+
+
+def error_fields(record: Mapping[str, Any]) -> dict[str, Any]:
+    """``extra=`` fields of a stored error record (a dead letter's): kind, HL7 error
+    code, location, template, HTTP status, attempts — never its detail or outcome."""
+    return log_fields(
+        error_kind=record.get("kind"),
+        error_code=record.get("hl7_error_code"),
+        location=record.get("location"),
+        template=record.get("template"),
+        status=record.get("status"),
+        attempt=record.get("attempts"),
+    )
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:

@@ -8,13 +8,13 @@ its entries are skipped with a warning.
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
 from ..errors import ConfigurationError
+from ..layers import layered_tables
 
 __all__ = ["SectionTable"]
 
@@ -28,14 +28,7 @@ class SectionTable:
     def load(cls, directories: Sequence[Path]) -> SectionTable:
         templates: dict[str, str] = {}
         codes: dict[str, str] = {}
-        for directory in reversed(directories):
-            path = directory / "cda" / "sections.toml"
-            if not path.is_file():
-                continue
-            try:
-                table = tomllib.loads(path.read_text(encoding="utf-8"))
-            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-                raise ConfigurationError(f"{path}: {exc}") from None
+        for path, table in layered_tables(directories, "cda/sections.toml"):
             for key, target in (("templates", templates), ("codes", codes)):
                 entries = table.get(key, {})
                 if not isinstance(entries, dict) or not all(

@@ -15,13 +15,13 @@ in an override directory (its entries win, one by one)::
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
 from ..errors import ConfigurationError, UnsupportedMessageError
+from ..layers import layered_tables
 
 __all__ = ["Route", "RouteTable"]
 
@@ -51,14 +51,7 @@ class RouteTable:
         events: dict[str, Route] = {}
         structures: dict[str, Route] = {}
         documents: dict[str, Route] = {}
-        for directory in reversed(directories):
-            path = directory / family / "routes.toml"
-            if not path.is_file():
-                continue
-            try:
-                table = tomllib.loads(path.read_text(encoding="utf-8"))
-            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-                raise ConfigurationError(f"{path}: {exc}") from None
+        for path, table in layered_tables(directories, f"{family}/routes.toml"):
             for section, target, kind in (
                 ("events", events, "event"),
                 ("structures", structures, "structure"),

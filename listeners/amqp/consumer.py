@@ -51,7 +51,7 @@ from ..conversion import ConversionFailure, ConversionPool
 from ..delivery.base import Sink
 from ..errors import DeliveryError, QueueError, RejectedDeliveryError, TransientDeliveryError
 from ..ingest import IngestQueue, SupportChecker
-from ..logs import log_fields
+from ..logs import error_fields, log_fields
 from ..metrics import Metrics
 from .broker import ConfirmedPublisher, PublishFailure, connect, describe
 from .envelope import (
@@ -381,15 +381,7 @@ class AmqpConsumer:
         self._metrics.dead_lettered.labels(reason, message_type).inc()
         log.warning(
             "message dead-lettered",
-            extra=fields
-            | log_fields(
-                error_kind=record.get("kind"),
-                error_code=record.get("hl7_error_code"),
-                location=record.get("location"),
-                template=record.get("template"),
-                status=record.get("status"),
-                attempt=record.get("attempts"),
-            ),
+            extra=fields | error_fields(record),
         )
 
     async def _republish(

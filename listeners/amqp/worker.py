@@ -48,7 +48,7 @@ from ..config import RouteConfig, ServiceConfig
 from ..conversion import ConversionFailure, ConversionPool, ConversionResult
 from ..delivery import Sink, backoff_delay, build_sink
 from ..errors import DeliveryError, RejectedDeliveryError, TransientDeliveryError
-from ..logs import log_fields
+from ..logs import error_fields, log_fields
 from ..metrics import Metrics
 from .broker import ConfirmedPublisher, PublishFailure, connect_plain, describe, safe_error
 from .envelope import AmqpEnvelope, EnvelopeError, decode_envelope, error_headers
@@ -486,15 +486,7 @@ class AmqpWorker:
             self.processed += 1
         log.warning(
             "message dead-lettered",
-            extra=fields
-            | log_fields(
-                error_kind=record.get("kind"),
-                error_code=record.get("hl7_error_code"),
-                location=record.get("location"),
-                template=record.get("template"),
-                status=record.get("status"),
-                attempt=record.get("attempts"),
-            ),
+            extra=fields | error_fields(record),
         )
 
     async def _ack(self, message: AbstractIncomingMessage, fields: dict[str, Any]) -> bool:
