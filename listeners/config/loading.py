@@ -1,0 +1,484 @@
+"""Service configuration: a TOML file, environment variables over it, frozen objects out.
+
+Built once by ``passerelle serve`` and passed down through constructors; nothing else
+reads the environment. Every setting has an embedded default, so the service starts with
+no file at all: MLLP on 2575, HTTP on 8080, the queue in ``var/queue.db`` and, without a
+FHIR server, bundles written to ``var/out``.
+
+Environment variables (``PASSERELLE_…``) override the file; see :data:`ENV_SETTINGS`.
+Secrets (passwords, tokens, client secrets, API keys) come from the environment or from
+files (``…_file`` settings, e.g. Docker/Kubernetes secrets) and are never printed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tomllib
+import zoneinfo
+from collections.abc import Mapping
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any
+
+from .amqp_settings import _amqp, _amqp_publish, _check_amqp, _resolve_amqp_urls
+from .model import (
+    AuthConfig,
+    ConfigError,
+    ConverterSettings,
+    DeliveryConfig,
+    DestinationConfig,
+    HttpConfig,
+    ListenerConfig,
+    MllpConfig,
+    QueueConfig,
+    RouteConfig,
+    ServiceConfig,
+    TlsConfig,
+)
+from .values import (
+    _bool,
+    _check_keys,
+    _choice,
+    _float,
+    _int,
+    _path,
+    _paths,
+    _port,
+    _secret,
+    _section,
+)
+
+#: Environment variable → dotted setting path it overrides.
+ENV_SETTINGS: Mapping[str, str] = {
+    "PASSERELLE_DATA_DIR": "data_dir",
+    "PASSERELLE_LOG_FORMAT": "log_format",
+    "PASSERELLE_LOG_LEVEL": "log_level",
+    "PASSERELLE_MLLP_HOST": "mllp.host",
+    "PASSERELLE_MLLP_PORT": "mllp.port",
+    "PASSERELLE_MLLP_ACK_AFTER": "mllp.ack_after",
+    "PASSERELLE_MLLP_MAX_FRAME_BYTES": "mllp.max_frame_bytes",
+    "PASSERELLE_MLLP_IDLE_TIMEOUT": "mllp.idle_timeout",
+    "PASSERELLE_MLLP_ON_UNSUPPORTED": "mllp.on_unsupported",
+    "PASSERELLE_HTTP_HOST": "http.host",
+    "PASSERELLE_HTTP_PORT": "http.port",
+    "PASSERELLE_HTTP_API_KEY": "http.api_key",
+    "PASSERELLE_HTTP_API_KEY_FILE": "http.api_key_file",
+    "PASSERELLE_HTTP_BEARER_TOKEN": "http.bearer_token",
+    "PASSERELLE_HTTP_BEARER_TOKEN_FILE": "http.bearer_token_file",
+    "PASSERELLE_QUEUE_BACKEND": "queue.backend",
+    "PASSERELLE_QUEUE_PATH": "queue.path",
+    "PASSERELLE_DELIVERY_WORKERS": "delivery.workers",
+    "PASSERELLE_DELIVERY_MAX_ATTEMPTS": "delivery.max_attempts",
+    "PASSERELLE_TIMEZONE": "converter.timezone",
+    "PASSERELLE_TEMPLATES": "converter.templates",
+    "PASSERELLE_FHIR_URL": "destinations.default.url",
+    "PASSERELLE_FHIR_AUTH": "destinations.default.auth.kind",
+    "PASSERELLE_FHIR_USERNAME": "destinations.default.auth.username",
+    "PASSERELLE_FHIR_PASSWORD": "destinations.default.auth.password",
+    "PASSERELLE_FHIR_PASSWORD_FILE": "destinations.default.auth.password_file",
+    "PASSERELLE_FHIR_TOKEN": "destinations.default.auth.token",
+    "PASSERELLE_FHIR_TOKEN_FILE": "destinations.default.auth.token_file",
+    "PASSERELLE_FHIR_TOKEN_URL": "destinations.default.auth.token_url",
+    "PASSERELLE_FHIR_CLIENT_ID": "destinations.default.auth.client_id",
+    "PASSERELLE_FHIR_CLIENT_SECRET": "destinations.default.auth.client_secret",
+    "PASSERELLE_FHIR_CLIENT_SECRET_FILE": "destinations.default.auth.client_secret_file",
+    "PASSERELLE_OUTPUT_DIR": "destinations.default.folder",
+    "PASSERELLE_AMQP_URL": "amqp.url",
+    "PASSERELLE_AMQP_URL_FILE": "amqp.url_file",
+    "PASSERELLE_AMQP_PARTITIONS": "amqp.partitions",
+    "PASSERELLE_AMQP_CONSUMER_ENABLED": "amqp.consumer.enabled",
+    "PASSERELLE_AMQP_CONSUMER_MODE": "amqp.consumer.mode",
+    "PASSERELLE_AMQP_CONSUMER_QUEUE": "amqp.consumer.queue",
+    "PASSERELLE_AMQP_BUNDLE_EXCHANGE": "destinations.default.amqp.exchange",
+    "PASSERELLE_AMQP_BUNDLE_ROUTING_KEY": "destinations.default.amqp.routing_key",
+}
+
+
+def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) -> ServiceConfig:
+    """Read ``path`` (optional), apply ``env`` overrides, validate, freeze."""
+    env = os.environ if env is None else env
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+    for name, dotted in ENV_SETTINGS.items():
+        if name in env and env[name] != "":
+            _set_dotted(raw, dotted, env[name], name)
+    base = path.parent if path is not None else Path.cwd()
+    return _build(raw, base)
+
+
+def _set_dotted(raw: dict[str, Any], dotted: str, value: str, variable: str) -> None:
+    parts = dotted.split(".")
+    node = raw
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if part == "auth" and isinstance(child, str):  # auth = "basic" shorthand
+            child = node[part] = {"kind": child}
+        if not isinstance(child, dict):
+            raise ConfigError(f"{variable} cannot override {dotted}: [{part}] is not a table")
+        node = child
+    key = parts[-1]
+    if parts[0] == "mllp" and key in ("port", "host"):
+        # The first listener: the [[mllp.listeners]] list when there is one, else the
+        # [mllp] table's own host/port, keeping its other settings (TLS) as they are.
+        listeners = node.get("listeners")
+        if isinstance(listeners, list) and listeners and isinstance(listeners[0], dict):
+            listeners[0][key] = value
+            return
+    if key.endswith("_file"):
+        node.pop(key.removesuffix("_file"), None)  # the file named here wins
+    node[key] = value
+
+
+def _build(raw: dict[str, Any], base: Path) -> ServiceConfig:
+    top = _section(
+        raw,
+        "",
+        {
+            "data_dir",
+            "log_format",
+            "log_level",
+            "mllp",
+            "http",
+            "queue",
+            "delivery",
+            "converter",
+            "destinations",
+            "routes",
+            "amqp",
+        },
+    )
+    data_dir = _path(top.get("data_dir", "var"), base, "data_dir")
+    log_level = str(top.get("log_level", "INFO")).upper()
+    if not isinstance(logging.getLevelName(log_level), int):
+        raise ConfigError(
+            f"log_level must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got "
+            f"{top['log_level']!r}"
+        )
+    converter = _converter(_section(raw, "converter"), base, ConverterSettings(), "converter")
+    destinations = {"default": DestinationConfig(folder=data_dir / "out")}
+    for name, section in _section(raw, "destinations").items():
+        if not isinstance(section, dict):
+            raise ConfigError(f"[destinations.{name}] must be a table")
+        destinations[name] = _destination(name, section, base, data_dir)
+    mllp = _mllp(_section(raw, "mllp"), base)
+    routes_raw = raw.get("routes", []) or []
+    if not isinstance(routes_raw, list) or not all(isinstance(r, dict) for r in routes_raw):
+        raise ConfigError("routes must be an array of tables ([[routes]])")
+    routes = tuple(
+        _route(i, section, base, converter, destinations) for i, section in enumerate(routes_raw)
+    )
+    _check_routes(routes, mllp)
+    queue = _queue(_section(raw, "queue"), base, data_dir)
+    amqp = _amqp(_section(raw, "amqp"), base)
+    destinations = _resolve_amqp_urls(destinations, amqp)
+    _check_amqp(amqp, queue, mllp)
+    config = ServiceConfig(
+        data_dir=data_dir,
+        log_format=_choice(top.get("log_format", "text"), ("text", "json"), "log_format"),
+        log_level=log_level,
+        mllp=mllp,
+        http=_http(_section(raw, "http"), base),
+        queue=queue,
+        delivery=_delivery(_section(raw, "delivery")),
+        converter=converter,
+        destinations=destinations,
+        routes=routes,
+        amqp=amqp,
+    )
+    return config
+
+
+def _check_routes(routes: tuple[RouteConfig, ...], mllp: MllpConfig) -> None:
+    names = [route.name for route in routes]
+    for name in names:
+        if name == "default":
+            raise ConfigError('route name "default" is reserved (the route of unmatched messages)')
+        if names.count(name) > 1:
+            raise ConfigError(f"route names must be unique: {name!r} is used twice")
+    listeners = {listener.name for listener in mllp.listeners}
+    for index, route in enumerate(routes):
+        if route.listener is not None and route.listener not in listeners:
+            raise ConfigError(
+                f"routes[{index}].listener {route.listener!r} is not a defined MLLP listener "
+                f"({', '.join(sorted(listeners))})"
+            )
+
+
+def _converter(
+    section: dict[str, Any], base: Path, default: ConverterSettings, where: str
+) -> ConverterSettings:
+    _check_keys(section, {f.name for f in fields(ConverterSettings)}, where)
+    changes: dict[str, Any] = {}
+    if "timezone" in section:
+        changes["timezone"] = str(section["timezone"])
+        try:
+            zoneinfo.ZoneInfo(changes["timezone"])
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(
+                f"{where}.timezone: unknown time zone {changes['timezone']!r}"
+            ) from None
+    if "charset" in section:
+        changes["charset"] = str(section["charset"])
+    if "validate" in section:
+        changes["validate"] = _bool(section["validate"], f"{where}.validate")
+    if "lenient" in section:
+        changes["lenient"] = _bool(section["lenient"], f"{where}.lenient")
+    if "request_mode" in section:
+        changes["request_mode"] = _choice(
+            section["request_mode"],
+            ("put", "conditional-create", "conditional-update"),
+            f"{where}.request_mode",
+        )
+    if "templates" in section:
+        changes["templates"] = _paths(section["templates"], base, f"{where}.templates")
+    if "id_namespace" in section:
+        changes["id_namespace"] = str(section["id_namespace"])
+    return replace(default, **changes)
+
+
+def _tls(section: Any, base: Path, where: str) -> TlsConfig | None:
+    if not section:
+        return None
+    if not isinstance(section, dict) or "cert" not in section or "key" not in section:
+        raise ConfigError(f"{where}.tls needs cert and key")
+    _check_keys(section, {"cert", "key", "client_ca"}, f"{where}.tls")
+    return TlsConfig(
+        cert=_path(section["cert"], base, f"{where}.tls.cert"),
+        key=_path(section["key"], base, f"{where}.tls.key"),
+        client_ca=_path(section["client_ca"], base, f"{where}.tls.client_ca")
+        if section.get("client_ca")
+        else None,
+    )
+
+
+def _mllp(section: dict[str, Any], base: Path) -> MllpConfig:
+    _check_keys(
+        section,
+        {
+            "listeners",
+            "max_frame_bytes",
+            "idle_timeout",
+            "ack_after",
+            "delivery_ack_timeout",
+            "on_unsupported",
+            "duplicate_window_hours",
+            "host",
+            "port",
+            "tls",
+        },
+        "mllp",
+    )
+    listeners_raw = section.get("listeners")
+    if listeners_raw is None:
+        listeners_raw = [{k: section[k] for k in ("host", "port", "tls") if k in section}]
+    else:
+        both = sorted(k for k in ("host", "port", "tls") if k in section)
+        if both:
+            raise ConfigError(
+                f"[mllp] {', '.join(both)} and [[mllp.listeners]] are exclusive: set "
+                "them on each listener"
+            )
+        if not isinstance(listeners_raw, list) or not listeners_raw:
+            raise ConfigError("mllp.listeners must be a non-empty array of tables")
+    listeners = []
+    for i, item in enumerate(listeners_raw):
+        where = f"mllp.listeners[{i}]"
+        if not isinstance(item, dict):
+            raise ConfigError(f"{where} must be a table")
+        _check_keys(item, {"name", "host", "port", "tls"}, where)
+        listeners.append(
+            ListenerConfig(
+                name=str(item.get("name", "mllp" if i == 0 else f"mllp-{i + 1}")),
+                host=str(item.get("host", "0.0.0.0")),
+                port=_port(item.get("port", 2575), f"{where}.port"),
+                tls=_tls(item.get("tls"), base, where),
+            )
+        )
+    names = [listener.name for listener in listeners]
+    if len(set(names)) != len(names):
+        raise ConfigError("mllp listener names must be unique")
+    return MllpConfig(
+        listeners=tuple(listeners),
+        max_frame_bytes=_int(
+            section.get("max_frame_bytes", MllpConfig.max_frame_bytes), "mllp.max_frame_bytes", 1024
+        ),
+        idle_timeout=_float(
+            section.get("idle_timeout", MllpConfig.idle_timeout), "mllp.idle_timeout"
+        ),
+        ack_after=_choice(
+            section.get("ack_after", "commit"), ("commit", "delivery"), "mllp.ack_after"
+        ),
+        delivery_ack_timeout=_float(
+            section.get("delivery_ack_timeout", MllpConfig.delivery_ack_timeout),
+            "mllp.delivery_ack_timeout",
+        ),
+        on_unsupported=_choice(
+            section.get("on_unsupported", "reject"),
+            ("reject", "dead-letter"),
+            "mllp.on_unsupported",
+        ),
+        duplicate_window_hours=_float(
+            section.get("duplicate_window_hours", MllpConfig.duplicate_window_hours),
+            "mllp.duplicate_window_hours",
+        ),
+    )
+
+
+def _http(section: dict[str, Any], base: Path) -> HttpConfig:
+    _check_keys(
+        section,
+        {"host", "port", "api_key", "api_key_file", "bearer_token", "bearer_token_file"},
+        "http",
+    )
+    return HttpConfig(
+        host=str(section.get("host", "0.0.0.0")),
+        port=_port(section.get("port", 8080), "http.port"),
+        api_key=_secret(section, "api_key", base, "http"),
+        bearer_token=_secret(section, "bearer_token", base, "http"),
+    )
+
+
+def _queue(section: dict[str, Any], base: Path, data_dir: Path) -> QueueConfig:
+    _check_keys(section, {"backend", "path", "commit_interval_ms"}, "queue")
+    return QueueConfig(
+        backend=_choice(section.get("backend", "sqlite"), ("sqlite", "amqp"), "queue.backend"),
+        path=_path(section["path"], base, "queue.path")
+        if "path" in section
+        else data_dir / "queue.db",
+        commit_interval_ms=_float(
+            section.get("commit_interval_ms", 2.0), "queue.commit_interval_ms"
+        ),
+    )
+
+
+def _delivery(section: dict[str, Any]) -> DeliveryConfig:
+    _check_keys(section, {f.name for f in fields(DeliveryConfig)}, "delivery")
+    default = DeliveryConfig()
+    return DeliveryConfig(
+        workers=_int(section.get("workers", default.workers), "delivery.workers", 1),
+        convert_processes=_int(section.get("convert_processes", 0), "delivery.convert_processes"),
+        backoff_initial=_float(
+            section.get("backoff_initial", default.backoff_initial), "delivery.backoff_initial"
+        ),
+        backoff_max=_float(section.get("backoff_max", default.backoff_max), "delivery.backoff_max"),
+        max_attempts=_int(section.get("max_attempts", 0), "delivery.max_attempts"),
+    )
+
+
+def _destination(
+    name: str, section: dict[str, Any], base: Path, data_dir: Path
+) -> DestinationConfig:
+    where = f"destinations.{name}"
+    _check_keys(
+        section,
+        {
+            "url",
+            "folder",
+            "auth",
+            "client_cert",
+            "client_key",
+            "ca_bundle",
+            "headers",
+            "timeout",
+            "amqp",
+        },
+        where,
+    )
+    auth_raw = section.get("auth", {})
+    if isinstance(auth_raw, str):
+        auth_raw = {"kind": auth_raw}
+    _check_keys(
+        auth_raw,
+        {
+            "kind",
+            "username",
+            "password",
+            "password_file",
+            "token",
+            "token_file",
+            "token_url",
+            "client_id",
+            "client_secret",
+            "client_secret_file",
+            "scope",
+        },
+        f"{where}.auth",
+    )
+    kind = _choice(
+        auth_raw.get("kind", "none"), ("none", "basic", "bearer", "oauth2"), f"{where}.auth.kind"
+    )
+    auth = AuthConfig(
+        kind=kind,
+        username=auth_raw.get("username"),
+        password=_secret(auth_raw, "password", base, f"{where}.auth"),
+        token=_secret(auth_raw, "token", base, f"{where}.auth"),
+        token_url=auth_raw.get("token_url"),
+        client_id=auth_raw.get("client_id"),
+        client_secret=_secret(auth_raw, "client_secret", base, f"{where}.auth"),
+        scope=auth_raw.get("scope"),
+    )
+    if kind == "basic" and (not auth.username or auth.password is None):
+        raise ConfigError(f"{where}.auth: basic needs username and password")
+    if kind == "bearer" and auth.token is None:
+        raise ConfigError(f"{where}.auth: bearer needs token (or token_file)")
+    if kind == "oauth2" and not (auth.token_url and auth.client_id and auth.client_secret):
+        raise ConfigError(f"{where}.auth: oauth2 needs token_url, client_id, client_secret")
+    url = section.get("url") or None
+    if url is not None and not str(url).startswith(("http://", "https://")):
+        raise ConfigError(f"{where}.url must be an http(s) URL")
+    headers = section.get("headers", {})
+    if not isinstance(headers, dict):
+        raise ConfigError(f"{where}.headers must be a table")
+    return DestinationConfig(
+        name=name,
+        url=str(url).rstrip("/") if url else None,
+        folder=_path(section["folder"], base, f"{where}.folder")
+        if "folder" in section
+        else data_dir / "out" / ("" if name == "default" else name),
+        auth=auth,
+        client_cert=_path(section["client_cert"], base, f"{where}.client_cert")
+        if section.get("client_cert")
+        else None,
+        client_key=_path(section["client_key"], base, f"{where}.client_key")
+        if section.get("client_key")
+        else None,
+        ca_bundle=_path(section["ca_bundle"], base, f"{where}.ca_bundle")
+        if section.get("ca_bundle")
+        else None,
+        headers={str(k): str(v) for k, v in headers.items()},
+        timeout=_float(section.get("timeout", 30.0), f"{where}.timeout"),
+        amqp=_amqp_publish(section["amqp"], base, f"{where}.amqp") if "amqp" in section else None,
+    )
+
+
+def _route(
+    index: int,
+    section: dict[str, Any],
+    base: Path,
+    converter: ConverterSettings,
+    destinations: Mapping[str, DestinationConfig],
+) -> RouteConfig:
+    where = f"routes[{index}]"
+    _check_keys(
+        section,
+        {"name", "sending_application", "sending_facility", "listener", "destination", "converter"},
+        where,
+    )
+    destination = str(section.get("destination", "default"))
+    if destination not in destinations:
+        raise ConfigError(f"{where}.destination {destination!r} is not defined")
+    return RouteConfig(
+        name=str(section.get("name", f"route-{index + 1}")),
+        sending_application=section.get("sending_application"),
+        sending_facility=section.get("sending_facility"),
+        listener=section.get("listener"),
+        destination=destination,
+        converter=_converter(section.get("converter", {}), base, converter, f"{where}.converter"),
+    )

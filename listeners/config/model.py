@@ -1,0 +1,301 @@
+"""The configuration objects: frozen, built once at the edge, passed down."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from converter import ConverterConfig
+from converter.assembly.bundle import RequestMode
+
+
+class ConfigError(Exception):
+    """The configuration file or environment is invalid; the message names the setting."""
+
+
+class Secret:
+    """A secret value that never shows in ``repr``, ``str`` or logs."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """TLS on an MLLP listener; ``client_ca`` set means mutual TLS (certificate required)."""
+
+    cert: Path
+    key: Path
+    client_ca: Path | None = None
+
+
+@dataclass(frozen=True)
+class ListenerConfig:
+    """One MLLP listening socket."""
+
+    name: str = "mllp"
+    host: str = "0.0.0.0"
+    port: int = 2575
+    tls: TlsConfig | None = None
+
+
+@dataclass(frozen=True)
+class MllpConfig:
+    listeners: tuple[ListenerConfig, ...] = (ListenerConfig(),)
+    max_frame_bytes: int = 10 * 1024 * 1024
+    idle_timeout: float = 300.0
+    #: "commit": AA once durably queued; "delivery": AA once the FHIR server accepted it.
+    ack_after: Literal["commit", "delivery"] = "commit"
+    #: How long an ack_after="delivery" sender waits before getting an AE.
+    delivery_ack_timeout: float = 60.0
+    #: Unreadable MSH or unsupported type/version: "reject" (AR) or "dead-letter" (AA,
+    #: stored as a dead letter for inspection).
+    on_unsupported: Literal["reject", "dead-letter"] = "reject"
+    #: Retransmissions (same sender, same MSH-10) within this window are acknowledged
+    #: again but not delivered twice.
+    duplicate_window_hours: float = 168.0
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    host: str = "0.0.0.0"
+    port: int = 8080
+    #: Optional protection of the API (not of /health and /ready): X-API-Key or Bearer.
+    api_key: Secret | None = None
+    bearer_token: Secret | None = None
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    backend: Literal["sqlite", "amqp"] = "sqlite"
+    path: Path = Path("var/queue.db")
+    #: Longest wait to group commits: more messages per fsync under load.
+    commit_interval_ms: float = 2.0
+
+
+@dataclass(frozen=True)
+class AmqpConsumerConfig:
+    """``[amqp.consumer]``: messages to convert, consumed from a RabbitMQ queue."""
+
+    enabled: bool = False
+    #: "commit": acked once stored in the service's queue; "delivery": once delivered.
+    mode: Literal["commit", "delivery"] = "commit"
+    #: Listener name of the consumed messages (envelopes, routes, logs, metrics).
+    name: str = "amqp"
+    exchange: str = "passerelle.ingress"
+    exchange_type: Literal["direct", "topic", "fanout", "headers"] = "topic"
+    queue: str = "passerelle.ingress"
+    binding_key: str = "#"
+    prefetch: int = 32
+    #: Declare the queue with x-single-active-consumer (standby consumers, kept order).
+    single_active_consumer: bool = False
+    #: Mode "delivery": transient failures go through the retry queues this many times,
+    #: then to the dead-letter exchange.
+    max_attempts: int = 10
+    #: Delay of each retry queue (seconds); attempt n waits retry_delays[n - 1] (the last
+    #: one for later attempts).
+    retry_delays: tuple[float, ...] = (1.0, 5.0, 30.0, 120.0, 600.0)
+
+
+@dataclass(frozen=True)
+class AmqpConfig:
+    """``[amqp]``: the RabbitMQ broker, its dead-letter exchange and the partition queues of
+    ``queue.backend = "amqp"``."""
+
+    #: ``amqp[s]://user:password@host:port/vhost`` (a secret: it holds the password).
+    url: Secret | None = None
+    #: Longest wait for a publisher confirm (and for a reconnection while publishing).
+    confirm_timeout: float = 10.0
+    #: Pause between reconnection attempts after the broker went away.
+    reconnect_interval: float = 2.0
+    dead_letter_exchange: str = "passerelle.dead-letter"
+    #: Declared and bound to the dead-letter exchange ("" = do not declare one).
+    dead_letter_queue: str = "passerelle.dead-letter"
+    #: queue.backend = "amqp": ordering keys are hashed onto this many partition queues.
+    partitions: int = 16
+    partition_exchange: str = "passerelle.partitions"
+    partition_queue_prefix: str = "passerelle.partition"
+    #: Queue whose consumer count is the number of live ``passerelle worker`` processes.
+    presence_queue: str = "passerelle.workers"
+    rebalance_interval: float = 2.0
+    consumer: AmqpConsumerConfig = field(default_factory=AmqpConsumerConfig)
+
+
+@dataclass(frozen=True)
+class AmqpPublishConfig:
+    """``destinations.<name>.amqp``: bundles published to a RabbitMQ exchange."""
+
+    url: Secret | None = None
+    exchange: str = "passerelle.bundles"
+    exchange_type: Literal["direct", "topic", "fanout", "headers"] = "topic"
+    routing_key: str = "bundle"
+    #: Declared and bound with ``routing_key`` when set (else bind your own queue).
+    queue: str | None = None
+    confirm_timeout: float = 10.0
+    reconnect_interval: float = 2.0
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """How to authenticate to a FHIR server."""
+
+    kind: Literal["none", "basic", "bearer", "oauth2"] = "none"
+    username: str | None = None
+    password: Secret | None = None
+    token: Secret | None = None
+    token_url: str | None = None
+    client_id: str | None = None
+    client_secret: Secret | None = None
+    scope: str | None = None
+
+
+@dataclass(frozen=True)
+class DestinationConfig:
+    """Where bundles go: a FHIR server (``url``) or, without one, a folder."""
+
+    name: str = "default"
+    url: str | None = None
+    folder: Path = Path("var/out")
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    ca_bundle: Path | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    timeout: float = 30.0
+    #: Bundles (also) published to RabbitMQ; with ``url`` too, both must take them.
+    amqp: AmqpPublishConfig | None = None
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    workers: int = 4
+    #: Conversion processes (CPU-bound work off the event loop); 0 = one per CPU.
+    convert_processes: int = 0
+    backoff_initial: float = 1.0
+    backoff_max: float = 300.0
+    #: 0 = retry transient failures forever (nothing acknowledged is ever dropped).
+    max_attempts: int = 0
+
+
+@dataclass(frozen=True)
+class ConverterSettings:
+    """Conversion settings; routes may override any of them."""
+
+    timezone: str = "UTC"
+    charset: str = "utf-8"
+    validate: bool = True
+    request_mode: RequestMode = "put"
+    lenient: bool = False
+    templates: tuple[Path, ...] = ()
+    id_namespace: str = ""
+
+    def converter_config(self) -> ConverterConfig:
+        return ConverterConfig(
+            template_dirs=self.templates,
+            validate=self.validate,
+            default_timezone=self.timezone,
+            default_charset=self.charset,
+            request_mode=self.request_mode,
+            strict_values=not self.lenient,
+            id_namespace=self.id_namespace,
+        )
+
+
+@dataclass(frozen=True)
+class RouteConfig:
+    """Messages matching all given criteria go to ``destination`` with these settings."""
+
+    name: str
+    sending_application: str | None = None
+    sending_facility: str | None = None
+    listener: str | None = None
+    destination: str = "default"
+    converter: ConverterSettings = field(default_factory=ConverterSettings)
+
+    def matches(self, *, application: str, facility: str, listener: str) -> bool:
+        return (
+            (self.sending_application is None or self.sending_application == application)
+            and (self.sending_facility is None or self.sending_facility == facility)
+            and (self.listener is None or self.listener == listener)
+        )
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    data_dir: Path = Path("var")
+    log_format: Literal["text", "json"] = "text"
+    log_level: str = "INFO"
+    mllp: MllpConfig = field(default_factory=MllpConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    queue: QueueConfig = field(default_factory=QueueConfig)
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    converter: ConverterSettings = field(default_factory=ConverterSettings)
+    destinations: Mapping[str, DestinationConfig] = field(
+        default_factory=lambda: {"default": DestinationConfig()}
+    )
+    routes: tuple[RouteConfig, ...] = ()
+    amqp: AmqpConfig = field(default_factory=AmqpConfig)
+
+    def route_for(self, *, application: str, facility: str, listener: str) -> RouteConfig:
+        """The first matching route, else the default route (default destination)."""
+        for route in self.routes:
+            if route.matches(application=application, facility=facility, listener=listener):
+                return route
+        return RouteConfig(name="default", converter=self.converter)
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective configuration for display, secrets masked (``Secret`` values, the
+        values of destination headers — often API keys — and passwords in URLs)."""
+        plain: dict[str, Any] = _to_plain(self)
+        for destination in plain["destinations"].values():
+            destination["headers"] = {name: "***" for name in destination["headers"]}
+            destination["url"] = _mask_url(destination["url"])
+            destination["auth"]["token_url"] = _mask_url(destination["auth"]["token_url"])
+        return plain
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, Secret):
+        return "***"
+    if hasattr(value, "__dataclass_fields__"):
+        return {f.name: _to_plain(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, Mapping):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_to_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _mask_url(url: str | None) -> str | None:
+    """``https://user:password@host/…`` → ``https://user:***@host/…`` (no userinfo: as is)."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if not at:
+        return url
+    # user:password → user:***; a lone user part may itself be a token → ***.
+    masked = f"{userinfo.split(':', 1)[0]}:***" if ":" in userinfo else "***"
+    netloc = f"{masked}@{hostport}"
+    return urlunsplit(parts._replace(netloc=netloc))

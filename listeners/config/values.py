@@ -1,0 +1,110 @@
+"""Checked readers of single settings (numbers, paths, choices, secrets), naming the
+setting in their errors."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from .model import ConfigError, Secret
+
+
+def _section(raw: dict[str, Any], name: str, allowed: set[str] | None = None) -> dict[str, Any]:
+    section = raw if not name else raw.get(name, {})
+    if not isinstance(section, dict):
+        raise ConfigError(f"[{name}] must be a table")
+    if allowed is not None:
+        unknown = set(section) - allowed
+        if unknown:
+            raise ConfigError(f"unknown setting(s) {sorted(unknown)} in [{name or 'top level'}]")
+    return section
+
+
+def _check_keys(section: dict[str, Any], allowed: set[str], where: str) -> None:
+    unknown = set(section) - allowed
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {sorted(unknown)} in [{where}]")
+
+
+def _int(value: Any, where: str, minimum: int = 0, maximum: int | None = None) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where} must be an integer, got {value!r}") from None
+    if number < minimum:
+        raise ConfigError(f"{where} must be at least {minimum}")
+    if maximum is not None and number > maximum:
+        raise ConfigError(f"{where} must be at most {maximum}")
+    return number
+
+
+def _port(value: Any, where: str) -> int:
+    return _int(value, where, 0, 65535)
+
+
+def _float(value: Any, where: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where} must be a number, got {value!r}") from None
+    if number < 0:
+        raise ConfigError(f"{where} must not be negative")
+    return number
+
+
+def _bool(value: Any, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{where} must be true or false, got {value!r}")
+
+
+def _choice(value: Any, allowed: tuple[str, ...], where: str) -> Any:
+    if value not in allowed:
+        raise ConfigError(f"{where} must be one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
+def _path(value: Any, base: Path, where: str) -> Path:
+    if not isinstance(value, str | Path) or not str(value):
+        raise ConfigError(f"{where} must be a path")
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def _paths(value: Any, base: Path, where: str) -> tuple[Path, ...]:
+    if isinstance(value, str):
+        value = [v for v in value.split(os.pathsep) if v]
+    if not isinstance(value, list):
+        raise ConfigError(f"{where} must be a list of paths")
+    return tuple(_path(v, base, where) for v in value)
+
+
+def _secret(section: dict[str, Any], key: str, base: Path, where: str) -> Secret | None:
+    if section.get(key) not in (None, ""):
+        return Secret(str(section[key]))
+    file_key = f"{key}_file"
+    if section.get(file_key):
+        path = _path(section[file_key], base, f"{where}.{file_key}")
+        try:
+            value = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"{where}.{file_key}: cannot read {path}: {exc.strerror}") from None
+        if not value:
+            raise ConfigError(f"{where}.{file_key}: {path} is empty")
+        return Secret(value)
+    return None
+
+
+def _name(value: Any, where: str, *, empty: bool = False) -> str:
+    """An AMQP exchange/queue name (or routing key): a string of at most 255 bytes."""
+    if not isinstance(value, str) or (not value and not empty):
+        raise ConfigError(f"{where} must be a non-empty string")
+    if len(value.encode("utf-8")) > 255:
+        raise ConfigError(f"{where} is longer than 255 bytes")
+    return value

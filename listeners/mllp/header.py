@@ -1,0 +1,181 @@
+"""The header of a received message, read tolerantly for acknowledging it: whatever can
+be read is used, and an MSH that cannot be read yields the AR to send instead."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from converter.errors import CharsetError
+from converter.hl7v2.charset import codec_for
+from converter.hl7v2.encoding import DEFAULT_ENCODING, Encoding
+
+from .outcome import AckOutcome, ErrorLocation
+
+__all__ = ["MessageHeader", "field_getter", "read_header"]
+
+_BOM = b"\xef\xbb\xbf"
+
+
+@dataclass(frozen=True, slots=True)
+class MessageHeader:
+    """The received MSH, raw: each field as its bytes (decoded as Latin-1, 1:1).
+
+    ``problem``/``problem_code``/``problem_location`` say why the header is not fully
+    readable; :meth:`rejection` turns that into an AR outcome.
+    """
+
+    encoding: Encoding
+    #: fields[0] is "MSH", fields[1] MSH-2, fields[n - 1] MSH-n (n ≥ 2).
+    fields: tuple[str, ...]
+    #: Python codec of MSH-18 (the default when empty); ``None`` when unknown.
+    codec: str | None
+    delimiters_valid: bool = True
+    problem: str | None = None
+    problem_code: str | None = None
+    problem_location: str | None = None
+
+    def field(self, n: int) -> str:
+        """Raw MSH-n ("" when absent); MSH-1 is the field separator."""
+        if n == 1:
+            return self.encoding.field
+        return self.fields[n - 1] if 1 < n <= len(self.fields) else ""
+
+    def component(self, n: int, c: int) -> str:
+        """Raw component ``c`` of the first repetition of MSH-n."""
+        value = self.field(n)
+        if n > 2:
+            value = value.split(self.encoding.repetition, 1)[0]
+        parts = value.split(self.encoding.component)
+        return parts[c - 1] if c <= len(parts) else ""
+
+    @property
+    def readable(self) -> bool:
+        return self.problem is None
+
+    @property
+    def control_id(self) -> str:
+        """MSH-10, raw."""
+        return self.field(10)
+
+    @property
+    def message_code(self) -> str:
+        return self.component(9, 1)
+
+    @property
+    def trigger_event(self) -> str:
+        return self.component(9, 2)
+
+    @property
+    def version(self) -> str:
+        """MSH-12.1 ("" when absent)."""
+        return self.component(12, 1).strip()
+
+    @property
+    def accept_ack_type(self) -> str:
+        """MSH-15 (AL, NE, ER, SU or "")."""
+        return self.component(15, 1).strip().upper()
+
+    @property
+    def application_ack_type(self) -> str:
+        """MSH-16 (AL, NE, ER, SU or "")."""
+        return self.component(16, 1).strip().upper()
+
+    @property
+    def enhanced_mode(self) -> bool:
+        """MSH-15 or MSH-16 valued: enhanced acknowledgement mode."""
+        return bool(self.accept_ack_type or self.application_ack_type)
+
+    def version_tuple(self) -> tuple[int, ...] | None:
+        parts = self.version.split(".")
+        if not all(part.isdigit() for part in parts):
+            return None
+        return tuple(int(part) for part in parts)
+
+    def rejection(self) -> AckOutcome | None:
+        """The AR an unreadable header deserves, ``None`` when the header is fine."""
+        if self.problem is None:
+            return None
+        return AckOutcome.reject(
+            self.problem_code or "100",
+            self.problem,
+            location=ErrorLocation.parse(self.problem_location),
+        )
+
+
+def read_header(data: bytes, *, default_charset: str = "utf-8") -> MessageHeader:
+    """Read MSH tolerantly: never raises; problems are reported on the result."""
+    default_codec = _safe_codec("", default_charset)
+    body = data[len(_BOM) :] if data.startswith(_BOM) else data
+    body = body.lstrip(b" \t\r\n")
+    if not body.startswith(b"MSH"):
+        return MessageHeader(
+            DEFAULT_ENCODING,
+            ("MSH",),
+            default_codec,
+            False,
+            "the message does not start with an MSH segment",
+            "100",
+            "MSH",
+        )
+    end = len(body)
+    for terminator in (b"\r", b"\n"):
+        found = body.find(terminator)
+        if 0 <= found < end:
+            end = found
+    line = body[:end].decode("latin-1")
+    if len(line) < 4:
+        return MessageHeader(
+            DEFAULT_ENCODING,
+            ("MSH",),
+            default_codec,
+            False,
+            "the MSH segment is truncated",
+            "101",
+            "MSH-1",
+        )
+    sep = line[3]
+    if sep.isalnum() or sep.isspace():
+        return MessageHeader(
+            DEFAULT_ENCODING,
+            ("MSH",),
+            default_codec,
+            False,
+            "invalid field separator",
+            "102",
+            "MSH-1",
+        )
+    fields = tuple(line.split(sep))
+    chars = fields[1] if len(fields) > 1 else ""
+    problem: tuple[str, str, str] | None = None
+    if (
+        2 <= len(chars) <= 5
+        and len(set(chars)) == len(chars)
+        and not any(char.isalnum() or char.isspace() for char in chars)
+    ):
+        enc = Encoding.from_msh(sep, chars)
+        valid = True
+    else:
+        spare = [char for char in DEFAULT_ENCODING.msh2 if char != sep] + ["#"]
+        enc = Encoding(sep, *spare[:4])
+        valid = False
+        problem = ("invalid encoding characters", "102", "MSH-2")
+    msh18 = fields[17].split(enc.repetition, 1)[0] if len(fields) > 17 else ""
+    codec: str | None
+    try:
+        codec = codec_for(msh18, default_charset)
+    except CharsetError:
+        codec = None
+        problem = problem or ("unsupported character set", "103", "MSH-18")
+    return MessageHeader(enc, fields, codec, valid, *(problem or (None, None, None)))
+
+
+def field_getter(fields: list[str]) -> Callable[[int], str]:
+    return lambda n: fields[n] if n < len(fields) else ""
+
+
+def _safe_codec(msh18: str, default: str) -> str | None:
+    try:
+        return codec_for(msh18, default)
+    except CharsetError:
+        return None
