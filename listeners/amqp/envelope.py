@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, Literal
@@ -109,12 +108,9 @@ class EnvelopeError(Exception):
     """A partition message lacks the headers of an envelope (not written by Passerelle)."""
 
 
-@dataclass(frozen=True, slots=True)
-class AmqpEnvelope(Envelope):
-    """An envelope that came over AMQP: its message and correlation ids travel along."""
-
-    message_id: str | None = None
-    correlation_id: str | None = None
+#: An envelope that came over AMQP (its message and correlation ids are fields of every
+#: Envelope, so that they survive the SQLite queue too).
+AmqpEnvelope = Envelope
 
 
 def input_type_of(
@@ -169,8 +165,8 @@ def encode_envelope(envelope: Envelope, *, partition: int | None = None) -> aio_
         headers[H_MESSAGE_TYPE] = envelope.message_type
     if partition is not None:
         headers[H_PARTITION] = partition
-    message_id = getattr(envelope, "message_id", None) or uuid.uuid4().hex
-    correlation_id = getattr(envelope, "correlation_id", None) or envelope.control_id
+    message_id = envelope.message_id or uuid.uuid4().hex
+    correlation_id = envelope.correlation_id or envelope.control_id
     return aio_pika.Message(
         envelope.payload,
         headers=headers,

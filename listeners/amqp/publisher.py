@@ -108,7 +108,7 @@ class AmqpSink:
         body = bundle_bytes(bundle)
         publisher = await self._ready()
         headers: HeadersType = {H_SENDER: envelope.sender, H_ROUTE: envelope.route}
-        source_id = getattr(envelope, "message_id", None)
+        source_id = envelope.message_id
         if source_id:
             headers[H_MESSAGE_ID] = source_id
         if envelope.control_id is not None:
@@ -121,7 +121,7 @@ class AmqpSink:
             content_encoding="utf-8",
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             message_id=hashlib.sha256(body).hexdigest()[:32],
-            correlation_id=getattr(envelope, "correlation_id", None) or envelope.control_id,
+            correlation_id=envelope.correlation_id or envelope.control_id,
             headers=headers,
             app_id="passerelle",
         )

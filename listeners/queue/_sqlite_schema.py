@@ -97,9 +97,16 @@ def _create_v1(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+def _add_message_ids_v2(conn: sqlite3.Connection) -> None:
+    # The AMQP message and correlation ids of messages consumed from RabbitMQ, carried
+    # through to published bundles and logs.
+    conn.execute("ALTER TABLE messages ADD COLUMN message_id TEXT")
+    conn.execute("ALTER TABLE messages ADD COLUMN correlation_id TEXT")
+
+
 #: Migration hook: ``MIGRATIONS[n]`` takes a version-``n`` file to version ``n + 1`` inside
 #: the caller's transaction. Append a function to change the schema; never edit one.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_create_v1,)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_create_v1, _add_message_ids_v2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

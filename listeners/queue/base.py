@@ -25,6 +25,10 @@ class Envelope:
     input_type: str = "hl7v2"
     #: Name of the configured route (destination, template overrides, settings).
     route: str = "default"
+    #: AMQP message and correlation ids of a message consumed from RabbitMQ: carried to
+    #: the bundles published for it and to the logs.
+    message_id: str | None = None
+    correlation_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

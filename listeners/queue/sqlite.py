@@ -61,11 +61,11 @@ T = TypeVar("T")
 _ACTIVE = "state IN ('pending', 'inflight')"  # must match messages_key_active verbatim
 _ENVELOPE = (
     "payload, sender, listener, received_at, ordering_key, control_id, "
-    "message_type, input_type, route"
+    "message_type, input_type, route, message_id, correlation_id"
 )
 _DEAD = (
     "seq, attempts, updated_at, last_error, sender, listener, received_at, "
-    "ordering_key, control_id, message_type, input_type, route"
+    "ordering_key, control_id, message_type, input_type, route, message_id, correlation_id"
 )
 # The queries run per message; tests check their plans use the partial indexes.
 _CLAIM_SQL = (
@@ -286,7 +286,7 @@ class SqliteQueue:
         head = state == "pending" and not _key_busy(conn, envelope.ordering_key)
         cursor = conn.execute(
             f"INSERT INTO messages ({_ENVELOPE}, state, head, attempts, next_attempt_at,"
-            " last_error, stored_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?,"
+            " last_error, stored_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
             " ?, ?, 0, ?, ?, ?, ?)",
             (
                 envelope.payload,
@@ -298,6 +298,8 @@ class SqliteQueue:
                 envelope.message_type,
                 envelope.input_type,
                 envelope.route,
+                envelope.message_id,
+                envelope.correlation_id,
                 state,
                 int(head),
                 now,
@@ -481,8 +483,11 @@ def _dump(error: dict[str, Any]) -> str:
 
 
 def _envelope(row: tuple[Any, ...]) -> Envelope:
-    payload, sender, listener, received_at, key, control_id, message_type, input_type, route = row
+    (payload, sender, listener, received_at, key, control_id, message_type, input_type, route,
+     message_id, correlation_id) = row
     return Envelope(
+        message_id=message_id,
+        correlation_id=correlation_id,
         payload=bytes(payload or b""),
         sender=sender,
         listener=listener,

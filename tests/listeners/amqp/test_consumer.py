@@ -105,6 +105,32 @@ async def test_commit_mode_stores_in_the_sqlite_queue_before_the_ack(
     assert len(bundle_posts(fhir)) == 3
 
 
+async def test_commit_mode_keeps_message_and_correlation_ids_through_the_sqlite_queue(
+    tmp_path: Path, broker: RabbitMq, fhir: FhirServer, names: Names
+) -> None:
+    config = make_config(
+        tmp_path,
+        amqp_url=broker.url,
+        names=names,
+        fhir_url=fhir.base_url,
+        consumer={"mode": "commit"},
+        bundles=True,
+    )
+    async with running_service(config), AmqpClient(broker.url) as client:
+        await client.publish(
+            names.ingress,
+            "adt",
+            adt("CI-1", mrn="MRN-CI-1"),
+            content_type=HL7,
+            message_id="msg-ci-1",
+            correlation_id="corr-ci-1",
+        )
+        [out] = await client.take(names.bundles, 1)
+    # Stored in SQLite between consumption and delivery, the ids still reach the output.
+    assert out.correlation_id == "corr-ci-1"
+    assert (out.headers or {})[H_MESSAGE_ID] == "msg-ci-1"
+
+
 async def test_poison_messages_go_to_the_dead_letter_exchange_with_error_headers(
     tmp_path: Path, broker: RabbitMq, fhir: FhirServer, names: Names
 ) -> None:
