@@ -687,3 +687,48 @@ def test_using_a_closed_or_unstarted_queue_raises_queue_error(tmp_path: Path) ->
             await queue.put(envelope(1))
 
     asyncio.run(main())
+
+
+def test_a_version_1_queue_file_is_migrated_and_keeps_its_messages(tmp_path: Path) -> None:
+    """A queue written before message/correlation ids existed opens, keeps its pending
+    message, and stores ids for new ones."""
+    path = tmp_path / "v1.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute(f"PRAGMA application_id = {_sqlite_schema.APPLICATION_ID}")
+    _sqlite_schema.MIGRATIONS[0](conn)  # the version-1 schema
+    conn.execute(
+        "INSERT INTO messages (payload, sender, listener, received_at, ordering_key,"
+        " control_id, message_type, input_type, route, state, head, attempts,"
+        " next_attempt_at, stored_at, updated_at)"
+        " VALUES (x'4d5348', 's', 'mllp', 1, 'k', 'OLD-1', 'ADT^A01', 'hl7v2', 'default',"
+        " 'pending', 1, 0, 0, 1, 1)"
+    )
+    conn.execute("PRAGMA user_version = 1")
+    conn.close()
+
+    async def scenario() -> None:
+        queue = SqliteQueue(path)
+        await queue.start()
+        try:
+            [job] = await queue.claim(10)
+            assert job.envelope.control_id == "OLD-1" and job.envelope.message_id is None
+            await queue.complete(job.seq)
+            new = Envelope(
+                payload=b"MSH",
+                sender="s",
+                listener="amqp",
+                received_at=2.0,
+                ordering_key="k2",
+                control_id="NEW-1",
+                message_id="m-1",
+                correlation_id="c-1",
+            )
+            await queue.put(new)
+            [stored] = await queue.claim(10)
+            assert (stored.envelope.message_id, stored.envelope.correlation_id) == ("m-1", "c-1")
+        finally:
+            await queue.close()
+
+    asyncio.run(scenario())
+    version = sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0]
+    assert version == _sqlite_schema.SCHEMA_VERSION == 2
