@@ -101,7 +101,9 @@ class Ingestor:
         started = time.perf_counter()
         ack = await self._handle(payload, peer, started)
         if ack:  # not None (closed without reply) nor NO_REPLY (MSH-15 asked for none)
-            self._metrics.ack_seconds.labels(peer.listener).observe(time.perf_counter() - started)
+            self._metrics.labelled(self._metrics.ack_seconds, peer.listener).observe(
+                time.perf_counter() - started
+            )
         return ack
 
     async def _handle(self, payload: bytes, peer: PeerInfo, started: float) -> bytes | None:
@@ -152,8 +154,8 @@ class Ingestor:
             input_type="hl7v2",
             route=route.name,
         )
-        self._metrics.received.labels(
-            listener, header.event if header.message_code else "unknown"
+        self._metrics.labelled(
+            self._metrics.received, listener, header.event if header.message_code else "unknown"
         ).inc()
         try:
             self._support.check(route.name, header)
@@ -260,7 +262,7 @@ class Ingestor:
     def _ack(self, listener: str, header: MessageHeader, outcome: AckOutcome) -> bytes:
         if not wants_accept_ack(header, success=outcome.success):
             return NO_REPLY
-        self._metrics.acknowledged.labels(
-            listener, outcome.code.for_mode(header.enhanced_mode).value
+        self._metrics.labelled(
+            self._metrics.acknowledged, listener, outcome.code.for_mode(header.enhanced_mode).value
         ).inc()
         return self._acks.build(header, outcome)

@@ -64,12 +64,17 @@ def peek_header(data: bytes) -> Header:
     field_sep = chr(data[3])
     if field_sep.isalnum() or field_sep in "\r\n ":
         raise ParseError(f"invalid field separator {field_sep!r}", location="MSH-1")
-    # Delimiters and MSH are ASCII in every supported charset; latin-1 maps bytes 1:1.
-    text = data.decode("latin-1")
-    lines = text.replace("\r\n", "\r").replace("\n", "\r").split("\r")
-    msh = lines[0].split(field_sep)
+    # Only MSH and the first PID are read (this runs for every received message, before
+    # its ACK); both are ASCII-compatible in every supported charset and latin-1 maps
+    # bytes 1:1, so the rest of the message is never decoded.
+    end = _line_end(data, 0)
+    msh = data[:end].decode("latin-1").split(field_sep)
     chars = msh[1] if len(msh) > 1 else ""
-    if not 2 <= len(chars) <= 5 or len(set(chars)) != len(chars):
+    if (
+        not 2 <= len(chars) <= 5
+        or len(set(chars)) != len(chars)
+        or any(c.isalnum() or c.isspace() for c in chars)
+    ):
         raise ParseError(f"invalid encoding characters {chars!r}", location="MSH-2")
     enc = Encoding.from_msh(field_sep, chars)
 
@@ -87,14 +92,13 @@ def peek_header(data: bytes) -> Header:
 
     msh9 = field(msh, 8).split(enc.component)
     patient_key = ""
-    for line in lines[1:]:
-        if line.startswith("PID" + field_sep):
-            pid = line.split(field_sep)
-            cx = field(pid, 3).split(enc.repetition, 1)[0].split(enc.component)
-            if cx and cx[0]:
-                authority = cx[3] if len(cx) > 3 else ""
-                patient_key = f"{enc.unescape(cx[0])}^{authority}"
-            break
+    pid_start = _segment_start(data, b"PID" + field_sep.encode("latin-1"))
+    if pid_start >= 0:
+        pid = data[pid_start : _line_end(data, pid_start)].decode("latin-1").split(field_sep)
+        cx = field(pid, 3).split(enc.repetition, 1)[0].split(enc.component)
+        if cx and cx[0]:
+            authority = cx[3] if len(cx) > 3 else ""
+            patient_key = f"{enc.unescape(cx[0])}^{authority}"
     return Header(
         encoding=enc,
         sending_application=hd(field(msh, 2)),
@@ -112,3 +116,15 @@ def peek_header(data: bytes) -> Header:
         charset=first(field(msh, 17)),
         patient_key=patient_key,
     )
+
+
+def _line_end(data: bytes, start: int) -> int:
+    """End of the segment starting at ``start`` (CR, LF or the end of the data)."""
+    ends = [i for i in (data.find(b"\r", start), data.find(b"\n", start)) if i >= 0]
+    return min(ends) if ends else len(data)
+
+
+def _segment_start(data: bytes, prefix: bytes) -> int:
+    """Offset of the first segment starting with ``prefix`` after a line break, or -1."""
+    found = [i + 1 for i in (data.find(b"\r" + prefix), data.find(b"\n" + prefix)) if i >= 0]
+    return min(found) if found else -1

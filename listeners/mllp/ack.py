@@ -33,6 +33,7 @@ reported by the service itself (logs, metrics, dead letters), not to the sender.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 import secrets
@@ -293,6 +294,12 @@ def _local_now() -> datetime:
 
 
 def _timestamp(stamp: datetime) -> str:
+    return _format_second(stamp.replace(microsecond=0))
+
+
+@functools.lru_cache(maxsize=4)
+def _format_second(stamp: datetime) -> str:
+    # One formatting per second, not per ACK: at thousands of ACKs a second it shows.
     return stamp.strftime("%Y%m%d%H%M%S%z")
 
 

@@ -1,0 +1,43 @@
+"""peek_header: MSH and the first PID read without decoding the rest of the message."""
+
+from __future__ import annotations
+
+import pytest
+
+from converter.errors import ParseError
+from converter.hl7v2 import peek_header
+
+MSH = (
+    b"MSH|^~\\&|APP^1.2.3^ISO|FAC|RCV|RFAC|20240301101500+0100||ADT^A08^ADT_A01|CTL-9|P|2.5.1"
+    b"|||AL|NE||UNICODE UTF-8"
+)
+PID = b"PID|1||12345^^^HOSP&1.2.250.1&ISO^MR~999^^^OTHER^PI||DOE^JANE"
+
+
+@pytest.mark.parametrize("newline", [b"\r", b"\n", b"\r\n"])
+def test_reads_msh_and_the_first_pid_whatever_the_line_breaks(newline: bytes) -> None:
+    data = newline.join([MSH, b"EVN|A08|20240301", PID, b"PID|2||OTHER^^^X", b"PV1|1|I"])
+    header = peek_header(data + newline)
+    assert (header.sending_application, header.sending_facility) == ("APP", "FAC")
+    assert header.control_id == "CTL-9"
+    assert (header.event, header.structure, header.version) == ("ADT^A08", "ADT_A01", "2.5.1")
+    assert (header.accept_ack_type, header.application_ack_type) == ("AL", "NE")
+    assert header.charset == "UNICODE UTF-8" and header.enhanced_mode
+    assert header.patient_key == "12345^HOSP&1.2.250.1&ISO"
+
+
+def test_without_pid_the_patient_key_is_empty_and_bytes_after_msh_are_not_decoded() -> None:
+    # Invalid UTF-8 in a later segment does not matter to the header.
+    header = peek_header(MSH + b"\rOBX|1|ST|X||\xff\xfe\r")
+    assert header.patient_key == "" and header.control_id == "CTL-9"
+
+
+def test_a_pid_prefix_inside_a_value_is_not_a_segment() -> None:
+    data = MSH + b"\rNTE|1||see PID|9 below\rPID|1||777^^^H^MR\r"
+    assert peek_header(data).patient_key == "777^H"
+
+
+@pytest.mark.parametrize("data", [b"", b"PID|1", b"MSH1^~\\&|", b"MSH|AB|x"])
+def test_no_usable_msh_is_a_parse_error(data: bytes) -> None:
+    with pytest.raises(ParseError):
+        peek_header(data)
