@@ -82,6 +82,11 @@ def _add_converter_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="drop invalid values with a warning instead of failing",
     )
+    parser.add_argument(
+        "--strict-hl7",
+        action="store_true",
+        help="refuse messages that break their HL7 version's definition (hl7apy; slow)",
+    )
 
 
 def _config(args: argparse.Namespace, *, validate: bool = True) -> ConverterConfig:
@@ -92,6 +97,7 @@ def _config(args: argparse.Namespace, *, validate: bool = True) -> ConverterConf
         default_charset=args.charset,
         request_mode=args.request_mode,
         strict_values=not args.lenient,
+        strict_hl7=args.strict_hl7,
     )
 
 

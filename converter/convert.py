@@ -20,6 +20,7 @@ from .datetimes import InvalidTimestamp, TimestampConverter
 from .errors import ConfigurationError, ConversionError, ParseError
 from .hl7v2.er7 import RawMessage, parse_message, split_messages
 from .hl7v2.message import Message
+from .hl7v2.strict import validate_strictly
 from .hl7v2.structure import StructureCatalog
 from .templates.codemaps import CodeMaps
 from .templates.environment import TemplateSet
@@ -59,6 +60,8 @@ class ConverterConfig:
     #: Mixed into every id: two deployments (or senders) with different namespaces never
     #: produce the same ids.
     id_namespace: str = ""
+    #: Refuse messages that break their version's definition (hl7apy, slow: off).
+    strict_hl7: bool = False
     #: Where the built-in mappings are; the package's own by default.
     mappings_dir: Path = field(default_factory=_builtin_mappings)
 
@@ -143,6 +146,8 @@ class Converter:
     ) -> Conversion:
         """Convert one HL7 v2 message into a transaction Bundle."""
         message = self.parse(data)
+        if self.config.strict_hl7:
+            validate_strictly(data.decode(message.codec), message.control_id or None)
         try:
             return self._convert_parsed(message, root_template, index)
         except ConversionError as exc:

@@ -133,3 +133,15 @@ def test_encodings_and_separators(sample: str) -> None:
         e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient"
     )
     assert patient["name"][0]["family"]
+
+
+def test_strict_hl7_flag_refuses_a_message_missing_a_required_field(tmp_path: Path) -> None:
+    import re
+
+    bad = re.sub(rb"\rPID\|1\|\|[^|]*\|", b"\rPID|1|||", ADT_A08.read_bytes())
+    (tmp_path / "no_pid3.hl7").write_bytes(bad)
+    assert run("convert", tmp_path / "no_pid3.hl7").returncode == 0
+    strict = run("convert", tmp_path / "no_pid3.hl7", "--strict-hl7")
+    assert strict.returncode == 1
+    assert "ParseError" in strict.stderr and "at PID-3" in strict.stderr
+    assert "Traceback" not in strict.stderr

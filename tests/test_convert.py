@@ -427,3 +427,17 @@ def test_lenient_warnings_reach_the_result_from_imported_macros(tmp_path: Path) 
     patient = the(conversion.bundle, "Patient")
     assert "birthDate" not in patient
     assert any("PID-7" in warning for warning in conversion.warnings), conversion.warnings
+
+
+def test_strict_hl7_mode_refuses_what_breaks_the_version_definition() -> None:
+    missing_pid3 = re.sub(rb"\rPID\|1\|\|[^|]*\|", b"\rPID|1|||", SAMPLE)
+    assert missing_pid3 != SAMPLE
+    # Tolerant by default: the message converts (the Patient simply has no identifier).
+    Converter(ConverterConfig()).convert(missing_pid3)
+    strict = Converter(ConverterConfig(strict_hl7=True))
+    strict.convert(SAMPLE)  # a valid message passes
+    with pytest.raises(ParseError) as refused:
+        strict.convert(missing_pid3)
+    assert refused.value.location == "PID-3"
+    assert refused.value.hl7_error_code == "101"
+    assert refused.value.control_id == "CHU-ADT-20240316-000102"

@@ -230,6 +230,8 @@ def _converter(
         changes["validate"] = _bool(section["validate"], f"{where}.validate")
     if "lenient" in section:
         changes["lenient"] = _bool(section["lenient"], f"{where}.lenient")
+    if "strict_hl7" in section:
+        changes["strict_hl7"] = _bool(section["strict_hl7"], f"{where}.strict_hl7")
     if "request_mode" in section:
         changes["request_mode"] = _choice(
             section["request_mode"],

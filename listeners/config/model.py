@@ -205,6 +205,7 @@ class ConverterSettings:
     validate: bool = True
     request_mode: RequestMode = "put"
     lenient: bool = False
+    strict_hl7: bool = False
     templates: tuple[Path, ...] = ()
     id_namespace: str = ""
 
@@ -216,6 +217,7 @@ class ConverterSettings:
             default_charset=self.charset,
             request_mode=self.request_mode,
             strict_values=not self.lenient,
+            strict_hl7=self.strict_hl7,
             id_namespace=self.id_namespace,
         )
 

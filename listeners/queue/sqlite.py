@@ -483,8 +483,19 @@ def _dump(error: dict[str, Any]) -> str:
 
 
 def _envelope(row: tuple[Any, ...]) -> Envelope:
-    (payload, sender, listener, received_at, key, control_id, message_type, input_type, route,
-     message_id, correlation_id) = row
+    (
+        payload,
+        sender,
+        listener,
+        received_at,
+        key,
+        control_id,
+        message_type,
+        input_type,
+        route,
+        message_id,
+        correlation_id,
+    ) = row
     return Envelope(
         message_id=message_id,
         correlation_id=correlation_id,
