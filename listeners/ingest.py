@@ -185,7 +185,10 @@ class Ingestor:
             return self._ack(listener, raw_header, AckOutcome.accept())
         if self._workers is not None:  # None: workers elsewhere (queue.backend = "amqp")
             self._workers.notify()
-        log.info(
+        # DEBUG: each message gets its INFO line when it is settled ("delivered", a dead
+        # letter, a retry); one more per message on the ACK path costs ~15% of the ingest
+        # rate (measured: 1,790 → 2,110 messages/s).
+        log.debug(
             "stored",
             extra=fields
             | log_fields(
