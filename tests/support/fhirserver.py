@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import queue
-import shutil
 import ssl
 import subprocess
 import threading
@@ -35,6 +33,8 @@ from types import TracebackType
 from typing import Any, Self
 
 import httpx
+
+from .node import env_flag, node_executable, node_tool_unavailable_reason
 
 __all__ = [
     "SERVER_DIR",
@@ -50,7 +50,6 @@ REPO_ROOT: Path = Path(__file__).resolve().parents[2]
 SERVER_DIR: Path = REPO_ROOT / "tests" / "fhirserver"
 SERVER_SCRIPT: Path = SERVER_DIR / "server.mjs"
 
-_MIN_NODE = (20, 19)  # @medplum/fhir-router 4.5.x: node ^20.19.0 || >=22.12.0
 _REQUIRE_ENV = "PASSERELLE_REQUIRE_FHIRSERVER"
 _INSTALL_HINT = "run `npm ci --prefix tests/fhirserver`"
 _PACKAGES = ("fhir-router", "core", "definitions")
@@ -69,36 +68,16 @@ class ServerTls:
     client_ca: Path | None = None
 
 
-def _node_executable() -> str | None:
-    return shutil.which("node")
-
-
 def fhirserver_unavailable_reason() -> str | None:
     """Return why the test FHIR server cannot run here, or ``None`` if it can."""
-    node = _node_executable()
-    if node is None:
-        return "node is not on PATH (Node >= 20.19 is needed for the test FHIR server)"
-    try:
-        version = subprocess.run(
-            [node, "--version"], capture_output=True, text=True, timeout=30, check=True
-        ).stdout.strip()
-        major, minor = (int(part) for part in version.lstrip("v").split(".")[:2])
-    except (OSError, subprocess.SubprocessError, ValueError) as exc:
-        return f"cannot determine the node version: {exc}"
-    if (major, minor) < _MIN_NODE:
-        wanted = ".".join(map(str, _MIN_NODE))
-        return f"node {version} is too old for the test FHIR server (need >= {wanted})"
-    if not SERVER_SCRIPT.is_file():
-        return f"{SERVER_SCRIPT} is missing"
-    modules = SERVER_DIR / "node_modules" / "@medplum"
-    if not all((modules / name).is_dir() for name in _PACKAGES):
-        return f"tests/fhirserver/node_modules is missing or incomplete: {_INSTALL_HINT}"
-    return None
+    return node_tool_unavailable_reason(
+        "the test FHIR server", SERVER_SCRIPT, _PACKAGES, _INSTALL_HINT
+    )
 
 
 def fhirserver_required() -> bool:
     """True when ``PASSERELLE_REQUIRE_FHIRSERVER`` asks tests to fail instead of skipping."""
-    return os.environ.get(_REQUIRE_ENV, "").strip() not in ("", "0", "false", "no")
+    return env_flag(_REQUIRE_ENV)
 
 
 class FhirServer:
@@ -174,7 +153,7 @@ class FhirServer:
     # -- lifecycle -------------------------------------------------------------------------------
 
     def _spawn(self) -> None:
-        node = _node_executable()
+        node = node_executable()
         if node is None:
             raise FhirServerError("node is not on PATH")
         process = subprocess.Popen(

@@ -20,15 +20,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import queue
-import shutil
 import subprocess
 import threading
 from collections import deque
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
+
+from .node import env_flag, node_executable, node_tool_unavailable_reason
 
 __all__ = [
     "ERROR_SEVERITIES",
@@ -46,7 +46,6 @@ VALIDATOR_DIR: Path = REPO_ROOT / "tests" / "r4validator"
 VALIDATOR_SCRIPT: Path = VALIDATOR_DIR / "validate.mjs"
 ERROR_SEVERITIES: frozenset[str] = frozenset({"error", "fatal"})
 
-_MIN_NODE = (20, 19)  # @medplum/core 4.5.x: node ^20.19.0 || >=22.12.0
 _REQUIRE_ENV = "PASSERELLE_REQUIRE_R4VALIDATOR"
 _INSTALL_HINT = "run `npm ci --prefix tests/r4validator`"
 
@@ -57,36 +56,16 @@ class R4ValidatorError(RuntimeError):
     """The validator process could not be started or stopped answering."""
 
 
-def _node_executable() -> str | None:
-    return shutil.which("node")
-
-
 def r4validator_unavailable_reason() -> str | None:
     """Return why the R4 validator cannot run here, or ``None`` if it can."""
-    node = _node_executable()
-    if node is None:
-        return "node is not on PATH (Node >= 20.19 is needed for the FHIR R4 validator)"
-    try:
-        version = subprocess.run(
-            [node, "--version"], capture_output=True, text=True, timeout=30, check=True
-        ).stdout.strip()
-        major, minor = (int(part) for part in version.lstrip("v").split(".")[:2])
-    except (OSError, subprocess.SubprocessError, ValueError) as exc:
-        return f"cannot determine the node version: {exc}"
-    if (major, minor) < _MIN_NODE:
-        wanted = ".".join(map(str, _MIN_NODE))
-        return f"node {version} is too old for the FHIR R4 validator (need >= {wanted})"
-    if not VALIDATOR_SCRIPT.is_file():
-        return f"{VALIDATOR_SCRIPT} is missing"
-    modules = VALIDATOR_DIR / "node_modules" / "@medplum"
-    if not (modules / "core").is_dir() or not (modules / "definitions").is_dir():
-        return f"tests/r4validator/node_modules is missing or incomplete: {_INSTALL_HINT}"
-    return None
+    return node_tool_unavailable_reason(
+        "the FHIR R4 validator", VALIDATOR_SCRIPT, ("core", "definitions"), _INSTALL_HINT
+    )
 
 
 def r4validator_required() -> bool:
     """True when ``PASSERELLE_REQUIRE_R4VALIDATOR`` asks tests to fail instead of skipping."""
-    return os.environ.get(_REQUIRE_ENV, "").strip() not in ("", "0", "false", "no")
+    return env_flag(_REQUIRE_ENV)
 
 
 class R4Validator:
@@ -112,7 +91,7 @@ class R4Validator:
         reason = r4validator_unavailable_reason()
         if reason is not None:
             raise R4ValidatorError(reason)
-        node = _node_executable()
+        node = node_executable()
         assert node is not None
         process = subprocess.Popen(
             [node, str(VALIDATOR_SCRIPT)],
