@@ -139,6 +139,7 @@ def parse_message(
         structure=structure or event.replace("^", "_"),
         known_segments=version_catalog.known_segments,
         segment_names=version_catalog.segment_names,
+        known_groups=version_catalog.known_groups,
     )
     group_segments(version_catalog.structure(structure) if structure else None, segments, message)
     return message

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from ..errors import TemplateError
 from .encoding import Encoding
 
 SegmentNames = Mapping[str, int]
@@ -311,23 +312,33 @@ class Group:
     or ``group.OBSERVATION`` the nested groups of that name, in message order.
     """
 
-    __slots__ = ("_cache", "_known_segments", "_segment_names", "children", "name")
+    __slots__ = (
+        "_cache",
+        "_known_groups",
+        "_known_segments",
+        "_segment_names",
+        "children",
+        "name",
+    )
 
     def __init__(
         self,
         name: str,
         known_segments: frozenset[str],
         segment_names: Mapping[str, SegmentNames] | None = None,
+        known_groups: frozenset[str] | None = None,
     ) -> None:
         self.name = name
         self.children: list[Segment | Group] = []
         self._known_segments = known_segments
         self._segment_names: Mapping[str, SegmentNames] = segment_names or {}
+        #: Group names some HL7 version defines; None accepts any name.
+        self._known_groups = known_groups
         self._cache: dict[str, Any] = {}
 
     def _subgroup(self, name: str) -> Group:
-        """A new empty group sharing this group's segment vocabulary."""
-        return Group(name, self._known_segments, self._segment_names)
+        """A new empty group sharing this group's vocabulary."""
+        return Group(name, self._known_segments, self._segment_names, self._known_groups)
 
     def all(self, segment_name: str) -> list[Segment]:
         """Every segment with this name under the group, in message order."""
@@ -343,6 +354,12 @@ class Group:
         key = "g:" + group_name
         cached = self._cache.get(key)
         if cached is None:
+            known = self._known_groups
+            if known is not None and group_name not in known:
+                # A template typo must not read as "no such group in this message".
+                raise TemplateError(
+                    f"no HL7 v2 version defines a segment group named {group_name!r}"
+                )
             cached = []
             _collect_groups(self, group_name, cached)
             self._cache[key] = cached
@@ -433,8 +450,9 @@ class Message(Group):
         structure: str,
         known_segments: frozenset[str],
         segment_names: Mapping[str, SegmentNames] | None = None,
+        known_groups: frozenset[str] | None = None,
     ) -> None:
-        super().__init__(structure, known_segments, segment_names)
+        super().__init__(structure, known_segments, segment_names, known_groups)
         msh = segments[0]
         self.encoding = encoding
         self.codec = codec

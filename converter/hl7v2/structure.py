@@ -13,13 +13,21 @@ import threading
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
+from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
 from ..errors import UnsupportedMessageError
 from .message import Group, Segment
 
-__all__ = ["SUPPORTED_VERSIONS", "Node", "StructureCatalog", "VersionCatalog", "group_segments"]
+__all__ = [
+    "SUPPORTED_VERSIONS",
+    "Node",
+    "StructureCatalog",
+    "VersionCatalog",
+    "group_names",
+    "group_segments",
+]
 
 #: MSH-12 values accepted, with the hl7apy module that describes them.
 SUPPORTED_VERSIONS: MappingProxyType[str, str] = MappingProxyType(
@@ -56,7 +64,12 @@ class VersionCatalog:
     """Structures, segment field names and event aliases of one HL7 v2 version."""
 
     def __init__(
-        self, version: str, module: str, events: dict[str, str], all_segments: frozenset[str]
+        self,
+        version: str,
+        module: str,
+        events: dict[str, str],
+        all_segments: frozenset[str],
+        all_groups: frozenset[str] = frozenset(),
     ) -> None:
         self.version = version
         self._module = module
@@ -75,6 +88,9 @@ class VersionCatalog:
         # Templates serve several versions: a segment any version defines (SFT in a v2.3
         # message) is simply absent, not a template error.
         self.known_segments = frozenset(self.segment_names) | all_segments
+        # Likewise for groups: ORDER_CHOICE (2.5.1) asked of a 2.3 message is empty; a
+        # name that no version defines is a typo.
+        self.known_groups = group_names(self._messages) | all_groups
 
     def structure_for(self, msh9_structure: str, event: str) -> str | None:
         """Message structure from MSH-9.3, else from the version's event table."""
@@ -107,6 +123,12 @@ class StructureCatalog:
         self._lock = threading.Lock()
         self._versions: dict[str, VersionCatalog] = {}
         self._segment_union: frozenset[str] | None = None
+        data = resources.files("converter.hl7v2").joinpath("data")
+        self._group_union = frozenset(
+            line.strip()
+            for line in data.joinpath("group_names.txt").read_text().splitlines()
+            if line.strip() and not line.startswith("#")
+        )
         table = tomllib.loads(
             resources.files("converter.hl7v2").joinpath("data/event_structures.toml").read_text()
         )
@@ -140,9 +162,26 @@ class StructureCatalog:
                 events = dict(self._default_events)
                 for key in _version_chain(version):
                     events.update(self._version_events.get(key, {}))
-                catalog = VersionCatalog(version, module, events, self._all_segments())
+                catalog = VersionCatalog(
+                    version, module, events, self._all_segments(), self._group_union
+                )
                 self._versions[version] = catalog
             return catalog
+
+
+def group_names(messages: Mapping[str, Any]) -> frozenset[str]:
+    """Short names (``ORDER_OBSERVATION``) of every group in hl7apy's ``MESSAGES`` table."""
+    names: set[str] = set()
+
+    def walk(structure: str, spec: Any) -> None:
+        for child in spec[1]:
+            if child[3] == "GRP":
+                names.add(child[0].removeprefix(structure + "_"))
+                walk(structure, child[1])
+
+    for structure, spec in messages.items():
+        walk(structure, spec)
+    return frozenset(names)
 
 
 def _version_chain(version: str) -> list[str]:

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from converter.errors import UnsupportedMessageError
+from converter.errors import TemplateError, UnsupportedMessageError
 from converter.hl7v2 import Group, Message, Segment, StructureCatalog, split_messages
 from converter.hl7v2.encoding import Encoding
-from converter.hl7v2.structure import SUPPORTED_VERSIONS, group_segments
+from converter.hl7v2.structure import SUPPORTED_VERSIONS, group_names, group_segments
 
 from ._support import CATALOG, SAMPLES, parse, parse_segments
 
@@ -123,6 +124,27 @@ def test_oru_r01_v23_response_group() -> None:
     ]
     assert message.find("PATIENT_RESULT") == []
     assert len(message.find("RESPONSE")[0].find("ORDER_OBSERVATION")) == 2
+
+
+def test_a_group_of_another_version_is_empty_and_an_unknown_group_is_an_error() -> None:
+    message = oru("2.3")
+    assert message.find("ORDER_CHOICE") == []  # 2.5.1 only
+    assert message.RESPONSE[0].PATIENT_RESULT == []  # 2.4 and later
+    for group in (message, message.RESPONSE[0]):
+        with pytest.raises(TemplateError, match="PATIENT_RESULTS"):
+            group.find("PATIENT_RESULTS")
+        with pytest.raises(TemplateError, match="ORDER_OBSERVATON"):
+            group.ORDER_OBSERVATON  # noqa: B018
+
+
+def test_group_names_file_matches_hl7apy() -> None:
+    """data/group_names.txt is every group of every supported version (regenerate with
+    scripts/make_group_names.py after an hl7apy upgrade)."""
+    expected: set[str] = set()
+    for module in set(SUPPORTED_VERSIONS.values()):
+        expected |= group_names(importlib.import_module(f"hl7apy.{module}.messages").MESSAGES)
+    assert CATALOG.version("2.5.1").known_groups >= expected
+    assert CATALOG.version("2.3").known_groups == expected
 
 
 def test_oru_r01_v28_common_order() -> None:

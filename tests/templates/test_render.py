@@ -448,6 +448,9 @@ NESTED = {
         ("{{ 1 // 0 }}", MappingError, 4),
         ('{{ codemap("NoSuchMap", v) }}', TemplateError, 4),
         ("{{ v.__class__ }}", TemplateError, 4),
+        # A misspelt group name is a typo, not "no such group in this message".
+        ('{{ msg.find("PATIENT_RESULTS") }}', TemplateError, 4),
+        ("{{ msg.ORDER_OBSERVATON }}", TemplateError, 4),
     ],
 )
 def test_errors_in_a_nested_macro_point_at_the_innermost_template_line(
