@@ -11,9 +11,9 @@ from __future__ import annotations
 import importlib
 import threading
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
-from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
