@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from .cda.xml import DEFAULT_MAX_BYTES
 from .convert import Conversion, Converter, ConverterConfig, detect_input_type
 from .errors import ConfigurationError, ConversionError
 
@@ -87,6 +88,13 @@ def _add_converter_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="refuse messages that break their HL7 version's definition (hl7apy; slow)",
     )
+    parser.add_argument(
+        "--max-document-bytes",
+        type=int,
+        default=DEFAULT_MAX_BYTES,
+        metavar="N",
+        help=f"refuse larger CDA documents (default {DEFAULT_MAX_BYTES})",
+    )
 
 
 def _config(args: argparse.Namespace, *, validate: bool = True) -> ConverterConfig:
@@ -98,6 +106,7 @@ def _config(args: argparse.Namespace, *, validate: bool = True) -> ConverterConf
         request_mode=args.request_mode,
         strict_values=not args.lenient,
         strict_hl7=args.strict_hl7,
+        max_document_bytes=args.max_document_bytes,
     )
 
 

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from .assembly.bundle import RequestMode, build_bundle
 from .assembly.ids import stable_id
 from .cda import CdaDocument, PathCache, SectionTable
+from .cda.xml import DEFAULT_MAX_BYTES
 from .datetimes import InvalidTimestamp, TimestampConverter
 from .errors import ConfigurationError, ConversionError, ParseError
 from .hl7v2.er7 import RawMessage, parse_message, split_messages
@@ -62,6 +63,8 @@ class ConverterConfig:
     id_namespace: str = ""
     #: Refuse messages that break their version's definition (hl7apy, slow: off).
     strict_hl7: bool = False
+    #: Larger CDA documents are refused before parsing (a ParseError).
+    max_document_bytes: int = DEFAULT_MAX_BYTES
     #: Where the built-in mappings are; the package's own by default.
     mappings_dir: Path = field(default_factory=_builtin_mappings)
 
@@ -70,6 +73,8 @@ class ConverterConfig:
             raise ConfigurationError(f"unknown request mode {self.request_mode!r}")
         if self.validator not in ("structural", "models"):
             raise ConfigurationError(f"unknown validator {self.validator!r}")
+        if self.max_document_bytes < 1:
+            raise ConfigurationError("max_document_bytes must be positive")
 
 
 @dataclass(frozen=True)
@@ -174,7 +179,7 @@ class Converter:
     # -- CDA -----------------------------------------------------------------------------
     def convert_document(self, data: bytes, *, root_template: str | None = None) -> Conversion:
         """Convert one CDA / C-CDA document into a transaction Bundle."""
-        document = CdaDocument(data, self._paths)
+        document = CdaDocument(data, self._paths, max_bytes=self.config.max_document_bytes)
         try:
             return self._convert_document(document, root_template)
         except ConversionError as exc:

@@ -145,3 +145,14 @@ def test_strict_hl7_flag_refuses_a_message_missing_a_required_field(tmp_path: Pa
     assert strict.returncode == 1
     assert "ParseError" in strict.stderr and "at PID-3" in strict.stderr
     assert "Traceback" not in strict.stderr
+
+
+def test_max_document_bytes_refuses_a_larger_cda_document() -> None:
+    ccd = REPO / "samples" / "cda" / "CCD_lefevre-camille.xml"
+    size = ccd.stat().st_size
+    assert run("convert", ccd, "--max-document-bytes", size).returncode == 0
+    refused = run("convert", ccd, "--max-document-bytes", size - 1)
+    assert refused.returncode == 1
+    assert f"document of {size} bytes exceeds the limit of {size - 1}" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert run("convert", ccd, "--max-document-bytes", 0).returncode == 2

@@ -11,7 +11,7 @@ from lxml import etree
 
 from ..errors import ParseError
 from .node import HL7, NAMESPACES, Node, compile_path, name_steps
-from .xml import parse_xml
+from .xml import DEFAULT_MAX_BYTES, parse_xml
 
 __all__ = ["DOCUMENT_TYPES", "CdaDocument", "PathCache"]
 
@@ -66,10 +66,12 @@ class PathCache:
 class CdaDocument:
     """The document as templates see it (``doc``), plus what the converter needs."""
 
-    def __init__(self, data: bytes, paths: PathCache) -> None:
+    def __init__(
+        self, data: bytes, paths: PathCache, *, max_bytes: int = DEFAULT_MAX_BYTES
+    ) -> None:
         self._data = data
         self._paths = paths
-        self._root = parse_xml(data)
+        self._root = parse_xml(data, max_bytes=max_bytes)
         if (
             etree.QName(self._root).namespace != HL7
             or etree.QName(self._root).localname != "ClinicalDocument"
