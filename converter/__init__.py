@@ -6,9 +6,13 @@
     >>> conversion.bundle["type"]
     'transaction'
 
-A pure library: bytes in, Bundle out; no network and no environment reads.
+A pure library: bytes in, Bundle out; no network and no environment reads. Decimals in
+a bundle are :class:`decimal.Decimal` (FHIR keeps ``7.20`` as written): write bundles with
+``conversion.to_json()`` or :func:`json_dumps`, read them back with :func:`json_loads`.
 """
 
+from .assembly.json_text import dumps as json_dumps
+from .assembly.json_text import loads as json_loads
 from .convert import Conversion, Converter, ConverterConfig, InputType, detect_input_type
 from .errors import (
     BundleValidationError,
@@ -35,4 +39,6 @@ __all__ = [
     "TemplateError",
     "UnsupportedMessageError",
     "detect_input_type",
+    "json_dumps",
+    "json_loads",
 ]

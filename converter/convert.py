@@ -6,13 +6,13 @@ from the :class:`ConverterConfig` built by the caller.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+from .assembly import json_text
 from .assembly.bundle import RequestMode, build_bundle
 from .assembly.ids import stable_id
 from .cda import CdaDocument, PathCache, SectionTable
@@ -90,9 +90,8 @@ class Conversion:
     warnings: tuple[str, ...] = ()
 
     def to_json(self, *, pretty: bool = False) -> str:
-        if pretty:
-            return json.dumps(self.bundle, ensure_ascii=False, indent=2)
-        return json.dumps(self.bundle, ensure_ascii=False, separators=(",", ":"))
+        """The bundle's JSON text; decimals keep their digits (``json.dumps`` can't)."""
+        return json_text.dumps(self.bundle, pretty=pretty)
 
 
 def _offset_of(timestamp: str) -> str | None:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import multiprocessing
 import os
@@ -207,9 +206,7 @@ def _convert(
         ):
             results.append(
                 ConversionResult(
-                    bundle=json.dumps(
-                        conversion.bundle, ensure_ascii=False, separators=(",", ":")
-                    ).encode("utf-8"),
+                    bundle=conversion.to_json().encode("utf-8"),
                     message_type=conversion.message_type,
                     control_id=conversion.control_id,
                     entries=len(conversion.bundle.get("entry", [])),

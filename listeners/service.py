@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -21,7 +20,13 @@ from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
-from converter import ConversionError, MappingError, ParseError, UnsupportedMessageError
+from converter import (
+    ConversionError,
+    MappingError,
+    ParseError,
+    UnsupportedMessageError,
+    json_loads,
+)
 
 from .config import ConfigError, RouteConfig, ServiceConfig
 from .conversion import ConversionFailure, ConversionPool
@@ -237,7 +242,7 @@ class Service:
                 control_id=outcome.control_id,
                 message_type=outcome.message_type,
             )
-        return [json.loads(result.bundle) for result in outcome]
+        return [json_loads(result.bundle) for result in outcome]
 
     async def readiness(self) -> dict[str, str | None]:
         checks: dict[str, str | None] = {}

@@ -16,10 +16,12 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import jinja2
+import simplejson
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import Markup
 
@@ -51,6 +53,11 @@ def _string(text: str) -> Markup:
 
 
 _dumps = json.JSONEncoder(ensure_ascii=False).encode
+# Containers may hold decimals (``{"value": x | decimal}``), which only simplejson writes
+# as numbers.
+_CONTAINER = simplejson.JSONEncoder(
+    ensure_ascii=False, default=_default, allow_nan=False, use_decimal=True
+)
 
 
 def to_json(value: Any) -> Markup:
@@ -67,6 +74,10 @@ def to_json(value: Any) -> Markup:
         return _string(value) if value else _NULL
     if isinstance(value, Ref):
         return Markup(value.as_json())
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise ValueError(f"{value} is not a JSON number")
+        return Markup(format(value, "f"))
     if isinstance(value, bool | int | float):
         # NaN and Infinity are not JSON (a "1e999" decimal would otherwise be written as
         # ``Infinity``): a ValueError, reported as a MappingError at the template line.
@@ -75,7 +86,7 @@ def to_json(value: Any) -> Markup:
         str(value)  # StrictUndefined raises with the missing name
         return _NULL
     if isinstance(value, list | tuple | dict):
-        encoded = json.dumps(value, ensure_ascii=False, default=_default, allow_nan=False)
+        encoded = _CONTAINER.encode(value)
         if "]" in encoded or "}" in encoded:
             # Same protection as for strings, applied inside the container's strings only.
             encoded = _protect_strings(encoded)

@@ -9,6 +9,7 @@ path, or — in lenient mode — a warning and an absent element.
 from __future__ import annotations
 
 import base64
+import math
 import re
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from jinja2 import pass_context
 from jinja2.runtime import Context
 
+from ..assembly.json_text import FhirDecimal
 from ..datetimes import InvalidTimestamp, TimestampConverter
 from ..errors import MappingError
 from .codemaps import CodeMaps
@@ -157,7 +159,7 @@ class ValueFilters:
 
     # -- numbers -------------------------------------------------------------------------
     @pass_context
-    def decimal(self, ctx: Context, value: Any) -> int | float | None:
+    def decimal(self, ctx: Context, value: Any) -> int | FhirDecimal | None:
         text = _text(value)
         if not text:
             return None
@@ -166,7 +168,13 @@ class ValueFilters:
             return None
         if _INTEGER.fullmatch(text):
             return int(text)
-        return float(text)
+        # Decimal, not float: FHIR keeps the precision the source wrote (7.20 stays 7.20).
+        number = FhirDecimal(text)
+        if not math.isfinite(float(number)):
+            # 1e999 is a FHIR decimal on paper, but no server's double can hold it.
+            self._invalid(ctx, value, "number out of range")
+            return None
+        return number
 
     @pass_context
     def integer(self, ctx: Context, value: Any) -> int | None:

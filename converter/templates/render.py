@@ -21,6 +21,7 @@ import jinja2
 from jinja2.exceptions import SecurityError
 
 from ..assembly.ids import stable_id
+from ..assembly.json_text import FhirDecimal
 from ..assembly.merge import merge_into
 from ..errors import ConversionError, MappingError, TemplateError
 
@@ -93,7 +94,9 @@ def _prune_object(obj: dict[str, Any]) -> dict[str, Any] | None:
     return out or None
 
 
-_decode = json.JSONDecoder(object_hook=_prune_object).decode
+# Non-integer numbers become Decimal, so that 7.20 keeps its precision up to the bundle's
+# JSON text (assembly.json_text).
+_decode = json.JSONDecoder(object_hook=_prune_object, parse_float=FhirDecimal).decode
 
 
 def json_from_template(text: str, template: str) -> Any:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from converter import json_dumps
 
 from ..queue.base import Envelope
 
@@ -83,4 +84,4 @@ def bundle_bytes(bundle: BundleInput) -> bytes:
     """The bundle as UTF-8 JSON (bytes are passed through unchanged)."""
     if isinstance(bundle, bytes | bytearray | memoryview):
         return bytes(bundle)
-    return json.dumps(bundle, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return json_dumps(bundle).encode("utf-8")

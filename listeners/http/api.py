@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from converter import ConversionError, ParseError
+from converter import ConversionError, ParseError, json_dumps
 from converter.errors import ConfigurationError
 from converter.hl7v2 import peek_header
 
@@ -229,8 +229,8 @@ def create_app(backend: ApiBackend, config: HttpConfig) -> Starlette:
                 "Parameters.parameter.where(name='inputData')",
             )
         if len(bundles) == 1:
-            return JSONResponse(bundles[0], media_type=FHIR_JSON)
-        lines = "\n".join(json.dumps(b, ensure_ascii=False, separators=(",", ":")) for b in bundles)
+            return Response(json_dumps(bundles[0]), media_type=FHIR_JSON)
+        lines = "\n".join(json_dumps(b) for b in bundles)
         return Response(lines + "\n", media_type="application/x-ndjson")
 
     async def health(request: Request) -> Response:

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 from lxml import etree
 
-from converter import Converter, ConverterConfig, ParseError
+from converter import Converter, ConverterConfig, ParseError, json_dumps, json_loads
 from converter.cda import CdaDocument, PathCache, parse_xml
 from converter.cda import xml as cda_xml
 from tests.cda._support import CCD_SAMPLE, cda, run_cli
@@ -349,7 +349,7 @@ def test_schema_locations_and_xincludes_are_not_fetched(
         ),
     ).encode()
     bundle = converter.convert(data, input_type="cda")[0].bundle
-    assert "from-network" not in json.dumps(bundle)
+    assert "from-network" not in json_dumps(bundle)
     source = tmp_path / "remote-refs.xml"
     source.write_bytes(data)
     assert run_cli("convert", source, cwd=tmp_path).returncode == 0
@@ -496,7 +496,7 @@ def with_stylesheet(data: bytes, xsl: Path) -> bytes:
 
 def _without_source(bundle: dict[str, Any]) -> dict[str, Any]:
     """The bundle without what depends on the source bytes (the source attachment)."""
-    copy = json.loads(json.dumps(bundle))
+    copy = json_loads(json_dumps(bundle))
     for entry in copy["entry"]:
         for content in entry["resource"].get("content", []):
             if content["attachment"].get("contentType") == "text/xml":

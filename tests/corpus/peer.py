@@ -73,7 +73,9 @@ def encounter_facts(bundle: Bundle) -> dict[str, Any]:
 
 def _observation_value(o: dict[str, Any]) -> Any:
     if "valueQuantity" in o:
-        return o["valueQuantity"].get("value")
+        # Compared as numbers: ours are Decimal (7.20 as written), the peer's floats.
+        value = o["valueQuantity"].get("value")
+        return float(value) if value is not None else None
     if "valueString" in o:
         return " ".join(o["valueString"].split())
     if "valueCodeableConcept" in o:

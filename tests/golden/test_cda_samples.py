@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from converter import Converter, ConverterConfig
+from converter import Converter, ConverterConfig, json_dumps, json_loads
 from tests.cda.fhir_xhtml import xhtml_problems
 from tests.support.r4validator import R4Validator
 
@@ -60,7 +60,7 @@ def test_sample_matches_expected(converter: Converter, sample: Path) -> None:
     bundle, warnings = _convert(converter, sample)
     expected_file = EXPECTED / f"{sample.stem}.json"
     assert expected_file.is_file(), f"{expected_file} is missing: regenerate (module docstring)"
-    expected = json.loads(expected_file.read_text(encoding="utf-8"))
+    expected = json_loads(expected_file.read_text(encoding="utf-8"))
     assert bundle == expected, f"{sample.name} differs from the golden output"
     assert warnings == EXPECTED_WARNINGS.get(sample.name, ())
 
@@ -107,7 +107,7 @@ def update() -> None:
         stale.unlink()
     for sample in _samples():
         bundle, warnings = _convert(converter, sample)
-        text = json.dumps(bundle, ensure_ascii=False, indent=2)
+        text = json_dumps(bundle, pretty=True)
         (EXPECTED / f"{sample.stem}.json").write_text(text + "\n", encoding="utf-8")
         for warning in warnings:
             print(f"WARNING {sample.name}: {warning}")

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from converter import Converter, ConverterConfig
+from converter import Converter, ConverterConfig, json_loads
 from converter.cli import output_name
 from tests.support.r4validator import R4Validator
 
@@ -57,7 +57,7 @@ def test_sample_matches_expected(converter: Converter, sample: Path) -> None:
         assert expected_file.is_file(), (
             f"{expected_file} is missing: run scripts/update_golden.sh and review it"
         )
-        expected = json.loads(expected_file.read_text(encoding="utf-8"))
+        expected = json_loads(expected_file.read_text(encoding="utf-8"))
         assert bundle == expected, f"{sample.name} → {name} differs from the golden output"
 
 

@@ -278,3 +278,11 @@ def test_oversized_bodies_are_a_413(api: RunningService) -> None:
         f"{api.http_url}/convert", content=b"A" * MAX_BODY, headers=AUTH, timeout=60
     )
     assert at_limit.status_code == 422
+
+
+def test_decimals_keep_their_trailing_zeros(client: httpx.Client) -> None:
+    """OBX reference range 4.50-5.90 comes back as 4.50 and 5.90, not 4.5 and 5.9."""
+    response = client.post("/convert", content=sample("ORU_R01_20-obx.hl7"))
+    assert response.status_code == 200, response.text
+    assert '"low":{"value":4.50' in response.text
+    assert '"high":{"value":5.90' in response.text

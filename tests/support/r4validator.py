@@ -28,6 +28,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from converter import json_dumps
+
 from .node import env_flag, node_executable, node_tool_unavailable_reason
 
 __all__ = [
@@ -136,7 +138,7 @@ class R4Validator:
                 raise R4ValidatorError(f"the validator process has exited{self._stderr_tail()}")
             self._next_id += 1
             request_id = self._next_id
-            line = json.dumps({"id": request_id, "resource": resource}, ensure_ascii=False)
+            line = json_dumps({"id": request_id, "resource": resource})
             try:
                 assert self._process.stdin is not None
                 self._process.stdin.write(line + "\n")

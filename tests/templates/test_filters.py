@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,9 @@ def env(tmp_path_factory: pytest.TempPathFactory, codemaps: Path) -> Any:
 
 
 def value(env: Any, expression: str, **variables: Any) -> Any:
-    return json.loads(env.from_string("{{ " + expression + " }}").render(**variables))
+    return json.loads(
+        env.from_string("{{ " + expression + " }}").render(**variables), parse_float=Decimal
+    )
 
 
 # --- timestamps ----------------------------------------------------------------------------
@@ -152,12 +155,30 @@ def test_an_invalid_plain_string_has_no_location(env: Any) -> None:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("12", 12), ("-3", -3), ("+7", 7), ("1.5", 1.5), (".5", 0.5), ("1e3", 1000.0), (" 2 ", 2)],
+    [
+        ("12", 12),
+        ("-3", -3),
+        ("+7", 7),
+        ("1.5", Decimal("1.5")),
+        (".5", Decimal("0.5")),
+        ("1e3", 1000),  # written positionally
+        (" 2 ", 2),
+        # Precision is kept: trailing zeros are significant figures.
+        ("7.20", Decimal("7.20")),
+        ("-0.050", Decimal("-0.050")),
+        ("12345678901234567890.123456789", Decimal("12345678901234567890.123456789")),
+    ],
 )
 def test_decimal(env: Any, text: str, expected: Any) -> None:
     result = value(env, "v | decimal", v=text)
     assert result == expected
     assert type(result) is type(expected)
+    assert str(result) == str(expected)
+
+
+def test_a_decimal_no_server_can_hold_is_invalid(env: Any) -> None:
+    with pytest.raises(MappingError, match="number out of range"):
+        value(env, "v | decimal", v="1e999")
 
 
 def test_integer(env: Any) -> None:
