@@ -24,7 +24,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from converter import Converter, ConverterConfig  # noqa: E402
+from converter import Converter, ConverterConfig, json_dumps  # noqa: E402
 from converter.errors import ConversionError  # noqa: E402
 from converter.validation import ModelValidator, StructuralValidator  # noqa: E402
 
@@ -81,7 +81,7 @@ def startup(name: str, bundle: dict[str, Any]) -> tuple[float, float]:
     """
     result = subprocess.run(
         [sys.executable, "-c", _STARTUP.format(repo=str(REPO), name=name)],
-        input=json.dumps(bundle),
+        input=json_dumps(bundle),
         capture_output=True,
         text=True,
         check=True,
