@@ -36,7 +36,13 @@ __all__ = ["TemplateInfo", "TemplateSet", "to_json"]
 _NULL = Markup("null")
 
 
+class _HoldsDecimal(Exception):
+    """A container to encode holds a Decimal: only simplejson writes it as a number."""
+
+
 def _default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        raise _HoldsDecimal
     if isinstance(value, Ref):
         return {"reference": value.reference}
     text = str(value) if value else ""
@@ -53,11 +59,19 @@ def _string(text: str) -> Markup:
 
 
 _dumps = json.JSONEncoder(ensure_ascii=False).encode
-# Containers may hold decimals (``{"value": x | decimal}``), which only simplejson writes
-# as numbers.
-_CONTAINER = simplejson.JSONEncoder(
+_container = json.JSONEncoder(ensure_ascii=False, default=_default, allow_nan=False).encode
+# The rare container holding a decimal (``{"value": x | decimal}``) is written by
+# simplejson, slower and making garbage cycles per call, so only then.
+_container_with_decimals = simplejson.JSONEncoder(
     ensure_ascii=False, default=_default, allow_nan=False, use_decimal=True
-)
+).encode
+
+
+def _encode_container(value: Any) -> str:
+    try:
+        return _container(value)
+    except _HoldsDecimal:
+        return _container_with_decimals(value)
 
 
 def to_json(value: Any) -> Markup:
@@ -86,7 +100,7 @@ def to_json(value: Any) -> Markup:
         str(value)  # StrictUndefined raises with the missing name
         return _NULL
     if isinstance(value, list | tuple | dict):
-        encoded = _CONTAINER.encode(value)
+        encoded = _encode_container(value)
         if "]" in encoded or "}" in encoded:
             # Same protection as for strings, applied inside the container's strings only.
             encoded = _protect_strings(encoded)
