@@ -10,18 +10,15 @@ template typo and fails the conversion instead of silently finding nothing.
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
-from converter.hl7v2.structure import SUPPORTED_VERSIONS, group_names
+from converter.hl7v2.structure import supported_group_names
 
 TARGET = Path(__file__).resolve().parents[1] / "converter" / "hl7v2" / "data" / "group_names.txt"
 
 
 def main() -> None:
-    names: set[str] = set()
-    for module in sorted(set(SUPPORTED_VERSIONS.values())):
-        names |= group_names(importlib.import_module(f"hl7apy.{module}.messages").MESSAGES)
+    names = supported_group_names()
     header = "# Segment group names defined by HL7 v2.3 to 2.8.2 (scripts/make_group_names.py)\n"
     TARGET.write_text(header + "".join(f"{name}\n" for name in sorted(names)))
     print(f"{len(names)} group names written to {TARGET}")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib
 import threading
 import tomllib
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from types import MappingProxyType
@@ -25,8 +24,8 @@ __all__ = [
     "Node",
     "StructureCatalog",
     "VersionCatalog",
-    "group_names",
     "group_segments",
+    "supported_group_names",
 ]
 
 #: MSH-12 values accepted, with the hl7apy module that describes them.
@@ -69,7 +68,7 @@ class VersionCatalog:
         module: str,
         events: dict[str, str],
         all_segments: frozenset[str],
-        all_groups: frozenset[str] = frozenset(),
+        all_groups: frozenset[str],
     ) -> None:
         self.version = version
         self._module = module
@@ -90,7 +89,7 @@ class VersionCatalog:
         self.known_segments = frozenset(self.segment_names) | all_segments
         # Likewise for groups: ORDER_CHOICE (2.5.1) asked of a 2.3 message is empty; a
         # name that no version defines is a typo.
-        self.known_groups = group_names(self._messages) | all_groups
+        self.known_groups = all_groups
 
     def structure_for(self, msh9_structure: str, event: str) -> str | None:
         """Message structure from MSH-9.3, else from the version's event table."""
@@ -169,8 +168,9 @@ class StructureCatalog:
             return catalog
 
 
-def group_names(messages: Mapping[str, Any]) -> frozenset[str]:
-    """Short names (``ORDER_OBSERVATION``) of every group in hl7apy's ``MESSAGES`` table."""
+def supported_group_names() -> frozenset[str]:
+    """Short names (``ORDER_OBSERVATION``) of every group of every supported version, read
+    from hl7apy's tables (slow: this is what ``data/group_names.txt`` is made from)."""
     names: set[str] = set()
 
     def walk(structure: str, spec: Any) -> None:
@@ -179,8 +179,10 @@ def group_names(messages: Mapping[str, Any]) -> frozenset[str]:
                 names.add(child[0].removeprefix(structure + "_"))
                 walk(structure, child[1])
 
-    for structure, spec in messages.items():
-        walk(structure, spec)
+    for module in sorted(set(SUPPORTED_VERSIONS.values())):
+        messages = importlib.import_module(f"hl7apy.{module}.messages").MESSAGES
+        for structure, spec in messages.items():
+            walk(structure, spec)
     return frozenset(names)
 
 
