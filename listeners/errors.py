@@ -37,6 +37,15 @@ class DeliveryError(ServiceError):
         #: The server's OperationOutcome, when it sent one.
         self.outcome = outcome
 
+    def as_record(self) -> dict[str, Any]:
+        """The error as stored with a retry or a dead letter."""
+        record: dict[str, Any] = {"kind": type(self).__name__, "reason": str(self)}
+        if self.status is not None:
+            record["status"] = self.status
+        if self.outcome is not None:
+            record["outcome"] = self.outcome
+        return record
+
 
 class TransientDeliveryError(DeliveryError):
     """Worth retrying: 408, 429, 5xx, timeouts, connection errors."""

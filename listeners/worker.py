@@ -215,7 +215,7 @@ class DeliveryWorkers:
             await self._retry(job, exc, destination, fields)
             return
         except RejectedDeliveryError as exc:
-            record = _delivery_record(exc) | {"stage": "delivery", "destination": destination}
+            record = exc.as_record() | {"stage": "delivery", "destination": destination}
             await self._dead_letter(job, record, reason="rejected", message_type=message_type)
             log.warning(
                 "destination rejected the bundle; message dead-lettered",
@@ -237,7 +237,7 @@ class DeliveryWorkers:
     ) -> None:
         limit = self._config.max_attempts
         if limit and job.attempts >= limit:
-            record = _delivery_record(exc) | {
+            record = exc.as_record() | {
                 "stage": "delivery",
                 "destination": destination,
                 "attempts": job.attempts,
@@ -259,7 +259,7 @@ class DeliveryWorkers:
         )
         reason = str(exc.status) if exc.status else "connection"
         self._metrics.retried.labels(destination, reason).inc()
-        await self._queue.retry_later(job.seq, delay, _delivery_record(exc))
+        await self._queue.retry_later(job.seq, delay, exc.as_record())
         log.warning(
             "delivery failed; will retry",
             extra=fields
@@ -279,15 +279,6 @@ class DeliveryWorkers:
         for future in self._waiters.pop(seq, []):
             if not future.done():
                 future.set_result(outcome)
-
-
-def _delivery_record(exc: DeliveryError) -> dict[str, Any]:
-    record: dict[str, Any] = {"kind": type(exc).__name__, "reason": str(exc)}
-    if exc.status is not None:
-        record["status"] = exc.status
-    if exc.outcome is not None:
-        record["outcome"] = exc.outcome
-    return record
 
 
 def _diagnostics(exc: DeliveryError) -> str:

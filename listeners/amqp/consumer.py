@@ -275,7 +275,7 @@ class AmqpConsumer:
                 )
                 self._metrics.delivered.labels(destination, result.message_type).inc()
         except RejectedDeliveryError as exc:
-            record = _delivery_record(exc) | {
+            record = exc.as_record() | {
                 "stage": "delivery",
                 "destination": destination,
                 "attempts": self._attempts(message) + 1,
@@ -326,7 +326,7 @@ class AmqpConsumer:
         fields: dict[str, Any],
     ) -> None:
         attempts = self._attempts(message) + 1
-        record = _delivery_record(exc) | {
+        record = exc.as_record() | {
             "stage": "delivery",
             "destination": destination,
             "attempts": attempts,
@@ -479,10 +479,3 @@ def _copy(message: AbstractIncomingMessage, headers: HeadersType) -> aio_pika.Me
         type=message.type,
         app_id=message.app_id,
     )
-
-
-def _delivery_record(exc: DeliveryError) -> dict[str, Any]:
-    record: dict[str, Any] = {"kind": type(exc).__name__, "reason": str(exc)}
-    if exc.status is not None:
-        record["status"] = exc.status
-    return record

@@ -370,7 +370,7 @@ class AmqpWorker:
                     return
                 await self._deliver(outcome, envelope, destination)
             except RejectedDeliveryError as exc:
-                record = _record(exc) | {
+                record = exc.as_record() | {
                     "stage": "delivery",
                     "destination": destination,
                     "attempts": attempt,
@@ -396,7 +396,7 @@ class AmqpWorker:
                     )
                 limit = self.config.delivery.max_attempts
                 if limit and attempt >= limit:
-                    record = _record(failure) | {
+                    record = failure.as_record() | {
                         "stage": "delivery",
                         "destination": destination,
                         "attempts": attempt,
@@ -527,10 +527,3 @@ def _fields(envelope: AmqpEnvelope) -> dict[str, Any]:
         correlation_id=envelope.correlation_id,
         size=len(envelope.payload),
     )
-
-
-def _record(exc: DeliveryError) -> dict[str, Any]:
-    record: dict[str, Any] = {"kind": type(exc).__name__, "reason": str(exc)}
-    if exc.status is not None:
-        record["status"] = exc.status
-    return record
