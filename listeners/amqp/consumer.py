@@ -62,6 +62,7 @@ from .envelope import (
     error_headers,
     forwardable_headers,
     header_text,
+    persistent_copy,
 )
 from .intake import envelope_of
 from .topology import declare_dead_letters, declare_ingress, retry_queue
@@ -398,7 +399,7 @@ class AmqpConsumer:
         assert self._publisher is not None
         try:
             await self._publisher.publish(
-                _copy(message, headers), exchange=exchange, routing_key=routing_key
+                persistent_copy(message, headers), exchange=exchange, routing_key=routing_key
             )
         except PublishFailure as exc:
             log.warning(
@@ -460,22 +461,3 @@ class AmqpConsumer:
                 route=envelope.route,
             )
         return fields
-
-
-def _copy(message: AbstractIncomingMessage, headers: HeadersType) -> aio_pika.Message:
-    """A persistent copy of ``message`` with ``headers`` (``user_id`` and ``expiration``
-    dropped: the broker checks the first, the second would expire the copy)."""
-    return aio_pika.Message(
-        message.body,
-        headers=headers,
-        content_type=message.content_type,
-        content_encoding=message.content_encoding,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        priority=message.priority,
-        correlation_id=message.correlation_id,
-        reply_to=message.reply_to,
-        message_id=message.message_id,
-        timestamp=message.timestamp,
-        type=message.type,
-        app_id=message.app_id,
-    )

@@ -38,6 +38,7 @@ __all__ = [
     "header_text",
     "input_type_of",
     "partition_of",
+    "persistent_copy",
 ]
 
 HL7V2_CONTENT_TYPE = "x-application/hl7-v2+er7"
@@ -229,3 +230,22 @@ def forwardable_headers(headers: Mapping[str, Any] | None) -> HeadersType:
     earlier error headers (a message is re-published with fresh ones)."""
     dropped = set(_BROKER_HEADERS) | set(ERROR_HEADERS.values())
     return {name: value for name, value in (headers or {}).items() if name not in dropped}
+
+
+def persistent_copy(message: AbstractIncomingMessage, headers: HeadersType) -> aio_pika.Message:
+    """A persistent copy of ``message`` with ``headers`` (``user_id`` and ``expiration``
+    dropped: the broker checks the first, the second would expire the copy)."""
+    return aio_pika.Message(
+        message.body,
+        headers=headers,
+        content_type=message.content_type,
+        content_encoding=message.content_encoding,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        priority=message.priority,
+        correlation_id=message.correlation_id,
+        reply_to=message.reply_to,
+        message_id=message.message_id,
+        timestamp=message.timestamp,
+        type=message.type,
+        app_id=message.app_id,
+    )

@@ -40,7 +40,6 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
@@ -51,7 +50,13 @@ from ..errors import DeliveryError, RejectedDeliveryError, TransientDeliveryErro
 from ..logs import error_fields, log_fields
 from ..metrics import Metrics
 from .broker import ConfirmedPublisher, PublishFailure, connect_plain, describe, safe_error
-from .envelope import AmqpEnvelope, EnvelopeError, decode_envelope, error_headers
+from .envelope import (
+    AmqpEnvelope,
+    EnvelopeError,
+    decode_envelope,
+    error_headers,
+    persistent_copy,
+)
 from .envelope import forwardable_headers as _forwardable
 from .topology import declare_dead_letters, declare_partitions, partition_queue
 
@@ -456,20 +461,10 @@ class AmqpWorker:
         fields: dict[str, Any],
     ) -> None:
         headers = _forwardable(message.headers) | error_headers(record)
-        copy = aio_pika.Message(
-            message.body,
-            headers=headers,
-            content_type=message.content_type,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            message_id=message.message_id,
-            correlation_id=message.correlation_id,
-            timestamp=message.timestamp,
-            app_id=message.app_id,
-        )
         assert self._publisher is not None
         try:
             await self._publisher.publish(
-                copy,
+                persistent_copy(message, headers),
                 exchange=self._amqp.dead_letter_exchange,
                 routing_key=str(record.get("stage", "delivery")),
             )
