@@ -1,6 +1,6 @@
 """CDA / C-CDA documents: hardened parsing and the element API templates use."""
 
-from .document import CdaDocument, PathCache
+from .document import CdaDocument, PathCache, parse_clinical_document
 from .narrative import narrative_xhtml
 from .node import AttrValue, Node
 from .sections import SectionTable
@@ -13,5 +13,6 @@ __all__ = [
     "PathCache",
     "SectionTable",
     "narrative_xhtml",
+    "parse_clinical_document",
     "parse_xml",
 ]

@@ -63,6 +63,19 @@ class PathCache:
         return compiled
 
 
+def parse_clinical_document(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> etree._Element:
+    """The root of a CDA document, parsed safely (:func:`parse_xml`); anything but a
+    ``ClinicalDocument`` in the HL7 v3 namespace is a ParseError."""
+    root = parse_xml(data, max_bytes=max_bytes)
+    if etree.QName(root).namespace != HL7 or etree.QName(root).localname != "ClinicalDocument":
+        raise ParseError(
+            "not a CDA document: the root element must be "
+            "ClinicalDocument in the urn:hl7-org:v3 namespace",
+            location=f"<{root.tag}>",
+        )
+    return root
+
+
 class CdaDocument:
     """The document as templates see it (``doc``), plus what the converter needs."""
 
@@ -71,16 +84,7 @@ class CdaDocument:
     ) -> None:
         self._data = data
         self._paths = paths
-        self._root = parse_xml(data, max_bytes=max_bytes)
-        if (
-            etree.QName(self._root).namespace != HL7
-            or etree.QName(self._root).localname != "ClinicalDocument"
-        ):
-            raise ParseError(
-                "not a CDA document: the root element must be "
-                "ClinicalDocument in the urn:hl7-org:v3 namespace",
-                location=f"<{self._root.tag}>",
-            )
+        self._root = parse_clinical_document(data, max_bytes=max_bytes)
         #: Element children by Clark name, per element, built on first access: templates
         #: read the same few children of an element many times (``obs.code``, ``id``…),
         #: and a dictionary lookup is several times cheaper than ``find()``. The keys keep

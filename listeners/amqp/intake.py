@@ -16,12 +16,11 @@ import time
 from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage
-from lxml import etree
 
-from converter import ParseError, detect_input_type
+from converter import detect_input_type
+from converter.cda import parse_clinical_document
 from converter.cda.document import DOCUMENT_TYPES
-from converter.cda.node import HL7, NAMESPACES
-from converter.cda.xml import parse_xml
+from converter.cda.node import NAMESPACES
 from converter.hl7v2 import peek_header
 
 from ..config import ServiceConfig
@@ -74,13 +73,7 @@ def envelope_of(
 
 
 def _cda(body: bytes, listener: str, config: ServiceConfig, ids: dict[str, Any]) -> AmqpEnvelope:
-    root = parse_xml(body)
-    if etree.QName(root).namespace != HL7 or etree.QName(root).localname != "ClinicalDocument":
-        raise ParseError(
-            "not a CDA document: the root element must be ClinicalDocument in "
-            "the urn:hl7-org:v3 namespace",
-            location=f"<{root.tag}>",
-        )
+    root = parse_clinical_document(body)
     custodian = _first(root, _CUSTODIAN)
     facility = _identifier(_first(custodian, "h:id[1]")) if custodian is not None else ""
     if not facility and custodian is not None:
