@@ -33,6 +33,7 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMe
 from listeners.config import ServiceConfig, load_config
 from listeners.logs import JsonFormatter
 from listeners.service import Service
+from tests.support import waiting
 from tests.support.fhirserver import FhirServer
 
 T = TypeVar("T")
@@ -335,15 +336,8 @@ async def eventually(
 def wait_until(
     predicate: Callable[[], T], *, timeout: float = 30.0, interval: float = 0.1, what: str = ""
 ) -> T:
-    """Poll ``predicate`` until truthy (blocking); fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g}s waiting for {what or predicate}")
-        time.sleep(interval)
+    """:func:`tests.support.waiting.wait_until` with this suite's (broker-sized) defaults."""
+    return waiting.wait_until(predicate, timeout=timeout, interval=interval, what=what)
 
 
 # -- logs -------------------------------------------------------------------------------------

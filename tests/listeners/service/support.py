@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -34,6 +34,7 @@ from listeners.config import ServiceConfig, load_config
 from listeners.mllp import AckInfo, MllpClient, parse_ack
 from listeners.mllp.framing import frame
 from listeners.service import Service
+from tests.support import waiting
 from tests.support.fhirserver import (
     FhirServer,
     fhirserver_required,
@@ -213,18 +214,7 @@ def bundle_posts(server: FhirServer) -> list[dict[str, Any]]:
 
 
 # -- waiting ----------------------------------------------------------------------------------
-def wait_until(
-    predicate: Callable[[], T], *, timeout: float = 15.0, interval: float = 0.05, what: str = ""
-) -> T:
-    """Poll ``predicate`` until it returns a truthy value; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g}s waiting for {what or predicate}")
-        time.sleep(interval)
+wait_until = waiting.wait_until
 
 
 def run(coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
