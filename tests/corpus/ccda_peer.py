@@ -44,6 +44,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .peer import Tally, agree, resources
+from .peer import codes as _codes
+from .peer import date_part as _date
+from .peer import patient_facts as hl7v2_patient_facts
+
 Bundle = dict[str, Any]
 Resource = dict[str, Any]
 
@@ -67,14 +72,6 @@ COUNTED = (
 )
 
 
-def resources(bundle: Bundle, *types: str) -> list[Resource]:
-    return [
-        e["resource"]
-        for e in bundle.get("entry", [])
-        if e.get("resource", {}).get("resourceType") in types
-    ]
-
-
 def _index(bundle: Bundle) -> dict[str, Resource]:
     """Resources by every way a reference can name them (``Type/id``, fullUrl)."""
     out = {}
@@ -87,14 +84,6 @@ def _index(bundle: Bundle) -> dict[str, Resource]:
     return out
 
 
-def _date(value: str | None) -> str | None:
-    return value[:10] if value else None
-
-
-def _codes(concept: dict[str, Any] | None) -> frozenset[str]:
-    return frozenset(c["code"] for c in (concept or {}).get("coding", []) if c.get("code"))
-
-
 def _primary_code(concept: dict[str, Any] | None) -> str | None:
     for coding in (concept or {}).get("coding", []):
         if coding.get("code"):
@@ -102,26 +91,12 @@ def _primary_code(concept: dict[str, Any] | None) -> str | None:
     return None
 
 
-def _names(person: Resource) -> frozenset[tuple[str, str]]:
-    return frozenset(
-        ((n.get("family") or "").strip(), (n.get("given") or [""])[0].strip())
-        for n in person.get("name", [])
-        if n.get("family")
-    )
-
-
 def patient_facts(bundle: Bundle) -> dict[str, Any]:
-    patients = resources(bundle, "Patient")
-    if not patients:
-        return {}
-    p = patients[0]
-    return {
-        "Patient.name": _names(p),
-        "Patient.birthDate": p.get("birthDate"),
-        "Patient.gender": p.get("gender"),
-        "Patient.identifier": frozenset(i.get("value") for i in p.get("identifier", [])),
-        "Patient.birthSex": birth_sex(bundle),
-    }
+    """The HL7 v2 comparison's Patient facts, and the birth sex C-CDA carries."""
+    facts = hl7v2_patient_facts(bundle)
+    if facts:
+        facts["Patient.birthSex"] = birth_sex(bundle)
+    return facts
 
 
 def _medication_codes(bundle: Bundle) -> list[frozenset[str]]:
@@ -228,24 +203,16 @@ def match(
     return pairs, only_a, unused
 
 
-_CONTAINMENT = {"Patient.name", "Patient.identifier"}
-
-
 def _agree(kind: str, a: Any, b: Any) -> bool:
-    if kind in _CONTAINMENT and isinstance(a, frozenset) and isinstance(b, frozenset):
-        return bool(a & b) and (a <= b or b <= a)
     if isinstance(a, float) and isinstance(b, float):
         return abs(a - b) < 1e-9
-    return bool(a == b)
+    return agree(kind, a, b)
 
 
 @dataclass
-class Agreement:
+class Agreement(Tally):
     """Agreement counts per kind of fact, the differences, and resource counts."""
 
-    equal: Counter[str] = field(default_factory=Counter)
-    total: Counter[str] = field(default_factory=Counter)
-    differences: list[tuple[str, str, Any, Any]] = field(default_factory=list)
     counts: dict[str, tuple[Counter[str], Counter[str]]] = field(default_factory=dict)
 
     def _count(self, kind: str, agree: bool, name: str, key: str, a: Any, b: Any) -> None:
@@ -323,19 +290,6 @@ class Agreement:
                 f"{kind} (ours in peer)", False, name, f"{kind} only ours", show(item), None
             )
         return pairs
-
-    def ratio(self, kind: str) -> float:
-        return self.equal[kind] / self.total[kind] if self.total[kind] else 1.0
-
-    def report(self) -> str:
-        width = max((len(kind) for kind in self.total), default=4)
-        lines = [f"{'fact':{width}} {'agree':>6} {'total':>6} {'ratio':>6}"]
-        for kind in sorted(self.total):
-            lines.append(
-                f"{kind:{width}} {self.equal[kind]:6d} {self.total[kind]:6d} "
-                f"{self.ratio(kind):6.0%}"
-            )
-        return "\n".join(lines)
 
     def counts_report(self) -> str:
         """Resources of each type, ours / the peer's, per document."""

@@ -16,23 +16,24 @@ from typing import Any
 Bundle = dict[str, Any]
 
 
-def resources(bundle: Bundle, rtype: str) -> list[dict[str, Any]]:
+def resources(bundle: Bundle, *types: str) -> list[dict[str, Any]]:
+    """The bundle's resources of these types, in entry order."""
     return [
         e["resource"]
         for e in bundle.get("entry", [])
-        if e.get("resource", {}).get("resourceType") == rtype
+        if e.get("resource", {}).get("resourceType") in types
     ]
 
 
-def _date(value: str | None) -> str | None:
+def date_part(value: str | None) -> str | None:
     return value[:10] if value else None
 
 
-def _codes(concept: dict[str, Any] | None) -> frozenset[str]:
+def codes(concept: dict[str, Any] | None) -> frozenset[str]:
     return frozenset(c.get("code", "") for c in (concept or {}).get("coding", []) if c.get("code"))
 
 
-def _names(person: dict[str, Any]) -> frozenset[tuple[str, str]]:
+def names(person: dict[str, Any]) -> frozenset[tuple[str, str]]:
     """(family, first given) of each name with a family name: where a converter puts a
     middle name or a "called by" (same name, or a nickname name as the IG says) differs."""
     return frozenset(
@@ -49,7 +50,7 @@ def patient_facts(bundle: Bundle) -> dict[str, Any]:
     # The subject of the message: the first Patient (merges may add a retired one).
     p = patients[0]
     return {
-        "Patient.name": _names(p),
+        "Patient.name": names(p),
         "Patient.birthDate": p.get("birthDate"),
         "Patient.gender": p.get("gender"),
         "Patient.identifier": frozenset(i.get("value") for i in p.get("identifier", [])),
@@ -64,9 +65,9 @@ def encounter_facts(bundle: Bundle) -> dict[str, Any]:
     period = e.get("period", {})
     return {
         "Encounter.class": (e.get("class") or {}).get("code"),
-        "Encounter.period": (_date(period.get("start")), _date(period.get("end"))),
+        "Encounter.period": (date_part(period.get("start")), date_part(period.get("end"))),
         "Encounter.participant": frozenset(
-            code for p in e.get("participant", []) for t in p.get("type", []) for code in _codes(t)
+            code for p in e.get("participant", []) for t in p.get("type", []) for code in codes(t)
         ),
     }
 
@@ -79,17 +80,17 @@ def _observation_value(o: dict[str, Any]) -> Any:
     if "valueString" in o:
         return " ".join(o["valueString"].split())
     if "valueCodeableConcept" in o:
-        return _codes(o["valueCodeableConcept"]) or o["valueCodeableConcept"].get("text")
+        return codes(o["valueCodeableConcept"]) or o["valueCodeableConcept"].get("text")
     for key in ("valueDateTime", "valueTime"):
         if key in o:
-            return _date(o[key])
+            return date_part(o[key])
     return None
 
 
 def observation_facts(bundle: Bundle) -> dict[str, Any]:
     facts: dict[str, Any] = {}
     for o in resources(bundle, "Observation"):
-        code = min(_codes(o.get("code")), default=(o.get("code") or {}).get("text"))
+        code = min(codes(o.get("code")), default=(o.get("code") or {}).get("text"))
         if code is None:
             continue
         key = f"Observation[{code}]"
@@ -104,8 +105,8 @@ def observation_facts(bundle: Bundle) -> dict[str, Any]:
 def immunization_facts(bundle: Bundle) -> dict[str, Any]:
     facts: dict[str, Any] = {}
     for n, i in enumerate(resources(bundle, "Immunization")):
-        facts[f"Immunization[{n}].vaccineCode"] = _codes(i.get("vaccineCode"))
-        facts[f"Immunization[{n}].occurrence"] = _date(i.get("occurrenceDateTime"))
+        facts[f"Immunization[{n}].vaccineCode"] = codes(i.get("vaccineCode"))
+        facts[f"Immunization[{n}].occurrence"] = date_part(i.get("occurrenceDateTime"))
         facts[f"Immunization[{n}].status"] = i.get("status")
     return facts
 
@@ -130,19 +131,40 @@ def _kind(key: str) -> str:
 _CONTAINMENT = {"Patient.name", "Patient.identifier"}
 
 
-def _agree(kind: str, a: Any, b: Any) -> bool:
+def agree(kind: str, a: Any, b: Any) -> bool:
     if kind in _CONTAINMENT and isinstance(a, frozenset) and isinstance(b, frozenset):
         return bool(a & b) and (a <= b or b <= a)
     return bool(a == b)
 
 
 @dataclass
-class Agreement:
+class Tally:
     """Agreement counts per kind of fact, and the disagreements for display."""
 
     equal: Counter[str] = field(default_factory=Counter)
     total: Counter[str] = field(default_factory=Counter)
     differences: list[tuple[str, str, Any, Any]] = field(default_factory=list)
+
+    def ratio(self, kind: str) -> float:
+        return self.equal[kind] / self.total[kind] if self.total[kind] else 1.0
+
+    def report(self) -> str:
+        width = max((len(kind) for kind in self.total), default=4)
+        lines = [f"{'fact':{width}} {'agree':>6} {'total':>6} {'ratio':>6}"]
+        for kind in sorted(self.total):
+            lines.append(
+                f"{kind:{width}} {self.equal[kind]:6d} {self.total[kind]:6d} "
+                f"{self.ratio(kind):6.0%}"
+            )
+        return "\n".join(lines)
+
+    def kinds(self) -> Iterable[str]:
+        return sorted(self.total)
+
+
+@dataclass
+class Agreement(Tally):
+    """HL7 v2 bundles compared fact by fact."""
 
     def add(self, name: str, ours: Bundle, peer: Bundle) -> None:
         for extract in EXTRACTORS:
@@ -163,21 +185,7 @@ class Agreement:
                     continue
                 kind = _kind(key)
                 self.total[kind] += 1
-                if _agree(kind, a, b):
+                if agree(kind, a, b):
                     self.equal[kind] += 1
                 else:
                     self.differences.append((name, key, a, b))
-
-    def ratio(self, kind: str) -> float:
-        return self.equal[kind] / self.total[kind] if self.total[kind] else 1.0
-
-    def report(self) -> str:
-        lines = [f"{'fact':32} {'agree':>6} {'total':>6} {'ratio':>6}"]
-        for kind in sorted(self.total):
-            lines.append(
-                f"{kind:32} {self.equal[kind]:6d} {self.total[kind]:6d} {self.ratio(kind):6.0%}"
-            )
-        return "\n".join(lines)
-
-    def kinds(self) -> Iterable[str]:
-        return sorted(self.total)
