@@ -64,8 +64,19 @@ def _service(tmp_path: Path, url: str, **options: Any) -> Iterator[ServiceProces
         service.cleanup()
 
 
-def _finish(service: ServiceProcess, report: Report, drain_timeout: float = 300.0) -> None:
-    """Wait for the queue to drain, note the service's counters, stop it gracefully."""
+def _finish(
+    service: ServiceProcess,
+    report: Report,
+    *,
+    fhir: FhirServer,
+    corpus: list[Outgoing],
+    fleet: Fleet,
+    expected: dict[str, tuple[str, ...]],
+    max_redeliveries: int,
+    drain_timeout: float = 300.0,
+) -> None:
+    """Wait for the queue to drain, note the service's counters, stop it gracefully, then
+    check every acknowledged message against the FHIR server (:func:`verify`)."""
     service.wait_drained(timeout=drain_timeout)
     metrics = service.metrics()
     report.figures["retransmissions acknowledged again (last run)"] = int(
@@ -76,9 +87,19 @@ def _finish(service: ServiceProcess, report: Report, drain_timeout: float = 300.
     )
     status = service.stop()
     assert status == 0, f"graceful stop ended with status {status}\n{service.log_tail()}"
+    verify(
+        server=fhir,
+        queue_path=service.queue_path,
+        corpus=corpus,
+        fleet=fleet,
+        expected=expected,
+        report=report,
+        max_redeliveries=max_redeliveries,
+    )
 
 
-def _conclude(report: Report, service: ServiceProcess, name: str) -> None:
+def _conclude(report: Report, service: ServiceProcess, name: str, started: float) -> None:
+    report.figures["seconds"] = round(time.monotonic() - started, 1)
     print(f"\n[{name}]\n{report}")
     assert not report.problems, (
         f"{name}: {len(report.problems)} problem(s)\n{report}\n{service.log_tail()}"
@@ -121,18 +142,16 @@ def test_kill_9_mid_stream(
         asyncio.run(scenario())
         report.figures["sends (with resends)"] = fleet.sends
         report.figures["exchanges without ACK"] = dict(fleet.no_ack)
-        _finish(service, report)
-        verify(
-            server=fhir,
-            queue_path=service.queue_path,
+        _finish(
+            service,
+            report,
+            fhir=fhir,
             corpus=corpus,
             fleet=fleet,
             expected=expected,
-            report=report,
             max_redeliveries=4 * service.kills,
         )
-        report.figures["seconds"] = round(time.monotonic() - started, 1)
-        _conclude(report, service, "kill -9 mid-stream")
+        _conclude(report, service, "kill -9 mid-stream", started)
 
 
 def test_fhir_server_down_and_kill_9_while_down(
@@ -196,19 +215,17 @@ def test_fhir_server_down_and_kill_9_while_down(
         asyncio.run(scenario())
         report.figures["sends (with resends)"] = fleet.sends
         report.figures["exchanges without ACK"] = dict(fleet.no_ack)
-        _finish(service, report)
         # Connections reset by the outage can leave a few bundles applied but unanswered.
-        verify(
-            server=fhir,
-            queue_path=service.queue_path,
+        _finish(
+            service,
+            report,
+            fhir=fhir,
             corpus=corpus,
             fleet=fleet,
             expected=expected,
-            report=report,
             max_redeliveries=4 * (service.kills + 1),
         )
-        report.figures["seconds"] = round(time.monotonic() - started, 1)
-        _conclude(report, service, "FHIR server down, kill -9 while down")
+        _conclude(report, service, "FHIR server down, kill -9 while down", started)
 
 
 def _first_written(
@@ -271,18 +288,16 @@ def test_ack_after_delivery_kill_9(
         report.figures["sends (with resends)"] = fleet.sends
         report.figures["AE answers (resent)"] = len(fleet.rejected)
         fleet.rejected.clear()  # AE 207 "not confirmed in time" is expected while down
-        _finish(service, report)
-        verify(
-            server=fhir,
-            queue_path=service.queue_path,
+        _finish(
+            service,
+            report,
+            fhir=fhir,
             corpus=messages,
             fleet=fleet,
             expected=expected,
-            report=report,
             max_redeliveries=4 * (service.kills + 1),
         )
-        report.figures["seconds"] = round(time.monotonic() - started, 1)
-        _conclude(report, service, "ack_after=delivery, kill -9")
+        _conclude(report, service, "ack_after=delivery, kill -9", started)
         early = []
         admin = {"Authorization": f"Bearer {fhir.ready['adminToken']}"}
         with httpx.Client(headers=admin, timeout=30) as client:
@@ -328,18 +343,17 @@ def test_conversion_process_killed(
             await asyncio.wait_for(senders, 300)
 
         asyncio.run(scenario())
-        _finish(service, report, drain_timeout=120)
-        verify(
-            server=fhir,
-            queue_path=service.queue_path,
+        _finish(
+            service,
+            report,
+            fhir=fhir,
             corpus=messages,
             fleet=fleet,
             expected=expected,
-            report=report,
             max_redeliveries=0,
+            drain_timeout=120,
         )
-        report.figures["seconds"] = round(time.monotonic() - started, 1)
-        _conclude(report, service, "conversion process killed")
+        _conclude(report, service, "conversion process killed", started)
 
 
 def test_main_process_killed_alone(
@@ -376,18 +390,17 @@ def test_main_process_killed_alone(
             await asyncio.wait_for(senders, 300)
 
         asyncio.run(scenario())
-        _finish(service, report, drain_timeout=120)
-        verify(
-            server=fhir,
-            queue_path=service.queue_path,
+        _finish(
+            service,
+            report,
+            fhir=fhir,
             corpus=messages,
             fleet=fleet,
             expected=expected,
-            report=report,
             max_redeliveries=4,
+            drain_timeout=120,
         )
         orphans = report.figures["processes left 10 s after the main one died"]
         if orphans:
             report.problems.append(f"{orphans} conversion process(es) outlived the service")
-        report.figures["seconds"] = round(time.monotonic() - started, 1)
-        _conclude(report, service, "main process killed alone")
+        _conclude(report, service, "main process killed alone", started)
