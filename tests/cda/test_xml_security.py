@@ -229,9 +229,11 @@ def fifo_dtd(tmp_path: Path) -> Iterator[FifoCanary]:
     canary.close()
 
 
-def file_dtd_payloads(dtd: Path) -> dict[str, bytes]:
-    pe = doctype(f'<!ENTITY % p SYSTEM "{dtd.as_uri()}"> %p;')
-    external = f'<!DOCTYPE ClinicalDocument SYSTEM "{dtd.as_uri()}">\n'
+def dtd_payloads(entity_url: str, subset_url: str) -> dict[str, bytes]:
+    """Documents whose ``&leak;`` is defined by an external DTD: through a parameter
+    entity at ``entity_url``, or as the external subset at ``subset_url``."""
+    pe = doctype(f'<!ENTITY % p SYSTEM "{entity_url}"> %p;')
+    external = f'<!DOCTYPE ClinicalDocument SYSTEM "{subset_url}">\n'
     return {
         "parameter entity": cda(prolog=pe, title="&leak;").encode(),
         "parameter entity after a long comment": cda(
@@ -241,6 +243,10 @@ def file_dtd_payloads(dtd: Path) -> dict[str, bytes]:
             prolog=LONG_COMMENT + external, title="&leak;"
         ).encode(),
     }
+
+
+def file_dtd_payloads(dtd: Path) -> dict[str, bytes]:
+    return dtd_payloads(dtd.as_uri(), dtd.as_uri())
 
 
 def test_the_local_dtd_payloads_are_live(fifo_dtd: FifoCanary) -> None:
@@ -300,17 +306,7 @@ def server() -> Iterator[RecordingServer]:
 
 
 def network_payloads(url: str) -> dict[str, bytes]:
-    pe = doctype(f'<!ENTITY % p SYSTEM "{url}/pe.dtd"> %p;')
-    external = f'<!DOCTYPE ClinicalDocument SYSTEM "{url}/external.dtd">\n'
-    return {
-        "parameter entity": cda(prolog=pe, title="&leak;").encode(),
-        "parameter entity after a long comment": cda(
-            prolog=LONG_COMMENT + pe, title="&leak;"
-        ).encode(),
-        "external DTD subset after a long comment": cda(
-            prolog=LONG_COMMENT + external, title="&leak;"
-        ).encode(),
-    }
+    return dtd_payloads(f"{url}/pe.dtd", f"{url}/external.dtd")
 
 
 def test_the_network_payloads_are_live(server: RecordingServer) -> None:
