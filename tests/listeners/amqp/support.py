@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import io
 import json
 import logging
@@ -20,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self, TypeVar
@@ -30,8 +31,10 @@ import aiormq
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
+from listeners.amqp import AmqpQueue
 from listeners.config import ServiceConfig, load_config
 from listeners.logs import JsonFormatter
+from listeners.queue.base import Envelope
 from listeners.service import Service
 from tests.support import waiting
 from tests.support.fhirserver import FhirServer
@@ -217,6 +220,36 @@ def history_families(fhir: FhirServer, patient_id: str) -> list[str]:
         )
     )
     return [r["name"][0]["family"] for r in versions]
+
+
+def ordering_key(mrn: str) -> str:
+    """The key the MLLP listener gives APP-A^FAC-A's messages about ``mrn``."""
+    return f"mllp/APP-A^FAC-A|{mrn}^{AUTHORITY}"
+
+
+def envelope(control_id: str, mrn: str, family: str, **changes: Any) -> Envelope:
+    """An ADT^A08 as the MLLP listener would have stored it (``changes`` override)."""
+    stored = Envelope(
+        payload=adt(control_id, mrn=mrn, family=family),
+        sender="mllp/APP-A^FAC-A",
+        listener="mllp",
+        received_at=time.time(),
+        ordering_key=ordering_key(mrn),
+        control_id=control_id,
+        message_type="ADT^A08^ADT_A01",
+    )
+    return dataclasses.replace(stored, **changes)
+
+
+async def store(config: ServiceConfig, envelopes: Iterable[Envelope]) -> None:
+    """Commit envelopes to the partitions as the MLLP listener does."""
+    queue = AmqpQueue(config.amqp)
+    await queue.start()
+    try:
+        for item in envelopes:
+            await queue.put(item)
+    finally:
+        await queue.close()
 
 
 # -- AMQP client ------------------------------------------------------------------------------

@@ -10,22 +10,23 @@ from pathlib import Path
 
 import pytest
 
-from listeners.amqp import AmqpQueue, AmqpWorker, decode_envelope, partition_of
-from listeners.config import ServiceConfig, load_config
+from listeners.amqp import AmqpWorker, decode_envelope, partition_of
+from listeners.config import load_config
 from listeners.mllp import ConnectionClosedError, MllpClient, parse_ack
-from listeners.queue.base import Envelope
 from tests.listeners.amqp.support import (
-    AUTHORITY,
     AmqpClient,
     Names,
     WorkerProcess,
     adt,
     bundle_posts,
+    envelope,
     eventually,
     history_families,
     make_config,
+    ordering_key,
     patients,
     running_service,
+    store,
     wait_until,
     write_config,
 )
@@ -33,34 +34,6 @@ from tests.support.fhirserver import FhirServer
 from tests.support.rabbitmq import RabbitMq
 
 HL7 = "x-application/hl7-v2+er7"
-
-
-def ordering_key(mrn: str) -> str:
-    """The key the MLLP listener gives APP-A^FAC-A's messages about ``mrn``."""
-    return f"mllp/APP-A^FAC-A|{mrn}^{AUTHORITY}"
-
-
-def envelope(control_id: str, mrn: str, family: str) -> Envelope:
-    return Envelope(
-        payload=adt(control_id, mrn=mrn, family=family),
-        sender="mllp/APP-A^FAC-A",
-        listener="mllp",
-        received_at=time.time(),
-        ordering_key=ordering_key(mrn),
-        control_id=control_id,
-        message_type="ADT^A08^ADT_A01",
-    )
-
-
-async def store(config: ServiceConfig, envelopes: list[Envelope]) -> None:
-    """Commit envelopes to the partitions as the MLLP listener does."""
-    queue = AmqpQueue(config.amqp)
-    await queue.start()
-    try:
-        for item in envelopes:
-            await queue.put(item)
-    finally:
-        await queue.close()
 
 
 @pytest.mark.anyio

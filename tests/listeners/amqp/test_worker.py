@@ -3,54 +3,28 @@ attempts cap and poison go to the dead-letter exchange, the share follows the wo
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
 
-from listeners.amqp import AmqpQueue, AmqpWorker
+from listeners.amqp import AmqpWorker
 from listeners.amqp.envelope import ERROR_HEADERS, H_ATTEMPTS
-from listeners.config import ServiceConfig
-from listeners.queue.base import Envelope
 from tests.listeners.amqp.support import (
-    AUTHORITY,
     AmqpClient,
     Names,
     adt,
     bundle_posts,
+    envelope,
     eventually,
     history_families,
     make_config,
     patients,
+    store,
 )
 from tests.support.fhirserver import FhirServer
 from tests.support.rabbitmq import RabbitMq
 
 pytestmark = pytest.mark.anyio
-
-
-def envelope(control_id: str, mrn: str, family: str, **changes: object) -> Envelope:
-    fields: dict[str, object] = {
-        "payload": adt(control_id, mrn=mrn, family=family),
-        "sender": "mllp/APP-A^FAC-A",
-        "listener": "mllp",
-        "received_at": time.time(),
-        "ordering_key": f"mllp/APP-A^FAC-A|{mrn}^{AUTHORITY}",
-        "control_id": control_id,
-        "message_type": "ADT^A08^ADT_A01",
-    }
-    fields.update(changes)
-    return Envelope(**fields)  # type: ignore[arg-type]
-
-
-async def store(config: ServiceConfig, *envelopes: Envelope) -> None:
-    queue = AmqpQueue(config.amqp)
-    await queue.start()
-    try:
-        for item in envelopes:
-            await queue.put(item)
-    finally:
-        await queue.close()
 
 
 async def test_a_transient_failure_is_retried_in_place_and_later_messages_wait(
@@ -69,7 +43,7 @@ async def test_a_transient_failure_is_retried_in_place_and_later_messages_wait(
     await worker.start()
     try:
         await store(
-            config, envelope("IP-1", "MRN-IP", "IP-v1"), envelope("IP-2", "MRN-IP", "IP-v2")
+            config, [envelope("IP-1", "MRN-IP", "IP-v1"), envelope("IP-2", "MRN-IP", "IP-v2")]
         )
         await eventually(lambda: worker.processed == 2, what="both messages")
     finally:
@@ -101,15 +75,17 @@ async def test_poison_and_exhausted_attempts_go_to_the_dead_letter_exchange(
             await client.publish(names.partitions, "partition.0", b"SECRET", message_id="raw")
             await store(
                 config,
-                envelope(
-                    "PW-1",
-                    "MRN-PW-1",
-                    "PW",
-                    payload=adt("PW-1", mrn="MRN-PW-1", birth_date="20241341"),
-                ),
+                [
+                    envelope(
+                        "PW-1",
+                        "MRN-PW-1",
+                        "PW",
+                        payload=adt("PW-1", mrn="MRN-PW-1", birth_date="20241341"),
+                    )
+                ],
             )
             fhir.fail(503, count=5)
-            await store(config, envelope("PW-2", "MRN-PW-2", "PW"))
+            await store(config, [envelope("PW-2", "MRN-PW-2", "PW")])
             letters = await client.take(names.dead_letters, 3)
     finally:
         await worker.stop(5)
