@@ -36,6 +36,7 @@ from listeners.config import ServiceConfig, load_config
 from listeners.logs import JsonFormatter
 from listeners.queue.base import Envelope
 from listeners.service import Service
+from tests.listeners.service.support import toml_value
 from tests.support import waiting
 from tests.support.fhirserver import FhirServer
 
@@ -86,18 +87,6 @@ class Names:
 
 
 # -- configuration ----------------------------------------------------------------------------
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str | Path):
-        return json.dumps(str(value))
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    raise TypeError(value)
-
-
 def write_config(
     directory: Path,
     *,
@@ -156,10 +145,10 @@ def write_config(
             "queue": names.bundles,
             "routing_key": "bundle",
         }
-    lines = [f"{k} = {_toml(v)}" for k, v in tables.pop("").items()]
+    lines = [f"{k} = {toml_value(v)}" for k, v in tables.pop("").items()]
     for table, values in tables.items():
         lines.append(f"\n[{table}]")
-        lines += [f"{k} = {_toml(v)}" for k, v in values.items()]
+        lines += [f"{k} = {toml_value(v)}" for k, v in values.items()]
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "passerelle.toml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
