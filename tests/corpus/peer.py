@@ -9,8 +9,9 @@ part: the peer's outputs carry the offset of the machine that produced them.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 Bundle = dict[str, Any]
@@ -23,6 +24,17 @@ def resources(bundle: Bundle, *types: str) -> list[dict[str, Any]]:
         for e in bundle.get("entry", [])
         if e.get("resource", {}).get("resourceType") in types
     ]
+
+
+def peer_pairs(inputs: Path, expected: Path, suffix: str) -> Iterator[tuple[Path, Path]]:
+    """(source, the peer's output) for each ``<dir>/<name>-expected.json`` under
+    ``expected`` whose ``<name><suffix>`` is in ``inputs``."""
+    if not expected.is_dir():
+        return
+    for output in sorted(expected.glob("*/*-expected.json")):
+        source = inputs / (output.name.removesuffix("-expected.json") + suffix)
+        if source.is_file():
+            yield source, output
 
 
 def date_part(value: str | None) -> str | None:

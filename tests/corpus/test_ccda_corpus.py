@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from lxml import etree
 from converter import Conversion, Converter, ConverterConfig, MappingError, ParseError
 from tests.conftest import SHARED_DIR
 from tests.corpus.ccda_peer import Agreement
+from tests.corpus.peer import peer_pairs
 from tests.support.r4validator import R4Validator
 
 CORPUS = SHARED_DIR / "corpus" / "ccda"
@@ -223,15 +223,6 @@ def test_section_example_yields_its_resources(
     assert issues == [], json.dumps(issues[:5], indent=1, ensure_ascii=False)
 
 
-def _peer_pairs() -> Iterator[tuple[Path, Path]]:
-    if not PEER_EXPECTED.is_dir():
-        return
-    for expected in sorted(PEER_EXPECTED.glob("*/*-expected.json")):
-        source = PEER_INPUT / (expected.name.removesuffix("-expected.json") + ".ccda")
-        if source.is_file():
-            yield source, expected
-
-
 #: Agreement floors, set just below what was measured on 15 documents (see ccda_peer for
 #: what is compared and the systematic differences). Measured: Patient name, birth date,
 #: gender, identifiers 100%; of the peer's resources, we produce 100% of its Conditions
@@ -273,7 +264,7 @@ def test_key_content_agrees_with_the_peer_converter(
 ) -> None:
     agreement = Agreement()
     compared = 0
-    for source, expected in _peer_pairs():
+    for source, expected in peer_pairs(PEER_INPUT, PEER_EXPECTED, ".ccda"):
         outcome = convert_document(source, *converters)
         assert outcome.conversion is not None, outcome.unreadable
         peer = json.loads(expected.read_text(encoding="utf-8"))

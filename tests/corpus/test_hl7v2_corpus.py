@@ -11,7 +11,6 @@ printed.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from converter import (
 )
 from converter.hl7v2 import peek_header
 from tests.conftest import SHARED_DIR
-from tests.corpus.peer import Agreement
+from tests.corpus.peer import Agreement, peer_pairs
 from tests.support.r4validator import R4Validator
 
 CORPUS = SHARED_DIR / "corpus" / "hl7v2"
@@ -116,22 +115,13 @@ def test_corpus_message_converts_or_fails_cleanly(
         assert issues == [], json.dumps(issues[:5], indent=1, ensure_ascii=False)
 
 
-def _peer_pairs() -> Iterator[tuple[Path, Path]]:
-    if not PEER_EXPECTED.is_dir():
-        return
-    for expected in sorted(PEER_EXPECTED.glob("*/*-expected.json")):
-        source = PEER_INPUT / (expected.name.removesuffix("-expected.json") + ".hl7")
-        if source.is_file():
-            yield source, expected
-
-
 def test_key_content_agrees_with_the_peer_converter(
     converters: tuple[Converter, Converter], capsys: pytest.CaptureFixture[str]
 ) -> None:
     strict, lenient = converters
     agreement = Agreement()
     compared = 0
-    for source, expected in _peer_pairs():
+    for source, expected in peer_pairs(PEER_INPUT, PEER_EXPECTED, ".hl7"):
         try:
             header = peek_header(source.read_bytes())
         except ParseError:
