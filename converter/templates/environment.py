@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -22,7 +22,9 @@ from typing import Any
 
 import jinja2
 import simplejson
+from jinja2.environment import TemplateModule
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import Namespace
 from markupsafe import Markup
 
 from ..cda.node import AttrValue, Node
@@ -138,7 +140,10 @@ class _Sandbox(ImmutableSandboxedEnvironment):
 
     Messages, segments, values and CDA nodes expose nothing but data and plain methods;
     their public attributes need no inspection (a method's own internals are still
-    reached through the normal, checked path). Everything else is checked as usual.
+    reached through the normal, checked path). The same holds for Jinja's own imported
+    template modules (``codes.CodeableConcept``: their public attributes are the macros
+    a template exports) and ``namespace()`` objects (only the values a template set).
+    Everything else is checked as usual.
     """
 
     def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
@@ -146,8 +151,20 @@ class _Sandbox(ImmutableSandboxedEnvironment):
             return not attr.startswith("_")
         return bool(super().is_safe_attribute(obj, attr, value))
 
+    def make_globals(self, d: MutableMapping[str, Any] | None) -> MutableMapping[str, Any]:
+        """A template's globals as a plain dict instead of Jinja's ChainMap.
 
-_TEMPLATE_TYPES = frozenset({Value, Segment, Group, Message, Node, AttrValue, Ref})
+        Jinja copies (``set(globals)``) and compares the globals of every render and every
+        ``{% import %}``; over a ChainMap those are Python-level loops, one per key, and a
+        CDA document does ~700 imports. The environment's globals are complete before the
+        first template loads (see :class:`TemplateSet`), so a copy misses no later change.
+        """
+        return {**self.globals, **(d or {})}
+
+
+_TEMPLATE_TYPES = frozenset(
+    {Value, Segment, Group, Message, Node, AttrValue, Ref, TemplateModule, Namespace}
+)
 
 
 def _session_function(name: str) -> Any:

@@ -66,6 +66,59 @@ def test_templates_cannot_reach_python_internals(tmp_path: Path, expression: str
     assert caught.value.template == f"{RESOURCE}:3"
 
 
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "mod._body_stream",
+        "mod.__dict__",
+        "mod.M._func.__globals__",
+        "mod.M.__class__.__init__",
+        "ns.__class__",
+        "ns._Namespace__attrs",
+        "ns.__init__.__globals__",
+    ],
+)
+def test_imported_modules_and_namespaces_expose_only_template_values(
+    tmp_path: Path, expression: str
+) -> None:
+    # Both types take the sandbox's fast path: only their public names, which a template set.
+    templates = resource_with(expression)
+    templates[RESOURCE] = (
+        '{% import "hl7v2/datatypes/m.j2" as mod %}{% set ns = namespace(a=1) %}'
+        + templates[RESOURCE]
+    )
+    templates["hl7v2/datatypes/m.j2"] = "{% macro M(x) %}{{ x }}{% endmacro %}"
+    builtin = write_templates(tmp_path, templates)
+    with pytest.raises(TemplateError) as caught:
+        render(make_session(builtin))
+    assert caught.value.template == f"{RESOURCE}:3"
+
+
+def test_imported_macros_and_namespace_values_are_reachable(tmp_path: Path) -> None:
+    templates = resource_with("mod.M(ns.a ~ mod.label)")
+    templates[RESOURCE] = (
+        '{% import "hl7v2/datatypes/m.j2" as mod %}{% set ns = namespace(a="one") %}'
+        + templates[RESOURCE]
+    )
+    templates["hl7v2/datatypes/m.j2"] = (
+        '{% set label = "two" %}{% macro M(x) %}{{ x }}{% endmacro %}'
+    )
+    builtin = write_templates(tmp_path, templates)
+    (resource,) = render(make_session(builtin))
+    assert resource["value"] == "onetwo"
+
+
+def test_template_globals_do_not_leak_into_the_environment(tmp_path: Path) -> None:
+    # Template globals are plain dicts (a copy), not Jinja's ChainMap over the environment's.
+    builtin = write_templates(tmp_path, {ROOT: ""})
+    environment = make_templates(builtin).environment
+    template = environment.from_string("{{ extra }}", globals={"extra": "x"})
+    assert template.globals["extra"] == "x"
+    assert template.globals["emit"] is environment.globals["emit"]
+    assert "extra" not in environment.globals
+    assert environment.from_string("{{ emit is defined }}").render() == "true"
+
+
 def test_calling_a_bound_method_owner_is_refused(tmp_path: Path) -> None:
     builtin = write_templates(tmp_path, resource_with("msg.all.__self__('PID')"))
     with pytest.raises(TemplateError) as caught:
