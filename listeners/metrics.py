@@ -84,6 +84,11 @@ class Metrics:
         self.connections = Gauge(
             "passerelle_mllp_connections", "Open MLLP connections", ["listener"], registry=registry
         )
+        self.partitions = Gauge(
+            "passerelle_worker_partitions",
+            "Partition queues this passerelle worker consumes (queue.backend = amqp)",
+            registry=registry,
+        )
         self.queue_depth = Gauge(
             "passerelle_queue_depth", "Messages stored and not yet delivered", registry=registry
         )

@@ -14,11 +14,7 @@ import contextlib
 import logging
 import os
 import signal
-import socket
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
-
-import uvicorn
 
 from converter import (
     ConversionError,
@@ -30,9 +26,9 @@ from converter import (
 
 from .config import ConfigError, RouteConfig, ServiceConfig
 from .conversion import ConversionFailure, ConversionPool
-from .delivery import Sink, build_sink
-from .errors import DeliveryError
+from .delivery import Sink, build_sink, sink_readiness
 from .http.api import create_app
+from .http.server import EmbeddedHttpServer
 from .ingest import Ingestor, SupportChecker
 from .logs import log_fields
 from .metrics import Metrics
@@ -53,14 +49,6 @@ _ERROR_CLASSES: dict[str, type[ConversionError]] = {
     "CharsetError": ParseError,
     "UnsupportedMessageError": UnsupportedMessageError,
 }
-
-
-class _EmbeddedHttpServer(uvicorn.Server):
-    """uvicorn inside our loop: the service, not uvicorn, owns SIGTERM/SIGINT."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 class Service:
@@ -92,8 +80,7 @@ class Service:
         self.pool: ConversionPool | None = None
         self.workers: DeliveryWorkers | None = None
         self.mllp: MllpServer | None = None
-        self._http: uvicorn.Server | None = None
-        self._http_task: asyncio.Task[None] | None = None
+        self._http: EmbeddedHttpServer | None = None
         self._depth_task: asyncio.Task[None] | None = None
         self._use_threads = use_threads
         self.started = asyncio.Event()
@@ -141,27 +128,10 @@ class Service:
             config.mllp, ingestor.handle, logger=logging.getLogger("passerelle.mllp")
         )
         await self.mllp.start()
-        app = create_app(self, config.http)
-        self._http = _EmbeddedHttpServer(
-            uvicorn.Config(
-                app,
-                host=config.http.host,
-                port=config.http.port,
-                log_config=None,
-                access_log=False,
-                lifespan="off",
-                loop="none",
-            )
+        self._http = EmbeddedHttpServer(
+            create_app(self, config.http), config.http.host, config.http.port
         )
-        # Bound here, not by uvicorn: a busy port is then an OSError ("cannot start", exit 1)
-        # instead of uvicorn's sys.exit(3) out of the middle of the event loop.
-        http_socket = _bind(config.http.host, config.http.port)
-        self._http_task = asyncio.create_task(self._http.serve(sockets=[http_socket]), name="http")
-        while not self._http.started:
-            if self._http_task.done():
-                self._http_task.result()  # raises the bind error
-                raise RuntimeError("HTTP server stopped during start-up")
-            await asyncio.sleep(0.02)
+        await self._http.start()
         self._depth_task = asyncio.create_task(self._watch_depth(), name="queue-depth")
         for name, (host, port) in self.mllp.addresses.items():
             log.info("MLLP listener ready", extra=log_fields(listener=name, port=port))
@@ -172,9 +142,8 @@ class Service:
     @property
     def http_port(self) -> int:
         """The bound HTTP port (useful with port 0)."""
-        assert self._http is not None and self._http.servers
-        sockets = self._http.servers[0].sockets
-        return int(sockets[0].getsockname()[1])
+        assert self._http is not None
+        return self._http.port
 
     async def stop(self, grace: float = 30.0) -> None:
         log.info("stopping")
@@ -183,9 +152,7 @@ class Service:
         if self.mllp is not None:
             await self.mllp.stop()
         if self._http is not None:
-            self._http.should_exit = True
-        if self._http_task is not None:
-            await asyncio.gather(self._http_task, return_exceptions=True)
+            await self._http.stop()
         if self._depth_task is not None:
             self._depth_task.cancel()
             await asyncio.gather(self._depth_task, return_exceptions=True)
@@ -257,12 +224,7 @@ class Service:
                 checks["amqp-consumer"] = None
             except Exception as exc:
                 checks["amqp-consumer"] = str(exc)[:200]
-        for name, sink in self.sinks.items():
-            try:
-                await sink.check()
-                checks[f"destination:{name}"] = None
-            except DeliveryError as exc:
-                checks[f"destination:{name}"] = str(exc)[:200]
+        checks.update(await sink_readiness(self.sinks))
         return checks
 
     async def _watch_depth(self) -> None:
@@ -281,9 +243,3 @@ class Service:
                         framing.inc(new)
                     framing_seen[listener.name] = stats.framing_errors
             await asyncio.sleep(1.0)
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    """A listening TCP socket for the HTTP API (IPv6 when ``host`` is an IPv6 address)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return socket.create_server((host, port), family=family)

@@ -25,6 +25,9 @@ its connection drops) the broker puts its unacked message back at the head of th
 partition, and the next owner delivers it first — at least once; PUT with stable ids
 makes the repeat harmless. After losing the connection a worker reconnects and claims
 partitions again.
+
+**Probes.** A worker serves ``GET /health``, ``GET /ready`` (connected to RabbitMQ,
+destinations reachable) and ``GET /metrics`` on ``[http]`` host and port, like the service.
 """
 
 from __future__ import annotations
@@ -45,8 +48,9 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMe
 
 from ..config import RouteConfig, ServiceConfig
 from ..conversion import ConversionFailure, ConversionPool, ConversionResult
-from ..delivery import Sink, backoff_delay, build_sink
+from ..delivery import Sink, backoff_delay, build_sink, sink_readiness
 from ..errors import DeliveryError, RejectedDeliveryError, TransientDeliveryError
+from ..http import EmbeddedHttpServer, create_probe_app
 from ..logs import error_fields, log_fields
 from ..metrics import Metrics
 from .broker import ConfirmedPublisher, PublishFailure, connect_plain, describe, safe_error
@@ -111,8 +115,16 @@ class AmqpWorker:
         self._stopping = asyncio.Event()
         self._grace = 30.0
         self._offset = self._rng.randrange(self._amqp.partitions)
+        self._http: EmbeddedHttpServer | None = None
         #: Messages this worker settled (delivered or dead-lettered), for tests and logs.
         self.processed = 0
+        self.metrics.partitions.set_function(lambda: len(self.owned))
+
+    @property
+    def http_port(self) -> int:
+        """The bound port of the probes (useful with port 0)."""
+        assert self._http is not None, "the worker is not started"
+        return self._http.port
 
     @property
     def owned(self) -> list[int]:
@@ -135,13 +147,22 @@ class AmqpWorker:
             )
             await asyncio.get_running_loop().run_in_executor(None, self.pool.warm_up)
             self.sinks = {name: build_sink(dest) for name, dest in config.destinations.items()}
+            http = EmbeddedHttpServer(
+                create_probe_app(self, config.http), config.http.host, config.http.port
+            )
+            await http.start()
+            self._http = http
         except BaseException:
             await connection.close()
+            if self.pool is not None:
+                self.pool.close()
             raise
         self._supervisor = asyncio.create_task(self._supervise(connection), name="amqp-worker")
         log.info(
             "worker started",
-            extra=log_fields(peer=describe(self._url), count=self._amqp.partitions),
+            extra=log_fields(
+                peer=describe(self._url), count=self._amqp.partitions, port=self.http_port
+            ),
         )
 
     async def stop(self, grace: float = 30.0) -> None:
@@ -156,7 +177,20 @@ class AmqpWorker:
                 await sink.close()
         if self.pool is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.pool.close)
+        # Last, so that /health answers while the partitions drain.
+        if self._http is not None:
+            await self._http.stop()
         log.info("worker stopped", extra=log_fields(count=self.processed))
+
+    async def readiness(self) -> dict[str, str | None]:
+        """For ``GET /ready``: the broker connection and the destinations."""
+        connection = self._connection
+        connected = connection is not None and not connection.is_closed
+        checks: dict[str, str | None] = {
+            "amqp": None if connected else "not connected to RabbitMQ (reconnecting)"
+        }
+        checks.update(await sink_readiness(self.sinks))
+        return checks
 
     async def run(self) -> None:
         """Start, work until SIGTERM/SIGINT, stop gracefully."""

@@ -9,7 +9,10 @@ OperationOutcome).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from ..config import DestinationConfig
+from ..errors import DeliveryError
 from .auth import (
     Authenticator,
     BasicAuth,
@@ -45,6 +48,7 @@ __all__ = [
     "bundle_file_name",
     "outcome_summary",
     "parse_retry_after",
+    "sink_readiness",
 ]
 
 
@@ -61,3 +65,15 @@ def build_sink(destination: DestinationConfig) -> Sink:
     if fhir is not None:
         return fhir
     return FolderSink(destination.folder, name=destination.name)
+
+
+async def sink_readiness(sinks: Mapping[str, Sink]) -> dict[str, str | None]:
+    """``destination:<name>`` → None when it can take bundles, else why not (for /ready)."""
+    checks: dict[str, str | None] = {}
+    for name, sink in sinks.items():
+        try:
+            await sink.check()
+            checks[f"destination:{name}"] = None
+        except DeliveryError as exc:
+            checks[f"destination:{name}"] = str(exc)[:200]
+    return checks

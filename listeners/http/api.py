@@ -9,7 +9,8 @@
   ``?inputType=hl7v2|cda``); one message gives a Bundle, several (a batch file) give
   newline-delimited JSON, one bundle per line.
 - ``GET /health`` (the process answers), ``GET /ready`` (queue writable, destinations
-  reachable), ``GET /metrics`` (Prometheus).
+  reachable), ``GET /metrics`` (Prometheus). ``passerelle worker`` serves these three
+  alone (:func:`create_probe_app`).
 
 With an API key or a bearer token configured, every route but ``/health`` and ``/ready``
 requires it (``X-API-Key: …`` or ``Authorization: Bearer …``).
@@ -37,26 +38,30 @@ from converter.hl7v2 import peek_header
 from ..config import HttpConfig, Secret
 from ..metrics import Metrics
 
-__all__ = ["ApiBackend", "create_app", "operation_outcome"]
+__all__ = ["ApiBackend", "ProbeBackend", "create_app", "create_probe_app", "operation_outcome"]
 
 FHIR_JSON = "application/fhir+json"
 _MAX_BODY = 20 * 1024 * 1024
 _INPUT_TYPES = {"hl7v2": "hl7v2", "ccda": "cda", "cda": "cda"}
 
 
-class ApiBackend(Protocol):
-    """What the API needs from the running service."""
+class ProbeBackend(Protocol):
+    """What health, readiness and metrics need from a running process."""
 
     metrics: Metrics
+
+    async def readiness(self) -> dict[str, str | None]:
+        """Component name → None when ready, else the reason it is not."""
+        ...
+
+
+class ApiBackend(ProbeBackend, Protocol):
+    """What the whole API needs from the running service."""
 
     async def convert(
         self, data: bytes, *, input_type: str, root_template: str | None
     ) -> list[dict[str, Any]]:
         """Bundles for the messages in ``data``; raises ConversionError."""
-        ...
-
-    async def readiness(self) -> dict[str, str | None]:
-        """Component name → None when ready, else the reason it is not."""
         ...
 
 
@@ -126,18 +131,49 @@ def _azure_template_fallback(data: bytes, root: str) -> bool:
 Handler = Callable[[Request], Awaitable[Response]]
 
 
+def _protected(handler: Handler, config: HttpConfig) -> Handler:
+    async def wrapper(request: Request) -> Response:
+        if not _authorized(request, config):
+            response = operation_outcome(401, "login", "missing or invalid credentials")
+            response.headers["WWW-Authenticate"] = "Bearer"
+            return response
+        return await handler(request)
+
+    return wrapper
+
+
+def _probe_routes(backend: ProbeBackend, config: HttpConfig) -> list[Route]:
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def ready(request: Request) -> Response:
+        checks = await backend.readiness()
+        failing = {name: reason for name, reason in checks.items() if reason}
+        body = {
+            "status": "ready" if not failing else "not ready",
+            "checks": {name: reason or "ok" for name, reason in checks.items()},
+        }
+        return JSONResponse(body, status_code=200 if not failing else 503)
+
+    async def metrics(request: Request) -> Response:
+        return Response(
+            backend.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
+        )
+
+    return [
+        Route("/health", health, methods=["GET"]),
+        Route("/ready", ready, methods=["GET"]),
+        Route("/metrics", _protected(metrics, config), methods=["GET"]),
+    ]
+
+
+def create_probe_app(backend: ProbeBackend, config: HttpConfig) -> Starlette:
+    """Health, readiness and metrics alone: the HTTP side of ``passerelle worker``."""
+    return Starlette(routes=_probe_routes(backend, config))
+
+
 def create_app(backend: ApiBackend, config: HttpConfig) -> Starlette:
     """The ASGI application, bound to one running service."""
-
-    def protected(handler: Handler) -> Handler:
-        async def wrapper(request: Request) -> Response:
-            if not _authorized(request, config):
-                response = operation_outcome(401, "login", "missing or invalid credentials")
-                response.headers["WWW-Authenticate"] = "Bearer"
-                return response
-            return await handler(request)
-
-        return wrapper
 
     async def read_body(request: Request) -> bytes | Response:
         too_large = operation_outcome(413, "too-costly", f"body larger than {_MAX_BODY} bytes")
@@ -233,29 +269,10 @@ def create_app(backend: ApiBackend, config: HttpConfig) -> Starlette:
         lines = "\n".join(json_dumps(b) for b in bundles)
         return Response(lines + "\n", media_type="application/x-ndjson")
 
-    async def health(request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
-
-    async def ready(request: Request) -> Response:
-        checks = await backend.readiness()
-        failing = {name: reason for name, reason in checks.items() if reason}
-        body = {
-            "status": "ready" if not failing else "not ready",
-            "checks": {name: reason or "ok" for name, reason in checks.items()},
-        }
-        return JSONResponse(body, status_code=200 if not failing else 503)
-
-    async def metrics(request: Request) -> Response:
-        return Response(
-            backend.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
-        )
-
     return Starlette(
         routes=[
-            Route("/$convert-data", protected(convert_data), methods=["POST"]),
-            Route("/convert", protected(convert_raw), methods=["POST"]),
-            Route("/health", health, methods=["GET"]),
-            Route("/ready", ready, methods=["GET"]),
-            Route("/metrics", protected(metrics), methods=["GET"]),
+            Route("/$convert-data", _protected(convert_data, config), methods=["POST"]),
+            Route("/convert", _protected(convert_raw, config), methods=["POST"]),
+            *_probe_routes(backend, config),
         ]
     )

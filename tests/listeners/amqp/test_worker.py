@@ -3,8 +3,10 @@ attempts cap and poison go to the dead-letter exchange, the share follows the wo
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import httpx
 import pytest
 
 from listeners.amqp import AmqpWorker
@@ -131,3 +133,62 @@ async def test_partitions_are_shared_fairly_and_taken_over_when_a_worker_stops(
     finally:
         for worker in (first, third):
             await worker.stop(5)
+
+
+async def test_a_worker_serves_health_readiness_and_metrics(
+    tmp_path: Path, broker: RabbitMq, fhir: FhirServer, names: Names
+) -> None:
+    config = make_config(
+        tmp_path,
+        amqp_url=broker.url,
+        names=names,
+        fhir_url=fhir.base_url,
+        backend="amqp",
+        amqp={"partitions": 2},
+    )
+    worker = AmqpWorker(config, use_threads=True)
+    await worker.start()
+    try:
+        base = f"http://127.0.0.1:{worker.http_port}"
+        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+            assert (await client.get("/health")).json() == {"status": "ok"}
+            ready = await client.get("/ready")
+            assert ready.status_code == 200
+            assert ready.json()["checks"] == {"amqp": "ok", "destination:default": "ok"}
+            await eventually(lambda: len(worker.owned) == 2, what="both partitions")
+            await store(config, [envelope("HM-1", "MRN-HM", "HM")])
+            await eventually(lambda: worker.processed == 1, what="the message delivered")
+            metrics = (await client.get("/metrics")).text
+            # The worker serves probes, not conversions.
+            assert (await client.post("/convert", content=b"MSH|")).status_code == 404
+    finally:
+        await worker.stop(5)
+    assert "passerelle_worker_partitions 2.0" in metrics
+    assert re.search(
+        r'passerelle_bundles_delivered_total\{destination="default"[^}]*\} 1\.0', metrics
+    )
+    with pytest.raises(httpx.ConnectError):  # stopped with the worker
+        httpx.get(f"{base}/health", timeout=5)
+
+
+async def test_a_worker_is_not_ready_while_its_destination_is_unreachable(
+    tmp_path: Path, broker: RabbitMq, names: Names
+) -> None:
+    config = make_config(
+        tmp_path,
+        amqp_url=broker.url,
+        names=names,
+        fhir_url="http://127.0.0.1:9/fhir/R4",  # discard port: nothing listens
+        backend="amqp",
+    )
+    worker = AmqpWorker(config, use_threads=True)
+    await worker.start()
+    try:
+        async with httpx.AsyncClient(timeout=30) as client:
+            ready = await client.get(f"http://127.0.0.1:{worker.http_port}/ready")
+    finally:
+        await worker.stop(5)
+    assert ready.status_code == 503
+    checks = ready.json()["checks"]
+    assert checks["amqp"] == "ok"
+    assert checks["destination:default"] != "ok"
