@@ -5,7 +5,7 @@
     passerelle serve [--config FILE]    run the service (MLLP, HTTP API, delivery)
     passerelle send FILE... --port P    an MLLP client that prints the ACKs
     passerelle worker [--config FILE]   deliver from RabbitMQ (queue.backend = "amqp")
-    passerelle dead-letters list|show ID|retry ID|--all|purge
+    passerelle dead-letters list|show ID|retry ID|--all|purge [--amqp]
 
 Configuration is read once here (file + ``PASSERELLE_…`` environment variables) and
 passed down; exit status 2 on usage and configuration errors.
@@ -17,14 +17,13 @@ import argparse
 import asyncio
 import json
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from converter import cli as converter_cli
 from converter.errors import ConfigurationError
 
+from . import dead_letters_cli
 from .config import ConfigError, ServiceConfig, load_config
 from .errors import ServiceError
 from .logs import configure_logging
@@ -87,91 +86,8 @@ def run_worker(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _queue(args: argparse.Namespace) -> object:
-    from .queue.sqlite import SqliteQueue
-
-    config = _load(args)
-    if not config.queue.path.exists():
-        raise ConfigError(f"no queue at {config.queue.path} (is the data_dir right?)")
-    return SqliteQueue(config.queue.path)
-
-
 def run_dead_letters(args: argparse.Namespace) -> int:
-    from .queue.sqlite import SqliteQueue
-
-    queue = _queue(args)
-    assert isinstance(queue, SqliteQueue)
-    out = sys.stdout
-    if args.dl_command == "list":
-        letters = queue.list_dead_letters(limit=args.limit, offset=args.offset)
-        print(f"{queue.count_dead_letters()} dead letter(s)", file=out)
-        for letter in letters:
-            error = letter.error
-            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(letter.failed_at))
-            print(
-                f"{letter.id:>8}  {when}  {letter.envelope.message_type or '?':14} "
-                f"control-id={letter.envelope.control_id or '-'}  "
-                f"sender={letter.envelope.sender}  "
-                f"{error.get('kind', '?')}: {error.get('reason', '')}",
-                file=out,
-            )
-        return EXIT_OK
-    if args.dl_command == "show":
-        found = queue.get_dead_letter(args.id)
-        if found is None:
-            print(f"passerelle: no dead letter {args.id}", file=sys.stderr)
-            return EXIT_FAILED
-        letter = found
-        envelope = letter.envelope
-        error = dict(letter.error)
-        # The offending value and the server's OperationOutcome may quote patient data:
-        # shown, like the message itself, only on request.
-        detail = error.pop("detail", None)
-        outcome = error.pop("outcome", None)
-        if outcome is not None and not args.payload:
-            error["outcome"] = "(the server's OperationOutcome: shown with --payload)"
-        info: dict[str, Any] = {
-            "id": letter.id,
-            "attempts": letter.attempts,
-            "failed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(letter.failed_at)),
-            "received_at": time.strftime(
-                "%Y-%m-%dT%H:%M:%S%z", time.localtime(envelope.received_at)
-            ),
-            "sender": envelope.sender,
-            "listener": envelope.listener,
-            "control_id": envelope.control_id,
-            "message_type": envelope.message_type,
-            "route": envelope.route,
-            "size": len(envelope.payload),
-            "error": error,
-        }
-        if args.payload:
-            if detail:
-                error["detail"] = detail
-            if outcome is not None:
-                error["outcome"] = outcome
-        print(json.dumps(info, indent=2, ensure_ascii=False), file=out)
-        if args.payload:
-            print("--- message ---", file=out)
-            print(envelope.payload.decode("utf-8", "replace").replace("\r", "\n"), file=out)
-        return EXIT_OK
-    if args.dl_command == "retry":
-        if args.all:
-            print(f"{queue.retry_all_dead_letters()} dead letter(s) queued again", file=out)
-            return EXIT_OK
-        if args.id is None:
-            print("passerelle: give a dead letter ID or --all", file=sys.stderr)
-            return EXIT_USAGE
-        if not queue.retry_dead_letter(args.id):
-            print(f"passerelle: no dead letter {args.id}", file=sys.stderr)
-            return EXIT_FAILED
-        print(f"dead letter {args.id} queued again", file=out)
-        return EXIT_OK
-    if args.dl_command == "purge":
-        older = args.older_than_days * 86400 if args.older_than_days is not None else None
-        print(f"{queue.purge_dead_letters(older)} dead letter(s) purged", file=out)
-        return EXIT_OK
-    return EXIT_USAGE
+    return dead_letters_cli.run_dead_letters(args, _load(args))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -214,17 +130,22 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--limit", type=int, default=50)
     listing.add_argument("--offset", type=int, default=0)
     show = dead_sub.add_parser("show", help="one dead letter's metadata and error")
-    show.add_argument("id", type=int)
+    show.add_argument("id", help="its id (SQLite: a number; RabbitMQ: the message id)")
     show.add_argument(
         "--payload", action="store_true", help="also print the message itself (patient data)"
     )
     retry = dead_sub.add_parser("retry", help="queue dead letters again")
-    retry.add_argument("id", type=int, nargs="?")
+    retry.add_argument("id", nargs="?")
     retry.add_argument("--all", action="store_true")
     purge = dead_sub.add_parser("purge", help="delete dead letters")
     purge.add_argument("--older-than-days", type=float, metavar="DAYS")
     for sub in (listing, show, retry, purge):
         _add_config_option(sub)
+        sub.add_argument(
+            "--amqp",
+            action="store_true",
+            help='RabbitMQ\'s dead-letter queue (the default with queue.backend = "amqp")',
+        )
         sub.set_defaults(handler=run_dead_letters)
     return parser
 

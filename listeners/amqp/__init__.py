@@ -9,10 +9,13 @@
   stores into partition queues (hash of the ordering key), confirmed before the ACK.
 - :mod:`.worker` — :class:`AmqpWorker`: ``passerelle worker``, consumes partitions
   (exclusive consumers, fair-share rebalancing, one message at a time per partition).
+- :mod:`.dead_letters` — :class:`AmqpDeadLetters`: the dead-letter queue for
+  ``passerelle dead-letters`` (read, re-send where it failed, purge).
 - :mod:`.envelope` — the envelope and error headers; :mod:`.topology` — what is declared.
 """
 
 from .consumer import AmqpConsumer
+from .dead_letters import AmqpDeadLetter, AmqpDeadLetters
 from .envelope import AmqpEnvelope, decode_envelope, encode_envelope, partition_of
 from .publisher import AmqpSink, CompositeSink
 from .queue import AmqpQueue
@@ -20,6 +23,8 @@ from .worker import AmqpWorker
 
 __all__ = [
     "AmqpConsumer",
+    "AmqpDeadLetter",
+    "AmqpDeadLetters",
     "AmqpEnvelope",
     "AmqpQueue",
     "AmqpSink",

@@ -13,6 +13,7 @@ server OperationOutcome).
 from __future__ import annotations
 
 import hashlib
+import time
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -77,6 +78,8 @@ H_ATTEMPTS = PREFIX + "attempts"
 H_MESSAGE_ID = PREFIX + "message-id"
 H_ORIGINAL_EXCHANGE = PREFIX + "original-exchange"
 H_ORIGINAL_ROUTING_KEY = PREFIX + "original-routing-key"
+#: When the message was dead-lettered (epoch seconds, as text like ``received-at``).
+H_FAILED_AT = PREFIX + "failed-at"
 
 #: Error record key → header. Nothing else of an error record becomes a header.
 ERROR_HEADERS: Mapping[str, str] = MappingProxyType(
@@ -212,9 +215,10 @@ def decode_envelope(message: AbstractIncomingMessage) -> AmqpEnvelope:
     )
 
 
-def error_headers(record: Mapping[str, Any]) -> HeadersType:
-    """``x-passerelle-error-…`` headers of an error record (whitelisted keys, bounded)."""
-    headers: HeadersType = {}
+def error_headers(record: Mapping[str, Any], *, failed_at: float | None = None) -> HeadersType:
+    """``x-passerelle-error-…`` headers of an error record (whitelisted keys, bounded),
+    and the time of the failure (now unless given)."""
+    headers: HeadersType = {H_FAILED_AT: repr(time.time() if failed_at is None else failed_at)}
     for key, header in ERROR_HEADERS.items():
         value = record.get(key)
         if value is None or value == "":
@@ -228,7 +232,7 @@ def error_headers(record: Mapping[str, Any]) -> HeadersType:
 def forwardable_headers(headers: Mapping[str, Any] | None) -> HeadersType:
     """A message's headers minus those the broker adds when dead-lettering and minus
     earlier error headers (a message is re-published with fresh ones)."""
-    dropped = set(_BROKER_HEADERS) | set(ERROR_HEADERS.values())
+    dropped = set(_BROKER_HEADERS) | set(ERROR_HEADERS.values()) | {H_FAILED_AT}
     return {name: value for name, value in (headers or {}).items() if name not in dropped}
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from listeners.amqp.envelope import (
     ERROR_HEADERS,
+    H_FAILED_AT,
     AmqpEnvelope,
     EnvelopeError,
     decode_envelope,
@@ -128,8 +129,9 @@ def test_error_headers_carry_no_content() -> None:
         "attempts": 2,
         "control_id": "C-1",
     }
-    headers = error_headers(record)
-    assert set(headers) <= set(ERROR_HEADERS.values())
+    headers = error_headers(record, failed_at=1700000000.5)
+    assert set(headers) <= {*ERROR_HEADERS.values(), H_FAILED_AT}
+    assert headers[H_FAILED_AT] == "1700000000.5"
     assert not any("SECRET" in str(value) for value in headers.values())
     assert headers["x-passerelle-error-status"] == 503 and headers["x-passerelle-attempts"] == 2
     assert len(str(error_headers({"reason": "x" * 5000})["x-passerelle-error-reason"])) == 1000
@@ -140,6 +142,7 @@ def test_forwarded_headers_drop_broker_and_old_error_headers() -> None:
         "x-death": [{}],
         "x-first-death-queue": "q",
         "x-passerelle-error-kind": "Old",
+        "x-passerelle-failed-at": "1700000000.5",
         "x-passerelle-sender": "s",
         "custom": "kept",
     }

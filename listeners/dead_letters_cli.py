@@ -1,0 +1,232 @@
+"""``passerelle dead-letters``: list, show, retry and purge failed messages.
+
+Dead letters live in the service's SQLite queue, or — with ``queue.backend = "amqp"``, or
+``--amqp`` for the AMQP consumer's — in RabbitMQ's dead-letter queue. Both print the same
+way: one line per dead letter, and for one dead letter its metadata and error as JSON,
+without what may quote patient data (the offending value, the server's OperationOutcome,
+the message itself) unless ``--payload`` asks for it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from typing import Any, TextIO
+
+from .config import ConfigError, ServiceConfig
+from .queue.base import Envelope
+
+__all__ = ["run_dead_letters"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def run_dead_letters(args: argparse.Namespace, config: ServiceConfig) -> int:
+    if args.amqp or config.queue.backend == "amqp":
+        return asyncio.run(_amqp(args, config))
+    return _sqlite(args, config)
+
+
+# -- printing (both stores) -------------------------------------------------------------------
+def _local(when: float | None, fmt: str) -> str:
+    return time.strftime(fmt, time.localtime(when)) if when is not None else "?"
+
+
+def _line(
+    out: TextIO,
+    id: object,
+    failed_at: float | None,
+    envelope: Envelope | None,
+    error: dict[str, Any],
+) -> None:
+    kind = error.get("kind", "?")
+    if envelope is None:
+        print(
+            f"{id!s:>8}  {_local(failed_at, '%Y-%m-%d %H:%M:%S')}  {'?':14} "
+            f"(not a Passerelle envelope)  {kind}: {error.get('reason', '')}",
+            file=out,
+        )
+        return
+    print(
+        f"{id!s:>8}  {_local(failed_at, '%Y-%m-%d %H:%M:%S')}  "
+        f"{envelope.message_type or '?':14} "
+        f"control-id={envelope.control_id or '-'}  "
+        f"sender={envelope.sender}  "
+        f"{kind}: {error.get('reason', '')}",
+        file=out,
+    )
+
+
+def _show(
+    out: TextIO,
+    *,
+    info: dict[str, Any],
+    envelope: Envelope | None,
+    error: dict[str, Any],
+    body: bytes,
+    payload: bool,
+) -> None:
+    error = dict(error)
+    # The offending value and the server's OperationOutcome may quote patient data:
+    # shown, like the message itself, only on request.
+    detail = error.pop("detail", None)
+    outcome = error.pop("outcome", None)
+    if outcome is not None and not payload:
+        error["outcome"] = "(the server's OperationOutcome: shown with --payload)"
+    if envelope is not None:
+        info |= {
+            "received_at": _local(envelope.received_at, "%Y-%m-%dT%H:%M:%S%z"),
+            "sender": envelope.sender,
+            "listener": envelope.listener,
+            "control_id": envelope.control_id,
+            "message_type": envelope.message_type,
+            "route": envelope.route,
+        }
+    info |= {"size": len(body), "error": error}
+    if payload:
+        if detail:
+            error["detail"] = detail
+        if outcome is not None:
+            error["outcome"] = outcome
+    print(json.dumps(info, indent=2, ensure_ascii=False), file=out)
+    if payload:
+        print("--- message ---", file=out)
+        print(body.decode("utf-8", "replace").replace("\r", "\n"), file=out)
+
+
+# -- the SQLite queue --------------------------------------------------------------------------
+def _sqlite(args: argparse.Namespace, config: ServiceConfig) -> int:
+    from .queue.sqlite import SqliteQueue
+
+    if not config.queue.path.exists():
+        raise ConfigError(f"no queue at {config.queue.path} (is the data_dir right?)")
+    queue = SqliteQueue(config.queue.path)
+    out = sys.stdout
+    if args.dl_command == "list":
+        letters = queue.list_dead_letters(limit=args.limit, offset=args.offset)
+        print(f"{queue.count_dead_letters()} dead letter(s)", file=out)
+        for listed in letters:
+            _line(out, listed.id, listed.failed_at, listed.envelope, listed.error)
+        return EXIT_OK
+    if args.dl_command in ("show", "retry") and args.id is not None and not args.id.isdigit():
+        print(
+            f"passerelle: dead letter ids of the SQLite queue are numbers: {args.id!r}",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    if args.dl_command == "show":
+        letter = queue.get_dead_letter(int(args.id))
+        if letter is None:
+            print(f"passerelle: no dead letter {args.id}", file=sys.stderr)
+            return EXIT_FAILED
+        info = {
+            "id": letter.id,
+            "attempts": letter.attempts,
+            "failed_at": _local(letter.failed_at, "%Y-%m-%dT%H:%M:%S%z"),
+        }
+        _show(
+            out,
+            info=info,
+            envelope=letter.envelope,
+            error=letter.error,
+            body=letter.envelope.payload,
+            payload=args.payload,
+        )
+        return EXIT_OK
+    if args.dl_command == "retry":
+        if args.all:
+            print(f"{queue.retry_all_dead_letters()} dead letter(s) queued again", file=out)
+            return EXIT_OK
+        if args.id is None:
+            print("passerelle: give a dead letter ID or --all", file=sys.stderr)
+            return EXIT_USAGE
+        if not queue.retry_dead_letter(int(args.id)):
+            print(f"passerelle: no dead letter {args.id}", file=sys.stderr)
+            return EXIT_FAILED
+        print(f"dead letter {args.id} queued again", file=out)
+        return EXIT_OK
+    if args.dl_command == "purge":
+        older = args.older_than_days * 86400 if args.older_than_days is not None else None
+        print(f"{queue.purge_dead_letters(older)} dead letter(s) purged", file=out)
+        return EXIT_OK
+    return EXIT_USAGE
+
+
+# -- RabbitMQ's dead-letter queue --------------------------------------------------------------
+async def _amqp(args: argparse.Namespace, config: ServiceConfig) -> int:
+    from .amqp.broker import PublishFailure
+    from .amqp.dead_letters import AmqpDeadLetters
+
+    if config.amqp.url is None:
+        raise ConfigError("the RabbitMQ dead-letter queue needs [amqp] url")
+    if not config.amqp.dead_letter_queue:
+        raise ConfigError("amqp.dead_letter_queue is empty: RabbitMQ keeps no dead letters")
+    out = sys.stdout
+    try:
+        async with AmqpDeadLetters(config.amqp) as store:
+            if args.dl_command == "list":
+                print(f"{await store.count()} dead letter(s)", file=out)
+                for letter in await store.read(limit=args.limit, offset=args.offset):
+                    _line(out, letter.id, letter.failed_at, letter.envelope, letter.error)
+                return EXIT_OK
+            if args.dl_command == "show":
+                found = await store.find(args.id)
+                if found is None:
+                    print(f"passerelle: no dead letter {args.id}", file=sys.stderr)
+                    return EXIT_FAILED
+                info = {
+                    "id": found.id,
+                    "position": found.position,
+                    "attempts": found.attempts,
+                    "failed_at": _local(found.failed_at, "%Y-%m-%dT%H:%M:%S%z"),
+                    "retry_to": (
+                        {"exchange": found.target[0], "routing_key": found.target[1]}
+                        if found.target
+                        else None
+                    ),
+                }
+                _show(
+                    out,
+                    info=info,
+                    envelope=found.envelope,
+                    error=found.error,
+                    body=found.body,
+                    payload=args.payload,
+                )
+                return EXIT_OK
+            if args.dl_command == "retry":
+                if not args.all and args.id is None:
+                    print("passerelle: give a dead letter ID or --all", file=sys.stderr)
+                    return EXIT_USAGE
+                sent, skipped = await store.retry(
+                    lambda letter: bool(args.all) or letter.id == args.id
+                )
+                if skipped:
+                    print(
+                        f"passerelle: {skipped} dead letter(s) not retried: not a Passerelle "
+                        "envelope and no origin to send it back to",
+                        file=sys.stderr,
+                    )
+                if not sent and not skipped and not args.all:
+                    print(f"passerelle: no dead letter {args.id}", file=sys.stderr)
+                    return EXIT_FAILED
+                print(f"{sent} dead letter(s) sent again", file=out)
+                return EXIT_FAILED if skipped and not sent else EXIT_OK
+            if args.dl_command == "purge":
+                older = args.older_than_days * 86400 if args.older_than_days is not None else None
+                print(f"{await store.purge(older)} dead letter(s) purged", file=out)
+                return EXIT_OK
+    except ConnectionError as exc:
+        print(f"passerelle: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except PublishFailure as exc:
+        print(
+            f"passerelle: a retry was not confirmed by RabbitMQ ({exc}); "
+            "what was not sent again is still a dead letter",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    return EXIT_USAGE
