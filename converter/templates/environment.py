@@ -22,6 +22,7 @@ from typing import Any
 
 import jinja2
 import simplejson
+from jinja2.compiler import CodeGenerator
 from jinja2.environment import TemplateModule
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import Namespace
@@ -135,6 +136,29 @@ def _protect_strings(encoded: str) -> str:
     )
 
 
+class _JsonCodeGenerator(CodeGenerator):
+    """Compiles ``{{ expression }}`` to ``environment.json_output(expression)``.
+
+    Jinja's own code is ``escape(environment.finalize(context.eval_ctx, expression))``:
+    the finalizer already returns the JSON text as Markup, so the escape() around it only
+    builds the same Markup a second time — on every expression of every render. The hooks
+    are the ones Jinja's native-types code generator overrides; a template that toggles
+    autoescaping keeps Jinja's code.
+    """
+
+    def _output_child_pre(self, node: Any, frame: Any, finalize: Any) -> None:
+        if frame.eval_ctx.volatile or not frame.eval_ctx.autoescape:
+            super()._output_child_pre(node, frame, finalize)
+        else:
+            self.write("environment.json_output(")
+
+    def _output_child_post(self, node: Any, frame: Any, finalize: Any) -> None:
+        if frame.eval_ctx.volatile or not frame.eval_ctx.autoescape:
+            super()._output_child_post(node, frame, finalize)
+        else:
+            self.write(")")
+
+
 class _Sandbox(ImmutableSandboxedEnvironment):
     """The immutable sandbox, with a fast path for the objects made for templates.
 
@@ -145,6 +169,9 @@ class _Sandbox(ImmutableSandboxedEnvironment):
     a template exports) and ``namespace()`` objects (only the values a template set).
     Everything else is checked as usual.
     """
+
+    code_generator_class = _JsonCodeGenerator
+    json_output = staticmethod(to_json)
 
     def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
         if type(obj) in _TEMPLATE_TYPES:

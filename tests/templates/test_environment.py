@@ -405,6 +405,30 @@ def test_constant_expressions_are_json_too(tmp_path: Path, expression: str, expe
     assert resource.get("value") == expected
 
 
+@pytest.mark.parametrize("autoescape", ["true", "false"])
+def test_expressions_are_json_with_autoescaping_toggled_too(
+    tmp_path: Path, autoescape: str
+) -> None:
+    # Inside {% autoescape %} Jinja's own output code runs instead of json_output().
+    resource = one_resource(
+        tmp_path,
+        "{% autoescape " + autoescape + ' %}{"resourceType": "Basic", "value": {{ v }}, '
+        '"n": {{ none }}, "code": {{ "a&b" }}}{% endautoescape %}',
+        v='say "hi" <b>',
+    )
+    assert resource is not None
+    assert (resource["value"], resource["code"], "n" in resource) == ('say "hi" <b>', "a&b", False)
+
+
+def test_expressions_compile_to_one_json_output_call(tmp_path: Path) -> None:
+    # The finalizer's Markup is not escaped a second time (see _JsonCodeGenerator).
+    builtin = write_templates(tmp_path, {ROOT: ""})
+    environment = make_templates(builtin).environment
+    source = environment.compile("{{ a }}{{ b | string }}", raw=True)
+    assert source.count("environment.json_output(") == 2
+    assert "escape(" not in source.replace("json_output(", "")
+
+
 def test_markup_passes_through_and_blank_macro_output_is_null(tmp_path: Path) -> None:
     assert to_json(Markup('{"a": 1}')) == '{"a": 1}'
     assert to_json(Markup(" \n\t ")) == "null"
