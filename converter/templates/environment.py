@@ -18,12 +18,14 @@ from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+from types import MethodType
 from typing import Any
 
 import jinja2
 import simplejson
 from jinja2.compiler import CodeGenerator
 from jinja2.environment import TemplateModule
+from jinja2.runtime import Context, Macro
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import Namespace
 from markupsafe import Markup
@@ -172,6 +174,27 @@ class _Sandbox(ImmutableSandboxedEnvironment):
 
     code_generator_class = _JsonCodeGenerator
     json_output = staticmethod(to_json)
+
+    def call(
+        __self,
+        __context: Context,
+        __obj: Any,
+        *args: Any,
+        **kwargs: Any,
+    ) -> Any:
+        """Macros and the methods of template objects are called directly.
+
+        Neither is a ``str.format``, marked unsafe, or takes the context, which is all
+        the sandbox and ``Context.call`` look for; everything else takes their path.
+        """
+        kind = type(__obj)
+        if kind is Macro or (kind is MethodType and type(__obj.__self__) in _TEMPLATE_TYPES):
+            if kwargs:
+                # What Jinja passes for its own use inside loops and blocks.
+                kwargs.pop("_loop_vars", None)
+                kwargs.pop("_block_vars", None)
+            return __obj(*args, **kwargs)
+        return super().call(__context, __obj, *args, **kwargs)
 
     def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
         if type(obj) in _TEMPLATE_TYPES:

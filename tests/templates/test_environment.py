@@ -108,6 +108,23 @@ def test_imported_macros_and_namespace_values_are_reachable(tmp_path: Path) -> N
     assert resource["value"] == "onetwo"
 
 
+def test_macros_and_template_methods_called_in_loops_with_keywords(tmp_path: Path) -> None:
+    # The sandbox calls these directly (no Context.call): keywords, defaults, caller and
+    # Jinja's own loop arguments must still arrive as Jinja would pass them.
+    resource = one_resource(
+        tmp_path,
+        '{% macro pair(a, b="d") %}{{ a ~ "-" ~ b }}{% endmacro %}'
+        '{% macro wrap(a) %}{"a": {{ a }}, "c": {{ caller() }}}{% endmacro %}'
+        '{"resourceType": "Basic", "code": "c", "values": ['
+        "{% for x in ['1', '2'] %}{{ pair(x, b=loop.index) }},{% endfor %}"
+        "{% for x in ['3'] %}{% call wrap(x) %}\"+\"{% endcall %},{% endfor %}"
+        "{% for seg in msg.all('PID') %}{{ seg[5].rep_where(1, 'DOE') }},{% endfor %}]}",
+        msg=parse(MESSAGE),
+    )
+    assert resource is not None
+    assert resource["values"] == ["1-1", "2-2", {"a": "3", "c": "+"}, "DOE"]
+
+
 def test_template_globals_do_not_leak_into_the_environment(tmp_path: Path) -> None:
     # Template globals are plain dicts (a copy), not Jinja's ChainMap over the environment's.
     builtin = write_templates(tmp_path, {ROOT: ""})
