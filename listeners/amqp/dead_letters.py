@@ -26,7 +26,13 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
+import aiormq
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractConnection,
+    AbstractIncomingMessage,
+    AbstractQueue,
+)
 
 from ..config import AmqpConfig
 from ..queue.base import Envelope
@@ -100,10 +106,10 @@ class AmqpDeadLetters:
             self._connection = None
 
     async def count(self) -> int:
-        """Messages in the queue now."""
+        """Messages in the queue now (0 when nothing declared it yet)."""
         async with self._channel() as channel:
-            queue = await channel.declare_queue(self._config.dead_letter_queue, passive=True)
-            return int(queue.declaration_result.message_count or 0)
+            found = await self._declared(channel)
+            return 0 if found is None else found[1]
 
     async def read(self, limit: int | None = None, offset: int = 0) -> list[AmqpDeadLetter]:
         """Dead letters ``offset+1 … offset+limit`` in queue order; all are given back."""
@@ -192,8 +198,10 @@ class AmqpDeadLetters:
     ) -> AsyncIterator[tuple[AbstractIncomingMessage, AmqpDeadLetter]]:
         # Only the messages there at the start: a retried message that fails again comes
         # back behind them and is not retried twice by one command.
-        queue = await channel.declare_queue(self._config.dead_letter_queue, passive=True)
-        present = int(queue.declaration_result.message_count or 0)
+        found = await self._declared(channel)
+        if found is None:
+            return
+        queue, present = found
         for position in range(1, present + 1):
             message = await queue.get(
                 no_ack=False, fail=False, timeout=self._config.confirm_timeout
@@ -201,6 +209,14 @@ class AmqpDeadLetters:
             if message is None:
                 return
             yield message, self._letter(message, position)
+
+    async def _declared(self, channel: AbstractChannel) -> tuple[AbstractQueue, int] | None:
+        """The queue and its message count; None when it does not exist (yet)."""
+        try:
+            queue = await channel.declare_queue(self._config.dead_letter_queue, passive=True)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            return None
+        return queue, int(queue.declaration_result.message_count or 0)
 
     def _letter(self, message: AbstractIncomingMessage, position: int) -> AmqpDeadLetter:
         headers = message.headers or {}

@@ -124,6 +124,8 @@ async def test_a_consumer_dead_letter_is_sent_back_to_where_it_was_consumed_from
     path = write_config(tmp_path, amqp_url=broker.url, names=names)
     cfg = ("--config", str(path), "--amqp")  # the SQLite backend: --amqp picks RabbitMQ
     origin = f"{names.prefix}.origin"
+    # Nothing has declared the dead-letter queue yet: empty, not an error.
+    assert (await command("list", *cfg)).stdout.startswith("0 dead letter(s)")
     async with AmqpClient(broker.url) as client:
         channel = await client.channel()
         await channel.declare_queue(origin, durable=True)
