@@ -160,10 +160,6 @@ async def _amqp(args: argparse.Namespace, config: ServiceConfig) -> int:
     from .amqp.broker import PublishFailure
     from .amqp.dead_letters import AmqpDeadLetters
 
-    if config.amqp.url is None:
-        raise ConfigError("the RabbitMQ dead-letter queue needs [amqp] url")
-    if not config.amqp.dead_letter_queue:
-        raise ConfigError("amqp.dead_letter_queue is empty: RabbitMQ keeps no dead letters")
     out = sys.stdout
     try:
         async with AmqpDeadLetters(config.amqp) as store:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -34,7 +34,7 @@ from aio_pika.abc import (
     AbstractQueue,
 )
 
-from ..config import AmqpConfig
+from ..config import AmqpConfig, ConfigError
 from ..queue.base import Envelope
 from .broker import ConfirmedPublisher, connect_plain
 from .envelope import (
@@ -82,9 +82,9 @@ class AmqpDeadLetters:
 
     def __init__(self, config: AmqpConfig) -> None:
         if config.url is None:
-            raise ValueError("the dead-letter queue needs [amqp] url")
+            raise ConfigError("the RabbitMQ dead-letter queue needs [amqp] url")
         if not config.dead_letter_queue:
-            raise ValueError("amqp.dead_letter_queue is empty: dead letters are not kept")
+            raise ConfigError("amqp.dead_letter_queue is empty: RabbitMQ keeps no dead letters")
         self._config = config
         self._url = config.url
         self._connection: AbstractConnection | None = None
@@ -114,8 +114,8 @@ class AmqpDeadLetters:
     async def read(self, limit: int | None = None, offset: int = 0) -> list[AmqpDeadLetter]:
         """Dead letters ``offset+1 … offset+limit`` in queue order; all are given back."""
         out: list[AmqpDeadLetter] = []
-        async with self._channel() as channel:
-            async for _, letter in self._scan(channel):
+        async with self._channel() as channel, contextlib.aclosing(self._scan(channel)) as scan:
+            async for _, letter in scan:
                 if letter.position > offset:
                     out.append(letter)
                 if limit is not None and len(out) >= limit:
@@ -123,8 +123,8 @@ class AmqpDeadLetters:
         return out
 
     async def find(self, id: str) -> AmqpDeadLetter | None:
-        async with self._channel() as channel:
-            async for _, letter in self._scan(channel):
+        async with self._channel() as channel, contextlib.aclosing(self._scan(channel)) as scan:
+            async for _, letter in scan:
                 if letter.id == id:
                     return letter
         return None
@@ -141,8 +141,11 @@ class AmqpDeadLetters:
             self._connection, timeout=self._config.confirm_timeout, url=self._url
         )
         try:
-            async with self._channel() as channel:
-                async for message, letter in self._scan(channel):
+            async with (
+                self._channel() as channel,
+                contextlib.aclosing(self._scan(channel)) as scan,
+            ):
+                async for message, letter in scan:
                     if not select(letter):
                         continue
                     if letter.target is None:
@@ -170,8 +173,8 @@ class AmqpDeadLetters:
         when None; one without a failure time counts from when it was received)."""
         removed = 0
         now = time.time()
-        async with self._channel() as channel:
-            async for message, letter in self._scan(channel):
+        async with self._channel() as channel, contextlib.aclosing(self._scan(channel)) as scan:
+            async for message, letter in scan:
                 when = letter.failed_at
                 if when is None and letter.envelope is not None:
                     when = letter.envelope.received_at
@@ -195,7 +198,7 @@ class AmqpDeadLetters:
 
     async def _scan(
         self, channel: AbstractChannel
-    ) -> AsyncIterator[tuple[AbstractIncomingMessage, AmqpDeadLetter]]:
+    ) -> AsyncGenerator[tuple[AbstractIncomingMessage, AmqpDeadLetter], None]:
         # Only the messages there at the start: a retried message that fails again comes
         # back behind them and is not retried twice by one command.
         found = await self._declared(channel)
