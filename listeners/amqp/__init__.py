@@ -8,7 +8,9 @@
 - :mod:`.queue` — :class:`AmqpQueue`: ``queue.backend = "amqp"``, the MLLP listener
   stores into partition queues (hash of the ordering key), confirmed before the ACK.
 - :mod:`.worker` — :class:`AmqpWorker`: ``passerelle worker``, consumes partitions
-  (exclusive consumers, fair-share rebalancing, one message at a time per partition).
+  (exclusive consumers, fair-share rebalancing, one message at a time per partition);
+  :mod:`.handling` settles each message (convert, deliver with retries in place, ack or
+  dead-letter).
 - :mod:`.dead_letters` — :class:`AmqpDeadLetters`: the dead-letter queue for
   ``passerelle dead-letters`` (read, re-send where it failed, purge).
 - :mod:`.envelope` — the envelope and error headers; :mod:`.topology` — what is declared.

@@ -38,48 +38,24 @@ import logging
 import math
 import random
 import signal
-import time
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Iterator
 
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
 from ..config import RouteConfig, ServiceConfig
-from ..conversion import ConversionFailure, ConversionPool, ConversionResult
-from ..delivery import Sink, backoff_delay, build_sink, sink_readiness
-from ..errors import DeliveryError, RejectedDeliveryError, TransientDeliveryError
+from ..conversion import ConversionPool
+from ..delivery import Sink, build_sink, sink_readiness
 from ..http import EmbeddedHttpServer, create_probe_app
-from ..logs import error_fields, log_fields
+from ..logs import log_fields
 from ..metrics import Metrics
-from .broker import ConfirmedPublisher, PublishFailure, connect_plain, describe, safe_error
-from .envelope import (
-    AmqpEnvelope,
-    EnvelopeError,
-    decode_envelope,
-    error_headers,
-    persistent_copy,
-)
-from .envelope import forwardable_headers as _forwardable
+from .broker import ConfirmedPublisher, connect_plain, describe, safe_error
+from .handling import MessageHandler, Partition
 from .topology import declare_dead_letters, declare_partitions, partition_queue
 
 __all__ = ["AmqpWorker"]
 
 log = logging.getLogger("passerelle.amqp.worker")
-
-
-@dataclass(eq=False)
-class _Partition:
-    """A partition this worker consumes."""
-
-    number: int
-    queue: str
-    channel: AbstractChannel
-    inbox: asyncio.Queue[AbstractIncomingMessage | None] = field(default_factory=asyncio.Queue)
-    released: asyncio.Event = field(default_factory=asyncio.Event)
-    task: asyncio.Task[None] | None = None
-    busy: bool = False
 
 
 class AmqpWorker:
@@ -107,7 +83,7 @@ class AmqpWorker:
         }
         self.pool: ConversionPool | None = None
         self.sinks: dict[str, Sink] = {}
-        self._partitions: dict[int, _Partition] = {}
+        self._partitions: dict[int, Partition] = {}
         self._connection: AbstractConnection | None = None
         self._probe: AbstractChannel | None = None
         self._publisher: ConfirmedPublisher | None = None
@@ -116,9 +92,13 @@ class AmqpWorker:
         self._grace = 30.0
         self._offset = self._rng.randrange(self._amqp.partitions)
         self._http: EmbeddedHttpServer | None = None
-        #: Messages this worker settled (delivered or dead-lettered), for tests and logs.
-        self.processed = 0
+        self._handler: MessageHandler | None = None
         self.metrics.partitions.set_function(lambda: len(self.owned))
+
+    @property
+    def processed(self) -> int:
+        """Messages this worker settled (delivered or dead-lettered), for tests and logs."""
+        return self._handler.processed if self._handler is not None else 0
 
     @property
     def http_port(self) -> int:
@@ -147,6 +127,17 @@ class AmqpWorker:
             )
             await asyncio.get_running_loop().run_in_executor(None, self.pool.warm_up)
             self.sinks = {name: build_sink(dest) for name, dest in config.destinations.items()}
+            self._handler = MessageHandler(
+                routes=self.routes,
+                pool=self.pool,
+                sinks=self.sinks,
+                delivery=config.delivery,
+                dead_letter_exchange=self._amqp.dead_letter_exchange,
+                metrics=self.metrics,
+                publisher=lambda: self._publisher,
+                release=self._release,
+                rng=self._rng,
+            )
             http = EmbeddedHttpServer(
                 create_probe_app(self, config.http), config.http.host, config.http.port
             )
@@ -308,12 +299,12 @@ class AmqpWorker:
         count = self._amqp.partitions
         return ((self._offset + i) % count for i in range(count))
 
-    async def _claim(self, number: int) -> _Partition | None:
+    async def _claim(self, number: int) -> Partition | None:
         assert self._connection is not None
         name = partition_queue(self._amqp, number)
         channel = await self._connection.channel(publisher_confirms=False)
         await channel.set_qos(prefetch_count=1)
-        partition = _Partition(number, name, channel)
+        partition = Partition(number, name, channel)
         queue = await channel.get_queue(name, ensure=False)
         try:
             await queue.consume(partition.inbox.put, exclusive=True)
@@ -332,7 +323,7 @@ class AmqpWorker:
         )
         return partition
 
-    def _release(self, partition: _Partition) -> None:
+    def _release(self, partition: Partition) -> None:
         partition.released.set()
         partition.inbox.put_nowait(None)
 
@@ -351,15 +342,16 @@ class AmqpWorker:
         self._partitions.clear()
 
     # -- one partition ---------------------------------------------------------------------------
-    async def _consume(self, partition: _Partition) -> None:
+    async def _consume(self, partition: Partition) -> None:
         try:
             while True:
                 message = await partition.inbox.get()
                 if message is None or partition.released.is_set():
                     break  # an unprocessed message goes back to the queue with the channel
                 partition.busy = True
+                assert self._handler is not None
                 try:
-                    await self._handle(partition, message)
+                    await self._handler.handle(partition, message)
                 finally:
                     partition.busy = False
         finally:
@@ -372,162 +364,6 @@ class AmqpWorker:
                 partition.queue,
                 extra=log_fields(event="partition-released", count=len(self.owned)),
             )
-
-    async def _handle(self, partition: _Partition, message: AbstractIncomingMessage) -> None:
-        try:
-            envelope = decode_envelope(message)
-        except EnvelopeError as exc:
-            record = {"stage": "envelope", "kind": "EnvelopeError", "reason": str(exc)}
-            await self._dead_letter(
-                partition,
-                message,
-                record,
-                "envelope",
-                "unknown",
-                log_fields(message_id=message.message_id),
-            )
-            return
-        route = envelope.route if envelope.route in self.routes else "default"
-        message_type = envelope.message_type or "unknown"
-        fields = _fields(envelope)
-        destination = self.routes[route].destination
-        attempt = 0
-        outcome: list[ConversionResult] | ConversionFailure | None = None
-        while True:
-            attempt += 1
-            try:
-                if outcome is None:
-                    assert self.pool is not None
-                    outcome = await self.pool.convert(
-                        route, envelope.payload, input_type=envelope.input_type
-                    )
-                if isinstance(outcome, ConversionFailure):
-                    record = outcome.as_record() | {"stage": "conversion"}
-                    await self._dead_letter(
-                        partition, message, record, "conversion", message_type, fields
-                    )
-                    return
-                await self._deliver(outcome, envelope, destination)
-            except RejectedDeliveryError as exc:
-                record = exc.as_record() | {
-                    "stage": "delivery",
-                    "destination": destination,
-                    "attempts": attempt,
-                }
-                await self._dead_letter(
-                    partition, message, record, "rejected", message_type, fields
-                )
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                failure = (
-                    exc
-                    if isinstance(exc, TransientDeliveryError)
-                    else TransientDeliveryError(
-                        f"{type(exc).__name__}", status=getattr(exc, "status", None)
-                    )
-                )
-                if not isinstance(exc, DeliveryError):
-                    log.warning(
-                        "delivery failed unexpectedly; will retry",
-                        extra=fields | log_fields(error_kind=type(exc).__name__),
-                    )
-                limit = self.config.delivery.max_attempts
-                if limit and attempt >= limit:
-                    record = failure.as_record() | {
-                        "stage": "delivery",
-                        "destination": destination,
-                        "attempts": attempt,
-                    }
-                    await self._dead_letter(
-                        partition, message, record, "attempts-exhausted", message_type, fields
-                    )
-                    return
-                delay = backoff_delay(
-                    attempt,
-                    initial=self.config.delivery.backoff_initial,
-                    maximum=self.config.delivery.backoff_max,
-                    retry_after=failure.retry_after,
-                    rng=self._rng,
-                )
-                self.metrics.retried.labels(destination, str(failure.status or "connection")).inc()
-                log.warning(
-                    "delivery failed; will retry in place",
-                    extra=fields
-                    | log_fields(
-                        destination=destination,
-                        status=failure.status,
-                        attempt=attempt,
-                        delay_s=round(delay, 3),
-                    ),
-                )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(partition.released.wait(), timeout=delay)
-                if partition.released.is_set():
-                    return  # not acked: back to the queue's head for the next owner
-                continue
-            if await self._ack(message, fields):
-                self.processed += 1
-                log.info(
-                    "delivered", extra=fields | log_fields(destination=destination, attempt=attempt)
-                )
-            return
-
-    async def _deliver(
-        self, results: list[ConversionResult], envelope: AmqpEnvelope, destination: str
-    ) -> None:
-        sink = self.sinks[destination]
-        for result in results:
-            self.metrics.converted.labels(result.message_type).inc()
-            started = time.perf_counter()
-            await sink.deliver(result.bundle, envelope)
-            self.metrics.delivery_seconds.labels(destination).observe(time.perf_counter() - started)
-            self.metrics.delivered.labels(destination, result.message_type).inc()
-
-    async def _dead_letter(
-        self,
-        partition: _Partition,
-        message: AbstractIncomingMessage,
-        record: Mapping[str, Any],
-        reason: str,
-        message_type: str,
-        fields: dict[str, Any],
-    ) -> None:
-        headers = _forwardable(message.headers) | error_headers(record)
-        assert self._publisher is not None
-        try:
-            await self._publisher.publish(
-                persistent_copy(message, headers),
-                exchange=self._amqp.dead_letter_exchange,
-                routing_key=str(record.get("stage", "delivery")),
-            )
-        except PublishFailure as exc:
-            # Not acked: released with the partition, back to the head of the queue.
-            log.warning(
-                "dead-lettering failed; releasing the partition",
-                extra=fields | log_fields(error_kind=exc.reason),
-            )
-            self._release(partition)
-            return
-        self.metrics.dead_lettered.labels(reason, message_type).inc()
-        if await self._ack(message, fields):
-            self.processed += 1
-        log.warning(
-            "message dead-lettered",
-            extra=fields | error_fields(record),
-        )
-
-    async def _ack(self, message: AbstractIncomingMessage, fields: dict[str, Any]) -> bool:
-        try:
-            await message.ack()
-        except Exception as exc:
-            log.warning(
-                "could not ack (connection lost?); the message will be delivered again",
-                extra=fields | log_fields(error_kind=type(exc).__name__),
-            )
-            return False
-        return True
 
 
 async def _ignore(message: AbstractIncomingMessage) -> None:
@@ -543,16 +379,3 @@ async def _first_of(events: tuple[asyncio.Event, ...], timeout: float) -> None:
     finally:
         for waiter in waiters:
             waiter.cancel()
-
-
-def _fields(envelope: AmqpEnvelope) -> dict[str, Any]:
-    return log_fields(
-        control_id=envelope.control_id,
-        sender=envelope.sender,
-        message_type=envelope.message_type,
-        route=envelope.route,
-        listener=envelope.listener,
-        message_id=envelope.message_id,
-        correlation_id=envelope.correlation_id,
-        size=len(envelope.payload),
-    )

@@ -1,0 +1,259 @@
+"""One partition message, from its envelope to its ack: the work of ``passerelle worker``.
+
+Decode the envelope, convert it (once), deliver the bundles to the route's destination —
+a transient failure is retried in place with backoff and jitter, without acking, so the
+partition's later messages wait — then ack. Conversion errors, rejections, exhausted
+attempts and messages that are not envelopes are published (confirmed) to the
+dead-letter exchange, then acked. A partition released during a retry gives its message
+back unacked, to the head of the queue for the next owner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+
+from ..config import DeliveryConfig, RouteConfig
+from ..conversion import ConversionFailure, ConversionPool, ConversionResult
+from ..delivery import Sink, backoff_delay
+from ..errors import DeliveryError, RejectedDeliveryError, TransientDeliveryError
+from ..logs import error_fields, log_fields
+from ..metrics import Metrics
+from .broker import ConfirmedPublisher, PublishFailure
+from .envelope import (
+    AmqpEnvelope,
+    EnvelopeError,
+    decode_envelope,
+    error_headers,
+    persistent_copy,
+)
+from .envelope import forwardable_headers as _forwardable
+
+__all__ = ["MessageHandler", "Partition"]
+
+log = logging.getLogger("passerelle.amqp.worker")
+
+
+@dataclass(eq=False)
+class Partition:
+    """A partition a worker consumes: its messages arrive in ``inbox``, one at a time."""
+
+    number: int
+    queue: str
+    channel: AbstractChannel
+    inbox: asyncio.Queue[AbstractIncomingMessage | None] = field(default_factory=asyncio.Queue)
+    released: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+    busy: bool = False
+
+
+class MessageHandler:
+    """Handles the messages of a worker's partitions (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        routes: Mapping[str, RouteConfig],
+        pool: ConversionPool,
+        sinks: Mapping[str, Sink],
+        delivery: DeliveryConfig,
+        dead_letter_exchange: str,
+        metrics: Metrics,
+        publisher: Callable[[], ConfirmedPublisher | None],
+        release: Callable[[Partition], None],
+        rng: random.Random,
+    ) -> None:
+        self._routes = routes
+        self._pool = pool
+        self._sinks = sinks
+        self._delivery = delivery
+        self._dead_letter_exchange = dead_letter_exchange
+        self._metrics = metrics
+        #: The confirm-mode publisher of the current broker session (None between two).
+        self._publisher = publisher
+        #: Gives a partition up (after a failed dead-lettering).
+        self._release = release
+        self._rng = rng
+        #: Messages settled (delivered or dead-lettered), for tests and logs.
+        self.processed = 0
+
+    async def handle(self, partition: Partition, message: AbstractIncomingMessage) -> None:
+        """Settle one message of ``partition``: acked after delivery or dead-lettering,
+        or left unacked (back to the queue) when the partition is released meanwhile."""
+        try:
+            envelope = decode_envelope(message)
+        except EnvelopeError as exc:
+            record = {"stage": "envelope", "kind": "EnvelopeError", "reason": str(exc)}
+            await self._dead_letter(
+                partition,
+                message,
+                record,
+                "envelope",
+                "unknown",
+                log_fields(message_id=message.message_id),
+            )
+            return
+        route = envelope.route if envelope.route in self._routes else "default"
+        message_type = envelope.message_type or "unknown"
+        fields = _fields(envelope)
+        destination = self._routes[route].destination
+        attempt = 0
+        outcome: list[ConversionResult] | ConversionFailure | None = None
+        while True:
+            attempt += 1
+            try:
+                if outcome is None:
+                    outcome = await self._pool.convert(
+                        route, envelope.payload, input_type=envelope.input_type
+                    )
+                if isinstance(outcome, ConversionFailure):
+                    record = outcome.as_record() | {"stage": "conversion"}
+                    await self._dead_letter(
+                        partition, message, record, "conversion", message_type, fields
+                    )
+                    return
+                await self._deliver(outcome, envelope, destination)
+            except RejectedDeliveryError as exc:
+                record = exc.as_record() | {
+                    "stage": "delivery",
+                    "destination": destination,
+                    "attempts": attempt,
+                }
+                await self._dead_letter(
+                    partition, message, record, "rejected", message_type, fields
+                )
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failure = (
+                    exc
+                    if isinstance(exc, TransientDeliveryError)
+                    else TransientDeliveryError(
+                        f"{type(exc).__name__}", status=getattr(exc, "status", None)
+                    )
+                )
+                if not isinstance(exc, DeliveryError):
+                    log.warning(
+                        "delivery failed unexpectedly; will retry",
+                        extra=fields | log_fields(error_kind=type(exc).__name__),
+                    )
+                limit = self._delivery.max_attempts
+                if limit and attempt >= limit:
+                    record = failure.as_record() | {
+                        "stage": "delivery",
+                        "destination": destination,
+                        "attempts": attempt,
+                    }
+                    await self._dead_letter(
+                        partition, message, record, "attempts-exhausted", message_type, fields
+                    )
+                    return
+                delay = backoff_delay(
+                    attempt,
+                    initial=self._delivery.backoff_initial,
+                    maximum=self._delivery.backoff_max,
+                    retry_after=failure.retry_after,
+                    rng=self._rng,
+                )
+                self._metrics.retried.labels(destination, str(failure.status or "connection")).inc()
+                log.warning(
+                    "delivery failed; will retry in place",
+                    extra=fields
+                    | log_fields(
+                        destination=destination,
+                        status=failure.status,
+                        attempt=attempt,
+                        delay_s=round(delay, 3),
+                    ),
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(partition.released.wait(), timeout=delay)
+                if partition.released.is_set():
+                    return  # not acked: back to the queue's head for the next owner
+                continue
+            if await self._ack(message, fields):
+                self.processed += 1
+                log.info(
+                    "delivered", extra=fields | log_fields(destination=destination, attempt=attempt)
+                )
+            return
+
+    async def _deliver(
+        self, results: list[ConversionResult], envelope: AmqpEnvelope, destination: str
+    ) -> None:
+        sink = self._sinks[destination]
+        for result in results:
+            self._metrics.converted.labels(result.message_type).inc()
+            started = time.perf_counter()
+            await sink.deliver(result.bundle, envelope)
+            self._metrics.delivery_seconds.labels(destination).observe(
+                time.perf_counter() - started
+            )
+            self._metrics.delivered.labels(destination, result.message_type).inc()
+
+    async def _dead_letter(
+        self,
+        partition: Partition,
+        message: AbstractIncomingMessage,
+        record: Mapping[str, Any],
+        reason: str,
+        message_type: str,
+        fields: dict[str, Any],
+    ) -> None:
+        headers = _forwardable(message.headers) | error_headers(record)
+        publisher = self._publisher()
+        assert publisher is not None, "no broker session"
+        try:
+            await publisher.publish(
+                persistent_copy(message, headers),
+                exchange=self._dead_letter_exchange,
+                routing_key=str(record.get("stage", "delivery")),
+            )
+        except PublishFailure as exc:
+            # Not acked: released with the partition, back to the head of the queue.
+            log.warning(
+                "dead-lettering failed; releasing the partition",
+                extra=fields | log_fields(error_kind=exc.reason),
+            )
+            self._release(partition)
+            return
+        self._metrics.dead_lettered.labels(reason, message_type).inc()
+        if await self._ack(message, fields):
+            self.processed += 1
+        log.warning(
+            "message dead-lettered",
+            extra=fields | error_fields(record),
+        )
+
+    async def _ack(self, message: AbstractIncomingMessage, fields: dict[str, Any]) -> bool:
+        try:
+            await message.ack()
+        except Exception as exc:
+            log.warning(
+                "could not ack (connection lost?); the message will be delivered again",
+                extra=fields | log_fields(error_kind=type(exc).__name__),
+            )
+            return False
+        return True
+
+
+def _fields(envelope: AmqpEnvelope) -> dict[str, Any]:
+    return log_fields(
+        control_id=envelope.control_id,
+        sender=envelope.sender,
+        message_type=envelope.message_type,
+        route=envelope.route,
+        listener=envelope.listener,
+        message_id=envelope.message_id,
+        correlation_id=envelope.correlation_id,
+        size=len(envelope.payload),
+    )
