@@ -1,4 +1,4 @@
-"""The Nutrition and Reason for Referral sections."""
+"""The Nutrition, Reason for Referral and Advance Directives sections."""
 
 from __future__ import annotations
 
@@ -53,6 +53,24 @@ REFERRAL = (
     "</section></component>"
 )
 
+DIRECTIVES = (
+    '<component><section><templateId root="2.16.840.1.113883.10.20.22.2.21.1"/>'
+    '<code code="42348-3" codeSystem="2.16.840.1.113883.6.1"/><title>Advance directives</title>'
+    "<text>Not for resuscitation</text>"
+    '<entry><organizer classCode="CLUSTER" moodCode="EVN">'
+    '<templateId root="2.16.840.1.113883.10.20.22.4.108"/>'
+    '<id root="1.2.250.1.999.10" extension="ORG-1"/>'
+    '<code code="45473-6" codeSystem="2.16.840.1.113883.6.1"/><statusCode code="completed"/>'
+    '<component><observation classCode="OBS" moodCode="EVN">'
+    '<templateId root="2.16.840.1.113883.10.20.22.4.48" extension="2015-08-01"/>'
+    '<id root="1.2.250.1.999.10" extension="AD-1"/>'
+    '<code code="75278-2" codeSystem="2.16.840.1.113883.6.1"/><statusCode code="completed"/>'
+    '<effectiveTime><low value="20110219"/><high value="20300101"/></effectiveTime>'
+    '<value xsi:type="CD" code="304253006" codeSystem="2.16.840.1.113883.6.96"/>'
+    "</observation></component></organizer></entry>"
+    "</section></component>"
+)
+
 
 def resources(bundle: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
     return {
@@ -98,4 +116,29 @@ def test_a_patient_referral_becomes_a_service_request() -> None:
     )
     assert referral["code"]["coding"][0]["code"] == "44383000"
     assert referral["occurrenceDateTime"] == "2024-03-15"
+    assert not conversion.warnings
+
+
+def test_advance_directives_become_us_core_adi_observations() -> None:
+    conversion = Converter(ConverterConfig()).convert_document(cda(body=DIRECTIVES).encode())
+    observations = resources(conversion.bundle, "Observation")
+    (panel_ref,) = section_refs(conversion.bundle, "42348-3")
+    panel = observations[panel_ref.split("/")[1]]
+    assert panel["code"]["coding"][0]["code"] == "45473-6"
+    (member_ref,) = panel["hasMember"]
+    directive = observations[member_ref["reference"].split("/")[1]]
+    assert directive["valueCodeableConcept"]["coding"][0]["code"] == "304253006"
+    assert directive["effectivePeriod"] == {"start": "2011-02-19", "end": "2030-01-01"}
+    for observation in (panel, directive):
+        assert observation["category"] == [
+            {
+                "coding": [
+                    {
+                        "system": "http://hl7.org/fhir/us/core/CodeSystem/us-core-category",
+                        "code": "observation-adi-documentation",
+                        "display": "Observation ADI Documentation",
+                    }
+                ]
+            }
+        ]
     assert not conversion.warnings
