@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from concurrent.futures.process import BrokenProcessPool
@@ -23,7 +22,7 @@ from typing import Any
 
 from .config import DeliveryConfig
 from .conversion import ConversionFailure, ConversionPool
-from .delivery import Sink, backoff_delay
+from .delivery import Sink, backoff_delay, deliver_results, record_conversion
 from .errors import DeliveryError, RejectedDeliveryError, TransientDeliveryError
 from .logs import log_fields
 from .metrics import Metrics
@@ -201,16 +200,9 @@ class DeliveryWorkers:
             return
         destination = self._destination_of(envelope.route)
         sink = self._sinks[destination]
+        record_conversion(self._metrics, outcome)
         try:
-            for result in outcome:
-                self._metrics.converted.labels(result.message_type).inc()
-                self._metrics.conversion_seconds.labels(result.message_type).observe(result.seconds)
-                started = time.perf_counter()
-                await sink.deliver(result.bundle, envelope=envelope)
-                self._metrics.delivery_seconds.labels(destination).observe(
-                    time.perf_counter() - started
-                )
-                self._metrics.delivered.labels(destination, result.message_type).inc()
+            await deliver_results(sink, outcome, envelope, destination, self._metrics)
         except TransientDeliveryError as exc:
             await self._retry(job, exc, destination, fields)
             return

@@ -48,7 +48,7 @@ from converter import ConversionError
 
 from ..config import ServiceConfig
 from ..conversion import ConversionFailure, ConversionPool
-from ..delivery.base import Sink
+from ..delivery import Sink, deliver_results, record_conversion
 from ..errors import DeliveryError, QueueError, RejectedDeliveryError, TransientDeliveryError
 from ..ingest import IngestQueue, SupportChecker
 from ..logs import error_fields, log_fields
@@ -265,16 +265,9 @@ class AmqpConsumer:
             return
         destination = self._destination_of(envelope.route)
         sink = self._sinks[destination]
+        record_conversion(self._metrics, outcome)
         try:
-            for result in outcome:
-                self._metrics.converted.labels(result.message_type).inc()
-                self._metrics.conversion_seconds.labels(result.message_type).observe(result.seconds)
-                started = time.perf_counter()
-                await sink.deliver(result.bundle, envelope)
-                self._metrics.delivery_seconds.labels(destination).observe(
-                    time.perf_counter() - started
-                )
-                self._metrics.delivered.labels(destination, result.message_type).inc()
+            await deliver_results(sink, outcome, envelope, destination, self._metrics)
         except RejectedDeliveryError as exc:
             record = exc.as_record() | {
                 "stage": "delivery",

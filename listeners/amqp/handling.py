@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +22,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from ..config import DeliveryConfig, RouteConfig
 from ..conversion import ConversionFailure, ConversionPool, ConversionResult
-from ..delivery import Sink, backoff_delay
+from ..delivery import Sink, backoff_delay, deliver_results, record_conversion
 from ..errors import DeliveryError, RejectedDeliveryError, TransientDeliveryError
 from ..logs import error_fields, log_fields
 from ..metrics import Metrics
@@ -114,13 +113,18 @@ class MessageHandler:
                     outcome = await self._pool.convert(
                         route, envelope.payload, input_type=envelope.input_type
                     )
+                    if not isinstance(outcome, ConversionFailure):
+                        # Once: a retry delivers the same bundles again.
+                        record_conversion(self._metrics, outcome)
                 if isinstance(outcome, ConversionFailure):
                     record = outcome.as_record() | {"stage": "conversion"}
                     await self._dead_letter(
                         partition, message, record, "conversion", message_type, fields
                     )
                     return
-                await self._deliver(outcome, envelope, destination)
+                await deliver_results(
+                    self._sinks[destination], outcome, envelope, destination, self._metrics
+                )
             except RejectedDeliveryError as exc:
                 record = exc.as_record() | {
                     "stage": "delivery",
@@ -186,19 +190,6 @@ class MessageHandler:
                     "delivered", extra=fields | log_fields(destination=destination, attempt=attempt)
                 )
             return
-
-    async def _deliver(
-        self, results: list[ConversionResult], envelope: AmqpEnvelope, destination: str
-    ) -> None:
-        sink = self._sinks[destination]
-        for result in results:
-            self._metrics.converted.labels(result.message_type).inc()
-            started = time.perf_counter()
-            await sink.deliver(result.bundle, envelope)
-            self._metrics.delivery_seconds.labels(destination).observe(
-                time.perf_counter() - started
-            )
-            self._metrics.delivered.labels(destination, result.message_type).inc()
 
     async def _dead_letter(
         self,

@@ -9,10 +9,14 @@ OperationOutcome).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Iterable, Mapping
 
 from ..config import DestinationConfig
+from ..conversion import ConversionResult
 from ..errors import DeliveryError
+from ..metrics import Metrics
+from ..queue.base import Envelope
 from .auth import (
     Authenticator,
     BasicAuth,
@@ -46,8 +50,10 @@ __all__ = [
     "build_sink",
     "bundle_bytes",
     "bundle_file_name",
+    "deliver_results",
     "outcome_summary",
     "parse_retry_after",
+    "record_conversion",
     "sink_readiness",
 ]
 
@@ -77,3 +83,26 @@ async def sink_readiness(sinks: Mapping[str, Sink]) -> dict[str, str | None]:
         except DeliveryError as exc:
             checks[f"destination:{name}"] = str(exc)[:200]
     return checks
+
+
+def record_conversion(metrics: Metrics, results: Iterable[ConversionResult]) -> None:
+    """Count one message's conversion: bundles by type and the time each took."""
+    for result in results:
+        metrics.converted.labels(result.message_type).inc()
+        metrics.conversion_seconds.labels(result.message_type).observe(result.seconds)
+
+
+async def deliver_results(
+    sink: Sink,
+    results: Iterable[ConversionResult],
+    envelope: Envelope,
+    destination: str,
+    metrics: Metrics,
+) -> None:
+    """Deliver one message's bundles to ``sink`` in order, timing and counting each; the
+    first failure (a :class:`~listeners.errors.DeliveryError`) stops and propagates."""
+    for result in results:
+        started = time.perf_counter()
+        await sink.deliver(result.bundle, envelope)
+        metrics.delivery_seconds.labels(destination).observe(time.perf_counter() - started)
+        metrics.delivered.labels(destination, result.message_type).inc()

@@ -29,6 +29,16 @@ from tests.support.rabbitmq import RabbitMq
 pytestmark = pytest.mark.anyio
 
 
+def samples(worker: AmqpWorker, name: str) -> float:
+    """The sum of a metric's samples over all its labels."""
+    return sum(
+        sample.value
+        for metric in worker.metrics.registry.collect()
+        for sample in metric.samples
+        if sample.name == name
+    )
+
+
 async def test_a_transient_failure_is_retried_in_place_and_later_messages_wait(
     tmp_path: Path, broker: RabbitMq, fhir: FhirServer, names: Names
 ) -> None:
@@ -54,6 +64,10 @@ async def test_a_transient_failure_is_retried_in_place_and_later_messages_wait(
     assert history_families(fhir, patient["id"]) == ["IP-v1", "IP-v2"]
     assert [post["status"] for post in bundle_posts(fhir)] == [503, 503, 200, 200]
     assert worker.metrics.retried.labels("default", "503")._value.get() == 2
+    # Converted once per message: the retries deliver the same bundles again.
+    assert samples(worker, "passerelle_messages_converted_total") == 2
+    assert samples(worker, "passerelle_conversion_seconds_count") == 2
+    assert samples(worker, "passerelle_bundles_delivered_total") == 2
 
 
 async def test_poison_and_exhausted_attempts_go_to_the_dead_letter_exchange(
