@@ -12,9 +12,11 @@ Templates are configuration that users supply: they render in an immutable sandb
 
 from __future__ import annotations
 
+import functools
 import json
+import json.encoder
 import re
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -55,15 +57,19 @@ def _default(value: Any) -> Any:
 
 
 def _string(text: str) -> Markup:
-    encoded = _dumps(text)
+    encoded = _encode_string(text)
     # Brackets inside strings are written as escapes so that the trailing-comma cleanup
     # of template output (a plain text substitution) can never touch a value.
     if "]" in encoded or "}" in encoded:
         encoded = encoded.replace("]", "\\u005d").replace("}", "\\u007d")
-    return Markup(encoded)
+    return _markup(encoded)
 
 
-_dumps = json.JSONEncoder(ensure_ascii=False).encode
+# What ``json.dumps(text, ensure_ascii=False)`` calls for a string, without its Python
+# frames; and Markup built by str's own constructor (Markup.__new__ only adds handling
+# of __html__ objects and bytes, which JSON text never is). Both run ~250 times a message.
+_encode_string = json.encoder.encode_basestring
+_markup: Callable[[str], Markup] = functools.partial(str.__new__, Markup)
 _container = json.JSONEncoder(ensure_ascii=False, default=_default, allow_nan=False).encode
 # The rare container holding a decimal (``{"value": x | decimal}``) is written by
 # simplejson, slower and making garbage cycles per call, so only then.
@@ -92,15 +98,15 @@ def to_json(value: Any) -> Markup:
     if isinstance(value, str):
         return _string(value) if value else _NULL
     if isinstance(value, Ref):
-        return Markup(value.as_json())
+        return _markup(value.as_json())
     if isinstance(value, Decimal):
         if not value.is_finite():
             raise ValueError(f"{value} is not a JSON number")
-        return Markup(format(value, "f"))
+        return _markup(format(value, "f"))
     if isinstance(value, bool | int | float):
         # NaN and Infinity are not JSON (a "1e999" decimal would otherwise be written as
         # ``Infinity``): a ValueError, reported as a MappingError at the template line.
-        return Markup(json.dumps(value, allow_nan=False))
+        return _markup(json.dumps(value, allow_nan=False))
     if isinstance(value, jinja2.Undefined):
         str(value)  # StrictUndefined raises with the missing name
         return _NULL
@@ -109,7 +115,7 @@ def to_json(value: Any) -> Markup:
         if "]" in encoded or "}" in encoded:
             # Same protection as for strings, applied inside the container's strings only.
             encoded = _protect_strings(encoded)
-        return Markup(encoded)
+        return _markup(encoded)
     if not value:
         # An absent segment or group (``msg.ZZZ``) is empty, not the text of its name.
         return _NULL
