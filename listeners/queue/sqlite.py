@@ -35,7 +35,6 @@ Design
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import sqlite3
@@ -45,6 +44,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import QueueError
+from ._sqlite_rows import (
+    DEAD_LETTER_COLUMNS,
+    ENVELOPE_COLUMNS,
+    dead_letter_from_row,
+    envelope_from_row,
+    error_text,
+)
 from ._sqlite_schema import connect, storage_error
 from ._sqlite_writer import Operation, Writer
 from .base import DeadLetter, Envelope, Job, MessageQueue, PutResult
@@ -59,17 +65,9 @@ except ImportError:  # pragma: no cover - Windows
 T = TypeVar("T")
 
 _ACTIVE = "state IN ('pending', 'inflight')"  # must match messages_key_active verbatim
-_ENVELOPE = (
-    "payload, sender, listener, received_at, ordering_key, control_id, "
-    "message_type, input_type, route, message_id, correlation_id"
-)
-_DEAD = (
-    "seq, attempts, updated_at, last_error, sender, listener, received_at, "
-    "ordering_key, control_id, message_type, input_type, route, message_id, correlation_id"
-)
 # The queries run per message; tests check their plans use the partial indexes.
 _CLAIM_SQL = (
-    f"SELECT seq, attempts, {_ENVELOPE} FROM messages"
+    f"SELECT seq, attempts, {ENVELOPE_COLUMNS} FROM messages"
     " WHERE state = 'pending' AND head = 1 AND next_attempt_at <= ?"
     " ORDER BY next_attempt_at, seq LIMIT ?"
 )
@@ -183,7 +181,7 @@ class SqliteQueue:
             conn.execute(
                 "UPDATE messages SET state = 'pending', next_attempt_at = ?, last_error = ?,"
                 f" updated_at = ? WHERE seq = ? AND {_ACTIVE}",
-                (now + max(0.0, delay), _dump(error), now, seq),
+                (now + max(0.0, delay), error_text(error), now, seq),
             )
             return None, 0
 
@@ -211,10 +209,11 @@ class SqliteQueue:
         """Dead letters, oldest first; metadata only (``envelope.payload`` is empty)."""
         with self._admin() as conn:
             rows = conn.execute(
-                f"SELECT {_DEAD} FROM messages WHERE state = 'dead' ORDER BY seq LIMIT ? OFFSET ?",
+                f"SELECT {DEAD_LETTER_COLUMNS} FROM messages WHERE state = 'dead'"
+                " ORDER BY seq LIMIT ? OFFSET ?",
                 (max(0, limit), max(0, offset)),
             ).fetchall()
-        return [_dead_letter(row, b"") for row in rows]
+        return [dead_letter_from_row(row, b"") for row in rows]
 
     def state(self, seq: int) -> str | None:
         """``pending``, ``inflight``, ``done`` or ``dead``; None when unknown (pruned)."""
@@ -226,9 +225,11 @@ class SqliteQueue:
         """One dead letter with its payload, or None."""
         with self._admin() as conn:
             row = conn.execute(
-                f"SELECT {_DEAD}, payload FROM messages WHERE seq = ? AND state = 'dead'", (id,)
+                f"SELECT {DEAD_LETTER_COLUMNS}, payload FROM messages"
+                " WHERE seq = ? AND state = 'dead'",
+                (id,),
             ).fetchone()
-        return None if row is None else _dead_letter(row[:-1], row[-1] or b"")
+        return None if row is None else dead_letter_from_row(row[:-1], row[-1] or b"")
 
     def retry_dead_letter(self, id: int) -> bool:
         """Queue dead letter ``id`` again as new work (new seq, tail of its key)."""
@@ -285,7 +286,7 @@ class SqliteQueue:
                 return PutResult(seq=row[0], duplicate=True), 0
         head = state == "pending" and not _key_busy(conn, envelope.ordering_key)
         cursor = conn.execute(
-            f"INSERT INTO messages ({_ENVELOPE}, state, head, attempts, next_attempt_at,"
+            f"INSERT INTO messages ({ENVELOPE_COLUMNS}, state, head, attempts, next_attempt_at,"
             " last_error, stored_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
             " ?, ?, 0, ?, ?, ?, ?)",
             (
@@ -303,7 +304,7 @@ class SqliteQueue:
                 state,
                 int(head),
                 now,
-                None if error is None else _dump(error),
+                None if error is None else error_text(error),
                 now,
                 now,
             ),
@@ -319,7 +320,10 @@ class SqliteQueue:
             " WHERE seq = ?",
             [(now, row[0]) for row in rows],
         )
-        return [Job(seq=row[0], envelope=_envelope(row[2:]), attempts=row[1] + 1) for row in rows]
+        return [
+            Job(seq=row[0], envelope=envelope_from_row(row[2:]), attempts=row[1] + 1)
+            for row in rows
+        ]
 
     def _finish(
         self, conn: sqlite3.Connection, seq: int, state: str, error: dict[str, Any] | None
@@ -336,7 +340,7 @@ class SqliteQueue:
             conn.execute(
                 "UPDATE messages SET state = 'dead', head = 0, last_error = ?, updated_at = ?"
                 " WHERE seq = ?",
-                (_dump(error or {}), now, seq),
+                (error_text(error or {}), now, seq),
             )
         elif control_id is None:  # never needed for duplicate detection
             conn.execute("DELETE FROM messages WHERE seq = ?", (seq,))
@@ -358,9 +362,9 @@ class SqliteQueue:
             return None
         head = not _key_busy(conn, row[0])
         cursor = conn.execute(
-            f"INSERT INTO messages ({_ENVELOPE}, state, head, attempts, next_attempt_at,"
+            f"INSERT INTO messages ({ENVELOPE_COLUMNS}, state, head, attempts, next_attempt_at,"
             " last_error, stored_at, updated_at, requeued_from)"
-            f" SELECT {_ENVELOPE}, 'pending', ?, 0, ?, NULL, stored_at, ?,"
+            f" SELECT {ENVELOPE_COLUMNS}, 'pending', ?, 0, ?, NULL, stored_at, ?,"
             " coalesce(requeued_from, seq) FROM messages WHERE seq = ?",
             (int(head), now, now, id),
         )
@@ -476,54 +480,6 @@ def _depth(conn: sqlite3.Connection) -> int:
 
 def _count(conn: sqlite3.Connection, where: str) -> int:
     return int(conn.execute(f"SELECT count(*) FROM messages WHERE {where}").fetchone()[0])
-
-
-def _dump(error: dict[str, Any]) -> str:
-    return json.dumps(error, ensure_ascii=False, default=str, sort_keys=True)
-
-
-def _envelope(row: tuple[Any, ...]) -> Envelope:
-    (
-        payload,
-        sender,
-        listener,
-        received_at,
-        key,
-        control_id,
-        message_type,
-        input_type,
-        route,
-        message_id,
-        correlation_id,
-    ) = row
-    return Envelope(
-        message_id=message_id,
-        correlation_id=correlation_id,
-        payload=bytes(payload or b""),
-        sender=sender,
-        listener=listener,
-        received_at=received_at,
-        ordering_key=key,
-        control_id=control_id,
-        message_type=message_type,
-        input_type=input_type,
-        route=route,
-    )
-
-
-def _dead_letter(row: tuple[Any, ...], payload: bytes) -> DeadLetter:
-    seq, attempts, failed_at, error, *envelope = row
-    try:
-        details = json.loads(error) if error else {}
-    except ValueError:
-        details = {"error": error}
-    return DeadLetter(
-        id=seq,
-        envelope=_envelope((payload, *envelope)),
-        attempts=attempts,
-        failed_at=failed_at,
-        error=details if isinstance(details, dict) else {"error": details},
-    )
 
 
 if TYPE_CHECKING:
