@@ -148,7 +148,11 @@ class Converter:
     def convert_message(
         self, data: bytes, *, root_template: str | None = None, index: int = 1
     ) -> Conversion:
-        """Convert one HL7 v2 message into a transaction Bundle."""
+        """Convert one HL7 v2 message into a transaction Bundle.
+
+        ``data`` is one message as :meth:`split` cuts it: CR segment separators, no byte
+        order mark or framing. Files and streams go through :meth:`convert`.
+        """
         message = self.parse(data)
         if self.config.strict_hl7:
             validate_strictly(data.decode(message.codec), message.control_id or None)
