@@ -16,7 +16,7 @@ import functools
 import json
 import json.encoder
 import re
-from collections.abc import Callable, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -188,19 +188,40 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         *args: Any,
         **kwargs: Any,
     ) -> Any:
-        """Macros and the methods of template objects are called directly.
+        """Macros, the methods of template objects and our own global functions
+        (``emit``, ``codemap``…: :meth:`call_directly`) are called directly.
 
-        Neither is a ``str.format``, marked unsafe, or takes the context, which is all
-        the sandbox and ``Context.call`` look for; everything else takes their path.
+        None is a ``str.format``, marked unsafe, or takes the context, which is all the
+        sandbox and ``Context.call`` look for; everything else takes their path.
         """
         kind = type(__obj)
-        if kind is Macro or (kind is MethodType and type(__obj.__self__) in _TEMPLATE_TYPES):
+        if (
+            kind is Macro
+            or (kind is MethodType and type(__obj.__self__) in _TEMPLATE_TYPES)
+            or id(__obj) in __self.direct_calls
+        ):
             if kwargs:
                 # What Jinja passes for its own use inside loops and blocks.
                 kwargs.pop("_loop_vars", None)
                 kwargs.pop("_block_vars", None)
             return __obj(*args, **kwargs)
         return super().call(__context, __obj, *args, **kwargs)
+
+    #: ``id()`` of the global functions :meth:`call` need not inspect. Ids rather than
+    #: the objects, so that nothing a template calls is hashed (a hash may be any
+    #: object's code); :attr:`_direct_functions` keeps the functions alive, so no other
+    #: object can take one of their ids.
+    direct_calls: frozenset[int] = frozenset()
+    _direct_functions: tuple[Callable[..., Any], ...] = ()
+
+    def call_directly(self, functions: Iterable[Callable[..., Any]]) -> None:
+        """Trust these functions (set up once, before any template renders)."""
+        added = tuple(functions)
+        for function in added:
+            if hasattr(function, "jinja_pass_arg") or getattr(function, "unsafe_callable", False):
+                raise ConfigurationError(f"{function!r} needs Jinja's own call path")
+        self._direct_functions = (*self._direct_functions, *added)
+        self.direct_calls = frozenset(map(id, self._direct_functions))
 
     def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
         if type(obj) in _TEMPLATE_TYPES:
@@ -280,10 +301,12 @@ class TemplateSet:
             cache_size=-1,
         )
         self.environment.filters.update(filters.filters())
-        self.environment.globals.update(filters.globals())
-        self.environment.globals.update(
-            {name: _session_function(name) for name in ("emit", "emitted", "include", "warn")}
-        )
+        own_globals = {
+            **filters.globals(),
+            **{name: _session_function(name) for name in ("emit", "emitted", "include", "warn")},
+        }
+        self.environment.globals.update(own_globals)
+        self.environment.call_directly(own_globals.values())
 
     def list(self, family: str | None = None) -> list[TemplateInfo]:
         """Every template visible through the search path, the override winning."""

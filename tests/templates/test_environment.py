@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from jinja2.exceptions import SecurityError
 from markupsafe import Markup
 
 from converter.errors import ConfigurationError, MappingError, TemplateError
@@ -142,6 +143,31 @@ def test_calling_a_bound_method_owner_is_refused(tmp_path: Path) -> None:
         render(make_session(builtin))
     assert "unsafe" in str(caught.value)
     assert caught.value.template == f"{RESOURCE}:3"
+
+
+def test_own_global_functions_are_called_directly_and_others_checked(tmp_path: Path) -> None:
+    from jinja2 import pass_context
+
+    environment = make_templates(write_templates(tmp_path, {ROOT: ""})).environment
+    own = ("emit", "emitted", "include", "warn", "codemap", "hd_system", "require")
+    assert {id(environment.globals[name]) for name in own} <= environment.direct_calls
+    # A function added later is not trusted: a context-taking one still gets its context.
+    environment.globals["ctx_name"] = pass_context(lambda ctx: ctx.name or "anonymous")
+    assert id(environment.globals["ctx_name"]) not in environment.direct_calls
+    assert environment.from_string("{{ ctx_name() }}").render() == '"anonymous"'
+    # Nor is what a template calls through one of them: unsafe callables stay refused.
+    with pytest.raises(SecurityError):
+        environment.from_string("{{ require(msg.all.__self__) }}").render(msg=parse(MESSAGE))
+
+
+def test_functions_that_need_jinja_call_path_cannot_be_trusted(tmp_path: Path) -> None:
+    from jinja2 import pass_context
+
+    environment = make_templates(write_templates(tmp_path, {ROOT: ""})).environment
+    before = environment.direct_calls
+    with pytest.raises(ConfigurationError):
+        environment.call_directly([pass_context(lambda ctx: ctx)])
+    assert environment.direct_calls == before
 
 
 @pytest.mark.parametrize(
