@@ -429,6 +429,30 @@ def test_lenient_warnings_reach_the_result_from_imported_macros(tmp_path: Path) 
     assert any("PID-7" in warning for warning in conversion.warnings), conversion.warnings
 
 
+@pytest.mark.parametrize(
+    ("original", "bad", "location", "kind"),
+    [
+        (b"|19850312|", b"|1985-03-12|", "PID-7", "date"),
+        (b"|20240314083000+0100\r", b"|14/03/2024\r", "PV1-44", "date"),
+        (b"PID|1|", b"PID|one|", "PID-1", "SI"),
+    ],
+)
+def test_strict_hl7_mode_names_a_bad_datatype_without_its_value(
+    original: bytes, bad: bytes, location: str, kind: str
+) -> None:
+    # hl7apy reports these as a bare ValueError quoting the value and not its place.
+    message = SAMPLE.replace(original, bad)
+    assert message != SAMPLE
+    Converter(ConverterConfig(strict_values=False)).convert(message)  # lenient: converts
+    with pytest.raises(ParseError) as refused:
+        Converter(ConverterConfig(strict_hl7=True)).convert(message)
+    assert refused.value.location == location
+    assert refused.value.hl7_error_code == "102"
+    assert refused.value.control_id == "CHU-ADT-20240316-000102"
+    assert f"a valid {kind} value" in str(refused.value)
+    assert bad.strip(b"|\r").split(b"|")[-1].decode() not in str(refused.value)
+
+
 def test_strict_hl7_mode_refuses_what_breaks_the_version_definition() -> None:
     missing_pid3 = re.sub(rb"\rPID\|1\|\|[^|]*\|", b"\rPID|1|||", SAMPLE)
     assert missing_pid3 != SAMPLE

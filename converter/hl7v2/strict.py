@@ -5,6 +5,10 @@ bend the standard in ways a conversion tolerates. When a deployment wants messag
 break the standard refused (HL7 AR, error 101/102/100), it turns this on
 (``ConverterConfig(strict_hl7=True)``, ``passerelle convert --strict-hl7``).
 
+hl7apy checks datatypes while it parses and reports a bad one as a bare ``ValueError``
+that quotes the value (a date of birth, a phone number) but not its place: the value is
+dropped, and the segment and field are found by parsing the message again piece by piece.
+
 Known limit: hl7apy 1.3 models ORM_O01's choice of order detail segments as a sequence,
 so every ORM^O01 fails strict validation ("Missing required child … RQD").
 """
@@ -12,12 +16,15 @@ so every ORM^O01 fails strict validation ("Missing required child … RQD").
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from ..errors import ParseError
 
 __all__ = ["validate_strictly"]
 
 _CHILD = re.compile(r"(?:child|element) ([A-Z0-9]{3})[._]([A-Z0-9]{3})_(\d+)")
+# hl7apy's wordings: "Invalid value for TN data", "… is not an HL7 valid date value".
+_DATATYPE = re.compile(r"for ([A-Za-z]{2,3}) data|valid ([A-Za-z]+) value")
 
 
 def validate_strictly(text: str, control_id: str | None) -> None:
@@ -26,13 +33,20 @@ def validate_strictly(text: str, control_id: str | None) -> None:
     from hl7apy.exceptions import HL7apyException
     from hl7apy.parser import parse_message
 
+    text = text.replace("\n", "\r").strip("\r")
     try:
-        message = parse_message(
-            text.replace("\n", "\r").strip("\r"),
-            validation_level=VALIDATION_LEVEL.STRICT,
-            find_groups=True,
-        )
+        message = parse_message(text, validation_level=VALIDATION_LEVEL.STRICT, find_groups=True)
         message.validate()
+    except ValueError as exc:
+        found = _DATATYPE.search(str(exc))
+        kind = f"a valid {found[1] or found[2]} value" if found else "valid for its datatype"
+        error = ParseError(
+            f"not valid for its HL7 version (strict mode): a value is not {kind}",
+            location=_locate_bad_value(text, str(exc)),
+            control_id=control_id,
+        )
+        error.hl7_error_code = "102"
+        raise error from None
     except HL7apyException as exc:
         reason = str(exc)
         found = _CHILD.search(reason)
@@ -50,3 +64,63 @@ def validate_strictly(text: str, control_id: str | None) -> None:
 def _without_values(reason: str) -> str:
     """hl7apy quotes offending values in some messages: keep the message, drop quotes."""
     return re.sub(r"'[^']*'|\"[^\"]*\"", "…", reason)[:200]
+
+
+def _locate_bad_value(text: str, reason: str) -> str | None:
+    """``SEG-n`` of the first field hl7apy refuses with ``reason`` (the segment when no
+    field alone is; None when parsing segment by segment does not reproduce it).
+
+    Only the same refusal counts: a field parsed out of its message can fail for other
+    reasons (hl7apy reads some datatypes differently without the message's context).
+    """
+    from hl7apy.consts import VALIDATION_LEVEL
+    from hl7apy.exceptions import HL7apyException
+    from hl7apy.parser import parse_field, parse_segment
+
+    segments = text.split("\r")
+    if len(segments[0]) < 8:
+        return None
+    separator = segments[0][3]
+    msh = segments[0].split(separator)
+    delimiters = msh[1] if len(msh) > 1 else ""
+    if len(delimiters) < 4:
+        return None
+    encoding = {
+        "FIELD": separator,
+        "COMPONENT": delimiters[0],
+        "REPETITION": delimiters[1],
+        "ESCAPE": delimiters[2],
+        "SUBCOMPONENT": delimiters[3],
+        "GROUP": "\r",
+        "SEGMENT": "\r",
+    }
+    version = msh[11].split(delimiters[0], 1)[0] if len(msh) > 11 else None
+    strict: dict[str, Any] = {
+        "version": version,
+        "encoding_chars": encoding,
+        "validation_level": VALIDATION_LEVEL.STRICT,
+    }
+    for line in segments:
+        name = line[:3]
+        try:
+            parse_segment(line, **strict)
+            continue
+        except HL7apyException:
+            continue
+        except ValueError as exc:
+            if str(exc) != reason:
+                continue
+        # MSH-1 is the separator itself: MSH's split fields sit one position lower.
+        shift = 1 if name == "MSH" else 0
+        for position, field in enumerate(line.split(separator)[1:], start=1 + shift):
+            if not field or (name == "MSH" and position == 2):
+                continue
+            try:
+                parse_field(field, name=f"{name}_{position}", **strict)
+            except HL7apyException:
+                continue
+            except ValueError as exc:
+                if str(exc) == reason:
+                    return f"{name}-{position}"
+        return name
+    return None
