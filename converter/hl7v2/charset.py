@@ -63,7 +63,7 @@ def codec_for(msh18: str, default: str) -> str:
         # Senders also write Python/IANA names (utf-8, latin-1, windows-1252): accept them.
         try:
             codec = codecs.lookup(name.lower()).name
-        except LookupError:
+        except (LookupError, ValueError):  # ValueError: a NUL byte in the name
             raise CharsetError(f"unknown character set {msh18!r}", location="MSH-18") from None
         if not _ascii_compatible(codec):
             # bytes-to-bytes codecs (base64, hex) and sets such as UTF-16 or EBCDIC.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from converter.errors import CharsetError, ParseError
 from converter.hl7v2.charset import codec_for, decode_message
@@ -38,11 +40,22 @@ def test_codec_for_empty_uses_default(msh18: str) -> None:
     assert codec_for(msh18, "utf-8") == "utf-8"
 
 
-def test_codec_for_unknown_set() -> None:
+@pytest.mark.parametrize("msh18", ["KLINGON-8", "UTF\x00-8"])
+def test_codec_for_unknown_set(msh18: str) -> None:
     with pytest.raises(CharsetError) as info:
-        codec_for("KLINGON-8", "utf-8")
+        codec_for(msh18, "utf-8")
     assert info.value.location == "MSH-18"
-    assert info.value.reason == "unknown character set 'KLINGON-8'"
+    assert info.value.reason == f"unknown character set {msh18!r}"
+
+
+@given(st.text(max_size=20))
+def test_codec_for_any_text_is_a_codec_or_a_charset_error(msh18: str) -> None:
+    try:
+        codec = codec_for(msh18, "utf-8")
+    except CharsetError as exc:
+        assert exc.location == "MSH-18"
+    else:
+        assert "|".encode(codec) == b"|"
 
 
 @pytest.mark.parametrize(
