@@ -78,7 +78,7 @@ def _ascii_compatible(codec: str) -> bool:
     """Whether ``codec`` is a text codec that reads ASCII bytes as ASCII (delimiters too)."""
     try:
         return _ASCII_SAMPLE.decode(codec) == _ASCII_SAMPLE.decode("ascii")
-    except (LookupError, UnicodeDecodeError):
+    except (LookupError, UnicodeError):  # Python's "undefined" codec refuses everything
         return False
 
 
