@@ -75,9 +75,14 @@ _ASCII_SAMPLE = bytes(range(0x20, 0x7F)) + b"\r\n"
 
 
 def _ascii_compatible(codec: str) -> bool:
-    """Whether ``codec`` is a text codec that reads ASCII bytes as ASCII (delimiters too)."""
+    """Whether ``codec`` is a text codec that reads and writes ASCII as ASCII (delimiters
+    too: an ACK is written in the message's charset). Mac Arabic, for one, reads ``|``
+    from 0x7C but writes it as 0xFC."""
+    ascii_text = _ASCII_SAMPLE.decode("ascii")
     try:
-        return _ASCII_SAMPLE.decode(codec) == _ASCII_SAMPLE.decode("ascii")
+        return (
+            _ASCII_SAMPLE.decode(codec) == ascii_text and ascii_text.encode(codec) == _ASCII_SAMPLE
+        )
     except (LookupError, UnicodeError):  # Python's "undefined" codec refuses everything
         return False
 

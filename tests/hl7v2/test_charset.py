@@ -55,7 +55,8 @@ def test_codec_for_any_text_is_a_codec_or_a_charset_error(msh18: str) -> None:
     except CharsetError as exc:
         assert exc.location == "MSH-18"
     else:
-        assert "|".encode(codec) == b"|"
+        assert "|^~\\&\r".encode(codec) == b"|^~\\&\r"
+        assert b"|^~\\&\r".decode(codec) == "|^~\\&\r"
 
 
 @pytest.mark.parametrize(
@@ -74,6 +75,8 @@ def test_codec_for_any_text_is_a_codec_or_a_charset_error(msh18: str) -> None:
         "ROT13",
         # Python's codec that refuses every byte (found by the property test above).
         "UNDEFINED",
+        # Reads ASCII as ASCII but writes "|" as 0xFC.
+        "MAC-ARABIC",
     ],
 )
 def test_codec_for_unsupported_sets(msh18: str) -> None:
