@@ -199,14 +199,17 @@ def test_invalid_msh2_keeps_the_control_id() -> None:
     assert err[2] == "MSH^1^2"
 
 
-def test_unknown_charset_is_reported_and_the_ack_is_ascii() -> None:
-    payload = message("CS", charset="KLINGON")
+# UNDEFINED and a NUL byte once escaped codec_for() as bare exceptions: the listener
+# closed the connection without an ACK, and the sender re-sent the message forever.
+@pytest.mark.parametrize("charset", ["KLINGON", "UNDEFINED", "UTF\x00-8", "MAC-ARABIC"])
+def test_unknown_charset_is_reported_and_the_ack_is_ascii(charset: str) -> None:
+    payload = message("CS", charset=charset)
     header = read_header(payload)
     assert header.codec is None
     assert header.problem_code == "103"
     ack = build_ack(payload, header.rejection())
     assert segments(ack, "ascii")[1] == ["MSA", "AR", "CS"]
-    assert segments(ack, "ascii")[0][17] == "KLINGON"
+    assert segments(ack, "ascii")[0][17] == charset  # echoed as the sender wrote it
 
 
 def test_wrong_charset_gives_a_valid_utf8_ack() -> None:

@@ -212,6 +212,33 @@ def test_unsupported_messages_are_rejected_with_ar(
     assert listing.returncode == 0 and listing.stdout.startswith("0 dead letter(s)")
 
 
+def with_charset(message: bytes, charset: bytes) -> bytes:
+    """``message`` with MSH-18 set to ``charset``."""
+    msh, rest = message.split(b"\r", 1)
+    fields = msh.split(b"|")
+    fields += [b""] * (18 - len(fields))
+    fields[17] = charset
+    return b"|".join(fields) + b"\r" + rest
+
+
+@pytest.mark.parametrize("charset", [b"KLINGON", b"UNDEFINED"])
+def test_an_unusable_charset_is_rejected_with_ar_and_the_feed_goes_on(
+    tmp_path: Path, charset: bytes
+) -> None:
+    # "UNDEFINED" (Python's codec that refuses everything) once raised inside the
+    # listener: no ACK, the connection closed, and the sender would re-send forever.
+    config = make_config(tmp_path)
+    with running(config) as service:
+        rejected, accepted = service.send([with_charset(adt("CS-1"), charset), adt("CS-2")])
+        assert (rejected.code, rejected.acknowledged_id, rejected.error_codes) == (
+            "AR",
+            "CS-1",
+            ("103",),
+        )
+        assert_accepted(accepted, adt("CS-2"))
+        assert service.service.queue.count_dead_letters() == 0
+
+
 def test_unsupported_as_dead_letters_then_list_show_retry_purge(tmp_path: Path) -> None:
     config_path = tmp_path / "passerelle.toml"
     config = make_config(tmp_path, {"mllp": {"on_unsupported": "dead-letter"}})
