@@ -72,12 +72,16 @@ def codec_for(msh18: str, default: str) -> str:
 
 
 _ASCII_SAMPLE = bytes(range(0x20, 0x7F)) + b"\r\n"
+# Python source-literal escapes, not character sets (probing them warns about "\]").
+_PYTHON_LITERAL_CODECS = {"unicode-escape", "raw-unicode-escape"}
 
 
 def _ascii_compatible(codec: str) -> bool:
     """Whether ``codec`` is a text codec that reads and writes ASCII as ASCII (delimiters
     too: an ACK is written in the message's charset). Mac Arabic, for one, reads ``|``
     from 0x7C but writes it as 0xFC."""
+    if codec in _PYTHON_LITERAL_CODECS:
+        return False
     ascii_text = _ASCII_SAMPLE.decode("ascii")
     try:
         return (

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import encodings
+import pkgutil
 from datetime import UTC, datetime
+from encodings.aliases import aliases
 
 import pytest
 from hypothesis import given
@@ -307,3 +310,44 @@ def test_any_text_round_trips_and_keeps_the_structure(text: str, control_id: str
     info = parse_ack(ack)
     assert Encoding().unescape(parts[0][9]) == control_id
     assert info.texts == ((text,) if text else ("Application internal error",))
+
+
+msh_values = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"), max_size=20
+)
+
+
+@given(msh_values, msh_values, msh_values, msh_values, msh_values)
+def test_any_msh_gets_an_ack_that_reads_back(
+    control_id: str, msh9: str, version: str, accept_ack: str, charset: str
+) -> None:
+    # The listener answers whatever MSH says: a header read that raised (as MSH-18
+    # "UNDEFINED" once did) closes the connection without an ACK, and the sender re-sends
+    # the same message forever.
+    payload = message(
+        control_id, msh9=msh9, version=version, accept_ack=accept_ack, charset=charset
+    )
+    header = read_header(payload)
+    outcome = header.rejection() or AckOutcome.accept()
+    for mode in ("auto", "original", "enhanced"):
+        info = parse_ack(build_ack(header, outcome, mode=mode))
+        assert info.code in ("AA", "AR", "CA", "CR")
+
+
+def test_every_python_codec_name_in_msh18_gets_an_ack_in_ascii_delimiters() -> None:
+    # Senders write "utf-8" or "latin-1" where table 0211 says "UNICODE UTF-8": any name
+    # Python knows is looked up. "UNDEFINED" once raised in the header read (no ACK, the
+    # message re-sent forever); "MAC-ARABIC" reads "|" from 0x7C but writes it as 0xFC.
+    names = {
+        *aliases,
+        *aliases.values(),
+        *(m.name for m in pkgutil.iter_modules(encodings.__path__)),
+    }
+    for name in sorted(names):
+        charset = name.upper()
+        header = read_header(message("CS", charset=charset))
+        ack = build_ack(header, header.rejection() or AckOutcome.accept())
+        assert ack.startswith(b"MSH|^~\\&|"), charset
+        info = parse_ack(ack)
+        assert info.acknowledged_id == "CS", charset
+        assert info.code == ("AA" if header.codec else "AR"), charset
