@@ -11,14 +11,21 @@ import json
 import logging
 import sys
 import time
+import traceback
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, TextIO
+
+from converter.errors import ConversionError
+
+from .errors import ServiceError
 
 __all__ = [
     "SAFE_FIELDS",
     "JsonFormatter",
     "TextFormatter",
     "configure_logging",
+    "describe_exception",
     "error_fields",
     "log_fields",
 ]
@@ -74,6 +81,24 @@ def error_fields(record: Mapping[str, Any]) -> dict[str, Any]:
         status=record.get("status"),
         attempt=record.get("attempts"),
     )
+
+
+def describe_exception(exc: BaseException) -> str:
+    """Type and place of an unexpected exception, for a log line: its text only when it
+    is one of ours (known to carry no message content), since a library's exception
+    text may quote the data it choked on."""
+    text = f"{type(exc).__name__} at {_where(exc)}"
+    if isinstance(exc, ConversionError | ServiceError):
+        text += f" ({exc})"
+    return text
+
+
+def _where(exc: BaseException) -> str:
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return "?"
+    last = frames[-1]
+    return f"{Path(last.filename).name}:{last.lineno} in {last.name}"
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:

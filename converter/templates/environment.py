@@ -27,6 +27,7 @@ import jinja2
 import simplejson
 from jinja2.compiler import CodeGenerator
 from jinja2.environment import TemplateModule
+from jinja2.loaders import split_template_path
 from jinja2.runtime import Context, Macro
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import Namespace
@@ -321,4 +322,17 @@ class TemplateSet:
         return sorted(seen.values(), key=lambda info: info.name)
 
     def exists(self, name: str) -> bool:
-        return any((d / name).is_file() for d in (*self.overrides, self.builtin))
+        """Whether ``name`` is a template Jinja can load: never outside the search path
+        (``..`` is refused as Jinja refuses it), and a name the file system cannot
+        hold (too long) does not exist rather than raising."""
+        try:
+            pieces = split_template_path(name)
+        except jinja2.TemplateNotFound:
+            return False
+        for directory in (*self.overrides, self.builtin):
+            try:
+                if directory.joinpath(*pieces).is_file():
+                    return True
+            except (OSError, ValueError):
+                return False
+        return False

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -36,9 +37,12 @@ from converter.errors import ConfigurationError
 from converter.hl7v2 import peek_header
 
 from ..config import HttpConfig, Secret
+from ..logs import describe_exception
 from ..metrics import Metrics
 
 __all__ = ["ApiBackend", "ProbeBackend", "create_app", "create_probe_app", "operation_outcome"]
+
+log = logging.getLogger("passerelle.http")
 
 FHIR_JSON = "application/fhir+json"
 _MAX_BODY = 20 * 1024 * 1024
@@ -137,7 +141,15 @@ def _protected(handler: Handler, config: HttpConfig) -> Handler:
             response = operation_outcome(401, "login", "missing or invalid credentials")
             response.headers["WWW-Authenticate"] = "Bearer"
             return response
-        return await handler(request)
+        try:
+            return await handler(request)
+        except Exception as exc:
+            # Answered as FHIR, and logged by kind and place only: the text of a
+            # library's exception may quote the message it choked on.
+            log.error(
+                "HTTP %s %s failed: %s", request.method, request.url.path, describe_exception(exc)
+            )
+            return operation_outcome(500, "exception", "internal error; see the service log")
 
     return wrapper
 
@@ -201,8 +213,13 @@ def create_app(backend: ApiBackend, config: HttpConfig) -> Starlette:
             return operation_outcome(400, "structure", "body is not JSON")
         if not isinstance(parameters, dict) or parameters.get("resourceType") != "Parameters":
             return operation_outcome(400, "structure", "body must be a FHIR Parameters resource")
+        listed = parameters.get("parameter") or []
+        if not isinstance(listed, list):
+            return operation_outcome(
+                400, "structure", "Parameters.parameter must be a list", "Parameters.parameter"
+            )
         values: dict[str, str] = {}
-        for parameter in parameters.get("parameter", []) or []:
+        for parameter in listed:
             if isinstance(parameter, dict) and isinstance(parameter.get("name"), str):
                 value = parameter.get("valueString")
                 if isinstance(value, str):
@@ -222,7 +239,15 @@ def create_app(backend: ApiBackend, config: HttpConfig) -> Starlette:
                 "inputDataType must be Hl7v2 or Ccda",
                 "Parameters.parameter.where(name='inputDataType')",
             )
-        data = values["inputData"].encode("utf-8")
+        try:
+            data = values["inputData"].encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate escape (\ud800) in the JSON string
+            return operation_outcome(
+                400,
+                "structure",
+                "inputData is not valid Unicode text",
+                "Parameters.parameter.where(name='inputData')",
+            )
         root = values.get("rootTemplate") or None
         if root is not None and kind == "hl7v2" and _azure_template_fallback(data, root):
             response = await _convert(data, kind, root, single=True, fallback=True)

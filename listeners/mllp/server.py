@@ -30,17 +30,14 @@ import logging
 import socket
 import ssl
 import time
-import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, fields
-from pathlib import Path
 from types import TracebackType
 from typing import Final
 
-from converter.errors import ConversionError
-
 from ..config import ListenerConfig, MllpConfig
-from ..errors import FramingError, ServiceError
+from ..errors import FramingError
+from ..logs import describe_exception
 from .framing import DEFAULT_MAX_FRAME_BYTES, FrameReader, IncompleteFrameError, frame
 from .tls import server_ssl_context, subject_text
 
@@ -337,7 +334,7 @@ class MllpServer:
             # error for a cancelled client_connected_cb task.
             task.uncancel()
         except Exception as exc:  # never let a connection take the server down
-            reason = f"internal error ({type(exc).__name__} at {_where(exc)})"
+            reason = f"internal error ({describe_exception(exc)})"
             self._log.error("mllp#%d: unexpected %s", conn.id, reason)
         finally:
             del self._connections[conn.id]
@@ -412,7 +409,7 @@ class MllpServer:
                     "mllp#%d: handler failed on a %d-byte frame: %s; closing without ACK",
                     conn.id,
                     len(payload),
-                    _describe(exc),
+                    describe_exception(exc),
                 )
                 return "handler error"
             elapsed = (time.perf_counter() - started) * 1000
@@ -474,19 +471,3 @@ def _tls_reason(exc: BaseException) -> str:
     if isinstance(exc, ssl.SSLError):
         return exc.reason or type(exc).__name__
     return type(exc).__name__
-
-
-def _where(exc: BaseException) -> str:
-    frames = traceback.extract_tb(exc.__traceback__)
-    if not frames:
-        return "?"
-    last = frames[-1]
-    return f"{Path(last.filename).name}:{last.lineno} in {last.name}"
-
-
-def _describe(exc: BaseException) -> str:
-    """Type and location of an exception; its text only when it is known to be safe."""
-    text = f"{type(exc).__name__} at {_where(exc)}"
-    if isinstance(exc, ConversionError | ServiceError):
-        text += f" ({exc})"
-    return text

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import socket
 import threading
 from collections.abc import Iterator
@@ -12,6 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
+from listeners.config import HttpConfig
+from listeners.http.api import create_app
+from listeners.metrics import Metrics
 from tests.listeners.service.support import RunningService, adt, make_config, sample
 
 API_KEY = "k3y-for-tests"
@@ -90,10 +95,13 @@ def test_convert_data_accepts_azures_template_names_and_line_feeds(client: httpx
 
 def test_convert_data_unknown_root_template_is_a_400(client: httpx.Client) -> None:
     message = adt("AZ-2").decode("utf-8")
-    for root in ("NOPE", "ORU_R01X", "../../etc/passwd"):
+    # A name longer than a file name may be was once an OSError: a 500.
+    for root in ("NOPE", "ORU_R01X", "../../etc/passwd", "/etc/passwd.j2", "A" * 5000):
         response = client.post("/$convert-data", json=parameters(message, rootTemplate=root))
         outcome = assert_outcome(response, 400, "not-supported")
         assert "not found" in outcome["issue"][0]["diagnostics"]
+    raw = client.post("/convert?rootTemplate=" + "a/" * 3000, content=adt("AZ-3"))
+    assert_outcome(raw, 400, "not-supported")
 
 
 def test_convert_data_request_errors(client: httpx.Client) -> None:
@@ -108,6 +116,16 @@ def test_convert_data_request_errors(client: httpx.Client) -> None:
         client.post("/$convert-data", json={"resourceType": "Patient"}), 400, "structure"
     )
     assert_outcome(client.post("/$convert-data", json=[1, 2]), 400, "structure")
+    # Once 500s: a parameter element that is not a list, a lone surrogate escape.
+    for listed in (5, "inputData", {"name": "inputData", "valueString": "MSH|"}):
+        odd_list = {"resourceType": "Parameters", "parameter": listed}
+        assert_outcome(client.post("/$convert-data", json=odd_list), 400, "structure")
+    surrogate = (
+        '{"resourceType": "Parameters", "parameter": '
+        '[{"name": "inputData", "valueString": "MSH|^~\\\\&|\\ud800"}]}'
+    )
+    lone = client.post("/$convert-data", content=surrogate.encode())
+    assert "Unicode" in assert_outcome(lone, 400, "structure")["issue"][0]["diagnostics"]
     # inputData as a number instead of valueString: missing.
     odd = {"resourceType": "Parameters", "parameter": [{"name": "inputData", "valueInteger": 1}]}
     assert_outcome(client.post("/$convert-data", json=odd), 400, "required")
@@ -286,3 +304,40 @@ def test_decimals_keep_their_trailing_zeros(client: httpx.Client) -> None:
     assert response.status_code == 200, response.text
     assert '"low":{"value":4.50' in response.text
     assert '"high":{"value":5.90' in response.text
+
+
+class _FailingBackend:
+    """A backend whose conversion fails unexpectedly, quoting what it was given."""
+
+    def __init__(self) -> None:
+        self.metrics = Metrics()
+
+    async def readiness(self) -> dict[str, str | None]:
+        return {}
+
+    async def convert(
+        self, data: bytes, *, input_type: str, root_template: str | None
+    ) -> list[dict[str, Any]]:
+        raise RuntimeError(f"choked on {data.decode()}")
+
+
+def test_an_unexpected_failure_is_an_operation_outcome_and_logs_no_content(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # No real service raises here any more (the cases found were fixed above): this
+    # backend stands in for the next unknown one.
+    app = create_app(_FailingBackend(), HttpConfig())
+
+    async def scenario() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
+            return await http.post("/convert", content=adt("BOOM-1", family=FAMILY))
+
+    with caplog.at_level(logging.ERROR, logger="passerelle.http"):
+        response = asyncio.run(scenario())
+    outcome = assert_outcome(response, 500, "exception")
+    assert FAMILY not in response.text
+    assert "internal error" in outcome["issue"][0]["diagnostics"]
+    [record] = caplog.records
+    assert "RuntimeError at" in record.getMessage()
+    assert FAMILY not in record.getMessage()

@@ -540,6 +540,25 @@ def test_template_list_marks_overrides_and_exists(tmp_path: Path) -> None:
     assert not templates.exists("hl7v2/resources/D.j2")
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../builtin/hl7v2/resources/A.j2",  # exists on disk, outside the search path
+        "hl7v2/../../builtin/hl7v2/resources/A.j2",
+        "a" * 5000 + ".j2",  # longer than a file name may be: once an OSError
+        "a/" * 3000 + "A.j2",
+        "hl7v2/resources/A\x00.j2",
+    ],
+)
+def test_exists_is_false_outside_the_search_path_and_for_impossible_names(
+    tmp_path: Path, name: str
+) -> None:
+    builtin = write_templates(tmp_path / "builtin", {ROOT: "", "hl7v2/resources/A.j2": ""})
+    templates = make_templates(builtin, overrides=[write_templates(tmp_path / "site", {})])
+    assert (tmp_path / "site" / "../builtin/hl7v2/resources/A.j2").is_file()
+    assert not templates.exists(name)
+
+
 def test_override_replaces_and_builtin_prefix_reaches_the_shipped_template(
     tmp_path: Path,
 ) -> None:
