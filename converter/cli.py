@@ -132,15 +132,25 @@ def run_convert(args: argparse.Namespace) -> int:
     converter = Converter(_config(args, validate=not args.no_validate))
     files = list(_inputs(args.paths))
     if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
+        _output_folder(args.out)
+    if not files:
+        print("passerelle: no files to convert (the folders given are empty)", file=sys.stderr)
     summary = _Summary()
     progress = _Progress(len(files), sys.stderr) if sys.stderr.isatty() and len(files) > 1 else None
     for number, path in enumerate(files, start=1):
         for total, result in _convert_file(converter, path, args):
             if isinstance(result, Conversion):
+                try:
+                    _write(result, path, args, several=total > 1)
+                except OSError as exc:  # disk full, a read-only folder…
+                    summary.failed += 1
+                    summary.failed_by_type[result.message_type] += 1
+                    print(
+                        f"FAILED {path}: cannot write its bundle: {exc.strerror}", file=sys.stderr
+                    )
+                    continue
                 summary.converted += 1
                 summary.by_type[result.message_type] += 1
-                _write(result, path, args, several=total > 1)
                 for warning in result.warnings:
                     print(f"WARNING {path}: {warning}", file=sys.stderr)
             else:
@@ -192,6 +202,16 @@ def _convert_file(
 def output_name(source: Path, index: int, *, several: bool) -> str:
     """``<stem>.json``, or ``<stem>.<n>.json`` for message n of a file holding several."""
     return f"{source.stem}.{index}.json" if several else f"{source.stem}.json"
+
+
+def _output_folder(folder: Path) -> None:
+    """Create ``--out`` (and its parents); a usage error when it cannot be a folder."""
+    if folder.exists() and not folder.is_dir():
+        raise ConfigurationError(f"--out {folder} exists and is not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigurationError(f"--out {folder} cannot be created: {exc.strerror}") from None
 
 
 def _write(result: Conversion, source: Path, args: argparse.Namespace, *, several: bool) -> None:

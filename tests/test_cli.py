@@ -92,6 +92,37 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
     assert "does not exist" in missing.stderr
     assert run("convert", ADT_A08, "--timezone", "Mars/Olympus").returncode == 2
     assert run("convert", ADT_A08, "--template", "NO_SUCH_ROOT").returncode == 2
+    # Once tracebacks: a root name too long for the file system, --out naming a file.
+    assert run("convert", ADT_A08, "--template", "A" * 5000).returncode == 2
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    for out in (a_file, a_file / "below"):
+        refused = run("convert", ADT_A08, "--out", out)
+        assert refused.returncode == 2, refused.stderr
+        assert refused.stderr.startswith(f"passerelle: --out {out}")
+        assert "Traceback" not in refused.stderr
+
+
+def test_an_empty_folder_says_so(tmp_path: Path) -> None:
+    result = run("convert", tmp_path)
+    assert result.returncode == 0
+    assert "no files to convert" in result.stderr
+
+
+def test_a_bundle_that_cannot_be_written_is_a_failure_and_the_rest_goes_on(
+    tmp_path: Path,
+) -> None:
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    (inputs / "first.hl7").write_bytes(ADT_A08.read_bytes())
+    (inputs / "second.hl7").write_bytes(ADT_A08.read_bytes())
+    (out / "first.json").mkdir(parents=True)  # where the first bundle would go
+    result = run("convert", inputs, "--out", out)
+    assert result.returncode == 1
+    assert f"FAILED {inputs / 'first.hl7'}: cannot write its bundle" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "converted 1, failed 1" in result.stderr
+    assert json.loads((out / "second.json").read_text())["resourceType"] == "Bundle"
 
 
 def test_unsupported_message_type_fails_cleanly(tmp_path: Path) -> None:
