@@ -104,6 +104,10 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
         except OSError as exc:
             raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"{path} is not UTF-8 text (byte {exc.start}): a TOML configuration is"
+            ) from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: {exc}") from None
     for name, dotted in ENV_SETTINGS.items():

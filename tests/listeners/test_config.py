@@ -417,6 +417,10 @@ def test_invalid_environment_values(tmp_path: Path) -> None:
         load_config(None, env={"PASSERELLE_MLLP_ACK_AFTER": "later"})
     with pytest.raises(ConfigError, match=r"cannot read"):
         load_config(tmp_path / "absent.toml", env={})
+    latin1 = tmp_path / "latin1.toml"
+    latin1.write_bytes("[mllp]\n# réglages\n".encode("latin-1"))  # once a UnicodeDecodeError
+    with pytest.raises(ConfigError, match=r"latin1\.toml is not UTF-8 text \(byte 11\)"):
+        load_config(latin1, env={})
 
 
 def test_cli_exit_status_2_names_the_key(tmp_path: Path) -> None:
