@@ -419,7 +419,7 @@ def test_invalid_environment_values(tmp_path: Path) -> None:
         load_config(tmp_path / "absent.toml", env={})
     latin1 = tmp_path / "latin1.toml"
     latin1.write_bytes("[mllp]\n# réglages\n".encode("latin-1"))  # once a UnicodeDecodeError
-    with pytest.raises(ConfigError, match=r"latin1\.toml is not UTF-8 text \(byte 11\)"):
+    with pytest.raises(ConfigError, match=r"latin1\.toml is not UTF-8 text \(byte 10\)"):
         load_config(latin1, env={})
 
 
