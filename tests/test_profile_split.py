@@ -4,24 +4,17 @@ its samples would silently fall into "other" and the split would mislead."""
 from __future__ import annotations
 
 import re
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.support.scripts import run_script
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGPROF sampling is POSIX only")
 def test_profile_split_attributes_almost_every_sample() -> None:
-    run = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "profile_split.py"), "--count", "400"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
+    run = run_script("profile_split.py", "--count", "400", timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
     shares = {
         kind: float(share)
         for share, kind in re.findall(r"^\s*([\d.]+)%\s+(.+)$", run.stdout, re.MULTILINE)
