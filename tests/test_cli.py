@@ -141,6 +141,22 @@ def test_no_validate_and_forced_template() -> None:
     assert json.loads(result.stdout)["type"] == "transaction"
 
 
+def test_builtin_prefix_forces_the_shipped_root_past_an_override(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    (site / "hl7v2" / "messages").mkdir(parents=True)
+    (site / "hl7v2" / "messages" / "ADT.j2").write_text(
+        '{% do emit("MessageHeader", msh=msg.MSH) %}'
+    )
+
+    def kinds(*options: str | Path) -> set[str]:
+        result = run("convert", ADT_A08, "--templates", site, *options)
+        assert result.returncode == 0, result.stderr
+        return {e["resource"]["resourceType"] for e in json.loads(result.stdout)["entry"]}
+
+    assert "Patient" not in kinds()  # the override: a MessageHeader (and its Organization)
+    assert "Patient" in kinds("--template", "builtin/hl7v2/messages/ADT.j2")
+
+
 def test_templates_list_marks_overrides(tmp_path: Path) -> None:
     override = tmp_path / "hl7v2" / "resources"
     override.mkdir(parents=True)

@@ -329,7 +329,10 @@ class TemplateSet:
             pieces = split_template_path(name)
         except jinja2.TemplateNotFound:
             return False
-        for directory in (*self.overrides, self.builtin):
+        directories = (*self.overrides, self.builtin)
+        if pieces[:1] == ["builtin"]:  # the prefix that reaches the shipped set only
+            directories, pieces = (self.builtin,), pieces[1:]
+        for directory in directories:
             try:
                 if directory.joinpath(*pieces).is_file():
                     return True

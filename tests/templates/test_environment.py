@@ -538,6 +538,8 @@ def test_template_list_marks_overrides_and_exists(tmp_path: Path) -> None:
     assert templates.exists("hl7v2/resources/C.j2")
     assert templates.exists("hl7v2/resources/A.j2")
     assert not templates.exists("hl7v2/resources/D.j2")
+    assert templates.exists("builtin/hl7v2/resources/B.j2")  # the shipped one
+    assert not templates.exists("builtin/hl7v2/resources/C.j2")  # only in the override
 
 
 @pytest.mark.parametrize(
