@@ -49,8 +49,8 @@ class TimestampConverter:
             raise ConfigurationError(f"time zone {default_zone!r} is the machine's zone")
         try:
             self._zone = ZoneInfo(default_zone)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ConfigurationError(f"unknown time zone {default_zone!r}") from None
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long
+            raise ConfigurationError(f"unknown time zone {default_zone[:100]!r}") from None
         self.zone_name = default_zone
 
     def _parse(self, text: str) -> re.Match[str]:

@@ -91,6 +91,7 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
     assert missing.returncode == 2
     assert "does not exist" in missing.stderr
     assert run("convert", ADT_A08, "--timezone", "Mars/Olympus").returncode == 2
+    assert run("convert", ADT_A08, "--timezone", "A" * 5000).returncode == 2  # was OSError
     assert run("convert", ADT_A08, "--template", "NO_SUCH_ROOT").returncode == 2
     # Once tracebacks: a root name too long for the file system, --out naming a file.
     assert run("convert", ADT_A08, "--template", "A" * 5000).returncode == 2

@@ -224,9 +224,9 @@ def _converter(
         changes["timezone"] = str(section["timezone"])
         try:
             zoneinfo.ZoneInfo(changes["timezone"])
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # OSError: too long
             raise ConfigError(
-                f"{where}.timezone: unknown time zone {changes['timezone']!r}"
+                f"{where}.timezone: unknown time zone {changes['timezone'][:100]!r}"
             ) from None
     if "charset" in section:
         changes["charset"] = str(section["charset"])

@@ -3,6 +3,7 @@ setting in their errors."""
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,10 @@ def _check_keys(section: dict[str, Any], allowed: set[str], where: str) -> None:
 
 
 def _int(value: Any, where: str, minimum: int = 0, maximum: int | None = None) -> int:
+    # TOML gives int (bool and float are refused, not truncated: port = 1.5 is a
+    # mistake); the environment gives text.
+    if isinstance(value, bool | float):
+        raise ConfigError(f"{where} must be an integer, got {value!r}")
     try:
         number = int(value)
     except (TypeError, ValueError):
@@ -44,10 +49,14 @@ def _port(value: Any, where: str) -> int:
 
 
 def _float(value: Any, where: str) -> float:
+    if isinstance(value, bool):
+        raise ConfigError(f"{where} must be a number, got {value!r}")
     try:
         number = float(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{where} must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise ConfigError(f"{where} must be a finite number, got {value!r}")
     if number < 0:
         raise ConfigError(f"{where} must not be negative")
     return number
@@ -95,6 +104,8 @@ def _secret(section: dict[str, Any], key: str, base: Path, where: str) -> Secret
             value = path.read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise ConfigError(f"{where}.{file_key}: cannot read {path}: {exc.strerror}") from None
+        except ValueError:  # a NUL in the path; UnicodeDecodeError: not UTF-8 text
+            raise ConfigError(f"{where}.{file_key}: {path!r} is not a readable text file") from None
         if not value:
             raise ConfigError(f"{where}.{file_key}: {path} is empty")
         return Secret(value)

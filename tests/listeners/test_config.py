@@ -403,6 +403,14 @@ def test_unknown_settings_name_the_key(tmp_path: Path, text: str, expected: str)
             r"routes\[0\]\.converter\.timezone: unknown time zone",
         ),
         ("[http\nport = 1\n", r"passerelle\.toml: "),  # TOML syntax
+        # Found by fuzzing the settings: an OverflowError, a silent truncation, a NaN
+        # that no comparison would catch, an OSError from a time zone too long.
+        ("[http]\nport = inf\n", r"http\.port must be an integer, got inf"),
+        ("[mllp]\nport = 2575.9\n", r"mllp\.listeners\[0\]\.port must be an integer, got 2575\.9"),
+        ("[delivery]\nworkers = true\n", r"delivery\.workers must be an integer, got True"),
+        ("[mllp]\nidle_timeout = nan\n", r"mllp\.idle_timeout must be a finite number"),
+        ("[delivery]\nbackoff_max = inf\n", r"delivery\.backoff_max must be a finite number"),
+        ("[converter]\ntimezone = '" + "A" * 5000 + "'\n", r"converter\.timezone: unknown time"),
     ],
 )
 def test_invalid_values_are_clear_errors(tmp_path: Path, text: str, expected: str) -> None:
@@ -417,6 +425,11 @@ def test_invalid_environment_values(tmp_path: Path) -> None:
         load_config(None, env={"PASSERELLE_MLLP_ACK_AFTER": "later"})
     with pytest.raises(ConfigError, match=r"cannot read"):
         load_config(tmp_path / "absent.toml", env={})
+    binary_secret = tmp_path / "api-key"
+    binary_secret.write_bytes(b"\xff\xfe-not-text")  # once a UnicodeDecodeError
+    for file_value in (str(binary_secret), "a\x00b"):  # a NUL: once a ValueError
+        with pytest.raises(ConfigError, match=r"http\.api_key_file: .* is not a readable text"):
+            load_config(None, env={"PASSERELLE_HTTP_API_KEY_FILE": file_value})
     latin1 = tmp_path / "latin1.toml"
     latin1.write_bytes("[mllp]\n# réglages\n".encode("latin-1"))  # once a UnicodeDecodeError
     with pytest.raises(ConfigError, match=r"latin1\.toml is not UTF-8 text \(byte 10\)"):
