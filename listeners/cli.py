@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -90,6 +91,17 @@ def run_dead_letters(args: argparse.Namespace) -> int:
     return dead_letters_cli.run_dead_letters(args, _load(args))
 
 
+def _days(text: str) -> float:
+    """A number of days, finite and not negative: a typo like -5 must not purge all."""
+    try:
+        days = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of days: {text!r}") from None
+    if not math.isfinite(days) or days < 0:
+        raise argparse.ArgumentTypeError(f"days must be a finite number ≥ 0, got {text!r}")
+    return days
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="passerelle",
@@ -138,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     retry.add_argument("id", nargs="?")
     retry.add_argument("--all", action="store_true")
     purge = dead_sub.add_parser("purge", help="delete dead letters")
-    purge.add_argument("--older-than-days", type=float, metavar="DAYS")
+    purge.add_argument("--older-than-days", type=_days, metavar="DAYS")
     for sub in (listing, show, retry, purge):
         _add_config_option(sub)
         sub.add_argument(

@@ -56,23 +56,17 @@ def _store(path: Path) -> int:
     return asyncio.run(run())
 
 
-def _show(config: Path, letter: int, *extra: str) -> subprocess.CompletedProcess[str]:
+def _dead_letters(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "listeners.cli",
-            "dead-letters",
-            "show",
-            str(letter),
-            "--config",
-            str(config),
-            *extra,
-        ],
+        [sys.executable, "-m", "listeners.cli", "dead-letters", *args, "--config", str(config)],
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def _show(config: Path, letter: int, *extra: str) -> subprocess.CompletedProcess[str]:
+    return _dead_letters(config, "show", str(letter), *extra)
 
 
 def test_show_hides_server_diagnostics_and_values_unless_asked(tmp_path: Path) -> None:
@@ -90,3 +84,19 @@ def test_show_hides_server_diagnostics_and_values_unless_asked(tmp_path: Path) -
     assert full.returncode == 0, full.stderr
     assert SERVER_DIAGNOSTIC in full.stdout and "19711341" in full.stdout
     assert "QUILLEBEUF" in full.stdout
+
+
+def test_purge_refuses_a_negative_or_odd_age_and_keeps_the_dead_letters(tmp_path: Path) -> None:
+    # "--older-than-days -5" once purged every dead letter: the cut-off lay in the future.
+    (tmp_path / "passerelle.toml").write_text('data_dir = "data"\n')
+    (tmp_path / "data").mkdir()
+    _store(tmp_path / "data" / "queue.db")
+    config = tmp_path / "passerelle.toml"
+    for days in ("-5", "-inf", "nan"):
+        refused = _dead_letters(config, "purge", f"--older-than-days={days}")
+        assert refused.returncode == 2, refused.stderr
+        assert "--older-than-days" in refused.stderr
+    assert _dead_letters(config, "list").stdout.startswith("1 dead letter(s)")
+    kept = _dead_letters(config, "purge", "--older-than-days", "1")
+    assert kept.returncode == 0, kept.stderr
+    assert _dead_letters(config, "list").stdout.startswith("1 dead letter(s)")
