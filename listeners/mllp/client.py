@@ -229,7 +229,7 @@ def run_send(
         context = _ssl_context(args)
         if not 0 < args.port < 65536:
             raise _UsageError(f"invalid port {args.port}")
-        if args.timeout is not None and args.timeout <= 0:
+        if args.timeout is not None and not args.timeout > 0:  # nan too
             raise _UsageError("--timeout must be positive")
     except _UsageError as exc:
         print(f"passerelle send: {exc}", file=err)

@@ -168,6 +168,7 @@ def test_send_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
         [str(good), "--tls", "--ca", str(tmp_path / "nope.pem")],
         [str(good), "--port", "70000"],
         [str(good), "--timeout", "0"],
+        [str(good), "--timeout", "nan"],  # once an immediate "timeout" per message
     ]
     for argv in cases:
         err = io.StringIO()
