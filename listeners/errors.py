@@ -46,6 +46,13 @@ class DeliveryError(ServiceError):
             record["outcome"] = self.outcome
         return record
 
+    def dead_letter_record(self, destination: str, attempts: int | None = None) -> dict[str, Any]:
+        """The record of a message dead-lettered at delivery to ``destination``."""
+        record = self.as_record() | {"stage": "delivery", "destination": destination}
+        if attempts is not None:
+            record["attempts"] = attempts
+        return record
+
 
 class TransientDeliveryError(DeliveryError):
     """Worth retrying: 408, 429, 5xx, timeouts, connection errors."""

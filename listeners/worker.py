@@ -207,7 +207,7 @@ class DeliveryWorkers:
             await self._retry(job, exc, destination, fields)
             return
         except RejectedDeliveryError as exc:
-            record = exc.as_record() | {"stage": "delivery", "destination": destination}
+            record = exc.dead_letter_record(destination)
             await self._dead_letter(job, record, reason="rejected", message_type=message_type)
             log.warning(
                 "destination rejected the bundle; message dead-lettered",
@@ -229,11 +229,7 @@ class DeliveryWorkers:
     ) -> None:
         limit = self._config.max_attempts
         if limit and job.attempts >= limit:
-            record = exc.as_record() | {
-                "stage": "delivery",
-                "destination": destination,
-                "attempts": job.attempts,
-            }
+            record = exc.dead_letter_record(destination, job.attempts)
             await self._dead_letter(
                 job,
                 record,

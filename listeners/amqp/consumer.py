@@ -269,11 +269,7 @@ class AmqpConsumer:
         try:
             await deliver_results(sink, outcome, envelope, destination, self._metrics)
         except RejectedDeliveryError as exc:
-            record = exc.as_record() | {
-                "stage": "delivery",
-                "destination": destination,
-                "attempts": self._attempts(message) + 1,
-            }
+            record = exc.dead_letter_record(destination, self._attempts(message) + 1)
             await self._dead_letter(
                 message, record, reason="rejected", message_type=message_type, fields=fields
             )
@@ -320,11 +316,7 @@ class AmqpConsumer:
         fields: dict[str, Any],
     ) -> None:
         attempts = self._attempts(message) + 1
-        record = exc.as_record() | {
-            "stage": "delivery",
-            "destination": destination,
-            "attempts": attempts,
-        }
+        record = exc.dead_letter_record(destination, attempts)
         if attempts >= self._settings.max_attempts:
             await self._dead_letter(
                 message,

@@ -32,9 +32,9 @@ from .envelope import (
     EnvelopeError,
     decode_envelope,
     error_headers,
+    forwardable_headers,
     persistent_copy,
 )
-from .envelope import forwardable_headers as _forwardable
 
 __all__ = ["MessageHandler", "Partition"]
 
@@ -126,11 +126,7 @@ class MessageHandler:
                     self._sinks[destination], outcome, envelope, destination, self._metrics
                 )
             except RejectedDeliveryError as exc:
-                record = exc.as_record() | {
-                    "stage": "delivery",
-                    "destination": destination,
-                    "attempts": attempt,
-                }
+                record = exc.dead_letter_record(destination, attempt)
                 await self._dead_letter(
                     partition, message, record, "rejected", message_type, fields
                 )
@@ -152,11 +148,7 @@ class MessageHandler:
                     )
                 limit = self._delivery.max_attempts
                 if limit and attempt >= limit:
-                    record = failure.as_record() | {
-                        "stage": "delivery",
-                        "destination": destination,
-                        "attempts": attempt,
-                    }
+                    record = failure.dead_letter_record(destination, attempt)
                     await self._dead_letter(
                         partition, message, record, "attempts-exhausted", message_type, fields
                     )
@@ -200,7 +192,7 @@ class MessageHandler:
         message_type: str,
         fields: dict[str, Any],
     ) -> None:
-        headers = _forwardable(message.headers) | error_headers(record)
+        headers = forwardable_headers(message.headers) | error_headers(record)
         publisher = self._publisher()
         assert publisher is not None, "no broker session"
         try:
