@@ -3,11 +3,13 @@ module, unique exchange/queue names per test (tests share the node, never its ob
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.listeners.amqp.support import Names
+from tests.listeners.amqp.support import Configure, Names, make_config
 from tests.support.fhirserver import (
     FhirServer,
     fhirserver_required,
@@ -64,3 +66,12 @@ def fhir(fhir_module: FhirServer) -> FhirServer:
 @pytest.fixture
 def names() -> Names:
     return Names.unique()
+
+
+@pytest.fixture
+def configure(tmp_path: Path, broker: RabbitMq, fhir: FhirServer, names: Names) -> Configure:
+    """``make_config`` for this test's broker, FHIR server and names; the settings that
+    differ from test to test are given as keywords."""
+    return functools.partial(
+        make_config, tmp_path, amqp_url=broker.url, names=names, fhir_url=fhir.base_url
+    )

@@ -160,6 +160,11 @@ def make_config(directory: Path, **kwargs: Any) -> ServiceConfig:
     return load_config(write_config(directory, **kwargs), env={})
 
 
+#: The ``configure`` fixture: ``make_config`` bound to the test's broker, FHIR server and
+#: names, taking the settings that differ as keywords.
+Configure = Callable[..., ServiceConfig]
+
+
 # -- messages ---------------------------------------------------------------------------------
 def adt(
     control_id: str,

@@ -4,7 +4,6 @@ trips, poison messages, retries through the TTL queues, the attempts cap."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import aio_pika
 import pytest
@@ -12,6 +11,7 @@ import pytest
 from listeners.amqp.envelope import ERROR_HEADERS, H_ATTEMPTS, H_MESSAGE_ID
 from tests.listeners.amqp.support import (
     AmqpClient,
+    Configure,
     Names,
     adt,
     bundle_posts,
@@ -19,7 +19,6 @@ from tests.listeners.amqp.support import (
     cda_sample,
     eventually,
     log_entries,
-    make_config,
     patients,
     running_service,
 )
@@ -33,13 +32,9 @@ HL7 = "x-application/hl7-v2+er7"
 
 
 async def test_hl7v2_and_cda_round_trip_to_the_fhir_server_and_the_output_exchange(
-    tmp_path: Path, broker: RabbitMq, fhir: FhirServer, names: Names
+    broker: RabbitMq, fhir: FhirServer, names: Names, configure: Configure
 ) -> None:
-    config = make_config(
-        tmp_path,
-        amqp_url=broker.url,
-        names=names,
-        fhir_url=fhir.base_url,
+    config = configure(
         consumer={"mode": "delivery"},
         bundles=True,
     )
@@ -73,13 +68,9 @@ async def test_hl7v2_and_cda_round_trip_to_the_fhir_server_and_the_output_exchan
 
 
 async def test_commit_mode_stores_in_the_sqlite_queue_before_the_ack(
-    tmp_path: Path, broker: RabbitMq, fhir: FhirServer, names: Names
+    broker: RabbitMq, fhir: FhirServer, names: Names, configure: Configure
 ) -> None:
-    config = make_config(
-        tmp_path,
-        amqp_url=broker.url,
-        names=names,
-        fhir_url=fhir.base_url,
+    config = configure(
         consumer={"mode": "commit"},
     )
     async with running_service(config) as service, AmqpClient(broker.url) as client:
@@ -106,13 +97,9 @@ async def test_commit_mode_stores_in_the_sqlite_queue_before_the_ack(
 
 
 async def test_commit_mode_keeps_message_and_correlation_ids_through_the_sqlite_queue(
-    tmp_path: Path, broker: RabbitMq, fhir: FhirServer, names: Names
+    broker: RabbitMq, names: Names, configure: Configure
 ) -> None:
-    config = make_config(
-        tmp_path,
-        amqp_url=broker.url,
-        names=names,
-        fhir_url=fhir.base_url,
+    config = configure(
         consumer={"mode": "commit"},
         bundles=True,
     )
@@ -132,13 +119,9 @@ async def test_commit_mode_keeps_message_and_correlation_ids_through_the_sqlite_
 
 
 async def test_poison_messages_go_to_the_dead_letter_exchange_with_error_headers(
-    tmp_path: Path, broker: RabbitMq, fhir: FhirServer, names: Names
+    broker: RabbitMq, fhir: FhirServer, names: Names, configure: Configure
 ) -> None:
-    config = make_config(
-        tmp_path,
-        amqp_url=broker.url,
-        names=names,
-        fhir_url=fhir.base_url,
+    config = configure(
         consumer={"mode": "delivery"},
     )
     poison = {
@@ -188,13 +171,9 @@ async def test_poison_messages_go_to_the_dead_letter_exchange_with_error_headers
 
 
 async def test_transient_failures_are_retried_through_the_ttl_queue_then_delivered(
-    tmp_path: Path, broker: RabbitMq, fhir: FhirServer, names: Names
+    broker: RabbitMq, fhir: FhirServer, names: Names, configure: Configure
 ) -> None:
-    config = make_config(
-        tmp_path,
-        amqp_url=broker.url,
-        names=names,
-        fhir_url=fhir.base_url,
+    config = configure(
         consumer={"mode": "delivery", "retry_delays": [0.3, 0.6]},
     )
     fhir.fail(503, count=2)
@@ -224,13 +203,9 @@ async def test_transient_failures_are_retried_through_the_ttl_queue_then_deliver
 
 
 async def test_after_max_attempts_the_message_goes_to_the_dead_letter_exchange(
-    tmp_path: Path, broker: RabbitMq, fhir: FhirServer, names: Names
+    broker: RabbitMq, fhir: FhirServer, names: Names, configure: Configure
 ) -> None:
-    config = make_config(
-        tmp_path,
-        amqp_url=broker.url,
-        names=names,
-        fhir_url=fhir.base_url,
+    config = configure(
         consumer={"mode": "delivery", "retry_delays": [0.2], "max_attempts": 3},
     )
     fhir.fail(503, count=10)
@@ -256,13 +231,9 @@ async def test_after_max_attempts_the_message_goes_to_the_dead_letter_exchange(
 
 
 async def test_a_rejection_by_the_server_is_dead_lettered_at_once(
-    tmp_path: Path, broker: RabbitMq, fhir: FhirServer, names: Names
+    broker: RabbitMq, fhir: FhirServer, names: Names, configure: Configure
 ) -> None:
-    config = make_config(
-        tmp_path,
-        amqp_url=broker.url,
-        names=names,
-        fhir_url=fhir.base_url,
+    config = configure(
         consumer={"mode": "delivery"},
     )
     fhir.fail(422)

@@ -15,6 +15,7 @@ from listeners.config import load_config
 from listeners.mllp import ConnectionClosedError, MllpClient, parse_ack
 from tests.listeners.amqp.support import (
     AmqpClient,
+    Configure,
     Names,
     WorkerProcess,
     adt,
@@ -173,14 +174,10 @@ def test_two_worker_processes_share_the_partitions_deliver_once_in_order_and_sur
 
 @pytest.mark.anyio
 async def test_nothing_confirmed_is_lost_when_the_broker_restarts_mid_stream(
-    tmp_path: Path, broker: RabbitMq, fhir: FhirServer, names: Names
+    broker: RabbitMq, fhir: FhirServer, names: Names, configure: Configure
 ) -> None:
     # Ingress queue → (consumer, mode "commit") → partitions → worker → FHIR server.
-    config = make_config(
-        tmp_path,
-        amqp_url=broker.url,
-        names=names,
-        fhir_url=fhir.base_url,
+    config = configure(
         backend="amqp",
         consumer={"mode": "commit"},
     )

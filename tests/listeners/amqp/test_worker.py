@@ -13,6 +13,7 @@ from listeners.amqp import AmqpWorker
 from listeners.amqp.envelope import ERROR_HEADERS, H_ATTEMPTS
 from tests.listeners.amqp.support import (
     AmqpClient,
+    Configure,
     Names,
     adt,
     bundle_posts,
@@ -40,13 +41,9 @@ def samples(worker: AmqpWorker, name: str) -> float:
 
 
 async def test_a_transient_failure_is_retried_in_place_and_later_messages_wait(
-    tmp_path: Path, broker: RabbitMq, fhir: FhirServer, names: Names
+    fhir: FhirServer, configure: Configure
 ) -> None:
-    config = make_config(
-        tmp_path,
-        amqp_url=broker.url,
-        names=names,
-        fhir_url=fhir.base_url,
+    config = configure(
         backend="amqp",
         amqp={"partitions": 1},
     )
@@ -71,13 +68,9 @@ async def test_a_transient_failure_is_retried_in_place_and_later_messages_wait(
 
 
 async def test_poison_and_exhausted_attempts_go_to_the_dead_letter_exchange(
-    tmp_path: Path, broker: RabbitMq, fhir: FhirServer, names: Names
+    broker: RabbitMq, fhir: FhirServer, names: Names, configure: Configure
 ) -> None:
-    config = make_config(
-        tmp_path,
-        amqp_url=broker.url,
-        names=names,
-        fhir_url=fhir.base_url,
+    config = configure(
         backend="amqp",
         amqp={"partitions": 1},
         delivery={"max_attempts": 2},
@@ -150,13 +143,9 @@ async def test_partitions_are_shared_fairly_and_taken_over_when_a_worker_stops(
 
 
 async def test_a_worker_serves_health_readiness_and_metrics(
-    tmp_path: Path, broker: RabbitMq, fhir: FhirServer, names: Names
+    configure: Configure,
 ) -> None:
-    config = make_config(
-        tmp_path,
-        amqp_url=broker.url,
-        names=names,
-        fhir_url=fhir.base_url,
+    config = configure(
         backend="amqp",
         amqp={"partitions": 2},
     )
