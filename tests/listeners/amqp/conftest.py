@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.listeners.amqp.support import Configure, Names, make_config
+from listeners.config import load_config
+from tests.listeners.amqp.support import ConfigFile, Configure, Names, write_config
 from tests.support.fhirserver import (
     FhirServer,
     fhirserver_required,
@@ -69,9 +70,15 @@ def names() -> Names:
 
 
 @pytest.fixture
-def configure(tmp_path: Path, broker: RabbitMq, fhir: FhirServer, names: Names) -> Configure:
-    """``make_config`` for this test's broker, FHIR server and names; the settings that
-    differ from test to test are given as keywords."""
+def config_file(tmp_path: Path, broker: RabbitMq, fhir: FhirServer, names: Names) -> ConfigFile:
+    """``write_config`` for this test's broker, FHIR server and names; the settings that
+    differ from test to test are given as keywords. For tests that need the file."""
     return functools.partial(
-        make_config, tmp_path, amqp_url=broker.url, names=names, fhir_url=fhir.base_url
+        write_config, tmp_path, amqp_url=broker.url, names=names, fhir_url=fhir.base_url
     )
+
+
+@pytest.fixture
+def configure(config_file: ConfigFile) -> Configure:
+    """:func:`config_file`, read back as ``passerelle serve`` reads it."""
+    return lambda **settings: load_config(config_file(**settings), env={})

@@ -160,8 +160,9 @@ def make_config(directory: Path, **kwargs: Any) -> ServiceConfig:
     return load_config(write_config(directory, **kwargs), env={})
 
 
-#: The ``configure`` fixture: ``make_config`` bound to the test's broker, FHIR server and
-#: names, taking the settings that differ as keywords.
+#: The ``config_file`` and ``configure`` fixtures: ``write_config`` and ``make_config``
+#: bound to the test's broker, FHIR server and names, taking the other settings.
+ConfigFile = Callable[..., Path]
 Configure = Callable[..., ServiceConfig]
 
 

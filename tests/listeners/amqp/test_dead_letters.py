@@ -20,6 +20,7 @@ from listeners.amqp.envelope import (
 from listeners.config import load_config
 from tests.listeners.amqp.support import (
     AmqpClient,
+    ConfigFile,
     Names,
     adt,
     envelope,
@@ -50,17 +51,9 @@ def letter_ids(listing: str) -> dict[str, str]:
 
 
 async def test_rabbitmq_dead_letters_are_listed_shown_retried_and_purged(
-    tmp_path: Path, broker: RabbitMq, fhir: FhirServer, names: Names
+    broker: RabbitMq, fhir: FhirServer, names: Names, config_file: ConfigFile
 ) -> None:
-    path = write_config(
-        tmp_path,
-        amqp_url=broker.url,
-        names=names,
-        fhir_url=fhir.base_url,
-        backend="amqp",
-        amqp={"partitions": 2},
-        delivery={"max_attempts": 1},
-    )
+    path = config_file(backend="amqp", amqp={"partitions": 2}, delivery={"max_attempts": 1})
     config = load_config(path, env={})
     cfg = ("--config", str(path))
     worker = AmqpWorker(config, use_threads=True)

@@ -15,6 +15,7 @@ from listeners.config import load_config
 from listeners.mllp import ConnectionClosedError, MllpClient, parse_ack
 from tests.listeners.amqp.support import (
     AmqpClient,
+    ConfigFile,
     Configure,
     Names,
     WorkerProcess,
@@ -29,7 +30,6 @@ from tests.listeners.amqp.support import (
     running_service,
     store,
     wait_until,
-    write_config,
 )
 from tests.support.fhirserver import FhirServer
 from tests.support.rabbitmq import RabbitMq
@@ -101,17 +101,9 @@ async def test_mllp_acks_only_once_rabbitmq_confirmed_the_message(
 
 
 def test_two_worker_processes_share_the_partitions_deliver_once_in_order_and_survive_a_crash(
-    tmp_path: Path, broker: RabbitMq, fhir: FhirServer, names: Names
+    fhir: FhirServer, config_file: ConfigFile
 ) -> None:
-    path = write_config(
-        tmp_path,
-        amqp_url=broker.url,
-        names=names,
-        fhir_url=fhir.base_url,
-        backend="amqp",
-        amqp={"partitions": 8},
-        log_format="json",
-    )
+    path = config_file(backend="amqp", amqp={"partitions": 8}, log_format="json")
     config = load_config(path, env={})
     first = WorkerProcess(path, "first")
     second: WorkerProcess | None = None
