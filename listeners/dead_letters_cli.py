@@ -149,10 +149,14 @@ def _sqlite(args: argparse.Namespace, config: ServiceConfig) -> int:
         print(f"dead letter {args.id} queued again", file=out)
         return EXIT_OK
     if args.dl_command == "purge":
-        older = args.older_than_days * 86400 if args.older_than_days is not None else None
-        print(f"{queue.purge_dead_letters(older)} dead letter(s) purged", file=out)
+        print(f"{queue.purge_dead_letters(_older_than(args))} dead letter(s) purged", file=out)
         return EXIT_OK
     return EXIT_USAGE
+
+
+def _older_than(args: argparse.Namespace) -> float | None:
+    """``purge --older-than-days`` in seconds; None purges every dead letter."""
+    return None if args.older_than_days is None else args.older_than_days * 86400
 
 
 # -- RabbitMQ's dead-letter queue --------------------------------------------------------------
@@ -212,8 +216,7 @@ async def _amqp(args: argparse.Namespace, config: ServiceConfig) -> int:
                 print(f"{sent} dead letter(s) sent again", file=out)
                 return EXIT_FAILED if skipped and not sent else EXIT_OK
             if args.dl_command == "purge":
-                older = args.older_than_days * 86400 if args.older_than_days is not None else None
-                print(f"{await store.purge(older)} dead letter(s) purged", file=out)
+                print(f"{await store.purge(_older_than(args))} dead letter(s) purged", file=out)
                 return EXIT_OK
     except ConnectionError as exc:
         print(f"passerelle: {exc}", file=sys.stderr)
