@@ -72,6 +72,7 @@ def codec_for(msh18: str, default: str) -> str:
 
 
 _ASCII_SAMPLE = bytes(range(0x20, 0x7F)) + b"\r\n"
+_ASCII_TEXT = _ASCII_SAMPLE.decode("ascii")
 # Python source-literal escapes, not character sets (probing them warns about "\]").
 _PYTHON_LITERAL_CODECS = {"unicode-escape", "raw-unicode-escape"}
 
@@ -82,10 +83,10 @@ def _ascii_compatible(codec: str) -> bool:
     from 0x7C but writes it as 0xFC."""
     if codec in _PYTHON_LITERAL_CODECS:
         return False
-    ascii_text = _ASCII_SAMPLE.decode("ascii")
     try:
         return (
-            _ASCII_SAMPLE.decode(codec) == ascii_text and ascii_text.encode(codec) == _ASCII_SAMPLE
+            _ASCII_SAMPLE.decode(codec) == _ASCII_TEXT
+            and _ASCII_TEXT.encode(codec) == _ASCII_SAMPLE
         )
     except (LookupError, UnicodeError):  # Python's "undefined" codec refuses everything
         return False
