@@ -224,6 +224,20 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         self._direct_functions = (*self._direct_functions, *added)
         self.direct_calls = frozenset(map(id, self._direct_functions))
 
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        """``node.code``, ``seg.patient_name``, ``codes.CodeableConcept``: read directly.
+
+        The checked path would look for a ``str.format`` method and then ask
+        :meth:`is_safe_attribute`, which says yes to any public name of these types; none
+        of them is a string, so no public attribute of theirs is a string's ``format``.
+        """
+        if type(obj) in _PLAIN_TEMPLATE_TYPES and not attribute.startswith("_"):
+            try:
+                return getattr(obj, attribute)
+            except AttributeError:
+                pass  # Jinja's fallbacks: obj[attribute], then undefined
+        return super().getattr(obj, attribute)
+
     def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
         if type(obj) in _TEMPLATE_TYPES:
             return not attr.startswith("_")
@@ -243,6 +257,8 @@ class _Sandbox(ImmutableSandboxedEnvironment):
 _TEMPLATE_TYPES = frozenset(
     {Value, Segment, Group, Message, Node, AttrValue, Ref, TemplateModule, Namespace}
 )
+# Without AttrValue: a str subclass, whose ``format`` must still be wrapped by Jinja.
+_PLAIN_TEMPLATE_TYPES = _TEMPLATE_TYPES - {AttrValue}
 
 
 def _session_function(name: str) -> Any:

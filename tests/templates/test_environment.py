@@ -137,6 +137,46 @@ def test_template_globals_do_not_leak_into_the_environment(tmp_path: Path) -> No
     assert environment.from_string("{{ emit is defined }}").render() == "true"
 
 
+@pytest.mark.parametrize(
+    ("extension", "expression"),
+    [
+        ("{0.__class__}", "doc.id['extension'].format(doc)"),
+        ("{code.__class__}", "doc.id['extension'].format_map(doc)"),
+        ("x", "doc.code.__class__"),
+        ("x", "doc._element"),
+        ("x", "doc.first.__self__"),
+        ("x", "doc.code['code'].__class__"),
+    ],
+)
+def test_cda_nodes_and_attribute_values_keep_the_sandbox(
+    tmp_path: Path, extension: str, expression: str
+) -> None:
+    from converter.cda import CdaDocument, PathCache
+    from tests.cda._support import cda
+
+    # Nodes take the sandbox's direct attribute read; their attribute values are strings,
+    # whose format methods Jinja must still wrap (the id's extension is a format string).
+    environment = make_templates(write_templates(tmp_path, {ROOT: ""})).environment
+    data = cda(doc_id=f'<id root="1.2.3" extension="{extension}"/>').encode()
+    doc = CdaDocument(data, PathCache()).root
+    template = environment.from_string("{{ " + expression + " }}")
+    with pytest.raises(SecurityError):
+        template.render(doc=doc)
+
+
+def test_cda_node_children_and_missing_names_through_the_sandbox(tmp_path: Path) -> None:
+    from converter.cda import CdaDocument, PathCache
+    from tests.cda._support import cda
+
+    environment = make_templates(write_templates(tmp_path, {ROOT: ""})).environment
+    doc = CdaDocument(cda(body="").encode(), PathCache()).root
+    render = environment.from_string(
+        "{{ [doc.code['code'], doc.noSuchElement.code['code'], doc.code.null_flavor] }}"
+    ).render
+    code, absent, null_flavor = json.loads(render(doc=doc))
+    assert code and absent == "" and null_flavor == ""
+
+
 def test_calling_a_bound_method_owner_is_refused(tmp_path: Path) -> None:
     builtin = write_templates(tmp_path, resource_with("msg.all.__self__('PID')"))
     with pytest.raises(TemplateError) as caught:
