@@ -17,6 +17,7 @@ from typing import TextIO
 from .cda.xml import DEFAULT_MAX_BYTES
 from .convert import Conversion, Converter, ConverterConfig, detect_input_type
 from .errors import ConfigurationError, ConversionError
+from .printable import printable
 
 __all__ = ["add_commands", "main", "output_name"]
 
@@ -236,16 +237,18 @@ def _failure_line(path: Path, error: ConversionError, *, verbose: bool) -> str:
         parts.append(f"in {error.template}")
     if verbose and error.detail:
         parts.append(f"[{error.detail}]")
-    return " ".join(parts)
+    return printable(" ".join(parts))
 
 
 def _print_summary(summary: _Summary, out: TextIO) -> None:
-    types = ", ".join(f"{t}: {n}" for t, n in sorted(summary.by_type.items()))
+    types = printable(", ".join(f"{t}: {n}" for t, n in sorted(summary.by_type.items())))
     print(f"converted {summary.converted}, failed {summary.failed}", file=out)
     if types:
         print(f"  converted by type: {types}", file=out)
     if summary.failed_by_type:
-        failed = ", ".join(f"{t}: {n}" for t, n in sorted(summary.failed_by_type.items()))
+        failed = printable(
+            ", ".join(f"{t}: {n}" for t, n in sorted(summary.failed_by_type.items()))
+        )
         print(f"  failed by type: {failed}", file=out)
 
 

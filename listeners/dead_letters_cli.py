@@ -16,6 +16,8 @@ import sys
 import time
 from typing import Any, TextIO
 
+from converter.printable import printable, printable_json
+
 from .config import ConfigError, ServiceConfig
 from .queue.base import Envelope
 
@@ -44,20 +46,21 @@ def _line(
 ) -> None:
     kind = error.get("kind", "?")
     if envelope is None:
-        print(
+        line = (
             f"{id!s:>8}  {_local(failed_at, '%Y-%m-%d %H:%M:%S')}  {'?':14} "
-            f"(not a Passerelle envelope)  {kind}: {error.get('reason', '')}",
-            file=out,
+            f"(not a Passerelle envelope)  {kind}: {error.get('reason', '')}"
         )
+        print(printable(line), file=out)
         return
-    print(
+    line = (
         f"{id!s:>8}  {_local(failed_at, '%Y-%m-%d %H:%M:%S')}  "
         f"{envelope.message_type or '?':14} "
         f"control-id={envelope.control_id or '-'}  "
         f"sender={envelope.sender}  "
-        f"{kind}: {error.get('reason', '')}",
-        file=out,
+        f"{kind}: {error.get('reason', '')}"
     )
+    # Sender-supplied values: control characters are shown escaped, never interpreted.
+    print(printable(line), file=out)
 
 
 def _show(
@@ -91,10 +94,11 @@ def _show(
             error["detail"] = detail
         if outcome is not None:
             error["outcome"] = outcome
-    print(json.dumps(info, indent=2, ensure_ascii=False), file=out)
+    print(printable_json(json.dumps(info, indent=2, ensure_ascii=False)), file=out)
     if payload:
         print("--- message ---", file=out)
-        print(body.decode("utf-8", "replace").replace("\r", "\n"), file=out)
+        text = body.decode("utf-8", "replace").replace("\r\n", "\n").replace("\r", "\n")
+        print("\n".join(printable(line) for line in text.split("\n")), file=out)
 
 
 # -- the SQLite queue --------------------------------------------------------------------------

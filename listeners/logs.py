@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from converter.errors import ConversionError
+from converter.printable import printable, printable_json
 
 from .errors import ServiceError
 
@@ -120,7 +121,7 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info and record.exc_info[0] is not None:
             # The exception type only: exception messages may quote message content.
             entry["exception"] = record.exc_info[0].__name__
-        return json.dumps(entry, ensure_ascii=False, default=str)
+        return printable_json(json.dumps(entry, ensure_ascii=False, default=str))
 
 
 class TextFormatter(logging.Formatter):
@@ -132,7 +133,8 @@ class TextFormatter(logging.Formatter):
         line = f"{stamp} {record.levelname:7} {record.name}: {record.getMessage()}"
         if record.exc_info and record.exc_info[0] is not None:
             line += f" exception={record.exc_info[0].__name__}"
-        return f"{line} {extra}".rstrip()
+        # Values come from senders: no control character may forge or hide a line.
+        return printable(f"{line} {extra}".rstrip())
 
 
 def configure_logging(

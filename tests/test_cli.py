@@ -136,6 +136,21 @@ def test_unsupported_message_type_fails_cleanly(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_control_characters_from_the_input_are_printed_escaped(tmp_path: Path) -> None:
+    # An ESC sequence in MSH-10 or MSH-9 would clear the operator's screen if printed raw.
+    message = ADT_A08.read_bytes().replace(b"ADT^A08^ADT_A01", b"ADT^A99\x1b[2J^ADT_A01")
+    control_id = ADT_A08.read_bytes().split(b"\r")[0].split(b"|")[9]
+    message = message.replace(b"|" + control_id + b"|", b"|C\xe2\x80\xae1\x1b]0;x\x07|", 1)
+    assert message.count(b"\x1b") == 2, "fixture assumption: MSH-10 replaced"
+    (tmp_path / "escape.hl7").write_bytes(message)
+    result = run("convert", tmp_path / "escape.hl7")
+    assert result.returncode == 1
+    assert not any(ch in result.stderr for ch in "\x1b\x07\u202e"), repr(result.stderr)
+    assert "control-id=C\\u202e1\\x1b]0;x\\x07" in result.stderr
+    assert "type=ADT^A99\\x1b[2J" in result.stderr
+    assert "ADT^A99\\x1b[2J: 1" in result.stderr  # the closing summary too
+
+
 def test_no_validate_and_forced_template() -> None:
     result = run("convert", ADT_A08, "--no-validate", "--template", "ADT")
     assert result.returncode == 0, result.stderr

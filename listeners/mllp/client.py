@@ -23,6 +23,7 @@ from typing import TextIO
 
 from converter.errors import ParseError
 from converter.hl7v2.er7 import split_messages
+from converter.printable import printable
 
 from ..errors import ServiceError
 from .ack import parse_ack, read_header
@@ -286,13 +287,14 @@ async def _send_all(
             if not info.success or problem:
                 failed += 1
             if not quiet:
-                print(
+                heading = (
                     f"# {message.label} MSH-10 {message.control_id}: {code} in "
-                    f"{elapsed:.1f} ms{problem}",
-                    file=out,
+                    f"{elapsed:.1f} ms{problem}"
                 )
+                print(printable(heading), file=out)
+                # The ACK is the server's text: its control characters are shown escaped.
                 for segment in info.segments:
-                    print(segment, file=out)
+                    print(printable(segment), file=out)
                 print(file=out)
     finally:
         await client.close()

@@ -15,18 +15,19 @@ from listeners.queue.sqlite import SqliteQueue
 SERVER_DIAGNOSTIC = "Patient.name: 'Quillebeuf' is not allowed"
 
 
-def _store(path: Path) -> int:
+def _store(path: Path, control_id: str = "DL-1") -> int:
     async def run() -> int:
         queue = SqliteQueue(path)
         await queue.start()
         try:
             envelope = Envelope(
-                payload=b"MSH|^~\\&|A|B|C|D|20240101||ADT^A01|DL-1|P|2.5\rPID|1||1^^^X||QUILLEBEUF",
+                payload=b"MSH|^~\\&|A|B|C|D|20240101||ADT^A01|%s|P|2.5\rPID|1||1^^^X||QUILLEBEUF"
+                % control_id.encode(),
                 sender="mllp/A^B",
                 listener="mllp",
                 received_at=time.time(),
                 ordering_key="k",
-                control_id="DL-1",
+                control_id=control_id,
                 message_type="ADT^A01^ADT_A01",
             )
             stored = await queue.put_dead_letter(
@@ -100,3 +101,18 @@ def test_purge_refuses_a_negative_or_odd_age_and_keeps_the_dead_letters(tmp_path
     kept = _dead_letters(config, "purge", "--older-than-days", "1")
     assert kept.returncode == 0, kept.stderr
     assert _dead_letters(config, "list").stdout.startswith("1 dead letter(s)")
+
+
+def test_control_characters_of_a_dead_letter_are_printed_escaped(tmp_path: Path) -> None:
+    (tmp_path / "passerelle.toml").write_text('data_dir = "data"\n')
+    (tmp_path / "data").mkdir()
+    letter = _store(tmp_path / "data" / "queue.db", control_id="DL\x1b[2J\u2028\x9b1")
+    config = tmp_path / "passerelle.toml"
+    listed = _dead_letters(config, "list")
+    assert "control-id=DL\\x1b[2J\\u2028\\x9b1" in listed.stdout
+    for shown in (listed, _show(config, letter), _show(config, letter, "--payload")):
+        assert shown.returncode == 0, shown.stderr
+        assert not any(ch in shown.stdout for ch in "\x1b\u2028\x9b"), repr(shown.stdout)
+    info = json.loads(_show(config, letter).stdout)
+    assert info["control_id"] == "DL\x1b[2J\u2028\x9b1"  # the JSON still holds the value
+    assert "|DL\\x1b[2J\\u2028\\x9b1|" in _show(config, letter, "--payload").stdout

@@ -113,3 +113,18 @@ def test_configure_logging_json_to_a_stream(restore_logging: None) -> None:
 def test_configure_logging_rejects_an_unknown_level(restore_logging: None) -> None:
     with pytest.raises(ValueError):
         configure_logging("json", "verbose", stream=io.StringIO())
+
+
+def test_sender_values_cannot_forge_or_hide_a_log_line() -> None:
+    # A CDA id extension may hold "&#10;"; HL7 fields may hold ESC, bidi marks, U+2028.
+    forged = "DOC-1\n2026-11-29 07:00:00 INFO    passerelle.ingest: forged"
+    values = {"control_id": forged, "sender": "LAB\x1b[2J", "message_type": "ORU\u2028\u202e"}
+    text = TextFormatter().format(record("stored", **values))
+    assert "\n" not in text and "\x1b" not in text and "\u2028" not in text
+    assert "control_id=DOC-1\\x0a2026-11-29" in text and "sender=LAB\\x1b[2J" in text
+    assert "message_type=ORU\\u2028\\u202e" in text
+    line = JsonFormatter().format(record("stored", **values))
+    assert len(line.splitlines()) == 1
+    assert not any(ch in line for ch in "\x1b\u2028\u202e")
+    entry = json.loads(line)
+    assert {key: entry[key] for key in values} == values  # escaped, not altered

@@ -157,6 +157,22 @@ def test_send_flags_a_mismatched_msa2(tmp_path: Path) -> None:
     run(scenario())
 
 
+def test_send_prints_control_characters_of_acks_escaped(tmp_path: Path) -> None:
+    # The ACK is the server's text, and echoes MSH-10: an ESC there must not reach the
+    # operator's terminal as an escape sequence.
+    path = write(tmp_path / "m.hl7", message("C\x1b[2J1"))
+
+    async def scenario() -> None:
+        async with serving(Recorder()) as server:
+            code, out, err = await send([str(path), "--port", str(port_of(server))])
+            assert code == 0, err
+            assert "\x1b" not in out + err
+            assert "MSA|AA|C\\x1b[2J1" in out.splitlines()
+            assert "MSH-10 C\\x1b[2J1: AA" in out
+
+    run(scenario())
+
+
 def test_send_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     good = write(tmp_path / "m.hl7", message("U"))
     not_hl7 = tmp_path / "x.txt"
