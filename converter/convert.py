@@ -251,6 +251,7 @@ class Converter:
             reference_style="type" if self.config.request_mode == "put" else "urn",
             context=context,
             builtin_root=str(self.config.mappings_dir),
+            strict_values=self.config.strict_values,
         )
 
     def _finish(

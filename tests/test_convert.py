@@ -16,6 +16,7 @@ import pytest
 from converter.assembly.ids import stable_id
 from converter.convert import Conversion, Converter, ConverterConfig, detect_input_type
 from converter.errors import ConfigurationError, MappingError, ParseError, TemplateError
+from tests.support.r4validator import R4Validator
 
 REPO = Path(__file__).resolve().parents[1]
 MAPPINGS = REPO / "mappings"
@@ -258,6 +259,31 @@ def test_lenient_mode_drops_a_bad_value_with_a_warning(baseline: dict[str, Any])
     expected = dict(the(baseline, "Patient"))
     del expected["birthDate"]
     assert patient == expected
+
+
+#: A raw ESC in the family name and a \\X07\\ (BEL) escape in an allergy reaction.
+CONTROLS = SAMPLE.replace(b"|DUPONT^Marie^", b"|DUP\x1bONT^Marie^").replace(
+    b"|Urticaire g", b"|Urti\\X07\\caire g"
+)
+
+
+def test_control_characters_fail_with_their_place_and_lenient_mode_replaces_them(
+    r4validator: R4Validator,
+) -> None:
+    assert CONTROLS.count(b"\x1b") == 1 and b"\\X07\\" in CONTROLS, "fixture assumption"
+    with pytest.raises(MappingError) as caught:
+        Converter(ConverterConfig()).convert(CONTROLS)
+    assert caught.value.location == "PID-5.1" and "U+001B" in str(caught.value)
+    assert "DUP" not in str(caught.value)
+    [conversion] = Converter(ConverterConfig(strict_values=False)).convert(CONTROLS)
+    text = json.dumps(conversion.bundle, ensure_ascii=False)
+    assert "DUP\ufffdONT" in text and "Urti\ufffdcaire" in text
+    assert "\\u001b" not in text and "\\u0007" not in text
+    assert any("PID-5.1" in w for w in conversion.warnings)
+    # Value.text (the whole field, used for the reaction) is a plain string: no place.
+    assert any("U+0007" in w for w in conversion.warnings)
+    # The R4 check Medplum makes (a server refuses such strings) now passes.
+    assert r4validator.validate_all(conversion.bundle) == []
 
 
 # --- deterministic ids -------------------------------------------------------------------------

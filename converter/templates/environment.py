@@ -34,8 +34,9 @@ from jinja2.utils import Namespace
 from markupsafe import Markup
 
 from ..cda.node import AttrValue, Node
-from ..errors import ConfigurationError, TemplateError
+from ..errors import ConfigurationError, MappingError, TemplateError
 from ..hl7v2.message import Group, Message, Segment, Value
+from ..printable import printable
 from .filters import ValueFilters
 from .render import ACTIVE_SESSION, Ref
 
@@ -57,8 +58,10 @@ def _default(value: Any) -> Any:
     return text if text else None
 
 
-def _string(text: str) -> Markup:
+def _string(text: str, source: Value | None = None) -> Markup:
     encoded = _encode_string(text)
+    if "\\" in encoded and _NOT_IN_FHIR.search(text):  # only escapes carry a backslash
+        return _string(_without_control_characters(text, source))
     # Brackets inside strings are written as escapes so that the trailing-comma cleanup
     # of template output (a plain text substitution) can never touch a value.
     if "]" in encoded or "}" in encoded:
@@ -93,7 +96,7 @@ def to_json(value: Any) -> Markup:
         return value if value.strip() else _NULL
     if cls is Value:
         text = str(value)
-        return _string(text) if text else _NULL
+        return _string(text, value) if text else _NULL
     if value is None:
         return _NULL
     if isinstance(value, str):
@@ -113,6 +116,8 @@ def to_json(value: Any) -> Markup:
         return _NULL
     if isinstance(value, list | tuple | dict):
         encoded = _encode_container(value)
+        if "\\" in encoded:
+            encoded = _container_without_control_characters(encoded)
         if "]" in encoded or "}" in encoded:
             # Same protection as for strings, applied inside the container's strings only.
             encoded = _protect_strings(encoded)
@@ -137,6 +142,40 @@ def _finalize(eval_ctx: Any, value: Any) -> Markup:
 
 
 _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+
+# FHIR strings hold no character below U+0020 but tab, CR and LF (R4 datatypes: "SHOULD
+# not"; XML cannot carry them, and servers such as Medplum refuse them). HL7 v2 text can,
+# raw or as \X1B\ escapes. As JSON escapes: \u0000-\u001f but \t \n \r, and \b \f,
+# after an even run of backslashes (``\\u001b`` is a backslash and then text).
+_NOT_IN_FHIR = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
+_ESCAPED_NOT_IN_FHIR = re.compile(r"(?<!\\)((?:\\\\)*)\\(u00(?:0[0-8bBcCeEfF]|1[0-9a-fA-F])|[bf])")
+_REPLACEMENT = "\ufffd"
+
+
+def _without_control_characters(text: str, source: Value | None) -> str:
+    """``text`` for a FHIR string: a MappingError in strict mode (the default), else the
+    characters replaced with U+FFFD and a warning naming the field, never the value."""
+    found = _NOT_IN_FHIR.search(text)
+    if found is None:
+        return text
+    reason = f"control character U+{ord(found.group()):04X} is not allowed in FHIR text"
+    where = source.path if source is not None else None
+    session = ACTIVE_SESSION.get()
+    if session is None or session.strict_values:
+        raise MappingError(reason, location=where, detail=printable(text)[:100])
+    warning = f"{reason} at {where}; replaced by U+FFFD" if where else f"{reason}; replaced"
+    if warning not in session.warnings:  # a field written in several resources: said once
+        session.warn(warning)
+    return _NOT_IN_FHIR.sub(_REPLACEMENT, text)
+
+
+def _container_without_control_characters(encoded: str) -> str:
+    """The same for a container's JSON text, where those characters are escapes."""
+    found = _ESCAPED_NOT_IN_FHIR.search(encoded)
+    if found is None:
+        return encoded
+    _without_control_characters(json.loads(f'"\\{found.group(2)}"'), None)
+    return _ESCAPED_NOT_IN_FHIR.sub(lambda m: m.group(1) + "\\ufffd", encoded)
 
 
 def _protect_strings(encoded: str) -> str:

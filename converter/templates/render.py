@@ -126,6 +126,7 @@ class RenderSession:
         reference_style: str,
         context: dict[str, Any],
         builtin_root: str,
+        strict_values: bool = True,
     ) -> None:
         self._env = environment
         self._builtin_root = builtin_root
@@ -144,6 +145,8 @@ class RenderSession:
         #: Offset (``+0200``) for timestamps written without one, instead of the
         #: configured zone: set for a CDA document from its own effectiveTime.
         self.default_offset: str | None = None
+        #: False: what FHIR cannot hold (control characters) is replaced with a warning.
+        self.strict_values = strict_values
 
     # -- functions exposed to templates --------------------------------------------------
     def emit(self, template: str, **variables: Any) -> Ref | None:

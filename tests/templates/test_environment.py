@@ -323,6 +323,75 @@ def test_present_hl7_values_render_as_json_strings(tmp_path: Path) -> None:
     assert resource["event"] == "ADT^A08"
 
 
+# --- what FHIR text cannot hold ---------------------------------------------------------------
+
+#: PID-5: ESC raw in the family name and BEL as an HL7 escape (\X07\) in the given name;
+#: then a tab, CR/LF (\.br\) and a backslash followed by "u001b", all fine for FHIR.
+CONTROLS = MESSAGE.replace(b"DOE^JOHN", b"D\x1bOE^JO\\X07\\HN^T\\X09\\M\\.br\\X^C:\\E\\u001b")
+CONTROL_FIELDS = (
+    '{"resourceType": "Basic", "family": {{ msg.PID[5][1] }}, "given": {{ msg.PID[5][2] }},'
+    ' "fine": [{{ msg.PID[5][3] }}, {{ msg.PID[5][4] }}],'
+    ' "as_text": {{ msg.PID[5][2] | string }}, "in_list": {{ [msg.PID[5][1], "ok"] }}}'
+)
+
+
+def render_controls(tmp_path: Path, *, strict: bool) -> Any:
+    builtin = write_templates(tmp_path, {ROOT: '{% do emit("X") %}', RESOURCE: CONTROL_FIELDS})
+    session = make_session(builtin, strict=strict, message=parse(CONTROLS))
+    return render(session), session.warnings
+
+
+def test_control_characters_fail_a_strict_conversion_at_their_field(tmp_path: Path) -> None:
+    with pytest.raises(MappingError) as caught:
+        render_controls(tmp_path, strict=True)
+    assert caught.value.location == "PID-5.1"
+    assert caught.value.template == f"{RESOURCE}:1"
+    assert "U+001B" in str(caught.value) and "D" not in caught.value.reason.split("U+")[0]
+    assert caught.value.detail == "D\\x1bOE"  # the value itself only in the detail
+
+
+def test_control_characters_are_replaced_with_a_warning_when_lenient(tmp_path: Path) -> None:
+    (resource,), warnings = render_controls(tmp_path, strict=False)
+    assert resource["family"] == "D\ufffdOE" and resource["given"] == "JO\ufffdHN"
+    assert resource["as_text"] == "JO\ufffdHN"
+    assert resource["in_list"] == ["D\ufffdOE", "ok"]
+    # Tab, CR/LF and a backslash followed by letters are text FHIR can hold: unchanged.
+    assert resource["fine"] == ["T\tM\nX", "C:\\u001b"]
+    assert any("U+001B" in w and "at PID-5.1" in w for w in warnings)
+    assert any("U+0007" in w and "at PID-5.2" in w for w in warnings)
+    assert not any("OE" in w or "HN" in w for w in warnings), "no value in a warning"
+
+
+class _LenientSession:
+    """What to_json asks of the rendering session: its strictness and warn()."""
+
+    strict_values = False
+
+    def __init__(self) -> None:
+        self.warnings: list[str] = []
+
+    def warn(self, message: str) -> str:
+        self.warnings.append(message)
+        return ""
+
+
+@given(st.text(min_size=1, max_size=30))
+@settings(max_examples=300)
+def test_no_control_character_reaches_fhir_text(text: str) -> None:
+    from converter.templates.render import ACTIVE_SESSION
+
+    forbidden = {chr(c) for c in range(32)} - {"\t", "\n", "\r"}
+    expected = "".join("\ufffd" if ch in forbidden else ch for ch in text)
+    session = _LenientSession()
+    token = ACTIVE_SESSION.set(session)  # type: ignore[arg-type]
+    try:
+        assert json.loads(to_json(text)) == expected
+        assert json.loads(to_json([text, {"k": text}])) == [expected, {"k": expected}]
+    finally:
+        ACTIVE_SESSION.reset(token)
+    assert bool(session.warnings) == (expected != text)
+
+
 # --- the JSON finalizer ----------------------------------------------------------------------
 
 
@@ -340,10 +409,16 @@ def render_value(environment: Any, value: Any) -> Any:
 
 
 TRICKY = st.sampled_from(
-    ['"', "\\", "]", "}", ",]", ", }", "[", "{", "\n", "\r", "\t", "\x00", "\x1f", "\u2028",
-     "é", "日本", "\U0001f600", "{{", "%}", "&", "<", "'", "\\u005d", " ", "null"]
+    ['"', "\\", "]", "}", ",]", ", }", "[", "{", "\n", "\r", "\t", "\x7f", "\x9b", "\u2028",
+     "é", "日本", "\U0001f600", "{{", "%}", "&", "<", "'", "\\u005d", "\\u001b", " ", "null"]
 )  # fmt: skip
-TEXT = st.lists(st.one_of(TRICKY, st.text(max_size=5)), max_size=8).map("".join)
+#: Text a FHIR string can hold: every character but the C0 controls other than tab, CR
+#: and LF (those are refused or replaced: test_no_control_character_reaches_fhir_text).
+FHIR_TEXT = st.text(
+    st.characters(blacklist_characters=[chr(c) for c in range(32) if chr(c) not in "\t\n\r"]),
+    max_size=5,
+)
+TEXT = st.lists(st.one_of(TRICKY, FHIR_TEXT), max_size=8).map("".join)
 
 
 def kept(text: str) -> bool:

@@ -88,6 +88,7 @@ def make_session(
         reference_style=reference_style,
         context={"msg": message or parse(), "message_key": message_key, **context},
         builtin_root=str(builtin),
+        strict_values=strict,
     )
 
 

@@ -156,3 +156,20 @@ def test_json_logs_of_passerelle_serve(tmp_path: Path, fhir: FhirServer) -> None
     assert failed["location"] == "PID-7" and failed["template"].startswith("hl7v2/resources/")
     assert any(e["message"].startswith("retransmission") for e in entries)
     assert any(e["message"] == "unsupported message rejected" for e in entries)
+
+
+def test_text_logs_show_a_senders_control_characters_escaped(
+    tmp_path: Path, fhir: FhirServer, captured_text_logs: io.StringIO
+) -> None:
+    # MSH-10 with an ESC sequence (clears a terminal showing the logs) and a BEL; FHIR
+    # text cannot hold them, so the message is dead-lettered: logged twice.
+    config = make_config(tmp_path, fhir_url=fhir.base_url)
+    with running(config) as service:
+        (ack,) = service.send([adt("ESC\x1b[2J\x07-1")])
+        assert ack.code == "AA"
+        service.drained()
+        assert service.service.queue.count_dead_letters() == 1
+    text = captured_text_logs.getvalue()
+    assert "\x1b" not in text and "\x07" not in text
+    assert text.count("control_id=ESC\\x1b[2J\\x07-1") >= 2
+    assert "error_kind=MappingError" in text and "location=MSH-10" in text
