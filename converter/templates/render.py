@@ -76,7 +76,9 @@ def _prune_object(obj: dict[str, Any]) -> dict[str, Any] | None:
     """Parse-time pruning: drop empty members and list items.
 
     The decoder calls this for inner objects first, and an object left empty becomes
-    None, so an empty object never reaches its parent as ``{}``.
+    None, so an empty object never reaches its parent as ``{}``. An extension left with
+    its ``url`` only (its value was absent, or dropped as invalid) is empty too: FHIR
+    requires a value or sub-extensions (ext-1).
     """
     out = {}
     for key, value in obj.items():
@@ -88,10 +90,19 @@ def _prune_object(obj: dict[str, Any]) -> dict[str, Any] | None:
                 continue
         elif kind is list:
             value = _prune_list(value)
+            if key in _EXTENSION_LISTS:
+                value = [item for item in value if not _only_a_url(item)]
             if not value:
                 continue
         out[key] = value
     return out or None
+
+
+_EXTENSION_LISTS = frozenset({"extension", "modifierExtension"})
+
+
+def _only_a_url(item: Any) -> bool:
+    return type(item) is dict and len(item) == 1 and "url" in item
 
 
 # Non-integer numbers become Decimal, so that 7.20 keeps its precision up to the bundle's

@@ -148,6 +148,31 @@ def test_pruning_drops_empty_members_recursively() -> None:
     }
 
 
+def test_extensions_left_with_only_their_url_are_dropped() -> None:
+    # ext-1: an extension has a value or sub-extensions. Its value may be absent, or
+    # dropped as invalid in lenient mode: the url alone must not reach the bundle.
+    analysis = "http://hl7.org/fhir/StructureDefinition/observation-analysis-date-time"
+    text = json.dumps(
+        {
+            "resourceType": "Observation",
+            "extension": [
+                {"url": analysis, "valueDateTime": None},
+                {"url": "outer", "extension": [{"url": "date", "valueDateTime": ""}]},
+                {"url": "kept", "extension": [{"url": "a", "valueCode": "x"}, {"url": "b"}]},
+            ],
+            "modifierExtension": [{"url": "m"}],
+            "_birthDate": {"extension": [{"url": "absent", "valueCode": " "}]},
+            "content": [{"attachment": {"url": "http://example.org/a.pdf"}}],
+        }
+    )
+    assert json_from_template(text, "t.j2") == {
+        "resourceType": "Observation",
+        "extension": [{"url": "kept", "extension": [{"url": "a", "valueCode": "x"}]}],
+        # A url alone is fine where it is not an extension's.
+        "content": [{"attachment": {"url": "http://example.org/a.pdf"}}],
+    }
+
+
 def test_an_all_empty_object_parses_to_none() -> None:
     assert json_from_template('{"a": null, "b": {"c": ""}}', "t.j2") is None
 
