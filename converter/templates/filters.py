@@ -283,7 +283,8 @@ class ValueFilters:
             kind = _text(hd[start + 2]).upper()
         if universal:
             if kind == "ISO" or (not kind and _OID.fullmatch(universal)):
-                return f"urn:oid:{universal}" if _OID.fullmatch(universal) else universal
+                # HD.3 says ISO but HD.2 is no OID: kept like any other name, if it can be.
+                return f"urn:oid:{universal}" if _OID.fullmatch(universal) else _as_uri(universal)
             if kind == "UUID" or _UUID.fullmatch(universal):
                 return f"urn:uuid:{universal.lower()}"
             return _as_uri(universal)

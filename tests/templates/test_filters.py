@@ -251,6 +251,10 @@ def test_code_system(env: Any, name: str, expected: str | None) -> None:
         ("HOSP-B", None),  # unmapped local name: no system
         ("1.2.9", "urn:oid:1.2.9"),
         ("", None),
+        # HD.3 says ISO, HD.2 is no OID: kept as a name when it can be a uri, else none.
+        ("HOSP&CHU-LYON&ISO", "CHU-LYON"),
+        ("HOSP&1.2.UNICODE UTF-16.1&ISO", None),
+        ("HOSP&1.2\\.br\\3&ISO", None),
     ],
 )  # fmt: skip
 def test_hd_system(env: Any, cx4: str, expected: str | None) -> None:
