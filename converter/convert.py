@@ -48,7 +48,8 @@ class ConverterConfig:
     #: Validate every bundle against the FHIR structures (fhir.resources, R4B models).
     validate: bool = True
     #: "structural": the rules of fhir.resources' R4B models compiled into a fast checker
-    #: (default; same verdicts, ~15x faster); "models": pydantic validation of the models.
+    #: (default; same verdicts, ~15x faster), plus R4's anchored patterns for codes and
+    #: uris; "models": pydantic validation of the models only.
     validator: Literal["structural", "models"] = "structural"
     #: IANA zone for timestamps that carry a time but no offset.
     default_timezone: str = "UTC"

@@ -22,7 +22,7 @@ from annotated_types import Ge, Le, MaxLen, MinLen
 from fhir_core import types as ft
 from pydantic.types import UuidVersion
 
-__all__ = ["Check", "primitive_check"]
+__all__ = ["Check", "primitive_check", "r4_pattern_check"]
 
 #: Returns ``None`` when the value is valid, else a message that quotes no value.
 Check = Callable[[Any], "str | None"]
@@ -360,3 +360,60 @@ def primitive_check(tp: Any) -> tuple[str, Check]:
                     pattern = _translate(part.pattern)
             return kind, _pattern_check(kind, pattern, shortest, longest)
     raise NotImplementedError(f"unsupported primitive annotation {tp!r}")
+
+
+# -- FHIR R4's own patterns ------------------------------------------------------------------
+# fhir_core searches its patterns unanchored (``\S*`` then matches any text) and allows
+# any whitespace inside a code; R4 anchors them (datatypes: "no whitespace" in a uri, "no
+# whitespace other than single spaces" in a code), and servers check them (Medplum's
+# validator uses these same regexes, with JavaScript's \s: Unicode spaces and U+FEFF).
+_JS_WS = "\t\n\x0b\x0c\r \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+_NO_SPACE = re.compile(f"[^{_JS_WS}]*")
+_R4_PATTERNS: dict[str, re.Pattern[str]] = {
+    "code": re.compile(f"[^{_JS_WS}]+(?: [^{_JS_WS}]+)*"),
+    "uri": _NO_SPACE,
+    "url": _NO_SPACE,
+    "canonical": _NO_SPACE,
+    "oid": re.compile(r"urn:oid:[0-2](?:\.(?:0|[1-9][0-9]*))+"),
+    "uuid": re.compile(r"urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"),
+}
+
+
+def r4_pattern_check(kind: str, check: Check) -> Check:
+    """``check`` (fhir_core's) and then the R4 pattern of ``kind`` when fhir_core does
+    not enforce it; ``check`` itself for the other types."""
+    pattern = _R4_PATTERNS.get(kind)
+    if pattern is None:
+        return check
+    fullmatch = pattern.fullmatch
+    bad = f"invalid {kind} (FHIR R4 pattern)"
+
+    def slow(v: Any) -> str | None:
+        return check(v) or (None if type(v) is not str or fullmatch(v) else bad)
+
+    # ASCII fast paths, valid under both checks; printable excludes tab, CR, LF, VT, FF.
+    if kind == "code":
+
+        def code(v: Any) -> str | None:
+            if (
+                type(v) is str
+                and v.isascii()
+                and v.isprintable()
+                and v
+                and v[0] != " "
+                and v[-1] != " "
+                and "  " not in v
+            ):
+                return None
+            return slow(v)
+
+        return code
+    if pattern is _NO_SPACE:
+
+        def no_space(v: Any) -> str | None:
+            if type(v) is str and v.isascii() and v.isprintable() and " " not in v:
+                return None
+            return slow(v)
+
+        return no_space
+    return slow

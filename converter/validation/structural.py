@@ -17,6 +17,9 @@ What fhir.resources checks, and so what is checked here:
   the group is required);
 * a contained resource or ``Bundle.entry.resource`` is checked against the model its
   ``resourceType`` names (``Resource`` when absent).
+
+And, unless ``r4_patterns=False``, what R4 requires beyond that: codes, uris, urls,
+canonicals, oids and uuids match R4's anchored patterns (:func:`.r4_pattern_check`).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from fhir_core.types import FhirBase, FhirElementOrResourceBase
 
 from ..errors import BundleValidationError
 from .models import fhir_path
-from .primitives import Check, primitive_check
+from .primitives import Check, primitive_check, r4_pattern_check
 
 __all__ = ["Issue", "StructuralValidator"]
 
@@ -121,13 +124,16 @@ class StructuralValidator:
     are built per model on first use; validation is then safe from several threads.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, r4_patterns: bool = True) -> None:
         from fhir.resources.R4B import fhirtypes
         from fhir.resources.R4B.bundle import Bundle
         from fhir_core.constraints import FHIR_TYPES_MAPS
         from pydantic._internal._validators import import_string
 
         self._import = import_string
+        #: Also check R4's anchored patterns (codes, uris, oids, uuids), which fhir_core
+        #: does not; False checks exactly what fhir.resources checks.
+        self._r4_patterns = r4_patterns
         self._lock = threading.Lock()
         self._models: dict[type[Any], _Model] = {}
         prefix: str = getattr(fhirtypes.ResourceType, "_prefix")  # noqa: B009 (untyped)
@@ -248,7 +254,8 @@ class StructuralValidator:
             field.null_item_ok = item_ok and name.endswith("__ext")
             return field
         field = _Field(_PRIM_LIST if many else _PRIM, None, nullable)
-        field.check = primitive_check(tp)[1]
+        kind, check = primitive_check(tp)
+        field.check = r4_pattern_check(kind, check) if self._r4_patterns else check
         field.null_item_ok = item_ok
         return field
 

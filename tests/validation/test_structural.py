@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import re
 import string
 from functools import cache
 from pathlib import Path
@@ -24,6 +25,7 @@ from pydantic import ValidationError
 from converter import Converter, ConverterConfig
 from converter.errors import BundleValidationError, ConversionError
 from converter.validation import ModelValidator, StructuralValidator
+from tests.support.r4validator import R4Validator
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "samples" / "hl7v2"
@@ -39,6 +41,12 @@ PRIMITIVES = [
 
 @cache
 def structural() -> StructuralValidator:
+    """Exactly fhir.resources' checks: the agreement tests compare the two."""
+    return StructuralValidator(r4_patterns=False)
+
+
+@cache
+def with_r4_patterns() -> StructuralValidator:
     return StructuralValidator()
 
 
@@ -489,3 +497,72 @@ def mutated_bundles(draw: st.DrawFn) -> dict[str, Any]:
 @given(bundle=mutated_bundles())
 def test_mutated_bundles_agree(bundle: dict[str, Any]) -> None:
     assert_agree(bundle)
+
+
+# --- R4's own patterns, which fhir.resources does not check ------------------------------------
+
+R4_VALUES: dict[str, list[str]] = {
+    "Code": ["MR", "a b", "a  b", " a", "a ", "RP\nPS", "a\tb", "x\u00a0y", "x\ufeff", "é", "日本"],
+    "Uri": ["urn:oid:1.2", "http://x/y", "1.2.3 4", "a\nb", "x\u3000y", "\u00e9", "a\u2028"],
+    "Url": ["http://x", "http://x y", "http://x\u00a0"],
+    "Canonical": ["http://x|1", "http://x |1"],
+    "Oid": ["urn:oid:1.2.3", "urn:oid:1.02", "urn:oid:3.1", "urn:oid:1", "urn:oid:1.2\n"],
+    "Uuid": [
+        "urn:uuid:c757873d-ec9a-4326-a141-556f43239520",
+        "urn:uuid:C757873D-EC9A-4326-A141-556F43239520",
+    ],
+}
+
+
+def _r4_bundle() -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    cases = [(kind, value) for kind, values in R4_VALUES.items() for value in values]
+    extensions = [{"url": "http://example.org/x", f"value{k}": v} for k, v in cases]
+    resource = {"resourceType": "Basic", "code": {"text": "x"}, "extension": extensions}
+    return {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [{"resource": resource}],
+    }, cases
+
+
+def test_r4_patterns_agree_with_the_independent_r4_validator(r4validator: R4Validator) -> None:
+    bundle, cases = _r4_bundle()
+    ours = {loc[4] for loc, _, _ in with_r4_patterns().issues(bundle) if loc[3] == "extension"}
+    medplum = {
+        int(m[1])
+        for issue in r4validator.validate_all(bundle)
+        if issue["severity"] in ("error", "fatal")
+        and (m := re.search(r"extension\[(\d+)\]", issue["path"])) is not None
+    }
+    assert ours == medplum, [cases[i] for i in sorted(ours ^ medplum)]
+    assert len(ours) >= 15  # the list holds that many invalid values
+    # fhir.resources accepts all of them but the badly formed oids and uuids.
+    lax = {loc[4] for loc, _, _ in structural().issues(bundle) if loc[3] == "extension"}
+    assert lax < ours
+
+
+def test_r4_pattern_issues_name_the_element_and_not_the_value() -> None:
+    bundle, _ = _r4_bundle()
+    with pytest.raises(BundleValidationError) as caught:
+        with_r4_patterns().validate(bundle, ["t.j2"])
+    expected = "Bundle.entry[0].resource(Basic).extension[5].valueCode: invalid code (FHIR R4"
+    assert any(issue.startswith(expected) for issue in caught.value.issues)  # "RP\nPS"
+    assert "RP" not in str(caught.value) and not any("RP" in i for i in caught.value.issues)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    kind=st.sampled_from(["Code", "Uri", "Url", "Canonical", "Oid", "Uuid"]),
+    value=st.one_of(
+        st.text(st.sampled_from("ab:.1 \t\n\r\x0b\xa0\u2028\ufeffé"), max_size=6),
+        st.text(max_size=6),
+        st.from_regex(r"urn:(oid|uuid):[0-9a-fA-F.\-]{0,12}", fullmatch=True),
+    ),
+)
+def test_r4_pattern_fast_paths_give_the_patterns_verdict(kind: str, value: str) -> None:
+    from converter.validation.primitives import _R4_PATTERNS
+
+    bundle = _extension_bundle(kind, value)
+    lax = bool(structural().issues(bundle))
+    expected = lax or _R4_PATTERNS[kind.lower()].fullmatch(value) is None
+    assert bool(with_r4_patterns().issues(bundle)) == expected
