@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
@@ -17,3 +19,13 @@ def run_script(name: str, *args: str, timeout: float = 300) -> subprocess.Comple
         text=True,
         timeout=timeout,
     )
+
+
+def load_script(name: str) -> ModuleType:
+    """``scripts/<name>`` imported as a module, for tests that reuse its functions."""
+    path = SCRIPTS / name
+    spec = importlib.util.spec_from_file_location(f"scripts_{path.stem}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
