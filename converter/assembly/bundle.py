@@ -56,5 +56,17 @@ def _identifier_search(resource: dict[str, Any]) -> str | None:
     ):
         system, value = identifier.get("system"), identifier.get("value")
         if system and value:
+            system, value = _search_escaped(system), _search_escaped(value)
             return f"identifier={quote(system, safe=':/.')}|{quote(value, safe='')}"
     return None
+
+
+def _search_escaped(text: str) -> str:
+    """FHIR search escaping: ``,`` (or), ``|`` (system|code) and ``$`` (composite) are
+    separators, so inside a value they and ``\\`` itself take a backslash. Unescaped, an
+    identifier ``123,456`` would match a patient ``123`` or ``456`` instead of its own."""
+    if not any(char in text for char in "\\|,$"):
+        return text
+    return (
+        text.replace("\\", "\\\\").replace("|", "\\|").replace(",", "\\,").replace("$", "\\$")
+    )

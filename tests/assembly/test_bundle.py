@@ -55,7 +55,7 @@ def test_conditional_create() -> None:
         {
             "method": "POST",
             "url": "Patient",
-            "ifNoneExist": "identifier=urn:oid:1.2.3|A%2012%7C3%26x%3D%2F%C3%A9",
+            "ifNoneExist": "identifier=urn:oid:1.2.3|A%2012%5C%7C3%26x%3D%2F%C3%A9",
         },
         {"method": "PUT", "url": "Basic/b1"},
     ]
@@ -65,7 +65,7 @@ def test_conditional_create() -> None:
 def test_conditional_update() -> None:
     bundle = build_bundle("b", [IDENTIFIED, ANONYMOUS], mode="conditional-update")
     assert [entry["request"] for entry in bundle["entry"]] == [
-        {"method": "PUT", "url": "Patient?identifier=urn:oid:1.2.3|A%2012%7C3%26x%3D%2F%C3%A9"},
+        {"method": "PUT", "url": "Patient?identifier=urn:oid:1.2.3|A%2012%5C%7C3%26x%3D%2F%C3%A9"},
         {"method": "PUT", "url": "Basic/b1"},
     ]
 
@@ -85,6 +85,23 @@ def test_system_reserved_characters_are_encoded() -> None:
     resource = patient("p3", identifier=[{"system": "http://x.org/a b?c", "value": "1"}])
     bundle = build_bundle("b", [resource], mode="conditional-create")
     assert bundle["entry"][0]["request"]["ifNoneExist"] == "identifier=http://x.org/a%20b%3Fc|1"
+
+
+@pytest.mark.parametrize(
+    ("value", "written"),
+    [
+        ("123,456", "123%5C%2C456"),  # unescaped: patient 123 OR patient 456
+        ("C\\D", "C%5C%5CD"),  # unescaped: "\\D" reads as an escaped D, so "CD"
+        ("X$Y", "X%5C%24Y"),
+        ("P|Q", "P%5C%7CQ"),
+        ("a\\,b", "a%5C%5C%5C%2Cb"),
+    ],
+)
+def test_search_separators_in_identifiers_are_escaped(value: str, written: str) -> None:
+    resource = patient("p4", identifier=[{"system": "urn:x|y,z", "value": value}])
+    bundle = build_bundle("b", [resource], mode="conditional-create")
+    expected = f"identifier=urn:x%5C%7Cy%5C%2Cz|{written}"
+    assert bundle["entry"][0]["request"]["ifNoneExist"] == expected
 
 
 def test_empty_bundle() -> None:

@@ -167,6 +167,28 @@ async def test_conditional_create_does_not_duplicate(
     assert encounter["subject"]["reference"] == f"Patient/{patient['id']}"
 
 
+async def test_conditional_create_keeps_identifiers_with_search_separators_apart(
+    batch_server: FhirServer,
+) -> None:
+    """An identifier "123,456" searched unescaped matches patients 123 and 456 (412), and
+    "C\\D" matches patient "CD": the second's data would land on another patient."""
+    from converter.assembly.bundle import build_bundle
+
+    values = ["123", "456", "123,456", "CD", "C\\D"]
+    async with FhirServerSink(destination(batch_server)) as sink:
+        for attempt in range(2):  # the second round matches each patient, creates none
+            for n, value in enumerate(values):
+                patient = {
+                    "resourceType": "Patient",
+                    "id": f"sep-{n}",
+                    "identifier": [{"system": "urn:oid:1.2.250.1.999.1.1", "value": value}],
+                }
+                bundle = build_bundle(f"b-{n}", [patient], mode="conditional-create")
+                receipt = await sink.deliver(bundle, make_envelope(f"SEP-{attempt}-{n}"))
+                assert [entry.status for entry in receipt.entries] == [201 if attempt == 0 else 200]
+    assert batch_server.count("Patient") == len(values)
+
+
 # -- transient failures ---------------------------------------------------------------------------
 
 
