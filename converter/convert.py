@@ -188,7 +188,9 @@ class Converter:
             return self._convert_document(document, root_template)
         except ConversionError as exc:
             raise exc.with_context(
-                control_id=document.control_id, message_type=document.document_type
+                control_id=document.control_id,
+                message_type=document.document_type,
+                control_id_label="document",
             ) from None
 
     def _convert_document(self, document: CdaDocument, root_template: str | None) -> Conversion:

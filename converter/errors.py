@@ -58,13 +58,21 @@ class ConversionError(Exception):
         self.template = template
         self.control_id = control_id
         self.message_type = message_type
+        #: What the control id is, for :meth:`__str__`: MSH-10, or a CDA document's id.
+        self.control_id_label = "MSH-10"
 
     def with_context(
-        self, *, control_id: str | None = None, message_type: str | None = None
+        self,
+        *,
+        control_id: str | None = None,
+        message_type: str | None = None,
+        control_id_label: str | None = None,
     ) -> ConversionError:
         """Fill in message-level context that the raising code did not know."""
         if self.control_id is None:
             self.control_id = control_id
+            if control_id_label is not None:
+                self.control_id_label = control_id_label
         if self.message_type is None:
             self.message_type = message_type
         return self
@@ -76,7 +84,7 @@ class ConversionError(Exception):
         if self.template:
             parts.append(f"in template {self.template}")
         if self.control_id:
-            parts.append(f"(MSH-10 {self.control_id})")
+            parts.append(f"({self.control_id_label} {self.control_id})")
         return " ".join(parts)
 
 

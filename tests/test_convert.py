@@ -248,6 +248,17 @@ def test_a_bad_value_fails_with_its_hl7_path_and_template_line() -> None:
     assert f"at PID-7 in template {error.template} (MSH-10 {CONTROL_ID})" in str(error)
 
 
+def test_a_cda_error_names_the_document_not_msh10() -> None:
+    ccd = (REPO / "samples" / "cda" / "CCD_lefevre-camille.xml").read_bytes()
+    broken = ccd.replace(b'<effectiveTime value="20240312143000+0100"/>', b"", 1)
+    assert broken != ccd, "fixture assumption: the document's effectiveTime"
+    with pytest.raises(MappingError) as caught:
+        Converter(ConverterConfig()).convert(broken)
+    assert caught.value.control_id == "1.2.250.1.999.3.1^CCD-2024-000123"
+    assert str(caught.value).endswith("(document 1.2.250.1.999.3.1^CCD-2024-000123)")
+    assert "MSH-10" not in str(caught.value)
+
+
 def test_lenient_mode_drops_a_bad_value_with_a_warning(baseline: dict[str, Any]) -> None:
     converter = Converter(ConverterConfig(strict_values=False))
     [conversion] = converter.convert(BAD_BIRTH)

@@ -67,6 +67,4 @@ def _search_escaped(text: str) -> str:
     identifier ``123,456`` would match a patient ``123`` or ``456`` instead of its own."""
     if not any(char in text for char in "\\|,$"):
         return text
-    return (
-        text.replace("\\", "\\\\").replace("|", "\\|").replace(",", "\\,").replace("$", "\\$")
-    )
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace(",", "\\,").replace("$", "\\$")
