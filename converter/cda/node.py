@@ -45,10 +45,11 @@ class AttrValue(str):
     """
 
     __slots__ = ("_attribute", "_node")
-    _node: Node
+    _node: Node | None
     _attribute: str
 
-    def __new__(cls, text: str, node: Node, attribute: str) -> AttrValue:
+    def __new__(cls, text: str, node: Node | None = None, attribute: str = "") -> AttrValue:
+        # node may be absent: Jinja's sandboxed str.format builds ``type(self)(result)``.
         value = super().__new__(cls, text)
         value._node = node
         value._attribute = attribute
@@ -56,7 +57,8 @@ class AttrValue(str):
 
     @property
     def path(self) -> str:
-        return f"{self._node.path}/@{self._attribute}"
+        """``…/value/@unit``; empty for text derived from an attribute (``.format``)."""
+        return f"{self._node.path}/@{self._attribute}" if self._node is not None else ""
 
 
 class Node:

@@ -164,6 +164,19 @@ def test_cda_nodes_and_attribute_values_keep_the_sandbox(
         template.render(doc=doc)
 
 
+def test_cda_attribute_values_format_through_the_sandbox(tmp_path: Path) -> None:
+    from converter.cda import CdaDocument, PathCache
+    from tests.cda._support import cda
+
+    # Jinja's sandboxed format builds type(self)(result): an attribute value without a
+    # node, which once raised a TypeError in the template.
+    environment = make_templates(write_templates(tmp_path, {ROOT: ""})).environment
+    data = cda(doc_id='<id root="1.2.3" extension="DOC-{}"/>').encode()
+    doc = CdaDocument(data, PathCache()).root
+    rendered = environment.from_string("{{ doc.id['extension'].format(7) }}").render(doc=doc)
+    assert json.loads(rendered) == "DOC-7"
+
+
 def test_cda_node_children_and_missing_names_through_the_sandbox(tmp_path: Path) -> None:
     from converter.cda import CdaDocument, PathCache
     from tests.cda._support import cda
