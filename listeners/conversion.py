@@ -23,6 +23,9 @@ Crash safety of the pool:
   fails every conversion in progress with ``BrokenProcessPool`` and refuses new ones for
   good; the pool is then replaced, and the failed conversions are retried by the delivery
   workers like any transient failure.
+* An unexpected exception from the converter (a bug, not a ConversionError) is a failure
+  of kind ``InternalError``, located at the code that raised it: the message is
+  dead-lettered rather than retried forever in front of the messages queued after it.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ from multiprocessing.context import BaseContext
 from typing import Any
 
 from converter import ConversionError, Converter, ConverterConfig
+
+from .logs import code_place
 
 __all__ = ["ConversionFailure", "ConversionPool", "ConversionResult"]
 
@@ -217,6 +222,19 @@ def _convert(
         return results
     except ConversionError as exc:
         return ConversionFailure.from_error(exc)
+    except MemoryError:
+        raise  # may pass: the worker retries
+    except Exception as exc:
+        # A converter bug. The same bytes would fail the same way on every retry, and a
+        # retried message holds back the ones queued after it: dead-letter it instead, to
+        # be retried once the bug is fixed. Kind and place only: the text may quote data.
+        return ConversionFailure(
+            kind="InternalError",
+            reason=f"unexpected {type(exc).__name__} in the converter (a bug)",
+            hl7_error_code="207",
+            location=code_place(exc),
+            detail=str(exc)[:300],
+        )
 
 
 class ConversionPool:

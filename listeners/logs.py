@@ -25,6 +25,7 @@ __all__ = [
     "SAFE_FIELDS",
     "JsonFormatter",
     "TextFormatter",
+    "code_place",
     "configure_logging",
     "describe_exception",
     "error_fields",
@@ -88,13 +89,14 @@ def describe_exception(exc: BaseException) -> str:
     """Type and place of an unexpected exception, for a log line: its text only when it
     is one of ours (known to carry no message content), since a library's exception
     text may quote the data it choked on."""
-    text = f"{type(exc).__name__} at {_where(exc)}"
+    text = f"{type(exc).__name__} at {code_place(exc)}"
     if isinstance(exc, ConversionError | ServiceError):
         text += f" ({exc})"
     return text
 
 
-def _where(exc: BaseException) -> str:
+def code_place(exc: BaseException) -> str:
+    """Where an exception was raised: ``file.py:123 in function`` (``?`` when unknown)."""
     frames = traceback.extract_tb(exc.__traceback__)
     if not frames:
         return "?"

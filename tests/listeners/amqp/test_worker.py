@@ -195,3 +195,40 @@ async def test_a_worker_is_not_ready_while_its_destination_is_unreachable(
     checks = ready.json()["checks"]
     assert checks["amqp"] == "ok"
     assert checks["destination:default"] != "ok"
+
+
+async def test_a_converter_bug_dead_letters_the_message_and_the_partition_goes_on(
+    broker: RabbitMq,
+    fhir: FhirServer,
+    names: Names,
+    configure: Configure,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A planted bug (conversions run in threads here): a KeyError for one message. Retried,
+    # it would hold back the partition's later messages for good.
+    from converter import Converter
+
+    original = Converter.convert
+
+    def convert(self: Converter, data: bytes, **kwargs: object) -> object:
+        if b"|BUG-1|" in data:
+            raise KeyError("Quillebeuf")
+        return original(self, data, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Converter, "convert", convert)
+    config = configure(backend="amqp", amqp={"partitions": 1})
+    worker = AmqpWorker(config, use_threads=True)
+    await worker.start()
+    try:
+        await eventually(lambda: worker.owned == [0], what="the partition claimed")
+        await store(config, [envelope("BUG-1", "MRN-BUG", "v1"), envelope("OK-2", "MRN-BUG", "v2")])
+        async with AmqpClient(broker.url) as client:
+            [letter] = await client.take(names.dead_letters, 1)
+        [patient] = await eventually(lambda: patients(fhir, "MRN-BUG"), what="OK-2 delivered")
+    finally:
+        await worker.stop(5)
+    headers = letter.headers or {}
+    assert headers["x-passerelle-control-id"] == "BUG-1"
+    assert headers[ERROR_HEADERS["kind"]] == "InternalError"
+    assert str(headers[ERROR_HEADERS["location"]]).startswith("test_worker.py:")
+    assert patient["name"][0]["family"] == "v2"

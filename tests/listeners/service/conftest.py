@@ -1,11 +1,14 @@
-"""Fixtures of the service tests: one real FHIR server per module, certificates."""
+"""Fixtures of the service tests: one real FHIR server per module, certificates, logs."""
 
 from __future__ import annotations
 
+import io
+import logging
 from collections.abc import Iterator
 
 import pytest
 
+from listeners.logs import configure_logging
 from tests.listeners.service.support import fresh, require_fhirserver
 from tests.support.certs import Pki, make_pki, openssl_available
 from tests.support.fhirserver import FhirServer
@@ -30,3 +33,26 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     if not openssl_available():
         pytest.fail("the openssl command line is needed to create test certificates")
     return make_pki(tmp_path_factory.mktemp("service-pki"))
+
+
+@pytest.fixture
+def captured_text_logs() -> Iterator[io.StringIO]:
+    """The service's text logs at DEBUG, plus everything any other logger emits."""
+    stream = io.StringIO()
+    logger = logging.getLogger("passerelle")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    root = logging.getLogger()
+    catch_all = logging.StreamHandler(stream)
+    catch_all.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+    root_level = root.level
+    root.addHandler(catch_all)
+    root.setLevel(logging.DEBUG)
+    configure_logging("text", "DEBUG", stream=stream)
+    try:
+        yield stream
+    finally:
+        root.removeHandler(catch_all)
+        root.setLevel(root_level)
+        logger.handlers[:] = saved[0]
+        logger.setLevel(saved[1])
+        logger.propagate = saved[2]

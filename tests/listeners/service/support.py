@@ -257,9 +257,12 @@ class MetricsSnapshot:
 class RunningService:
     """:class:`Service` started on its own event loop in a thread (see the module docstring)."""
 
-    def __init__(self, config: ServiceConfig, *, stop_grace: float = 10.0) -> None:
+    def __init__(
+        self, config: ServiceConfig, *, stop_grace: float = 10.0, use_threads: bool = False
+    ) -> None:
         self.config = config
-        self.service = Service(config)
+        # use_threads: conversions in threads of this process, where a test can patch them.
+        self.service = Service(config, use_threads=use_threads)
         self._stop_grace = stop_grace
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)

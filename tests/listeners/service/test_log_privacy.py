@@ -10,15 +10,11 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
-from listeners.logs import configure_logging
 from tests.listeners.service.support import (
     ServeProcess,
     adt,
@@ -71,29 +67,6 @@ def reject_the_third_bundle(fhir: FhirServer) -> None:
 def assert_private(text: str) -> None:
     leaks = [value for value in FORBIDDEN if value in text]
     assert not leaks, f"patient data in the logs: {leaks}"
-
-
-@pytest.fixture
-def captured_text_logs() -> Iterator[io.StringIO]:
-    """The service's text logs at DEBUG, plus everything any other logger emits."""
-    stream = io.StringIO()
-    logger = logging.getLogger("passerelle")
-    saved = (list(logger.handlers), logger.level, logger.propagate)
-    root = logging.getLogger()
-    catch_all = logging.StreamHandler(stream)
-    catch_all.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
-    root_level = root.level
-    root.addHandler(catch_all)
-    root.setLevel(logging.DEBUG)
-    configure_logging("text", "DEBUG", stream=stream)
-    try:
-        yield stream
-    finally:
-        root.removeHandler(catch_all)
-        root.setLevel(root_level)
-        logger.handlers[:] = saved[0]
-        logger.setLevel(saved[1])
-        logger.propagate = saved[2]
 
 
 def test_text_logs_in_process(

@@ -1,0 +1,58 @@
+"""A converter bug (an exception that is not a ConversionError) dead-letters the message
+instead of retrying it forever in front of the messages queued after it.
+
+No real bug is at hand, so one is planted: conversions run in threads of this process
+(``use_threads``) and ``Converter.convert`` raises a KeyError quoting patient data for
+one control id. Everything else is real: MLLP, the SQLite queue, the FHIR server.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from converter import Converter
+from tests.listeners.service.support import adt, make_config, running, wait_until
+from tests.support.fhirserver import FhirServer
+
+SECRET = "Xylophagou 19430917"
+
+
+@pytest.fixture
+def planted_bug(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    original = Converter.convert
+
+    def convert(self: Converter, data: bytes, **kwargs: Any) -> Any:
+        if b"|BUG-1|" in data:
+            raise KeyError(SECRET)
+        return original(self, data, **kwargs)
+
+    monkeypatch.setattr(Converter, "convert", convert)
+    yield
+
+
+def test_a_converter_bug_dead_letters_the_message_and_the_next_one_goes_through(
+    tmp_path: Path,
+    fhir: FhirServer,
+    planted_bug: None,
+    captured_text_logs: io.StringIO,
+) -> None:
+    config = make_config(tmp_path, fhir_url=fhir.base_url)
+    with running(config, use_threads=True) as service:
+        acks = service.send([adt("BUG-1"), adt("OK-2")])  # the same patient: one order
+        assert [ack.code for ack in acks] == ["AA", "AA"]
+        wait_until(lambda: fhir.count("Patient") == 1, what="the second message delivered")
+        service.drained()
+        (letter,) = service.service.queue.list_dead_letters(limit=10, offset=0)
+    assert letter.envelope is not None and letter.envelope.control_id == "BUG-1"
+    assert letter.error["kind"] == "InternalError"
+    assert "KeyError" in letter.error["reason"]
+    assert letter.error["location"].startswith("test_converter_bugs.py:")
+    assert SECRET in letter.error["detail"]  # shown only with dead-letters show --payload
+    text = captured_text_logs.getvalue()
+    assert "error_kind=InternalError" in text
+    assert SECRET not in text
