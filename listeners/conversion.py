@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from multiprocessing.context import BaseContext
 from typing import Any
 
-from converter import ConversionError, Converter, ConverterConfig
+from converter import ConfigurationError, ConversionError, Converter, ConverterConfig
 
 from .logs import code_place
 
@@ -222,8 +222,8 @@ def _convert(
         return results
     except ConversionError as exc:
         return ConversionFailure.from_error(exc)
-    except MemoryError:
-        raise  # may pass: the worker retries
+    except (ConfigurationError, MemoryError):
+        raise  # a forced root template that does not exist (the API's 400); memory may come back
     except Exception as exc:
         # A converter bug. The same bytes would fail the same way on every retry, and a
         # retried message holds back the ones queued after it: dead-letter it instead, to

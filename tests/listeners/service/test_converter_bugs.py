@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from converter import Converter
@@ -48,6 +49,10 @@ def test_a_converter_bug_dead_letters_the_message_and_the_next_one_goes_through(
         wait_until(lambda: fhir.count("Patient") == 1, what="the second message delivered")
         service.drained()
         (letter,) = service.service.queue.list_dead_letters(limit=10, offset=0)
+        # The HTTP API answers a bug with a 500, not a 422 blaming the input.
+        answer = httpx.post(f"{service.http_url}/convert", content=adt("BUG-1"), timeout=30)
+        assert answer.status_code == 500, answer.text
+        assert SECRET not in answer.text
     assert letter.envelope is not None and letter.envelope.control_id == "BUG-1"
     assert letter.error["kind"] == "InternalError"
     assert "KeyError" in letter.error["reason"]
@@ -55,4 +60,5 @@ def test_a_converter_bug_dead_letters_the_message_and_the_next_one_goes_through(
     assert SECRET in letter.error["detail"]  # shown only with dead-letters show --payload
     text = captured_text_logs.getvalue()
     assert "error_kind=InternalError" in text
+    assert "unexpected KeyError in the converter (a bug) at test_converter_bugs.py:" in text
     assert SECRET not in text
