@@ -270,12 +270,13 @@ async def _send_all(
                     continue
                 codes["timeout"] += 1
                 failed += 1
-                print(f"{message.label}: no ACK within {wait or client.timeout:g}s", file=err)
+                line = f"{message.label}: no ACK within {wait or client.timeout:g}s"
+                print(printable(line), file=err)
                 continue
             except (OSError, MllpClientError) as exc:
                 codes["no ACK"] += 1
                 failed += 1
-                print(f"{message.label}: no ACK ({_error_text(exc)})", file=err)
+                print(printable(f"{message.label}: no ACK ({_error_text(exc)})"), file=err)
                 continue
             elapsed = (time.perf_counter() - started) * 1000
             info = parse_ack(reply)
