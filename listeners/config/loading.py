@@ -21,9 +21,9 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
-from .amqp_settings import _amqp, _amqp_publish, _check_amqp, _resolve_amqp_urls
+from .amqp_settings import _amqp, _check_amqp, _resolve_amqp_urls
+from .destination_settings import _check_batch_destinations, _destination
 from .model import (
-    AuthConfig,
     ConfigError,
     ConverterSettings,
     DeliveryConfig,
@@ -73,6 +73,7 @@ ENV_SETTINGS: Mapping[str, str] = {
     "PASSERELLE_TIMEZONE": "converter.timezone",
     "PASSERELLE_TEMPLATES": "converter.templates",
     "PASSERELLE_FHIR_URL": "destinations.default.url",
+    "PASSERELLE_FHIR_BUNDLE_TYPE": "destinations.default.bundle_type",
     "PASSERELLE_FHIR_AUTH": "destinations.default.auth.kind",
     "PASSERELLE_FHIR_USERNAME": "destinations.default.auth.username",
     "PASSERELLE_FHIR_PASSWORD": "destinations.default.auth.password",
@@ -179,6 +180,7 @@ def _build(raw: dict[str, Any], base: Path) -> ServiceConfig:
         _route(i, section, base, converter, destinations) for i, section in enumerate(routes_raw)
     )
     _check_routes(routes, mllp)
+    _check_batch_destinations(destinations, converter, routes)
     queue = _queue(_section(raw, "queue"), base, data_dir)
     amqp = _amqp(_section(raw, "amqp"), base)
     destinations = _resolve_amqp_urls(destinations, amqp)
@@ -375,92 +377,6 @@ def _delivery(section: dict[str, Any]) -> DeliveryConfig:
         ),
         backoff_max=_float(section.get("backoff_max", default.backoff_max), "delivery.backoff_max"),
         max_attempts=_int(section.get("max_attempts", 0), "delivery.max_attempts"),
-    )
-
-
-def _destination(
-    name: str, section: dict[str, Any], base: Path, data_dir: Path
-) -> DestinationConfig:
-    where = f"destinations.{name}"
-    _check_keys(
-        section,
-        {
-            "url",
-            "folder",
-            "auth",
-            "client_cert",
-            "client_key",
-            "ca_bundle",
-            "headers",
-            "timeout",
-            "amqp",
-        },
-        where,
-    )
-    auth_raw = section.get("auth", {})
-    if isinstance(auth_raw, str):
-        auth_raw = {"kind": auth_raw}
-    _check_keys(
-        auth_raw,
-        {
-            "kind",
-            "username",
-            "password",
-            "password_file",
-            "token",
-            "token_file",
-            "token_url",
-            "client_id",
-            "client_secret",
-            "client_secret_file",
-            "scope",
-        },
-        f"{where}.auth",
-    )
-    kind = _choice(
-        auth_raw.get("kind", "none"), ("none", "basic", "bearer", "oauth2"), f"{where}.auth.kind"
-    )
-    auth = AuthConfig(
-        kind=kind,
-        username=auth_raw.get("username"),
-        password=_secret(auth_raw, "password", base, f"{where}.auth"),
-        token=_secret(auth_raw, "token", base, f"{where}.auth"),
-        token_url=auth_raw.get("token_url"),
-        client_id=auth_raw.get("client_id"),
-        client_secret=_secret(auth_raw, "client_secret", base, f"{where}.auth"),
-        scope=auth_raw.get("scope"),
-    )
-    if kind == "basic" and (not auth.username or auth.password is None):
-        raise ConfigError(f"{where}.auth: basic needs username and password")
-    if kind == "bearer" and auth.token is None:
-        raise ConfigError(f"{where}.auth: bearer needs token (or token_file)")
-    if kind == "oauth2" and not (auth.token_url and auth.client_id and auth.client_secret):
-        raise ConfigError(f"{where}.auth: oauth2 needs token_url, client_id, client_secret")
-    url = section.get("url") or None
-    if url is not None and not str(url).startswith(("http://", "https://")):
-        raise ConfigError(f"{where}.url must be an http(s) URL")
-    headers = section.get("headers", {})
-    if not isinstance(headers, dict):
-        raise ConfigError(f"{where}.headers must be a table")
-    return DestinationConfig(
-        name=name,
-        url=str(url).rstrip("/") if url else None,
-        folder=_path(section["folder"], base, f"{where}.folder")
-        if "folder" in section
-        else data_dir / "out" / ("" if name == "default" else name),
-        auth=auth,
-        client_cert=_path(section["client_cert"], base, f"{where}.client_cert")
-        if section.get("client_cert")
-        else None,
-        client_key=_path(section["client_key"], base, f"{where}.client_key")
-        if section.get("client_key")
-        else None,
-        ca_bundle=_path(section["ca_bundle"], base, f"{where}.ca_bundle")
-        if section.get("ca_bundle")
-        else None,
-        headers={str(k): str(v) for k, v in headers.items()},
-        timeout=_float(section.get("timeout", 30.0), f"{where}.timeout"),
-        amqp=_amqp_publish(section["amqp"], base, f"{where}.amqp") if "amqp" in section else None,
     )
 
 

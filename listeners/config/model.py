@@ -181,6 +181,10 @@ class DestinationConfig:
     ca_bundle: Path | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     timeout: float = 30.0
+    #: "batch": each bundle is POSTed as a batch (entries independent, not atomic), for
+    #: servers that cap transactions (Medplum: 50 updates). Only with request_mode "put":
+    #: the conditional modes' urn:uuid references resolve only inside a transaction.
+    bundle_type: Literal["transaction", "batch"] = "transaction"
     #: Bundles (also) published to RabbitMQ; with ``url`` too, both must take them.
     amqp: AmqpPublishConfig | None = None
 

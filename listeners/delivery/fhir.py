@@ -32,6 +32,8 @@ from typing import Any, Self
 import certifi
 import httpx
 
+from converter import json_dumps, json_loads
+
 from ..config import ConfigError, DestinationConfig
 from ..errors import DeliveryError, RejectedDeliveryError, TransientDeliveryError
 from ..queue.base import Envelope
@@ -118,6 +120,8 @@ class FhirServerSink:
     async def deliver(self, bundle: BundleInput, envelope: Envelope) -> DeliveryReceipt:
         """POST the transaction; see the module docstring for the outcome rules."""
         body = bundle_bytes(bundle)
+        if self._destination.bundle_type == "batch":
+            body = _as_batch(body)
         started = time.monotonic()
         response = await self._send(
             "POST", self._url, content=body, headers={"Content-Type": FHIR_JSON}
@@ -331,3 +335,11 @@ def outcome_summary(outcome: Mapping[str, Any]) -> str:
     if len(issues) > _MAX_ISSUES_IN_MESSAGE:
         parts.append(f"(+{len(issues) - _MAX_ISSUES_IN_MESSAGE} more issues)")
     return "; ".join(parts) if parts else "OperationOutcome without issues"
+
+
+def _as_batch(body: bytes) -> bytes:
+    """The bundle with ``type`` batch: its PUT Type/id entries and literal references
+    stand alone, so a server may apply them one by one."""
+    bundle = json_loads(body)
+    bundle["type"] = "batch"
+    return json_dumps(bundle).encode("utf-8")

@@ -402,6 +402,22 @@ def test_unknown_settings_name_the_key(tmp_path: Path, text: str, expected: str)
             "[[routes]]\nname = 'r'\nconverter = { timezone = 'Mars/Olympus' }\n",
             r"routes\[0\]\.converter\.timezone: unknown time zone",
         ),
+        (
+            "[destinations.medplum]\nurl = 'http://x'\nbundle_type = 'bulk'\n",
+            r"destinations\.medplum\.bundle_type must be one of",
+        ),
+        (
+            "[converter]\nrequest_mode = 'conditional-create'\n"
+            "[destinations.default]\nbundle_type = 'batch'\n",
+            r"converter: request_mode 'conditional-create' needs a transaction, but "
+            r"destination 'default' sends \"batch\"",
+        ),
+        (
+            "[destinations.medplum]\nurl = 'http://x'\nbundle_type = 'batch'\n"
+            "[[routes]]\nname = 'lyon'\ndestination = 'medplum'\n"
+            "converter = { request_mode = 'conditional-update' }\n",
+            r"route 'lyon': request_mode 'conditional-update' needs a transaction",
+        ),
         ("[http\nport = 1\n", r"passerelle\.toml: "),  # TOML syntax
         # Found by fuzzing the settings: an OverflowError, a silent truncation, a NaN
         # that no comparison would catch, an OSError from a time zone too long.
@@ -434,6 +450,15 @@ def test_invalid_environment_values(tmp_path: Path) -> None:
     latin1.write_bytes("[mllp]\n# réglages\n".encode("latin-1"))  # once a UnicodeDecodeError
     with pytest.raises(ConfigError, match=r"latin1\.toml is not UTF-8 text \(byte 10\)"):
         load_config(latin1, env={})
+
+
+def test_a_destination_can_send_batches(tmp_path: Path) -> None:
+    text = "[destinations.medplum]\nurl = 'http://x'\nbundle_type = 'batch'\n"
+    config = load_config(toml(tmp_path, text), env={})
+    assert config.destinations["medplum"].bundle_type == "batch"
+    assert config.destinations["default"].bundle_type == "transaction"
+    from_env = load_config(None, env={"PASSERELLE_FHIR_BUNDLE_TYPE": "batch"})
+    assert from_env.destinations["default"].bundle_type == "batch"
 
 
 def test_cli_exit_status_2_names_the_key(tmp_path: Path) -> None:

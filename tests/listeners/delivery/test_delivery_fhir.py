@@ -7,6 +7,7 @@ import json
 import time
 from collections.abc import Iterator
 from email.utils import formatdate
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +24,8 @@ from tests.listeners.delivery.helpers import (
 from tests.support.fhirserver import FhirServer
 
 pytestmark = pytest.mark.anyio
+
+REPO = Path(__file__).resolve().parents[3]
 
 OUTCOME_422 = {
     "resourceType": "OperationOutcome",
@@ -187,6 +190,28 @@ async def test_conditional_create_keeps_identifiers_with_search_separators_apart
                 receipt = await sink.deliver(bundle, make_envelope(f"SEP-{attempt}-{n}"))
                 assert [entry.status for entry in receipt.entries] == [201 if attempt == 0 else 200]
     assert batch_server.count("Patient") == len(values)
+
+
+async def test_a_bundle_over_medplums_transaction_cap_goes_through_as_a_batch(
+    server: FhirServer,
+) -> None:
+    """Observed: Medplum refuses a transaction with more than 50 updates; the sample CCD
+    gives 60 PUT entries. ``bundle_type = "batch"`` sends the same entries as a batch."""
+    from converter import Converter, ConverterConfig
+
+    ccd = (REPO / "samples" / "cda" / "CCD_lefevre-camille.xml").read_bytes()
+    bundle = Converter(ConverterConfig()).convert_document(ccd).bundle
+    assert len(bundle["entry"]) > 50
+    async with FhirServerSink(destination(server)) as sink:
+        with pytest.raises(RejectedDeliveryError) as caught:
+            await sink.deliver(bundle, make_envelope())
+    assert "more update operations than allowed" in str(caught.value)
+    async with FhirServerSink(destination(server, bundle_type="batch")) as sink:
+        receipt = await sink.deliver(bundle, make_envelope())
+    assert len(receipt.entries) == len(bundle["entry"])
+    assert {entry.status for entry in receipt.entries} <= {200, 201}
+    assert server.count("Composition") == 1
+    assert bundle["type"] == "transaction"  # the converter's bundle itself is unchanged
 
 
 # -- transient failures ---------------------------------------------------------------------------

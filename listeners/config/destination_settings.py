@@ -1,0 +1,120 @@
+"""The ``[destinations.NAME]`` sections: a FHIR server (url, auth, TLS) or a folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .amqp_settings import _amqp_publish
+from .model import AuthConfig, ConfigError, ConverterSettings, DestinationConfig, RouteConfig
+from .values import _check_keys, _choice, _float, _path, _secret
+
+
+def _destination(
+    name: str, section: dict[str, Any], base: Path, data_dir: Path
+) -> DestinationConfig:
+    where = f"destinations.{name}"
+    _check_keys(
+        section,
+        {
+            "url",
+            "folder",
+            "auth",
+            "client_cert",
+            "client_key",
+            "ca_bundle",
+            "headers",
+            "timeout",
+            "bundle_type",
+            "amqp",
+        },
+        where,
+    )
+    auth_raw = section.get("auth", {})
+    if isinstance(auth_raw, str):
+        auth_raw = {"kind": auth_raw}
+    _check_keys(
+        auth_raw,
+        {
+            "kind",
+            "username",
+            "password",
+            "password_file",
+            "token",
+            "token_file",
+            "token_url",
+            "client_id",
+            "client_secret",
+            "client_secret_file",
+            "scope",
+        },
+        f"{where}.auth",
+    )
+    kind = _choice(
+        auth_raw.get("kind", "none"), ("none", "basic", "bearer", "oauth2"), f"{where}.auth.kind"
+    )
+    auth = AuthConfig(
+        kind=kind,
+        username=auth_raw.get("username"),
+        password=_secret(auth_raw, "password", base, f"{where}.auth"),
+        token=_secret(auth_raw, "token", base, f"{where}.auth"),
+        token_url=auth_raw.get("token_url"),
+        client_id=auth_raw.get("client_id"),
+        client_secret=_secret(auth_raw, "client_secret", base, f"{where}.auth"),
+        scope=auth_raw.get("scope"),
+    )
+    if kind == "basic" and (not auth.username or auth.password is None):
+        raise ConfigError(f"{where}.auth: basic needs username and password")
+    if kind == "bearer" and auth.token is None:
+        raise ConfigError(f"{where}.auth: bearer needs token (or token_file)")
+    if kind == "oauth2" and not (auth.token_url and auth.client_id and auth.client_secret):
+        raise ConfigError(f"{where}.auth: oauth2 needs token_url, client_id, client_secret")
+    url = section.get("url") or None
+    if url is not None and not str(url).startswith(("http://", "https://")):
+        raise ConfigError(f"{where}.url must be an http(s) URL")
+    headers = section.get("headers", {})
+    if not isinstance(headers, dict):
+        raise ConfigError(f"{where}.headers must be a table")
+    return DestinationConfig(
+        name=name,
+        url=str(url).rstrip("/") if url else None,
+        folder=_path(section["folder"], base, f"{where}.folder")
+        if "folder" in section
+        else data_dir / "out" / ("" if name == "default" else name),
+        auth=auth,
+        client_cert=_path(section["client_cert"], base, f"{where}.client_cert")
+        if section.get("client_cert")
+        else None,
+        client_key=_path(section["client_key"], base, f"{where}.client_key")
+        if section.get("client_key")
+        else None,
+        ca_bundle=_path(section["ca_bundle"], base, f"{where}.ca_bundle")
+        if section.get("ca_bundle")
+        else None,
+        headers={str(k): str(v) for k, v in headers.items()},
+        timeout=_float(section.get("timeout", 30.0), f"{where}.timeout"),
+        bundle_type=_choice(
+            section.get("bundle_type", "transaction"),
+            ("transaction", "batch"),
+            f"{where}.bundle_type",
+        ),
+        amqp=_amqp_publish(section["amqp"], base, f"{where}.amqp") if "amqp" in section else None,
+    )
+
+
+def _check_batch_destinations(
+    destinations: dict[str, DestinationConfig],
+    converter: ConverterSettings,
+    routes: tuple[RouteConfig, ...],
+) -> None:
+    """A destination that sends batches takes only ``put`` bundles: the conditional
+    modes' urn:uuid references resolve only inside a transaction."""
+    for where, settings, target in (
+        ("converter", converter, "default"),
+        *((f"route {r.name!r}", r.converter, r.destination) for r in routes),
+    ):
+        if destinations[target].bundle_type == "batch" and settings.request_mode != "put":
+            raise ConfigError(
+                f"{where}: request_mode {settings.request_mode!r} needs a transaction, but "
+                f'destination {target!r} sends "batch"'
+            )
