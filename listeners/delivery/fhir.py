@@ -19,6 +19,9 @@ therefore treated as a failed delivery, not as success: transient if a failed en
 (408, 429, 5xx), rejected otherwise (with that entry's OperationOutcome). The entries that
 succeeded stay written; delivering the bundle again is safe because Passerelle's bundles are
 idempotent (PUT with stable ids, or conditional create/update).
+
+A destination with ``bundle_type = "batch"`` gets the same bundle as a batch, for servers that
+cap transactions (Medplum: 50 updates); the answer is judged by the same rules.
 """
 
 from __future__ import annotations
@@ -118,7 +121,7 @@ class FhirServerSink:
         return self._auth
 
     async def deliver(self, bundle: BundleInput, envelope: Envelope) -> DeliveryReceipt:
-        """POST the transaction; see the module docstring for the outcome rules."""
+        """POST the bundle; see the module docstring for the outcome rules."""
         body = bundle_bytes(bundle)
         if self._destination.bundle_type == "batch":
             body = _as_batch(body)
