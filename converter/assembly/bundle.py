@@ -6,6 +6,8 @@ from collections.abc import Iterable
 from typing import Any, Literal
 from urllib.parse import quote
 
+from ..errors import BundleValidationError
+
 __all__ = ["RequestMode", "build_bundle"]
 
 RequestMode = Literal["put", "conditional-create", "conditional-update"]
@@ -26,12 +28,27 @@ def build_bundle(
     matched on it (``ifNoneExist`` / ``PUT Type?identifier=``); references then use the
     ``urn:uuid`` fullUrls that the server rewrites. Resources without an identifier fall
     back to ``PUT Type/id``.
+
+    Two resources of one type with the same identifier (a source that reuses an id for
+    different entries) cannot both be written conditionally: the server could not tell
+    them apart. That is a BundleValidationError here, rather than a refusal by the server
+    after the message was acknowledged.
     """
-    entries = []
+    entries: list[dict[str, Any]] = []
+    searched: dict[tuple[str, str], int] = {}
     for resource in resources:
         rtype = resource["resourceType"]
         rid = resource["id"]
         search = _identifier_search(resource) if mode != "put" else None
+        if search is not None:
+            first = searched.setdefault((rtype, search), len(entries))
+            if first != len(entries):
+                where = f"Bundle.entry[{first}] and Bundle.entry[{len(entries)}]"
+                raise BundleValidationError(
+                    f"two {rtype} resources share the identifier of their conditional "
+                    f"request ({where}); the source reuses an id for different entries",
+                    location=where,
+                )
         if search is None:
             request = {"method": "PUT", "url": f"{rtype}/{rid}"}
         else:

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from converter.assembly.bundle import build_bundle
+from converter.errors import BundleValidationError
 
 
 def patient(rid: str = "p1", **extra: Any) -> dict[str, Any]:
@@ -102,6 +103,22 @@ def test_search_separators_in_identifiers_are_escaped(value: str, written: str) 
     bundle = build_bundle("b", [resource], mode="conditional-create")
     expected = f"identifier=urn:x%5C%7Cy%5C%2Cz|{written}"
     assert bundle["entry"][0]["request"]["ifNoneExist"] == expected
+
+
+def test_two_resources_sharing_a_conditional_identifier_are_refused() -> None:
+    # A source that reuses one id for two different entries (seen in C-CDA examples).
+    shared = [{"system": "urn:ietf:rfc:3986", "value": "urn:uuid:e6f1ba43"}]
+    first = {"resourceType": "Immunization", "id": "i1", "identifier": shared}
+    second = {"resourceType": "Immunization", "id": "i2", "identifier": shared}
+    other_type = {"resourceType": "Procedure", "id": "p1", "identifier": shared}
+    for mode in ("conditional-create", "conditional-update"):
+        with pytest.raises(BundleValidationError) as caught:
+            build_bundle("b", [first, other_type, second], mode=mode)  # type: ignore[arg-type]
+        assert caught.value.location == "Bundle.entry[0] and Bundle.entry[2]"
+        assert "e6f1ba43" not in str(caught.value)
+        build_bundle("b", [first, other_type], mode=mode)  # type: ignore[arg-type]
+    # PUT writes both, by their own ids.
+    assert len(build_bundle("b", [first, second], mode="put")["entry"]) == 2
 
 
 def test_empty_bundle() -> None:

@@ -283,3 +283,22 @@ def test_key_content_agrees_with_the_peer_converter(
     }
     assert not low, f"agreement below the floor: {low}"
     assert all(agreement.total[kind] for kind in FLOORS), "a compared fact vanished"
+
+
+def test_a_reused_entry_id_is_refused_in_conditional_mode_and_kept_apart_with_put() -> None:
+    """CCD_1.xml gives four immunizations one id: PUT writes four resources by their own
+    ids; conditional create could not tell them apart, and says so before the server."""
+    from converter import BundleValidationError
+
+    path = DOCUMENTS / "CCD_1.xml"
+    if not path.is_file():
+        pytest.skip(f"{path.name} is not in this corpus")
+    data = path.read_bytes()
+    bundle = Converter(ConverterConfig(strict_values=False)).convert_document(data).bundle
+    immunizations = [e for e in bundle["entry"] if e["resource"]["resourceType"] == "Immunization"]
+    assert len({e["resource"]["id"] for e in immunizations}) >= 2
+    conditional = Converter(ConverterConfig(strict_values=False, request_mode="conditional-create"))
+    with pytest.raises(BundleValidationError) as caught:
+        conditional.convert_document(data)
+    assert "share the identifier" in str(caught.value)
+    assert caught.value.control_id  # the document it came from
