@@ -291,8 +291,14 @@ def test_control_characters_fail_with_their_place_and_lenient_mode_replaces_them
     assert "DUP\ufffdONT" in text and "Urti\ufffdcaire" in text
     assert "\\u001b" not in text and "\\u0007" not in text
     assert any("PID-5.1" in w for w in conversion.warnings)
-    # Value.text (the whole field, used for the reaction) is a plain string: no place.
-    assert any("U+0007" in w for w in conversion.warnings)
+    # Value.text (the whole field, used for the reaction) is a plain string: no HL7
+    # place, so the warning names the template line that wrote it.
+    reaction = [w for w in conversion.warnings if "U+0007" in w]
+    assert reaction, conversion.warnings
+    match = re.search(r" in (hl7v2/resources/AllergyIntolerance\.j2):(\d+); replaced$", reaction[0])
+    assert match is not None, reaction[0]
+    line = (MAPPINGS / match[1]).read_text().splitlines()[int(match[2]) - 1]
+    assert "reaction.text" in line
     # The R4 check Medplum makes (a server refuses such strings) now passes.
     assert r4validator.validate_all(conversion.bundle) == []
 

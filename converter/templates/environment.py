@@ -163,7 +163,10 @@ def _without_control_characters(text: str, source: Value | None) -> str:
     session = ACTIVE_SESSION.get()
     if session is None or session.strict_values:
         raise MappingError(reason, location=where, detail=printable(text)[:100])
-    warning = f"{reason} at {where}; replaced by U+FFFD" if where else f"{reason}; replaced"
+    if where:
+        warning = f"{reason} at {where}; replaced by U+FFFD"
+    else:  # a plain string (``value.text``, a filter's output): the template line says where
+        warning = f"{reason} in {session.current_template_line() or 'a template'}; replaced"
     if warning not in session.warnings:  # a field written in several resources: said once
         session.warn(warning)
     return _NOT_IN_FHIR.sub(_REPLACEMENT, text)

@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import traceback
 from collections.abc import Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any
 
 import jinja2
@@ -234,6 +236,19 @@ class RenderSession:
         self.warnings.append(str(message))
         return ""
 
+    def current_template_line(self) -> str | None:
+        """``file:line`` of the template expression being evaluated (innermost template
+        frame on the stack), for warnings about a value that carries no HL7 location.
+        Walks the stack: for rare paths only."""
+        frame: FrameType | None = sys._getframe(1)
+        while frame is not None:
+            template = frame.f_globals.get("__jinja_template__")
+            if template is not None:
+                line = template.get_corresponding_lineno(frame.f_lineno)
+                return f"{_template_name(frame.f_code.co_filename, self._builtin_root)}:{line}"
+            frame = frame.f_back
+        return None
+
     # -- rendering -------------------------------------------------------------------------
     def resolve(self, template: str) -> str:
         if template.endswith(".j2"):
@@ -317,10 +332,17 @@ def _template_frame(exc: BaseException, fallback: str, builtin_root: str) -> str
     found = fallback
     for frame in traceback.extract_tb(exc.__traceback__):
         if frame.filename.endswith(".j2") and frame.lineno is not None:
-            filename = frame.filename
-            # Only below the built-in folder itself: an override folder whose name merely
-            # starts the same way ("mappings-site") keeps its full path.
-            if builtin_root and filename.startswith(builtin_root.rstrip("/\\") + os.sep):
-                filename = filename[len(builtin_root.rstrip("/\\")) :].lstrip("/\\")
-            found = f"{filename}:{frame.lineno}"
+            found = f"{_template_name(frame.filename, builtin_root)}:{frame.lineno}"
     return found
+
+
+def _template_name(filename: str, builtin_root: str) -> str:
+    """A built-in template relative to the mappings folder; an override by its full path.
+
+    Only below the built-in folder itself: an override folder whose name merely starts
+    the same way ("mappings-site") keeps its full path.
+    """
+    root = builtin_root.rstrip("/\\")
+    if root and filename.startswith(root + os.sep):
+        return filename[len(root) :].lstrip("/\\")
+    return filename

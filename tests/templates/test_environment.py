@@ -371,12 +371,16 @@ def test_control_characters_are_replaced_with_a_warning_when_lenient(tmp_path: P
     # Tab, CR/LF and a backslash followed by letters are text FHIR can hold: unchanged.
     assert resource["fine"] == ["T\tM\nX", "C:\\u001b"]
     assert any("U+001B" in w and "at PID-5.1" in w for w in warnings)
+    # "as_text" goes through the string filter: no HL7 place, the template line instead.
+    assert f"control character U+0007 is not allowed in FHIR text in {RESOURCE}:1; replaced" in (
+        warnings
+    )
     assert any("U+0007" in w and "at PID-5.2" in w for w in warnings)
     assert not any("OE" in w or "HN" in w for w in warnings), "no value in a warning"
 
 
 class _LenientSession:
-    """What to_json asks of the rendering session: its strictness and warn()."""
+    """What to_json asks of the rendering session: its strictness, warn() and where."""
 
     strict_values = False
 
@@ -386,6 +390,9 @@ class _LenientSession:
     def warn(self, message: str) -> str:
         self.warnings.append(message)
         return ""
+
+    def current_template_line(self) -> str | None:
+        return None  # rendered outside any template
 
 
 @given(st.text(min_size=1, max_size=30))
