@@ -49,7 +49,10 @@ from converter import ConfigurationError, ConversionError, Converter, ConverterC
 
 from .logs import code_place
 
-__all__ = ["ConversionFailure", "ConversionPool", "ConversionResult"]
+__all__ = ["INTERNAL_ERROR", "ConversionFailure", "ConversionPool", "ConversionResult"]
+
+#: ``ConversionFailure.kind`` of a converter bug (an exception that is no ConversionError).
+INTERNAL_ERROR = "InternalError"
 
 log = logging.getLogger("passerelle.conversion")
 
@@ -229,7 +232,7 @@ def _convert(
         # retried message holds back the ones queued after it: dead-letter it instead, to
         # be retried once the bug is fixed. Kind and place only: the text may quote data.
         return ConversionFailure(
-            kind="InternalError",
+            kind=INTERNAL_ERROR,
             reason=f"unexpected {type(exc).__name__} in the converter (a bug)",
             hl7_error_code="207",
             location=code_place(exc),

@@ -25,7 +25,7 @@ from converter import (
 )
 
 from .config import ConfigError, RouteConfig, ServiceConfig
-from .conversion import ConversionFailure, ConversionPool
+from .conversion import INTERNAL_ERROR, ConversionFailure, ConversionPool
 from .delivery import Sink, build_sink, sink_readiness
 from .errors import ServiceError
 from .http.api import create_app
@@ -202,7 +202,7 @@ class Service:
             "default", data, input_type=input_type, root_template=root_template
         )
         if isinstance(outcome, ConversionFailure):
-            if outcome.kind == "InternalError":  # a converter bug: the API answers 500
+            if outcome.kind == INTERNAL_ERROR:  # a converter bug: the API answers 500
                 raise ServiceError(f"{outcome.reason} at {outcome.location}")
             error_class = _ERROR_CLASSES.get(outcome.kind, MappingError)
             raise error_class(

@@ -122,9 +122,10 @@ class FhirServerSink:
 
     async def deliver(self, bundle: BundleInput, envelope: Envelope) -> DeliveryReceipt:
         """POST the bundle; see the module docstring for the outcome rules."""
-        body = bundle_bytes(bundle)
         if self._destination.bundle_type == "batch":
-            body = _as_batch(body)
+            body = _as_batch(bundle)
+        else:
+            body = bundle_bytes(bundle)
         started = time.monotonic()
         response = await self._send(
             "POST", self._url, content=body, headers={"Content-Type": FHIR_JSON}
@@ -340,9 +341,10 @@ def outcome_summary(outcome: Mapping[str, Any]) -> str:
     return "; ".join(parts) if parts else "OperationOutcome without issues"
 
 
-def _as_batch(body: bytes) -> bytes:
+def _as_batch(bundle: BundleInput) -> bytes:
     """The bundle with ``type`` batch: its PUT Type/id entries and literal references
-    stand alone, so a server may apply them one by one."""
-    bundle = json_loads(body)
-    bundle["type"] = "batch"
-    return json_dumps(bundle).encode("utf-8")
+    stand alone, so a server may apply them one by one. A dict is copied, not changed,
+    and written once."""
+    data = dict(bundle) if isinstance(bundle, Mapping) else json_loads(bundle_bytes(bundle))
+    data["type"] = "batch"
+    return json_dumps(data).encode("utf-8")
