@@ -24,7 +24,7 @@ from .hl7v2.message import Message
 from .hl7v2.strict import validate_strictly
 from .hl7v2.structure import StructureCatalog
 from .templates.codemaps import CodeMaps
-from .templates.environment import TemplateSet
+from .templates.environment import TemplateSet, is_fhir_string
 from .templates.filters import ValueFilters
 from .templates.render import RenderSession
 from .templates.routes import RouteTable
@@ -268,6 +268,7 @@ class Converter:
         control_id: str | None,
         sender: str,
         index: int,
+        identifier: str | None = None,
     ) -> Conversion:
         origins = []
         resources_out = []
@@ -283,6 +284,9 @@ class Converter:
             resources_out,
             mode=self.config.request_mode,
             timestamp=timestamp,
+            # A value FHIR cannot hold was already refused, or replaced with a warning,
+            # where the templates wrote it; the bundle then goes without it.
+            identifier={"value": identifier} if identifier and is_fhir_string(identifier) else None,
         )
         if self._validator is not None:
             self._validator.validate(bundle, origins)
@@ -313,4 +317,5 @@ class Converter:
             control_id=message.control_id or None,
             sender=message.sender,
             index=index,
+            identifier=message.control_id or None,
         )

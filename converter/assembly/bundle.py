@@ -19,8 +19,10 @@ def build_bundle(
     *,
     mode: RequestMode,
     timestamp: str | None = None,
+    identifier: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """A ``transaction`` Bundle; every entry has a ``urn:uuid`` fullUrl and a request.
+    ``identifier`` names what the bundle was converted from (IG MSH[Bundle]: MSH-10).
 
     ``put``: ``PUT Type/id`` — the id is stable, so a re-sent message updates.
     Conditionally written resources carry no ``id`` (the server chooses or keeps it).
@@ -61,6 +63,8 @@ def build_bundle(
                 request = {"method": "PUT", "url": f"{rtype}?{search}"}
         entries.append({"fullUrl": f"urn:uuid:{rid}", "resource": resource, "request": request})
     bundle: dict[str, Any] = {"resourceType": "Bundle", "id": bundle_id, "type": "transaction"}
+    if identifier:
+        bundle["identifier"] = identifier
     if timestamp:
         bundle["timestamp"] = timestamp
     bundle["entry"] = entries

@@ -152,6 +152,11 @@ _ESCAPED_NOT_IN_FHIR = re.compile(r"(?<!\\)((?:\\\\)*)\\(u00(?:0[0-8bBcCeEfF]|1[
 _REPLACEMENT = "\ufffd"
 
 
+def is_fhir_string(text: str) -> bool:
+    """Whether ``text`` holds only characters a FHIR string may carry."""
+    return _NOT_IN_FHIR.search(text) is None
+
+
 def _without_control_characters(text: str, source: Value | None) -> str:
     """``text`` for a FHIR string: a MappingError in strict mode (the default), else the
     characters replaced with U+FFFD and a warning naming the field, never the value."""
