@@ -210,6 +210,7 @@ def import_file(path: Path) -> ImportedMap:
         result.rows.append(
             (source_code, canonical, target_code, display, system, " | ".join(comment_parts))
         )
+    _fold_alternatives(result)
     if fixed_systems:
         result.notes.append("normalised v2 code system " + ", ".join(sorted(fixed_systems)))
     if extra_cells:
@@ -222,6 +223,30 @@ def import_file(path: Path) -> ImportedMap:
             raise SkipFile("no row has a v2 code (FHIR-only code list, nothing to map from)")
         raise SkipFile("no data rows (header only)")
     return result
+
+
+def _fold_alternatives(result: ImportedMap) -> None:
+    """One row per source code and system: the loader refuses a map that sends one code
+    to two targets. Where the IG offers alternatives, the first is kept and the others
+    are named in its comment."""
+    kept: dict[tuple[str, str], int] = {}
+    rows: list[tuple[str, ...]] = []
+    folded = 0
+    for row in result.rows:
+        key = (row[0], row[1].upper())
+        first = kept.get(key)
+        if first is None:
+            kept[key] = len(rows)
+            rows.append(row)
+            continue
+        if row[2:5] != rows[first][2:5]:
+            alternative = f"alternative in the IG: {row[2] or '(no target)'}"
+            comment = " | ".join(part for part in (rows[first][5], alternative) if part)
+            rows[first] = (*rows[first][:5], comment)
+            folded += 1
+    result.rows[:] = rows
+    if folded:
+        result.notes.append(f"{folded} alternative target(s) folded into the first row's comment")
 
 
 def write_map(imported: ImportedMap, dest: Path) -> Path:

@@ -12,7 +12,10 @@ who overrides a map then sees exactly the rows of their own file, so a code they
 is unmapped rather than silently answered by the built-in table they meant to replace.
 
 A row with an empty ``target_code`` records "no FHIR equivalent": looking it up gives
-``None``, like an unknown code.
+``None``, like an unknown code. A row too short to reach the ``target_code`` column, an
+unterminated quote, or one source code (and system) mapped twice to different targets
+is a ConfigurationError naming the file and line: each would otherwise leave a code
+silently unmapped, or mapped by whichever row came first.
 """
 
 from __future__ import annotations
@@ -65,7 +68,9 @@ def _records(path: Path) -> Iterator[tuple[int, list[str]]]:
     line = 1
     try:
         with path.open(encoding="utf-8-sig", newline="") as handle:
-            reader = csv.reader(handle)
+            # strict: an unterminated quote is an error, not the rest of the file
+            # swallowed into one cell.
+            reader = csv.reader(handle, strict=True)
             for record in reader:
                 yield line, record
                 line = reader.line_num + 1
@@ -110,6 +115,8 @@ def _read_table(path: Path) -> _CodeTable:
         )
     columns = _column_index(path, first[1])
     width = len(first[1])
+    target_column = columns["target_code"]
+    rows_of: dict[tuple[str, str | None], tuple[int, MappedCode | None]] = {}
     for line, record in records:
         if not any(cell.strip() for cell in record):
             continue
@@ -128,6 +135,11 @@ def _read_table(path: Path) -> _CodeTable:
         source_code = cell("source_code")
         if not source_code:
             continue
+        if len(record) <= target_column:
+            raise ConfigurationError(
+                f"{path}:{line}: {len(record)} field(s), no target_code column; write the "
+                "row's commas, with an empty target_code for a code without FHIR equivalent"
+            )
         target_code = cell("target_code")
         mapped = (
             MappedCode(target_code, cell("target_display") or None, cell("target_system") or None)
@@ -135,6 +147,12 @@ def _read_table(path: Path) -> _CodeTable:
             else None
         )
         system = _system_key(cell("source_system"))
+        earlier = rows_of.setdefault((source_code, system), (line, mapped))
+        if earlier[1] != mapped:
+            raise ConfigurationError(
+                f"{path}:{line}: code {source_code!r} is already mapped at line {earlier[0]} "
+                "to another target; one row per source code and system"
+            )
         folded_code = source_code.casefold()
         exact.setdefault(source_code, mapped)
         folded.setdefault(folded_code, mapped)
@@ -171,6 +189,13 @@ class CodeMaps:
             return self._tables[map_name]
         except KeyError:
             raise TemplateError(f"unknown code map {map_name!r}") from None
+
+    def knows(self, map_name: str, code: str) -> bool:
+        """Whether the map has a row for ``code`` (mapped or marked as without FHIR
+        equivalent), compared as :meth:`lookup` does."""
+        table = self._table(map_name)
+        key = code.strip()
+        return key in table.exact or key.casefold() in table.folded
 
     def lookup(
         self, map_name: str, code: str | None, source_system: str | None = None

@@ -218,6 +218,38 @@ def test_too_many_fields_names_line(tmp_path: Path) -> None:
     assert f"{bad}:4:" in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("rows", "line", "reason"),
+    [
+        # A row cut before target_code: the code would silently map to nothing.
+        ("F\nM,HL70001,male,,,\n", 2, "no target_code column"),
+        # An unterminated quote would swallow the rest of the file into one cell.
+        ('"F,HL70001,female,,,\nM,HL70001,male,,,\n', 2, "malformed CSV"),
+        # One code twice with different targets: whichever came first would win.
+        ("F,HL70001,female,,,\nF,HL70001,male,,,\n", 3, "already mapped at line 2"),
+    ],
+    ids=["short row", "unterminated quote", "conflicting duplicate"],
+)
+def test_rows_that_would_silently_unmap_a_code_are_refused(
+    tmp_path: Path, rows: str, line: int, reason: str
+) -> None:
+    bad = write(tmp_path, "AdministrativeSex", HEADER + rows)
+    with pytest.raises(ConfigurationError, match=reason) as info:
+        CodeMaps.load([tmp_path])
+    assert f"{bad}:{line}:" in str(info.value)
+
+
+def test_a_repeated_row_and_per_system_rows_are_not_conflicts(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "M",
+        HEADER + "F,HL70001,female,,,\nF,HL70001,female,,,same again\nF,LOCAL,other,,,\n",
+    )
+    maps = CodeMaps.load([tmp_path])
+    assert maps.lookup("M", "F", "HL70001") == MappedCode("female", None, None)
+    assert maps.lookup("M", "F", "LOCAL") == MappedCode("other", None, None)
+
+
 def test_non_utf8_file(tmp_path: Path) -> None:
     path = tmp_path / "Latin.csv"
     path.write_bytes("source_code,target_code\nF,f\xe9minin\n".encode("latin-1"))
@@ -281,8 +313,11 @@ def test_importer_normalises_ig_files(tmp_path: Path) -> None:
 
     actions = read_rows(dest / "SegmentActionCode.csv")
     assert actions[3][:3] == ["U", "HL70206", "PUT"]
+    # The IG's alternative (PATCH) is named in the comment, not a second, conflicting row.
+    assert [row[0] for row in actions].count("U") == 1
+    assert "alternative in the IG: PATCH" in actions[3][5]
     assert actions[3][5].startswith("condition (Narrative): local assessment")
-    assert actions[5] == ["X", "HL70206", "", "", "", ""]  # unmapped row kept
+    assert actions[4] == ["X", "HL70206", "", "", "", ""]  # unmapped row kept
 
     assert (dest / "AdministrativeSex.csv").read_bytes().count(b"\r") == 0
     source_md = (dest / "SOURCE.md").read_text(encoding="utf-8")
