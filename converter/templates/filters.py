@@ -205,10 +205,27 @@ class ValueFilters:
         out = {"system": mapped.system, "code": mapped.code, "display": mapped.display}
         return {k: v for k, v in out.items() if v}
 
-    def map_code(self, code: Any, name: str, system: Any = None) -> str | None:
-        """Just the target code of a map (for FHIR ``code`` elements)."""
-        mapped = self._codemaps.lookup(name, _text(code) or None, _text(system) or None)
-        return mapped.code if mapped else None
+    def map_code(
+        self, code: Any, name: str, system: Any = None, *, quiet: bool = False
+    ) -> str | None:
+        """Just the target code of a map (for FHIR ``code`` elements).
+
+        A code the map has no row for gives None with a warning naming the field (or the
+        template line) and the map, never the code: the commonest mapping gap would
+        otherwise leave no trace. ``quiet=true`` where such codes are expected.
+        """
+        text = _text(code)
+        if not text:
+            return None
+        mapped = self._codemaps.lookup(name, text, _text(system) or None)
+        if mapped is not None:
+            return mapped.code
+        if not quiet and not self._codemaps.knows(name, text):
+            session = ACTIVE_SESSION.get()
+            if session is not None:
+                where = _path(code) or session.current_template_line()
+                session.warn(f"code not in code map {name} at {where}")
+        return None
 
     def map_coding(self, code: Any, name: str, system: Any = None) -> dict[str, str] | None:
         return self.codemap(name, code, system)

@@ -169,3 +169,22 @@ def test_ig_row(
         assert isinstance(found, str) and expected.match(found), f"{row}: {path} = {found!r}"
     else:
         assert found == expected, f"{row}: {path} = {found!r}"
+
+
+def test_a_code_missing_from_its_map_is_a_warning_naming_field_and_map(
+    converter: Converter,
+) -> None:
+    [conversion] = converter.convert(with_field(SAMPLE, "PID", 8, "Q"))
+    patient = select(conversion.bundle, "Patient")
+    assert "gender" not in patient
+    assert "code not in code map AdministrativeSex at PID-8" in conversion.warnings
+    assert not any("Q" in warning.split(" at ")[-1] for warning in conversion.warnings)
+
+
+def test_a_code_the_map_marks_without_equivalent_is_no_warning(converter: Converter) -> None:
+    # The criticality map has a row for MO (moderate) with no FHIR target: known, so
+    # no warning, while the reaction severity map gives "moderate".
+    [conversion] = converter.convert(with_field(SAMPLE, "AL1", 4, "MO^Modérée^HL70128"))
+    assert not [w for w in conversion.warnings if "code map" in w]
+    assert select(conversion.bundle, "AllergyIntolerance.reaction[0].severity") == "moderate"
+    assert select(conversion.bundle, "AllergyIntolerance.criticality") is ABSENT
