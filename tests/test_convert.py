@@ -225,6 +225,33 @@ def test_an_error_in_an_override_names_its_full_path(tmp_path: Path) -> None:
     assert caught.value.message_type == "ADT^A08"
 
 
+@pytest.mark.parametrize(
+    ("text", "line", "reason"),
+    [
+        ('{\n"resourceType": "Patient",\n"x": {{ pid[5] | fhir_dat }}\n}', ":3", "No filter"),
+        ('{\n"resourceType": "Patient",\n"x": {% if %}\n}', ":3", "syntax error"),
+        (
+            '{\n"resourceType": "Patient",\n"x": {{ emit("NoSuch") }}\n}',
+            ":3",
+            "'hl7v2/resources/NoSuch.j2' not found",
+        ),
+        ('{\n"resourceType" "Patient"\n}', "", "output line 2"),
+        ("{# nothing #}", "", "rendered nothing"),
+    ],
+    ids=["unknown filter", "syntax", "missing emitted template", "not JSON", "empty"],
+)
+def test_every_kind_of_override_error_names_the_override_file(
+    tmp_path: Path, text: str, line: str, reason: str
+) -> None:
+    # With several template folders, the logical name (hl7v2/resources/Patient.j2) does
+    # not say which file is broken: the override's full path does.
+    write(tmp_path, "hl7v2/resources/Patient.j2", text)
+    converter = Converter(ConverterConfig(template_dirs=(tmp_path,)))
+    with pytest.raises(TemplateError, match=reason) as caught:
+        converter.convert(SAMPLE)
+    assert caught.value.template == f"{tmp_path / 'hl7v2/resources/Patient.j2'}{line}"
+
+
 # --- invalid values -----------------------------------------------------------------------------
 
 BAD_BIRTH = SAMPLE.replace(b"|19850312|", b"|20241341|")

@@ -118,7 +118,14 @@ def json_from_template(text: str, template: str) -> Any:
     try:
         return _decode(cleaned)
     except json.JSONDecodeError as exc:
-        line = cleaned.splitlines()[exc.lineno - 1] if cleaned.strip() else ""
+        if not cleaned.strip():
+            raise TemplateError(
+                "the template rendered nothing (a resource template must write a JSON "
+                "object with a resourceType)",
+                template=template,
+            ) from None
+        # The output line may hold message values: it goes to detail, shown on request.
+        line = cleaned.splitlines()[exc.lineno - 1]
         raise TemplateError(
             f"template output is not JSON: {exc.msg} (output line {exc.lineno}, column "
             f"{exc.colno}); check the template's commas and brackets",
@@ -169,7 +176,7 @@ class RenderSession:
         slot = len(self._order)
         self._order.append(None)
         text = self.render(name, variables)
-        resource = json_from_template(text, name)
+        resource = json_from_template(text, self._file_name(name))
         if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
             raise TemplateError(
                 "a resource template must render one object with a resourceType", template=name
@@ -225,7 +232,7 @@ class RenderSession:
             if "/" in template or template.endswith(".j2")
             else f"{self._family}/{template}.j2"
         )
-        return json_from_template(self.render(name, variables), name)
+        return json_from_template(self.render(name, variables), self._file_name(name))
 
     def emitted(self, resource_type: str | None = None) -> list[Ref]:
         """References to what has been emitted so far (optionally of one type)."""
@@ -257,14 +264,24 @@ class RenderSession:
             return f"{self._family}/{template}.j2"
         return f"{self._family}/resources/{template}.j2"
 
+    def _file_name(self, name: str) -> str:
+        """``name`` as errors show it: an override by its full path (it is loaded by now)."""
+        filename = self._env.get_template(name).filename
+        return _template_name(filename, self._builtin_root) if filename else name
+
     def render(self, name: str, variables: dict[str, Any]) -> str:
         try:
             compiled = self._env.get_template(name)
         except jinja2.TemplateNotFound as exc:
-            raise TemplateError(f"template {exc.name!r} not found", template=name) from None
+            # Name the template line that asked for it (emit/include), if any.
+            caller = self.current_template_line()
+            raise TemplateError(
+                f"template {exc.name!r} not found", template=caller or name
+            ) from None
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateError(
-                f"template syntax error: {exc.message}", template=f"{exc.name or name}:{exc.lineno}"
+                f"template syntax error: {exc.message}",
+                template=f"{self._syntax_error_file(exc, name)}:{exc.lineno}",
             ) from None
         token = ACTIVE_SESSION.set(self)
         try:
@@ -275,7 +292,8 @@ class RenderSession:
             raise
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateError(
-                f"template syntax error: {exc.message}", template=f"{exc.name}:{exc.lineno}"
+                f"template syntax error: {exc.message}",
+                template=f"{self._syntax_error_file(exc, name)}:{exc.lineno}",
             ) from None
         except jinja2.TemplateNotFound as exc:
             raise TemplateError(
@@ -303,6 +321,13 @@ class RenderSession:
             ) from None
         finally:
             ACTIVE_SESSION.reset(token)
+
+    def _syntax_error_file(self, exc: jinja2.TemplateSyntaxError, name: str) -> str:
+        # exc.name is the logical name (the same for an override and the built-in file);
+        # exc.filename says which file was read.
+        if exc.filename:
+            return _template_name(exc.filename, self._builtin_root)
+        return exc.name or name
 
     def _reference_for(self, rtype: str, rid: str) -> str:
         if self._reference_style == "urn":
