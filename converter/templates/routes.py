@@ -11,10 +11,15 @@ in an override directory (its entries win, one by one)::
 
     [documents]              # CDA: document templateId → root template
     "2.16.840.1.113883.10.20.22.1.2" = "ClinicalDocument"
+
+An override maps a key to ``""`` to switch a built-in route off. An unknown table or a
+key not shaped like its table's (``SIU-S12`` for ``SIU^S12``) is a ConfigurationError:
+ignored, it would leave the message "unsupported" with no hint why.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +29,16 @@ from ..errors import ConfigurationError, UnsupportedMessageError
 from ..layers import layered_tables
 
 __all__ = ["Route", "RouteTable"]
+
+#: Each table, the shape of its keys, and an example for the error message.
+_KEY_SHAPES = {
+    "events": (re.compile(r"[A-Z0-9]{3}\^[A-Z0-9]{3}"), '"ADT^A01"'),
+    "structures": (re.compile(r"[A-Z0-9]{3}_[A-Z0-9]{3}"), '"ADT_A01"'),
+    "documents": (
+        re.compile(r"\*|[0-9]+(?:\.[0-9]+)+(?::\S+)?"),
+        '"2.16.840.1.113883.10.20.22.1.2" (or "*")',
+    ),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +67,12 @@ class RouteTable:
         structures: dict[str, Route] = {}
         documents: dict[str, Route] = {}
         for path, table in layered_tables(directories, f"{family}/routes.toml"):
+            unknown = sorted(set(table) - set(_KEY_SHAPES))
+            if unknown:
+                raise ConfigurationError(
+                    f"{path}: unknown table(s) {', '.join(unknown)}; a route table has "
+                    "[events], [structures] and [documents]"
+                )
             for section, target, kind in (
                 ("events", events, "event"),
                 ("structures", structures, "structure"),
@@ -60,10 +81,20 @@ class RouteTable:
                 entries = table.get(section, {})
                 if not isinstance(entries, dict):
                     raise ConfigurationError(f"{path}: [{section}] must be a table")
+                shape, example = _KEY_SHAPES[section]
                 for key, template in entries.items():
-                    if not isinstance(template, str) or not template:
-                        raise ConfigurationError(f"{path}: route {key!r} needs a template name")
-                    target[key] = Route(key, template, kind, path)
+                    if not shape.fullmatch(key):
+                        raise ConfigurationError(
+                            f"{path}: [{section}] key {key!r} is not shaped like {example}"
+                        )
+                    if not isinstance(template, str):
+                        raise ConfigurationError(
+                            f'{path}: route {key!r} needs a template name ("" switches it off)'
+                        )
+                    if template:
+                        target[key] = Route(key, template, kind, path)
+                    else:
+                        target.pop(key, None)
         return cls(
             family,
             MappingProxyType(events),

@@ -99,9 +99,12 @@ def test_directories_without_routes_are_skipped(builtin: Path, tmp_path: Path) -
     [
         ('[events\n"ADT^A01" = "ADT"\n', ""),
         ('events = "ADT"\n', "[events] must be a table"),
-        ('[events]\n"ADT^A01" = ""\n', "route 'ADT^A01' needs a template name"),
         ('[events]\n"ADT^A01" = 3\n', "route 'ADT^A01' needs a template name"),
+        ('[event]\n"SIU^S12" = "ADT"\n', "unknown table(s) event"),
+        ('[events]\n"SIU-S12" = "ADT"\n', "key 'SIU-S12' is not shaped like \"ADT^A01\""),
+        ('[structures]\n"SIU^S12" = "ADT"\n', 'is not shaped like "ADT_A01"'),
     ],
+    ids=["not TOML", "not a table", "not a string", "unknown table", "event key", "structure key"],
 )
 def test_a_malformed_routes_file_is_a_configuration_error_naming_it(
     builtin: Path, tmp_path: Path, text: str, message: str
@@ -111,6 +114,15 @@ def test_a_malformed_routes_file_is_a_configuration_error_naming_it(
         RouteTable.load("hl7v2", [site, builtin])
     assert str(caught.value).startswith(f"{site / 'hl7v2' / 'routes.toml'}: ")
     assert message in str(caught.value)
+
+
+def test_an_empty_template_name_switches_a_builtin_route_off(builtin: Path, tmp_path: Path) -> None:
+    site = routes_file(tmp_path / "site", '[events]\n"ADT^A08" = ""\n')
+    table = RouteTable.load("hl7v2", [site, builtin])
+    assert "ADT^A08" not in table.events
+    assert table.resolve("ADT^A01", "ADT_A01").template == "ADT"
+    # A08 falls back to its structure's route, as an event without a route does.
+    assert table.resolve("ADT^A08", "ADT_A01").kind == "structure"
 
 
 def test_a_routes_file_that_is_not_utf8_is_a_configuration_error(tmp_path: Path) -> None:
