@@ -258,8 +258,13 @@ class RenderSession:
 
     # -- rendering -------------------------------------------------------------------------
     def resolve(self, template: str) -> str:
+        """``Patient`` → ``<family>/resources/Patient.j2``; ``sections/x`` →
+        ``<family>/sections/x.j2``; a name with its family (``cda/resources/X``) or its
+        ``.j2`` is taken as written."""
         if template.endswith(".j2"):
             return template
+        if template.startswith(self._family + "/"):
+            return f"{template}.j2"
         if "/" in template:
             return f"{self._family}/{template}.j2"
         return f"{self._family}/resources/{template}.j2"

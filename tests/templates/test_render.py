@@ -253,6 +253,8 @@ def test_emit_resolves_names_relative_to_the_family(tmp_path: Path) -> None:
     assert session.resolve("Patient") == "hl7v2/resources/Patient.j2"
     assert session.resolve("extra/Thing") == "hl7v2/extra/Thing.j2"
     assert session.resolve("other/x.j2") == "other/x.j2"
+    # Written with its family, as a template author copying a path would.
+    assert session.resolve("hl7v2/resources/Patient") == "hl7v2/resources/Patient.j2"
 
 
 def test_identity_is_removed_and_gives_the_id(tmp_path: Path) -> None:
