@@ -6,16 +6,28 @@ default delimiters and an empty MSA-2. The ACK:
 
 * uses the message's own delimiters (MSH-1/MSH-2), version (MSH-12), processing id (MSH-11)
   and character set (MSH-18, copied and used to encode the ACK);
-* swaps sending and receiving application/facility (MSH-3/4 ↔ MSH-5/6), byte for byte;
-* has a fresh MSH-10 and ``MSH-9 = ACK^<trigger>^ACK``;
+* swaps sending and receiving application/facility (MSH-3/4 ↔ MSH-5/6), byte for byte
+  (but for the escapes below);
+* has a fresh MSH-10 and ``MSH-9 = ACK^<trigger>^ACK`` (``ACK^<trigger>`` before v2.3.1,
+  which added the message structure component; ``ACK`` in v2.1, where MSH-9 is an ID);
 * echoes MSH-10 in MSA-2;
 * on errors carries an ERR segment: ERR-2 location, ERR-3 code from HL7 table 0357,
   ERR-4 severity and ERR-8 a user message (v2.5+); before v2.5, ERR-1 (ELD) plus MSA-3
   and MSA-6, the fields those versions define.
 
-When MSH-18 names a character set, copied bytes that are not valid in it are written as
-``\\Xhh\\`` escapes, so the ACK is valid text in the charset it declares; with MSH-18
-empty, the sender's bytes are mirrored as they are.
+Bytes copied from the message are escaped as ``\\Xhh\\`` (with the message's escape
+character) where they would make the ACK wrong:
+
+* control bytes (below 0x20, and 0x7F): a VT or an FS CR inside the ACK would cut its MLLP
+  frame short on the sender's side. ESC is kept in ISO 2022 charsets, where it is part of
+  the character encoding;
+* when MSH-18 names a character set, bytes that are not valid in it, so the ACK is valid
+  text in the charset it declares;
+* when MSH-18 names a character set this service cannot write (AR 103), the ACK is ASCII:
+  non-ASCII bytes are escaped and MSH-18 is left empty, which HL7 defines as ASCII.
+
+Everything else is mirrored as received, escape sequences included, so that the sender
+finds its own values (MSA-2 = its MSH-10) unchanged.
 
 Acknowledgement modes
 ---------------------
@@ -69,13 +81,23 @@ __all__ = [
 AckMode = Literal["auto", "original", "enhanced"]
 
 
+# Control characters are not HL7 text; VT and FS CR would also break the ACK's MLLP frame.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# ISO 2022 charsets (ISO IR87, JIS X 0202 ...) switch sets with ESC sequences: there ESC
+# belongs to the text's encoding (and cannot affect MLLP framing), so it is copied as is.
+_CONTROL_BUT_ESC = re.compile(r"[\x00-\x1a\x1c-\x1f\x7f]")
 
 
 _DEFAULT_VERSION = "2.5"
 
 
 _ERR_FIELDS_VERSION = (2, 5)
+
+
+# MSH-9 is an ID (message type only) in v2.1, gains the trigger event in v2.2 and the
+# message structure in v2.3.1.
+_MSH9_TRIGGER_VERSION = (2, 2)
+_MSH9_STRUCTURE_VERSION = (2, 3, 1)
 
 
 def wants_accept_ack(message: bytes | MessageHeader, *, success: bool) -> bool:
@@ -128,17 +150,23 @@ def build_ack(
     ctrl = control_id if control_id is not None else uuid.uuid4().hex[:20].upper()
 
     # Received bytes are copied as they are, unless MSH-18 declares a charset they are
-    # not valid in: the ACK must be valid text in the charset it declares.
-    copy_codec = header.codec if header.field(18).strip() else None
+    # not valid in: the ACK must be valid text in the charset it declares. A charset we
+    # cannot write (codec None) makes the ACK ASCII, and MSH-18 empty says so.
+    copy_codec: str | None = None
+    if header.codec is None:
+        copy_codec = "ascii"
+    elif header.field(18).strip():
+        copy_codec = header.codec
+    controls = _CONTROL_BUT_ESC if _is_iso2022(codec) else _CONTROL
 
     def copy(n: int) -> bytes:
-        return _copy(header.field(n), copy_codec, enc)
+        return _copy(header.field(n), copy_codec, enc, controls)
 
     def text(value: str) -> bytes:
         return _text(value, enc, codec)
 
     comp = enc.component.encode("latin-1")
-    trigger = _copy(header.component(9, 2), copy_codec, enc)
+    trigger = _copy(header.component(9, 2), copy_codec, enc, controls)
     msh: list[bytes] = [
         b"MSH",
         (header.field(2) if header.delimiters_valid else enc.msh2).encode("latin-1"),
@@ -148,7 +176,7 @@ def build_ack(
         copy(4),
         _timestamp(stamp).encode("ascii"),
         b"",
-        b"ACK" + comp + trigger + comp + b"ACK",
+        _message_type(header, comp, trigger),
         text(ctrl),
         copy(11) or b"P",
         copy(12) or _DEFAULT_VERSION.encode("ascii"),
@@ -157,7 +185,7 @@ def build_ack(
         b"",
         b"",
         b"",
-        copy(18),
+        b"" if header.codec is None else copy(18),
     ]
     msa: list[bytes] = [b"MSA", code.value.encode("ascii"), copy(10)]
     segments = [msh, msa]
@@ -168,7 +196,7 @@ def build_ack(
         cwe = comp.join([error_code.encode("ascii"), text(label), b"HL70357"])
         message_text = text(outcome.text or label)
         location = outcome.location
-        version = header.version_tuple() or _ERR_FIELDS_VERSION
+        version = _version(header) or _ERR_FIELDS_VERSION
         if version >= _ERR_FIELDS_VERSION:
             erl = comp.join(text(part) for part in location.parts()) if location else b""
             segments.append([b"ERR", b"", erl, cwe, severity, b"", b"", b"", message_text])
@@ -310,11 +338,45 @@ def _trim(fields: list[bytes]) -> list[bytes]:
     return fields[:end]
 
 
-def _copy(raw: str, codec: str | None, enc: Encoding) -> bytes:
-    """Received bytes (as Latin-1 text) to copy; bytes invalid in ``codec`` → ``\\Xhh\\``."""
+def _message_type(header: MessageHeader, comp: bytes, trigger: bytes) -> bytes:
+    """MSH-9 of the ACK, with the components the message's version defines."""
+    version = _version(header)
+    if version is None or version >= _MSH9_STRUCTURE_VERSION:
+        # An unreadable version is answered as the default (v2.5) one.
+        return b"ACK" + comp + trigger + comp + b"ACK"
+    if version >= _MSH9_TRIGGER_VERSION and trigger:
+        return b"ACK" + comp + trigger
+    return b"ACK"
+
+
+def _version(header: MessageHeader) -> tuple[int, ...] | None:
+    """MSH-12 as numbers, ``None`` when it is not a version number."""
+    try:
+        return header.version_tuple()
+    except ValueError:
+        # "2.²" (byte 0xB2 read as Latin-1) passes str.isdigit() but not int(): an ACK
+        # that cannot be built means no ACK at all, and the message re-sent forever.
+        return None
+
+
+def _copy(raw: str, codec: str | None, enc: Encoding, controls: re.Pattern[str]) -> bytes:
+    """Received bytes (as Latin-1 text) to copy into the ACK.
+
+    Bytes invalid in ``codec`` and the ``controls`` become ``\\Xhh\\``; nothing else is
+    touched, escape sequences the sender wrote included, so its values come back as sent.
+    """
     data = raw.encode("latin-1")
-    if codec is None:
+    if codec is not None:
+        data = _escape_invalid(data, codec, enc)
+    if controls.search(raw) is None:
         return data
+    # After the charset pass: escaping first could pair a stray lead byte with the
+    # escape character into a valid (Big5, GBK) character, corrupting the sequence.
+    return _escape_controls(data.decode("latin-1"), enc, controls).encode("latin-1")
+
+
+def _escape_invalid(data: bytes, codec: str, enc: Encoding) -> bytes:
+    """``data`` with the bytes that are invalid in ``codec`` as ``\\Xhh\\``."""
     out = bytearray()
     while data:
         try:
@@ -342,13 +404,35 @@ def _text(value: str, enc: Encoding, codec: str) -> bytes:
         return value.encode("ascii")
     if enc.escape:
         escaped = enc.escape_text(value)
-        # Other control characters (VT and FS would break MLLP framing) as \Xhh\.
-        escaped = _CONTROL.sub(lambda m: f"{enc.escape}X{ord(m.group()):02X}{enc.escape}", escaped)
     else:
         delimiters = set(enc.field + enc.msh2 + "\r\n")
         escaped = "".join(" " if char in delimiters else char for char in value)
-        escaped = _CONTROL.sub(" ", escaped)
+    escaped = _escape_controls(escaped, enc, _CONTROL)
     try:
         return escaped.encode(codec, errors="replace")
     except LookupError:
         return escaped.encode("ascii", errors="replace")
+
+
+def _escape_controls(value: str, enc: Encoding, controls: re.Pattern[str]) -> str:
+    """``controls`` in ``value`` as ``\\Xhh\\`` (spaces when there is no escape character).
+
+    ``value`` is text, or received bytes as Latin-1 where a character's code is its byte:
+    either way ``hh`` is the byte the reader gets back by unescaping. The message's own
+    delimiters are kept even when a sender chose control characters for them: there they
+    are structure (and the escape character starts the very sequences written here).
+    """
+    esc = enc.escape
+    delimiters = enc.field + enc.msh2
+
+    def escape(match: re.Match[str]) -> str:
+        char = match.group()
+        if char in delimiters:
+            return char
+        return f"{esc}X{ord(char):02X}{esc}" if esc else " "
+
+    return controls.sub(escape, value)
+
+
+def _is_iso2022(codec: str) -> bool:
+    return codec.replace("-", "_").lower().startswith("iso2022")

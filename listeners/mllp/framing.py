@@ -9,8 +9,14 @@ Rules:
 
 * bytes outside a frame (before ``VT``, or between ``FS CR`` and the next ``VT``) are
   dropped and counted, as Google's MLLP adapter does;
-* a ``VT`` inside a frame is payload: the handler sees it, and an HL7 parser rejects it;
-* ``FS`` not followed by ``CR`` is payload too (only ``FS CR`` ends a frame);
+* a ``VT`` inside a frame starts a new frame: the unfinished one is dropped (its memory
+  released) and counted (``abandoned_frames``, ``abandoned_bytes``). HL7 text never
+  holds a raw VT (it would be written ``\\X0B\\``), so a VT means the sender gave up on a
+  frame and started again, typically re-sending the same message on the same
+  connection. Kept as payload (as Mirth does), the remains of the first attempt and the
+  whole second one would make one frame, acknowledged under the first attempt's MSH-10
+  and then failing to parse;
+* ``FS`` not followed by ``CR`` is payload (only ``FS CR`` ends a frame);
 * a frame longer than ``max_frame_bytes`` raises :class:`FramingError`, the connection
   cannot be resynchronised safely afterwards and is closed by the caller;
 * end of stream inside a frame raises :class:`IncompleteFrameError`.
@@ -84,7 +90,15 @@ def commit_ack(payload: bytes) -> CommitAck | None:
 class FrameDecoder:
     """Incremental MLLP decoder: :meth:`feed` bytes, get the completed frames."""
 
-    __slots__ = ("_broken", "_buf", "_in_frame", "dropped_bytes", "max_frame_bytes")
+    __slots__ = (
+        "_broken",
+        "_buf",
+        "_in_frame",
+        "abandoned_bytes",
+        "abandoned_frames",
+        "dropped_bytes",
+        "max_frame_bytes",
+    )
 
     def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
         if max_frame_bytes < 1:
@@ -92,6 +106,10 @@ class FrameDecoder:
         self.max_frame_bytes = max_frame_bytes
         #: Bytes seen outside any frame, since creation.
         self.dropped_bytes = 0
+        #: Unfinished frames dropped because a new start block arrived, since creation.
+        self.abandoned_frames = 0
+        #: Payload bytes of those frames (start blocks not counted).
+        self.abandoned_bytes = 0
         self._buf = bytearray()
         self._in_frame = False
         self._broken = False
@@ -134,6 +152,17 @@ class FrameDecoder:
                 pos += 1
                 continue
             end = data.find(END_BLOCK, pos)
+            # A VT before the end block (or the end of this chunk) restarts the frame; the
+            # last such VT is where the frame that counts begins. find/count run in C, so
+            # a stream of VTs costs no more than any other bytes.
+            limit = size if end < 0 else end
+            restart = data.rfind(START_BLOCK, pos, limit)
+            if restart >= 0:
+                starts = data.count(START_BLOCK, pos, restart) + 1
+                self.abandoned_frames += starts
+                self.abandoned_bytes += len(buf) + restart - pos - (starts - 1)
+                buf.clear()
+                pos = restart + 1
             if end < 0:
                 length = len(buf) + size - pos
                 if data[-1] == FS:
@@ -176,11 +205,31 @@ class FrameReader:
         self._chunk_size = chunk_size
         #: Bytes read from the stream, framing included.
         self.bytes_read = 0
+        self._abandoned_taken = (0, 0)
 
     @property
     def dropped_bytes(self) -> int:
         """Bytes read outside any frame."""
         return self._decoder.dropped_bytes
+
+    @property
+    def abandoned_frames(self) -> int:
+        """Unfinished frames dropped because a new start block arrived."""
+        return self._decoder.abandoned_frames
+
+    @property
+    def abandoned_bytes(self) -> int:
+        """Payload bytes of the :attr:`abandoned_frames`."""
+        return self._decoder.abandoned_bytes
+
+    def take_abandoned(self) -> tuple[int, int]:
+        """Frames and bytes abandoned since the last call: ``(0, 0)`` when none.
+
+        For the caller's log line after each :meth:`read_frame` (a count, never content).
+        """
+        now = (self._decoder.abandoned_frames, self._decoder.abandoned_bytes)
+        taken, self._abandoned_taken = self._abandoned_taken, now
+        return now[0] - taken[0], now[1] - taken[1]
 
     @property
     def in_frame(self) -> bool:

@@ -395,6 +395,13 @@ class MllpServer:
                     )
                     stats.dropped_bytes += dropped
                     conn.dropped = frames.dropped_bytes
+                if (abandoned := frames.take_abandoned())[0]:
+                    self._log.warning(
+                        "mllp#%d: dropped %d unfinished frame(s), %d byte(s): a start block "
+                        "arrived before the end block (the sender restarted)",
+                        conn.id,
+                        *abandoned,
+                    )
             if payload is None:
                 return "closed by peer"
             conn.busy = True

@@ -204,15 +204,29 @@ def test_invalid_msh2_keeps_the_control_id() -> None:
 
 # UNDEFINED and a NUL byte once escaped codec_for() as bare exceptions: the listener
 # closed the connection without an ACK, and the sender re-sent the message forever.
-@pytest.mark.parametrize("charset", ["KLINGON", "UNDEFINED", "UTF\x00-8", "MAC-ARABIC"])
-def test_unknown_charset_is_reported_and_the_ack_is_ascii(charset: str) -> None:
-    payload = message("CS", charset=charset)
+@pytest.mark.parametrize(
+    "charset", ["KLINGON", "UNDEFINED", "UTF\x00-8", "MAC-ARABIC", "UNICODE UTF-16"]
+)
+def test_unknown_charset_is_reported_and_the_ack_is_ascii_without_msh18(charset: str) -> None:
+    # The AR is written in ASCII; echoing MSH-18 would make a receiver that honours it
+    # (HAPI does) decode the AR as UTF-16 and read garbage. An empty MSH-18 means ASCII.
+    payload = message("CS", charset=charset, sending=("LABÉ", "F")).decode().encode("latin-1")
     header = read_header(payload)
     assert header.codec is None
     assert header.problem_code == "103"
     ack = build_ack(payload, header.rejection())
-    assert segments(ack, "ascii")[1] == ["MSA", "AR", "CS"]
-    assert segments(ack, "ascii")[0][17] == charset  # echoed as the sender wrote it
+    assert ack.isascii()
+    msh, msa, err = segments(ack, "ascii")
+    assert msa == ["MSA", "AR", "CS"]
+    assert len(msh) == 12  # MSH-12 is the last field: no MSH-18
+    assert msh[4] == "LAB\\XC9\\"  # the non-ASCII byte, escaped so that it stays ASCII
+    assert err[2] == "MSH^1^18"
+    assert parse_ack(ack).header.codec == "utf-8"  # the reader's default, not UTF-16
+
+
+def test_a_supported_charset_is_still_declared() -> None:
+    for charset in ("UNICODE UTF-8", "8859/1", "ASCII", "ISO IR87"):
+        assert segments(build_ack(message("S", charset=charset)), "latin-1")[0][17] == charset
 
 
 def test_wrong_charset_gives_a_valid_utf8_ack() -> None:
@@ -230,6 +244,49 @@ def test_wrong_charset_gives_a_valid_utf8_ack() -> None:
     assert err[3].startswith("102^")
     assert err[2].startswith("MSH^1^3")
     assert b"\xfc" not in ack
+
+
+@pytest.mark.parametrize(
+    ("version", "msh9"),
+    [
+        ("2.1", "ACK"),  # MSH-9 is an ID in v2.1: the message type only
+        ("2.2", "ACK^A01"),  # CM: message type and trigger event
+        ("2.3", "ACK^A01"),
+        ("2.3.0", "ACK^A01"),
+        ("2.3.1", "ACK^A01^ACK"),  # the message structure component exists from here
+        ("2.4", "ACK^A01^ACK"),
+        ("2.5.1", "ACK^A01^ACK"),
+        ("2.8", "ACK^A01^ACK"),
+        ("", "ACK^A01^ACK"),  # answered as v2.5, the version the ACK then declares
+        ("9.9", "ACK^A01^ACK"),
+        ("X", "ACK^A01^ACK"),
+    ],
+)
+def test_msh9_has_the_components_of_the_message_version(version: str, msh9: str) -> None:
+    for outcome in (AckOutcome.accept(), AckOutcome.reject("203", "unsupported version")):
+        msh = segments(build_ack(message("V", version=version), outcome))[0]
+        assert msh[8] == msh9
+        assert msh[11] == (version or "2.5")
+
+
+@pytest.mark.parametrize("version", ["2.\u00b2", "\u00b9", "2.5\u00b3"])
+def test_a_version_of_digit_like_characters_still_gets_an_ack(version: str) -> None:
+    # Superscripts (Latin-1 0xB2 ...) pass str.isdigit() but int() refuses them: the AR
+    # for such an MSH-12 once raised, so no ACK was sent and the sender re-sent forever.
+    payload = message("SUP", version=version).decode().encode("latin-1")
+    for outcome in (AckOutcome.accept(), AckOutcome.reject("203", "unsupported version")):
+        msh, msa, *err = segments(build_ack(payload, outcome), "latin-1")
+        assert msh[8] == "ACK^A01^ACK"
+        assert msa[:3] == ["MSA", outcome.code.value, "SUP"]
+        assert [e[0] for e in err] == (["ERR"] if outcome.has_error else [])
+
+
+def test_msh9_before_2_3_1_with_the_message_delimiters_and_no_trigger() -> None:
+    msh = segments(build_ack(message("V", version="2.3", sep="*", msh2="%$!@")))[0]
+    assert msh[8] == "ACK%A01"
+    # No trigger event to echo: no empty second component either.
+    assert segments(build_ack(message("V", version="2.2", msh9="ADT")))[0][8] == "ACK"
+    assert segments(build_ack(message("V", version="2.5", msh9="ADT")))[0][8] == "ACK^^ACK"
 
 
 def test_latin1_message_gets_a_latin1_ack() -> None:

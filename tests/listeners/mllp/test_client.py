@@ -167,7 +167,7 @@ def test_send_prints_control_characters_of_acks_escaped(tmp_path: Path) -> None:
             code, out, err = await send([str(path), "--port", str(port_of(server))])
             assert code == 0, err
             assert "\x1b" not in out + err
-            assert "MSA|AA|C\\x1b[2J1" in out.splitlines()
+            assert "MSA|AA|C\\X1B\\[2J1" in out.splitlines()
             assert "MSH-10 C\\x1b[2J1: AA" in out
 
     run(scenario())

@@ -6,7 +6,7 @@ import asyncio
 import itertools
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from listeners.errors import FramingError
@@ -20,10 +20,15 @@ from listeners.mllp.framing import (
     frame,
 )
 
-from ._support import run
+from ._support import RawConnection, Recorder, message, port_of, run, serving
 
-# Any payload that does not itself contain the end block.
-payloads = st.binary(max_size=300).filter(lambda p: b"\x1c\r" not in p)
+# Any payload holding neither a start block (which would restart the frame) nor the end
+# block.
+payloads = (
+    st.binary(max_size=300)
+    .map(lambda p: p.replace(b"\x0b", b""))
+    .filter(lambda p: b"\x1c\r" not in p)
+)
 garbage = st.binary(max_size=50).filter(lambda g: b"\x0b" not in g)
 
 
@@ -61,8 +66,33 @@ def test_end_block_split_across_reads() -> None:
     assert decode_all([b"\x0b\x1c", b"\r"])[0] == [b""]
 
 
-def test_fs_without_cr_and_vt_inside_are_payload() -> None:
-    assert decode_all([b"\x0bA\x1cB\x0bC\x1c\x1c\r"])[0] == [b"A\x1cB\x0bC\x1c"]
+def test_fs_without_cr_is_payload() -> None:
+    assert decode_all([b"\x0bA\x1cB\x1cC\x1c\x1c\r"])[0] == [b"A\x1cB\x1cC\x1c"]
+
+
+def test_vt_inside_a_frame_starts_a_new_frame_and_the_unfinished_one_is_counted() -> None:
+    # A sender that gave up mid-frame and re-sent on the same connection: the remains of
+    # the first attempt used to be glued to the second into one frame (AA, dead letter).
+    decoder = FrameDecoder(100)
+    assert decoder.feed(b"\x0bMSH|PART") == []
+    assert decoder.feed(frame(b"MSH|FULL")) == [b"MSH|FULL"]
+    assert (decoder.abandoned_frames, decoder.abandoned_bytes) == (1, len(b"MSH|PART"))
+    # Several restarts in one chunk; an FS not followed by CR belongs to the dropped part.
+    assert decoder.feed(b"\x0bAB\x0b\x0bCD\x1c\x0bEF\x1c\r") == [b"EF"]
+    assert (decoder.abandoned_frames, decoder.abandoned_bytes) == (4, 8 + 2 + 0 + 3)
+    assert decoder.dropped_bytes == 0
+    # An FS at the end of one read and a VT at the start of the next: FS was payload.
+    assert decoder.feed(b"\x0bXY\x1c") == []
+    assert decoder.feed(b"\x0bZ\x1c\r") == [b"Z"]
+    assert (decoder.abandoned_frames, decoder.abandoned_bytes) == (5, 16)
+    assert not decoder.in_frame
+
+
+def test_an_abandoned_frame_is_not_held_in_memory_nor_counted_against_the_limit() -> None:
+    decoder = FrameDecoder(10)
+    assert decoder.feed(b"\x0b" + b"x" * 50 + frame(b"ok") + b"\x0b" + b"y" * 9) == [b"ok"]
+    assert decoder.buffered == 9
+    assert decoder.abandoned_bytes == 50
 
 
 def test_frame_of_exactly_the_maximum_is_accepted() -> None:
@@ -109,6 +139,35 @@ def test_any_split_of_any_stream_yields_the_frames(
     frames, dropped = decode_all(split(stream, cuts))
     assert frames == [p for _, p in items]
     assert dropped == sum(len(g) for g, _ in items) + len(tail)
+
+
+@given(
+    st.lists(st.tuples(garbage, payloads, st.booleans()), min_size=1, max_size=6),
+    st.lists(st.integers(min_value=0), max_size=20),
+)
+def test_unfinished_frames_are_dropped_whatever_the_split(
+    items: list[tuple[bytes, bytes, bool]], cuts: list[int]
+) -> None:
+    # Each item: garbage, then VT + payload, then FS CR only when ``complete``. Garbage
+    # after an unfinished frame is inside it, so it is abandoned with it (and must not
+    # complete it).
+    for (_, p, complete), (g, _, _) in itertools.pairwise(items):
+        assume(complete or b"\x1c\r" not in p + g)
+    stream = b"".join(
+        g + b"\x0b" + p + (b"\x1c\r" if complete else b"") for g, p, complete in items
+    )
+    decoder = FrameDecoder(10_000)
+    frames = [f for chunk in split(stream, cuts) for f in decoder.feed(chunk)]
+    assert frames == [p for _, p, complete in items if complete]
+    abandoned = [
+        (p, items[i + 1][0]) for i, (_, p, complete) in enumerate(items[:-1]) if not complete
+    ]
+    assert decoder.abandoned_frames == len(abandoned)
+    assert decoder.abandoned_bytes == sum(len(p) + len(g) for p, g in abandoned)
+    assert decoder.dropped_bytes == sum(
+        len(g) for i, (g, _, _) in enumerate(items) if i == 0 or items[i - 1][2]
+    )
+    assert decoder.in_frame is not items[-1][2]
 
 
 @given(payloads, st.integers(min_value=1, max_value=300), st.lists(st.integers(), max_size=8))
@@ -163,6 +222,23 @@ def test_stream_reader_counts_bytes() -> None:
     assert run(scenario()) == (4 + 6, 4)
 
 
+def test_stream_reader_reports_abandoned_frames_once() -> None:
+    async def scenario() -> list[tuple[int, int]]:
+        reader = asyncio.StreamReader()
+        reader.feed_data(b"\x0bpartial" + frame(b"A") + frame(b"B") + b"\x0bxx\x0b" + frame(b"C"))
+        reader.feed_eof()
+        frames = FrameReader(reader)
+        seen: list[tuple[int, int]] = []
+        for expected in (b"A", b"B", b"C"):
+            assert await frames.read_frame() == expected
+            seen.append(frames.take_abandoned())
+        assert (frames.abandoned_frames, frames.abandoned_bytes) == (3, 7 + 2 + 0)
+        return seen
+
+    # One chunk holds everything: the three frames are reported with the first read.
+    assert run(scenario()) == [(3, 9), (0, 0), (0, 0)]
+
+
 def test_idle_timeout_applies_to_each_wait() -> None:
     async def scenario() -> None:
         reader = asyncio.StreamReader()
@@ -179,5 +255,32 @@ def test_idle_timeout_applies_to_each_wait() -> None:
         await feeder
         with pytest.raises(TimeoutError):
             await frames.read_frame(idle_timeout=0.1)
+
+    run(scenario())
+
+
+# Over real sockets: what the server's handler sees, and the ACK the sender gets.
+
+
+def test_a_resend_after_an_unfinished_frame_is_acked_and_handled_alone() -> None:
+    first, other = message("RSC-1"), message("RSB-2")
+    cut = first.index(b"\rPID") + 10
+
+    async def scenario() -> None:
+        recorder = Recorder()
+        async with serving(recorder) as server:
+            conn = await RawConnection.open(port_of(server))
+            # Gave up mid-message, then re-sent it whole on the same connection.
+            await conn.send_raw(b"\x0b" + first[:cut])
+            await asyncio.sleep(0.05)  # a separate read on the server's side
+            ack = await conn.exchange(first)
+            assert ack is not None and b"MSA|AA|RSC-1\r" in ack
+            # Gave up on one message, then sent another one.
+            await conn.send_raw(b"\x0b" + first[:cut])
+            ack = await conn.exchange(other)
+            assert ack is not None and b"MSA|AA|RSB-2\r" in ack
+            await conn.close()
+        # Each message reached the handler alone, never glued to the remains of another.
+        assert recorder.payloads == [first, other]
 
     run(scenario())
