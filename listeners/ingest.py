@@ -6,11 +6,15 @@ message type and version are supported, store it durably, then acknowledge:
 - AA (CA in enhanced mode) only once the message is committed to the queue (fsync'd);
   with ``ack_after = "delivery"``, only once the FHIR server accepted the bundle, AE with
   the server's diagnostics otherwise;
-- AR with an ERR segment when MSH cannot be read or the type/version is not supported
-  (or, with ``on_unsupported = "dead-letter"``, AA and a dead letter to inspect);
+- AR with an ERR segment when MSH cannot be read, MSH-10 is empty (101: required) or the
+  type/version is not supported (or, with ``on_unsupported = "dead-letter"``, AA and a
+  dead letter to inspect);
 - no reply at all when storage fails: the connection is closed and the sender, having no
   ACK, sends again — an AE would make many senders give up on the message;
-- a retransmission (same sender, same MSH-10) is acknowledged again, not stored again.
+- a retransmission (same sender, same MSH-10, same content) is acknowledged again, not
+  stored again; the same MSH-10 on *different* content (a sender's counter reset) is a new
+  message, stored and delivered, with a WARNING. The sender here is every HD component of
+  MSH-3/MSH-4 (``Header.sender_identity``), while routes and ordering keep HD.1.
 """
 
 from __future__ import annotations
@@ -153,6 +157,7 @@ class Ingestor:
             message_type=header.message_type,
             input_type="hl7v2",
             route=route.name,
+            sender_id=f"{listener}/{header.sender_identity}",
         )
         self._metrics.labelled(
             self._metrics.received, listener, header.event if header.message_code else "unknown"
@@ -183,6 +188,8 @@ class Ingestor:
                 outcome = await self._duplicate_outcome(stored.seq, fields)
                 return self._ack(listener, raw_header, outcome)
             return self._ack(listener, raw_header, AckOutcome.accept())
+        if stored.control_id_reused:
+            _warn_reused(envelope, stored.seq, fields)
         if self._workers is not None:  # None: workers elsewhere (queue.backend = "amqp")
             self._workers.notify()
         # DEBUG: each message gets its INFO line when it is settled ("delivered", a dead
@@ -252,6 +259,8 @@ class Ingestor:
                     "location": exc.location,
                 },
             )
+            if stored.control_id_reused:
+                _warn_reused(envelope, stored.seq, fields)
             if not stored.duplicate:
                 self._metrics.dead_lettered.labels(
                     "unsupported", envelope.message_type or "unknown"
@@ -269,3 +278,14 @@ class Ingestor:
             self._metrics.acknowledged, listener, outcome.code.for_mode(header.enhanced_mode).value
         ).inc()
         return self._acks.build(header, outcome)
+
+
+def _warn_reused(envelope: Envelope, seq: int, fields: dict[str, object]) -> None:
+    """The sender used this MSH-10 for another message within the duplicate window: the
+    message was stored as new (dropping it would lose what was acknowledged), but the
+    sender's counter is likely reset, which its owner should hear of. Names the sender (in
+    full) and the control id, never content."""
+    log.warning(
+        "control id reused by the sender for a different message; stored as a new message",
+        extra=fields | log_fields(sender=envelope.sender_id, seq=seq, event="control_id_reused"),
+    )

@@ -3,6 +3,10 @@
 Reads MSH and the first PID only (no decoding of the rest, no structure): enough to know
 the sender, the control id, the type and version, the acknowledgement options, and the
 patient the message is about, which orders delivery.
+
+A sender is named two ways. :attr:`Header.sender` (HD.1 of MSH-3 and MSH-4) is what routes
+match and what orders delivery; :attr:`Header.sender_identity` (every HD component) tells
+apart facilities that share a namespace id but not a universal id, for duplicate detection.
 """
 
 from __future__ import annotations
@@ -10,9 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import ParseError
-from .encoding import Encoding
+from .encoding import DEFAULT_ENCODING, Encoding
 
-__all__ = ["Header", "peek_header"]
+__all__ = ["Header", "full_hd", "peek_header"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +39,9 @@ class Header:
     charset: str
     #: First PID-3 identifier with its assigning authority ("" when there is no PID).
     patient_key: str
+    #: MSH-3 and MSH-4 whole (every HD component) in canonical form: see :func:`full_hd`.
+    sending_application_hd: str = ""
+    sending_facility_hd: str = ""
 
     @property
     def event(self) -> str:
@@ -47,7 +54,19 @@ class Header:
 
     @property
     def sender(self) -> str:
+        """``application^facility``, HD.1 of each: what routes match, and what orders."""
         return f"{self.sending_application}^{self.sending_facility}"
+
+    @property
+    def sender_identity(self) -> str:
+        """``MSH-3|MSH-4`` with every HD component (``APP|FAC^1.2.3^ISO``).
+
+        HD.1 alone is ambiguous: two facilities may share a namespace id and differ by
+        their universal id (HD.2/HD.3). Components are escaped with the standard
+        delimiters, so no value can forge the separators (``X\\S\\Y`` + ``Z`` differs
+        from ``X`` + ``Y^Z``).
+        """
+        return f"{self.sending_application_hd}|{self.sending_facility_hd}"
 
     @property
     def enhanced_mode(self) -> bool:
@@ -115,7 +134,26 @@ def peek_header(data: bytes) -> Header:
         application_ack_type=first(field(msh, 15)),
         charset=first(field(msh, 17)),
         patient_key=patient_key,
+        sending_application_hd=full_hd(field(msh, 2), enc),
+        sending_facility_hd=full_hd(field(msh, 3), enc),
     )
+
+
+def full_hd(value: str, enc: Encoding) -> str:
+    """An HD field (raw, in ``enc``) in canonical form: the first repetition, each
+    component unescaped then escaped again with the standard delimiters, trailing empty
+    components dropped (``FAC^^`` is ``FAC``), joined with ``^``.
+
+    Canonical so that one sender stays one identity whatever delimiters or escapes a
+    message uses, and so that the result can be split back without ambiguity.
+    """
+    parts = [
+        DEFAULT_ENCODING.escape_text(enc.unescape(part))
+        for part in value.split(enc.repetition, 1)[0].split(enc.component)
+    ]
+    while parts and not parts[-1]:
+        parts.pop()
+    return "^".join(parts)
 
 
 def _line_end(data: bytes, start: int) -> int:

@@ -235,6 +235,15 @@ class AmqpConsumer:
                 extra=fields | log_fields(seq=stored.seq),
             )
         else:
+            if stored.control_id_reused:
+                log.warning(
+                    "control id reused by the sender for a different message; stored as a new "
+                    "message",
+                    extra=fields
+                    | log_fields(
+                        sender=envelope.sender_id, seq=stored.seq, event="control_id_reused"
+                    ),
+                )
             if self._notify is not None:
                 self._notify()
             log.info(

@@ -67,6 +67,8 @@ def envelope_of(
         control_id=header.control_id or None,
         message_type=header.message_type or None,
         input_type="hl7v2",
+        # Duplicates are told apart on the whole MSH-3/MSH-4 (routes use HD.1 only).
+        sender_id=f"{listener}/{header.sender_identity}",
         route=route.name,
         **ids,
     )

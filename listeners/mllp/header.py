@@ -88,7 +88,7 @@ class MessageHeader:
 
     def version_tuple(self) -> tuple[int, ...] | None:
         parts = self.version.split(".")
-        if not all(part.isdigit() for part in parts):
+        if not all(part.isdecimal() for part in parts):
             return None
         return tuple(int(part) for part in parts)
 
@@ -167,6 +167,11 @@ def read_header(data: bytes, *, default_charset: str = "utf-8") -> MessageHeader
     except CharsetError:
         codec = None
         problem = problem or ("unsupported character set", "103", "MSH-18")
+    if (fields[9] if len(fields) > 9 else "").strip() in ("", '""'):
+        # MSH-10 is required (R): without it MSA-2 cannot name what is acknowledged, and
+        # the sender could not match the ACK — nor could a retransmission be recognised.
+        # Blank, or HL7's explicit null (""), is not a value either.
+        problem = problem or ("the message control id (MSH-10) is missing", "101", "MSH-10")
     return MessageHeader(enc, fields, codec, valid, *(problem or (None, None, None)))
 
 

@@ -104,9 +104,32 @@ def _add_message_ids_v2(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE messages ADD COLUMN correlation_id TEXT")
 
 
+def _add_content_digest_v3(conn: sqlite3.Connection) -> None:
+    # Duplicate detection keyed on content too: a sender reusing an MSH-10 for another
+    # message must not see it dropped (listeners.queue.digest). ``sender_id`` is the full
+    # sender identity (every HD component of MSH-3/MSH-4), ``digest`` the content digest.
+    # Rows stored before this version have neither: they can no longer be matched (a
+    # delivered row has no payload left to digest), so a retransmission of one of them is
+    # stored and delivered again — idempotent bundles make that harmless, whereas matching
+    # on (sender, control id) alone is the silent loss this version removes.
+    conn.execute("ALTER TABLE messages ADD COLUMN sender_id TEXT")
+    conn.execute("ALTER TABLE messages ADD COLUMN digest BLOB")
+    # The old (sender, control_id) index served only that lookup: replaced, not kept,
+    # so each insert maintains one duplicate index, not two.
+    conn.execute("DROP INDEX IF EXISTS messages_control_id")
+    conn.execute(
+        "CREATE INDEX messages_duplicate ON messages (sender_id, control_id, digest, stored_at)"
+        " WHERE control_id IS NOT NULL"
+    )
+
+
 #: Migration hook: ``MIGRATIONS[n]`` takes a version-``n`` file to version ``n + 1`` inside
 #: the caller's transaction. Append a function to change the schema; never edit one.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_create_v1, _add_message_ids_v2)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
+    _create_v1,
+    _add_message_ids_v2,
+    _add_content_digest_v3,
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -29,13 +29,22 @@ class Envelope:
     #: the bundles published for it and to the logs.
     message_id: str | None = None
     correlation_id: str | None = None
+    #: The sender's full identity for duplicate detection: the listener and every HD
+    #: component of MSH-3/MSH-4 (``sender`` keeps HD.1 only, which routes match and which
+    #: orders delivery, but which two facilities may share). None: ``sender`` is used.
+    #: A key of the SQLite queue's duplicate detection, not read back with the message.
+    sender_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class PutResult:
     seq: int
-    #: A retransmission (same sender, same control id) already stored: not stored again.
+    #: A retransmission (same sender, same control id, same content: see
+    #: :mod:`listeners.queue.digest`) already stored: not stored again.
     duplicate: bool = False
+    #: Stored as a new message although the sender used its control id for *another*
+    #: message within the duplicate window (a reset counter): worth a warning.
+    control_id_reused: bool = False
 
 
 @dataclass(frozen=True, slots=True)

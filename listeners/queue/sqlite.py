@@ -22,10 +22,12 @@ Design
   would replay it "in the past" although newer messages have already been delivered.
   The re-queue is the operator's decision taken now, so it is ordered as new work: after
   what is already queued for the key, never overtaking it.
-* **Duplicates.** A ``put()`` whose (sender, control_id) was stored less than
-  ``duplicate_window_hours`` ago returns the original seq with ``duplicate=True``.
-  Delivered rows keep no payload; rows without a control id are deleted on completion,
-  the others when the window has passed (pruned by the writer thread every minute).
+* **Duplicates.** A ``put()`` whose (``sender_id`` or else ``sender``, control_id,
+  content digest — :mod:`.digest`) was stored less than ``duplicate_window_hours`` ago
+  returns the original seq with ``duplicate=True``; the same control id on other content
+  is a new message (``control_id_reused=True``: the caller warns). Delivered rows keep
+  their digest but no payload; rows without a control id are deleted on completion, the
+  others when the window has passed (pruned by the writer thread every minute).
 * **Crash recovery.** ``start()`` puts rows left ``inflight`` back to ``pending``:
   at-least-once delivery. ``start()`` also takes an exclusive lock (``<file>.lock``): one
   service per queue file. The dead-letter methods are synchronous, open their own short
@@ -54,6 +56,7 @@ from ._sqlite_rows import (
 from ._sqlite_schema import connect, storage_error
 from ._sqlite_writer import Operation, Writer
 from .base import DeadLetter, Envelope, Job, MessageQueue, PutResult
+from .digest import content_digest
 
 __all__ = ["SqliteQueue"]
 
@@ -72,9 +75,11 @@ _CLAIM_SQL = (
     " ORDER BY next_attempt_at, seq LIMIT ?"
 )
 _DUPLICATE_SQL = (
-    "SELECT seq FROM messages WHERE sender = ? AND control_id = ?"
+    "SELECT seq FROM messages WHERE sender_id = ? AND control_id = ? AND digest = ?"
     " AND stored_at >= ? ORDER BY stored_at, seq LIMIT 1"
 )
+# Only when _DUPLICATE_SQL found nothing: was the control id used for another message?
+_REUSED_SQL = "SELECT 1 FROM messages WHERE sender_id = ? AND control_id = ? AND stored_at >= ?"
 _KEY_BUSY_SQL = f"SELECT 1 FROM messages WHERE ordering_key = ? AND {_ACTIVE} LIMIT 1"
 _PROMOTE_SQL = (
     "UPDATE messages SET head = 1 WHERE seq = (SELECT seq FROM messages"
@@ -278,17 +283,22 @@ class SqliteQueue:
         self, conn: sqlite3.Connection, envelope: Envelope, state: str, error: dict[str, Any] | None
     ) -> tuple[PutResult, int]:
         now = self._clock()
-        if envelope.control_id is not None:
-            row = conn.execute(
-                _DUPLICATE_SQL, (envelope.sender, envelope.control_id, now - self._window)
-            ).fetchone()
+        sender_id = envelope.sender_id or envelope.sender
+        digest: bytes | None = None
+        reused = False
+        if envelope.control_id is not None:  # without one, a message is never a duplicate
+            digest = content_digest(envelope.payload, envelope.input_type)
+            key = (sender_id, envelope.control_id)
+            since = now - self._window
+            row = conn.execute(_DUPLICATE_SQL, (*key, digest, since)).fetchone()
             if row is not None:
                 return PutResult(seq=row[0], duplicate=True), 0
+            reused = conn.execute(_REUSED_SQL, (*key, since)).fetchone() is not None
         head = state == "pending" and not _key_busy(conn, envelope.ordering_key)
         cursor = conn.execute(
-            f"INSERT INTO messages ({ENVELOPE_COLUMNS}, state, head, attempts, next_attempt_at,"
-            " last_error, stored_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
-            " ?, ?, 0, ?, ?, ?, ?)",
+            f"INSERT INTO messages ({ENVELOPE_COLUMNS}, sender_id, digest, state, head,"
+            " attempts, next_attempt_at, last_error, stored_at, updated_at) VALUES (?, ?, ?,"
+            " ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)",
             (
                 envelope.payload,
                 envelope.sender,
@@ -301,6 +311,8 @@ class SqliteQueue:
                 envelope.route,
                 envelope.message_id,
                 envelope.correlation_id,
+                sender_id,
+                digest,
                 state,
                 int(head),
                 now,
@@ -310,7 +322,7 @@ class SqliteQueue:
             ),
         )
         assert cursor.lastrowid is not None
-        return PutResult(seq=cursor.lastrowid), 1
+        return PutResult(seq=cursor.lastrowid, control_id_reused=reused), 1
 
     def _claim(self, conn: sqlite3.Connection, limit: int) -> list[Job]:
         now = self._clock()
@@ -362,9 +374,10 @@ class SqliteQueue:
             return None
         head = not _key_busy(conn, row[0])
         cursor = conn.execute(
-            f"INSERT INTO messages ({ENVELOPE_COLUMNS}, state, head, attempts, next_attempt_at,"
-            " last_error, stored_at, updated_at, requeued_from)"
-            f" SELECT {ENVELOPE_COLUMNS}, 'pending', ?, 0, ?, NULL, stored_at, ?,"
+            f"INSERT INTO messages ({ENVELOPE_COLUMNS}, sender_id, digest, state, head,"
+            " attempts, next_attempt_at, last_error, stored_at, updated_at, requeued_from)"
+            f" SELECT {ENVELOPE_COLUMNS}, sender_id, digest, 'pending', ?, 0, ?, NULL,"
+            " stored_at, ?,"
             " coalesce(requeued_from, seq) FROM messages WHERE seq = ?",
             (int(head), now, now, id),
         )

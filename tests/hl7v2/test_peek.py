@@ -6,6 +6,8 @@ import pytest
 
 from converter.errors import ParseError
 from converter.hl7v2 import peek_header
+from converter.hl7v2.encoding import DEFAULT_ENCODING
+from converter.hl7v2.peek import full_hd
 
 MSH = (
     b"MSH|^~\\&|APP^1.2.3^ISO|FAC|RCV|RFAC|20240301101500+0100||ADT^A08^ADT_A01|CTL-9|P|2.5.1"
@@ -41,3 +43,51 @@ def test_a_pid_prefix_inside_a_value_is_not_a_segment() -> None:
 def test_no_usable_msh_is_a_parse_error(data: bytes) -> None:
     with pytest.raises(ParseError):
         peek_header(data)
+
+
+# -- the sender: HD.1 for routes and ordering, every component for duplicate detection --
+def _msh(sending: bytes, facility: bytes, chars: bytes = b"^~\\&", sep: bytes = b"|") -> bytes:
+    fields = [b"MSH", chars, sending, facility, b"RCV", b"RFAC", b"2024", b"", b"ADT^A01", b"C1"]
+    return sep.join(fields) + b"\r"
+
+
+def test_the_sender_identity_keeps_every_hd_component() -> None:
+    header = peek_header(MSH)
+    assert header.sender == "APP^FAC"  # routes match HD.1: unchanged
+    assert header.sender_identity == "APP^1.2.3^ISO|FAC"
+    one = peek_header(_msh(b"APP", b"FAC^1.2.3^ISO"))
+    other = peek_header(_msh(b"APP", b"FAC^9.9.9^ISO"))
+    assert one.sender == other.sender == "APP^FAC"
+    assert one.sender_identity == "APP|FAC^1.2.3^ISO"
+    assert other.sender_identity == "APP|FAC^9.9.9^ISO"
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        # Trailing empty components and repetitions do not make another sender.
+        (_msh(b"APP", b"FAC^1.2.3^ISO"), _msh(b"APP^^", b"FAC^1.2.3^ISO^~X")),
+        # Nor do other delimiters or an escape for a plain character.
+        (_msh(b"APP", b"FAC^1.2.3^ISO"), _msh(b"APP", b"FAC$1.2.3$ISO", b"$~\\&")),
+        (_msh(b"APP", b"FAC^1.2.3^ISO"), _msh(b"APP", b"FAC^1.2.3^IS\\X4F\\")),
+    ],
+)
+def test_one_sender_has_one_identity(a: bytes, b: bytes) -> None:
+    assert peek_header(a).sender_identity == peek_header(b).sender_identity
+
+
+def test_an_escaped_delimiter_cannot_forge_another_senders_identity() -> None:
+    # (X^Y as a value, Z) and (X, Y^Z as components) once both read "X^Y^Z".
+    escaped = peek_header(_msh(b"X\\S\\Y", b"Z"))
+    split = peek_header(_msh(b"X", b"Y^Z"))
+    assert escaped.sender_identity == "X\\S\\Y|Z"
+    assert split.sender_identity == "X|Y^Z"
+    # A field separator inside a value stays escaped: the "|" between MSH-3 and MSH-4
+    # is the only raw one.
+    assert peek_header(_msh(b"X\\F\\Y", b"Z")).sender_identity == "X\\F\\Y|Z"
+
+
+def test_full_hd_of_an_empty_field_is_empty() -> None:
+    assert full_hd("", DEFAULT_ENCODING) == ""
+    assert full_hd("^^", DEFAULT_ENCODING) == ""
+    assert full_hd("^1.2.3^ISO", DEFAULT_ENCODING) == "^1.2.3^ISO"

@@ -89,11 +89,16 @@ async def test_commit_mode_stores_in_the_sqlite_queue_before_the_ack(
             lambda: service.metrics.duplicates.labels("amqp")._value.get() == 1,
             what="the duplicate",
         )
+        # Same control id, another message (a sender's counter reset): stored and
+        # delivered, not dropped as a retransmission.
+        await client.publish(names.ingress, "adt", adt("CM-1", mrn="MRN-CM-R"), content_type=HL7)
+        await eventually(lambda: len(bundle_posts(fhir)) == 4, what="the reused control id")
+        assert service.metrics.duplicates.labels("amqp")._value.get() == 1
     async with AmqpClient(broker.url) as client:
         # Service stopped, connection closed: anything unacked would be back in the queue.
         assert await client.counts(names.ingress) == (0, 0)
-    assert all(patients(fhir, f"MRN-CM-{n}") for n in range(3))
-    assert len(bundle_posts(fhir)) == 3
+    assert all(patients(fhir, f"MRN-CM-{n}") for n in ("0", "1", "2", "R"))
+    assert len(bundle_posts(fhir)) == 4
 
 
 async def test_commit_mode_keeps_message_and_correlation_ids_through_the_sqlite_queue(

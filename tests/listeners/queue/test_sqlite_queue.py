@@ -20,6 +20,7 @@ from listeners.queue.sqlite import (
     _DUPLICATE_SQL,
     _KEY_BUSY_SQL,
     _PROMOTE_SQL,
+    _REUSED_SQL,
     SqliteQueue,
 )
 
@@ -545,7 +546,8 @@ def test_the_schema_is_versioned_and_migrations_run_in_order(
         (_CLAIM_SQL, (1e12, 16), "messages_ready"),
         (_KEY_BUSY_SQL, ("k",), "messages_key_active"),
         (_PROMOTE_SQL, ("k",), "messages_key_active"),
-        (_DUPLICATE_SQL, ("s", "c", 0.0), "messages_control_id"),
+        (_DUPLICATE_SQL, ("s", "c", b"d", 0.0), "messages_duplicate"),
+        (_REUSED_SQL, ("s", "c", 0.0), "messages_duplicate"),
     ],
 )
 def test_per_message_queries_use_their_index(
@@ -556,6 +558,7 @@ def test_per_message_queries_use_their_index(
     conn.close()
     assert index in plan, plan
     assert "SCAN" not in plan, plan
+    assert "TEMP B-TREE" not in plan, plan  # ORDER BY served by the index, no sort
 
 
 # -- errors -----------------------------------------------------------------------------
@@ -731,4 +734,4 @@ def test_a_version_1_queue_file_is_migrated_and_keeps_its_messages(tmp_path: Pat
 
     asyncio.run(scenario())
     version = sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0]
-    assert version == _sqlite_schema.SCHEMA_VERSION == 2
+    assert version == _sqlite_schema.SCHEMA_VERSION == 3
