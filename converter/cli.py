@@ -1,27 +1,44 @@
 """``passerelle convert`` and ``passerelle templates``: the converter at the command line.
 
 Exit status: 0 when every input converted, 1 when any failed (one line each on stderr),
-2 on usage errors. Bad input never prints a traceback.
+2 on usage errors, 141 when the reader of the output went away (``| head``). Bad input
+never prints a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
 
 from .cda.xml import DEFAULT_MAX_BYTES
+from .cli_output import (
+    BundleWriter,
+    OutputClash,
+    Progress,
+    Summary,
+    failure_line,
+    output_name,
+    silence_closed_pipe,
+)
 from .convert import Conversion, Converter, ConverterConfig, detect_input_type
-from .errors import ConfigurationError, ConversionError
+from .errors import ConfigurationError, ConversionError, ParseError
+from .hl7v2.charset import charset_codec
 from .printable import printable
 
 __all__ = ["add_commands", "main", "output_name"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+#: The reader of stdout (or stderr) went away: 128 + SIGPIPE, what a shell reports for
+#: ``cat``, ``grep``… killed by the closed pipe. Not 0: the run stopped before converting
+#: every input; not 1: no input failed. ``cmd | head`` ignores it, ``set -o pipefail``
+#: sees an incomplete run, as with those tools.
+EXIT_CLOSED_PIPE = 141
+#: In a folder, files with these extensions are always converted (a damaged message
+#: fails the run); other files are skipped unless they start like HL7 v2 or XML.
+_MESSAGE_SUFFIXES = (".hl7", ".xml")
 
 
 def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -29,9 +46,12 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     convert = subparsers.add_parser(
         "convert",
         help="convert HL7 v2 files or folders to FHIR bundles",
-        description="Convert HL7 v2 messages (files, folders, batch files) to FHIR R4 "
-        "transaction bundles. One file prints its bundle on stdout; --out writes "
-        "<stem>.json per input (<stem>.<n>.json when a file holds several messages).",
+        description="Convert HL7 v2 messages and CDA documents (files, folders, batch "
+        "files) to FHIR R4 transaction bundles. One file prints its bundle on stdout; --out "
+        "writes <stem>.json per input (<stem>.<n>.json when a file holds several messages); "
+        "a name already written in the run is never overwritten (that input fails). In a "
+        "folder, files that neither start like HL7 v2 or XML nor end in .hl7 or .xml are "
+        "skipped (a README), and subfolders and hidden files are not read.",
     )
     convert.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     convert.add_argument("--out", type=Path, metavar="DIR", help="write bundles to DIR")
@@ -74,7 +94,9 @@ def _add_converter_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--charset",
         default="utf-8",
-        help="charset of messages with an empty MSH-18 (default utf-8)",
+        type=_charset_option,
+        help="charset of messages with an empty MSH-18 (default utf-8): an MSH-18 value "
+        "(8859/1) or a Python/IANA name (latin-1)",
     )
     parser.add_argument(
         "--request-mode", default="put", choices=("put", "conditional-create", "conditional-update")
@@ -98,6 +120,15 @@ def _add_converter_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _charset_option(text: str) -> str:
+    """The codec for ``--charset``, by the rules MSH-18 follows: a usage error here rather
+    than a traceback (``nope``) or garbled ParseErrors (``utf-16``) later."""
+    try:
+        return charset_codec(text)
+    except ConfigurationError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}: {text[:100]!r}") from None
+
+
 def _config(args: argparse.Namespace, *, validate: bool = True) -> ConverterConfig:
     return ConverterConfig(
         template_dirs=tuple(args.templates),
@@ -111,71 +142,112 @@ def _config(args: argparse.Namespace, *, validate: bool = True) -> ConverterConf
     )
 
 
-@dataclass
-class _Summary:
-    converted: int = 0
-    failed: int = 0
-    by_type: Counter[str] = field(default_factory=Counter)
-    failed_by_type: Counter[str] = field(default_factory=Counter)
+@dataclass(frozen=True)
+class _Input:
+    path: Path
+    #: Found in a folder rather than named on the command line: may be skipped.
+    in_folder: bool
 
 
-def _inputs(paths: Sequence[Path]) -> Iterator[Path]:
+def _inputs(paths: Sequence[Path]) -> Iterator[_Input]:
     for path in paths:
         if path.is_dir():
-            yield from sorted(
-                p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
-            )
+            for child in sorted(path.iterdir()):
+                if child.is_file() and not child.name.startswith("."):
+                    yield _Input(child, in_folder=True)
         else:
-            yield path
+            yield _Input(path, in_folder=False)
+
+
+def _skipped(item: _Input, data: bytes) -> bool:
+    """A folder's file that is not a message (a README, notes): neither named ``.hl7`` or
+    ``.xml`` nor starting like HL7 v2 or XML. Files named on the command line never are."""
+    if not item.in_folder or item.path.suffix.lower() in _MESSAGE_SUFFIXES:
+        return False
+    try:
+        detect_input_type(data)
+    except ParseError:
+        return True
+    return False
 
 
 def run_convert(args: argparse.Namespace) -> int:
     converter = Converter(_config(args, validate=not args.no_validate))
-    files = list(_inputs(args.paths))
+    inputs = list(_inputs(args.paths))
     if args.out:
         _output_folder(args.out)
-    if not files:
+    if not inputs:
         print("passerelle: no files to convert (the folders given are empty)", file=sys.stderr)
-    summary = _Summary()
-    progress = _Progress(len(files), sys.stderr) if sys.stderr.isatty() and len(files) > 1 else None
-    for number, path in enumerate(files, start=1):
-        for total, result in _convert_file(converter, path, args):
-            if isinstance(result, Conversion):
-                try:
-                    _write(result, path, args, several=total > 1)
-                except OSError as exc:  # disk full, a read-only folder…
-                    summary.failed += 1
-                    summary.failed_by_type[result.message_type] += 1
-                    print(
-                        f"FAILED {path}: cannot write its bundle: {exc.strerror}", file=sys.stderr
-                    )
-                    continue
-                summary.converted += 1
-                summary.by_type[result.message_type] += 1
-                for warning in result.warnings:
-                    print(f"WARNING {path}: {warning}", file=sys.stderr)
-            else:
-                summary.failed += 1
-                summary.failed_by_type[result.message_type or "?"] += 1
-                print(_failure_line(path, result, verbose=args.verbose), file=sys.stderr)
+    writer = BundleWriter(args.out, pretty=args.pretty, stdout=sys.stdout)
+    try:
+        return _convert_all(converter, inputs, writer, args)
+    except BrokenPipeError:
+        # The reader went away: stop quietly, like other Unix tools. Inputs not converted
+        # are not failures, and the summary would only go to the same closed pipe.
+        silence_closed_pipe()
+        return EXIT_CLOSED_PIPE
+
+
+def _convert_all(
+    converter: Converter, inputs: list[_Input], writer: BundleWriter, args: argparse.Namespace
+) -> int:
+    summary = Summary()
+    tty = sys.stderr.isatty() and len(inputs) > 1
+    progress = Progress(len(inputs), sys.stderr) if tty else None
+    for number, item in enumerate(inputs, start=1):
+        _convert_input(converter, item, writer, summary, args)
         if progress:
             progress.update(number)
     if progress:
         progress.close()
-    if len(files) > 1 or summary.failed:
-        _print_summary(summary, sys.stderr)
+    if len(inputs) > 1 or summary.failed or summary.skipped:
+        summary.print(sys.stderr)
     return EXIT_FAILED if summary.failed else EXIT_OK
 
 
-def _convert_file(
-    converter: Converter, path: Path, args: argparse.Namespace
-) -> Iterator[tuple[int, Conversion | ConversionError]]:
-    """Each message of a file converted or failed, with the file's message count."""
+def _convert_input(
+    converter: Converter,
+    item: _Input,
+    writer: BundleWriter,
+    summary: Summary,
+    args: argparse.Namespace,
+) -> None:
+    path = item.path
     try:
         data = path.read_bytes()
     except OSError as exc:
-        yield 1, ConversionError(f"cannot read file: {exc.strerror}")
+        summary.add_failed(None)
+        error = ConversionError(f"cannot read file: {exc.strerror}")
+        print(failure_line(path, error, verbose=args.verbose), file=sys.stderr)
         return
+    if _skipped(item, data):
+        summary.skipped += 1
+        print(printable(f"SKIPPED {path}: neither HL7 v2 nor XML"), file=sys.stderr)
+        return
+    for total, result in _convert_data(converter, data, args):
+        if not isinstance(result, Conversion):
+            summary.add_failed(result.message_type)
+            print(failure_line(path, result, verbose=args.verbose), file=sys.stderr)
+            continue
+        try:
+            writer.write(result, path, several=total > 1)
+        except BrokenPipeError:
+            raise  # the reader went away: not this bundle's failure (run_convert)
+        except (OSError, OutputClash) as exc:  # disk full, a read-only folder, a clash…
+            summary.add_failed(result.message_type)
+            reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+            where = f"{path}: message {result.index}" if total > 1 else str(path)
+            print(printable(f"FAILED {where}: cannot write its bundle: {reason}"), file=sys.stderr)
+            continue
+        summary.add_converted(result.message_type)
+        for warning in result.warnings:
+            print(f"WARNING {path}: {warning}", file=sys.stderr)
+
+
+def _convert_data(
+    converter: Converter, data: bytes, args: argparse.Namespace
+) -> Iterator[tuple[int, Conversion | ConversionError]]:
+    """Each message of a file converted or failed, with the file's message count."""
     try:
         kind = detect_input_type(data) if args.input_type == "auto" else args.input_type
         if kind == "cda":
@@ -200,11 +272,6 @@ def _convert_file(
             yield len(messages), exc
 
 
-def output_name(source: Path, index: int, *, several: bool) -> str:
-    """``<stem>.json``, or ``<stem>.<n>.json`` for message n of a file holding several."""
-    return f"{source.stem}.{index}.json" if several else f"{source.stem}.json"
-
-
 def _output_folder(folder: Path) -> None:
     """Create ``--out`` (and its parents); a usage error when it cannot be a folder."""
     if folder.exists() and not folder.is_dir():
@@ -213,60 +280,6 @@ def _output_folder(folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigurationError(f"--out {folder} cannot be created: {exc.strerror}") from None
-
-
-def _write(result: Conversion, source: Path, args: argparse.Namespace, *, several: bool) -> None:
-    text = result.to_json(pretty=args.pretty)
-    if args.out is None:
-        sys.stdout.write(text + "\n")
-        return
-    name = output_name(source, result.index, several=several)
-    (args.out / name).write_text(text + "\n", encoding="utf-8")
-
-
-def _failure_line(path: Path, error: ConversionError, *, verbose: bool) -> str:
-    parts = [f"FAILED {path}"]
-    if error.control_id:
-        parts.append(f"control-id={error.control_id}")
-    if error.message_type:
-        parts.append(f"type={error.message_type}")
-    parts.append(f"{type(error).__name__}: {error.reason}")
-    if error.location:
-        parts.append(f"at {error.location}")
-    if error.template:
-        parts.append(f"in {error.template}")
-    if verbose and error.detail:
-        parts.append(f"[{error.detail}]")
-    return printable(" ".join(parts))
-
-
-def _print_summary(summary: _Summary, out: TextIO) -> None:
-    types = printable(", ".join(f"{t}: {n}" for t, n in sorted(summary.by_type.items())))
-    print(f"converted {summary.converted}, failed {summary.failed}", file=out)
-    if types:
-        print(f"  converted by type: {types}", file=out)
-    if summary.failed_by_type:
-        failed = printable(
-            ", ".join(f"{t}: {n}" for t, n in sorted(summary.failed_by_type.items()))
-        )
-        print(f"  failed by type: {failed}", file=out)
-
-
-class _Progress:
-    """A one-line progress bar on a terminal."""
-
-    def __init__(self, total: int, out: TextIO) -> None:
-        self._total = total
-        self._out = out
-
-    def update(self, done: int) -> None:
-        width = 30
-        filled = width * done // self._total
-        self._out.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{self._total}")
-        self._out.flush()
-
-    def close(self) -> None:
-        self._out.write("\n")
 
 
 def run_templates_list(args: argparse.Namespace) -> int:

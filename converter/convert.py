@@ -19,6 +19,7 @@ from .cda import CdaDocument, PathCache, SectionTable
 from .cda.xml import DEFAULT_MAX_BYTES
 from .datetimes import InvalidTimestamp, TimestampConverter
 from .errors import ConfigurationError, ConversionError, ParseError
+from .hl7v2.charset import charset_codec
 from .hl7v2.er7 import RawMessage, parse_message, split_messages
 from .hl7v2.message import Message
 from .hl7v2.strict import validate_strictly
@@ -76,6 +77,14 @@ class ConverterConfig:
             raise ConfigurationError(f"unknown validator {self.validator!r}")
         if self.max_document_bytes < 1:
             raise ConfigurationError("max_document_bytes must be positive")
+        try:
+            codec = charset_codec(self.default_charset)
+        except ConfigurationError as exc:
+            raise ConfigurationError(
+                f"default_charset: {exc}: {self.default_charset[:100]!r}"
+            ) from None
+        # The parser uses it as a codec name (8859/1 → iso8859-1).
+        object.__setattr__(self, "default_charset", codec)
 
 
 @dataclass(frozen=True)

@@ -104,6 +104,44 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
         assert "Traceback" not in refused.stderr
 
 
+@pytest.mark.parametrize("charset", ["nope", "rot13", "hex", "utf-16", "cp037", ""])
+def test_a_charset_msh18_would_refuse_is_a_usage_error(charset: str) -> None:
+    # Once a LookupError traceback (nope, rot13, hex) or a garbled ParseError (utf-16).
+    for command in (("convert", ADT_A08), ("templates", "list")):
+        result = run(*command, "--charset", charset)
+        assert result.returncode == 2, result.stderr
+        assert "Traceback" not in result.stderr
+        assert "argument --charset: " in result.stderr
+        assert result.stderr.rstrip().endswith(repr(charset)), result.stderr
+
+
+def test_charset_names_an_msh18_value_or_a_python_codec(tmp_path: Path) -> None:
+    latin1 = (SAMPLES / "ADT_A01_latin1.hl7").read_bytes()
+    assert b"|8859/1|" in latin1, "fixture assumption: MSH-18 is 8859/1"
+    (tmp_path / "no_msh18.hl7").write_bytes(latin1.replace(b"|8859/1|", b"||", 1))
+    assert run("convert", tmp_path / "no_msh18.hl7").returncode == 1  # read as UTF-8
+    for charset in ("8859/1", "latin-1"):
+        result = run("convert", tmp_path / "no_msh18.hl7", "--charset", charset)
+        assert result.returncode == 0, result.stderr
+        assert "FOURNIER-LEFÈVRE" in result.stdout
+
+
+def test_a_parse_error_shows_no_message_content_without_verbose(tmp_path: Path) -> None:
+    # A PID broken across lines by the feed: the new line opens with the patient's name.
+    data = ADT_A08.read_bytes()
+    pid_end = data.index(b"\r", data.index(b"\rPID|") + 1)
+    wrapped = data[:pid_end] + b"\rDUPONT Marie n\xc3\xa9e le 01/01/1980" + data[pid_end:]
+    (tmp_path / "wrapped.hl7").write_bytes(wrapped)
+    result = run("convert", tmp_path / "wrapped.hl7")
+    assert result.returncode == 1
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("FAILED")]
+    assert "ParseError: invalid segment after PID" in line and "at segment " in line
+    for text in ("DUPONT", "Marie", "DUP"):
+        assert text not in result.stderr, result.stderr
+    verbose = run("convert", tmp_path / "wrapped.hl7", "--verbose")
+    assert "DUPONT Marie" in verbose.stderr  # the value, for whoever may read the message
+
+
 def test_an_empty_folder_says_so(tmp_path: Path) -> None:
     result = run("convert", tmp_path)
     assert result.returncode == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 import re
@@ -460,6 +461,13 @@ def test_configuration_errors() -> None:
         ConverterConfig(request_mode="post")  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError):
         Converter(ConverterConfig(default_timezone="Mars/Olympus"))
+    # The default charset follows MSH-18's rules: unknown, or not ASCII-compatible.
+    for charset in ("nope", "utf-16", "rot13"):
+        with pytest.raises(ConfigurationError, match="default_charset"):
+            ConverterConfig(default_charset=charset)
+    assert codecs.lookup(ConverterConfig(default_charset="8859/1").default_charset).name == (
+        "iso8859-1"
+    )
 
 
 def test_input_detection_and_unsupported_cda(converter: Converter) -> None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import codecs
+import re
 
-from ..errors import CharsetError
+from ..errors import CharsetError, ConfigurationError
 
-__all__ = ["codec_for", "decode_message"]
+__all__ = ["UNKNOWN_CHARSET", "UNSUPPORTED_CHARSET", "charset_codec", "codec_for", "decode_message"]
 
 # HL7 table 0211 → Python codec. Multi-byte ISO 2022 sets are mapped to the codec
 # Python offers for that family.
@@ -51,24 +52,49 @@ _TABLE_0211: dict[str, str] = {
 _UNSUPPORTED = {"UNICODE UTF-16", "UNICODE UTF-32"}
 
 
-def codec_for(msh18: str, default: str) -> str:
-    """The Python codec for an MSH-18 value; ``default`` when MSH-18 is empty."""
-    name = msh18.strip().upper()
-    if not name:
-        return default
-    if name in _UNSUPPORTED:
-        raise CharsetError(f"character set {msh18!r} is not supported", location="MSH-18")
-    codec = _TABLE_0211.get(name)
-    if codec is None:
-        # Senders also write Python/IANA names (utf-8, latin-1, windows-1252): accept them.
-        try:
-            codec = codecs.lookup(name.lower()).name
-        except (LookupError, ValueError):  # ValueError: a NUL byte in the name
-            raise CharsetError(f"unknown character set {msh18!r}", location="MSH-18") from None
-        if not _ascii_compatible(codec):
-            # bytes-to-bytes codecs (base64, hex) and sets such as UTF-16 or EBCDIC.
-            raise CharsetError(f"character set {msh18!r} is not supported", location="MSH-18")
+#: Why a name is refused. Reasons never quote the name itself: MSH-18 is message content,
+#: so errors carry it in ``detail`` (see :mod:`converter.errors`).
+UNKNOWN_CHARSET = "unknown character set"
+UNSUPPORTED_CHARSET = (
+    "character set is not supported (it must read and write ASCII as ASCII: "
+    "not UTF-16, UTF-32, EBCDIC or a bytes-to-bytes codec)"
+)
+
+
+def charset_codec(name: str) -> str:
+    """The Python codec for a character set name: an HL7 table 0211 value (``8859/1``) or
+    a Python/IANA name (``latin-1``, ``windows-1252``).
+
+    The one rule for MSH-18 and for the default charset settings (``--charset``,
+    ``converter.charset``), so a setting is refused at start-up for the same reasons a
+    message would be. Raises :class:`ConfigurationError` with :data:`UNKNOWN_CHARSET` or
+    :data:`UNSUPPORTED_CHARSET` as its text.
+    """
+    key = name.strip().upper()
+    if key in _UNSUPPORTED:
+        raise ConfigurationError(UNSUPPORTED_CHARSET)
+    codec = _TABLE_0211.get(key)
+    if codec is not None:
+        return codec
+    try:
+        codec = codecs.lookup(key.lower()).name
+    except (LookupError, ValueError):  # ValueError: a NUL byte in the name
+        raise ConfigurationError(UNKNOWN_CHARSET) from None
+    if not _ascii_compatible(codec):
+        # bytes-to-bytes codecs (base64, hex) and sets such as UTF-16 or EBCDIC.
+        raise ConfigurationError(UNSUPPORTED_CHARSET)
     return codec
+
+
+def codec_for(msh18: str, default: str) -> str:
+    """The Python codec for an MSH-18 value; ``default`` (a codec name already checked
+    with :func:`charset_codec`) when MSH-18 is empty."""
+    if not msh18.strip():
+        return default
+    try:
+        return charset_codec(msh18)
+    except ConfigurationError as exc:
+        raise CharsetError(str(exc), location="MSH-18", detail=repr(msh18)) from None
 
 
 _ASCII_SAMPLE = bytes(range(0x20, 0x7F)) + b"\r\n"
@@ -93,25 +119,41 @@ def _ascii_compatible(codec: str) -> bool:
 
 
 def decode_message(data: bytes, codec: str) -> str:
-    """Decode one message; undecodable bytes raise :class:`CharsetError` naming the position."""
+    """Decode one message; undecodable bytes raise :class:`CharsetError` naming the position.
+
+    The byte itself goes to ``detail`` only: it is part of a field's content.
+    """
     try:
         return data.decode(codec)
     except UnicodeDecodeError as exc:
         raise CharsetError(
-            f"byte 0x{data[exc.start]:02X} at offset {exc.start} is not valid {codec}",
+            f"byte at offset {exc.start} is not valid {codec}",
             location=_position(data, exc.start),
+            detail=f"byte 0x{data[exc.start]:02X}",
         ) from None
 
 
+_SEGMENT_NAME = re.compile(rb"[A-Z][A-Z0-9]{2}")
+
+
 def _position(data: bytes, offset: int) -> str:
-    """HL7 location (segment name, occurrence and field) of a byte offset."""
+    """HL7 location (segment name, occurrence and field) of a byte offset.
+
+    A line that does not open with a segment name and the field separator (a field
+    broken across lines) is named by its number, ``segment 4``: its first characters
+    are field content (a surname), not a name that may be shown.
+    """
     line_start = max(data.rfind(b"\r", 0, offset), data.rfind(b"\n", 0, offset)) + 1
     line = data[line_start:offset]
-    name = data[line_start : line_start + 3].decode("ascii", "replace")
     # Every segment uses the field separator the message declares in MSH-1.
     field_sep = data[3:4] if data.startswith(b"MSH") and len(data) > 3 else b"|"
-    field = line.count(field_sep) + (1 if name == "MSH" else 0)
     before = data[:line_start].replace(b"\r\n", b"\r").replace(b"\n", b"\r")
-    occurrence = sum(1 for seg in before.split(b"\r") if seg[:3] == name.encode("ascii", "replace"))
-    label = name if occurrence == 0 else f"{name}[{occurrence + 1}]"
+    earlier = [seg for seg in before.split(b"\r") if seg.strip()]
+    name = data[line_start : line_start + 3]
+    after_name = data[line_start + 3 : line_start + 4]
+    if not _SEGMENT_NAME.fullmatch(name) or after_name not in (field_sep, b"\r", b"\n", b""):
+        return f"segment {len(earlier) + 1}"
+    field = line.count(field_sep) + (1 if name == b"MSH" else 0)
+    occurrence = sum(1 for seg in earlier if seg[:3] == name)
+    label = name.decode("ascii") if occurrence == 0 else f"{name.decode('ascii')}[{occurrence + 1}]"
     return f"{label}-{field}"

@@ -43,7 +43,7 @@ def split_messages(data: bytes) -> list[RawMessage]:
     if data.startswith(_BOM):
         data = data[len(_BOM) :]
     messages: list[list[bytes]] = []
-    for line in _LINE_BREAK.split(data):
+    for number, line in enumerate(_LINE_BREAK.split(data), start=1):
         line = line.strip(_FRAMING + b" \t")
         if not line:
             continue
@@ -55,9 +55,11 @@ def split_messages(data: bytes) -> list[RawMessage]:
         elif messages:
             messages[-1].append(line)
         else:
+            # Named by its line number: its first characters may be patient data.
             raise ParseError(
                 "data before the first MSH segment is not HL7 v2",
-                location=f"line starting {line[:3].decode('ascii', 'replace')!r}",
+                location=f"line {number}",
+                detail=_excerpt(line),
             )
     if not messages:
         raise ParseError("no MSH segment found")
@@ -72,7 +74,7 @@ def parse_message(
         raise ParseError("message does not start with an MSH segment", location="MSH")
     field_sep = chr(data[3])
     if field_sep.isalnum() or field_sep in "\r\n ":
-        raise ParseError(f"invalid field separator {field_sep!r}", location="MSH-1")
+        raise ParseError("invalid field separator", location="MSH-1", detail=repr(field_sep))
     msh_end = data.find(b"\r")
     msh_line = data if msh_end < 0 else data[:msh_end]
     # MSH itself is ASCII in every supported charset; read MSH-2 and MSH-18 from it.
@@ -84,19 +86,26 @@ def parse_message(
         or len(set(encoding_chars)) != len(encoding_chars)
         or any(char.isalnum() or char.isspace() for char in encoding_chars)
     ):
+        # The value goes to detail: when MSH-2 is left out, MSH-3 (or, without a CR, the
+        # rest of the message) is read in its place.
         raise ParseError(
-            f"invalid encoding characters {encoding_chars!r}",
+            "invalid encoding characters",
             location="MSH-2",
             control_id=control_id,
+            detail=_excerpt(encoding_chars.encode("latin-1")),
         )
     enc = Encoding.from_msh(field_sep, encoding_chars)
     msh18 = msh_fields[17] if len(msh_fields) > 17 else ""
     msh18 = msh18.split(enc.repetition, 1)[0]
+    # code^trigger from the raw MSH-9 (ASCII in every supported charset), so that errors
+    # found before the segments are read still name the message type.
+    msh9_head = msh_fields[8].split(enc.component) if len(msh_fields) > 8 else [""]
+    message_type = "^".join(msh9_head[:2]) if msh9_head[0] else None
     try:
         codec = codec_for(msh18, default_charset)
         text = decode_message(data, codec)
     except ParseError as exc:
-        raise exc.with_context(control_id=control_id) from None
+        raise exc.with_context(control_id=control_id, message_type=message_type) from None
 
     segments: list[Segment] = []
     occurrences: dict[str, int] = {}
@@ -106,10 +115,17 @@ def parse_message(
             continue
         name = line[:3]
         if not _SEGMENT_NAME.fullmatch(name) or (len(line) > 3 and line[3] != field_sep):
+            # Most often a field broken across lines: the line opens with field content
+            # (a name, an address), so the error names its number and the segment before
+            # (a checked name), and the text goes to detail.
+            after = f" after {rows[-1][2]}" if rows else ""
             raise ParseError(
-                f"invalid segment {line[:12]!r}",
+                f"invalid segment{after}: a segment starts with its name and the field "
+                "separator (a line break inside a field?)",
                 location=f"segment {len(rows) + 1}",
                 control_id=control_id,
+                message_type=message_type,
+                detail=repr(line[:20]),
             )
         count = occurrences.get(name, 0) + 1
         occurrences[name] = count
@@ -126,7 +142,8 @@ def parse_message(
     try:
         version_catalog = catalog.version(version)
     except ConversionError as exc:
-        raise exc.with_context(control_id=control_id, message_type=msh9) from None
+        # code^trigger, as Message.event and every other error name the type.
+        raise exc.with_context(control_id=control_id, message_type=event) from None
     for name, fields, label in rows:
         segments.append(
             Segment(name, fields, enc, codec, label, version_catalog.segment_names.get(name))
@@ -143,3 +160,8 @@ def parse_message(
     )
     group_segments(version_catalog.structure(structure) if structure else None, segments, message)
     return message
+
+
+def _excerpt(raw: bytes) -> str:
+    """The start of some raw bytes for ``detail`` (never for an error's text)."""
+    return repr(raw[:20].decode("latin-1"))

@@ -82,7 +82,8 @@ def peek_header(data: bytes) -> Header:
     data = data[start:]
     field_sep = chr(data[3])
     if field_sep.isalnum() or field_sep in "\r\n ":
-        raise ParseError(f"invalid field separator {field_sep!r}", location="MSH-1")
+        # What stands there may be message text: it goes to detail, shown on request.
+        raise ParseError("invalid field separator", location="MSH-1", detail=repr(field_sep))
     # Only MSH and the first PID are read (this runs for every received message, before
     # its ACK); both are ASCII-compatible in every supported charset and latin-1 maps
     # bytes 1:1, so the rest of the message is never decoded.
@@ -94,7 +95,7 @@ def peek_header(data: bytes) -> Header:
         or len(set(chars)) != len(chars)
         or any(c.isalnum() or c.isspace() for c in chars)
     ):
-        raise ParseError(f"invalid encoding characters {chars!r}", location="MSH-2")
+        raise ParseError("invalid encoding characters", location="MSH-2", detail=repr(chars[:10]))
     enc = Encoding.from_msh(field_sep, chars)
 
     def field(fields: list[str], n: int) -> str:

@@ -38,6 +38,7 @@ from .model import (
 )
 from .values import (
     _bool,
+    _charset,
     _check_keys,
     _choice,
     _float,
@@ -231,7 +232,9 @@ def _converter(
                 f"{where}.timezone: unknown time zone {changes['timezone'][:100]!r}"
             ) from None
     if "charset" in section:
-        changes["charset"] = str(section["charset"])
+        # Stored as the Python codec name ("8859/1" → "iso-8859-1"): the converter, the
+        # ACK writer and the header reader use it as a codec.
+        changes["charset"] = _charset(section["charset"], f"{where}.charset")
     if "validate" in section:
         changes["validate"] = _bool(section["validate"], f"{where}.validate")
     if "lenient" in section:

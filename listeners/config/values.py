@@ -8,6 +8,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from converter.errors import ConfigurationError
+from converter.hl7v2.charset import charset_codec
+
 from .model import ConfigError, Secret
 
 
@@ -77,6 +80,17 @@ def _choice(value: Any, allowed: tuple[str, ...], where: str) -> Any:
     if value not in allowed:
         raise ConfigError(f"{where} must be one of {', '.join(allowed)}, got {value!r}")
     return value
+
+
+def _charset(value: Any, where: str) -> str:
+    """The codec of a default charset setting, by the rules MSH-18 follows: refused here,
+    at start-up, rather than failing every message whose MSH-18 is empty."""
+    if not isinstance(value, str):
+        raise ConfigError(f"{where} must be a character set name, got {value!r}")
+    try:
+        return charset_codec(value)
+    except ConfigurationError as exc:
+        raise ConfigError(f"{where}: {exc}: {value[:100]!r}") from None
 
 
 def _path(value: Any, base: Path, where: str) -> Path:

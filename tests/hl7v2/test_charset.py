@@ -6,8 +6,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from converter.errors import CharsetError, ParseError
-from converter.hl7v2.charset import codec_for, decode_message
+from converter.errors import CharsetError, ConfigurationError, ParseError
+from converter.hl7v2.charset import (
+    UNKNOWN_CHARSET,
+    UNSUPPORTED_CHARSET,
+    charset_codec,
+    codec_for,
+    decode_message,
+)
 from converter.hl7v2.er7 import split_messages
 
 from ._support import SAMPLES, msh, parse
@@ -45,7 +51,9 @@ def test_codec_for_unknown_set(msh18: str) -> None:
     with pytest.raises(CharsetError) as info:
         codec_for(msh18, "utf-8")
     assert info.value.location == "MSH-18"
-    assert info.value.reason == f"unknown character set {msh18!r}"
+    # MSH-18 is message content: the text names the field, detail holds the value.
+    assert info.value.reason == UNKNOWN_CHARSET == "unknown character set"
+    assert info.value.detail == repr(msh18)
 
 
 @given(st.text(max_size=20))
@@ -83,7 +91,8 @@ def test_codec_for_unsupported_sets(msh18: str) -> None:
     with pytest.raises(CharsetError) as info:
         codec_for(msh18, "utf-8")
     assert info.value.location == "MSH-18"
-    assert info.value.reason == f"character set {msh18!r} is not supported"
+    assert info.value.reason == UNSUPPORTED_CHARSET
+    assert info.value.detail == repr(msh18)
 
 
 # -- decode_message --------------------------------------------------------------------
@@ -98,8 +107,9 @@ def test_decode_error_names_segment_field_and_offset() -> None:
         decode_message(data, "utf-8")
     offset = data.index(b"\xff")
     assert info.value.location == "PID-5"
-    assert info.value.reason == f"byte 0xFF at offset {offset} is not valid utf-8"
-    assert str(info.value) == f"byte 0xFF at offset {offset} is not valid utf-8 at PID-5"
+    assert info.value.reason == f"byte at offset {offset} is not valid utf-8"
+    assert str(info.value) == f"byte at offset {offset} is not valid utf-8 at PID-5"
+    assert info.value.detail == "byte 0xFF"  # a byte of the field: detail only
 
 
 def test_decode_error_in_msh_counts_msh1() -> None:
@@ -124,6 +134,51 @@ def test_decode_error_with_non_default_field_separator() -> None:
     with pytest.raises(CharsetError) as info:
         decode_message(data, "utf-8")
     assert info.value.location == "PID-4"
+
+
+def test_decode_error_in_a_wrapped_line_names_its_number_not_its_start() -> None:
+    # A field broken across lines: "DUP" would be a surname's start, not a segment name.
+    data = b"MSH|^~\\&|A\rPID|1||123||DUPONT^Marie|||12 rue\rDUPONT Mari\xe9e"
+    with pytest.raises(CharsetError) as info:
+        decode_message(data, "utf-8")
+    assert info.value.location == "segment 3"
+    assert "DUP" not in str(info.value)
+
+
+def test_decode_error_in_a_segment_named_by_its_name() -> None:
+    data = b"MSH|^~\\&|A\rPV1\rPV1|1|I|W\xe9st"
+    with pytest.raises(CharsetError) as info:
+        decode_message(data, "utf-8")
+    assert info.value.location == "PV1[2]-3"
+
+
+# -- charset_codec: the rule for default charset settings -----------------------------------
+@pytest.mark.parametrize(
+    ("name", "codec"),
+    [("utf-8", "utf-8"), ("8859/1", "iso-8859-1"), ("latin-1", "iso8859-1"), ("cp1252", "cp1252")],
+)
+def test_charset_codec_accepts_what_msh18_accepts(name: str, codec: str) -> None:
+    assert charset_codec(name) == codec == codec_for(name, "ascii")
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("nope", UNKNOWN_CHARSET),
+        ("", UNKNOWN_CHARSET),
+        ("utf-16", UNSUPPORTED_CHARSET),
+        ("UNICODE UTF-32", UNSUPPORTED_CHARSET),
+        ("cp037", UNSUPPORTED_CHARSET),
+        ("rot13", UNSUPPORTED_CHARSET),
+        ("hex", UNSUPPORTED_CHARSET),
+    ],
+)
+def test_charset_codec_refuses_what_msh18_refuses(name: str, reason: str) -> None:
+    with pytest.raises(ConfigurationError, match=f"^{reason[:20]}"):
+        charset_codec(name)
+    if name:
+        with pytest.raises(CharsetError):
+            codec_for(name, "utf-8")
 
 
 # -- through parse_message -------------------------------------------------------------
@@ -182,7 +237,9 @@ def test_unknown_charset_is_located_at_msh18() -> None:
         parse(_message("EBCDIC-XYZ", b"Martin", control_id="CS-9"))
     assert info.value.location == "MSH-18"
     assert info.value.control_id == "CS-9"
-    assert str(info.value) == "unknown character set 'EBCDIC-XYZ' at MSH-18 (MSH-10 CS-9)"
+    assert str(info.value) == "unknown character set at MSH-18 (MSH-10 CS-9)"
+    assert info.value.detail == "'EBCDIC-XYZ'"
+    assert info.value.message_type == "ADT^A01"  # read from MSH-9 before decoding
 
 
 def test_undecodable_utf8_names_segment_field_and_offset() -> None:

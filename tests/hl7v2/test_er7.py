@@ -191,7 +191,9 @@ def test_invalid_encoding_characters(msh2: str) -> None:
         parse(build("PID|1", msh2=msh2, control_id="CTRL-7"))
     assert info.value.location == "MSH-2"
     assert info.value.control_id == "CTRL-7"
-    assert str(info.value) == f"invalid encoding characters {msh2!r} at MSH-2 (MSH-10 CTRL-7)"
+    # "LAB" is MSH-3 read in MSH-2's place: message content, so detail only.
+    assert str(info.value) == "invalid encoding characters at MSH-2 (MSH-10 CTRL-7)"
+    assert info.value.detail == repr(msh2)
 
 
 @pytest.mark.parametrize(
@@ -222,6 +224,47 @@ def test_unsupported_version(version: str) -> None:
     assert error.message_type == "ADT^A01"
     assert isinstance(error, ConversionError)
     assert not isinstance(error, ParseError)
+
+
+# -- errors never quote message content (README "Errors"; probe D2) ------------------------
+WRAPPED_PID = ("EVN|A01", "PID|1||123^^^H^MR||DUPONT^Marie||19800101|F|||12 rue des")
+
+
+def test_a_field_broken_across_lines_is_located_without_its_content() -> None:
+    # A broken feed wraps PID-11 onto a new line: that line opens with patient data.
+    with pytest.raises(ParseError) as info:
+        parse_segments(*WRAPPED_PID, "DUPONT Marie née le 01/01/1980", control_id="W-1")
+    error = info.value
+    assert error.location == "segment 4"
+    assert error.reason.startswith("invalid segment after PID: ")
+    for text in ("DUPONT", "Marie", "DUP", "née"):
+        assert text not in str(error), str(error)
+    assert error.detail is not None and "DUPONT Marie" in error.detail  # --verbose only
+    assert error.control_id == "W-1"
+    assert error.message_type == "ADT^A01"  # counted under its type, not "?"
+
+
+@given(st.text(alphabet=string.ascii_uppercase, min_size=8, max_size=30))
+def test_no_invalid_segment_error_quotes_the_line(line: str) -> None:
+    with pytest.raises(ParseError) as info:
+        parse_segments(*WRAPPED_PID, line + " x")
+    assert line not in str(info.value) and line[:4] not in str(info.value)
+
+
+def test_data_before_the_first_msh_is_located_by_line_number() -> None:
+    with pytest.raises(ParseError) as info:
+        split_messages(b"\r\nDUPONT Marie\r" + ONE)
+    assert info.value.location == "line 2"
+    assert "DUP" not in str(info.value)
+    assert info.value.detail == repr("DUPONT Marie")
+
+
+@pytest.mark.parametrize("msh9", ["ADT^A01", "ADT^A01^ADT_A01"])
+def test_unsupported_version_names_code_and_trigger_only(msh9: str) -> None:
+    # Once the raw MSH-9: "ADT^A01^ADT_A01" and "ADT^A01" counted apart (probe D18).
+    with pytest.raises(UnsupportedMessageError) as info:
+        parse_segments("PID|1", version="2.9", msh9=msh9)
+    assert info.value.message_type == "ADT^A01"
 
 
 @pytest.mark.parametrize("msh9", ["", "^A01", "^A01^ADT_A01"])

@@ -45,6 +45,19 @@ def test_no_usable_msh_is_a_parse_error(data: bytes) -> None:
         peek_header(data)
 
 
+@pytest.mark.parametrize(
+    ("data", "location"),
+    [(b"MSHDUPONT Marie|x", "MSH-1"), (b"MSH|DUPONT Marie|x|y", "MSH-2")],
+)
+def test_a_header_error_names_its_place_not_what_stands_there(data: bytes, location: str) -> None:
+    # "MSH" can occur inside text: what follows it may be patient data, kept in detail.
+    with pytest.raises(ParseError) as info:
+        peek_header(data)
+    assert info.value.location == location
+    assert "DUPONT" not in str(info.value)
+    assert info.value.detail is not None
+
+
 # -- the sender: HD.1 for routes and ordering, every component for duplicate detection --
 def _msh(sending: bytes, facility: bytes, chars: bytes = b"^~\\&", sep: bytes = b"|") -> bytes:
     fields = [b"MSH", chars, sending, facility, b"RCV", b"RFAC", b"2024", b"", b"ADT^A01", b"C1"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 import subprocess
@@ -432,6 +433,52 @@ def test_unknown_settings_name_the_key(tmp_path: Path, text: str, expected: str)
 def test_invalid_values_are_clear_errors(tmp_path: Path, text: str, expected: str) -> None:
     with pytest.raises(ConfigError, match=expected):
         load_config(toml(tmp_path, text), env={})
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("'nope'", r"converter\.charset: unknown character set: 'nope'"),
+        ("''", r"converter\.charset: unknown character set: ''"),
+        ("'rot13'", r"converter\.charset: character set is not supported .*: 'rot13'"),
+        ("'utf-16'", r"converter\.charset: character set is not supported .*: 'utf-16'"),
+        ("'cp037'", r"converter\.charset: character set is not supported"),  # EBCDIC
+        ("8", r"converter\.charset must be a character set name, got 8"),
+    ],
+)
+def test_a_default_charset_follows_the_msh18_rules(
+    tmp_path: Path, value: str, expected: str
+) -> None:
+    # Once accepted: every message with an empty MSH-18 then failed at conversion.
+    with pytest.raises(ConfigError, match=expected):
+        load_config(toml(tmp_path, f"[converter]\ncharset = {value}\n"), env={})
+    route = f"[[routes]]\nname = 'r'\nconverter = {{ charset = {value} }}\n"
+    with pytest.raises(ConfigError, match=r"routes\[0\]\.converter\.charset"):
+        load_config(toml(tmp_path, route), env={})
+
+
+def test_a_default_charset_is_kept_as_its_codec(tmp_path: Path) -> None:
+    # HL7 table 0211 names work as in MSH-18; the converter and the ACK use the codec.
+    text = (
+        "[converter]\ncharset = '8859/1'\n"
+        "[[routes]]\nname = 'r'\nconverter = { charset = 'latin-1' }\n"
+    )
+    config = load_config(toml(tmp_path, text), env={})
+    assert config.converter.charset == "iso-8859-1"
+    assert config.routes[0].converter.charset == "iso8859-1"
+    # The converter's config checks it again (it may be built without this loader).
+    assert codecs.lookup(config.converter.converter_config().default_charset).name == "iso8859-1"
+
+
+def test_print_config_refuses_an_unknown_charset(tmp_path: Path) -> None:
+    result = cli(
+        "serve",
+        "--print-config",
+        "--config",
+        str(toml(tmp_path, "[converter]\ncharset = 'nope'\n")),
+    )
+    assert result.returncode == 2, result.stdout
+    assert result.stderr == "passerelle: converter.charset: unknown character set: 'nope'\n"
 
 
 def test_invalid_environment_values(tmp_path: Path) -> None:

@@ -1,0 +1,170 @@
+"""What ``passerelle convert`` writes: bundles (stdout or ``--out``), failure lines, the
+closing summary and the progress bar. Split out of :mod:`converter.cli`, which parses the
+options and walks the inputs."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from .convert import Conversion
+from .errors import ConversionError
+from .printable import printable
+
+__all__ = [
+    "BundleWriter",
+    "OutputClash",
+    "Progress",
+    "Summary",
+    "failure_line",
+    "output_name",
+    "silence_closed_pipe",
+    "type_key",
+]
+
+
+def output_name(source: Path, index: int, *, several: bool) -> str:
+    """``<stem>.json``, or ``<stem>.<n>.json`` for message n of a file holding several."""
+    return f"{source.stem}.{index}.json" if several else f"{source.stem}.json"
+
+
+class OutputClash(Exception):
+    """A bundle would overwrite one written earlier in the same run."""
+
+
+class BundleWriter:
+    """Writes each bundle to stdout, or to its ``output_name`` in the ``--out`` folder.
+
+    Two inputs can map to one name (``dup.hl7`` and ``dup.txt``; ``x.hl7`` holding
+    several messages and ``x.1.hl7``). A name written in this run is never overwritten:
+    the later bundle raises :class:`OutputClash` and is counted as failed, so the summary
+    matches the files on disk. A file left by an earlier run is overwritten as before.
+    Written files are remembered by device and inode, not by name, so a case-insensitive
+    file system (``A.hl7`` and ``a.hl7``) or a symbolic link cannot hide a clash.
+    """
+
+    def __init__(self, folder: Path | None, *, pretty: bool, stdout: TextIO) -> None:
+        self._folder = folder
+        self._pretty = pretty
+        self._stdout = stdout
+        self._written: dict[tuple[int, int], str] = {}
+
+    def write(self, result: Conversion, source: Path, *, several: bool) -> None:
+        text = result.to_json(pretty=self._pretty) + "\n"
+        if self._folder is None:
+            self._stdout.write(text)
+            # Bundle by bundle: a reader sees each one at once, and a reader that has
+            # gone away (``| head``) is noticed here, not in the flush at exit.
+            self._stdout.flush()
+            return
+        target = self._folder / output_name(source, result.index, several=several)
+        existing = _file_id(target)
+        earlier = self._written.get(existing) if existing is not None else None
+        if earlier is not None:
+            raise OutputClash(
+                f"{target} was already written in this run for {earlier} (give the inputs "
+                "distinct names, or convert them to separate --out folders)"
+            )
+        target.write_text(text, encoding="utf-8")
+        file_id = _file_id(target)
+        if file_id is not None:
+            self._written[file_id] = f"{source} message {result.index}" if several else str(source)
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:  # not written yet (or unreadable: the write then reports it)
+        return None
+    return stat.st_dev, stat.st_ino
+
+
+def type_key(message_type: str | None) -> str:
+    """A message type as the summary counts it: HL7 v2 ``code^trigger`` (MSH-9.3, the
+    structure, left out: ``ADT^A01^ADT_A01`` is ``ADT^A01``), a CDA document type as it
+    is, ``?`` when unknown."""
+    if not message_type:
+        return "?"
+    return "^".join(message_type.split("^")[:2])
+
+
+@dataclass
+class Summary:
+    converted: int = 0
+    failed: int = 0
+    #: Files in a folder that are neither HL7 v2 nor XML (a README): not counted as failed.
+    skipped: int = 0
+    by_type: Counter[str] = field(default_factory=Counter)
+    failed_by_type: Counter[str] = field(default_factory=Counter)
+
+    def add_converted(self, message_type: str | None) -> None:
+        self.converted += 1
+        self.by_type[type_key(message_type)] += 1
+
+    def add_failed(self, message_type: str | None) -> None:
+        self.failed += 1
+        self.failed_by_type[type_key(message_type)] += 1
+
+    def print(self, out: TextIO) -> None:
+        counts = f"converted {self.converted}, failed {self.failed}"
+        if self.skipped:
+            counts += f", skipped {self.skipped}"
+        print(counts, file=out)
+        if self.by_type:
+            print(f"  converted by type: {_counts(self.by_type)}", file=out)
+        if self.failed_by_type:
+            print(f"  failed by type: {_counts(self.failed_by_type)}", file=out)
+
+
+def _counts(counter: Counter[str]) -> str:
+    return printable(", ".join(f"{t}: {n}" for t, n in sorted(counter.items())))
+
+
+def failure_line(path: Path, error: ConversionError, *, verbose: bool) -> str:
+    parts = [f"FAILED {path}"]
+    if error.control_id:
+        parts.append(f"control-id={error.control_id}")
+    if error.message_type:
+        parts.append(f"type={error.message_type}")
+    parts.append(f"{type(error).__name__}: {error.reason}")
+    if error.location:
+        parts.append(f"at {error.location}")
+    if error.template:
+        parts.append(f"in {error.template}")
+    if verbose and error.detail:
+        parts.append(f"[{error.detail}]")
+    return printable(" ".join(parts))
+
+
+class Progress:
+    """A one-line progress bar on a terminal."""
+
+    def __init__(self, total: int, out: TextIO) -> None:
+        self._total = total
+        self._out = out
+
+    def update(self, done: int) -> None:
+        width = 30
+        filled = width * done // self._total
+        self._out.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{self._total}")
+        self._out.flush()
+
+    def close(self) -> None:
+        self._out.write("\n")
+
+
+def silence_closed_pipe() -> None:
+    """After a reader closed our stdout or stderr (``| head``): point both at /dev/null,
+    so that what is still buffered is dropped at exit instead of raising a second
+    ``BrokenPipeError`` ("Exception ignored ...") from the interpreter's final flush."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        # A stream without a descriptor (replaced in a test) has nothing left to flush.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(devnull, stream.fileno())
+    os.close(devnull)
