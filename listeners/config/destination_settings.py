@@ -63,6 +63,14 @@ def _destination(
         client_secret=_secret(auth_raw, "client_secret", base, f"{where}.auth"),
         scope=auth_raw.get("scope"),
     )
+    given = sorted(key for key in auth_raw if key != "kind" and auth_raw[key] not in (None, ""))
+    if kind == "none" and given:
+        # Credentials without a kind would be silently unused: every request then goes
+        # out unauthenticated and is refused, with nothing to say why.
+        raise ConfigError(
+            f"{where}.auth: {', '.join(given)} given but no auth kind (set kind = "
+            '"basic", "bearer" or "oauth2"; PASSERELLE_FHIR_AUTH for the default destination)'
+        )
     if kind == "basic" and (not auth.username or auth.password is None):
         raise ConfigError(f"{where}.auth: basic needs username and password")
     if kind == "bearer" and auth.token is None:

@@ -112,11 +112,27 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
             ) from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: {exc}") from None
+    applied: dict[str, str] = {}
     for name, dotted in ENV_SETTINGS.items():
         if name in env and env[name] != "":
             _set_dotted(raw, dotted, env[name], name)
+            applied[name] = dotted
     base = path.parent if path is not None else Path.cwd()
-    return _build(raw, base)
+    try:
+        return _build(raw, base)
+    except ConfigError as exc:
+        raise ConfigError(_naming_variables(str(exc), applied)) from None
+
+
+def _naming_variables(message: str, applied: Mapping[str, str]) -> str:
+    """An error about a setting the environment gave also names the variable: the
+    operator set PASSERELLE_MLLP_PORT, not ``mllp.listeners[0].port``."""
+    named = [
+        variable
+        for variable, dotted in applied.items()
+        if dotted.rsplit(".", 1)[-1] in message and dotted.split(".", 1)[0] in message
+    ]
+    return f"{message} (from {', '.join(named)})" if named else message
 
 
 def _set_dotted(raw: dict[str, Any], dotted: str, value: str, variable: str) -> None:
@@ -372,15 +388,25 @@ def _queue(section: dict[str, Any], base: Path, data_dir: Path) -> QueueConfig:
 def _delivery(section: dict[str, Any]) -> DeliveryConfig:
     _check_keys(section, {f.name for f in fields(DeliveryConfig)}, "delivery")
     default = DeliveryConfig()
-    return DeliveryConfig(
+    config = DeliveryConfig(
         workers=_int(section.get("workers", default.workers), "delivery.workers", 1),
-        convert_processes=_int(section.get("convert_processes", 0), "delivery.convert_processes"),
+        # Each conversion process holds a converter (~40 MB): more than a few per core
+        # only costs memory, and hundreds would exhaust it.
+        convert_processes=_int(
+            section.get("convert_processes", 0), "delivery.convert_processes", 0, 256
+        ),
         backoff_initial=_float(
             section.get("backoff_initial", default.backoff_initial), "delivery.backoff_initial"
         ),
         backoff_max=_float(section.get("backoff_max", default.backoff_max), "delivery.backoff_max"),
         max_attempts=_int(section.get("max_attempts", 0), "delivery.max_attempts"),
     )
+    if config.backoff_initial > config.backoff_max:
+        raise ConfigError(
+            f"delivery.backoff_initial ({config.backoff_initial:g} s) is above "
+            f"delivery.backoff_max ({config.backoff_max:g} s)"
+        )
+    return config
 
 
 def _route(
@@ -399,11 +425,18 @@ def _route(
     destination = str(section.get("destination", "default"))
     if destination not in destinations:
         raise ConfigError(f"{where}.destination {destination!r} is not defined")
+    matches: dict[str, str | None] = {}
+    for key in ("sending_application", "sending_facility", "listener"):
+        value = section.get(key)
+        # A number would never equal the text of MSH-3/MSH-4: the route would never match.
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"{where}.{key} must be a string, got {value!r}")
+        matches[key] = value
     return RouteConfig(
         name=str(section.get("name", f"route-{index + 1}")),
-        sending_application=section.get("sending_application"),
-        sending_facility=section.get("sending_facility"),
-        listener=section.get("listener"),
+        sending_application=matches["sending_application"],
+        sending_facility=matches["sending_facility"],
+        listener=matches["listener"],
         destination=destination,
         converter=_converter(section.get("converter", {}), base, converter, f"{where}.converter"),
     )

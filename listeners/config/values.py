@@ -26,6 +26,10 @@ def _section(raw: dict[str, Any], name: str, allowed: set[str] | None = None) ->
 
 
 def _check_keys(section: dict[str, Any], allowed: set[str], where: str) -> None:
+    # Every section parser starts here: a scalar where a table belongs (converter = 5)
+    # is refused by name rather than failing later as a TypeError.
+    if not isinstance(section, dict):
+        raise ConfigError(f"[{where}] must be a table, got {type(section).__name__}")
     unknown = set(section) - allowed
     if unknown:
         raise ConfigError(f"unknown setting(s) {sorted(unknown)} in [{where}]")

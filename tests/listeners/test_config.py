@@ -379,6 +379,18 @@ def test_unknown_settings_name_the_key(tmp_path: Path, text: str, expected: str)
         ("[destinations.x]\nauth = 'kerberos'\n", r"destinations\.x\.auth\.kind must be one of"),
         ("[mllp]\ntls = { cert = 'c' }\n", r"mllp\.listeners\[0\]\.tls needs cert and key"),
         ("mllp = 3\n", r"\[mllp\] must be a table"),
+        ("[[routes]]\nname = 'r'\nconverter = 5\n", r"\[routes\[0\]\.converter\] must be a table"),
+        ("[destinations.x]\nauth = 5\n", r"\[destinations\.x\.auth\] must be a table"),
+        ("[[routes]]\nname = 'r'\nsending_facility = 5\n", r"sending_facility must be a string"),
+        (
+            "[delivery]\nbackoff_initial = 60\nbackoff_max = 5\n",
+            r"backoff_initial \(60 s\) is above",
+        ),
+        ("[delivery]\nconvert_processes = 1000\n", r"convert_processes must be at most 256"),
+        (
+            "[destinations.x]\nauth = { username = 'u', password = 'p' }\n",
+            r"password, username given but no auth kind",
+        ),
         ("routes = { name = 'r' }\n", r"routes must be an array of tables"),
         ("[mllp]\nlisteners = []\n", r"mllp\.listeners must be a non-empty array"),
         (
@@ -484,6 +496,16 @@ def test_print_config_refuses_an_unknown_charset(tmp_path: Path) -> None:
 def test_invalid_environment_values(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"http\.port must be an integer, got 'abc'"):
         load_config(None, env={"PASSERELLE_HTTP_PORT": "abc"})
+    # The operator set a variable, not a setting path: the error names both.
+    with pytest.raises(
+        ConfigError, match=r"port must be at most 65535 \(from PASSERELLE_MLLP_PORT\)"
+    ):
+        load_config(None, env={"PASSERELLE_MLLP_PORT": "99999"})
+    with pytest.raises(ConfigError, match=r"no auth kind .*\(from PASSERELLE_FHIR_USERNAME"):
+        load_config(
+            None,
+            env={"PASSERELLE_FHIR_URL": "http://x", "PASSERELLE_FHIR_USERNAME": "u"},
+        )
     with pytest.raises(ConfigError, match=r"mllp\.ack_after must be one of"):
         load_config(None, env={"PASSERELLE_MLLP_ACK_AFTER": "later"})
     with pytest.raises(ConfigError, match=r"cannot read"):
