@@ -50,7 +50,7 @@ class ConverterConfig:
     validate: bool = True
     #: "structural": the rules of fhir.resources' R4B models compiled into a fast checker
     #: (default; same verdicts, ~15x faster), plus R4's anchored patterns for codes and
-    #: uris; "models": pydantic validation of the models only.
+    #: uris and R4's JSON types; "models": pydantic validation of the models only.
     validator: Literal["structural", "models"] = "structural"
     #: IANA zone for timestamps that carry a time but no offset.
     default_timezone: str = "UTC"

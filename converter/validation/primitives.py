@@ -5,6 +5,10 @@ mode) accepts for a JSON-decoded value, including its laxness: ``"1"`` is an int
 ``1`` is a boolean, a number is a dateTime (a Unix timestamp). Regexes are taken from
 fhir_core; its pydantic patterns use Rust regex semantics (``\\s`` is Unicode
 White_Space, ``$`` is the end of text), which the translations here keep.
+
+What R4 itself requires beyond that is checked on request: the JSON types of FHIR JSON
+(``primitive_check(tp, r4_json=True)``, which fuses them into the same checks) and R4's
+anchored patterns (:func:`r4_pattern_check`, a wrapper).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import calendar
 import math
 import re
 from collections.abc import Callable
+from decimal import Decimal
 from functools import cache
 from typing import Annotated, Any, cast, get_args, get_origin
 
@@ -26,6 +31,20 @@ __all__ = ["Check", "primitive_check", "r4_pattern_check"]
 
 #: Returns ``None`` when the value is valid, else a message that quotes no value.
 Check = Callable[[Any], "str | None"]
+
+# FHIR R4 JSON (json.html) has true/false for boolean, numbers for integer, positiveInt,
+# unsignedInt and decimal, with the lexical forms of the R4 types (so 1.0 is not an
+# integer), strings for every other primitive, and no empty string; FHIR servers refuse
+# the rest. pydantic's lax mode converts "yes" and 1 to booleans, "7" and True to
+# integers, "1.5" to a decimal, a number to a dateTime (a Unix timestamp). With
+# ``r4_json``, the checks take the R4 JSON type only, and no empty string.
+_R4_JSON = "(FHIR R4 JSON)"
+_NOT_BOOLEAN = f"expected a JSON boolean {_R4_JSON}"
+_NOT_INTEGER = f"expected a JSON integer {_R4_JSON}"
+_NOT_NUMBER = f"expected a JSON number {_R4_JSON}"
+_NOT_STRING = f"expected a JSON string {_R4_JSON}"
+_EMPTY_STRING = f"an empty string is not allowed {_R4_JSON}"
+_NUMBERS = (int, float, Decimal)  # Decimal: the converter reads non-integers as FhirDecimal
 
 # Unicode White_Space: what Rust regex ``\s`` and ``str::trim`` use (not Python's \s).
 _WS = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
@@ -60,15 +79,21 @@ def _translate(pattern: str) -> re.Pattern[str] | None:
     return re.compile(body)
 
 
-def _pattern_check(kind: str, pattern: re.Pattern[str] | None, lo: int, hi: int | None) -> Check:
+def _pattern_check(
+    kind: str, pattern: re.Pattern[str] | None, lo: int, hi: int | None, r4_json: bool
+) -> Check:
     bad = f"invalid {kind}"
     search = pattern.search if pattern is not None else None
     sized = lo > 0 or hi is not None
     top = hi if hi is not None else 1 << 62
+    # R4 JSON refuses the empty strings fhir_core accepts (uri, markdown, ...).
+    no_empty = r4_json and lo == 0 and (search is None or search("") is not None)
 
     def check(v: Any) -> str | None:
         if not isinstance(v, str):
             return "expected a string"
+        if no_empty and not v:
+            return _EMPTY_STRING
         if not lo <= len(v) <= top:
             return f"{kind} has a wrong length"
         if not v.isascii() and _SURROGATE.search(v):
@@ -79,6 +104,12 @@ def _pattern_check(kind: str, pattern: re.Pattern[str] | None, lo: int, hi: int 
 
     # Fast paths for the usual ASCII strings; anything else goes through ``check``.
     if search is None and not sized:
+        if no_empty:
+
+            def any_text_json(v: Any) -> str | None:
+                return None if type(v) is str and v and v.isascii() else check(v)
+
+            return any_text_json
 
         def any_text(v: Any) -> str | None:
             return None if type(v) is str and v.isascii() else check(v)
@@ -93,9 +124,10 @@ def _pattern_check(kind: str, pattern: re.Pattern[str] | None, lo: int, hi: int 
 
         return string
     if search is not None:
+        shortest = 1 if no_empty else lo
 
         def matched(v: Any) -> str | None:
-            if type(v) is str and v.isascii() and lo <= len(v) <= top:
+            if type(v) is str and v.isascii() and shortest <= len(v) <= top:
                 return None if search(v) is not None else bad
             return check(v)
 
@@ -105,6 +137,12 @@ def _pattern_check(kind: str, pattern: re.Pattern[str] | None, lo: int, hi: int 
 
 def _any_str(v: Any) -> str | None:
     return None if isinstance(v, str) else "expected a string"
+
+
+def _any_str_json(v: Any) -> str | None:
+    if type(v) is str and v:
+        return None
+    return _EMPTY_STRING if v == "" else _any_str(v)
 
 
 _BOOL_STRINGS = frozenset(["0", "off", "f", "false", "n", "no", "1", "on", "t", "true", "y", "yes"])
@@ -118,6 +156,10 @@ def _boolean(v: Any) -> str | None:
     if isinstance(v, str):
         return None if v.lower() in _BOOL_STRINGS else "invalid boolean"
     return "expected a boolean"
+
+
+def _boolean_json(v: Any) -> str | None:
+    return None if v is True or v is False else _NOT_BOOLEAN
 
 
 _JSON_INT = re.compile(r"-?(?:0|[1-9][0-9]*)")
@@ -190,7 +232,16 @@ def _as_int(v: Any) -> int | None:
     return number
 
 
-def _integer_check(kind: str, lo: int, hi: int) -> Check:
+def _integer_check(kind: str, lo: int, hi: int, r4_json: bool) -> Check:
+    if r4_json:
+
+        def strict(v: Any) -> str | None:
+            if type(v) is not int:  # not a bool, a float (1.0) or a string
+                return _NOT_INTEGER
+            return None if lo <= v <= hi else f"{kind} out of range"
+
+        return strict
+
     def check(v: Any) -> str | None:
         n = _as_int(v)
         if n is None:
@@ -200,8 +251,10 @@ def _integer_check(kind: str, lo: int, hi: int) -> Check:
     return check
 
 
-def _decimal_check(pattern: re.Pattern[str]) -> Check:
+def _decimal_check(pattern: re.Pattern[str], r4_json: bool) -> Check:
     def check(v: Any) -> str | None:
+        if r4_json and (type(v) is bool or not isinstance(v, _NUMBERS)):
+            return _NOT_NUMBER
         try:
             text = str(v)
         except ValueError:  # int too large to print
@@ -219,6 +272,10 @@ def _base64(v: Any) -> str | None:
     except (UnicodeEncodeError, binascii.Error, ValueError):
         return "invalid base64Binary"
     return None
+
+
+def _base64_json(v: Any) -> str | None:
+    return _EMPTY_STRING if v == "" else _base64(v)
 
 
 _H = "[0-9a-fA-F]"
@@ -279,12 +336,14 @@ def _calendar_ok(v: str) -> bool:
     return day <= _MONTH_DAYS[month]
 
 
-def _date_check(kind: str, pattern: re.Pattern[str], numbers: str) -> Check:
+def _date_check(kind: str, pattern: re.Pattern[str], numbers: str, r4_json: bool) -> Check:
     bad = f"invalid {kind}"
 
     def check(v: Any) -> str | None:
         if isinstance(v, str):
             return None if pattern.fullmatch(v) and _calendar_ok(v) else bad
+        if r4_json:
+            return _NOT_STRING
         stamp = _timestamp(v)
         if stamp is None:
             return bad
@@ -295,10 +354,12 @@ def _date_check(kind: str, pattern: re.Pattern[str], numbers: str) -> Check:
     return check
 
 
-def _time_check(pattern: re.Pattern[str]) -> Check:
+def _time_check(pattern: re.Pattern[str], r4_json: bool) -> Check:
     def check(v: Any) -> str | None:
         if isinstance(v, str):
             return None if pattern.fullmatch(v) else "invalid time"
+        if r4_json:
+            return _NOT_STRING
         if isinstance(v, bool) or not isinstance(v, int | float):
             return "invalid time"
         if isinstance(v, float):
@@ -315,24 +376,25 @@ def _time_check(pattern: re.Pattern[str]) -> Check:
 
 
 @cache
-def primitive_check(tp: Any) -> tuple[str, Check]:
-    """FHIR type name and check for a fhir_core primitive annotation."""
+def primitive_check(tp: Any, r4_json: bool = False) -> tuple[str, Check]:
+    """FHIR type name and check for a fhir_core primitive annotation; with ``r4_json``,
+    the check also requires the value's JSON type in FHIR R4 JSON."""
     if tp is bool:
-        return "boolean", _boolean
+        return "boolean", _boolean_json if r4_json else _boolean
     if get_origin(tp) is not Annotated:
         raise NotImplementedError(f"unsupported primitive annotation {tp!r}")
     for meta in get_args(tp)[1:]:
         # Subclasses first: Instant < DateTime < Date, PositiveInt < UnsignedInt < Integer.
         if isinstance(meta, ft.Instant):
-            return "instant", _date_check("instant", type(meta).pattern, "datetime")
+            return "instant", _date_check("instant", type(meta).pattern, "datetime", r4_json)
         if isinstance(meta, ft.DateTime):
-            return "dateTime", _date_check("dateTime", type(meta).pattern, "datetime")
+            return "dateTime", _date_check("dateTime", type(meta).pattern, "datetime", r4_json)
         if isinstance(meta, ft.Date):
-            return "date", _date_check("date", type(meta).pattern, "date")
+            return "date", _date_check("date", type(meta).pattern, "date", r4_json)
         if isinstance(meta, ft.Time):
-            return "time", _time_check(type(meta).pattern)
+            return "time", _time_check(type(meta).pattern, r4_json)
         if isinstance(meta, ft.Decimal):
-            return "decimal", _decimal_check(type(meta).pattern)
+            return "decimal", _decimal_check(type(meta).pattern, r4_json)
         kind: str = getattr(meta, "__visit_name__", "")
         if isinstance(meta, ft.Integer | ft.Integer64):
             lo = hi = 0
@@ -341,11 +403,11 @@ def primitive_check(tp: Any) -> tuple[str, Check]:
                     lo = cast(int, bound.ge)
                 elif isinstance(bound, Le):
                     hi = cast(int, bound.le)
-            return kind, _integer_check(kind, lo, hi)
+            return kind, _integer_check(kind, lo, hi, r4_json)
         if isinstance(meta, ft.Url | ft.Xhtml):
-            return kind, _any_str
+            return kind, _any_str_json if r4_json else _any_str
         if isinstance(meta, ft.Base64Binary):
-            return "base64Binary", _base64
+            return "base64Binary", _base64_json if r4_json else _base64
         if isinstance(meta, UuidVersion):
             return "uuid", _uuid_check(meta.uuid_version)
         if isinstance(meta, ft.String | ft.Code | ft.Id | ft.PatternConstraint):
@@ -358,7 +420,7 @@ def primitive_check(tp: Any) -> tuple[str, Check]:
                     longest = int(part.max_length)
                 elif getattr(part, "pattern", None) is not None:
                     pattern = _translate(part.pattern)
-            return kind, _pattern_check(kind, pattern, shortest, longest)
+            return kind, _pattern_check(kind, pattern, shortest, longest, r4_json)
     raise NotImplementedError(f"unsupported primitive annotation {tp!r}")
 
 
@@ -391,7 +453,8 @@ def r4_pattern_check(kind: str, check: Check) -> Check:
     def slow(v: Any) -> str | None:
         return check(v) or (None if type(v) is not str or fullmatch(v) else bad)
 
-    # ASCII fast paths, valid under both checks; printable excludes tab, CR, LF, VT, FF.
+    # ASCII fast paths, valid under both checks (so not the empty string, which R4 JSON
+    # refuses); printable excludes tab, CR, LF, VT, FF.
     if kind == "code":
 
         def code(v: Any) -> str | None:
@@ -411,7 +474,7 @@ def r4_pattern_check(kind: str, check: Check) -> Check:
     if pattern is _NO_SPACE:
 
         def no_space(v: Any) -> str | None:
-            if type(v) is str and v.isascii() and v.isprintable() and " " not in v:
+            if type(v) is str and v and v.isascii() and v.isprintable() and " " not in v:
                 return None
             return slow(v)
 

@@ -18,8 +18,17 @@ What fhir.resources checks, and so what is checked here:
 * a contained resource or ``Bundle.entry.resource`` is checked against the model its
   ``resourceType`` names (``Resource`` when absent).
 
-And, unless ``r4_patterns=False``, what R4 requires beyond that: codes, uris, urls,
-canonicals, oids and uuids match R4's anchored patterns (:func:`.r4_pattern_check`).
+And, unless ``r4_patterns=False``, what R4 requires beyond that:
+
+* codes, uris, urls, canonicals, oids and uuids match R4's anchored patterns
+  (:func:`.r4_pattern_check`);
+* FHIR JSON (``r4_json``, on with ``r4_patterns`` unless given): primitive values have
+  their JSON type, true/false, a number or a string, never one that fhir.resources
+  converts (:func:`.primitive_check` with ``r4_json``); objects are JSON objects, not JSON text in a
+  string; no null, except in a primitive list paired with a value or extension at the
+  same index of its ``_name`` sibling; no empty string or list; elements go by their JSON
+  names only (not ``class_fhir``, ``status__ext``, ``resource_type``, ``fhir_comments``);
+  a contained or entry resource names its ``resourceType``.
 """
 
 from __future__ import annotations
@@ -56,6 +65,12 @@ _MISSING = "required element is missing"
 _NULL = "null is not allowed here"
 _NULL_ITEM = "null is not allowed in a list of elements"
 _PRIM_EXT_EMPTY = "a primitive extension needs id, extension or fhir_comments"
+# FHIR R4 JSON rules that fhir.resources does not check.
+_R4_NULL = "null is not allowed (FHIR R4 JSON)"
+_R4_NULL_ITEM = "null without a value or extension at this index of its pair (FHIR R4 JSON)"
+_R4_EMPTY_LIST = "an empty list is not allowed (FHIR R4 JSON)"
+_R4_NOT_OBJECT = "expected a JSON object (FHIR R4 JSON)"
+_R4_NO_TYPE = "a resource needs its resourceType (FHIR R4 JSON)"
 
 
 class _Field:
@@ -118,13 +133,16 @@ def _optional(tp: Any) -> tuple[Any, bool]:
 
 
 class StructuralValidator:
-    """Validates a Bundle dict like ``fhir.resources.R4B.bundle.Bundle`` does.
+    """Validates a Bundle dict like ``fhir.resources.R4B.bundle.Bundle`` does, and (by
+    default) by R4's own rules that fhir.resources does not check.
 
     Same interface and errors as :class:`~converter.validation.ModelValidator`. Tables
     are built per model on first use; validation is then safe from several threads.
+    ``r4_patterns=False`` gives exactly fhir.resources' verdicts; ``r4_json`` alone
+    switches R4's JSON format (it follows ``r4_patterns`` when not given).
     """
 
-    def __init__(self, *, r4_patterns: bool = True) -> None:
+    def __init__(self, *, r4_patterns: bool = True, r4_json: bool | None = None) -> None:
         from fhir.resources.R4B import fhirtypes
         from fhir.resources.R4B.bundle import Bundle
         from fhir_core.constraints import FHIR_TYPES_MAPS
@@ -132,8 +150,12 @@ class StructuralValidator:
 
         self._import = import_string
         #: Also check R4's anchored patterns (codes, uris, oids, uuids), which fhir_core
-        #: does not; False checks exactly what fhir.resources checks.
+        #: does not.
         self._r4_patterns = r4_patterns
+        #: Also check R4's JSON format (value types, nulls, empties, names), which
+        #: fhir_core (pydantic's lax mode) does not; with both False, checks exactly what
+        #: fhir.resources checks.
+        self._r4_json = r4_patterns if r4_json is None else r4_json
         self._lock = threading.Lock()
         self._models: dict[type[Any], _Model] = {}
         prefix: str = getattr(fhirtypes.ResourceType, "_prefix")  # noqa: B009 (untyped)
@@ -176,6 +198,8 @@ class StructuralValidator:
         if not isinstance(bundle, dict):  # model_validate itself takes no JSON string
             out.append(((), _NOT_OBJECT, None))
         else:
+            if self._r4_json and "resourceType" not in bundle:
+                out.append((((), "resourceType"), _MISSING, None))
             try:
                 self._object(self._bundle, bundle, (), out)
             except RecursionError:
@@ -206,11 +230,13 @@ class StructuralValidator:
         fields: dict[str, _Field] = {}
         for name, info in cls.model_fields.items():
             alias = info.alias or name
+            if name == "fhir_comments" and self._r4_json:  # not an R4 element
+                continue
             field = self._field(name, info.annotation)
             if info.is_required():
-                model.required.append((alias, name))
+                model.required.append((alias, alias if self._r4_json else name))
             fields[alias] = field
-            if name != alias:
+            if name != alias and not self._r4_json:  # R4 JSON knows the JSON names only
                 by_name = _Field(field.kind, alias, field.nullable)
                 for slot in ("check", "model", "null_item_ok"):
                     setattr(by_name, slot, getattr(field, slot))
@@ -254,7 +280,7 @@ class StructuralValidator:
             field.null_item_ok = item_ok and name.endswith("__ext")
             return field
         field = _Field(_PRIM_LIST if many else _PRIM, None, nullable)
-        kind, check = primitive_check(tp)
+        kind, check = primitive_check(tp, self._r4_json)
         field.check = r4_pattern_check(kind, check) if self._r4_patterns else check
         field.null_item_ok = item_ok
         return field
@@ -288,7 +314,7 @@ class StructuralValidator:
             if field is None:
                 field = model.by_name.get(key)
                 if field is None or field.alias in data:
-                    if key != "resourceType" and key != "resource_type":
+                    if key != "resourceType" and (key != "resource_type" or self._r4_json):
                         out.append(((path, key), _EXTRA, None))
                     elif self._wrong_type(model, data, path, out, start):
                         return
@@ -296,6 +322,8 @@ class StructuralValidator:
             if value is None:
                 if not field.nullable:
                     out.append(((path, key), _NULL, None))
+                elif self._r4_json:
+                    out.append(((path, key), _R4_NULL, None))
                 continue
             kind = field.kind
             if kind == 0:  # _PRIM
@@ -312,6 +340,8 @@ class StructuralValidator:
             elif type(value) is not list and not isinstance(value, list):
                 if kind != _COMMENTS or not isinstance(value, str):
                     out.append(((path, key), _NOT_LIST, value if kind == _PRIM_LIST else None))
+            elif not value and self._r4_json:
+                out.append(((path, key), _R4_EMPTY_LIST, None))
             elif kind == 3:  # _MODEL_LIST
                 sub = field.model
                 where = (path, key)
@@ -324,6 +354,8 @@ class StructuralValidator:
                         nulls = nulls or []
                         nulls.append((where, _NULL_ITEM, None))
                         break
+                    elif self._r4_json and not _paired(data, key[1:], index):  # ``_name``
+                        out.append(((where, index), _R4_NULL_ITEM, None))
             elif kind == 1:  # _PRIM_LIST
                 check = field.check
                 where = (path, key)
@@ -334,6 +366,8 @@ class StructuralValidator:
                             out.append(((where, index), message, item))
                     elif not field.null_item_ok:
                         out.append(((where, index), _NULL, None))
+                    elif self._r4_json and not _paired(data, "_" + key, index):
+                        out.append(((where, index), _R4_NULL_ITEM, None))
             elif kind == _RES_LIST:
                 where = (path, key)
                 for index, item in enumerate(value):
@@ -360,7 +394,7 @@ class StructuralValidator:
     ) -> bool:
         """fhir_core pops ``resourceType`` (else ``resource_type``) and checks it first."""
         rtype = data["resourceType"] if "resourceType" in data else data["resource_type"]
-        if rtype is None or rtype == model.rtype:
+        if rtype == model.rtype or (rtype is None and not self._r4_json):
             return False
         del out[start:]
         out.append(((path, "resourceType"), f"expected resourceType {model.rtype}", None))
@@ -370,9 +404,8 @@ class StructuralValidator:
         self, model: _Model, data: dict[str, Any], path: Any, out: list[_Raw]
     ) -> bool:
         """FHIRPrimitiveExtension's own before-validator."""
-        if ("resourceType" in data or "resource_type" in data) and self._wrong_type(
-            model, data, path, out, len(out)
-        ):
+        named = "resourceType" in data or ("resource_type" in data and not self._r4_json)
+        if named and self._wrong_type(model, data, path, out, len(out)):
             return True
         if (
             data.get("id") is None
@@ -417,6 +450,8 @@ class StructuralValidator:
         if type(value) is not dict:
             self._other(base, value, path, out)
         elif "resourceType" not in value:
+            if self._r4_json:
+                out.append((path, _R4_NO_TYPE, None))
             self._object(base, value, path, out)
         else:
             model = self._resource_model(value["resourceType"])
@@ -431,6 +466,9 @@ class StructuralValidator:
             self._object(model, value, path, out)
             return
         if isinstance(value, str | bytes):
+            if self._r4_json:
+                out.append((path, _R4_NOT_OBJECT, value))
+                return
             try:
                 parsed = json.loads(value)
             except ValueError:
@@ -440,6 +478,12 @@ class StructuralValidator:
                 self._object(model, parsed, path, out)
                 return
         out.append((path, _NOT_OBJECT, value))
+
+
+def _paired(data: dict[str, Any], pair: str, index: int) -> bool:
+    """Whether the pair of a primitive list (``given`` / ``_given``) has an item there."""
+    items = data.get(pair)
+    return type(items) is list and index < len(items) and items[index] is not None
 
 
 def _flat(path: Any) -> tuple[str | int, ...]:

@@ -4,6 +4,10 @@ Inputs are the sample conversions, the peer converter's expected bundles (many w
 errors), single primitive values of every FHIR type, and mutations of valid bundles. For
 each, both validators must agree on valid/invalid and, where fhir.resources reports a
 ValidationError, on the set of element paths.
+
+With R4's own rules (the default: anchored patterns, FHIR JSON types, nulls, empties),
+tables of values and resources are compared with the independent R4 validator
+(``tests/r4validator``) instead, and properties check that the rules only add errors.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import copy
 import json
 import re
 import string
+from decimal import Decimal
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -47,7 +52,18 @@ def structural() -> StructuralValidator:
 
 @cache
 def with_r4_patterns() -> StructuralValidator:
+    """The converter's validator: R4's patterns and R4's JSON types."""
     return StructuralValidator()
+
+
+@cache
+def patterns_only() -> StructuralValidator:
+    return StructuralValidator(r4_json=False)
+
+
+@cache
+def json_only() -> StructuralValidator:
+    return StructuralValidator(r4_patterns=False, r4_json=True)
 
 
 def _normalise(loc: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -514,8 +530,11 @@ R4_VALUES: dict[str, list[str]] = {
 }
 
 
-def _r4_bundle() -> tuple[dict[str, Any], list[tuple[str, str]]]:
-    cases = [(kind, value) for kind, values in R4_VALUES.items() for value in values]
+def _r4_bundle(
+    values: dict[str, list[Any]] = R4_VALUES,
+) -> tuple[dict[str, Any], list[tuple[str, Any]]]:
+    """One Basic whose extension ``i`` holds the ``i``-th (type, value) case."""
+    cases = [(kind, value) for kind, values in values.items() for value in values]
     extensions = [{"url": "http://example.org/x", f"value{k}": v} for k, v in cases]
     resource = {"resourceType": "Basic", "code": {"text": "x"}, "extension": extensions}
     return {
@@ -525,19 +544,27 @@ def _r4_bundle() -> tuple[dict[str, Any], list[tuple[str, str]]]:
     }, cases
 
 
-def test_r4_patterns_agree_with_the_independent_r4_validator(r4validator: R4Validator) -> None:
-    bundle, cases = _r4_bundle()
-    ours = {loc[4] for loc, _, _ in with_r4_patterns().issues(bundle) if loc[3] == "extension"}
-    medplum = {
+def _failing_extensions(validator: StructuralValidator, bundle: dict[str, Any]) -> set[int]:
+    return {int(loc[4]) for loc, _, _ in validator.issues(bundle) if loc[3] == "extension"}
+
+
+def _medplum_failing_extensions(r4validator: R4Validator, bundle: dict[str, Any]) -> set[int]:
+    return {
         int(m[1])
         for issue in r4validator.validate_all(bundle)
         if issue["severity"] in ("error", "fatal")
         and (m := re.search(r"extension\[(\d+)\]", issue["path"])) is not None
     }
+
+
+def test_r4_patterns_agree_with_the_independent_r4_validator(r4validator: R4Validator) -> None:
+    bundle, cases = _r4_bundle()
+    ours = _failing_extensions(with_r4_patterns(), bundle)
+    medplum = _medplum_failing_extensions(r4validator, bundle)
     assert ours == medplum, [cases[i] for i in sorted(ours ^ medplum)]
     assert len(ours) >= 15  # the list holds that many invalid values
     # fhir.resources accepts all of them but the badly formed oids and uuids.
-    lax = {loc[4] for loc, _, _ in structural().issues(bundle) if loc[3] == "extension"}
+    lax = _failing_extensions(structural(), bundle)
     assert lax < ours
 
 
@@ -565,4 +592,188 @@ def test_r4_pattern_fast_paths_give_the_patterns_verdict(kind: str, value: str) 
     bundle = _extension_bundle(kind, value)
     lax = bool(structural().issues(bundle))
     expected = lax or _R4_PATTERNS[kind.lower()].fullmatch(value) is None
-    assert bool(with_r4_patterns().issues(bundle)) == expected
+    assert bool(patterns_only().issues(bundle)) == expected
+
+
+# --- R4's JSON format, which fhir.resources (pydantic's lax mode) does not check ----------------
+# FHIR JSON has true/false for boolean, numbers for integer, positiveInt, unsignedInt and
+# decimal, strings for the other primitives, no empty string. fhir.resources converts
+# "yes" and 1 to booleans, "7" and True to integers, "1.5" to a decimal, numbers to dates.
+_INTEGER_KINDS = ("Integer", "PositiveInt", "UnsignedInt")
+R4_JSON_VALUES: dict[str, list[Any]] = {
+    "Boolean": [True, False, "true", "false", "yes", "1", 1, 0],
+    "Integer": [7, -7, 0, "7", "-7", True, 7.5, "x"],
+    "PositiveInt": [1, "1", 0, True],
+    "UnsignedInt": [0, "0", False, -1],
+    "Decimal": [1.5, -0.0, 3, Decimal("7.20"), 1e300, "1.5", "3", True, False],
+    "String": ["x", 1, True, 1.5],
+    "Code": ["MR", 1, False],
+    "Id": ["a1", 5],
+    "Markdown": ["**x**", "", 5],
+    "Uri": ["urn:x", "", 2],
+    "Url": ["http://x", ""],
+    "Canonical": ["http://x|1", ""],
+    "Base64Binary": ["aGVsbG8=", "", 5],
+    "Oid": ["urn:oid:1.2", 5],
+    "Uuid": [5],
+    "Date": ["2024-01-01", "2024", 0, 1_704_067_200],
+    "DateTime": ["2024-01-01T10:00:00+01:00", 1_704_067_200, 1.5],
+    "Instant": ["2024-01-01T10:00:00Z", 1_704_067_200],
+    "Time": ["10:00:00", 3600],
+}
+# Rejected here, accepted by Medplum (JavaScript has one number type): the R4 integer
+# grammar has no fraction, HAPI FHIR refuses "1.0" for an integer; R4's integer is 32-bit.
+STRICTER_THAN_MEDPLUM: dict[str, list[Any]] = {
+    "Integer": [1.0, Decimal("1.0"), 2**31],
+    "UnsignedInt": [0.0],
+}
+
+
+def test_r4_json_types_agree_with_the_independent_r4_validator(r4validator: R4Validator) -> None:
+    bundle, cases = _r4_bundle(R4_JSON_VALUES)
+    ours = _failing_extensions(with_r4_patterns(), bundle)
+    medplum = _medplum_failing_extensions(r4validator, bundle)
+    assert ours == medplum, [cases[i] for i in sorted(ours ^ medplum)]
+    assert len(ours) >= 35  # the table holds that many invalid values
+    lax = _failing_extensions(structural(), bundle)
+    assert lax < ours
+    assert len(ours - lax) >= 25  # that many only R4's JSON format refuses
+    assert _failing_extensions(json_only(), bundle) == ours  # no pattern matters here
+
+    bundle, cases = _r4_bundle(STRICTER_THAN_MEDPLUM)
+    assert _failing_extensions(with_r4_patterns(), bundle) == set(range(len(cases)))
+    assert _medplum_failing_extensions(r4validator, bundle) == set()
+
+
+def _patient(**elements: Any) -> dict[str, Any]:
+    return {"resourceType": "Patient", **elements}
+
+
+_OBS_X = {"resourceType": "Observation", "status": "final", "code": {"text": "x"}}
+# (valid in R4 JSON, resource): each alone in a bundle.
+R4_JSON_RESOURCES: list[tuple[bool, Any]] = [
+    (True, _patient(active=True, name=[{"given": ["a"]}])),
+    (False, _patient(active="yes")),  # the probe's D3
+    (False, _patient(active=None)),
+    (False, _patient(active=True, _active=None)),
+    (False, _patient(active=None, _active={"id": "x"})),
+    (False, _patient(extension=None)),
+    (False, _patient(maritalStatus=None)),
+    (False, _patient(name=[{"given": ["a", None]}])),
+    (True, _patient(name=[{"given": ["a", None], "_given": [None, {"id": "x"}]}])),
+    (False, _patient(name=[{"given": ["a", None], "_given": [None, None]}])),
+    (False, _patient(name=[{"given": ["a", None], "_given": [{"id": "x"}]}])),
+    (True, _patient(name=[{"_given": [{"id": "x"}]}])),
+    (True, _patient(name=[{"given": ["a"], "_given": [None, {"id": "x"}]}])),  # as Medplum
+    (False, _patient(name=[])),
+    (False, _patient(name=[{"family": "x", "given": []}])),
+    (False, _patient(identifier=[{"system": "", "value": "1"}])),
+    (False, _patient(maritalStatus='{"text": "x"}')),  # fhir_core parses JSON text
+    (False, _patient(name=['{"family": "x"}'])),
+    (False, _patient(contact=[{"name": {"family": "x"}, "gender": 1}])),
+    (False, _patient(multipleBirthInteger="2")),
+    (False, {**_OBS_X, "valueQuantity": {"value": "7.2"}}),
+    (False, {**_OBS_X, "effectiveDateTime": 1_704_067_200}),
+    (True, {**_OBS_X, "valueQuantity": {"value": Decimal("7.20")}}),
+    (False, {**_OBS_X, "code": None}),  # a null required element passes fhir.resources
+    (False, {**_OBS_X, "status__ext": {"id": "a"}}),
+    (False, {**_OBS_X, "fhir_comments": ["a"]}),
+    (False, {"resourceType": "Encounter", "status": "planned", "class_fhir": {"code": "x"}}),
+    (False, _patient(resource_type="Patient")),
+    (False, _patient(contained=[{"id": "c"}])),
+    (False, {"id": "x"}),
+]
+
+
+@pytest.mark.parametrize(("valid", "resource"), R4_JSON_RESOURCES)
+def test_r4_json_rules_agree_with_the_independent_r4_validator(
+    r4validator: R4Validator, valid: bool, resource: Any
+) -> None:
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": resource}]}
+    assert (r4validator.validate(bundle) == []) is valid  # the table is right
+    assert (with_r4_patterns().issues(bundle) == []) is valid
+    assert (json_only().issues(bundle) == []) is valid
+
+
+def test_wrongly_typed_values_are_located_errors_that_quote_no_value() -> None:
+    bundle = _bundle(
+        _patient(active="yes", multipleBirthInteger="2"),
+        {**_OBS_X, "valueQuantity": {"value": "7.2"}, "effectiveDateTime": 1_704_067_200},
+    )
+    with pytest.raises(BundleValidationError) as caught:
+        with_r4_patterns().validate(bundle, ["Patient.j2", "Observation.j2"])
+    assert caught.value.issues == [
+        "Bundle.entry[0].resource(Patient).active: expected a JSON boolean (FHIR R4 JSON)"
+        " [Patient.j2]",
+        "Bundle.entry[0].resource(Patient).multipleBirthInteger: expected a JSON integer"
+        " (FHIR R4 JSON) [Patient.j2]",
+        "Bundle.entry[1].resource(Observation).valueQuantity.value: expected a JSON number"
+        " (FHIR R4 JSON) [Observation.j2]",
+        "Bundle.entry[1].resource(Observation).effectiveDateTime: expected a JSON string"
+        " (FHIR R4 JSON) [Observation.j2]",
+    ]
+    assert "yes" not in str(caught.value) and "7.2" not in str(caught.value)
+    assert caught.value.detail is not None and "(value 'yes')" in caught.value.detail
+    structural().validate(bundle, [])  # fhir.resources converts them all: no error there
+    assert reference_locs(bundle) == set()
+
+
+def test_a_template_writing_a_string_for_a_boolean_fails_the_conversion(tmp_path: Path) -> None:
+    """The probe's D3: a bundle carrying ``"active": "yes"`` used to be emitted."""
+    mappings = REPO / "mappings" / "hl7v2" / "resources" / "Patient.j2"
+    anchor = '"resourceType": "Patient",'
+    template = mappings.read_text(encoding="utf-8")
+    assert template.count(anchor) == 1
+    override = tmp_path / "hl7v2" / "resources" / "Patient.j2"
+    override.parent.mkdir(parents=True)
+    override.write_text(template.replace(anchor, anchor + ' "active": "yes",'), encoding="utf-8")
+    converter = Converter(ConverterConfig(template_dirs=(tmp_path,)))
+    with pytest.raises(BundleValidationError) as caught:
+        converter.convert((SAMPLES / "ADT_A01_admission-full.hl7").read_bytes())
+    [issue] = caught.value.issues
+    assert issue.endswith(
+        ".resource(Patient).active: expected a JSON boolean (FHIR R4 JSON)"
+        " [hl7v2/resources/Patient.j2]"
+    ), issue
+
+
+def _json_type_ok(kind: str, value: Any) -> bool:
+    """R4's JSON format (json.html), written independently of the validator."""
+    if kind == "Boolean":
+        return type(value) is bool
+    if kind in _INTEGER_KINDS:
+        return type(value) is int
+    if kind == "Decimal":
+        return type(value) in (int, float) or isinstance(value, Decimal)
+    return type(value) is str and value != ""
+
+
+@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=st.one_of(
+    primitive_values(),
+    st.tuples(st.sampled_from(PRIMITIVES), st.decimals(places=3) | st.decimals()),
+    st.tuples(st.sampled_from(PRIMITIVES), st.sampled_from([[], {}, None, "", [None]])),
+))  # fmt: skip
+@example(case=("Boolean", "yes"))
+@example(case=("Integer", 1.0))
+@example(case=("Uri", ""))
+@example(case=("Date", 0))
+def test_r4_json_checks_give_the_json_types_verdict(case: tuple[str, Any]) -> None:
+    kind, value = case
+    bundle = _extension_bundle(kind, value)
+    lax = bool(structural().issues(bundle))
+    json_verdict = bool(json_only().issues(bundle))
+    assert json_verdict == (lax or not _json_type_ok(kind, value))
+    # Both sets of R4 rules: the fast paths of each stay right with the other.
+    assert bool(with_r4_patterns().issues(bundle)) == (
+        json_verdict or bool(patterns_only().issues(bundle))
+    )
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(bundle=mutated_bundles())
+def test_r4_rules_only_add_errors(bundle: dict[str, Any]) -> None:
+    """What fhir.resources refuses (as ``structural()``), the R4 rules refuse too."""
+    if structural().issues(bundle):
+        assert json_only().issues(bundle)
+        assert with_r4_patterns().issues(bundle)
