@@ -5,7 +5,9 @@ message type and version are supported, store it durably, then acknowledge:
 
 - AA (CA in enhanced mode) only once the message is committed to the queue (fsync'd);
   with ``ack_after = "delivery"``, only once the FHIR server accepted the bundle, AE with
-  the server's diagnostics otherwise;
+  the server's diagnostics otherwise — in original mode: in enhanced mode (MSH-15/16
+  valued) the reply is an accept acknowledgement, which reports the commit (table 0008:
+  CA committed, CE not committed), so it is CA once stored whatever delivery does;
 - AR with an ERR segment when MSH cannot be read, MSH-10 is empty (101: required) or the
   type/version is not supported (or, with ``on_unsupported = "dead-letter"``, AA and a
   dead letter to inspect);
@@ -184,7 +186,7 @@ class Ingestor:
                 "retransmission acknowledged again, not stored",
                 extra=fields | log_fields(seq=stored.seq),
             )
-            if self._mllp.ack_after == "delivery":
+            if self._end_to_end(raw_header):
                 outcome = await self._duplicate_outcome(stored.seq, fields)
                 return self._ack(listener, raw_header, outcome)
             return self._ack(listener, raw_header, AckOutcome.accept())
@@ -202,9 +204,16 @@ class Ingestor:
                 seq=stored.seq, duration_ms=round((time.perf_counter() - started) * 1000, 2)
             ),
         )
-        if self._mllp.ack_after == "delivery":
+        if self._end_to_end(raw_header):
             return self._ack(listener, raw_header, await self._delivery_outcome(stored.seq, fields))
         return self._ack(listener, raw_header, AckOutcome.accept())
+
+    def _end_to_end(self, header: MessageHeader) -> bool:
+        """Whether the ACK waits for delivery: ``ack_after = "delivery"``, original mode.
+        An enhanced-mode sender gets an accept acknowledgement, about the commit only: a CE
+        for a failed delivery would say "not committed" and make it send the message
+        again, although it is stored (and, failed, a dead letter)."""
+        return self._mllp.ack_after == "delivery" and not header.enhanced_mode
 
     async def _delivery_outcome(self, seq: int, fields: dict[str, object]) -> AckOutcome:
         assert self._workers is not None, 'ack_after = "delivery" needs local workers'

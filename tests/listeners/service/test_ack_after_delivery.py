@@ -119,3 +119,21 @@ def test_retransmissions_get_the_same_answer_and_are_not_delivered_again(
     assert any("bad coding" in t for t in again[0].texts)
     assert metrics.value("passerelle_messages_duplicate_total") == 2
     assert [r["status"] for r in bundle_posts(fhir)] == [422, 200]
+
+
+def test_enhanced_mode_gets_an_accept_ack_about_the_commit_not_the_delivery(
+    tmp_path: Path, fhir: FhirServer
+) -> None:
+    # Table 0008: CA committed, CE not committed. The failed message is committed (it is
+    # a dead letter): a CE would make an enhanced-mode sender send it again, forever.
+    with running(delivery_config(tmp_path, fhir)) as service:
+        failing = adt("DLV-ENH-1", birth_date="20241341", accept_ack="AL", application_ack="NE")
+        good = adt("DLV-ENH-2", mrn="MRN-DLV-ENH", accept_ack="AL", application_ack="AL")
+        acks = service.send([failing, good])
+        assert [(a.code, a.acknowledged_id) for a in acks] == [
+            ("CA", "DLV-ENH-1"),
+            ("CA", "DLV-ENH-2"),
+        ]
+        wait_until(lambda: patients(fhir, "MRN-DLV-ENH"), what="the good message delivered")
+        letters = service.service.queue.list_dead_letters()
+        assert [letter.envelope.control_id for letter in letters] == ["DLV-ENH-1"]
