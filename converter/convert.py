@@ -20,6 +20,7 @@ from .cda.xml import DEFAULT_MAX_BYTES
 from .datetimes import InvalidTimestamp, TimestampConverter
 from .errors import ConfigurationError, ConversionError, ParseError
 from .hl7v2.charset import charset_codec
+from .hl7v2.digest import message_digest
 from .hl7v2.er7 import RawMessage, parse_message, split_messages
 from .hl7v2.message import Message
 from .hl7v2.strict import validate_strictly
@@ -167,7 +168,7 @@ class Converter:
         if self.config.strict_hl7:
             validate_strictly(data.decode(message.codec), message.control_id or None)
         try:
-            return self._convert_parsed(message, root_template, index)
+            return self._convert_parsed(message, root_template, index, message_digest(data))
         except ConversionError as exc:
             raise exc.with_context(
                 control_id=message.control_id or None, message_type=message.event
@@ -310,12 +311,17 @@ class Converter:
         )
 
     def _convert_parsed(
-        self, message: Message, root_template: str | None, index: int
+        self, message: Message, root_template: str | None, index: int, digest: bytes
     ) -> Conversion:
         root = self.route_for(message, root_template)
         msh7 = str(message.MSH[7])
-        message_key = "\x1f".join((message.sender, message.control_id, msh7))
-        session = self._session("hl7v2", {"msg": message, "message_key": message_key})
+        # Message-scoped ids (the Bundle's, MessageHeader's…) come from the content, not
+        # MSH-7: a sender reusing a control id within MSH-7's precision (often a minute)
+        # must not overwrite an earlier message's resources (see hl7v2/digest.py).
+        message_key = "\x1f".join((message.sender, message.control_id, digest.hex()))
+        session = self._session(
+            "hl7v2", {"msg": message, "message_key": message_key, "message_digest": digest.hex()}
+        )
         session.render(root, {})
         return self._finish(
             session,

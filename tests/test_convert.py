@@ -17,6 +17,7 @@ import pytest
 from converter.assembly.ids import stable_id
 from converter.convert import Conversion, Converter, ConverterConfig, detect_input_type
 from converter.errors import ConfigurationError, MappingError, ParseError, TemplateError
+from converter.hl7v2 import message_digest
 from tests.support.r4validator import R4Validator
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,8 +89,9 @@ def test_the_sample_converts_to_a_transaction(converter: Converter) -> None:
     assert bundle["resourceType"] == "Bundle"
     assert bundle["type"] == "transaction"
     assert bundle["timestamp"] == "2024-03-16T10:15:44+01:00"
+    digest = message_digest(SAMPLE).hex()
     assert bundle["id"] == stable_id(
-        "", "Bundle", "\x1f".join(("SIH-ORCHIDEE^CHU-LYON", CONTROL_ID, "20240316101544+0100"))
+        "", "Bundle", "\x1f".join(("SIH-ORCHIDEE^CHU-LYON", CONTROL_ID, digest))
     )
     for entry in bundle["entry"]:
         resource = entry["resource"]
@@ -338,6 +340,23 @@ def test_converting_twice_gives_identical_bundles(converter: Converter) -> None:
     first = converter.convert(SAMPLE)[0].to_json()
     assert converter.convert(SAMPLE)[0].to_json() == first
     assert Converter(ConverterConfig()).convert(SAMPLE)[0].to_json() == first
+
+
+def test_two_messages_sharing_control_id_and_msh7_keep_their_own_ids(
+    converter: Converter,
+) -> None:
+    # A sender reusing MSH-10 within MSH-7's precision: without the content in the key,
+    # the second bundle (same id) would overwrite the first's MessageHeader, Provenance
+    # and every resource without a business identifier.
+    other = SAMPLE.replace(b"DUPONT", b"DURAND")
+    assert other != SAMPLE
+    first, second = (converter.convert(data)[0].bundle for data in (SAMPLE, other))
+    assert first["id"] != second["id"]
+    assert the(first, "MessageHeader")["id"] != the(second, "MessageHeader")["id"]
+    # A retransmission re-stamped with another MSH-7 or other line ends is the same.
+    restamped = SAMPLE.replace(b"20240316101544+0100", b"20240316101545+0100", 1)
+    assert restamped != SAMPLE
+    assert converter.convert(restamped)[0].bundle["id"] == first["id"]
 
 
 def test_ids_are_stable_across_processes(converter: Converter) -> None:

@@ -1,5 +1,6 @@
 """HL7 v2 ER7 parsing: tokenizer, containers, structures, charsets."""
 
+from .digest import message_digest
 from .encoding import Encoding
 from .er7 import RawMessage, parse_message, split_messages
 from .message import Group, Message, Segment, Value
@@ -15,6 +16,7 @@ __all__ = [
     "Segment",
     "StructureCatalog",
     "Value",
+    "message_digest",
     "parse_message",
     "peek_header",
     "split_messages",
