@@ -144,6 +144,28 @@ CASES: list[tuple[str, list[tuple[Any, ...]], str, Any]] = [
         "E",
     ),
     ("NK1 employer is no RelatedPerson", [("NK1", 0, EMPLOYER, 2)], "RelatedPerson#1", ABSENT),
+    (
+        "IN1[Coverage] IN1-4 → payor",
+        [],
+        "Coverage.payor[0].reference",
+        re.compile(r"Organization/"),
+    ),
+    ("IN1[Coverage] IN1-12 → period.start", [], "Coverage.period.start", "2024-01-01"),
+    ("IN1[Coverage] IN1-49 → subscriberId", [], "Coverage.subscriberId", "285036938204569"),
+    ("IN1[Coverage] IN1-17 → relationship", [], "Coverage.relationship.coding[0].code", "ONESELF"),
+    (
+        "IN1[Coverage] IN1-17 self → subscriber",
+        [],
+        "Coverage.subscriber.reference",
+        re.compile(r"Patient/"),
+    ),
+    (
+        "IN1[Coverage] IN1-15 → type",
+        [("IN1", 15, "PPO")],
+        "Coverage.type.coding[0].system",
+        V2 + "0086",
+    ),
+    ("IN1 without IN1-4: no payor, no Coverage", [("IN1", 4, "")], "Coverage", ABSENT),
 ]
 
 
