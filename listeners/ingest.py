@@ -5,9 +5,11 @@ message type and version are supported, store it durably, then acknowledge:
 
 - AA (CA in enhanced mode) only once the message is committed to the queue (fsync'd);
   with ``ack_after = "delivery"``, only once the FHIR server accepted the bundle, AE with
-  the server's diagnostics otherwise — in original mode: in enhanced mode (MSH-15/16
-  valued) the reply is an accept acknowledgement, which reports the commit (table 0008:
-  CA committed, CE not committed), so it is CA once stored whatever delivery does;
+  the server's diagnostics otherwise. In enhanced mode (MSH-15/16 valued) the reply is
+  an accept acknowledgement, which reports the commit (table 0008: CA committed, CE not):
+  CA once delivered, and CA too for a message that failed for good — it is committed, a
+  dead letter, and a CE would make the sender resend it forever; CE only when delivery
+  is not confirmed in time (the sender resends, the retransmission waits again);
 - AR with an ERR segment when MSH cannot be read, MSH-10 is empty (101: required) or the
   type/version is not supported (or, with ``on_unsupported = "dead-letter"``, AA and a
   dead letter to inspect);
@@ -186,8 +188,8 @@ class Ingestor:
                 "retransmission acknowledged again, not stored",
                 extra=fields | log_fields(seq=stored.seq),
             )
-            if self._end_to_end(raw_header):
-                outcome = await self._duplicate_outcome(stored.seq, fields)
+            if self._mllp.ack_after == "delivery":
+                outcome = await self._duplicate_outcome(stored.seq, fields, raw_header)
                 return self._ack(listener, raw_header, outcome)
             return self._ack(listener, raw_header, AckOutcome.accept())
         if stored.control_id_reused:
@@ -204,18 +206,14 @@ class Ingestor:
                 seq=stored.seq, duration_ms=round((time.perf_counter() - started) * 1000, 2)
             ),
         )
-        if self._end_to_end(raw_header):
-            return self._ack(listener, raw_header, await self._delivery_outcome(stored.seq, fields))
+        if self._mllp.ack_after == "delivery":
+            outcome = await self._delivery_outcome(stored.seq, fields, raw_header)
+            return self._ack(listener, raw_header, outcome)
         return self._ack(listener, raw_header, AckOutcome.accept())
 
-    def _end_to_end(self, header: MessageHeader) -> bool:
-        """Whether the ACK waits for delivery: ``ack_after = "delivery"``, original mode.
-        An enhanced-mode sender gets an accept acknowledgement, about the commit only: a CE
-        for a failed delivery would say "not committed" and make it send the message
-        again, although it is stored (and, failed, a dead letter)."""
-        return self._mllp.ack_after == "delivery" and not header.enhanced_mode
-
-    async def _delivery_outcome(self, seq: int, fields: dict[str, object]) -> AckOutcome:
+    async def _delivery_outcome(
+        self, seq: int, fields: dict[str, object], header: MessageHeader
+    ) -> AckOutcome:
         assert self._workers is not None, 'ack_after = "delivery" needs local workers'
         try:
             outcome = await asyncio.wait_for(
@@ -226,22 +224,27 @@ class Ingestor:
             return AckOutcome.error(
                 "207", "delivery not confirmed in time; the message is stored and will be delivered"
             )
-        if outcome.delivered:
+        if outcome.delivered or header.enhanced_mode:
+            # Enhanced mode: an accept ACK is about the commit, and a message that failed
+            # for good is committed (a dead letter). Its CE would say "not committed" and
+            # make the sender resend it forever; the failure is for the dead letters.
             return AckOutcome.accept()
         return AckOutcome.error(outcome.hl7_error_code, outcome.diagnostics[:200])
 
-    async def _duplicate_outcome(self, seq: int, fields: dict[str, object]) -> AckOutcome:
+    async def _duplicate_outcome(
+        self, seq: int, fields: dict[str, object], header: MessageHeader
+    ) -> AckOutcome:
         """ack_after="delivery": a retransmission gets the answer the original will get —
         waited for while it is still on its way, AE again when it ended as a dead letter
         (an AA would tell the sender it was delivered), AA once it was delivered."""
         try:
             state = await asyncio.to_thread(self._queue.state, seq)
             if state in ("pending", "inflight"):
-                return await self._delivery_outcome(seq, fields)
+                return await self._delivery_outcome(seq, fields, header)
             letter = await asyncio.to_thread(self._queue.get_dead_letter, seq)
         except QueueError:
             letter = None
-        if letter is None:
+        if letter is None or header.enhanced_mode:
             return AckOutcome.accept()
         error = letter.error
         issues = (error.get("outcome") or {}).get("issue") or []

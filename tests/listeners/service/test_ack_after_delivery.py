@@ -121,19 +121,35 @@ def test_retransmissions_get_the_same_answer_and_are_not_delivered_again(
     assert [r["status"] for r in bundle_posts(fhir)] == [422, 200]
 
 
-def test_enhanced_mode_gets_an_accept_ack_about_the_commit_not_the_delivery(
+def test_enhanced_mode_gets_ca_once_delivered_and_for_a_dead_letter(
     tmp_path: Path, fhir: FhirServer
 ) -> None:
     # Table 0008: CA committed, CE not committed. The failed message is committed (it is
     # a dead letter): a CE would make an enhanced-mode sender send it again, forever.
     with running(delivery_config(tmp_path, fhir)) as service:
         failing = adt("DLV-ENH-1", birth_date="20241341", accept_ack="AL", application_ack="NE")
-        good = adt("DLV-ENH-2", mrn="MRN-DLV-ENH", accept_ack="AL", application_ack="AL")
-        acks = service.send([failing, good])
-        assert [(a.code, a.acknowledged_id) for a in acks] == [
-            ("CA", "DLV-ENH-1"),
-            ("CA", "DLV-ENH-2"),
-        ]
-        wait_until(lambda: patients(fhir, "MRN-DLV-ENH"), what="the good message delivered")
+        [ack] = service.send([failing])
+        assert (ack.code, ack.acknowledged_id) == ("CA", "DLV-ENH-1")
         letters = service.service.queue.list_dead_letters()
         assert [letter.envelope.control_id for letter in letters] == ["DLV-ENH-1"]
+        # Resent: the same answer, not a CE.
+        assert [a.code for a in service.send([failing])] == ["CA"]
+        # A good message: CA only once the server has it, as AA in original mode.
+        fhir.delay(700, count=1)
+        good = adt("DLV-ENH-2", mrn="MRN-DLV-ENH", accept_ack="AL", application_ack="AL")
+        [ack] = service.send([good])
+        assert patients(fhir, "MRN-DLV-ENH")
+        assert (ack.code, ack.acknowledged_id) == ("CA", "DLV-ENH-2")
+
+
+def test_enhanced_mode_gets_ce_while_delivery_is_not_confirmed(
+    tmp_path: Path, fhir: FhirServer
+) -> None:
+    # Not yet delivered: CE, so the sender resends and the retransmission waits again.
+    fhir.delay(2500, count=1)
+    with running(delivery_config(tmp_path, fhir, timeout=0.5)) as service:
+        message = adt("DLV-ENH-3", mrn="MRN-DLV-ENH3", accept_ack="AL", application_ack="NE")
+        [ack] = service.send([message])
+        assert ack.code == "CE" and ack.error_codes == ("207",)
+        wait_until(lambda: patients(fhir, "MRN-DLV-ENH3"), what="delivered anyway")
+        assert [a.code for a in service.send([message])] == ["CA"]
