@@ -5,7 +5,7 @@
     passerelle serve [--config FILE]    run the service (MLLP, HTTP API, delivery)
     passerelle send FILE... --port P    an MLLP client that prints the ACKs
     passerelle worker [--config FILE]   deliver from RabbitMQ (queue.backend = "amqp")
-    passerelle dead-letters list|show ID|retry ID|--all|purge [--amqp]
+    passerelle dead-letters list|show ID|retry ID|--all|purge --older-than-days N|--all [--amqp]
 
 Configuration is read once here (file + ``PASSERELLE_…`` environment variables) and
 passed down; exit status 2 on usage and configuration errors.
@@ -151,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     retry.add_argument("--all", action="store_true")
     purge = dead_sub.add_parser("purge", help="delete dead letters")
     purge.add_argument("--older-than-days", type=_days, metavar="DAYS")
+    purge.add_argument("--all", action="store_true", help="delete every dead letter")
     for sub in (listing, show, retry, purge):
         _add_config_option(sub)
         sub.add_argument(

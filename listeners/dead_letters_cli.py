@@ -5,6 +5,10 @@ Dead letters live in the service's SQLite queue, or — with ``queue.backend = "
 way: one line per dead letter, and for one dead letter its metadata and error as JSON,
 without what may quote patient data (the offending value, the server's OperationOutcome,
 the message itself) unless ``--payload`` asks for it.
+
+Commands that change the store say what they act on: ``retry`` takes an ID *or* ``--all``
+(both is a usage error, not "all"), and ``purge`` deletes only what ``--older-than-days``
+selects, or everything with an explicit ``--all`` — never everything by default.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import sys
 import time
 from typing import Any, TextIO
@@ -24,15 +29,63 @@ from .queue.base import Envelope
 __all__ = ["run_dead_letters"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+#: A URL in an error reason (up to the next blank).
+_URL = re.compile(r"https?://\S+")
 
 
 def run_dead_letters(args: argparse.Namespace, config: ServiceConfig) -> int:
+    problem = _usage_problem(args)
+    if problem is not None:
+        print(f"passerelle: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     if args.amqp or config.queue.backend == "amqp":
         return asyncio.run(_amqp(args, config))
     return _sqlite(args, config)
 
 
+def _usage_problem(args: argparse.Namespace) -> str | None:
+    """Selections that are ambiguous or would destroy more than asked (exit 2)."""
+    if args.dl_command == "retry" and args.all and args.id is not None:
+        # Retrying everything when one was named surprises; refuse rather than guess.
+        return f"give a dead letter ID or --all, not both (got {args.id!r} and --all)"
+    if args.dl_command == "purge":
+        # getattr: ``purge --all`` is declared by listeners/cli.py's parser.
+        purge_all = bool(getattr(args, "all", False))
+        if purge_all and args.older_than_days is not None:
+            return "give --older-than-days or --all, not both"
+        if not purge_all and args.older_than_days is None:
+            # A bare purge used to delete every dead letter: they are the only copy of
+            # messages that were acknowledged and never delivered.
+            return (
+                "purge deletes dead letters for good: give --older-than-days DAYS, "
+                "or --all to delete every one"
+            )
+    return None
+
+
 # -- printing (both stores) -------------------------------------------------------------------
+def _reason(error: dict[str, Any], *, payload: bool = False) -> str:
+    """The error's reason without URL credentials, and without the server's diagnostics
+    unless ``payload`` (``show --payload``) asks for what may quote patient data.
+
+    Dead letters stored before errors named the status only had the OperationOutcome's
+    summary appended to their reason, patient values and all; it is cut out here when the
+    outcome stored beside it shows what it was (``--payload`` shows the outcome itself).
+    Their reasons also quoted the destination URL as configured: always shown redacted.
+    """
+    reason = str(error.get("reason", ""))
+    outcome = error.get("outcome")
+    if not payload and isinstance(outcome, dict) and ": " in reason:
+        from .delivery.fhir import outcome_summary  # httpx & co. only for such a record
+
+        reason = reason.replace(f": {outcome_summary(outcome)}", "")
+    if "://" in reason:
+        from .delivery.urls import redact_url
+
+        reason = _URL.sub(lambda found: redact_url(found.group(0)), reason)
+    return reason
+
+
 def _local(when: float | None, fmt: str) -> str:
     return time.strftime(fmt, time.localtime(when)) if when is not None else "?"
 
@@ -48,7 +101,7 @@ def _line(
     if envelope is None:
         line = (
             f"{id!s:>8}  {_local(failed_at, '%Y-%m-%d %H:%M:%S')}  {'?':14} "
-            f"(not a Passerelle envelope)  {kind}: {error.get('reason', '')}"
+            f"(not a Passerelle envelope)  {kind}: {_reason(error)}"
         )
         print(printable(line), file=out)
         return
@@ -57,7 +110,7 @@ def _line(
         f"{envelope.message_type or '?':14} "
         f"control-id={envelope.control_id or '-'}  "
         f"sender={envelope.sender}  "
-        f"{kind}: {error.get('reason', '')}"
+        f"{kind}: {_reason(error)}"
     )
     # Sender-supplied values: control characters are shown escaped, never interpreted.
     print(printable(line), file=out)
@@ -73,6 +126,8 @@ def _show(
     payload: bool,
 ) -> None:
     error = dict(error)
+    if "reason" in error:
+        error["reason"] = _reason(error, payload=payload)
     # The offending value and the server's OperationOutcome may quote patient data:
     # shown, like the message itself, only on request.
     detail = error.pop("detail", None)
@@ -159,7 +214,7 @@ def _sqlite(args: argparse.Namespace, config: ServiceConfig) -> int:
 
 
 def _older_than(args: argparse.Namespace) -> float | None:
-    """``purge --older-than-days`` in seconds; None purges every dead letter."""
+    """``purge --older-than-days`` in seconds; None (``purge --all``) purges every one."""
     return None if args.older_than_days is None else args.older_than_days * 86400
 
 

@@ -3,10 +3,13 @@
 For each job claimed from the queue: convert it (in the conversion pool), deliver each
 bundle to its route's destination, then mark it done. A transient failure (408, 429,
 5xx, timeouts, connection errors) puts it back with exponential backoff and jitter,
-honouring Retry-After; a conversion error or a rejection by the server moves it to the
-dead letters with the error. Nothing is removed from the queue before its outcome is
-stored, so a crash at any moment means, at worst, delivering a message again — which
-PUT with stable ids makes harmless.
+honouring Retry-After up to ``backoff_max``; a conversion error, a rejection by the server
+or the last of ``max_attempts`` moves it to the dead letters with the error. Each outcome
+gets one log line (delivered, will retry, dead-lettered) naming the kind of failure and a
+short safe reason (:func:`~listeners.delivery.describe_failure`): never the server's
+diagnostics, which may quote patient data. Nothing is removed from the queue before its
+outcome is stored, so a crash at any moment means, at worst, delivering a message again —
+which PUT with stable ids makes harmless.
 """
 
 from __future__ import annotations
@@ -22,7 +25,14 @@ from typing import Any
 
 from .config import DeliveryConfig
 from .conversion import ConversionFailure, ConversionPool
-from .delivery import Sink, backoff_delay, deliver_results, record_conversion
+from .delivery import (
+    Sink,
+    backoff_delay,
+    deliver_results,
+    describe_failure,
+    record_conversion,
+    retry_detail,
+)
 from .errors import DeliveryError, RejectedDeliveryError, TransientDeliveryError
 from .logs import log_fields
 from .metrics import Metrics
@@ -136,33 +146,29 @@ class DeliveryWorkers:
         self._wake.set()
 
     async def _process(self, job: Job) -> None:
+        fields = log_fields(seq=job.seq, control_id=job.envelope.control_id, attempt=job.attempts)
         try:
             await self._deliver(job)
         except asyncio.CancelledError:
             raise
         except BrokenProcessPool:
             # A conversion process died (the pool replaces itself): transient, retry.
-            log.warning(
-                "conversion process died during the conversion; will retry",
-                extra=log_fields(seq=job.seq, control_id=job.envelope.control_id),
-            )
+            log.warning("conversion process died during the conversion; will retry", extra=fields)
             await self._retry(
                 job,
                 TransientDeliveryError("conversion process died"),
                 self._destination_of(job.envelope.route),
-                {},
+                fields,
             )
         except Exception as exc:
             # A bug or a broken worker process must not strand the job in flight: retry it.
-            log.exception(
-                "delivery crashed; will retry",
-                extra=log_fields(seq=job.seq, control_id=job.envelope.control_id),
-            )
+            log.exception("delivery crashed; will retry", extra=fields)
             await self._retry(
                 job,
                 TransientDeliveryError(f"internal error: {type(exc).__name__}"),
                 self._destination_of(job.envelope.route),
-                {},
+                fields,
+                cause=exc,
             )
 
     async def _deliver(self, job: Job) -> None:
@@ -209,15 +215,22 @@ class DeliveryWorkers:
         except RejectedDeliveryError as exc:
             record = exc.dead_letter_record(destination)
             await self._dead_letter(job, record, reason="rejected", message_type=message_type)
+            failure = describe_failure(exc)
             log.warning(
-                "destination rejected the bundle; message dead-lettered",
-                extra=fields | log_fields(destination=destination, status=exc.status),
+                "destination rejected the bundle; message dead-lettered (%s)",
+                failure.reason,
+                extra=fields
+                | log_fields(destination=destination, status=exc.status, error_kind=failure.kind),
             )
             self._resolve(job.seq, DeliveryOutcome(False, _diagnostics(exc)))
             return
         except DeliveryError as exc:
             await self._retry(
-                job, TransientDeliveryError(str(exc), status=exc.status), destination, fields
+                job,
+                TransientDeliveryError(str(exc), status=exc.status, outcome=exc.outcome),
+                destination,
+                fields,
+                cause=exc,
             )
             return
         await self._queue.complete(job.seq)
@@ -225,8 +238,18 @@ class DeliveryWorkers:
         self._resolve(job.seq, DeliveryOutcome(True))
 
     async def _retry(
-        self, job: Job, exc: TransientDeliveryError, destination: str, fields: dict[str, Any]
+        self,
+        job: Job,
+        exc: TransientDeliveryError,
+        destination: str,
+        fields: dict[str, Any],
+        *,
+        cause: BaseException | None = None,
     ) -> None:
+        """Put the job back for later, or dead-letter it at ``max_attempts``. ``cause``:
+        the original exception when ``exc`` wraps it (what the log line describes)."""
+        failure = describe_failure(cause if cause is not None else exc)
+        facts = log_fields(destination=destination, status=exc.status, error_kind=failure.kind)
         limit = self._config.max_attempts
         if limit and job.attempts >= limit:
             record = exc.dead_letter_record(destination, job.attempts)
@@ -235,6 +258,12 @@ class DeliveryWorkers:
                 record,
                 reason="attempts-exhausted",
                 message_type=job.envelope.message_type or "unknown",
+            )
+            # Settled: its one line, like every other outcome (the README promises it).
+            log.warning(
+                "delivery failed; attempts exhausted, message dead-lettered (%s)",
+                failure.reason,
+                extra=fields | facts | log_fields(attempt=job.attempts),
             )
             self._resolve(job.seq, DeliveryOutcome(False, _diagnostics(exc)))
             return
@@ -248,10 +277,13 @@ class DeliveryWorkers:
         reason = str(exc.status) if exc.status else "connection"
         self._metrics.retried.labels(destination, reason).inc()
         await self._queue.retry_later(job.seq, delay, exc.as_record())
+        detail = retry_detail(
+            failure, retry_after=exc.retry_after, maximum=self._config.backoff_max
+        )
         log.warning(
-            "delivery failed; will retry",
-            extra=fields
-            | log_fields(destination=destination, status=exc.status, delay_s=round(delay, 3)),
+            "delivery failed; will retry (%s)",
+            detail,
+            extra=fields | facts | log_fields(delay_s=round(delay, 3)),
         )
 
     async def _dead_letter(

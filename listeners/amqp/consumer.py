@@ -48,7 +48,7 @@ from converter import ConversionError
 
 from ..config import ServiceConfig
 from ..conversion import ConversionFailure, ConversionPool
-from ..delivery import Sink, deliver_results, record_conversion
+from ..delivery import Sink, deliver_results, describe_failure, record_conversion
 from ..errors import DeliveryError, QueueError, RejectedDeliveryError, TransientDeliveryError
 from ..ingest import IngestQueue, SupportChecker
 from ..logs import error_fields, log_fields
@@ -345,11 +345,17 @@ class AmqpConsumer:
         ):
             return
         self._metrics.retried.labels(destination, str(exc.status or "connection")).inc()
+        why = describe_failure(exc)
         log.warning(
-            "delivery failed; will retry through the retry queue",
+            "delivery failed; will retry through the retry queue (%s)",
+            why.reason,
             extra=fields
             | log_fields(
-                destination=destination, status=exc.status, attempt=attempts, delay_s=delay
+                destination=destination,
+                status=exc.status,
+                error_kind=why.kind,
+                attempt=attempts,
+                delay_s=delay,
             ),
         )
 

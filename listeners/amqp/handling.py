@@ -22,7 +22,14 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from ..config import DeliveryConfig, RouteConfig
 from ..conversion import ConversionFailure, ConversionPool, ConversionResult
-from ..delivery import Sink, backoff_delay, deliver_results, record_conversion
+from ..delivery import (
+    Sink,
+    backoff_delay,
+    deliver_results,
+    describe_failure,
+    record_conversion,
+    retry_detail,
+)
 from ..errors import DeliveryError, RejectedDeliveryError, TransientDeliveryError
 from ..logs import error_fields, log_fields
 from ..metrics import Metrics
@@ -146,11 +153,19 @@ class MessageHandler:
                         "delivery failed unexpectedly; will retry",
                         extra=fields | log_fields(error_kind=type(exc).__name__),
                     )
+                # Why, in safe words (kind and reason; never the server's diagnostics).
+                why = describe_failure(exc)
                 limit = self._delivery.max_attempts
                 if limit and attempt >= limit:
                     record = failure.dead_letter_record(destination, attempt)
                     await self._dead_letter(
-                        partition, message, record, "attempts-exhausted", message_type, fields
+                        partition,
+                        message,
+                        record,
+                        "attempts-exhausted",
+                        message_type,
+                        fields | log_fields(error_kind=why.kind),
+                        why.reason,
                     )
                     return
                 delay = backoff_delay(
@@ -162,11 +177,15 @@ class MessageHandler:
                 )
                 self._metrics.retried.labels(destination, str(failure.status or "connection")).inc()
                 log.warning(
-                    "delivery failed; will retry in place",
+                    "delivery failed; will retry in place (%s)",
+                    retry_detail(
+                        why, retry_after=failure.retry_after, maximum=self._delivery.backoff_max
+                    ),
                     extra=fields
                     | log_fields(
                         destination=destination,
                         status=failure.status,
+                        error_kind=why.kind,
                         attempt=attempt,
                         delay_s=round(delay, 3),
                     ),
@@ -191,7 +210,10 @@ class MessageHandler:
         reason: str,
         message_type: str,
         fields: dict[str, Any],
+        why: str | None = None,
     ) -> None:
+        """Publish ``message`` to the dead-letter exchange with ``record`` as headers, then
+        ack it; ``why``: a safe reason for the log line (attempts exhausted: what failed)."""
         headers = forwardable_headers(message.headers) | error_headers(record)
         publisher = self._publisher()
         assert publisher is not None, "no broker session"
@@ -213,8 +235,10 @@ class MessageHandler:
         if await self._ack(message, fields):
             self.processed += 1
         log.warning(
-            "message dead-lettered",
-            extra=fields | error_fields(record),
+            "message dead-lettered%s",
+            f" ({why})" if why else "",
+            # ``fields`` last: an error kind it names (what failed) is the more precise.
+            extra=error_fields(record) | fields,
         )
 
     async def _ack(self, message: AbstractIncomingMessage, fields: dict[str, Any]) -> bool:

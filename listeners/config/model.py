@@ -274,8 +274,8 @@ class ServiceConfig:
         plain: dict[str, Any] = _to_plain(self)
         for destination in plain["destinations"].values():
             destination["headers"] = {name: "***" for name in destination["headers"]}
-            destination["url"] = _mask_url(destination["url"])
-            destination["auth"]["token_url"] = _mask_url(destination["auth"]["token_url"])
+            destination["url"] = mask_url(destination["url"])
+            destination["auth"]["token_url"] = mask_url(destination["auth"]["token_url"])
         return plain
 
 
@@ -293,15 +293,20 @@ def _to_plain(value: Any) -> Any:
     return value
 
 
-def _mask_url(url: str | None) -> str | None:
-    """``https://user:password@host/…`` → ``https://user:***@host/…`` (no userinfo: as is)."""
+def mask_url(url: str | None) -> str | None:
+    """``https://user:password@host/…?apikey=k`` → ``https://user:***@host/…?***``: the
+    secrets a URL may carry (the password of its userinfo, API keys in its query) masked
+    for display (``--print-config``, errors, ``/ready``, dead letters)."""
     if not url:
         return url
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # an unbalanced "[" in the host: show nothing rather than all
+        return "(url not shown: unparseable)"
+    parts = parts._replace(query="***" if parts.query else "")
     userinfo, at, hostport = parts.netloc.rpartition("@")
     if not at:
-        return url
+        return urlunsplit(parts)
     # user:password → user:***; a lone user part may itself be a token → ***.
     masked = f"{userinfo.split(':', 1)[0]}:***" if ":" in userinfo else "***"
-    netloc = f"{masked}@{hostport}"
-    return urlunsplit(parts._replace(netloc=netloc))
+    return urlunsplit(parts._replace(netloc=f"{masked}@{hostport}"))

@@ -25,11 +25,13 @@ from .auth import (
     OAuth2ClientCredentials,
     build_authenticator,
 )
-from .backoff import RandomSource, backoff_cap, backoff_delay
+from .backoff import RandomSource, backoff_cap, backoff_delay, retry_after_capped
 from .base import BundleInput, DeliveryReceipt, EntryResult, Sink, bundle_bytes
+from .failures import FailureReason, describe_failure, http_status_text, retry_detail
 from .fhir import FhirServerSink, outcome_summary
 from .folder import FolderSink, bundle_file_name
 from .retry_after import parse_retry_after
+from .urls import join_url, redact_url
 
 __all__ = [
     "Authenticator",
@@ -38,6 +40,7 @@ __all__ = [
     "BundleInput",
     "DeliveryReceipt",
     "EntryResult",
+    "FailureReason",
     "FhirServerSink",
     "FolderSink",
     "NoAuth",
@@ -51,9 +54,15 @@ __all__ = [
     "bundle_bytes",
     "bundle_file_name",
     "deliver_results",
+    "describe_failure",
+    "http_status_text",
+    "join_url",
     "outcome_summary",
     "parse_retry_after",
     "record_conversion",
+    "redact_url",
+    "retry_after_capped",
+    "retry_detail",
     "sink_readiness",
 ]
 

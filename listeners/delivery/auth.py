@@ -21,7 +21,9 @@ import httpx
 
 from ..config import AuthConfig, ConfigError, Secret
 from ..errors import TransientDeliveryError
+from .failures import http_status_text, transport_failure
 from .retry_after import parse_retry_after
+from .urls import redact_url
 
 __all__ = [
     "Authenticator",
@@ -135,6 +137,8 @@ class OAuth2ClientCredentials:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._token_url = token_url
+        #: What errors and logs show of it: a token endpoint may carry secrets too.
+        self._shown_url = redact_url(token_url)
         self._client_id = client_id
         self._client_secret = client_secret
         self._scope = scope
@@ -149,7 +153,7 @@ class OAuth2ClientCredentials:
 
     def __repr__(self) -> str:
         return (
-            f"OAuth2ClientCredentials(token_url={self._token_url!r}, "
+            f"OAuth2ClientCredentials(token_url={self._shown_url!r}, "
             f"client_id={self._client_id!r}, client_secret={self._client_secret!r}, "
             f"scope={self._scope!r})"
         )
@@ -190,16 +194,16 @@ class OAuth2ClientCredentials:
             response = await self._client.post(self._token_url, data=form, headers=headers, **extra)
         except httpx.TimeoutException:
             raise TransientDeliveryError(
-                f"OAuth2 token endpoint {self._token_url} timed out"
+                f"OAuth2 token endpoint {self._shown_url} timed out"
             ) from None
         except (httpx.TransportError, OSError) as exc:  # OSError: unwrapped ssl.SSLError
             raise TransientDeliveryError(
-                f"OAuth2 token endpoint {self._token_url} unreachable: {type(exc).__name__}: {exc}"
+                f"OAuth2 token endpoint {self._shown_url} unreachable: {transport_failure(exc)}"
             ) from None
         if response.status_code != 200:
             raise TransientDeliveryError(
-                f"OAuth2 token endpoint {self._token_url} answered HTTP "
-                f"{response.status_code}{_oauth_error(response)}",
+                f"OAuth2 token endpoint {self._shown_url} answered "
+                f"{http_status_text(response.status_code)}{_oauth_error(response)}",
                 status=response.status_code,
                 retry_after=parse_retry_after(response.headers.get("Retry-After")),
             )
@@ -210,21 +214,21 @@ class OAuth2ClientCredentials:
             expires_in = float(payload.get("expires_in", DEFAULT_TOKEN_LIFETIME))
         except (ValueError, KeyError, TypeError):
             raise TransientDeliveryError(
-                f"OAuth2 token endpoint {self._token_url} sent no usable access_token",
+                f"OAuth2 token endpoint {self._shown_url} sent no usable access_token",
                 status=response.status_code,
             ) from None
         if not isinstance(access_token, str) or not access_token:
             raise TransientDeliveryError(
-                f"OAuth2 token endpoint {self._token_url} sent no usable access_token"
+                f"OAuth2 token endpoint {self._shown_url} sent no usable access_token"
             )
         if token_type.lower() != "bearer":
             raise TransientDeliveryError(
-                f"OAuth2 token endpoint {self._token_url} issued a {token_type!r} token; "
+                f"OAuth2 token endpoint {self._shown_url} issued a {token_type!r} token; "
                 "only Bearer tokens are supported"
             )
         self.fetches += 1
         margin = min(REFRESH_MARGIN, expires_in * 0.1)
-        _log.debug("OAuth2 token fetched from %s, expires in %.0fs", self._token_url, expires_in)
+        _log.debug("OAuth2 token fetched from %s, expires in %.0fs", self._shown_url, expires_in)
         return _Token(
             header=Secret(f"Bearer {access_token}"),
             renew_at=started + max(0.0, expires_in - margin),

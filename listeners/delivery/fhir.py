@@ -7,9 +7,23 @@ Outcome of one delivery:
   (``retry_after`` from ``Retry-After``, seconds or HTTP-date);
 * 401 → the token is renewed and the request sent once more (OAuth2); a 401 that persists is
   **transient**, not a rejection: wrong or expired credentials are a problem of the destination's
-  configuration, not of the bundle, and must not dead-letter every message until they are fixed
-  (the readiness check fails meanwhile). Likewise a 3xx (the url points at a redirect);
+  configuration, not of the bundle, and must not dead-letter every message until they are fixed.
+  Likewise a 3xx (the url points at a redirect);
 * other 4xx → :class:`RejectedDeliveryError` carrying the server's OperationOutcome.
+
+Readiness (:meth:`FhirServerSink.check`) reads ``[base]/metadata``, which servers serve without
+authentication: it cannot tell wrong credentials. So the sink also remembers a delivery
+refused with 401 or 403 and reports not ready, naming the status, until a later delivery
+succeeds (a 401 is retried, so the queue's own retries clear it once the credentials are
+fixed; a 403 dead-letters the message, and ``dead-letters retry`` after the fix clears it).
+
+What an error says: the destination, the HTTP status (with its standard phrase, not the
+server's) or the kind of transport failure, and the URL without its credentials
+(:func:`~listeners.delivery.urls.redact_url`). Never the server's diagnostics: real servers
+quote patient values in them ("Patient GIRARD Thomas born … invalid"), and error texts end up
+in dead-letter listings and logs. The diagnostics stay in the error's ``outcome`` (shown by
+``dead-letters show --payload``, and sent back in the AE of ``ack_after = "delivery"`` to the
+sender, who has the data already).
 
 Transactions and atomicity: FHIR says a transaction succeeds or fails as a whole, so a conformant
 server never answers 2xx with failed entries. Some servers do — Medplum processes a transaction
@@ -42,7 +56,9 @@ from ..errors import DeliveryError, RejectedDeliveryError, TransientDeliveryErro
 from ..queue.base import Envelope
 from .auth import Authenticator, build_authenticator
 from .base import BundleInput, DeliveryReceipt, EntryResult, bundle_bytes
+from .failures import http_status_text, transport_failure
 from .retry_after import parse_retry_after
+from .urls import join_url, normalize_base, redact_url
 
 __all__ = ["FhirServerSink", "outcome_summary", "ssl_context"]
 
@@ -53,6 +69,8 @@ FHIR_JSON = "application/fhir+json"
 CHECK_TIMEOUT = 5.0
 _USER_AGENT = "passerelle"
 _MAX_ISSUES_IN_MESSAGE = 5
+#: Statuses that mean "your credentials were not accepted", whatever the bundle.
+_REFUSALS = (401, 403)
 
 
 def ssl_context(destination: DestinationConfig) -> ssl.SSLContext:
@@ -84,7 +102,11 @@ class FhirServerSink:
         if not destination.url:
             raise ConfigError(f"destinations.{destination.name}: no FHIR server url")
         self._destination = destination
-        self._url = destination.url.rstrip("/")
+        self._url = normalize_base(destination.url)
+        #: What errors, readiness and logs show of the url (no userinfo, no query).
+        self._shown_url = redact_url(self._url)
+        # Joined on the path: the query string (an API key, say) stays at the end.
+        self._metadata_url = join_url(self._url, "metadata")
         self._timeout = destination.timeout
         self._client = httpx.AsyncClient(
             http1=True,
@@ -104,9 +126,11 @@ class FhirServerSink:
         headers.update(destination.headers)
         self._headers = headers
         self._closed = False
+        #: Status of the last delivery refused with 401/403, until one succeeds (readiness).
+        self._refused: int | None = None
 
     def __repr__(self) -> str:
-        return f"FhirServerSink(name={self.name!r}, url={self._url!r}, auth={self._auth!r})"
+        return f"FhirServerSink(name={self.name!r}, url={self._shown_url!r}, auth={self._auth!r})"
 
     @property
     def name(self) -> str:
@@ -131,7 +155,11 @@ class FhirServerSink:
             "POST", self._url, content=body, headers={"Content-Type": FHIR_JSON}
         )
         if not 200 <= response.status_code < 300:
+            if response.status_code in _REFUSALS:
+                self._refused = response.status_code
             raise self._error(response)
+        # The server took the request as ours: whatever refused us before is fixed.
+        self._refused = None
         receipt = self._receipt(response, time.monotonic() - started)
         _log.debug(
             "destination %s took bundle (message %s): %s",
@@ -142,15 +170,30 @@ class FhirServerSink:
         return receipt
 
     async def check(self) -> None:
-        """``GET [base]/metadata`` with a short timeout; raise DeliveryError if not 2xx."""
+        """``GET [base]/metadata`` with a short timeout; raise DeliveryError if not 2xx, or
+        if the last delivery was refused (401/403) and none succeeded since.
+
+        A read, never a write: readiness must not create anything on the server. The
+        refusal is remembered from real deliveries because ``metadata`` is public on most
+        servers (Medplum, HAPI), so the probe alone would pass with wrong credentials.
+        """
         timeout = min(self._timeout, CHECK_TIMEOUT)
-        response = await self._send("GET", f"{self._url}/metadata", timeout=timeout)
+        response = await self._send("GET", self._metadata_url, timeout=timeout)
         if not 200 <= response.status_code < 300:
             raise DeliveryError(
-                f"destination {self.name}: {self._url}/metadata answered HTTP "
-                f"{response.status_code}",
+                f"destination {self.name}: {redact_url(self._metadata_url)} answered "
+                f"{http_status_text(response.status_code)}",
                 status=response.status_code,
                 outcome=_operation_outcome(response),
+            )
+        refused = self._refused
+        if refused is not None:
+            check = "credentials" if refused == 401 else "credentials and permissions"
+            raise DeliveryError(
+                f"destination {self.name}: the last delivery was refused with "
+                f"{http_status_text(refused)} (check the destination's {check}); "
+                "not ready until a delivery succeeds",
+                status=refused,
             )
 
     async def close(self) -> None:
@@ -192,15 +235,19 @@ class FhirServerSink:
                     timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
                 )
             except httpx.TimeoutException as exc:
+                # ``from None`` keeps tracebacks short; the cause stays in __context__, where
+                # failures.describe_failure finds it for the log lines.
                 raise TransientDeliveryError(
-                    f"destination {self.name}: {method} {url} timed out "
+                    f"destination {self.name}: {method} {redact_url(url)} timed out "
                     f"({type(exc).__name__}, limit {timeout or self._timeout:g}s)"
                 ) from None
             except (httpx.TransportError, OSError) as exc:
                 # OSError: ssl.SSLError may escape httpx unwrapped, e.g. a TLS 1.3 server
                 # refusing our client certificate after the handshake, on the first read.
+                # Not str(exc): a library's text may quote what the server sent.
                 raise TransientDeliveryError(
-                    f"destination {self.name}: cannot reach {url}: {type(exc).__name__}: {exc}"
+                    f"destination {self.name}: cannot reach {redact_url(url)}: "
+                    f"{transport_failure(exc)}"
                 ) from None
             if (
                 response.status_code == 401
@@ -216,15 +263,17 @@ class FhirServerSink:
         status = response.status_code
         outcome = _operation_outcome(response)
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        message = f"destination {self.name}: HTTP {status} {response.reason_phrase}".rstrip()
-        if outcome is not None:
-            message += f": {outcome_summary(outcome)}"
+        # Status and destination only: the outcome's diagnostics may quote patient values
+        # (see the module docstring); they travel in ``outcome``.
+        message = f"destination {self.name}: {http_status_text(status)}"
         if status == 401:
             message += " (check the destination's credentials)"
+        elif status == 403:
+            message += " (check the destination's credentials and permissions)"
         elif 300 <= status < 400:
             location = response.headers.get("Location")
             message += (
-                f" (redirected to {location}; fix the destination url)"
+                f" (redirected to {redact_url(location)}; fix the destination url)"
                 if location
                 else " (unexpected redirect; fix the destination url)"
             )
@@ -277,8 +326,7 @@ class FhirServerSink:
             f"atomically; {written} entries stay written); first: entry {index} "
             f"status {first.status}"
         )
-        if outcome is not None:
-            message += f": {outcome_summary(outcome)}"
+        # The entry's diagnostics stay in ``outcome`` (see _error).
         if any(result.status is None or _is_transient(result.status) for _, result, _ in failed):
             return TransientDeliveryError(message, status=first.status, outcome=outcome)
         return RejectedDeliveryError(message, status=first.status, outcome=outcome)

@@ -287,7 +287,7 @@ def test_secrets_are_masked_in_repr_and_redacted(tmp_path: Path) -> None:
     path = toml(
         tmp_path,
         '[http]\napi_key = "API-SECRET-1"\nbearer_token = "BEARER-SECRET-2"\n'
-        '[destinations.default]\nurl = "https://svc:URL-SECRET-3@fhir.example.org/R4"\n'
+        '[destinations.default]\nurl = "https://svc:URL-SECRET-3@fhir.example.org/R4?apikey=URL-SECRET-7"\n'
         'headers = { "Ocp-Apim-Subscription-Key" = "HEADER-SECRET-4" }\n'
         'auth = { kind = "oauth2", token_url = "https://idp/token", client_id = "c",'
         ' client_secret = "CLIENT-SECRET-5" }\n',
@@ -297,9 +297,11 @@ def test_secrets_are_masked_in_repr_and_redacted(tmp_path: Path) -> None:
     text = repr(config)
     assert not [s for s in secrets if s in text]
     redacted = json.dumps(config.redacted())
-    leaks = [s for s in (*secrets, "URL-SECRET-3", "HEADER-SECRET-4") if s in redacted]
+    leaks = [
+        s for s in (*secrets, "URL-SECRET-3", "HEADER-SECRET-4", "URL-SECRET-7") if s in redacted
+    ]
     assert not leaks
-    assert "https://svc:***@fhir.example.org/R4" in redacted
+    assert "https://svc:***@fhir.example.org/R4?***" in redacted
     assert '"Ocp-Apim-Subscription-Key": "***"' in redacted
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import subprocess
@@ -9,13 +10,17 @@ import sys
 import time
 from pathlib import Path
 
+from listeners.config import load_config
+from listeners.dead_letters_cli import run_dead_letters
 from listeners.queue.base import Envelope
 from listeners.queue.sqlite import SqliteQueue
 
 SERVER_DIAGNOSTIC = "Patient.name: 'Quillebeuf' is not allowed"
 
 
-def _store(path: Path, control_id: str = "DL-1") -> int:
+def _store(
+    path: Path, control_id: str = "DL-1", reason: str = "HTTP 422", *, outcome: bool = True
+) -> int:
     async def run() -> int:
         queue = SqliteQueue(path)
         await queue.start()
@@ -30,26 +35,26 @@ def _store(path: Path, control_id: str = "DL-1") -> int:
                 control_id=control_id,
                 message_type="ADT^A01^ADT_A01",
             )
-            stored = await queue.put_dead_letter(
-                envelope,
-                {
-                    "stage": "delivery",
-                    "kind": "RejectedDeliveryError",
-                    "reason": "HTTP 422",
-                    "status": 422,
-                    "detail": "value 19711341",
-                    "outcome": {
-                        "resourceType": "OperationOutcome",
-                        "issue": [
-                            {
-                                "severity": "error",
-                                "code": "invalid",
-                                "diagnostics": SERVER_DIAGNOSTIC,
-                            }
-                        ],
-                    },
+            record: dict[str, object] = {
+                "stage": "delivery",
+                "kind": "RejectedDeliveryError",
+                "reason": reason,
+                "status": 422,
+                "detail": "value 19711341",
+                "outcome": {
+                    "resourceType": "OperationOutcome",
+                    "issue": [
+                        {
+                            "severity": "error",
+                            "code": "invalid",
+                            "diagnostics": SERVER_DIAGNOSTIC,
+                        }
+                    ],
                 },
-            )
+            }
+            if not outcome:
+                del record["outcome"]
+            stored = await queue.put_dead_letter(envelope, record)
             return stored.seq
         finally:
             await queue.close()
@@ -116,3 +121,100 @@ def test_control_characters_of_a_dead_letter_are_printed_escaped(tmp_path: Path)
     info = json.loads(_show(config, letter).stdout)
     assert info["control_id"] == "DL\x1b[2J\u2028\x9b1"  # the JSON still holds the value
     assert "|DL\\x1b[2J\\u2028\\x9b1|" in _show(config, letter, "--payload").stdout
+
+
+def _two_dead_letters(tmp_path: Path) -> tuple[Path, list[int]]:
+    (tmp_path / "passerelle.toml").write_text('data_dir = "data"\n')
+    (tmp_path / "data").mkdir()
+    letters = [_store(tmp_path / "data" / "queue.db", control_id=f"DL-{n}") for n in (1, 2)]
+    return tmp_path / "passerelle.toml", letters
+
+
+def _count(config: Path) -> str:
+    return _dead_letters(config, "list").stdout.splitlines()[0]
+
+
+def test_purge_without_a_selection_deletes_nothing(tmp_path: Path) -> None:
+    # A bare "purge" used to delete every dead letter, without asking.
+    config, _ = _two_dead_letters(tmp_path)
+    refused = _dead_letters(config, "purge")
+    assert refused.returncode == 2
+    assert "--older-than-days" in refused.stderr and "--all" in refused.stderr
+    assert refused.stdout == ""
+    assert _count(config) == "2 dead letter(s)"
+    # An explicit age still works; 0 days selects them all.
+    purged = _dead_letters(config, "purge", "--older-than-days", "0")
+    assert purged.returncode == 0 and purged.stdout.strip() == "2 dead letter(s) purged"
+
+
+def test_purge_all_in_the_command_handler(tmp_path: Path) -> None:
+    """``purge --all`` (the parser's flag lives in listeners/cli.py), and --all with an age."""
+    config_path, _ = _two_dead_letters(tmp_path)
+    config = load_config(config_path, env={})
+
+    def purge(older_than_days: float | None, purge_all: bool) -> int:
+        args = argparse.Namespace(
+            dl_command="purge", amqp=False, older_than_days=older_than_days, all=purge_all
+        )
+        return run_dead_letters(args, config)
+
+    assert purge(None, False) == 2
+    assert purge(1.0, True) == 2  # both: ambiguous, a usage error
+    assert _count(config_path) == "2 dead letter(s)"
+    assert purge(None, True) == 0
+    assert _count(config_path) == "0 dead letter(s)"
+
+
+def test_retry_with_an_id_and_all_is_a_usage_error(tmp_path: Path) -> None:
+    # "retry 82 --all" used to ignore the id and retry everything.
+    config, letters = _two_dead_letters(tmp_path)
+    refused = _dead_letters(config, "retry", str(letters[0]), "--all")
+    assert refused.returncode == 2
+    assert "not both" in refused.stderr
+    assert _count(config) == "2 dead letter(s)"
+    one = _dead_letters(config, "retry", str(letters[0]))
+    assert one.returncode == 0, one.stderr
+    assert _count(config) == "1 dead letter(s)"
+
+
+def test_reasons_stored_with_the_servers_diagnostics_are_listed_without_them(
+    tmp_path: Path,
+) -> None:
+    """Dead letters stored before the fix have the outcome's summary in their reason."""
+    (tmp_path / "passerelle.toml").write_text('data_dir = "data"\n')
+    (tmp_path / "data").mkdir()
+    old = f"destination default: HTTP 422 Unprocessable Entity: error invalid: {SERVER_DIAGNOSTIC}"
+    letter = _store(tmp_path / "data" / "queue.db", reason=old)
+    config = tmp_path / "passerelle.toml"
+    listed = _dead_letters(config, "list")
+    shown = _show(config, letter)
+    for output in (listed, shown):
+        assert output.returncode == 0, output.stderr
+        assert "Quillebeuf" not in output.stdout
+    assert "RejectedDeliveryError: destination default: HTTP 422 Unprocessable Entity" in (
+        listed.stdout
+    )
+    assert json.loads(shown.stdout)["error"]["reason"] == (
+        "destination default: HTTP 422 Unprocessable Entity"
+    )
+    assert SERVER_DIAGNOSTIC in _show(config, letter, "--payload").stdout
+
+
+def test_urls_in_stored_reasons_are_listed_without_credentials(tmp_path: Path) -> None:
+    """Reasons stored before the fix quote the destination URL as configured."""
+    (tmp_path / "passerelle.toml").write_text('data_dir = "data"\n')
+    (tmp_path / "data").mkdir()
+    old = (
+        "destination default: cannot reach http://fhiruser:URLPASSWORD@127.0.0.1:28099"
+        "/fhir/R4?apikey=QSECRET: ConnectError: All connection attempts failed"
+    )
+    letter = _store(tmp_path / "data" / "queue.db", reason=old, outcome=False)
+    config = tmp_path / "passerelle.toml"
+    for output in (
+        _dead_letters(config, "list"),
+        _show(config, letter),
+        _show(config, letter, "--payload"),
+    ):
+        assert output.returncode == 0, output.stderr
+        assert "URLPASSWORD" not in output.stdout and "QSECRET" not in output.stdout
+        assert "cannot reach http://fhiruser:***@127.0.0.1:28099/fhir/R4?***" in output.stdout

@@ -199,9 +199,12 @@ async def test_transient_failures_are_retried_through_the_ttl_queue_then_deliver
     retries = [
         e
         for e in log_entries(logs)
-        if e["message"] == "delivery failed; will retry through the retry queue"
+        if e["message"].startswith("delivery failed; will retry through the retry queue")
     ]
     assert [(e["attempt"], e["delay_s"]) for e in retries] == [(1, 0.3), (2, 0.6)]
+    # Why, in words an operator can act on (the status, never the server's text).
+    assert all(e["message"].endswith("(HTTP 503 Service Unavailable)") for e in retries), retries
+    assert all(e["error_kind"] == "TransientDeliveryError" for e in retries), retries
     assert all(e["correlation_id"] == "corr-tr" for e in retries)
     delivered = [e for e in log_entries(logs) if e["message"] == "delivered"]
     assert [e["attempt"] for e in delivered] == [3]

@@ -102,9 +102,14 @@ async def test_rabbitmq_dead_letters_are_listed_shown_retried_and_purged(
         assert refused.returncode == 1 and "not a Passerelle envelope" in refused.stderr
         assert (await command("list", *cfg)).stdout.startswith("2 dead letter(s)")
 
+        both = await command("retry", ids["DL-2"], "--all", *cfg)  # an id or all, not both
+        assert both.returncode == 2 and "not both" in both.stderr
         kept = await command("purge", "--older-than-days", "1", *cfg)
         assert kept.stdout.strip() == "0 dead letter(s) purged"
-        purged = await command("purge", *cfg)
+        unselected = await command("purge", *cfg)  # used to delete them all, unasked
+        assert unselected.returncode == 2 and "--all" in unselected.stderr
+        assert (await command("list", *cfg)).stdout.startswith("2 dead letter(s)")
+        purged = await command("purge", "--older-than-days", "0", *cfg)
         assert purged.stdout.strip() == "2 dead letter(s) purged"
         assert (await command("list", *cfg)).stdout.startswith("0 dead letter(s)")
     finally:

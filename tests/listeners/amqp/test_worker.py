@@ -3,6 +3,7 @@ attempts cap and poison go to the dead-letter exchange, the share follows the wo
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -17,9 +18,11 @@ from tests.listeners.amqp.support import (
     Names,
     adt,
     bundle_posts,
+    captured_logs,
     envelope,
     eventually,
     history_families,
+    log_entries,
     make_config,
     patients,
     store,
@@ -232,3 +235,45 @@ async def test_a_converter_bug_dead_letters_the_message_and_the_partition_goes_o
     assert headers[ERROR_HEADERS["kind"]] == "InternalError"
     assert str(headers[ERROR_HEADERS["location"]]).startswith("test_worker.py:")
     assert patient["name"][0]["family"] == "v2"
+
+
+async def test_retries_say_why_cap_retry_after_and_dead_letters_hold_no_diagnostics(
+    broker: RabbitMq, fhir: FhirServer, names: Names, configure: Configure
+) -> None:
+    """A Retry-After of ~3 years is capped at backoff_max (0.5 s here) and said so; the
+    retry line names the failure; the server's diagnostics (patient values) stay out of
+    the dead letter's headers and the log."""
+    diagnostic = "Patient GIRARD Thomas born 1990-05-17 invalid"
+    outcome = {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": "processing", "diagnostics": diagnostic}],
+    }
+    fhir.control(
+        faults=[
+            {"status": 503, "count": 1, "retryAfter": "99999999"},
+            {"status": 422, "count": 1, "outcome": outcome},
+        ]
+    )
+    config = configure(backend="amqp", amqp={"partitions": 1})
+    worker = AmqpWorker(config, use_threads=True)
+    with captured_logs() as logs:
+        await worker.start()
+        try:
+            await eventually(lambda: worker.owned == [0], what="the partition claimed")
+            await store(config, [envelope("RA-1", "MRN-RA", "RA")])
+            async with AmqpClient(broker.url) as client:
+                [letter] = await client.take(names.dead_letters, 1, timeout=15)
+        finally:
+            await worker.stop(5)
+    headers = letter.headers or {}
+    assert headers[ERROR_HEADERS["status"]] == 422
+    assert headers[ERROR_HEADERS["reason"]] == "destination default: HTTP 422 Unprocessable Entity"
+    entries = log_entries(logs)
+    [retry] = [e for e in entries if e["message"].startswith("delivery failed; will retry")]
+    assert retry["message"] == (
+        "delivery failed; will retry in place (HTTP 503 Service Unavailable; "
+        "Retry-After 99999999s capped at delivery.backoff_max 0.5s)"
+    )
+    assert retry["error_kind"] == "TransientDeliveryError" and retry["delay_s"] == 0.5
+    assert diagnostic not in json.dumps(entries)
+    assert [post["status"] for post in bundle_posts(fhir)] == [503, 422]

@@ -1,4 +1,5 @@
-"""backoff_delay (exponential, full jitter, Retry-After floor) and Retry-After parsing."""
+"""backoff_delay (exponential, full jitter, Retry-After floor capped at the maximum) and
+Retry-After parsing."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from listeners.delivery import backoff_cap, backoff_delay, parse_retry_after
+from listeners.delivery import backoff_cap, backoff_delay, parse_retry_after, retry_after_capped
 
 attempts = st.integers(min_value=1, max_value=10_000)
 initials = st.just(0.0) | st.floats(min_value=1e-6, max_value=60.0, allow_nan=False)
@@ -37,9 +38,12 @@ def test_bounds(
     )
     cap = backoff_cap(attempt, initial=initial, maximum=maximum)
     assert 0.0 <= cap <= maximum
-    assert 0.0 <= delay <= max(cap, retry_after or 0.0)
+    assert 0.0 <= delay <= maximum  # whatever the server asks (defect: 3-year Retry-After)
+    assert delay <= max(cap, retry_after or 0.0)
     if retry_after is not None:
-        assert delay >= retry_after  # never shorter than the server asked
+        # Never shorter than the server asked, up to the maximum.
+        assert delay >= min(retry_after, maximum)
+        assert retry_after_capped(retry_after, maximum=maximum) == (retry_after > maximum)
 
 
 @given(attempts, initials, maxima)
@@ -70,11 +74,18 @@ def test_full_jitter_range() -> None:
     assert backoff_delay(0, initial=1.0, maximum=300.0, rng=high) == 1.0  # counts as 1
 
 
-def test_retry_after_wins_even_above_maximum() -> None:
+def test_retry_after_is_a_floor_capped_at_the_maximum() -> None:
     rng = Extreme(high=True)
     assert backoff_delay(1, initial=1.0, maximum=300.0, retry_after=30.0, rng=rng) == 30.0
-    assert backoff_delay(1, initial=1.0, maximum=300.0, retry_after=900.0, rng=rng) == 900.0
     assert backoff_delay(9, initial=1.0, maximum=300.0, retry_after=2.0, rng=rng) == 256.0
+    # A server asking for more than backoff_max gets backoff_max, not years.
+    assert backoff_delay(1, initial=1.0, maximum=300.0, retry_after=900.0, rng=rng) == 300.0
+    low = Extreme(high=False)
+    huge = backoff_delay(1, initial=1.0, maximum=300.0, retry_after=99_999_999.0, rng=low)
+    assert huge == 300.0
+    assert retry_after_capped(99_999_999.0, maximum=300.0)
+    assert not retry_after_capped(300.0, maximum=300.0)
+    assert not retry_after_capped(None, maximum=300.0)
 
 
 def test_jitter_spreads_delays() -> None:

@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
+from converter import json_dumps
 from listeners.config import DestinationConfig
-from listeners.delivery import FhirServerSink, build_sink
+from listeners.delivery import FhirServerSink, build_sink, outcome_summary
 from listeners.errors import DeliveryError, RejectedDeliveryError, TransientDeliveryError
 from tests.listeners.delivery.helpers import (
     PATIENT_SYSTEM,
@@ -93,7 +94,7 @@ async def test_transaction_accepted_and_patient_found(
 
 
 async def test_bundle_as_bytes(server: FhirServer, adt_bundle: dict[str, Any]) -> None:
-    data = json.dumps(adt_bundle).encode()
+    data = json_dumps(adt_bundle).encode()  # FHIR decimals need the converter's encoder
     async with FhirServerSink(destination(server)) as sink:
         receipt = await sink.deliver(data, make_envelope())
     assert receipt.status == 200
@@ -138,8 +139,8 @@ async def test_conditional_create_refused_by_medplum_transactions(
         with pytest.raises(RejectedDeliveryError) as caught:
             await sink.deliver(adt_conditional_bundle, make_envelope())
     assert caught.value.status == 400
-    assert "strict isolation" in str(caught.value)
     assert caught.value.outcome is not None
+    assert "strict isolation" in outcome_summary(caught.value.outcome)
     assert server.count("Patient") == 0
 
 
@@ -205,7 +206,8 @@ async def test_a_bundle_over_medplums_transaction_cap_goes_through_as_a_batch(
     async with FhirServerSink(destination(server)) as sink:
         with pytest.raises(RejectedDeliveryError) as caught:
             await sink.deliver(bundle, make_envelope())
-    assert "more update operations than allowed" in str(caught.value)
+    assert caught.value.outcome is not None
+    assert "more update operations than allowed" in outcome_summary(caught.value.outcome)
     async with FhirServerSink(destination(server, bundle_type="batch")) as sink:
         receipt = await sink.deliver(bundle, make_envelope())
     assert len(receipt.entries) == len(bundle["entry"])
@@ -251,7 +253,11 @@ async def test_server_errors_are_transient(
             await sink.deliver(adt_bundle, make_envelope())
     assert caught.value.status == status
     assert caught.value.retry_after is None
-    assert f"Injected failure {status}" in str(caught.value)
+    # The server's diagnostics stay in the outcome; the message names the status.
+    assert caught.value.outcome is not None
+    assert f"Injected failure {status}" in outcome_summary(caught.value.outcome)
+    assert f"Injected failure {status}" not in str(caught.value)
+    assert f"HTTP {status} " in str(caught.value)
 
 
 async def test_non_fhir_error_body(server: FhirServer, adt_bundle: dict[str, Any]) -> None:
@@ -332,7 +338,7 @@ async def test_invalid_resource_rejected_with_diagnostics(server: FhirServer) ->
     assert error.status == 400
     assert error.outcome is not None
     assert error.outcome["resourceType"] == "OperationOutcome"
-    assert "birthDate" in str(error)
+    assert "birthDate" in outcome_summary(error.outcome)
     assert server.read("Patient", "invalid") is None
     assert server.read("Patient", "valid") is not None  # non-atomic
 
@@ -344,9 +350,11 @@ async def test_422_outcome_rejected(server: FhirServer, adt_bundle: dict[str, An
             await sink.deliver(adt_bundle, make_envelope())
     assert caught.value.status == 422
     assert caught.value.outcome == OUTCOME_422
-    message = str(caught.value)
-    assert "error business-rule: Patient.birthDate is after the admission date" in message
-    assert "@ Bundle.entry[3].resource.birthDate" in message
+    summary = outcome_summary(caught.value.outcome)
+    assert "error business-rule: Patient.birthDate is after the admission date" in summary
+    assert "@ Bundle.entry[3].resource.birthDate" in summary
+    # Not in the message, which dead-letter listings and logs show (patient values).
+    assert str(caught.value) == "destination test: HTTP 422 Unprocessable Entity"
 
 
 async def test_not_a_transaction_rejected(server: FhirServer) -> None:
@@ -406,7 +414,9 @@ async def test_partial_failure_with_server_error_entry_is_transient(
             await sink.deliver(adt_bundle, make_envelope())
     assert caught.value.status == 503
     assert "1 of 2 entries failed" in str(caught.value)
-    assert "database busy" in str(caught.value)
+    assert caught.value.outcome is not None
+    assert "database busy" in outcome_summary(caught.value.outcome)
+    assert "database busy" not in str(caught.value)
 
 
 # -- headers, readiness ---------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from converter import json_dumps
 from listeners.config import DestinationConfig
 from listeners.delivery import FolderSink, build_sink
 from listeners.errors import DeliveryError, TransientDeliveryError
@@ -43,7 +44,7 @@ async def test_redelivery_overwrites_same_file(tmp_path: Path, adt_bundle: dict[
     sink = FolderSink(tmp_path)
     envelope = make_envelope("MSG00001", received_at=RECEIVED_AT)
     first = await sink.deliver(adt_bundle, envelope)
-    second = await sink.deliver(json.dumps(adt_bundle).encode(), envelope)
+    second = await sink.deliver(json_dumps(adt_bundle).encode(), envelope)
     assert first.location == second.location
     assert len(_files(tmp_path)) == 1  # no temporary file left behind either
 

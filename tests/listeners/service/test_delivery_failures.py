@@ -1,0 +1,210 @@
+"""A running service facing a failing destination (real FHIR server with fault injection,
+real ``passerelle`` commands): what the operator and the sender get to see.
+
+- a ``Retry-After`` of years is capped at ``backoff_max`` (and logged), not obeyed;
+- credentials in the destination URL never reach ``/ready``, an AE, a dead letter or a log;
+- wrong credentials turn ``/ready`` red, though ``/metadata`` is public;
+- every retry line says why (kind and safe reason), a message dead-lettered after
+  ``max_attempts`` gets its line;
+- the server's diagnostics (patient values) stay out of ``dead-letters list``/``show``, and
+  go back to the sender in the AE of ``ack_after = "delivery"``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.listeners.service.support import (
+    adt,
+    bundle_posts,
+    make_config,
+    passerelle,
+    patients,
+    require_fhirserver,
+    running,
+    wait_until,
+)
+from tests.support.fhirserver import FhirServer
+
+PATIENT_DIAGNOSTIC = "Patient GIRARD Thomas born 1990-05-17 invalid"
+OUTCOME = {
+    "resourceType": "OperationOutcome",
+    "issue": [{"severity": "error", "code": "processing", "diagnostics": PATIENT_DIAGNOSTIC}],
+}
+SECRETS = ("URLPASSWORD", "QSECRET")
+PASSWORD = "right-pässword"
+
+
+@pytest.fixture(scope="module")
+def basic_fhir() -> Iterator[FhirServer]:
+    """A FHIR server requiring Basic credentials (``/metadata`` stays public)."""
+    require_fhirserver()
+    with FhirServer.start(auth=f"basic:hl7:{PASSWORD}") as server:
+        yield server
+
+
+def _unused_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _ready(http_url: str) -> httpx.Response:
+    return httpx.get(f"{http_url}/ready", timeout=30)
+
+
+def _cfg(tmp_path: Path) -> tuple[str, str]:
+    return ("--config", str(tmp_path / "passerelle.toml"))
+
+
+def test_a_retry_after_of_years_is_capped_and_the_patient_goes_on(
+    tmp_path: Path, fhir: FhirServer, captured_text_logs: io.StringIO
+) -> None:
+    fhir.fail(503, retry_after="99999999")  # about 3 years
+    config = make_config(tmp_path, fhir_url=fhir.base_url)  # backoff_max 0.5 s
+    with running(config) as service:
+        acks = service.send(
+            [
+                adt("RA-1", mrn="MRN-RA", family="First"),
+                adt("RA-2", event="A08", mrn="MRN-RA", family="Second"),
+            ]
+        )
+        assert [a.code for a in acks] == ["AA", "AA"]
+        # Both delivered within seconds, in order: the first did not park the patient.
+        service.drained(timeout=15)
+    assert [r["status"] for r in bundle_posts(fhir)] == [503, 200, 200]
+    assert patients(fhir, "MRN-RA")[0]["name"][0]["family"] == "Second"
+    text = captured_text_logs.getvalue()
+    assert "Retry-After 99999999s capped at delivery.backoff_max 0.5s" in text
+
+
+def test_url_credentials_never_leave_the_service(
+    tmp_path: Path, captured_text_logs: io.StringIO
+) -> None:
+    """Nothing listens on the port: every attempt fails; the sender waits for the outcome."""
+    url = f"http://fhiruser:URLPASSWORD@127.0.0.1:{_unused_port()}/fhir/R4?apikey=QSECRET"
+    config = make_config(
+        tmp_path,
+        {
+            "mllp": {"ack_after": "delivery", "delivery_ack_timeout": 20},
+            "delivery": {"max_attempts": 2},
+            "destinations.default": {"url": url},
+        },
+    )
+    with running(config) as service:
+        answer = _ready(service.http_url)
+        (ack,) = service.send([adt("PW-1", mrn="MRN-PW")])
+        service.drained()
+    listing = passerelle("dead-letters", "list", *_cfg(tmp_path))
+    (letter,) = [line.split()[0] for line in listing.stdout.splitlines()[1:]]
+    shown = passerelle("dead-letters", "show", letter, *_cfg(tmp_path))
+    exposed = {
+        "/ready": answer.text,
+        "the AE": "\r".join(ack.segments),
+        "dead-letters list": listing.stdout,
+        "dead-letters show": shown.stdout,
+        "the logs": captured_text_logs.getvalue(),
+    }
+    leaks = {where: s for where, text in exposed.items() for s in SECRETS if s in text}
+    assert not leaks, leaks
+    # Still says where and why.
+    assert answer.status_code == 503
+    assert "fhiruser:***@127.0.0.1" in answer.json()["checks"]["destination:default"]
+    assert ack.code == "AE"
+    assert any("connection refused" in text for text in ack.texts), ack.texts
+    assert "cannot reach http://fhiruser:***@127.0.0.1" in listing.stdout
+
+
+def test_wrong_credentials_turn_ready_red(
+    tmp_path: Path, basic_fhir: FhirServer, captured_text_logs: io.StringIO
+) -> None:
+    if not basic_fhir.running:
+        basic_fhir.restart()
+    basic_fhir.reset()
+    auth = {"kind": "basic", "username": "hl7", "password": "wrong"}
+    config = make_config(
+        tmp_path, {"destinations.default": {"url": basic_fhir.base_url, "auth": auth}}
+    )
+    with running(config) as service:
+        assert _ready(service.http_url).status_code == 200  # nothing delivered yet
+        assert service.send([adt("AUTH-1", mrn="MRN-AUTH")])[0].code == "AA"
+        answer = wait_until(
+            lambda: (r := _ready(service.http_url)).status_code == 503 and r,
+            what="/ready to fail after a 401",
+        )
+        assert service.depth() == 1  # retried, not dead-lettered
+    reason = answer.json()["checks"]["destination:default"]
+    assert "HTTP 401 Unauthorized" in reason and "credentials" in reason
+    assert "wrong" not in answer.text and PASSWORD not in answer.text
+    # The retry lines say why.
+    assert "will retry (HTTP 401 Unauthorized)" in captured_text_logs.getvalue()
+
+
+def test_retry_lines_say_why_and_the_last_attempt_gets_a_line(
+    tmp_path: Path, fhir: FhirServer, captured_text_logs: io.StringIO
+) -> None:
+    fhir.fail(503, count=2, outcome=OUTCOME)
+    config = make_config(tmp_path, {"delivery": {"max_attempts": 2}}, fhir_url=fhir.base_url)
+    with running(config) as service:
+        assert service.send([adt("WHY-1", mrn="MRN-WHY")])[0].code == "AA"
+        service.drained()
+        assert service.service.queue.count_dead_letters() == 1
+    lines = captured_text_logs.getvalue().splitlines()
+    retried = [line for line in lines if "delivery failed; will retry" in line]
+    exhausted = [line for line in lines if "attempts exhausted, message dead-lettered" in line]
+    assert len(retried) == 1 and len(exhausted) == 1, lines
+    for line in retried + exhausted:
+        assert "(HTTP 503 Service Unavailable)" in line
+        assert "error_kind=TransientDeliveryError" in line and "status=503" in line
+        assert "control_id=WHY-1" in line
+    assert "attempt=2" in exhausted[0]
+    assert PATIENT_DIAGNOSTIC not in captured_text_logs.getvalue()
+
+
+def test_connection_failures_are_named_in_the_retry_lines(
+    tmp_path: Path, captured_text_logs: io.StringIO
+) -> None:
+    url = f"http://127.0.0.1:{_unused_port()}/fhir/R4"
+    config = make_config(tmp_path, {"delivery": {"max_attempts": 2}}, fhir_url=url)
+    with running(config) as service:
+        assert service.send([adt("CONN-1", mrn="MRN-CONN")])[0].code == "AA"
+        service.drained()
+    text = captured_text_logs.getvalue()
+    assert "delivery failed; will retry (connection refused)" in text
+    assert "attempts exhausted, message dead-lettered (connection refused)" in text
+    assert "error_kind=ConnectError" in text
+
+
+def test_server_diagnostics_go_to_the_sender_not_to_the_listings(
+    tmp_path: Path, fhir: FhirServer
+) -> None:
+    fhir.fail(422, outcome=OUTCOME)
+    config = make_config(tmp_path, {"mllp": {"ack_after": "delivery"}}, fhir_url=fhir.base_url)
+    with running(config) as service:
+        (ack,) = service.send([adt("DIAG-1", mrn="MRN-DIAG")])
+        (letter,) = service.service.queue.list_dead_letters()
+    # Stored without them (the source of every listing and the AMQP -error-reason header).
+    assert letter.error["reason"] == "destination default: HTTP 422 Unprocessable Entity"
+    assert letter.error["outcome"] == OUTCOME  # for show --payload
+    # The sender sent those values: it gets the server's words back (README, ack_after).
+    assert ack.code == "AE"
+    assert any(PATIENT_DIAGNOSTIC in text for text in ack.texts), ack.texts
+    # The operator's listings do not show them unless --payload asks.
+    listing = passerelle("dead-letters", "list", *_cfg(tmp_path))
+    shown = passerelle("dead-letters", "show", str(letter.id), *_cfg(tmp_path))
+    for output in (listing, shown):
+        assert output.returncode == 0, output.stderr
+        assert PATIENT_DIAGNOSTIC not in output.stdout and "GIRARD" not in output.stdout
+    assert "RejectedDeliveryError: destination default: HTTP 422 Unprocessable Entity" in (
+        listing.stdout
+    )
+    assert json.loads(shown.stdout)["error"]["status"] == 422
+    full = passerelle("dead-letters", "show", str(letter.id), "--payload", *_cfg(tmp_path))
+    assert PATIENT_DIAGNOSTIC in full.stdout
