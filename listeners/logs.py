@@ -152,6 +152,13 @@ def configure_logging(
     logger.propagate = False
     for name, value in (levels or {}).items():
         logging.getLogger(name).setLevel(value.upper())
+    # uvicorn's own lines ("Invalid HTTP request received.") and Python warnings go out
+    # in the same format: a JSON log stream must hold JSON lines only.
+    for name in ("uvicorn", "uvicorn.error", "py.warnings"):
+        other = logging.getLogger(name)
+        other.handlers = [handler]
+        other.propagate = False
+    logging.captureWarnings(True)
     # Third-party access logs would print request lines; keep them quiet.
     logging.getLogger("uvicorn.access").disabled = True
     logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -143,6 +143,11 @@ def _protected(handler: Handler, config: HttpConfig) -> Handler:
             return response
         try:
             return await handler(request)
+        except ClientDisconnect:
+            # The client went away mid-upload: its doing, not a server error; nobody is
+            # left to answer.
+            log.info("HTTP %s %s: the client disconnected", request.method, request.url.path)
+            return Response(status_code=499)
         except Exception as exc:
             # Answered as FHIR, and logged by kind and place only: the text of a
             # library's exception may quote the message it choked on.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import warnings
 from collections.abc import Iterator
 
 import pytest
@@ -34,6 +35,11 @@ def restore_logging() -> Iterator[None]:
     logger.propagate = saved[2]
     logging.getLogger("uvicorn.access").disabled = access
     logging.getLogger("httpx").setLevel(httpx_level)
+    for name in ("uvicorn", "uvicorn.error", "py.warnings"):
+        other = logging.getLogger(name)
+        other.handlers.clear()
+        other.propagate = True
+    logging.captureWarnings(False)
 
 
 def record(
@@ -108,6 +114,21 @@ def test_configure_logging_json_to_a_stream(restore_logging: None) -> None:
     configure_logging("text", "INFO", stream=stream)
     logging.getLogger("passerelle.ingest").info("again")
     assert stream.getvalue().count("again") == 1
+
+
+def test_a_json_log_stream_holds_json_lines_only(restore_logging: None) -> None:
+    # uvicorn logs a bad request itself, and libraries warn through `warnings`: before,
+    # both reached stderr as bare text lines, breaking a JSON log pipeline.
+    stream = io.StringIO()
+    configure_logging("json", "info", stream=stream)
+    logging.getLogger("uvicorn.error").warning("Invalid HTTP request received.")
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.warn("a library's warning", UserWarning, stacklevel=1)
+    lines = stream.getvalue().splitlines()
+    messages = [json.loads(line)["message"] for line in lines]
+    assert messages[0] == "Invalid HTTP request received."
+    assert "a library's warning" in messages[1]
 
 
 def test_configure_logging_rejects_an_unknown_level(restore_logging: None) -> None:
