@@ -166,6 +166,29 @@ CASES: list[tuple[str, list[tuple[Any, ...]], str, Any]] = [
         V2 + "0086",
     ),
     ("IN1 without IN1-4: no payor, no Coverage", [("IN1", 4, "")], "Coverage", ABSENT),
+    ("PR1[Procedure] PR1-3 → code", [], "Procedure.code.coding[0].code", "DZQM006"),
+    ("PR1[Procedure] status unknown", [], "Procedure.status", "unknown"),
+    (
+        "PR1[Procedure] PR1-5 → performedDateTime",
+        [],
+        "Procedure.performedDateTime",
+        "2024-03-14T09:30:00+01:00",
+    ),
+    ("PR1[Procedure] PR1-6 → category", [], "Procedure.category.coding[0].system", V2 + "0230"),
+    (
+        "PR1[Procedure] PR1-11 → surgeon",
+        [],
+        "Procedure.performer[0].function.coding[0].code",
+        "304292004",
+    ),
+    ("PR1[Procedure] PR1-15 → reasonCode", [], "Procedure.reasonCode[0].coding[0].code", "I21.4"),
+    ("PR1[Procedure] PR1-19 → identifier", [], "Procedure.identifier[0].value", "ECHO-20240314-01"),
+    (
+        "PR1-4 is the text without PR1-3",
+        [("PR1", 3, ""), ("PR1", 4, "Échographie")],
+        "Procedure.code.text",
+        "Échographie",
+    ),
 ]
 
 
