@@ -133,6 +133,7 @@ class Ingestor:
             return self._ack(listener, raw_header, rejection)
         try:
             header = peek_header(payload)
+            _one_message(payload)
         except ParseError as exc:
             outcome = AckOutcome.from_error(exc)
             self._metrics.received.labels(listener, "unreadable").inc()
@@ -290,6 +291,28 @@ class Ingestor:
             self._metrics.acknowledged, listener, outcome.code.for_mode(header.enhanced_mode).value
         ).inc()
         return self._acks.build(header, outcome)
+
+
+def _one_message(payload: bytes) -> None:
+    """An MLLP block holds one message. Two would get one ACK naming the first: the
+    second's control id never acknowledged, its failure never reported, its resend never
+    recognised. ParseError (AR 100, segment sequence error) naming the second MSH."""
+    start = payload.find(b"MSH")
+    if start < 0 or len(payload) < start + 4:
+        return
+    separator = payload[start + 3 : start + 4]
+    for line_end in (b"\r", b"\n"):
+        found = payload.find(line_end + b"MSH" + separator, start)
+        if found >= 0:
+            before = payload[:found].replace(b"\r\n", b"\r").replace(b"\n", b"\r")
+            segment = before.count(b"\r") + 2
+            error = ParseError(
+                f"one message per MLLP block: a second MSH at segment {segment} (send batches"
+                " and multi-message files with passerelle convert or POST /convert)",
+                location="MSH",
+            )
+            error.hl7_error_code = "100"
+            raise error
 
 
 def _warn_reused(envelope: Envelope, seq: int, fields: dict[str, object]) -> None:

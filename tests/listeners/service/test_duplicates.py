@@ -131,6 +131,28 @@ def test_a_message_without_msh10_is_rejected_and_the_feed_goes_on(tmp_path: Path
     assert metrics.value("passerelle_bundles_delivered_total") == 1
 
 
+def test_two_messages_in_one_mllp_block_are_rejected_and_the_feed_goes_on(
+    tmp_path: Path,
+) -> None:
+    # One ACK would name the first message only: the second's control id would never be
+    # acknowledged, its failure never reported, its resend never recognised.
+    config = make_config(tmp_path)
+    with running(config) as service:
+        block = adt("TWO-1", mrn="MRN-TWO-1") + adt("TWO-2", mrn="MRN-TWO-2")
+        rejected, accepted = service.send([block, adt("ONE-1", mrn="MRN-ONE")])
+        assert (rejected.code, rejected.acknowledged_id, rejected.error_codes) == (
+            "AR",
+            "TWO-1",
+            ("100",),
+        )
+        assert any("second MSH at segment 5" in text for text in rejected.texts), rejected.texts
+        assert (accepted.code, accepted.acknowledged_id) == ("AA", "ONE-1")
+        service.drained()
+        assert service.service.queue.count_dead_letters() == 0
+        metrics = service.metrics()
+    assert metrics.value("passerelle_bundles_delivered_total") == 1
+
+
 def test_both_messages_reach_the_fhir_server(tmp_path: Path, fhir: FhirServer) -> None:
     config = make_config(tmp_path, fhir_url=fhir.base_url)
     first = adt("REUSE-F", family="Zetaname", mrn="MRN-ZETA")
