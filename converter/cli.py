@@ -285,18 +285,20 @@ def _output_folder(folder: Path) -> None:
 def run_templates_list(args: argparse.Namespace) -> int:
     converter = Converter(_config(args, validate=False))
     out = sys.stdout
-    print("Routes (hl7v2):", file=out)
-    for route in converter.routes.all():
-        origin = (
-            "override"
-            if route.source.parent.parent != converter.config.mappings_dir
-            else "built-in"
-        )
-        print(f"  {route.kind:9} {route.key:12} -> {route.template:20} ({origin})", file=out)
+    builtin = converter.config.mappings_dir
+    for family, table in (("hl7v2", converter.routes), ("cda", converter.cda_routes)):
+        print(f"Routes ({family}):", file=out)
+        for route in table.all():
+            origin = "override" if route.source.parent.parent != builtin else "built-in"
+            print(f"  {route.kind:9} {route.key:12} -> {route.template:20} ({origin})", file=out)
     print("Templates:", file=out)
     for info in converter.templates.list():
         origin = f"override: {info.path}" if info.overridden else "built-in"
         print(f"  {info.name:50} {origin}", file=out)
+    print("Code maps:", file=out)
+    for name, source in converter.codemaps.sources().items():
+        origin = "built-in" if source.parent.parent == builtin else f"override: {source}"
+        print(f"  {name:50} {origin}", file=out)
     return EXIT_OK
 
 

@@ -215,6 +215,8 @@ def test_templates_list_marks_overrides(tmp_path: Path) -> None:
     override = tmp_path / "hl7v2" / "resources"
     override.mkdir(parents=True)
     (override / "Patient.j2").write_text('{"resourceType": "Patient", "active": true}')
+    (tmp_path / "codemaps").mkdir()
+    (tmp_path / "codemaps" / "AdministrativeSex.csv").write_text("source_code,target_code\nF,f\n")
     result = run("templates", "list", "--templates", tmp_path)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -223,6 +225,13 @@ def test_templates_list_marks_overrides(tmp_path: Path) -> None:
     encounter = next(line for line in lines if "hl7v2/resources/Encounter.j2" in line)
     assert "built-in" in encounter
     assert any("ADT^A01" in line and "ADT" in line for line in lines)
+    # The CDA routes and the code maps, with the override a map comes from.
+    assert any(
+        "2.16.840.1.113883.10.20.22.1.2" in line and "ClinicalDocument" in line for line in lines
+    )
+    sex = next(line for line in lines if line.split()[:1] == ["AdministrativeSex"])
+    assert f"override: {tmp_path / 'codemaps' / 'AdministrativeSex.csv'}" in sex
+    assert next(line for line in lines if line.split()[:1] == ["NameType"]).endswith("built-in")
 
 
 @pytest.mark.parametrize("sample", ["ADT_A01_crlf.hl7", "ADT_A01_latin1.hl7"])

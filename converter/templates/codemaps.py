@@ -184,6 +184,10 @@ class CodeMaps:
                 tables[path.stem] = _read_table(path)
         return cls(tables)
 
+    def sources(self) -> dict[str, Path]:
+        """Each map's name and the file it was read from (an override's, if any)."""
+        return {name: table.source for name, table in sorted(self._tables.items())}
+
     def _table(self, map_name: str) -> _CodeTable:
         try:
             return self._tables[map_name]
