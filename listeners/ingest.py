@@ -38,7 +38,14 @@ from .config import MllpConfig, RouteConfig, ServiceConfig
 from .errors import QueueError
 from .logs import log_fields
 from .metrics import Metrics
-from .mllp.ack import AckBuilder, AckOutcome, MessageHeader, read_header, wants_accept_ack
+from .mllp.ack import (
+    AckBuilder,
+    AckOutcome,
+    ErrorLocation,
+    MessageHeader,
+    read_header,
+    wants_accept_ack,
+)
 from .mllp.server import NO_REPLY, PeerInfo
 from .queue.base import DeadLetter, Envelope, PutResult
 from .worker import DeliveryWorkers
@@ -230,7 +237,11 @@ class Ingestor:
             # for good is committed (a dead letter). Its CE would say "not committed" and
             # make the sender resend it forever; the failure is for the dead letters.
             return AckOutcome.accept()
-        return AckOutcome.error(outcome.hl7_error_code, outcome.diagnostics[:200])
+        return AckOutcome.error(
+            outcome.hl7_error_code,
+            outcome.diagnostics[:200],
+            location=ErrorLocation.parse(outcome.location),
+        )
 
     async def _duplicate_outcome(
         self, seq: int, fields: dict[str, object], header: MessageHeader

@@ -47,12 +47,20 @@ _RECENT_OUTCOMES = 10_000
 class DeliveryOutcome:
     """What became of a message, for senders waiting on ack_after="delivery"."""
 
-    __slots__ = ("delivered", "diagnostics", "hl7_error_code")
+    __slots__ = ("delivered", "diagnostics", "hl7_error_code", "location")
 
-    def __init__(self, delivered: bool, diagnostics: str = "", hl7_error_code: str = "207") -> None:
+    def __init__(
+        self,
+        delivered: bool,
+        diagnostics: str = "",
+        hl7_error_code: str = "207",
+        location: str | None = None,
+    ) -> None:
         self.delivered = delivered
         self.diagnostics = diagnostics
         self.hl7_error_code = hl7_error_code
+        #: The HL7 place of a conversion failure (``PID-7``), for the AE's ERR-2.
+        self.location = location
 
 
 class DeliveryWorkers:
@@ -201,7 +209,12 @@ class DeliveryWorkers:
             )
             self._resolve(
                 job.seq,
-                DeliveryOutcome(False, f"{outcome.kind}: {outcome.reason}", outcome.hl7_error_code),
+                DeliveryOutcome(
+                    False,
+                    f"{outcome.kind}: {outcome.reason}",
+                    outcome.hl7_error_code,
+                    outcome.location,
+                ),
             )
             return
         destination = self._destination_of(envelope.route)

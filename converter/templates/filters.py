@@ -108,13 +108,17 @@ class ValueFilters:
         else:
             missing = not value
         if missing:
-            raise MappingError(f"{what} is missing", location=_path(source))
+            error = MappingError(f"{what} is missing", location=_path(source))
+            error.hl7_error_code = "101"  # required field missing
+            raise error
         return value
 
     # -- invalid values ------------------------------------------------------------------
     def _invalid(self, ctx: Context, value: Any, reason: str) -> None:
         if self._strict:
-            raise MappingError(reason, location=_path(value), detail=_text(value)[:100])
+            error = MappingError(reason, location=_path(value), detail=_text(value)[:100])
+            error.hl7_error_code = "102"  # data type error
+            raise error
         session = ACTIVE_SESSION.get()
         if session is not None:
             where = _path(value)

@@ -69,7 +69,9 @@ def test_ae_when_the_conversion_fails(tmp_path: Path, fhir: FhirServer) -> None:
     with running(delivery_config(tmp_path, fhir)) as service:
         ack = service.send([adt("DLV-CONV-1", birth_date="20241341")])[0]
     assert ack.code == "AE"
-    assert ack.error_codes == ("207",)
+    # A data type error at its place (ERR-2 PID^1^7, ERR-3 102), as the dead letter says.
+    assert ack.error_codes == ("102",)
+    assert any(s.startswith("ERR||PID^1^7|102^") for s in ack.segments), ack.segments
     assert any("MappingError" in t and "timestamp" in t for t in ack.texts), ack.texts
     assert not any("20241341" in t for t in ack.texts)
     assert bundle_posts(fhir) == []
