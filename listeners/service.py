@@ -100,6 +100,12 @@ class Service:
         )
         await asyncio.get_running_loop().run_in_executor(None, self.pool.warm_up)
         if isinstance(self.queue, SqliteQueue):
+            moved = await self.queue.bring_forward(config.delivery.backoff_max)
+            if moved:
+                log.warning(
+                    "retries scheduled beyond delivery.backoff_max brought forward",
+                    extra=log_fields(count=moved),
+                )
             self.workers = DeliveryWorkers(
                 self.queue,
                 self.pool,

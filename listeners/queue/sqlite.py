@@ -192,6 +192,23 @@ class SqliteQueue:
 
         await self._submit(op)
 
+    async def bring_forward(self, latest: float) -> int:
+        """Make pending messages due in more than ``latest`` seconds due then; returns how
+        many. A retry scheduled by an earlier version or configuration (a server's
+        Retry-After of years was once honoured whole) would otherwise hold its patient's
+        later messages back for that long, restarts included."""
+
+        def op(conn: sqlite3.Connection) -> tuple[int, int]:
+            now = self._clock()
+            cursor = conn.execute(
+                "UPDATE messages SET next_attempt_at = ?, updated_at = ?"
+                " WHERE state = 'pending' AND next_attempt_at > ?",
+                (now + latest, now, now + latest),
+            )
+            return cursor.rowcount, 0
+
+        return await self._submit(op)
+
     async def dead_letter(self, seq: int, error: dict[str, Any]) -> None:
         """Give up on ``seq``; its key's next message becomes claimable (see module doc)."""
         await self._submit(lambda conn: (self._finish(conn, seq, "dead", error), 0))

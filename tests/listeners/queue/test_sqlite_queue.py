@@ -300,6 +300,27 @@ def test_a_message_waiting_for_its_retry_blocks_its_key_only(tmp_path: Path) -> 
     assert '"status": 503' in row["last_error"]
 
 
+def test_retries_scheduled_too_far_ahead_are_brought_forward(tmp_path: Path) -> None:
+    # An earlier version honoured a server's Retry-After whole (99999999 s: three years),
+    # holding the patient's later messages back for as long, restarts included.
+    clock = Clock()
+
+    async def body(queue: SqliteQueue) -> None:
+        far = await queue.put(envelope(1, key="a"))
+        near = await queue.put(envelope(2, key="b"))
+        jobs = await queue.claim(10)
+        delays = {far.seq: 99_999_999.0, near.seq: 10.0}
+        for job in jobs:
+            await queue.retry_later(job.seq, delays[job.seq], {"kind": "503"})
+        assert await queue.bring_forward(300.0) == 1
+        clock.advance(10.0)
+        assert seqs(await queue.claim(10)) == [near.seq]
+        clock.advance(290.0)
+        assert seqs(await queue.claim(10)) == [far.seq]
+
+    run(tmp_path, body, clock=clock)
+
+
 def test_a_dead_letter_does_not_block_its_key(tmp_path: Path) -> None:
     async def body(queue: SqliteQueue) -> None:
         a1 = await queue.put(envelope(1, key="a"))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import json
 import socket
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -83,6 +84,30 @@ def test_a_retry_after_of_years_is_capped_and_the_patient_goes_on(
     assert patients(fhir, "MRN-RA")[0]["name"][0]["family"] == "Second"
     text = captured_text_logs.getvalue()
     assert "Retry-After 99999999s capped at delivery.backoff_max 0.5s" in text
+
+
+def test_a_retry_parked_by_an_earlier_version_is_brought_forward_at_start(
+    tmp_path: Path, fhir: FhirServer, captured_text_logs: io.StringIO
+) -> None:
+    # An earlier version obeyed such a Retry-After: the queue on disk still holds a retry
+    # due in three years. The service makes it due within backoff_max when it starts.
+    config = make_config(tmp_path, fhir_url=fhir.base_url)  # backoff_max 0.5 s
+    fhir.fail(503, count=10_000)  # never delivered in the first run
+    with running(config) as service:
+        service.send([adt("PARKED-1", mrn="MRN-PARKED")])
+        wait_until(lambda: len(bundle_posts(fhir)) >= 1, what="a failed attempt")
+    with sqlite3.connect(config.queue.path) as db:
+        parked = db.execute(
+            "UPDATE messages SET next_attempt_at = next_attempt_at + 99999999"
+            " WHERE state = 'pending'"
+        ).rowcount
+    assert parked == 1
+    fhir.reset()  # the server answers again
+    with running(config) as service:
+        wait_until(lambda: patients(fhir, "MRN-PARKED"), what="the parked message delivered")
+    assert "retries scheduled beyond delivery.backoff_max brought forward" in (
+        captured_text_logs.getvalue()
+    )
 
 
 def test_url_credentials_never_leave_the_service(
