@@ -342,12 +342,15 @@ class Group:
 
     def all(self, segment_name: str) -> list[Segment]:
         """Every segment with this name under the group, in message order."""
-        key = "s:" + segment_name
-        cached = self._cache.get(key)
-        if cached is None:
-            cached = [seg for seg in self.walk() if seg.name == segment_name]
-            self._cache[key] = cached
-        return list(cached)
+        index: dict[str, list[Segment]] | None = self._cache.get("segments by name")
+        if index is None:
+            # One walk indexes every name: a root template asks for many (NK1, AL1, DG1,
+            # OBX, IN1, PR1…), most of them absent.
+            index = {}
+            for seg in self.walk():
+                index.setdefault(seg.name, []).append(seg)
+            self._cache["segments by name"] = index
+        return list(index.get(segment_name, ()))
 
     def find(self, group_name: str) -> list[Group]:
         """Nested groups with this name (not searched inside a match), in message order."""

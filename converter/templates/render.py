@@ -176,7 +176,7 @@ class RenderSession:
         slot = len(self._order)
         self._order.append(None)
         text = self.render(name, variables)
-        resource = json_from_template(text, self._file_name(name))
+        resource = self._json(text, name)
         if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
             raise TemplateError(
                 "a resource template must render one object with a resourceType", template=name
@@ -232,7 +232,7 @@ class RenderSession:
             if "/" in template or template.endswith(".j2")
             else f"{self._family}/{template}.j2"
         )
-        return json_from_template(self.render(name, variables), self._file_name(name))
+        return self._json(self.render(name, variables), name)
 
     def emitted(self, resource_type: str | None = None) -> list[Ref]:
         """References to what has been emitted so far (optionally of one type)."""
@@ -268,6 +268,14 @@ class RenderSession:
         if "/" in template:
             return f"{self._family}/{template}.j2"
         return f"{self._family}/resources/{template}.j2"
+
+    def _json(self, text: str, name: str) -> Any:
+        try:
+            return json_from_template(text, name)
+        except TemplateError as exc:
+            # Looked up on failure only: get_template on every emit costs a cache check.
+            exc.template = self._file_name(name)
+            raise
 
     def _file_name(self, name: str) -> str:
         """``name`` as errors show it: an override by its full path (it is loaded by now)."""
