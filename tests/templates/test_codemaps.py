@@ -58,6 +58,13 @@ def test_builtin_bracket_names_and_shifted_display(builtin: CodeMaps) -> None:
     )
 
 
+def test_builtin_code_system_oids_give_fhir_uris(builtin: CodeMaps) -> None:
+    loinc = builtin.lookup("CodeSystemOid", "2.16.840.1.113883.6.1")
+    atc = builtin.lookup("CodeSystemOid", "2.16.840.1.113883.6.73")
+    assert loinc is not None and loinc.code == "http://loinc.org"
+    assert atc is not None and atc.code == "http://www.whocc.no/atc"
+
+
 def test_builtin_unmapped_code_is_none(builtin: CodeMaps) -> None:
     # DiagnosisType W ("Working") has no FHIR equivalent in the IG.
     assert builtin.lookup("DiagnosisType", "W") is None
