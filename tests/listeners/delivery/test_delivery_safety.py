@@ -24,17 +24,9 @@ from listeners.delivery import (
 from listeners.errors import DeliveryError, RejectedDeliveryError, TransientDeliveryError
 from tests.listeners.delivery.helpers import destination, fresh, make_envelope, start_server
 from tests.support.fhirserver import FhirServer
+from tests.support.leaks import OUTCOME, PASSWORD, PATIENT_DIAGNOSTIC, SECRETS
 
 pytestmark = pytest.mark.anyio
-
-#: What a real server writes in its diagnostics (the probe's example).
-PATIENT_DIAGNOSTIC = "Patient GIRARD Thomas born 1990-05-17 invalid"
-OUTCOME = {
-    "resourceType": "OperationOutcome",
-    "issue": [{"severity": "error", "code": "processing", "diagnostics": PATIENT_DIAGNOSTIC}],
-}
-SECRETS = ("URLPASSWORD", "QSECRET")
-PASSWORD = "right-pässword"
 
 
 @pytest.fixture

@@ -33,14 +33,7 @@ from tests.listeners.service.support import (
     wait_until,
 )
 from tests.support.fhirserver import FhirServer
-
-PATIENT_DIAGNOSTIC = "Patient GIRARD Thomas born 1990-05-17 invalid"
-OUTCOME = {
-    "resourceType": "OperationOutcome",
-    "issue": [{"severity": "error", "code": "processing", "diagnostics": PATIENT_DIAGNOSTIC}],
-}
-SECRETS = ("URLPASSWORD", "QSECRET")
-PASSWORD = "right-pässword"
+from tests.support.leaks import OUTCOME, PASSWORD, PATIENT_DIAGNOSTIC, SECRETS
 
 
 @pytest.fixture(scope="module")
