@@ -71,6 +71,10 @@ class SupportChecker:
                 "hl7v2", (*config.template_dirs, config.mappings_dir)
             )
 
+    def event_types(self) -> set[str]:
+        """The events some route converts (``ADT^A01``…), for the metrics' labels."""
+        return {key for table in self._tables.values() for key in table.events}
+
     def check(self, route: str, header: Header) -> None:
         """Raise UnsupportedMessageError (HL7 error 200/201/203) when not convertible."""
         catalog = self._catalog.version(header.version)

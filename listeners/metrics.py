@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -27,17 +29,57 @@ _LATENCY_BUCKETS = (
 )
 
 
+#: Message types as label values: an HL7 event (``ADT^A01``), a CDA document type
+#: (``Continuity of Care Document``) or one of ours (``unreadable``). Anything else a
+#: sender writes in MSH-9 is counted as ``other``.
+_TYPE_SHAPE = re.compile(r"[A-Z0-9]{2,3}(?:\^[A-Z0-9]{1,3})?|[A-Za-z][A-Za-z ()-]{0,59}")
+#: Distinct message types kept as labels; later ones are counted as ``other``.
+MAX_MESSAGE_TYPES = 200
+
+
+class _TypeLabels:
+    """A metric whose ``type`` label comes from senders, bounded: every value a sender
+    invents (a 1 MB trigger event, 20,000 distinct ones) would be a series kept until
+    restart, in memory and in every scrape."""
+
+    def __init__(self, metric: Any, position: int, known: set[str], reserved: set[str]) -> None:
+        self._metric = metric
+        self._position = position
+        self._known = known
+        self._reserved = reserved
+
+    def _cap(self) -> int:
+        # The routed types are labelled whatever senders invent: they do not use the cap.
+        return MAX_MESSAGE_TYPES + len(self._reserved)
+
+    def labels(self, *values: str) -> Any:
+        kind = values[self._position]
+        if kind not in self._known:
+            if len(self._known) < self._cap() and _TYPE_SHAPE.fullmatch(kind):
+                self._known.add(kind)
+            else:
+                values = (*values[: self._position], "other", *values[self._position + 1 :])
+        return self._metric.labels(*values)
+
+
 class Metrics:
     """The counters, gauges and histograms ``GET /metrics`` exposes."""
 
     def __init__(self) -> None:
         self.registry = registry = CollectorRegistry(auto_describe=True)
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
-        self.received = Counter(
-            "passerelle_messages_received",
-            "Messages received",
-            ["listener", "type"],
-            registry=registry,
+        self._message_types: set[str] = set()
+        self._routed_types: set[str] = set()
+        self.received = _TypeLabels(
+            Counter(
+                "passerelle_messages_received",
+                "Messages received",
+                ["listener", "type"],
+                registry=registry,
+            ),
+            1,
+            self._message_types,
+            self._routed_types,
         )
         self.acknowledged = Counter(
             "passerelle_messages_acknowledged",
@@ -51,17 +93,27 @@ class Metrics:
             ["listener"],
             registry=registry,
         )
-        self.converted = Counter(
-            "passerelle_messages_converted",
-            "Messages converted to a bundle",
-            ["type"],
-            registry=registry,
+        self.converted = _TypeLabels(
+            Counter(
+                "passerelle_messages_converted",
+                "Messages converted to a bundle",
+                ["type"],
+                registry=registry,
+            ),
+            0,
+            self._message_types,
+            self._routed_types,
         )
-        self.delivered = Counter(
-            "passerelle_bundles_delivered",
-            "Bundles accepted by their destination",
-            ["destination", "type"],
-            registry=registry,
+        self.delivered = _TypeLabels(
+            Counter(
+                "passerelle_bundles_delivered",
+                "Bundles accepted by their destination",
+                ["destination", "type"],
+                registry=registry,
+            ),
+            1,
+            self._message_types,
+            self._routed_types,
         )
         self.retried = Counter(
             "passerelle_deliveries_retried",
@@ -69,11 +121,16 @@ class Metrics:
             ["destination", "reason"],
             registry=registry,
         )
-        self.dead_lettered = Counter(
-            "passerelle_messages_dead_lettered",
-            "Messages moved to the dead letters",
-            ["reason", "type"],
-            registry=registry,
+        self.dead_lettered = _TypeLabels(
+            Counter(
+                "passerelle_messages_dead_lettered",
+                "Messages moved to the dead letters",
+                ["reason", "type"],
+                registry=registry,
+            ),
+            1,
+            self._message_types,
+            self._routed_types,
         )
         self.framing_errors = Counter(
             "passerelle_mllp_framing_errors",
@@ -92,12 +149,17 @@ class Metrics:
         self.queue_depth = Gauge(
             "passerelle_queue_depth", "Messages stored and not yet delivered", registry=registry
         )
-        self.conversion_seconds = Histogram(
-            "passerelle_conversion_seconds",
-            "Time to convert one message",
-            ["type"],
-            buckets=_LATENCY_BUCKETS,
-            registry=registry,
+        self.conversion_seconds = _TypeLabels(
+            Histogram(
+                "passerelle_conversion_seconds",
+                "Time to convert one message",
+                ["type"],
+                buckets=_LATENCY_BUCKETS,
+                registry=registry,
+            ),
+            0,
+            self._message_types,
+            self._routed_types,
         )
         self.delivery_seconds = Histogram(
             "passerelle_delivery_seconds",
@@ -113,6 +175,14 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=registry,
         )
+
+    def keep_types(self, types: Iterable[str]) -> None:
+        """Label these message types (the routed ones) even once senders' inventions
+        have used up the cap on distinct types."""
+        for kind in types:
+            if kind not in self._routed_types:
+                self._routed_types.add(kind)
+                self._message_types.add(kind)
 
     def labelled(self, metric: Any, *values: str) -> Any:
         """``metric.labels(*values)``, looked up once per label set: prometheus_client's

@@ -116,6 +116,7 @@ class Service:
             )
             self.workers.start()
         support = SupportChecker(self.routes)
+        self.metrics.keep_types(support.event_types())
         if config.amqp.consumer.enabled:
             from .amqp.consumer import AmqpConsumer
 
