@@ -154,7 +154,8 @@ def configure_logging(
         logging.getLogger(name).setLevel(value.upper())
     # uvicorn's own lines ("Invalid HTTP request received.") and Python warnings go out
     # in the same format: a JSON log stream must hold JSON lines only.
-    for name in ("uvicorn", "uvicorn.error", "py.warnings"):
+    # asyncio logs a failed accept (file descriptors exhausted) with a traceback each time.
+    for name in ("uvicorn", "uvicorn.error", "py.warnings", "asyncio"):
         other = logging.getLogger(name)
         other.handlers = [handler]
         other.propagate = False

@@ -67,6 +67,9 @@ ENV_SETTINGS: Mapping[str, str] = {
     "PASSERELLE_HTTP_API_KEY_FILE": "http.api_key_file",
     "PASSERELLE_HTTP_BEARER_TOKEN": "http.bearer_token",
     "PASSERELLE_HTTP_BEARER_TOKEN_FILE": "http.bearer_token_file",
+    "PASSERELLE_HTTP_MAX_CONNECTIONS": "http.max_connections",
+    "PASSERELLE_HTTP_HEADER_TIMEOUT": "http.header_timeout",
+    "PASSERELLE_HTTP_MAX_MESSAGES": "http.max_messages",
     "PASSERELLE_QUEUE_BACKEND": "queue.backend",
     "PASSERELLE_QUEUE_PATH": "queue.path",
     "PASSERELLE_DELIVERY_WORKERS": "delivery.workers",
@@ -97,6 +100,16 @@ ENV_SETTINGS: Mapping[str, str] = {
 }
 
 
+_REFUSED_EMPTY = frozenset(
+    {
+        "PASSERELLE_HTTP_API_KEY",
+        "PASSERELLE_HTTP_API_KEY_FILE",
+        "PASSERELLE_HTTP_BEARER_TOKEN",
+        "PASSERELLE_HTTP_BEARER_TOKEN_FILE",
+    }
+)
+
+
 def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) -> ServiceConfig:
     """Read ``path`` (optional), apply ``env`` overrides, validate, freeze."""
     env = os.environ if env is None else env
@@ -114,7 +127,9 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
             raise ConfigError(f"{path}: {exc}") from None
     applied: dict[str, str] = {}
     for name, dotted in ENV_SETTINGS.items():
-        if name in env and env[name] != "":
+        # An empty variable means "not set", except for the API's credentials: set empty,
+        # they would leave the conversion endpoints open without a word.
+        if name in env and (env[name] != "" or name in _REFUSED_EMPTY):
             _set_dotted(raw, dotted, env[name], name)
             applied[name] = dotted
     base = path.parent if path is not None else Path.cwd()
@@ -361,14 +376,38 @@ def _mllp(section: dict[str, Any], base: Path) -> MllpConfig:
 def _http(section: dict[str, Any], base: Path) -> HttpConfig:
     _check_keys(
         section,
-        {"host", "port", "api_key", "api_key_file", "bearer_token", "bearer_token_file"},
+        {
+            "host",
+            "port",
+            "api_key",
+            "api_key_file",
+            "bearer_token",
+            "bearer_token_file",
+            "max_connections",
+            "header_timeout",
+            "max_messages",
+        },
         "http",
     )
+    default = HttpConfig()
+    header_timeout = _float(
+        section.get("header_timeout", default.header_timeout), "http.header_timeout"
+    )
+    if header_timeout <= 0:
+        raise ConfigError("http.header_timeout must be above 0")
     return HttpConfig(
         host=str(section.get("host", "0.0.0.0")),
         port=_port(section.get("port", 8080), "http.port"),
-        api_key=_secret(section, "api_key", base, "http"),
-        bearer_token=_secret(section, "bearer_token", base, "http"),
+        # An empty key or token (an unset secret rendered as "") would leave the API open.
+        api_key=_secret(section, "api_key", base, "http", refuse_empty=True),
+        bearer_token=_secret(section, "bearer_token", base, "http", refuse_empty=True),
+        max_connections=_int(
+            section.get("max_connections", default.max_connections), "http.max_connections", 1
+        ),
+        header_timeout=header_timeout,
+        max_messages=_int(
+            section.get("max_messages", default.max_messages), "http.max_messages", 1
+        ),
     )
 
 

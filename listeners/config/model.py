@@ -82,6 +82,14 @@ class HttpConfig:
     #: Optional protection of the API (not of /health and /ready): X-API-Key or Bearer.
     api_key: Secret | None = None
     bearer_token: Secret | None = None
+    #: Open connections served at once; a request on a further connection is answered 503
+    #: at once (but ``/health``), and beyond twice as many, new connections are closed unread.
+    max_connections: int = 100
+    #: Seconds a connection may take to send a complete request head (request line and
+    #: headers), from its opening or the end of its previous response; then it is closed.
+    header_timeout: float = 10.0
+    #: Messages in one ``POST /convert`` body; more is a 413 before anything is converted.
+    max_messages: int = 100
 
 
 @dataclass(frozen=True)

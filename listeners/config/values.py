@@ -112,7 +112,18 @@ def _paths(value: Any, base: Path, where: str) -> tuple[Path, ...]:
     return tuple(_path(v, base, where) for v in value)
 
 
-def _secret(section: dict[str, Any], key: str, base: Path, where: str) -> Secret | None:
+def _secret(
+    section: dict[str, Any], key: str, base: Path, where: str, *, refuse_empty: bool = False
+) -> Secret | None:
+    """The secret ``key`` or the content of the file ``key_file``, None when neither is set.
+
+    An empty file is refused; with ``refuse_empty`` an empty (or blank) value is refused
+    too, instead of meaning "not set": for a secret whose absence disables a protection.
+    """
+    if refuse_empty:
+        for name in (key, f"{key}_file"):
+            if name in section and not str(section[name]).strip():
+                raise ConfigError(f"{where}.{name} is empty (remove the setting to leave it unset)")
     if section.get(key) not in (None, ""):
         return Secret(str(section[key]))
     file_key = f"{key}_file"

@@ -16,7 +16,11 @@ With an API key or a bearer token configured, every route but ``/health`` and ``
 requires it (``X-API-Key: …`` or ``Authorization: Bearer …``).
 
 Errors are OperationOutcome resources: 400 for a malformed request, 422 for input that
-does not convert, 401 without valid credentials when an API key or bearer token is set.
+does not convert, 401 without valid credentials when an API key or bearer token is set,
+404 and 405 for an unknown path or method (no redirect for a trailing slash: a 307 would
+replay the body, patient data, to an address built from the client's Host header), 413
+for a body over 20 MB or holding more than ``http.max_messages`` messages (counted
+before anything is converted).
 """
 
 from __future__ import annotations
@@ -24,10 +28,12 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -47,6 +53,27 @@ log = logging.getLogger("passerelle.http")
 FHIR_JSON = "application/fhir+json"
 _MAX_BODY = 20 * 1024 * 1024
 _INPUT_TYPES = {"hl7v2": "hl7v2", "ccda": "cda", "cda": "cda"}
+# A line starting with MSH (after a byte order mark, blanks or MLLP framing bytes): one
+# message each, as converter.hl7v2.split_messages cuts them.
+_MSH_LINE = re.compile(rb"(?:\A(?:\xef\xbb\xbf)?|[\r\n])[\x0b\x1c \t]*MSH")
+_XML_START = re.compile(rb"\A(?:\xef\xbb\xbf)?\s*<")
+_HTTP_CODES = {404: "not-found", 405: "not-supported"}
+
+
+def count_messages(data: bytes, kind: str, stop_after: int) -> int:
+    """HL7 v2 messages in ``data`` (counting stops past ``stop_after``); a CDA document: 1.
+
+    Cheap (one regular expression scan, no parsing), so that an oversized batch is
+    refused before any of it is converted.
+    """
+    if kind == "cda" or (kind == "auto" and _XML_START.match(data)):
+        return 1
+    count = 0
+    for _ in _MSH_LINE.finditer(data):
+        count += 1
+        if count > stop_after:
+            break
+    return count
 
 
 class ProbeBackend(Protocol):
@@ -184,9 +211,29 @@ def _probe_routes(backend: ProbeBackend, config: HttpConfig) -> list[Route]:
     ]
 
 
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own errors (404, 405) as OperationOutcome."""
+    assert isinstance(exc, HTTPException)
+    response = operation_outcome(
+        exc.status_code, _HTTP_CODES.get(exc.status_code, "processing"), str(exc.detail)
+    )
+    response.headers.update(exc.headers or {})
+    return response
+
+
+def _application(routes: list[Route], config: HttpConfig) -> Starlette:
+    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+    # POST /convert/ would be a 307 to an address built from the Host header, and a 307
+    # replays the body: a 404 instead.
+    app.router.redirect_slashes = False
+    # For EmbeddedHttpServer: the connection limits of this app.
+    app.state.http_config = config
+    return app
+
+
 def create_probe_app(backend: ProbeBackend, config: HttpConfig) -> Starlette:
     """Health, readiness and metrics alone: the HTTP side of ``passerelle worker``."""
-    return Starlette(routes=_probe_routes(backend, config))
+    return _application(_probe_routes(backend, config), config)
 
 
 def create_app(backend: ApiBackend, config: HttpConfig) -> Starlette:
@@ -214,7 +261,9 @@ def create_app(backend: ApiBackend, config: HttpConfig) -> Starlette:
             return body
         try:
             parameters = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (ValueError, RecursionError):
+            # JSONDecodeError and UnicodeDecodeError are ValueErrors, and so is an integer
+            # past Python's digit limit; RecursionError: nesting deeper than the stack.
             return operation_outcome(400, "structure", "body is not JSON")
         if not isinstance(parameters, dict) or parameters.get("resourceType") != "Parameters":
             return operation_outcome(400, "structure", "body must be a FHIR Parameters resource")
@@ -253,6 +302,16 @@ def create_app(backend: ApiBackend, config: HttpConfig) -> Starlette:
                 "inputData is not valid Unicode text",
                 "Parameters.parameter.where(name='inputData')",
             )
+        held = count_messages(data, kind, config.max_messages)
+        if held > 1:
+            number = str(held) if held <= config.max_messages else f"more than {held - 1}"
+            return operation_outcome(
+                400,
+                "not-supported",
+                f"inputData holds {number} messages; $convert-data converts one "
+                "(POST /convert takes several)",
+                "Parameters.parameter.where(name='inputData')",
+            )
         root = values.get("rootTemplate") or None
         if root is not None and kind == "hl7v2" and _azure_template_fallback(data, root):
             response = await _convert(data, kind, root, single=True, fallback=True)
@@ -270,6 +329,13 @@ def create_app(backend: ApiBackend, config: HttpConfig) -> Starlette:
         kind = "auto" if requested == "auto" else _INPUT_TYPES.get(requested)
         if kind is None:
             return operation_outcome(400, "not-supported", "inputType must be hl7v2 or cda")
+        if count_messages(body, kind, config.max_messages) > config.max_messages:
+            return operation_outcome(
+                413,
+                "too-costly",
+                f"the body holds more than {config.max_messages} messages, the limit of one "
+                "request (http.max_messages); send the batch in several requests",
+            )
         return await _convert(body, kind, request.query_params.get("rootTemplate"), single=False)
 
     async def _convert(
@@ -299,10 +365,17 @@ def create_app(backend: ApiBackend, config: HttpConfig) -> Starlette:
         lines = "\n".join(json_dumps(b) for b in bundles)
         return Response(lines + "\n", media_type="application/x-ndjson")
 
-    return Starlette(
-        routes=[
+    if config.api_key is None and config.bearer_token is None:
+        log.warning(
+            "the HTTP API requires no credentials: anyone reaching port %d can convert "
+            "messages and read /metrics (set http.api_key or http.bearer_token)",
+            config.port,
+        )
+    return _application(
+        [
             Route("/$convert-data", _protected(convert_data, config), methods=["POST"]),
             Route("/convert", _protected(convert_raw, config), methods=["POST"]),
             *_probe_routes(backend, config),
-        ]
+        ],
+        config,
     )

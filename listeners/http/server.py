@@ -3,17 +3,37 @@
 The process that embeds it owns SIGTERM/SIGINT and decides when the server stops; the
 listening socket is bound here, so a busy port is an ``OSError`` at start-up ("cannot
 start", exit 1) instead of uvicorn's ``sys.exit(3)`` from inside the loop.
+
+Bounds against slow or idle clients (uvicorn's h11 protocol has none before the first
+request: its keep-alive timer starts only after a response):
+
+- a connection that has not sent a complete request head within ``http.header_timeout``
+  seconds of its opening (or of the end of its previous response) is closed;
+- with more than ``http.max_connections`` connections open (or requests running), a
+  request is answered 503 at once, except ``GET /health``: the liveness probe must not
+  restart a service that is only busy;
+- beyond twice ``http.max_connections``, a new connection is closed unread, so that the
+  process's file descriptors (shared with MLLP) stay bounded.
+
+Responses carry no ``server`` header, and uvicorn's own 400 (a malformed request head)
+is an OperationOutcome.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 from collections.abc import Iterator
+from typing import Any
 
+import h11
 import uvicorn
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from ..config import HttpConfig
 
 __all__ = ["EmbeddedHttpServer"]
 
@@ -24,21 +44,138 @@ class _Server(uvicorn.Server):
         yield
 
 
-class EmbeddedHttpServer:
-    """One ASGI app on ``host:port`` (port 0: an ephemeral port, see :attr:`port`)."""
+def _outcome(status: int, code: str, diagnostics: str) -> bytes:
+    issue = {"severity": "error", "code": code, "diagnostics": diagnostics}
+    return json.dumps({"resourceType": "OperationOutcome", "issue": [issue]}).encode()
 
-    def __init__(self, app: ASGIApp, host: str, port: int) -> None:
+
+_BUSY = _outcome(503, "transient", "too many connections; retry later")
+#: Seconds an idle kept-alive connection stays open after a response.
+KEEP_ALIVE_TIMEOUT = 5
+
+
+async def _busy(scope: Scope, receive: Receive, send: Send) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [
+                (b"content-type", b"application/fhir+json"),
+                (b"content-length", str(len(_BUSY)).encode()),
+                (b"connection", b"close"),
+                (b"retry-after", b"1"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": _BUSY})
+
+
+class _GuardedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with a request-head timeout and a connection limit."""
+
+    max_connections = 100
+    header_timeout = 10.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._served = self.app
+        self.app = self._guarded
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Here the request's own connection and task are counted.
+        busy = (
+            len(self.connections) > self.max_connections or len(self.tasks) > self.max_connections
+        )
+        if busy and scope.get("path") != "/health":
+            await _busy(scope, receive, send)
+        else:
+            await self._served(scope, receive, send)
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > 2 * self.max_connections:
+            transport.close()
+            return
+        self._arm_head_timer()
+
+    def _arm_head_timer(self) -> None:
+        self._disarm_head_timer()
+        self._head_timer = self.loop.call_later(self.header_timeout, self._head_timed_out)
+
+    def _disarm_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        # IDLE: no complete request head since the connection opened or the last response
+        # (h11 leaves IDLE once the whole head is parsed).
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            self.transport.close()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_head_timer()
+        super().connection_lost(exc)
+
+    def send_400_response(self, msg: str) -> None:
+        body = _outcome(400, "structure", msg)
+        head = h11.Response(
+            status_code=400,
+            headers=[
+                (b"content-type", b"application/fhir+json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+            reason=b"Bad Request",
+        )
+        for event in (head, h11.Data(data=body), h11.EndOfMessage()):
+            self.transport.write(self.conn.send(event))
+        self.transport.close()
+
+
+class EmbeddedHttpServer:
+    """One ASGI app on ``host:port`` (port 0: an ephemeral port, see :attr:`port`).
+
+    ``limits`` (max_connections, header_timeout) default to the ``HttpConfig`` that
+    :func:`~listeners.http.api.create_app` stored on the app, else to the defaults.
+    """
+
+    def __init__(
+        self, app: ASGIApp, host: str, port: int, limits: HttpConfig | None = None
+    ) -> None:
         self._host = host
         self._port = port
+        if limits is None:
+            stored = getattr(getattr(app, "state", None), "http_config", None)
+            limits = stored if isinstance(stored, HttpConfig) else HttpConfig()
+        chosen: HttpConfig = limits
+
+        class Protocol(_GuardedH11Protocol):
+            max_connections = chosen.max_connections
+            header_timeout = chosen.header_timeout
+
         self._server = _Server(
             uvicorn.Config(
                 app,
                 host=host,
                 port=port,
+                http=Protocol,
                 log_config=None,
                 access_log=False,
                 lifespan="off",
                 loop="none",
+                server_header=False,
+                timeout_keep_alive=KEEP_ALIVE_TIMEOUT,
+                # Connections waiting to be accepted; also how many accept() errors asyncio
+                # logs per attempt when file descriptors run out (2048 by default).
+                backlog=128,
             )
         )
         self._task: asyncio.Task[None] | None = None

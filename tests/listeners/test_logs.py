@@ -35,7 +35,7 @@ def restore_logging() -> Iterator[None]:
     logger.propagate = saved[2]
     logging.getLogger("uvicorn.access").disabled = access
     logging.getLogger("httpx").setLevel(httpx_level)
-    for name in ("uvicorn", "uvicorn.error", "py.warnings"):
+    for name in ("uvicorn", "uvicorn.error", "py.warnings", "asyncio"):
         other = logging.getLogger(name)
         other.handlers.clear()
         other.propagate = True
