@@ -30,7 +30,18 @@ _FIELD, _REP, _COMP, _SUB = 0, 1, 2, 3
 class Value:
     """A field, repetition, component or sub-component; decoded on access."""
 
-    __slots__ = ("_children", "_codec", "_depth", "_enc", "_loc", "_parts", "_raw", "_str")
+    __slots__ = (
+        "_children",
+        "_codec",
+        "_depth",
+        "_enc",
+        "_loc",
+        "_parts",
+        "_raw",
+        "_rep1",
+        "_rep_raws",
+        "_str",
+    )
 
     def __init__(
         self, raw: str, enc: Encoding, codec: str, depth: int, loc: tuple[str, int, int, int, int]
@@ -41,7 +52,12 @@ class Value:
         self._depth = depth
         # (segment label, field, repetition, component, sub-component); 0 = not narrowed.
         self._loc = loc
+        # Split of a repetition into components, or of a component into sub-components.
         self._parts: list[str] | None = None
+        # Split of a field into repetitions: done once, however the repetitions are read.
+        self._rep_raws: list[str] | None = None
+        # A field's first repetition, which ``field[n]`` reads: its split is kept too.
+        self._rep1: Value | None = None
         self._children: dict[int, Value] | None = None
         self._str: str | None = None
 
@@ -65,14 +81,28 @@ class Value:
         seg, field, rep, comp, _ = self._loc
         return Value("", self._enc, self._codec, _SUB, (seg, field, rep, comp, n))
 
+    def _rep_split(self) -> list[str]:
+        """The raw repetitions of this field, split once and kept: every way of reading
+        them (``reps``, iteration, ``first``, ``rep_where``, ``len``) stays linear in the
+        field's length, however many repetitions it holds. MSH-2 is never split."""
+        parts = self._rep_raws
+        if parts is None:
+            raw = self._raw
+            sep = self._enc.repetition
+            parts = raw.split(sep) if sep in raw and not self._is_msh2() else [raw]
+            self._rep_raws = parts
+        return parts
+
     def _rep(self, n: int) -> Value:
-        raw = self._raw
-        sep = self._enc.repetition
-        if sep in raw and not self._is_msh2():
-            parts = raw.split(sep)
-            raw = parts[n - 1] if n <= len(parts) else ""
-        elif n != 1:
-            raw = ""
+        if n == 1:
+            first = self._rep1
+            if first is None:
+                first = self._rep1 = self._make_rep(self._rep_split()[0], 1)
+            return first
+        parts = self._rep_split()
+        return self._make_rep(parts[n - 1] if n <= len(parts) else "", n)
+
+    def _make_rep(self, raw: str, n: int) -> Value:
         seg, field, _, _, _ = self._loc
         return Value(raw, self._enc, self._codec, _REP, (seg, field, n, 0, 0))
 
@@ -100,7 +130,8 @@ class Value:
             if self:
                 yield self
             return
-        for rep in self.reps:
+        for n, raw in enumerate(self._rep_split(), 1):
+            rep = self._make_rep(raw, n)
             if rep:
                 yield rep
 
@@ -109,10 +140,7 @@ class Value:
         """All repetitions, including empty ones (positions are kept)."""
         if self._depth != _FIELD:
             return [self]
-        raw = self._raw
-        if self._enc.repetition not in raw or self._is_msh2():
-            return [self._rep(1)]
-        return [self._rep(n) for n in range(1, raw.count(self._enc.repetition) + 2)]
+        return [self._make_rep(raw, n) for n, raw in enumerate(self._rep_split(), 1)]
 
     @property
     def first(self) -> Value:
@@ -124,12 +152,19 @@ class Value:
     def rep_where(self, component: int, *values: str) -> Value:
         """The first repetition whose ``component`` equals one of ``values``, in the order
         of ``values`` (``pid[3].rep_where(5, "MR", "PI")``); empty when none matches."""
-        reps = list(self)
-        for wanted in values:
-            for rep in reps:
-                if str(rep._child(component)) == wanted:
-                    return rep
-        return self._empty_rep()
+        # One pass: keep the earliest repetition matching the best-ranked value.
+        rank: dict[str, int] = {}
+        for position, wanted in enumerate(values):
+            rank.setdefault(wanted, position)
+        best: Value | None = None
+        best_rank = len(values)
+        for rep in self:
+            found = rank.get(str(rep._child(component)), best_rank)
+            if found < best_rank:
+                best, best_rank = rep, found
+                if found == 0:
+                    break
+        return best if best is not None else self._empty_rep()
 
     def _empty_rep(self) -> Value:
         seg, field, _, _, _ = self._loc
@@ -205,7 +240,7 @@ class Value:
         return any(leaf and leaf != '""' and enc.unescape(leaf, self._codec) for leaf in leaves)
 
     def __len__(self) -> int:
-        return len(self.reps) if self._depth == _FIELD else (1 if self else 0)
+        return len(self._rep_split()) if self._depth == _FIELD else (1 if self else 0)
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Value):
