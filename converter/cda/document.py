@@ -71,7 +71,9 @@ def parse_clinical_document(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) 
         raise ParseError(
             "not a CDA document: the root element must be "
             "ClinicalDocument in the urn:hl7-org:v3 namespace",
-            location=f"<{root.tag}>",
+            location="/",
+            # The root's name is the sender's text: shown on request only.
+            detail=f"<{root.tag}>",
         )
     return root
 

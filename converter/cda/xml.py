@@ -9,6 +9,8 @@ entities as unexpanded nodes; refusing is simpler to reason about). An
 
 from __future__ import annotations
 
+import re
+
 from lxml import etree
 
 from ..errors import ParseError
@@ -49,18 +51,22 @@ def parse_xml(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> etree._Elem
     try:
         root = etree.fromstring(data, _parser())
     except etree.XMLSyntaxError as exc:
-        line = getattr(exc, "lineno", None)
-        message = str(exc.msg)
-        if "amplification" in message.lower():
+        message = str(exc.msg or "").strip()
+        if "amplification factor" in message.lower():
             # libxml2's entity-expansion guard (billion laughs, quadratic blow-up) fired
             # before the DOCTYPE check below could run.
             raise ParseError(
                 "documents declaring a DTD or entities are not accepted (entity expansion refused)",
                 location="DOCTYPE",
+                detail=message or None,
             ) from None
-        reason = "nested too deeply" if "depth" in message.lower() else message
+        # libxml2's text quotes the document (an entity, tag or attribute name, which may
+        # be a patient's name): str(error) says only the kind of problem and where; the
+        # text goes to ``detail``, shown only to someone allowed to read the document.
+        deep = "excessive depth" in message.lower()
+        reason = "nested too deeply" if deep else _error_kind(exc)
         raise ParseError(
-            f"not well-formed XML: {reason}", location=f"line {line}" if line else None
+            f"not well-formed XML: {reason}", location=_position(exc), detail=message or None
         ) from None
     tree = root.getroottree()
     if tree.docinfo.internalDTD is not None or tree.docinfo.doctype:
@@ -68,3 +74,48 @@ def parse_xml(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> etree._Elem
             "documents declaring a DTD or entities are not accepted", location="DOCTYPE"
         )
     return root
+
+
+#: Wording for the libxml2 error codes a hostile or broken document commonly raises;
+#: any other code is named from its libxml2 identifier (``ERR_TAG_NOT_FINISHED`` ->
+#: "tag not finished"). Neither ever carries document text.
+_KINDS = {
+    "ERR_RESOURCE_LIMIT": "a name, value or text node exceeds the parser's size limit",
+    "ERR_UNDECLARED_ENTITY": "undeclared entity",
+    "ERR_TAG_NAME_MISMATCH": "opening and ending tag mismatch",
+    "ERR_DOCUMENT_END": "extra content after the root element",
+}
+
+_UNDEFINED_PREFIX = re.compile(r"Namespace prefix (\S+) ")
+_STANDARD_PREFIXES = frozenset({"xsi", "xsd", "xml", "xmlns", "xlink", "sdtc", "voc", "cda", "hl7"})
+
+
+def _error_kind(exc: etree.XMLSyntaxError) -> str:
+    code = getattr(exc, "code", None)
+    name = etree.ErrorTypes._getName(code, None) if isinstance(code, int) else None
+    if not isinstance(name, str) or not name:
+        return "syntax error"
+    if name in _KINDS:
+        return _KINDS[name]
+    if name == "NS_ERR_UNDEFINED_NAMESPACE":
+        # A standard prefix (a closed set, never patient text) is worth naming: a missing
+        # xmlns:xsi is the usual cause.
+        found = _UNDEFINED_PREFIX.match(str(exc.msg or ""))
+        if found and found.group(1) in _STANDARD_PREFIXES:
+            return f"undefined namespace prefix {found.group(1)!r}"
+    for prefix in ("NS_ERR_", "ERR_", "WAR_", "XML_"):
+        if name.startswith(prefix):
+            name = name[len(prefix) :]
+            break
+    return name.lower().replace("_", " ")
+
+
+def _position(exc: etree.XMLSyntaxError) -> str | None:
+    line, column = getattr(exc, "position", (None, None)) or (None, None)
+    if not isinstance(line, int) or line <= 0:
+        return None
+    return (
+        f"line {line}, column {column}"
+        if isinstance(column, int) and column > 0
+        else f"line {line}"
+    )

@@ -18,6 +18,7 @@ import contextlib
 import http.server
 import json
 import os
+import re
 import threading
 import time
 import urllib.request
@@ -585,6 +586,10 @@ def test_non_cda_xml_is_refused(way: str, tmp_path: Path, converter: Converter) 
         error, text = WAYS[way](data, tmp_path, converter)
         assert "not a CDA document" in error.reason, (name, error.reason)
         assert "Testeuse" not in text  # the patient's name
+    # The root's name is the sender's text: in detail, never in the error's text.
+    with pytest.raises(ParseError) as caught:
+        CdaDocument(b"<DUPONT_Marie/>", PathCache())
+    assert "DUPONT" not in str(caught.value) and "DUPONT" in (caught.value.detail or "")
 
 
 @pytest.mark.parametrize("way", WAYS)
@@ -592,3 +597,85 @@ def test_input_that_is_not_xml_is_refused(way: str, tmp_path: Path, converter: C
     for data in (b"", b"just some text", b"<ClinicalDocument", b"MSH|^~\\&|A|B"):
         error, _ = WAYS[way](data, tmp_path, converter)
         assert error.reason.startswith("not well-formed XML"), error.reason
+
+
+# -- parse errors quote no document text --------------------------------------------------
+#: A patient-like name placed where libxml2's message would quote it.
+QUOTED = "DUPONTMARIE"
+
+
+def quoting_payloads() -> dict[str, tuple[bytes, str]]:
+    """Malformed documents whose libxml2 message names document text, and the kind of
+    problem ``str(error)`` must still give."""
+    document = CCD_SAMPLE.read_text(encoding="utf-8")
+    return {
+        "undefined entity": (
+            document.replace("<given>", f"<given>&{QUOTED};", 1).encode(),
+            "undeclared entity",
+        ),
+        "mismatched end tag": (
+            document.replace("</given>", f"</{QUOTED}>", 1).encode(),
+            "tag mismatch",
+        ),
+        "attribute without value": (
+            document.replace("<given>", f"<given {QUOTED}>", 1).encode(),
+            "attribute without value",
+        ),
+        "undeclared prefix": (
+            document.replace("<given>", f"<{QUOTED}:given>", 1)
+            .replace("</given>", f"</{QUOTED}:given>", 1)
+            .encode(),
+            "undefined namespace",
+        ),
+        "oversized attribute": (
+            document.replace("<given>", f'<given {QUOTED}="{"x" * 11_000_000}">', 1).encode(),
+            "size limit",
+        ),
+    }
+
+
+@pytest.mark.parametrize("case", quoting_payloads())
+def test_parse_errors_name_the_problem_not_the_document_text(case: str) -> None:
+    data, kind = quoting_payloads()[case]
+    with pytest.raises(ParseError) as caught:
+        parse_xml(data)
+    error = caught.value
+    public = "\n".join((str(error), repr(error), error.reason, error.location or ""))
+    assert QUOTED not in public, public
+    assert "XML_PARSE_HUGE" not in public, public  # nor libxml2 internals
+    assert error.reason.startswith("not well-formed XML: "), error.reason
+    assert kind in error.reason, error.reason
+    assert error.location and re.fullmatch(r"line \d+, column \d+", error.location), error
+    # The libxml2 text is kept for someone allowed to read the document.
+    assert error.detail
+    if case != "oversized attribute":  # libxml2 gives no name for that one
+        assert QUOTED in error.detail, error.detail
+
+
+def test_quoting_parse_errors_quote_nothing_through_converter_and_cli(
+    tmp_path: Path, converter: Converter
+) -> None:
+    data, kind = quoting_payloads()["undefined entity"]
+    error, _ = refused_by_converter(data, tmp_path, converter)
+    assert QUOTED not in str(error), str(error)
+    assert kind in str(error), str(error)
+    assert error.detail and QUOTED in error.detail
+    source = tmp_path / "quoting.xml"
+    source.write_bytes(data)
+    plain = run_cli("convert", source, "--input-type", "cda", cwd=tmp_path)
+    assert plain.returncode == 1, plain.stderr
+    assert kind in plain.stderr, plain.stderr
+    assert QUOTED not in plain.stdout + plain.stderr, plain.stderr
+    # --verbose is the documented way to see the offending text.
+    verbose = run_cli("convert", source, "--input-type", "cda", "--verbose", cwd=tmp_path)
+    assert QUOTED in verbose.stderr, verbose.stderr
+
+
+def test_a_standard_namespace_prefix_is_named() -> None:
+    """A closed set of standard prefixes (never patient text) is named: a missing
+    ``xmlns:xsi`` is the usual cause of this error."""
+    document = CCD_SAMPLE.read_text(encoding="utf-8").replace("<given>", '<given xsi:type="ST">', 1)
+    document = document.replace('xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"', "")
+    with pytest.raises(ParseError) as caught:
+        parse_xml(document.encode())
+    assert caught.value.reason == "not well-formed XML: undefined namespace prefix 'xsi'"
