@@ -48,9 +48,14 @@ class ConversionError(Exception):
         control_id: str | None = None,
         message_type: str | None = None,
         detail: str | None = None,
+        hl7_error_code: str | None = None,
     ) -> None:
         super().__init__(message)
         self.reason = message
+        if hl7_error_code is not None:
+            # One error of a class may be more precise than its default (a MappingError
+            # for an invalid value: 102, data type error).
+            self.hl7_error_code = hl7_error_code
         #: The offending value or output line. It may hold patient data: show it to
         #: someone allowed to read the message (CLI, dead-letter view), never log it.
         self.detail = detail
@@ -102,10 +107,6 @@ class UnsupportedMessageError(ConversionError):
     """The message is readable but no root template handles its type or version."""
 
     hl7_error_code = "200"
-
-    def __init__(self, message: str, *, hl7_error_code: str = "200", **kwargs: str | None) -> None:
-        super().__init__(message, **kwargs)
-        self.hl7_error_code = hl7_error_code
 
 
 class MappingError(ConversionError):

@@ -49,8 +49,7 @@ def _usage_problem(args: argparse.Namespace) -> str | None:
         # Retrying everything when one was named surprises; refuse rather than guess.
         return f"give a dead letter ID or --all, not both (got {args.id!r} and --all)"
     if args.dl_command == "purge":
-        # getattr: ``purge --all`` is declared by listeners/cli.py's parser.
-        purge_all = bool(getattr(args, "all", False))
+        purge_all = bool(args.all)
         if purge_all and args.older_than_days is not None:
             return "give --older-than-days or --all, not both"
         if not purge_all and args.older_than_days is None:

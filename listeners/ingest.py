@@ -321,13 +321,12 @@ def _one_message(payload: bytes) -> None:
         if found >= 0:
             before = payload[:found].replace(b"\r\n", b"\r").replace(b"\n", b"\r")
             segment = before.count(b"\r") + 2
-            error = ParseError(
+            raise ParseError(
                 f"one message per MLLP block: a second MSH at segment {segment} (send batches"
                 " and multi-message files with passerelle convert or POST /convert)",
                 location="MSH",
+                hl7_error_code="100",  # segment sequence error
             )
-            error.hl7_error_code = "100"
-            raise error
 
 
 def _warn_reused(envelope: Envelope, seq: int, fields: dict[str, object]) -> None:

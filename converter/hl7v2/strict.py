@@ -40,25 +40,22 @@ def validate_strictly(text: str, control_id: str | None) -> None:
     except ValueError as exc:
         found = _DATATYPE.search(str(exc))
         kind = f"a valid {found[1] or found[2]} value" if found else "valid for its datatype"
-        error = ParseError(
+        raise ParseError(
             f"not valid for its HL7 version (strict mode): a value is not {kind}",
             location=_locate_bad_value(text, str(exc)),
             control_id=control_id,
-        )
-        error.hl7_error_code = "102"
-        raise error from None
+            hl7_error_code="102",
+        ) from None
     except HL7apyException as exc:
         reason = str(exc)
         found = _CHILD.search(reason)
         location = f"{found[2]}-{int(found[3])}" if found else None
-        code = "101" if "Missing required" in reason else "102"
-        error = ParseError(
+        raise ParseError(
             f"not valid for its HL7 version (strict mode): {_without_values(reason)}",
             location=location,
             control_id=control_id,
-        )
-        error.hl7_error_code = code
-        raise error from None
+            hl7_error_code="101" if "Missing required" in reason else "102",
+        ) from None
 
 
 def _without_values(reason: str) -> str:

@@ -167,9 +167,9 @@ def _without_control_characters(text: str, source: Value | None) -> str:
     where = source.path if source is not None else None
     session = ACTIVE_SESSION.get()
     if session is None or session.strict_values:
-        error = MappingError(reason, location=where, detail=printable(text)[:100])
-        error.hl7_error_code = "102"  # data type error
-        raise error
+        raise MappingError(  # 102: data type error
+            reason, location=where, detail=printable(text)[:100], hl7_error_code="102"
+        )
     if where:
         warning = f"{reason} at {where}; replaced by U+FFFD"
     else:  # a plain string (``value.text``, a filter's output): the template line says where

@@ -108,17 +108,16 @@ class ValueFilters:
         else:
             missing = not value
         if missing:
-            error = MappingError(f"{what} is missing", location=_path(source))
-            error.hl7_error_code = "101"  # required field missing
-            raise error
+            # 101: required field missing.
+            raise MappingError(f"{what} is missing", location=_path(source), hl7_error_code="101")
         return value
 
     # -- invalid values ------------------------------------------------------------------
     def _invalid(self, ctx: Context, value: Any, reason: str) -> None:
         if self._strict:
-            error = MappingError(reason, location=_path(value), detail=_text(value)[:100])
-            error.hl7_error_code = "102"  # data type error
-            raise error
+            raise MappingError(  # 102: data type error
+                reason, location=_path(value), detail=_text(value)[:100], hl7_error_code="102"
+            )
         session = ACTIVE_SESSION.get()
         if session is not None:
             where = _path(value)
