@@ -29,7 +29,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from converter import ConversionError, ParseError
+from converter import ConversionError, ParseError, UnsupportedMessageError
 from converter.hl7v2 import Header, peek_header
 from converter.hl7v2.structure import StructureCatalog
 from converter.templates.routes import RouteTable
@@ -65,6 +65,7 @@ class SupportChecker:
     def __init__(self, routes: Mapping[str, RouteConfig]) -> None:
         self._catalog = StructureCatalog()
         self._tables: dict[str, RouteTable] = {}
+        self._processing_ids = {name: route.processing_ids for name, route in routes.items()}
         for name, route in routes.items():
             config = route.converter.converter_config()
             self._tables[name] = RouteTable.load(
@@ -76,7 +77,20 @@ class SupportChecker:
         return {key for table in self._tables.values() for key in table.events}
 
     def check(self, route: str, header: Header) -> None:
-        """Raise UnsupportedMessageError (HL7 error 200/201/203) when not convertible."""
+        """Raise UnsupportedMessageError (HL7 error 200/201/203) when not convertible, or
+        (202) when the route does not take the message's processing id (MSH-11)."""
+        accepted = self._processing_ids.get(route, ())
+        if accepted and header.processing_id not in accepted:
+            # A training or debugging message reaching a production route would land in
+            # the production FHIR server as real patient data.
+            raise UnsupportedMessageError(
+                f"processing id {header.processing_id or '(empty)'!r} not accepted by route "
+                f"{route!r} (accepts {', '.join(accepted)})",
+                location="MSH-11",
+                control_id=header.control_id or None,
+                message_type=header.message_type or None,
+                hl7_error_code="202",
+            )
         catalog = self._catalog.version(header.version)
         structure = catalog.structure_for(header.structure, header.event) or header.event.replace(
             "^", "_"

@@ -59,7 +59,7 @@ class Service:
         self.config = config
         self.metrics = Metrics()
         self.routes: dict[str, RouteConfig] = {
-            "default": RouteConfig(name="default", converter=config.converter),
+            "default": config.default_route(),
             **{route.name: route for route in config.routes},
         }
         self.queue: SqliteQueue | AmqpQueue

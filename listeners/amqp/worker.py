@@ -78,7 +78,7 @@ class AmqpWorker:
         self._rng = rng or random.Random()
         self._use_threads = use_threads
         self.routes: dict[str, RouteConfig] = {
-            "default": RouteConfig(name="default", converter=config.converter),
+            "default": config.default_route(),
             **{route.name: route for route in config.routes},
         }
         self.pool: ConversionPool | None = None

@@ -55,6 +55,7 @@ ENV_SETTINGS: Mapping[str, str] = {
     "PASSERELLE_DATA_DIR": "data_dir",
     "PASSERELLE_LOG_FORMAT": "log_format",
     "PASSERELLE_LOG_LEVEL": "log_level",
+    "PASSERELLE_PROCESSING_IDS": "processing_ids",
     "PASSERELLE_MLLP_HOST": "mllp.host",
     "PASSERELLE_MLLP_PORT": "mllp.port",
     "PASSERELLE_MLLP_ACK_AFTER": "mllp.ack_after",
@@ -189,6 +190,7 @@ def _build(raw: dict[str, Any], base: Path) -> ServiceConfig:
             "destinations",
             "routes",
             "amqp",
+            "processing_ids",
         },
     )
     data_dir = _path(top.get("data_dir", "var"), base, "data_dir")
@@ -208,8 +210,10 @@ def _build(raw: dict[str, Any], base: Path) -> ServiceConfig:
     routes_raw = raw.get("routes", []) or []
     if not isinstance(routes_raw, list) or not all(isinstance(r, dict) for r in routes_raw):
         raise ConfigError("routes must be an array of tables ([[routes]])")
+    processing_ids = _processing_ids(top.get("processing_ids", []), "processing_ids")
     routes = tuple(
-        _route(i, section, base, converter, destinations) for i, section in enumerate(routes_raw)
+        _route(i, section, base, converter, destinations, processing_ids)
+        for i, section in enumerate(routes_raw)
     )
     _check_routes(routes, mllp)
     _check_batch_destinations(destinations, converter, routes)
@@ -229,6 +233,7 @@ def _build(raw: dict[str, Any], base: Path) -> ServiceConfig:
         destinations=destinations,
         routes=routes,
         amqp=amqp,
+        processing_ids=processing_ids,
     )
     return config
 
@@ -454,11 +459,20 @@ def _route(
     base: Path,
     converter: ConverterSettings,
     destinations: Mapping[str, DestinationConfig],
+    processing_ids: tuple[str, ...],
 ) -> RouteConfig:
     where = f"routes[{index}]"
     _check_keys(
         section,
-        {"name", "sending_application", "sending_facility", "listener", "destination", "converter"},
+        {
+            "name",
+            "sending_application",
+            "sending_facility",
+            "listener",
+            "destination",
+            "converter",
+            "processing_ids",
+        },
         where,
     )
     destination = str(section.get("destination", "default"))
@@ -478,4 +492,28 @@ def _route(
         listener=matches["listener"],
         destination=destination,
         converter=_converter(section.get("converter", {}), base, converter, f"{where}.converter"),
+        processing_ids=(
+            _processing_ids(section["processing_ids"], f"{where}.processing_ids")
+            if "processing_ids" in section
+            else processing_ids
+        ),
     )
+
+
+#: HL7 table 0103, processing id: production, training, debugging.
+_PROCESSING_IDS = ("P", "T", "D")
+
+
+def _processing_ids(value: object, where: str) -> tuple[str, ...]:
+    """A list of MSH-11.1 values, or (from the environment) a comma-separated text."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+        raise ConfigError(f'{where} must be a list of processing ids such as ["P"], got {value!r}')
+    ids = tuple(dict.fromkeys(item.strip().upper() for item in items if item.strip()))
+    unknown = [item for item in ids if item not in _PROCESSING_IDS]
+    if unknown:
+        raise ConfigError(
+            f"{where}: {', '.join(unknown)} is not a processing id (HL7 table 0103: "
+            "P production, T training, D debugging)"
+        )
+    return ids

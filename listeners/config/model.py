@@ -244,6 +244,9 @@ class RouteConfig:
     listener: str | None = None
     destination: str = "default"
     converter: ConverterSettings = field(default_factory=ConverterSettings)
+    #: MSH-11.1 values this route takes (HL7 table 0103: P production, T training, D
+    #: debugging); others get AR 202. Empty: any.
+    processing_ids: tuple[str, ...] = ()
 
     def matches(self, *, application: str, facility: str, listener: str) -> bool:
         return (
@@ -268,13 +271,21 @@ class ServiceConfig:
     )
     routes: tuple[RouteConfig, ...] = ()
     amqp: AmqpConfig = field(default_factory=AmqpConfig)
+    #: MSH-11.1 values accepted by the default route and by routes that do not say.
+    processing_ids: tuple[str, ...] = ()
+
+    def default_route(self) -> RouteConfig:
+        """The route of messages no configured route matches."""
+        return RouteConfig(
+            name="default", converter=self.converter, processing_ids=self.processing_ids
+        )
 
     def route_for(self, *, application: str, facility: str, listener: str) -> RouteConfig:
         """The first matching route, else the default route (default destination)."""
         for route in self.routes:
             if route.matches(application=application, facility=facility, listener=listener):
                 return route
-        return RouteConfig(name="default", converter=self.converter)
+        return self.default_route()
 
     def redacted(self) -> dict[str, Any]:
         """The effective configuration for display, secrets masked (``Secret`` values, the

@@ -442,6 +442,12 @@ def test_unknown_settings_name_the_key(tmp_path: Path, text: str, expected: str)
         ("[mllp]\nidle_timeout = nan\n", r"mllp\.idle_timeout must be a finite number"),
         ("[delivery]\nbackoff_max = inf\n", r"delivery\.backoff_max must be a finite number"),
         ("[converter]\ntimezone = '" + "A" * 5000 + "'\n", r"converter\.timezone: unknown time"),
+        ("processing_ids = ['X']\n", r"processing_ids: X is not a processing id \(HL7 table 0103"),
+        ("processing_ids = 5\n", r"processing_ids must be a list of processing ids"),
+        (
+            "[[routes]]\nname = 'r'\nprocessing_ids = ['P', 'Q']\n",
+            r"routes\[0\]\.processing_ids: Q is not a processing id",
+        ),
     ],
 )
 def test_invalid_values_are_clear_errors(tmp_path: Path, text: str, expected: str) -> None:
@@ -598,3 +604,21 @@ def test_routes_match_first_wins(tmp_path: Path) -> None:
     # Unnamed routes get a name from their position.
     unnamed = load_config(toml(tmp_path, "[[routes]]\nsending_facility = 'A'\n", "u.toml"), env={})
     assert unnamed.routes[0].name == "route-1"
+
+
+def test_processing_ids_from_file_and_environment_and_inherited_by_routes(tmp_path: Path) -> None:
+    text = (
+        "processing_ids = ['p', 'P']\n"
+        "[[routes]]\nname = 'training'\nsending_facility = 'TRAIN'\nprocessing_ids = ['T', 'D']\n"
+        "[[routes]]\nname = 'inherits'\nsending_facility = 'WARD'\n"
+    )
+    config = load_config(toml(tmp_path, text), env={})
+    assert config.processing_ids == ("P",)  # upper-cased, once
+    assert [r.processing_ids for r in config.routes] == [("T", "D"), ("P",)]
+    assert config.route_for(application="X", facility="Y", listener="mllp").processing_ids == ("P",)
+    from_env = load_config(toml(tmp_path, text), env={"PASSERELLE_PROCESSING_IDS": "P, T"})
+    assert from_env.processing_ids == ("P", "T")
+    assert from_env.routes[1].processing_ids == ("P", "T")
+    assert load_config(None, env={}).processing_ids == ()  # any, by default
+    with pytest.raises(ConfigError, match=r"PASSERELLE_PROCESSING_IDS"):
+        load_config(None, env={"PASSERELLE_PROCESSING_IDS": "PROD"})

@@ -99,10 +99,16 @@ def write_config(
     amqp: Mapping[str, Any] | None = None,
     delivery: Mapping[str, Any] | None = None,
     log_format: str = "text",
+    top: Mapping[str, Any] | None = None,
 ) -> Path:
     """A TOML configuration: loopback and ephemeral ports, fast retries, ``names``."""
     tables: dict[str, dict[str, Any]] = {
-        "": {"data_dir": str(directory / "data"), "log_level": "DEBUG", "log_format": log_format},
+        "": {
+            "data_dir": str(directory / "data"),
+            "log_level": "DEBUG",
+            "log_format": log_format,
+            **(top or {}),
+        },
         "mllp": {"host": "127.0.0.1", "port": 0, "idle_timeout": 30},
         "http": {"host": "127.0.0.1", "port": 0},
         "queue": {"backend": backend, "commit_interval_ms": 1},
@@ -177,12 +183,13 @@ def adt(
     facility: str = "FAC-A",
     message_type: str | None = None,
     birth_date: str = "19800101",
+    processing_id: str = "P",
 ) -> bytes:
     """A small ADT message (MSH, EVN, PID, PV1), CR-separated."""
     msh9 = message_type or f"ADT^{event}^ADT_A01"
     segments = [
         f"MSH|^~\\&|{application}|{facility}|PASSERELLE|GHT|20240314083512+0100||{msh9}|"
-        f"{control_id}|P|2.5.1",
+        f"{control_id}|{processing_id}|2.5.1",
         f"EVN|{event}|20240314083512+0100",
         f"PID|1||{mrn}^^^{AUTHORITY}^MR||{family}^Alice||{birth_date}|F",
         f"PV1|1|I|CARDIO^412^1|||||||||||||||||V-{control_id}^^^{AUTHORITY}^VN",

@@ -126,9 +126,7 @@ async def test_commit_mode_keeps_message_and_correlation_ids_through_the_sqlite_
 async def test_poison_messages_go_to_the_dead_letter_exchange_with_error_headers(
     broker: RabbitMq, fhir: FhirServer, names: Names, configure: Configure
 ) -> None:
-    config = configure(
-        consumer={"mode": "delivery"},
-    )
+    config = configure(consumer={"mode": "delivery"}, top={"processing_ids": ["P"]})
     poison = {
         "no-msh": (b"SECRET-PAYLOAD not HL7 at all\r", {"content_type": "text/plain"}),
         "unsupported": (
@@ -141,6 +139,7 @@ async def test_poison_messages_go_to_the_dead_letter_exchange_with_error_headers
             {"content_type": "application/xml"},
         ),
         "mapping": (adt("PZ-5", mrn="MRN-SECRET-5", birth_date="20241341"), {"content_type": HL7}),
+        "training": (adt("PZ-6", mrn="MRN-SECRET-6", processing_id="T"), {"content_type": HL7}),
     }
     with captured_logs() as logs:
         async with running_service(config), AmqpClient(broker.url) as client:
@@ -161,6 +160,10 @@ async def test_poison_messages_go_to_the_dead_letter_exchange_with_error_headers
     assert unsupported[ERROR_HEADERS["kind"]] == "UnsupportedMessageError"
     assert unsupported[ERROR_HEADERS["hl7_error_code"]] in ("200", "201")
     assert unsupported[ERROR_HEADERS["stage"]] == "intake"
+    training = by_id["training"].headers
+    assert training[ERROR_HEADERS["kind"]] == "UnsupportedMessageError"
+    assert training[ERROR_HEADERS["hl7_error_code"]] == "202"
+    assert training[ERROR_HEADERS["location"]] == "MSH-11"
     assert by_id["undetectable"].headers[ERROR_HEADERS["kind"]] == "ParseError"
     assert by_id["bad-xml"].headers[ERROR_HEADERS["kind"]] == "ParseError"
     mapping = by_id["mapping"].headers

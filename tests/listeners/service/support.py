@@ -86,6 +86,7 @@ def adt(
     msh9: str | None = None,
     accept_ack: str = "",
     application_ack: str = "",
+    processing_id: str = "P",
 ) -> bytes:
     """A small ADT message (MSH, EVN, PID, PV1), segments ending in CR, UTF-8."""
     msh9 = msh9 or f"ADT^{event}^{_STRUCTURES.get(event, 'ADT_A01')}"
@@ -100,7 +101,7 @@ def adt(
         "",
         msh9,
         control_id,
-        "P",
+        processing_id,
         version,
         "",
         "",
