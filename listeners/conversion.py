@@ -26,6 +26,18 @@ Crash safety of the pool:
 * An unexpected exception from the converter (a bug, not a ConversionError) is a failure
   of kind ``InternalError``, located at the code that raised it: the message is
   dead-lettered rather than retried forever in front of the messages queued after it.
+* A conversion has a deadline (``timeout``): a real-time timer of the conversion process
+  interrupts it, and the message is a failure of kind ``ConversionTimeout`` (dead-lettered:
+  the same bytes would take as long again). A pathological message (a 19 MB ORU takes
+  minutes) thus holds neither a process nor the service's shutdown. The process keeps
+  its converter: what a converter builds lazily (compiled templates, code maps, model
+  checks) is stored only once built, so an interruption leaves nothing half-built, and
+  the message's own objects are dropped with it. The timer interrupts Python code; a
+  single C call (one regular expression, lxml parsing a document) finishes first,
+  bounded by the input size limits. The first message of each type in a process
+  compiles its templates (about a second), within its deadline: keep the limit well
+  above that. Threads cannot take signals: with ``use_threads`` (tests) there is no
+  deadline.
 """
 
 from __future__ import annotations
@@ -38,21 +50,30 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from multiprocessing.context import BaseContext
+from types import FrameType
 from typing import Any
 
 from converter import ConfigurationError, ConversionError, Converter, ConverterConfig
 
 from .logs import code_place
 
-__all__ = ["INTERNAL_ERROR", "ConversionFailure", "ConversionPool", "ConversionResult"]
+__all__ = [
+    "CONVERSION_TIMEOUT",
+    "INTERNAL_ERROR",
+    "ConversionFailure",
+    "ConversionPool",
+    "ConversionResult",
+]
 
 #: ``ConversionFailure.kind`` of a converter bug (an exception that is no ConversionError).
 INTERNAL_ERROR = "InternalError"
+#: ``ConversionFailure.kind`` of a conversion stopped at its deadline.
+CONVERSION_TIMEOUT = "ConversionTimeout"
 
 log = logging.getLogger("passerelle.conversion")
 
@@ -199,13 +220,60 @@ def _process_context() -> BaseContext:
     return multiprocessing.get_context("spawn")
 
 
+class _DeadlineExceeded(BaseException):
+    """Raised by the deadline timer into the conversion. A BaseException: no ``except
+    Exception`` of the converter or of Jinja may turn it into a mapping error."""
+
+
+def _deadline_exceeded(signum: int, frame: FrameType | None) -> None:
+    raise _DeadlineExceeded
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float) -> Iterator[None]:
+    """Interrupt the body after ``seconds`` (real time), in the main thread only."""
+    if seconds <= 0 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGALRM, _deadline_exceeded)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def _convert(
-    route: str, payload: bytes, input_type: str, root_template: str | None
+    route: str,
+    payload: bytes,
+    input_type: str,
+    root_template: str | None,
+    timeout: float = 0.0,
 ) -> list[ConversionResult] | ConversionFailure:
     assert _state is not None, "conversion process not initialised"
+    # Built outside the deadline (normally by warm_up already): loading a route's
+    # templates and code maps is not the message's doing. An error is raised again, and
+    # answered, by _convert_now.
+    with contextlib.suppress(Exception):
+        _state.converter(route)
+    try:
+        with _deadline(timeout):
+            return _convert_now(_state, route, payload, input_type, root_template)
+    except _DeadlineExceeded:
+        return ConversionFailure(
+            kind=CONVERSION_TIMEOUT,
+            reason=f"conversion stopped after {timeout:g} s (delivery.conversion_timeout)",
+            hl7_error_code="207",
+        )
+
+
+def _convert_now(
+    state: _ProcessState, route: str, payload: bytes, input_type: str, root_template: str | None
+) -> list[ConversionResult] | ConversionFailure:
     started = time.perf_counter()
     try:
-        converter = _state.converter(route)
+        converter = state.converter(route)
         results = []
         for conversion in converter.convert(
             payload,
@@ -249,8 +317,10 @@ class ConversionPool:
         *,
         processes: int = 0,
         use_threads: bool = False,
+        timeout: float = 0.0,
     ) -> None:
         self._configs = dict(configs)
+        self._timeout = timeout
         self._workers = processes or max(1, os.cpu_count() or 1)
         self._lock = threading.Lock()
         self._closed = False
@@ -309,7 +379,7 @@ class ConversionPool:
         executor = self._executor
         try:
             return await loop.run_in_executor(
-                executor, _convert, route, payload, input_type, root_template
+                executor, _convert, route, payload, input_type, root_template, self._timeout
             )
         except BrokenProcessPool:
             self._replace_broken(executor)

@@ -97,6 +97,7 @@ class Service:
             {name: route.converter.converter_config() for name, route in self.routes.items()},
             processes=config.delivery.convert_processes,
             use_threads=self._use_threads,
+            timeout=config.delivery.conversion_timeout,
         )
         await asyncio.get_running_loop().run_in_executor(None, self.pool.warm_up)
         if isinstance(self.queue, SqliteQueue):

@@ -124,6 +124,7 @@ class AmqpWorker:
                 {name: route.converter.converter_config() for name, route in self.routes.items()},
                 processes=config.delivery.convert_processes,
                 use_threads=self._use_threads,
+                timeout=config.delivery.conversion_timeout,
             )
             await asyncio.get_running_loop().run_in_executor(None, self.pool.warm_up)
             self.sinks = {name: build_sink(dest) for name, dest in config.destinations.items()}

@@ -75,6 +75,7 @@ ENV_SETTINGS: Mapping[str, str] = {
     "PASSERELLE_QUEUE_PATH": "queue.path",
     "PASSERELLE_DELIVERY_WORKERS": "delivery.workers",
     "PASSERELLE_DELIVERY_MAX_ATTEMPTS": "delivery.max_attempts",
+    "PASSERELLE_DELIVERY_CONVERSION_TIMEOUT": "delivery.conversion_timeout",
     "PASSERELLE_TIMEZONE": "converter.timezone",
     "PASSERELLE_TEMPLATES": "converter.templates",
     "PASSERELLE_FHIR_URL": "destinations.default.url",
@@ -444,6 +445,10 @@ def _delivery(section: dict[str, Any]) -> DeliveryConfig:
         ),
         backoff_max=_float(section.get("backoff_max", default.backoff_max), "delivery.backoff_max"),
         max_attempts=_int(section.get("max_attempts", 0), "delivery.max_attempts"),
+        conversion_timeout=_float(
+            section.get("conversion_timeout", default.conversion_timeout),
+            "delivery.conversion_timeout",
+        ),
     )
     if config.backoff_initial > config.backoff_max:
         raise ConfigError(

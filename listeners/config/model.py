@@ -206,6 +206,10 @@ class DeliveryConfig:
     backoff_max: float = 300.0
     #: 0 = retry transient failures forever (nothing acknowledged is ever dropped).
     max_attempts: int = 0
+    #: Seconds one message's conversion may take before it is stopped and dead-lettered
+    #: (a pathological message must not hold a conversion process, and shutdown, for
+    #: minutes); 0 = no limit.
+    conversion_timeout: float = 60.0
 
 
 @dataclass(frozen=True)

@@ -442,6 +442,7 @@ def test_unknown_settings_name_the_key(tmp_path: Path, text: str, expected: str)
         ("[mllp]\nidle_timeout = nan\n", r"mllp\.idle_timeout must be a finite number"),
         ("[delivery]\nbackoff_max = inf\n", r"delivery\.backoff_max must be a finite number"),
         ("[converter]\ntimezone = '" + "A" * 5000 + "'\n", r"converter\.timezone: unknown time"),
+        ("[delivery]\nconversion_timeout = -1\n", r"delivery\.conversion_timeout must not be"),
         ("processing_ids = ['X']\n", r"processing_ids: X is not a processing id \(HL7 table 0103"),
         ("processing_ids = 5\n", r"processing_ids must be a list of processing ids"),
         (
