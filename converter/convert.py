@@ -296,7 +296,13 @@ class Converter:
             timestamp=timestamp,
             # A value FHIR cannot hold was already refused, or replaced with a warning,
             # where the templates wrote it; the bundle then goes without it.
-            identifier={"value": identifier} if identifier and is_fhir_string(identifier) else None,
+            # A control id of blanks alone (MSH-10 `\.br\` decodes to a line break) is no
+            # FHIR string either.
+            identifier=(
+                {"value": identifier}
+                if identifier and identifier.strip() and is_fhir_string(identifier)
+                else None
+            ),
         )
         if self._validator is not None:
             self._validator.validate(bundle, origins)

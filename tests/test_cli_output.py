@@ -97,7 +97,8 @@ def test_the_shipped_cda_samples_folder_converts() -> None:
     # Once exit 1: samples/cda holds a README.md.
     result = run("convert", REPO / "samples" / "cda", "--no-validate")
     assert result.returncode == 0, result.stderr
-    assert "converted 3, failed 0, skipped 1" in result.stderr
+    documents = len(list((REPO / "samples" / "cda").glob("*.xml")))
+    assert f"converted {documents}, failed 0, skipped 1" in result.stderr
 
 
 def test_a_file_named_on_the_command_line_is_never_skipped(tmp_path: Path) -> None:
