@@ -428,6 +428,26 @@ def test_identifier_scope_across_sending_facilities(
     assert (first["id"] == second["id"]) is same
 
 
+@pytest.mark.parametrize(
+    ("facility_a", "facility_b", "same"),
+    [
+        # One namespace id, two OIDs: two hospitals (a data-engineer probe found their
+        # patients "555000" merged into one Patient when only HD.1 scoped them).
+        (b"CH^1.2.250.1.999.90.1^ISO", b"CH^1.2.250.1.999.90.2^ISO", False),
+        # One OID written with two namespace ids: one facility.
+        (b"CH-NORD^1.2.250.1.999.90.1^ISO", b"CHN^1.2.250.1.999.90.1^ISO", True),
+        (b"HOSP-A", b"HOSP-A", True),
+    ],
+)
+def test_unqualified_identifiers_are_scoped_by_the_facilitys_universal_id(
+    converter: Converter, facility_a: bytes, facility_b: bytes, same: bool
+) -> None:
+    cx = b"12345^^^^MR"
+    first = the(converter.convert(_patient_message(facility_a, cx))[0].bundle, "Patient")
+    second = the(converter.convert(_patient_message(facility_b, cx))[0].bundle, "Patient")
+    assert (first["id"] == second["id"]) is same
+
+
 # --- request modes -------------------------------------------------------------------------------
 
 

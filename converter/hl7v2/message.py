@@ -471,6 +471,7 @@ class Message(Group):
         "control_id",
         "encoding",
         "event",
+        "facility_scope",
         "message_code",
         "sending_application",
         "sending_facility",
@@ -500,7 +501,13 @@ class Message(Group):
         self.event = f"{self.message_code}^{self.trigger}"
         self.version = str(msh.field(12))
         self.sending_application = str(msh.field(3))
-        self.sending_facility = str(msh.field(4))
+        facility = msh.field(4)
+        self.sending_facility = str(facility)
+        #: What scopes an identifier without an authority: MSH-4's universal id (HD.2)
+        #: when it has one, else its namespace id (HD.1). Two facilities may share a
+        #: namespace id ("CH") and differ by their OIDs: scoped by HD.1, their patients
+        #: "12345" would be one Patient.
+        self.facility_scope = str(facility[2]).strip() or self.sending_facility
         self.structure = structure
 
     @property
