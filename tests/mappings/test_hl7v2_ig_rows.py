@@ -616,3 +616,35 @@ def test_a_control_id_of_blanks_alone_gives_no_bundle_identifier(converter: Conv
     # and the R4 validator refused the bundle (found by the mutated-bundle tests).
     conversion = converter.convert_message(_message([("MSH", 10, "\\.br\\")]))
     assert "identifier" not in conversion.bundle
+
+
+def _observations(bundle: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Observation"
+    ]
+
+
+def test_adt_observations_keep_their_ids_when_the_message_comes_again(
+    converter: Converter,
+) -> None:
+    # A data-engineer probe: each replay with a new MSH-10 (and each A08 repeating the
+    # OBX) added a copy of the admission weight, its id derived from the message.
+    first = _observations(converter.convert_message(_message([])).bundle)
+    replay = _observations(
+        converter.convert_message(_message([("MSH", 10, "REPLAY-1"), ("MSH", 7, "20240320")]))
+        .bundle
+    )
+    assert len(first) == 3
+    assert [o["id"] for o in replay] == [o["id"] for o in first]
+    # A new measurement time is a new observation; the other two are the same.
+    later = _observations(converter.convert_message(_message([("OBX", 14, "20240316")])).bundle)
+    assert later[0]["id"] != first[0]["id"]
+    assert [o["id"] for o in later[1:]] == [o["id"] for o in first[1:]]
+
+
+def test_adt_observations_repeating_a_code_stay_apart(converter: Converter) -> None:
+    first_obx = next(line for line in SAMPLE.decode().split("\r") if line.startswith("OBX|"))
+    twice = SAMPLE.replace(first_obx.encode(), (first_obx + "\r" + first_obx).encode())
+    observations = _observations(converter.convert_message(twice).bundle)
+    assert len(observations) == 4
+    assert len({o["id"] for o in observations}) == 4
