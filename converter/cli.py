@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .assembly.bundle import REQUEST_MODES
 from .cda.xml import DEFAULT_MAX_BYTES
 from .cli_output import (
     BundleWriter,
@@ -102,6 +103,14 @@ def _add_converter_options(parser: argparse.ArgumentParser) -> None:
         "--request-mode", default="put", choices=("put", "conditional-create", "conditional-update")
     )
     parser.add_argument(
+        "--request-mode-for",
+        action="append",
+        default=[],
+        type=_type_mode_option,
+        metavar="TYPE=MODE",
+        help="the request mode of one resource type (repeatable): Patient=conditional-create",
+    )
+    parser.add_argument(
         "--lenient",
         action="store_true",
         help="drop invalid values with a warning instead of failing",
@@ -129,6 +138,15 @@ def _charset_option(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{exc}: {text[:100]!r}") from None
 
 
+def _type_mode_option(text: str) -> tuple[str, str]:
+    resource_type, equals, mode = text.partition("=")
+    if not equals or mode not in REQUEST_MODES or not resource_type[:1].isupper():
+        raise argparse.ArgumentTypeError(
+            f"expected TYPE=MODE with MODE one of {', '.join(REQUEST_MODES)}: {text[:100]!r}"
+        )
+    return resource_type, mode
+
+
 def _config(args: argparse.Namespace, *, validate: bool = True) -> ConverterConfig:
     return ConverterConfig(
         template_dirs=tuple(args.templates),
@@ -136,6 +154,7 @@ def _config(args: argparse.Namespace, *, validate: bool = True) -> ConverterConf
         default_timezone=args.timezone,
         default_charset=args.charset,
         request_mode=args.request_mode,
+        request_modes=tuple(args.request_mode_for),
         strict_values=not args.lenient,
         strict_hl7=args.strict_hl7,
         max_document_bytes=args.max_document_bytes,

@@ -6,6 +6,7 @@ from the :class:`ConverterConfig` built by the caller.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import resources
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .assembly import json_text
-from .assembly.bundle import RequestMode, build_bundle
+from .assembly.bundle import REQUEST_MODES, RequestMode, build_bundle
 from .assembly.ids import stable_id
 from .cda import CdaDocument, PathCache, SectionTable
 from .cda.xml import DEFAULT_MAX_BYTES
@@ -35,6 +36,9 @@ from .validation import ModelValidator, StructuralValidator
 __all__ = ["Conversion", "Converter", "ConverterConfig", "InputType", "detect_input_type"]
 
 InputType = Literal["auto", "hl7v2", "cda"]
+
+
+_RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
 
 
 def _builtin_mappings() -> Path:
@@ -59,6 +63,10 @@ class ConverterConfig:
     default_charset: str = "utf-8"
     #: How bundle entries are written: PUT with stable ids, or conditional on identifiers.
     request_mode: RequestMode = "put"
+    #: ``(resource type, mode)`` pairs overriding ``request_mode`` for those types: a
+    #: result feed writing Patient and Encounter ``conditional-create`` never replaces
+    #: what the admission feed stored (see :func:`build_bundle`).
+    request_modes: tuple[tuple[str, RequestMode], ...] = ()
     #: Invalid values (dates, numbers) fail the message; False drops them with a warning.
     strict_values: bool = True
     #: Mixed into every id: two deployments (or senders) with different namespaces never
@@ -72,8 +80,14 @@ class ConverterConfig:
     mappings_dir: Path = field(default_factory=_builtin_mappings)
 
     def __post_init__(self) -> None:
-        if self.request_mode not in ("put", "conditional-create", "conditional-update"):
-            raise ConfigurationError(f"unknown request mode {self.request_mode!r}")
+        for mode in (self.request_mode, *(mode for _, mode in self.request_modes)):
+            if mode not in REQUEST_MODES:
+                raise ConfigurationError(f"unknown request mode {mode!r}")
+        for resource_type, _ in self.request_modes:
+            if not _RESOURCE_TYPE.fullmatch(resource_type):
+                raise ConfigurationError(
+                    f"request_modes: {resource_type[:100]!r} is not a FHIR resource type name"
+                )
         if self.validator not in ("structural", "models"):
             raise ConfigurationError(f"unknown validator {self.validator!r}")
         if self.max_document_bytes < 1:
@@ -86,6 +100,11 @@ class ConverterConfig:
             ) from None
         # The parser uses it as a codec name (8859/1 → iso8859-1).
         object.__setattr__(self, "default_charset", codec)
+
+    @property
+    def all_put(self) -> bool:
+        """Every entry is ``PUT Type/id``: references can name ``Type/id``."""
+        return self.request_mode == "put" and all(m == "put" for _, m in self.request_modes)
 
 
 @dataclass(frozen=True)
@@ -261,7 +280,7 @@ class Converter:
             environment=self.templates.environment,
             family=family,
             scope=self.config.id_namespace,
-            reference_style="type" if self.config.request_mode == "put" else "urn",
+            reference_style="type" if self.config.all_put else "urn",
             context=context,
             builtin_root=str(self.config.mappings_dir),
             strict_values=self.config.strict_values,
@@ -293,6 +312,7 @@ class Converter:
             stable_id(self.config.id_namespace, "Bundle", message_key),
             resources_out,
             mode=self.config.request_mode,
+            modes=dict(self.config.request_modes),
             timestamp=timestamp,
             # A value FHIR cannot hold was already refused, or replaced with a warning,
             # where the templates wrote it; the bundle then goes without it.

@@ -266,3 +266,14 @@ def test_max_document_bytes_refuses_a_larger_cda_document() -> None:
     assert f"document of {size} bytes exceeds the limit of {size - 1}" in refused.stderr
     assert "Traceback" not in refused.stderr
     assert run("convert", ccd, "--max-document-bytes", 0).returncode == 2
+
+
+def test_request_mode_for_one_resource_type(tmp_path: Path) -> None:
+    result = run("convert", ADT_A08, "--request-mode-for", "Patient=conditional-create")
+    assert result.returncode == 0, result.stderr
+    bundle = json.loads(result.stdout)
+    methods = {e["resource"]["resourceType"]: e["request"]["method"] for e in bundle["entry"]}
+    assert methods["Patient"] == "POST" and methods["Encounter"] == "PUT"
+    bad = run("convert", ADT_A08, "--request-mode-for", "Patient=upsert")
+    assert bad.returncode == 2
+    assert "expected TYPE=MODE" in bad.stderr

@@ -451,6 +451,35 @@ def test_unqualified_identifiers_are_scoped_by_the_facilitys_universal_id(
 # --- request modes -------------------------------------------------------------------------------
 
 
+def test_request_modes_per_type_write_those_types_conditionally_and_the_rest_by_id() -> None:
+    config = ConverterConfig(request_modes=(("Patient", "conditional-create"),))
+    bundle = Converter(config).convert(SAMPLE)[0].bundle
+    requests = {e["resource"]["resourceType"]: e["request"] for e in bundle["entry"]}
+    assert requests["Patient"] == {
+        "method": "POST",
+        "url": "Patient",
+        "ifNoneExist": "identifier=urn:oid:1.2.250.1.999.1.1|0012345678",
+    }
+    assert requests["Encounter"]["url"].startswith("Encounter/")
+    # One conditional entry: every reference goes through the urn:uuid fullUrls.
+    full_urls = {entry["fullUrl"] for entry in bundle["entry"]}
+    assert set(references(bundle)) <= full_urls
+    plain = Converter(ConverterConfig(request_modes=(("Patient", "put"),))).convert(SAMPLE)[0]
+    assert not any(ref.startswith("urn:uuid:") for ref in references(plain.bundle))
+
+
+@pytest.mark.parametrize(
+    ("modes", "message"),
+    [
+        ((("Patient", "upsert"),), "unknown request mode 'upsert'"),
+        ((("patient", "put"),), "'patient' is not a FHIR resource type name"),
+    ],
+)
+def test_request_modes_are_checked(modes: Any, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        ConverterConfig(request_modes=modes)
+
+
 @pytest.mark.parametrize("mode", ["conditional-create", "conditional-update"])
 def test_conditional_modes_reference_by_urn_and_match_on_identifiers(
     mode: str, baseline: dict[str, Any]

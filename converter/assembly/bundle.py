@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 from urllib.parse import quote
 
 from ..errors import BundleValidationError
 
-__all__ = ["RequestMode", "build_bundle"]
+__all__ = ["REQUEST_MODES", "RequestMode", "build_bundle"]
 
 RequestMode = Literal["put", "conditional-create", "conditional-update"]
+REQUEST_MODES: tuple[RequestMode, ...] = ("put", "conditional-create", "conditional-update")
 
 
 def build_bundle(
@@ -18,6 +19,7 @@ def build_bundle(
     resources: Iterable[dict[str, Any]],
     *,
     mode: RequestMode,
+    modes: Mapping[str, RequestMode] | None = None,
     timestamp: str | None = None,
     identifier: dict[str, str] | None = None,
 ) -> dict[str, Any]:
@@ -31,6 +33,10 @@ def build_bundle(
     ``urn:uuid`` fullUrls that the server rewrites. Resources without an identifier fall
     back to ``PUT Type/id``.
 
+    ``modes`` overrides ``mode`` for some resource types (``{"Patient":
+    "conditional-create"}``): in one bundle, some entries PUT by id and others written
+    conditionally; references then use the ``urn:uuid`` fullUrls for all.
+
     Two resources of one type with the same identifier (a source that reuses an id for
     different entries) cannot both be written conditionally: the server could not tell
     them apart. That is a BundleValidationError here, rather than a refusal by the server
@@ -41,7 +47,8 @@ def build_bundle(
     for resource in resources:
         rtype = resource["resourceType"]
         rid = resource["id"]
-        search = _identifier_search(resource) if mode != "put" else None
+        entry_mode = modes.get(rtype, mode) if modes else mode
+        search = _identifier_search(resource) if entry_mode != "put" else None
         if search is not None:
             first = searched.setdefault((rtype, search), len(entries))
             if first != len(entries):
@@ -57,7 +64,7 @@ def build_bundle(
             # The server picks (or keeps) the id of a conditionally written resource; an
             # id in the body would have to match it, so it is left out.
             resource = {k: v for k, v in resource.items() if k != "id"}
-            if mode == "conditional-create":
+            if entry_mode == "conditional-create":
                 request = {"method": "POST", "url": rtype, "ifNoneExist": search}
             else:
                 request = {"method": "PUT", "url": f"{rtype}?{search}"}

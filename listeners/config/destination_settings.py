@@ -121,8 +121,13 @@ def _check_batch_destinations(
         ("converter", converter, "default"),
         *((f"route {r.name!r}", r.converter, r.destination) for r in routes),
     ):
-        if destinations[target].bundle_type == "batch" and settings.request_mode != "put":
+        if destinations[target].bundle_type == "batch" and not settings.all_put:
+            mode = next(
+                m
+                for m in (settings.request_mode, *(m for _, m in settings.request_modes))
+                if m != "put"
+            )
             raise ConfigError(
-                f"{where}: request_mode {settings.request_mode!r} needs a transaction, but "
+                f"{where}: request_mode {mode!r} needs a transaction, but "
                 f'destination {target!r} sends "batch"'
             )

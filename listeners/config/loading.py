@@ -21,6 +21,8 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
+from converter.assembly.bundle import REQUEST_MODES, RequestMode
+
 from .amqp_settings import _amqp, _check_amqp, _resolve_amqp_urls
 from .destination_settings import _check_batch_destinations, _destination
 from .model import (
@@ -284,11 +286,28 @@ def _converter(
             ("put", "conditional-create", "conditional-update"),
             f"{where}.request_mode",
         )
+    if "request_modes" in section:
+        where_modes = f"{where}.request_modes"
+        changes["request_modes"] = _request_modes(section["request_modes"], where_modes)
     if "templates" in section:
         changes["templates"] = _paths(section["templates"], base, f"{where}.templates")
     if "id_namespace" in section:
         changes["id_namespace"] = str(section["id_namespace"])
     return replace(default, **changes)
+
+
+def _request_modes(value: Any, where: str) -> tuple[tuple[str, RequestMode], ...]:
+    """``{Patient = "conditional-create", Encounter = "conditional-create"}``."""
+    if not isinstance(value, dict):
+        raise ConfigError(
+            f'{where} must be a table such as {{ Patient = "conditional-create" }}, got {value!r}'
+        )
+    modes: list[tuple[str, RequestMode]] = []
+    for resource_type, mode in value.items():
+        if not resource_type[:1].isupper() or not resource_type.isalpha():
+            raise ConfigError(f"{where}: {resource_type[:100]!r} is not a FHIR resource type")
+        modes.append((resource_type, _choice(mode, REQUEST_MODES, f"{where}.{resource_type}")))
+    return tuple(modes)
 
 
 def _tls(section: Any, base: Path, where: str) -> TlsConfig | None:

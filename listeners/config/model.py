@@ -220,10 +220,17 @@ class ConverterSettings:
     charset: str = "utf-8"
     validate: bool = True
     request_mode: RequestMode = "put"
+    #: Per resource type, over ``request_mode`` (``{Patient = "conditional-create"}``).
+    request_modes: tuple[tuple[str, RequestMode], ...] = ()
     lenient: bool = False
     strict_hl7: bool = False
     templates: tuple[Path, ...] = ()
     id_namespace: str = ""
+
+    @property
+    def all_put(self) -> bool:
+        """Every entry is written ``PUT Type/id`` (a batch destination can take it)."""
+        return self.request_mode == "put" and all(m == "put" for _, m in self.request_modes)
 
     def converter_config(self) -> ConverterConfig:
         return ConverterConfig(
@@ -232,6 +239,7 @@ class ConverterSettings:
             default_timezone=self.timezone,
             default_charset=self.charset,
             request_mode=self.request_mode,
+            request_modes=self.request_modes,
             strict_values=not self.lenient,
             strict_hl7=self.strict_hl7,
             id_namespace=self.id_namespace,

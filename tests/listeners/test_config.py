@@ -443,6 +443,21 @@ def test_unknown_settings_name_the_key(tmp_path: Path, text: str, expected: str)
         ("[delivery]\nbackoff_max = inf\n", r"delivery\.backoff_max must be a finite number"),
         ("[converter]\ntimezone = '" + "A" * 5000 + "'\n", r"converter\.timezone: unknown time"),
         ("[delivery]\nconversion_timeout = -1\n", r"delivery\.conversion_timeout must not be"),
+        (
+            "[converter]\nrequest_modes = { Patient = 'upsert' }\n",
+            r"converter\.request_modes\.Patient must be one of put, conditional-create",
+        ),
+        ("[converter]\nrequest_modes = 'x'\n", r"converter\.request_modes must be a table"),
+        (
+            "[converter]\nrequest_modes = { patient = 'put' }\n",
+            r"converter\.request_modes: 'patient' is not a FHIR resource type",
+        ),
+        (
+            "[destinations.default]\nbundle_type = 'batch'\n"
+            "[[routes]]\nname = 'lab'\n"
+            "converter = { request_modes = { Patient = 'conditional-create' } }\n",
+            r"route 'lab': request_mode 'conditional-create' needs a transaction",
+        ),
         ("processing_ids = ['X']\n", r"processing_ids: X is not a processing id \(HL7 table 0103"),
         ("processing_ids = 5\n", r"processing_ids must be a list of processing ids"),
         (
@@ -623,3 +638,20 @@ def test_processing_ids_from_file_and_environment_and_inherited_by_routes(tmp_pa
     assert load_config(None, env={}).processing_ids == ()  # any, by default
     with pytest.raises(ConfigError, match=r"PASSERELLE_PROCESSING_IDS"):
         load_config(None, env={"PASSERELLE_PROCESSING_IDS": "PROD"})
+
+
+def test_request_modes_per_resource_type_for_a_route(tmp_path: Path) -> None:
+    text = (
+        "[converter]\nrequest_modes = { Patient = 'conditional-update' }\n"
+        "[[routes]]\nname = 'lab'\nsending_application = 'LIS'\n"
+        "converter = { request_modes = { Patient = 'conditional-create', "
+        "Encounter = 'conditional-create' } }\n"
+    )
+    config = load_config(toml(tmp_path, text), env={})
+    assert config.converter.request_modes == (("Patient", "conditional-update"),)
+    lab = config.routes[0].converter.converter_config()
+    assert lab.request_modes == (
+        ("Patient", "conditional-create"),
+        ("Encounter", "conditional-create"),
+    )
+    assert lab.request_mode == "put" and not lab.all_put
