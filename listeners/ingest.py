@@ -15,6 +15,13 @@ message type and version are supported, store it durably, then acknowledge:
   dead letter to inspect);
 - no reply at all when storage fails: the connection is closed and the sender, having no
   ACK, sends again — an AE would make many senders give up on the message;
+- a frame over ``mllp.max_frame_bytes`` (:meth:`Ingestor.handle_oversized`, given only
+  its head): AR 207 naming the MSH-10 found in the head, nothing stored, the connection
+  kept. Without an answer the sender would re-send it for ever, stalling its feed. Table
+  0357 has no "message too large": 104 (v2.6+, "value too long") is about one field at
+  an ERR-2 location, so 207 with the size and the limit in the text;
+- an acknowledgement (MSH-9.1 ``ACK``): never acknowledged (ACKing an ACK starts a
+  ping-pong between engines), nor stored; a WARNING once per connection;
 - a retransmission (same sender, same MSH-10, same content) is acknowledged again, not
   stored again; the same MSH-10 on *different* content (a sender's counter reset) is a new
   message, stored and delivered, with a WARNING. The sender here is every HD component of
@@ -46,6 +53,7 @@ from .mllp.ack import (
     read_header,
     wants_accept_ack,
 )
+from .mllp.framing import OversizedFrame
 from .mllp.server import NO_REPLY, PeerInfo
 from .queue.base import DeadLetter, Envelope, PutResult
 from .worker import DeliveryWorkers
@@ -53,6 +61,9 @@ from .worker import DeliveryWorkers
 __all__ = ["IngestQueue", "Ingestor", "SupportChecker"]
 
 log = logging.getLogger("passerelle.ingest")
+
+#: Connections remembered as having sent an ACK (a WARNING for the first one only).
+_ACK_WARNED_MAX = 256
 
 
 class SupportChecker:
@@ -129,19 +140,60 @@ class Ingestor:
         self._support = support
         self._metrics = metrics
         self._acks = acks or AckBuilder(default_charset=config.converter.charset)
+        # (listener, connection id) of the connections that sent an ACK, oldest first.
+        self._ack_warned: dict[tuple[str, int], None] = {}
 
     async def handle(self, payload: bytes, peer: PeerInfo) -> bytes | None:
+        """The server's handler: one frame, its ACK (see the module docstring)."""
         started = time.perf_counter()
         ack = await self._handle(payload, peer, started)
+        self._observe(peer.listener, ack, started)
+        return ack
+
+    async def handle_oversized(self, oversized: OversizedFrame, peer: PeerInfo) -> bytes | None:
+        """The server's ``on_oversized``: AR (CR) 207 built from the MSH in the frame's
+        head, or the AR of an unreadable message when the head has no readable MSH.
+        Nothing is stored."""
+        started = time.perf_counter()
+        listener = peer.listener
+        header = read_header(
+            _complete_fields(oversized.head), default_charset=self._config.converter.charset
+        )
+        self._metrics.labelled(self._metrics.received, listener, "oversized").inc()
+        outcome = header.rejection() or AckOutcome.reject(
+            "207",
+            f"message of {oversized.size} bytes exceeds the maximum of {oversized.limit} "
+            "bytes (mllp.max_frame_bytes)",
+        )
+        log.warning(
+            "oversized message rejected, not stored (mllp.max_frame_bytes = %d)",
+            oversized.limit,
+            extra=log_fields(
+                listener=listener,
+                peer=peer.address,
+                connection=peer.connection_id,
+                size=oversized.size,
+                control_id=header.control_id or None,
+                error_code=outcome.error_code,
+                event="oversized_frame",
+            ),
+        )
+        ack = self._ack(listener, header, outcome)
+        self._observe(listener, ack, started)
+        return ack
+
+    def _observe(self, listener: str, ack: bytes | None, started: float) -> None:
         if ack:  # not None (closed without reply) nor NO_REPLY (MSH-15 asked for none)
-            self._metrics.labelled(self._metrics.ack_seconds, peer.listener).observe(
+            self._metrics.labelled(self._metrics.ack_seconds, listener).observe(
                 time.perf_counter() - started
             )
-        return ack
 
     async def _handle(self, payload: bytes, peer: PeerInfo, started: float) -> bytes | None:
         raw_header = read_header(payload, default_charset=self._config.converter.charset)
         listener = peer.listener
+        if raw_header.message_code.strip() == "ACK":
+            # Before any check: even a malformed ACK must not be answered.
+            return self._ignore_ack(raw_header, peer)
         rejection = raw_header.rejection()
         if rejection is not None:
             self._metrics.received.labels(listener, "unreadable").inc()
@@ -313,6 +365,33 @@ class Ingestor:
         log.warning("unsupported message accepted as a dead letter", extra=fields)
         return self._ack(envelope.listener, raw_header, AckOutcome.accept())
 
+    def _ignore_ack(self, header: MessageHeader, peer: PeerInfo) -> bytes:
+        """An acknowledgement sent to the listener: no reply (acknowledging it would start
+        an ACK ping-pong between engines), nothing stored. A WARNING for the first one on
+        a connection (a bidirectional peer may send one per message), DEBUG after."""
+        self._metrics.labelled(self._metrics.received, peer.listener, "ACK").inc()
+        key = (peer.listener, peer.connection_id)
+        first = key not in self._ack_warned
+        if first:
+            self._ack_warned[key] = None
+            if len(self._ack_warned) > _ACK_WARNED_MAX:
+                del self._ack_warned[next(iter(self._ack_warned))]
+        log.log(
+            logging.WARNING if first else logging.DEBUG,
+            "acknowledgement received on the listener: not acknowledged (an ACK is never "
+            "acknowledged), not stored%s",
+            "; further ones on this connection are logged at DEBUG" if first else "",
+            extra=log_fields(
+                listener=peer.listener,
+                peer=peer.address,
+                connection=peer.connection_id,
+                control_id=header.control_id or None,
+                message_type="ACK",
+                event="ack_received",
+            ),
+        )
+        return NO_REPLY
+
     def _ack(self, listener: str, header: MessageHeader, outcome: AckOutcome) -> bytes:
         if not wants_accept_ack(header, success=outcome.success):
             return NO_REPLY
@@ -341,6 +420,18 @@ def _one_message(payload: bytes) -> None:
                 location="MSH",
                 hl7_error_code="100",  # segment sequence error
             )
+
+
+def _complete_fields(head: bytes) -> bytes:
+    """The head of an oversized frame, without the last field of an MSH that runs past
+    it: that field may be cut short, and a truncated MSH-10 would name another message."""
+    start = head.find(b"MSH")
+    if start < 0 or len(head) < start + 4:
+        return head
+    if head.find(b"\r", start) >= 0 or head.find(b"\n", start) >= 0:
+        return head  # MSH is whole
+    cut = head.rfind(head[start + 3 : start + 4])
+    return head[:cut] if cut > start + 3 else head
 
 
 def _warn_reused(envelope: Envelope, seq: int, fields: dict[str, object]) -> None:

@@ -134,7 +134,7 @@ class Metrics:
         )
         self.framing_errors = Counter(
             "passerelle_mllp_framing_errors",
-            "MLLP connections closed for bad framing",
+            "MLLP framing errors: frames over mllp.max_frame_bytes (refused, not stored)",
             ["listener"],
             registry=registry,
         )

@@ -134,7 +134,10 @@ class Service:
             await self.consumer.start()
         ingestor = Ingestor(config, self.queue, self.workers, support, self.metrics)
         self.mllp = MllpServer.from_config(
-            config.mllp, ingestor.handle, logger=logging.getLogger("passerelle.mllp")
+            config.mllp,
+            ingestor.handle,
+            on_oversized=ingestor.handle_oversized,
+            logger=logging.getLogger("passerelle.mllp"),
         )
         await self.mllp.start()
         self._http = EmbeddedHttpServer(

@@ -1,6 +1,7 @@
 """MLLP: framing, acknowledgements, the listener server and a client (``passerelle send``).
 
-The server hands each frame to a handler and writes back the ACK the handler returns;
+The server hands each frame to a handler (a frame over ``max_frame_bytes``, reduced to
+its head, to a second one) and writes back the ACK the handler returns;
 :mod:`.ack` builds those ACKs from the received bytes. See :mod:`.server` for what a
 handler's result means (ACK, no reply, close so that the sender re-sends).
 """
@@ -36,10 +37,11 @@ from .framing import (
     FrameReader,
     FrameTooLargeError,
     IncompleteFrameError,
+    OversizedFrame,
     commit_ack,
     frame,
 )
-from .server import NO_REPLY, Handler, MllpServer, MllpStats, PeerInfo
+from .server import NO_REPLY, Handler, MllpServer, MllpStats, OversizedHandler, PeerInfo
 from .tls import client_ssl_context, server_ssl_context, subject_text
 
 __all__ = [
@@ -66,6 +68,8 @@ __all__ = [
     "MllpClientError",
     "MllpServer",
     "MllpStats",
+    "OversizedFrame",
+    "OversizedHandler",
     "PeerInfo",
     "Severity",
     "add_send_command",

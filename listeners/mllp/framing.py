@@ -3,7 +3,8 @@
 :class:`FrameDecoder` is the sans-I/O core (bytes in, frames out); :class:`FrameReader`
 drives it from an :class:`asyncio.StreamReader`, one chunk at a time. At most
 ``max_frame_bytes`` (+1) of an unfinished frame and one chunk of complete frames are ever
-held, so a peer that never sends the end block cannot exhaust memory.
+held, so a peer that never sends the end block, or sends a huge frame, cannot exhaust
+memory.
 
 Rules:
 
@@ -17,8 +18,14 @@ Rules:
   whole second one would make one frame, acknowledged under the first attempt's MSH-10
   and then failing to parse;
 * ``FS`` not followed by ``CR`` is payload (only ``FS CR`` ends a frame);
-* a frame longer than ``max_frame_bytes`` raises :class:`FramingError`, the connection
-  cannot be resynchronised safely afterwards and is closed by the caller;
+* a frame longer than ``max_frame_bytes`` is not held: its head (the first
+  ``head_bytes``, 64 KiB or ``max_frame_bytes`` if smaller, enough for MSH) is kept, the
+  rest is counted and discarded up to its end block, and the decoder emits an
+  :class:`OversizedFrame` in its place. The stream stays in sync, so the receiver can
+  answer (an AR naming MSH-10) and go on with the next frame: a sender whose message is
+  met with a closed connection and no ACK re-sends it forever, and its whole feed stalls
+  behind it. A ``VT`` inside an oversized frame abandons it like any unfinished frame
+  (the sender restarted: no answer is owed for it);
 * end of stream inside a frame raises :class:`IncompleteFrameError`.
 
 MLLP release 2 commit acknowledgements (``VT ACK FS CR`` / ``VT NAK FS CR``) are ordinary
@@ -30,11 +37,13 @@ from __future__ import annotations
 import asyncio
 import enum
 from collections import deque
+from dataclasses import dataclass
 
 from ..errors import FramingError
 
 __all__ = [
     "CR",
+    "DEFAULT_HEAD_BYTES",
     "DEFAULT_MAX_FRAME_BYTES",
     "END_BLOCK",
     "FS",
@@ -45,6 +54,7 @@ __all__ = [
     "FrameReader",
     "FrameTooLargeError",
     "IncompleteFrameError",
+    "OversizedFrame",
     "commit_ack",
     "frame",
 ]
@@ -55,15 +65,36 @@ CR = 0x0D
 START_BLOCK = b"\x0b"
 END_BLOCK = b"\x1c\x0d"
 DEFAULT_MAX_FRAME_BYTES = 10 * 1024 * 1024
+#: Bytes of an oversized frame kept to answer it (MSH is far shorter).
+DEFAULT_HEAD_BYTES = 64 * 1024
 _CHUNK = 64 * 1024
 
 
 class FrameTooLargeError(FramingError):
-    """A frame exceeded the configured maximum size."""
+    """A frame exceeded the configured maximum size (raised by
+    :meth:`FrameReader.read_frame`, for readers that have no use for the head)."""
+
+    def __init__(self, oversized: OversizedFrame) -> None:
+        super().__init__(
+            f"frame of {oversized.size} bytes exceeds the maximum of {oversized.limit} bytes"
+        )
+        self.oversized = oversized
 
 
 class IncompleteFrameError(FramingError):
     """The stream ended inside a frame (no ``FS CR``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class OversizedFrame:
+    """Stands for a complete frame over ``max_frame_bytes``, which was not kept."""
+
+    #: The first bytes of the payload (at most the decoder's ``head_bytes``).
+    head: bytes
+    #: Payload bytes of the whole frame (start and end blocks not counted).
+    size: int
+    #: The ``max_frame_bytes`` it exceeded.
+    limit: int
 
 
 class CommitAck(enum.Enum):
@@ -91,28 +122,48 @@ class FrameDecoder:
     """Incremental MLLP decoder: :meth:`feed` bytes, get the completed frames."""
 
     __slots__ = (
-        "_broken",
         "_buf",
+        "_fs_pending",
         "_in_frame",
+        "_oversized",
+        "_size",
         "abandoned_bytes",
         "abandoned_frames",
         "dropped_bytes",
+        "head_bytes",
         "max_frame_bytes",
+        "oversized_frames",
     )
 
-    def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
+    def __init__(
+        self,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        *,
+        head_bytes: int = DEFAULT_HEAD_BYTES,
+    ) -> None:
         if max_frame_bytes < 1:
             raise ValueError("max_frame_bytes must be positive")
+        if head_bytes < 1:
+            raise ValueError("head_bytes must be positive")
         self.max_frame_bytes = max_frame_bytes
+        #: Bytes of an oversized frame's payload kept in its :class:`OversizedFrame`.
+        self.head_bytes = min(head_bytes, max_frame_bytes)
         #: Bytes seen outside any frame, since creation.
         self.dropped_bytes = 0
         #: Unfinished frames dropped because a new start block arrived, since creation.
         self.abandoned_frames = 0
         #: Payload bytes of those frames (start blocks not counted).
         self.abandoned_bytes = 0
+        #: Complete frames over ``max_frame_bytes`` (emitted as :class:`OversizedFrame`).
+        self.oversized_frames = 0
+        # The frame being read: its payload (only its head once it is oversized), its
+        # size so far, whether it went over the limit, whether its last byte was an FS
+        # (maybe the first half of an end block split across two reads).
         self._buf = bytearray()
+        self._size = 0
+        self._oversized = False
+        self._fs_pending = False
         self._in_frame = False
-        self._broken = False
 
     @property
     def in_frame(self) -> bool:
@@ -121,21 +172,20 @@ class FrameDecoder:
 
     @property
     def buffered(self) -> int:
-        """Bytes of the unfinished frame held in memory."""
+        """Bytes of the unfinished frame held in memory (at most ``max_frame_bytes`` + 1)."""
         return len(self._buf)
 
-    def feed(self, data: bytes) -> list[bytes]:
-        """Consume ``data``; return the frames it completed, in order.
+    @property
+    def frame_bytes(self) -> int:
+        """Payload bytes of the unfinished frame read so far, held or discarded."""
+        return self._size
 
-        Raises :class:`FrameTooLargeError` (and refuses further input) when the frame
-        being read exceeds ``max_frame_bytes``.
-        """
-        if self._broken:
-            raise FramingError("decoder already failed; the stream cannot be resynchronised")
-        frames: list[bytes] = []
+    def feed(self, data: bytes) -> list[bytes | OversizedFrame]:
+        """Consume ``data``; return the frames it completed, in order: each frame's
+        payload, or an :class:`OversizedFrame` for one over ``max_frame_bytes``."""
+        frames: list[bytes | OversizedFrame] = []
         pos = 0
         size = len(data)
-        buf = self._buf
         while pos < size:
             if not self._in_frame:
                 start = data.find(START_BLOCK, pos)
@@ -146,9 +196,9 @@ class FrameDecoder:
                 self._in_frame = True
                 pos = start + 1
                 continue
-            # The end block may straddle two reads: FS last in the buffer, CR first here.
-            if buf and buf[-1] == FS and data[pos] == CR:
-                frames.append(self._finish(len(buf) - 1))
+            # The end block may straddle two reads: FS last in the previous one, CR first here.
+            if self._fs_pending and data[pos] == CR:
+                frames.append(self._finish(fs_pending=True))
                 pos += 1
                 continue
             end = data.find(END_BLOCK, pos)
@@ -160,33 +210,56 @@ class FrameDecoder:
             if restart >= 0:
                 starts = data.count(START_BLOCK, pos, restart) + 1
                 self.abandoned_frames += starts
-                self.abandoned_bytes += len(buf) + restart - pos - (starts - 1)
-                buf.clear()
+                self.abandoned_bytes += self._size + restart - pos - (starts - 1)
+                self._reset()
+                self._in_frame = True
                 pos = restart + 1
             if end < 0:
-                length = len(buf) + size - pos
-                if data[-1] == FS:
-                    length -= 1  # may be the first half of the end block
-                self._check_size(length)
-                buf += data[pos:]
+                # A final FS may be the first half of the end block: not counted yet.
+                self._fs_pending = data[-1] == FS
+                self._take(data, pos, size, pending=int(self._fs_pending))
                 break
-            self._check_size(len(buf) + end - pos)
-            buf += data[pos:end]
-            frames.append(self._finish(len(buf)))
+            self._take(data, pos, end)
+            frames.append(self._finish(fs_pending=False))
             pos = end + 2
         return frames
 
-    def _check_size(self, length: int) -> None:
-        if length > self.max_frame_bytes:
-            self._broken = True
-            self._buf = bytearray()
-            raise FrameTooLargeError(f"frame exceeds the maximum of {self.max_frame_bytes} bytes")
+    def _take(self, data: bytes, start: int, stop: int, *, pending: int = 0) -> None:
+        """Add ``data[start:stop]`` to the frame, keeping only the head once oversized;
+        ``pending`` bytes at the end (an FS) do not count against the limit yet."""
+        count = stop - start
+        if not self._oversized and self._size + count - pending > self.max_frame_bytes:
+            self._oversized = True
+            # Release what is held beyond the head at once (up to max_frame_bytes).
+            del self._buf[self.head_bytes :]
+        if self._oversized:
+            room = self.head_bytes - len(self._buf)
+            if room > 0:
+                self._buf += data[start : start + min(room, count)]
+        else:
+            self._buf += data[start:stop]
+        self._size += count
 
-    def _finish(self, length: int) -> bytes:
-        payload = bytes(self._buf[:length])
+    def _finish(self, *, fs_pending: bool) -> bytes | OversizedFrame:
+        """The frame just completed; ``fs_pending``: its last byte read is the end block's FS."""
+        size = self._size - fs_pending
+        item: bytes | OversizedFrame
+        if self._oversized:
+            # The head is full here (size > max_frame_bytes ≥ head_bytes), so the FS
+            # of the end block, past it, is never in it.
+            item = OversizedFrame(bytes(self._buf[:size]), size, self.max_frame_bytes)
+            self.oversized_frames += 1
+        else:
+            item = bytes(self._buf[:size])
+        self._reset()
+        return item
+
+    def _reset(self) -> None:
         self._buf.clear()
+        self._size = 0
+        self._oversized = False
+        self._fs_pending = False
         self._in_frame = False
-        return payload
 
 
 class FrameReader:
@@ -197,11 +270,12 @@ class FrameReader:
         reader: asyncio.StreamReader,
         *,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        head_bytes: int = DEFAULT_HEAD_BYTES,
         chunk_size: int = _CHUNK,
     ) -> None:
         self._reader = reader
-        self._decoder = FrameDecoder(max_frame_bytes)
-        self._frames: deque[bytes] = deque()
+        self._decoder = FrameDecoder(max_frame_bytes, head_bytes=head_bytes)
+        self._frames: deque[bytes | OversizedFrame] = deque()
         self._chunk_size = chunk_size
         #: Bytes read from the stream, framing included.
         self.bytes_read = 0
@@ -222,6 +296,11 @@ class FrameReader:
         """Payload bytes of the :attr:`abandoned_frames`."""
         return self._decoder.abandoned_bytes
 
+    @property
+    def oversized_frames(self) -> int:
+        """Complete frames over ``max_frame_bytes``."""
+        return self._decoder.oversized_frames
+
     def take_abandoned(self) -> tuple[int, int]:
         """Frames and bytes abandoned since the last call: ``(0, 0)`` when none.
 
@@ -236,8 +315,11 @@ class FrameReader:
         """Part of a frame has been read (and not its end)."""
         return self._decoder.in_frame
 
-    async def read_frame(self, *, idle_timeout: float | None = None) -> bytes | None:
-        """The next frame's payload, or ``None`` at end of stream between frames.
+    async def read_item(
+        self, *, idle_timeout: float | None = None
+    ) -> bytes | OversizedFrame | None:
+        """The next frame's payload, an :class:`OversizedFrame` for a frame over
+        ``max_frame_bytes``, or ``None`` at end of stream between frames.
 
         ``idle_timeout`` bounds each wait for bytes (a slow but active sender is not cut
         off); when no byte arrives in time, :class:`TimeoutError` is raised.
@@ -251,9 +333,19 @@ class FrameReader:
             if not data:
                 if self._decoder.in_frame:
                     raise IncompleteFrameError(
-                        f"stream ended inside a frame after {self._decoder.buffered} bytes"
+                        f"stream ended inside a frame after {self._decoder.frame_bytes} bytes"
                     )
                 return None
             self.bytes_read += len(data)
             self._frames.extend(self._decoder.feed(data))
         return self._frames.popleft()
+
+    async def read_frame(self, *, idle_timeout: float | None = None) -> bytes | None:
+        """Like :meth:`read_item`, for readers that only take frames within the limit
+        (the client reading ACKs): an oversized frame raises :class:`FrameTooLargeError`.
+        The stream stays in sync: the next call reads the next frame.
+        """
+        item = await self.read_item(idle_timeout=idle_timeout)
+        if isinstance(item, OversizedFrame):
+            raise FrameTooLargeError(item)
+        return item

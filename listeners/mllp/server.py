@@ -14,6 +14,17 @@ order. The handler decides everything about the message::
   again, whereas many senders treat an AE/AR as final and move on (the message would be
   lost).
 
+A frame over ``max_frame_bytes`` is not held: the server reads past it (keeping only its
+head, see :mod:`.framing`) and hands it to a second, optional handler::
+
+    async def on_oversized(oversized: OversizedFrame, peer: PeerInfo) -> bytes | None
+
+whose result means the same as the handler's. The server knows nothing of HL7: building
+the refusal (an AR naming MSH-10) is the caller's business. An oversized frame met with
+a closed connection and no ACK would be re-sent for ever, stalling the sender's feed,
+which is why the connection stays usable. Without ``on_oversized`` the connection is
+closed without a reply. Either way it is counted in ``framing_errors``.
+
 A handler exception is logged (its type and where it was raised, never the payload) and
 the connection is closed without a reply, which has the same effect as ``None``.
 
@@ -25,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import socket
@@ -38,10 +50,16 @@ from typing import Final
 from ..config import ListenerConfig, MllpConfig
 from ..errors import FramingError
 from ..logs import describe_exception
-from .framing import DEFAULT_MAX_FRAME_BYTES, FrameReader, IncompleteFrameError, frame
+from .framing import (
+    DEFAULT_MAX_FRAME_BYTES,
+    FrameReader,
+    IncompleteFrameError,
+    OversizedFrame,
+    frame,
+)
 from .tls import server_ssl_context, subject_text
 
-__all__ = ["NO_REPLY", "Handler", "MllpServer", "MllpStats", "PeerInfo"]
+__all__ = ["NO_REPLY", "Handler", "MllpServer", "MllpStats", "OversizedHandler", "PeerInfo"]
 
 #: Handler result: write nothing, keep the connection open.
 NO_REPLY: Final = b""
@@ -67,6 +85,8 @@ class PeerInfo:
 
 
 Handler = Callable[[bytes, PeerInfo], Awaitable[bytes | None]]
+#: Answers a frame over ``max_frame_bytes``; its result means the same as a Handler's.
+OversizedHandler = Callable[[OversizedFrame, PeerInfo], Awaitable[bytes | None]]
 
 
 @dataclass(slots=True)
@@ -84,7 +104,9 @@ class MllpStats:
     acks_sent: int = 0
     #: Bytes outside any frame, dropped.
     dropped_bytes: int = 0
-    #: Oversized frames (the connection was closed).
+    #: Framing errors: frames over ``max_frame_bytes``, not held (handed to
+    #: ``on_oversized``, or the connection closed when there is none; not counted in
+    #: ``frames``).
     framing_errors: int = 0
     #: Connections that ended inside a frame.
     truncated_frames: int = 0
@@ -126,6 +148,7 @@ class MllpServer:
         listeners: Sequence[ListenerConfig],
         handler: Handler,
         *,
+        on_oversized: OversizedHandler | None = None,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         idle_timeout: float | None = 300.0,
         grace_period: float = 10.0,
@@ -137,6 +160,7 @@ class MllpServer:
             raise ValueError("MllpServer needs at least one listener, with unique names")
         self._listeners = tuple(listeners)
         self._handler = handler
+        self._on_oversized = on_oversized
         self._max_frame_bytes = max_frame_bytes
         self._idle_timeout = idle_timeout or None
         self._grace_period = grace_period
@@ -151,11 +175,17 @@ class MllpServer:
 
     @classmethod
     def from_config(
-        cls, config: MllpConfig, handler: Handler, *, logger: logging.Logger | None = None
+        cls,
+        config: MllpConfig,
+        handler: Handler,
+        *,
+        on_oversized: OversizedHandler | None = None,
+        logger: logging.Logger | None = None,
     ) -> MllpServer:
         return cls(
             config.listeners,
             handler,
+            on_oversized=on_oversized,
             max_frame_bytes=config.max_frame_bytes,
             idle_timeout=config.idle_timeout,
             logger=logger,
@@ -365,7 +395,7 @@ class MllpServer:
         frames = FrameReader(reader, max_frame_bytes=self._max_frame_bytes)
         while not self._stopping:
             try:
-                payload = await frames.read_frame(idle_timeout=self._idle_timeout)
+                item = await frames.read_item(idle_timeout=self._idle_timeout)
             except TimeoutError:
                 stats.idle_timeouts += 1
                 return f"idle for {self._idle_timeout:g}s"
@@ -373,7 +403,7 @@ class MllpServer:
                 stats.truncated_frames += 1
                 self._log.warning("mllp#%d: %s; no ACK sent", conn.id, exc)
                 return "truncated frame"
-            except FramingError as exc:
+            except FramingError as exc:  # none other is raised today; kept for safety
                 stats.framing_errors += 1
                 self._log.warning(
                     "mllp#%d %s from %s: framing error: %s", conn.id, conn.listener, conn.peer, exc
@@ -402,20 +432,39 @@ class MllpServer:
                         conn.id,
                         *abandoned,
                     )
-            if payload is None:
+            if item is None:
                 return "closed by peer"
             conn.busy = True
-            conn.frames += 1
-            stats.frames += 1
             started = time.perf_counter()
+            if isinstance(item, OversizedFrame):
+                stats.framing_errors += 1
+                size, kind = item.size, "oversized frame"
+                if self._on_oversized is None:
+                    self._log.warning(
+                        "mllp#%d %s from %s: frame of %d bytes exceeds the maximum of %d "
+                        "bytes; closing without reply",
+                        conn.id,
+                        conn.listener,
+                        conn.peer,
+                        item.size,
+                        item.limit,
+                    )
+                    return "frame too large"
+                answer = functools.partial(self._on_oversized, item, peer)
+            else:
+                conn.frames += 1
+                stats.frames += 1
+                size, kind = len(item), "frame"
+                answer = functools.partial(self._handler, item, peer)
             try:
-                reply = await self._handler(payload, peer)
+                reply = await answer()
             except Exception as exc:
                 stats.handler_errors += 1
                 self._log.error(
-                    "mllp#%d: handler failed on a %d-byte frame: %s; closing without ACK",
+                    "mllp#%d: handler failed on a %d-byte %s: %s; closing without ACK",
                     conn.id,
-                    len(payload),
+                    size,
+                    kind,
                     describe_exception(exc),
                 )
                 return "handler error"
@@ -423,10 +472,11 @@ class MllpServer:
             if reply is None:
                 stats.closed_without_reply += 1
                 self._log.warning(
-                    "mllp#%d: no ACK for a %d-byte frame (handler declined, "
+                    "mllp#%d: no ACK for a %d-byte %s (handler declined, "
                     "%.1f ms); closing so that the sender re-sends",
                     conn.id,
-                    len(payload),
+                    size,
+                    kind,
                     elapsed,
                 )
                 return "closed without reply"
@@ -442,9 +492,10 @@ class MllpServer:
                 stats.bytes_sent += len(data)
                 conn.bytes_out += len(data)
             self._log.debug(
-                "mllp#%d: frame of %d bytes, reply of %d bytes, %.1f ms",
+                "mllp#%d: %s of %d bytes, reply of %d bytes, %.1f ms",
                 conn.id,
-                len(payload),
+                kind,
+                size,
                 len(reply),
                 elapsed,
             )

@@ -24,7 +24,7 @@ from listeners.mllp import (
     read_header,
     run_send,
 )
-from listeners.mllp.framing import FrameReader
+from listeners.mllp.framing import FrameReader, FrameTooLargeError
 from tests.support.certs import Pki
 
 from ._support import Recorder, listener, message, port_of, run, serving
@@ -266,6 +266,23 @@ def test_client_reports_a_close_without_ack() -> None:
             client = MllpClient("127.0.0.1", port_of(server), timeout=5)
             with pytest.raises(ConnectionClosedError):
                 await client.send(message("GONE"))
+            await client.close()
+
+    run(scenario())
+
+
+def test_an_oversized_ack_is_an_error_for_the_client() -> None:
+    async def verbose(payload: bytes, peer: PeerInfo) -> bytes | None:
+        ack = Recorder().builder.build(payload)
+        return ack + b"NTE|1||" + b"x" * 500 + b"\r" if b"|BIG|" in payload else ack
+
+    async def scenario() -> None:
+        async with serving(verbose) as server:
+            client = MllpClient("127.0.0.1", port_of(server), timeout=5, max_frame_bytes=200)
+            with pytest.raises(FrameTooLargeError, match="exceeds the maximum of 200 bytes"):
+                await client.send(message("BIG"))
+            assert not client.connected  # a late reply must not be read as the next ACK
+            assert parse_ack(await client.send(message("SMALL"))).acknowledged_id == "SMALL"
             await client.close()
 
     run(scenario())

@@ -9,13 +9,14 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from listeners.errors import FramingError
 from listeners.mllp.framing import (
+    DEFAULT_HEAD_BYTES,
     CommitAck,
     FrameDecoder,
     FrameReader,
     FrameTooLargeError,
     IncompleteFrameError,
+    OversizedFrame,
     commit_ack,
     frame,
 )
@@ -38,13 +39,20 @@ def split(data: bytes, cuts: list[int]) -> list[bytes]:
     return [data[a:b] for a, b in itertools.pairwise(edges) if b > a]
 
 
-def decode_all(chunks: list[bytes], max_frame_bytes: int = 10_000) -> tuple[list[bytes], int]:
-    decoder = FrameDecoder(max_frame_bytes)
-    frames: list[bytes] = []
+def decode_all(
+    chunks: list[bytes], max_frame_bytes: int = 10_000, head_bytes: int = DEFAULT_HEAD_BYTES
+) -> tuple[list[bytes | OversizedFrame], int]:
+    decoder = FrameDecoder(max_frame_bytes, head_bytes=head_bytes)
+    frames: list[bytes | OversizedFrame] = []
     for chunk in chunks:
         frames += decoder.feed(chunk)
         assert decoder.buffered <= max_frame_bytes + 1
     return frames, decoder.dropped_bytes
+
+
+def oversized(payload: bytes, limit: int, head_bytes: int = DEFAULT_HEAD_BYTES) -> OversizedFrame:
+    """What the decoder emits for ``payload`` over ``limit``."""
+    return OversizedFrame(payload[: min(head_bytes, limit)], len(payload), limit)
 
 
 def test_frame_wraps_payload() -> None:
@@ -103,22 +111,88 @@ def test_frame_of_exactly_the_maximum_is_accepted() -> None:
     ]
 
 
-def test_oversized_frame_raises_and_decoder_refuses_more() -> None:
-    decoder = FrameDecoder(100)
-    with pytest.raises(FrameTooLargeError):
-        decoder.feed(frame(b"x" * 101))
-    with pytest.raises(FramingError):
-        decoder.feed(frame(b"ok"))
+def test_oversized_frame_is_reported_by_its_head_and_the_stream_goes_on() -> None:
+    decoder = FrameDecoder(100, head_bytes=10)
+    big = b"MSH|^~\\&|" + b"x" * 200
+    items = decoder.feed(frame(big) + b"junk" + frame(b"next"))
+    assert items == [OversizedFrame(big[:10], len(big), 100), b"next"]
+    assert (decoder.oversized_frames, decoder.dropped_bytes, decoder.abandoned_frames) == (1, 4, 0)
+    assert decoder.buffered == 0 and not decoder.in_frame
+    # The decoder is as good as new: more frames, and more oversized ones.
+    assert decoder.feed(frame(b"y" * 101) + frame(b"ok")) == [oversized(b"y" * 101, 100, 10), b"ok"]
+    assert decoder.oversized_frames == 2
 
 
-def test_oversize_detected_without_end_block_and_memory_stays_bounded() -> None:
+def test_the_head_is_64_kib_or_max_frame_bytes_when_smaller() -> None:
+    big = bytes(range(256)).replace(b"\x0b", b"") * 1000  # 255,000 bytes, no VT, no FS CR
+    assert decode_all([frame(big)], max_frame_bytes=200_000) == (
+        [OversizedFrame(big[: 64 * 1024], len(big), 200_000)],
+        0,
+    )
+    assert decode_all([frame(big)], max_frame_bytes=1000) == (
+        [OversizedFrame(big[:1000], len(big), 1000)],
+        0,
+    )
+
+
+def test_a_huge_frame_fed_in_chunks_never_holds_more_than_the_bound() -> None:
+    # 64 MiB in 64 KiB reads, against a 1 MiB limit: memory stays under the limit while
+    # the frame may still fit, then at the head (64 KiB) once it is known to be too big.
+    limit, chunk = 1024 * 1024, b"z" * (64 * 1024)
+    decoder = FrameDecoder(limit)
+    assert decoder.feed(b"\x0bMSH|^~\\&|HEAD") == []
+    most = 0
+    for i in range(1024):
+        assert decoder.feed(chunk) == []
+        most = max(most, decoder.buffered)
+        assert decoder.buffered <= limit + 1
+        if i > 16:  # past the limit
+            assert decoder.buffered == DEFAULT_HEAD_BYTES
+    assert most <= limit
+    size = len(b"MSH|^~\\&|HEAD") + 1024 * len(chunk)
+    assert decoder.frame_bytes == size
+    (item,) = decoder.feed(b"\x1c\r")
+    assert isinstance(item, OversizedFrame)
+    assert item.head.startswith(b"MSH|^~\\&|HEAD") and len(item.head) == DEFAULT_HEAD_BYTES
+    assert (item.size, item.limit) == (size, limit)
+    assert decoder.buffered == 0 and decoder.frame_bytes == 0
+
+
+def test_the_end_block_of_an_oversized_frame_may_straddle_reads() -> None:
+    decoder = FrameDecoder(10, head_bytes=4)
+    assert decoder.feed(b"\x0b" + b"a" * 30 + b"\x1c") == []
+    assert decoder.buffered == 4
+    assert decoder.feed(b"\r\x0bok\x1c") == [OversizedFrame(b"aaaa", 30, 10)]
+    assert decoder.feed(b"\r") == [b"ok"]
+    # An FS that is not followed by CR is payload, in an oversized frame too.
+    assert decoder.feed(b"\x0b" + b"b" * 20 + b"\x1c") == []
+    assert decoder.feed(b"b\x1c\x1c\r") == [OversizedFrame(b"bbbb", 23, 10)]
+    # Exactly the limit, its FS arriving in one read and its CR in the next: not oversized.
+    assert decoder.feed(b"\x0b" + b"c" * 10 + b"\x1c") == []
+    assert decoder.feed(b"\r") == [b"c" * 10]
+
+
+def test_a_vt_inside_an_oversized_frame_abandons_it() -> None:
+    # The sender gave up on the big frame and started again: no answer is owed for it.
+    decoder = FrameDecoder(10, head_bytes=4)
+    assert decoder.feed(b"\x0b" + b"a" * 50) == []
+    assert decoder.feed(b"a" * 50 + b"\x0b" + b"MSH|new" + b"\x1c\r") == [b"MSH|new"]
+    assert (decoder.abandoned_frames, decoder.abandoned_bytes) == (1, 100)
+    assert decoder.oversized_frames == 0
+    # Restarted by an oversized frame; in one read.
+    assert decoder.feed(b"\x0b" + b"b" * 40 + b"\x0b" + b"c" * 40 + b"\x1c\r") == [
+        OversizedFrame(b"cccc", 40, 10)
+    ]
+    assert (decoder.abandoned_frames, decoder.abandoned_bytes) == (2, 140)
+
+
+def test_an_oversized_frame_without_end_block_stays_bounded() -> None:
     decoder = FrameDecoder(1000)
     decoder.feed(b"\x0b")
-    with pytest.raises(FrameTooLargeError):
-        for _ in range(100):
-            decoder.feed(b"y" * 64)
-            assert decoder.buffered <= 1000
-    assert decoder.buffered == 0
+    for _ in range(100):
+        assert decoder.feed(b"y" * 64) == []
+        assert decoder.buffered <= 1000
+    assert decoder.in_frame and decoder.frame_bytes == 6400 and decoder.buffered == 1000
 
 
 def test_commit_acknowledgement_blocks() -> None:
@@ -170,14 +244,42 @@ def test_unfinished_frames_are_dropped_whatever_the_split(
     assert decoder.in_frame is not items[-1][2]
 
 
-@given(payloads, st.integers(min_value=1, max_value=300), st.lists(st.integers(), max_size=8))
-def test_oversize_is_raised_whatever_the_split(payload: bytes, limit: int, cuts: list[int]) -> None:
-    chunks = split(frame(payload), cuts)
-    if len(payload) <= limit:
-        assert decode_all(chunks, limit)[0] == [payload]
-    else:
-        with pytest.raises(FrameTooLargeError):
-            decode_all(chunks, limit)
+@given(
+    payloads,
+    st.integers(min_value=1, max_value=300),
+    st.integers(min_value=1, max_value=400),
+    st.lists(st.integers(), max_size=8),
+)
+def test_oversize_is_reported_whatever_the_split(
+    payload: bytes, limit: int, head_bytes: int, cuts: list[int]
+) -> None:
+    # The next frame always comes out too: the stream stays in sync.
+    chunks = split(frame(payload) + frame(b"next"), cuts)
+    expected = [
+        p if len(p) <= limit else oversized(p, limit, head_bytes) for p in (payload, b"next")
+    ]
+    assert decode_all(chunks, limit, head_bytes)[0] == expected
+
+
+@given(
+    st.lists(st.tuples(garbage, payloads), min_size=1, max_size=6),
+    st.integers(min_value=1, max_value=200),
+    st.integers(min_value=1, max_value=100),
+    st.lists(st.integers(min_value=0), max_size=20),
+)
+def test_any_split_of_any_stream_with_any_limit(
+    items: list[tuple[bytes, bytes]], limit: int, head_bytes: int, cuts: list[int]
+) -> None:
+    stream = b"".join(g + frame(p) for g, p in items)
+    decoder = FrameDecoder(limit, head_bytes=head_bytes)
+    out: list[bytes | OversizedFrame] = []
+    for chunk in split(stream, cuts):
+        out += decoder.feed(chunk)
+        # Bounded whatever the frame sizes: a frame that may still fit, or a head.
+        assert decoder.buffered <= limit + 1
+    assert out == [p if len(p) <= limit else oversized(p, limit, head_bytes) for _, p in items]
+    assert decoder.oversized_frames == sum(len(p) > limit for _, p in items)
+    assert decoder.dropped_bytes == sum(len(g) for g, _ in items)
 
 
 async def read_all(chunks: list[bytes], *, eof: bool = True) -> list[bytes | None]:
@@ -207,6 +309,37 @@ def test_stream_reader_yields_frames_then_none(
 def test_stream_ending_inside_a_frame_raises() -> None:
     with pytest.raises(IncompleteFrameError):
         run(read_all([frame(b"A"), b"\x0bMSH|trunc"]))
+
+
+def test_stream_ending_inside_an_oversized_frame_raises_with_its_size() -> None:
+    async def scenario() -> None:
+        reader = asyncio.StreamReader()
+        reader.feed_data(b"\x0b" + b"x" * 500)
+        reader.feed_eof()
+        with pytest.raises(IncompleteFrameError, match="after 500 bytes"):
+            await FrameReader(reader, max_frame_bytes=100).read_item()
+
+    run(scenario())
+
+
+def test_stream_reader_items_and_frames() -> None:
+    """read_item yields oversized frames; read_frame (the client's, for ACKs) raises for
+    them, and the next call reads the next frame."""
+
+    async def scenario() -> None:
+        reader = asyncio.StreamReader()
+        reader.feed_data((frame(b"a" * 50) + frame(b"ok")) * 2)
+        reader.feed_eof()
+        frames = FrameReader(reader, max_frame_bytes=20, head_bytes=5)
+        assert await frames.read_item() == OversizedFrame(b"aaaaa", 50, 20)
+        assert await frames.read_item() == b"ok"
+        with pytest.raises(FrameTooLargeError, match="frame of 50 bytes exceeds the maximum of 20"):
+            await frames.read_frame()
+        assert await frames.read_frame() == b"ok"
+        assert await frames.read_frame() is None
+        assert frames.oversized_frames == 2
+
+    run(scenario())
 
 
 def test_stream_reader_counts_bytes() -> None:

@@ -16,6 +16,7 @@ from listeners.mllp import (
     AckOutcome,
     MllpClient,
     MllpServer,
+    OversizedFrame,
     PeerInfo,
     frame,
     parse_ack,
@@ -147,7 +148,55 @@ def test_truncated_frame_then_disconnect() -> None:
     run(scenario())
 
 
-def test_oversized_frame_closes_that_connection_only() -> None:
+def big_message(control_id: str, size: int = 5000) -> bytes:
+    """A message of more than ``size`` bytes (a long Z segment after MSH and PID)."""
+    return message(control_id) + b"ZZZ|" + b"x" * size + b"\r"
+
+
+def test_oversized_frame_is_handed_to_on_oversized_and_the_connection_goes_on() -> None:
+    builder = AckBuilder()
+    seen: list[tuple[OversizedFrame, PeerInfo]] = []
+
+    async def on_oversized(oversized: OversizedFrame, peer: PeerInfo) -> bytes | None:
+        seen.append((oversized, peer))
+        header = read_header(oversized.head)
+        if header.rejection() is not None:
+            return NO_REPLY
+        return builder.build(header, AckOutcome.reject("207", f"{oversized.size} bytes"))
+
+    async def scenario() -> None:
+        recorder = Recorder()
+        async with serving(recorder, on_oversized=on_oversized, max_frame_bytes=2048) as server:
+            conn = await RawConnection.open(port_of(server))
+            big = big_message("BIG-1")
+            ack = await conn.exchange(big)
+            assert ack is not None
+            info = parse_ack(ack)
+            assert (info.code, info.acknowledged_id, info.error_codes) == ("AR", "BIG-1", ("207",))
+            assert info.texts == (f"{len(big)} bytes",)
+            ack = await conn.exchange(message("N1"))
+            assert ack is not None and parse_ack(ack).acknowledged_id == "N1"
+            # The handler may answer nothing (NO_REPLY): the connection stays open.
+            await conn.send_raw(frame(b"A" * 3000))
+            # An oversized frame given up on (a VT before its end) is only abandoned.
+            await conn.send_raw(b"\x0b" + b"B" * 3000)
+            ack = await conn.exchange(message("N2"))
+            assert ack is not None and parse_ack(ack).acknowledged_id == "N2"
+            await conn.close()
+            stats = server.stats()
+            assert (stats.framing_errors, stats.frames, stats.acks_sent) == (2, 2, 3)
+            assert stats.connections_total == 1
+        assert recorder.payloads == [message("N1"), message("N2")]
+        assert [(o.head, o.size, o.limit) for o, _ in seen] == [
+            (big[:2048], len(big), 2048),
+            (b"A" * 2048, 3000, 2048),
+        ]
+        assert seen[0][1] == recorder.peers[0]
+
+    run(scenario())
+
+
+def test_without_on_oversized_an_oversized_frame_closes_that_connection_only() -> None:
     async def scenario() -> None:
         recorder = Recorder()
         async with serving(recorder, max_frame_bytes=2048) as server:
@@ -155,7 +204,7 @@ def test_oversized_frame_closes_that_connection_only() -> None:
             bystander = await RawConnection.open(port)
             assert await bystander.exchange(message("B1")) is not None
             big = await RawConnection.open(port)
-            await big.send_raw(b"\x0b" + b"A" * 5000)  # no end block needed to be refused
+            await big.send_raw(frame(big_message("BIG")))
             assert await big.closed_by_server()
             assert server.stats().framing_errors == 1
             ack = await bystander.exchange(message("B2"))
@@ -163,6 +212,21 @@ def test_oversized_frame_closes_that_connection_only() -> None:
             assert [read_header(p).control_id for p in recorder.payloads] == ["B1", "B2"]
             await bystander.close()
             await big.close()
+
+    run(scenario())
+
+
+def test_a_failing_on_oversized_closes_without_reply() -> None:
+    async def failing(oversized: OversizedFrame, peer: PeerInfo) -> bytes | None:
+        raise RuntimeError("boom")
+
+    async def scenario() -> None:
+        async with serving(Recorder(), on_oversized=failing, max_frame_bytes=100) as server:
+            conn = await RawConnection.open(port_of(server))
+            await conn.send_raw(frame(big_message("F1")))
+            assert await conn.closed_by_server()
+            assert (server.stats().handler_errors, server.stats().framing_errors) == (1, 1)
+            await conn.close()
 
     run(scenario())
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import httpx
 
+from listeners.mllp import parse_ack
 from tests.listeners.service.support import (
     MetricsSnapshot,
     RunningService,
@@ -135,9 +136,19 @@ def test_connection_and_framing_error_metrics(tmp_path: Path) -> None:
                 timeout=5,
                 what="the connections gauge",
             )
-            sock.sendall(b"\x0b" + b"X" * 4096)  # an oversized frame: closed
+            # An oversized frame is refused with an AR naming its MSH-10, and the connection
+            # goes on: closed without an ACK, it would be re-sent for ever.
+            big = adt("BIG-1") + b"NTE|1||" + b"X" * 4096 + b"\r"
+            sock.sendall(b"\x0b" + big + b"\x1c\r" + b"\x0b" + adt("AFTER-BIG-1") + b"\x1c\r")
             sock.settimeout(5)
-            assert sock.recv(100) == b""
+            replies = b""
+            while replies.count(b"\x1c\r") < 2:
+                data = sock.recv(4096)
+                assert data, "the connection was closed"
+                replies += data
+        first, second = (parse_ack(r.strip(b"\x0b")) for r in replies.split(b"\x1c\r")[:2])
+        assert (first.code, first.acknowledged_id, first.error_codes) == ("AR", "BIG-1", ("207",))
+        assert (second.code, second.acknowledged_id) == ("AA", "AFTER-BIG-1")
         wait_until(
             lambda: (
                 service.metrics().value("passerelle_mllp_framing_errors_total", listener="mllp")
@@ -146,6 +157,9 @@ def test_connection_and_framing_error_metrics(tmp_path: Path) -> None:
             timeout=5,
             what="the framing errors counter",
         )
+        metrics = service.metrics()
+        assert metrics.value("passerelle_messages_received_total", type="oversized") == 1
+        assert metrics.value("passerelle_messages_acknowledged_total", code="AR") == 1
 
 
 def test_metrics_snapshot_parses_histograms() -> None:
