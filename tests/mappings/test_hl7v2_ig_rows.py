@@ -631,8 +631,9 @@ def test_adt_observations_keep_their_ids_when_the_message_comes_again(
     # OBX) added a copy of the admission weight, its id derived from the message.
     first = _observations(converter.convert_message(_message([])).bundle)
     replay = _observations(
-        converter.convert_message(_message([("MSH", 10, "REPLAY-1"), ("MSH", 7, "20240320")]))
-        .bundle
+        converter.convert_message(
+            _message([("MSH", 10, "REPLAY-1"), ("MSH", 7, "20240320")])
+        ).bundle
     )
     assert len(first) == 3
     assert [o["id"] for o in replay] == [o["id"] for o in first]
