@@ -649,3 +649,22 @@ def test_adt_observations_repeating_a_code_stay_apart(converter: Converter) -> N
     observations = _observations(converter.convert_message(twice).bundle)
     assert len(observations) == 4
     assert len({o["id"] for o in observations}) == 4
+
+
+def _related_people(bundle: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "RelatedPerson"
+    ]
+
+
+def test_a_corrected_nk1_relationship_updates_the_same_related_person(
+    converter: Converter,
+) -> None:
+    # A data-engineer probe: an A08 correcting spouse → father made a second
+    # RelatedPerson and left the stale one.
+    before = _related_people(converter.convert_message(_message([])).bundle)
+    corrected = _related_people(
+        converter.convert_message(_message([("NK1", 3, "FTH^Father^HL70063")])).bundle
+    )
+    assert [p["id"] for p in corrected] == [p["id"] for p in before]
+    assert corrected[0]["relationship"] != before[0]["relationship"]
