@@ -146,6 +146,13 @@ class Metrics:
             "Partition queues this passerelle worker consumes (queue.backend = amqp)",
             registry=registry,
         )
+        self.destination_available = Gauge(
+            "passerelle_destination_available",
+            "1 while deliveries to the destination flow, 0 while they are paused after a"
+            " transient failure of the destination (until a delivery succeeds again)",
+            ["destination"],
+            registry=registry,
+        )
         self.queue_depth = Gauge(
             "passerelle_queue_depth", "Messages stored and not yet delivered", registry=registry
         )

@@ -26,7 +26,7 @@ from converter import (
 
 from .config import ConfigError, RouteConfig, ServiceConfig
 from .conversion import INTERNAL_ERROR, ConversionFailure, ConversionPool
-from .delivery import Sink, build_sink, sink_readiness
+from .delivery import Sink, build_sink, destination_location, sink_readiness
 from .errors import ServiceError
 from .http.api import create_app
 from .http.server import EmbeddedHttpServer
@@ -114,6 +114,10 @@ class Service:
                 self._destination_of,
                 config.delivery,
                 self.metrics,
+                locations={
+                    name: destination_location(destination)
+                    for name, destination in config.destinations.items()
+                },
             )
             self.workers.start()
         support = SupportChecker(self.routes)
@@ -239,6 +243,11 @@ class Service:
             except Exception as exc:
                 checks["amqp-consumer"] = str(exc)[:200]
         checks.update(await sink_readiness(self.sinks))
+        if self.workers is not None:
+            # A destination paused after a transient failure (see listeners.delivery.gate),
+            # though its /metadata may answer: a server that 503s every POST is not ready.
+            for name, reason in self.workers.gate.readiness().items():
+                checks[name] = "; ".join(filter(None, (checks.get(name), reason)))
         return checks
 
     async def _watch_depth(self) -> None:

@@ -10,15 +10,29 @@ short safe reason (:func:`~listeners.delivery.describe_failure`): never the serv
 diagnostics, which may quote patient data. Nothing is removed from the queue before its
 outcome is stored, so a crash at any moment means, at worst, delivering a message again —
 which PUT with stable ids makes harmless.
+
+**Paused destinations** (:mod:`listeners.delivery.gate`). A transient failure of a
+destination pauses it: its claimed jobs wait here, in memory and still in flight in the
+queue — so their patients' later messages stay behind them and the attempt the claim
+counted is the one they make when let through — while jobs for other destinations keep
+going; when the pause is over one job probes the destination, and its success lets every
+waiting job go at once. A job that failed for its destination is put back until the
+destination's next probe, not for its own backoff, so it goes as soon as the destination
+is back. Past ``max_waiting`` jobs (or ``max_waiting_bytes`` of payload) held for paused
+destinations, a further one is given back to the queue until the next probe and the
+attempt its claim counted is subtracted when it is claimed again (kept in memory: a
+restart during such an outage counts those claims as attempts, as it does for the jobs
+waiting at the stop).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -26,6 +40,8 @@ from typing import Any
 from .config import DeliveryConfig
 from .conversion import ConversionFailure, ConversionPool
 from .delivery import (
+    DestinationGate,
+    Pass,
     Sink,
     backoff_delay,
     deliver_results,
@@ -42,6 +58,13 @@ __all__ = ["DeliveryOutcome", "DeliveryWorkers"]
 
 log = logging.getLogger("passerelle.delivery")
 _RECENT_OUTCOMES = 10_000
+#: Jobs (and payload bytes) held in memory for paused destinations before further ones are
+#: given back to the queue: a long outage with many patients must not exhaust memory.
+_MAX_WAITING = 10_000
+_MAX_WAITING_BYTES = 256 * 1024 * 1024
+#: Shortest wait of a job given back for a paused destination (a probe under way has no
+#: known end: without a floor the job would be claimed again at once, over and over).
+_SET_ASIDE_MIN = 1.0
 
 
 class DeliveryOutcome:
@@ -77,7 +100,11 @@ class DeliveryWorkers:
         *,
         idle_poll: float = 0.05,
         rng: random.Random | None = None,
+        locations: Mapping[str, str] | None = None,
+        max_waiting: int = _MAX_WAITING,
+        max_waiting_bytes: int = _MAX_WAITING_BYTES,
     ) -> None:
+        """``locations``: destination name → where it delivers, safe to log (masked URL)."""
         self._queue = queue
         self._pool = pool
         self._sinks = sinks
@@ -94,6 +121,22 @@ class DeliveryWorkers:
         self._waiters: dict[int, list[asyncio.Future[DeliveryOutcome]]] = {}
         #: Outcomes settled lately: a sender may ask just after a fast delivery settled.
         self._recent: OrderedDict[int, DeliveryOutcome] = OrderedDict()
+        self.gate = DestinationGate(
+            locations if locations is not None else dict.fromkeys(sinks, ""),
+            initial=config.backoff_initial,
+            maximum=config.backoff_max,
+            metrics=metrics,
+            rng=self._rng,
+        )
+        #: Claimed jobs not started yet, by destination, in claim order: waiting for their
+        #: paused destination, or for a free worker.
+        self._waiting: dict[str, deque[Job]] = {}
+        self._waiting_count = 0
+        self._waiting_bytes = 0
+        self._max_waiting = max_waiting
+        self._max_waiting_bytes = max_waiting_bytes
+        #: seq → claims of the job given back unsent (see the module docstring).
+        self._uncounted: dict[int, int] = {}
 
     def start(self) -> None:
         self._loop_task = asyncio.create_task(self._claim_loop(), name="delivery-claims")
@@ -130,6 +173,7 @@ class DeliveryWorkers:
 
     async def _claim_loop(self) -> None:
         while not self._stopping:
+            self._dispatch()
             free = self._config.workers - len(self._running)
             jobs: list[Job] = []
             if free > 0:
@@ -140,23 +184,91 @@ class DeliveryWorkers:
                     await asyncio.sleep(1.0)
                     continue
             for job in jobs:
-                task = asyncio.create_task(self._process(job), name=f"deliver-{job.seq}")
-                self._running.add(task)
-                task.add_done_callback(self._finished)
+                await self._admit(job)
             if not jobs:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=self._idle_poll)
+                    await asyncio.wait_for(self._wake.wait(), timeout=self._next_turn())
         self._wake.clear()
+        # Still in flight in the queue: delivered after the restart.
+        self._waiting.clear()
+        self._waiting_count = self._waiting_bytes = 0
+
+    async def _admit(self, job: Job) -> None:
+        """Line a claimed job up for its destination (see the module docstring)."""
+        uncounted = self._uncounted.get(job.seq, 0)
+        if uncounted:
+            job = dataclasses.replace(job, attempts=max(1, job.attempts - uncounted))
+        destination = self._destination_of(job.envelope.route)
+        paused_for = self.gate.retry_in(destination)
+        size = len(job.envelope.payload)
+        if paused_for is not None and (
+            self._waiting_count >= self._max_waiting
+            or self._waiting_bytes + size > self._max_waiting_bytes
+        ):
+            try:
+                await self._queue.retry_later(
+                    job.seq,
+                    max(paused_for, _SET_ASIDE_MIN),
+                    {
+                        "kind": "DestinationPaused",
+                        "reason": f"destination {destination} paused",
+                        "destination": destination,
+                    },
+                )
+            except Exception:
+                log.exception("giving a job back to the queue failed; keeping it in memory")
+            else:
+                self._uncounted[job.seq] = uncounted + 1
+                return
+        self._waiting.setdefault(destination, deque()).append(job)
+        self._waiting_count += 1
+        self._waiting_bytes += size
+
+    def _dispatch(self) -> None:
+        """Start waiting jobs whose destination lets them through while workers are free:
+        one per destination in turn, each destination's in claim order."""
+        while self._waiting and len(self._running) < self._config.workers:
+            started = False
+            for destination in list(self._waiting):
+                if len(self._running) >= self._config.workers:
+                    return
+                line = self._waiting[destination]
+                granted = self.gate.try_pass(destination)
+                if granted is None:
+                    continue
+                job = line.popleft()
+                if not line:
+                    del self._waiting[destination]
+                self._waiting_count -= 1
+                self._waiting_bytes -= len(job.envelope.payload)
+                task = asyncio.create_task(self._process(job, granted), name=f"deliver-{job.seq}")
+                self._running.add(task)
+                task.add_done_callback(self._finished)
+                started = True
+            if not started:
+                return
+
+    def _next_turn(self) -> float:
+        """How long to sleep when idle: the poll interval, or until a paused destination
+        with jobs waiting for it may be probed, if sooner."""
+        timeout = self._idle_poll
+        for destination in self._waiting:
+            remaining = self.gate.retry_in(destination)
+            # None: open (waiting for a worker); 0: probed now, or probe due (a worker's
+            # end wakes the loop).
+            if remaining:
+                timeout = min(timeout, remaining)
+        return timeout
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
         self._wake.set()
 
-    async def _process(self, job: Job) -> None:
+    async def _process(self, job: Job, granted: Pass) -> None:
         fields = log_fields(seq=job.seq, control_id=job.envelope.control_id, attempt=job.attempts)
         try:
-            await self._deliver(job)
+            await self._deliver(job, granted)
         except asyncio.CancelledError:
             raise
         except BrokenProcessPool:
@@ -178,8 +290,12 @@ class DeliveryWorkers:
                 fields,
                 cause=exc,
             )
+        finally:
+            # No verdict on the destination (conversion error, crash, cancellation): a
+            # probe passes on to the next job. A no-op once the outcome was reported.
+            self.gate.abandoned(granted)
 
-    async def _deliver(self, job: Job) -> None:
+    async def _deliver(self, job: Job, granted: Pass) -> None:
         envelope = job.envelope
         message_type = envelope.message_type or "unknown"
         fields = log_fields(
@@ -223,9 +339,11 @@ class DeliveryWorkers:
         try:
             await deliver_results(sink, outcome, envelope, destination, self._metrics)
         except TransientDeliveryError as exc:
-            await self._retry(job, exc, destination, fields)
+            self.gate.failed(granted, exc)
+            await self._retry(job, exc, destination, fields, paused=True)
             return
         except RejectedDeliveryError as exc:
+            self.gate.succeeded(granted)  # the server answered: the bundle was at fault
             record = exc.dead_letter_record(destination)
             await self._dead_letter(job, record, reason="rejected", message_type=message_type)
             failure = describe_failure(exc)
@@ -238,15 +356,19 @@ class DeliveryWorkers:
             self._resolve(job.seq, DeliveryOutcome(False, _diagnostics(exc)))
             return
         except DeliveryError as exc:
+            self.gate.failed(granted, exc)
             await self._retry(
                 job,
                 TransientDeliveryError(str(exc), status=exc.status, outcome=exc.outcome),
                 destination,
                 fields,
                 cause=exc,
+                paused=True,
             )
             return
+        self.gate.succeeded(granted)
         await self._queue.complete(job.seq)
+        self._uncounted.pop(job.seq, None)
         log.info("delivered", extra=fields | log_fields(destination=destination))
         self._resolve(job.seq, DeliveryOutcome(True))
 
@@ -258,9 +380,12 @@ class DeliveryWorkers:
         fields: dict[str, Any],
         *,
         cause: BaseException | None = None,
+        paused: bool = False,
     ) -> None:
         """Put the job back for later, or dead-letter it at ``max_attempts``. ``cause``:
-        the original exception when ``exc`` wraps it (what the log line describes)."""
+        the original exception when ``exc`` wraps it (what the log line describes);
+        ``paused``: a failure of the destination, reported to the gate, whose next probe
+        decides when the job is due (not its own backoff)."""
         failure = describe_failure(cause if cause is not None else exc)
         facts = log_fields(destination=destination, status=exc.status, error_kind=failure.kind)
         limit = self._config.max_attempts
@@ -280,13 +405,17 @@ class DeliveryWorkers:
             )
             self._resolve(job.seq, DeliveryOutcome(False, _diagnostics(exc)))
             return
-        delay = backoff_delay(
-            job.attempts,
-            initial=self._config.backoff_initial,
-            maximum=self._config.backoff_max,
-            retry_after=exc.retry_after,
-            rng=self._rng,
-        )
+        # Due when its destination is tried again: it then waits for the probe's verdict
+        # with the other jobs for the destination, and goes at once when it is back.
+        delay = self.gate.retry_in(destination) if paused else None
+        if delay is None:
+            delay = backoff_delay(
+                job.attempts,
+                initial=self._config.backoff_initial,
+                maximum=self._config.backoff_max,
+                retry_after=exc.retry_after,
+                rng=self._rng,
+            )
         reason = str(exc.status) if exc.status else "connection"
         self._metrics.retried.labels(destination, reason).inc()
         await self._queue.retry_later(job.seq, delay, exc.as_record())
@@ -303,6 +432,7 @@ class DeliveryWorkers:
         self, job: Job, record: dict[str, Any], *, reason: str, message_type: str
     ) -> None:
         await self._queue.dead_letter(job.seq, record)
+        self._uncounted.pop(job.seq, None)
         self._metrics.dead_lettered.labels(reason, message_type).inc()
 
     def _resolve(self, seq: int, outcome: DeliveryOutcome) -> None:

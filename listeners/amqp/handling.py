@@ -23,6 +23,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from ..config import DeliveryConfig, RouteConfig
 from ..conversion import ConversionFailure, ConversionPool, ConversionResult
 from ..delivery import (
+    DestinationWaitInterrupted,
     Sink,
     backoff_delay,
     deliver_results,
@@ -138,8 +139,8 @@ class MessageHandler:
                     partition, message, record, "rejected", message_type, fields
                 )
                 return
-            except asyncio.CancelledError:
-                raise
+            except (asyncio.CancelledError, DestinationWaitInterrupted):
+                raise  # a released partition hands its message back: no attempt
             except Exception as exc:
                 failure = (
                     exc

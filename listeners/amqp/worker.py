@@ -20,6 +20,15 @@ exponential backoff and jitter, without acking: later messages of the partition 
 After ``delivery.max_attempts`` (0 = forever) the message goes to the dead-letter
 exchange, like conversion errors, rejections and messages that are not envelopes.
 
+**Paused destinations** (:mod:`listeners.delivery.gate`). The handler's sinks are
+:class:`~listeners.delivery.GatedSink`: after a transient failure of a destination, a
+partition whose message goes there waits before sending (unacked, its later messages
+behind it, like a retry in place) until the pause is over, and then only one of them
+probes; its success lets the others go at once. The wait is no attempt: the handler counts
+one per loop, and a loop sends once it is let through. A partition released while its
+message waits gives it back unacked (:class:`~listeners.delivery.DestinationWaitInterrupted`
+ends the wait without counting an attempt). Partitions whose messages go elsewhere carry on.
+
 **Crashes and losses.** A message is acked only after its outcome: when a worker dies (or
 its connection drops) the broker puts its unacked message back at the head of the
 partition, and the next owner delivers it first — at least once; PUT with stable ids
@@ -45,7 +54,15 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMe
 
 from ..config import RouteConfig, ServiceConfig
 from ..conversion import ConversionPool
-from ..delivery import Sink, build_sink, sink_readiness
+from ..delivery import (
+    DestinationGate,
+    DestinationWaitInterrupted,
+    GatedSink,
+    Sink,
+    build_sink,
+    destination_location,
+    sink_readiness,
+)
 from ..http import EmbeddedHttpServer, create_probe_app
 from ..logs import log_fields
 from ..metrics import Metrics
@@ -94,6 +111,13 @@ class AmqpWorker:
         self._http: EmbeddedHttpServer | None = None
         self._handler: MessageHandler | None = None
         self.metrics.partitions.set_function(lambda: len(self.owned))
+        self.gate = DestinationGate(
+            {name: destination_location(d) for name, d in config.destinations.items()},
+            initial=config.delivery.backoff_initial,
+            maximum=config.delivery.backoff_max,
+            metrics=self.metrics,
+            rng=self._rng,
+        )
 
     @property
     def processed(self) -> int:
@@ -131,7 +155,10 @@ class AmqpWorker:
             self._handler = MessageHandler(
                 routes=self.routes,
                 pool=self.pool,
-                sinks=self.sinks,
+                sinks={
+                    name: GatedSink(sink, self.gate, interrupt=self._released_event)
+                    for name, sink in self.sinks.items()
+                },
                 delivery=config.delivery,
                 dead_letter_exchange=self._amqp.dead_letter_exchange,
                 metrics=self.metrics,
@@ -182,6 +209,8 @@ class AmqpWorker:
             "amqp": None if connected else "not connected to RabbitMQ (reconnecting)"
         }
         checks.update(await sink_readiness(self.sinks))
+        for name, reason in self.gate.readiness().items():
+            checks[name] = "; ".join(filter(None, (checks.get(name), reason)))
         return checks
 
     async def run(self) -> None:
@@ -324,6 +353,15 @@ class AmqpWorker:
         )
         return partition
 
+    def _released_event(self) -> asyncio.Event | None:
+        """The ``released`` event of the partition the current task consumes, if any: a
+        wait for a paused destination ends when it is set (see :class:`GatedSink`)."""
+        task = asyncio.current_task()
+        for partition in self._partitions.values():
+            if partition.task is task:
+                return partition.released
+        return None
+
     def _release(self, partition: Partition) -> None:
         partition.released.set()
         partition.inbox.put_nowait(None)
@@ -353,6 +391,8 @@ class AmqpWorker:
                 assert self._handler is not None
                 try:
                     await self._handler.handle(partition, message)
+                except DestinationWaitInterrupted:
+                    break  # released while waiting for a paused destination: not acked
                 finally:
                     partition.busy = False
         finally:

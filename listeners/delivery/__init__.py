@@ -4,7 +4,8 @@ A :class:`Sink` takes one bundle at a time (``deliver``), says whether it can ta
 (``check``, for readiness) and releases its resources (``close``). Failures are
 :class:`~listeners.errors.TransientDeliveryError` (retry later, after :func:`backoff_delay`) or
 :class:`~listeners.errors.RejectedDeliveryError` (dead letter, with the server's
-OperationOutcome).
+OperationOutcome). A transient failure also pauses the whole destination, which is then
+probed by one delivery at a time (:class:`DestinationGate`, :class:`GatedSink`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from .base import BundleInput, DeliveryReceipt, EntryResult, Sink, bundle_bytes
 from .failures import FailureReason, describe_failure, http_status_text, retry_detail
 from .fhir import FhirServerSink, outcome_summary
 from .folder import FolderSink, bundle_file_name
+from .gate import DestinationGate, DestinationWaitInterrupted, Pass
+from .gated_sink import GatedSink
 from .retry_after import parse_retry_after
 from .urls import join_url, redact_url
 
@@ -39,12 +42,16 @@ __all__ = [
     "BearerAuth",
     "BundleInput",
     "DeliveryReceipt",
+    "DestinationGate",
+    "DestinationWaitInterrupted",
     "EntryResult",
     "FailureReason",
     "FhirServerSink",
     "FolderSink",
+    "GatedSink",
     "NoAuth",
     "OAuth2ClientCredentials",
+    "Pass",
     "RandomSource",
     "Sink",
     "backoff_cap",
@@ -55,6 +62,7 @@ __all__ = [
     "bundle_file_name",
     "deliver_results",
     "describe_failure",
+    "destination_location",
     "http_status_text",
     "join_url",
     "outcome_summary",
@@ -80,6 +88,16 @@ def build_sink(destination: DestinationConfig) -> Sink:
     if fhir is not None:
         return fhir
     return FolderSink(destination.folder, name=destination.name)
+
+
+def destination_location(destination: DestinationConfig) -> str:
+    """Where a destination delivers, safe to log: URL without credentials, exchange, folder."""
+    parts = []
+    if destination.url:
+        parts.append(redact_url(destination.url))
+    if destination.amqp is not None:
+        parts.append(f"exchange {destination.amqp.exchange}")
+    return ", ".join(parts) or f"folder {destination.folder}"
 
 
 async def sink_readiness(sinks: Mapping[str, Sink]) -> dict[str, str | None]:

@@ -1,0 +1,314 @@
+"""A destination down pauses its deliveries (``listeners.delivery.gate``), for real: the
+service (SQLite queue, delivery workers, conversion) in front of the test FHIR server,
+which answers 503 or is stopped (connection refused) for a while, then recovers.
+
+- the outage costs about one request per backoff step, not one per queued message;
+- afterwards every message is delivered, each patient's in order, soon after the recovery;
+- another destination keeps receiving meanwhile;
+- waiting for a paused destination is no attempt (``max_attempts`` small, nothing
+  dead-lettered), also when the workers give jobs back to the queue past their limit;
+- ``passerelle_destination_available`` and ``/ready`` follow; one WARNING, one INFO.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from listeners.config import DeliveryConfig, DestinationConfig
+from listeners.conversion import ConversionPool
+from listeners.delivery import FhirServerSink, destination_location
+from listeners.metrics import Metrics
+from listeners.queue.base import Envelope
+from listeners.queue.sqlite import SqliteQueue
+from listeners.worker import DeliveryWorkers
+from tests.listeners.service.support import (
+    adt,
+    bundle_posts,
+    make_config,
+    patients,
+    running,
+    wait_until,
+)
+from tests.support.fhirserver import FhirServer
+
+INITIAL = 0.05
+MAXIMUM = 0.4
+WORKERS = 4
+EVENTS = ("A01", "A08", "A03")
+AVAILABLE = "passerelle_destination_available"
+CLINIC = """
+[destinations.clinic]
+folder = "clinic-out"
+
+[[routes]]
+name = "clinic"
+sending_facility = "FAC-CLINIC"
+destination = "clinic"
+"""
+
+
+@pytest.fixture
+def logs() -> Iterator[list[logging.LogRecord]]:
+    """The service's log records, every level."""
+    captured: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = captured.append  # type: ignore[method-assign]
+    logger = logging.getLogger("passerelle")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield captured
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def settings(**delivery: Any) -> dict[str, dict[str, Any]]:
+    return {
+        "delivery": {
+            "workers": WORKERS,
+            "backoff_initial": INITIAL,
+            "backoff_max": MAXIMUM,
+            **delivery,
+        }
+    }
+
+
+def most_requests(outage: float) -> int:
+    """The most POSTs an outage of ``outage`` seconds may cost: those in flight when it
+    began (one per worker), then one probe per pause, a pause lasting at least half its
+    backoff step (``INITIAL`` doubling up to ``MAXIMUM``)."""
+    probes, elapsed, step = 0, 0.0, INITIAL
+    while elapsed <= outage:
+        elapsed += step / 2
+        probes += 1
+        step = min(MAXIMUM, step * 2)
+    return WORKERS + probes
+
+
+def history_families(fhir: FhirServer, patient_id: str) -> list[str]:
+    """The Patient's family name in each version, oldest first."""
+    bundle: dict[str, Any] = fhir._json("GET", f"{fhir.base_url}/Patient/{patient_id}/_history")
+    versions = sorted(
+        (entry["resource"] for entry in bundle.get("entry", [])),
+        key=lambda resource: resource["meta"]["lastUpdated"],
+    )
+    return [resource["name"][0]["family"] for resource in versions]
+
+
+def patient_messages(mrns: list[str]) -> list[bytes]:
+    """A01, A08, A03 for each patient, interleaved; each version renames the patient."""
+    return [
+        adt(f"{mrn}-{i}", event=event, mrn=mrn, family=f"{mrn}-v{i}")
+        for i, event in enumerate(EVENTS, start=1)
+        for mrn in mrns
+    ]
+
+
+def assert_in_order(fhir: FhirServer, mrns: list[str]) -> None:
+    for mrn in mrns:
+        (patient,) = patients(fhir, mrn)
+        assert history_families(fhir, patient["id"]) == [f"{mrn}-v{i}" for i in (1, 2, 3)]
+
+
+def messages_of(records: list[logging.LogRecord], level: int, text: str) -> list[str]:
+    return [r.getMessage() for r in records if r.levelno == level and text in r.getMessage()]
+
+
+def test_an_outage_costs_a_request_per_step_and_other_destinations_keep_receiving(
+    tmp_path: Path, server: FhirServer, logs: list[logging.LogRecord]
+) -> None:
+    config = make_config(tmp_path, settings(), CLINIC, fhir_url=server.base_url)
+    mrns = [f"OUT-{n}" for n in range(8)]
+    server.fail(503, count=1_000_000)
+    with running(config) as service:
+        acks = service.send(patient_messages(mrns))
+        assert {a.code for a in acks} == {"AA"}
+        wait_until(lambda: bundle_posts(server), what="the first failure")
+        began = time.monotonic()
+        # Another destination is not paused: the clinic's messages arrive meanwhile.
+        clinic = [
+            adt(f"CLI-{n}", mrn=f"CLI-{n}", application="EHR", facility="FAC-CLINIC")
+            for n in range(4)
+        ]
+        assert {a.code for a in service.send(clinic)} == {"AA"}
+        wait_until(
+            lambda: len(list((tmp_path / "clinic-out").rglob("*.json"))) == 4,
+            what="the clinic's bundles",
+        )
+        during = service.metrics()
+        # Paused or probed (a pause that ran out unprobed is not reported: poll).
+        ready = wait_until(
+            lambda: (
+                (r := httpx.get(f"{service.http_url}/ready", timeout=30)).status_code == 503
+                and "deliveries paused" in r.json()["checks"]["destination:default"]
+                and r
+            ),
+            what="/ready to report the pause",
+        )
+        time.sleep(max(0.0, began + 2.0 - time.monotonic()))
+        posts = bundle_posts(server)
+        outage = time.monotonic() - began
+        server.control(clearFaults=True)
+        recovered = time.monotonic()
+        service.drained(timeout=20)
+        drained = time.monotonic() - recovered
+        after = service.metrics()
+        assert service.service.queue.count_dead_letters() == 0
+
+    # About one request per backoff step, not one per message (24 of them queued).
+    assert {p["status"] for p in posts} == {503}
+    assert 3 <= len(posts) <= most_requests(outage), len(posts)
+    # The waiting messages went as soon as a probe found the server back.
+    assert drained < MAXIMUM + 3.0, drained
+    assert_in_order(server, mrns)
+    assert len(bundle_posts(server)) == len(posts) + len(mrns) * len(EVENTS)
+    # The gauge, per destination.
+    assert during.value(AVAILABLE, destination="default") == 0
+    assert during.value(AVAILABLE, destination="clinic") == 1
+    assert after.value(AVAILABLE, destination="default") == 1
+    # /ready says why (the /metadata probe fails too: both reasons).
+    assert ready.json()["checks"]["destination:clinic"] == "ok"
+    # One WARNING when it went, one INFO when it came back; one line per failed POST.
+    went = messages_of(logs, logging.WARNING, "unavailable")
+    back = messages_of(logs, logging.INFO, "available again")
+    assert len(went) == 1 and len(back) == 1, (went, back)
+    assert went[0].startswith(f"destination default ({server.base_url}) unavailable (HTTP 503")
+    assert "deliveries to it paused" in went[0]
+    assert "deliveries resume" in back[0]
+    assert len(messages_of(logs, logging.WARNING, "will retry")) == len(posts)
+
+
+def test_a_refused_connection_pauses_the_destination_until_it_is_back(
+    tmp_path: Path, server: FhirServer, logs: list[logging.LogRecord]
+) -> None:
+    config = make_config(tmp_path, settings(), fhir_url=server.base_url)
+    server.stop()  # connection refused
+    mrns = [f"REF-{n}" for n in range(5)]
+    with running(config) as service:
+
+        def failures() -> float:
+            return service.metrics().value("passerelle_deliveries_retried_total")
+
+        assert {a.code for a in service.send(patient_messages(mrns))} == {"AA"}
+        wait_until(failures, what="the first failure")
+        began = time.monotonic()
+        time.sleep(2.0)
+        failed = failures()
+        outage = time.monotonic() - began
+        assert service.metrics().value(AVAILABLE, destination="default") == 0
+        server.restart()  # same port
+        service.drained(timeout=20)
+        assert service.metrics().value(AVAILABLE, destination="default") == 1
+    assert 2 <= failed <= most_requests(outage), failed
+    assert_in_order(server, mrns)
+    (went,) = messages_of(logs, logging.WARNING, "unavailable")
+    assert "(connection refused); deliveries to it paused" in went
+
+
+def test_waiting_for_a_paused_destination_is_no_attempt(tmp_path: Path, server: FhirServer) -> None:
+    # Two attempts each, 30 messages, an outage of many backoff steps: were a skipped
+    # delivery an attempt, or were every message retried on its own, they would be dead.
+    config = make_config(tmp_path, settings(max_attempts=2), fhir_url=server.base_url)
+    mrns = [f"ATT-{n}" for n in range(30)]
+    server.fail(503, count=1_000_000)
+    with running(config) as service:
+        messages = [adt(f"{mrn}-1", mrn=mrn, family=mrn) for mrn in mrns]
+        assert {a.code for a in service.send(messages)} == {"AA"}
+        wait_until(lambda: bundle_posts(server), what="the first failure")
+        time.sleep(1.5)
+        failed = len(bundle_posts(server))
+        server.control(clearFaults=True)
+        service.drained(timeout=20)
+        assert service.service.queue.count_dead_letters() == 0
+    assert failed >= WORKERS + 3  # several probes failed, each a real attempt
+    assert all(patients(server, mrn) for mrn in mrns)
+
+
+def test_jobs_given_back_past_the_limit_do_not_lose_attempts(
+    tmp_path: Path, server: FhirServer, logs: list[logging.LogRecord]
+) -> None:
+    """The workers hold at most ``max_waiting`` jobs for paused destinations; the next
+    ones go back to the queue until the next probe, and the attempt counted by their
+    claim is given back to them: each message's attempts number its real sends."""
+    mrns = [f"SET-{n}" for n in range(12)]
+    server.fail(503, count=1_000_000)
+    database = tmp_path / "queue.db"
+
+    async def scenario() -> None:
+        queue = SqliteQueue(database, commit_interval_ms=1)
+        await queue.start()
+        target = DestinationConfig(name="default", url=server.base_url, timeout=10)
+        sink = FhirServerSink(target)
+        pool = ConversionPool(
+            {"default": make_config(tmp_path).converter.converter_config()},
+            processes=1,
+            use_threads=True,
+        )
+        workers = DeliveryWorkers(
+            queue,
+            pool,
+            {"default": sink},
+            lambda route: "default",
+            DeliveryConfig(workers=WORKERS, backoff_initial=INITIAL, backoff_max=MAXIMUM),
+            Metrics(),
+            rng=random.Random(7),
+            locations={"default": destination_location(target)},
+            max_waiting=3,
+        )
+        # All queued first: four go and fail, three wait in memory, five go back.
+        for mrn in mrns:
+            await queue.put(envelope_of(adt(f"{mrn}-1", mrn=mrn, family=mrn), mrn))
+        workers.start()
+        try:
+            await asyncio.sleep(2.5)
+            server.control(clearFaults=True)
+            while await queue.depth():
+                await asyncio.sleep(0.05)
+        finally:
+            await workers.stop(5)
+            await sink.close()
+            pool.close()
+            await queue.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+    assert all(patients(server, mrn) for mrn in mrns)
+    # Attempt n is the message's n-th POST, however often it was given back unsent...
+    attempts: dict[str, list[int]] = {}
+    for record in logs:
+        if record.getMessage().startswith(("delivery failed; will retry", "delivered")):
+            attempts.setdefault(record.__dict__["control_id"], []).append(
+                record.__dict__["attempt"]
+            )
+    assert sorted(attempts) == sorted(f"{mrn}-1" for mrn in mrns)
+    for control_id, numbers in attempts.items():
+        assert numbers == list(range(1, len(numbers) + 1)), (control_id, numbers)
+    posts = len(bundle_posts(server))
+    assert posts == sum(len(numbers) for numbers in attempts.values())
+    # ... while the queue counted more claims than POSTs: some were given back unsent.
+    with sqlite3.connect(database) as db:
+        (claims,) = db.execute("SELECT sum(attempts) FROM messages").fetchone()
+    assert claims > posts
+
+
+def envelope_of(payload: bytes, mrn: str) -> Envelope:
+    return Envelope(
+        payload=payload,
+        sender="APP-A^FAC-A",
+        listener="mllp",
+        received_at=time.time(),
+        ordering_key=f"APP-A^FAC-A|{mrn}",
+        control_id=f"{mrn}-1",
+        message_type="ADT^A01",
+    )
