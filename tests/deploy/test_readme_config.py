@@ -29,3 +29,8 @@ def test_readme_configuration_example_loads(tmp_path: Path) -> None:
     assert route.destination == "lyon"
     assert route.converter.id_namespace == "chu-lyon"
     assert config.route_for(application="X", facility="OTHER", listener="chu").name == "default"
+    lab = config.route_for(application="SIL-GLYCINE", facility="CHU-LYON", listener="chu")
+    assert lab.name == "lab" and lab.converter.request_modes[0] == ("Patient", "conditional-create")
+    training = config.route_for(application="X", facility="CHU-LYON-FORMATION", listener="chu")
+    assert training.processing_ids == ("T",) and training.destination == "recette"
+    assert config.delivery.conversion_timeout == 60

@@ -22,6 +22,7 @@ from listeners.errors import DeliveryError, RejectedDeliveryError, TransientDeli
 from listeners.metrics import Metrics
 from listeners.queue.base import Envelope
 from tests.listeners.delivery.helpers import make_envelope
+from tests.support.log_records import log_records
 
 DIAGNOSTIC = "Patient GIRARD Thomas born 1961-02-30 is invalid"
 
@@ -81,18 +82,8 @@ def gate(clock: Clock, metrics: Metrics) -> DestinationGate:
 @pytest.fixture
 def records() -> Iterator[list[logging.LogRecord]]:
     """What the gate logs, at every level."""
-    captured: list[logging.LogRecord] = []
-    handler = logging.Handler(logging.DEBUG)
-    handler.emit = captured.append  # type: ignore[method-assign]
-    logger = logging.getLogger("passerelle.delivery")
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    try:
-        yield captured
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
+    with log_records("passerelle.delivery") as records:
+        yield records
 
 
 def available(metrics: Metrics, destination: str) -> float | None:

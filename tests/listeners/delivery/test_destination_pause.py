@@ -40,6 +40,7 @@ from tests.listeners.service.support import (
     wait_until,
 )
 from tests.support.fhirserver import FhirServer
+from tests.support.log_records import log_records
 
 INITIAL = 0.05
 MAXIMUM = 0.4
@@ -60,18 +61,8 @@ destination = "clinic"
 @pytest.fixture
 def logs() -> Iterator[list[logging.LogRecord]]:
     """The service's log records, every level."""
-    captured: list[logging.LogRecord] = []
-    handler = logging.Handler(logging.DEBUG)
-    handler.emit = captured.append  # type: ignore[method-assign]
-    logger = logging.getLogger("passerelle")
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    try:
-        yield captured
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
+    with log_records("passerelle") as records:
+        yield records
 
 
 def settings(**delivery: Any) -> dict[str, dict[str, Any]]:

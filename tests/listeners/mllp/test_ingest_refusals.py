@@ -21,6 +21,7 @@ from tests.listeners.service.support import (
     running,
     wait_until,
 )
+from tests.support.log_records import log_records
 
 LIMIT = 4096
 PATIENT = "Secretfamily"
@@ -48,21 +49,8 @@ def stored_control_ids(service: RunningService) -> set[str]:
 @pytest.fixture
 def ingest_logs() -> Iterator[list[logging.LogRecord]]:
     """Records of ``passerelle.ingest`` (whatever the logging configuration left behind)."""
-    records: list[logging.LogRecord] = []
-
-    class Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append(record)
-
-    logger = logging.getLogger("passerelle.ingest")
-    handler, level = Collect(logging.DEBUG), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    try:
+    with log_records("passerelle.ingest") as records:
         yield records
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
 
 
 def framing_errors(service: RunningService) -> float:

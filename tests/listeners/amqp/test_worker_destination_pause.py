@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,32 +27,13 @@ from tests.listeners.amqp.support import (
     store,
 )
 from tests.support.fhirserver import FhirServer
-from tests.support.rabbitmq import RabbitMq, rabbitmq_required, rabbitmq_unavailable_reason
+from tests.support.rabbitmq import RabbitMq
 
 pytestmark = pytest.mark.anyio
 
 PARTITIONS = 4
 INITIAL = 0.05
 MAXIMUM = 0.5
-
-
-@pytest.fixture(scope="module")
-def rabbitmq() -> Iterator[RabbitMq]:
-    """A RabbitMQ node for these tests (about 10 s to start)."""
-    reason = rabbitmq_unavailable_reason()
-    if reason is not None:
-        if rabbitmq_required():
-            pytest.fail(f"RabbitMQ required but unavailable: {reason}")
-        pytest.skip(f"RabbitMQ unavailable: {reason}")
-    with RabbitMq.start() as broker:
-        yield broker
-
-
-@pytest.fixture
-def broker(rabbitmq: RabbitMq) -> RabbitMq:
-    if not rabbitmq.running:
-        rabbitmq.restart()
-    return rabbitmq
 
 
 def spread_patients(per_partition: int) -> list[str]:
@@ -91,14 +71,14 @@ def sample(worker: AmqpWorker, name: str, **labels: str) -> float:
 
 
 async def test_partitions_wait_for_a_paused_destination_and_probe_in_turn(
-    tmp_path: Path, broker: RabbitMq, server: FhirServer
+    tmp_path: Path, broker: RabbitMq, fhir: FhirServer
 ) -> None:
     names = Names.unique()
     config = make_config(
         tmp_path,
         amqp_url=broker.url,
         names=names,
-        fhir_url=server.base_url,
+        fhir_url=fhir.base_url,
         backend="amqp",
         amqp={"partitions": PARTITIONS},
         # Each message is the probe about one step in four: five attempts are plenty
@@ -106,7 +86,7 @@ async def test_partitions_wait_for_a_paused_destination_and_probe_in_turn(
         delivery={"backoff_initial": INITIAL, "backoff_max": MAXIMUM, "max_attempts": 5},
     )
     mrns = spread_patients(2)
-    server.fail(503, count=1_000_000)
+    fhir.fail(503, count=1_000_000)
     worker = AmqpWorker(config, use_threads=True)
     await worker.start()
     try:
@@ -115,14 +95,14 @@ async def test_partitions_wait_for_a_paused_destination_and_probe_in_turn(
             config,
             [envelope(f"{mrn}-{v}", mrn, f"{mrn}-v{v}") for v in (1, 2) for mrn in mrns],
         )
-        await eventually(lambda: bundle_posts(server), what="the first failure")
+        await eventually(lambda: bundle_posts(fhir), what="the first failure")
         began = time.monotonic()
         await asyncio.sleep(1.5)
-        posts = await asyncio.to_thread(bundle_posts, server)
+        posts = await asyncio.to_thread(bundle_posts, fhir)
         outage = time.monotonic() - began
         paused = sample(worker, "passerelle_destination_available", destination="default")
         readiness = await worker.readiness()
-        server.control(clearFaults=True)
+        fhir.control(clearFaults=True)
         await eventually(lambda: worker.processed == 2 * len(mrns), what="every message")
     finally:
         await worker.stop(5)
@@ -131,28 +111,28 @@ async def test_partitions_wait_for_a_paused_destination_and_probe_in_turn(
     assert sample(worker, "passerelle_messages_dead_lettered_total") == 0
     assert sample(worker, "passerelle_bundles_delivered_total") == 2 * len(mrns)
     for mrn in mrns:
-        (patient,) = patients(server, mrn)
-        assert history_families(server, patient["id"]) == [f"{mrn}-v1", f"{mrn}-v2"]
+        (patient,) = patients(fhir, mrn)
+        assert history_families(fhir, patient["id"]) == [f"{mrn}-v1", f"{mrn}-v2"]
     assert paused == 0
     assert sample(worker, "passerelle_destination_available", destination="default") == 1
     assert "deliveries paused" in (readiness["destination:default"] or "")
 
 
 async def test_a_worker_stopping_during_a_pause_gives_the_waiting_messages_back(
-    tmp_path: Path, broker: RabbitMq, server: FhirServer
+    tmp_path: Path, broker: RabbitMq, fhir: FhirServer
 ) -> None:
     names = Names.unique()
     config = make_config(
         tmp_path,
         amqp_url=broker.url,
         names=names,
-        fhir_url=server.base_url,
+        fhir_url=fhir.base_url,
         backend="amqp",
         amqp={"partitions": PARTITIONS},
         delivery={"backoff_initial": 20.0, "backoff_max": 20.0, "max_attempts": 1},
     )
     mrns = spread_patients(1)
-    server.fail(503, count=1_000_000)
+    fhir.fail(503, count=1_000_000)
     worker = AmqpWorker(config, use_threads=True)
     await worker.start()
     stopped = False
@@ -161,7 +141,7 @@ async def test_a_worker_stopping_during_a_pause_gives_the_waiting_messages_back(
         # The first message fails (max_attempts 1: dead-lettered); the others come after
         # and find the destination paused for 10-20 s.
         await store(config, [envelope(f"{mrns[0]}-1", mrns[0], "first")])
-        await eventually(lambda: bundle_posts(server), what="the first failure")
+        await eventually(lambda: bundle_posts(fhir), what="the first failure")
         await store(config, [envelope(f"{mrn}-1", mrn, mrn) for mrn in mrns[1:]])
         await asyncio.sleep(0.5)
         started = time.monotonic()
@@ -172,7 +152,7 @@ async def test_a_worker_stopping_during_a_pause_gives_the_waiting_messages_back(
         if not stopped:
             await worker.stop(1)
     assert took < 5.0, took  # not the pause, nor the 30 s grace
-    assert len(bundle_posts(server)) == 1  # waiting is not sending
+    assert len(bundle_posts(fhir)) == 1  # waiting is not sending
     assert sample(worker, "passerelle_messages_dead_lettered_total") == 1
     async with AmqpClient(broker.url) as client:
         counts = [await client.counts(names.partition(n)) for n in range(PARTITIONS)]
