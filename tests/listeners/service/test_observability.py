@@ -92,10 +92,15 @@ def test_metrics_move_with_the_traffic(tmp_path: Path, fhir: FhirServer) -> None
         acks = service.send(traffic)
         assert [a.code for a in acks] == ["AA", "AA", "AA", "AA", "AR"]
         service.drained()
+        # Both gauges are sampled once a second: the closed client connection may not be
+        # counted out yet when the queue depth already reads 0.
         wait_until(
-            lambda: service.metrics().value("passerelle_queue_depth") == 0,
+            lambda: (
+                service.metrics().value("passerelle_queue_depth") == 0
+                and service.metrics().value("passerelle_mllp_connections", listener="mllp") == 0
+            ),
             timeout=5,
-            what="the queue depth gauge back to 0",
+            what="the queue depth and connection gauges back to 0",
         )
         after = service.metrics()
 
