@@ -242,12 +242,8 @@ class Service:
                 checks["amqp-consumer"] = None
             except Exception as exc:
                 checks["amqp-consumer"] = str(exc)[:200]
-        checks.update(await sink_readiness(self.sinks))
-        if self.workers is not None:
-            # A destination paused after a transient failure (see listeners.delivery.gate),
-            # though its /metadata may answer: a server that 503s every POST is not ready.
-            for name, reason in self.workers.gate.readiness().items():
-                checks[name] = "; ".join(filter(None, (checks.get(name), reason)))
+        gate = self.workers.gate if self.workers is not None else None
+        checks.update(await sink_readiness(self.sinks, gate))
         return checks
 
     async def _watch_depth(self) -> None:

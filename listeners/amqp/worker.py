@@ -208,9 +208,7 @@ class AmqpWorker:
         checks: dict[str, str | None] = {
             "amqp": None if connected else "not connected to RabbitMQ (reconnecting)"
         }
-        checks.update(await sink_readiness(self.sinks))
-        for name, reason in self.gate.readiness().items():
-            checks[name] = "; ".join(filter(None, (checks.get(name), reason)))
+        checks.update(await sink_readiness(self.sinks, self.gate))
         return checks
 
     async def run(self) -> None:

@@ -100,8 +100,12 @@ def destination_location(destination: DestinationConfig) -> str:
     return ", ".join(parts) or f"folder {destination.folder}"
 
 
-async def sink_readiness(sinks: Mapping[str, Sink]) -> dict[str, str | None]:
-    """``destination:<name>`` → None when it can take bundles, else why not (for /ready)."""
+async def sink_readiness(
+    sinks: Mapping[str, Sink], gate: DestinationGate | None = None
+) -> dict[str, str | None]:
+    """``destination:<name>`` → None when it can take bundles, else why not (for /ready).
+    With ``gate``, a destination paused after a transient failure is not ready either,
+    though its ``/metadata`` may answer: a server that 503s every POST is not ready."""
     checks: dict[str, str | None] = {}
     for name, sink in sinks.items():
         try:
@@ -109,6 +113,9 @@ async def sink_readiness(sinks: Mapping[str, Sink]) -> dict[str, str | None]:
             checks[f"destination:{name}"] = None
         except DeliveryError as exc:
             checks[f"destination:{name}"] = str(exc)[:200]
+    if gate is not None:
+        for name, reason in gate.readiness().items():
+            checks[name] = "; ".join(filter(None, (checks.get(name), reason)))
     return checks
 
 
