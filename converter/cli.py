@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .assembly.bundle import REQUEST_MODES
+from .assembly.bundle import REQUEST_MODES, is_resource_type_name
 from .cda.xml import DEFAULT_MAX_BYTES
 from .cli_output import (
     BundleWriter,
@@ -140,7 +140,7 @@ def _charset_option(text: str) -> str:
 
 def _type_mode_option(text: str) -> tuple[str, str]:
     resource_type, equals, mode = text.partition("=")
-    if not equals or mode not in REQUEST_MODES or not resource_type[:1].isupper():
+    if not equals or mode not in REQUEST_MODES or not is_resource_type_name(resource_type):
         raise argparse.ArgumentTypeError(
             f"expected TYPE=MODE with MODE one of {', '.join(REQUEST_MODES)}: {text[:100]!r}"
         )

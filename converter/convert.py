@@ -6,7 +6,6 @@ from the :class:`ConverterConfig` built by the caller.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import resources
@@ -14,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .assembly import json_text
-from .assembly.bundle import REQUEST_MODES, RequestMode, build_bundle
+from .assembly.bundle import REQUEST_MODES, RequestMode, build_bundle, is_resource_type_name
 from .assembly.ids import stable_id
 from .cda import CdaDocument, PathCache, SectionTable
 from .cda.xml import DEFAULT_MAX_BYTES
@@ -36,9 +35,6 @@ from .validation import ModelValidator, StructuralValidator
 __all__ = ["Conversion", "Converter", "ConverterConfig", "InputType", "detect_input_type"]
 
 InputType = Literal["auto", "hl7v2", "cda"]
-
-
-_RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
 
 
 def _builtin_mappings() -> Path:
@@ -84,7 +80,7 @@ class ConverterConfig:
             if mode not in REQUEST_MODES:
                 raise ConfigurationError(f"unknown request mode {mode!r}")
         for resource_type, _ in self.request_modes:
-            if not _RESOURCE_TYPE.fullmatch(resource_type):
+            if not is_resource_type_name(resource_type):
                 raise ConfigurationError(
                     f"request_modes: {resource_type[:100]!r} is not a FHIR resource type name"
                 )

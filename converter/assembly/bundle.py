@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 from urllib.parse import quote
 
 from ..errors import BundleValidationError
 
-__all__ = ["REQUEST_MODES", "RequestMode", "build_bundle"]
+__all__ = ["REQUEST_MODES", "RequestMode", "build_bundle", "is_resource_type_name"]
 
 RequestMode = Literal["put", "conditional-create", "conditional-update"]
 REQUEST_MODES: tuple[RequestMode, ...] = ("put", "conditional-create", "conditional-update")
+_RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
+
+
+def is_resource_type_name(text: str) -> bool:
+    """Whether ``text`` is written as a FHIR resource type (``Patient``): the key of a
+    per-type request mode, checked wherever one is given (API, CLI, configuration)."""
+    return _RESOURCE_TYPE.fullmatch(text) is not None
 
 
 def build_bundle(

@@ -121,12 +121,9 @@ def _check_batch_destinations(
         ("converter", converter, "default"),
         *((f"route {r.name!r}", r.converter, r.destination) for r in routes),
     ):
-        if destinations[target].bundle_type == "batch" and not settings.all_put:
-            mode = next(
-                m
-                for m in (settings.request_mode, *(m for _, m in settings.request_modes))
-                if m != "put"
-            )
+        modes = (settings.request_mode, *(m for _, m in settings.request_modes))
+        mode = next((m for m in modes if m != "put"), None)
+        if destinations[target].bundle_type == "batch" and mode is not None:
             raise ConfigError(
                 f"{where}: request_mode {mode!r} needs a transaction, but "
                 f'destination {target!r} sends "batch"'

@@ -21,7 +21,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
-from converter.assembly.bundle import REQUEST_MODES, RequestMode
+from converter.assembly.bundle import REQUEST_MODES, RequestMode, is_resource_type_name
 
 from .amqp_settings import _amqp, _check_amqp, _resolve_amqp_urls
 from .destination_settings import _check_batch_destinations, _destination
@@ -304,7 +304,7 @@ def _request_modes(value: Any, where: str) -> tuple[tuple[str, RequestMode], ...
         )
     modes: list[tuple[str, RequestMode]] = []
     for resource_type, mode in value.items():
-        if not resource_type[:1].isupper() or not resource_type.isalpha():
+        if not is_resource_type_name(resource_type):
             raise ConfigError(f"{where}: {resource_type[:100]!r} is not a FHIR resource type")
         modes.append((resource_type, _choice(mode, REQUEST_MODES, f"{where}.{resource_type}")))
     return tuple(modes)

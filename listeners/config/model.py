@@ -227,11 +227,6 @@ class ConverterSettings:
     templates: tuple[Path, ...] = ()
     id_namespace: str = ""
 
-    @property
-    def all_put(self) -> bool:
-        """Every entry is written ``PUT Type/id`` (a batch destination can take it)."""
-        return self.request_mode == "put" and all(m == "put" for _, m in self.request_modes)
-
     def converter_config(self) -> ConverterConfig:
         return ConverterConfig(
             template_dirs=self.templates,
