@@ -48,7 +48,6 @@ from types import TracebackType
 from typing import Final
 
 from ..config import ListenerConfig, MllpConfig
-from ..errors import FramingError
 from ..logs import describe_exception
 from .framing import (
     DEFAULT_MAX_FRAME_BYTES,
@@ -403,12 +402,6 @@ class MllpServer:
                 stats.truncated_frames += 1
                 self._log.warning("mllp#%d: %s; no ACK sent", conn.id, exc)
                 return "truncated frame"
-            except FramingError as exc:  # none other is raised today; kept for safety
-                stats.framing_errors += 1
-                self._log.warning(
-                    "mllp#%d %s from %s: framing error: %s", conn.id, conn.listener, conn.peer, exc
-                )
-                return "framing error"
             except (ConnectionError, ssl.SSLError) as exc:
                 return f"connection error ({type(exc).__name__})"
             finally:
