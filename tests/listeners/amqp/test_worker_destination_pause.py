@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
 
 import pytest
 
@@ -16,12 +15,12 @@ from listeners.amqp import AmqpWorker
 from listeners.amqp.envelope import partition_of
 from tests.listeners.amqp.support import (
     AmqpClient,
+    Configure,
     Names,
     bundle_posts,
     envelope,
     eventually,
     history_families,
-    make_config,
     ordering_key,
     patients,
     store,
@@ -71,14 +70,9 @@ def sample(worker: AmqpWorker, name: str, **labels: str) -> float:
 
 
 async def test_partitions_wait_for_a_paused_destination_and_probe_in_turn(
-    tmp_path: Path, broker: RabbitMq, fhir: FhirServer
+    fhir: FhirServer, configure: Configure
 ) -> None:
-    names = Names.unique()
-    config = make_config(
-        tmp_path,
-        amqp_url=broker.url,
-        names=names,
-        fhir_url=fhir.base_url,
+    config = configure(
         backend="amqp",
         amqp={"partitions": PARTITIONS},
         # Each message is the probe about one step in four: five attempts are plenty
@@ -119,14 +113,9 @@ async def test_partitions_wait_for_a_paused_destination_and_probe_in_turn(
 
 
 async def test_a_worker_stopping_during_a_pause_gives_the_waiting_messages_back(
-    tmp_path: Path, broker: RabbitMq, fhir: FhirServer
+    broker: RabbitMq, fhir: FhirServer, names: Names, configure: Configure
 ) -> None:
-    names = Names.unique()
-    config = make_config(
-        tmp_path,
-        amqp_url=broker.url,
-        names=names,
-        fhir_url=fhir.base_url,
+    config = configure(
         backend="amqp",
         amqp={"partitions": PARTITIONS},
         delivery={"backoff_initial": 20.0, "backoff_max": 20.0, "max_attempts": 1},
