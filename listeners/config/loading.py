@@ -72,6 +72,7 @@ ENV_SETTINGS: Mapping[str, str] = {
     "PASSERELLE_HTTP_BEARER_TOKEN_FILE": "http.bearer_token_file",
     "PASSERELLE_HTTP_MAX_CONNECTIONS": "http.max_connections",
     "PASSERELLE_HTTP_HEADER_TIMEOUT": "http.header_timeout",
+    "PASSERELLE_HTTP_BODY_TIMEOUT": "http.body_timeout",
     "PASSERELLE_HTTP_MAX_MESSAGES": "http.max_messages",
     "PASSERELLE_QUEUE_BACKEND": "queue.backend",
     "PASSERELLE_QUEUE_PATH": "queue.path",
@@ -410,16 +411,18 @@ def _http(section: dict[str, Any], base: Path) -> HttpConfig:
             "bearer_token_file",
             "max_connections",
             "header_timeout",
+            "body_timeout",
             "max_messages",
         },
         "http",
     )
     default = HttpConfig()
-    header_timeout = _float(
-        section.get("header_timeout", default.header_timeout), "http.header_timeout"
-    )
-    if header_timeout <= 0:
-        raise ConfigError("http.header_timeout must be above 0")
+    timeouts: dict[str, float] = {}
+    for name in ("header_timeout", "body_timeout"):
+        seconds = _float(section.get(name, getattr(default, name)), f"http.{name}")
+        if seconds <= 0:
+            raise ConfigError(f"http.{name} must be above 0")
+        timeouts[name] = seconds
     return HttpConfig(
         host=str(section.get("host", "0.0.0.0")),
         port=_port(section.get("port", 8080), "http.port"),
@@ -429,7 +432,8 @@ def _http(section: dict[str, Any], base: Path) -> HttpConfig:
         max_connections=_int(
             section.get("max_connections", default.max_connections), "http.max_connections", 1
         ),
-        header_timeout=header_timeout,
+        header_timeout=timeouts["header_timeout"],
+        body_timeout=timeouts["body_timeout"],
         max_messages=_int(
             section.get("max_messages", default.max_messages), "http.max_messages", 1
         ),

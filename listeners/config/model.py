@@ -88,6 +88,9 @@ class HttpConfig:
     #: Seconds a connection may take to send a complete request head (request line and
     #: headers), from its opening or the end of its previous response; then it is closed.
     header_timeout: float = 10.0
+    #: Seconds a request may take to send its whole body, from the end of its head; then it
+    #: is answered 408 and the connection closed (a slowly sent body holds a connection slot).
+    body_timeout: float = 30.0
     #: Messages in one ``POST /convert`` body; more is a 413 before anything is converted.
     max_messages: int = 100
 

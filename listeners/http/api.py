@@ -18,13 +18,15 @@ requires it (``X-API-Key: …`` or ``Authorization: Bearer …``).
 Errors are OperationOutcome resources: 400 for a malformed request, 422 for input that
 does not convert, 401 without valid credentials when an API key or bearer token is set,
 404 and 405 for an unknown path or method (no redirect for a trailing slash: a 307 would
-replay the body, patient data, to an address built from the client's Host header), 413
-for a body over 20 MB or holding more than ``http.max_messages`` messages (counted
-before anything is converted).
+replay the body, patient data, to an address built from the client's Host header), 408
+for a body not received within ``http.body_timeout`` seconds, 413 for a body over 20 MB
+or holding more than ``http.max_messages`` messages (counted before anything is
+converted).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -248,11 +250,22 @@ def create_app(backend: ApiBackend, config: HttpConfig) -> Starlette:
         # past the limit.
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > _MAX_BODY:
-                return too_large
-            chunks.append(chunk)
+        try:
+            # The whole body within body_timeout: a client trickling it (or stalled
+            # mid-upload) would otherwise hold a connection slot for as long as it likes.
+            async with asyncio.timeout(config.body_timeout):
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > _MAX_BODY:
+                        return too_large
+                    chunks.append(chunk)
+        except TimeoutError:
+            slow = operation_outcome(
+                408, "timeout", f"the request body took over {config.body_timeout:g}s to arrive"
+            )
+            # The rest of the body is never read: the connection cannot serve another request.
+            slow.headers["connection"] = "close"
+            return slow
         return b"".join(chunks)
 
     async def convert_data(request: Request) -> Response:

@@ -184,6 +184,7 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
         "PASSERELLE_FHIR_USERNAME": "svc",
         "PASSERELLE_FHIR_PASSWORD": "pw-from-env",
         "PASSERELLE_HTTP_PORT": "9191",
+        "PASSERELLE_HTTP_BODY_TIMEOUT": "12.5",
         "PASSERELLE_MLLP_PORT": "3001",
         "PASSERELLE_MLLP_ACK_AFTER": "delivery",
         "PASSERELLE_DELIVERY_WORKERS": "3",
@@ -200,6 +201,7 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
     assert default.auth.kind == "basic" and default.auth.username == "svc"
     assert default.auth.password == Secret("pw-from-env")
     assert config.http.port == 9191 and config.mllp.listeners[0].port == 3001
+    assert config.http.body_timeout == 12.5
     assert config.mllp.ack_after == "delivery" and config.delivery.workers == 3
     assert config.converter.timezone == "Europe/Paris" and config.log_format == "json"
     assert config.data_dir == tmp_path / "data" and config.queue.path == tmp_path / "q.db"

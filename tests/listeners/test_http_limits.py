@@ -23,6 +23,7 @@ API_KEY = "k3y-for-limits"
 AUTH = {"X-API-Key": API_KEY}
 MAX_CONNECTIONS = 3
 HEADER_TIMEOUT = 1.0
+BODY_TIMEOUT = 1.0
 MAX_MESSAGES = 3
 
 
@@ -34,6 +35,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
             "api_key": API_KEY,
             "max_connections": MAX_CONNECTIONS,
             "header_timeout": HEADER_TIMEOUT,
+            "body_timeout": BODY_TIMEOUT,
             "max_messages": MAX_MESSAGES,
         }
     }
@@ -161,7 +163,13 @@ def test_limit_settings(tmp_path: Path) -> None:
     assert HttpConfig().max_connections == 100
     assert HttpConfig().max_messages == 100
     assert HttpConfig().header_timeout == 10.0
-    for bad in ({"max_connections": 0}, {"max_messages": 0}, {"header_timeout": 0}):
+    assert HttpConfig().body_timeout == 30.0
+    for bad in (
+        {"max_connections": 0},
+        {"max_messages": 0},
+        {"header_timeout": 0},
+        {"body_timeout": -1},
+    ):
         with pytest.raises(ConfigError, match=r"http\."):
             make_config(tmp_path, {"http": bad})
 
@@ -199,6 +207,52 @@ def test_idle_and_slow_connections_are_closed_after_the_header_timeout(
         assert closed_within(kept, HEADER_TIMEOUT + 3)
     # A prompt request is served as before.
     assert httpx.get(f"{api.http_url}/health").status_code == 200
+
+
+def read_response(sock: socket.socket, seconds: float) -> bytes:
+    """Everything the server sends until it closes ``sock`` (or ``seconds`` pass)."""
+    sock.settimeout(seconds)
+    received = b""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(65536)
+        except (TimeoutError, ConnectionResetError):
+            break
+        if not chunk:
+            break
+        received += chunk
+    return received
+
+
+@pytest.mark.parametrize("trickle", [False, True], ids=["stalled", "trickled"])
+def test_a_body_not_received_within_the_body_timeout_gets_a_408_and_a_close(
+    api: RunningService, trickle: bool
+) -> None:
+    head = (
+        f"POST /convert HTTP/1.1\r\nHost: x\r\nX-API-Key: {API_KEY}\r\n"
+        "Content-Type: application/hl7-v2\r\nContent-Length: 5000\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", port_of(api))) as slow:
+        start = time.monotonic()
+        slow.sendall(head.encode() + b"MSH|^~\\&|")
+        if trickle:
+            # Bytes keep coming, each well within the timeout: the limit is on the whole body.
+            for _ in range(int(BODY_TIMEOUT / 0.2) + 5):
+                try:
+                    slow.sendall(b"x")
+                except OSError:
+                    break
+                time.sleep(0.2)
+        response = read_response(slow, BODY_TIMEOUT + 5)
+        elapsed = time.monotonic() - start
+    assert response.startswith(b"HTTP/1.1 408"), response[:200]
+    assert b"connection: close" in response.lower()
+    assert b'"code":"timeout"' in response.replace(b" ", b"")
+    assert BODY_TIMEOUT - 0.2 <= elapsed < BODY_TIMEOUT + 5
+    # A prompt request is served as before.
+    prompt = httpx.post(f"{api.http_url}/convert", content=adt("PROMPT-1"), headers=AUTH)
+    assert prompt.status_code == 200, prompt.text
 
 
 def test_beyond_max_connections_requests_get_a_503_at_once_but_health(
