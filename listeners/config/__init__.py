@@ -5,7 +5,8 @@ reads the environment. See :mod:`listeners.config.loading` for the rules and
 :data:`ENV_SETTINGS` for the environment variables.
 """
 
-from .loading import ENV_SETTINGS, load_config
+from .environment import ENV_SETTINGS
+from .loading import load_config
 from .model import (
     AmqpConfig,
     AmqpConsumerConfig,

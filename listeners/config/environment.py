@@ -1,0 +1,125 @@
+"""Environment variables over the configuration file: which variable sets which setting.
+
+Each ``PASSERELLE_…`` variable of :data:`ENV_SETTINGS` overrides one dotted setting of
+the TOML file (``mllp.port``, ``destinations.default.url``…) before the configuration is
+validated, so a value from the environment is checked exactly as one from the file, and
+an error about it names the variable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .model import ConfigError
+
+__all__ = ["ENV_SETTINGS", "apply_environment", "naming_variables"]
+
+#: Environment variable → dotted setting path it overrides.
+ENV_SETTINGS: Mapping[str, str] = {
+    "PASSERELLE_DATA_DIR": "data_dir",
+    "PASSERELLE_LOG_FORMAT": "log_format",
+    "PASSERELLE_LOG_LEVEL": "log_level",
+    "PASSERELLE_PROCESSING_IDS": "processing_ids",
+    "PASSERELLE_MLLP_HOST": "mllp.host",
+    "PASSERELLE_MLLP_PORT": "mllp.port",
+    "PASSERELLE_MLLP_ACK_AFTER": "mllp.ack_after",
+    "PASSERELLE_MLLP_MAX_FRAME_BYTES": "mllp.max_frame_bytes",
+    "PASSERELLE_MLLP_IDLE_TIMEOUT": "mllp.idle_timeout",
+    "PASSERELLE_MLLP_ON_UNSUPPORTED": "mllp.on_unsupported",
+    "PASSERELLE_HTTP_HOST": "http.host",
+    "PASSERELLE_HTTP_PORT": "http.port",
+    "PASSERELLE_HTTP_API_KEY": "http.api_key",
+    "PASSERELLE_HTTP_API_KEY_FILE": "http.api_key_file",
+    "PASSERELLE_HTTP_BEARER_TOKEN": "http.bearer_token",
+    "PASSERELLE_HTTP_BEARER_TOKEN_FILE": "http.bearer_token_file",
+    "PASSERELLE_HTTP_MAX_CONNECTIONS": "http.max_connections",
+    "PASSERELLE_HTTP_HEADER_TIMEOUT": "http.header_timeout",
+    "PASSERELLE_HTTP_BODY_TIMEOUT": "http.body_timeout",
+    "PASSERELLE_HTTP_MAX_MESSAGES": "http.max_messages",
+    "PASSERELLE_QUEUE_BACKEND": "queue.backend",
+    "PASSERELLE_QUEUE_PATH": "queue.path",
+    "PASSERELLE_DELIVERY_WORKERS": "delivery.workers",
+    "PASSERELLE_DELIVERY_MAX_ATTEMPTS": "delivery.max_attempts",
+    "PASSERELLE_DELIVERY_CONVERSION_TIMEOUT": "delivery.conversion_timeout",
+    "PASSERELLE_TIMEZONE": "converter.timezone",
+    "PASSERELLE_TEMPLATES": "converter.templates",
+    "PASSERELLE_FHIR_URL": "destinations.default.url",
+    "PASSERELLE_FHIR_BUNDLE_TYPE": "destinations.default.bundle_type",
+    "PASSERELLE_FHIR_AUTH": "destinations.default.auth.kind",
+    "PASSERELLE_FHIR_USERNAME": "destinations.default.auth.username",
+    "PASSERELLE_FHIR_PASSWORD": "destinations.default.auth.password",
+    "PASSERELLE_FHIR_PASSWORD_FILE": "destinations.default.auth.password_file",
+    "PASSERELLE_FHIR_TOKEN": "destinations.default.auth.token",
+    "PASSERELLE_FHIR_TOKEN_FILE": "destinations.default.auth.token_file",
+    "PASSERELLE_FHIR_TOKEN_URL": "destinations.default.auth.token_url",
+    "PASSERELLE_FHIR_CLIENT_ID": "destinations.default.auth.client_id",
+    "PASSERELLE_FHIR_CLIENT_SECRET": "destinations.default.auth.client_secret",
+    "PASSERELLE_FHIR_CLIENT_SECRET_FILE": "destinations.default.auth.client_secret_file",
+    "PASSERELLE_OUTPUT_DIR": "destinations.default.folder",
+    "PASSERELLE_AMQP_URL": "amqp.url",
+    "PASSERELLE_AMQP_URL_FILE": "amqp.url_file",
+    "PASSERELLE_AMQP_PARTITIONS": "amqp.partitions",
+    "PASSERELLE_AMQP_CONSUMER_ENABLED": "amqp.consumer.enabled",
+    "PASSERELLE_AMQP_CONSUMER_MODE": "amqp.consumer.mode",
+    "PASSERELLE_AMQP_CONSUMER_QUEUE": "amqp.consumer.queue",
+    "PASSERELLE_AMQP_BUNDLE_EXCHANGE": "destinations.default.amqp.exchange",
+    "PASSERELLE_AMQP_BUNDLE_ROUTING_KEY": "destinations.default.amqp.routing_key",
+}
+
+
+_REFUSED_EMPTY = frozenset(
+    {
+        "PASSERELLE_HTTP_API_KEY",
+        "PASSERELLE_HTTP_API_KEY_FILE",
+        "PASSERELLE_HTTP_BEARER_TOKEN",
+        "PASSERELLE_HTTP_BEARER_TOKEN_FILE",
+    }
+)
+
+
+def apply_environment(raw: dict[str, Any], env: Mapping[str, str]) -> dict[str, str]:
+    """Write the variables of ``env`` found in :data:`ENV_SETTINGS` into the raw settings
+    ``raw`` (the parsed file); returns variable → dotted setting of those applied."""
+    applied: dict[str, str] = {}
+    for name, dotted in ENV_SETTINGS.items():
+        # An empty variable means "not set", except for the API's credentials: set empty,
+        # they would leave the conversion endpoints open without a word.
+        if name in env and (env[name] != "" or name in _REFUSED_EMPTY):
+            _set_dotted(raw, dotted, env[name], name)
+            applied[name] = dotted
+    return applied
+
+
+def naming_variables(message: str, applied: Mapping[str, str]) -> str:
+    """An error about a setting the environment gave also names the variable: the
+    operator set PASSERELLE_MLLP_PORT, not ``mllp.listeners[0].port``."""
+    named = [
+        variable
+        for variable, dotted in applied.items()
+        if dotted.rsplit(".", 1)[-1] in message and dotted.split(".", 1)[0] in message
+    ]
+    return f"{message} (from {', '.join(named)})" if named else message
+
+
+def _set_dotted(raw: dict[str, Any], dotted: str, value: str, variable: str) -> None:
+    parts = dotted.split(".")
+    node = raw
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if part == "auth" and isinstance(child, str):  # auth = "basic" shorthand
+            child = node[part] = {"kind": child}
+        if not isinstance(child, dict):
+            raise ConfigError(f"{variable} cannot override {dotted}: [{part}] is not a table")
+        node = child
+    key = parts[-1]
+    if parts[0] == "mllp" and key in ("port", "host"):
+        # The first listener: the [[mllp.listeners]] list when there is one, else the
+        # [mllp] table's own host/port, keeping its other settings (TLS) as they are.
+        listeners = node.get("listeners")
+        if isinstance(listeners, list) and listeners and isinstance(listeners[0], dict):
+            listeners[0][key] = value
+            return
+    if key.endswith("_file"):
+        node.pop(key.removesuffix("_file"), None)  # the file named here wins
+    node[key] = value
