@@ -3,9 +3,10 @@
 from .digest import message_digest
 from .encoding import Encoding
 from .er7 import RawMessage, parse_message, split_messages
-from .message import Group, Message, Segment, Value
+from .message import Group, Message, Segment
 from .peek import Header, peek_header
 from .structure import StructureCatalog
+from .value import Value
 
 __all__ = [
     "Encoding",

@@ -35,7 +35,8 @@ from markupsafe import Markup
 
 from ..cda.node import AttrValue, Node
 from ..errors import ConfigurationError, MappingError, TemplateError
-from ..hl7v2.message import Group, Message, Segment, Value
+from ..hl7v2.message import Group, Message, Segment
+from ..hl7v2.value import Value
 from ..printable import printable
 from .filters import ValueFilters
 from .render import ACTIVE_SESSION, Ref

@@ -1,6 +1,6 @@
 """Filters and functions that templates use to turn HL7 values into FHIR values.
 
-Each filter accepts a :class:`~converter.hl7v2.message.Value`, a string or None, and
+Each filter accepts a :class:`~converter.hl7v2.value.Value`, a string or None, and
 returns None for an absent input so that the element is pruned. A present but invalid
 value (a date ``20241341``, a number ``12,5``) is a :class:`MappingError` naming its HL7
 path, or — in lenient mode — a warning and an absent element.

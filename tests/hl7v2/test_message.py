@@ -1,4 +1,4 @@
-"""Value, Segment, Group and Message containers: ``converter.hl7v2.message``."""
+"""Value, Segment, Group and Message containers: ``converter.hl7v2.value`` and ``.message``."""
 
 from __future__ import annotations
 

@@ -1,0 +1,258 @@
+"""Field values of a parsed HL7 v2 message: split and decoded lazily, on access.
+
+A :class:`Value` is a field, a repetition, a component or a sub-component; see
+:mod:`converter.hl7v2.message` for how templates reach them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from .encoding import Encoding
+
+__all__ = ["Value"]
+
+_FIELD, _REP, _COMP, _SUB = 0, 1, 2, 3
+
+
+class Value:
+    """A field, repetition, component or sub-component; decoded on access."""
+
+    __slots__ = (
+        "_children",
+        "_codec",
+        "_depth",
+        "_enc",
+        "_loc",
+        "_parts",
+        "_raw",
+        "_rep1",
+        "_rep_raws",
+        "_str",
+    )
+
+    def __init__(
+        self, raw: str, enc: Encoding, codec: str, depth: int, loc: tuple[str, int, int, int, int]
+    ) -> None:
+        self._raw = raw
+        self._enc = enc
+        self._codec = codec
+        self._depth = depth
+        # (segment label, field, repetition, component, sub-component); 0 = not narrowed.
+        self._loc = loc
+        # Split of a repetition into components, or of a component into sub-components.
+        self._parts: list[str] | None = None
+        # Split of a field into repetitions: done once, however the repetitions are read.
+        self._rep_raws: list[str] | None = None
+        # A field's first repetition, which ``field[n]`` reads: its split is kept too.
+        self._rep1: Value | None = None
+        self._children: dict[int, Value] | None = None
+        self._str: str | None = None
+
+    # -- structure ---------------------------------------------------------------------
+    def _child(self, n: int) -> Value:
+        depth = self._depth
+        if depth == _FIELD:
+            return self._rep(1)._child(n)
+        if depth == _SUB:
+            return self if n == 1 else self._empty(n)
+        parts = self._parts
+        if parts is None:
+            sep = self._enc.component if depth == _REP else self._enc.subcomponent
+            parts = self._parts = self._raw.split(sep)
+        raw = parts[n - 1] if n <= len(parts) else ""
+        seg, field, rep, comp, _ = self._loc
+        loc = (seg, field, rep, n, 0) if depth == _REP else (seg, field, rep, comp, n)
+        return Value(raw, self._enc, self._codec, depth + 1, loc)
+
+    def _empty(self, n: int) -> Value:
+        seg, field, rep, comp, _ = self._loc
+        return Value("", self._enc, self._codec, _SUB, (seg, field, rep, comp, n))
+
+    def _rep_split(self) -> list[str]:
+        """The raw repetitions of this field, split once and kept: every way of reading
+        them (``reps``, iteration, ``first``, ``rep_where``, ``len``) stays linear in the
+        field's length, however many repetitions it holds. MSH-2 is never split."""
+        parts = self._rep_raws
+        if parts is None:
+            raw = self._raw
+            sep = self._enc.repetition
+            parts = raw.split(sep) if sep in raw and not self._is_msh2() else [raw]
+            self._rep_raws = parts
+        return parts
+
+    def _rep(self, n: int) -> Value:
+        if n == 1:
+            first = self._rep1
+            if first is None:
+                first = self._rep1 = self._make_rep(self._rep_split()[0], 1)
+            return first
+        parts = self._rep_split()
+        return self._make_rep(parts[n - 1] if n <= len(parts) else "", n)
+
+    def _make_rep(self, raw: str, n: int) -> Value:
+        seg, field, _, _, _ = self._loc
+        return Value(raw, self._enc, self._codec, _REP, (seg, field, n, 0, 0))
+
+    def _is_msh2(self) -> bool:
+        return self._loc[1] <= 2 and self._loc[0] == "MSH"
+
+    def __getitem__(self, key: int) -> Value:
+        children = self._children
+        if children is None:
+            children = self._children = {}
+        else:
+            found = children.get(key)
+            if found is not None:
+                return found
+        if type(key) is not int:
+            raise KeyError(key)
+        if key < 1:
+            raise IndexError(f"HL7 positions start at 1, got {key} at {self.path}")
+        child = children[key] = self._child(key)
+        return child
+
+    def __iter__(self) -> Iterator[Value]:
+        """Repetitions of a field (empty ones skipped); any other value yields itself."""
+        if self._depth != _FIELD:
+            if self:
+                yield self
+            return
+        for n, raw in enumerate(self._rep_split(), 1):
+            rep = self._make_rep(raw, n)
+            if rep:
+                yield rep
+
+    @property
+    def reps(self) -> list[Value]:
+        """All repetitions, including empty ones (positions are kept)."""
+        if self._depth != _FIELD:
+            return [self]
+        return [self._make_rep(raw, n) for n, raw in enumerate(self._rep_split(), 1)]
+
+    @property
+    def first(self) -> Value:
+        """The first non-empty repetition (an empty value when there is none)."""
+        for rep in self:
+            return rep
+        return self._rep(1)
+
+    def rep_where(self, component: int, *values: str) -> Value:
+        """The first repetition whose ``component`` equals one of ``values``, in the order
+        of ``values`` (``pid[3].rep_where(5, "MR", "PI")``); empty when none matches."""
+        # One pass: keep the earliest repetition matching the best-ranked value.
+        rank: dict[str, int] = {}
+        for position, wanted in enumerate(values):
+            rank.setdefault(wanted, position)
+        best: Value | None = None
+        best_rank = len(values)
+        for rep in self:
+            found = rank.get(str(rep._child(component)), best_rank)
+            if found < best_rank:
+                best, best_rank = rep, found
+                if found == 0:
+                    break
+        return best if best is not None else self._empty_rep()
+
+    def _empty_rep(self) -> Value:
+        seg, field, _, _, _ = self._loc
+        return Value("", self._enc, self._codec, _REP, (seg, field, 1, 0, 0))
+
+    @property
+    def components(self) -> list[Value]:
+        """Components of this repetition (of the first one for a field)."""
+        if self._depth == _FIELD:
+            return self._rep(1).components
+        if self._depth != _REP:
+            return [self]
+        count = self._raw.count(self._enc.component) + 1
+        return [self._child(n) for n in range(1, count + 1)]
+
+    # -- text ----------------------------------------------------------------------------
+    @property
+    def raw(self) -> str:
+        """The value as it appears in the message, escape sequences included."""
+        return self._raw
+
+    @property
+    def text(self) -> str:
+        """The whole value decoded, delimiters inside it kept as literal characters."""
+        if self._is_msh2():
+            return self._raw
+        return self._enc.unescape(self._raw, self._codec)
+
+    def __str__(self) -> str:
+        text = self._str
+        if text is None:
+            text = self._str = self._decode_first_leaf()
+        return text
+
+    def _decode_first_leaf(self) -> str:
+        raw = self._raw
+        if not raw or raw == '""':
+            return ""
+        if self._is_msh2():
+            return raw
+        enc = self._enc
+        depth = self._depth
+        if depth <= _FIELD and enc.repetition in raw:
+            raw = raw.split(enc.repetition, 1)[0]
+        if depth <= _REP and enc.component in raw:
+            raw = raw.split(enc.component, 1)[0]
+        if depth <= _COMP and enc.subcomponent in raw:
+            raw = raw.split(enc.subcomponent, 1)[0]
+        if raw == '""':
+            return ""
+        return enc.unescape(raw, self._codec)
+
+    @property
+    def value(self) -> str:
+        """Same as ``str(value)``: decoded text of the first leaf."""
+        return str(self)
+
+    def __bool__(self) -> bool:
+        # HL7's explicit null ``""`` carries no value for a conversion. A value is present
+        # when any of its leaves has text, not only the first one: ``^John`` (given name
+        # only) or ``^NET^Internet^a@b.org`` (e-mail) must not be skipped as empty.
+        if str(self):
+            return True
+        raw = self._raw
+        if not raw or raw == '""' or self._is_msh2():
+            return False
+        enc = self._enc
+        leaves = [raw]
+        splits = ((_FIELD, enc.repetition), (_REP, enc.component), (_COMP, enc.subcomponent))
+        for depth, sep in splits:
+            if self._depth <= depth and sep:
+                leaves = [part for leaf in leaves for part in leaf.split(sep)]
+        return any(leaf and leaf != '""' and enc.unescape(leaf, self._codec) for leaf in leaves)
+
+    def __len__(self) -> int:
+        return len(self._rep_split()) if self._depth == _FIELD else (1 if self else 0)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Value):
+            return self._raw == other._raw
+        if isinstance(other, str):
+            return str(self) == other
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(str(self))
+
+    def __repr__(self) -> str:
+        return f"<Value {self.path}>"
+
+    # -- location ------------------------------------------------------------------------
+    @property
+    def path(self) -> str:
+        """HL7 location, e.g. ``PID-3(2).4.1`` or ``OBX[2]-5``."""
+        seg, field, rep, comp, sub = self._loc
+        out = f"{seg}-{field}"
+        if rep > 1:
+            out += f"({rep})"
+        if comp:
+            out += f".{comp}"
+        if sub:
+            out += f".{sub}"
+        return out
