@@ -18,18 +18,28 @@ counted is the one they make when let through — while jobs for other destinati
 going; when the pause is over one job probes the destination, and its success lets every
 waiting job go at once. A job that failed for its destination is put back until the
 destination's next probe, not for its own backoff, so it goes as soon as the destination
-is back. Past ``max_waiting`` jobs (or ``max_waiting_bytes`` of payload) held for paused
-destinations, a further one is given back to the queue until the next probe and the
-attempt its claim counted is subtracted when it is claimed again (kept in memory: a
-restart during such an outage counts those claims as attempts, as it does for the jobs
-waiting at the stop).
+is back.
+
+**Given back unsent.** A claim counts an attempt in the queue; a job that never goes
+gives it back with :meth:`~listeners.queue.sqlite.SqliteQueue.give_back`, which puts the
+job back and takes that attempt back in the same durable write: waiting, however long
+and across graceful restarts, never counts as an attempt (nor ends, at ``max_attempts``,
+in the dead letters):
+
+* past ``max_waiting`` jobs (or ``max_waiting_bytes`` of payload) held for paused
+  destinations, a further one is given back until the destination's next probe;
+* at :meth:`DeliveryWorkers.stop`, every job claimed and not started (waiting for its
+  paused destination, or for a worker) is given back, due at once.
+
+A crash (``kill -9``, power loss) gives nothing back: the jobs it leaves in flight are
+recovered at the next start with their claim counted as an attempt, as are the
+deliveries still running when ``stop`` gives up waiting for them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import random
 from collections import OrderedDict, deque
@@ -121,10 +131,9 @@ class DeliveryWorkers:
         self._waiters: dict[int, list[asyncio.Future[DeliveryOutcome]]] = {}
         #: Outcomes settled lately: a sender may ask just after a fast delivery settled.
         self._recent: OrderedDict[int, DeliveryOutcome] = OrderedDict()
-        self.gate = DestinationGate(
+        self.gate = DestinationGate.for_delivery(
             locations if locations is not None else dict.fromkeys(sinks, ""),
-            initial=config.backoff_initial,
-            maximum=config.backoff_max,
+            config,
             metrics=metrics,
             rng=self._rng,
         )
@@ -135,8 +144,6 @@ class DeliveryWorkers:
         self._waiting_bytes = 0
         self._max_waiting = max_waiting
         self._max_waiting_bytes = max_waiting_bytes
-        #: seq → claims of the job given back unsent (see the module docstring).
-        self._uncounted: dict[int, int] = {}
 
     def start(self) -> None:
         self._loop_task = asyncio.create_task(self._claim_loop(), name="delivery-claims")
@@ -156,15 +163,20 @@ class DeliveryWorkers:
         return future
 
     async def stop(self, grace: float = 30.0) -> None:
-        """Stop claiming; let in-flight deliveries finish within ``grace`` seconds.
+        """Stop claiming; give the jobs not started back; let in-flight deliveries finish
+        within ``grace`` seconds.
 
-        Deliveries still running after that are cancelled: their messages stay in flight
-        in the queue and are delivered again after the restart.
+        Claimed jobs not started yet (waiting for a paused destination or for a worker)
+        go back to the queue at once, due now, with the attempt their claim counted taken
+        back: never sent, they are no attempt. Deliveries still running after ``grace``
+        are cancelled: their messages stay in flight in the queue, their attempt counted,
+        and are delivered again after the restart.
         """
         self._stopping = True
         self._wake.set()
         if self._loop_task is not None:
             await asyncio.gather(self._loop_task, return_exceptions=True)
+        await self._give_back_waiting()
         if self._running:
             _, pending = await asyncio.wait(set(self._running), timeout=grace)
             for task in pending:
@@ -190,15 +202,35 @@ class DeliveryWorkers:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=self._next_turn())
         self._wake.clear()
-        # Still in flight in the queue: delivered after the restart.
+
+    async def _give_back_waiting(self) -> None:
+        """At the stop: the jobs claimed and not started go back to the queue unsent,
+        due now, the attempt their claim counted taken back (see the module docstring)."""
+        jobs = [job for line in self._waiting.values() for job in line]
         self._waiting.clear()
         self._waiting_count = self._waiting_bytes = 0
+        if not jobs:
+            return
+        # Concurrent: the queue's writer commits them in a few batches, not one by one.
+        results = await asyncio.gather(
+            *(self._queue.give_back(job.seq) for job in jobs), return_exceptions=True
+        )
+        errors = [result for result in results if isinstance(result, BaseException)]
+        if errors:
+            # Still in flight in the queue: delivered after the restart, the claim counted.
+            log.error(
+                "giving jobs not started back to the queue failed; they will be delivered "
+                "after the restart, their claim counted as an attempt",
+                extra=log_fields(count=len(errors), error_kind=type(errors[0]).__name__),
+            )
+        if len(errors) < len(jobs):
+            log.info(
+                "jobs not started given back to the queue",
+                extra=log_fields(count=len(jobs) - len(errors)),
+            )
 
     async def _admit(self, job: Job) -> None:
         """Line a claimed job up for its destination (see the module docstring)."""
-        uncounted = self._uncounted.get(job.seq, 0)
-        if uncounted:
-            job = dataclasses.replace(job, attempts=max(1, job.attempts - uncounted))
         destination = self._destination_of(job.envelope.route)
         paused_for = self.gate.retry_in(destination)
         size = len(job.envelope.payload)
@@ -207,7 +239,7 @@ class DeliveryWorkers:
             or self._waiting_bytes + size > self._max_waiting_bytes
         ):
             try:
-                await self._queue.retry_later(
+                await self._queue.give_back(
                     job.seq,
                     max(paused_for, _SET_ASIDE_MIN),
                     {
@@ -219,7 +251,6 @@ class DeliveryWorkers:
             except Exception:
                 log.exception("giving a job back to the queue failed; keeping it in memory")
             else:
-                self._uncounted[job.seq] = uncounted + 1
                 return
         self._waiting.setdefault(destination, deque()).append(job)
         self._waiting_count += 1
@@ -368,7 +399,6 @@ class DeliveryWorkers:
             return
         self.gate.succeeded(granted)
         await self._queue.complete(job.seq)
-        self._uncounted.pop(job.seq, None)
         log.info("delivered", extra=fields | log_fields(destination=destination))
         self._resolve(job.seq, DeliveryOutcome(True))
 
@@ -432,7 +462,6 @@ class DeliveryWorkers:
         self, job: Job, record: dict[str, Any], *, reason: str, message_type: str
     ) -> None:
         await self._queue.dead_letter(job.seq, record)
-        self._uncounted.pop(job.seq, None)
         self._metrics.dead_lettered.labels(reason, message_type).inc()
 
     def _resolve(self, seq: int, outcome: DeliveryOutcome) -> None:

@@ -19,6 +19,11 @@ exponential backoff and jitter, without acking: later messages of the partition 
 (per-patient order; the price is that other patients sharing the partition wait too).
 After ``delivery.max_attempts`` (0 = forever) the message goes to the dead-letter
 exchange, like conversion errors, rejections and messages that are not envelopes.
+Attempts are counted by the handling worker, in memory, not on the message (no header,
+no broker delivery limit): a message given back unacked (partition released, stop,
+crash, lost connection) starts again at attempt 1 with its next owner. So a stop during
+an outage never counts an attempt it did not make; conversely ``max_attempts`` bounds
+the attempts of one handling, not those made across restarts.
 
 **Paused destinations** (:mod:`listeners.delivery.gate`). The handler's sinks are
 :class:`~listeners.delivery.GatedSink`: after a transient failure of a destination, a
@@ -111,10 +116,9 @@ class AmqpWorker:
         self._http: EmbeddedHttpServer | None = None
         self._handler: MessageHandler | None = None
         self.metrics.partitions.set_function(lambda: len(self.owned))
-        self.gate = DestinationGate(
+        self.gate = DestinationGate.for_delivery(
             {name: destination_location(d) for name, d in config.destinations.items()},
-            initial=config.delivery.backoff_initial,
-            maximum=config.delivery.backoff_max,
+            config.delivery,
             metrics=self.metrics,
             rng=self._rng,
         )

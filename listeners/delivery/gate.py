@@ -22,7 +22,10 @@ engines, :class:`DestinationGate` pauses the destination instead:
 Conversion errors and rejections (4xx other than 408/429) never pause a destination. The
 gate holds no message: callers keep theirs while they wait (the SQLite workers their
 claimed jobs, see :mod:`listeners.worker`; ``passerelle worker`` waits in
-:class:`~listeners.delivery.gated_sink.GatedSink`), so a skipped delivery is no attempt.
+:class:`~listeners.delivery.gated_sink.GatedSink`), so a skipped delivery is no attempt —
+nor is a wait cut short by a stop: the SQLite workers give their waiting jobs back to the
+queue with the attempt their claim counted taken back, and ``passerelle worker`` gives its
+messages back unacked, counting nothing (its attempts are counted per handling).
 The state lives in the process (each ``passerelle worker`` probes on its own) and starts
 open: a restart forgets a pause.
 """
@@ -37,6 +40,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from ..config import DeliveryConfig
 from ..errors import DeliveryError, TransientDeliveryError
 from ..logs import log_fields
 from ..metrics import Metrics
@@ -112,6 +116,26 @@ class DestinationGate:
         self._states: dict[str, _Destination] = {}
         for name, location in locations.items():
             self._state(name, location)
+
+    @classmethod
+    def for_delivery(
+        cls,
+        locations: Mapping[str, str],
+        delivery: DeliveryConfig,
+        *,
+        metrics: Metrics | None = None,
+        rng: RandomSource | None = None,
+    ) -> DestinationGate:
+        """The gate of a process's destinations (name → where it delivers, safe to log:
+        :func:`~listeners.delivery.destination_location`), pausing them like the retries
+        of ``delivery`` back off (``backoff_initial`` doubling up to ``backoff_max``)."""
+        return cls(
+            locations,
+            initial=delivery.backoff_initial,
+            maximum=delivery.backoff_max,
+            metrics=metrics,
+            rng=rng,
+        )
 
     # -- asking -----------------------------------------------------------------------------
     def try_pass(self, destination: str) -> Pass | None:

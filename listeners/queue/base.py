@@ -86,6 +86,14 @@ class MessageQueue(Protocol):
 
     async def retry_later(self, seq: int, delay: float, error: dict[str, Any]) -> None: ...
 
+    async def give_back(
+        self, seq: int, delay: float = 0.0, error: dict[str, Any] | None = None
+    ) -> None:
+        """Put claimed job ``seq`` back unsent, due in ``delay`` seconds, and take back the
+        attempt its claim counted, in one durable write. ``error``: stored as its last
+        error (None: keep the last one). Only an in-flight job: otherwise a no-op."""
+        ...
+
     async def dead_letter(self, seq: int, error: dict[str, Any]) -> None: ...
 
     async def depth(self) -> int: ...

@@ -28,6 +28,10 @@ Design
   is a new message (``control_id_reused=True``: the caller warns). Delivered rows keep
   their digest but no payload; rows without a control id are deleted on completion, the
   others when the window has passed (pruned by the writer thread every minute).
+* **Attempts.** A claim counts one (``attempts + 1``), kept by ``retry_later()`` and by
+  crash recovery. A job claimed but never sent (its destination paused) is put back with
+  ``give_back()``, which takes that attempt back in the same commit: durable, so a
+  restart does not count it.
 * **Crash recovery.** ``start()`` puts rows left ``inflight`` back to ``pending``:
   at-least-once delivery. ``start()`` also takes an exclusive lock (``<file>.lock``): one
   service per queue file. The dead-letter methods are synchronous, open their own short
@@ -187,6 +191,29 @@ class SqliteQueue:
                 "UPDATE messages SET state = 'pending', next_attempt_at = ?, last_error = ?,"
                 f" updated_at = ? WHERE seq = ? AND {_ACTIVE}",
                 (now + max(0.0, delay), error_text(error), now, seq),
+            )
+            return None, 0
+
+        await self._submit(op)
+
+    async def give_back(
+        self, seq: int, delay: float = 0.0, error: dict[str, Any] | None = None
+    ) -> None:
+        """Claimed ``seq`` was never sent: back to pending, due in ``delay`` seconds, and
+        the attempt its claim counted taken back (never below 0), in the same commit — so
+        it is not counted again after a restart. Still blocks its key meanwhile, like
+        :meth:`retry_later`. ``error``: its new ``last_error`` (None: the last one kept).
+        Only an ``inflight`` row: a pending one was not claimed (or was given back
+        already), so it has no attempt to take back; then, or for an unknown or finished
+        seq, a no-op."""
+
+        def op(conn: sqlite3.Connection) -> tuple[None, int]:
+            now = self._clock()
+            conn.execute(
+                "UPDATE messages SET state = 'pending', next_attempt_at = ?,"
+                " attempts = max(attempts - 1, 0), last_error = coalesce(?, last_error),"
+                " updated_at = ? WHERE seq = ? AND state = 'inflight'",
+                (now + max(0.0, delay), None if error is None else error_text(error), now, seq),
             )
             return None, 0
 

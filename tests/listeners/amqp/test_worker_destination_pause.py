@@ -2,7 +2,7 @@
 a real RabbitMQ node, the partition worker on the test's loop, the test FHIR server
 answering 503 for a while. The partitions' messages wait at the gate unsent, probe in
 turn, all go when the server is back (each patient's in order), and a worker stopping
-during a pause gives its waiting messages back at once."""
+during a pause gives its waiting messages back at once, counting no attempt for them."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from tests.listeners.amqp.support import (
     store,
 )
 from tests.support.fhirserver import FhirServer
+from tests.support.log_records import log_records
 from tests.support.rabbitmq import RabbitMq
 
 pytestmark = pytest.mark.anyio
@@ -146,3 +147,28 @@ async def test_a_worker_stopping_during_a_pause_gives_the_waiting_messages_back(
     async with AmqpClient(broker.url) as client:
         counts = [await client.counts(names.partition(n)) for n in range(PARTITIONS)]
     assert sum(ready for ready, _ in counts) == len(mrns) - 1  # back in their queues
+    # The next owner, the destination back: attempts are counted per handling, not on the
+    # message (no header, no broker delivery limit), so a message given back unsent at a
+    # stop is at its first attempt there (with max_attempts 1, not dead-lettered).
+    fhir.control(clearFaults=True)
+    config = configure(
+        backend="amqp",
+        amqp={"partitions": PARTITIONS},
+        delivery={"backoff_initial": INITIAL, "backoff_max": MAXIMUM, "max_attempts": 1},
+    )
+    restarted = AmqpWorker(config, use_threads=True)
+    with log_records("passerelle.amqp.worker") as records:
+        await restarted.start()
+        try:
+            await eventually(
+                lambda: restarted.processed == len(mrns) - 1, what="the messages given back"
+            )
+        finally:
+            await restarted.stop(5)
+    delivered = {
+        record.__dict__["control_id"]: record.__dict__["attempt"]
+        for record in records
+        if record.getMessage() == "delivered"
+    }
+    assert delivered == {f"{mrn}-1": 1 for mrn in mrns[1:]}
+    assert sample(restarted, "passerelle_messages_dead_lettered_total") == 0

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from listeners.config import DeliveryConfig
 from listeners.delivery import (
     DestinationGate,
     DestinationWaitInterrupted,
@@ -143,6 +144,29 @@ def test_a_failure_pauses_until_one_probe_succeeds_with_backoff_between_probes(
     assert again is not None
     gate.failed(again, down())
     assert gate.retry_in("fhir") == pytest.approx(1.0)
+
+
+def test_the_gate_for_a_delivery_configuration_pauses_like_its_retries(
+    metrics: Metrics, records: list[logging.LogRecord]
+) -> None:
+    # The one builder of the SQLite workers and ``passerelle worker``.
+    gate = DestinationGate.for_delivery(
+        {"fhir": "https://fhir.example.org/fhir", "clinic": "folder out"},
+        DeliveryConfig(backoff_initial=2.0, backoff_max=8.0),
+        metrics=metrics,
+        rng=Top(),
+    )
+    assert available(metrics, "fhir") == 1 and available(metrics, "clinic") == 1
+    fhir, clinic = gate.try_pass("fhir"), gate.try_pass("clinic")
+    assert fhir is not None and clinic is not None
+    gate.failed(fhir, down())
+    gate.failed(clinic, down(retry_after=100.0))
+    # backoff_initial for a first pause; a Retry-After honoured up to backoff_max.
+    assert gate.retry_in("fhir") == pytest.approx(2.0, abs=0.2)
+    assert gate.retry_in("clinic") == pytest.approx(8.0, abs=0.2)
+    assert available(metrics, "fhir") == 0 and available(metrics, "clinic") == 0
+    went = [r.getMessage() for r in records if r.levelno == logging.WARNING]
+    assert went[0].startswith("destination fhir (https://fhir.example.org/fhir) unavailable")
 
 
 def test_jitter_keeps_a_pause_within_half_a_step_and_a_step(clock: Clock) -> None:

@@ -6,18 +6,21 @@ which answers 503 or is stopped (connection refused) for a while, then recovers.
 - afterwards every message is delivered, each patient's in order, soon after the recovery;
 - another destination keeps receiving meanwhile;
 - waiting for a paused destination is no attempt (``max_attempts`` small, nothing
-  dead-lettered), also when the workers give jobs back to the queue past their limit;
+  dead-lettered), also when the workers give jobs back to the queue past their limit or
+  at their stop: the attempt a claim counted is taken back on disk, so a restart does
+  not count it either;
 - ``passerelle_destination_available`` and ``/ready`` follow; one WARNING, one INFO.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +47,8 @@ from tests.support.log_records import log_records
 
 INITIAL = 0.05
 MAXIMUM = 0.4
+#: A pause (15-30 s) longer than a test: nothing probes the destination meanwhile.
+LONG_PAUSE = 30.0
 WORKERS = 4
 EVENTS = ("A01", "A08", "A03")
 AVAILABLE = "passerelle_destination_available"
@@ -238,40 +243,18 @@ def test_jobs_given_back_past_the_limit_do_not_lose_attempts(
     database = tmp_path / "queue.db"
 
     async def scenario() -> None:
-        queue = SqliteQueue(database, commit_interval_ms=1)
-        await queue.start()
-        target = DestinationConfig(name="default", url=server.base_url, timeout=10)
-        sink = FhirServerSink(target)
-        pool = ConversionPool(
-            {"default": make_config(tmp_path).converter.converter_config()},
-            processes=1,
-            use_threads=True,
-        )
-        workers = DeliveryWorkers(
+        async with delivery_workers(tmp_path, server, database, max_waiting=3) as (
             queue,
-            pool,
-            {"default": sink},
-            lambda route: "default",
-            DeliveryConfig(workers=WORKERS, backoff_initial=INITIAL, backoff_max=MAXIMUM),
-            Metrics(),
-            rng=random.Random(7),
-            locations={"default": destination_location(target)},
-            max_waiting=3,
-        )
-        # All queued first: four go and fail, three wait in memory, five go back.
-        for mrn in mrns:
-            await queue.put(envelope_of(adt(f"{mrn}-1", mrn=mrn, family=mrn), mrn))
-        workers.start()
-        try:
+            workers,
+        ):
+            # All queued first: four go and fail, three wait in memory, five go back.
+            for mrn in mrns:
+                await queue.put(envelope_of(adt(f"{mrn}-1", mrn=mrn, family=mrn), mrn))
+            workers.start()
             await asyncio.sleep(2.5)
             server.control(clearFaults=True)
             while await queue.depth():
                 await asyncio.sleep(0.05)
-        finally:
-            await workers.stop(5)
-            await sink.close()
-            pool.close()
-            await queue.close()
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
     assert all(patients(server, mrn) for mrn in mrns)
@@ -287,10 +270,161 @@ def test_jobs_given_back_past_the_limit_do_not_lose_attempts(
         assert numbers == list(range(1, len(numbers) + 1)), (control_id, numbers)
     posts = len(bundle_posts(server))
     assert posts == sum(len(numbers) for numbers in attempts.values())
-    # ... while the queue counted more claims than POSTs: some were given back unsent.
-    with sqlite3.connect(database) as db:
-        (claims,) = db.execute("SELECT sum(attempts) FROM messages").fetchone()
-    assert claims > posts
+    # ... and so is the queue's count on disk: the claims given back unsent are not in it.
+    assert {control_id: attempts for control_id, (_, attempts, _) in on_disk(database).items()} == {
+        control_id: len(numbers) for control_id, numbers in attempts.items()
+    }
+
+
+def test_a_job_given_back_past_the_limit_is_not_counted_after_a_restart(
+    tmp_path: Path, server: FhirServer
+) -> None:
+    """One worker, ``max_waiting`` 1, a destination paused for longer than the test: A is
+    sent and fails, B waits in memory, C is given back to the queue unsent. Its claim is
+    taken back on disk at once, so a restart (a new queue on the file) does not count it."""
+    server.fail(503, count=1_000_000)
+    database = tmp_path / "queue.db"
+    a, b, c = (f"LIM-{name}" for name in "ABC")
+
+    async def scenario() -> dict[str, tuple[str, int, str]]:
+        async with delivery_workers(
+            tmp_path, server, database, workers=1, pause=LONG_PAUSE, max_waiting=1
+        ) as (queue, workers):
+            for mrn in (a, b, c):
+                await queue.put(envelope_of(adt(f"{mrn}-1", mrn=mrn, family=mrn), mrn))
+            workers.start()
+            await until(
+                lambda: on_disk(database)[f"{c}-1"][2] == "DestinationPaused",
+                what="C given back",
+            )
+            return on_disk(database)
+
+    given_back = asyncio.run(asyncio.wait_for(scenario(), 60))
+    assert len(bundle_posts(server)) == 1  # A's; B and C were never sent
+    assert given_back[f"{c}-1"] == ("pending", 0, "DestinationPaused")
+    # The restart: everything due (the pause is long), each claim counting one more.
+    claimed = asyncio.run(claim_after_restart(database, later=3600.0))
+    assert claimed[f"{c}-1"] == 1, claimed  # its only claim so far: this one
+    assert claimed == {f"{a}-1": 2, f"{b}-1": 1, f"{c}-1": 1}
+
+
+def test_a_stop_gives_the_jobs_waiting_for_a_paused_destination_back(
+    tmp_path: Path, server: FhirServer, logs: list[logging.LogRecord]
+) -> None:
+    """Two workers, six patients, a destination paused for longer than the test: A and B
+    are sent and fail, C-F are claimed and wait in memory. The stop gives them back at
+    once, due now, with the attempt their claim counted taken back: after the restart
+    they are claimed at their first attempt, as if never claimed before."""
+    server.fail(503, count=1_000_000)
+    database = tmp_path / "queue.db"
+    mrns = [f"STOP-{name}" for name in "ABCDEF"]
+    sent, waiting = [f"{mrn}-1" for mrn in mrns[:2]], [f"{mrn}-1" for mrn in mrns[2:]]
+
+    async def scenario() -> tuple[dict[str, tuple[str, int, str]], float]:
+        async with delivery_workers(tmp_path, server, database, workers=2, pause=LONG_PAUSE) as (
+            queue,
+            workers,
+        ):
+            for mrn in mrns:
+                await queue.put(envelope_of(adt(f"{mrn}-1", mrn=mrn, family=mrn), mrn))
+            workers.start()
+
+            def claimed() -> bool:
+                rows = on_disk(database)
+                return all(rows[c][0] == "inflight" for c in waiting) and all(
+                    rows[c][0] == "pending" for c in sent
+                )
+
+            await until(claimed, what="A and B failed, C-F waiting")
+            before = on_disk(database)
+            assert all(before[c][1] == 1 for c in waiting)  # claimed: one attempt counted
+            began = time.monotonic()
+            await workers.stop(30)
+            return on_disk(database), time.monotonic() - began
+
+    after, took = asyncio.run(asyncio.wait_for(scenario(), 60))
+    assert took < 5.0, took  # neither the pause nor the grace
+    assert len(bundle_posts(server)) == 2  # waiting is not sending
+    assert {c: after[c][:2] for c in sent} == dict.fromkeys(sent, ("pending", 1))
+    assert {c: after[c][:2] for c in waiting} == dict.fromkeys(waiting, ("pending", 0))
+    given = [r for r in logs if r.getMessage() == "jobs not started given back to the queue"]
+    assert [r.__dict__["count"] for r in given] == [len(waiting)]
+    # The restart: C-F are due at once (A and B only after the pause), at attempt 1.
+    assert asyncio.run(claim_after_restart(database)) == dict.fromkeys(waiting, 1)
+
+
+@contextlib.asynccontextmanager
+async def delivery_workers(
+    tmp_path: Path,
+    server: FhirServer,
+    database: Path,
+    *,
+    workers: int = WORKERS,
+    pause: float | None = None,
+    max_waiting: int | None = None,
+) -> AsyncIterator[tuple[SqliteQueue, DeliveryWorkers]]:
+    """Delivery workers (not started) on a queue file, delivering to ``server``; backoff
+    ``INITIAL`` to ``MAXIMUM``, or exactly ``pause`` (jittered within its upper half).
+    Stopped, and the queue closed, on the way out."""
+    queue = SqliteQueue(database, commit_interval_ms=1)
+    await queue.start()
+    target = DestinationConfig(name="default", url=server.base_url, timeout=10)
+    sink = FhirServerSink(target)
+    pool = ConversionPool(
+        {"default": make_config(tmp_path).converter.converter_config()},
+        processes=1,
+        use_threads=True,
+    )
+    options: dict[str, Any] = {} if max_waiting is None else {"max_waiting": max_waiting}
+    delivery = DeliveryWorkers(
+        queue,
+        pool,
+        {"default": sink},
+        lambda route: "default",
+        DeliveryConfig(
+            workers=workers,
+            backoff_initial=pause or INITIAL,
+            backoff_max=pause or MAXIMUM,
+        ),
+        Metrics(),
+        rng=random.Random(7),
+        locations={"default": destination_location(target)},
+        **options,
+    )
+    try:
+        yield queue, delivery
+    finally:
+        await delivery.stop(5)
+        await sink.close()
+        pool.close()
+        await queue.close()
+
+
+def on_disk(database: Path) -> dict[str, tuple[str, int, str]]:
+    """control id → state, attempts and last error kind of its row, read as another
+    process would."""
+    with contextlib.closing(sqlite3.connect(database)) as db:
+        rows = db.execute(
+            "SELECT control_id, state, attempts, json_extract(last_error, '$.kind') FROM messages"
+        ).fetchall()
+    return {control_id: (state, attempts, kind) for control_id, state, attempts, kind in rows}
+
+
+async def claim_after_restart(database: Path, *, later: float = 0.0) -> dict[str, int]:
+    """A new queue on the file, as a restart opens it (``later`` seconds from now): what
+    it claims, control id → attempts."""
+    queue = SqliteQueue(database, clock=lambda: time.time() + later)
+    async with queue:
+        return {str(job.envelope.control_id): job.attempts for job in await queue.claim(100)}
+
+
+async def until(predicate: Callable[[], bool], *, what: str, timeout: float = 20.0) -> None:
+    """Wait, without blocking the event loop, until ``predicate()``."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
 
 
 def envelope_of(payload: bytes, mrn: str) -> Envelope:

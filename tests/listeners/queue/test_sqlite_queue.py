@@ -300,6 +300,98 @@ def test_a_message_waiting_for_its_retry_blocks_its_key_only(tmp_path: Path) -> 
     assert '"status": 503' in row["last_error"]
 
 
+def test_a_job_given_back_unsent_has_its_attempt_taken_back(tmp_path: Path) -> None:
+    clock = Clock()
+    paused = {"kind": "DestinationPaused", "destination": "default"}
+
+    async def body(queue: SqliteQueue) -> None:
+        a1 = await queue.put(envelope(1, key="a"))
+        a2 = await queue.put(envelope(2, key="a"))
+        (job,) = await queue.claim(10)
+        assert (job.seq, job.attempts) == (a1.seq, 1)
+        await queue.give_back(job.seq, 30.0, paused)
+        # Pending again, its claim uncounted, on disk: in the same commit as the state.
+        (row,) = rows(tmp_path / "queue.db", f"seq = {a1.seq}")
+        assert (row["state"], row["attempts"], row["head"]) == ("pending", 0, 1)
+        assert '"kind": "DestinationPaused"' in row["last_error"]
+        # Still its key's head, due in 30 s: a2 never overtakes it; other keys go.
+        b1 = await queue.put(envelope(3, key="b"))
+        assert seqs(await queue.claim(10)) == [b1.seq]
+        clock.advance(29.0)
+        assert await queue.claim(10) == []
+        clock.advance(1.0)
+        (again,) = await queue.claim(10)
+        assert (again.seq, again.attempts) == (a1.seq, 1)
+        await queue.complete(again.seq)
+        assert [(j.seq, j.attempts) for j in await queue.claim(10)] == [(a2.seq, 1)]
+
+    run(tmp_path, body, clock=clock)
+
+
+def test_give_back_never_makes_attempts_negative_nor_counts_twice(tmp_path: Path) -> None:
+    clock = Clock()
+
+    async def body(queue: SqliteQueue) -> None:
+        a = await queue.put(envelope(1, key="a"))
+        b = await queue.put(envelope(2, key="b"))
+        c = await queue.put(envelope(3, key="c"))
+        # A real failed attempt stays counted; giving the next claim back keeps it, and
+        # keeps its last error when given none.
+        (job,) = await queue.claim(1)
+        await queue.retry_later(job.seq, 0, {"kind": "timeout", "status": 503})
+        jobs = await queue.claim(10)
+        assert sorted((j.seq, j.attempts) for j in jobs) == [(a.seq, 2), (b.seq, 1), (c.seq, 1)]
+        await queue.give_back(a.seq)
+        (row,) = rows(tmp_path / "queue.db", f"seq = {a.seq}")
+        assert (row["state"], row["attempts"]) == ("pending", 1)
+        assert '"status": 503' in row["last_error"]
+        # Twice: the second finds it pending (nothing claimed to take back): a no-op.
+        await queue.give_back(b.seq)
+        await queue.give_back(b.seq, 60.0, {"kind": "DestinationPaused"})
+        # An in-flight row counting no attempt (an older file, a manual fix) stays at 0.
+        conn = sqlite3.connect(tmp_path / "queue.db")
+        with conn:
+            conn.execute("UPDATE messages SET attempts = 0 WHERE seq = ?", (c.seq,))
+        conn.close()
+        await queue.give_back(c.seq)
+        # Unknown and finished messages: no-ops too.
+        await queue.give_back(12345)
+        by_seq = {row["seq"]: row for row in rows(tmp_path / "queue.db")}
+        assert [(by_seq[s]["state"], by_seq[s]["attempts"]) for s in (a.seq, b.seq, c.seq)] == [
+            ("pending", 1),
+            ("pending", 0),
+            ("pending", 0),
+        ]
+        # The no-op did not delay b nor replace its (absent) last error.
+        assert (by_seq[b.seq]["next_attempt_at"], by_seq[b.seq]["last_error"]) == (clock.now, None)
+        again = await queue.claim(10)
+        assert sorted((j.seq, j.attempts) for j in again) == [(a.seq, 2), (b.seq, 1), (c.seq, 1)]
+        await queue.complete(a.seq)
+        await queue.give_back(a.seq)
+        assert queue.state(a.seq) == "done"
+
+    run(tmp_path, body, clock=clock)
+    (row,) = rows(tmp_path / "queue.db", "state = 'done'")
+    assert row["attempts"] == 2
+
+
+def test_a_job_given_back_is_not_counted_again_after_a_restart(tmp_path: Path) -> None:
+    async def give_back(queue: SqliteQueue) -> int:
+        await queue.put(envelope(1, key="a"))
+        for _ in range(3):  # claimed and given back unsent, three times
+            (job,) = await queue.claim(1)
+            await queue.give_back(job.seq, 0.0, {"kind": "DestinationPaused"})
+        return job.seq
+
+    seq = run(tmp_path, give_back)
+
+    async def restart(queue: SqliteQueue) -> list[Job]:
+        return await queue.claim(10)
+
+    (job,) = run(tmp_path, restart)
+    assert (job.seq, job.attempts) == (seq, 1)
+
+
 def test_retries_scheduled_too_far_ahead_are_brought_forward(tmp_path: Path) -> None:
     # An earlier version honoured a server's Retry-After whole (99999999 s: three years),
     # holding the patient's later messages back for as long, restarts included.

@@ -1,10 +1,11 @@
 """Per-key ordering of the SQLite queue against a model, with hypothesis.
 
 Random interleavings of puts on a few keys, claims, and random outcomes for claimed jobs
-(complete, retry later, dead letter), clock ticks and dead-letter retries. After every
-step the queue must offer exactly what the model says is claimable: the oldest
-undelivered message of each key, when nothing of the key is in flight and it is due,
-earliest due first. In the end each key's messages were claimed in put order.
+(complete, retry later, give back unsent, dead letter), clock ticks and dead-letter
+retries. After every step the queue must offer exactly what the model says is claimable:
+the oldest undelivered message of each key, when nothing of the key is in flight and it
+is due, earliest due first, each job counting its claims less those given back. In the
+end each key's messages were claimed in put order.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ _claim = st.tuples(st.just("claim"), st.integers(1, 4))
 _finish = st.tuples(
     st.just("finish"),
     st.integers(0, 7),
-    st.sampled_from(("complete", "retry", "dead")),
+    st.sampled_from(("complete", "retry", "give_back", "dead")),
     st.sampled_from((0.0, 5.0, 20.0)),
 )
 _tick = st.tuples(st.just("tick"), st.sampled_from((1.0, 5.0, 30.0)))
@@ -62,9 +63,12 @@ class Model:
     dead: list[int] = field(default_factory=list)
     put_order: dict[str, list[int]] = field(default_factory=dict)
     claimed: dict[str, list[int]] = field(default_factory=dict)
+    #: Claims counted: + 1 per claim, - 1 per give back.
+    attempts: dict[int, int] = field(default_factory=dict)
 
     def add(self, seq: int, key: str) -> None:
         self.key_of[seq] = key
+        self.attempts[seq] = 0
         self.due[seq] = self.clock.now
         self.active.setdefault(key, []).append(seq)
         self.put_order.setdefault(key, []).append(seq)
@@ -111,6 +115,8 @@ async def play(path: Path, program: list[tuple[Any, ...]]) -> None:
             assert [job.seq for job in jobs] == expected
             for job in jobs:
                 assert job.envelope.ordering_key == model.key_of[job.seq]
+                model.attempts[job.seq] += 1
+                assert job.attempts == model.attempts[job.seq]
                 model.inflight.add(job.seq)
                 model.claimed.setdefault(model.key_of[job.seq], []).append(job.seq)
 
@@ -146,6 +152,11 @@ async def play(path: Path, program: list[tuple[Any, ...]]) -> None:
                     await queue.dead_letter(seq, {"kind": "rejected"})
                     model.finish(seq)
                     model.dead.append(seq)
+                elif action == "give_back":
+                    await queue.give_back(seq, delay, {"kind": "DestinationPaused"})
+                    model.inflight.discard(seq)
+                    model.due[seq] = clock.now + delay
+                    model.attempts[seq] -= 1
                 else:
                     await queue.retry_later(seq, delay, {"kind": "timeout"})
                     model.inflight.discard(seq)
@@ -196,6 +207,17 @@ async def play(path: Path, program: list[tuple[Any, ...]]) -> None:
         ("tick", 1.0),
         ("finish", 0, "retry", 0.0),
         ("put", ["c"]),
+        ("claim", 4),
+    ]
+)
+# A head given back unsent keeps its key's later messages behind it, its claim uncounted.
+@example(
+    [
+        ("put", ["a", "a", "b"]),
+        ("claim", 4),
+        ("finish", 0, "give_back", 5.0),
+        ("claim", 4),
+        ("tick", 5.0),
         ("claim", 4),
     ]
 )
