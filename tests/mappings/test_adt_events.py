@@ -289,3 +289,22 @@ def test_event_status_rows_beyond_the_ig_say_where_they_come_from() -> None:
     assert set(STRUCTURES) - {"A02"} <= set(added)
     for code, row in added.items():
         assert "HL7 v2.5 3.3." in row[5] or "IHE PAM France" in row[5], code
+
+
+# --- Locally defined (Z) trigger events -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("event", "system"),
+    [("A21", "http://terminology.hl7.org/CodeSystem/v2-0003"), ("Z99", None)],
+)
+def test_a_z_trigger_event_is_not_coded_in_table_0003(
+    converter: Converter, event: str, system: str | None
+) -> None:
+    """Z triggers are defined by a site or a country (IHE PAM France's Z99), not by HL7
+    table 0003: the MessageHeader event and the Provenance activity keep the code alone."""
+    bundle = converter.convert_message(message(event, zbe=zbe("UPDATE", original="A21"))).bundle
+    (header,) = resources(bundle, "MessageHeader")
+    (provenance,) = resources(bundle, "Provenance")
+    codings = [header["eventCoding"], *provenance["activity"]["coding"]]
+    assert [(c.get("system"), c["code"]) for c in codings] == [(system, event)] * 2
