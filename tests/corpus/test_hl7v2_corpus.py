@@ -47,7 +47,9 @@ PAM = {
         *("A26", "A27", "A32", "A33", "A38", "A52", "A53", "A54", "A55", "Z99"),
     )
 }
-COVERAGE = CORE | PAM
+#: Laboratory orders (IHE LTW LAB-1): the corpus holds seven OML^O21 messages.
+LAB_ORDERS = {"OML^O21"}
+COVERAGE = CORE | PAM | LAB_ORDERS
 
 
 def _files() -> list[Path]:
