@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from converter import (
 )
 from converter.hl7v2 import peek_header
 from tests.conftest import SHARED_DIR
-from tests.corpus.peer import Agreement, peer_pairs
+from tests.corpus.peer import Agreement, peer_pairs, resources
 from tests.support.r4validator import R4Validator
 
 CORPUS = SHARED_DIR / "corpus" / "hl7v2"
@@ -49,7 +50,9 @@ PAM = {
 }
 #: Laboratory orders (IHE LTW LAB-1): the corpus holds seven OML^O21 messages.
 LAB_ORDERS = {"OML^O21"}
-COVERAGE = CORE | PAM | LAB_ORDERS
+#: Scheduling notifications (root SIU): the corpus holds S12 to S17 and S26 messages.
+SCHEDULING = {f"SIU^{t}" for t in ("S12", "S13", "S14", "S15", "S16", "S17", "S26")}
+COVERAGE = CORE | PAM | LAB_ORDERS | SCHEDULING
 
 
 def _files() -> list[Path]:
@@ -127,6 +130,49 @@ def test_corpus_message_converts_or_fails_cleanly(
         assert issues == [], json.dumps(issues[:5], indent=1, ensure_ascii=False)
 
 
+def _appointment_facts(bundle: dict[str, Any]) -> dict[str, Any]:
+    """Status, start and end (as instants: the peer writes them in its machine's offset),
+    identifiers and the family names of the Practitioner participants (the peer leaves the
+    SCH contacts out of the participants: agreement when one side contains the other)."""
+    appointments = resources(bundle, "Appointment")
+    if not appointments:
+        return {}
+    a = appointments[0]
+    by_reference = {f"{r['resourceType']}/{r['id']}": r for r in resources(bundle, "Practitioner")}
+    people = [
+        by_reference.get((p.get("actor") or {}).get("reference", "")) for p in a["participant"]
+    ]
+    return {
+        "Appointment.status": a.get("status"),
+        "Appointment.start": _instant(a.get("start")),
+        "Appointment.end": _instant(a.get("end")),
+        "Appointment.identifier": frozenset(i.get("value") for i in a.get("identifier", [])),
+        "Appointment.practitioners": frozenset(
+            n.get("family") for p in people if p for n in p.get("name", []) if n.get("family")
+        ),
+    }
+
+
+def _instant(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _add_appointment_facts(
+    agreement: Agreement, name: str, ours: dict[str, Any], peer: dict[str, Any]
+) -> None:
+    mine, theirs = _appointment_facts(ours), _appointment_facts(peer)
+    for kind in sorted(set(mine) | set(theirs)):
+        a, b = mine.get(kind), theirs.get(kind)
+        if a in (None, frozenset()) and b in (None, frozenset()):
+            continue
+        agreement.total[kind] += 1
+        contained = isinstance(a, frozenset) and isinstance(b, frozenset) and (a <= b or b <= a)
+        if a == b or (kind == "Appointment.practitioners" and contained and a and b):
+            agreement.equal[kind] += 1
+        else:
+            agreement.differences.append((name, kind, a, b))
+
+
 def test_key_content_agrees_with_the_peer_converter(
     converters: tuple[Converter, Converter], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -145,6 +191,7 @@ def test_key_content_agrees_with_the_peer_converter(
             continue
         peer = json.loads(expected.read_text(encoding="utf-8"))
         agreement.add(source.name, outcome.bundles[0], peer)
+        _add_appointment_facts(agreement, source.name, outcome.bundles[0], peer)
         compared += 1
     assert compared >= 20, f"only {compared} peer outputs compared"
     with capsys.disabled():
@@ -162,6 +209,8 @@ def test_key_content_agrees_with_the_peer_converter(
         "Observation.status": 0.7,
         "Immunization.vaccineCode": 0.8,
         "Immunization.occurrence": 0.8,
+        "Appointment.status": 0.9,
+        "Appointment.start": 0.9,
     }
     low = {
         kind: round(agreement.ratio(kind), 2)
