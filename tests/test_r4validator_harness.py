@@ -160,6 +160,25 @@ def test_invalid_entry_resource_is_reported_inside_the_entry(validator: R4Valida
     assert "Bundle.entry[1].resource.status" in paths
 
 
+def test_an_entry_resources_own_invariants_are_checked_inside_a_bundle(
+    validator: R4Validator,
+) -> None:
+    """Medplum recurses into entries for their elements but not for their resource-level
+    invariants: obs-6 (dataAbsentReason only without a value) broken by an Observation must
+    be reported inside a Bundle as it is on its own, once, under the entry's path."""
+    observation = _observation(dataAbsentReason={"text": "not measured"})
+    alone = validator.validate(observation)
+    assert any("obs-6" in issue["message"] for issue in alone), alone
+    issues = validator.validate(_transaction(_patient(), observation))
+    found = [issue for issue in issues if "obs-6" in issue["message"]]
+    assert [(issue["severity"], issue["path"]) for issue in found] == [
+        ("error", "Bundle.entry[1].resource")
+    ], issues
+    # An element-level issue that the Bundle's own pass reports is not repeated.
+    paths = _paths(validator.validate(_transaction(_patient(gender="mle"))))
+    assert paths.count("Bundle.entry[0].resource.gender") == 1
+
+
 def test_unknown_entry_resource_type_does_not_hide_other_entries(
     validator: R4Validator,
 ) -> None:

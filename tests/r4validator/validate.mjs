@@ -14,7 +14,9 @@
 // structure (unknown elements, cardinality, array-vs-single, JSON types, primitive formats) and
 // every error-level FHIRPath invariant except ele-1, dom-3, org-1, sdf-19. It recurses into nested
 // resources (Bundle.entry.resource, contained), reporting paths such as
-// "Bundle.entry[0].resource.birthDate", so entries are NOT validated separately.
+// "Bundle.entry[0].resource.birthDate", but does not check a nested resource's own invariants
+// (con-5, app-3… pass unnoticed inside a Bundle): so each Bundle entry's resource is also
+// validated on its own, its issues reported under Bundle.entry[i].resource.
 //
 // Medplum does not check everything the R4 spec requires, so this script adds checks of its own
 // (issues with "source": "passerelle"; medplum's have "source": "medplum"):
@@ -472,6 +474,46 @@ function isSpuriousUrnReferenceWarning(mpIssue) {
   return mpIssue.severity === 'warning' && /^Invalid reference: got "urn:/.test(mpIssue.details?.text ?? '');
 }
 
+/** Medplum checks a nested resource's elements but not its own invariants (a Condition with
+ * con-5 broken passes inside a Bundle): each entry's resource is validated on its own too, its
+ * paths rewritten under Bundle.entry[i].resource, and what the Bundle's pass reported already is
+ * not repeated. */
+function entryIssues(bundle, issues) {
+  const seen = new Set(issues.map((i) => `${i.path}\u0000${i.message}`));
+  (bundle.entry ?? []).forEach((entry, index) => {
+    const resource = entry?.resource;
+    if (!resource || typeof resource !== 'object' || resourceTypeProblem(resource.resourceType)) {
+      return; // reported by the Bundle's own pass
+    }
+    const prefix = `Bundle.entry[${index}].resource`;
+    let found;
+    try {
+      found = validateResource(resource);
+    } catch (err) {
+      if (!(err instanceof OperationOutcomeError)) {
+        issues.push(issue('fatal', 'exception', prefix, `Validator crashed: ${err?.stack ?? err}`, 'medplum'));
+        return;
+      }
+      found = err.outcome?.issue ?? [];
+    }
+    for (const mpIssue of found) {
+      if (isSpuriousUrnReferenceWarning(mpIssue)) {
+        continue;
+      }
+      const one = fromMedplum(mpIssue, resource.resourceType);
+      const type = resource.resourceType;
+      if (one.path === type || one.path.startsWith(`${type}.`) || one.path.startsWith(`${type}[`)) {
+        one.path = prefix + one.path.slice(type.length);
+      }
+      const key = `${one.path}\u0000${one.message}`;
+      if (!seen.has(key)) {
+        seen.add(key);
+        issues.push(one);
+      }
+    }
+  });
+}
+
 function validate(resource) {
   if (resource === null || typeof resource !== 'object' || Array.isArray(resource)) {
     return [issue('fatal', 'structure', '', 'The resource must be a JSON object')];
@@ -499,6 +541,9 @@ function validate(resource) {
     if (!isSpuriousUrnReferenceWarning(mpIssue)) {
       issues.push(fromMedplum(mpIssue, rootType));
     }
+  }
+  if (rootType === 'Bundle') {
+    entryIssues(cleaned, issues);
   }
 
   const references = [];
