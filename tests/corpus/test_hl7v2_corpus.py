@@ -50,9 +50,11 @@ PAM = {
 }
 #: Laboratory orders (IHE LTW LAB-1): the corpus holds seven OML^O21 messages.
 LAB_ORDERS = {"OML^O21"}
+#: Unsolicited laboratory results (IHE LTW LAB-3, root OUL): one R22, R23 and R24 message.
+LAB_RESULTS = {"OUL^R22", "OUL^R23", "OUL^R24"}
 #: Scheduling notifications (root SIU): the corpus holds S12 to S17 and S26 messages.
 SCHEDULING = {f"SIU^{t}" for t in ("S12", "S13", "S14", "S15", "S16", "S17", "S26")}
-COVERAGE = CORE | PAM | LAB_ORDERS | SCHEDULING
+COVERAGE = CORE | PAM | LAB_ORDERS | LAB_RESULTS | SCHEDULING
 
 
 def _files() -> list[Path]:
