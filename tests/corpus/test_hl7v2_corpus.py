@@ -54,7 +54,9 @@ LAB_ORDERS = {"OML^O21"}
 LAB_RESULTS = {"OUL^R22", "OUL^R23", "OUL^R24"}
 #: Scheduling notifications (root SIU): the corpus holds S12 to S17 and S26 messages.
 SCHEDULING = {f"SIU^{t}" for t in ("S12", "S13", "S14", "S15", "S16", "S17", "S26")}
-COVERAGE = CORE | PAM | LAB_ORDERS | LAB_RESULTS | SCHEDULING
+#: Pharmacy (roots RDE_O11, RDS_O13): the corpus holds 27 RDE^O11, 3 RDE^O25, 2 RDS^O13.
+PHARMACY = {"RDE^O11", "RDE^O25", "RDS^O13"}
+COVERAGE = CORE | PAM | LAB_ORDERS | LAB_RESULTS | SCHEDULING | PHARMACY
 
 
 def _files() -> list[Path]:
