@@ -54,9 +54,13 @@ LAB_ORDERS = {"OML^O21"}
 LAB_RESULTS = {"OUL^R22", "OUL^R23", "OUL^R24"}
 #: Scheduling notifications (root SIU): the corpus holds S12 to S17 and S26 messages.
 SCHEDULING = {f"SIU^{t}" for t in ("S12", "S13", "S14", "S15", "S16", "S17", "S26")}
+#: Medical documents with and without content (root MDM_T02): the corpus holds T01, T02,
+#: T05, T06, T09 and T10. Patient problems (root PPR_PC1): PC1, PC2 and PC3.
+DOCUMENTS = {f"MDM^T{n:02d}" for n in range(1, 12)}
+PROBLEMS = {"PPR^PC1", "PPR^PC2", "PPR^PC3"}
 #: Pharmacy (roots RDE_O11, RDS_O13): the corpus holds 27 RDE^O11, 3 RDE^O25, 2 RDS^O13.
 PHARMACY = {"RDE^O11", "RDE^O25", "RDS^O13"}
-COVERAGE = CORE | PAM | LAB_ORDERS | LAB_RESULTS | SCHEDULING | PHARMACY
+COVERAGE = CORE | PAM | LAB_ORDERS | LAB_RESULTS | SCHEDULING | DOCUMENTS | PROBLEMS | PHARMACY
 
 
 def _files() -> list[Path]:

@@ -76,7 +76,9 @@ def test_samples_are_acknowledged_after_commit_and_land_in_the_fhir_server(
     assert len(found) == 1
     assert found[0]["name"][0]["family"] == "DUPONT"
     assert fhir.count("DiagnosticReport") >= 2  # the two ORU^R01 samples
-    assert fhir.count("DocumentReference") == 1  # MDM^T02
+    # MDM^T02 discharge summary; the imaging report (T02, then its T11 cancel: one);
+    # the T01 notification of a dictated report. The T03 writes none.
+    assert fhir.count("DocumentReference") == 3
 
 
 def test_no_ack_before_the_message_is_committed(tmp_path: Path) -> None:
