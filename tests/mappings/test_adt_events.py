@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from converter import Converter, ConverterConfig
+from tests.support.hl7_edit import resources, segment
 
 REPO = Path(__file__).resolve().parents[2]
 IG_EVENT_STATUS = (
@@ -58,10 +59,6 @@ STRUCTURES = {
     "A55": "ADT_A52",
     "Z99": "ADT_A01",
 }
-
-
-def segment(name: str, fields: dict[int, str]) -> str:
-    return name + "|" + "|".join(fields.get(i, "") for i in range(1, max(fields) + 1))
 
 
 def message(
@@ -115,18 +112,9 @@ def zbe(action: str = "INSERT", historic: str = "N", original: str = "") -> dict
 
 
 @pytest.fixture(scope="module")
-def converter() -> Converter:
-    return Converter(ConverterConfig(default_timezone="Europe/Paris"))
-
-
-@pytest.fixture(scope="module")
 def strict_converter() -> Converter:
     """hl7apy's check of each message against its v2.5 structure (groups, cardinalities)."""
     return Converter(ConverterConfig(default_timezone="Europe/Paris", strict_hl7=True))
-
-
-def resources(bundle: dict[str, Any], rtype: str) -> list[dict[str, Any]]:
-    return [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == rtype]
 
 
 def encounter(bundle: dict[str, Any]) -> dict[str, Any]:

@@ -24,7 +24,8 @@ from typing import Any
 
 import pytest
 
-from converter import Converter, ConverterConfig
+from converter import Converter
+from tests.support.hl7_edit import resources
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "hl7v2"
 UCUM = "http://unitsofmeasure.org"
@@ -34,11 +35,6 @@ INS_NIR = "ASIP-SANTE-INS-NIR&1.2.250.1.213.1.4.8&ISO"
 #: Invented INS-NIR (valid mod-97 key) of the retired patient of the A40 sample.
 RETIRED_INS = f"175016912309948^^^{INS_NIR}^INS"
 RETIRED_IPP = f"0012346777^^^{CHU}^MR"
-
-
-@pytest.fixture(scope="module")
-def converter() -> Converter:
-    return Converter(ConverterConfig(default_timezone="Europe/Paris"))
 
 
 def sample(name: str) -> bytes:
@@ -59,10 +55,6 @@ def with_field(data: bytes, segment: str, position: int, value: str, occurrence:
                 lines[n] = "|".join(fields)
                 return "\r".join(lines).encode("utf-8")
     raise AssertionError(f"no {segment} #{occurrence} in the message")
-
-
-def resources(bundle: dict[str, Any], rtype: str) -> list[dict[str, Any]]:
-    return [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == rtype]
 
 
 def convert(converter: Converter, data: bytes) -> dict[str, Any]:

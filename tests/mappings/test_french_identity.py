@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from converter import Conversion, Converter, ConverterConfig
+from converter import Conversion, Converter
 
 FR_0203 = "https://hl7.fr/ig/fhir/core/CodeSystem/fr-core-cs-v2-0203"
 FR_0445 = "https://hl7.fr/ig/fhir/core/CodeSystem/fr-core-cs-v2-0445"
@@ -27,11 +27,6 @@ COMMUNE = "https://mos.esante.gouv.fr/NOS/TRE_R13-CommuneOM/FHIR/TRE-R13-Commune
 
 IPP = "0012999001^^^CHU-LYON&1.2.250.1.999.1.1&ISO^PI"
 HOME = "3 rue de la Paix^^Lyon^^69002^FRA^H"
-
-
-@pytest.fixture(scope="module")
-def converter() -> Converter:
-    return Converter(ConverterConfig(default_timezone="Europe/Paris"))
 
 
 def adt(pid: dict[int, str], *, version: str = "2.5") -> bytes:

@@ -10,14 +10,14 @@ a warning. Until these events were routed, every message here was refused (AR 20
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from converter import Converter, ConverterConfig, MappingError, json_dumps
-from tests.support.fhirserver import FhirServer, fhirserver_required, fhirserver_unavailable_reason
+from converter import Converter, MappingError, json_dumps
+from tests.support.fhirserver import FhirServer
+from tests.support.hl7_edit import segment
 from tests.support.r4validator import R4Validator
 
 CHU = "CHU-LYON&1.2.250.1.999.1.1&ISO"
@@ -28,10 +28,6 @@ REPORT = f"CR-RAD-2024-0918-0215^{RIS}"
 PARENT = f"CR-RAD-2024-0911-0102^{RIS}"
 CONTENT_EVENTS = ("T02", "T04", "T06", "T08", "T10")
 ALTERNATE = "http://hl7.org/fhir/StructureDefinition/alternate-codes"
-
-
-def segment(name: str, fields: dict[int, str]) -> str:
-    return name + "|" + "|".join(fields.get(i, "") for i in range(1, max(fields) + 1))
 
 
 def txa(**fields: str) -> dict[int, str]:
@@ -72,11 +68,6 @@ def message(event: str, fields: dict[int, str] | None = None, *, control_id: str
             f"OBX|2|TX|{code}||Nodule de 6 mm, d'allure bénigne.||||||F",
         ]
     return ("\r".join(lines) + "\r").encode("utf-8")
-
-
-@pytest.fixture(scope="module")
-def converter() -> Converter:
-    return Converter(ConverterConfig(default_timezone="Europe/Paris"))
 
 
 def convert(
@@ -319,17 +310,6 @@ def test_placeholder_describes_what_txa_gives(
 
 
 # --- on a FHIR server: updated, not erased --------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def fhir_server() -> Iterator[FhirServer]:
-    reason = fhirserver_unavailable_reason()
-    if reason is not None:
-        if fhirserver_required():
-            pytest.fail(f"test FHIR server required but unavailable: {reason}")
-        pytest.skip(f"test FHIR server unavailable: {reason}")
-    with FhirServer.start() as server:
-        yield server
 
 
 def deliver(converter: Converter, server: FhirServer, data: bytes) -> None:

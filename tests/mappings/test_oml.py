@@ -13,7 +13,11 @@ from typing import Any
 
 import pytest
 
-from converter import Converter, ConverterConfig
+from converter import Converter
+from tests.support.hl7_edit import insert_after as _insert_after
+from tests.support.hl7_edit import lines as _lines
+from tests.support.hl7_edit import message as _message
+from tests.support.hl7_edit import set_field as _set
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "hl7v2"
 OML = (SAMPLES / "OML_O21_lab-order.hl7").read_bytes()
@@ -22,44 +26,6 @@ ORM = (SAMPLES / "ORM_O01_radiology-order.hl7").read_bytes()
 PLACER_1 = "CMD-2024-0411-01^SIH-ORCHIDEE^1.2.250.1.999.1.10^ISO"
 PLACER_2 = "CMD-2024-0411-02^SIH-ORCHIDEE^1.2.250.1.999.1.10^ISO"
 SPM_2 = "SPM|1|CMD-2024-0411-02-S1&SIH-ORCHIDEE||SER^Sérum^HL70487|||||||||||||20240411083500+0200"
-
-
-@pytest.fixture(scope="module")
-def converter() -> Converter:
-    return Converter(ConverterConfig(default_timezone="Europe/Paris"))
-
-
-def _lines(data: bytes) -> list[str]:
-    return [line for line in data.decode("utf-8").split("\r") if line]
-
-
-def _message(lines: list[str]) -> bytes:
-    return ("\r".join(lines) + "\r").encode("utf-8")
-
-
-def _set(data: bytes, segment: str, position: int, value: str, occurrence: int = 1) -> bytes:
-    """``data`` with field ``position`` of the ``occurrence``-th ``segment`` set to ``value``."""
-    lines = _lines(data)
-    seen = 0
-    for n, line in enumerate(lines):
-        if line.startswith(segment + "|"):
-            seen += 1
-            if seen == occurrence:
-                fields = line.split("|")
-                index = position - 1 if segment == "MSH" else position
-                fields += [""] * (index + 1 - len(fields))
-                fields[index] = value
-                lines[n] = "|".join(fields)
-                return _message(lines)
-    raise AssertionError(f"no {segment} #{occurrence}")
-
-
-def _insert_after(data: bytes, prefix: str, *new: str, occurrence: int = 1) -> bytes:
-    """``data`` with ``new`` segments after the ``occurrence``-th line starting with ``prefix``."""
-    lines = _lines(data)
-    hits = [n for n, line in enumerate(lines) if line.startswith(prefix)]
-    at = hits[occurrence - 1] + 1
-    return _message(lines[:at] + list(new) + lines[at:])
 
 
 def _drop(data: bytes, *prefixes: str) -> bytes:

@@ -16,7 +16,11 @@ from typing import Any
 
 import pytest
 
-from converter import Converter, ConverterConfig
+from converter import Converter
+from tests.support.hl7_edit import insert_after as _insert_after
+from tests.support.hl7_edit import lines as _lines
+from tests.support.hl7_edit import message as _message
+from tests.support.hl7_edit import set_field as _set
 from tests.support.r4validator import R4Validator
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "hl7v2"
@@ -37,40 +41,8 @@ RESULTS = {
 }
 
 
-@pytest.fixture(scope="module")
-def converter() -> Converter:
-    return Converter(ConverterConfig(default_timezone="Europe/Paris"))
-
-
-def _lines(data: bytes) -> list[str]:
-    return [line for line in data.decode("utf-8").split("\r") if line]
-
-
-def _message(lines: list[str]) -> bytes:
-    return ("\r".join(lines) + "\r").encode("utf-8")
-
-
-def _set(data: bytes, segment: str, position: int, value: str, occurrence: int = 1) -> bytes:
-    """``data`` with field ``position`` of the ``occurrence``-th ``segment`` set to ``value``."""
-    lines = _lines(data)
-    hits = [n for n, line in enumerate(lines) if line.startswith(segment + "|")]
-    n = hits[occurrence - 1]
-    fields = lines[n].split("|")
-    index = position - 1 if segment == "MSH" else position
-    fields += [""] * (index + 1 - len(fields))
-    fields[index] = value
-    lines[n] = "|".join(fields)
-    return _message(lines)
-
-
 def _find(data: bytes, prefix: str, occurrence: int = 1) -> str:
     return [line for line in _lines(data) if line.startswith(prefix)][occurrence - 1]
-
-
-def _insert_after(data: bytes, prefix: str, *new: str, occurrence: int = 1) -> bytes:
-    lines = _lines(data)
-    at = [n for n, line in enumerate(lines) if line.startswith(prefix)][occurrence - 1] + 1
-    return _message(lines[:at] + list(new) + lines[at:])
 
 
 def _drop(data: bytes, *prefixes: str) -> bytes:

@@ -20,6 +20,10 @@ import pytest
 from converter import Converter, ConverterConfig, MappingError
 from tests.conftest import SHARED_DIR
 from tests.corpus.peer import codes, date_part, resources
+from tests.support.hl7_edit import insert_after as _insert_after
+from tests.support.hl7_edit import lines as _lines
+from tests.support.hl7_edit import message as _message
+from tests.support.hl7_edit import set_field as _set
 from tests.support.r4validator import R4Validator
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "hl7v2"
@@ -31,50 +35,12 @@ PEER = SHARED_DIR / "corpus" / "hl7v2" / "ms-fhir-converter"
 ORDER_1, ORDER_2 = "PHA-2024-0316-11", "PHA-2024-0316-12"
 
 
-@pytest.fixture(scope="module")
-def converter() -> Converter:
-    return Converter(ConverterConfig(default_timezone="Europe/Paris"))
-
-
-def _lines(data: bytes) -> list[str]:
-    return [line for line in data.decode("utf-8").split("\r") if line]
-
-
-def _message(lines: list[str]) -> bytes:
-    return ("\r".join(lines) + "\r").encode("utf-8")
-
-
-def _set(data: bytes, segment: str, position: int, value: str, occurrence: int = 1) -> bytes:
-    """``data`` with field ``position`` of the ``occurrence``-th ``segment`` set to ``value``
-    (``occurrence=0``: every one)."""
-    lines = _lines(data)
-    seen = 0
-    for n, line in enumerate(lines):
-        if line.startswith(segment + "|"):
-            seen += 1
-            if occurrence in (0, seen):
-                fields = line.split("|")
-                index = position - 1 if segment == "MSH" else position
-                fields += [""] * (index + 1 - len(fields))
-                fields[index] = value
-                lines[n] = "|".join(fields)
-    assert seen >= max(occurrence, 1), f"no {segment} #{occurrence}"
-    return _message(lines)
-
-
 def _drop(data: bytes, prefix: str, occurrence: int) -> bytes:
     """``data`` without the ``occurrence``-th line starting with ``prefix``."""
     lines = _lines(data)
     hits = [n for n, line in enumerate(lines) if line.startswith(prefix)]
     del lines[hits[occurrence - 1]]
     return _message(lines)
-
-
-def _insert_after(data: bytes, prefix: str, new: str, occurrence: int = 1) -> bytes:
-    lines = _lines(data)
-    hits = [n for n, line in enumerate(lines) if line.startswith(prefix)]
-    at = hits[occurrence - 1] + 1
-    return _message([*lines[:at], new, *lines[at:]])
 
 
 def _convert(converter: Converter, data: bytes) -> tuple[dict[str, Any], list[str]]:

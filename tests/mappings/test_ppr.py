@@ -9,14 +9,14 @@ routed, every message here was refused (AR 201/200)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from converter import Converter, ConverterConfig, MappingError, json_dumps
-from tests.support.fhirserver import FhirServer, fhirserver_required, fhirserver_unavailable_reason
+from converter import Converter, MappingError, json_dumps
+from tests.support.fhirserver import FhirServer
+from tests.support.hl7_edit import segment
 from tests.support.r4validator import R4Validator
 
 CHU = "CHU-LYON&1.2.250.1.999.1.1&ISO"
@@ -29,10 +29,6 @@ CONFIRMED = "confirmed^Confirmé^L"
 CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
 VERIFICATION = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
 MMHG = "mm[Hg]^mm[Hg]^UCUM"
-
-
-def segment(name: str, fields: dict[int, str]) -> str:
-    return name + "|" + "|".join(fields.get(i, "") for i in range(1, max(fields) + 1))
 
 
 def prb(**fields: str) -> dict[int, str]:
@@ -88,11 +84,6 @@ def message(
     for group in problems if problems is not None else [[segment("PRB", prb())]]:
         lines += group
     return ("\r".join(lines) + "\r").encode("utf-8")
-
-
-@pytest.fixture(scope="module")
-def converter() -> Converter:
-    return Converter(ConverterConfig(default_timezone="Europe/Paris"))
 
 
 def resources_of(bundle: dict[str, Any], rtype: str) -> list[dict[str, Any]]:
@@ -448,17 +439,6 @@ def test_a_problem_without_patient_or_prb_is_refused(
 
 
 # --- on a FHIR server -----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def fhir_server() -> Iterator[FhirServer]:
-    reason = fhirserver_unavailable_reason()
-    if reason is not None:
-        if fhirserver_required():
-            pytest.fail(f"test FHIR server required but unavailable: {reason}")
-        pytest.skip(f"test FHIR server unavailable: {reason}")
-    with FhirServer.start() as server:
-        yield server
 
 
 def test_on_a_fhir_server_add_update_delete_leave_one_condition(

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from converter import Converter, ConverterConfig, MappingError, UnsupportedMessageError
+from tests.support.hl7_edit import segment
 from tests.support.r4validator import R4Validator
 
 CHU = "CHU-LYON&1.2.250.1.999.1.1&ISO"
@@ -24,10 +25,6 @@ END = "20240618151500+0200"
 #: Synthetic appointment ids (invented), the filler's with its namespace and OID.
 PLACER = "DPI-RDV-0417^SIH-ORCHIDEE^1.2.250.1.999.1.10^ISO"
 FILLER = "RDV-000417^AGENDA-TILLEUL^1.2.250.1.999.1.40^ISO"
-
-
-def segment(name: str, fields: dict[int, str]) -> str:
-    return name + "|" + "|".join(fields.get(i, "") for i in range(1, max(fields) + 1))
 
 
 def message(
@@ -74,11 +71,6 @@ def message(
         ]
     )
     return ("\r".join(lines) + "\r").encode("utf-8")
-
-
-@pytest.fixture(scope="module")
-def converter() -> Converter:
-    return Converter(ConverterConfig(default_timezone="Europe/Paris"))
 
 
 @pytest.fixture(scope="module")
