@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from converter import Converter, ConverterConfig
-from tests.support.fhirserver import FhirServer, fhirserver_required, fhirserver_unavailable_reason
+from tests.support.fhirserver import FhirServer, require_fhirserver
 
 
 @pytest.fixture(scope="module")
@@ -20,10 +20,6 @@ def converter() -> Converter:
 @pytest.fixture(scope="module")
 def fhir_server() -> Iterator[FhirServer]:
     """A test FHIR server of its own (Medplum-based, see tests/fhirserver)."""
-    reason = fhirserver_unavailable_reason()
-    if reason is not None:
-        if fhirserver_required():
-            pytest.fail(f"test FHIR server required but unavailable: {reason}")
-        pytest.skip(f"test FHIR server unavailable: {reason}")
+    require_fhirserver()
     with FhirServer.start() as server:
         yield server

@@ -33,6 +33,7 @@ from types import TracebackType
 from typing import Any, Self
 
 import httpx
+import pytest
 
 from .node import env_flag, node_executable, node_tool_unavailable_reason
 
@@ -78,6 +79,16 @@ def fhirserver_unavailable_reason() -> str | None:
 def fhirserver_required() -> bool:
     """True when ``PASSERELLE_REQUIRE_FHIRSERVER`` asks tests to fail instead of skipping."""
     return env_flag(_REQUIRE_ENV)
+
+
+def require_fhirserver() -> None:
+    """Skip the test (fail it, with PASSERELLE_REQUIRE_FHIRSERVER=1) when the server cannot
+    run here."""
+    reason = fhirserver_unavailable_reason()
+    if reason is not None:
+        if fhirserver_required():
+            pytest.fail(f"test FHIR server required but unavailable: {reason}")
+        pytest.skip(f"test FHIR server unavailable (Node/npm packages): {reason}")
 
 
 class FhirServer:

@@ -11,11 +11,7 @@ import pytest
 
 from listeners.config import load_config
 from tests.listeners.amqp.support import ConfigFile, Configure, Names, write_config
-from tests.support.fhirserver import (
-    FhirServer,
-    fhirserver_required,
-    fhirserver_unavailable_reason,
-)
+from tests.support.fhirserver import FhirServer, require_fhirserver
 from tests.support.rabbitmq import RabbitMq, rabbitmq_required, rabbitmq_unavailable_reason
 
 
@@ -46,11 +42,7 @@ def broker(rabbitmq: RabbitMq) -> RabbitMq:
 
 @pytest.fixture(scope="module")
 def fhir_module() -> Iterator[FhirServer]:
-    reason = fhirserver_unavailable_reason()
-    if reason is not None:
-        if fhirserver_required():
-            pytest.fail(f"test FHIR server required but unavailable: {reason}")
-        pytest.skip(f"test FHIR server unavailable: {reason}")
+    require_fhirserver()
     with FhirServer.start() as server:
         yield server
 

@@ -7,11 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.listeners.crash.harness import Outgoing, build_corpus, expected_entries
-from tests.support.fhirserver import (
-    FhirServer,
-    fhirserver_required,
-    fhirserver_unavailable_reason,
-)
+from tests.support.fhirserver import FhirServer, require_fhirserver
 
 #: Messages of the main scenarios (≥ 2,000) and how they are spread.
 MESSAGES = 2000
@@ -34,11 +30,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def crash_fhir_server() -> Iterator[FhirServer]:
-    reason = fhirserver_unavailable_reason()
-    if reason is not None:
-        if fhirserver_required():
-            pytest.fail(f"test FHIR server required but unavailable: {reason}")
-        pytest.skip(f"test FHIR server unavailable: {reason}")
+    require_fhirserver()
     # Without the server's own profile validation (the service validates its bundles):
     # the crash tests are about what reaches the server, and it halves the server's CPU.
     with FhirServer.start(validate=False) as server:

@@ -11,30 +11,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from listeners.config import AuthConfig, DestinationConfig
 from listeners.queue.base import Envelope
-from tests.support.fhirserver import (
-    FhirServer,
-    fhirserver_required,
-    fhirserver_unavailable_reason,
-)
+from tests.support.fhirserver import FhirServer, require_fhirserver
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 ADT_SAMPLE = REPO_ROOT / "samples" / "hl7v2" / "ADT_A01_admission-full.hl7"
 #: The Patient identifier of the sample (PID-3).
 PATIENT_SYSTEM = "urn:oid:1.2.250.1.999.1.1"
 PATIENT_VALUE = "0012345678"
-
-
-def require_fhirserver() -> None:
-    """Skip (or fail, with PASSERELLE_REQUIRE_FHIRSERVER=1) when the server cannot run."""
-    reason = fhirserver_unavailable_reason()
-    if reason is not None:
-        if fhirserver_required():
-            pytest.fail(f"test FHIR server required but unavailable: {reason}")
-        pytest.skip(f"test FHIR server unavailable: {reason}")
 
 
 def start_server(**options: Any) -> FhirServer:

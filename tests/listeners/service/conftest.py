@@ -9,9 +9,9 @@ from collections.abc import Iterator
 import pytest
 
 from listeners.logs import configure_logging
-from tests.listeners.service.support import fresh, require_fhirserver
+from tests.listeners.service.support import fresh
 from tests.support.certs import Pki, make_pki, openssl_available
-from tests.support.fhirserver import FhirServer
+from tests.support.fhirserver import FhirServer, require_fhirserver
 
 
 @pytest.fixture(scope="module")

@@ -35,11 +35,7 @@ from listeners.mllp import AckInfo, MllpClient, parse_ack
 from listeners.mllp.framing import frame
 from listeners.service import Service
 from tests.support import waiting
-from tests.support.fhirserver import (
-    FhirServer,
-    fhirserver_required,
-    fhirserver_unavailable_reason,
-)
+from tests.support.fhirserver import FhirServer
 
 T = TypeVar("T")
 
@@ -188,15 +184,6 @@ def make_config(
 
 
 # -- the FHIR server --------------------------------------------------------------------------
-def require_fhirserver() -> None:
-    """Skip (or fail, with PASSERELLE_REQUIRE_FHIRSERVER=1) when the server cannot run."""
-    reason = fhirserver_unavailable_reason()
-    if reason is not None:
-        if fhirserver_required():
-            pytest.fail(f"test FHIR server required but unavailable: {reason}")
-        pytest.skip(f"test FHIR server unavailable (Node/npm packages): {reason}")
-
-
 def fresh(server: FhirServer) -> FhirServer:
     """``server`` running (restarted if a test stopped it) and emptied."""
     if not server.running:

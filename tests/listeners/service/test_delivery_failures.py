@@ -28,11 +28,10 @@ from tests.listeners.service.support import (
     make_config,
     passerelle,
     patients,
-    require_fhirserver,
     running,
     wait_until,
 )
-from tests.support.fhirserver import FhirServer
+from tests.support.fhirserver import FhirServer, require_fhirserver
 from tests.support.leaks import OUTCOME, PASSWORD, PATIENT_DIAGNOSTIC, SECRETS
 
 
