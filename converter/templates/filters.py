@@ -93,6 +93,7 @@ class ValueFilters:
             "codemap": self.codemap,
             "code_system": self.code_system,
             "hd_system": self.hd_system,
+            "unit_coding": self.unit_coding,
         }
 
     @staticmethod
@@ -253,6 +254,19 @@ class ValueFilters:
             return f"http://terminology.hl7.org/CodeSystem/v2-{table[1]}"
         return _as_uri(text)
 
+    def unit_coding(self, unit: Any) -> tuple[str, str] | None:
+        """``(system, code)`` of a Quantity from a CWE unit (IG CWE[Quantity]): only when
+        CWE.1 and CWE.3 are both valued and CWE.3 gives an absolute URI (:meth:`code_system`:
+        UCUM → http://unitsofmeasure.org, an OID → urn:oid:…); else None, and the unit text
+        alone is written: Quantity.system is a URI, and a code needs its system (qty-3).
+        A filter in Python: it runs for every quantity of every OBX."""
+        code = _text(unit[1]) if unit else None
+        name = _text(unit[3]) if code else None
+        system = self.code_system(name.strip()) if name and name.strip() else None
+        if system is None or not _ABSOLUTE_URI.match(system):
+            return None
+        return system, code.strip() if code else ""
+
     def identifier_system(self, root: Any) -> str | None:
         """Identifier system of a CDA II root: a known registry's FHIR URI
         (codemaps/IdentifierSystemOid.csv: SSN, NPI…), else ``urn:oid:``/``urn:uuid:``."""
@@ -315,6 +329,10 @@ class ValueFilters:
         if namespace and _OID.fullmatch(namespace):
             return f"urn:oid:{namespace}"
         return None
+
+
+#: What a Quantity.system may be: a URL (http, https) or a URN.
+_ABSOLUTE_URI = re.compile(r"(?:https?://|urn:)\S+")
 
 
 def _as_uri(text: str) -> str | None:

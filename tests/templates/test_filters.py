@@ -280,6 +280,27 @@ def test_b64encode_keeps_the_whole_text_as_utf8(env: Any) -> None:
     assert value(env, "'' | b64encode") is None
 
 
+@pytest.mark.parametrize(
+    ("cwe", "expected"),
+    [
+        ("mg^milligram^LN", ["http://loinc.org", "mg"]),  # any name mapped to a URL
+        (" mg ^^1.2.840.10008.2.16.4", ["urn:oid:1.2.840.10008.2.16.4", "mg"]),  # an OID
+        ("mg^^99LAB", None),  # a local name is no URI: the unit text alone
+        ("mg^^ISO", None),
+        ("^milligram^LN", None),  # no CWE.1: nothing to code
+        ("mg", None),  # no CWE.3
+    ],
+)
+def test_unit_coding_gives_a_quantity_system_only_as_a_uri(
+    env: Any, cwe: str, expected: list[str] | None
+) -> None:
+    from converter.hl7v2.encoding import Encoding
+    from converter.hl7v2.message import Segment
+
+    obx = Segment("OBX", ["OBX", "1", "NM", "", "", "5", cwe], Encoding(), "utf-8", "OBX")
+    assert value(env, "unit_coding(obx[6])", obx=obx) == expected
+
+
 def test_require_passes_values_and_names_the_missing_field(env: Any) -> None:
     from converter.hl7v2.encoding import Encoding
     from converter.hl7v2.message import Segment
