@@ -14,9 +14,11 @@ from typing import Any
 import pytest
 
 from converter import Converter
+from tests.support.hl7_edit import convert_one as _convert
 from tests.support.hl7_edit import insert_after as _insert_after
 from tests.support.hl7_edit import lines as _lines
 from tests.support.hl7_edit import message as _message
+from tests.support.hl7_edit import resources as _of_type
 from tests.support.hl7_edit import set_field as _set
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "hl7v2"
@@ -31,15 +33,6 @@ SPM_2 = "SPM|1|CMD-2024-0411-02-S1&SIH-ORCHIDEE||SER^Sérum^HL70487|||||||||||||
 def _drop(data: bytes, *prefixes: str) -> bytes:
     """``data`` without the segments starting with one of ``prefixes``."""
     return _message([line for line in _lines(data) if not line.startswith(prefixes)])
-
-
-def _convert(converter: Converter, data: bytes) -> tuple[dict[str, Any], list[str]]:
-    [conversion] = converter.convert(data)
-    return conversion.bundle, list(conversion.warnings)
-
-
-def _of_type(bundle: dict[str, Any], rtype: str) -> list[dict[str, Any]]:
-    return [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == rtype]
 
 
 def _placer(resource: dict[str, Any]) -> str:

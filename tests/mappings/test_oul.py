@@ -17,9 +17,11 @@ from typing import Any
 import pytest
 
 from converter import Converter
+from tests.support.hl7_edit import convert_one as _convert
 from tests.support.hl7_edit import insert_after as _insert_after
 from tests.support.hl7_edit import lines as _lines
 from tests.support.hl7_edit import message as _message
+from tests.support.hl7_edit import resources as _of_type
 from tests.support.hl7_edit import set_field as _set
 from tests.support.r4validator import R4Validator
 
@@ -47,15 +49,6 @@ def _find(data: bytes, prefix: str, occurrence: int = 1) -> str:
 
 def _drop(data: bytes, *prefixes: str) -> bytes:
     return _message([line for line in _lines(data) if not line.startswith(prefixes)])
-
-
-def _convert(converter: Converter, data: bytes) -> tuple[dict[str, Any], list[str]]:
-    [conversion] = converter.convert(data)
-    return conversion.bundle, list(conversion.warnings)
-
-
-def _of_type(bundle: dict[str, Any], rtype: str) -> list[dict[str, Any]]:
-    return [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == rtype]
 
 
 def _by_ref(bundle: dict[str, Any], ref: dict[str, str]) -> dict[str, Any]:

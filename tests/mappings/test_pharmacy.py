@@ -20,9 +20,11 @@ import pytest
 from converter import Converter, ConverterConfig, MappingError
 from tests.conftest import SHARED_DIR
 from tests.corpus.peer import codes, date_part, resources
+from tests.support.hl7_edit import convert_one as _convert
 from tests.support.hl7_edit import insert_after as _insert_after
 from tests.support.hl7_edit import lines as _lines
 from tests.support.hl7_edit import message as _message
+from tests.support.hl7_edit import resources as _of_type
 from tests.support.hl7_edit import set_field as _set
 from tests.support.r4validator import R4Validator
 
@@ -41,15 +43,6 @@ def _drop(data: bytes, prefix: str, occurrence: int) -> bytes:
     hits = [n for n, line in enumerate(lines) if line.startswith(prefix)]
     del lines[hits[occurrence - 1]]
     return _message(lines)
-
-
-def _convert(converter: Converter, data: bytes) -> tuple[dict[str, Any], list[str]]:
-    [conversion] = converter.convert(data)
-    return conversion.bundle, list(conversion.warnings)
-
-
-def _of_type(bundle: dict[str, Any], rtype: str) -> list[dict[str, Any]]:
-    return [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == rtype]
 
 
 def _placer(resource: dict[str, Any]) -> str | None:

@@ -8,7 +8,17 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["insert_after", "lines", "message", "resources", "segment", "set_field"]
+from converter import Converter
+
+__all__ = [
+    "convert_one",
+    "insert_after",
+    "lines",
+    "message",
+    "resources",
+    "segment",
+    "set_field",
+]
 
 
 def segment(name: str, fields: dict[int, str]) -> str:
@@ -55,3 +65,9 @@ def insert_after(data: bytes, prefix: str, *new: str, occurrence: int = 1) -> by
 def resources(bundle: dict[str, Any], rtype: str) -> list[dict[str, Any]]:
     """The bundle's resources of type ``rtype``, in entry order."""
     return [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == rtype]
+
+
+def convert_one(converter: Converter, data: bytes) -> tuple[dict[str, Any], list[str]]:
+    """The bundle of a one-message input and its warnings."""
+    [conversion] = converter.convert(data)
+    return conversion.bundle, list(conversion.warnings)
