@@ -58,8 +58,9 @@ SCHEDULING = {f"SIU^{t}" for t in ("S12", "S13", "S14", "S15", "S16", "S17", "S2
 #: T05, T06, T09 and T10. Patient problems (root PPR_PC1): PC1, PC2 and PC3.
 DOCUMENTS = {f"MDM^T{n:02d}" for n in range(1, 12)}
 PROBLEMS = {"PPR^PC1", "PPR^PC2", "PPR^PC3"}
-#: Pharmacy (roots RDE_O11, RDS_O13): the corpus holds 27 RDE^O11, 3 RDE^O25, 2 RDS^O13.
-PHARMACY = {"RDE^O11", "RDE^O25", "RDS^O13"}
+#: Pharmacy (roots RDE_O11, RDS_O13): the corpus holds 27 RDE^O11, 3 RDE^O25, 2 RDS^O13,
+#: and 20 OMP^O09 (root RDE_O11; 9 of them unreadable: MSH-2 "^~\\\\&").
+PHARMACY = {"RDE^O11", "RDE^O25", "RDS^O13", "OMP^O09"}
 COVERAGE = CORE | PAM | LAB_ORDERS | LAB_RESULTS | SCHEDULING | DOCUMENTS | PROBLEMS | PHARMACY
 
 
