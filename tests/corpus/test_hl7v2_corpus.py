@@ -40,12 +40,13 @@ CORE = {
     for t in ("A01", "A02", "A03", "A04", "A05", "A08", "A11", "A13", "A28", "A31", "A40")
 } | {"ORU^R01", "ORM^O01", "VXU^V04", "MDM^T02"}
 #: The IHE PAM events of a French ADT feed (ITI-31 and its national extension), routed
-#: since: the corpus holds A06, A07, A09, A10, A14, A15, A16, A25, A26 and A27 messages.
+#: since: the corpus holds A06, A07, A09, A10, A14, A15, A16, A25, A26 and A27 messages,
+#: and two A47 (change patient identifier list, root ADT_A39; v2.8, PATIENT groups).
 PAM = {
     f"ADT^{t}"
     for t in (
         *("A06", "A07", "A09", "A10", "A12", "A14", "A15", "A16", "A21", "A22", "A25"),
-        *("A26", "A27", "A32", "A33", "A38", "A52", "A53", "A54", "A55", "Z99"),
+        *("A26", "A27", "A32", "A33", "A38", "A47", "A52", "A53", "A54", "A55", "Z99"),
     )
 }
 #: Laboratory orders (IHE LTW LAB-1): the corpus holds seven OML^O21 messages.
