@@ -11,11 +11,13 @@ MedicationRequest."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from converter import Converter, ConverterConfig, MappingError
+from tests.mappings.pharmacy_support import medication_request as _request
+from tests.mappings.pharmacy_support import placer_of as _placer
+from tests.support.hl7_edit import convert_one as _convert
 from tests.support.hl7_edit import insert_after, lines, message, resources, set_field
 from tests.support.r4validator import R4Validator
 
@@ -35,27 +37,6 @@ def _drop(data: bytes, prefix: str, occurrence: int = 1) -> bytes:
     hits = [n for n, line in enumerate(found) if line.startswith(prefix)]
     del found[hits[occurrence - 1]]
     return message(found)
-
-
-def _convert(converter: Converter, data: bytes) -> tuple[dict[str, Any], list[str]]:
-    [conversion] = converter.convert(data)
-    return conversion.bundle, list(conversion.warnings)
-
-
-def _placer(resource: dict[str, Any]) -> str | None:
-    return next(
-        (
-            i["value"]
-            for i in resource.get("identifier", [])
-            if i["type"]["coding"][0]["code"] == "PLAC"
-        ),
-        None,
-    )
-
-
-def _request(bundle: dict[str, Any], placer: str) -> dict[str, Any]:
-    [found] = [r for r in resources(bundle, "MedicationRequest") if _placer(r) == placer]
-    return found
 
 
 def _encoded(omp: bytes) -> bytes:

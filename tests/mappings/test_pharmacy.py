@@ -20,6 +20,7 @@ import pytest
 from converter import Converter, ConverterConfig, MappingError
 from tests.conftest import SHARED_DIR
 from tests.corpus.peer import codes, date_part, resources
+from tests.mappings.pharmacy_support import medication_request as _request
 from tests.support.hl7_edit import convert_one as _convert
 from tests.support.hl7_edit import insert_after as _insert_after
 from tests.support.hl7_edit import lines as _lines
@@ -43,22 +44,6 @@ def _drop(data: bytes, prefix: str, occurrence: int) -> bytes:
     hits = [n for n, line in enumerate(lines) if line.startswith(prefix)]
     del lines[hits[occurrence - 1]]
     return _message(lines)
-
-
-def _placer(resource: dict[str, Any]) -> str | None:
-    return next(
-        (
-            i["value"]
-            for i in resource.get("identifier", [])
-            if i["type"]["coding"][0]["code"] == "PLAC"
-        ),
-        None,
-    )
-
-
-def _request(bundle: dict[str, Any], placer: str) -> dict[str, Any]:
-    [found] = [r for r in _of_type(bundle, "MedicationRequest") if _placer(r) == placer]
-    return found
 
 
 def _dispense(bundle: dict[str, Any]) -> dict[str, Any]:
