@@ -39,6 +39,7 @@ from ..hl7v2.message import Group, Message, Segment
 from ..hl7v2.value import Value
 from ..printable import printable
 from .filters import ValueFilters
+from .occurrences import Occurrences
 from .render import ACTIVE_SESSION, Ref
 
 __all__ = ["TemplateInfo", "TemplateSet", "to_json"]
@@ -305,7 +306,7 @@ class _Sandbox(ImmutableSandboxedEnvironment):
 
 
 _TEMPLATE_TYPES = frozenset(
-    {Value, Segment, Group, Message, Node, AttrValue, Ref, TemplateModule, Namespace}
+    {Value, Segment, Group, Message, Node, AttrValue, Ref, TemplateModule, Namespace, Occurrences}
 )
 # Without AttrValue: a str subclass, whose ``format`` must still be wrapped by Jinja.
 _PLAIN_TEMPLATE_TYPES = _TEMPLATE_TYPES - {AttrValue}
@@ -371,6 +372,7 @@ class TemplateSet:
         own_globals = {
             **filters.globals(),
             **{name: _session_function(name) for name in ("emit", "emitted", "include", "warn")},
+            "occurrences": Occurrences,
         }
         self.environment.globals.update(own_globals)
         self.environment.call_directly(own_globals.values())
