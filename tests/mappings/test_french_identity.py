@@ -4,7 +4,11 @@
   ``type`` of FR Core's fr-core-patient-ins identifier slices;
 - PID-32 identity reliability → the fr-core-identity-reliability extension (identityStatus);
 - PID-11 address of type BDL (+ PID-23) → the patient-birthPlace extension, with the INSEE
-  code as fr-core-address-insee-code, and no longer one of Patient.address.
+  code as fr-core-address-insee-code, and no longer one of Patient.address;
+- with an INS in PID-3, the legal name's XPN.3 (list of birth given names) → the
+  fr-core-patient-birth-list-given-name extension, ``given`` the first birth given name alone;
+- ZFD-5/6/7 → methodCollection, dateCollection, validationMode of fr-core-identity-reliability,
+  ZFD-4 → fr-core-patient-birthdate-update-indicator.
 
 Each case builds a small ADT^A04 (v2.5) around one PID; the golden samples
 ``ADT_A04_fr-ins-test`` and ``ADT_A28_fr-nia-born-abroad`` pin whole bundles.
@@ -12,11 +16,13 @@ Each case builds a small ADT^A04 (v2.5) around one PID; the golden samples
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from converter import Conversion, Converter
+from tests.support.r4validator import R4Validator
 
 FR_0203 = "https://hl7.fr/ig/fhir/core/CodeSystem/fr-core-cs-v2-0203"
 FR_0445 = "https://hl7.fr/ig/fhir/core/CodeSystem/fr-core-cs-v2-0445"
@@ -24,13 +30,22 @@ RELIABILITY = "https://hl7.fr/ig/fhir/core/StructureDefinition/fr-core-identity-
 BIRTH_PLACE = "http://hl7.org/fhir/StructureDefinition/patient-birthPlace"
 INSEE_CODE = "https://hl7.fr/ig/fhir/core/StructureDefinition/fr-core-address-insee-code"
 COMMUNE = "https://mos.esante.gouv.fr/NOS/TRE_R13-CommuneOM/FHIR/TRE-R13-CommuneOM"
+BIRTH_LIST = "https://hl7.fr/ig/fhir/core/StructureDefinition/fr-core-patient-birth-list-given-name"
+BIRTHDATE_UPDATE = (
+    "https://hl7.fr/ig/fhir/core/StructureDefinition/fr-core-patient-birthdate-update-indicator"
+)
+METHOD_CS = "https://hl7.fr/ig/fhir/core/CodeSystem/fr-core-cs-method-collection"
+MODE_CS = "https://hl7.fr/ig/fhir/core/CodeSystem/fr-core-cs-mode-validation-identity"
+SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "hl7v2"
 
 IPP = "0012999001^^^CHU-LYON&1.2.250.1.999.1.1&ISO^PI"
+INS = "290065935012354^^^ASIP-SANTE-INS-NIR-TEST&1.2.250.1.213.1.4.10&ISO^INS"
 HOME = "3 rue de la Paix^^Lyon^^69002^FRA^H"
 
 
-def adt(pid: dict[int, str], *, version: str = "2.5") -> bytes:
-    """An ADT^A04 whose PID has the given fields (and an IPP, name, birth date, sex)."""
+def adt(pid: dict[int, str], *, version: str = "2.5", extra: tuple[str, ...] = ()) -> bytes:
+    """An ADT^A04 whose PID has the given fields (and an IPP, name, birth date, sex), then
+    PV1 and the ``extra`` segments."""
     fields = {1: "1", 3: IPP, 5: "TEST^Camille^^^^^L", 7: "19900101", 8: "F"} | pid
     pid_segment = "|".join(["PID"] + [fields.get(n, "") for n in range(1, max(fields) + 1)])
     segments = [
@@ -39,14 +54,15 @@ def adt(pid: dict[int, str], *, version: str = "2.5") -> bytes:
         "EVN|A04|20241105091522+0100",
         pid_segment,
         "PV1|1|O",
+        *extra,
     ]
     return ("\r".join(segments) + "\r").encode("utf-8")
 
 
 def convert(
-    converter: Converter, pid: dict[int, str], version: str = "2.5"
+    converter: Converter, pid: dict[int, str], version: str = "2.5", extra: tuple[str, ...] = ()
 ) -> tuple[dict[str, Any], Conversion]:
-    conversion = converter.convert_message(adt(pid, version=version))
+    conversion = converter.convert_message(adt(pid, version=version, extra=extra))
     patients = [
         e["resource"]
         for e in conversion.bundle["entry"]
@@ -273,6 +289,185 @@ def test_birth_place_text_alone_is_kept(converter: Converter) -> None:
         {"url": BIRTH_PLACE, "valueAddress": {"text": "Grenoble"}}
     ]
     assert len(patient["address"]) == 1
+
+
+# -- PID-5: the list of birth given names ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("xpn", "given", "birth_list"),
+    [
+        ("GILBERT^Louis^Louis Maurice^^^^L", ["Louis"], "Louis Maurice"),
+        # One given name: the list is that name.
+        ("ROUSSEL^Amélie^Amélie^^^^L", ["Amélie"], "Amélie"),
+        # A hyphenated first name matches the list's spaced one (INS traits), case ignored.
+        ("MARTIN^Jean-Pierre^JEAN PIERRE MARIE^^^^L", ["Jean-Pierre"], "JEAN PIERRE MARIE"),
+    ],
+    ids=["list", "single", "hyphen"],
+)
+def test_ins_legal_name_carries_the_birth_list(
+    converter: Converter, xpn: str, given: list[str], birth_list: str
+) -> None:
+    patient, _ = convert(converter, {3: f"{IPP}~{INS}", 5: xpn})
+    official = patient["name"][0]
+    assert official["use"] == "official"
+    assert official["given"] == given
+    assert official["extension"] == [{"url": BIRTH_LIST, "valueString": birth_list}]
+
+
+@pytest.mark.parametrize(
+    ("pid", "given"),
+    [
+        # No INS: the IG's XPN[HumanName], even for a list-shaped XPN.3.
+        ({5: "GILBERT^Louis^Louis Maurice^^^^L"}, ["Louis", "Louis Maurice"]),
+        # An INS, but XPN.3 is a second given name (base HL7), not a list starting with XPN.2.
+        ({3: f"{IPP}~{INS}", 5: "LEFEBVRE^Antoine^Marc^^^^L"}, ["Antoine", "Marc"]),
+        # An INS, but not the legal name: the usual name (D) keeps the generic mapping.
+        ({3: f"{IPP}~{INS}", 5: "FAURE^Louis^Louis Maurice^^^^D"}, ["Louis", "Louis Maurice"]),
+        # "Louise" does not start the list with the given name "Lou".
+        ({3: f"{IPP}~{INS}", 5: "DUVAL^Lou^Louise Anne^^^^L"}, ["Lou", "Louise Anne"]),
+    ],
+    ids=["no-INS", "second-given-name", "usual-name", "prefix-not-a-word"],
+)
+def test_other_names_keep_the_ig_mapping(
+    converter: Converter, pid: dict[int, str], given: list[str]
+) -> None:
+    patient, _ = convert(converter, pid)
+    assert patient["name"][0]["given"] == given
+    assert "extension" not in patient["name"][0]
+
+
+def test_non_french_human_name_is_unchanged(converter: Converter) -> None:
+    """A US legal name whose middle name repeats the first keeps given = XPN.2, XPN.3."""
+    patient, _ = convert(
+        converter,
+        {
+            3: "MRN12345^^^GENHOSP&2.16.840.1.113883.19.5&ISO^MR",
+            5: "SMITH^Mary^Mary Ann^Jr^Dr^^L",
+        },
+    )
+    assert patient["name"] == [
+        {
+            "use": "official",
+            "family": "SMITH",
+            "given": ["Mary", "Mary Ann"],
+            "prefix": ["Dr"],
+            "suffix": ["Jr"],
+        }
+    ]
+
+
+# -- ZFD: INS identity qualification ----------------------------------------------------------
+
+
+def reliability(patient: dict[str, Any]) -> list[list[dict[str, Any]]]:
+    return [e["extension"] for e in extensions(patient, RELIABILITY)]
+
+
+def test_zfd_completes_the_first_identity_reliability(converter: Converter) -> None:
+    patient, conversion = convert(
+        converter,
+        {3: f"{IPP}~{INS}", 32: "VALI~HOMD"},
+        extra=("ZFD|||N|Y|INSI|20241105091000+0100|CN|20310412",),
+    )
+    assert conversion.warnings == ()
+    assert reliability(patient) == [
+        [
+            {
+                "url": "identityStatus",
+                "valueCoding": {"system": FR_0445, "code": "VALI", "display": "Identité validée"},
+            },
+            {
+                "url": "methodCollection",
+                "valueCoding": {"system": METHOD_CS, "code": "INSI", "display": "Téléservice INSI"},
+            },
+            {"url": "dateCollection", "valueDate": "2024-11-05"},
+            {
+                "url": "validationMode",
+                "valueCoding": {
+                    "system": MODE_CS,
+                    "code": "CN",
+                    "display": "Carte nationale d'identité",
+                },
+            },
+        ],
+        [
+            {
+                "url": "identityStatus",
+                "valueCoding": {"system": FR_0445, "code": "HOMD", "display": "Homonyme détecté"},
+            }
+        ],
+    ]
+    assert extensions(patient, BIRTHDATE_UPDATE) == [
+        {"url": BIRTHDATE_UPDATE, "valueBoolean": True}
+    ]
+
+
+def test_zfd_without_pid32_gives_its_own_reliability_extension(converter: Converter) -> None:
+    patient, _ = convert(converter, {}, extra=("ZFD|||||SM",))
+    assert reliability(patient) == [
+        [
+            {
+                "url": "methodCollection",
+                "valueCoding": {"system": METHOD_CS, "code": "SM", "display": "Saisie manuelle"},
+            }
+        ]
+    ]
+    assert extensions(patient, BIRTHDATE_UPDATE) == []
+
+
+def test_unknown_zfd_codes(converter: Converter) -> None:
+    """ZFD-5's binding is extensible (the code is kept, without a system); ZFD-7's is
+    required (the code is not written). Both warn."""
+    patient, conversion = convert(converter, {32: "PROV"}, extra=("ZFD|||||XX||ZZ",))
+    assert reliability(patient) == [
+        [
+            {
+                "url": "identityStatus",
+                "valueCoding": {
+                    "system": FR_0445,
+                    "code": "PROV",
+                    "display": "Identité provisoire",
+                },
+            },
+            {"url": "methodCollection", "valueCoding": {"code": "XX"}},
+        ]
+    ]
+    assert any("IdentityMethodCollection" in w and "ZFD-5" in w for w in conversion.warnings), (
+        conversion.warnings
+    )
+    assert any("ZFD-7" in w and "ZZ" in w for w in conversion.warnings), conversion.warnings
+
+
+def test_empty_zfd_adds_nothing(converter: Converter) -> None:
+    """The corpus's ``ZFD|||N`` (SMS consent only) has nothing FR Core places."""
+    with_zfd, conversion = convert(converter, {32: "VALI"}, extra=("ZFD|||N",))
+    without, _ = convert(converter, {32: "VALI"})
+    assert conversion.warnings == ()
+    assert with_zfd == without
+
+
+@pytest.mark.parametrize("sample", ["ADT_A04_fr-ins-test", "ADT_A28_fr-nia-born-abroad"])
+def test_french_samples_are_valid_r4(
+    converter: Converter, r4validator: R4Validator, sample: str
+) -> None:
+    conversion = converter.convert_message((SAMPLES / f"{sample}.hl7").read_bytes())
+    assert conversion.warnings == ()
+    patient = next(
+        e["resource"]
+        for e in conversion.bundle["entry"]
+        if e["resource"]["resourceType"] == "Patient"
+    )
+    assert extensions(patient["name"][0], BIRTH_LIST)
+    assert [s["url"] for s in reliability(patient)[0]] == [
+        "identityStatus",
+        "methodCollection",
+        "dateCollection",
+        "validationMode",
+    ]
+    assert r4validator.validate(conversion.bundle) == []
+    for entry in conversion.bundle["entry"]:
+        assert r4validator.validate(entry["resource"]) == [], entry["resource"]["resourceType"]
 
 
 # -- a message with nothing French -----------------------------------------------------------
