@@ -62,7 +62,14 @@ PROBLEMS = {"PPR^PC1", "PPR^PC2", "PPR^PC3"}
 #: Pharmacy (roots RDE_O11, RDS_O13): the corpus holds 27 RDE^O11, 3 RDE^O25, 2 RDS^O13,
 #: and 20 OMP^O09 (root RDE_O11; 9 of them unreadable: MSH-2 "^~\\\\&").
 PHARMACY = {"RDE^O11", "RDE^O25", "RDS^O13", "OMP^O09"}
-COVERAGE = CORE | PAM | LAB_ORDERS | LAB_RESULTS | SCHEDULING | DOCUMENTS | PROBLEMS | PHARMACY
+#: Patient accounting (roots BAR, DFT): the corpus holds BAR^P01, P02, P12, DFT^P03, P11.
+FINANCIAL = {f"BAR^{t}" for t in ("P01", "P02", "P05", "P06", "P10", "P12")} | {
+    "DFT^P03",
+    "DFT^P11",
+}
+COVERAGE = (
+    CORE | PAM | LAB_ORDERS | LAB_RESULTS | SCHEDULING | DOCUMENTS | PROBLEMS | PHARMACY | FINANCIAL
+)
 
 
 def _files() -> list[Path]:
