@@ -54,7 +54,7 @@ LAB_ORDERS = {"OML^O21"}
 #: Unsolicited laboratory results (IHE LTW LAB-3, root OUL): one R22, R23 and R24 message.
 LAB_RESULTS = {"OUL^R22", "OUL^R23", "OUL^R24"}
 #: Scheduling notifications (root SIU): the corpus holds S12 to S17 and S26 messages.
-SCHEDULING = {f"SIU^{t}" for t in ("S12", "S13", "S14", "S15", "S16", "S17", "S26")}
+SCHEDULING = {f"SIU^S{n}" for n in (*range(12, 23), 26)}
 #: Medical documents with and without content (root MDM_T02): the corpus holds T01, T02,
 #: T05, T06, T09 and T10. Patient problems (root PPR_PC1): PC1, PC2 and PC3.
 DOCUMENTS = {f"MDM^T{n:02d}" for n in range(1, 12)}

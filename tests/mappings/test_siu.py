@@ -1,16 +1,26 @@
-"""Scheduling notifications (SIU^S12 to S17, S26; IG message map SIU_S12): the Appointment's
+"""Scheduling notifications (SIU^S12 to S22, S26; IG message map SIU_S12): the Appointment's
 status per event and filler status, its identity across the notifications about one
-appointment, one participant per resource read from its own RESOURCES group, and the
-start and end from TQ1, SCH-11 or the resources, with durations. Every bundle is also
-checked by the independent R4 validator (Appointment invariants app-1 to app-4)."""
+appointment, one participant per resource read from its own RESOURCES group, the
+segment action codes (table 0206) of S14 and S18 to S22, the Provenance of SCH-20 (IG
+SCH[Provenance]), and the start and end from TQ1, SCH-11 or the resources, with
+durations. Every bundle is also checked by the independent R4 validator (Appointment
+invariants app-1 to app-4), and one sequence is posted to a real FHIR server."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import pytest
 
-from converter import Converter, ConverterConfig, MappingError, UnsupportedMessageError
+from converter import (
+    Converter,
+    ConverterConfig,
+    MappingError,
+    UnsupportedMessageError,
+    json_dumps,
+)
+from tests.support.fhirserver import FhirServer
 from tests.support.hl7_edit import segment
 from tests.support.r4validator import R4Validator
 
@@ -175,12 +185,11 @@ def test_an_unknown_filler_status_warns_and_keeps_the_event_default(
     assert not any("ARRIVEE" in w for w in warnings), "warnings never quote the value"
 
 
-@pytest.mark.parametrize("event", ["S18", "S19", "S20", "S21", "S22", "S23", "S24"])
-def test_changes_to_one_resource_and_slot_events_are_refused(
-    converter: Converter, event: str
-) -> None:
-    """S18-S22 carry changes (segment action codes) to an appointment the converter never
-    reads; S23/S24 are about schedule slots: refused (AR 201), not half converted."""
+@pytest.mark.parametrize("event", ["S23", "S24", "S27"])
+def test_slot_events_are_refused(converter: Converter, event: str) -> None:
+    """S23/S24 (blocked / opened schedule slots) are about Slot and Schedule, which the IG
+    does not map, and S27 (broadcast) is not routed: refused (AR 201), not half converted
+    into an Appointment."""
     with pytest.raises(UnsupportedMessageError) as caught:
         converter.convert_message(message(event))
     assert caught.value.hl7_error_code == "201"
@@ -304,9 +313,11 @@ def test_each_resource_is_a_participant_from_its_own_group(
         ("ROUSSEL", ["INF"], "accepted", first),  # AIP of group 1
         ("CS-02", [], "accepted", second),  # AIL of group 2: start offset + duration
         ("LEROY", ["CARD"], "needs-action", second),  # AIP-12 Pending
-        ("FAURE", ["CARD"], "declined", None),  # AIP-2 D: removed from the appointment
-        ("CS-03", [], "declined", None),  # RGS-2 D: the whole group removed
+        # AIP-2 D (FAURE) and the AIL of group 3 (RGS-2 D) are deleted: not participants.
     ]
+    assert not any(
+        r.get("family") == "FAURE" for p in resources_of(bundle, "Practitioner") for r in p["name"]
+    )
     # The services of both groups, NTEs of the message and of the SERVICE groups.
     assert [c["coding"][0]["code"] for c in found["serviceType"]] == ["ECG", "CS"]
     assert (
@@ -493,3 +504,227 @@ def test_each_patient_group_gives_its_patient_visit_diagnoses_and_observations(
     actors = [p["actor"]["reference"] for p in found["participant"] if "actor" in p]
     assert actors[:2] == [first, f"Patient/{patients[1]['id']}"]
     assert "extension" not in found
+
+
+# --- S18 to S22: segment action codes ----------------------------------------------------------
+
+DURAND = f"10104567892^DURAND^Anne^^^Dr{RPPS}"
+
+
+def resource_changes() -> list[str]:
+    """One service and five resources, each with another segment action code (table 0206)."""
+    return [
+        "RGS|1|U",
+        segment("AIS", {1: "1", 2: "X", 3: "CS-CARDIO^Consultation de cardiologie^L"}),
+        segment("AIS", {1: "2", 2: "D", 3: "ECG^ECG^L", 10: "Deleted"}),
+        segment("AIG", {1: "1", 2: "D", 3: "ECG-03^Électrocardiographe n°3^L", 4: "EQ^Éq.^L"}),
+        segment("AIL", {1: "1", 2: "U", 3: f"CARDIO^CS-02^^{CHU}"}),
+        segment("AIP", {1: "1", 2: "X", 3: LEROY, 4: "CARD^Cardiologue^L"}),
+        segment("AIP", {1: "2", 2: "A", 3: NURSE, 4: "INF^Infirmière^L"}),
+        segment("AIP", {1: "3", 2: "U", 3: DURAND, 4: "CARD^Cardiologue^L", 12: "Pending"}),
+        segment("AIP", {1: "4", 2: "D", 3: FAURE, 4: "CARD^Cardiologue^L"}),
+        "RGS|2|D",
+        segment("AIL", {1: "1", 2: "A", 3: f"CARDIO^CS-03^^{CHU}"}),
+    ]
+
+
+ACTION_CASES = [
+    # (event, the D resources' fate, why)
+    ("S14", "removed", "a modification may carry action codes too: D deletes"),
+    ("S18", "removed", "addition of a resource (the A one): the rest is the appointment"),
+    ("S19", "removed", "modification of a resource (the U ones)"),
+    ("S20", "declined", "cancellation: the D resources took part and will not any more"),
+    ("S21", "declined", "discontinuation: the D resources will not take part in the rest"),
+    ("S22", "removed", "deletion: the D resources were entered in error"),
+]
+
+
+@pytest.mark.parametrize(("event", "fate", "why"), ACTION_CASES, ids=[c[0] for c in ACTION_CASES])
+def test_segment_action_codes_give_the_participants_after_the_change(
+    converter: Converter, r4validator: R4Validator, event: str, fate: str, why: str
+) -> None:
+    """A, U, X keep a resource; D (AIx-2, or RGS-2 for its group) leaves it out of the
+    Appointment that replaces the stored one, except in S20/S21 where it stays declined.
+    The appointment itself stays booked: the event concerns one resource."""
+    bundle, _ = convert(converter, r4validator, message(event, {25: ""}, resource_changes()))
+    found = appointment(bundle)
+    assert found["status"] == "booked", why
+    rows = [(actor_names(bundle, p), p["status"]) for p in found["participant"]]
+    kept = [
+        ("Patient", "accepted"),
+        ("CS-02", "accepted"),  # AIL U
+        ("LEROY", "accepted"),  # AIP X
+        ("ROUSSEL", "accepted"),  # AIP A
+        ("DURAND", "needs-action"),  # AIP U with its own filler status Pending
+    ]
+    if fate == "removed":
+        assert rows == kept, why
+        practitioners = {
+            n["family"] for p in resources_of(bundle, "Practitioner") for n in p["name"]
+        }
+        assert "FAURE" not in practitioners, "a deleted resource is not written at all"
+        assert "CS-03" not in {loc["name"] for loc in resources_of(bundle, "Location")}
+    else:
+        assert sorted(rows) == sorted(
+            [*kept, ("ECG-03", "declined"), ("FAURE", "declined"), ("CS-03", "declined")]
+        ), why
+    # A deleted service is no service of the appointment in any event.
+    assert [c["coding"][0]["code"] for c in found["serviceType"]] == ["CS-CARDIO"]
+
+
+RESOURCE_EVENT_STATUS_CASES = [
+    # (event, SCH-25, AIS-10 of the only remaining service, Appointment.status, why)
+    ("S20", "", "Cancelled", "booked", "a cancelled service is not a cancelled appointment"),
+    ("S21", "", "Discontinued", "booked", "nor a discontinued one"),
+    ("S22", "", "Deleted", "booked", "nor a deleted one entered in error"),
+    ("S19", "", "Started", "checked-in", "a service under way: the appointment is"),
+    ("S18", "Pending", "Booked", "pending", "SCH-25 first, as in S12 to S14"),
+    ("S20", "Cancelled", "", "cancelled", "SCH-25 may still say the whole is cancelled"),
+]
+
+
+@pytest.mark.parametrize(
+    ("event", "filler_status", "service_status", "status", "why"),
+    RESOURCE_EVENT_STATUS_CASES,
+    ids=[f"{c[0]}-{c[1] or 'empty'}-{c[2] or 'empty'}" for c in RESOURCE_EVENT_STATUS_CASES],
+)
+def test_the_status_of_a_resource_event(
+    converter: Converter,
+    r4validator: R4Validator,
+    event: str,
+    filler_status: str,
+    service_status: str,
+    status: str,
+    why: str,
+) -> None:
+    resources = [
+        "RGS|1|U",
+        segment("AIS", {1: "1", 2: "U", 3: "CS^Consultation^L", 10: service_status}),
+        segment("AIS", {1: "2", 2: "D", 3: "ECG^ECG^L", 10: "Pending"}),  # deleted: ignored
+        segment("AIP", {1: "1", 2: "X", 3: LEROY}),
+    ]
+    bundle, _ = convert(converter, r4validator, message(event, {25: filler_status}, resources))
+    assert appointment(bundle)["status"] == status, why
+
+
+def test_a_deleted_service_gives_neither_status_nor_notes(
+    converter: Converter, r4validator: R4Validator
+) -> None:
+    resources = [
+        "RGS|1|A",
+        segment("AIS", {1: "1", 2: "D", 3: "ECG^ECG^L", 10: "Pending"}),
+        "NTE|1||ECG retiré du rendez-vous.",
+        segment("AIS", {1: "2", 2: "A", 3: "CS^Consultation^L"}),
+        segment("AIP", {1: "1", 2: "A", 3: LEROY}),
+    ]
+    bundle, _ = convert(converter, r4validator, message("S14", {25: ""}, resources))
+    found = appointment(bundle)
+    assert found["status"] == "booked"  # not the deleted service's Pending
+    assert found["comment"] == "Apporter l'ordonnance en cours."
+
+
+def test_deleting_every_resource_keeps_the_patient(
+    converter: Converter, r4validator: R4Validator
+) -> None:
+    resources = ["RGS|1|D", segment("AIP", {1: "1", 2: "A", 3: LEROY})]
+    bundle, _ = convert(converter, r4validator, message("S22", {}, resources))
+    assert [actor_names(bundle, p) for p in appointment(bundle)["participant"]] == ["Patient"]
+    assert resources_of(bundle, "Practitioner") == []
+    with pytest.raises(MappingError) as caught:  # nothing left at all: R4 participant 1..*
+        converter.convert_message(message("S22", {}, resources, patient=False))
+    assert caught.value.location == "SCH"
+
+
+# --- SCH[Provenance]: the entered-by person ------------------------------------------------------
+
+
+def test_sch_20_is_the_enterer_of_a_provenance_of_the_appointment(
+    converter: Converter, r4validator: R4Validator
+) -> None:
+    """IG SCH[Provenance] (SIU_S12 row 2, Provenance[3]): agent[1].who = SCH-20 as a
+    Practitioner, agent[1].type enterer; it targets the Appointment, apart from the
+    message's own Provenance."""
+    bundle, _ = convert(converter, r4validator, message("S14", {20: f"{NURSE}~{LEROY}"}))
+    provenances = resources_of(bundle, "Provenance")
+    assert len(provenances) == 2
+    (entry,) = [
+        p
+        for p in provenances
+        if p["target"] == [{"reference": f"Appointment/{appointment(bundle)['id']}"}]
+    ]
+    (agent,) = entry["agent"]
+    assert agent["type"]["coding"] == [
+        {
+            "system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
+            "code": "enterer",
+            "display": "Enterer",
+        }
+    ]
+    rtype, rid = agent["who"]["reference"].split("/")
+    (who,) = [p for p in resources_of(bundle, rtype) if p["id"] == rid]
+    assert who["name"][0]["family"] == "ROUSSEL"  # the first repetition (FHIR who 1..1)
+    assert entry["recorded"] == "2024-06-10T09:45:12+02:00"  # MSH-7
+    assert entry["activity"]["coding"][0]["code"] == "S14"
+    (message_provenance,) = [p for p in provenances if p is not entry]
+    assert {"reference": f"Provenance/{entry['id']}"} not in message_provenance["target"]
+    # Another message about the same appointment: another Provenance of it.
+    again, _ = convert(converter, r4validator, message("S14", {20: NURSE}, control_id="SIU-9"))
+    assert entry["id"] not in {p["id"] for p in resources_of(again, "Provenance")}
+
+
+def test_without_sch_20_there_is_only_the_message_provenance(
+    converter: Converter, r4validator: R4Validator
+) -> None:
+    bundle, _ = convert(converter, r4validator, message("S12", {20: ""}))
+    (provenance,) = resources_of(bundle, "Provenance")
+    assert provenance["agent"][-1]["type"]["coding"][0]["code"] == "assembler"
+
+
+# --- on a FHIR server --------------------------------------------------------------------------
+
+
+def test_on_a_fhir_server_s22_leaves_one_practitioner(
+    converter: Converter, r4validator: R4Validator, fhir_server: FhirServer
+) -> None:
+    """An S12 books Dr Leroy and Dr Faure; an S22 deletes Dr Faure (AIP-2 D) and sends Dr
+    Leroy unchanged (X): the Appointment read back has one practitioner participant."""
+    fhir_server.reset()
+    booked = [
+        "RGS|1|A",
+        segment("AIS", {1: "1", 2: "A", 3: "CS-CARDIO^Consultation de cardiologie^L"}),
+        segment("AIP", {1: "1", 2: "A", 3: LEROY, 4: "CARD^Cardiologue^L"}),
+        segment("AIP", {1: "2", 2: "A", 3: FAURE, 4: "CARD^Cardiologue^L"}),
+    ]
+    deleted = [
+        "RGS|1|X",
+        segment("AIS", {1: "1", 2: "X", 3: "CS-CARDIO^Consultation de cardiologie^L"}),
+        segment("AIP", {1: "1", 2: "X", 3: LEROY, 4: "CARD^Cardiologue^L"}),
+        segment("AIP", {1: "2", 2: "D", 3: FAURE, 4: "CARD^Cardiologue^L"}),
+    ]
+    practitioners_after = []
+    for n, (event, resources) in enumerate([("S12", booked), ("S22", deleted)]):
+        bundle, _ = convert(
+            converter, r4validator, message(event, {}, resources, control_id=f"SIU-{n}")
+        )
+        response = httpx.post(
+            fhir_server.base_url,
+            content=json_dumps(bundle),
+            headers={"Content-Type": "application/fhir+json"},
+            timeout=30,
+        )
+        assert response.status_code == 200, response.text[:500]
+        (entry,) = fhir_server.search("Appointment")["entry"]
+        stored = entry["resource"]
+        assert stored["status"] == "booked"
+        references = [
+            p["actor"]["reference"]
+            for p in stored["participant"]
+            if p.get("actor", {}).get("reference", "").startswith("Practitioner/")
+        ]
+        families = []
+        for reference in references:
+            found = fhir_server.read(*reference.split("/"))
+            assert found is not None
+            families.append(found["name"][0]["family"])
+        practitioners_after.append(families)
+    assert practitioners_after == [["LEROY", "FAURE"], ["LEROY"]]
