@@ -62,13 +62,25 @@ PROBLEMS = {"PPR^PC1", "PPR^PC2", "PPR^PC3"}
 #: Pharmacy (roots RDE_O11, RDS_O13): the corpus holds 27 RDE^O11, 3 RDE^O25, 2 RDS^O13,
 #: and 20 OMP^O09 (root RDE_O11; 9 of them unreadable: MSH-2 "^~\\\\&").
 PHARMACY = {"RDE^O11", "RDE^O25", "RDS^O13", "OMP^O09"}
+#: General orders (root OMG_O19) and referrals (root REF_I12): the corpus holds two
+#: OMG^O19, one REF^I12 and two REF^I14.
+ORDERS_AND_REFERRALS = {"OMG^O19", "REF^I12", "REF^I13", "REF^I14", "REF^I15"}
 #: Patient accounting (roots BAR, DFT): the corpus holds BAR^P01, P02, P12, DFT^P03, P11.
 FINANCIAL = {f"BAR^{t}" for t in ("P01", "P02", "P05", "P06", "P10", "P12")} | {
     "DFT^P03",
     "DFT^P11",
 }
 COVERAGE = (
-    CORE | PAM | LAB_ORDERS | LAB_RESULTS | SCHEDULING | DOCUMENTS | PROBLEMS | PHARMACY | FINANCIAL
+    CORE
+    | PAM
+    | LAB_ORDERS
+    | LAB_RESULTS
+    | SCHEDULING
+    | DOCUMENTS
+    | PROBLEMS
+    | PHARMACY
+    | FINANCIAL
+    | ORDERS_AND_REFERRALS
 )
 
 
