@@ -10,7 +10,11 @@ that quotes the value (a date of birth, a phone number) but not its place: the v
 dropped, and the segment and field are found by parsing the message again piece by piece.
 
 Known limit: hl7apy 1.3 models ORM_O01's choice of order detail segments as a sequence,
-so every ORM^O01 fails strict validation ("Missing required child … RQD").
+so every ORM^O01 fails strict validation ("Missing required child … RQD"); and hl7apy
+reads OML_O21's (and OMG_O19's) ambiguous grammar greedily, filing every ORC after an
+OBR as the ORDER_PRIOR of a prior result, so an OML^O21 / OMG^O19 with more than one
+order fails it ("Missing required child … OBSERVATION_PRIOR"). The converter's own
+grouping (structure.py) reads those ORCs as new orders; hl7apy's cannot be told to.
 """
 
 from __future__ import annotations

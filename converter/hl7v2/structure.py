@@ -57,6 +57,16 @@ class Node:
     children: tuple[Node, ...] = ()
     #: Segment names that can open this node (optional leading children included).
     first: frozenset[str] = field(default_factory=frozenset)
+    #: The segment a group must open with (its first child, required), if any.
+    head: str | None = None
+    #: Segments that open the group only when its head is missing (a last resort).
+    loose: frozenset[str] = field(default_factory=frozenset)
+    #: Whether opening the group leaves required parts to check (see group_segments).
+    check: bool = False
+    #: Every segment name of the group and of the groups it holds.
+    inside: frozenset[str] = field(default_factory=frozenset)
+    #: Root only: heads of repeating groups that a group nested in them may also start.
+    ambiguous: frozenset[str] = field(default_factory=frozenset)
 
 
 class VersionCatalog:
@@ -212,20 +222,56 @@ def _field_names(spec: tuple[Any, ...]) -> dict[str, int]:
     return names
 
 
+#: Group names hl7apy made up (from the segments they hold) where HL7 names the group:
+#: (structure, hl7apy's name) → the name of the standard's message table. HL7 v2.5.1
+#: ch. 7's OUL_R22 / OUL_R23 / OUL_R24 tables (the names v2.5 and v2.6 use too).
+_STANDARD_GROUP_NAMES: MappingProxyType[tuple[str, str], str] = MappingProxyType(
+    {
+        ("OUL_R22", "OBXTCDSIDNTE_SUPPGRP"): "RESULT",
+        ("OUL_R23", "PIDPD1NTE_SUPPGRP"): "PATIENT",
+        ("OUL_R23", "PV1PV2_SUPPGRP"): "VISIT",
+        ("OUL_R23", "SPMOBXSACINVOBRORCNTETQ1TQ2OBXTCDSIDNTECTI_SUPPGRP"): "SPECIMEN",
+        ("OUL_R23", "TQ1TQ2_SUPPGRP"): "TIMING_QTY",
+        ("OUL_R23", "OBXTCDSIDNTE_SUPPGRP"): "RESULT",
+        ("OUL_R24", "PIDPD1NTE_SUPPGRP"): "PATIENT",
+        ("OUL_R24", "PV1PV2_SUPPGRP"): "VISIT",
+        ("OUL_R24", "TQ1TQ2_SUPPGRP"): "TIMING_QTY",
+        ("OUL_R24", "SPMOBXSACINV_SUPPGRP"): "SPECIMEN",
+        ("OUL_R24", "OBXTCDSIDNTE_SUPPGRP"): "RESULT",
+    }
+)
+
+
 def _compile(
     structure: str, name: str, spec: Any, cardinality: tuple[int, int], *, is_group: bool
 ) -> Node:
+    root = _compile_group(structure, name, spec, cardinality)
+    ambiguous: set[str] = set()
+    _collect_ambiguous(root, ambiguous)
+    return Node(
+        root.name,
+        True,
+        root.min,
+        root.max,
+        root.children,
+        root.first,
+        head=root.head,
+        loose=root.loose,
+        check=root.check,
+        inside=root.inside,
+        ambiguous=frozenset(ambiguous),
+    )
+
+
+def _compile_group(structure: str, name: str, spec: Any, cardinality: tuple[int, int]) -> Node:
     low, high = cardinality
-    if not is_group:
-        return Node(name, False, low, high, first=frozenset({name}))
-    children = []
+    children: list[Node] = []
     for child in spec[1]:
         child_name, child_spec, child_card, kind = child[0], child[1], child[2], child[3]
         if kind == "GRP":
             short = child_name.removeprefix(structure + "_")
-            children.append(
-                _compile(structure, short, child_spec, tuple(child_card), is_group=True)
-            )
+            short = _STANDARD_GROUP_NAMES.get((structure, short), short)
+            children.append(_compile_group(structure, short, child_spec, tuple(child_card)))
         else:
             children.append(
                 Node(child_name, False, child_card[0], child_card[1], first=frozenset({child_name}))
@@ -235,7 +281,58 @@ def _compile(
         first |= child_node.first
         if child_node.min > 0:
             break
-    return Node(name, True, low, high, tuple(children), frozenset(first))
+    # A group that must open with a segment (ORDER_DETAIL_SUPPLEMENT: NTE) may still be
+    # recognised, as a last resort, by what follows that segment up to the next required one.
+    head = children[0].name if children and not children[0].is_group and children[0].min else None
+    loose: set[str] = set()
+    if head is not None:
+        for child_node in children[1:]:
+            loose |= child_node.first
+            if child_node.min > 0:
+                break
+    inside: set[str] = set()
+    for child_node in children:
+        inside |= child_node.inside if child_node.is_group else {child_node.name}
+    required = [child_node for child_node in children if child_node.min > 0]
+    # Entering the group does not by itself bring every required part: check it is whole.
+    check = bool(required) and (len(required) > 1 or children[0] is not required[0])
+    return Node(
+        name,
+        True,
+        low,
+        high,
+        tuple(children),
+        frozenset(first),
+        head=head,
+        loose=frozenset(loose - first),
+        check=check,
+        inside=frozenset(inside),
+    )
+
+
+def _collect_ambiguous(node: Node, found: set[str]) -> None:
+    """Heads of repeating groups that a node nested in the group can also start."""
+    for child in node.children:
+        if not child.is_group:
+            continue
+        if (
+            child.head is not None
+            and child.max != 1
+            and any(child.head in inner.first for inner in _descendants(child, skip_head=True))
+        ):
+            found.add(child.head)
+        _collect_ambiguous(child, found)
+
+
+def _descendants(node: Node, *, skip_head: bool) -> list[Node]:
+    nodes: list[Node] = []
+    for index, child in enumerate(node.children):
+        if skip_head and index == 0:
+            continue
+        nodes.append(child)
+        if child.is_group:
+            nodes.extend(_descendants(child, skip_head=False))
+    return nodes
 
 
 class _Frame:
@@ -250,24 +347,39 @@ class _Frame:
         self.pos = 0
 
     def find(self, segment: str) -> int | None:
+        """The first child from the current position that ``segment`` can open."""
         children = self.node.children
+        counts = self.counts
         for k in range(self.pos, len(children)):
             child = children[k]
-            if segment in child.first and (child.max < 0 or self.counts[k] < child.max):
+            if segment in child.first and (child.max < 0 or counts[k] < child.max):
                 return k
         return None
 
-    def accepts_upwards(self, segment: str) -> bool:
-        frame = self.parent
-        while frame is not None:
-            if frame.find(segment) is not None:
-                return True
-            frame = frame.parent
-        return False
+
+#: Where a segment goes: the frame of the group that takes it, and the child index there.
+_Choice = tuple[_Frame, int]
 
 
 def group_segments(root: Node | None, segments: list[Segment], target: Group) -> None:
     """Place ``segments`` into ``target`` following ``root``; flat when root is None.
+
+    Each segment goes to the nearest place that takes it *whole*, looking in the group
+    being filled, then in the groups enclosing it:
+
+    - a place is whole when taking it leaves no required segment or group missing: it
+      skips no required sibling not yet seen, and the group it opens finds its required
+      parts in the segments that follow, before the segment that opened it comes back
+      (so OUL v2.8's ORDER_DOCUMENT, OBX [PRT] TXA, is not opened by a result OBX that no
+      TXA follows: that OBX opens a RESULT);
+    - a segment that is the required first segment of an enclosing repeating group
+      (OML_O21's ORDER opens with ORC) opens a new repetition of that group rather than
+      an optional group nested in it that it could also open (PRIOR_RESULT, whose
+      ORDER_PRIOR may open with ORC), unless a required place comes first on the way up:
+      the usual greedy-parser fix for the ambiguous grammars of HL7 v2;
+    - when no place is whole, the nearest place that is not, counting a group that must
+      open with a segment the sender left out (RDS_O13's ORDER_DETAIL_SUPPLEMENT opens
+      with NTE: an RXR right after the RXO still belongs to it, not to the dispense).
 
     Segments the structure does not expect where they stand (Z-segments, segments of
     another version, out-of-order segments) stay in the group being filled, so that
@@ -276,29 +388,135 @@ def group_segments(root: Node | None, segments: list[Segment], target: Group) ->
     if root is None:
         target.children.extend(segments)
         return
-    _fill(_Frame(root, None), target, segments, 0)
+    parser = _Parser(root, [segment.name for segment in segments])
+    parser.fill(_Frame(root, None), target, segments, 0, entering=False)
 
 
-def _fill(frame: _Frame, group: Group, segments: list[Segment], i: int) -> int:
-    total = len(segments)
-    children = frame.node.children
-    while i < total:
-        segment = segments[i]
-        k = frame.find(segment.name)
-        if k is None:
-            if frame.accepts_upwards(segment.name):
-                return i
-            group.children.append(segment)
-            i += 1
-            continue
-        child = children[k]
-        frame.pos = k
-        frame.counts[k] += 1
-        if child.is_group:
-            sub = group._subgroup(child.name)
-            group.children.append(sub)
-            i = _fill(_Frame(child, frame), sub, segments, i)
-        else:
-            group.children.append(segment)
-            i += 1
-    return i
+class _Parser:
+    __slots__ = ("ambiguous", "known", "names", "pending")
+
+    def __init__(self, root: Node, names: list[str]) -> None:
+        self.names = names
+        self.ambiguous = root.ambiguous
+        self.known = root.inside
+        #: The place found for the segment at which a nested group ended.
+        self.pending: _Choice | None = None
+
+    def fill(
+        self, frame: _Frame, group: Group, segments: list[Segment], i: int, *, entering: bool
+    ) -> int:
+        """Fill ``group`` from segment ``i``; the index of the first segment it leaves."""
+        names = self.names
+        total = len(names)
+        children = frame.node.children
+        while i < total:
+            if entering:
+                # The segment that opened this group is placed in it.
+                choice = self.search(frame, names[i], i, rule_a=False, loose=True)[0]
+                entering = False
+            elif self.pending is not None:
+                choice, self.pending = self.pending, None
+            else:
+                choice = self.choose(frame, names[i], i)
+            if choice is None:
+                group.children.append(segments[i])
+                i += 1
+                continue
+            where, k = choice
+            if where is not frame:
+                self.pending = choice
+                break
+            child = children[k]
+            frame.pos = k
+            frame.counts[k] += 1
+            if child.is_group:
+                sub = group._subgroup(child.name)
+                group.children.append(sub)
+                i = self.fill(_Frame(child, frame), sub, segments, i, entering=True)
+            else:
+                group.children.append(segments[i])
+                i += 1
+        return i
+
+    def choose(self, frame: _Frame, name: str, i: int) -> _Choice | None:
+        """The nearest whole place for segment ``i``, else the nearest place."""
+        fallback: _Choice | None = None
+        current: _Frame | None = frame
+        while current is not None:
+            found, whole = self.search(current, name, i, rule_a=True, loose=current is frame)
+            if whole:
+                return found
+            if fallback is None:
+                fallback = found
+            current = current.parent
+        return fallback
+
+    def search(
+        self, frame: _Frame, name: str, i: int, *, rule_a: bool, loose: bool
+    ) -> tuple[_Choice | None, bool]:
+        """The first whole place for ``name`` in ``frame`` (True), else its first place;
+        with ``loose``, a group not opened yet whose head is missing counts as a place."""
+        children = frame.node.children
+        counts = frame.counts
+        skipped = False
+        fallback: _Choice | None = None
+        for k in range(frame.pos, len(children)):
+            child = children[k]
+            if child.max < 0 or counts[k] < child.max:
+                if name in child.first:
+                    if rule_a and name in self.ambiguous and counts[k] >= child.min:
+                        reopened = _reopened(frame, name)
+                        if reopened is not None:
+                            return reopened, True
+                    if not skipped and (not child.check or self.whole(child, i)):
+                        return (frame, k), True
+                    if fallback is None:
+                        fallback = frame, k
+                elif loose and fallback is None and not counts[k] and name in child.loose:
+                    fallback = frame, k
+            if counts[k] < child.min:
+                skipped = True
+        return fallback, False
+
+    def whole(self, group: Node, i: int) -> bool:
+        """Whether the required parts of ``group``, opened by segment ``i``, follow it
+        (before a segment that has no place in the group, or the opening one again), and
+        those of the group it opens in it, if any."""
+        names = self.names
+        name = names[i]
+        needed = [child.first for child in group.children if child.min > 0]
+        opening = next(child for child in group.children if name in child.first)
+        if opening.is_group and opening.check and not self.whole(opening, i):
+            return False
+        if name in needed[0] and opening.min > 0:
+            needed.pop(0)
+        inside = group.inside
+        known = self.known
+        for j in range(i + 1, len(names)):
+            if not needed:
+                return True
+            following = names[j]
+            if following not in inside:
+                if following in known:
+                    return False
+                continue  # a Z-segment, a segment of another version
+            if following == name and opening.max == 1:
+                return False
+            needed = [first for first in needed if following not in first]
+        return not needed
+
+
+def _reopened(frame: _Frame, name: str) -> _Choice | None:
+    """A new repetition of an enclosing group that must open with ``name``, unless a
+    required place for it comes first on the way up."""
+    current = frame.parent
+    while current is not None:
+        k = current.find(name)
+        if k is not None:
+            child = current.node.children[k]
+            if k == current.pos and child.is_group and child.head == name:
+                return current, k
+            if current.counts[k] < child.min:
+                return None
+        current = current.parent
+    return None

@@ -12,6 +12,7 @@ from converter.errors import TemplateError, UnsupportedMessageError
 from converter.hl7v2 import Group, Message, Segment, StructureCatalog, split_messages
 from converter.hl7v2.encoding import Encoding
 from converter.hl7v2.structure import SUPPORTED_VERSIONS, group_segments, supported_group_names
+from tests.conftest import SHARED_DIR
 
 from ._support import CATALOG, SAMPLES, parse, parse_segments
 
@@ -470,3 +471,295 @@ def _all_groups(group: Group) -> list[Group]:
         found.append(child)
         found.extend(_all_groups(child))
     return found
+
+
+# -- ambiguous structures: what a reader of the standard expects --------------------------
+def _sig(group: Group) -> str:
+    """The group as one line: segment names, ``NAME(...)`` for groups."""
+    return " ".join(
+        f"{child.name}({_sig(child)})" if isinstance(child, Group) else child.name
+        for child in group.children
+    )
+
+
+def _sample(name: str) -> Message:
+    (raw,) = split_messages((SAMPLES / name).read_bytes())
+    return parse(raw.data)
+
+
+def _corpus(path: str) -> Message:
+    file = SHARED_DIR / "corpus" / "hl7v2" / path
+    if not file.is_file():
+        pytest.skip(f"corpus file {path} not available")
+    (raw,) = split_messages(file.read_bytes())
+    return parse(raw.data)
+
+
+def test_oml_o21_every_orc_after_an_obr_opens_an_order() -> None:
+    """HL7 v2.5 ch. 4 §4.4.7 OML_O21: ORDER is {ORC [TIMING] [OBSERVATION_REQUEST] …} and
+    PRIOR_RESULT's ORDER_PRIOR may open with an ORC too: ORDER opens with ORC, so the ORC
+    opens a new ORDER (it used to become a prior result of the order before it)."""
+    message = _sample("OML_O21_lab-order.hl7")
+    assert _sig(message) == (
+        "MSH PATIENT(PID PATIENT_VISIT(PV1)) "
+        "ORDER(ORC OBSERVATION_REQUEST(OBR NTE DG1 OBSERVATION(OBX) SPECIMEN(SPM))) "
+        "ORDER(ORC TIMING(TQ1) OBSERVATION_REQUEST(OBR NTE))"
+    )
+    assert message.find("PRIOR_RESULT") == []
+    orders = message.find("ORDER")
+    assert [str(order.OBR[4][1]) for order in orders] == [
+        str(obr[4][1]) for obr in message.all("OBR")
+    ]
+    assert [len(order.all("OBR")) for order in orders] == [1, 1]
+
+
+@pytest.mark.parametrize("version", ["2.5", "2.5.1", "2.6"])  # 2.7+: ORDER_PRIOR needs ORC
+def test_oml_o21_prior_results_are_still_found(version: str) -> None:
+    message = parse_segments(
+        "PID|1",
+        "ORC|NW|A",
+        "OBR|1|A",
+        "OBX|1",
+        # A prior result opened by its patient: its ORC is ORDER_PRIOR's (required there).
+        "PID|2",
+        "ORC|NW|OLD",
+        "OBR|1|OLD",
+        "OBX|1",
+        # An ORC after the prior result's observation opens the next order.
+        "ORC|NW|B",
+        "OBR|1|B",
+        # A second OBR in one order: an ORDER_PRIOR without ORC.
+        "OBR|1|OLD2",
+        "OBX|1",
+        "ORC|NW|C",
+        msh9="OML^O21^OML_O21",
+        version=version,
+    )
+    request = "OBSERVATION_REQUEST"
+    assert _sig(message).replace("TIIMING", "TIMING") == (
+        "MSH PATIENT(PID) "
+        f"ORDER(ORC {request}(OBR OBSERVATION(OBX) PRIOR_RESULT(PATIENT_PRIOR(PID) "
+        "ORDER_PRIOR(ORC OBR OBSERVATION_PRIOR(OBX))))) "
+        f"ORDER(ORC {request}(OBR PRIOR_RESULT(ORDER_PRIOR(OBR OBSERVATION_PRIOR(OBX))))) "
+        "ORDER(ORC)"
+    )
+    assert [str(order.ORC[2]) for order in message.find("ORDER")] == ["A", "B", "C"]
+
+
+def test_oml_o21_corpus_two_orders() -> None:
+    message = _corpus("linuxforhealth/from-java-tests/HL7OMLMessageTest_L101_d42e33ed6a.hl7")
+    assert _sig(message) == (
+        "MSH PATIENT(PID) ORDER(ORC OBSERVATION_REQUEST(OBR DG1)) "
+        "ORDER(ORC OBSERVATION_REQUEST(OBR DG1))"
+    )
+
+
+def test_omg_o19_orders_and_prior_results() -> None:
+    """OMG_O19 (HL7 v2.5 ch. 4) has OML's PRIOR_RESULT: same reading."""
+    message = _corpus("ms-fhir-converter/input/OMG-O19-02.hl7")
+    orders = message.find("ORDER")
+    assert len(orders) == 3 == len(message.all("ORC")) - 2
+    prior = message.find("PRIOR_RESULT")
+    assert [_sig(p) for p in prior] == [
+        "PATIENT_VISIT_PRIOR(PV1) AL1 ORDER_PRIOR(ORC OBR NTE OBSERVATION_PRIOR(OBX NTE))"
+    ] * 2
+    assert all(p in orders[2].find("PRIOR_RESULT") for p in prior)
+
+
+OUL_28 = [
+    "PID|1",
+    "SPM|1|S1",
+    "OBR|1|P1|F1|GLU",
+    "ORC|RE|P1|F1",
+    "OBX|1|NM|GLU||5.5",
+    "NTE|1||note on glucose",
+    "OBX|2|NM|NA||140",
+    "OBR|2|P2|F2|DOC",
+    "ORC|RE|P2|F2",
+    "OBX|1|ED|PDF||^application^pdf^Base64^AAAA",
+    "TXA|1|CN",
+    "NTE|1||note on order 2",
+    "OBX|2|NM|K||4.1",
+]
+
+
+def test_oul_v28_a_result_obx_is_no_order_document() -> None:
+    """HL7 v2.8 ch. 7 OUL_R22: COMMON_ORDER is ORC [{PRT}] [ORDER_DOCUMENT], ORDER_DOCUMENT
+    OBX [{PRT}] TXA: an OBX that no TXA follows is a RESULT."""
+    message = parse_segments(*OUL_28, msh9="OUL^R22^OUL_R22", version="2.8")
+    assert _sig(message) == (
+        "MSH PATIENT(PID) SPECIMEN(SPM "
+        "ORDER(OBR COMMON_ORDER(ORC) RESULT(OBX NTE) RESULT(OBX)) "
+        "ORDER(OBR COMMON_ORDER(ORC ORDER_DOCUMENT(OBX TXA)) NTE RESULT(OBX)))"
+    )
+    first, second = message.find("ORDER")
+    assert [str(result.OBX[3]) for result in first.find("RESULT")] == ["GLU", "NA"]
+    assert str(first.find("RESULT")[0].NTE[3]) == "note on glucose"
+    assert [str(result.OBX[3]) for result in second.find("RESULT")] == ["K"]
+
+
+def test_oul_v28_corpus_documents_stay_documents() -> None:
+    message = _corpus("ms-fhir-converter/input/OUL-R22-02.hl7")
+    orders = message.find("ORDER")
+    assert [_sig(order) for order in orders] == [
+        "OBR COMMON_ORDER(ORC ORDER_DOCUMENT(OBX TXA)) NTE RESULT(OBX)"
+    ] * 2
+
+
+@pytest.mark.parametrize(
+    ("msh9", "expected"),
+    [
+        (
+            "OUL^R22^OUL_R22",
+            "MSH PATIENT(PID) VISIT(PV1) SPECIMEN(SPM OBX ORDER(OBR ORC TIMING_QTY(TQ1) "
+            "RESULT(OBX NTE) RESULT(OBX)))",
+        ),
+        (
+            "OUL^R23^OUL_R23",
+            "MSH PATIENT(PID) VISIT(PV1) SPECIMEN(SPM OBX CONTAINER(SAC ORDER(OBR ORC "
+            "TIMING_QTY(TQ1) RESULT(OBX NTE) RESULT(OBX))))",
+        ),
+    ],
+)
+def test_oul_v251_groups_have_the_standard_names(msh9: str, expected: str) -> None:
+    """hl7apy names v2.5.1's OUL groups after their segments (OBXTCDSIDNTE_SUPPGRP): they
+    carry the names of HL7 v2.5.1 ch. 7's message tables."""
+    lines = ["PID|1", "PV1|1", "SPM|1", "OBX|1", "OBR|1", "ORC|RE", "TQ1|1"]
+    lines += ["OBX|2", "NTE|1", "OBX|3"]
+    if msh9.endswith("R23"):
+        lines.insert(4, "SAC|1")
+    message = parse_segments(*lines, msh9=msh9, version="2.5.1")
+    assert _sig(message) == expected
+
+
+def test_oul_r24_v251_groups_have_the_standard_names() -> None:
+    message = parse_segments(
+        "PID|1", "PV1|1", "OBR|1", "ORC|RE", "TQ1|1", "SPM|1", "OBX|1", "SAC|1", "OBX|2",
+        msh9="OUL^R24^OUL_R24", version="2.5.1",
+    )  # fmt: skip
+    assert _sig(message) == (
+        "MSH PATIENT(PID) VISIT(PV1) ORDER(OBR ORC TIMING_QTY(TQ1) "
+        "SPECIMEN(SPM OBX CONTAINER(SAC)) RESULT(OBX))"
+    )
+    sample = _sample("OUL_R22_lab-results.hl7")
+    assert [len(order.find("RESULT")) for order in sample.find("ORDER")] == [2, 1, 2]
+    assert "SUPPGRP" not in _sig(sample)
+
+
+def test_rds_o13_rxr_right_after_rxo_belongs_to_the_order_detail() -> None:
+    """HL7 v2.5 ch. 4A RDS_O13: ORDER_DETAIL is RXO [ORDER_DETAIL_SUPPLEMENT], the
+    supplement {NTE} {RXR} [COMPONENT]: an RXR right after the RXO is its (the NTE left
+    out), not the dispense's, and the RXE, its TQ1 and the RXD then find their groups."""
+    message = parse_segments(
+        "PID|1",
+        "ORC|RE|P1",
+        "RXO|AMOX",
+        "RXR|PO",
+        "RXC|B|AMOX",
+        "RXE||AMOX",
+        "NTE|1||encoded note",
+        "TQ1|1",
+        "RXR|PO",
+        "RXD|1|AMOX",
+        "NTE|2||dispense note",
+        "RXR|PO",
+        "OBX|1",
+        msh9="RDS^O13^RDS_O13",
+        version="2.5.1",
+    )
+    assert _sig(message) == (
+        "MSH PATIENT(PID) ORDER(ORC ORDER_DETAIL(RXO ORDER_DETAIL_SUPPLEMENT(RXR "
+        "COMPONENT(RXC))) ENCODING(RXE NTE TIMING_ENCODED(TQ1) RXR) RXD NTE RXR "
+        "OBSERVATION(OBX))"
+    )
+    order = message.find("ORDER")[0]
+    assert [seg.label for seg in order.segments] == ["ORC", "RXD", "NTE[2]", "RXR[3]"]
+
+
+def test_rds_o13_sample_and_corpus() -> None:
+    sample = _sample("RDS_O13_pharmacy-dispense.hl7")
+    assert _sig(sample) == (
+        "MSH PATIENT(PID PATIENT_VISIT(PV1)) ORDER(ORC ORDER_DETAIL(RXO "
+        "ORDER_DETAIL_SUPPLEMENT(NTE RXR)) ENCODING(RXE NTE TIMING_ENCODED(TQ1) RXR) RXD NTE RXR)"
+    )
+    message = _corpus("ms-fhir-converter/input/RDS-O13-02.hl7")
+    order = (
+        "ORC TIMING(TQ1) ORDER_DETAIL(RXO ORDER_DETAIL_SUPPLEMENT(RXR COMPONENT(RXC))) "
+        "ENCODING(RXE TIMING_ENCODED(TQ1) RXR RXC) RXD RXR RXC"
+    )
+    assert [_sig(group) for group in message.find("ORDER")] == [order, order]
+
+
+# -- the grouping of unambiguous structures is unchanged ------------------------------------
+UNCHANGED = {
+    "ORU_R01_lab-results.hl7": (
+        "MSH PATIENT_RESULT(PATIENT(PID VISIT(PV1)) ORDER_OBSERVATION(ORC OBR NTE "
+        "OBSERVATION(OBX NTE) OBSERVATION(OBX) OBSERVATION(OBX) OBSERVATION(OBX) "
+        "OBSERVATION(OBX) OBSERVATION(OBX) OBSERVATION(OBX) SPECIMEN(SPM)) "
+        "ORDER_OBSERVATION(ORC OBR NTE OBSERVATION(OBX) OBSERVATION(OBX) "
+        "OBSERVATION(OBX NTE)))"
+    ),
+    "ORM_O01_medication-order.hl7": (
+        "MSH PATIENT(PID PATIENT_VISIT(PV1) AL1) ORDER(ORC RXO RXR NTE DG1 OBX) ORDER(ORC RXO RXR)"
+    ),
+    "ORM_O01_radiology-order.hl7": (
+        "MSH PATIENT(PID PATIENT_VISIT(PV1)) ORDER(ORC ORDER_DETAIL(CHOICE(OBR) NTE DG1))"
+    ),
+    "VXU_V04_immunization.hl7": (
+        "MSH PID PD1 NK1 ORDER(ORC RXA RXR OBSERVATION(OBX) OBSERVATION(OBX NTE)) ORDER(ORC RXA)"
+    ),
+    "SIU_S12_new-appointment.hl7": (
+        "MSH SCH NTE PATIENT(PID PV1) RESOURCES(RGS SERVICE(AIS NTE) GENERAL_RESOURCE(AIG NTE) "
+        "LOCATION_RESOURCE(AIL) PERSONNEL_RESOURCE(AIP)) RESOURCES(RGS SERVICE(AIS) "
+        "LOCATION_RESOURCE(AIL) PERSONNEL_RESOURCE(AIP NTE))"
+    ),
+    "MDM_T02_discharge-summary.hl7": (
+        "MSH EVN PID PV1 TXA OBSERVATION(OBX) OBSERVATION(OBX) OBSERVATION(OBX) "
+        "OBSERVATION(OBX) OBSERVATION(OBX)"
+    ),
+    "RDE_O11_pharmacy-encoded-orders.hl7": (
+        "MSH PATIENT(PID PATIENT_VISIT(PV1) AL1) ORDER(ORC ORDER_DETAIL(RXO NTE RXR) RXE NTE "
+        "TIMING_ENCODED(TQ1) RXR) ORDER(ORC ORDER_DETAIL(RXO RXR) RXE NTE TIMING_ENCODED(TQ1) "
+        "RXR OBSERVATION(OBX))"
+    ),
+    "OMP_O09_pharmacy-order.hl7": (
+        "MSH PATIENT(PID PATIENT_VISIT(PV1)) ORDER(ORC TIMING(TQ1) RXO NTE RXR "
+        "OBSERVATION(OBX NTE)) ORDER(ORC TIMING(TQ1) RXO RXR)"
+    ),
+    "ADT_A01_admission-full.hl7": (
+        "MSH EVN PID PD1 NK1 NK1 PV1 PV2 OBX OBX OBX AL1 AL1 DG1 DG1 PROCEDURE(PR1) "
+        "INSURANCE(IN1 ZPD)"
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(UNCHANGED))
+def test_groups_of_other_structures_are_unchanged(name: str) -> None:
+    """The trees the grouping gave these samples before the ambiguity rules (recorded)."""
+    assert _sig(_sample(name)) == UNCHANGED[name]
+
+
+def test_an_orc_without_obr_still_opens_the_order_observation() -> None:
+    """No whole place for the ORC (its order has no OBR): the nearest place wins, as
+    before; a new PATIENT_RESULT would not be whole either."""
+    message = oru("2.5.1", "PID|1", "ORC|RE|A", "OBX|1", "ORC|RE|B", "OBR|1|B", "OBX|2")
+    assert _sig(message) == (
+        "MSH PATIENT_RESULT(PATIENT(PID) ORDER_OBSERVATION(ORC OBSERVATION(OBX)) "
+        "ORDER_OBSERVATION(ORC OBR OBSERVATION(OBX)))"
+    )
+
+
+def test_structure_tree_ambiguity_data() -> None:
+    oml = CATALOG.version("2.5.1").structure("OML_O21")
+    assert oml is not None and oml.ambiguous == frozenset({"ORC"})
+    oru_root = CATALOG.version("2.5.1").structure("ORU_R01")
+    assert oru_root is not None and oru_root.ambiguous == frozenset()
+    rds = CATALOG.version("2.5.1").structure("RDS_O13")
+    assert rds is not None
+    detail = next(c for c in rds.children if c.name == "ORDER").children[2]
+    supplement = detail.children[1]
+    assert (supplement.name, supplement.head, supplement.loose) == (
+        "ORDER_DETAIL_SUPPLEMENT",
+        "NTE",
+        frozenset({"RXR"}),
+    )
