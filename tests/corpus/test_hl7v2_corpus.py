@@ -49,6 +49,9 @@ PAM = {
         *("A26", "A27", "A32", "A33", "A38", "A47", "A52", "A53", "A54", "A55", "Z99"),
     )
 }
+#: Merges and moves (roots ADT_A39, ADT_A45) and swaps (ADT_A17): the corpus holds A18,
+#: A34 (2), A41 and A45 (2).
+MERGES = {f"ADT^{t}" for t in ("A17", "A18", "A34", "A35", "A36", "A41", "A42", "A44", "A45")}
 #: Laboratory orders (IHE LTW LAB-1): the corpus holds seven OML^O21 messages.
 LAB_ORDERS = {"OML^O21"}
 #: Unsolicited laboratory results (IHE LTW LAB-3, root OUL): one R22, R23 and R24 message.
@@ -81,6 +84,7 @@ COVERAGE = (
     | PHARMACY
     | FINANCIAL
     | ORDERS_AND_REFERRALS
+    | MERGES
 )
 
 
