@@ -319,6 +319,7 @@ class Converter:
                 if identifier and identifier.strip() and is_fhir_string(identifier)
                 else None
             ),
+            deleted=session.deleted,
         )
         if self._validator is not None:
             self._validator.validate(bundle, origins)

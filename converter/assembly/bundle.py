@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -30,8 +30,10 @@ def build_bundle(
     modes: Mapping[str, RequestMode] | None = None,
     timestamp: str | None = None,
     identifier: dict[str, str] | None = None,
+    deleted: Collection[tuple[str, str]] = (),
 ) -> dict[str, Any]:
-    """A ``transaction`` Bundle; every entry has a ``urn:uuid`` fullUrl and a request.
+    """A ``transaction`` Bundle; every entry has a request, and a ``urn:uuid`` fullUrl
+    unless it is a DELETE.
     ``identifier`` names what the bundle was converted from (IG MSH[Bundle]: MSH-10).
 
     ``put``: ``PUT Type/id`` — the id is stable, so a re-sent message updates.
@@ -49,6 +51,12 @@ def build_bundle(
     different entries) cannot both be written conditionally: the server could not tell
     them apart. That is a BundleValidationError here, rather than a refusal by the server
     after the message was acknowledged.
+
+    ``deleted`` holds the ``(type, id)`` of resources whose entry is a DELETE (ADT^A29
+    delete person, A23 delete visit): ``DELETE Type/id``, or in a conditional mode
+    ``DELETE Type?identifier=…`` (the search its conditional write would use; ``Type/id``
+    without an identifier). The entry has neither resource nor fullUrl: nothing in the
+    bundle may refer to it (the render session checks that).
     """
     entries: list[dict[str, Any]] = []
     searched: dict[tuple[str, str], int] = {}
@@ -66,6 +74,10 @@ def build_bundle(
                     f"request ({where}); the source reuses an id for different entries",
                     location=where,
                 )
+        if deleted and (rtype, rid) in deleted:
+            url = f"{rtype}/{rid}" if search is None else f"{rtype}?{search}"
+            entries.append({"request": {"method": "DELETE", "url": url}})
+            continue
         if search is None:
             request = {"method": "PUT", "url": f"{rtype}/{rid}"}
         else:

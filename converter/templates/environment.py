@@ -315,7 +315,7 @@ _PLAIN_TEMPLATE_TYPES = _TEMPLATE_TYPES - {AttrValue}
 def _session_function(name: str) -> Any:
     """A global calling the rendering session's method ``name``.
 
-    As globals (not render variables), ``emit``/``include``/``warn`` reach imported
+    As globals (not render variables), ``emit``/``include``/``warn``/``delete`` reach imported
     macro modules too, which Jinja then imports once instead of on every render.
     """
 
@@ -371,7 +371,10 @@ class TemplateSet:
         self.environment.filters.update(filters.filters())
         own_globals = {
             **filters.globals(),
-            **{name: _session_function(name) for name in ("emit", "emitted", "include", "warn")},
+            **{
+                name: _session_function(name)
+                for name in ("emit", "emitted", "include", "warn", "delete")
+            },
             "occurrences": Occurrences,
         }
         self.environment.globals.update(own_globals)

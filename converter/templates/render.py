@@ -4,6 +4,7 @@ A message root template calls ``emit("Patient", pid=msg.PID)``; that renders
 ``<family>/resources/Patient.j2`` to JSON, prunes empty values, gives the resource its
 stable id and returns a :class:`Ref` which renders as ``{"reference": "Patient/<id>"}``.
 A resource emitted twice with the same identity is merged into one.
+``delete(ref)`` turns an emitted resource's bundle entry into a DELETE of its id.
 """
 
 from __future__ import annotations
@@ -162,6 +163,9 @@ class RenderSession:
         self.origins: dict[tuple[str, str], str] = {}
         self.warnings: list[str] = []
         self._refs: list[Ref] = []
+        #: Resources whose entry is a DELETE (see :meth:`delete`), with the template line
+        #: that deleted them; empty for almost every message.
+        self.deleted: dict[tuple[str, str], str] = {}
         #: Offset (``+0200``) for timestamps written without one, instead of the
         #: configured zone: set for a CDA document from its own effectiveTime.
         self.default_offset: str | None = None
@@ -223,6 +227,48 @@ class RenderSession:
                 f"({', '.join(conflicts[:5])}); the first kept (from {name})"
             )
         return Ref(rtype, rid, self._reference_for(rtype, rid))
+
+    def delete(self, ref: Any) -> str:
+        """Make the bundle entry of an emitted resource a DELETE of its id; renders as
+        nothing: ``{% do delete(emit("Patient", pid=msg.PID)) %}``.
+
+        The resource is rendered as its template always renders it, so the id is the one
+        every other message gives it. It leaves :meth:`emitted` (a Provenance lists what
+        the bundle writes), and no other resource of the bundle may refer to it
+        (:meth:`entries` refuses that). A resource whose id derives from this message (its
+        template gave no ``_identity``) names nothing an earlier message wrote: refused.
+        """
+        if ref is None:
+            # emit() gave nothing: the resource came out empty.
+            where = self.current_template_line() or "a template"
+            self.warnings.append(f"nothing to delete in {where}: the resource came out empty")
+            return ""
+        key = (ref.type, ref.id) if type(ref) is Ref else None
+        if key is None or key not in self.resources:
+            raise MappingError(
+                "delete() takes a reference that emit() returned in this conversion",
+                detail=repr(ref)[:100],
+            )
+        if self._message_scoped(key):
+            raise MappingError(
+                f"cannot delete the {key[0]} of {self.origins[key]}: it has no identity "
+                "(its _identity came out empty), so its id derives from this message and "
+                "names nothing an earlier message wrote"
+            )
+        if key not in self.deleted:
+            self.deleted[key] = self.current_template_line() or self.origins[key]
+            self._refs = [r for r in self._refs if (r.type, r.id) != key]
+        return ""
+
+    def _message_scoped(self, key: tuple[str, str]) -> bool:
+        """Whether the resource's id was made from this message (no ``_identity``):
+        recomputed here rather than recorded by every emit()."""
+        name = self.origins[key]
+        message_key = self._context["message_key"]
+        return any(
+            key[1] == stable_id(self._scope, "message", message_key, name, str(n))
+            for n in range(1, self._counters.get(name, 0) + 1)
+        )
 
     def include(self, template: str, **variables: Any) -> Any:
         """Render a template that writes a JSON value (not a resource) and return it:
@@ -348,10 +394,49 @@ class RenderSession:
         return f"{rtype}/{rid}"
 
     def entries(self) -> Iterable[tuple[str, dict[str, Any]]]:
-        """Resources with the template that first produced them, in emission order."""
+        """Resources with the template that first produced them, in emission order
+        (deleted ones too: :attr:`deleted` says which entries are DELETEs)."""
+        if self.deleted:
+            self._check_no_reference_to_deleted()
         for key in self._order:
             if key is not None:
                 yield self.origins[key], self.resources[key]
+
+    def _check_no_reference_to_deleted(self) -> None:
+        """A resource of the bundle referring to one the bundle deletes is a mapping
+        error: the server would refuse the reference (or keep a dangling one)."""
+        targets = {self._reference_for(*key): key for key in self.deleted}
+        for key, resource in self.resources.items():
+            if key in self.deleted:
+                continue
+            found = _reference_among(resource, targets)
+            if found is not None:
+                deleted = targets[found]
+                raise MappingError(
+                    f"{key[0]} {key[1]} refers to {deleted[0]} {deleted[1]}, which this "
+                    f"conversion deletes (delete() in {self.deleted[deleted]}): leave the "
+                    "reference out, or do not delete what the bundle still refers to",
+                    template=self._file_name(self.origins[key]),
+                )
+
+
+def _reference_among(value: Any, targets: dict[str, Any]) -> str | None:
+    """The first ``reference`` in ``value`` (a parsed resource) that is one of ``targets``."""
+    if isinstance(value, dict):
+        reference = value.get("reference")
+        if isinstance(reference, str) and reference in targets:
+            return reference
+        items: Iterable[Any] = value.values()
+    elif isinstance(value, list):
+        items = value
+    else:
+        return None
+    for item in items:
+        if isinstance(item, dict | list):
+            found = _reference_among(item, targets)
+            if found is not None:
+                return found
+    return None
 
 
 def _identity_parts(identity: Any) -> list[str]:

@@ -123,3 +123,65 @@ def test_two_resources_sharing_a_conditional_identifier_are_refused() -> None:
 
 def test_empty_bundle() -> None:
     assert build_bundle("b", [], mode="put")["entry"] == []
+
+
+# --- DELETE entries (ADT^A29 / A23: deleted= names them) ------------------------------------
+
+
+def test_a_deleted_resource_is_a_delete_entry_without_resource_or_full_url() -> None:
+    bundle = build_bundle(
+        "b", [IDENTIFIED, ANONYMOUS], mode="put", deleted={("Patient", "p1"): "R.j2:1"}
+    )
+    assert bundle["entry"] == [
+        {"request": {"method": "DELETE", "url": "Patient/p1"}},
+        {
+            "fullUrl": "urn:uuid:b1",
+            "resource": ANONYMOUS,
+            "request": {"method": "PUT", "url": "Basic/b1"},
+        },
+    ]
+    # Only that type and id: another Patient, or a Basic with the id p1, is written.
+    kept = build_bundle("b", [IDENTIFIED, ANONYMOUS], mode="put", deleted={("Basic", "p1")})
+    assert [e["request"]["method"] for e in kept["entry"]] == ["PUT", "PUT"]
+
+
+def test_in_conditional_modes_a_delete_names_the_identifier_search() -> None:
+    search = "identifier=urn:oid:1.2.3|A%2012%5C%7C3%26x%3D%2F%C3%A9"
+    for mode in ("conditional-create", "conditional-update"):
+        bundle = build_bundle(
+            "b",
+            [IDENTIFIED, ANONYMOUS],
+            mode=mode,  # type: ignore[arg-type]
+            deleted={("Patient", "p1"), ("Basic", "b1")},
+        )
+        assert bundle["entry"] == [
+            {"request": {"method": "DELETE", "url": f"Patient?{search}"}},
+            # Without an identifier: by id, as its write would be.
+            {"request": {"method": "DELETE", "url": "Basic/b1"}},
+        ]
+    # A per-type mode: only that type goes by identifier.
+    bundle = build_bundle(
+        "b",
+        [IDENTIFIED],
+        mode="put",
+        modes={"Patient": "conditional-create"},
+        deleted={("Patient", "p1")},
+    )
+    assert bundle["entry"] == [{"request": {"method": "DELETE", "url": f"Patient?{search}"}}]
+
+
+def test_a_delete_sharing_a_conditional_identifier_with_a_write_is_refused() -> None:
+    # Deleting one resource and writing another under the same identifier search in one
+    # transaction: the server could not tell which is meant.
+    shared = [{"system": "urn:oid:1.2.3", "value": "42"}]
+    first = patient("p1", identifier=shared)
+    second = patient("p2", identifier=shared)
+    with pytest.raises(BundleValidationError) as caught:
+        build_bundle("b", [first, second], mode="conditional-update", deleted={("Patient", "p1")})
+    assert caught.value.location == "Bundle.entry[0] and Bundle.entry[1]"
+    # By id (PUT mode), they are two resources.
+    entries = build_bundle("b", [first, second], mode="put", deleted={("Patient", "p1")})["entry"]
+    assert [e["request"] for e in entries] == [
+        {"method": "DELETE", "url": "Patient/p1"},
+        {"method": "PUT", "url": "Patient/p2"},
+    ]
