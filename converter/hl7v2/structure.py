@@ -1,9 +1,10 @@
 """What each HL7 v2 version defines: message structures, segment groups, field names.
 
 The knowledge comes from hl7apy's per-version tables, compiled once per version into
-small immutable trees; nothing of hl7apy runs per message. :func:`group_segments` places
-a flat list of segments into the groups of a structure so templates can iterate
-``PATIENT_RESULT`` / ``ORDER_OBSERVATION`` / ``OBSERVATION``.
+small immutable trees; nothing of hl7apy runs per message. :func:`group_segments`
+(:mod:`converter.hl7v2.grouping`, re-exported here) places a flat list of segments into
+the groups of a structure so templates can iterate ``PATIENT_RESULT`` /
+``ORDER_OBSERVATION`` / ``OBSERVATION``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ..errors import UnsupportedMessageError
-from .message import Group, Segment
+from .grouping import group_segments
 
 __all__ = [
     "SUPPORTED_VERSIONS",
@@ -222,11 +223,15 @@ def _field_names(spec: tuple[Any, ...]) -> dict[str, int]:
     return names
 
 
-#: Group names hl7apy made up (from the segments they hold) where HL7 names the group:
-#: (structure, hl7apy's name) → the name of the standard's message table. HL7 v2.5.1
-#: ch. 7's OUL_R22 / OUL_R23 / OUL_R24 tables (the names v2.5 and v2.6 use too).
+#: Group names hl7apy made up (from the segments they hold) or misspelt where HL7 names
+#: the group: (structure, hl7apy's name) → the name of the standard's message table. HL7
+#: v2.5.1 ch. 7's OUL_R22 / OUL_R23 / OUL_R24 tables (the names v2.5 and v2.6 use too),
+#: and ch. 4's OML_O21 / OML_O35 TIMING.
 _STANDARD_GROUP_NAMES: MappingProxyType[tuple[str, str], str] = MappingProxyType(
     {
+        # hl7apy's v2.5 and v2.6 tables misspell the TIMING group of OML_O21 and OML_O35.
+        ("OML_O21", "TIIMING"): "TIMING",
+        ("OML_O35", "TIIMING"): "TIMING",
         ("OUL_R22", "OBXTCDSIDNTE_SUPPGRP"): "RESULT",
         ("OUL_R23", "PIDPD1NTE_SUPPGRP"): "PATIENT",
         ("OUL_R23", "PV1PV2_SUPPGRP"): "VISIT",
@@ -333,190 +338,3 @@ def _descendants(node: Node, *, skip_head: bool) -> list[Node]:
         if child.is_group:
             nodes.extend(_descendants(child, skip_head=False))
     return nodes
-
-
-class _Frame:
-    """Matching state of one group instance while segments are being placed."""
-
-    __slots__ = ("counts", "node", "parent", "pos")
-
-    def __init__(self, node: Node, parent: _Frame | None) -> None:
-        self.node = node
-        self.parent = parent
-        self.counts = [0] * len(node.children)
-        self.pos = 0
-
-    def find(self, segment: str) -> int | None:
-        """The first child from the current position that ``segment`` can open."""
-        children = self.node.children
-        counts = self.counts
-        for k in range(self.pos, len(children)):
-            child = children[k]
-            if segment in child.first and (child.max < 0 or counts[k] < child.max):
-                return k
-        return None
-
-
-#: Where a segment goes: the frame of the group that takes it, and the child index there.
-_Choice = tuple[_Frame, int]
-
-
-def group_segments(root: Node | None, segments: list[Segment], target: Group) -> None:
-    """Place ``segments`` into ``target`` following ``root``; flat when root is None.
-
-    Each segment goes to the nearest place that takes it *whole*, looking in the group
-    being filled, then in the groups enclosing it:
-
-    - a place is whole when taking it leaves no required segment or group missing: it
-      skips no required sibling not yet seen, and the group it opens finds its required
-      parts in the segments that follow, before the segment that opened it comes back
-      (so OUL v2.8's ORDER_DOCUMENT, OBX [PRT] TXA, is not opened by a result OBX that no
-      TXA follows: that OBX opens a RESULT);
-    - a segment that is the required first segment of an enclosing repeating group
-      (OML_O21's ORDER opens with ORC) opens a new repetition of that group rather than
-      an optional group nested in it that it could also open (PRIOR_RESULT, whose
-      ORDER_PRIOR may open with ORC), unless a required place comes first on the way up:
-      the usual greedy-parser fix for the ambiguous grammars of HL7 v2;
-    - when no place is whole, the nearest place that is not, counting a group that must
-      open with a segment the sender left out (RDS_O13's ORDER_DETAIL_SUPPLEMENT opens
-      with NTE: an RXR right after the RXO still belongs to it, not to the dispense).
-
-    Segments the structure does not expect where they stand (Z-segments, segments of
-    another version, out-of-order segments) stay in the group being filled, so that
-    nothing the sender wrote is dropped.
-    """
-    if root is None:
-        target.children.extend(segments)
-        return
-    parser = _Parser(root, [segment.name for segment in segments])
-    parser.fill(_Frame(root, None), target, segments, 0, entering=False)
-
-
-class _Parser:
-    __slots__ = ("ambiguous", "known", "names", "pending")
-
-    def __init__(self, root: Node, names: list[str]) -> None:
-        self.names = names
-        self.ambiguous = root.ambiguous
-        self.known = root.inside
-        #: The place found for the segment at which a nested group ended.
-        self.pending: _Choice | None = None
-
-    def fill(
-        self, frame: _Frame, group: Group, segments: list[Segment], i: int, *, entering: bool
-    ) -> int:
-        """Fill ``group`` from segment ``i``; the index of the first segment it leaves."""
-        names = self.names
-        total = len(names)
-        children = frame.node.children
-        while i < total:
-            if entering:
-                # The segment that opened this group is placed in it.
-                choice = self.search(frame, names[i], i, rule_a=False, loose=True)[0]
-                entering = False
-            elif self.pending is not None:
-                choice, self.pending = self.pending, None
-            else:
-                choice = self.choose(frame, names[i], i)
-            if choice is None:
-                group.children.append(segments[i])
-                i += 1
-                continue
-            where, k = choice
-            if where is not frame:
-                self.pending = choice
-                break
-            child = children[k]
-            frame.pos = k
-            frame.counts[k] += 1
-            if child.is_group:
-                sub = group._subgroup(child.name)
-                group.children.append(sub)
-                i = self.fill(_Frame(child, frame), sub, segments, i, entering=True)
-            else:
-                group.children.append(segments[i])
-                i += 1
-        return i
-
-    def choose(self, frame: _Frame, name: str, i: int) -> _Choice | None:
-        """The nearest whole place for segment ``i``, else the nearest place."""
-        fallback: _Choice | None = None
-        current: _Frame | None = frame
-        while current is not None:
-            found, whole = self.search(current, name, i, rule_a=True, loose=current is frame)
-            if whole:
-                return found
-            if fallback is None:
-                fallback = found
-            current = current.parent
-        return fallback
-
-    def search(
-        self, frame: _Frame, name: str, i: int, *, rule_a: bool, loose: bool
-    ) -> tuple[_Choice | None, bool]:
-        """The first whole place for ``name`` in ``frame`` (True), else its first place;
-        with ``loose``, a group not opened yet whose head is missing counts as a place."""
-        children = frame.node.children
-        counts = frame.counts
-        skipped = False
-        fallback: _Choice | None = None
-        for k in range(frame.pos, len(children)):
-            child = children[k]
-            if child.max < 0 or counts[k] < child.max:
-                if name in child.first:
-                    if rule_a and name in self.ambiguous and counts[k] >= child.min:
-                        reopened = _reopened(frame, name)
-                        if reopened is not None:
-                            return reopened, True
-                    if not skipped and (not child.check or self.whole(child, i)):
-                        return (frame, k), True
-                    if fallback is None:
-                        fallback = frame, k
-                elif loose and fallback is None and not counts[k] and name in child.loose:
-                    fallback = frame, k
-            if counts[k] < child.min:
-                skipped = True
-        return fallback, False
-
-    def whole(self, group: Node, i: int) -> bool:
-        """Whether the required parts of ``group``, opened by segment ``i``, follow it
-        (before a segment that has no place in the group, or the opening one again), and
-        those of the group it opens in it, if any."""
-        names = self.names
-        name = names[i]
-        needed = [child.first for child in group.children if child.min > 0]
-        opening = next(child for child in group.children if name in child.first)
-        if opening.is_group and opening.check and not self.whole(opening, i):
-            return False
-        if name in needed[0] and opening.min > 0:
-            needed.pop(0)
-        inside = group.inside
-        known = self.known
-        for j in range(i + 1, len(names)):
-            if not needed:
-                return True
-            following = names[j]
-            if following not in inside:
-                if following in known:
-                    return False
-                continue  # a Z-segment, a segment of another version
-            if following == name and opening.max == 1:
-                return False
-            needed = [first for first in needed if following not in first]
-        return not needed
-
-
-def _reopened(frame: _Frame, name: str) -> _Choice | None:
-    """A new repetition of an enclosing group that must open with ``name``, unless a
-    required place for it comes first on the way up."""
-    current = frame.parent
-    while current is not None:
-        k = current.find(name)
-        if k is not None:
-            child = current.node.children[k]
-            if k == current.pos and child.is_group and child.head == name:
-                return current, k
-            if current.counts[k] < child.min:
-                return None
-        current = current.parent
-    return None

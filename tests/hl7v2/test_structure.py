@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from converter.errors import TemplateError, UnsupportedMessageError
 from converter.hl7v2 import Group, Message, Segment, StructureCatalog, split_messages
 from converter.hl7v2.encoding import Encoding
-from converter.hl7v2.structure import SUPPORTED_VERSIONS, group_segments, supported_group_names
+from converter.hl7v2.grouping import group_segments
+from converter.hl7v2.structure import SUPPORTED_VERSIONS, supported_group_names
 from tests.conftest import SHARED_DIR
 
 from ._support import CATALOG, SAMPLES, parse, parse_segments
