@@ -34,6 +34,9 @@ therefore treated as a failed delivery, not as success: transient if a failed en
 succeeded stay written; delivering the bundle again is safe because Passerelle's bundles are
 idempotent (PUT with stable ids, or conditional create/update).
 
+A 404/410 about DELETE entries whose targets are already gone (a re-sent A29) is no rejection:
+the bundle goes again once without them (:mod:`listeners.delivery.deletes`).
+
 A destination with ``bundle_type = "batch"`` gets the same bundle as a batch, for servers that
 cap transactions (Medplum: 50 updates); the answer is judged by the same rules.
 """
@@ -44,6 +47,7 @@ import logging
 import ssl
 import time
 from collections.abc import Mapping
+from functools import partial
 from typing import Any, Self
 
 import certifi
@@ -56,6 +60,7 @@ from ..errors import DeliveryError, RejectedDeliveryError, TransientDeliveryErro
 from ..queue.base import Envelope
 from .auth import Authenticator, build_authenticator
 from .base import BundleInput, DeliveryReceipt, EntryResult, bundle_bytes
+from .deletes import AbsentDeletes
 from .failures import http_status_text, transport_failure
 from .retry_after import parse_retry_after
 from .urls import join_url, normalize_base, redact_url
@@ -128,6 +133,7 @@ class FhirServerSink:
         self._closed = False
         #: Status of the last delivery refused with 401/403, until one succeeds (readiness).
         self._refused: int | None = None
+        self._deletes = AbsentDeletes(destination.name, self._url, partial(self._send, "GET"))
 
     def __repr__(self) -> str:
         return f"FhirServerSink(name={self.name!r}, url={self._shown_url!r}, auth={self._auth!r})"
@@ -146,21 +152,15 @@ class FhirServerSink:
 
     async def deliver(self, bundle: BundleInput, envelope: Envelope) -> DeliveryReceipt:
         """POST the bundle; see the module docstring for the outcome rules."""
-        if self._destination.bundle_type == "batch":
-            body = _as_batch(bundle)
-        else:
-            body = bundle_bytes(bundle)
         started = time.monotonic()
-        response = await self._send(
-            "POST", self._url, content=body, headers={"Content-Type": FHIR_JSON}
-        )
-        if not 200 <= response.status_code < 300:
-            if response.status_code in _REFUSALS:
-                self._refused = response.status_code
-            raise self._error(response)
-        # The server took the request as ours: whatever refused us before is fixed.
-        self._refused = None
-        receipt = self._receipt(response, time.monotonic() - started)
+        response = await self._post(bundle)
+        try:
+            receipt = self._receipt(response, started)
+        except RejectedDeliveryError:
+            again = await self._deletes.redelivery(bundle, response, envelope.control_id)
+            if again is None:
+                raise
+            receipt = again.receipt(self._receipt(await self._post(again.bundle), started))
         _log.debug(
             "destination %s took bundle (message %s): %s",
             self.name,
@@ -208,6 +208,12 @@ class FhirServerSink:
         await self.close()
 
     # -- internals -------------------------------------------------------------------------------
+
+    async def _post(self, bundle: BundleInput) -> httpx.Response:
+        batch = self._destination.bundle_type == "batch"
+        body = _as_batch(bundle) if batch else bundle_bytes(bundle)
+        headers = {"Content-Type": FHIR_JSON}
+        return await self._send("POST", self._url, content=body, headers=headers)
 
     async def _send(
         self,
@@ -283,7 +289,13 @@ class FhirServerSink:
             )
         return RejectedDeliveryError(message, status=status, outcome=outcome)
 
-    def _receipt(self, response: httpx.Response, elapsed: float) -> DeliveryReceipt:
+    def _receipt(self, response: httpx.Response, started: float) -> DeliveryReceipt:
+        if not 200 <= response.status_code < 300:
+            if response.status_code in _REFUSALS:
+                self._refused = response.status_code
+            raise self._error(response)
+        # The server took the request as ours: whatever refused us before is fixed.
+        self._refused = None
         entries: tuple[EntryResult, ...] = ()
         failed: list[tuple[int, EntryResult, dict[str, Any] | None]] = []
         payload = _json_body(response)
@@ -308,7 +320,7 @@ class FhirServerSink:
             status=response.status_code,
             location=response.headers.get("Location"),
             entries=entries,
-            elapsed=elapsed,
+            elapsed=time.monotonic() - started,
         )
 
     def _partial_failure(

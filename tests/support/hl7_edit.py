@@ -63,8 +63,9 @@ def insert_after(data: bytes, prefix: str, *new: str, occurrence: int = 1) -> by
 
 
 def resources(bundle: dict[str, Any], rtype: str) -> list[dict[str, Any]]:
-    """The bundle's resources of type ``rtype``, in entry order."""
-    return [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == rtype]
+    """The bundle's resources of type ``rtype``, in entry order (a DELETE entry has none)."""
+    found = [e.get("resource") for e in bundle["entry"]]
+    return [r for r in found if r is not None and r["resourceType"] == rtype]
 
 
 def convert_one(converter: Converter, data: bytes) -> tuple[dict[str, Any], list[str]]:

@@ -1,0 +1,218 @@
+"""A DELETE of what the server no longer holds: done, not a dead letter.
+
+ADT^A29 and A23 bundles hold ``DELETE Type/id`` entries (``DELETE Type?identifier=…`` in the
+conditional request modes). FHIR R4 lets a server answer the delete of an absent or
+already deleted resource with 200, 204 or 404 (http.html#delete); some (Medplum) answer 404
+and fail the whole transaction. A message sent twice — an interface engine re-sending on a
+lost ACK, a retry after a timeout where the server had in fact committed, an A29 whose A28
+never reached this server — would then be a dead letter, while re-sending must be harmless.
+
+So when a delivery of a bundle with DELETE entries is rejected with 404 or 410 (the whole
+bundle, or a 2xx transaction-response whose failed entries are all DELETEs answered 404 or
+410), :meth:`AbsentDeletes.redelivery` reads each such target:
+
+* ``GET [base]/Type/id`` answered 404 or 410: absent;
+* ``GET [base]/Type?search&_summary=count`` with ``total`` 0: absent;
+* anything else that is an answer (the target is there, a 403, a search without total):
+  the 404 was about something else, or we cannot tell — the rejection stands;
+* 408, 429, 5xx, 401, 3xx, timeouts and connection errors: a
+  :class:`~listeners.errors.TransientDeliveryError`, as for a delivery.
+
+If some targets are absent, the bundle is delivered again once without their entries (the
+MessageHeader and Provenance that remain record that the message was processed), and that
+answer is the delivery's, judged by the usual rules. Its receipt gets back one entry per
+entry of the original bundle: a dropped DELETE's is the status its check found (404 or 410;
+404 for a conditional DELETE that matched nothing), with no location.
+
+Logs and errors name the destination, counts, resource types and HTTP statuses: never an id,
+a search value or a URL path (the id of a Patient is patient data).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+from converter import json_loads
+
+from ..errors import TransientDeliveryError
+from .base import BundleInput, DeliveryReceipt, EntryResult, bundle_bytes
+from .failures import describe_failure, http_status_text
+from .retry_after import parse_retry_after
+from .urls import join_url
+
+__all__ = ["AbsentDeletes", "Redelivery"]
+
+_log = logging.getLogger(__name__)
+
+#: What a server answers a DELETE of what it does not hold (besides 200/204).
+_GONE = (404, 410)
+
+
+@dataclass(frozen=True, slots=True)
+class Redelivery:
+    """The bundle to deliver again, and the entries taken out of it (index → status)."""
+
+    bundle: dict[str, Any]
+    dropped: Mapping[int, int]
+    #: Entries of the original bundle.
+    size: int
+
+    def receipt(self, receipt: DeliveryReceipt) -> DeliveryReceipt:
+        """``receipt`` of the redelivery with the dropped entries back in their places."""
+        total = self.size
+        if len(receipt.entries) != total - len(self.dropped):
+            return receipt  # the server listed no entries (or not as many): nothing to align
+        kept = iter(receipt.entries)
+        entries = tuple(
+            EntryResult(status=self.dropped[i]) if i in self.dropped else next(kept)
+            for i in range(total)
+        )
+        return replace(receipt, entries=entries)
+
+
+class AbsentDeletes:
+    """Finds the DELETE targets a destination no longer holds (see the module docstring).
+
+    ``get`` sends one GET through the sink (its client, authentication, timeouts)."""
+
+    def __init__(
+        self, name: str, base: str, get: Callable[[str], Awaitable[httpx.Response]]
+    ) -> None:
+        self._name = name
+        self._base = base
+        self._get = get
+
+    async def redelivery(
+        self, bundle: BundleInput, response: httpx.Response, control_id: str | None = None
+    ) -> Redelivery | None:
+        """What to deliver again after ``response`` rejected ``bundle``, or ``None`` when the
+        rejection stands. Raises TransientDeliveryError when a check could not be made."""
+        try:
+            data = bundle if isinstance(bundle, Mapping) else json_loads(bundle_bytes(bundle))
+        except ValueError:  # not JSON: whatever the 404 was about, not a DELETE of ours
+            return None
+        entries = data.get("entry") if isinstance(data, Mapping) else None
+        if not isinstance(entries, list):
+            return None
+        deletes = {i: url for i, entry in enumerate(entries) if (url := _delete_url(entry))}
+        suspects = _suspects(deletes, entries, response)
+        if not suspects:
+            return None
+        dropped: dict[int, int] = {}
+        for index in suspects:
+            status = await self._absent(deletes[index])
+            if status is not None:
+                dropped[index] = status
+        if not dropped:
+            return None
+        kinds = sorted({_resource_type(deletes[i]) for i in dropped})
+        _log.info(
+            "destination %s: %d DELETE entr%s (%s) of message %s already done (target not "
+            "on the server); delivering the rest of the bundle again",
+            self._name,
+            len(dropped),
+            "y" if len(dropped) == 1 else "ies",
+            ", ".join(kinds),
+            control_id,
+        )
+        rest = [entry for i, entry in enumerate(entries) if i not in dropped]
+        return Redelivery(bundle={**data, "entry": rest}, dropped=dropped, size=len(entries))
+
+    async def _absent(self, url: str) -> int | None:
+        """404/410 if the target of ``DELETE url`` is absent, else ``None`` (present, or
+        cannot tell)."""
+        path, _, search = url.partition("?")
+        target = join_url(self._base, path)
+        if search:
+            parts = urlsplit(target)
+            query = "&".join(q for q in (parts.query, search, "_summary=count") if q)
+            target = urlunsplit(parts._replace(query=query))
+        try:
+            response = await self._get(target)
+        except TransientDeliveryError as exc:
+            # Its text names the URL, whose path holds the id: say why, not where (the
+            # transport error stays in the chain, where describe_failure finds it).
+            failure = describe_failure(exc)
+            reason = failure.reason if failure.kind != type(exc).__name__ else "no answer"
+            raise TransientDeliveryError(
+                f"destination {self._name}: checking whether a DELETE target is absent "
+                f"failed ({reason})"
+            ) from None
+        status = response.status_code
+        if _transient(status):
+            raise TransientDeliveryError(
+                f"destination {self._name}: {http_status_text(status)} (checking whether "
+                "a DELETE target is absent)",
+                status=status,
+                retry_after=parse_retry_after(response.headers.get("Retry-After")),
+            )
+        if not search:
+            return status if status in _GONE else None
+        if not 200 <= status < 300:
+            return None
+        try:
+            total = response.json().get("total")
+        except (ValueError, AttributeError):
+            return None
+        return 404 if total == 0 else None
+
+
+def _delete_url(entry: Any) -> str | None:
+    """The relative url of a DELETE entry (``Type/id`` or ``Type?search``), else ``None``."""
+    request = entry.get("request") if isinstance(entry, Mapping) else None
+    if not isinstance(request, Mapping) or request.get("method") != "DELETE":
+        return None
+    url = request.get("url")
+    if not isinstance(url, str) or not url or "://" in url.split("?", 1)[0]:
+        return None  # an absolute url is another server's business
+    path, sep, search = url.lstrip("/").partition("?")
+    if not path or (not sep and path.count("/") != 1):
+        return None
+    return path + sep + search
+
+
+def _suspects(
+    deletes: Mapping[int, str], entries: list[Any], response: httpx.Response
+) -> list[int]:
+    """The DELETE entries the rejection may be about: all of them for a whole-bundle 404 or
+    410; for a 2xx transaction-response, its failed entries if each is a DELETE answered 404
+    or 410 (any other failure: none)."""
+    status = response.status_code
+    if not deletes:
+        return []
+    if status in _GONE:
+        return list(deletes)
+    if not 200 <= status < 300:
+        return []
+    try:
+        answers = response.json().get("entry")
+    except (ValueError, AttributeError):
+        return []
+    if not isinstance(answers, list) or len(answers) != len(entries):
+        return []
+    failed = []
+    for index, answer in enumerate(answers):
+        result = answer.get("response") if isinstance(answer, Mapping) else None
+        code = str(result.get("status", "")) if isinstance(result, Mapping) else ""
+        head = code.strip().split(" ", 1)[0]
+        if head.isdigit() and 200 <= int(head) < 300:
+            continue
+        if index not in deletes or not head.isdigit() or int(head) not in _GONE:
+            return []
+        failed.append(index)
+    return failed
+
+
+def _resource_type(url: str) -> str:
+    return url.split("?", 1)[0].split("/", 1)[0]
+
+
+def _transient(status: int) -> bool:
+    """As for a delivery: 408, 429, 5xx, and 401 / 3xx (the destination's configuration)."""
+    return status in (401, 408, 429) or status >= 500 or 300 <= status < 400
