@@ -28,7 +28,7 @@ LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
 ICD10 = "http://hl7.org/fhir/sid/icd-10"
 ATC = "http://www.whocc.no/atc"
-CCAM = "urn:oid:1.2.250.1.213.2.5"
+CCAM = "https://smt.esante.gouv.fr/terminologie-ccam"
 
 
 def _convert(xml: str | bytes) -> tuple[dict[str, Any], tuple[str, ...]]:
