@@ -17,10 +17,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from converter import Converter, ConverterConfig, MappingError, json_dumps
+from converter import Converter, ConverterConfig, MappingError
 from tests.conftest import SHARED_DIR
 from tests.support.fhirserver import FhirServer
 from tests.support.hl7_edit import convert_one, lines, message, resources, segment, set_field
@@ -297,13 +296,7 @@ def a01_of_the_source_patient() -> bytes:
 
 def deliver(converter: Converter, server: FhirServer, data: bytes) -> dict[str, Any]:
     bundle = converter.convert_message(data).bundle
-    response = httpx.post(
-        server.base_url,
-        content=json_dumps(bundle),
-        headers={"Content-Type": "application/fhir+json"},
-        timeout=30,
-    )
-    assert response.status_code == 200, response.text[:500]
+    server.transact(bundle)
     return bundle
 
 

@@ -12,10 +12,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from converter import Converter, json_dumps
+from converter import Converter
 from tests.conftest import SHARED_DIR
 from tests.support.fhirserver import FhirServer
 from tests.support.hl7_edit import (
@@ -268,7 +267,11 @@ def test_dft_p03_sample_charge_items(converter: Converter, r4validator: R4Valida
     } in (lithotripsy["identifier"])
     assert lithotripsy["code"] == {
         "coding": [
-            {"system": "CCAM", "code": "JANM001", "display": "Lithotritie extracorporelle du rein"}
+            {
+                "system": "https://smt.esante.gouv.fr/terminologie-ccam",
+                "code": "JANM001",
+                "display": "Lithotritie extracorporelle du rein",
+            }
         ]
     }
     assert lithotripsy["subject"] == ref(patient)
@@ -419,24 +422,14 @@ def test_corpus_messages_convert_and_validate(
 # --- on a FHIR server ---------------------------------------------------------------------
 
 
-def post(fhir_server: FhirServer, bundle: dict[str, Any]) -> None:
-    response = httpx.post(
-        fhir_server.base_url,
-        content=json_dumps(bundle),
-        headers={"Content-Type": "application/fhir+json"},
-        timeout=60,
-    )
-    assert response.status_code == 200, response.text[:500]
-
-
 def test_on_a_fhir_server_bar_then_dft_share_patient_and_account(
     converter: Converter, fhir_server: FhirServer
 ) -> None:
     fhir_server.reset()
-    post(fhir_server, converter.convert_message(BAR).bundle)
-    post(fhir_server, converter.convert_message(DFT).bundle)
+    fhir_server.transact(converter.convert_message(BAR).bundle)
+    fhir_server.transact(converter.convert_message(DFT).bundle)
     resent = set_field(DFT, "MSH", 10, "CHU-DFT-20240916-000108")
-    post(fhir_server, converter.convert_message(resent).bundle)
+    fhir_server.transact(converter.convert_message(resent).bundle)
     assert fhir_server.count("Patient") == 1
     assert fhir_server.count("Account") == 1
     assert fhir_server.count("Encounter") == 1

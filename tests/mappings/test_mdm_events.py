@@ -12,10 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 import pytest
 
-from converter import Converter, MappingError, json_dumps
+from converter import Converter, MappingError
 from tests.support.fhirserver import FhirServer
 from tests.support.hl7_edit import segment
 from tests.support.r4validator import R4Validator
@@ -314,13 +313,7 @@ def test_placeholder_describes_what_txa_gives(
 
 def deliver(converter: Converter, server: FhirServer, data: bytes) -> None:
     bundle = converter.convert_message(data).bundle
-    response = httpx.post(
-        server.base_url,
-        content=json_dumps(bundle),
-        headers={"Content-Type": "application/fhir+json"},
-        timeout=30,
-    )
-    assert response.status_code == 200, response.text[:500]
+    server.transact(bundle)
 
 
 def test_on_a_fhir_server_a_status_change_keeps_the_content_and_a_cancel_marks_it(

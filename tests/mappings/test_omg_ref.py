@@ -12,10 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from converter import Converter, json_dumps
+from converter import Converter
 from tests.support.fhirserver import FhirServer
 from tests.support.hl7_edit import convert_one as _convert
 from tests.support.hl7_edit import insert_after as _insert_after
@@ -62,16 +61,6 @@ def _placer(request: dict[str, Any]) -> str:
         for i in request.get("identifier", [])
         if i.get("type", {}).get("coding", [{}])[0].get("code") == "PLAC"
     )
-
-
-def _post(server: FhirServer, bundle: dict[str, Any]) -> None:
-    response = httpx.post(
-        server.base_url,
-        content=json_dumps(bundle),
-        headers={"Content-Type": "application/fhir+json"},
-        timeout=30,
-    )
-    assert response.status_code == 200, response.text[:500]
 
 
 # ----------------------------------------------------------------------------------------
@@ -191,12 +180,12 @@ def test_on_a_fhir_server_omg_then_oru_update_one_service_request(
 ) -> None:
     fhir_server.reset()
     omg_bundle, _ = _convert(converter, OMG)
-    _post(fhir_server, omg_bundle)
+    fhir_server.transact(omg_bundle)
     [ordered] = fhir_server.search_by_identifier(
         "ServiceRequest", "urn:oid:1.2.250.1.999.2.20", "RAD-2024-0520-03"
     )
     assert ordered["status"] == "active"
-    _post(fhir_server, _convert(converter, _oru_reporting_the_ct())[0])
+    fhir_server.transact(_convert(converter, _oru_reporting_the_ct())[0])
     [reported] = fhir_server.search_by_identifier(
         "ServiceRequest", "urn:oid:1.2.250.1.999.2.20", "RAD-2024-0520-03"
     )
@@ -459,9 +448,9 @@ def test_on_a_fhir_server_a_referral_then_its_cancellation_leave_one_revoked_req
     converter: Converter, fhir_server: FhirServer
 ) -> None:
     fhir_server.reset()
-    _post(fhir_server, _convert(converter, REF)[0])
+    fhir_server.transact(_convert(converter, REF)[0])
     cancel = _set(_event("I14"), "MSH", 10, "HPE-REF-20240528-000102")
-    _post(fhir_server, _convert(converter, cancel)[0])
+    fhir_server.transact(_convert(converter, cancel)[0])
     [stored] = fhir_server.search_by_identifier(
         "ServiceRequest", "urn:oid:1.2.250.1.999.2.20", "ADR-2024-0527-001"
     )

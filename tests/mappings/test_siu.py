@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 import pytest
 
 from converter import (
@@ -18,7 +17,6 @@ from converter import (
     ConverterConfig,
     MappingError,
     UnsupportedMessageError,
-    json_dumps,
 )
 from tests.support.fhirserver import FhirServer
 from tests.support.hl7_edit import segment
@@ -706,13 +704,7 @@ def test_on_a_fhir_server_s22_leaves_one_practitioner(
         bundle, _ = convert(
             converter, r4validator, message(event, {}, resources, control_id=f"SIU-{n}")
         )
-        response = httpx.post(
-            fhir_server.base_url,
-            content=json_dumps(bundle),
-            headers={"Content-Type": "application/fhir+json"},
-            timeout=30,
-        )
-        assert response.status_code == 200, response.text[:500]
+        fhir_server.transact(bundle)
         (entry,) = fhir_server.search("Appointment")["entry"]
         stored = entry["resource"]
         assert stored["status"] == "booked"

@@ -35,6 +35,8 @@ from typing import Any, Self
 import httpx
 import pytest
 
+from converter import json_dumps
+
 from .node import env_flag, node_executable, node_tool_unavailable_reason
 
 __all__ = [
@@ -296,6 +298,19 @@ class FhirServer:
         if response.status_code >= 400:
             raise FhirServerError(f"{method} {url} → {response.status_code}: {response.text[:500]}")
         return response.json()
+
+    def transact(self, bundle: dict[str, Any]) -> dict[str, Any]:
+        """POST a transaction (or batch) bundle to the server, as a destination receives
+        it; the response bundle. Anything but 200 fails the calling test."""
+        response = self._http().post(
+            self.base_url,
+            content=json_dumps(bundle),
+            headers={"Content-Type": "application/fhir+json"},
+            timeout=60,
+        )
+        assert response.status_code == 200, response.text[:500]
+        result: dict[str, Any] = response.json()
+        return result
 
     def control(self, **command: Any) -> dict[str, Any]:
         """``POST /__control`` with ``command`` as JSON (see server.mjs); returns the state."""
