@@ -68,9 +68,6 @@ class Segment:
         return value
 
     def __getitem__(self, key: int) -> Value:
-        found = self._cache.get(key)
-        if found is not None:  # a field read before: most reads of a template
-            return found
         if type(key) is not int:
             raise KeyError(key)
         return self.field(key)

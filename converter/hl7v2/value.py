@@ -109,24 +109,7 @@ class Value:
             raise KeyError(key)
         if key < 1:
             raise IndexError(f"HL7 positions start at 1, got {key} at {self.path}")
-        depth = self._depth
-        if depth in (_REP, _COMP):
-            # _child inlined: this runs for most component reads of every template.
-            parts = self._parts
-            if parts is None:
-                sep = self._enc.component if depth == _REP else self._enc.subcomponent
-                parts = self._parts = self._raw.split(sep)
-            seg, field, rep, comp, _ = self._loc
-            child = Value(
-                parts[key - 1] if key <= len(parts) else "",
-                self._enc,
-                self._codec,
-                depth + 1,
-                (seg, field, rep, key, 0) if depth == _REP else (seg, field, rep, comp, key),
-            )
-        else:
-            child = self._child(key)
-        children[key] = child
+        child = children[key] = self._child(key)
         return child
 
     def __iter__(self) -> Iterator[Value]:
@@ -200,20 +183,16 @@ class Value:
 
     def __str__(self) -> str:
         text = self._str
-        if text is not None:
-            return text
-        # The decoding of the first leaf, inlined: it runs once for most values read.
-        raw = self._raw
-        if not raw or raw == '""':
-            text = ""
-        elif self._loc[1] <= 2 and self._loc[0] == "MSH":
-            text = raw
-        else:
-            text = self._decode_first_leaf(raw)
-        self._str = text
+        if text is None:
+            text = self._str = self._decode_first_leaf()
         return text
 
-    def _decode_first_leaf(self, raw: str) -> str:
+    def _decode_first_leaf(self) -> str:
+        raw = self._raw
+        if not raw or raw == '""':
+            return ""
+        if self._is_msh2():
+            return raw
         enc = self._enc
         depth = self._depth
         if depth <= _FIELD and enc.repetition in raw:
@@ -224,9 +203,6 @@ class Value:
             raw = raw.split(enc.subcomponent, 1)[0]
         if raw == '""':
             return ""
-        esc = enc.escape
-        if not esc or esc not in raw:
-            return raw
         return enc.unescape(raw, self._codec)
 
     @property
@@ -238,10 +214,7 @@ class Value:
         # HL7's explicit null ``""`` carries no value for a conversion. A value is present
         # when any of its leaves has text, not only the first one: ``^John`` (given name
         # only) or ``^NET^Internet^a@b.org`` (e-mail) must not be skipped as empty.
-        text = self._str
-        if text is None:
-            text = self.__str__()
-        if text:
+        if str(self):
             return True
         raw = self._raw
         if not raw or raw == '""' or self._is_msh2():

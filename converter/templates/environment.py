@@ -218,38 +218,6 @@ class _JsonCodeGenerator(CodeGenerator):
         else:
             self.write(")")
 
-    def visit_Getitem(self, node: Any, frame: Any) -> None:
-        """``seg[5]``, ``value[1]``: subscripted in place when the object is an HL7 segment
-        or value and the position a literal from 1, else through ``environment.getitem``.
-
-        Templates do this ~300 times per HL7 message; the sandbox's getitem adds a Python
-        call to each for nothing: a segment or value holds data only, its subscript by a
-        positive position returns more of it and never raises (so Jinja's fallbacks for a
-        failed subscript are never needed). Every other subscript, and every other object,
-        takes the sandbox's path. The object is evaluated once, into a local named after
-        the nesting depth (``_jx1``…).
-        """
-        arg = node.arg
-        if not (
-            type(arg) is jinja2.nodes.Const
-            and type(arg.value) is int
-            and arg.value >= 1
-            and not self.environment.is_async
-        ):
-            super().visit_Getitem(node, frame)
-            return
-        self._getitem_depth = depth = getattr(self, "_getitem_depth", 0) + 1
-        temp = f"_jx{depth}"
-        try:
-            self.write(f"({temp}[{arg.value}] if ({temp} := ")
-            self.visit(node.node, frame)
-            self.write(
-                f").__class__ in environment.subscript_types"
-                f" else environment.getitem({temp}, {arg.value}))"
-            )
-        finally:
-            self._getitem_depth = depth - 1
-
 
 class _Sandbox(ImmutableSandboxedEnvironment):
     """The immutable sandbox, with a fast path for the objects made for templates.
@@ -264,8 +232,6 @@ class _Sandbox(ImmutableSandboxedEnvironment):
 
     code_generator_class = _JsonCodeGenerator
     json_output = staticmethod(to_json)
-    #: What compiled templates subscript in place (see _JsonCodeGenerator.visit_Getitem).
-    subscript_types: frozenset[type] = frozenset({Value, Segment})
 
     def call(
         __self,

@@ -611,35 +611,6 @@ def test_expressions_compile_to_one_json_output_call(tmp_path: Path) -> None:
     assert "escape(" not in source.replace("json_output(", "")
 
 
-def test_hl7_positions_are_subscripted_in_place_and_the_rest_through_the_sandbox(
-    tmp_path: Path,
-) -> None:
-    # A literal position from 1 compiles to an in-place subscript guarded by the object's
-    # class; any other subscript keeps Jinja's (sandboxed) getitem.
-    builtin = write_templates(tmp_path, {ROOT: ""})
-    environment = make_templates(builtin).environment
-    source = environment.compile("{{ a[3][4] }}{{ a[0] }}{{ a['x'] }}{{ a[n] }}", raw=True)
-    assert source.count("in environment.subscript_types") == 2
-    assert source.count("environment.getitem(") == 5  # 2 fallbacks + [0], ['x'], [n]
-    resource = one_resource(
-        tmp_path / "r",
-        '{"resourceType": "Basic", "authority": {{ msg.PID[3][4][2] }},'
-        ' "listed": {{ items[1] }}, "keyed": {{ table[2] }}, "named": {{ msg.PID["name"] }},'
-        ' "zero": {{ (msg.PID[0] is undefined) | string }}, "code": "c"}',
-        items=["a", "b"],
-        table={2: "two"},
-    )
-    assert resource is not None
-    # A segment or value in place; a list and a dict through the sandbox; a name or a
-    # zero position falls back as Jinja's getitem does (attribute, then undefined).
-    assert (resource["authority"], resource["listed"], resource["keyed"]) == (
-        "1.2.3",
-        "b",
-        "two",
-    )
-    assert (resource["named"], resource["zero"]) == ("PID", "True")
-
-
 def test_markup_passes_through_and_blank_macro_output_is_null(tmp_path: Path) -> None:
     assert to_json(Markup('{"a": 1}')) == '{"a": 1}'
     assert to_json(Markup(" \n\t ")) == "null"
