@@ -412,11 +412,14 @@ class RenderSession:
             found = _reference_among(resource, targets)
             if found is not None:
                 deleted = targets[found]
+                # The ids go to detail: a Patient's id is patient data, and the message
+                # of an error is what logs show.
                 raise MappingError(
-                    f"{key[0]} {key[1]} refers to {deleted[0]} {deleted[1]}, which this "
-                    f"conversion deletes (delete() in {self.deleted[deleted]}): leave the "
-                    "reference out, or do not delete what the bundle still refers to",
+                    f"{key[0]} refers to the {deleted[0]} this conversion deletes "
+                    f"(delete() in {self.deleted[deleted]}): leave the reference out, or do "
+                    "not delete what the bundle still refers to",
                     template=self._file_name(self.origins[key]),
+                    detail=f"{key[0]}/{key[1]} → {deleted[0]}/{deleted[1]}",
                 )
 
 

@@ -244,8 +244,9 @@ def test_a44_moves_the_account_to_the_pid_patient(
     [account] = resources(bundle, "Account")
     assert values(account) == {PRIOR_ACCOUNT}
     assert account["subject"] == [{"reference": ref(survivor)}]
-    # IG MRG[Account]: the message gives no status; a move does not end the account.
-    assert account["status"] == "unknown"
+    # A move does not end the account: it stays in use (the IG's MRG[Account] "unknown"
+    # is for A06/A07, where the prior account may have ended).
+    assert account["status"] == "active"
 
 
 # -- A45 move visit ----------------------------------------------------------------------
@@ -278,8 +279,18 @@ def test_a45_with_a_visit_renumbered_or_unnumbered_warns(converter: Converter) -
     assert any("MRG-5 and PV1-19 differ" in w for w in warnings), warnings
 
     unnumbered = set_field(sample("ADT_A45_move-visit"), "PV1", 19, "")
-    _, warnings = convert_one(converter, unnumbered)
+    bundle, warnings = convert_one(converter, unnumbered)
     assert any("has no visit number (PV1-19)" in w for w in warnings), warnings
+    # Without a visit number the visit could only be identified under the target patient
+    # (PV1-44): an Encounter no earlier message wrote. Nothing moves.
+    assert resources(bundle, "Encounter") == []
+
+
+def test_a40_without_mrg_merges_nothing_and_says_so(converter: Converter) -> None:
+    msh, evn, pid, *_ = lines(sample("ADT_A40_merge-patient"))
+    bundle, warnings = convert_one(converter, message([msh, evn, pid]))
+    assert patient_links(bundle) == {RIGHT_IPP: []}
+    assert any("without MRG" in w and "nothing merged" in w for w in warnings), warnings
 
 
 def a01_of_the_source_patient() -> bytes:
