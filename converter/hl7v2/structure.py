@@ -268,6 +268,12 @@ def _compile(
     )
 
 
+#: Groups whose required first segment senders are known to leave out (see
+#: :func:`_compile_group`): RDS_O13's ORDER_DETAIL_SUPPLEMENT opens with an NTE that
+#: pharmacy systems omit before its RXR.
+_HEADLESS_GROUPS = frozenset({"ORDER_DETAIL_SUPPLEMENT"})
+
+
 def _compile_group(structure: str, name: str, spec: Any, cardinality: tuple[int, int]) -> Node:
     low, high = cardinality
     children: list[Node] = []
@@ -286,11 +292,14 @@ def _compile_group(structure: str, name: str, spec: Any, cardinality: tuple[int,
         first |= child_node.first
         if child_node.min > 0:
             break
-    # A group that must open with a segment (ORDER_DETAIL_SUPPLEMENT: NTE) may still be
-    # recognised, as a last resort, by what follows that segment up to the next required one.
+    # A group that must open with a segment senders leave out (ORDER_DETAIL_SUPPLEMENT:
+    # NTE) may still be recognised, as a last resort, by what follows that segment up to
+    # the next required one. Only those listed: elsewhere a stray segment opening a group
+    # without its head (a PR1 before the FT1 of a DFT's FINANCIAL) would make an empty
+    # group of what the sender wrote out of place.
     head = children[0].name if children and not children[0].is_group and children[0].min else None
     loose: set[str] = set()
-    if head is not None:
+    if head is not None and name in _HEADLESS_GROUPS:
         for child_node in children[1:]:
             loose |= child_node.first
             if child_node.min > 0:

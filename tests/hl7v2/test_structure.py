@@ -677,6 +677,23 @@ def test_rds_o13_rxr_right_after_rxo_belongs_to_the_order_detail() -> None:
     assert [seg.label for seg in order.segments] == ["ORC", "RXD", "NTE[2]", "RXR[3]"]
 
 
+def test_a_stray_segment_opens_no_group_without_its_head() -> None:
+    """Only groups whose head senders are known to leave out (RDS_O13's
+    ORDER_DETAIL_SUPPLEMENT) are opened without it: a PR1 written before the FT1 of a
+    DFT_P03 stays where the sender put it, rather than opening a FINANCIAL group without
+    its required FT1."""
+    message = parse_segments(
+        "EVN|P03",
+        "PID|1",
+        "PV1|1|I",
+        "PR1|1||JANM001^Litho^CCAM",
+        "FT1|1|T1||20240913||CG|JANM001^Litho^CCAM",
+        msh9="DFT^P03^DFT_P03",
+        version="2.5",
+    )
+    assert _sig(message) == "MSH EVN PID PV1 PR1 FINANCIAL(FT1)"
+
+
 def test_rds_o13_sample_and_corpus() -> None:
     sample = _sample("RDS_O13_pharmacy-dispense.hl7")
     assert _sig(sample) == (
