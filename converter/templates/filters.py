@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import math
 import re
+import unicodedata
 from collections.abc import Callable
 from typing import Any
 
@@ -84,6 +85,7 @@ class ValueFilters:
             "code_system": self.code_system,
             "hd_system": self.hd_system,
             "b64encode": self.b64encode,
+            "name_key": self.name_key,
         }
 
     def globals(self) -> dict[str, Callable[..., Any]]:
@@ -288,6 +290,18 @@ class ValueFilters:
         if table:
             return f"http://terminology.hl7.org/CodeSystem/v2-{int(table[1]):04d}"
         return f"urn:oid:{oid}"
+
+    # -- names ---------------------------------------------------------------------------
+    @staticmethod
+    def name_key(value: Any) -> str:
+        """A name for comparing, not for writing: decoded, without diacritics, case folded,
+        hyphens and apostrophes read as spaces, blanks collapsed ("Hélène-Marie" and
+        "HELENE MARIE" have one key). A birth given name may be written with or without
+        its accents (the INS traits are in capitals without them)."""
+        text = unicodedata.normalize("NFKD", _text(value) or "")
+        text = "".join(char for char in text if not unicodedata.combining(char))
+        text = text.casefold().replace("-", " ").replace("'", " ").replace("\u2019", " ")
+        return " ".join(text.split())
 
     # -- binary content ------------------------------------------------------------------
     def b64encode(self, value: Any) -> str | None:

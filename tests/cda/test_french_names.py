@@ -1,7 +1,8 @@
 """French CDA patient names (ANS CI-SIS): one <name> with a birth family (qualifier BR) and
 a used family (qualifier SP) becomes FR Core 2.1.0's two Patient names, officialName (use
-official, the birth name) and usualName (use usual, the used name), each with the same
-given names (mappings/cda/datatypes/contact.j2, HumanNames)."""
+official, the birth name) and usualName (use usual, the used name), each with the
+name's given names but a CL one, which is the usual name's only
+(mappings/cda/datatypes/contact.j2, HumanNames)."""
 
 from __future__ import annotations
 
@@ -61,6 +62,20 @@ def test_birth_and_used_names_in_any_order_with_prefix(converter: Converter) -> 
     assert patient["name"] == [
         {"use": "official", "family": "Dupont", "given": ["Anne", "Marie"], "prefix": ["Mme"]},
         {"use": "usual", "family": "Martin", "given": ["Anne", "Marie"], "prefix": ["Mme"]},
+    ]
+
+
+def test_a_called_first_name_is_the_usual_name_s_only(converter: Converter) -> None:
+    # CL ("call me", HL7 v3 EntityNamePartQualifier): the first name used, not a birth
+    # given name; the official (birth) name keeps the others.
+    patient, _ = _patient(
+        converter,
+        '<name><given qualifier="BR">Hélène</given><given qualifier="CL">Léna</given>'
+        '<family qualifier="BR">Dubois</family><family qualifier="SP">Mercier</family></name>',
+    )
+    assert patient["name"] == [
+        {"use": "official", "family": "Dubois", "given": ["Hélène"]},
+        {"use": "usual", "family": "Mercier", "given": ["Léna"]},
     ]
 
 

@@ -302,8 +302,10 @@ def test_birth_place_text_alone_is_kept(converter: Converter) -> None:
         ("ROUSSEL^Amélie^Amélie^^^^L", ["Amélie"], "Amélie"),
         # A hyphenated first name matches the list's spaced one (INS traits), case ignored.
         ("MARTIN^Jean-Pierre^JEAN PIERRE MARIE^^^^L", ["Jean-Pierre"], "JEAN PIERRE MARIE"),
+        # Accents: the INS traits are written in capitals without them.
+        ("ROUSSEL^Hélène^HELENE MARIE^^^^L", ["Hélène"], "HELENE MARIE"),
     ],
-    ids=["list", "single", "hyphen"],
+    ids=["list", "single", "hyphen", "accents"],
 )
 def test_ins_legal_name_carries_the_birth_list(
     converter: Converter, xpn: str, given: list[str], birth_list: str
@@ -437,6 +439,12 @@ def test_unknown_zfd_codes(converter: Converter) -> None:
         conversion.warnings
     )
     assert any("ZFD-7" in w and "ZZ" in w for w in conversion.warnings), conversion.warnings
+
+
+def test_a_zfd4_neither_y_nor_n_is_dropped_with_a_warning(converter: Converter) -> None:
+    patient, conversion = convert(converter, {32: "VALI"}, extra=("ZFD||||O",))
+    assert extensions(patient, BIRTHDATE_UPDATE) == []
+    assert any("ZFD-4" in w for w in conversion.warnings), conversion.warnings
 
 
 def test_empty_zfd_adds_nothing(converter: Converter) -> None:

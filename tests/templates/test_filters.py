@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import unicodedata
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from converter.errors import MappingError, TemplateError
+from converter.templates.filters import ValueFilters
 from tests.templates.test_render import (
     MESSAGE,
     ROOT,
@@ -315,3 +319,18 @@ def test_require_passes_values_and_names_the_missing_field(env: Any) -> None:
     with pytest.raises(MappingError) as no_segment:
         value(env, "require(obx, obx, 'the content (OBX)')", obx=absent)
     assert no_segment.value.location == "OBX"
+
+
+@given(st.text(max_size=40))
+def test_name_key_ignores_accents_case_and_separators(text: str) -> None:
+    key = ValueFilters.name_key(text)
+    # Idempotent, and the same for the text in capitals, with hyphens or apostrophes.
+    assert ValueFilters.name_key(key) == key
+    assert ValueFilters.name_key(text.upper()) == ValueFilters.name_key(text.lower())
+    assert not any(unicodedata.combining(char) for char in key)
+
+
+def test_name_key_examples() -> None:
+    assert ValueFilters.name_key("Hélène-Marie") == ValueFilters.name_key("HELENE MARIE")
+    assert ValueFilters.name_key("  d\u2019Artagnan ") == "d artagnan"
+    assert ValueFilters.name_key(None) == ""
