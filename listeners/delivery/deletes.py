@@ -7,14 +7,22 @@ and fail the whole transaction. A message sent twice — an interface engine re-
 lost ACK, a retry after a timeout where the server had in fact committed, an A29 whose A28
 never reached this server — would then be a dead letter, while re-sending must be harmless.
 
-So when a delivery of a bundle with DELETE entries is rejected with 404 or 410 (the whole
-bundle, or a 2xx transaction-response whose failed entries are all DELETEs answered 404 or
-410), :meth:`AbsentDeletes.redelivery` reads each such target:
+A 404 or 410 counts only when it is the FHIR server's own answer: its body is an
+OperationOutcome (http.html: a server answers errors with one). An ingress, reverse proxy or
+API gateway answers 404 with a page of its own ("default backend - 404" while the FHIR pod
+restarts, "no Route matched"): taken as "absent", it would drop the DELETE of a Patient the
+server still holds and acknowledge the message. Such a 404 stays a rejection, as any 404.
 
-* ``GET [base]/Type/id`` answered 404 or 410: absent;
-* ``GET [base]/Type?search&_summary=count`` with ``total`` 0: absent;
-* anything else that is an answer (the target is there, a 403, a search without total):
-  the 404 was about something else, or we cannot tell — the rejection stands;
+So when a delivery of a bundle with DELETE entries is rejected with 404 or 410 and an
+OperationOutcome (the whole bundle), or answered with a 2xx transaction-response Bundle whose
+failed entries are all DELETEs answered 404 or 410, :meth:`AbsentDeletes.redelivery` reads
+each such target:
+
+* ``GET [base]/Type/id`` answered 404 or 410 with an OperationOutcome: absent;
+* ``GET [base]/Type?search&_summary=count`` answered 2xx with ``total`` 0: absent;
+* anything else that is an answer (the target is there, a 403, a 404 that is not an
+  OperationOutcome, a search without total): the 404 was about something else, or we
+  cannot tell — the rejection stands;
 * 408, 429, 5xx, 401, 3xx, timeouts and connection errors: a
   :class:`~listeners.errors.TransientDeliveryError`, as for a delivery.
 
@@ -24,8 +32,16 @@ answer is the delivery's, judged by the usual rules. Its receipt gets back one e
 entry of the original bundle: a dropped DELETE's is the status its check found (404 or 410;
 404 for a conditional DELETE that matched nothing), with no location.
 
-Logs and errors name the destination, counts, resource types and HTTP statuses: never an id,
-a search value or a URL path (the id of a Patient is patient data).
+"Absent" is all a server tells: a resource deleted before (the same A29 again) and one it
+never held (an A29 whose A28 went elsewhere, or whose sender changed the patient's
+identifiers in between, so that the id or the search matches nothing) answer the same. The
+rest of the bundle is delivered all the same (an A29 for a patient this warehouse never
+received is plausible and must not fill the dead letters), with one WARNING line for the
+operator: what the message deletes is not on the server; if unexpected, check the
+identifiers the sender uses.
+
+Logs and errors name the destination, the control id, counts, resource types and HTTP
+statuses: never an id, a search value or a URL path (the id of a Patient is patient data).
 """
 
 from __future__ import annotations
@@ -112,14 +128,18 @@ class AbsentDeletes:
         if not dropped:
             return None
         kinds = sorted({_resource_type(deletes[i]) for i in dropped})
-        _log.info(
-            "destination %s: %d DELETE entr%s (%s) of message %s already done (target not "
-            "on the server); delivering the rest of the bundle again",
+        what = (
+            f"the {kinds[0]} this message deletes is"
+            if len(dropped) == 1
+            else f"the {len(dropped)} resources ({', '.join(kinds)}) this message deletes are"
+        )
+        _log.warning(
+            "destination %s: control id %s: %s not on the server (already deleted, or never "
+            "written there: if unexpected, check the identifiers the sender uses); the rest "
+            "of the bundle is delivered",
             self._name,
-            len(dropped),
-            "y" if len(dropped) == 1 else "ies",
-            ", ".join(kinds),
             control_id,
+            what,
         )
         rest = [entry for i, entry in enumerate(entries) if i not in dropped]
         return Redelivery(bundle={**data, "entry": rest}, dropped=dropped, size=len(entries))
@@ -153,7 +173,7 @@ class AbsentDeletes:
                 retry_after=parse_retry_after(response.headers.get("Retry-After")),
             )
         if not search:
-            return status if status in _GONE else None
+            return status if status in _GONE and _operation_outcome(response) else None
         if not 200 <= status < 300:
             return None
         try:
@@ -181,19 +201,22 @@ def _suspects(
     deletes: Mapping[int, str], entries: list[Any], response: httpx.Response
 ) -> list[int]:
     """The DELETE entries the rejection may be about: all of them for a whole-bundle 404 or
-    410; for a 2xx transaction-response, its failed entries if each is a DELETE answered 404
-    or 410 (any other failure: none)."""
+    410 with an OperationOutcome; for a 2xx transaction-response Bundle, its failed entries
+    if each is a DELETE answered 404 or 410 (any other failure: none)."""
     status = response.status_code
     if not deletes:
         return []
     if status in _GONE:
-        return list(deletes)
+        return list(deletes) if _operation_outcome(response) else []
     if not 200 <= status < 300:
         return []
     try:
-        answers = response.json().get("entry")
-    except (ValueError, AttributeError):
+        body = response.json()
+    except ValueError:
         return []
+    if not isinstance(body, Mapping) or body.get("resourceType") != "Bundle":
+        return []
+    answers = body.get("entry")
     if not isinstance(answers, list) or len(answers) != len(entries):
         return []
     failed = []
@@ -207,6 +230,16 @@ def _suspects(
             return []
         failed.append(index)
     return failed
+
+
+def _operation_outcome(response: httpx.Response) -> bool:
+    """True when the body is a FHIR OperationOutcome: the FHIR server's own answer, not the
+    page of an ingress, proxy or gateway in front of it (whatever its Content-Type says)."""
+    try:
+        body = response.json()
+    except ValueError:  # not JSON, or not text (UnicodeDecodeError is a ValueError)
+        return False
+    return isinstance(body, Mapping) and body.get("resourceType") == "OperationOutcome"
 
 
 def _resource_type(url: str) -> str:

@@ -4,8 +4,10 @@ The test FHIR server (Medplum engine) answers ``DELETE Patient/<id>`` of a Patie
 hold with 404 and fails the whole transaction (as a batch: that entry 404). FHIR R4 allows
 200, 204 or 404 there. A29 sent twice (a lost ACK, a retry after a timeout that had in fact
 committed) or an A29 whose A28 never reached the server was a dead letter; the sink now checks
-that the DELETE targets are absent and delivers the rest of the bundle again, once. A 404
-about anything else stays a rejection.
+that the DELETE targets are absent and delivers the rest of the bundle again, once, with a
+WARNING (the server cannot tell "deleted before" from "never held"). A 404 about anything
+else stays a rejection, and so does a 404 that is not the FHIR server's own answer (no
+OperationOutcome: an ingress or a proxy in front of it).
 """
 
 from __future__ import annotations
@@ -40,6 +42,21 @@ PV1 = (
     "PV1|1|I|CARDIO^204^1^CHU-LYON&1.2.250.1.999.1.1&ISO||||||||||||||||"
     "CHU2024022101^^^CHU-LYON&1.2.250.1.999.1.1&ISO^VN"
 )
+
+
+#: The WARNING of a delivery whose Patient to delete is not on the server.
+NOT_ON_THE_SERVER = (
+    "destination test: control id {control_id}: the Patient this message deletes is not on "
+    "the server (already deleted, or never written there: if unexpected, check the "
+    "identifiers the sender uses); the rest of the bundle is delivered"
+)
+#: What an ingress (nginx, Kubernetes' default backend) answers while the FHIR pod restarts.
+INGRESS_404 = {
+    "status": 404,
+    "outcome": False,
+    "body": "default backend - 404",
+    "contentType": "text/plain",
+}
 
 
 def convert(data: bytes, mode: RequestMode = "put") -> dict[str, Any]:
@@ -139,12 +156,13 @@ async def test_the_same_a29_twice_is_delivered_twice_and_the_patient_stays_gone(
     assert receipt.entries[index].status == 404 and receipt.entries[index].location is None
     others = [e.status for i, e in enumerate(receipt.entries) if i != index]
     assert others and all(s is not None and 200 <= s < 300 for s in others)
-    # One line says what happened, with the resource type and never the id.
-    said = [r.getMessage() for r in caplog.records if r.name == "listeners.delivery.deletes"]
-    assert said == [
-        "destination test: 1 DELETE entry (Patient) of message MSG00001 already done "
-        "(target not on the server); delivering the rest of the bundle again"
+    # One WARNING says what happened, with the resource type and never the id.
+    said = [
+        (r.levelname, r.getMessage())
+        for r in caplog.records
+        if r.name == "listeners.delivery.deletes"
     ]
+    assert said == [("WARNING", NOT_ON_THE_SERVER.format(control_id="MSG00001"))]
     # (httpx's own INFO lines name the URL: the service sets that logger to WARNING.)
     ours = [r for r in caplog.records if r.name.startswith("listeners")]
     assert ours and not [r for r in ours if pid in r.getMessage()]
@@ -169,9 +187,12 @@ async def test_a_resent_a29_writes_its_own_message_header_and_provenance(
 
 
 @pytest.mark.anyio
-async def test_an_a29_for_a_patient_never_held_is_delivered(server: FhirServer) -> None:
+async def test_an_a29_for_a_patient_never_held_is_delivered(
+    server: FhirServer, caplog: pytest.LogCaptureFixture
+) -> None:
     removal = convert(A29)
     [(_, url)] = deleted(removal)
+    caplog.set_level(logging.DEBUG)
     [receipt] = await deliver(server, removal)
     assert trail(server) == [("POST", "", 404), ("GET", url, 404), ("POST", "", 200)]
     assert receipt.status == 200
@@ -179,6 +200,36 @@ async def test_an_a29_for_a_patient_never_held_is_delivered(server: FhirServer) 
     [header] = resources(removal, "MessageHeader")
     assert server.read("MessageHeader", header["id"]) is not None
     assert server.count("Organization") == 2  # the rest of the bundle is written
+    [said] = [r for r in caplog.records if r.name == "listeners.delivery.deletes"]
+    assert said.levelno == logging.WARNING
+    assert said.getMessage() == NOT_ON_THE_SERVER.format(control_id="MSG00001")
+
+
+@pytest.mark.anyio
+async def test_an_a29_whose_identifiers_changed_since_the_a28_is_delivered_with_a_warning(
+    server: FhirServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The sender changed the person's identifier between the A28 and the A29: the A29
+    # deletes a Patient id the server never held. Nothing is deleted; the operator is told
+    # (WARNING, not INFO), with neither the id nor the identifier in the text.
+    added = convert(A28)
+    other = "0099999999^^^CHU-LYON&1.2.250.1.999.1.1&ISO^MR"
+    removal = convert(set_field(A29, "PID", 3, other))
+    assert patient_id(removal) != patient_id(added)
+    await deliver(server, added)
+    server.clear_requests()
+    caplog.set_level(logging.DEBUG)
+    [receipt] = await deliver(server, removal)
+    assert receipt.status == 200
+    assert [(m, s) for m, _, s in trail(server)] == [("POST", 404), ("GET", 404), ("POST", 200)]
+    assert server.read("Patient", patient_id(added)) is not None  # still there
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [(r.name, r.getMessage()) for r in warnings] == [
+        ("listeners.delivery.deletes", NOT_ON_THE_SERVER.format(control_id="MSG00001"))
+    ]
+    ours = " ".join(r.getMessage() for r in caplog.records if r.name.startswith("listeners"))
+    for secret in (patient_id(removal), patient_id(added), "0099999999", IPP):
+        assert secret not in ours
 
 
 @pytest.mark.anyio
@@ -234,6 +285,77 @@ async def test_a_404_about_another_entry_stays_a_rejection(server: FhirServer) -
     assert str(caught.value) == "destination test: HTTP 404 Not Found"
     assert trail(server) == [("POST", "", 404), ("GET", f"Patient/{pid}", 200)]
     assert server.read("Patient", pid) is not None
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "fault",
+    [
+        INGRESS_404,
+        # An API gateway's JSON, which is no FHIR resource.
+        {
+            "status": 404,
+            "outcome": {"message": "no Route matched with those values"},
+        },
+        {
+            **INGRESS_404,
+            "status": 410,
+            "body": "<html><h1>410 Gone</h1></html>",
+            "contentType": "text/html",
+        },
+    ],
+    ids=["ingress-text", "gateway-json", "proxy-html-410"],
+)
+async def test_a_404_that_is_not_the_fhir_servers_stays_a_rejection(
+    server: FhirServer, fault: dict[str, Any]
+) -> None:
+    # An ingress answers the POST itself (the FHIR pod restarting), and would answer the
+    # check too: its 404 says nothing of the Patient, which the server still holds. Before,
+    # the DELETE was dropped and the rest delivered on the server's return: acknowledged,
+    # the Patient never deleted.
+    added = convert(A28)
+    pid = patient_id(added)
+    await deliver(server, added)
+    server.clear_requests()
+    server.control(faults=[{**fault, "count": 2}])
+    with pytest.raises(RejectedDeliveryError) as caught:
+        await deliver(server, convert(A29))
+    assert caught.value.status == fault["status"]
+    assert [(m, s) for m, _, s in trail(server)] == [("POST", fault["status"])]  # no check
+    assert server.read("Patient", pid) is not None
+
+
+@pytest.mark.anyio
+async def test_a_check_answered_404_by_something_else_than_the_server_keeps_the_rejection(
+    server: FhirServer,
+) -> None:
+    # The POST gets the server's own 404 (an OperationOutcome), the GET that follows an
+    # ingress's plain-text 404: that says nothing of the Patient, the rejection stands and
+    # the bundle is not sent again.
+    added = convert(A28)
+    pid = patient_id(added)
+    await deliver(server, added)
+    server.clear_requests()
+    server.control(faults=[{"status": 404, "count": 1}, {**INGRESS_404, "count": 1}])
+    with pytest.raises(RejectedDeliveryError) as caught:
+        await deliver(server, convert(A29))
+    assert caught.value.status == 404
+    assert trail(server) == [("POST", "", 404), ("GET", f"Patient/{pid}", 404)]
+    assert server.read("Patient", pid) is not None
+
+
+@pytest.mark.anyio
+async def test_a_2xx_answer_that_is_no_bundle_is_not_checked(server: FhirServer) -> None:
+    # Entries "404" in a 2xx body that is no transaction-response Bundle (a gateway's JSON of
+    # its own) say nothing of the DELETE: no check, no second POST.
+    removal = convert(A29)
+    entries = [
+        {"response": {"status": "404" if e["request"]["method"] == "DELETE" else "200"}}
+        for e in removal["entry"]
+    ]
+    server.fail(200, outcome={"type": "transaction-response", "entry": entries})
+    await deliver(server, removal)  # 2xx: the delivery's answer, judged as usual
+    assert [m for m, _, _ in trail(server)] == ["POST"]
 
 
 @pytest.mark.anyio
