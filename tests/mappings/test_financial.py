@@ -4,7 +4,8 @@ Patient, Encounter, Condition, Procedure, Coverage and RelatedPerson are written
 writes them; the Account (PID-18) takes its status from the trigger event (P02 purge and
 P06 end account: inactive), its coverage from IN1 and its guarantors from GT1; each FT1 is
 a ChargeItem (FT1-6 CG billable, CD credit entered-in-error, payments and adjustments not
-converted). Until routed, every message here was refused (AR 200/201)."""
+converted) naming the Account by its identifier: a DFT writes no Account (it carries no
+account status). Until routed, every message here was refused (AR 200/201)."""
 
 from __future__ import annotations
 
@@ -207,12 +208,24 @@ def test_bar_p02_purges_each_patient_group_account(
 
 
 def test_guarantor_self_or_organization(converter: Converter, r4validator: R4Validator) -> None:
+    """GT1-3 guarantor name is required (v2.5 6.5.5.3): an organization guarantor's GT1-3
+    holds the organization's name, its GT1-21 the organization. It is an Organization,
+    not a RelatedPerson named like a company."""
     data = bar(
         "P05",
         pid(),
         pv1(),
         segment("GT1", {1: "1", 3: "BERNARD^Lucas", 11: "SEL^Assuré(e)^HL70063"}),
-        segment("GT1", {1: "2", 21: "Mutuelle des Pays de la Loire", 22: "Y"}),
+        segment(
+            "GT1",
+            {
+                1: "2",
+                3: "Mutuelle des Pays de la Loire",
+                10: "O",
+                21: "Mutuelle des Pays de la Loire",
+                22: "Y",
+            },
+        ),
     )
     bundle = valid(converter, r4validator, data, "BAR").bundle
     account = one(bundle, "Account")
@@ -250,12 +263,26 @@ def test_adt_account_is_unchanged(converter: Converter) -> None:
 # --- DFT ---------------------------------------------------------------------------------
 
 
+ACCOUNT = {
+    "type": "Account",
+    "identifier": {"system": "urn:oid:1.2.250.1.999.2.1", "value": "CPT-2024-0042"},
+}
+CREDIT_WARNING = (
+    ": a credit (FT1-6 CD) is read as voiding the ChargeItem of the same transaction ID "
+    "(FT1-2), a sender convention: it voids the whole charge, even for a partial credit, "
+    "and voids nothing if no charge carries that FT1-2"
+)
+
+
 def test_dft_p03_sample_charge_items(converter: Converter, r4validator: R4Validator) -> None:
     conversion = valid(converter, r4validator, DFT, "DFT")
     bundle = conversion.bundle
     patient = one(bundle, "Patient")
-    account = one(bundle, "Account")
     encounter = one(bundle, "Encounter")
+    # A DFT writes no Account (see test_dft_does_not_reopen_an_ended_account): the charges
+    # and the visit name the PID-18 account by its identifier.
+    assert resources(bundle, "Account") == []
+    assert encounter["account"] == [ACCOUNT]
     items = resources(bundle, "ChargeItem")
     assert len(items) == 3
     lithotripsy = charge(bundle, "ACT-2024-118734")
@@ -276,7 +303,7 @@ def test_dft_p03_sample_charge_items(converter: Converter, r4validator: R4Valida
     }
     assert lithotripsy["subject"] == ref(patient)
     assert lithotripsy["context"] == ref(encounter)
-    assert lithotripsy["account"] == [ref(account)]
+    assert lithotripsy["account"] == [ACCOUNT]
     assert lithotripsy["occurrenceDateTime"] == "2024-09-13T09:30:00+02:00"
     assert lithotripsy["enteredDate"] == "2024-09-16T18:05:00+02:00"
     assert lithotripsy["quantity"] == {"value": 1}
@@ -304,9 +331,9 @@ def test_dft_p03_sample_charge_items(converter: Converter, r4validator: R4Valida
     ordering = [p for p in consultation["performer"] if p["function"]["coding"][0]["code"] == "OP"]
     assert ordering and ordering[0]["function"]["coding"][0]["system"].endswith("v2-0443")
     assert "service" not in consultation
-    # FT1-6 CD: a credit reversing an earlier charge voids it.
+    # FT1-6 CD: a credit reversing an earlier charge voids it, a convention said aloud.
     assert charge(bundle, "ACT-2024-118101")["status"] == "entered-in-error"
-    assert not conversion.warnings
+    assert conversion.warnings == ("FT1 3" + CREDIT_WARNING,)
 
 
 def test_a_credit_with_the_charge_transaction_id_voids_that_charge_item(
@@ -372,10 +399,136 @@ def test_unit_amount_period_and_ft1_25_procedure(
 
 
 def test_dft_v23_transaction_date_is_a_timestamp(converter: Converter) -> None:
-    data = set_field(DFT, "MSH", 12, "2.3")
-    data = set_field(data, "MSH", 9, "DFT^P03")
-    bundle, _ = convert_one(converter, data)
-    assert charge(bundle, "ACT-2024-118734")["occurrenceDateTime"] == "2024-09-13T09:30:00+02:00"
+    """FT1-4 is a TS up to v2.4 (its second component the degree of precision) and a DR
+    from v2.5 (start ^ end): the same text reads as one instant or as a period."""
+    data = set_field(DFT, "FT1", 4, "20240913093000+0200^20240915100000+0200", occurrence=1)
+    bundle_25, _ = convert_one(converter, data)
+    assert charge(bundle_25, "ACT-2024-118734")["occurrencePeriod"] == {
+        "start": "2024-09-13T09:30:00+02:00",
+        "end": "2024-09-15T10:00:00+02:00",
+    }
+    data = set_field(set_field(data, "MSH", 12, "2.3"), "MSH", 9, "DFT^P03")
+    bundle_23, _ = convert_one(converter, data)
+    item = charge(bundle_23, "ACT-2024-118734")
+    assert item["occurrenceDateTime"] == "2024-09-13T09:30:00+02:00"
+    assert "occurrencePeriod" not in item
+
+
+def dft(*ft1s: dict[int, str], control: str = "CHU-DFT-20240916-000107") -> bytes:
+    """The sample DFT's MSH, EVN, PID and PV1, then an FT1 per field dict."""
+    head = [line for line in lines(DFT) if line[:3] in ("MSH", "EVN", "PID", "PV1")]
+    data = message([*head, *(segment("FT1", f) for f in ft1s)])
+    return set_field(data, "MSH", 10, control)
+
+
+LITHO = {
+    1: "1",
+    2: "ACT-2024-118734",
+    4: "20240913093000+0200",
+    6: "CG",
+    7: "JANM001^Lithotritie extracorporelle du rein^CCAM",
+    10: "1",
+    11: "357.12&EUR",
+}
+VISIT = {**LITHO, 2: "", 7: "C^Consultation^NGAP", 11: "25.00&EUR"}
+
+
+@pytest.mark.parametrize("credit_first", [False, True])
+def test_a_charge_and_its_credit_in_one_message_leave_the_credit(
+    converter: Converter, r4validator: R4Validator, credit_first: bool
+) -> None:
+    """Same FT1-2: one ChargeItem id. The merge kept the first one emitted, so a CG
+    before its CD left the charge billable; the credit now wins in either order."""
+    credit = {**LITHO, 6: "CD", 11: "-357.12&EUR"}
+    pair = (credit, LITHO) if credit_first else (LITHO, credit)
+    data = dft(*({**f, 1: str(n)} for n, f in enumerate(pair, 1)))
+    conversion = valid(converter, r4validator, data, "DFT")
+    (item,) = resources(conversion.bundle, "ChargeItem")
+    assert item["status"] == "entered-in-error"
+    assert item["id"] == charge(convert_one(converter, DFT)[0], "ACT-2024-118734")["id"]
+    charge_at, credit_at = (2, 1) if credit_first else (1, 2)
+    assert sorted(conversion.warnings) == sorted(
+        [
+            f"FT1 {credit_at}" + CREDIT_WARNING,
+            f"FT1 {charge_at}: the charge is reversed by the credit FT1 {credit_at} of the "
+            "same message (same FT1-2): only the credit is written",
+        ]
+    )
+
+
+def test_every_credit_warns_even_one_that_voids_nothing(converter: Converter) -> None:
+    """A CD with an FT1-2 of its own voids no charge: an entered-in-error ChargeItem of its
+    own. Reading CD as "void the charge of this FT1-2" is a sender convention, said aloud."""
+    bundle, warnings = convert_one(converter, dft({**LITHO, 2: "ACT-2024-200001", 6: "CD"}))
+    assert [c["status"] for c in resources(bundle, "ChargeItem")] == ["entered-in-error"]
+    assert warnings == ["FT1 1" + CREDIT_WARNING]
+
+
+def test_charges_without_transaction_id_are_never_merged(converter: Converter) -> None:
+    """Without FT1-2 no identity: FT1-1 is only a position, so [visit, FT1-4, FT1-7,
+    FT1-1] merged two identical acts of one message, and a second consultation on the
+    same day (another message) overwrote the first."""
+    data = dft(VISIT, VISIT)
+    first = [c["id"] for c in resources(convert_one(converter, data)[0], "ChargeItem")]
+    assert len(set(first)) == 2
+    resent = [c["id"] for c in resources(convert_one(converter, data)[0], "ChargeItem")]
+    assert resent == first  # the same message again: the same ids
+    later = dft(VISIT, control="CHU-DFT-20240917-000200")
+    (other,) = resources(convert_one(converter, later)[0], "ChargeItem")
+    assert other["id"] not in first
+
+
+def test_transaction_id_without_authority_is_the_sending_application_s(
+    converter: Converter,
+) -> None:
+    """FT1-2 is numbered by the sending system (v2.5 6.5.1.2): two applications of one
+    facility sending "1000" post two transactions. With an authority (v2.6 CX.4) the
+    authority alone scopes it."""
+    pastel = dft({**LITHO, 2: "1000"})
+    ris = set_field(pastel, "MSH", 3, "RIS^1.2.250.1.999.2.30^ISO")
+    ids = {one(convert_one(converter, d)[0], "ChargeItem")["id"] for d in (pastel, ris)}
+    assert len(ids) == 2
+    cx = "1000^^^PASTEL&1.2.250.1.999.2.20&ISO"
+    with_authority = [
+        set_field(set_field(d, "FT1", 2, cx), "MSH", 12, "2.6") for d in (pastel, ris)
+    ]
+    ids = {one(convert_one(converter, d)[0], "ChargeItem")["id"] for d in with_authority}
+    assert len(ids) == 1
+
+
+def test_ft1_25_procedure_only_beside_a_charge_item(converter: Converter) -> None:
+    procedure = {25: "JANM001^Lithotritie extracorporelle du rein^CCAM"}
+    bundle, _ = convert_one(converter, dft({**LITHO, **procedure}))
+    (service,) = one(bundle, "ChargeItem")["service"]
+    assert service == ref(one(bundle, "Procedure"))
+    payment, warnings = convert_one(converter, dft({**LITHO, **procedure, 6: "PY"}))
+    assert resources(payment, "ChargeItem") == resources(payment, "Procedure") == []
+    assert warnings == [
+        "FT1 1: transaction type PY (FT1-6) is not a charge or a credit: no ChargeItem"
+    ]
+
+
+def test_ft1_naming_nothing_is_skipped_not_the_message(
+    converter: Converter, r4validator: R4Validator
+) -> None:
+    """ChargeItem.code is required: an FT1 without FT1-7, FT1-8 and FT1-25 rejected the
+    whole message; now only that charge is left out, with a warning (no values)."""
+    data = dft(LITHO, {1: "2", 2: "ACT-2024-118999", 4: "20240913", 6: "CG", 11: "12.00&EUR"})
+    conversion = valid(converter, r4validator, data, "DFT")
+    assert [c["identifier"][0]["value"] for c in resources(conversion.bundle, "ChargeItem")] == [
+        "ACT-2024-118734"
+    ]
+    assert conversion.warnings == (
+        "FT1 2: no transaction code (FT1-7), description (FT1-8) nor procedure code (FT1-25): "
+        "nothing names the charge, no ChargeItem",
+    )
+
+
+def test_dft_organization_guarantor_is_an_organization(converter: Converter) -> None:
+    gt1 = segment("GT1", {1: "1", 3: "ACME SA", 10: "E", 21: "ACME SA^^^^^^^^^123456789"})
+    bundle, _ = convert_one(converter, insert_after(DFT, "IN1|", gt1))
+    assert resources(bundle, "RelatedPerson") == []
+    assert [o for o in resources(bundle, "Organization") if o.get("name") == "ACME SA"]
 
 
 def test_dft_p11_group_diagnoses_support_their_charge(
@@ -408,13 +561,16 @@ def test_corpus_messages_convert_and_validate(
     root = name.split("-")[0]
     (raw,) = converter.split(path.read_bytes())  # LF-separated: split() reads the lines
     bundle = valid(converter, r4validator, raw.data, root).bundle
-    account = one(bundle, "Account")
-    assert account["identifier"][0]["value"] == "4000776"
-    assert account["status"] == ("inactive" if name.startswith("BAR-P02") else "active")
-    if root == "DFT":
+    if root == "BAR":
+        account = one(bundle, "Account")
+        assert account["identifier"][0]["value"] == "4000776"
+        assert account["status"] == ("inactive" if name.startswith("BAR-P02") else "active")
+    else:
+        assert resources(bundle, "Account") == []
         items = resources(bundle, "ChargeItem")
         assert len(items) == 2
-        assert all(i["status"] == "billable" and i["account"] == [ref(account)] for i in items)
+        assert all(i["status"] == "billable" for i in items)
+        assert all(i["account"][0]["identifier"]["value"] == "4000776" for i in items)
         assert items[0]["priceOverride"] == {"value": Decimal("100"), "currency": "USD"}
         assert items[0]["code"]["coding"][0]["code"] == "71045"
 
@@ -435,13 +591,31 @@ def test_on_a_fhir_server_bar_then_dft_share_patient_and_account(
     assert fhir_server.count("Encounter") == 1
     (patient,) = [e["resource"] for e in fhir_server.search("Patient")["entry"]]
     (account,) = [e["resource"] for e in fhir_server.search("Account")["entry"]]
-    # Both messages state the account number, subject and status (each PUT replaces the
-    # Account as a whole: the DFT's carries its own IN1/GT1 only).
+    # The BAR's Account, untouched by the DFTs (which name it by its identifier).
     assert account["subject"] == [{"reference": f"Patient/{patient['id']}"}]
+    assert account["identifier"][0]["value"] == ACCOUNT["identifier"]["value"]
+    assert len(account["coverage"]) == 2 and len(account["guarantor"]) == 1
     items = [e["resource"] for e in fhir_server.search("ChargeItem")["entry"]]
     assert len(items) == 3
     for item in items:
         assert item["subject"]["reference"] == f"Patient/{patient['id']}"
-        assert item["account"] == [{"reference": f"Account/{account['id']}"}]
+        assert item["account"] == [ACCOUNT]
     statuses = sorted(i["status"] for i in items)
     assert statuses == ["billable", "billable", "entered-in-error"]
+
+
+def test_on_a_fhir_server_a_dft_does_not_reopen_an_ended_account(
+    converter: Converter, fhir_server: FhirServer, r4validator: R4Validator
+) -> None:
+    """A DFT carries no account status (HL7 v2.5 ch. 6): writing the Account (status 1..1
+    in R4) set a BAR^P06-ended account back to active and dropped its coverages and
+    guarantors. The DFT's charges name it by identifier; the BAR's Account stays."""
+    fhir_server.reset()
+    ended = set_field(set_field(BAR, "MSH", 9, "BAR^P06^BAR_P06"), "EVN", 1, "P06")
+    fhir_server.transact(converter.convert_message(ended).bundle)
+    late_charge = valid(converter, r4validator, DFT, "DFT").bundle
+    fhir_server.transact(late_charge)
+    (account,) = [e["resource"] for e in fhir_server.search("Account")["entry"]]
+    assert account["status"] == "inactive"
+    assert len(account["coverage"]) == 2 and len(account["guarantor"]) == 1
+    assert fhir_server.count("ChargeItem") == 3

@@ -338,7 +338,6 @@ def _event(trigger: str, data: bytes = REF) -> bytes:
         ("I13", "A^Acceptée^HL70283", "active"),
         ("I14", "A^Acceptée^HL70283", "revoked"),  # cancel: whatever RF1-1 says
         ("I14", "", "revoked"),
-        ("I15", "P^En attente^HL70283", "active"),
     ],
 )
 def test_ref_status_comes_from_the_event_then_rf1_1(
@@ -348,9 +347,49 @@ def test_ref_status_comes_from_the_event_then_rf1_1(
     bundle, warnings = _convert(converter, _set(_event(trigger), "RF1", 1, rf1_1))
     [referral] = _of_type(bundle, "ServiceRequest")
     assert referral["status"] == status
-    assert referral["id"] == original["id"]  # I13/I14/I15 update the I12's referral
+    assert referral["id"] == original["id"]  # I13/I14 update the I12's referral
     assert warnings == []
     assert r4validator.validate(bundle) == []
+
+
+def test_ref_i15_status_request_writes_no_referral(
+    converter: Converter, r4validator: R4Validator
+) -> None:
+    """REF^I15 (HL7 v2.5 §11.3.4) asks the referral's holder for its status: it states no
+    referral. Written as one, its bare RF1 replaced the I12's ServiceRequest (content
+    erased) and, status defaulting to active, reactivated a referral an I14 revoked."""
+    status_request = _message(
+        [
+            "MSH|^~\\&|DPI-CEDRE^1.2.250.1.999.3.20^ISO|CLINIQUE-DES-LILAS^1.2.250.1.999.3.1^ISO|"
+            "DPI-ERABLE|HOP-PARIS-EST|20240601101500+0200||REF^I15^REF_I12|CDL-1|P|2.5",
+            "RF1||||||ADR-2024-0527-001^DPI-ERABLE^1.2.250.1.999.2.20^ISO",
+            f"PID|1||{PATIENT_ID}||LEFEBVRE^Juliette",
+        ]
+    )
+    for data in (status_request, _event("I15")):
+        bundle, warnings = _convert(converter, data)
+        assert _of_type(bundle, "ServiceRequest") == []
+        written = [e["resource"]["resourceType"] for e in bundle["entry"]]
+        # The header's sender and receiver may be Organizations; nothing of the referral.
+        assert sorted(set(written) - {"Organization"}) == [
+            "MessageHeader",
+            "Patient",
+            "Provenance",
+        ]
+        assert warnings == ["REF^I15 asks for the referral's status; nothing is written"]
+        assert r4validator.validate(bundle) == []
+
+
+def test_ref_without_referral_identifier_warns(converter: Converter) -> None:
+    """Without RF1-6 and RF1-11 the ServiceRequest's id derives from the message: no I13
+    or I14 can reach it, which the sender should know."""
+    bundle, warnings = _convert(converter, _set(_set(REF, "RF1", 6, ""), "RF1", 11, ""))
+    assert len(_of_type(bundle, "ServiceRequest")) == 1
+    assert warnings == [
+        "RF1 has no originating (RF1-6) nor external (RF1-11) referral identifier: the "
+        "ServiceRequest's id derives from this message, so no I13 or I14 can update it"
+    ]
+    assert _convert(converter, _set(REF, "RF1", 6, ""))[1] == []  # RF1-11 suffices
 
 
 def test_ref_unknown_referral_status_is_unknown_with_a_warning(converter: Converter) -> None:
@@ -457,6 +496,14 @@ def test_on_a_fhir_server_a_referral_then_its_cancellation_leave_one_revoked_req
     assert stored["status"] == "revoked"
     assert fhir_server.count("ServiceRequest") == 1
     assert stored["requester"]["reference"].startswith("Practitioner/")
+    # A status request (I15) afterwards neither reactivates nor empties the referral.
+    status_request = _set(_event("I15"), "MSH", 10, "HPE-REF-20240601-000001")
+    fhir_server.transact(_convert(converter, status_request)[0])
+    [after] = fhir_server.search_by_identifier(
+        "ServiceRequest", "urn:oid:1.2.250.1.999.2.20", "ADR-2024-0527-001"
+    )
+    assert after["status"] == "revoked"
+    assert after["requester"] == stored["requester"] and after["note"] == stored["note"]
 
 
 # ----------------------------------------------------------------------------------------
