@@ -270,8 +270,9 @@ def _compile(
 
 #: Groups whose required first segment senders are known to leave out (see
 #: :func:`_compile_group`): RDS_O13's ORDER_DETAIL_SUPPLEMENT opens with an NTE that
-#: pharmacy systems omit before its RXR.
-_HEADLESS_GROUPS = frozenset({"ORDER_DETAIL_SUPPLEMENT"})
+#: pharmacy systems omit before its RXR; OML_O21's OBSERVATION_REQUEST opens with an OBR
+#: that an order sent as ORC and specimens only (SPM) leaves out.
+_HEADLESS_GROUPS = frozenset({"ORDER_DETAIL_SUPPLEMENT", "OBSERVATION_REQUEST"})
 
 
 def _compile_group(structure: str, name: str, spec: Any, cardinality: tuple[int, int]) -> Node:
