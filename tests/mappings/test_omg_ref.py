@@ -16,6 +16,7 @@ import pytest
 
 from converter import Converter
 from tests.support.fhirserver import FhirServer
+from tests.support.hl7_edit import by_reference, refs
 from tests.support.hl7_edit import convert_one as _convert
 from tests.support.hl7_edit import insert_after as _insert_after
 from tests.support.hl7_edit import lines as _lines
@@ -39,16 +40,6 @@ V2 = "http://terminology.hl7.org/CodeSystem/v2-"
 
 def _drop(data: bytes, *prefixes: str) -> bytes:
     return _message([line for line in _lines(data) if not line.startswith(prefixes)])
-
-
-def _refs(resource: dict[str, Any], element: str) -> list[str]:
-    return [r["reference"] for r in resource.get(element, [])]
-
-
-def _by_ref(bundle: dict[str, Any], ref: str) -> dict[str, Any]:
-    rtype, _, rid = ref.partition("/")
-    [found] = [r for r in _of_type(bundle, rtype) if r["id"] == rid]
-    return found
 
 
 def _code(concept: dict[str, Any]) -> str:
@@ -100,12 +91,12 @@ def test_omg_each_order_is_a_service_request_field_by_field(
     assert ct["authoredOn"] == "2024-05-20T14:05:00+02:00"  # ORC-9 of an NW
     assert ct["subject"]["reference"] == f"Patient/{patient['id']}"
     assert ct["encounter"]["reference"] == f"Encounter/{encounter['id']}"
-    requester = _by_ref(bundle, ct["requester"]["reference"])
+    requester = by_reference(bundle, ct["requester"]["reference"])
     assert requester["name"][0]["family"] == "LAMBERT"
     assert ct["reasonCode"][0]["coding"][0]["code"] == "EP"  # OBR-31
-    [reason] = _refs(ct, "reasonReference")
-    assert _code(_by_ref(bundle, reason)["code"]) == "R06.0"  # DG1-3
-    weight, gfr = (_by_ref(bundle, ref) for ref in _refs(ct, "supportingInfo"))
+    [reason] = refs(ct, "reasonReference")
+    assert _code(by_reference(bundle, reason)["code"]) == "R06.0"  # DG1-3
+    weight, gfr = (by_reference(bundle, ref) for ref in refs(ct, "supportingInfo"))
     assert weight["valueQuantity"]["value"] == 64
     assert gfr["valueQuantity"]["value"] == 78
     assert [n["text"] for n in gfr["note"]] == [
@@ -133,7 +124,7 @@ def test_omg_patient_group_gives_allergy_contact_and_coverage(converter: Convert
     assert contact["name"][0]["family"] == "LEFEBVRE"
     assert contact["name"][0]["given"] == ["Marc"]
     [coverage] = _of_type(bundle, "Coverage")
-    assert _by_ref(bundle, coverage["payor"][0]["reference"])["name"] == "CPAM de Paris"
+    assert by_reference(bundle, coverage["payor"][0]["reference"])["name"] == "CPAM de Paris"
 
 
 @pytest.mark.parametrize("version", ["2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.8"])
@@ -143,7 +134,7 @@ def test_omg_orders_are_the_same_in_every_version(converter: Converter, version:
     requests = _of_type(bundle, "ServiceRequest")
     assert [_placer(r) for r in requests] == ["RAD-2024-0520-03", "CAR-2024-0520-04"]
     assert [r["priority"] for r in requests] == ["routine", "asap"]
-    assert [len(_refs(r, "supportingInfo")) for r in requests] == [2, 0]
+    assert [len(refs(r, "supportingInfo")) for r in requests] == [2, 0]
 
 
 def test_omg_and_orm_with_one_placer_number_are_one_service_request(
@@ -172,7 +163,7 @@ def test_omg_then_oru_meet_on_one_service_request(converter: Converter) -> None:
     reported = _of_type(oru_bundle, "ServiceRequest")[0]
     assert reported["id"] == ordered["id"]
     report = _of_type(oru_bundle, "DiagnosticReport")[0]
-    assert _refs(report, "basedOn") == [f"ServiceRequest/{ordered['id']}"]
+    assert refs(report, "basedOn") == [f"ServiceRequest/{ordered['id']}"]
 
 
 def test_on_a_fhir_server_omg_then_oru_update_one_service_request(
@@ -269,7 +260,7 @@ def test_ref_referral_is_a_service_request_field_by_field(
     assert referral["encounter"]["reference"] == f"Encounter/{encounter['id']}"
 
     # PRD RP → requester, PRD RT → performer (PRD-2 name, PRD-3, PRD-5, PRD-7).
-    requester = _by_ref(bundle, referral["requester"]["reference"])
+    requester = by_reference(bundle, referral["requester"]["reference"])
     assert requester["resourceType"] == "Practitioner"
     assert requester["name"] == [{"family": "LAMBERT", "given": ["Sophie"], "prefix": ["Dr"]}]
     assert requester["identifier"] == [{"type": {"text": "RPPS"}, "value": "10101234567"}]
@@ -278,18 +269,18 @@ def test_ref_referral_is_a_service_request_field_by_field(
         "sophie.lambert@hop-paris-est.example.org",
     ]
     assert requester["address"][0]["city"] == "Paris"
-    [performer_ref] = _refs(referral, "performer")
-    performer = _by_ref(bundle, performer_ref)
+    [performer_ref] = refs(referral, "performer")
+    performer = by_reference(bundle, performer_ref)
     assert performer["name"][0]["family"] == "FAURE"
     assert performer["address"][0]["postalCode"] == "93260"
 
     # DG1 → reasonReference; IN1 → insurance; AL1, PR1, OBX → supportingInfo.
-    [reason] = _refs(referral, "reasonReference")
-    assert _code(_by_ref(bundle, reason)["code"]) == "I50.9"
-    [coverage] = _refs(referral, "insurance")
+    [reason] = refs(referral, "reasonReference")
+    assert _code(by_reference(bundle, reason)["code"]) == "I50.9"
+    [coverage] = refs(referral, "insurance")
     assert coverage.startswith("Coverage/")
     allergy, procedure, conclusion, gfr = (
-        _by_ref(bundle, ref) for ref in _refs(referral, "supportingInfo")
+        by_reference(bundle, ref) for ref in refs(referral, "supportingInfo")
     )
     assert _code(allergy["code"]) == "IODE"
     assert _code(procedure["code"]) == "DEQP003"
@@ -314,7 +305,7 @@ def test_ref_is_the_same_in_every_version(converter: Converter, version: str) ->
     bundle, warnings = _convert(converter, _set(REF, "MSH", 12, version))
     assert warnings == []
     [referral] = _of_type(bundle, "ServiceRequest")
-    assert [r.split("/")[0] for r in _refs(referral, "supportingInfo")] == [
+    assert [r.split("/")[0] for r in refs(referral, "supportingInfo")] == [
         "AllergyIntolerance",
         "Procedure",
         "Observation",
@@ -437,7 +428,7 @@ def test_ref_provider_organization_and_other_roles(
         "(RT) provider: not converted"
     ]
     [referral] = _of_type(bundle, "ServiceRequest")
-    performers = [_by_ref(bundle, ref) for ref in _refs(referral, "performer")]
+    performers = [by_reference(bundle, ref) for ref in refs(referral, "performer")]
     assert [p["resourceType"] for p in performers] == [
         "Practitioner",
         "Organization",
@@ -540,8 +531,11 @@ def test_corpus_omg_and_ref_convert_and_validate(
     if name.startswith("REF"):
         [referral] = _of_type(bundle, "ServiceRequest")
         assert [i["value"] for i in referral["identifier"]] == ["226839", "11001"]
-        assert _by_ref(bundle, referral["requester"]["reference"])["name"][0]["family"] == "POWELL"
-        performers = [_by_ref(bundle, ref) for ref in _refs(referral, "performer")]
+        assert (
+            by_reference(bundle, referral["requester"]["reference"])["name"][0]["family"]
+            == "POWELL"
+        )
+        performers = [by_reference(bundle, ref) for ref in refs(referral, "performer")]
         # PRD RT (PRD-2 person, PRD-10 organization), then RF1-19 and RF1-20.
         assert [p["resourceType"] for p in performers] == [
             "Practitioner",

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from converter import Converter
+from tests.support.hl7_edit import by_reference, refs
 from tests.support.hl7_edit import convert_one as _convert
 from tests.support.hl7_edit import insert_after as _insert_after
 from tests.support.hl7_edit import lines as _lines
@@ -42,16 +43,6 @@ def _placer(resource: dict[str, Any]) -> str:
         for i in resource["identifier"]
         if i["type"]["coding"][0]["code"] in ("PLAC", "PGN")
     )
-
-
-def _refs(resource: dict[str, Any], element: str) -> list[str]:
-    return [r["reference"] for r in resource.get(element, [])]
-
-
-def _by_ref(bundle: dict[str, Any], ref: str) -> dict[str, Any]:
-    rtype, _, rid = ref.partition("/")
-    [found] = [r for r in _of_type(bundle, rtype) if r["id"] == rid]
-    return found
 
 
 # ----------------------------------------------------------------------------------------
@@ -131,7 +122,7 @@ def test_each_order_is_one_service_request_with_its_own_specimens(
     requests = _of_type(bundle, "ServiceRequest")
     assert {_placer(r): r for r in requests}.keys() == expected.keys()
     for request in requests:
-        specimens = [_placer(_by_ref(bundle, ref)) for ref in _refs(request, "specimen")]
+        specimens = [_placer(by_reference(bundle, ref)) for ref in refs(request, "specimen")]
         assert specimens == expected[_placer(request)], _placer(request)
     assert len(_of_type(bundle, "Specimen")) == sum(map(len, expected.values()))
 
@@ -142,17 +133,17 @@ def test_the_orders_are_the_same_in_every_version(converter: Converter, version:
     bundle, _ = _convert(converter, _set(OML, "MSH", 12, version))
     requests = _of_type(bundle, "ServiceRequest")
     assert [_placer(r) for r in requests] == ["CMD-2024-0411-01", "CMD-2024-0411-02"]
-    assert [len(_refs(r, "specimen")) for r in requests] == [1, 0]
+    assert [len(refs(r, "specimen")) for r in requests] == [1, 0]
     assert [r.get("priority") for r in requests] == [None, "stat"]
 
 
 def test_each_order_keeps_its_own_dg1_nte_obx_and_tq1(converter: Converter) -> None:
     bundle, warnings = _convert(converter, OML)
     first, second = _of_type(bundle, "ServiceRequest")
-    [reason] = _refs(first, "reasonReference")
-    assert _by_ref(bundle, reason)["code"]["coding"][0]["code"] == "E11.9"
-    [info] = _refs(first, "supportingInfo")
-    assert _by_ref(bundle, info)["code"]["coding"][0]["code"] == "49541-6"
+    [reason] = refs(first, "reasonReference")
+    assert by_reference(bundle, reason)["code"]["coding"][0]["code"] == "E11.9"
+    [info] = refs(first, "supportingInfo")
+    assert by_reference(bundle, info)["code"]["coding"][0]["code"] == "49541-6"
     assert [n["text"] for n in first["note"]] == [
         "Diabète de type 2 sous metformine : contrôle trimestriel."
     ]
@@ -262,16 +253,16 @@ def test_an_spm_obx_is_an_observation_about_its_specimen(converter: Converter) -
     bundle, _ = _convert(converter, _insert_after(OML, "SPM|", obx))
     [specimen] = _of_type(bundle, "Specimen")
     about = [o for o in _of_type(bundle, "Observation") if o.get("focus")]
-    assert [_refs(o, "focus") for o in about] == [[f"Specimen/{specimen['id']}"]]
+    assert [refs(o, "focus") for o in about] == [[f"Specimen/{specimen['id']}"]]
     request = _of_type(bundle, "ServiceRequest")[0]
-    assert f"Observation/{about[0]['id']}" not in _refs(request, "supportingInfo")
+    assert f"Observation/{about[0]['id']}" not in refs(request, "supportingInfo")
 
 
 def test_an_obx_nte_is_the_observation_note_not_the_order_note(converter: Converter) -> None:
     bundle, _ = _convert(converter, _insert_after(OML, "OBX|", "NTE|1|P|Dernier repas à 20 h."))
     request = _of_type(bundle, "ServiceRequest")[0]
-    [info] = _refs(request, "supportingInfo")
-    assert _by_ref(bundle, info)["note"] == [{"text": "Dernier repas à 20 h."}]
+    [info] = refs(request, "supportingInfo")
+    assert by_reference(bundle, info)["note"] == [{"text": "Dernier repas à 20 h."}]
     assert len(request["note"]) == 1
 
 
@@ -281,8 +272,8 @@ def test_the_obr_specimen_fields_give_a_specimen_when_there_is_no_spm(
     message = _set(OML, "OBR", 15, "SER&Sérum&HL70070", 2)
     bundle, _ = _convert(converter, message)
     second = _of_type(bundle, "ServiceRequest")[1]
-    [ref] = _refs(second, "specimen")
-    assert _by_ref(bundle, ref)["type"]["coding"][0]["code"] == "SER"
+    [ref] = refs(second, "specimen")
+    assert by_reference(bundle, ref)["type"]["coding"][0]["code"] == "SER"
 
 
 def test_allergies_of_the_patient_group_are_converted(converter: Converter) -> None:

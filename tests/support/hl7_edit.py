@@ -68,6 +68,18 @@ def resources(bundle: dict[str, Any], rtype: str) -> list[dict[str, Any]]:
     return [r for r in found if r is not None and r["resourceType"] == rtype]
 
 
+def refs(resource: dict[str, Any], element: str) -> list[str]:
+    """The references a list element of ``resource`` holds (``specimen``, ``performer``…)."""
+    return [r["reference"] for r in resource.get(element, [])]
+
+
+def by_reference(bundle: dict[str, Any], reference: str) -> dict[str, Any]:
+    """The one resource of the bundle that ``Type/id`` names."""
+    rtype, _, rid = reference.partition("/")
+    [found] = [r for r in resources(bundle, rtype) if r["id"] == rid]
+    return found
+
+
 def convert_one(converter: Converter, data: bytes) -> tuple[dict[str, Any], list[str]]:
     """The bundle of a one-message input and its warnings."""
     [conversion] = converter.convert(data)
