@@ -71,7 +71,8 @@ def _procedure_system(converter: Converter, name: str) -> tuple[str, list[str]]:
 def test_v2_coding_system_name_gives_the_uri(converter: Converter, name: str, uri: str) -> None:
     system, warnings = _procedure_system(converter, name)
     assert system == uri
-    assert warnings == []
+    # The sample's credit says how it is read (a sender convention); nothing about codes.
+    assert [w for w in warnings if "credit (FT1-6 CD)" not in w] == []
 
 
 def test_v2_names_are_case_insensitive(converter: Converter) -> None:
