@@ -36,6 +36,11 @@ _TYPE_SHAPE = re.compile(r"[A-Z0-9]{2,3}(?:\^[A-Z0-9]{1,3})?|[A-Za-z][A-Za-z ()-
 #: Distinct message types kept as labels; later ones are counted as ``other``.
 MAX_MESSAGE_TYPES = 200
 
+#: A FHIR resource type as a label value (``Patient``); anything else counts as ``other``.
+_RESOURCE_TYPE_SHAPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
+#: Distinct resource types kept as labels (R4 has 145; the mappings delete a few).
+MAX_RESOURCE_TYPES = 50
+
 
 class _TypeLabels:
     """A metric whose ``type`` label comes from senders, bounded: every value a sender
@@ -115,6 +120,15 @@ class Metrics:
             self._message_types,
             self._routed_types,
         )
+        self.deletes_not_found = Counter(
+            "passerelle_deletes_not_found",
+            "DELETE entries (ADT^A29, A23...) whose target the destination did not hold:"
+            " left out, the rest of the bundle delivered (deleted before, or never written"
+            " there)",
+            ["destination", "resource_type"],
+            registry=registry,
+        )
+        self._resource_types: set[str] = set()
         self.retried = Counter(
             "passerelle_deliveries_retried",
             "Transient delivery failures scheduled for retry",
@@ -190,6 +204,19 @@ class Metrics:
             if kind not in self._routed_types:
                 self._routed_types.add(kind)
                 self._message_types.add(kind)
+
+    def count_deletes_not_found(self, destination: str, resource_types: Iterable[str]) -> None:
+        """One per DELETE entry left out of a delivery because its target was absent
+        (:attr:`~listeners.delivery.DeliveryReceipt.absent_deletes`), by resource type."""
+        for kind in resource_types:
+            if kind not in self._resource_types:
+                if len(self._resource_types) < MAX_RESOURCE_TYPES and (
+                    _RESOURCE_TYPE_SHAPE.fullmatch(kind)
+                ):
+                    self._resource_types.add(kind)
+                else:
+                    kind = "other"
+            self.labelled(self.deletes_not_found, destination, kind).inc()
 
     def labelled(self, metric: Any, *values: str) -> Any:
         """``metric.labels(*values)``, looked up once per label set: prometheus_client's

@@ -188,6 +188,8 @@ class CompositeSink:
             location=first.location,
             entries=first.entries,
             elapsed=sum(receipt.elapsed for receipt in receipts),
+            # The FHIR server's DELETEs of absent targets (metrics): an AMQP sink has none.
+            absent_deletes=tuple(kind for receipt in receipts for kind in receipt.absent_deletes),
         )
 
     async def check(self) -> None:

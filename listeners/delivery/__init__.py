@@ -133,10 +133,13 @@ async def deliver_results(
     destination: str,
     metrics: Metrics,
 ) -> None:
-    """Deliver one message's bundles to ``sink`` in order, timing and counting each; the
-    first failure (a :class:`~listeners.errors.DeliveryError`) stops and propagates."""
+    """Deliver one message's bundles to ``sink`` in order, timing and counting each (and
+    the DELETE entries of absent targets its receipt reports); the first failure (a
+    :class:`~listeners.errors.DeliveryError`) stops and propagates."""
     for result in results:
         started = time.perf_counter()
-        await sink.deliver(result.bundle, envelope)
+        receipt = await sink.deliver(result.bundle, envelope)
         metrics.delivery_seconds.labels(destination).observe(time.perf_counter() - started)
         metrics.delivered.labels(destination, result.message_type).inc()
+        if receipt.absent_deletes:
+            metrics.count_deletes_not_found(destination, receipt.absent_deletes)

@@ -38,6 +38,9 @@ class DeliveryReceipt:
     entries: tuple[EntryResult, ...] = ()
     #: Seconds the delivery took.
     elapsed: float = 0.0
+    #: Resource types of the DELETE entries left out because their targets were not on
+    #: the server (one per entry, in bundle order; see :mod:`listeners.delivery.deletes`).
+    absent_deletes: tuple[str, ...] = ()
 
     def summary(self) -> dict[str, Any]:
         """A log-friendly digest: status and entry counts by status code."""
@@ -51,7 +54,7 @@ class DeliveryReceipt:
             "entries": len(self.entries),
             "entry_statuses": dict(sorted(by_status.items())),
             "elapsed_ms": round(self.elapsed * 1000, 1),
-        }
+        } | ({"absent_deletes": len(self.absent_deletes)} if self.absent_deletes else {})
 
 
 class Sink(Protocol):

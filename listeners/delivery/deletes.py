@@ -30,7 +30,10 @@ If some targets are absent, the bundle is delivered again once without their ent
 MessageHeader and Provenance that remain record that the message was processed), and that
 answer is the delivery's, judged by the usual rules. Its receipt gets back one entry per
 entry of the original bundle: a dropped DELETE's is the status its check found (404 or 410;
-404 for a conditional DELETE that matched nothing), with no location.
+404 for a conditional DELETE that matched nothing), with no location. The receipt's
+``absent_deletes`` lists the resource types of the dropped entries: once the delivery is
+done, ``passerelle_deletes_not_found_total{destination,resource_type}`` counts them
+(:func:`listeners.delivery.deliver_results`).
 
 "Absent" is all a server tells: a resource deleted before (the same A29 again) and one it
 never held (an A29 whose A28 went elsewhere, or whose sender changed the patient's
@@ -78,9 +81,13 @@ class Redelivery:
     dropped: Mapping[int, int]
     #: Entries of the original bundle.
     size: int
+    #: Resource type of each dropped entry, in bundle order (for the receipt, and metrics).
+    absent: tuple[str, ...] = ()
 
     def receipt(self, receipt: DeliveryReceipt) -> DeliveryReceipt:
-        """``receipt`` of the redelivery with the dropped entries back in their places."""
+        """``receipt`` of the redelivery with the dropped entries back in their places,
+        and their resource types in ``absent_deletes``."""
+        receipt = replace(receipt, absent_deletes=self.absent)
         total = self.size
         if len(receipt.entries) != total - len(self.dropped):
             return receipt  # the server listed no entries (or not as many): nothing to align
@@ -142,7 +149,12 @@ class AbsentDeletes:
             what,
         )
         rest = [entry for i, entry in enumerate(entries) if i not in dropped]
-        return Redelivery(bundle={**data, "entry": rest}, dropped=dropped, size=len(entries))
+        return Redelivery(
+            bundle={**data, "entry": rest},
+            dropped=dropped,
+            size=len(entries),
+            absent=tuple(_resource_type(deletes[i]) for i in sorted(dropped)),
+        )
 
     async def _absent(self, url: str) -> int | None:
         """404/410 if the target of ``DELETE url`` is absent, else ``None`` (present, or

@@ -23,8 +23,18 @@ import pytest
 
 from converter import Converter, ConverterConfig, json_dumps
 from converter.assembly.bundle import RequestMode
-from listeners.delivery import DeliveryReceipt, FhirServerSink
+from listeners.amqp.publisher import CompositeSink
+from listeners.conversion import ConversionResult
+from listeners.delivery import (
+    BundleInput,
+    DeliveryReceipt,
+    EntryResult,
+    FhirServerSink,
+    deliver_results,
+)
 from listeners.errors import RejectedDeliveryError, TransientDeliveryError
+from listeners.metrics import MAX_RESOURCE_TYPES, Metrics
+from listeners.queue.base import Envelope
 from listeners.queue.sqlite import SqliteQueue
 from tests.listeners.delivery.helpers import destination, make_envelope
 from tests.listeners.service.support import make_config, running
@@ -126,7 +136,7 @@ async def test_the_same_a29_twice_is_delivered_twice_and_the_patient_stays_gone(
     pid = patient_id(added)
     assert patient_id(removal) == pid
     [(index, url)] = deleted(removal)
-    await deliver(server, added, removal)
+    first = await deliver(server, added, removal)
     assert server.read("Patient", pid) is None
     [header], [provenance] = resources(removal, "MessageHeader"), resources(removal, "Provenance")
     versions = {
@@ -138,6 +148,7 @@ async def test_the_same_a29_twice_is_delivered_twice_and_the_patient_stays_gone(
         if resource is not None
     }
     assert len(versions) == 2
+    assert [r.absent_deletes for r in first] == [(), ()]  # the Patient was there
     server.clear_requests()
 
     caplog.set_level(logging.DEBUG)
@@ -156,6 +167,9 @@ async def test_the_same_a29_twice_is_delivered_twice_and_the_patient_stays_gone(
     assert receipt.entries[index].status == 404 and receipt.entries[index].location is None
     others = [e.status for i, e in enumerate(receipt.entries) if i != index]
     assert others and all(s is not None and 200 <= s < 300 for s in others)
+    # ... and names the resource type of the DELETE left out (for the metrics).
+    assert receipt.absent_deletes == ("Patient",)
+    assert receipt.summary()["absent_deletes"] == 1
     # One WARNING says what happened, with the resource type and never the id.
     said = [
         (r.levelname, r.getMessage())
@@ -243,6 +257,7 @@ async def test_as_a_batch_the_failed_delete_entry_is_checked_the_same_way(
     assert trail(batch_server) == [("POST", "", 200), ("GET", url, 404), ("POST", "", 200)]
     assert receipt.entries[index].status == 404
     assert len(receipt.entries) == len(removal["entry"])
+    assert receipt.absent_deletes == ("Patient",)
 
 
 @pytest.mark.anyio
@@ -253,7 +268,8 @@ async def test_an_a23_sent_twice_is_delivered(server: FhirServer) -> None:
     )
     [(_, url)] = deleted(removal)
     assert url.startswith("Encounter/")
-    await deliver(server, admission, removal, removal)
+    receipts = await deliver(server, admission, removal, removal)
+    assert [r.absent_deletes for r in receipts] == [(), (), ("Encounter",)]
     assert server.count("Encounter") == 0
     assert server.count("Patient") == 1  # an A23 deletes the visit, not the person
 
@@ -406,6 +422,8 @@ async def test_a_conditional_a29_twice_is_delivered(server: FhirServer) -> None:
     assert url == f"Patient?identifier={PATIENT_SYSTEM}|{IPP}"
     receipts = await deliver(server, added, removal, removal)
     assert [r.status for r in receipts] == [200, 200, 200]
+    # This server deletes "nothing" with a 200: no entry is left out, nothing to count.
+    assert [r.absent_deletes for r in receipts] == [(), (), ()]
     assert server.search_by_identifier("Patient", PATIENT_SYSTEM, IPP) == []
     assert server.count("Provenance") == 2  # A28 and A29 (the same id twice)
 
@@ -420,6 +438,7 @@ async def test_a_conditional_delete_refused_404_is_checked_with_a_count(
     server.fail(404)
     [receipt] = await deliver(server, removal)
     assert receipt.status == 200
+    assert receipt.absent_deletes == ("Patient",)
     [post, check, again] = server.requests()
     assert (post["method"], post["status"], again["method"], again["status"]) == (
         "POST",
@@ -504,6 +523,7 @@ async def test_a_delete_entry_answered_410_on_a_deleted_resource_is_done(
         ("POST", BASE, "apikey=k1", kept),
     ]
     assert receipt.entries[index].status == 410
+    assert receipt.absent_deletes == ("Patient",)
     assert [e.status for i, e in enumerate(receipt.entries) if i != index] == [200] * len(kept)
 
 
@@ -522,11 +542,97 @@ def test_over_mllp_an_a29_sent_again_gets_aa_and_no_dead_letter(
 
     config = make_config(tmp_path, {"mllp": {"ack_after": "delivery"}}, fhir_url=server.base_url)
     messages = [A28, A29, resent(A29, "CHU-ADT-20240221-002901-R")]
+    counter = "passerelle_deletes_not_found_total"
     with running(config) as service:
-        acks = service.send([original_mode(m) for m in messages])
+        acks = service.send([original_mode(m) for m in messages[:2]])
+        service.drained()
+        assert service.metrics().value(counter) == 0  # the A28's Patient was there
+        acks += service.send([original_mode(messages[2])])
         assert [a.code for a in acks] == ["AA", "AA", "AA"], [a.texts for a in acks]
         service.drained()
         queue = service.service.queue
         assert isinstance(queue, SqliteQueue) and queue.count_dead_letters() == 0
+        # The A29 sent again counts once, by destination and resource type.
+        metrics = service.metrics()
+        assert metrics.value(counter) == 1
+        assert metrics.value(counter, destination="default", resource_type="Patient") == 1
+        assert metrics.value("passerelle_bundles_delivered_total", type="ADT^A29") == 2
     assert server.count("Patient") == 0
     assert server.count("MessageHeader") == 3
+
+
+# --- the receipt's absent_deletes, counted --------------------------------------------------
+
+
+class _Answers:
+    """A sink answering each delivery with the next receipt of ``receipts``."""
+
+    def __init__(self, name: str, *receipts: DeliveryReceipt) -> None:
+        self.name = name
+        self._receipts = list(receipts)
+
+    async def deliver(self, bundle: BundleInput, envelope: Envelope) -> DeliveryReceipt:
+        return self._receipts.pop(0)
+
+    async def check(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+def _counted(metrics: Metrics) -> dict[tuple[str, str], float]:
+    return {
+        (sample.labels["destination"], sample.labels["resource_type"]): sample.value
+        for family in metrics.registry.collect()
+        for sample in family.samples
+        if sample.name == "passerelle_deletes_not_found_total"
+    }
+
+
+@pytest.mark.anyio
+async def test_the_composite_sink_keeps_the_fhir_servers_absent_deletes() -> None:
+    # FHIR server + AMQP publisher: the composite's own receipt must not lose the field.
+    fhir = DeliveryReceipt(
+        "fhir", 200, entries=(EntryResult(404), EntryResult(200)), absent_deletes=("Patient",)
+    )
+    sink = CompositeSink(
+        "default", [_Answers("fhir", fhir), _Answers("amqp", DeliveryReceipt("amqp", None))]
+    )
+    receipt = await sink.deliver(b"{}", make_envelope())
+    assert (receipt.destination, receipt.entries) == ("default", fhir.entries)
+    assert receipt.absent_deletes == ("Patient",)
+
+
+@pytest.mark.anyio
+async def test_deliver_results_counts_the_absent_deletes_of_each_receipt() -> None:
+    # What the SQLite-queue workers (listeners/worker.py) and the AMQP ones
+    # (listeners/amqp/handling.py, consumer.py) all call after converting a message.
+    metrics = Metrics()
+    receipts = [
+        DeliveryReceipt("default", 200),
+        DeliveryReceipt("default", 200, absent_deletes=("Patient",)),
+        DeliveryReceipt("default", 200, absent_deletes=("Encounter", "Patient")),
+        DeliveryReceipt("default", 200, absent_deletes=("patient/../x",)),  # no resource type
+    ]
+    results = [
+        ConversionResult(bundle=b"{}", message_type="ADT^A29", control_id=None, entries=1)
+        for _ in receipts
+    ]
+    await deliver_results(
+        _Answers("default", *receipts), results, make_envelope(), "default", metrics
+    )
+    assert _counted(metrics) == {
+        ("default", "Patient"): 2,
+        ("default", "Encounter"): 1,
+        ("default", "other"): 1,
+    }
+
+
+def test_the_resource_type_label_is_bounded() -> None:
+    metrics = Metrics()
+    kinds = [f"Type{chr(65 + n // 26)}{chr(65 + n % 26)}" for n in range(MAX_RESOURCE_TYPES + 5)]
+    metrics.count_deletes_not_found("default", kinds)
+    counted = _counted(metrics)
+    assert len(counted) == MAX_RESOURCE_TYPES + 1
+    assert counted[("default", "other")] == 5
