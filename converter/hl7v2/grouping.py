@@ -9,6 +9,8 @@ the facts compiled into each node for this parser (``first``, ``head``, ``loose`
 
 from __future__ import annotations
 
+from bisect import bisect_right
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from .message import Group, Segment
@@ -77,7 +79,12 @@ def group_segments(root: Node | None, segments: list[Segment], target: Group) ->
 
 
 class _Parser:
-    __slots__ = ("ambiguous", "known", "names", "pending")
+    __slots__ = ("ambiguous", "at", "barriers", "known", "names", "pending")
+
+    #: How many segments :meth:`whole` scans before it turns to the message's index: in
+    #: real messages the required parts of a group follow its opening segment closely,
+    #: and a short scan costs less than indexing the message.
+    SCAN = 16
 
     def __init__(self, root: Node, names: list[str]) -> None:
         self.names = names
@@ -85,6 +92,11 @@ class _Parser:
         self.known = root.inside
         #: The place found for the segment at which a nested group ended.
         self.pending: _Choice | None = None
+        #: Where each segment name occurs, in order (see :meth:`index`).
+        self.at: dict[str, list[int]] | None = None
+        #: Per group ``inside`` (all a group's look-ahead depends on), where the segments
+        #: stand that end its look-ahead (see :meth:`barrier`).
+        self.barriers: dict[frozenset[str], list[int]] = {}
 
     def fill(
         self, frame: _Frame, group: Group, segments: list[Segment], i: int, *, entering: bool
@@ -176,7 +188,12 @@ class _Parser:
             needed.pop(0)
         inside = group.inside
         known = self.known
-        for j in range(i + 1, len(names)):
+        # The required parts usually come within a few segments: scan for them. Past
+        # SCAN segments, ask the message's index instead, so that parts that never come
+        # do not cost a scan to the end of the message for every segment opening the
+        # group (quadratic: thousands of RXA, OBX pairs in an RAS_O17).
+        end = min(i + 1 + self.SCAN, len(names))
+        for j in range(i + 1, end):
             if not needed:
                 return True
             following = names[j]
@@ -187,7 +204,61 @@ class _Parser:
             if following == name and opening.max == 1:
                 return False
             needed = [first for first in needed if following not in first]
-        return not needed
+        if not needed or end == len(names):
+            return not needed
+        return self.indexed(inside, name, opening.max == 1, needed, i)
+
+    def indexed(
+        self, inside: frozenset[str], name: str, once: bool, needed: list[frozenset[str]], i: int
+    ) -> bool:
+        """:meth:`whole`'s scan answered from the index: whether each of ``needed`` has a
+        segment of the group after ``i`` and before the look-ahead stops. (The parts the
+        scan found are no longer needed, the others were not in the segments it read, so
+        starting again from ``i`` answers for the whole look-ahead.)"""
+        at = self.index()
+        # Where the scan would stop: at the first later segment the version knows that
+        # has no place in the group, or at the opening segment again when the group
+        # cannot take it twice (``once``).
+        stop = self.next_of(self.barrier(at, inside), i)
+        if once and name in inside:
+            stop = min(stop, self.next_of(at.get(name, ()), i))
+        for first in needed:
+            for segment in first:
+                if segment in inside and self.next_of(at.get(segment, ()), i) < stop:
+                    break
+            else:
+                return False
+        return True
+
+    def index(self) -> dict[str, list[int]]:
+        """Where each segment name occurs in the message, in order; built on first use."""
+        at = self.at
+        if at is None:
+            at = self.at = {}
+            for j, name in enumerate(self.names):
+                at.setdefault(name, []).append(j)
+        return at
+
+    def barrier(self, at: dict[str, list[int]], inside: frozenset[str]) -> list[int]:
+        """Positions, in order, of the segments known to the version but not in a group
+        holding ``inside`` (Z-segments and segments of other versions are passed over):
+        where a look-ahead for that group stops."""
+        found = self.barriers.get(inside)
+        if found is None:
+            known = self.known
+            found = sorted(
+                j
+                for segment, positions in at.items()
+                if segment in known and segment not in inside
+                for j in positions
+            )
+            self.barriers[inside] = found
+        return found
+
+    def next_of(self, positions: Sequence[int], i: int) -> int:
+        """The first of the sorted ``positions`` after ``i``, else the message length."""
+        k = bisect_right(positions, i)
+        return positions[k] if k < len(positions) else len(self.names)
 
 
 def _reopened(frame: _Frame, name: str) -> _Choice | None:
