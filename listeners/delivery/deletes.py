@@ -60,6 +60,7 @@ import httpx
 from converter import json_loads
 
 from ..errors import TransientDeliveryError
+from .answers import entry_status, json_body, operation_outcome, retried_status
 from .base import BundleInput, DeliveryReceipt, EntryResult, bundle_bytes
 from .failures import describe_failure, http_status_text
 from .retry_after import parse_retry_after
@@ -177,7 +178,7 @@ class AbsentDeletes:
                 f"failed ({reason})"
             ) from None
         status = response.status_code
-        if _transient(status):
+        if retried_status(status):  # as for a delivery
             raise TransientDeliveryError(
                 f"destination {self._name}: {http_status_text(status)} (checking whether "
                 "a DELETE target is absent)",
@@ -185,13 +186,11 @@ class AbsentDeletes:
                 retry_after=parse_retry_after(response.headers.get("Retry-After")),
             )
         if not search:
-            return status if status in _GONE and _operation_outcome(response) else None
+            return status if status in _GONE and operation_outcome(response) else None
         if not 200 <= status < 300:
             return None
-        try:
-            total = response.json().get("total")
-        except (ValueError, AttributeError):
-            return None
+        body = json_body(response)
+        total = body.get("total") if isinstance(body, dict) else None
         return 404 if total == 0 else None
 
 
@@ -219,13 +218,10 @@ def _suspects(
     if not deletes:
         return []
     if status in _GONE:
-        return list(deletes) if _operation_outcome(response) else []
+        return list(deletes) if operation_outcome(response) else []
     if not 200 <= status < 300:
         return []
-    try:
-        body = response.json()
-    except ValueError:
-        return []
+    body = json_body(response)
     if not isinstance(body, Mapping) or body.get("resourceType") != "Bundle":
         return []
     answers = body.get("entry")
@@ -234,30 +230,14 @@ def _suspects(
     failed = []
     for index, answer in enumerate(answers):
         result = answer.get("response") if isinstance(answer, Mapping) else None
-        code = str(result.get("status", "")) if isinstance(result, Mapping) else ""
-        head = code.strip().split(" ", 1)[0]
-        if head.isdigit() and 200 <= int(head) < 300:
+        code = entry_status(str(result.get("status", ""))) if isinstance(result, Mapping) else None
+        if code is not None and 200 <= code < 300:
             continue
-        if index not in deletes or not head.isdigit() or int(head) not in _GONE:
+        if index not in deletes or code not in _GONE:
             return []
         failed.append(index)
     return failed
 
 
-def _operation_outcome(response: httpx.Response) -> bool:
-    """True when the body is a FHIR OperationOutcome: the FHIR server's own answer, not the
-    page of an ingress, proxy or gateway in front of it (whatever its Content-Type says)."""
-    try:
-        body = response.json()
-    except ValueError:  # not JSON, or not text (UnicodeDecodeError is a ValueError)
-        return False
-    return isinstance(body, Mapping) and body.get("resourceType") == "OperationOutcome"
-
-
 def _resource_type(url: str) -> str:
     return url.split("?", 1)[0].split("/", 1)[0]
-
-
-def _transient(status: int) -> bool:
-    """As for a delivery: 408, 429, 5xx, and 401 / 3xx (the destination's configuration)."""
-    return status in (401, 408, 429) or status >= 500 or 300 <= status < 400

@@ -58,6 +58,14 @@ from converter import json_dumps, json_loads
 from ..config import ConfigError, DestinationConfig
 from ..errors import DeliveryError, RejectedDeliveryError, TransientDeliveryError
 from ..queue.base import Envelope
+from .answers import (
+    busy_status,
+    entry_status,
+    is_outcome,
+    json_body,
+    operation_outcome,
+    retried_status,
+)
 from .auth import Authenticator, build_authenticator
 from .base import BundleInput, DeliveryReceipt, EntryResult, bundle_bytes
 from .deletes import AbsentDeletes
@@ -184,7 +192,7 @@ class FhirServerSink:
                 f"destination {self.name}: {redact_url(self._metadata_url)} answered "
                 f"{http_status_text(response.status_code)}",
                 status=response.status_code,
-                outcome=_operation_outcome(response),
+                outcome=operation_outcome(response),
             )
         refused = self._refused
         if refused is not None:
@@ -267,7 +275,7 @@ class FhirServerSink:
 
     def _error(self, response: httpx.Response) -> DeliveryError:
         status = response.status_code
-        outcome = _operation_outcome(response)
+        outcome = operation_outcome(response)
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
         # Status and destination only: the outcome's diagnostics may quote patient values
         # (see the module docstring); they travel in ``outcome``.
@@ -283,7 +291,7 @@ class FhirServerSink:
                 if location
                 else " (unexpected redirect; fix the destination url)"
             )
-        if _is_transient(status) or status == 401 or 300 <= status < 400:
+        if retried_status(status):
             return TransientDeliveryError(
                 message, status=status, outcome=outcome, retry_after=retry_after
             )
@@ -298,20 +306,20 @@ class FhirServerSink:
         self._refused = None
         entries: tuple[EntryResult, ...] = ()
         failed: list[tuple[int, EntryResult, dict[str, Any] | None]] = []
-        payload = _json_body(response)
+        payload = json_body(response)
         if isinstance(payload, dict) and payload.get("resourceType") == "Bundle":
             results = []
             for index, entry in enumerate(payload.get("entry") or []):
                 answer = entry.get("response") if isinstance(entry, dict) else None
                 answer = answer if isinstance(answer, dict) else {}
                 result = EntryResult(
-                    status=_entry_status(answer.get("status")),
+                    status=entry_status(answer.get("status")),
                     location=_str_or_none(answer.get("location")),
                 )
                 results.append(result)
                 if result.status is None or not 200 <= result.status < 300:
                     outcome = answer.get("outcome")
-                    failed.append((index, result, outcome if _is_outcome(outcome) else None))
+                    failed.append((index, result, outcome if is_outcome(outcome) else None))
             entries = tuple(results)
         if failed:
             raise self._partial_failure(response.status_code, entries, failed)
@@ -339,39 +347,9 @@ class FhirServerSink:
             f"status {first.status}"
         )
         # The entry's diagnostics stay in ``outcome`` (see _error).
-        if any(result.status is None or _is_transient(result.status) for _, result, _ in failed):
+        if any(result.status is None or busy_status(result.status) for _, result, _ in failed):
             return TransientDeliveryError(message, status=first.status, outcome=outcome)
         return RejectedDeliveryError(message, status=first.status, outcome=outcome)
-
-
-def _is_transient(status: int) -> bool:
-    return status in (408, 429) or status >= 500
-
-
-def _json_body(response: httpx.Response) -> Any:
-    if not response.content:
-        return None
-    try:
-        return response.json()
-    except ValueError:
-        return None
-
-
-def _is_outcome(value: Any) -> bool:
-    return isinstance(value, dict) and value.get("resourceType") == "OperationOutcome"
-
-
-def _operation_outcome(response: httpx.Response) -> dict[str, Any] | None:
-    payload = _json_body(response)
-    return payload if _is_outcome(payload) else None
-
-
-def _entry_status(value: Any) -> int | None:
-    """``"201 Created"`` / ``"201"`` → 201."""
-    if not isinstance(value, str):
-        return None
-    head = value.strip().split(" ", 1)[0]
-    return int(head) if head.isdigit() else None
 
 
 def _str_or_none(value: Any) -> str | None:
