@@ -8,7 +8,6 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from converter.assembly.ids import stable_id
 from converter.convert import Conversion, Converter, ConverterConfig, detect_input_type
 from converter.errors import ConfigurationError, MappingError, ParseError, TemplateError
 from converter.hl7v2 import message_digest
+from tests.support.hl7_edit import references
 from tests.support.r4validator import R4Validator
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,18 +57,6 @@ def the(bundle: dict[str, Any], rtype: str) -> dict[str, Any]:
     found = resources(bundle, rtype)
     assert len(found) == 1, f"{len(found)} {rtype}"
     return found[0]
-
-
-def references(value: Any) -> Iterator[str]:
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if key == "reference" and isinstance(item, str):
-                yield item
-            else:
-                yield from references(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from references(item)
 
 
 def replace_segment(data: bytes, name: bytes, segment: bytes) -> bytes:

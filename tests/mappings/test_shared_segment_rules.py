@@ -5,14 +5,20 @@ tests hold every root that reads the segment to the template's rule."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from converter import Converter
-from tests.support.hl7_edit import convert_one, insert_after, lines, message, resources, segment
+from tests.support.hl7_edit import (
+    convert_one,
+    insert_after,
+    lines,
+    message,
+    references,
+    resources,
+    segment,
+)
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "hl7v2"
 
@@ -52,19 +58,6 @@ def with_pv1(data: bytes, pv1: str) -> bytes:
     found = lines(data)
     at = next(n for n, line in enumerate(found) if line.startswith("PV1|"))
     return message([*found[:at], pv1, *found[at + 1 :]])
-
-
-def references(value: Any) -> Iterator[str]:
-    """Every ``reference`` the value holds, at any depth."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if key == "reference" and isinstance(item, str):
-                yield item
-            else:
-                yield from references(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from references(item)
 
 
 @pytest.mark.parametrize("name", VISIT_ROOTS)

@@ -6,6 +6,7 @@ Positions are HL7's: ``set_field(data, "PID", 3, …)`` is PID-3, and ``set_fiel
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from converter import Converter
@@ -15,6 +16,7 @@ __all__ = [
     "insert_after",
     "lines",
     "message",
+    "references",
     "resources",
     "segment",
     "set_field",
@@ -71,6 +73,19 @@ def resources(bundle: dict[str, Any], rtype: str) -> list[dict[str, Any]]:
 def refs(resource: dict[str, Any], element: str) -> list[str]:
     """The references a list element of ``resource`` holds (``specimen``, ``performer``…)."""
     return [r["reference"] for r in resource.get(element, [])]
+
+
+def references(value: Any) -> Iterator[str]:
+    """Every ``reference`` a bundle, resource or element holds, at any depth."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key == "reference" and isinstance(item, str):
+                yield item
+            else:
+                yield from references(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from references(item)
 
 
 def by_reference(bundle: dict[str, Any], reference: str) -> dict[str, Any]:
