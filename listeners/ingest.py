@@ -266,8 +266,8 @@ class Ingestor:
                 "retransmission acknowledged again, not stored",
                 extra=fields | log_fields(seq=stored.seq),
             )
-            if self._mllp.ack_after == "delivery":
-                outcome = await self._duplicate_outcome(stored.seq, fields, raw_header)
+            if self._answers_delivery(raw_header):
+                outcome = await self._duplicate_outcome(stored.seq, fields)
                 return self._ack(listener, raw_header, outcome)
             return self._ack(listener, raw_header, AckOutcome.accept())
         if stored.control_id_reused:
@@ -284,14 +284,19 @@ class Ingestor:
                 seq=stored.seq, duration_ms=round((time.perf_counter() - started) * 1000, 2)
             ),
         )
-        if self._mllp.ack_after == "delivery":
-            outcome = await self._delivery_outcome(stored.seq, fields, raw_header)
+        if self._answers_delivery(raw_header):
+            outcome = await self._delivery_outcome(stored.seq, fields)
             return self._ack(listener, raw_header, outcome)
         return self._ack(listener, raw_header, AckOutcome.accept())
 
-    async def _delivery_outcome(
-        self, seq: int, fields: dict[str, object], header: MessageHeader
-    ) -> AckOutcome:
+    def _answers_delivery(self, header: MessageHeader) -> bool:
+        """Whether the ACK waits for the delivery (``ack_after = "delivery"``). Original
+        mode only: an enhanced-mode ACK is an accept ACK, about the commit (table 0008: CA
+        committed, CE not committed), so it is sent once the message is stored; a CE for a
+        stored message would make the sender send it again, and each resend wait again."""
+        return self._mllp.ack_after == "delivery" and not header.enhanced_mode
+
+    async def _delivery_outcome(self, seq: int, fields: dict[str, object]) -> AckOutcome:
         assert self._workers is not None, 'ack_after = "delivery" needs local workers'
         try:
             outcome = await asyncio.wait_for(
@@ -302,10 +307,7 @@ class Ingestor:
             return AckOutcome.error(
                 "207", "delivery not confirmed in time; the message is stored and will be delivered"
             )
-        if outcome.delivered or header.enhanced_mode:
-            # Enhanced mode: an accept ACK is about the commit, and a message that failed
-            # for good is committed (a dead letter). Its CE would say "not committed" and
-            # make the sender resend it forever; the failure is for the dead letters.
+        if outcome.delivered:
             return AckOutcome.accept()
         return AckOutcome.error(
             outcome.hl7_error_code,
@@ -313,20 +315,18 @@ class Ingestor:
             location=ErrorLocation.parse(outcome.location),
         )
 
-    async def _duplicate_outcome(
-        self, seq: int, fields: dict[str, object], header: MessageHeader
-    ) -> AckOutcome:
+    async def _duplicate_outcome(self, seq: int, fields: dict[str, object]) -> AckOutcome:
         """ack_after="delivery": a retransmission gets the answer the original will get —
         waited for while it is still on its way, AE again when it ended as a dead letter
         (an AA would tell the sender it was delivered), AA once it was delivered."""
         try:
             state = await asyncio.to_thread(self._queue.state, seq)
             if state in ("pending", "inflight"):
-                return await self._delivery_outcome(seq, fields, header)
+                return await self._delivery_outcome(seq, fields)
             letter = await asyncio.to_thread(self._queue.get_dead_letter, seq)
         except QueueError:
             letter = None
-        if letter is None or header.enhanced_mode:
+        if letter is None:
             return AckOutcome.accept()
         error = letter.error
         issues = (error.get("outcome") or {}).get("issue") or []
@@ -363,6 +363,17 @@ class Ingestor:
             log.exception("storing the message failed; closing without ACK", extra=fields)
             return None
         log.warning("unsupported message accepted as a dead letter", extra=fields)
+        if self._answers_delivery(raw_header):
+            # Stored, but never to be delivered: an AA would say the server has it.
+            return self._ack(
+                envelope.listener,
+                raw_header,
+                AckOutcome.error(
+                    exc.hl7_error_code,
+                    f"{exc.reason}; kept as a dead letter"[:200],
+                    location=ErrorLocation.parse(exc.location),
+                ),
+            )
         return self._ack(envelope.listener, raw_header, AckOutcome.accept())
 
     def _ignore_ack(self, header: MessageHeader, peer: PeerInfo) -> bytes:

@@ -123,35 +123,45 @@ def test_retransmissions_get_the_same_answer_and_are_not_delivered_again(
     assert [r["status"] for r in bundle_posts(fhir)] == [422, 200]
 
 
-def test_enhanced_mode_gets_ca_once_delivered_and_for_a_dead_letter(
+def test_enhanced_mode_gets_ca_once_stored_without_waiting_for_delivery(
     tmp_path: Path, fhir: FhirServer
 ) -> None:
-    # Table 0008: CA committed, CE not committed. The failed message is committed (it is
-    # a dead letter): a CE would make an enhanced-mode sender send it again, forever.
-    with running(delivery_config(tmp_path, fhir)) as service:
-        failing = adt("DLV-ENH-1", birth_date="20241341", accept_ack="AL", application_ack="NE")
-        [ack] = service.send([failing])
-        assert (ack.code, ack.acknowledged_id) == ("CA", "DLV-ENH-1")
-        letters = service.service.queue.list_dead_letters()
-        assert [letter.envelope.control_id for letter in letters] == ["DLV-ENH-1"]
+    # Table 0008: CA committed, CE not committed. An enhanced-mode ACK is an accept ACK,
+    # about the commit, whatever ack_after says: a CE for a stored message would make the
+    # sender send it again, and each resend wait for the delivery again.
+    fhir.delay(3000, count=1)
+    with running(delivery_config(tmp_path, fhir, timeout=0.5)) as service:
+        slow = adt("DLV-ENH-1", mrn="MRN-DLV-ENH1", accept_ack="AL", application_ack="NE")
+        [ack] = service.send([slow])
+        assert (ack.code, ack.acknowledged_id, ack.error_codes) == ("CA", "DLV-ENH-1", ())
+        # Answered before the server had it (it answers after 3 s).
+        assert patients(fhir, "MRN-DLV-ENH1") == []
+        wait_until(lambda: patients(fhir, "MRN-DLV-ENH1"), what="the delivery")
+        # A message that will fail for good is committed too (it becomes a dead letter).
+        failing = adt("DLV-ENH-2", birth_date="20241341", accept_ack="AL", application_ack="NE")
+        assert [a.code for a in service.send([failing])] == ["CA"]
+        wait_until(lambda: service.service.queue.count_dead_letters() == 1, what="the dead letter")
         # Resent: the same answer, not a CE.
         assert [a.code for a in service.send([failing])] == ["CA"]
-        # A good message: CA only once the server has it, as AA in original mode.
-        fhir.delay(700, count=1)
-        good = adt("DLV-ENH-2", mrn="MRN-DLV-ENH", accept_ack="AL", application_ack="AL")
-        [ack] = service.send([good])
-        assert patients(fhir, "MRN-DLV-ENH")
-        assert (ack.code, ack.acknowledged_id) == ("CA", "DLV-ENH-2")
 
 
-def test_enhanced_mode_gets_ce_while_delivery_is_not_confirmed(
+def test_original_mode_unsupported_dead_letter_is_not_an_aa(
     tmp_path: Path, fhir: FhirServer
 ) -> None:
-    # Not yet delivered: CE, so the sender resends and the retransmission waits again.
-    fhir.delay(2500, count=1)
-    with running(delivery_config(tmp_path, fhir, timeout=0.5)) as service:
-        message = adt("DLV-ENH-3", mrn="MRN-DLV-ENH3", accept_ack="AL", application_ack="NE")
-        [ack] = service.send([message])
-        assert ack.code == "CE" and ack.error_codes == ("207",)
-        wait_until(lambda: patients(fhir, "MRN-DLV-ENH3"), what="delivered anyway")
-        assert [a.code for a in service.send([message])] == ["CA"]
+    # on_unsupported = "dead-letter" stores the message, but it will never be delivered:
+    # with ack_after = "delivery" an AA would say the FHIR server has it.
+    config = make_config(
+        tmp_path,
+        {"mllp": {"ack_after": "delivery", "on_unsupported": "dead-letter"}},
+        fhir_url=fhir.base_url,
+    )
+    unsupported = adt("DLV-UNSUP-1", msh9="ZZZ^Z01^ZZZ_Z01")
+    with running(config) as service:
+        [ack] = service.send([unsupported])
+        assert (ack.code, ack.error_codes) == ("AE", ("200",))
+        assert any("dead letter" in t for t in ack.texts), ack.texts
+        assert service.service.queue.count_dead_letters() == 1
+        # A retransmission gets the same answer.
+        [again] = service.send([unsupported])
+        assert (again.code, again.error_codes) == ("AE", ("200",))
+    assert bundle_posts(fhir) == []
