@@ -49,17 +49,24 @@ PAM = {
         *("A26", "A27", "A32", "A33", "A38", "A47", "A52", "A53", "A54", "A55", "Z99"),
     )
 }
-#: Merges and moves (roots ADT_A39, ADT_A45) and swaps (ADT_A17): the corpus holds A18,
-#: A34 (2), A41 and A45 (2).
-MERGES = {f"ADT^{t}" for t in ("A17", "A18", "A34", "A35", "A36", "A41", "A42", "A44", "A45")}
+#: Merges, identifier changes and moves (roots ADT_A39, ADT_A45), swaps (ADT_A17), links
+#: (ADT_A24): the corpus holds A18, A34 (2), A41 and A45 (2).
+MERGES = {
+    f"ADT^{t}"
+    for t in (
+        *("A17", "A18", "A24", "A34", "A35", "A36", "A37", "A39", "A41", "A42"),
+        *("A43", "A44", "A45", "A46", "A48", "A49"),
+    )
+}
 #: Deletions (root ADT_A29): the corpus holds two A29 (delete person information).
 DELETIONS = {"ADT^A23", "ADT^A29"}
 #: Laboratory orders (IHE LTW LAB-1): the corpus holds seven OML^O21 messages.
 LAB_ORDERS = {"OML^O21"}
 #: Unsolicited laboratory results (IHE LTW LAB-3, root OUL): one R22, R23 and R24 message.
 LAB_RESULTS = {"OUL^R22", "OUL^R23", "OUL^R24"}
-#: Scheduling notifications (root SIU): the corpus holds S12 to S17 and S26 messages.
-SCHEDULING = {f"SIU^S{n}" for n in (*range(12, 23), 26)}
+#: Scheduling notifications (roots SIU, SIU_slots for S23/S24): the corpus holds S12 to
+#: S17 and S26 messages.
+SCHEDULING = {f"SIU^S{n}" for n in (*range(12, 25), 26)}
 #: Medical documents with and without content (root MDM_T02): the corpus holds T01, T02,
 #: T05, T06, T09 and T10. Patient problems (root PPR_PC1): PC1, PC2 and PC3.
 DOCUMENTS = {f"MDM^T{n:02d}" for n in range(1, 12)}

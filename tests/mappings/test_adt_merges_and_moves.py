@@ -7,6 +7,13 @@
   A35, A36, A41), the Encounter of MRG-5 (entered-in-error; A42); an account merge leaves
   the Patient alone.
 - A44 move account (ADT_A43): the MRG-3 Account gets PID's patient as subject.
+- A49 change patient account number (ADT_A30, 3.3.49): as an account merge.
+- Changes and moves of one patient identifier (row "identifier" of ADT_A39, 3.3.39, 3.3.43,
+  3.3.46, 3.3.48): A39 / A46 (MRG-4 → PID-2), A48 (MRG-2 → PID-4), A43 (the record of
+  PID-3 = MRG-1 moved to the person PID-2): the Patient keeps its id and now lists the new
+  identifier, nothing retired; a Patient is retired only when MRG names another record at
+  the level its id derives from (MRG-1 ≠ PID-3, or MRG-4 ≠ PID-2 without PID-3); an A43
+  checked on the real FHIR server.
 - A45 move visit (root ADT_A45): the Encounter of PV1-19 gets PID's patient as subject;
   the source patient is not retired (checked on the real FHIR server too).
 The samples ADT_A17_swap-beds and ADT_A45_move-visit pin their whole bundles as goldens.
@@ -140,6 +147,9 @@ def patient_links(bundle: dict[str, Any]) -> dict[str, list[str]]:
         ("A36", "ADT_A30", True, True),
         ("A40", "ADT_A39", True, False),
         ("A41", "ADT_A39", False, True),
+        # A49 change patient account number (3.3.49): the Account id derives from the
+        # number, so the one written under MRG-3 is retired as in an account merge.
+        ("A49", "ADT_A30", False, True),
     ],
 )
 def test_each_merge_retires_what_its_event_merges(
@@ -247,6 +257,140 @@ def test_a44_moves_the_account_to_the_pid_patient(
     # A move does not end the account: it stays in use (the IG's MRG[Account] "unknown"
     # is for A06/A07, where the prior account may have ended).
     assert account["status"] == "active"
+
+
+def test_a49_without_the_new_account_number_warns(converter: Converter) -> None:
+    data = set_field(merge("A49", "ADT_A30"), "PID", 18, "")
+    bundle, warnings = convert_one(converter, data)
+    [prior] = resources(bundle, "Account")
+    assert values(prior) == {PRIOR_ACCOUNT} and prior["status"] == "inactive"
+    assert any("retired without a surviving account" in w for w in warnings), warnings
+
+
+# -- changes and moves of one patient identifier (row "identifier") ----------------------
+
+GHT = "GHT-RHONE-CENTRE&1.2.250.1.999.9&ISO"
+OLD_PERSON = "GHT0000777"
+NEW_PERSON = "GHT0000999"
+OLD_ALTERNATE = "ALT-4410"
+NEW_ALTERNATE = "ALT-4411"
+
+
+def change(event: str, structure: str) -> bytes:
+    """The A40 sample as ``event``: MRG-1 = PID-3 (the same patient record), the person id
+    MRG-4 → PID-2 and the alternate id MRG-2 → PID-4 changed."""
+    data = merge(event, structure, accounts=False)
+    data = set_field(data, "MRG", 1, f"{RIGHT_IPP}^^^{CHU}^MR")
+    data = set_field(data, "PID", 2, f"{NEW_PERSON}^^^{GHT}^PN")
+    data = set_field(data, "MRG", 4, f"{OLD_PERSON}^^^{GHT}^PN")
+    data = set_field(data, "PID", 4, f"{NEW_ALTERNATE}^^^{CHU}^PT")
+    return set_field(data, "MRG", 2, f"{OLD_ALTERNATE}^^^{CHU}^PT")
+
+
+@pytest.mark.parametrize(
+    ("event", "structure"),
+    [("A39", "ADT_A39"), ("A43", "ADT_A43"), ("A46", "ADT_A30"), ("A48", "ADT_A30")],
+)
+def test_a_change_below_the_patient_record_keeps_it_with_its_new_identifiers(
+    converter: Converter, r4validator: R4Validator, event: str, structure: str
+) -> None:
+    bundle, warnings = convert_one(converter, change(event, structure))
+
+    assert warnings == []
+    assert r4validator.validate(bundle) == []
+    # One Patient, the record of PID-3 = MRG-1, neither retired nor linked.
+    [patient] = resources(bundle, "Patient")
+    a40, _ = convert_one(converter, merge("A40", "ADT_A39", accounts=False))
+    assert patient["id"] == one(a40, "Patient", RIGHT_IPP)["id"]
+    assert "active" not in patient and "link" not in patient
+    # The Patient written from PID replaces the stored one: it lists the new person id
+    # (PID-2) and alternate id (PID-4), no longer MRG-4's and MRG-2's.
+    assert {RIGHT_IPP, NEW_PERSON, NEW_ALTERNATE} <= values(patient)
+    assert not {OLD_PERSON, OLD_ALTERNATE} & values(patient)
+    assert resources(bundle, "Account") == []
+
+
+@pytest.mark.parametrize(("event", "structure"), [("A39", "ADT_A39"), ("A46", "ADT_A30")])
+def test_a_person_merge_without_patient_identifier_lists_retires_the_prior_person(
+    converter: Converter, r4validator: R4Validator, event: str, structure: str
+) -> None:
+    """Without PID-3 and MRG-1 (the v2.3 form of these events) the Patient id derives from
+    PID-2: the Patient under MRG-4 is the one earlier messages wrote for that person."""
+    data = set_field(change(event, structure), "PID", 3, "")
+    data = set_field(data, "MRG", 1, "")
+
+    bundle, warnings = convert_one(converter, data)
+
+    assert warnings == []
+    assert r4validator.validate(bundle) == []
+    survivor = one(bundle, "Patient", NEW_PERSON)
+    retired = one(bundle, "Patient", OLD_PERSON)
+    assert retired["active"] is False
+    assert retired["link"] == [{"other": {"reference": ref(survivor)}, "type": "replaced-by"}]
+    assert survivor["link"] == [{"other": {"reference": ref(retired)}, "type": "replaces"}]
+    a28 = message([*lines(data)[:2], segment("PID", {1: "1", 2: f"{OLD_PERSON}^^^{GHT}^PN"})])
+    a28 = set_field(a28, "MSH", 9, "ADT^A28^ADT_A05")
+    registered, _ = convert_one(converter, a28)
+    assert one(registered, "Patient", OLD_PERSON)["id"] == retired["id"]
+
+
+def test_an_a43_with_a_new_patient_identifier_retires_the_prior_record(
+    converter: Converter,
+) -> None:
+    data = set_field(change("A43", "ADT_A43"), "MRG", 1, f"{WRONG_IPP}^^^{CHU}^MR")
+    bundle, warnings = convert_one(converter, data)
+    assert warnings == []
+    assert patient_links(bundle) == {RIGHT_IPP: ["replaces"], WRONG_IPP: ["replaced-by"]}
+
+
+def test_a_change_that_leaves_its_target_empty_warns(converter: Converter) -> None:
+    no_alternate = set_field(change("A48", "ADT_A30"), "PID", 4, "")
+    bundle, warnings = convert_one(converter, no_alternate)
+    assert any("PID-4 of PID" in w and "not represented" in w for w in warnings), warnings
+    assert patient_links(bundle) == {RIGHT_IPP: []}
+
+    no_person = set_field(change("A43", "ADT_A43"), "PID", 2, "")
+    _, warnings = convert_one(converter, no_person)
+    assert any("PID-2 of PID" in w and "not represented" in w for w in warnings), warnings
+
+    no_list = set_field(change("A46", "ADT_A30"), "PID", 3, "")
+    no_list = set_field(no_list, "MRG", 1, f"{WRONG_IPP}^^^{CHU}^MR")
+    bundle, warnings = convert_one(converter, no_list)
+    assert any("has no PID-3" in w and "not retired" in w for w in warnings), warnings
+    assert [p.get("active") for p in resources(bundle, "Patient")] == [None]
+
+    no_mrg = message(lines(change("A39", "ADT_A39"))[:3])
+    _, warnings = convert_one(converter, no_mrg)
+    assert any("without MRG" in w and "nothing changed" in w for w in warnings), warnings
+
+
+def test_on_a_fhir_server_a43_moves_the_record_to_the_new_person(
+    converter: Converter, fhir_server: FhirServer
+) -> None:
+    fhir_server.reset()
+    moved = change("A43", "ADT_A43")
+    msh, evn, pid, _mrg = lines(moved)
+    a01 = message([msh, evn, pid, pv1("2024100388")])
+    a01 = set_field(a01, "MSH", 9, "ADT^A01^ADT_A01")
+    a01 = set_field(a01, "MSH", 10, "MOVE-TEST-A01")
+    a01 = set_field(a01, "PID", 2, f"{OLD_PERSON}^^^{GHT}^PN")
+    admitted = deliver(converter, fhir_server, a01)
+    [patient] = resources(admitted, "Patient")
+    [visit] = resources(admitted, "Encounter")
+    before = fhir_server.read("Patient", patient["id"])
+    assert before is not None and OLD_PERSON in values(before)
+
+    deliver(converter, fhir_server, moved)
+
+    after = fhir_server.read("Patient", patient["id"])
+    assert after is not None
+    assert NEW_PERSON in values(after) and OLD_PERSON not in values(after)
+    assert after.get("active", True) is True and "link" not in after
+    assert fhir_server.count("Patient") == 1
+    # The visit refers to the Patient, so it moved with it.
+    stored_visit = fhir_server.read("Encounter", visit["id"])
+    assert stored_visit is not None
+    assert stored_visit["subject"]["reference"] == ref(patient)
 
 
 # -- A45 move visit ----------------------------------------------------------------------

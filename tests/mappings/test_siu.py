@@ -183,14 +183,21 @@ def test_an_unknown_filler_status_warns_and_keeps_the_event_default(
     assert not any("ARRIVEE" in w for w in warnings), "warnings never quote the value"
 
 
-@pytest.mark.parametrize("event", ["S23", "S24", "S27"])
-def test_slot_events_are_refused(converter: Converter, event: str) -> None:
-    """S23/S24 (blocked / opened schedule slots) are about Slot and Schedule, which the IG
-    does not map, and S27 (broadcast) is not routed: refused (AR 201), not half converted
-    into an Appointment."""
+@pytest.mark.parametrize("event", ["S27"])
+def test_unrouted_events_are_refused(converter: Converter, event: str) -> None:
+    """S27 (broadcast) is not routed: refused (AR 201), not half converted into an
+    Appointment. S23/S24 (blocked / opened slots) have their own root: test_siu_slots.py."""
     with pytest.raises(UnsupportedMessageError) as caught:
         converter.convert_message(message(event))
     assert caught.value.hl7_error_code == "201"
+
+
+@pytest.mark.parametrize("event", ["S23", "S24"])
+def test_slot_events_write_no_appointment(converter: Converter, event: str) -> None:
+    """S23/S24 go to their own root (SIU_slots.j2, Slot and Schedule), never SIU.j2."""
+    conversion = converter.convert_message(message(event))
+    assert conversion.root_template == "hl7v2/messages/SIU_slots.j2"
+    assert resources_of(conversion.bundle, "Appointment") == []
 
 
 def test_cancellation_reason_only_when_cancelled(

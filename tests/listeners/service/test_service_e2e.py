@@ -191,7 +191,7 @@ def test_a_retransmission_is_acknowledged_again_but_delivered_once(
     ("msh9", "version", "code"),
     [
         ("ZZZ^Z01^ZZZ_Z01", "2.5.1", "200"),  # unknown message type
-        ("ADT^A37^ADT_A37", "2.5.1", "201"),  # known type, trigger event not routed
+        ("ADT^A20^ADT_A20", "2.5.1", "201"),  # known type, trigger event not routed
         ("ADT^A01^ADT_A01", "9.9", "203"),  # unsupported version
     ],
 )
