@@ -82,6 +82,8 @@ FINANCIAL = {f"BAR^{t}" for t in ("P01", "P02", "P05", "P06", "P10", "P12")} | {
     "DFT^P03",
     "DFT^P11",
 }
+#: Master files (roots MFN_M02, MFN_M05): none in the corpus.
+MASTER_FILES = {"MFN^M02", "MFN^M05"}
 COVERAGE = (
     CORE
     | PAM
@@ -95,6 +97,7 @@ COVERAGE = (
     | ORDERS_AND_REFERRALS
     | MERGES
     | DELETIONS
+    | MASTER_FILES
 )
 
 

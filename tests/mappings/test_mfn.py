@@ -1,0 +1,269 @@
+"""Master file notifications (HL7 v2.5 chapter 8): MFN^M02 staff and practitioners (root
+MFN_M02: PractitionerStaff.j2, PractitionerRoleStaff.j2) and MFN^M05 patient locations
+(root MFN_M05: LocationMaster.j2).
+
+The point of converting them is that the structure referential enriches the Practitioner
+and Location resources the ADT feed writes: a person named by RPPS in PV1-7 and the STF
+record of that RPPS, a PV1-3 bed and the LOC record of that PL, must be one resource each
+(same id), never twins. MFE-1 (table 0180) says what happens to each record: MAD / MUP
+write it, MDC writes it inactive, MAC active again; MDL writes a shared Practitioner or
+Location inactive (not deleted: clinical records refer to it) and DELETEs the record's
+PractitionerRoles, which only the master file writes. The goldens of
+``MFN_M02_staff`` and ``MFN_M05_locations`` pin the whole bundles.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from converter import Converter
+from tests.support.fhirserver import FhirServer
+from tests.support.hl7_edit import (
+    by_reference,
+    convert_one,
+    lines,
+    message,
+    resources,
+    set_field,
+)
+from tests.support.r4validator import R4Validator
+
+SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "hl7v2"
+M02 = SAMPLES / "MFN_M02_staff.hl7"
+M05 = SAMPLES / "MFN_M05_locations.hl7"
+# Names Dr LEROY Paul (RPPS 10101234563) in PV1-7 and lies in bed CARDIO^412^1 of CHU-LYON.
+ADT = SAMPLES / "ADT_A01_admission-full.hl7"
+RPPS_SYSTEM = "urn:oid:1.2.250.1.71.4.2.1"
+LEROY = "10101234563"
+
+
+def practitioner(bundle: dict[str, Any], value: str) -> dict[str, Any]:
+    """The one Practitioner of the bundle with identifier ``value``."""
+    [found] = [
+        p
+        for p in resources(bundle, "Practitioner")
+        if any(i.get("value") == value for i in p.get("identifier", []))
+    ]
+    return found
+
+
+def deletions(bundle: dict[str, Any]) -> list[str]:
+    return [e["request"]["url"] for e in bundle["entry"] if e["request"]["method"] == "DELETE"]
+
+
+def record(data: bytes, *segments: str) -> bytes:
+    """``data``'s MSH and MFI with ``segments`` as its only record."""
+    head = [line for line in lines(data) if line.startswith(("MSH|", "MFI|"))]
+    return message([*head, *segments])
+
+
+@pytest.mark.parametrize("sample", [M02, M05], ids=lambda p: p.stem)
+def test_the_samples_convert_and_validate(
+    converter: Converter, r4validator: R4Validator, sample: Path
+) -> None:
+    bundle, _ = convert_one(converter, sample.read_bytes())
+    assert r4validator.validate(bundle) == []
+    [header] = resources(bundle, "MessageHeader")
+    assert header["eventCoding"]["code"] == sample.stem.split("_")[1]
+
+
+def test_m02_records_events_and_warnings(converter: Converter) -> None:
+    bundle, warnings = convert_one(converter, M02.read_bytes())
+    leroy = practitioner(bundle, LEROY)
+    assert leroy["active"] is True
+    assert leroy["gender"] == "male"
+    assert leroy["birthDate"] == "1972-04-15"
+    assert leroy["identifier"][0]["system"] == RPPS_SYSTEM
+    assert [c["coding"][0]["code"] for c in leroy["communication"]] == ["fr", "en"]
+    assert leroy["qualification"][0]["code"]["coding"][0]["code"] == "MD"
+    assert {"system": "email", "value": "paul.leroy@chu-lyon.example.fr"} in leroy["telecom"]
+    # PRA-6 repeats the RPPS of STF-2: one identifier, not two.
+    assert [i["value"] for i in leroy["identifier"]].count(LEROY) == 1
+    # MDC deactivate (Mme ROUX), MDL delete (M. JOLY): inactive, and both written.
+    assert practitioner(bundle, "10107890129")["active"] is False
+    joly = practitioner(bundle, "INTERIMJ")
+    assert joly["active"] is False
+    # The roles: LEROY's PRA (specialties as text, PRA-8 period), ROUX's ended one, and
+    # JOLY's ORG role DELETEd.
+    roles = resources(bundle, "PractitionerRole")
+    leroy_role = next(r for r in roles if r["practitioner"]["reference"].endswith(leroy["id"]))
+    assert leroy_role["active"] is True
+    assert leroy_role["period"] == {"start": "2005-09-01"}
+    assert [s["text"] for s in leroy_role["specialty"]] == [
+        "Cardiologie et maladies vasculaires",
+        "Médecine intensive-réanimation",
+    ]
+    assert [r["active"] for r in roles] == [True, True, False]
+    [deleted] = deletions(bundle)
+    assert deleted.startswith("PractitionerRole/")
+    assert warnings == [
+        "MFE-1 MDL (delete) of STF[4]: the Practitioner is written inactive, not deleted "
+        "(clinical records refer to it); its roles in this record are deleted"
+    ]
+
+
+def test_m02_gives_the_practitioner_the_id_pv1_7_gives_it(converter: Converter) -> None:
+    admitted, _ = convert_one(converter, ADT.read_bytes())
+    listed, _ = convert_one(converter, M02.read_bytes())
+    assert practitioner(listed, LEROY)["id"] == practitioner(admitted, LEROY)["id"]
+    # Whatever the order of STF-2: the national (RPPS) identifier is the identity.
+    data = M02.read_bytes()
+    stf = next(line for line in lines(data) if line.startswith("STF|LEROYP"))
+    fields = stf.split("|")
+    fields[2] = "~".join(reversed(fields[2].split("~")))
+    swapped = record(
+        data, "MFE|MUP|X1|20240315103000+0100|LEROYP^LEROY Paul^L|CE", "|".join(fields)
+    )
+    again, _ = convert_one(converter, swapped)
+    assert practitioner(again, LEROY)["id"] == practitioner(admitted, LEROY)["id"]
+
+
+def test_m02_without_staff_identifier_list_matches_an_xcn_without_authority(
+    converter: Converter,
+) -> None:
+    # STF-1 within the sending facility, as Practitioner.j2 scopes an XCN.1 without XCN.9.
+    local = set_field(ADT.read_bytes(), "PV1", 7, "LEROYP^LEROY^Paul^^^Dr")
+    admitted, _ = convert_one(converter, local)
+    listed, _ = convert_one(
+        converter,
+        record(
+            M02.read_bytes(),
+            "MFE|MUP|X2|20240315103000+0100|LEROYP^LEROY Paul^L|CE",
+            "STF|LEROYP^LEROY Paul^L||LEROY^Paul^^^Dr^^L",
+        ),
+    )
+    [written] = resources(listed, "Practitioner")
+    assert written["id"] == practitioner(admitted, "LEROYP")["id"]
+
+
+def test_m02_mac_reactivates_and_an_unknown_event_warns(converter: Converter) -> None:
+    data = M02.read_bytes()
+    rpps = f"10107890129^^^ASIP-SANTE-PS&{RPPS_SYSTEM[8:]}&ISO^RPPS"
+    stf = f"STF|ROUXC^ROUX Claire^L|{rpps}|ROUX^Claire"
+    bundle, warnings = convert_one(converter, record(data, "MFE|MAC|X3|20240401|ROUXC|CE", stf))
+    assert practitioner(bundle, "10107890129")["active"] is True
+    assert warnings == []
+    bundle, warnings = convert_one(converter, record(data, "MFE|MXX|X4|20240401|ROUXC|CE", stf))
+    assert practitioner(bundle, "10107890129")["active"] is True
+    assert len(warnings) == 1 and "MXX" in warnings[0]
+
+
+def test_m05_gives_the_locations_the_ids_pv1_3_gives_them(converter: Converter) -> None:
+    admitted, _ = convert_one(converter, ADT.read_bytes())
+    [encounter] = resources(admitted, "Encounter")
+    bed_ref = encounter["location"][0]["location"]["reference"]
+    chain = [bed_ref]
+    while "partOf" in by_reference(admitted, chain[-1]):
+        chain.append(by_reference(admitted, chain[-1])["partOf"]["reference"])
+    assert len(chain) == 4  # bed, room, unit, facility
+
+    listed, warnings = convert_one(converter, M05.read_bytes())
+    bed = by_reference(listed, bed_ref)
+    assert bed["name"] == "Chambre 412 lit 1 (fenêtre)"
+    assert bed["alias"] == ["1"]
+    # The same hierarchy, each level from its own record.
+    names = [by_reference(listed, ref)["name"] for ref in chain]
+    assert names == [
+        "Chambre 412 lit 1 (fenêtre)",
+        "Chambre 412",
+        "Cardiologie - unité 4A",
+        "Hôpital Édouard-Herriot",
+    ]
+    assert [by_reference(listed, ref).get("partOf", {}).get("reference") for ref in chain] == [
+        *chain[1:],
+        None,
+    ]
+    usic = next(r for r in resources(listed, "Location") if r["name"].startswith("Soins"))
+    assert usic["status"] == "inactive"
+    assert warnings == [
+        "not converted in MFN^M05: LCH, LRL, LCC (location characteristics, relationships "
+        "and charge codes have no element in R4 Location)"
+    ]
+
+
+def test_m05_parents_come_from_their_records_in_any_order(converter: Converter) -> None:
+    # Bed first, then its unit: the bed's partOf is the unit's own record (its name), and
+    # nothing is emitted twice with different values.
+    data = M05.read_bytes()
+    found = lines(data)
+    head = found[:2]
+    groups: list[list[str]] = []
+    for line in found[2:]:
+        if line.startswith("MFE|"):
+            groups.append([])
+        groups[-1].append(line)
+    reordered = message([*head, *[line for group in reversed(groups) for line in group]])
+    bundle, warnings = convert_one(converter, reordered)
+    original, _ = convert_one(converter, data)
+    assert {r["id"]: r for r in resources(bundle, "Location")} == {
+        r["id"]: r for r in resources(original, "Location")
+    }
+    assert not any("emitted twice" in w for w in warnings)
+
+
+def test_m05_mdl_writes_the_location_inactive_without_deleting_it(converter: Converter) -> None:
+    data = M05.read_bytes()
+    bundle, warnings = convert_one(
+        converter,
+        record(
+            data,
+            "MFE|MDL|X5|20240315|CARDIO^412^1^CHU-LYON&1.2.250.1.999.1.1&ISO|PL",
+            "LOC|CARDIO^412^1^CHU-LYON&1.2.250.1.999.1.1&ISO|Lit 1|B",
+            "LDP|CARDIO^412^1^CHU-LYON&1.2.250.1.999.1.1&ISO|4012^UF^L",
+        ),
+    )
+    assert deletions(bundle) == []
+    bed = next(r for r in resources(bundle, "Location") if r["name"] == "Lit 1")
+    assert bed["status"] == "inactive"
+    assert any("MDL" in w and "not deleted" in w for w in warnings)
+
+
+def test_on_a_fhir_server_the_master_files_enrich_what_the_adt_wrote(
+    converter: Converter, fhir_server: FhirServer
+) -> None:
+    fhir_server.reset()
+    admitted, _ = convert_one(converter, ADT.read_bytes())
+    fhir_server.transact(admitted)
+    before = fhir_server.search_by_identifier("Practitioner", RPPS_SYSTEM, LEROY)
+    assert len(before) == 1 and "telecom" not in before[0]
+    locations = fhir_server.count("Location")
+
+    # The sample's last record (MDL) DELETEs a role this server never held: Medplum answers
+    # 404 for the whole transaction (the service's delivery then checks the target is gone
+    # and sends the rest, see README "Delivering"); the first three records here.
+    data = M02.read_bytes()
+    fhir_server.transact(convert_one(converter, record(data, *lines(data)[2:-3]))[0])
+    fhir_server.transact(convert_one(converter, M05.read_bytes())[0])
+
+    [leroy] = fhir_server.search_by_identifier("Practitioner", RPPS_SYSTEM, LEROY)
+    assert leroy["id"] == before[0]["id"]
+    assert leroy["gender"] == "male" and leroy["telecom"]
+    [role] = fhir_server.search("PractitionerRole", practitioner=f"Practitioner/{leroy['id']}")[
+        "entry"
+    ]
+    assert role["resource"]["active"] is True
+    # The referential's five locations: four the ADT had written (bed, room, unit,
+    # facility), one new (the closed unit).
+    assert fhir_server.count("Location") == locations + 1
+    [encounter] = resources(admitted, "Encounter")
+    bed_id = encounter["location"][0]["location"]["reference"].split("/")[1]
+    [bed] = [e["resource"] for e in fhir_server.search("Location", _id=bed_id)["entry"]]
+    assert bed["name"] == "Chambre 412 lit 1 (fenêtre)"
+
+    # MDL of M. JOLY, whose role the MAD of the same record had written: the role is gone,
+    # the Practitioner stays, inactive.
+    joly = lines(data)[-3:]
+    assert joly[0].startswith("MFE|MDL")
+    fhir_server.transact(
+        convert_one(converter, record(data, joly[0].replace("MFE|MDL", "MFE|MAD"), *joly[1:]))[0]
+    )
+    assert fhir_server.count("PractitionerRole") == 4
+    fhir_server.transact(convert_one(converter, record(data, *joly))[0])
+    assert fhir_server.count("PractitionerRole") == 3
+    [person] = fhir_server.search_by_identifier(
+        "Practitioner", "urn:oid:1.2.250.1.999.1.1", "INTERIMJ"
+    )
+    assert person["active"] is False
