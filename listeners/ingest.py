@@ -22,6 +22,8 @@ message type and version are supported, store it durably, then acknowledge:
   an ERR-2 location, so 207 with the size and the limit in the text;
 - an acknowledgement (MSH-9.1 ``ACK``): never acknowledged (ACKing an ACK starts a
   ping-pong between engines), nor stored; a WARNING once per connection;
+- an original-mode MFN with its MFI is answered with an MFK instead of an ACK (same code
+  and ERR, then MFI and an MFA per record as MFI-6 asks; :mod:`.mllp.mfk`);
 - a retransmission (same sender, same MSH-10, same content) is acknowledged again, not
   stored again; the same MSH-10 on *different* content (a sender's counter reset) is a new
   message, stored and delivered, with a WARNING. The sender here is every HD component of
@@ -54,6 +56,7 @@ from .mllp.ack import (
     wants_accept_ack,
 )
 from .mllp.framing import OversizedFrame
+from .mllp.mfk import build_reply
 from .mllp.server import NO_REPLY, PeerInfo
 from .queue.base import DeadLetter, Envelope, PutResult
 from .worker import DeliveryWorkers
@@ -253,7 +256,7 @@ class Ingestor:
                     "unsupported message rejected",
                     extra=fields | log_fields(error_code=exc.hl7_error_code),
                 )
-                return self._ack(listener, raw_header, outcome)
+                return self._ack(listener, raw_header, outcome, payload)
             return await self._store_dead_letter(envelope, exc, raw_header, fields)
         try:
             stored = await self._queue.put(envelope)
@@ -268,8 +271,8 @@ class Ingestor:
             )
             if self._answers_delivery(raw_header):
                 outcome = await self._duplicate_outcome(stored.seq, fields)
-                return self._ack(listener, raw_header, outcome)
-            return self._ack(listener, raw_header, AckOutcome.accept())
+                return self._ack(listener, raw_header, outcome, payload)
+            return self._ack(listener, raw_header, AckOutcome.accept(), payload)
         if stored.control_id_reused:
             _warn_reused(envelope, stored.seq, fields)
         if self._workers is not None:  # None: workers elsewhere (queue.backend = "amqp")
@@ -286,8 +289,8 @@ class Ingestor:
         )
         if self._answers_delivery(raw_header):
             outcome = await self._delivery_outcome(stored.seq, fields)
-            return self._ack(listener, raw_header, outcome)
-        return self._ack(listener, raw_header, AckOutcome.accept())
+            return self._ack(listener, raw_header, outcome, payload)
+        return self._ack(listener, raw_header, AckOutcome.accept(), payload)
 
     def _answers_delivery(self, header: MessageHeader) -> bool:
         """Whether the ACK waits for the delivery (``ack_after = "delivery"``). Original
@@ -373,8 +376,9 @@ class Ingestor:
                     f"{exc.reason}; kept as a dead letter"[:200],
                     location=ErrorLocation.parse(exc.location),
                 ),
+                envelope.payload,
             )
-        return self._ack(envelope.listener, raw_header, AckOutcome.accept())
+        return self._ack(envelope.listener, raw_header, AckOutcome.accept(), envelope.payload)
 
     def _ignore_ack(self, header: MessageHeader, peer: PeerInfo) -> bytes:
         """An acknowledgement sent to the listener: no reply (acknowledging it would start
@@ -403,13 +407,21 @@ class Ingestor:
         )
         return NO_REPLY
 
-    def _ack(self, listener: str, header: MessageHeader, outcome: AckOutcome) -> bytes:
+    def _ack(
+        self,
+        listener: str,
+        header: MessageHeader,
+        outcome: AckOutcome,
+        payload: bytes | None = None,
+    ) -> bytes:
+        """The ACK; with ``payload`` (the message, well-formed), an original-mode MFN's
+        MFK (:mod:`.mllp.mfk`)."""
         if not wants_accept_ack(header, success=outcome.success):
             return NO_REPLY
         self._metrics.labelled(
             self._metrics.acknowledged, listener, outcome.code.for_mode(header.enhanced_mode).value
         ).inc()
-        return self._acks.build(header, outcome)
+        return build_reply(self._acks, header, outcome, payload)
 
 
 def _one_message(payload: bytes) -> None:

@@ -41,6 +41,9 @@ for it (:func:`wants_accept_ack`). *Application* acknowledgements (MSH-16) are n
 conversion and delivery happen asynchronously after the connection has moved on, and
 this service has no return channel to the sender's own receiver. Delivery failures are
 reported by the service itself (logs, metrics, dead letters), not to the sender.
+
+An original-mode MFN is answered with an MFK instead (:mod:`.mfk`): the same MSH, MSA
+and ERR (:class:`AckWriter`, :func:`ack_segments`), then MFI and MFA segments.
 """
 
 from __future__ import annotations
@@ -68,10 +71,12 @@ __all__ = [
     "AckInfo",
     "AckMode",
     "AckOutcome",
+    "AckWriter",
     "ControlIdGenerator",
     "ErrorLocation",
     "MessageHeader",
     "Severity",
+    "ack_segments",
     "build_ack",
     "parse_ack",
     "read_header",
@@ -141,32 +146,73 @@ def build_ack(
         if isinstance(message, MessageHeader)
         else read_header(message, default_charset=default_charset)
     )
+    writer = AckWriter(header)
+    segments = ack_segments(writer, outcome, control_id=control_id, timestamp=timestamp, mode=mode)
+    return writer.serialize(segments)
+
+
+class AckWriter:
+    """Writes a reply's fields for one received message (see the module docstring).
+
+    :meth:`copy` copies received bytes, escaped only where they would make the reply
+    wrong; :meth:`text` writes text of our own, escaped with the message's delimiters, in
+    its charset.
+    """
+
+    def __init__(self, header: MessageHeader) -> None:
+        self.header = header
+        self.enc = header.encoding
+        self.codec = header.codec or "ascii"
+        # Received bytes are copied as they are, unless MSH-18 declares a charset they are
+        # not valid in: the ACK must be valid text in the charset it declares. A charset we
+        # cannot write (codec None) makes the ACK ASCII, and MSH-18 empty says so.
+        self._copy_codec: str | None = None
+        if header.codec is None:
+            self._copy_codec = "ascii"
+        elif header.field(18).strip():
+            self._copy_codec = header.codec
+        self._controls = _CONTROL_BUT_ESC if _is_iso2022(self.codec) else _CONTROL
+
+    def copy(self, raw: str) -> bytes:
+        """Received bytes (as Latin-1 text, as :class:`MessageHeader` holds them)."""
+        return _copy(raw, self._copy_codec, self.enc, self._controls)
+
+    def text(self, value: str) -> bytes:
+        return _text(value, self.enc, self.codec)
+
+    def serialize(self, segments: list[list[bytes]]) -> bytes:
+        """Segments of fields, empty trailing fields dropped, each ending in CR."""
+        sep = self.enc.field.encode("latin-1")
+        return b"".join(sep.join(_trim(segment)) + b"\r" for segment in segments)
+
+
+def ack_segments(
+    writer: AckWriter,
+    outcome: AckOutcome | None = None,
+    *,
+    control_id: str | None = None,
+    timestamp: datetime | None = None,
+    mode: AckMode = "auto",
+    message_code: bytes = b"ACK",
+    structure: bytes = b"ACK",
+) -> list[list[bytes]]:
+    """MSH, MSA and (on errors) ERR of an acknowledgement, as :func:`build_ack` writes
+    them; MSH-9 is ``<message_code>^<trigger>^<structure>`` in the version's form (the
+    MFK of :mod:`.mfk` appends its own segments)."""
+    header = writer.header
     outcome = outcome or AckOutcome.accept()
     enc = header.encoding
-    codec = header.codec or "ascii"
     enhanced = header.enhanced_mode if mode == "auto" else mode == "enhanced"
     code = outcome.code.for_mode(enhanced)
     stamp = timestamp or datetime.now().astimezone()
     ctrl = control_id if control_id is not None else uuid.uuid4().hex[:20].upper()
-
-    # Received bytes are copied as they are, unless MSH-18 declares a charset they are
-    # not valid in: the ACK must be valid text in the charset it declares. A charset we
-    # cannot write (codec None) makes the ACK ASCII, and MSH-18 empty says so.
-    copy_codec: str | None = None
-    if header.codec is None:
-        copy_codec = "ascii"
-    elif header.field(18).strip():
-        copy_codec = header.codec
-    controls = _CONTROL_BUT_ESC if _is_iso2022(codec) else _CONTROL
+    text = writer.text
 
     def copy(n: int) -> bytes:
-        return _copy(header.field(n), copy_codec, enc, controls)
-
-    def text(value: str) -> bytes:
-        return _text(value, enc, codec)
+        return writer.copy(header.field(n))
 
     comp = enc.component.encode("latin-1")
-    trigger = _copy(header.component(9, 2), copy_codec, enc, controls)
+    trigger = writer.copy(header.component(9, 2))
     msh: list[bytes] = [
         b"MSH",
         (header.field(2) if header.delimiters_valid else enc.msh2).encode("latin-1"),
@@ -176,7 +222,7 @@ def build_ack(
         copy(4),
         _timestamp(stamp).encode("ascii"),
         b"",
-        _message_type(header, comp, trigger),
+        _message_type(header, comp, trigger, message_code, structure),
         text(ctrl),
         copy(11) or b"P",
         copy(12) or _DEFAULT_VERSION.encode("ascii"),
@@ -214,8 +260,7 @@ def build_ack(
             msa += [message_text, b"", b""]
             if version >= (2, 2):
                 msa.append(cwe)
-    sep = enc.field.encode("latin-1")
-    return b"".join(sep.join(_trim(segment)) + b"\r" for segment in segments)
+    return segments
 
 
 class ControlIdGenerator:
@@ -338,15 +383,17 @@ def _trim(fields: list[bytes]) -> list[bytes]:
     return fields[:end]
 
 
-def _message_type(header: MessageHeader, comp: bytes, trigger: bytes) -> bytes:
-    """MSH-9 of the ACK, with the components the message's version defines."""
+def _message_type(
+    header: MessageHeader, comp: bytes, trigger: bytes, code: bytes, structure: bytes
+) -> bytes:
+    """MSH-9 of the reply, with the components the message's version defines."""
     version = _version(header)
     if version is None or version >= _MSH9_STRUCTURE_VERSION:
         # An unreadable version is answered as the default (v2.5) one.
-        return b"ACK" + comp + trigger + comp + b"ACK"
+        return code + comp + trigger + comp + structure
     if version >= _MSH9_TRIGGER_VERSION and trigger:
-        return b"ACK" + comp + trigger
-    return b"ACK"
+        return code + comp + trigger
+    return code
 
 
 def _version(header: MessageHeader) -> tuple[int, ...] | None:
