@@ -155,6 +155,14 @@ class Metrics:
         self.connections = Gauge(
             "passerelle_mllp_connections", "Open MLLP connections", ["listener"], registry=registry
         )
+        self.connections_refused = Counter(
+            "passerelle_mllp_connections_refused",
+            "MLLP connections refused at accept (reason max_connections: the listener had"
+            " that many open) or closed by a limit (frame_timeout: a frame not ended in"
+            " time; max_unfinished_bytes: unfinished frames of all connections over it)",
+            ["listener", "reason"],
+            registry=registry,
+        )
         self.partitions = Gauge(
             "passerelle_worker_partitions",
             "Partition queues this passerelle worker consumes (queue.backend = amqp)",

@@ -247,8 +247,10 @@ class Service:
         return checks
 
     async def _watch_depth(self) -> None:
-        """Every second: queue depth, and the MLLP listeners' connection and framing stats."""
+        """Every second: queue depth, and the MLLP listeners' connection, framing and
+        refusal stats."""
         framing_seen: dict[str, int] = {}
+        refused_seen: dict[tuple[str, str], int] = {}
         while True:
             with contextlib.suppress(Exception):
                 self.metrics.queue_depth.set(await self.queue.depth())
@@ -261,4 +263,14 @@ class Service:
                     if new > 0:
                         framing.inc(new)
                     framing_seen[listener.name] = stats.framing_errors
+                    for reason, count in (
+                        ("max_connections", stats.connections_refused),
+                        ("frame_timeout", stats.frame_timeouts),
+                        ("max_unfinished_bytes", stats.unfinished_bytes_refusals),
+                    ):
+                        key = (listener.name, reason)
+                        refused = self.metrics.connections_refused.labels(*key)
+                        if count > refused_seen.get(key, 0):
+                            refused.inc(count - refused_seen.get(key, 0))
+                        refused_seen[key] = count
             await asyncio.sleep(1.0)

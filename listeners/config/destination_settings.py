@@ -100,7 +100,8 @@ def _destination(
         if section.get("ca_bundle")
         else None,
         headers={str(k): str(v) for k, v in headers.items()},
-        timeout=_float(section.get("timeout", 30.0), f"{where}.timeout"),
+        # 0 is no "no limit" here: httpx.Timeout(0) fails every request at once.
+        timeout=_float(section.get("timeout", 30.0), f"{where}.timeout", positive=True),
         bundle_type=_choice(
             section.get("bundle_type", "transaction"),
             ("transaction", "batch"),

@@ -237,11 +237,18 @@ def _mllp(section: dict[str, Any], base: Path) -> MllpConfig:
             "delivery_ack_timeout",
             "on_unsupported",
             "duplicate_window_hours",
+            "frame_timeout",
+            "max_unfinished_bytes",
+            "max_connections",
             "host",
             "port",
             "tls",
         },
         "mllp",
+    )
+    # Each listener's, unless it sets its own.
+    max_connections = _int(
+        section.get("max_connections", ListenerConfig.max_connections), "mllp.max_connections", 1
     )
     listeners_raw = section.get("listeners")
     if listeners_raw is None:
@@ -260,32 +267,53 @@ def _mllp(section: dict[str, Any], base: Path) -> MllpConfig:
         where = f"mllp.listeners[{i}]"
         if not isinstance(item, dict):
             raise ConfigError(f"{where} must be a table")
-        _check_keys(item, {"name", "host", "port", "tls"}, where)
+        _check_keys(item, {"name", "host", "port", "tls", "max_connections"}, where)
         listeners.append(
             ListenerConfig(
                 name=str(item.get("name", "mllp" if i == 0 else f"mllp-{i + 1}")),
                 host=str(item.get("host", "0.0.0.0")),
                 port=_port(item.get("port", 2575), f"{where}.port"),
                 tls=_tls(item.get("tls"), base, where),
+                max_connections=_int(
+                    item.get("max_connections", max_connections), f"{where}.max_connections", 1
+                ),
             )
         )
     names = [listener.name for listener in listeners]
     if len(set(names)) != len(names):
         raise ConfigError("mllp listener names must be unique")
+    max_frame_bytes = _int(
+        section.get("max_frame_bytes", MllpConfig.max_frame_bytes), "mllp.max_frame_bytes", 1024
+    )
+    if "max_unfinished_bytes" in section:
+        max_unfinished_bytes = _int(section["max_unfinished_bytes"], "mllp.max_unfinished_bytes")
+        if max_unfinished_bytes < max_frame_bytes:
+            raise ConfigError(
+                f"mllp.max_unfinished_bytes ({max_unfinished_bytes}) is below "
+                f"mllp.max_frame_bytes ({max_frame_bytes}): a frame of the maximum size "
+                "could never be received"
+            )
+    else:
+        # Room for two frames of the maximum size at least.
+        max_unfinished_bytes = max(MllpConfig.max_unfinished_bytes, 2 * max_frame_bytes)
     return MllpConfig(
         listeners=tuple(listeners),
-        max_frame_bytes=_int(
-            section.get("max_frame_bytes", MllpConfig.max_frame_bytes), "mllp.max_frame_bytes", 1024
-        ),
+        max_frame_bytes=max_frame_bytes,
         idle_timeout=_float(
             section.get("idle_timeout", MllpConfig.idle_timeout), "mllp.idle_timeout"
         ),
+        frame_timeout=_float(
+            section.get("frame_timeout", MllpConfig.frame_timeout), "mllp.frame_timeout"
+        ),
+        max_unfinished_bytes=max_unfinished_bytes,
         ack_after=_choice(
             section.get("ack_after", "commit"), ("commit", "delivery"), "mllp.ack_after"
         ),
         delivery_ack_timeout=_float(
             section.get("delivery_ack_timeout", MllpConfig.delivery_ack_timeout),
             "mllp.delivery_ack_timeout",
+            # 0 would answer AE "not confirmed in time" to every message, delivered or not.
+            positive=True,
         ),
         on_unsupported=_choice(
             section.get("on_unsupported", "reject"),
@@ -363,8 +391,11 @@ def _delivery(section: dict[str, Any]) -> DeliveryConfig:
         convert_processes=_int(
             section.get("convert_processes", 0), "delivery.convert_processes", 0, 256
         ),
+        # 0 would retry a failing destination in a tight loop (each pause doubles from it).
         backoff_initial=_float(
-            section.get("backoff_initial", default.backoff_initial), "delivery.backoff_initial"
+            section.get("backoff_initial", default.backoff_initial),
+            "delivery.backoff_initial",
+            positive=True,
         ),
         backoff_max=_float(section.get("backoff_max", default.backoff_max), "delivery.backoff_max"),
         max_attempts=_int(section.get("max_attempts", 0), "delivery.max_attempts"),

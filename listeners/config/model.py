@@ -5,11 +5,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from types import MappingProxyType
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from converter import ConverterConfig
 from converter.assembly.bundle import RequestMode
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 
 
 class ConfigError(Exception):
@@ -56,6 +60,9 @@ class ListenerConfig:
     host: str = "0.0.0.0"
     port: int = 2575
     tls: TlsConfig | None = None
+    #: Connections open at once; a further one is closed as soon as it is accepted
+    #: (``[mllp] max_connections`` unless the listener sets its own).
+    max_connections: int = 100
 
 
 @dataclass(frozen=True)
@@ -63,9 +70,15 @@ class MllpConfig:
     listeners: tuple[ListenerConfig, ...] = (ListenerConfig(),)
     max_frame_bytes: int = 10 * 1024 * 1024
     idle_timeout: float = 300.0
+    #: Seconds from a frame's start block to its end block; then the connection is closed
+    #: without an ACK (a peer trickling bytes defeats idle_timeout). 0 = no limit.
+    frame_timeout: float = 60.0
+    #: Bytes of unfinished frames held by all MLLP connections together (each may hold
+    #: up to max_frame_bytes); a frame going over it closes its connection without an ACK.
+    max_unfinished_bytes: int = 128 * 1024 * 1024
     #: "commit": AA once durably queued; "delivery": AA once the FHIR server accepted it.
     ack_after: Literal["commit", "delivery"] = "commit"
-    #: How long an ack_after="delivery" sender waits before getting an AE.
+    #: How long an ack_after="delivery" sender waits before getting an AE (above 0).
     delivery_ack_timeout: float = 60.0
     #: Unreadable MSH or unsupported type/version: "reject" (AR) or "dead-letter" (AA,
     #: stored as a dead letter for inspection).
@@ -190,7 +203,9 @@ class DestinationConfig:
     client_cert: Path | None = None
     client_key: Path | None = None
     ca_bundle: Path | None = None
+    #: Read-only (a :class:`types.MappingProxyType`), whatever was given.
     headers: Mapping[str, str] = field(default_factory=dict)
+    #: Seconds (connect, read, write, pool) of each request; above 0.
     timeout: float = 30.0
     #: "batch": each bundle is POSTed as a batch (entries independent, not atomic), for
     #: servers that cap transactions (Medplum: 50 updates). Only with request_mode "put":
@@ -198,6 +213,9 @@ class DestinationConfig:
     bundle_type: Literal["transaction", "batch"] = "transaction"
     #: Bundles (also) published to RabbitMQ; with ``url`` too, both must take them.
     amqp: AmqpPublishConfig | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "headers", _frozen(self.headers))
 
 
 @dataclass(frozen=True)
@@ -284,6 +302,10 @@ class ServiceConfig:
     #: MSH-11.1 values accepted by the default route and by routes that do not say.
     processing_ids: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        # Frozen means frozen: a dict here could be changed in place by any holder.
+        object.__setattr__(self, "destinations", _frozen(self.destinations))
+
     def default_route(self) -> RouteConfig:
         """The route of messages no configured route matches."""
         return RouteConfig(
@@ -306,6 +328,11 @@ class ServiceConfig:
             destination["url"] = mask_url(destination["url"])
             destination["auth"]["token_url"] = mask_url(destination["auth"]["token_url"])
         return plain
+
+
+def _frozen(mapping: Mapping[_K, _V]) -> Mapping[_K, _V]:
+    """A read-only copy of ``mapping`` (a copy: the caller's dict may change later)."""
+    return MappingProxyType(dict(mapping))
 
 
 def _to_plain(value: Any) -> Any:

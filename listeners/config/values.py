@@ -55,7 +55,9 @@ def _port(value: Any, where: str) -> int:
     return _int(value, where, 0, 65535)
 
 
-def _float(value: Any, where: str) -> float:
+def _float(value: Any, where: str, *, positive: bool = False) -> float:
+    """A finite number, not negative; with ``positive``, above 0 too (for the settings
+    where 0 would mean nothing sensible, rather than "no limit")."""
     if isinstance(value, bool):
         raise ConfigError(f"{where} must be a number, got {value!r}")
     try:
@@ -66,6 +68,8 @@ def _float(value: Any, where: str) -> float:
         raise ConfigError(f"{where} must be a finite number, got {value!r}")
     if number < 0:
         raise ConfigError(f"{where} must not be negative")
+    if positive and number == 0:
+        raise ConfigError(f"{where} must be above 0")
     return number
 
 

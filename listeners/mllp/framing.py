@@ -28,6 +28,12 @@ Rules:
   (the sender restarted: no answer is owed for it);
 * end of stream inside a frame raises :class:`IncompleteFrameError`.
 
+:class:`FrameReader` adds two limits a server needs against peers that hold memory or
+connections: ``frame_timeout`` (a frame must be complete within it, counted from its
+first byte: a peer trickling a byte now and then defeats an idle timeout, not this) and
+a :class:`FrameBudget` shared by every connection, bounding the bytes of unfinished
+frames held at once (each connection may hold up to ``max_frame_bytes``).
+
 MLLP release 2 commit acknowledgements (``VT ACK FS CR`` / ``VT NAK FS CR``) are ordinary
 frames holding one byte; :func:`commit_ack` recognises them.
 """
@@ -36,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import time
 from collections import deque
 from dataclasses import dataclass
 
@@ -50,8 +57,11 @@ __all__ = [
     "START_BLOCK",
     "VT",
     "CommitAck",
+    "FrameBudget",
+    "FrameBudgetError",
     "FrameDecoder",
     "FrameReader",
+    "FrameTimeoutError",
     "FrameTooLargeError",
     "IncompleteFrameError",
     "OversizedFrame",
@@ -83,6 +93,49 @@ class FrameTooLargeError(FramingError):
 
 class IncompleteFrameError(FramingError):
     """The stream ended inside a frame (no ``FS CR``)."""
+
+
+class FrameTimeoutError(FramingError):
+    """A frame was not complete within ``frame_timeout`` of its first byte."""
+
+    def __init__(self, size: int, limit: float) -> None:
+        super().__init__(
+            f"frame not complete {limit:g}s after its start block ({size} bytes received)"
+        )
+        self.size = size
+        self.limit = limit
+
+
+class FrameBudgetError(FramingError):
+    """Unfinished frames of every connection sharing a :class:`FrameBudget` would hold
+    more than its limit; the frame that went over it is dropped."""
+
+    def __init__(self, size: int, used: int, limit: int) -> None:
+        super().__init__(
+            f"unfinished frame of {size} bytes dropped: unfinished frames of all "
+            f"connections would hold {used} bytes, over the maximum of {limit}"
+        )
+        self.size = size
+        self.used = used
+        self.limit = limit
+
+
+class FrameBudget:
+    """Bytes of unfinished frames held by the :class:`FrameReader` objects sharing it.
+
+    Each reader counts the bytes its decoder holds; a read that would take the total
+    over ``limit`` raises :class:`FrameBudgetError` in that reader (memory is first come,
+    first served; ``frame_timeout`` makes sure no frame keeps its share for long).
+    """
+
+    __slots__ = ("limit", "used")
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("the frame budget must be positive")
+        self.limit = limit
+        #: Bytes currently counted by the readers.
+        self.used = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,6 +325,7 @@ class FrameReader:
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         head_bytes: int = DEFAULT_HEAD_BYTES,
         chunk_size: int = _CHUNK,
+        budget: FrameBudget | None = None,
     ) -> None:
         self._reader = reader
         self._decoder = FrameDecoder(max_frame_bytes, head_bytes=head_bytes)
@@ -280,6 +334,14 @@ class FrameReader:
         #: Bytes read from the stream, framing included.
         self.bytes_read = 0
         self._abandoned_taken = (0, 0)
+        self._budget = budget
+        # Bytes of the unfinished frame counted in the budget.
+        self._counted = 0
+        # When the unfinished frame started (monotonic, shifted by the time spent
+        # outside read_item: the caller's handling of earlier frames is not the
+        # sender's delay), and when read_item last returned.
+        self._frame_started: float | None = None
+        self._returned_at: float | None = None
 
     @property
     def dropped_bytes(self) -> int:
@@ -316,29 +378,81 @@ class FrameReader:
         return self._decoder.in_frame
 
     async def read_item(
-        self, *, idle_timeout: float | None = None
+        self, *, idle_timeout: float | None = None, frame_timeout: float | None = None
     ) -> bytes | OversizedFrame | None:
         """The next frame's payload, an :class:`OversizedFrame` for a frame over
         ``max_frame_bytes``, or ``None`` at end of stream between frames.
 
         ``idle_timeout`` bounds each wait for bytes (a slow but active sender is not cut
         off); when no byte arrives in time, :class:`TimeoutError` is raised.
+        ``frame_timeout`` bounds the time from a frame's start block to its end block
+        (time spent by the caller between two calls not counted); past it,
+        :class:`FrameTimeoutError` is raised. With a :class:`FrameBudget`, a read that
+        takes the unfinished frames of its readers over the budget raises
+        :class:`FrameBudgetError`. After any of these errors, the reader is unusable:
+        close the connection (and :meth:`release` the budget).
         """
-        while not self._frames:
-            if idle_timeout:
-                async with asyncio.timeout(idle_timeout):
-                    data = await self._reader.read(self._chunk_size)
-            else:
-                data = await self._reader.read(self._chunk_size)
-            if not data:
-                if self._decoder.in_frame:
-                    raise IncompleteFrameError(
-                        f"stream ended inside a frame after {self._decoder.frame_bytes} bytes"
-                    )
-                return None
-            self.bytes_read += len(data)
-            self._frames.extend(self._decoder.feed(data))
-        return self._frames.popleft()
+        if self._frame_started is not None and self._returned_at is not None:
+            self._frame_started += time.monotonic() - self._returned_at
+        try:
+            while not self._frames:
+                data = await self._read(idle_timeout, frame_timeout)
+                if not data:
+                    if self._decoder.in_frame:
+                        raise IncompleteFrameError(
+                            f"stream ended inside a frame after {self._decoder.frame_bytes} bytes"
+                        )
+                    return None
+                self.bytes_read += len(data)
+                items = self._decoder.feed(data)
+                if not self._decoder.in_frame:
+                    self._frame_started = None
+                elif items or self._frame_started is None:
+                    # A frame started in this chunk (after the ones it completed).
+                    self._frame_started = time.monotonic()
+                self._count()
+                self._frames.extend(items)
+            return self._frames.popleft()
+        finally:
+            self._returned_at = time.monotonic()
+
+    async def _read(self, idle_timeout: float | None, frame_timeout: float | None) -> bytes:
+        timeout = idle_timeout or None
+        frame_deadline = False
+        if frame_timeout and self._frame_started is not None:
+            left = self._frame_started + frame_timeout - time.monotonic()
+            if left <= 0:
+                raise FrameTimeoutError(self._decoder.frame_bytes, frame_timeout)
+            if timeout is None or left < timeout:
+                timeout, frame_deadline = left, True
+        if timeout is None:
+            return await self._reader.read(self._chunk_size)
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._reader.read(self._chunk_size)
+        except TimeoutError:
+            if frame_deadline and frame_timeout:
+                raise FrameTimeoutError(self._decoder.frame_bytes, frame_timeout) from None
+            raise
+
+    def _count(self) -> None:
+        """Bring the budget up to date with the bytes the decoder holds."""
+        if self._budget is None:
+            return
+        held = min(self._decoder.buffered, self._decoder.max_frame_bytes)
+        grown = held - self._counted
+        self._budget.used += grown
+        self._counted = held
+        if grown > 0 and self._budget.used > self._budget.limit:
+            used = self._budget.used
+            self.release()
+            raise FrameBudgetError(self._decoder.frame_bytes, used, self._budget.limit)
+
+    def release(self) -> None:
+        """Give back this reader's share of the budget (its connection is closing)."""
+        if self._budget is not None:
+            self._budget.used -= self._counted
+        self._counted = 0
 
     async def read_frame(self, *, idle_timeout: float | None = None) -> bytes | None:
         """Like :meth:`read_item`, for readers that only take frames within the limit

@@ -25,6 +25,24 @@ a closed connection and no ACK would be re-sent for ever, stalling the sender's 
 which is why the connection stays usable. Without ``on_oversized`` the connection is
 closed without a reply. Either way it is counted in ``framing_errors``.
 
+Limits against peers that would hold the service's memory or file descriptors:
+
+* ``max_connections`` per listener (:class:`~listeners.config.ListenerConfig`): a
+  further connection is closed as soon as it is accepted, with a WARNING naming the
+  listener and the peer (at most one every 10 s per listener, giving the number refused
+  meanwhile) and counted in ``connections_refused``. Another listener, and the HTTP API,
+  keep their file descriptors;
+* ``frame_timeout``: a frame must end within it, counted from its start block (a start
+  block that restarts an unfinished frame does not restart the count; the time the
+  handler spends on earlier frames is not counted). ``idle_timeout`` bounds each wait
+  for bytes, so a peer trickling a byte now and then would otherwise hold its connection
+  and its unfinished frame for ever. The connection is closed without an ACK (the
+  sender re-sends);
+* ``max_unfinished_bytes``: the bytes of unfinished frames held by every connection of
+  every listener together (each may hold up to ``max_frame_bytes``). A read that takes
+  them over it closes its connection without an ACK (the sender re-sends later, once
+  other frames ended or timed out).
+
 A handler exception is logged (its type and where it was raised, never the payload) and
 the connection is closed without a reply, which has the same effect as ``None``.
 
@@ -39,6 +57,7 @@ import contextlib
 import functools
 import itertools
 import logging
+import math
 import socket
 import ssl
 import time
@@ -51,7 +70,10 @@ from ..config import ListenerConfig, MllpConfig
 from ..logs import describe_exception
 from .framing import (
     DEFAULT_MAX_FRAME_BYTES,
+    FrameBudget,
+    FrameBudgetError,
     FrameReader,
+    FrameTimeoutError,
     IncompleteFrameError,
     OversizedFrame,
     frame,
@@ -64,6 +86,11 @@ __all__ = ["NO_REPLY", "Handler", "MllpServer", "MllpStats", "OversizedHandler",
 NO_REPLY: Final = b""
 _STREAM_LIMIT = 256 * 1024
 _CLOSE_TIMEOUT = 2.0
+#: Defaults of the limits (as in :class:`~listeners.config.MllpConfig`).
+DEFAULT_FRAME_TIMEOUT = 60.0
+DEFAULT_MAX_UNFINISHED_BYTES = 128 * 1024 * 1024
+#: Seconds between two WARNINGs about refused connections on one listener.
+_REFUSAL_LOG_INTERVAL = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +141,13 @@ class MllpStats:
     #: Frames for which the handler returned ``None``.
     closed_without_reply: int = 0
     tls_handshake_failures: int = 0
+    #: Connections closed at accept: the listener had ``max_connections`` open.
+    connections_refused: int = 0
+    #: Connections closed because a frame did not end within ``frame_timeout``.
+    frame_timeouts: int = 0
+    #: Connections closed because their unfinished frame went over
+    #: ``max_unfinished_bytes`` (all connections together).
+    unfinished_bytes_refusals: int = 0
 
     def __add__(self, other: MllpStats) -> MllpStats:
         return MllpStats(
@@ -150,6 +184,8 @@ class MllpServer:
         on_oversized: OversizedHandler | None = None,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         idle_timeout: float | None = 300.0,
+        frame_timeout: float | None = DEFAULT_FRAME_TIMEOUT,
+        max_unfinished_bytes: int | None = DEFAULT_MAX_UNFINISHED_BYTES,
         grace_period: float = 10.0,
         tls_handshake_timeout: float = 30.0,
         logger: logging.Logger | None = None,
@@ -162,6 +198,15 @@ class MllpServer:
         self._on_oversized = on_oversized
         self._max_frame_bytes = max_frame_bytes
         self._idle_timeout = idle_timeout or None
+        self._frame_timeout = frame_timeout or None
+        # Never below one frame of the maximum size: it could never be received.
+        self._budget = (
+            FrameBudget(max(max_unfinished_bytes, max_frame_bytes))
+            if max_unfinished_bytes
+            else None
+        )
+        # Per listener: when the last refusal WARNING was logged, refusals since.
+        self._refusals_logged: dict[str, tuple[float, int]] = {}
         self._grace_period = grace_period
         self._tls_handshake_timeout = tls_handshake_timeout
         self._log = logger or logging.getLogger(__name__)
@@ -187,6 +232,8 @@ class MllpServer:
             on_oversized=on_oversized,
             max_frame_bytes=config.max_frame_bytes,
             idle_timeout=config.idle_timeout,
+            frame_timeout=config.frame_timeout,
+            max_unfinished_bytes=config.max_unfinished_bytes,
             logger=logger,
         )
 
@@ -249,6 +296,11 @@ class MllpServer:
     def open_connections(self) -> int:
         return len(self._connections)
 
+    @property
+    def unfinished_bytes(self) -> int:
+        """Bytes of unfinished frames held by all connections (0 without a budget)."""
+        return self._budget.used if self._budget is not None else 0
+
     def stats(self, listener: str | None = None) -> MllpStats:
         """A snapshot of the counters of ``listener``, or of all listeners summed."""
         if listener is not None:
@@ -310,8 +362,15 @@ class MllpServer:
             return
         peername = writer.get_extra_info("peername")
         host, port = (str(peername[0]), int(peername[1])) if peername else ("?", 0)
-        conn = _Connection(next(self._ids), listener.name, "", task, writer, time.monotonic())
         stats = self._stats[listener.name]
+        if stats.connections_open >= listener.max_connections:
+            # Closed before anything is read or a TLS handshake is spent on it: its file
+            # descriptor goes back at once (abort: nothing to flush).
+            writer.transport.abort()
+            stats.connections_refused += 1
+            self._log_refusal(listener, PeerInfo(listener.name, host, port, 0).address)
+            return
+        conn = _Connection(next(self._ids), listener.name, "", task, writer, time.monotonic())
         stats.connections_total += 1
         stats.connections_open += 1
         self._connections[conn.id] = conn
@@ -382,6 +441,30 @@ class MllpServer:
                 time.monotonic() - conn.opened,
             )
 
+    def _log_refusal(self, listener: ListenerConfig, peer: str) -> None:
+        """A WARNING for a refusal, at most one per listener every 10 s (a flood of
+        connections must not flood the log; the others at DEBUG); the next WARNING
+        counts those left out."""
+        now = time.monotonic()
+        last, unlogged = self._refusals_logged.get(listener.name, (-math.inf, 0))
+        if now - last < _REFUSAL_LOG_INTERVAL:
+            self._refusals_logged[listener.name] = (last, unlogged + 1)
+            self._log.debug(
+                "MLLP listener %s: connection from %s refused (max_connections)",
+                listener.name,
+                peer,
+            )
+            return
+        self._refusals_logged[listener.name] = (now, 0)
+        self._log.warning(
+            "MLLP listener %s: connection from %s refused: %d connections open, the "
+            "listener's max_connections%s",
+            listener.name,
+            peer,
+            listener.max_connections,
+            f" ({unlogged} more refused since the last such warning)" if unlogged else "",
+        )
+
     async def _serve(
         self,
         conn: _Connection,
@@ -391,13 +474,49 @@ class MllpServer:
         stats: MllpStats,
     ) -> str:
         """Serve frames until the connection should close; return why."""
-        frames = FrameReader(reader, max_frame_bytes=self._max_frame_bytes)
+        frames = FrameReader(reader, max_frame_bytes=self._max_frame_bytes, budget=self._budget)
+        try:
+            return await self._serve_frames(conn, peer, frames, writer, stats)
+        finally:
+            frames.release()
+
+    async def _serve_frames(
+        self,
+        conn: _Connection,
+        peer: PeerInfo,
+        frames: FrameReader,
+        writer: asyncio.StreamWriter,
+        stats: MllpStats,
+    ) -> str:
         while not self._stopping:
             try:
-                item = await frames.read_item(idle_timeout=self._idle_timeout)
+                item = await frames.read_item(
+                    idle_timeout=self._idle_timeout, frame_timeout=self._frame_timeout
+                )
             except TimeoutError:
                 stats.idle_timeouts += 1
                 return f"idle for {self._idle_timeout:g}s"
+            except FrameTimeoutError as exc:
+                stats.frame_timeouts += 1
+                self._log.warning(
+                    "mllp#%d %s from %s: %s (mllp.frame_timeout); closing without ACK",
+                    conn.id,
+                    conn.listener,
+                    conn.peer,
+                    exc,
+                )
+                return "frame timeout"
+            except FrameBudgetError as exc:
+                stats.unfinished_bytes_refusals += 1
+                self._log.warning(
+                    "mllp#%d %s from %s: %s (mllp.max_unfinished_bytes); closing without "
+                    "ACK, the sender will send it again",
+                    conn.id,
+                    conn.listener,
+                    conn.peer,
+                    exc,
+                )
+                return "unfinished frames over the memory budget"
             except IncompleteFrameError as exc:
                 stats.truncated_frames += 1
                 self._log.warning("mllp#%d: %s; no ACK sent", conn.id, exc)

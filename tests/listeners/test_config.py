@@ -13,6 +13,7 @@ import pytest
 
 from listeners.config import (
     ConfigError,
+    DestinationConfig,
     Secret,
     ServiceConfig,
     TlsConfig,
@@ -657,3 +658,177 @@ def test_request_modes_per_resource_type_for_a_route(tmp_path: Path) -> None:
         ("Encounter", "conditional-create"),
     )
     assert lab.request_mode == "put" and not lab.all_put
+
+
+# -- MLLP limits --------------------------------------------------------------------------------
+def test_mllp_limits_defaults_file_per_listener_and_environment(tmp_path: Path) -> None:
+    mllp = load_config(None, env={}).mllp
+    assert [listener.max_connections for listener in mllp.listeners] == [100]
+    assert mllp.frame_timeout == 60.0
+    assert mllp.max_unfinished_bytes == 128 * 1024 * 1024
+    # Room for two frames of the maximum size at least, unless set.
+    big = load_config(toml(tmp_path, "[mllp]\nmax_frame_bytes = 100000000\n"), env={}).mllp
+    assert big.max_unfinished_bytes == 200_000_000
+    text = (
+        "[mllp]\nmax_connections = 20\nframe_timeout = 0\nmax_unfinished_bytes = 20000000\n"
+        "[[mllp.listeners]]\nname = 'noisy'\nport = 1\n"
+        "[[mllp.listeners]]\nname = 'chu'\nport = 2\nmax_connections = 500\n"
+    )
+    config = load_config(toml(tmp_path, text), env={})
+    noisy, chu = config.mllp.listeners
+    assert (noisy.max_connections, chu.max_connections) == (20, 500)
+    assert config.mllp.frame_timeout == 0  # no limit, as idle_timeout = 0
+    assert config.mllp.max_unfinished_bytes == 20_000_000
+    env = {
+        "PASSERELLE_MLLP_MAX_CONNECTIONS": "7",
+        "PASSERELLE_MLLP_FRAME_TIMEOUT": "90",
+        "PASSERELLE_MLLP_MAX_UNFINISHED_BYTES": "50000000",
+    }
+    from_env = load_config(toml(tmp_path, text), env=env)
+    # The variable is [mllp] max_connections: the listeners that do not set their own.
+    assert [x.max_connections for x in from_env.mllp.listeners] == [7, 500]
+    assert from_env.mllp.frame_timeout == 90
+    assert from_env.mllp.max_unfinished_bytes == 50_000_000
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "expected"),
+    [
+        ("[mllp]\nmax_connections = 0\n", {}, r"mllp\.max_connections must be at least 1"),
+        (
+            "[[mllp.listeners]]\nname = 'a'\nmax_connections = 0\n",
+            {},
+            r"mllp\.listeners\[0\]\.max_connections must be at least 1",
+        ),
+        (
+            "",
+            {"PASSERELLE_MLLP_MAX_CONNECTIONS": "none"},
+            r"mllp\.max_connections must be an integer, got 'none' "
+            r"\(from PASSERELLE_MLLP_MAX_CONNECTIONS\)",
+        ),
+        ("[mllp]\nframe_timeout = -1\n", {}, r"mllp\.frame_timeout must not be negative"),
+        (
+            "[mllp]\nmax_frame_bytes = 2000000\nmax_unfinished_bytes = 1000000\n",
+            {},
+            r"mllp\.max_unfinished_bytes \(1000000\) is below mllp\.max_frame_bytes "
+            r"\(2000000\): a frame of the maximum size could never be received",
+        ),
+    ],
+)
+def test_mllp_limits_errors(tmp_path: Path, text: str, env: dict[str, str], expected: str) -> None:
+    with pytest.raises(ConfigError, match=expected):
+        load_config(toml(tmp_path, text), env=env)
+
+
+# -- zero where it means nothing ----------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "env", "expected"),
+    [
+        # Every message then got AE "delivery not confirmed in time", delivered or not.
+        (
+            "[mllp]\ndelivery_ack_timeout = 0\n",
+            {},
+            r"^mllp\.delivery_ack_timeout must be above 0$",
+        ),
+        (
+            "",
+            {"PASSERELLE_MLLP_DELIVERY_ACK_TIMEOUT": "0"},
+            r"mllp\.delivery_ack_timeout must be above 0 "
+            r"\(from PASSERELLE_MLLP_DELIVERY_ACK_TIMEOUT\)",
+        ),
+        # A failing FHIR server was then retried in a tight loop (286 requests in 3 s).
+        ("[delivery]\nbackoff_initial = 0\n", {}, r"^delivery\.backoff_initial must be above 0$"),
+        (
+            "",
+            {"PASSERELLE_DELIVERY_BACKOFF_INITIAL": "0.0"},
+            r"delivery\.backoff_initial must be above 0 "
+            r"\(from PASSERELLE_DELIVERY_BACKOFF_INITIAL\)",
+        ),
+        (
+            "[delivery]\nbackoff_initial = 0\nbackoff_max = 0\n",
+            {},
+            r"delivery\.backoff_initial must be above 0",
+        ),
+        # httpx.Timeout(0) then failed every request to the FHIR server.
+        (
+            "[destinations.lyon]\nurl = 'https://x/fhir'\ntimeout = 0\n",
+            {},
+            r"^destinations\.lyon\.timeout must be above 0$",
+        ),
+        (
+            "",
+            {"PASSERELLE_FHIR_URL": "https://x/fhir", "PASSERELLE_FHIR_TIMEOUT": "0"},
+            r"destinations\.default\.timeout must be above 0 \(from PASSERELLE_FHIR_TIMEOUT\)",
+        ),
+        (
+            "[destinations.default]\ntimeout = -2\n",
+            {},
+            r"destinations\.default\.timeout must not be negative",
+        ),
+    ],
+)
+def test_zero_is_refused_where_it_would_break_the_service(
+    tmp_path: Path, text: str, env: dict[str, str], expected: str
+) -> None:
+    with pytest.raises(ConfigError, match=expected):
+        load_config(toml(tmp_path, text), env=env)
+
+
+def test_zero_stays_no_limit_where_documented_so(tmp_path: Path) -> None:
+    text = (
+        "[mllp]\nidle_timeout = 0\nframe_timeout = 0\n"
+        "[delivery]\nconversion_timeout = 0\nmax_attempts = 0\n"
+    )
+    config = load_config(toml(tmp_path, text), env={})
+    assert (config.mllp.idle_timeout, config.mllp.frame_timeout) == (0, 0)
+    assert (config.delivery.conversion_timeout, config.delivery.max_attempts) == (0, 0)
+
+
+def test_new_environment_variables_set_their_settings() -> None:
+    config = load_config(
+        None,
+        env={
+            "PASSERELLE_MLLP_DELIVERY_ACK_TIMEOUT": "12.5",
+            "PASSERELLE_DELIVERY_BACKOFF_INITIAL": "0.25",
+            "PASSERELLE_DELIVERY_BACKOFF_MAX": "30",
+            "PASSERELLE_FHIR_URL": "https://x/fhir",
+            "PASSERELLE_FHIR_TIMEOUT": "7",
+        },
+    )
+    assert config.mllp.delivery_ack_timeout == 12.5
+    assert (config.delivery.backoff_initial, config.delivery.backoff_max) == (0.25, 30)
+    assert config.destinations["default"].timeout == 7
+
+
+# -- frozen -------------------------------------------------------------------------------------
+def test_the_configuration_cannot_be_changed_in_place(tmp_path: Path) -> None:
+    text = (
+        "[destinations.default]\nurl = 'https://x/fhir'\nheaders = { 'X-Tenant' = 'a' }\n"
+        "[destinations.lyon]\nurl = 'https://lyon/fhir'\n"
+    )
+    config = load_config(toml(tmp_path, text), env={})
+    default = config.destinations["default"]
+    with pytest.raises(TypeError):
+        config.destinations["evil"] = default  # type: ignore[index]
+    with pytest.raises(TypeError):
+        del config.destinations["lyon"]  # type: ignore[attr-defined]
+    with pytest.raises(TypeError):
+        default.headers["X-Tenant"] = "someone-else"  # type: ignore[index]
+    assert list(config.destinations) == ["default", "lyon"]
+    assert default.headers == {"X-Tenant": "a"}
+    # Mappings still read as before (and compare equal to dicts).
+    assert dict(default.headers) == {"X-Tenant": "a"} and "lyon" in config.destinations
+    assert config == load_config(toml(tmp_path, text), env={})
+    assert config.redacted()["destinations"]["default"]["headers"] == {"X-Tenant": "***"}
+    # Built in code, too: the caller's dicts are copied, not kept.
+    headers = {"X-Tenant": "b"}
+    destinations = {"default": DestinationConfig(headers=headers)}
+    built = ServiceConfig(destinations=destinations)
+    headers["X-Tenant"] = "c"
+    destinations["other"] = DestinationConfig()
+    assert list(built.destinations) == ["default"]
+    assert built.destinations["default"].headers == {"X-Tenant": "b"}
+    with pytest.raises(TypeError):
+        built.destinations["default"].headers["X"] = "y"  # type: ignore[index]
+    with pytest.raises(TypeError):
+        ServiceConfig().destinations["x"] = DestinationConfig()  # type: ignore[index]
