@@ -117,6 +117,16 @@ def make_message(
     return ("\r".join("|".join(fields) for fields in segments) + "\r").encode("utf-8")
 
 
+def in_original_mode(message: Outgoing) -> Outgoing:
+    """The message with MSH-15/16 empty: original acknowledgement mode, the one
+    ``ack_after = "delivery"`` answers for (an enhanced-mode ACK is sent at commit)."""
+    segments = message.payload.split(b"\r")
+    fields = segments[0].split(b"|")
+    fields[14:16] = [b"", b""]
+    segments[0] = b"|".join(fields)
+    return replace(message, payload=b"\r".join(segments))
+
+
 def build_corpus(
     count: int,
     *,
