@@ -175,6 +175,20 @@ class Metrics:
             ["destination"],
             registry=registry,
         )
+        self.queue_write_failures = Counter(
+            "passerelle_queue_write_failures",
+            "Writes the service's queue refused (disk full, I/O error, locked file), retried"
+            " in place until they commit: outcomes of deliveries (operation complete,"
+            " retry_later, dead_letter) and messages consumed from AMQP in mode commit (put)",
+            ["operation"],
+            registry=registry,
+        )
+        self.outcomes_unrecorded = Gauge(
+            "passerelle_outcomes_unrecorded",
+            "Messages whose delivery outcome was reached but is not written to the queue yet"
+            " (the write failing and retried in place; the patient's later messages wait)",
+            registry=registry,
+        )
         self.queue_depth = Gauge(
             "passerelle_queue_depth", "Messages stored and not yet delivered", registry=registry
         )

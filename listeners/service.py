@@ -233,7 +233,8 @@ class Service:
         checks: dict[str, str | None] = {}
         try:
             await self.queue.depth()
-            checks["queue"] = None
+            # A read succeeds on a full disk: the workers know whether writes commit.
+            checks["queue"] = self.workers.write_problem() if self.workers is not None else None
         except Exception as exc:
             checks["queue"] = f"queue unavailable: {type(exc).__name__}"
         if self.consumer is not None:

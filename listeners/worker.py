@@ -34,6 +34,19 @@ in the dead letters):
 A crash (``kill -9``, power loss) gives nothing back: the jobs it leaves in flight are
 recovered at the next start with their claim counted as an attempt, as are the
 deliveries still running when ``stop`` gives up waiting for them.
+
+**Outcomes are written until they commit.** Once a job's outcome is reached (delivered,
+to be retried, dead letter), the write that records it (``complete``, ``retry_later``,
+``dead_letter``) is retried in place when the queue refuses it (disk full, I/O error,
+file locked), with a capped backoff, the job kept in memory meanwhile: the row stays in
+flight and its key's head, so the patient's later messages wait behind it, and nothing
+escapes the worker's task (an escaped exception left the row in flight with no task to
+settle it: the patient's feed stopped until a restart). While such writes fail, the
+``queue`` component of ``/ready`` says so, ``passerelle_outcomes_unrecorded`` counts the
+jobs held and ``passerelle_queue_write_failures_total`` the failed writes; one ERROR
+when a job's write first fails, one INFO when it is written. At :meth:`stop` a failing
+write is tried once more, then left: the row, still in flight, is handled again after
+the restart (a delivered message is delivered again, harmless with PUT).
 """
 
 from __future__ import annotations
@@ -42,8 +55,9 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
@@ -59,8 +73,8 @@ from .delivery import (
     record_conversion,
     retry_detail,
 )
-from .errors import DeliveryError, RejectedDeliveryError, TransientDeliveryError
-from .logs import log_fields
+from .errors import DeliveryError, QueueError, RejectedDeliveryError, TransientDeliveryError
+from .logs import describe_exception, log_fields
 from .metrics import Metrics
 from .queue.base import Job, MessageQueue
 
@@ -75,6 +89,9 @@ _MAX_WAITING_BYTES = 256 * 1024 * 1024
 #: Shortest wait of a job given back for a paused destination (a probe under way has no
 #: known end: without a floor the job would be claimed again at once, over and over).
 _SET_ASIDE_MIN = 1.0
+#: Pauses between the attempts to write an outcome the queue refused: doubling, capped.
+_RECORD_RETRY_INITIAL = 0.1
+_RECORD_RETRY_MAX = 5.0
 
 
 class DeliveryOutcome:
@@ -144,6 +161,11 @@ class DeliveryWorkers:
         self._waiting_bytes = 0
         self._max_waiting = max_waiting
         self._max_waiting_bytes = max_waiting_bytes
+        #: Set by :meth:`stop`: ends the pauses between attempts to write an outcome.
+        self._stop_requested = asyncio.Event()
+        #: seq → (operation, when its write first failed, why) of the outcomes reached and
+        #: not written to the queue yet (see the module docstring).
+        self._unrecorded: dict[int, tuple[str, float, str]] = {}
 
     def start(self) -> None:
         self._loop_task = asyncio.create_task(self._claim_loop(), name="delivery-claims")
@@ -173,6 +195,7 @@ class DeliveryWorkers:
         and are delivered again after the restart.
         """
         self._stopping = True
+        self._stop_requested.set()
         self._wake.set()
         if self._loop_task is not None:
             await asyncio.gather(self._loop_task, return_exceptions=True)
@@ -182,6 +205,17 @@ class DeliveryWorkers:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+
+    def write_problem(self) -> str | None:
+        """Why outcomes are not being written to the queue (for ``/ready``), or None."""
+        if not self._unrecorded:
+            return None
+        since = min(first for _, first, _ in self._unrecorded.values())
+        why = next(reason for _, _, reason in self._unrecorded.values())
+        return (
+            f"writing delivery outcomes to the queue failing for {time.monotonic() - since:.0f}s"
+            f" ({len(self._unrecorded)} message(s) held, retried in place): {why}"
+        )
 
     async def _claim_loop(self) -> None:
         while not self._stopping:
@@ -299,27 +333,41 @@ class DeliveryWorkers:
     async def _process(self, job: Job, granted: Pass) -> None:
         fields = log_fields(seq=job.seq, control_id=job.envelope.control_id, attempt=job.attempts)
         try:
-            await self._deliver(job, granted)
+            try:
+                await self._deliver(job, granted)
+            except asyncio.CancelledError:
+                raise
+            except BrokenProcessPool:
+                # A conversion process died (the pool replaces itself): transient, retry.
+                log.warning(
+                    "conversion process died during the conversion; will retry", extra=fields
+                )
+                await self._retry(
+                    job,
+                    TransientDeliveryError("conversion process died"),
+                    self._destination_of(job.envelope.route),
+                    fields,
+                )
+            except Exception as exc:
+                # A bug or a broken worker process must not strand the job in flight: retry it.
+                log.exception("delivery crashed; will retry", extra=fields)
+                await self._retry(
+                    job,
+                    TransientDeliveryError(f"internal error: {type(exc).__name__}"),
+                    self._destination_of(job.envelope.route),
+                    fields,
+                    cause=exc,
+                )
         except asyncio.CancelledError:
             raise
-        except BrokenProcessPool:
-            # A conversion process died (the pool replaces itself): transient, retry.
-            log.warning("conversion process died during the conversion; will retry", extra=fields)
-            await self._retry(
-                job,
-                TransientDeliveryError("conversion process died"),
-                self._destination_of(job.envelope.route),
-                fields,
-            )
         except Exception as exc:
-            # A bug or a broken worker process must not strand the job in flight: retry it.
-            log.exception("delivery crashed; will retry", extra=fields)
-            await self._retry(
-                job,
-                TransientDeliveryError(f"internal error: {type(exc).__name__}"),
-                self._destination_of(job.envelope.route),
-                fields,
-                cause=exc,
+            # Nothing may escape a worker's task: nobody awaits it. (Queue writes do not
+            # raise, they are retried in place: this is a bug.) The row stays in flight
+            # until the restart.
+            log.error(
+                "handling a job failed (%s); it stays in flight until the restart",
+                describe_exception(exc),
+                extra=fields,
             )
         finally:
             # No verdict on the destination (conversion error, crash, cancellation): a
@@ -341,12 +389,14 @@ class DeliveryWorkers:
             envelope.route, envelope.payload, input_type=envelope.input_type
         )
         if isinstance(outcome, ConversionFailure):
-            await self._dead_letter(
+            if not await self._dead_letter(
                 job,
                 outcome.as_record() | {"stage": "conversion"},
                 reason="conversion",
                 message_type=message_type,
-            )
+                fields=fields,
+            ):
+                return
             log.warning(
                 "conversion failed; message dead-lettered",
                 extra=fields
@@ -376,7 +426,10 @@ class DeliveryWorkers:
         except RejectedDeliveryError as exc:
             self.gate.succeeded(granted)  # the server answered: the bundle was at fault
             record = exc.dead_letter_record(destination)
-            await self._dead_letter(job, record, reason="rejected", message_type=message_type)
+            if not await self._dead_letter(
+                job, record, reason="rejected", message_type=message_type, fields=fields
+            ):
+                return
             failure = describe_failure(exc)
             log.warning(
                 "destination rejected the bundle; message dead-lettered (%s)",
@@ -398,7 +451,9 @@ class DeliveryWorkers:
             )
             return
         self.gate.succeeded(granted)
-        await self._queue.complete(job.seq)
+        # Delivered, whether or not the write below commits before a stop (then it is
+        # delivered again after the restart).
+        await self._record(job, "complete", lambda: self._queue.complete(job.seq), fields)
         log.info("delivered", extra=fields | log_fields(destination=destination))
         self._resolve(job.seq, DeliveryOutcome(True))
 
@@ -421,12 +476,14 @@ class DeliveryWorkers:
         limit = self._config.max_attempts
         if limit and job.attempts >= limit:
             record = exc.dead_letter_record(destination, job.attempts)
-            await self._dead_letter(
+            if not await self._dead_letter(
                 job,
                 record,
                 reason="attempts-exhausted",
                 message_type=job.envelope.message_type or "unknown",
-            )
+                fields=fields,
+            ):
+                return
             # Settled: its one line, like every other outcome (the README promises it).
             log.warning(
                 "delivery failed; attempts exhausted, message dead-lettered (%s)",
@@ -447,8 +504,12 @@ class DeliveryWorkers:
                 rng=self._rng,
             )
         reason = str(exc.status) if exc.status else "connection"
+        error = exc.as_record()
+        if not await self._record(
+            job, "retry_later", lambda: self._queue.retry_later(job.seq, delay, error), fields
+        ):
+            return
         self._metrics.retried.labels(destination, reason).inc()
-        await self._queue.retry_later(job.seq, delay, exc.as_record())
         detail = retry_detail(
             failure, retry_after=exc.retry_after, maximum=self._config.backoff_max
         )
@@ -459,10 +520,78 @@ class DeliveryWorkers:
         )
 
     async def _dead_letter(
-        self, job: Job, record: dict[str, Any], *, reason: str, message_type: str
-    ) -> None:
-        await self._queue.dead_letter(job.seq, record)
+        self,
+        job: Job,
+        record: dict[str, Any],
+        *,
+        reason: str,
+        message_type: str,
+        fields: dict[str, Any],
+    ) -> bool:
+        """False when the stop came before the dead letter was written."""
+        if not await self._record(
+            job, "dead_letter", lambda: self._queue.dead_letter(job.seq, record), fields
+        ):
+            return False
         self._metrics.dead_lettered.labels(reason, message_type).inc()
+        return True
+
+    async def _record(
+        self,
+        job: Job,
+        operation: str,
+        write: Callable[[], Awaitable[None]],
+        fields: dict[str, Any],
+    ) -> bool:
+        """Write an outcome already reached, retrying in place until it commits (see the
+        module docstring); False when :meth:`stop` came first and the last try failed too:
+        the row stays in flight, handled again after the restart. Never raises but
+        ``CancelledError``."""
+        pause = _RECORD_RETRY_INITIAL
+        failures = 0
+        try:
+            while True:
+                try:
+                    await write()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    failures += 1
+                    self._metrics.queue_write_failures.labels(operation).inc()
+                    why = str(exc) if isinstance(exc, QueueError) else describe_exception(exc)
+                    if failures == 1:
+                        self._unrecorded[job.seq] = (operation, time.monotonic(), why)
+                        self._metrics.outcomes_unrecorded.set(len(self._unrecorded))
+                        log.error(
+                            "writing the outcome to the queue failed (%s: %s); the message is"
+                            " kept in memory and the write retried until it commits",
+                            operation,
+                            why,
+                            extra=fields | log_fields(error_kind=type(exc).__name__),
+                        )
+                    if self._stopping and failures > 1:
+                        log.error(
+                            "stopping before the outcome was written to the queue (%s); the"
+                            " message stays in flight and is handled again after the restart",
+                            operation,
+                            extra=fields | log_fields(count=failures),
+                        )
+                        return False
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stop_requested.wait(), pause)
+                    pause = min(pause * 2, _RECORD_RETRY_MAX)
+                    continue
+                if failures:
+                    log.info(
+                        "outcome written to the queue after %d failed attempt(s) (%s)",
+                        failures,
+                        operation,
+                        extra=fields | log_fields(count=failures),
+                    )
+                return True
+        finally:
+            if self._unrecorded.pop(job.seq, None) is not None:
+                self._metrics.outcomes_unrecorded.set(len(self._unrecorded))
 
     def _resolve(self, seq: int, outcome: DeliveryOutcome) -> None:
         self._recent[seq] = outcome

@@ -22,8 +22,18 @@ duplicate window).
 
 Messages with the same ordering key (sender + patient) are handled one after the other in
 the order they arrived on this consumer. Retries through the TTL queue do put a message
-behind later ones: mode "delivery" does not keep per-patient order across retries (mode
-"commit" does, from the commit on).
+behind later ones: mode "delivery" does not keep per-patient order across retries.
+
+Mode "commit" keeps it. A ``put`` the service's queue refuses (disk full, I/O error, no
+publisher confirm with ``queue.backend = "amqp"``) is retried in place, with a capped
+backoff, while the key's later messages (already prefetched) wait behind it: returning it
+to the broker would let the next one be stored first (an A08 before its A01). Only when
+the consumer stops (after its ``basic.cancel``: nothing is delivered to it again), or the
+message's channel is gone (the broker delivers that channel's messages again, in order),
+does it go back to the queue unstored; so do the key's later messages held in the same
+situation, each after the one before it, instead of being stored. While puts fail,
+:meth:`AmqpConsumer.check` (``/ready``) says so and
+``passerelle_queue_write_failures_total{operation="put"}`` counts them.
 """
 
 from __future__ import annotations
@@ -43,6 +53,7 @@ from aio_pika.abc import (
     AbstractRobustConnection,
     HeadersType,
 )
+from aio_pika.exceptions import ChannelInvalidStateError
 
 from converter import ConversionError
 
@@ -51,8 +62,9 @@ from ..conversion import ConversionFailure, ConversionPool
 from ..delivery import Sink, deliver_results, describe_failure, record_conversion
 from ..errors import DeliveryError, QueueError, RejectedDeliveryError, TransientDeliveryError
 from ..ingest import IngestQueue, SupportChecker
-from ..logs import error_fields, log_fields
+from ..logs import describe_exception, error_fields, log_fields
 from ..metrics import Metrics
+from ..queue.base import PutResult
 from .broker import ConfirmedPublisher, PublishFailure, connect, describe
 from .envelope import (
     H_ATTEMPTS,
@@ -73,6 +85,10 @@ log = logging.getLogger("passerelle.amqp.consumer")
 
 #: Pause before returning a message to the queue when its outcome could not be stored.
 _REQUEUE_PAUSE = 1.0
+#: Pauses between the attempts to store a message the service's queue refused (mode
+#: "commit"): doubling, capped.
+_STORE_RETRY_INITIAL = 0.1
+_STORE_RETRY_MAX = 5.0
 
 
 class AmqpConsumer:
@@ -113,8 +129,13 @@ class AmqpConsumer:
         self._queue: AbstractQueue | None = None
         self._tag: str | None = None
         self._publisher: ConfirmedPublisher | None = None
-        #: ordering key → completion of the latest message of that key taken so far.
-        self._tails: dict[str, asyncio.Future[None]] = {}
+        #: ordering key → completion of the latest message of that key taken so far: True
+        #: once it reached its outcome, False when it went back to the broker unsettled.
+        self._tails: dict[str, asyncio.Future[bool]] = {}
+        self._stopping = False
+        self._stop_requested = asyncio.Event()
+        #: Messages whose storing is being retried (mode "commit"): id → (since, why).
+        self._store_failing: dict[int, tuple[float, str]] = {}
         self._inflight: set[asyncio.Task[Any]] = set()
         self._delays = tuple(sorted(set(self._settings.retry_delays)))
 
@@ -150,10 +171,14 @@ class AmqpConsumer:
 
     async def stop(self, grace: float = 30.0) -> None:
         """Stop consuming, let messages being handled finish (``grace``), disconnect.
-        Messages not acknowledged by then are delivered again by the broker."""
+        Messages not acknowledged by then are delivered again by the broker. A message whose
+        storing is being retried goes back to the queue unstored (after one last try)."""
         if self._queue is not None and self._tag is not None:
             with contextlib.suppress(Exception):
                 await self._queue.cancel(self._tag)
+        # After the cancel: a message returned now is not delivered to this consumer again.
+        self._stopping = True
+        self._stop_requested.set()
         if self._inflight:
             _, pending = await asyncio.wait(set(self._inflight), timeout=grace)
             for task in pending:
@@ -170,6 +195,13 @@ class AmqpConsumer:
         """Readiness: raise ``QueueError`` when not connected."""
         if self._connection is None or self._connection.is_closed:
             raise QueueError(f"not connected to RabbitMQ at {describe(self._url)}")
+        if self._store_failing:
+            since = min(first for first, _ in self._store_failing.values())
+            why = next(reason for _, reason in self._store_failing.values())
+            raise QueueError(
+                f"storing consumed messages failing for {time.monotonic() - since:.0f}s"
+                f" ({len(self._store_failing)} retried in place): {why}"
+            )
 
     # -- one message -------------------------------------------------------------------------
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
@@ -187,22 +219,7 @@ class AmqpConsumer:
             except ConversionError as exc:
                 await self._poison(message, exc)
                 return
-            key = envelope.ordering_key
-            previous = self._tails.get(key)
-            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._tails[key] = done
-            try:
-                if previous is not None:
-                    await asyncio.shield(previous)
-                if self._settings.mode == "commit":
-                    await self._commit(message, envelope)
-                else:
-                    await self._deliver(message, envelope)
-            finally:
-                if not done.done():
-                    done.set_result(None)
-                if self._tails.get(key) is done:
-                    del self._tails[key]
+            await self._in_key_order(message, envelope)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -216,18 +233,65 @@ class AmqpConsumer:
             if task is not None:
                 self._inflight.discard(task)
 
-    async def _commit(self, message: AbstractIncomingMessage, envelope: AmqpEnvelope) -> None:
-        assert self._store is not None
+    async def _in_key_order(self, message: AbstractIncomingMessage, envelope: AmqpEnvelope) -> None:
+        """Handle ``message`` after the previous message of its ordering key.
+
+        In mode "commit" a message goes back to the broker unstored only when the consumer
+        stops or its channel is gone (the broker then delivers it again with the rest of
+        that channel's messages, in order). A message whose predecessor went back so, and
+        which is in the same situation (stopping, or its own channel gone too), goes back
+        as well, right after it: storing it would put it before its predecessor. One that
+        came on a new channel was delivered again in the queue's order: it is stored."""
+        key = envelope.ordering_key
+        previous = self._tails.get(key)
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._tails[key] = done
+        handled = False
+        try:
+            settled_before = True if previous is None else await asyncio.shield(previous)
+            if self._settings.mode != "commit":
+                await self._deliver(message, envelope)
+                handled = True
+                return
+            if not settled_before and (self._stopping or _channel_gone(message)):
+                log.info(
+                    "returning the message to the queue behind its ordering key's previous"
+                    " message, not stored",
+                    extra=self._fields(message, envelope),
+                )
+                await self._settle(message, requeue=True)
+                return
+            try:
+                handled = await self._commit(message, envelope)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Not the put (retried in place): what follows it. Stored, so the key's
+                # next message may go; this one is returned (a duplicate, dropped by the
+                # duplicate window with SQLite) rather than left unacknowledged.
+                handled = True
+                log.exception(
+                    "handling a consumed message failed after it was stored; returning it"
+                    " to the queue",
+                    extra=self._fields(message, envelope),
+                )
+                await self._pause(_REQUEUE_PAUSE)
+                await self._settle(message, requeue=True)
+        finally:
+            if not done.done():
+                done.set_result(handled)
+            if self._tails.get(key) is done:
+                del self._tails[key]
+
+    async def _commit(self, message: AbstractIncomingMessage, envelope: AmqpEnvelope) -> bool:
+        """Store, then ack; False when the message went back to the queue unstored."""
         fields = self._fields(message, envelope)
         started = time.perf_counter()
         self._metrics.received.labels(self._listener, envelope.message_type or "unknown").inc()
-        try:
-            stored = await self._store.put(envelope)
-        except QueueError:
-            log.warning("storing the message failed; returning it to the queue", extra=fields)
-            await asyncio.sleep(_REQUEUE_PAUSE)
+        stored = await self._put_in_place(message, envelope, fields)
+        if stored is None:
             await self._settle(message, requeue=True)
-            return
+            return False
         if stored.duplicate:
             self._metrics.duplicates.labels(self._listener).inc()
             log.info(
@@ -254,6 +318,60 @@ class AmqpConsumer:
                 ),
             )
         await self._settle(message)
+        return True
+
+    async def _put_in_place(
+        self, message: AbstractIncomingMessage, envelope: AmqpEnvelope, fields: dict[str, Any]
+    ) -> PutResult | None:
+        """``put``, retried in place while the service's queue refuses it (the key's later
+        messages wait meanwhile: see the module docstring). None when the consumer stops
+        or the message's channel is gone before it is stored."""
+        assert self._store is not None
+        pause = _STORE_RETRY_INITIAL
+        failures = 0
+        token = id(message)
+        try:
+            while True:
+                try:
+                    stored = await self._store.put(envelope)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    failures += 1
+                    self._metrics.queue_write_failures.labels("put").inc()
+                    if failures == 1:
+                        why = str(exc) if isinstance(exc, QueueError) else describe_exception(exc)
+                        self._store_failing[token] = (time.monotonic(), why)
+                        log.warning(
+                            "storing the message failed (%s); retrying in place, the later"
+                            " messages of its ordering key wait behind it",
+                            why,
+                            extra=fields | log_fields(error_kind=type(exc).__name__),
+                        )
+                    if self._stopping or _channel_gone(message):
+                        log.warning(
+                            "storing the message failed and the consumer is stopping or its"
+                            " channel is gone; returning it to the queue",
+                            extra=fields | log_fields(count=failures),
+                        )
+                        return None
+                    await self._pause(pause)
+                    pause = min(pause * 2, _STORE_RETRY_MAX)
+                    continue
+                if failures:
+                    log.info(
+                        "message stored after %d failed attempt(s)",
+                        failures,
+                        extra=fields | log_fields(count=failures),
+                    )
+                return stored
+        finally:
+            self._store_failing.pop(token, None)
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep ``seconds``, or until :meth:`stop` is called."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop_requested.wait(), seconds)
 
     async def _deliver(self, message: AbstractIncomingMessage, envelope: AmqpEnvelope) -> None:
         assert self._pool is not None
@@ -461,3 +579,13 @@ class AmqpConsumer:
                 route=envelope.route,
             )
         return fields
+
+
+def _channel_gone(message: AbstractIncomingMessage) -> bool:
+    """Whether the channel ``message`` came on is closed: it can no longer be acked, and the
+    broker delivers it again (with the key's later messages, in order) to the next channel."""
+    try:
+        message.channel  # noqa: B018 - the property raises once the channel is closed
+    except ChannelInvalidStateError:
+        return True
+    return False

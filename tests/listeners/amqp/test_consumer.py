@@ -1,14 +1,26 @@
 """``[amqp.consumer]`` against a real RabbitMQ node and the real test FHIR server: round
-trips, poison messages, retries through the TTL queues, the attempts cap."""
+trips, poison messages, retries through the TTL queues, the attempts cap; in mode
+"commit", a patient's order kept while the service's queue refuses to store (a real
+SQLITE_FULL; partitions refusing publishes with ``queue.backend = "amqp"``), and at a stop
+during that refusal."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import io
 import json
+import re
+import sqlite3
+import time
+from pathlib import Path
 
 import aio_pika
 import pytest
 
 from listeners.amqp.envelope import ERROR_HEADERS, H_ATTEMPTS, H_MESSAGE_ID
+from listeners.queue.sqlite import SqliteQueue
+from listeners.service import Service
 from tests.listeners.amqp.support import (
     AmqpClient,
     Configure,
@@ -18,10 +30,12 @@ from tests.listeners.amqp.support import (
     captured_logs,
     cda_sample,
     eventually,
+    history_families,
     log_entries,
     patients,
     running_service,
 )
+from tests.listeners.service.support import MetricsSnapshot
 from tests.support.fhirserver import FhirServer
 from tests.support.rabbitmq import RabbitMq
 
@@ -256,3 +270,155 @@ async def test_a_rejection_by_the_server_is_dead_lettered_at_once(
     assert headers[ERROR_HEADERS["status"]] == 422
     assert headers[H_ATTEMPTS] == 1
     assert len(bundle_posts(fhir)) == 1
+
+
+# -- mode "commit" while the service's queue refuses to store ---------------------------------
+REFUSED = "storing the message failed"
+
+
+def long_adt(control_id: str, *, mrn: str, family: str, event: str) -> bytes:
+    """An ADT whose stored row needs new pages: a Z segment (which the converter ignores)
+    longer than a page of the queue's database."""
+    return adt(control_id, mrn=mrn, family=family, event=event) + b"ZPX|1|" + b"x" * 6000 + b"\r"
+
+
+async def set_growth(service: Service, *, frozen: bool) -> None:
+    """Forbid (``frozen``) or allow the queue's database to grow: ``PRAGMA max_page_count``
+    on the queue's own write connection, at its current size. A write needing a new page
+    then fails in SQLite itself with SQLITE_FULL ("database or disk is full"), as on a
+    full disk."""
+    queue = service.queue
+    assert isinstance(queue, SqliteQueue)
+
+    def pragma(conn: sqlite3.Connection) -> tuple[None, int]:
+        limit = conn.execute("PRAGMA page_count").fetchone()[0] if frozen else 1_073_741_823
+        # A free page would take the first row: nothing left over from the schema.
+        assert conn.execute("PRAGMA freelist_count").fetchone()[0] == 0
+        conn.execute(f"PRAGMA max_page_count = {limit}")
+        return None, 0
+
+    await queue._submit(pragma)
+
+
+def stored_control_ids(database: Path) -> list[str]:
+    """Control ids of the rows of the SQLite queue, in storing order (seq)."""
+    with contextlib.closing(sqlite3.connect(database)) as db:
+        return [row[0] for row in db.execute("SELECT control_id FROM messages ORDER BY seq")]
+
+
+def refusals(stream: io.StringIO) -> int:
+    """Lines saying that a put was refused (one per message, whatever its attempts)."""
+    return sum(1 for e in log_entries(stream) if e["message"].startswith(REFUSED))
+
+
+def control_id_of(body: bytes) -> str:
+    return body.split(b"\r", 1)[0].split(b"|")[9].decode()
+
+
+async def test_commit_mode_keeps_a_patients_order_when_storing_fails_for_a_while(
+    broker: RabbitMq, fhir: FhirServer, names: Names, configure: Configure
+) -> None:
+    """The A01's put is refused; the A08, prefetched behind it, must not be stored first
+    once the queue takes writes again (it was, when the A01 went back to the broker)."""
+    config = configure(consumer={"mode": "commit"})
+    with captured_logs() as stream:
+        async with running_service(config) as service, AmqpClient(broker.url) as client:
+            await set_growth(service, frozen=True)
+            for n, event in ((1, "A01"), (2, "A08")):
+                body = long_adt(f"ORD-{n}", mrn="MRN-ORD", family=f"Ord-v{n}", event=event)
+                await client.publish(names.ingress, "adt", body, content_type=HL7)
+            await eventually(lambda: refusals(stream) >= 1, what="a refused put")
+            await asyncio.sleep(0.5)  # a few attempts, within the former 1 s pause
+            during = await service.readiness()
+            failures = MetricsSnapshot.parse(service.metrics.render().decode()).value(
+                "passerelle_queue_write_failures_total", operation="put"
+            )
+            assert stored_control_ids(config.queue.path) == []
+            await set_growth(service, frozen=False)
+            await eventually(lambda: len(bundle_posts(fhir)) == 2, what="both deliveries")
+            after = await service.readiness()
+    # Stored, then delivered, in the order sent.
+    assert stored_control_ids(config.queue.path) == ["ORD-1", "ORD-2"]
+    [patient] = patients(fhir, "MRN-ORD")
+    assert history_families(fhir, patient["id"]) == ["Ord-v1", "Ord-v2"]
+    # Retried in place (the A08 waited, was never tried), visible meanwhile.
+    assert failures >= 2
+    assert refusals(stream) == 1  # one line per message, not per attempt
+    assert "storing consumed messages failing for" in str(during["amqp-consumer"])
+    assert "database or disk is full" in str(during["amqp-consumer"])
+    assert after["amqp-consumer"] is None
+    stored = [e for e in log_entries(stream) if e["message"].startswith("message stored after")]
+    assert [e["control_id"] for e in stored] == ["ORD-1"]
+
+
+async def test_commit_mode_at_stop_returns_the_refused_message_and_its_patients_later_ones(
+    broker: RabbitMq, fhir: FhirServer, names: Names, configure: Configure
+) -> None:
+    """Stopping while a put is refused: that message goes back to the broker unstored, and
+    so do the patient's later ones (none stored before it), in order; promptly, not after
+    the stop's grace. A restart then stores and delivers them in order."""
+    config = configure(consumer={"mode": "commit"})
+    sent = [f"STOP-{n}" for n in (1, 2, 3)]
+    with captured_logs() as stream:
+        async with AmqpClient(broker.url) as client:
+            async with running_service(config, grace=10.0) as service:
+                await set_growth(service, frozen=True)
+                for n, control_id in enumerate(sent, start=1):
+                    body = long_adt(control_id, mrn="MRN-STOP", family=f"Stop-v{n}", event="A08")
+                    await client.publish(names.ingress, "adt", body, content_type=HL7)
+                await eventually(lambda: refusals(stream) >= 1, what="a refused put")
+                await asyncio.sleep(0.3)
+                began = time.monotonic()
+            took = time.monotonic() - began
+            assert stored_control_ids(config.queue.path) == []
+            assert took < 5.0, took
+            assert await client.counts(names.ingress) == (3, 0)
+            # A restart (storing works again): stored and delivered in the order sent.
+            async with running_service(config):
+                await eventually(lambda: len(bundle_posts(fhir)) == 3, what="three deliveries")
+    assert stored_control_ids(config.queue.path) == sent
+    [patient] = patients(fhir, "MRN-STOP")
+    assert history_families(fhir, patient["id"]) == ["Stop-v1", "Stop-v2", "Stop-v3"]
+
+
+async def test_amqp_backend_keeps_a_patients_order_when_the_partitions_refuse_publishes(
+    broker: RabbitMq, names: Names, configure: Configure
+) -> None:
+    """``queue.backend = "amqp"``: the partitions refuse publishes for a while (a policy
+    ``max-length`` 0, ``overflow`` reject-publish: the broker nacks them, as when it is out
+    of resources); the consumer retries in place and the A08 lands after the A01."""
+    config = configure(consumer={"mode": "commit"}, backend="amqp")
+    policy = f"{names.prefix}-full"
+    pattern = f"^{re.escape(names.prefix)}\\.partition\\."
+    with captured_logs() as stream:
+        async with running_service(config), AmqpClient(broker.url) as client:
+            broker.ctl(
+                "set_policy",
+                "--apply-to",
+                "queues",
+                policy,
+                pattern,
+                '{"max-length": 0, "overflow": "reject-publish"}',
+            )
+            try:
+                for n, event in ((1, "A01"), (2, "A08")):
+                    body = adt(f"PART-{n}", mrn="MRN-PART", family=f"Part-v{n}", event=event)
+                    await client.publish(names.ingress, "adt", body, content_type=HL7)
+                await eventually(lambda: refusals(stream) >= 1, what="a refused publish")
+                await asyncio.sleep(0.5)
+            finally:
+                broker.ctl("clear_policy", policy)
+
+            async def holding() -> list[str]:
+                for partition in range(config.amqp.partitions):
+                    if (await client.counts(names.partition(partition)))[0] == 2:
+                        return [names.partition(partition)]
+                return []
+
+            deadline = time.monotonic() + 20
+            while not (found := await holding()):
+                assert time.monotonic() < deadline, "the two messages never reached a partition"
+                await asyncio.sleep(0.1)
+            out = await client.take(found[0], 2)
+    assert [control_id_of(m.body) for m in out] == ["PART-1", "PART-2"]
+    assert refusals(stream) == 1

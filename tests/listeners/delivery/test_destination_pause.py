@@ -10,12 +10,18 @@ which answers 503 or is stopped (connection refused) for a while, then recovers.
   at their stop: the attempt a claim counted is taken back on disk, so a restart does
   not count it either;
 - ``passerelle_destination_available`` and ``/ready`` follow; one WARNING, one INFO.
+
+And when the queue itself refuses writes (its database locked by another connection: a
+real SQLite failure of every write, as a full disk): the outcome a delivery reached
+(delivered, to retry, dead letter) is written once the queue takes writes again, the
+message kept meanwhile, and the patient's next message goes without a restart.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import random
 import sqlite3
@@ -35,6 +41,7 @@ from listeners.queue.base import Envelope
 from listeners.queue.sqlite import SqliteQueue
 from listeners.worker import DeliveryWorkers
 from tests.listeners.service.support import (
+    MetricsSnapshot,
     adt,
     bundle_posts,
     make_config,
@@ -362,11 +369,12 @@ async def delivery_workers(
     workers: int = WORKERS,
     pause: float | None = None,
     max_waiting: int | None = None,
+    busy_timeout_ms: int = 10_000,
 ) -> AsyncIterator[tuple[SqliteQueue, DeliveryWorkers]]:
     """Delivery workers (not started) on a queue file, delivering to ``server``; backoff
     ``INITIAL`` to ``MAXIMUM``, or exactly ``pause`` (jittered within its upper half).
     Stopped, and the queue closed, on the way out."""
-    queue = SqliteQueue(database, commit_interval_ms=1)
+    queue = SqliteQueue(database, commit_interval_ms=1, busy_timeout_ms=busy_timeout_ms)
     await queue.start()
     target = DestinationConfig(name="default", url=server.base_url, timeout=10)
     sink = FhirServerSink(target)
@@ -427,13 +435,107 @@ async def until(predicate: Callable[[], bool], *, what: str, timeout: float = 20
         await asyncio.sleep(0.02)
 
 
-def envelope_of(payload: bytes, mrn: str) -> Envelope:
+def envelope_of(payload: bytes, mrn: str, control_id: str | None = None) -> Envelope:
     return Envelope(
         payload=payload,
         sender="APP-A^FAC-A",
         listener="mllp",
         received_at=time.time(),
         ordering_key=f"APP-A^FAC-A|{mrn}",
-        control_id=f"{mrn}-1",
+        control_id=control_id or f"{mrn}-1",
         message_type="ADT^A01",
     )
+
+
+@contextlib.contextmanager
+def write_locked(database: Path) -> Iterator[None]:
+    """Another connection holds the database's write lock (an open write transaction):
+    every write of the queue fails in SQLite, after its busy timeout, with SQLITE_BUSY
+    ("database is locked") — like a full disk, a refusal of every write, and one that
+    needs no root to produce. Reads go on (WAL)."""
+    with contextlib.closing(sqlite3.connect(database, isolation_level=None)) as db:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            db.execute("ROLLBACK")
+
+
+@pytest.mark.parametrize(
+    ("answer", "operation"), [(None, "complete"), (503, "retry_later"), (422, "dead_letter")]
+)
+def test_an_outcome_the_queue_refuses_is_written_once_it_can_be_and_the_patient_goes_on(
+    tmp_path: Path,
+    server: FhirServer,
+    logs: list[logging.LogRecord],
+    answer: int | None,
+    operation: str,
+) -> None:
+    """The queue refuses every write from just after the claim of a patient's first
+    message until after its delivery's answer (200, 503 or 422). The write of the outcome
+    (``complete``, ``retry_later``, ``dead_letter``) is retried in place: once the queue
+    takes writes again it is written, and the patient's second message is delivered after
+    it, without a restart. Before, the write's exception escaped the worker's task, the
+    first message stayed in flight with nobody to settle it, and the second was never
+    delivered until a restart (which also delivered the first again)."""
+    database = tmp_path / "queue.db"
+    first, second = "LCK-1", "LCK-2"
+    unhandled: list[dict[str, Any]] = []
+
+    async def scenario() -> tuple[dict[str, tuple[str, int, str]], MetricsSnapshot, float]:
+        asyncio.get_running_loop().set_exception_handler(
+            lambda _, context: unhandled.append(context)
+        )
+        async with delivery_workers(tmp_path, server, database, busy_timeout_ms=50) as (
+            queue,
+            workers,
+        ):
+            for n, event in ((1, "A01"), (2, "A08")):
+                message = adt(f"LCK-{n}", event=event, mrn="LCK", family=f"LCK-v{n}")
+                await queue.put(envelope_of(message, "LCK", f"LCK-{n}"))
+            if answer is None:
+                server.delay(1000)
+            else:
+                server.fail(answer, delay_ms=1000)
+            workers.start()
+            await until(lambda: on_disk(database)[first][0] == "inflight", what="the claim")
+            with write_locked(database):
+                await until(
+                    lambda: [p["status"] is not None for p in bundle_posts(server)] == [True],
+                    what="the answer",
+                )
+                await asyncio.sleep(1.0)  # several refused writes
+                held = on_disk(database)
+                during = MetricsSnapshot.parse(workers._metrics.render().decode())
+            released = time.monotonic()
+            await until(lambda: on_disk(database)[second][0] == "done", what="the next message")
+            return held, during, time.monotonic() - released
+
+    held, during, took = asyncio.run(asyncio.wait_for(scenario(), 60))
+    gc.collect()  # an exception never retrieved is reported when its task is collected
+    assert unhandled == []
+    # Held in flight meanwhile (its key's head), the next message behind it.
+    assert held[first][0] == "inflight" and held[second][0] == "pending"
+    # Then written: the message delivered once (not again), dead-lettered, or retried.
+    rows = on_disk(database)
+    assert rows[first][0] == {"dead_letter": "dead"}.get(operation, "done")
+    assert rows[second][0] == "done"
+    assert took < 10.0, took
+    posts = bundle_posts(server)
+    assert [p["status"] for p in posts] == {
+        "complete": [200, 200],
+        "retry_later": [503, 200, 200],
+        "dead_letter": [422, 200],
+    }[operation]
+    [patient] = patients(server, "LCK")
+    families = history_families(server, patient["id"])
+    assert families == (["LCK-v2"] if operation == "dead_letter" else ["LCK-v1", "LCK-v2"])
+    # Visible meanwhile: the write failures and the message held; one ERROR, one INFO.
+    assert during.value("passerelle_queue_write_failures_total", operation=operation) >= 3
+    assert during.value("passerelle_outcomes_unrecorded") == 1
+    errors = [r for r in logs if r.getMessage().startswith("writing the outcome to the queue")]
+    assert [(r.levelno, r.__dict__["control_id"]) for r in errors] == [(logging.ERROR, first)]
+    assert f"({operation}: queue storage failed" in errors[0].getMessage()
+    assert "database is locked" in errors[0].getMessage()
+    written = [r for r in logs if r.getMessage().startswith("outcome written to the queue after")]
+    assert [r.__dict__["control_id"] for r in written] == [first]

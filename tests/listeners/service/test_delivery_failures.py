@@ -7,15 +7,22 @@ real ``passerelle`` commands): what the operator and the sender get to see.
 - every retry line says why (kind and safe reason), a message dead-lettered after
   ``max_attempts`` gets its line;
 - the server's diagnostics (patient values) stay out of ``dead-letters list``/``show``, and
-  go back to the sender in the AE of ``ack_after = "delivery"``.
+  go back to the sender in the AE of ``ack_after = "delivery"``;
+- the queue's disk full when a delivery's outcome is to be written (a real tmpfs, as
+  root): the outcome is written once the disk has room, meanwhile ``/ready`` and the
+  metrics say so, and the patient's next message is delivered without a restart.
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import json
+import os
 import socket
 import sqlite3
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -225,3 +232,85 @@ def test_server_diagnostics_go_to_the_sender_not_to_the_listings(
     assert json.loads(shown.stdout)["error"]["status"] == 422
     full = passerelle("dead-letters", "show", str(letter.id), "--payload", *_cfg(tmp_path))
     assert PATIENT_DIAGNOSTIC in full.stdout
+
+
+# -- the queue's disk full ----------------------------------------------------------------------
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A file system of its own, 8 MB (tmpfs), to fill up; skipped unless it can be
+    mounted (root). The variant that always runs refuses the queue's writes with a
+    lock: tests/listeners/delivery/test_destination_pause.py."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs to fill needs root")
+    mountpoint = tmp_path / "small-disk"
+    mountpoint.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mountpoint)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {(mounted.stderr or mounted.stdout).strip()}")
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", "--lazy", str(mountpoint)], check=False)
+
+
+def fill(directory: Path) -> Path:
+    """Write a file in ``directory`` until its file system is full (ENOSPC)."""
+    filler = directory / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(fd, b"\0" * 65536)
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+    finally:
+        os.close(fd)
+    return filler
+
+
+def test_a_full_disk_holds_the_outcome_until_it_is_written_and_the_patient_goes_on(
+    tmp_path: Path, small_disk: Path, fhir: FhirServer
+) -> None:
+    """The disk fills while the first message's POST is under way: writing ``done``
+    fails (SQLITE_FULL). The message is held, not sent again, ``/ready`` says the queue
+    is not writable; once the disk has room, it is written and the patient's next message
+    (acknowledged AA) is delivered, without a restart. Before, the failure escaped the
+    worker's task: the row stayed in flight, and the next message waited for a restart."""
+    config = make_config(
+        tmp_path, {"queue": {"path": str(small_disk / "queue.db")}}, fhir_url=fhir.base_url
+    )
+    fhir.delay(1500)
+    with running(config) as service:
+        assert [a.code for a in service.send([adt("DF-1", mrn="MRN-DF", family="First")])] == ["AA"]
+        wait_until(lambda: bundle_posts(fhir), what="the POST under way")
+        filler = fill(small_disk)
+        wait_until(
+            lambda: service.metrics().value("passerelle_outcomes_unrecorded") == 1,
+            what="the refused write",
+        )
+        ready = _ready(service.http_url)
+        time.sleep(1.0)
+        failures = service.metrics().value(
+            "passerelle_queue_write_failures_total", operation="complete"
+        )
+        filler.unlink()
+        wait_until(lambda: service.depth() == 0, what="the outcome written")
+        after = _ready(service.http_url)
+        (ack,) = service.send([adt("DF-2", event="A08", mrn="MRN-DF", family="Second")])
+        service.drained(timeout=15)
+        gauge = service.metrics().value("passerelle_outcomes_unrecorded")
+    assert ack.code == "AA"
+    assert [r["status"] for r in bundle_posts(fhir)] == [200, 200]  # DF-1 once, then DF-2
+    assert patients(fhir, "MRN-DF")[0]["name"][0]["family"] == "Second"
+    assert ready.status_code == 503
+    queue_check = ready.json()["checks"]["queue"]
+    assert "writing delivery outcomes to the queue failing for" in queue_check
+    assert "database or disk is full" in queue_check
+    assert failures >= 2
+    assert after.status_code == 200 and after.json()["checks"]["queue"] == "ok"
+    assert gauge == 0
