@@ -15,7 +15,7 @@ import pytest
 from converter import Converter, ConverterConfig, MappingError
 from converter.assembly.bundle import RequestMode
 from tests.support.fhirserver import FhirServer
-from tests.support.hl7_edit import resources, segment
+from tests.support.hl7_edit import insert_after, resources, segment, set_field
 from tests.support.r4validator import R4Validator
 
 CHU = "CHU-LYON&1.2.250.1.999.1.1&ISO"
@@ -387,4 +387,225 @@ def test_on_a_fhir_server_s24_frees_the_slot_s23_blocked(
         assert practitioner is not None
         assert practitioner["name"][0]["family"] == "FAURE"
     assert statuses == ["busy-unavailable", "free"]
+    assert fhir_server.count("Schedule") == 1
+
+
+# --- occurrences, one resource twice, senders ----------------------------------------------------
+
+NEXT_WEEK = ("20240627090000+0200", "20240627110000+0200")
+OCCURRENCES = [(START, END), NEXT_WEEK]
+
+
+def repeated(
+    event: str,
+    how: str,
+    occurrences: list[tuple[str, str]],
+    resource_segments: list[str],
+    control_id: str = "SLOT-1",
+) -> bytes:
+    """A block over several periods: one TQ1 per occurrence (v2.5, TQ1 repeats in SIU_S12),
+    or one repetition of SCH-11 per occurrence (v2.3, no TQ1: SCH-11 is a repeating TQ)."""
+    if how == "TQ1":
+        first, *others = occurrences
+        data = message(
+            event,
+            {11: ""},
+            resource_segments,
+            tq1={1: "1", 7: first[0], 8: first[1]},
+            control_id=control_id,
+        )
+        extra = [segment("TQ1", {1: str(n), 7: s, 8: e}) for n, (s, e) in enumerate(others, 2)]
+        return insert_after(data, "TQ1|", *extra) if extra else data
+    timing = "~".join(f"^^^{s}^{e}" for s, e in occurrences)
+    return message(event, {11: timing}, resource_segments, version="2.3", control_id=control_id)
+
+
+def by_time(bundle: dict[str, Any]) -> dict[tuple[str, str], str]:
+    """Slot ids by (blocked resource, start)."""
+    return {(actor_name(bundle, s), s["start"]): s["id"] for s in resources(bundle, "Slot")}
+
+
+@pytest.mark.parametrize("how", ["TQ1", "SCH-11"])
+def test_each_occurrence_of_a_block_is_its_own_slot(
+    converter: Converter, r4validator: R4Validator, how: str
+) -> None:
+    """Two TQ1 (or two SCH-11 repetitions): the room and Dr Leroy are blocked on the 20th
+    and on the 27th, Dr Leroy 30 minutes after each start for 45 minutes. An S24 that opens
+    the 27th alone frees the Slots of the 27th, not those of the 20th."""
+    resource_segments = [
+        "RGS|1|A",
+        segment("AIL", {1: "1", 2: "A", 3: ROOM}),
+        segment("AIP", {1: "1", 2: "A", 3: LEROY, 7: "30", 8: MIN, 9: "45", 10: MIN}),
+    ]
+    blocked, warnings = convert(
+        converter, r4validator, repeated("S23", how, OCCURRENCES, resource_segments)
+    )
+    assert warnings == ()
+    slots = resources(blocked, "Slot")
+    assert sorted((actor_name(blocked, s), s["start"], s["end"]) for s in slots) == [
+        ("ECHO-01", "2024-06-20T09:00:00+02:00", "2024-06-20T11:00:00+02:00"),
+        ("ECHO-01", "2024-06-27T09:00:00+02:00", "2024-06-27T11:00:00+02:00"),
+        ("LEROY", "2024-06-20T09:30:00+02:00", "2024-06-20T10:15:00+02:00"),
+        ("LEROY", "2024-06-27T09:30:00+02:00", "2024-06-27T10:15:00+02:00"),
+    ]
+    assert len({s["id"] for s in slots}) == 4
+    second = [NEXT_WEEK]
+    opened, _ = convert(
+        converter, r4validator, repeated("S24", how, second, resource_segments, "SLOT-2")
+    )
+    ids = by_time(blocked)
+    assert by_time(opened) == {key: ids[key] for key in ids if key[1].startswith("2024-06-27")}
+    assert {s["status"] for s in resources(opened, "Slot")} == {"free"}
+
+
+def test_a_resource_start_is_one_slot_and_a_repeat_pattern_is_not_expanded(
+    converter: Converter, r4validator: R4Validator
+) -> None:
+    """A resource's own start (AIP-6) is one instant: one Slot for it whatever the number
+    of occurrences, with a warning. A repeat pattern (TQ1-3, TQ1-14) is not expanded into
+    occurrences: a warning, one Slot per TQ1."""
+    resource_segments = [
+        "RGS|1|A",
+        segment("AIL", {1: "1", 2: "A", 3: ROOM}),
+        segment("AIP", {1: "1", 2: "A", 3: FAURE, 6: START, 9: "60", 10: MIN}),
+    ]
+    bundle, warnings = convert(
+        converter, r4validator, repeated("S23", "TQ1", OCCURRENCES, resource_segments)
+    )
+    assert sorted(by_time(bundle)) == [
+        ("ECHO-01", "2024-06-20T09:00:00+02:00"),
+        ("ECHO-01", "2024-06-27T09:00:00+02:00"),
+        ("FAURE", "2024-06-20T09:00:00+02:00"),
+    ]
+    assert warnings == (
+        "AIP-6 gives one start for a blocked time of 2 occurrences: one Slot for that "
+        "resource, at its own start",
+    )
+    weekly = message("S23", {11: ""}, tq1={1: "1", 3: "Q1W", 7: START, 8: END, 14: "4"})
+    bundle, warnings = convert(converter, r4validator, weekly)
+    assert len(resources(bundle, "Slot")) == 3
+    assert any("repeat pattern" in w and "TQ1-3/TQ1-14" in w for w in warnings)
+
+
+@pytest.mark.parametrize("sch", [{}, {2: ""}], ids=["SCH-2", "no-id"])
+def test_one_room_in_two_groups_is_two_slots(
+    converter: Converter, r4validator: R4Validator, sch: dict[int, str]
+) -> None:
+    """The room blocked 9:00-10:00 in one RESOURCES group and 14:00-15:00 in another: its
+    own start (AIL-6) tells the two Slots apart; an S24 of the afternoon opens that one."""
+
+    def group(n: int, hour: str) -> list[str]:
+        own = {6: f"20240620{hour}0000+0200", 9: "60", 10: MIN}
+        return [f"RGS|{n}|A", segment("AIL", {1: "1", 2: "A", 3: ROOM, **own})]
+
+    both = [*group(1, "09"), *group(2, "14")]
+    blocked, warnings = convert(converter, r4validator, message("S23", sch, both))
+    assert warnings == ()
+    assert sorted((s["start"], s["end"]) for s in resources(blocked, "Slot")) == [
+        ("2024-06-20T09:00:00+02:00", "2024-06-20T10:00:00+02:00"),
+        ("2024-06-20T14:00:00+02:00", "2024-06-20T15:00:00+02:00"),
+    ]
+    opened, _ = convert(converter, r4validator, message("S24", sch, group(1, "14")))
+    afternoon = ("ECHO-01", "2024-06-20T14:00:00+02:00")
+    assert by_time(opened) == {afternoon: by_time(blocked)[afternoon]}
+
+
+def from_sender(data: bytes, application: str, facility: str) -> bytes:
+    return set_field(set_field(data, "MSH", 3, application), "MSH", 4, facility)
+
+
+LYON = ("AGENDA-TILLEUL^1.2.250.1.999.1.40^ISO", "CHU-LYON^1.2.250.1.999.1.1^ISO")
+VILLEFRANCHE = ("AGENDA-VF^1.2.250.1.999.2.40^ISO", "CH-VILLEFRANCHE^1.2.250.1.999.2.1^ISO")
+#: Another application of the CHU de Lyon (its imaging department's).
+LYON_RIS = ("RIS-IMAGERIE^1.2.250.1.999.1.50^ISO", LYON[1])
+
+
+@pytest.mark.parametrize(
+    ("sch", "distinct"),
+    [
+        ({2: ""}, 3),
+        ({2: "BLOC-1"}, 2),
+        ({1: "BLOC-1", 2: ""}, 2),
+        ({2: "BLOC-1^AGENDA-COMMUN^1.2.250.1.999.9.40^ISO"}, 1),
+    ],
+    ids=["no-id", "SCH-2-no-namespace", "SCH-1-no-namespace", "SCH-2-namespace"],
+)
+def test_the_blocks_of_one_practitioner_by_two_senders_are_not_one(
+    converter: Converter, r4validator: R4Validator, sch: dict[int, str], distinct: int
+) -> None:
+    """Dr Faure (RPPS: one Practitioner, one Schedule for every hospital) blocked at the
+    same start by Lyon's agenda, Villefranche's, and Lyon's imaging system. Without a
+    block id, the Slot is each sender's (MSH-4 and MSH-3): the S24 of the one never
+    frees the other's. A block id without namespace is scoped as an Appointment's (by
+    the sending facility: Lyon's two applications share it); with a namespace, it names
+    the block whoever sends it."""
+    one_person = ["RGS|1|A", segment("AIP", {1: "1", 2: "A", 3: FAURE})]
+    data = message("S23", sch, one_person)
+    bundles = [
+        convert(converter, r4validator, from_sender(data, *sender))[0]
+        for sender in (LYON, VILLEFRANCHE, LYON_RIS)
+    ]
+    (schedules,) = {frozenset(s["id"] for s in resources(b, "Schedule")) for b in bundles}
+    assert len(schedules) == 1
+    slots = [tuple(s["id"] for s in resources(b, "Slot")) for b in bundles]
+    assert len(set(slots)) == distinct
+    # Two hospitals: one Slot only when the id's namespace names the block's issuer.
+    assert (slots[0] == slots[1]) == (distinct == 1)
+    assert (slots[0] == slots[2]) == (distinct < 3)
+
+
+@pytest.mark.parametrize(("name", "field"), [("AIP", 3), ("AIL", 3), ("AIG", 3)])
+def test_a_resource_without_id_is_left_out_with_a_warning(
+    converter: Converter, r4validator: R4Validator, name: str, field: int
+) -> None:
+    """An AIx without its resource id names nothing to block: left out with a warning
+    naming the segment and field only (its role, e.g. AIP-4, is not repeated)."""
+    anonymous = segment(name, {1: "1", 2: "A", 4: "CARD^Cardiologue^L"})
+    group = [anonymous if s.startswith(name) else s for s in default_resources()]
+    bundle, warnings = convert(converter, r4validator, message("S23", {}, group))
+    assert len(resources(bundle, "Slot")) == 2
+    assert warnings == (
+        f"{name} without a usable {name}-{field} (resource id) left out: no Schedule to "
+        "block (R4 Schedule.actor is required)",
+    )
+
+
+def test_on_a_fhir_server_s24_frees_one_occurrence_of_one_sender(
+    converter: Converter, r4validator: R4Validator, fhir_server: FhirServer
+) -> None:
+    """Lyon blocks Dr Faure on the 20th and the 27th without a block id; Villefranche blocks
+    him on the 27th at the same time, then opens its own block; Lyon then opens the 27th.
+    On the server: Lyon's 20th still blocked, Lyon's and Villefranche's 27th free."""
+    fhir_server.reset()
+    one_person = ["RGS|1|A", segment("AIP", {1: "1", 2: "A", 3: FAURE})]
+
+    def send(event: str, occurrences: list[tuple[str, str]], sender: tuple[str, str]) -> None:
+        data = repeated(event, "TQ1", occurrences, one_person, f"{event}-{sender[0][:4]}")
+        bundle, _ = convert(
+            converter, r4validator, from_sender(set_field(data, "SCH", 2, ""), *sender)
+        )
+        fhir_server.transact(bundle)
+
+    send("S23", OCCURRENCES, LYON)
+    send("S23", [NEXT_WEEK], VILLEFRANCHE)
+    send("S24", [NEXT_WEEK], VILLEFRANCHE)
+    stored = sorted(
+        (e["resource"]["start"], e["resource"]["status"])
+        for e in fhir_server.search("Slot")["entry"]
+    )
+    assert stored == [
+        ("2024-06-20T09:00:00+02:00", "busy-unavailable"),
+        ("2024-06-27T09:00:00+02:00", "busy-unavailable"),  # Lyon's
+        ("2024-06-27T09:00:00+02:00", "free"),  # Villefranche's
+    ]
+    send("S24", [NEXT_WEEK], LYON)
+    stored = sorted(
+        (e["resource"]["start"], e["resource"]["status"])
+        for e in fhir_server.search("Slot")["entry"]
+    )
+    assert stored == [
+        ("2024-06-20T09:00:00+02:00", "busy-unavailable"),
+        ("2024-06-27T09:00:00+02:00", "free"),
+        ("2024-06-27T09:00:00+02:00", "free"),
+    ]
     assert fhir_server.count("Schedule") == 1
