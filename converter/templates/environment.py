@@ -315,8 +315,9 @@ _PLAIN_TEMPLATE_TYPES = _TEMPLATE_TYPES - {AttrValue}
 def _session_function(name: str) -> Any:
     """A global calling the rendering session's method ``name``.
 
-    As globals (not render variables), ``emit``/``include``/``warn``/``delete`` reach imported
-    macro modules too, which Jinja then imports once instead of on every render.
+    As globals (not render variables), ``emit``/``include``/``warn``/``delete``/``reference``
+    reach imported macro modules too, which Jinja then imports once instead of on every
+    render.
     """
 
     def call(*args: Any, **kwargs: Any) -> Any:
@@ -373,7 +374,7 @@ class TemplateSet:
             **filters.globals(),
             **{
                 name: _session_function(name)
-                for name in ("emit", "emitted", "include", "warn", "delete")
+                for name in ("emit", "emitted", "include", "warn", "delete", "reference")
             },
             "occurrences": Occurrences,
         }

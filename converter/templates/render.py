@@ -4,7 +4,8 @@ A message root template calls ``emit("Patient", pid=msg.PID)``; that renders
 ``<family>/resources/Patient.j2`` to JSON, prunes empty values, gives the resource its
 stable id and returns a :class:`Ref` which renders as ``{"reference": "Patient/<id>"}``.
 A resource emitted twice with the same identity is merged into one.
-``delete(ref)`` turns an emitted resource's bundle entry into a DELETE of its id.
+``delete(ref)`` turns an emitted resource's bundle entry into a DELETE of its id;
+``reference(...)`` gives the reference emit() would return without writing anything.
 """
 
 from __future__ import annotations
@@ -171,43 +172,29 @@ class RenderSession:
         self.default_offset: str | None = None
         #: False: what FHIR cannot hold (control characters) is replaced with a warning.
         self.strict_values = strict_values
+        #: Depth of :meth:`reference` renderings under way: emit() then writes nothing.
+        self._referencing = 0
 
     # -- functions exposed to templates --------------------------------------------------
     def emit(self, template: str, **variables: Any) -> Ref | None:
         """Render a resource template; None when the resource came out empty."""
         name = self.resolve(template)
+        if self._referencing:
+            # Inside reference(): what the template emits itself is not written either.
+            return self._reference_only(name, variables, top=False)
         # Reserve the position now so that a resource precedes what it emits itself.
         slot = len(self._order)
         self._order.append(None)
-        text = self.render(name, variables)
-        resource = self._json(text, name)
-        if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
-            raise TemplateError(
-                "a resource template must render one object with a resourceType", template=name
-            )
-        identity = resource.pop("_identity", None)
-        if len(resource) <= 1 or set(resource) <= {"resourceType", "id"}:
+        built = self._build(name, variables)
+        if built is None:
             return None
+        resource, identity = built
         rtype = resource["resourceType"]
         counter = self._counters.get(name, 0) + 1
         self._counters[name] = counter
         rid = resource.get("id")
-        if rid is not None and not (isinstance(rid, str) and _FHIR_ID.fullmatch(rid)):
-            raise MappingError(
-                "the resource's explicit id is not a valid FHIR id ([A-Za-z0-9-.]{1,64})",
-                template=name,
-                detail=repr(rid)[:100],
-            )
         if rid is None:
-            parts = _identity_parts(identity)
-            if parts:
-                rid = stable_id(self._scope, rtype, *parts)
-            else:
-                # No business identifier: stable for this message (control id, sender
-                # and position are in the scope), so a re-sent message maps the same.
-                rid = stable_id(
-                    self._scope, "message", self._context["message_key"], name, str(counter)
-                )
+            rid = self._id_for(rtype, identity, name, counter)
             resource = {"resourceType": rtype, "id": rid, **resource}
         key = (rtype, rid)
         existing = self.resources.get(key)
@@ -227,6 +214,83 @@ class RenderSession:
                 f"({', '.join(conflicts[:5])}); the first kept (from {name})"
             )
         return Ref(rtype, rid, self._reference_for(rtype, rid))
+
+    def reference(self, template: str, **variables: Any) -> Ref | None:
+        """A reference to the resource ``emit(template, **variables)`` would write,
+        without writing it: ``"partOf": {{ reference("Location", pl=pl, level="room") }}``.
+
+        The template is rendered as emit() renders it, only to learn the resource's id;
+        neither the resource nor what its template emits itself enters the bundle, and
+        the warnings of that rendering are dropped (an invalid value still fails the
+        message). For a resource this message does not describe, which the server holds
+        from an earlier message: writing it again from the little this message says of
+        it would replace what the server holds. The reference is ``Type/id`` (also in the
+        conditional modes, whose ``urn:uuid`` references only name entries of the
+        bundle), so it names the stored resource only if that resource is written by id
+        (``PUT Type/id``: every resource in ``put`` mode, one without a system-valued
+        identifier in the others); the bundle's own entry when this conversion emitted it.
+        None when the resource comes out empty; a resource without ``_identity`` (an id
+        derived from this message, naming nothing stored) is a MappingError.
+        """
+        return self._reference_only(self.resolve(template), variables, top=True)
+
+    def _reference_only(self, name: str, variables: dict[str, Any], *, top: bool) -> Ref | None:
+        warnings = len(self.warnings)
+        self._referencing += 1
+        try:
+            built = self._build(name, variables)
+        finally:
+            self._referencing -= 1
+            if top:
+                del self.warnings[warnings:]
+        if built is None:
+            return None
+        resource, identity = built
+        rtype = resource["resourceType"]
+        rid = resource.get("id")
+        if rid is None:
+            if top and not _identity_parts(identity):
+                raise MappingError(
+                    f"reference() to the {rtype} of {name}: it has no identity (its "
+                    "_identity came out empty), so its id would derive from this message "
+                    "and name nothing stored",
+                    template=self.current_template_line() or name,
+                )
+            # Inside a reference, a resource without identity gets the id its next emit()
+            # would give it; the counter stays as it is, nothing being written.
+            rid = self._id_for(rtype, identity, name, self._counters.get(name, 0) + 1)
+        if (rtype, rid) in self.resources:
+            return Ref(rtype, rid, self._reference_for(rtype, rid))
+        return Ref(rtype, rid, f"{rtype}/{rid}")
+
+    def _build(self, name: str, variables: dict[str, Any]) -> tuple[dict[str, Any], Any] | None:
+        """Render a resource template: the resource (with its explicit id, if any,
+        checked) and its ``_identity``; None when it came out empty."""
+        text = self.render(name, variables)
+        resource = self._json(text, name)
+        if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
+            raise TemplateError(
+                "a resource template must render one object with a resourceType", template=name
+            )
+        identity = resource.pop("_identity", None)
+        if len(resource) <= 1 or set(resource) <= {"resourceType", "id"}:
+            return None
+        rid = resource.get("id")
+        if rid is not None and not (isinstance(rid, str) and _FHIR_ID.fullmatch(rid)):
+            raise MappingError(
+                "the resource's explicit id is not a valid FHIR id ([A-Za-z0-9-.]{1,64})",
+                template=name,
+                detail=repr(rid)[:100],
+            )
+        return resource, identity
+
+    def _id_for(self, rtype: str, identity: Any, name: str, counter: int) -> str:
+        parts = _identity_parts(identity)
+        if parts:
+            return stable_id(self._scope, rtype, *parts)
+        # No business identifier: stable for this message (control id, sender and
+        # position are in the scope), so a re-sent message maps the same.
+        return stable_id(self._scope, "message", self._context["message_key"], name, str(counter))
 
     def delete(self, ref: Any) -> str:
         """Make the bundle entry of an emitted resource a DELETE of its id; renders as

@@ -6,10 +6,13 @@ The point of converting them is that the structure referential enriches the Prac
 and Location resources the ADT feed writes: a person named by RPPS in PV1-7 and the STF
 record of that RPPS, a PV1-3 bed and the LOC record of that PL, must be one resource each
 (same id), never twins. MFE-1 (table 0180) says what happens to each record: MAD / MUP
-write it, MDC writes it inactive, MAC active again; MDL writes a shared Practitioner or
-Location inactive (not deleted: clinical records refer to it) and DELETEs the record's
-PractitionerRoles, which only the master file writes. The goldens of
-``MFN_M02_staff`` and ``MFN_M05_locations`` pin the whole bundles.
+write it, MDC writes it inactive, MAC active again; MDL writes a Practitioner or Location
+inactive (not deleted: clinical records refer to it) and DELETEs the record's
+PractitionerRoles, which only the master file writes. A file speaks for its sender: the
+roles' ids include it, and a Practitioner named by an identifier other senders share
+(RPPS) is never made inactive by one hospital's MDC / MDL. An incremental M05 refers to
+the parents it does not describe without writing them. The goldens of ``MFN_M02_staff``
+and ``MFN_M05_locations`` pin the whole bundles.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from converter import Converter
+from converter import Converter, ConverterConfig
 from tests.support.fhirserver import FhirServer
 from tests.support.hl7_edit import (
     by_reference,
@@ -82,8 +85,10 @@ def test_m02_records_events_and_warnings(converter: Converter) -> None:
     assert {"system": "email", "value": "paul.leroy@chu-lyon.example.fr"} in leroy["telecom"]
     # PRA-6 repeats the RPPS of STF-2: one identifier, not two.
     assert [i["value"] for i in leroy["identifier"]].count(LEROY) == 1
-    # MDC deactivate (Mme ROUX), MDL delete (M. JOLY): inactive, and both written.
-    assert practitioner(bundle, "10107890129")["active"] is False
+    # MDC deactivate of Mme ROUX, named by her RPPS: this hospital's file says nothing of
+    # her elsewhere, so no active (her role here is inactive). MDL delete of M. JOLY, named
+    # by the hospital's own identifier: written inactive.
+    assert "active" not in practitioner(bundle, "10107890129")
     joly = practitioner(bundle, "INTERIMJ")
     assert joly["active"] is False
     # The roles: LEROY's PRA (specialties as text, PRA-8 period), ROUX's ended one, and
@@ -101,7 +106,8 @@ def test_m02_records_events_and_warnings(converter: Converter) -> None:
     assert deleted.startswith("PractitionerRole/")
     assert warnings == [
         "MFE-1 MDL (delete) of STF[4]: the Practitioner is written inactive, not deleted "
-        "(clinical records refer to it); its roles in this record are deleted"
+        "(clinical records refer to it); the roles of this record (ORG) are deleted, other "
+        "senders' roles of that person left as they are"
     ]
 
 
@@ -267,3 +273,188 @@ def test_on_a_fhir_server_the_master_files_enrich_what_the_adt_wrote(
         "Practitioner", "urn:oid:1.2.250.1.999.1.1", "INTERIMJ"
     )
     assert person["active"] is False
+
+
+# -- a file speaks for its sender (roles per sender; a shared identity never deactivated) --
+
+LYON = ("CHU-LYON", "1.2.250.1.999.1.1")
+VILLEFRANCHE = ("CH-VILLEFRANCHE", "1.2.250.1.999.2.1")
+LEROY_RPPS = f"{LEROY}^^^ASIP-SANTE-PS&{RPPS_SYSTEM[8:]}&ISO^RPPS"
+
+
+def staff_file(sender: tuple[str, str], event: str, control: str, *tail: str) -> bytes:
+    """One MF_STAFF record of Dr LEROY (RPPS) from ``sender``, with ``tail`` (PRA/ORG)."""
+    facility, oid = sender
+    return message(
+        [
+            f"MSH|^~\\&|RH|{facility}^{oid}^ISO|PASSERELLE|GHT|20240315103000+0100||"
+            f"MFN^M02^MFN_M02|{control}|P|2.5",
+            "MFI|PRA^Practitioner master file^HL70175||UPD|||AL",
+            f"MFE|{event}|{control}-1|20240315103000+0100|LEROYP^LEROY Paul^L|CE",
+            f"STF|LEROYP^LEROY Paul^L|{LEROY_RPPS}|LEROY^Paul^^^Dr^^L|MED|M|19720415|A",
+            *tail,
+        ]
+    )
+
+
+def pra(institution: str) -> str:
+    return f"PRA|LEROYP^LEROY Paul^L||PH||Cardiologie|||20050901|{institution}|||1"
+
+
+def entry_urls(bundle: dict[str, Any], method: str, rtype: str) -> list[str]:
+    return [
+        e["request"]["url"]
+        for e in bundle["entry"]
+        if e["request"]["method"] == method and e["request"]["url"].startswith(rtype + "/")
+    ]
+
+
+def test_m02_roles_are_the_senders_and_a_national_practitioner_stays_active(
+    converter: Converter, r4validator: R4Validator
+) -> None:
+    lyon, _ = convert_one(converter, staff_file(LYON, "MAD", "A1", pra("CHU-LYON^HCL^L")))
+    vf, _ = convert_one(converter, staff_file(VILLEFRANCHE, "MDC", "B1", pra("CH-VF^CH VF^L")))
+    [lyon_role] = resources(lyon, "PractitionerRole")
+    [vf_role] = resources(vf, "PractitionerRole")
+    # Same person (RPPS), same PRA set id 1: two roles, one per hospital.
+    assert practitioner(lyon, LEROY)["id"] == practitioner(vf, LEROY)["id"]
+    assert lyon_role["id"] != vf_role["id"]
+    assert (lyon_role["active"], vf_role["active"]) == (True, False)
+    # Villefranche's MDC says nothing of Dr LEROY in Lyon: no active on the Practitioner.
+    assert "active" not in practitioner(vf, LEROY)
+    assert r4validator.validate(vf) == []
+    # Villefranche's MDL: its own role DELETEd, the national Practitioner not written.
+    deleting, warnings = convert_one(
+        converter, staff_file(VILLEFRANCHE, "MDL", "B2", pra("CH-VF^CH VF^L"))
+    )
+    assert deletions(deleting) == [f"PractitionerRole/{vf_role['id']}"]
+    assert resources(deleting, "Practitioner") == []
+    assert warnings == [
+        "MFE-1 MDL (delete) of STF: the Practitioner is not written (its identifier is shared "
+        "with other senders, so this file says nothing of the person elsewhere) nor deleted; "
+        "the roles of this record (PRA) are deleted, other senders' roles of that person "
+        "left as they are"
+    ]
+
+
+def test_m02_the_senders_own_identifier_may_be_written_inactive(converter: Converter) -> None:
+    # STF-2 under the sending facility's own authority, and STF-1 alone: the hospital's key.
+    own = f"LEROYP^^^CHU-LYON&{LYON[1]}&ISO^EI"
+    data = staff_file(LYON, "MDC", "A2", pra("CHU-LYON^HCL^L")).replace(
+        LEROY_RPPS.encode(), own.encode()
+    )
+    bundle, _ = convert_one(converter, data)
+    [person] = resources(bundle, "Practitioner")
+    assert person["active"] is False
+    bundle, _ = convert_one(converter, data.replace(own.encode(), b""))
+    [person] = resources(bundle, "Practitioner")
+    assert person["active"] is False
+    # The same value under another facility's authority is shared: no active.
+    bundle, _ = convert_one(converter, data.replace(LYON[1].encode() + b"&", b"1.2.3.4&"))
+    [person] = resources(bundle, "Practitioner")
+    assert "active" not in person
+
+
+def test_on_a_fhir_server_one_hospitals_mdl_leaves_anothers_role(
+    converter: Converter, fhir_server: FhirServer
+) -> None:
+    fhir_server.reset()
+    fhir_server.transact(
+        convert_one(converter, staff_file(LYON, "MAD", "A1", pra("CHU-LYON^HCL^L")))[0]
+    )
+    fhir_server.transact(
+        convert_one(converter, staff_file(VILLEFRANCHE, "MAD", "B1", pra("CH-VF^CH VF^L")))[0]
+    )
+    assert fhir_server.count("PractitionerRole") == 2
+    fhir_server.transact(
+        convert_one(converter, staff_file(VILLEFRANCHE, "MDL", "B2", pra("CH-VF^CH VF^L")))[0]
+    )
+    [person] = fhir_server.search_by_identifier("Practitioner", RPPS_SYSTEM, LEROY)
+    assert person["active"] is True
+    [role] = [e["resource"] for e in fhir_server.search("PractitionerRole")["entry"]]
+    assert role["active"] is True
+    assert role["organization"]["display"] == "HCL"
+
+
+@pytest.mark.parametrize("event", ["MDL", "MDC"])
+def test_m02_a_deleting_record_without_roles_says_no_role_was_touched(
+    converter: Converter, event: str
+) -> None:
+    bundle, warnings = convert_one(converter, staff_file(LYON, event, "A3"))
+    assert resources(bundle, "PractitionerRole") == [] and deletions(bundle) == []
+    [warning] = warnings
+    assert warning.startswith(f"MFE-1 {event} ")
+    assert "no role is " + ("deleted" if event == "MDL" else "deactivated") in warning
+    assert "stay as they are" in warning
+    assert "are deleted" not in warning
+
+
+def test_m02_org5_is_the_persons_identifier_not_a_roles(r4validator: R4Validator) -> None:
+    # Two units, one employee number (ORG-5): in a conditional mode two roles with that
+    # identifier would be one match; ORG-5 names the person in the organization.
+    conditional = Converter(
+        ConverterConfig(default_timezone="Europe/Paris", request_mode="conditional-update")
+    )
+    employee = f"E1234^^^CHU-LYON&{LYON[1]}&ISO^EI"
+    bundle, _ = convert_one(
+        conditional,
+        record(
+            M02.read_bytes(),
+            "MFE|MAD|X1|20240315|INTERIMJ^JOLY Marc^L|CE",
+            f"STF|INTERIMJ^JOLY Marc^L|INTERIMJ^^^CHU-LYON&{LYON[1]}&ISO^EI|JOLY^Marc|IDE|M||A",
+            f"ORG|1|URG^Urgences adultes^L|||{employee}|IDE^Infirmier^L|||20230101",
+            f"ORG|2|REA^Réanimation^L|||{employee}|IDE^Infirmier^L|||20230101",
+        ),
+    )
+    roles = resources(bundle, "PractitionerRole")
+    assert len(roles) == 2 and not any("identifier" in r for r in roles)
+    assert len(entry_urls(bundle, "PUT", "PractitionerRole")) == 2
+    [person] = resources(bundle, "Practitioner")
+    assert [i["value"] for i in person["identifier"]] == ["INTERIMJ", "E1234"]
+    assert r4validator.validate(bundle) == []
+
+
+# -- M05: increments, versions --------------------------------------------------------------
+
+BED_PL = "CARDIO^412^1^CHU-LYON&1.2.250.1.999.1.1&ISO"
+
+
+def test_m05_an_increment_refers_to_the_parents_it_does_not_describe(
+    converter: Converter, fhir_server: FhirServer
+) -> None:
+    full, _ = convert_one(converter, M05.read_bytes())
+    increment = set_field(
+        record(
+            M05.read_bytes(),
+            f"MFE|MUP|X-1|20240401110000+0200|{BED_PL}|PL",
+            f"LOC|{BED_PL}|Chambre 412 lit 1 (porte)|B",
+        ),
+        "MSH",
+        10,
+        "CHU-MFN-20240401-1",
+    )
+    bundle, _ = convert_one(converter, increment)
+    # The bed only; its partOf the room the full file describes, which is not rewritten.
+    [bed] = resources(bundle, "Location")
+    room = next(r for r in resources(full, "Location") if r["name"] == "Chambre 412")
+    assert bed["partOf"] == {"reference": f"Location/{room['id']}"}
+    assert bed["name"] == "Chambre 412 lit 1 (porte)"
+
+    fhir_server.reset()
+    fhir_server.transact(full)
+    fhir_server.transact(bundle)
+    [stored] = [e["resource"] for e in fhir_server.search("Location", _id=room["id"])["entry"]]
+    assert stored["name"] == "Chambre 412" and stored["type"]
+    assert fhir_server.count("Location") == 5
+
+
+def test_m05_v231_is_read_by_segment_as_the_groups_read_it(converter: Converter) -> None:
+    # hl7apy has no MFN_M05 for 2.3.1: the message is parsed flat.
+    data = M05.read_bytes()
+    flat, warnings = convert_one(converter, set_field(data, "MSH", 12, "2.3.1"))
+    grouped, expected = convert_one(converter, data)
+    assert {r["id"]: r for r in resources(flat, "Location")} == {
+        r["id"]: r for r in resources(grouped, "Location")
+    }
+    assert len(resources(flat, "Location")) == 5
+    assert warnings == expected
