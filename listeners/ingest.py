@@ -56,8 +56,8 @@ from .mllp.ack import (
     wants_accept_ack,
 )
 from .mllp.framing import OversizedFrame
+from .mllp.handler import NO_REPLY, PeerInfo
 from .mllp.mfk import build_reply
-from .mllp.server import NO_REPLY, PeerInfo
 from .queue.base import DeadLetter, Envelope, PutResult
 from .worker import DeliveryWorkers
 

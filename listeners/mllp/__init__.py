@@ -44,7 +44,9 @@ from .framing import (
     commit_ack,
     frame,
 )
-from .server import NO_REPLY, Handler, MllpServer, MllpStats, OversizedHandler, PeerInfo
+from .handler import NO_REPLY, Handler, OversizedHandler, PeerInfo
+from .server import MllpServer
+from .stats import MllpStats
 from .tls import client_ssl_context, server_ssl_context, subject_text
 
 __all__ = [

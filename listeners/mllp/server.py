@@ -48,129 +48,41 @@ the connection is closed without a reply, which has the same effect as ``None``.
 
 Logs name connections (``mllp#12``), listeners, peers, TLS subjects, sizes and
 durations; never message content.
+
+This module accepts connections (TLS, ``max_connections``), tracks them and stops;
+each connection's frame loop is in :mod:`.connection`, the handler contract in
+:mod:`.handler`, the counters in :mod:`.stats`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import itertools
 import logging
 import math
 import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Sequence
 from types import TracebackType
-from typing import Final
 
 from ..config import ListenerConfig, MllpConfig
 from ..logs import describe_exception
-from .framing import (
-    DEFAULT_MAX_FRAME_BYTES,
-    FrameBudget,
-    FrameBudgetError,
-    FrameReader,
-    FrameTimeoutError,
-    IncompleteFrameError,
-    OversizedFrame,
-    frame,
-)
+from .connection import CLOSE_TIMEOUT, Connection, FrameLoop, close_connection
+from .framing import DEFAULT_MAX_FRAME_BYTES, FrameBudget
+from .handler import Handler, OversizedHandler, PeerInfo
+from .stats import MllpStats
 from .tls import server_ssl_context, subject_text
 
-__all__ = ["NO_REPLY", "Handler", "MllpServer", "MllpStats", "OversizedHandler", "PeerInfo"]
+__all__ = ["MllpServer"]
 
-#: Handler result: write nothing, keep the connection open.
-NO_REPLY: Final = b""
 _STREAM_LIMIT = 256 * 1024
-_CLOSE_TIMEOUT = 2.0
 #: Defaults of the limits (as in :class:`~listeners.config.MllpConfig`).
 DEFAULT_FRAME_TIMEOUT = 60.0
 DEFAULT_MAX_UNFINISHED_BYTES = 128 * 1024 * 1024
 #: Seconds between two WARNINGs about refused connections on one listener.
 _REFUSAL_LOG_INTERVAL = 10.0
-
-
-@dataclass(frozen=True, slots=True)
-class PeerInfo:
-    """Who sent a frame: listener, remote address, verified TLS client subject."""
-
-    listener: str
-    host: str
-    port: int
-    connection_id: int
-    #: Subject of the verified client certificate (mutual TLS), e.g. ``CN=lab,O=Hosp``.
-    tls_subject: str | None = None
-    tls: bool = False
-
-    @property
-    def address(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-
-Handler = Callable[[bytes, PeerInfo], Awaitable[bytes | None]]
-#: Answers a frame over ``max_frame_bytes``; its result means the same as a Handler's.
-OversizedHandler = Callable[[OversizedFrame, PeerInfo], Awaitable[bytes | None]]
-
-
-@dataclass(slots=True)
-class MllpStats:
-    """Counters of one listener (or of all, summed); monotonic except ``connections_open``."""
-
-    connections_total: int = 0
-    connections_open: int = 0
-    #: Complete frames received (handed to the handler).
-    frames: int = 0
-    #: Bytes read from sockets, framing included (after TLS decryption).
-    bytes_received: int = 0
-    #: Bytes written (framed ACKs).
-    bytes_sent: int = 0
-    acks_sent: int = 0
-    #: Bytes outside any frame, dropped.
-    dropped_bytes: int = 0
-    #: Framing errors: frames over ``max_frame_bytes``, not held (handed to
-    #: ``on_oversized``, or the connection closed when there is none; not counted in
-    #: ``frames``).
-    framing_errors: int = 0
-    #: Connections that ended inside a frame.
-    truncated_frames: int = 0
-    idle_timeouts: int = 0
-    handler_errors: int = 0
-    #: Frames for which the handler returned ``None``.
-    closed_without_reply: int = 0
-    tls_handshake_failures: int = 0
-    #: Connections closed at accept: the listener had ``max_connections`` open.
-    connections_refused: int = 0
-    #: Connections closed because a frame did not end within ``frame_timeout``.
-    frame_timeouts: int = 0
-    #: Connections closed because their unfinished frame went over
-    #: ``max_unfinished_bytes`` (all connections together).
-    unfinished_bytes_refusals: int = 0
-
-    def __add__(self, other: MllpStats) -> MllpStats:
-        return MllpStats(
-            *(getattr(self, f.name) + getattr(other, f.name) for f in fields(MllpStats))
-        )
-
-    def copy(self) -> MllpStats:
-        return self + MllpStats()
-
-
-@dataclass(slots=True)
-class _Connection:
-    id: int
-    listener: str
-    peer: str
-    task: asyncio.Task[None]
-    writer: asyncio.StreamWriter
-    opened: float
-    busy: bool = False
-    frames: int = 0
-    bytes_in: int = 0
-    bytes_out: int = 0
-    dropped: int = 0
 
 
 class MllpServer:
@@ -194,11 +106,6 @@ class MllpServer:
         if not names or len(set(names)) != len(names):
             raise ValueError("MllpServer needs at least one listener, with unique names")
         self._listeners = tuple(listeners)
-        self._handler = handler
-        self._on_oversized = on_oversized
-        self._max_frame_bytes = max_frame_bytes
-        self._idle_timeout = idle_timeout or None
-        self._frame_timeout = frame_timeout or None
         # Never below one frame of the maximum size: it could never be received.
         self._budget = (
             FrameBudget(max(max_unfinished_bytes, max_frame_bytes))
@@ -211,11 +118,21 @@ class MllpServer:
         self._tls_handshake_timeout = tls_handshake_timeout
         self._log = logger or logging.getLogger(__name__)
         self._servers: list[tuple[ListenerConfig, asyncio.Server]] = []
-        self._connections: dict[int, _Connection] = {}
+        self._connections: dict[int, Connection] = {}
         self._ids = itertools.count(1)
         self._stats = {name: MllpStats() for name in names}
         self._stopping = False
         self._stopped = asyncio.Event()
+        self._frames = FrameLoop(
+            handler,
+            on_oversized,
+            max_frame_bytes=max_frame_bytes,
+            idle_timeout=idle_timeout or None,
+            frame_timeout=frame_timeout or None,
+            budget=self._budget,
+            stopping=lambda: self._stopping,
+            logger=self._log,
+        )
 
     @classmethod
     def from_config(
@@ -341,10 +258,10 @@ class MllpServer:
                 )
         remaining = [conn.task for conn in self._connections.values()]
         if remaining:
-            await asyncio.wait(remaining, timeout=_CLOSE_TIMEOUT * 2)
+            await asyncio.wait(remaining, timeout=CLOSE_TIMEOUT * 2)
         for _, server in self._servers:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), _CLOSE_TIMEOUT)
+                await asyncio.wait_for(server.wait_closed(), CLOSE_TIMEOUT)
         self._log.info("MLLP listeners stopped")
         self._stopped.set()
 
@@ -370,7 +287,7 @@ class MllpServer:
             stats.connections_refused += 1
             self._log_refusal(listener, PeerInfo(listener.name, host, port, 0).address)
             return
-        conn = _Connection(next(self._ids), listener.name, "", task, writer, time.monotonic())
+        conn = Connection(next(self._ids), listener.name, "", task, writer, time.monotonic())
         stats.connections_total += 1
         stats.connections_open += 1
         self._connections[conn.id] = conn
@@ -413,7 +330,7 @@ class MllpServer:
                 conn.peer,
                 f" ({peer.tls_subject})" if peer.tls_subject else "",
             )
-            reason = await self._serve(conn, peer, reader, writer, stats)
+            reason = await self._frames.serve(conn, peer, reader, writer, stats)
         except asyncio.CancelledError:
             reason = "server shutdown"
             if not self._stopping:
@@ -427,7 +344,7 @@ class MllpServer:
         finally:
             del self._connections[conn.id]
             stats.connections_open -= 1
-            await self._close(writer, abort=reason == "server shutdown" and conn.busy)
+            await close_connection(writer, abort=reason == "server shutdown" and conn.busy)
             self._log.info(
                 "mllp#%d %s: closed (%s) after %d frame(s), %d bytes in, %d bytes out, "
                 "%d dropped, %.1fs",
@@ -464,163 +381,6 @@ class MllpServer:
             listener.max_connections,
             f" ({unlogged} more refused since the last such warning)" if unlogged else "",
         )
-
-    async def _serve(
-        self,
-        conn: _Connection,
-        peer: PeerInfo,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        stats: MllpStats,
-    ) -> str:
-        """Serve frames until the connection should close; return why."""
-        frames = FrameReader(reader, max_frame_bytes=self._max_frame_bytes, budget=self._budget)
-        try:
-            return await self._serve_frames(conn, peer, frames, writer, stats)
-        finally:
-            frames.release()
-
-    async def _serve_frames(
-        self,
-        conn: _Connection,
-        peer: PeerInfo,
-        frames: FrameReader,
-        writer: asyncio.StreamWriter,
-        stats: MllpStats,
-    ) -> str:
-        while not self._stopping:
-            try:
-                item = await frames.read_item(
-                    idle_timeout=self._idle_timeout, frame_timeout=self._frame_timeout
-                )
-            except TimeoutError:
-                stats.idle_timeouts += 1
-                return f"idle for {self._idle_timeout:g}s"
-            except FrameTimeoutError as exc:
-                stats.frame_timeouts += 1
-                self._log.warning(
-                    "mllp#%d %s from %s: %s (mllp.frame_timeout); closing without ACK",
-                    conn.id,
-                    conn.listener,
-                    conn.peer,
-                    exc,
-                )
-                return "frame timeout"
-            except FrameBudgetError as exc:
-                stats.unfinished_bytes_refusals += 1
-                self._log.warning(
-                    "mllp#%d %s from %s: %s (mllp.max_unfinished_bytes); closing without "
-                    "ACK, the sender will send it again",
-                    conn.id,
-                    conn.listener,
-                    conn.peer,
-                    exc,
-                )
-                return "unfinished frames over the memory budget"
-            except IncompleteFrameError as exc:
-                stats.truncated_frames += 1
-                self._log.warning("mllp#%d: %s; no ACK sent", conn.id, exc)
-                return "truncated frame"
-            except (ConnectionError, ssl.SSLError) as exc:
-                return f"connection error ({type(exc).__name__})"
-            finally:
-                stats.bytes_received += frames.bytes_read - conn.bytes_in
-                conn.bytes_in = frames.bytes_read
-                dropped = frames.dropped_bytes - conn.dropped
-                if dropped:
-                    # Warn once per connection (some senders add a LF after every frame).
-                    self._log.log(
-                        logging.DEBUG if conn.dropped else logging.WARNING,
-                        "mllp#%d: dropped %d byte(s) outside MLLP frames",
-                        conn.id,
-                        dropped,
-                    )
-                    stats.dropped_bytes += dropped
-                    conn.dropped = frames.dropped_bytes
-                if (abandoned := frames.take_abandoned())[0]:
-                    self._log.warning(
-                        "mllp#%d: dropped %d unfinished frame(s), %d byte(s): a start block "
-                        "arrived before the end block (the sender restarted)",
-                        conn.id,
-                        *abandoned,
-                    )
-            if item is None:
-                return "closed by peer"
-            conn.busy = True
-            started = time.perf_counter()
-            if isinstance(item, OversizedFrame):
-                stats.framing_errors += 1
-                size, kind = item.size, "oversized frame"
-                if self._on_oversized is None:
-                    self._log.warning(
-                        "mllp#%d %s from %s: frame of %d bytes exceeds the maximum of %d "
-                        "bytes; closing without reply",
-                        conn.id,
-                        conn.listener,
-                        conn.peer,
-                        item.size,
-                        item.limit,
-                    )
-                    return "frame too large"
-                answer = functools.partial(self._on_oversized, item, peer)
-            else:
-                conn.frames += 1
-                stats.frames += 1
-                size, kind = len(item), "frame"
-                answer = functools.partial(self._handler, item, peer)
-            try:
-                reply = await answer()
-            except Exception as exc:
-                stats.handler_errors += 1
-                self._log.error(
-                    "mllp#%d: handler failed on a %d-byte %s: %s; closing without ACK",
-                    conn.id,
-                    size,
-                    kind,
-                    describe_exception(exc),
-                )
-                return "handler error"
-            elapsed = (time.perf_counter() - started) * 1000
-            if reply is None:
-                stats.closed_without_reply += 1
-                self._log.warning(
-                    "mllp#%d: no ACK for a %d-byte %s (handler declined, "
-                    "%.1f ms); closing so that the sender re-sends",
-                    conn.id,
-                    size,
-                    kind,
-                    elapsed,
-                )
-                return "closed without reply"
-            if reply:
-                data = frame(reply)
-                try:
-                    writer.write(data)
-                    async with asyncio.timeout(self._idle_timeout):
-                        await writer.drain()
-                except (ConnectionError, ssl.SSLError, TimeoutError) as exc:
-                    return f"ACK not delivered ({type(exc).__name__})"
-                stats.acks_sent += 1
-                stats.bytes_sent += len(data)
-                conn.bytes_out += len(data)
-            self._log.debug(
-                "mllp#%d: %s of %d bytes, reply of %d bytes, %.1f ms",
-                conn.id,
-                kind,
-                size,
-                len(reply),
-                elapsed,
-            )
-            conn.busy = False
-        return "server shutdown"
-
-    async def _close(self, writer: asyncio.StreamWriter, *, abort: bool) -> None:
-        if abort:
-            writer.transport.abort()
-            return
-        writer.close()
-        with contextlib.suppress(Exception, asyncio.CancelledError):
-            await asyncio.wait_for(writer.wait_closed(), _CLOSE_TIMEOUT)
 
 
 def _sockname(sock: object) -> str:

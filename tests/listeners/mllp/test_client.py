@@ -333,7 +333,7 @@ def test_python_hl7_mllp_send_as_a_client(tmp_path: Path, loose: bool) -> None:
 
 def test_send_follows_msh15_and_does_not_wait_for_acks_that_never_come(tmp_path: Path) -> None:
     from listeners.mllp.ack import wants_accept_ack
-    from listeners.mllp.server import NO_REPLY
+    from listeners.mllp.handler import NO_REPLY
 
     recorder = Recorder()
 

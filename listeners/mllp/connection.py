@@ -1,0 +1,238 @@
+"""One accepted MLLP connection: its frame loop and its closing.
+
+:class:`FrameLoop` reads one frame at a time (within ``idle_timeout``, ``frame_timeout``
+and the unfinished-bytes budget shared by all connections), awaits the handler, writes
+the ACK it returns, and tells why the connection should close. Accepting, TLS,
+``max_connections`` and shutdown are :mod:`.server`'s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..logs import describe_exception
+from .framing import (
+    FrameBudget,
+    FrameBudgetError,
+    FrameReader,
+    FrameTimeoutError,
+    IncompleteFrameError,
+    OversizedFrame,
+    frame,
+)
+from .handler import Handler, OversizedHandler, PeerInfo
+from .stats import MllpStats
+
+__all__ = ["CLOSE_TIMEOUT", "Connection", "FrameLoop", "close_connection"]
+
+#: Seconds to wait for a connection (or a listener) to close.
+CLOSE_TIMEOUT = 2.0
+
+
+@dataclass(slots=True)
+class Connection:
+    """One accepted connection: what the server tracks and logs about it."""
+
+    id: int
+    listener: str
+    peer: str
+    task: asyncio.Task[None]
+    writer: asyncio.StreamWriter
+    opened: float
+    busy: bool = False
+    frames: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    dropped: int = 0
+
+
+class FrameLoop:
+    """Serves the frames of a connection, one at a time, with the server's settings."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        on_oversized: OversizedHandler | None,
+        *,
+        max_frame_bytes: int,
+        idle_timeout: float | None,
+        frame_timeout: float | None,
+        budget: FrameBudget | None,
+        stopping: Callable[[], bool],
+        logger: logging.Logger,
+    ) -> None:
+        self._handler = handler
+        self._on_oversized = on_oversized
+        self._max_frame_bytes = max_frame_bytes
+        self._idle_timeout = idle_timeout
+        self._frame_timeout = frame_timeout
+        self._budget = budget
+        #: Whether the server is stopping: the loop then reads no further frame.
+        self._stopping = stopping
+        self._log = logger
+
+    async def serve(
+        self,
+        conn: Connection,
+        peer: PeerInfo,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        stats: MllpStats,
+    ) -> str:
+        """Serve frames until the connection should close; return why."""
+        frames = FrameReader(reader, max_frame_bytes=self._max_frame_bytes, budget=self._budget)
+        try:
+            return await self._serve_frames(conn, peer, frames, writer, stats)
+        finally:
+            frames.release()
+
+    async def _serve_frames(
+        self,
+        conn: Connection,
+        peer: PeerInfo,
+        frames: FrameReader,
+        writer: asyncio.StreamWriter,
+        stats: MllpStats,
+    ) -> str:
+        while not self._stopping():
+            try:
+                item = await frames.read_item(
+                    idle_timeout=self._idle_timeout, frame_timeout=self._frame_timeout
+                )
+            except TimeoutError:
+                stats.idle_timeouts += 1
+                return f"idle for {self._idle_timeout:g}s"
+            except FrameTimeoutError as exc:
+                stats.frame_timeouts += 1
+                self._log.warning(
+                    "mllp#%d %s from %s: %s (mllp.frame_timeout); closing without ACK",
+                    conn.id,
+                    conn.listener,
+                    conn.peer,
+                    exc,
+                )
+                return "frame timeout"
+            except FrameBudgetError as exc:
+                stats.unfinished_bytes_refusals += 1
+                self._log.warning(
+                    "mllp#%d %s from %s: %s (mllp.max_unfinished_bytes); closing without "
+                    "ACK, the sender will send it again",
+                    conn.id,
+                    conn.listener,
+                    conn.peer,
+                    exc,
+                )
+                return "unfinished frames over the memory budget"
+            except IncompleteFrameError as exc:
+                stats.truncated_frames += 1
+                self._log.warning("mllp#%d: %s; no ACK sent", conn.id, exc)
+                return "truncated frame"
+            except (ConnectionError, ssl.SSLError) as exc:
+                return f"connection error ({type(exc).__name__})"
+            finally:
+                stats.bytes_received += frames.bytes_read - conn.bytes_in
+                conn.bytes_in = frames.bytes_read
+                dropped = frames.dropped_bytes - conn.dropped
+                if dropped:
+                    # Warn once per connection (some senders add a LF after every frame).
+                    self._log.log(
+                        logging.DEBUG if conn.dropped else logging.WARNING,
+                        "mllp#%d: dropped %d byte(s) outside MLLP frames",
+                        conn.id,
+                        dropped,
+                    )
+                    stats.dropped_bytes += dropped
+                    conn.dropped = frames.dropped_bytes
+                if (abandoned := frames.take_abandoned())[0]:
+                    self._log.warning(
+                        "mllp#%d: dropped %d unfinished frame(s), %d byte(s): a start block "
+                        "arrived before the end block (the sender restarted)",
+                        conn.id,
+                        *abandoned,
+                    )
+            if item is None:
+                return "closed by peer"
+            conn.busy = True
+            started = time.perf_counter()
+            if isinstance(item, OversizedFrame):
+                stats.framing_errors += 1
+                size, kind = item.size, "oversized frame"
+                if self._on_oversized is None:
+                    self._log.warning(
+                        "mllp#%d %s from %s: frame of %d bytes exceeds the maximum of %d "
+                        "bytes; closing without reply",
+                        conn.id,
+                        conn.listener,
+                        conn.peer,
+                        item.size,
+                        item.limit,
+                    )
+                    return "frame too large"
+                answer = functools.partial(self._on_oversized, item, peer)
+            else:
+                conn.frames += 1
+                stats.frames += 1
+                size, kind = len(item), "frame"
+                answer = functools.partial(self._handler, item, peer)
+            try:
+                reply = await answer()
+            except Exception as exc:
+                stats.handler_errors += 1
+                self._log.error(
+                    "mllp#%d: handler failed on a %d-byte %s: %s; closing without ACK",
+                    conn.id,
+                    size,
+                    kind,
+                    describe_exception(exc),
+                )
+                return "handler error"
+            elapsed = (time.perf_counter() - started) * 1000
+            if reply is None:
+                stats.closed_without_reply += 1
+                self._log.warning(
+                    "mllp#%d: no ACK for a %d-byte %s (handler declined, "
+                    "%.1f ms); closing so that the sender re-sends",
+                    conn.id,
+                    size,
+                    kind,
+                    elapsed,
+                )
+                return "closed without reply"
+            if reply:
+                data = frame(reply)
+                try:
+                    writer.write(data)
+                    async with asyncio.timeout(self._idle_timeout):
+                        await writer.drain()
+                except (ConnectionError, ssl.SSLError, TimeoutError) as exc:
+                    return f"ACK not delivered ({type(exc).__name__})"
+                stats.acks_sent += 1
+                stats.bytes_sent += len(data)
+                conn.bytes_out += len(data)
+            self._log.debug(
+                "mllp#%d: %s of %d bytes, reply of %d bytes, %.1f ms",
+                conn.id,
+                kind,
+                size,
+                len(reply),
+                elapsed,
+            )
+            conn.busy = False
+        return "server shutdown"
+
+
+async def close_connection(writer: asyncio.StreamWriter, *, abort: bool) -> None:
+    """Close gracefully (flush, within CLOSE_TIMEOUT), or abort (drop what is unsent)."""
+    if abort:
+        writer.transport.abort()
+        return
+    writer.close()
+    with contextlib.suppress(Exception, asyncio.CancelledError):
+        await asyncio.wait_for(writer.wait_closed(), CLOSE_TIMEOUT)

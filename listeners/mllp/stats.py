@@ -1,0 +1,50 @@
+"""The MLLP server's counters (:class:`MllpStats`), per listener or summed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+__all__ = ["MllpStats"]
+
+
+@dataclass(slots=True)
+class MllpStats:
+    """Counters of one listener (or of all, summed); monotonic except ``connections_open``."""
+
+    connections_total: int = 0
+    connections_open: int = 0
+    #: Complete frames received (handed to the handler).
+    frames: int = 0
+    #: Bytes read from sockets, framing included (after TLS decryption).
+    bytes_received: int = 0
+    #: Bytes written (framed ACKs).
+    bytes_sent: int = 0
+    acks_sent: int = 0
+    #: Bytes outside any frame, dropped.
+    dropped_bytes: int = 0
+    #: Framing errors: frames over ``max_frame_bytes``, not held (handed to
+    #: ``on_oversized``, or the connection closed when there is none; not counted in
+    #: ``frames``).
+    framing_errors: int = 0
+    #: Connections that ended inside a frame.
+    truncated_frames: int = 0
+    idle_timeouts: int = 0
+    handler_errors: int = 0
+    #: Frames for which the handler returned ``None``.
+    closed_without_reply: int = 0
+    tls_handshake_failures: int = 0
+    #: Connections closed at accept: the listener had ``max_connections`` open.
+    connections_refused: int = 0
+    #: Connections closed because a frame did not end within ``frame_timeout``.
+    frame_timeouts: int = 0
+    #: Connections closed because their unfinished frame went over
+    #: ``max_unfinished_bytes`` (all connections together).
+    unfinished_bytes_refusals: int = 0
+
+    def __add__(self, other: MllpStats) -> MllpStats:
+        return MllpStats(
+            *(getattr(self, f.name) + getattr(other, f.name) for f in fields(MllpStats))
+        )
+
+    def copy(self) -> MllpStats:
+        return self + MllpStats()
