@@ -6,6 +6,9 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+from converter import Converter, ConverterConfig
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "samples" / "cda"
@@ -97,3 +100,12 @@ def run_cli(
         env=env,
         timeout=timeout,
     )
+
+
+def convert_document(xml: str | bytes) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """The bundle and warnings of one CDA document, times without an offset in
+    Europe/Paris (the zone the expected bundles of samples/ are written with)."""
+    data = xml.encode("utf-8") if isinstance(xml, str) else xml
+    converter = Converter(ConverterConfig(default_timezone="Europe/Paris"))
+    [conversion] = converter.convert(data, input_type="cda")
+    return conversion.bundle, conversion.warnings

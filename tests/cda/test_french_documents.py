@@ -17,10 +17,11 @@ from typing import Any
 
 import pytest
 
-from converter import Converter, ConverterConfig, json_loads
+from converter import json_loads
+from tests.support.hl7_edit import resources
 from tests.support.r4validator import R4Validator
 
-from ._support import SAMPLES
+from ._support import SAMPLES, convert_document
 
 SAMPLE = SAMPLES / "VSM_synthese-medicale.xml"
 GOLDEN = SAMPLES / "expected" / "VSM_synthese-medicale.json"
@@ -31,27 +32,14 @@ ATC = "http://www.whocc.no/atc"
 CCAM = "https://smt.esante.gouv.fr/terminologie-ccam"
 
 
-def _convert(xml: str | bytes) -> tuple[dict[str, Any], tuple[str, ...]]:
-    data = xml.encode("utf-8") if isinstance(xml, str) else xml
-    converter = Converter(ConverterConfig(default_timezone="Europe/Paris"))
-    [conversion] = converter.convert(data, input_type="cda")
-    return conversion.bundle, conversion.warnings
-
-
 @pytest.fixture(scope="module")
 def converted() -> tuple[dict[str, Any], tuple[str, ...]]:
-    return _convert(SAMPLE.read_bytes())
+    return convert_document(SAMPLE.read_bytes())
 
 
 @pytest.fixture(scope="module")
 def bundle(converted: tuple[dict[str, Any], tuple[str, ...]]) -> dict[str, Any]:
     return converted[0]
-
-
-def _resources(bundle: dict[str, Any], resource_type: str) -> list[dict[str, Any]]:
-    return [
-        e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == resource_type
-    ]
 
 
 def _by_id(bundle: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -62,8 +50,9 @@ def _by_id(bundle: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def _section(bundle: dict[str, Any], loinc: str) -> dict[str, Any]:
-    [composition] = _resources(bundle, "Composition")
-    [section] = [s for s in composition["section"] if s["code"]["coding"][0]["code"] == loinc]
+    [composition] = resources(bundle, "Composition")
+    sections: list[dict[str, Any]] = composition["section"]
+    [section] = [s for s in sections if s["code"]["coding"][0]["code"] == loinc]
     return section
 
 
@@ -190,7 +179,7 @@ def test_surgeries_become_procedures(bundle: dict[str, Any]) -> None:
 
 
 def test_patient_keeps_the_test_ins_nir(bundle: dict[str, Any]) -> None:
-    [patient] = _resources(bundle, "Patient")
+    [patient] = resources(bundle, "Patient")
     ins = [i for i in patient["identifier"] if i["system"] == "urn:oid:1.2.250.1.213.1.4.10"]
     assert [i["value"] for i in ins] == ["279037511203467"]
 
@@ -201,10 +190,10 @@ def test_ihe_entry_templates_alone_are_recognised() -> None:
     text = SAMPLE.read_text(encoding="utf-8")
     stripped = re.sub(r'\s*<templateId root="2\.16\.840\.1\.113883\.10\.20\.1\.\d+"/>', "", text)
     assert 'root="2.16.840.1.113883.10.20.1.' not in stripped
-    bundle, warnings = _convert(stripped)
+    bundle, warnings = convert_document(stripped)
     assert warnings == ()
     counts = {
-        t: len(_resources(bundle, t))
+        t: len(resources(bundle, t))
         for t in ("Condition", "AllergyIntolerance", "MedicationRequest", "Immunization")
     }
     assert counts == {
@@ -213,7 +202,7 @@ def test_ihe_entry_templates_alone_are_recognised() -> None:
         "MedicationRequest": 2,
         "Immunization": 2,
     }
-    assert len(_resources(bundle, "Procedure")) == 2
+    assert len(resources(bundle, "Procedure")) == 2
 
 
 def test_a_concern_without_an_ihe_or_ccda_observation_is_still_skipped() -> None:
@@ -227,7 +216,7 @@ def test_a_concern_without_an_ihe_or_ccda_observation_is_still_skipped() -> None
         1,
     )
     altered = re.sub(r'\s*<templateId root="2\.16\.840\.1\.113883\.10\.20\.1\.\d+"/>', "", altered)
-    bundle, warnings = _convert(altered)
+    bundle, warnings = convert_document(altered)
     codes = {next(iter(_codes(c["code"]))) for c in _section_resources(bundle, "11450-4")}
     assert codes == {(ICD10, "I10")}
     assert any("act without a Problem Observation skipped" in w for w in warnings)

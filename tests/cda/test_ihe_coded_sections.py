@@ -18,10 +18,11 @@ from typing import Any
 
 import pytest
 
-from converter import Converter, ConverterConfig, json_loads
+from converter import json_loads
+from tests.support.hl7_edit import resources
 from tests.support.r4validator import R4Validator
 
-from ._support import SAMPLES, cda
+from ._support import SAMPLES, cda, convert_document
 
 SAMPLE = SAMPLES / "VSM_ihe-coded-sections.xml"
 GOLDEN = SAMPLES / "expected" / "VSM_ihe-coded-sections.json"
@@ -39,16 +40,9 @@ SECTION_IDS = ("1.3.6.1.4.1.19376.1.5.3.1.3.", "1.2.250.1.213.1.1.2.", "2.16.840
 IHE_ENTRY = re.compile(r'\s*<templateId root="1\.3\.6\.1\.4\.1\.19376\.1\.5\.3\.1\.4[.\d]*"/>')
 
 
-def _convert(xml: str | bytes) -> tuple[dict[str, Any], tuple[str, ...]]:
-    data = xml.encode("utf-8") if isinstance(xml, str) else xml
-    converter = Converter(ConverterConfig(default_timezone="Europe/Paris"))
-    [conversion] = converter.convert(data, input_type="cda")
-    return conversion.bundle, conversion.warnings
-
-
 @pytest.fixture(scope="module")
 def converted() -> tuple[dict[str, Any], tuple[str, ...]]:
-    return _convert(SAMPLE.read_bytes())
+    return convert_document(SAMPLE.read_bytes())
 
 
 @pytest.fixture(scope="module")
@@ -56,18 +50,12 @@ def bundle(converted: tuple[dict[str, Any], tuple[str, ...]]) -> dict[str, Any]:
     return converted[0]
 
 
-def _resources(bundle: dict[str, Any], resource_type: str) -> list[dict[str, Any]]:
-    return [
-        e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == resource_type
-    ]
-
-
 def _section_resources(bundle: dict[str, Any], loinc: str) -> list[dict[str, Any]]:
     index = {
         f"{e['resource']['resourceType']}/{e['resource']['id']}": e["resource"]
         for e in bundle["entry"]
     }
-    [composition] = _resources(bundle, "Composition")
+    [composition] = resources(bundle, "Composition")
     [section] = [s for s in composition["section"] if s["code"]["coding"][0]["code"] == loinc]
     return [index[ref["reference"]] for ref in section.get("entry", [])]
 
@@ -145,7 +133,7 @@ def test_a_tobacco_observation_without_a_smoking_status_value_keeps_its_code() -
         'code="43381005" codeSystem="2.16.840.1.113883.6.96" codeSystemName="SNOMED CT" '
         'displayName="Passive smoker"',
     )
-    bundle, warnings = _convert(text)
+    bundle, warnings = convert_document(text)
     assert warnings == ()
     codes = [_codes(o["code"]) for o in _section_resources(bundle, SOCIAL)]
     assert [(SNOMED, "229819007")] in codes
@@ -168,7 +156,7 @@ def test_a_ccda_social_history_observation_is_not_renamed() -> None:
         '<value xsi:type="CD" code="8517006" codeSystem="2.16.840.1.113883.6.96"/>'
         "</observation></entry></section></component>"
     )
-    bundle, _ = _convert(cda(body=section))
+    bundle, _ = convert_document(cda(body=section))
     [observation] = _section_resources(bundle, SOCIAL)
     assert _codes(observation["code"]) == [(SNOMED, "229819007")]
 
@@ -217,7 +205,7 @@ def test_sections_are_mapped_by_their_template_not_their_code(
             f'<code code="{loinc}" codeSystem="2.16.840.1.113883.6.1"',
             f'<code code="{local}" codeSystem="1.2.250.1.999.77"',
         )
-    bundle, warnings = _convert(text)
+    bundle, warnings = convert_document(text)
     assert warnings == (), note
     for local, count in (("QA-HAB", 2), ("QA-FAM", 2), ("QA-DA", 2)):
         assert len(_section_resources(bundle, local)) == count, note
@@ -229,7 +217,7 @@ def test_ans_only_family_history_organizer_is_recognised() -> None:
     stripped = IHE_ENTRY.sub("", CCD_PARENT.sub("", text))
     assert 'root="1.3.6.1.4.1.19376.1.5.3.1.4.15"' not in stripped
     assert stripped.count('root="1.2.250.1.213.1.1.3.59"') == 2
-    bundle, warnings = _convert(stripped)
+    bundle, warnings = convert_document(stripped)
     assert warnings == ()
     assert set(_relatives(bundle)) == {"FTH", "MTH"}
 
@@ -240,7 +228,7 @@ def test_an_organizer_with_another_template_is_still_skipped() -> None:
     altered = stripped.replace(
         '<templateId root="1.2.250.1.213.1.1.3.59"/>', '<templateId root="1.2.250.1.999.78"/>'
     )
-    bundle, warnings = _convert(altered)
+    bundle, warnings = convert_document(altered)
     assert _relatives(bundle) == {}
     assert sum("Family History section: entry organizer" in w for w in warnings) == 2
 
@@ -265,27 +253,25 @@ def _ans_only(text: str) -> str:
 
 
 def test_ans_only_entries_convert_as_the_ihe_ones() -> None:
-    original, _ = _convert(VSM.read_bytes())
+    original, _ = convert_document(VSM.read_bytes())
     text = _ans_only(VSM.read_text(encoding="utf-8"))
     assert 'root="1.3.6.1.4.1.19376.1.5.3.1.4.' not in text
     assert 'root="1.2.250.1.213.1.1.3.37"' in text
-    bundle, warnings = _convert(text)
+    bundle, warnings = convert_document(text)
     assert warnings == ()
     for resource_type in ("Condition", "AllergyIntolerance", "Procedure"):
-        assert _resources(bundle, resource_type) == _resources(original, resource_type), (
-            resource_type
-        )
-    assert len(_resources(bundle, "Condition")) == 3
-    assert len(_resources(bundle, "AllergyIntolerance")) == 2
-    assert len(_resources(bundle, "Procedure")) == 2
+        assert resources(bundle, resource_type) == resources(original, resource_type), resource_type
+    assert len(resources(bundle, "Condition")) == 3
+    assert len(resources(bundle, "AllergyIntolerance")) == 2
+    assert len(resources(bundle, "Procedure")) == 2
 
 
 def test_an_unknown_entry_template_alone_is_not_taken_for_an_ans_one() -> None:
     text = _ans_only(VSM.read_text(encoding="utf-8")).replace(
         '<templateId root="1.2.250.1.213.1.1.3.62"/>', '<templateId root="1.2.250.1.999.79"/>'
     )
-    bundle, warnings = _convert(text)
-    assert _resources(bundle, "Procedure") == []
+    bundle, warnings = convert_document(text)
+    assert resources(bundle, "Procedure") == []
     assert sum("Procedures section: entry procedure" in w for w in warnings) == 2
 
 
