@@ -45,7 +45,7 @@ from converter.templates.routes import RouteTable
 
 from .config import MllpConfig, RouteConfig, ServiceConfig
 from .errors import QueueError
-from .logs import log_fields
+from .logs import describe_exception, log_fields
 from .metrics import Metrics
 from .mllp.ack import (
     AckBuilder,
@@ -218,6 +218,21 @@ class Ingestor:
             outcome = AckOutcome.from_error(exc)
             self._metrics.received.labels(listener, "unreadable").inc()
             return self._ack(listener, raw_header, outcome)
+        except Exception as exc:
+            # A converter bug on this header: an AR, not a closed connection (the sender
+            # would resend the same message for ever and its feed stall). Only the kind
+            # and place are logged: the exception's text may quote the message.
+            log.error(
+                "reading the message header failed: %s; rejected",
+                describe_exception(exc),
+                extra=log_fields(listener=listener, peer=peer.address, size=len(payload)),
+            )
+            self._metrics.received.labels(listener, "unreadable").inc()
+            return self._ack(
+                listener,
+                raw_header,
+                AckOutcome.reject("207", "the message header could not be read"),
+            )
         route = self._config.route_for(
             application=header.sending_application,
             facility=header.sending_facility,

@@ -89,12 +89,11 @@ class Encoding:
             return ""
         if body == ".br":
             return "\n"
-        if body.startswith(".sp"):
-            count = body[3:].strip()
-            return "\n" * (int(count) if count.isdigit() else 1)
-        if body.startswith(".sk"):
-            count = body[3:].strip()
-            return " " * (int(count) if count.isdigit() else 1)
+        if body.startswith((".sp", ".sk")):
+            count = _skip_count(body[3:])
+            if count is None:
+                return None
+            return ("\n" if body[2] == "p" else " ") * count
         if body.startswith((".in", ".ti")):
             return ""
         if body[:1] == "X" and _HEX.fullmatch(body[1:]):
@@ -136,3 +135,20 @@ class Encoding:
 _HEX = re.compile(r"(?:[0-9A-Fa-f]{2})+")
 
 DEFAULT_ENCODING = Encoding()
+
+
+#: The largest count of a ``\.sp<n>\`` or ``\.sk<n>\`` formatting command applied. A few
+#: bytes of a larger one would make megabytes of blank text on every access of the value
+#: (``\.sp200000000\`` in MSH-10 is 200 MB before the ACK): kept as written instead.
+MAX_SKIP_COUNT = 100
+
+
+def _skip_count(text: str) -> int | None:
+    """The count of ``.sp``/``.sk``: 1 when absent or not a number, None when over
+    :data:`MAX_SKIP_COUNT`."""
+    count = text.strip()
+    if not (count.isascii() and count.isdigit()):
+        return 1
+    if len(count) > 3 or int(count) > MAX_SKIP_COUNT:
+        return None
+    return int(count)

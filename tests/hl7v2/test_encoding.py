@@ -151,6 +151,18 @@ def test_formatting_commands(escaped: str, expected: str) -> None:
     assert ENC.unescape(escaped) == expected
 
 
+@pytest.mark.parametrize("command", [".sp", ".sk"])
+def test_a_skip_count_over_the_limit_is_kept_as_written(command: str) -> None:
+    """A few bytes of ``\\.sp200000000\\`` would be 200 MB of blank lines on every access
+    of the value (MSH-10 is read before the ACK): counts over 100 are not applied."""
+    assert (
+        ENC.unescape(f"a\\{command}100\\b") == "a" + ("\n" if command == ".sp" else " ") * 100 + "b"
+    )
+    for count in ("101", "200000000", "9" * 5000):
+        escaped = f"a\\{command}{count}\\b"
+        assert ENC.unescape(escaped) == escaped
+
+
 # -- malformed sequences ---------------------------------------------------------------
 @pytest.mark.parametrize(
     "text",

@@ -62,3 +62,28 @@ def test_a_converter_bug_dead_letters_the_message_and_the_next_one_goes_through(
     assert "error_kind=InternalError" in text
     assert "unexpected KeyError in the converter (a bug) at test_converter_bugs.py:" in text
     assert SECRET not in text
+
+
+def test_a_bug_reading_the_header_is_an_ar_not_a_closed_connection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, captured_text_logs: io.StringIO
+) -> None:
+    """Closing without an ACK makes the sender resend the same message for ever: a bug
+    in reading the header (before the message is stored) is answered AR 207, logged
+    without the message's content, and the next message goes through."""
+    import listeners.ingest
+
+    original = listeners.ingest.peek_header
+
+    def peek_header(payload: bytes) -> Any:
+        if b"|BUG-H|" in payload:
+            raise ValueError(SECRET)
+        return original(payload)
+
+    monkeypatch.setattr(listeners.ingest, "peek_header", peek_header)
+    with running(make_config(tmp_path), use_threads=True) as service:
+        bad, good = service.send([adt("BUG-H"), adt("OK-H")])
+        assert (bad.code, bad.acknowledged_id, bad.error_codes) == ("AR", "BUG-H", ("207",))
+        assert good.code == "AA"
+    text = captured_text_logs.getvalue()
+    assert "reading the message header failed: ValueError at test_converter_bugs.py:" in text
+    assert SECRET not in text
