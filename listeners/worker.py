@@ -35,18 +35,12 @@ A crash (``kill -9``, power loss) gives nothing back: the jobs it leaves in flig
 recovered at the next start with their claim counted as an attempt, as are the
 deliveries still running when ``stop`` gives up waiting for them.
 
-**Outcomes are written until they commit.** Once a job's outcome is reached (delivered,
-to be retried, dead letter), the write that records it (``complete``, ``retry_later``,
-``dead_letter``) is retried in place when the queue refuses it (disk full, I/O error,
-file locked), with a capped backoff, the job kept in memory meanwhile: the row stays in
-flight and its key's head, so the patient's later messages wait behind it, and nothing
-escapes the worker's task (an escaped exception left the row in flight with no task to
-settle it: the patient's feed stopped until a restart). While such writes fail, the
-``queue`` component of ``/ready`` says so, ``passerelle_outcomes_unrecorded`` counts the
-jobs held and ``passerelle_queue_write_failures_total`` the failed writes; one ERROR
-when a job's write first fails, one INFO when it is written. At :meth:`stop` a failing
-write is tried once more, then left: the row, still in flight, is handled again after
-the restart (a delivered message is delivered again, harmless with PUT).
+**Outcomes are written until they commit** (:mod:`listeners.outcomes`). Once a job's
+outcome is reached (delivered, to be retried, dead letter), the write that records it is
+retried in place when the queue refuses it, the job kept in memory and its row in flight,
+so the patient's later messages wait behind it; ``/ready`` says so meanwhile
+(:meth:`DeliveryWorkers.write_problem`). At :meth:`DeliveryWorkers.stop` a failing write
+is tried once more, then left: the row is handled again after the restart.
 """
 
 from __future__ import annotations
@@ -55,9 +49,8 @@ import asyncio
 import contextlib
 import logging
 import random
-import time
-from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections import deque
+from collections.abc import Callable, Mapping
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
@@ -73,15 +66,15 @@ from .delivery import (
     record_conversion,
     retry_detail,
 )
-from .errors import DeliveryError, QueueError, RejectedDeliveryError, TransientDeliveryError
+from .errors import DeliveryError, RejectedDeliveryError, TransientDeliveryError
 from .logs import describe_exception, log_fields
 from .metrics import Metrics
+from .outcomes import DeliveryOutcome, OutcomeRecorder, OutcomeWaiters, diagnostics
 from .queue.base import Job, MessageQueue
 
-__all__ = ["DeliveryOutcome", "DeliveryWorkers"]
+__all__ = ["DeliveryWorkers"]
 
 log = logging.getLogger("passerelle.delivery")
-_RECENT_OUTCOMES = 10_000
 #: Jobs (and payload bytes) held in memory for paused destinations before further ones are
 #: given back to the queue: a long outage with many patients must not exhaust memory.
 _MAX_WAITING = 10_000
@@ -89,28 +82,6 @@ _MAX_WAITING_BYTES = 256 * 1024 * 1024
 #: Shortest wait of a job given back for a paused destination (a probe under way has no
 #: known end: without a floor the job would be claimed again at once, over and over).
 _SET_ASIDE_MIN = 1.0
-#: Pauses between the attempts to write an outcome the queue refused: doubling, capped.
-_RECORD_RETRY_INITIAL = 0.1
-_RECORD_RETRY_MAX = 5.0
-
-
-class DeliveryOutcome:
-    """What became of a message, for senders waiting on ack_after="delivery"."""
-
-    __slots__ = ("delivered", "diagnostics", "hl7_error_code", "location")
-
-    def __init__(
-        self,
-        delivered: bool,
-        diagnostics: str = "",
-        hl7_error_code: str = "207",
-        location: str | None = None,
-    ) -> None:
-        self.delivered = delivered
-        self.diagnostics = diagnostics
-        self.hl7_error_code = hl7_error_code
-        #: The HL7 place of a conversion failure (``PID-7``), for the AE's ERR-2.
-        self.location = location
 
 
 class DeliveryWorkers:
@@ -144,10 +115,8 @@ class DeliveryWorkers:
         self._stopping = False
         self._running: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
-        #: seq → futures of senders waiting for the delivery outcome.
-        self._waiters: dict[int, list[asyncio.Future[DeliveryOutcome]]] = {}
-        #: Outcomes settled lately: a sender may ask just after a fast delivery settled.
-        self._recent: OrderedDict[int, DeliveryOutcome] = OrderedDict()
+        self._waiters = OutcomeWaiters()
+        self._outcomes = OutcomeRecorder(metrics)
         self.gate = DestinationGate.for_delivery(
             locations if locations is not None else dict.fromkeys(sinks, ""),
             config,
@@ -161,11 +130,6 @@ class DeliveryWorkers:
         self._waiting_bytes = 0
         self._max_waiting = max_waiting
         self._max_waiting_bytes = max_waiting_bytes
-        #: Set by :meth:`stop`: ends the pauses between attempts to write an outcome.
-        self._stop_requested = asyncio.Event()
-        #: seq → (operation, when its write first failed, why) of the outcomes reached and
-        #: not written to the queue yet (see the module docstring).
-        self._unrecorded: dict[int, tuple[str, float, str]] = {}
 
     def start(self) -> None:
         self._loop_task = asyncio.create_task(self._claim_loop(), name="delivery-claims")
@@ -176,13 +140,7 @@ class DeliveryWorkers:
 
     def wait_for(self, seq: int) -> asyncio.Future[DeliveryOutcome]:
         """A future resolved when message ``seq`` is delivered or dead-lettered."""
-        future: asyncio.Future[DeliveryOutcome] = asyncio.get_running_loop().create_future()
-        settled = self._recent.get(seq)
-        if settled is not None:
-            future.set_result(settled)
-        else:
-            self._waiters.setdefault(seq, []).append(future)
-        return future
+        return self._waiters.wait_for(seq)
 
     async def stop(self, grace: float = 30.0) -> None:
         """Stop claiming; give the jobs not started back; let in-flight deliveries finish
@@ -195,7 +153,7 @@ class DeliveryWorkers:
         and are delivered again after the restart.
         """
         self._stopping = True
-        self._stop_requested.set()
+        self._outcomes.stop()
         self._wake.set()
         if self._loop_task is not None:
             await asyncio.gather(self._loop_task, return_exceptions=True)
@@ -208,14 +166,7 @@ class DeliveryWorkers:
 
     def write_problem(self) -> str | None:
         """Why outcomes are not being written to the queue (for ``/ready``), or None."""
-        if not self._unrecorded:
-            return None
-        since = min(first for _, first, _ in self._unrecorded.values())
-        why = next(reason for _, _, reason in self._unrecorded.values())
-        return (
-            f"writing delivery outcomes to the queue failing for {time.monotonic() - since:.0f}s"
-            f" ({len(self._unrecorded)} message(s) held, retried in place): {why}"
-        )
+        return self._outcomes.problem()
 
     async def _claim_loop(self) -> None:
         while not self._stopping:
@@ -404,7 +355,7 @@ class DeliveryWorkers:
                     error_kind=outcome.kind, location=outcome.location, template=outcome.template
                 ),
             )
-            self._resolve(
+            self._waiters.resolve(
                 job.seq,
                 DeliveryOutcome(
                     False,
@@ -437,7 +388,7 @@ class DeliveryWorkers:
                 extra=fields
                 | log_fields(destination=destination, status=exc.status, error_kind=failure.kind),
             )
-            self._resolve(job.seq, DeliveryOutcome(False, _diagnostics(exc)))
+            self._waiters.resolve(job.seq, DeliveryOutcome(False, diagnostics(exc)))
             return
         except DeliveryError as exc:
             self.gate.failed(granted, exc)
@@ -453,9 +404,11 @@ class DeliveryWorkers:
         self.gate.succeeded(granted)
         # Delivered, whether or not the write below commits before a stop (then it is
         # delivered again after the restart).
-        await self._record(job, "complete", lambda: self._queue.complete(job.seq), fields)
+        await self._outcomes.record(
+            job.seq, "complete", lambda: self._queue.complete(job.seq), fields
+        )
         log.info("delivered", extra=fields | log_fields(destination=destination))
-        self._resolve(job.seq, DeliveryOutcome(True))
+        self._waiters.resolve(job.seq, DeliveryOutcome(True))
 
     async def _retry(
         self,
@@ -490,7 +443,7 @@ class DeliveryWorkers:
                 failure.reason,
                 extra=fields | facts | log_fields(attempt=job.attempts),
             )
-            self._resolve(job.seq, DeliveryOutcome(False, _diagnostics(exc)))
+            self._waiters.resolve(job.seq, DeliveryOutcome(False, diagnostics(exc)))
             return
         # Due when its destination is tried again: it then waits for the probe's verdict
         # with the other jobs for the destination, and goes at once when it is back.
@@ -505,8 +458,8 @@ class DeliveryWorkers:
             )
         reason = str(exc.status) if exc.status else "connection"
         error = exc.as_record()
-        if not await self._record(
-            job, "retry_later", lambda: self._queue.retry_later(job.seq, delay, error), fields
+        if not await self._outcomes.record(
+            job.seq, "retry_later", lambda: self._queue.retry_later(job.seq, delay, error), fields
         ):
             return
         self._metrics.retried.labels(destination, reason).inc()
@@ -529,85 +482,9 @@ class DeliveryWorkers:
         fields: dict[str, Any],
     ) -> bool:
         """False when the stop came before the dead letter was written."""
-        if not await self._record(
-            job, "dead_letter", lambda: self._queue.dead_letter(job.seq, record), fields
+        if not await self._outcomes.record(
+            job.seq, "dead_letter", lambda: self._queue.dead_letter(job.seq, record), fields
         ):
             return False
         self._metrics.dead_lettered.labels(reason, message_type).inc()
         return True
-
-    async def _record(
-        self,
-        job: Job,
-        operation: str,
-        write: Callable[[], Awaitable[None]],
-        fields: dict[str, Any],
-    ) -> bool:
-        """Write an outcome already reached, retrying in place until it commits (see the
-        module docstring); False when :meth:`stop` came first and the last try failed too:
-        the row stays in flight, handled again after the restart. Never raises but
-        ``CancelledError``."""
-        pause = _RECORD_RETRY_INITIAL
-        failures = 0
-        try:
-            while True:
-                try:
-                    await write()
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    failures += 1
-                    self._metrics.queue_write_failures.labels(operation).inc()
-                    why = str(exc) if isinstance(exc, QueueError) else describe_exception(exc)
-                    if failures == 1:
-                        self._unrecorded[job.seq] = (operation, time.monotonic(), why)
-                        self._metrics.outcomes_unrecorded.set(len(self._unrecorded))
-                        log.error(
-                            "writing the outcome to the queue failed (%s: %s); the message is"
-                            " kept in memory and the write retried until it commits",
-                            operation,
-                            why,
-                            extra=fields | log_fields(error_kind=type(exc).__name__),
-                        )
-                    if self._stopping and failures > 1:
-                        log.error(
-                            "stopping before the outcome was written to the queue (%s); the"
-                            " message stays in flight and is handled again after the restart",
-                            operation,
-                            extra=fields | log_fields(count=failures),
-                        )
-                        return False
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._stop_requested.wait(), pause)
-                    pause = min(pause * 2, _RECORD_RETRY_MAX)
-                    continue
-                if failures:
-                    log.info(
-                        "outcome written to the queue after %d failed attempt(s) (%s)",
-                        failures,
-                        operation,
-                        extra=fields | log_fields(count=failures),
-                    )
-                return True
-        finally:
-            if self._unrecorded.pop(job.seq, None) is not None:
-                self._metrics.outcomes_unrecorded.set(len(self._unrecorded))
-
-    def _resolve(self, seq: int, outcome: DeliveryOutcome) -> None:
-        self._recent[seq] = outcome
-        while len(self._recent) > _RECENT_OUTCOMES:
-            self._recent.popitem(last=False)
-        for future in self._waiters.pop(seq, []):
-            if not future.done():
-                future.set_result(outcome)
-
-
-def _diagnostics(exc: DeliveryError) -> str:
-    """The server's OperationOutcome diagnostics, for an AE sent to the sender."""
-    issues = (exc.outcome or {}).get("issue", []) if isinstance(exc.outcome, dict) else []
-    texts = [
-        str(i.get("diagnostics") or i.get("details", {}).get("text") or i.get("code"))
-        for i in issues
-        if isinstance(i, dict)
-    ]
-    return "; ".join(t for t in texts if t) or str(exc)
