@@ -10,8 +10,10 @@ COPY mappings ./mappings
 RUN pip install --no-cache-dir --prefix=/install .
 
 FROM python:3.11-slim
+# /data holds the queue (messages, dead letters) and the bundles: patient data, 0700
+# (a named volume takes this mode when first mounted; the service creates its files 0600).
 RUN groupadd --system passerelle && useradd --system --gid passerelle --home /data passerelle \
-    && mkdir -p /data /etc/passerelle && chown passerelle:passerelle /data
+    && mkdir -p /data /etc/passerelle && chown passerelle:passerelle /data && chmod 0700 /data
 COPY --from=build /install /usr/local
 COPY docker/passerelle.toml /etc/passerelle/passerelle.toml
 ENV PASSERELLE_DATA_DIR=/data \
@@ -21,6 +23,15 @@ USER passerelle
 WORKDIR /data
 VOLUME ["/data"]
 EXPOSE 2575 8080
+# GET /health on the port the service listens on (PASSERELLE_HTTP_PORT or the [http] port
+# of the configuration file); also right for `passerelle worker` containers.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
-    CMD ["python", "-c", "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8080/health', timeout=4).status == 200 else 1)"]
+    CMD ["passerelle", "health", "--config", "/etc/passerelle/passerelle.toml", "--timeout", "4"]
+# SIGTERM starts a graceful stop that drains for up to 30 s (MLLP frames get their ACK,
+# HTTP requests and deliveries in flight finish): let the runtime wait longer before its
+# SIGKILL, `docker run --stop-timeout 40` / compose `stop_grace_period: 40s` /
+# Kubernetes `terminationGracePeriodSeconds: 40` (Docker's default is 10 s). The service
+# handles SIGTERM itself as PID 1 and reaps its own conversion processes; `--init`
+# (tini) is optional.
+STOPSIGNAL SIGTERM
 ENTRYPOINT ["passerelle", "serve", "--config", "/etc/passerelle/passerelle.toml"]

@@ -5,6 +5,7 @@
     passerelle serve [--config FILE]    run the service (MLLP, HTTP API, delivery)
     passerelle send FILE... --port P    an MLLP client that prints the ACKs
     passerelle worker [--config FILE]   deliver from RabbitMQ (queue.backend = "amqp")
+    passerelle health [--config FILE]   exit 0 if the local service's GET /health answers 200
     passerelle dead-letters list|show ID|retry ID|--all|purge --older-than-days N|--all [--amqp]
 
 Configuration is read once here (file + ``PASSERELLE_…`` environment variables) and
@@ -87,6 +88,52 @@ def run_worker(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def health_url(config: ServiceConfig) -> str:
+    """``/health`` of the service or worker this configuration runs, on this host."""
+    host = config.http.host
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{config.http.port}/health"
+
+
+def run_health(args: argparse.Namespace) -> int:
+    """The container's HEALTHCHECK: the port comes from the configuration and environment
+    (PASSERELLE_HTTP_PORT) the service itself read."""
+    import http.client
+    import urllib.error
+    import urllib.request
+
+    url = health_url(_load(args))
+    # No proxy: an HTTP_PROXY in the container's environment must not receive the probe.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=args.timeout) as response:
+            status = int(response.status)
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    except (OSError, ValueError, http.client.HTTPException) as exc:
+        print(f"passerelle: {url}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if status != 200:
+        print(f"passerelle: {url}: HTTP {status}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"seconds must be a positive number, got {text!r}")
+    return value
+
+
 def run_dead_letters(args: argparse.Namespace) -> int:
     return dead_letters_cli.run_dead_letters(args, _load(args))
 
@@ -133,6 +180,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config_option(worker)
     worker.set_defaults(handler=run_worker)
+
+    health = subparsers.add_parser(
+        "health",
+        help="check that the local service answers GET /health (a container healthcheck)",
+        description="GET /health on this host, on the HTTP port of the configuration "
+        "(file and PASSERELLE_HTTP_PORT / PASSERELLE_HTTP_HOST); exit 0 on a 200, 1 otherwise.",
+    )
+    _add_config_option(health)
+    health.add_argument(
+        "--timeout", type=_seconds, default=4.0, help="seconds to wait for the answer (4)"
+    )
+    health.set_defaults(handler=run_health)
 
     add_send_command(subparsers)
 

@@ -28,6 +28,7 @@ from .config import ConfigError, RouteConfig, ServiceConfig
 from .conversion import INTERNAL_ERROR, ConversionFailure, ConversionPool
 from .delivery import Sink, build_sink, destination_location, sink_readiness
 from .errors import ServiceError
+from .file_modes import make_private_dirs
 from .http.api import create_app
 from .http.server import EmbeddedHttpServer
 from .ingest import Ingestor, SupportChecker
@@ -44,6 +45,12 @@ if TYPE_CHECKING:
 __all__ = ["Service"]
 
 log = logging.getLogger("passerelle.service")
+
+#: Seconds a stop (SIGTERM, SIGINT) drains in all before closing what remains: a container
+#: runtime must wait longer before its SIGKILL (``docker run --stop-timeout 40``).
+SHUTDOWN_GRACE = 30.0
+#: Of which, at most, for the ACKs of MLLP frames being handled (the listener's default).
+_MLLP_GRACE = 10.0
 
 _ERROR_CLASSES: dict[str, type[ConversionError]] = {
     "ParseError": ParseError,
@@ -89,8 +96,8 @@ class Service:
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
         config = self.config
-        config.data_dir.mkdir(parents=True, exist_ok=True)
-        config.queue.path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(config.data_dir)  # 0700: the queue and the bundles are patient data
+        make_private_dirs(config.queue.path.parent)
         await self.queue.start()
         self.sinks = {name: build_sink(dest) for name, dest in config.destinations.items()}
         self.pool = ConversionPool(
@@ -161,19 +168,29 @@ class Service:
         assert self._http is not None
         return self._http.port
 
-    async def stop(self, grace: float = 30.0) -> None:
+    async def stop(self, grace: float = SHUTDOWN_GRACE) -> None:
+        """Drain within ``grace`` seconds in all: each step gets what the previous ones
+        left (the delivery workers keep working meanwhile), then closes what remains."""
         log.info("stopping")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+
+        def remaining() -> float:
+            return max(0.0, deadline - loop.time())
+
         if self.consumer is not None:
-            await self.consumer.stop(grace)
+            await self.consumer.stop(remaining())
         if self.mllp is not None:
-            await self.mllp.stop()
+            await self.mllp.stop(min(remaining(), _MLLP_GRACE))
         if self._http is not None:
-            await self._http.stop()
+            # Without a bound, a client that never reads its response kept the service
+            # from ever reaching the workers' and the queue's close.
+            await self._http.stop(remaining())
         if self._depth_task is not None:
             self._depth_task.cancel()
             await asyncio.gather(self._depth_task, return_exceptions=True)
         if self.workers is not None:
-            await self.workers.stop(grace)
+            await self.workers.stop(remaining())
         if self.pool is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.pool.close)
         for sink in self.sinks.values():
@@ -201,7 +218,7 @@ class Service:
             await self.start()
             await stop.wait()
         finally:
-            await self.stop()
+            await self.stop(SHUTDOWN_GRACE)
 
     # -- helpers used by the API and workers -------------------------------------------------
     def _destination_of(self, route: str) -> str:

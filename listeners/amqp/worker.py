@@ -200,9 +200,10 @@ class AmqpWorker:
                 await sink.close()
         if self.pool is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.pool.close)
-        # Last, so that /health answers while the partitions drain.
+        # Last, so that /health answers while the partitions drain; only /health, /ready
+        # and /metrics are served here: a few seconds bound a client that does not read.
         if self._http is not None:
-            await self._http.stop()
+            await self._http.stop(5.0)
         log.info("worker stopped", extra=log_fields(count=self.processed))
 
     async def readiness(self) -> dict[str, str | None]:

@@ -5,7 +5,8 @@ UTC day the message was received and ``<message>`` its control id (MSH-10), or a
 received payload when it has none. The file is written atomically (temporary file in the same
 directory, fsync, rename, fsync of the directory): a reader never sees half a bundle, and after a
 crash the file is either complete or absent. Delivering the same bundle again overwrites the same
-file, so re-delivery is harmless.
+file, so re-delivery is harmless. Bundles hold patient data: files are created ``0600`` and the
+directories created here ``0700`` (see :mod:`listeners.file_modes`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DeliveryError, TransientDeliveryError
+from ..file_modes import PRIVATE_FILE, make_private_dirs
 from ..queue.base import Envelope
 from .base import BundleInput, DeliveryReceipt, bundle_bytes
 
@@ -84,10 +86,10 @@ def _fsync_directory(path: Path) -> None:
 def write_atomically(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary sibling, fsync and rename."""
     directory = path.parent
-    missing = [p for p in (directory, *directory.parents) if not p.exists()]
-    directory.mkdir(parents=True, exist_ok=True)
+    missing = make_private_dirs(directory)  # 0700, like the file's 0600: patient data
     tmp = directory / f".{path.name}.{secrets.token_hex(6)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    fd = os.open(tmp, flags, PRIVATE_FILE)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -140,7 +142,7 @@ class FolderSink:
     async def check(self) -> None:
         """The folder exists (it is created if needed) and is writable."""
         try:
-            await asyncio.to_thread(self._folder.mkdir, parents=True, exist_ok=True)
+            await asyncio.to_thread(make_private_dirs, self._folder)
         except OSError as exc:
             raise DeliveryError(
                 f"destination {self._name}: cannot create {self._folder}: {exc.strerror or exc}"

@@ -13,7 +13,13 @@ request: its keep-alive timer starts only after a response):
   request is answered 503 at once, except ``GET /health``: the liveness probe must not
   restart a service that is only busy;
 - beyond twice ``http.max_connections``, a new connection is closed unread, so that the
-  process's file descriptors (shared with MLLP) stay bounded.
+  process's file descriptors (shared with MLLP) stay bounded;
+- a connection whose response stops draining (the client does not read: the transport's
+  buffer stays above its high-water mark) for :data:`WRITE_STALL_TIMEOUT` seconds is
+  aborted, and so, at shutdown, is every connection still open after the grace period
+  given to :meth:`EmbeddedHttpServer.stop` (uvicorn's own shutdown waits for them with no
+  limit: a client that never read a large ``/convert`` answer kept the service from
+  stopping).
 
 Responses carry no ``server`` header, and uvicorn's own 400 (a malformed request head)
 is an OperationOutcome.
@@ -24,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -36,6 +43,8 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from ..config import HttpConfig
 
 __all__ = ["EmbeddedHttpServer"]
+
+log = logging.getLogger("passerelle.http")
 
 
 class _Server(uvicorn.Server):
@@ -52,6 +61,13 @@ def _outcome(status: int, code: str, diagnostics: str) -> bytes:
 _BUSY = _outcome(503, "transient", "too many connections; retry later")
 #: Seconds an idle kept-alive connection stays open after a response.
 KEEP_ALIVE_TIMEOUT = 5
+#: Seconds a response may stay stalled (its client reads nothing: the write buffer stays
+#: above the high-water mark) before the connection is aborted. A client reading at least
+#: ~2 KB/s never reaches it.
+WRITE_STALL_TIMEOUT = 30.0
+#: Seconds :meth:`EmbeddedHttpServer.stop` waits for the server's task once the remaining
+#: connections are aborted.
+_ABORT_WAIT = 5.0
 
 
 async def _busy(scope: Scope, receive: Receive, send: Send) -> None:
@@ -75,22 +91,35 @@ class _GuardedH11Protocol(H11Protocol):
 
     max_connections = 100
     header_timeout = 10.0
+    write_timeout = WRITE_STALL_TIMEOUT
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._served = self.app
         self.app = self._guarded
         self._head_timer: asyncio.TimerHandle | None = None
+        self._write_timer: asyncio.TimerHandle | None = None
+        self.aborted = False
 
     async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Here the request's own connection and task are counted.
         busy = (
             len(self.connections) > self.max_connections or len(self.tasks) > self.max_connections
         )
-        if busy and scope.get("path") != "/health":
-            await _busy(scope, receive, send)
-        else:
-            await self._served(scope, receive, send)
+        try:
+            if busy and scope.get("path") != "/health":
+                await _busy(scope, receive, send)
+            else:
+                await self._served(scope, receive, send)
+        except asyncio.CancelledError:
+            if self.aborted:  # cut off by the end of the shutdown's grace: nothing to log
+                return
+            raise
+
+    def abort(self) -> None:
+        """Drop the connection now (unsent response data included)."""
+        self.aborted = True
+        self.transport.abort()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -120,8 +149,33 @@ class _GuardedH11Protocol(H11Protocol):
         if not self.transport.is_closing():
             self._arm_head_timer()
 
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._write_timer is None:
+            self._write_timer = self.loop.call_later(self.write_timeout, self._write_stalled)
+
+    def resume_writing(self) -> None:
+        self._disarm_write_timer()
+        super().resume_writing()
+
+    def _disarm_write_timer(self) -> None:
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+
+    def _write_stalled(self) -> None:
+        # Also after the response was handed over whole: transport.close() waits for the
+        # buffer to drain, so only an abort frees the connection from a client not reading.
+        self._write_timer = None
+        log.warning(
+            "HTTP connection aborted: its client read nothing of the response for %.0fs",
+            self.write_timeout,
+        )
+        self.abort()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_timer()
+        self._disarm_write_timer()
         super().connection_lost(exc)
 
     def send_400_response(self, msg: str) -> None:
@@ -198,8 +252,35 @@ class EmbeddedHttpServer:
         sockets = self._server.servers[0].sockets
         return int(sockets[0].getsockname()[1])
 
-    async def stop(self) -> None:
-        """Stop accepting, finish the requests in progress, close."""
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop accepting, finish the requests in progress, close.
+
+        After ``grace`` seconds (None: no limit), the connections still open (a response
+        being computed, or unread by its client) are aborted and their requests cancelled.
+        """
         self._server.should_exit = True
-        if self._task is not None:
-            await asyncio.gather(self._task, return_exceptions=True)
+        task = self._task
+        if task is None:
+            return
+        done, _ = await asyncio.wait({task}, timeout=grace)
+        if not done:
+            state = self._server.server_state
+            connections = list(state.connections)
+            log.warning(
+                "HTTP shutdown: %d connection(s) still open after %.1fs, aborted "
+                "(%d request(s) in progress cancelled)",
+                len(connections),
+                grace,
+                len(state.tasks),
+            )
+            self._server.force_exit = True  # uvicorn stops waiting for them
+            for connection in connections:
+                if isinstance(connection, _GuardedH11Protocol):
+                    connection.abort()
+                else:  # pragma: no cover - every connection uses the guarded protocol
+                    connection.transport.abort()
+            for request in list(state.tasks):
+                request.cancel()
+            await asyncio.wait({task}, timeout=_ABORT_WAIT)
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved: a failure of the server's task is not logged twice

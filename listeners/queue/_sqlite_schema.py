@@ -17,11 +17,14 @@ stay consistent with a running service without any shared memory.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import QueueError
+from ..file_modes import PRIVATE_FILE, make_private_dirs, restrict_file
 
 __all__ = ["APPLICATION_ID", "MIGRATIONS", "SCHEMA_VERSION", "connect", "storage_error"]
 
@@ -147,7 +150,12 @@ def connect(path: Path, *, busy_timeout_ms: int = 10_000) -> sqlite3.Connection:
     The connection is in autocommit mode: callers issue ``BEGIN IMMEDIATE``/``COMMIT``.
     """
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(path.parent)
+        # Created here, 0600: SQLite gives its -wal and -shm files the main file's mode.
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, PRIVATE_FILE))
+        for name in (path.name, path.name + "-wal", path.name + "-shm"):
+            restrict_file(path.with_name(name))
         conn = sqlite3.connect(
             str(path),
             timeout=busy_timeout_ms / 1000,

@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import QueueError
+from ..file_modes import PRIVATE_FILE, make_private_dirs, restrict_file
 from ._sqlite_rows import (
     DEAD_LETTER_COLUMNS,
     ENVELOPE_COLUMNS,
@@ -491,8 +492,9 @@ class SqliteQueue:
     def _acquire_lock(self) -> None:
         lock_path = self.path.with_name(self.path.name + ".lock")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            make_private_dirs(self.path.parent)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
+            restrict_file(lock_path)
         except OSError as exc:
             raise storage_error(exc, f"opening {lock_path}") from None
         try:

@@ -41,6 +41,16 @@ def test_image_runs_as_non_root_and_exposes_the_service_ports() -> None:
         assert (REPO / source).exists(), f"COPY source {source} is missing"
 
 
+def _healthcheck_command(config_in_image: str, shipped: Path) -> list[str]:
+    """The HEALTHCHECK's exec-form CMD, with ``passerelle`` and the image's config path
+    replaced by this checkout's."""
+    healthcheck = _instruction("HEALTHCHECK")
+    cmd: list[str] = json.loads(healthcheck[healthcheck.index("CMD") + 3 :].strip())
+    assert cmd[0] == "passerelle", cmd
+    cmd = [sys.executable, "-m", "listeners.cli", *cmd[1:]]
+    return [str(shipped) if part == config_in_image else part for part in cmd]
+
+
 def test_entrypoint_and_healthcheck_work_with_the_shipped_config(tmp_path: Path) -> None:
     entrypoint = json.loads(_instruction("ENTRYPOINT"))
     assert entrypoint[:2] == ["passerelle", "serve"]
@@ -62,20 +72,22 @@ def test_entrypoint_and_healthcheck_work_with_the_shipped_config(tmp_path: Path)
         command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     try:
-        healthcheck = _instruction("HEALTHCHECK")
-        cmd = json.loads(healthcheck[healthcheck.index("CMD") + 3 :].strip())
-        cmd = [
-            sys.executable if part == "python" else part.replace("8080", str(http_port))
-            for part in cmd
-        ]
+        # The HEALTHCHECK as written, in the container's environment: it follows
+        # PASSERELLE_HTTP_PORT (before, it asked 127.0.0.1:8080 whatever the port).
+        cmd = _healthcheck_command(config_in_image, shipped)
         deadline = time.monotonic() + 60
         while True:
             if service.poll() is not None:
                 pytest.fail(f"service exited: {service.stdout.read() if service.stdout else ''}")
-            if subprocess.run(cmd, capture_output=True, timeout=10).returncode == 0:
+            if subprocess.run(cmd, capture_output=True, env=env, timeout=10).returncode == 0:
                 break
             assert time.monotonic() < deadline, "healthcheck never passed"
             time.sleep(0.5)
+        # Another port, where nothing listens: unhealthy, one line on stderr.
+        elsewhere = {**env, "PASSERELLE_HTTP_PORT": str(_free_port())}
+        failed = subprocess.run(cmd, capture_output=True, text=True, env=elsewhere, timeout=10)
+        assert failed.returncode == 1, failed
+        assert "/health" in failed.stderr and "Traceback" not in failed.stderr
         with socket.create_connection(("127.0.0.1", mllp_port), timeout=5):
             pass
         assert (tmp_path / "data" / "queue.db").exists(), "queue not under PASSERELLE_DATA_DIR"
@@ -86,3 +98,33 @@ def test_entrypoint_and_healthcheck_work_with_the_shipped_config(tmp_path: Path)
     # JSON logs, as the image configures them.
     lines = [line for line in output.splitlines() if line.strip()]
     assert lines and all(json.loads(line)["level"] for line in lines), output
+
+
+def test_the_runtime_waits_for_the_drain_before_killing() -> None:
+    """SIGTERM drains for up to SHUTDOWN_GRACE seconds: the stop timeout the Dockerfile
+    asks for (Docker's default is 10 s, then SIGKILL) must be longer."""
+    from listeners.service import SHUTDOWN_GRACE
+
+    assert _instruction("STOPSIGNAL") == "SIGTERM"
+    for pattern in (
+        r"--stop-timeout (\d+)",
+        r"stop_grace_period: (\d+)s",
+        r"terminationGracePeriodSeconds: (\d+)",
+    ):
+        found = re.search(pattern, DOCKERFILE)
+        assert found, pattern
+        assert int(found.group(1)) >= SHUTDOWN_GRACE + 5, found.group(0)
+
+
+def test_uvicorn_is_pinned_to_the_tested_range() -> None:
+    """server.py subclasses uvicorn's internal H11Protocol: an untested uvicorn may break
+    the HTTP limits silently, so pyproject.toml bounds it and the installed one fits."""
+    from importlib.metadata import version
+
+    from packaging.requirements import Requirement
+
+    text = (REPO / "pyproject.toml").read_text(encoding="utf-8")
+    [line] = re.findall(r'^\s*"(uvicorn[^"]*)",', text, re.MULTILINE)
+    requirement = Requirement(line)
+    assert any(spec.operator == "<" for spec in requirement.specifier), line
+    assert requirement.specifier.contains(version("uvicorn")), (line, version("uvicorn"))

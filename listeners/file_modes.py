@@ -1,0 +1,54 @@
+"""Modes of what the service writes: the queue (messages, dead letters), its lock file and
+the bundles of folder destinations hold patient data, so only the service's user reads them.
+
+Files are created ``0600`` and the directories the service creates ``0700``, whatever the
+process's umask (a umask can only remove bits: a ``0077`` one changes nothing, a ``022``
+one no longer exposes anything). Directories that already exist are left as they are: the
+operator chose them (a bind mount, ``/var/lib/…``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import stat
+from pathlib import Path
+
+__all__ = ["PRIVATE_DIR", "PRIVATE_FILE", "make_private_dirs", "restrict_file"]
+
+#: Read and write for the owner only.
+PRIVATE_FILE = 0o600
+#: Owner only.
+PRIVATE_DIR = 0o700
+
+log = logging.getLogger("passerelle.files")
+
+
+def make_private_dirs(directory: Path) -> list[Path]:
+    """``mkdir -p`` where every directory created is ``0700``; returns them, outermost
+    first (``Path.mkdir(parents=True)`` gives the parents the umask's default mode)."""
+    missing = [path for path in (directory, *directory.parents) if not path.exists()]
+    for path in reversed(missing):
+        path.mkdir(mode=PRIVATE_DIR, exist_ok=True)
+    return list(reversed(missing))
+
+
+def restrict_file(path: Path) -> None:
+    """Take group and other permissions off an existing file of the service (created by
+    an earlier version, or under another umask), with a warning; a missing file, or one
+    the process may not change (another owner), is left alone."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return
+    if not mode & 0o077:
+        return
+    with contextlib.suppress(OSError):
+        os.chmod(path, mode & ~0o077)
+        log.warning(
+            "%s was readable by other users (mode %04o): now %04o",
+            path,
+            mode,
+            mode & ~0o077,
+        )
