@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,16 +167,43 @@ class _Input:
     path: Path
     #: Found in a folder rather than named on the command line: may be skipped.
     in_folder: bool
+    #: Why it cannot be read at all (a folder that cannot be listed, a broken link): a
+    #: FAILED line in its turn, the other inputs still converted.
+    problem: str | None = None
+    #: Not a regular file (a pipe, a device) in a folder: SKIPPED, never opened.
+    not_a_file: bool = False
 
 
 def _inputs(paths: Sequence[Path]) -> Iterator[_Input]:
     for path in paths:
-        if path.is_dir():
-            for child in sorted(path.iterdir()):
-                if child.is_file() and not child.name.startswith("."):
-                    yield _Input(child, in_folder=True)
-        else:
+        if not path.is_dir():
             yield _Input(path, in_folder=False)
+            continue
+        try:
+            children = sorted(path.iterdir())
+        except OSError as exc:  # no permission to list it, removed meanwhile…
+            yield _Input(path, in_folder=False, problem=f"cannot read folder: {exc.strerror}")
+            continue
+        for child in children:
+            if not child.name.startswith("."):
+                found = _folder_entry(child)
+                if found is not None:
+                    yield found
+
+
+def _folder_entry(child: Path) -> _Input | None:
+    """A folder's entry as an input; None for a subfolder (not read, as documented)."""
+    try:
+        if child.is_file():
+            return _Input(child, in_folder=True)
+        if child.is_dir():
+            return None
+        if child.is_symlink():
+            # is_file() and is_dir() are False for a link to nothing, or a loop of links.
+            return _Input(child, in_folder=True, problem="broken symbolic link (or a loop)")
+    except OSError as exc:  # the folder can be listed but not searched (no x permission)
+        return _Input(child, in_folder=True, problem=f"cannot read file: {exc.strerror}")
+    return _Input(child, in_folder=True, not_a_file=True)
 
 
 def _skipped(item: _Input, data: bytes) -> bool:
@@ -214,7 +242,13 @@ def _convert_all(
     tty = sys.stderr.isatty() and len(inputs) > 1
     progress = Progress(len(inputs), sys.stderr) if tty else None
     for number, item in enumerate(inputs, start=1):
-        _convert_input(converter, item, writer, summary, args)
+        try:
+            _convert_input(converter, item, writer, summary, args)
+        except (BrokenPipeError, ConfigurationError):
+            raise  # the reader went away (run_convert); a usage error (main)
+        except Exception as exc:  # a bug outside one message's conversion (see _internal)
+            summary.add_failed(None)
+            print(failure_line(item.path, _internal(exc), verbose=False), file=sys.stderr)
         if progress:
             progress.update(number)
     if progress:
@@ -232,6 +266,14 @@ def _convert_input(
     args: argparse.Namespace,
 ) -> None:
     path = item.path
+    if item.problem is not None:
+        summary.add_failed(None)
+        print(printable(f"FAILED {path}: {item.problem}"), file=sys.stderr)
+        return
+    if item.not_a_file:
+        summary.skipped += 1
+        print(printable(f"SKIPPED {path}: not a regular file"), file=sys.stderr)
+        return
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -260,7 +302,8 @@ def _convert_input(
             continue
         summary.add_converted(result.message_type)
         for warning in result.warnings:
-            print(f"WARNING {path}: {warning}", file=sys.stderr)
+            # The file name and the warning may hold anything (an ESC in a name).
+            print(printable(f"WARNING {path}: {warning}"), file=sys.stderr)
 
 
 def _convert_data(
@@ -279,16 +322,48 @@ def _convert_data(
     except ConversionError as exc:
         yield 1, exc
         return
+    except ConfigurationError:
+        raise  # a usage error (--template naming no root): exit 2, not this file's failure
+    except Exception as exc:  # a bug: see _internal
+        yield 1, _internal(exc)
+        return
     for raw in messages:
         try:
-            yield (
-                len(messages),
-                converter.convert_message(raw.data, root_template=args.template, index=raw.index),
+            result: Conversion | ConversionError = converter.convert_message(
+                raw.source, root_template=args.template, index=raw.index
             )
         except ConversionError as exc:
-            if len(messages) > 1:
-                exc.reason = f"message {raw.index}: {exc.reason}"
-            yield len(messages), exc
+            result = exc
+        except ConfigurationError:
+            raise
+        except Exception as exc:  # a bug: this message fails, the others still convert
+            result = _internal(exc)
+        if len(messages) > 1 and isinstance(result, ConversionError):
+            result.reason = f"message {raw.index}: {result.reason}"
+        yield len(messages), result
+
+
+def _internal(exc: Exception) -> ConversionError:
+    """An unexpected exception (a bug) as a failure: its kind and the code line that
+    raised it, never its text, which may quote the message (``KeyError('DUPONT')``)."""
+    return ConversionError(f"internal error {type(exc).__name__} at {_code_place(exc)}")
+
+
+def _code_place(exc: BaseException) -> str:
+    """``converter/hl7v2/value.py:123``: the innermost frame in the converter package,
+    else the innermost frame of all (by file name: a library's, or a template's)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return "an unknown place"
+    package = Path(__file__).resolve().parent
+    for frame in reversed(frames):
+        try:
+            relative = Path(frame.filename).resolve().relative_to(package.parent)
+        except ValueError:
+            continue
+        if relative.parts[0] == package.name:
+            return f"{relative.as_posix()}:{frame.lineno}"
+    return f"{Path(frames[-1].filename).name}:{frames[-1].lineno}"
 
 
 def _output_folder(folder: Path) -> None:

@@ -127,8 +127,21 @@ def _offset_of(timestamp: str) -> str | None:
     return None
 
 
+_UTF16_BOMS = {b"\xff\xfe": "utf-16-le", b"\xfe\xff": "utf-16-be"}
+
+
 def detect_input_type(data: bytes) -> Literal["hl7v2", "cda"]:
-    """HL7 v2 when the data opens with a segment, CDA when it opens with XML."""
+    """HL7 v2 when the data opens with a segment, CDA when it opens with XML (behind a
+    UTF-8 or UTF-16 byte order mark too: the XML parser reads either)."""
+    utf16 = _UTF16_BOMS.get(data[:2])
+    if utf16 is not None:
+        text = data[2:514].decode(utf16, errors="ignore").lstrip(" \t\r\n")
+        if text.startswith("<"):
+            return "cda"
+        if text.startswith(("MSH", "FHS", "BHS")):
+            # Delimiters cannot be found in UTF-16 bytes (see hl7v2/charset.py).
+            raise ParseError("HL7 v2 in UTF-16 is not supported (UTF-8 or an 8-bit charset)")
+        raise ParseError("input is neither HL7 v2 (MSH/FHS/BHS) nor XML")
     head = data[:512].lstrip(b"\xef\xbb\xbf\x0b \t\r\n")
     if head.startswith((b"MSH", b"FHS", b"BHS")):
         return "hl7v2"
@@ -176,12 +189,14 @@ class Converter:
     ) -> Conversion:
         """Convert one HL7 v2 message into a transaction Bundle.
 
-        ``data`` is one message as :meth:`split` cuts it: CR segment separators, no byte
-        order mark or framing. Files and streams go through :meth:`convert`.
+        ``data`` is one message as :meth:`split` cuts it (:attr:`RawMessage.source`): CR
+        segment separators, no framing, a UTF-8 byte order mark only when the message had
+        one (it is then read as UTF-8). Files and streams go through :meth:`convert`.
         """
         message = self.parse(data)
         if self.config.strict_hl7:
-            validate_strictly(data.decode(message.codec), message.control_id or None)
+            text = data.decode(message.codec).removeprefix("\ufeff")
+            validate_strictly(text, message.control_id or None)
         try:
             return self._convert_parsed(message, root_template, index, message_digest(data))
         except ConversionError as exc:
@@ -203,7 +218,7 @@ class Converter:
             yield self.convert_document(data, root_template=root_template)
             return
         for raw in self.split(data):
-            yield self.convert_message(raw.data, root_template=root_template, index=raw.index)
+            yield self.convert_message(raw.source, root_template=root_template, index=raw.index)
 
     # -- CDA -----------------------------------------------------------------------------
     def convert_document(self, data: bytes, *, root_template: str | None = None) -> Conversion:

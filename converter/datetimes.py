@@ -34,6 +34,24 @@ _DTM = re.compile(
 )
 
 
+_LEAP_SECOND = "second 60 is a leap second, only at 23:59:60 UTC"
+
+
+def _offset_minutes(offset: str) -> int:
+    """``+0530`` → 330, ``-0100`` → -60, ``Z`` → 0."""
+    if offset == "Z":
+        return 0
+    sign = -1 if offset[0] == "-" else 1
+    return sign * (int(offset[1:3]) * 60 + int(offset[3:5]))
+
+
+def _leap_second_time(hour: str, minute: str | None, offset_minutes: int) -> bool:
+    """Whether ``hh:mm:60`` at this UTC offset can be a leap second: 23:59:60 UTC
+    (``00:59:60+0100`` in Paris), the only time ITU-R TF.460 inserts one."""
+    utc = int(hour) * 60 + int(minute or 0) - offset_minutes
+    return utc % (24 * 60) == 23 * 60 + 59
+
+
 class InvalidTimestamp(ValueError):
     """A timestamp that is not a valid HL7 DTM; callers turn it into a located error."""
 
@@ -59,8 +77,17 @@ class TimestampConverter:
             raise InvalidTimestamp("not an HL7 timestamp (YYYY[MM[DD[HH[MM[SS[.S]]]]]][+/-ZZZZ])")
         year, month, day = match["year"], match["month"], match["day"]
         hour, minute, second = match["hour"], match["minute"], match["second"]
-        if second and int(second) > 60:  # 60: a leap second, which FHIR allows
+        if second and int(second) > 60:
             raise InvalidTimestamp("timestamp out of range")
+        offset = match["offset"]
+        if (
+            second == "60"
+            and offset
+            and not _leap_second_time(hour, minute, _offset_minutes(offset))
+        ):
+            # FHIR's pattern allows 60 for a leap second; without a written offset, the
+            # one applied is checked when it is known (_with_time).
+            raise InvalidTimestamp(_LEAP_SECOND)
         try:
             datetime(
                 int(year),
@@ -74,7 +101,6 @@ class TimestampConverter:
             raise InvalidTimestamp("timestamp out of range") from None
         if int(year) == 0:
             raise InvalidTimestamp("year 0000 is not a date")
-        offset = match["offset"]
         if offset and offset != "Z":
             hours, minutes = int(offset[1:3]), int(offset[3:5])
             if hours > 14 or minutes > 59 or (hours == 14 and minutes):
@@ -140,11 +166,17 @@ class TimestampConverter:
         if offset:
             return f"{out}{offset[:3]}:{offset[3:]}"
         if default_offset:
+            if second == "60" and not _leap_second_time(
+                hour, minute, _offset_minutes(default_offset)
+            ):
+                raise InvalidTimestamp(_LEAP_SECOND)
             return f"{out}{default_offset[:3]}:{default_offset[3:]}"
         local = datetime(
             int(year), int(month), int(day), int(hour), int(minute), min(int(second), 59)
         )
         delta = self._zone.utcoffset(local) or timedelta(0)
+        if second == "60" and not _leap_second_time(hour, minute, int(delta.total_seconds()) // 60):
+            raise InvalidTimestamp(_LEAP_SECOND)
         return out + _format_offset(delta)
 
 

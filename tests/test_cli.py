@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -277,3 +278,94 @@ def test_request_mode_for_one_resource_type(tmp_path: Path) -> None:
     bad = run("convert", ADT_A08, "--request-mode-for", "Patient=upsert")
     assert bad.returncode == 2
     assert "expected TYPE=MODE" in bad.stderr
+
+
+# -- inputs that cannot be read, and bugs: one FAILED line each, the others converted --------
+def test_an_unreadable_folder_is_a_failure_and_the_others_convert(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Once a PermissionError traceback before anything converted. In process: chmod 000
+    means nothing to root, who runs these tests in the container."""
+    from converter import cli
+
+    locked, readable, out = tmp_path / "locked", tmp_path / "in", tmp_path / "out"
+    for folder in (locked, readable):
+        folder.mkdir()
+        (folder / "m.hl7").write_bytes(ADT_A08.read_bytes())
+    iterdir = Path.iterdir
+
+    def refuse(path: Path) -> Any:
+        if path == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return iterdir(path)
+
+    monkeypatch.setattr(Path, "iterdir", refuse)
+    assert cli.main(["convert", str(locked), str(readable), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"FAILED {locked}: cannot read folder: Permission denied" in err
+    assert "Traceback" not in err
+    assert "converted 1, failed 1" in err
+    assert [p.name for p in out.iterdir()] == ["m.json"]
+
+
+def test_broken_links_in_a_folder_are_failures_not_silence(tmp_path: Path) -> None:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (inputs / "good.hl7").write_bytes(ADT_A08.read_bytes())
+    (inputs / "dangling.hl7").symlink_to(tmp_path / "gone.hl7")
+    (inputs / "loop.hl7").symlink_to(inputs / "loop.hl7")
+    (inputs / "sub").mkdir()  # subfolders are not read, as documented: no line
+    os.mkfifo(inputs / "pipe")  # never opened: reading it would block the run
+    result = run("convert", inputs, "--out", tmp_path / "out")
+    assert result.returncode == 1, result.stderr
+    assert f"FAILED {inputs / 'dangling.hl7'}: broken symbolic link" in result.stderr
+    assert f"FAILED {inputs / 'loop.hl7'}: broken symbolic link" in result.stderr
+    assert f"SKIPPED {inputs / 'pipe'}: not a regular file" in result.stderr
+    assert "sub" not in result.stderr.replace(str(tmp_path), "")
+    assert "converted 1, failed 2, skipped 1" in result.stderr
+
+
+def test_a_bug_while_converting_is_a_located_failure_without_its_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An exception that is no ConversionError (a bug) fails its message with the kind and
+    the code line, never a traceback, never its text: it may quote the message."""
+    from converter import cli
+    from converter.hl7v2.message import Message
+
+    real = Message.__init__
+
+    def planted(self: Message, **kwargs: Any) -> None:
+        real(self, **kwargs)
+        if self.control_id == "BUG":
+            raise KeyError("DUPONT Marie 1985-03-12")
+
+    monkeypatch.setattr(Message, "__init__", planted)
+    sample = ADT_A08.read_bytes()
+    control_id = sample.split(b"\r")[0].split(b"|")[9]
+    (tmp_path / "a.hl7").write_bytes(sample.replace(control_id, b"BUG") + b"\r" + sample)
+    (tmp_path / "b.hl7").write_bytes(sample)
+    assert cli.main(["convert", str(tmp_path), "--out", str(tmp_path / "out"), "--verbose"]) == 1
+    err = capsys.readouterr().err
+    (line,) = [x for x in err.splitlines() if x.startswith("FAILED")]
+    assert line.startswith(f"FAILED {tmp_path / 'a.hl7'} ConversionError: message 1: ")
+    assert "internal error KeyError at converter/hl7v2/er7.py:" in line
+    assert "DUPONT" not in err and "Traceback" not in err
+    assert "converted 2, failed 1" in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.2.json", "b.json"]
+
+
+def test_warning_lines_are_printed_escaped(tmp_path: Path) -> None:
+    """A file name (or anything a warning quotes) with an ESC must not reach the terminal
+    raw: FAILED and SKIPPED lines were escaped, WARNING lines were not."""
+    message = ADT_A08.read_bytes().replace(b"|DUPONT^Marie^", b"|Ren\\XE9\\e^Marie^")
+    assert b"XE9" in message, "fixture assumption: PID-5 is DUPONT^Marie"
+    name = tmp_path / "a\x1b[2Jb.hl7"
+    name.write_bytes(message)
+    result = run("convert", name, "--lenient")
+    assert result.returncode == 0, result.stderr
+    warnings = [x for x in result.stderr.splitlines() if x.startswith("WARNING")]
+    assert warnings and "\x1b" not in result.stderr
+    assert warnings[0].startswith(f"WARNING {tmp_path}/a\\x1b[2Jb.hl7: hexadecimal escape")
+    assert "at PID-5" in warnings[0] and "XE9" not in result.stderr
+    assert "Ren\ufffde" in result.stdout

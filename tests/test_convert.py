@@ -15,7 +15,13 @@ import pytest
 
 from converter.assembly.ids import stable_id
 from converter.convert import Conversion, Converter, ConverterConfig, detect_input_type
-from converter.errors import ConfigurationError, MappingError, ParseError, TemplateError
+from converter.errors import (
+    CharsetError,
+    ConfigurationError,
+    MappingError,
+    ParseError,
+    TemplateError,
+)
 from converter.hl7v2 import message_digest
 from tests.support.hl7_edit import references
 from tests.support.r4validator import R4Validator
@@ -319,6 +325,70 @@ def test_control_characters_fail_with_their_place_and_lenient_mode_replaces_them
     assert "reaction.text" in line
     # The R4 check Medplum makes (a server refuses such strings) now passes.
     assert r4validator.validate_all(conversion.bundle) == []
+
+
+#: "Renée" written ``Ren\\XE9\\e``: E9 is é in ISO 8859-1, no character in this UTF-8 message.
+UNDECODABLE_ESCAPE = SAMPLE.replace(b"|DUPONT^Marie^", b"|Ren\\XE9\\e^Marie^")
+
+
+def test_an_undecodable_hex_escape_fails_at_its_field_or_is_replaced_in_lenient_mode(
+    r4validator: R4Validator,
+) -> None:
+    """Once ``Ren\\XE9\\e`` landed in Patient.name as written, silently, while the same
+    byte written raw is a located CharsetError (HL7 v2.5 §2.7: \\Xdddd\\ is data in the
+    message's character set)."""
+    assert UNDECODABLE_ESCAPE != SAMPLE, "fixture assumption"
+    with pytest.raises(CharsetError) as caught:
+        Converter(ConverterConfig()).convert(UNDECODABLE_ESCAPE)
+    error = caught.value
+    assert error.location == "PID-5"
+    assert error.reason == "hexadecimal escape is not valid utf-8"
+    assert error.control_id == CONTROL_ID and error.hl7_error_code == "102"
+    assert error.detail == "escape \\XE9\\"
+    assert "XE9" not in str(error) and "Ren" not in str(error)
+    [conversion] = Converter(ConverterConfig(strict_values=False)).convert(UNDECODABLE_ESCAPE)
+    families = [name.get("family") for name in the(conversion.bundle, "Patient")["name"]]
+    assert families[0] == "Ren\ufffde"
+    assert "XE9" not in json.dumps(conversion.bundle)
+    # Said once per place read (the templates read PID-5 and PID-5.1), never the value.
+    assert set(conversion.warnings) == {
+        "hexadecimal escape is not valid utf-8 at PID-5; replaced by U+FFFD",
+        "hexadecimal escape is not valid utf-8 at PID-5.1; replaced by U+FFFD",
+    }
+    assert r4validator.validate_all(conversion.bundle) == []
+
+
+def test_a_bom_before_each_concatenated_message_and_a_charset_it_overrides(
+    converter: Converter,
+) -> None:
+    """Files saved with a UTF-8 BOM then concatenated: each message converts (once the
+    second BOM line was glued to the first message), read as UTF-8 even when MSH-18 says
+    8859/1 (once "Marié(e)" came out as "MariÃ©(e)")."""
+    bom = b"\xef\xbb\xbf"
+    declared_latin1 = SAMPLE.replace(b"|UNICODE UTF-8|", b"|8859/1|", 1)
+    assert declared_latin1 != SAMPLE, "fixture assumption: MSH-18 is UNICODE UTF-8"
+    second = declared_latin1.replace(CONTROL_ID.encode(), b"X2")
+    conversions = converter.convert(bom + SAMPLE + b"\r\n" + bom + second + b"\r\n")
+    assert [c.control_id for c in conversions] == [CONTROL_ID, "X2"]
+    for conversion in conversions:
+        marital = the(conversion.bundle, "Patient")["maritalStatus"]
+        assert "Marié(e)" in json.dumps(marital, ensure_ascii=False)
+
+
+def test_a_utf16_cda_document_is_detected(converter: Converter) -> None:
+    document = (REPO / "samples" / "cda" / "ProcedureNote_bonnet-elise.xml").read_bytes()
+    text = document.decode("utf-8").replace('encoding="UTF-8"', 'encoding="UTF-16"', 1)
+    for codec in ("utf-16", "utf-16-be"):  # LE with its BOM, then BE with one
+        utf16 = text.encode(codec) if codec == "utf-16" else b"\xfe\xff" + text.encode(codec)
+        assert detect_input_type(utf16) == "cda"
+        converted, original = converter.convert(utf16)[0].bundle, converter.convert(document)[0]
+        assert the(converted, "Patient") == the(original.bundle, "Patient")
+        assert len(converted["entry"]) == len(original.bundle["entry"])
+    assert detect_input_type(b"\xef\xbb\xbf \r\n<ClinicalDocument/>") == "cda"
+    with pytest.raises(ParseError, match="HL7 v2 in UTF-16 is not supported"):
+        detect_input_type(SAMPLE.decode("utf-8").encode("utf-16"))
+    with pytest.raises(ParseError, match="neither HL7 v2"):
+        detect_input_type("hello".encode("utf-16"))
 
 
 # --- deterministic ids -------------------------------------------------------------------------

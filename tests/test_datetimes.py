@@ -39,7 +39,11 @@ UTC = TimestampConverter("UTC")
         ("202403121015+1400", "2024-03-12T10:15:00+14:00"),
         ("202403121015Z", "2024-03-12T10:15:00Z"),
         ("20240312+0200", "2024-03-12"),  # no time of day: the offset has nothing to qualify
-        ("20241231235960", "2024-12-31T23:59:60+01:00"),  # leap second
+        # A leap second: 23:59:60 UTC, 00:59:60 in Paris in winter.
+        ("20170101005960", "2017-01-01T00:59:60+01:00"),
+        ("20161231235960+0000", "2016-12-31T23:59:60+00:00"),
+        ("20161231235960Z", "2016-12-31T23:59:60Z"),
+        ("20170101052960+0530", "2017-01-01T05:29:60+05:30"),
         ("  20240312  ", "2024-03-12"),
     ],
 )
@@ -144,6 +148,29 @@ def test_invalid_timestamps_are_refused(text: str) -> None:
     for convert in (PARIS.date, PARIS.date_time, PARIS.instant):
         with pytest.raises(InvalidTimestamp):
             convert(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "20240315123460",  # any minute: not a leap second
+        "20241231235960",  # 23:59:60 in Paris is 22:59:60 UTC
+        "20240315123460+0000",
+        "20161231235960+0100",
+        "20170101002960+0530",
+    ],
+)
+def test_second_60_is_refused_unless_it_is_23_59_60_utc(text: str) -> None:
+    for convert in (PARIS.date_time, PARIS.instant):
+        with pytest.raises(InvalidTimestamp, match="leap second"):
+            convert(text)
+
+
+def test_a_leap_second_in_the_zone_or_a_document_offset() -> None:
+    assert UTC.instant("20161231235960") == "2016-12-31T23:59:60+00:00"
+    assert PARIS.date_time("20161231235960", "+0000") == "2016-12-31T23:59:60+00:00"
+    with pytest.raises(InvalidTimestamp):
+        PARIS.date_time("20170101005960", "+0000")
 
 
 def test_invalid_timestamp_messages_do_not_quote_the_value() -> None:

@@ -5,15 +5,33 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["DEFAULT_ENCODING", "Encoding"]
+__all__ = ["DEFAULT_ENCODING", "Encoding", "UndecodableEscape"]
 
 # Formatting commands of FT fields that carry no character content of their own.
 _FORMATTING_DROPPED = ("H", "N", ".fi", ".nf", ".ce")
 
 
+class UndecodableEscape(ValueError):
+    """A ``\\Xhh..\\`` sequence whose bytes are not text in the message's character set
+    (``\\XE9\\`` in a UTF-8 message): raised by :meth:`Encoding.unescape` when asked to.
+
+    ``sequence`` is the escape as written: message content, for ``detail`` only."""
+
+    def __init__(self, sequence: str, codec: str) -> None:
+        super().__init__(f"hexadecimal escape is not valid {codec}")
+        self.sequence = sequence
+        self.codec = codec
+
+
 @dataclass(frozen=True, slots=True)
 class Encoding:
-    """The delimiters a message declares in MSH-1 and MSH-2."""
+    """The delimiters a message declares in MSH-1 and MSH-2.
+
+    A delimiter the message does not declare is ``""``: MSH-2 is 4 characters (5 from
+    v2.7 with the truncation character); a sender that writes fewer has no escape
+    character, or no sub-component separator, and a ``\\`` or ``&`` in its values is
+    text. Splits on an empty delimiter must be guarded (``str.split("")`` raises).
+    """
 
     field: str = "|"
     component: str = "^"
@@ -24,14 +42,19 @@ class Encoding:
 
     @classmethod
     def from_msh(cls, field_separator: str, encoding_characters: str) -> Encoding:
-        """Build from MSH-1 and MSH-2 (4 characters, or 5 with the v2.7 truncation character)."""
+        """Build from MSH-1 and MSH-2 (4 characters, or 5 with the v2.7 truncation character).
+
+        The characters given are honoured, absent ones are not invented: ``^~\\`` has no
+        sub-component separator, ``^~`` no escape character either (HL7 v2.5 §2.16.9.2
+        requires all four; a shorter MSH-2 is the sender's error, read as written).
+        """
         chars = encoding_characters
         return cls(
             field=field_separator,
             component=chars[0],
             repetition=chars[1] if len(chars) > 1 else "~",
             escape=chars[2] if len(chars) > 2 else "",
-            subcomponent=chars[3] if len(chars) > 3 else "&",
+            subcomponent=chars[3] if len(chars) > 3 else "",
             truncation=chars[4] if len(chars) > 4 else "",
         )
 
@@ -40,10 +63,13 @@ class Encoding:
         """The MSH-2 value for these delimiters."""
         return self.component + self.repetition + self.escape + self.subcomponent + self.truncation
 
-    def unescape(self, text: str, codec: str = "utf-8") -> str:
+    def unescape(self, text: str, codec: str = "utf-8", *, undecodable: str = "keep") -> str:
         """Decode escape sequences; ``codec`` decodes the bytes of ``\\Xhh..\\`` sequences.
 
         Unknown or unterminated sequences are kept literally so that no character is lost.
+        A ``\\Xhh..\\`` whose bytes are not valid in ``codec`` is, by ``undecodable``:
+        ``"keep"`` kept as written, ``"raise"`` an :class:`UndecodableEscape`,
+        ``"replace"`` decoded with U+FFFD for the invalid bytes.
         """
         esc = self.escape
         if not esc or esc not in text:
@@ -61,7 +87,20 @@ class Encoding:
             if end < 0:
                 out.append(text[start:])
                 break
-            decoded = self._decode_sequence(text[start + 1 : end], codec)
+            body = text[start + 1 : end]
+            if body[:1] == "X" and _HEX.fullmatch(body, 1):
+                # Engines that escape byte by byte split a character over sequences
+                # (``\XC3\\XA9\`` is é in UTF-8): adjacent ones are decoded together.
+                data = bytes.fromhex(body[1:])
+                while text.startswith(esc + "X", end + 1):
+                    following = text.find(esc, end + 2)
+                    if following < 0 or not _HEX.fullmatch(text, end + 3, following):
+                        break
+                    data += bytes.fromhex(text[end + 3 : following])
+                    end = following
+                decoded = self._decode_hex(data, text[start : end + 1], codec, undecodable)
+            else:
+                decoded = self._decode_sequence(body)
             if decoded is None:
                 # Not an escape we know: keep the opening delimiter and resume after it,
                 # so a following real sequence is still decoded.
@@ -72,13 +111,28 @@ class Encoding:
             pos = end + 1
         return "".join(out)
 
-    def _decode_sequence(self, body: str, codec: str) -> str | None:
+    @staticmethod
+    def _decode_hex(data: bytes, written: str, codec: str, undecodable: str) -> str | None:
+        """The bytes of ``\\Xhh..\\`` sequences (``written``) as text; None to keep them."""
+        try:
+            return data.decode(codec)
+        except UnicodeDecodeError:
+            if undecodable == "raise":
+                raise UndecodableEscape(written, codec) from None
+            if undecodable == "replace":
+                return data.decode(codec, errors="replace")
+            return None
+        except LookupError:
+            return None
+
+    def _decode_sequence(self, body: str) -> str | None:
         if body == "F":
             return self.field
         if body == "S":
             return self.component
         if body == "T":
-            return self.subcomponent
+            # Without a declared sub-component separator there is nothing to stand for.
+            return self.subcomponent or None
         if body == "R":
             return self.repetition
         if body == "E":
@@ -96,11 +150,6 @@ class Encoding:
             return ("\n" if body[2] == "p" else " ") * count
         if body.startswith((".in", ".ti")):
             return ""
-        if body[:1] == "X" and _HEX.fullmatch(body[1:]):
-            try:
-                return bytes.fromhex(body[1:]).decode(codec)
-            except (UnicodeDecodeError, LookupError):
-                return None
         if body[:1] in ("C", "M") and _HEX.fullmatch(body[1:]):
             # ISO 2022 character set switches: the characters that follow are already
             # decoded by the message codec, so the switch itself carries no text.
@@ -119,7 +168,8 @@ class Encoding:
             (self.subcomponent, "T"),
             (self.repetition, "R"),
         ):
-            out = out.replace(char, f"{esc}{code}{esc}")
+            if char:  # an undeclared delimiter ("") is no character to escape
+                out = out.replace(char, f"{esc}{code}{esc}")
         if self.truncation:
             out = out.replace(self.truncation, f"{esc}P{esc}")
         if "\r" in out or "\n" in out:

@@ -32,26 +32,56 @@ class RawMessage:
     data: bytes
     #: 1-based position of the message in its file (batch files hold several).
     index: int
+    #: A UTF-8 byte order mark opened the message (or its batch): a file saved with one.
+    #: ``data`` holds no BOM; :attr:`source` gives it back for :func:`parse_message`,
+    #: which then reads the message as UTF-8 whatever MSH-18 says.
+    bom: bool = False
+
+    @property
+    def source(self) -> bytes:
+        """The message to parse or convert: ``data``, behind its BOM when it had one."""
+        return _BOM + self.data if self.bom else self.data
 
 
 def split_messages(data: bytes) -> list[RawMessage]:
     """Cut a file into messages: one per MSH, batch envelopes (FHS/BHS/BTS/FTS) dropped.
 
-    Tolerates CR, LF or CRLF separators, a UTF-8 byte order mark, blank lines, trailing
+    Tolerates CR, LF or CRLF separators, UTF-8 byte order marks, blank lines, trailing
     blanks and MLLP framing bytes left in the file.
+
+    A BOM is taken off wherever a message or a batch starts (files saved with one, then
+    concatenated, carry one before each MSH or FHS/BHS), and recorded
+    (:attr:`RawMessage.bom`): it says the bytes are UTF-8. One before FHS/BHS holds for
+    the messages of that file/batch, up to its FTS/BTS or the next FHS/BHS.
     """
-    if data.startswith(_BOM):
-        data = data[len(_BOM) :]
     messages: list[list[bytes]] = []
+    marked: list[bool] = []
+    pending_bom = False  # a BOM on a line of its own, for what starts next
+    batch_bom = False  # the batch (FHS/BHS) that the current messages belong to had one
+    batch_opener = b""
     for number, line in enumerate(_LINE_BREAK.split(data), start=1):
         line = line.strip(_FRAMING + b" \t")
+        if line.startswith(_BOM):
+            line = line[len(_BOM) :].lstrip(_FRAMING + b" \t")
+            pending_bom = True
         if not line:
             continue
         head = line[:3]
         if head in _BATCH_ENVELOPE:
+            if head in (b"FHS", b"BHS"):
+                if head == b"FHS" or batch_opener != b"FHS":
+                    # A new file (or a batch of its own): its BOM, or none.
+                    batch_bom, batch_opener = pending_bom, head
+                else:  # BHS inside an FHS file: the file's BOM still holds
+                    batch_bom = batch_bom or pending_bom
+            elif head == b"FTS" or (head == b"BTS" and batch_opener == b"BHS"):
+                batch_bom, batch_opener = False, b""
+            pending_bom = False
             continue
         if head == b"MSH":
             messages.append([line])
+            marked.append(pending_bom or batch_bom)
+            pending_bom = False
         elif messages:
             messages[-1].append(line)
         else:
@@ -63,13 +93,27 @@ def split_messages(data: bytes) -> list[RawMessage]:
             )
     if not messages:
         raise ParseError("no MSH segment found")
-    return [RawMessage(b"\r".join(lines), n) for n, lines in enumerate(messages, start=1)]
+    return [
+        RawMessage(b"\r".join(lines), n, bom)
+        for n, (lines, bom) in enumerate(zip(messages, marked, strict=True), start=1)
+    ]
 
 
 def parse_message(
     data: bytes, catalog: StructureCatalog, *, default_charset: str = "utf-8"
 ) -> Message:
-    """Parse one message (as cut by :func:`split_messages`) into its group structure."""
+    """Parse one message (:attr:`RawMessage.source`, as cut by :func:`split_messages`)
+    into its group structure.
+
+    A message behind a UTF-8 byte order mark is read as UTF-8 whatever MSH-18 (or
+    ``default_charset``) says: the mark is unambiguous (its bytes read as ISO 8859-1
+    would be the text ``ï»¿``, which no message opens with), and an editor writes it
+    with the text it encodes. Bytes that are not UTF-8 after all are a located
+    CharsetError, as in any UTF-8 message.
+    """
+    has_bom = data.startswith(_BOM)
+    if has_bom:
+        data = data[len(_BOM) :]
     if len(data) < 8 or not data.startswith(b"MSH"):
         raise ParseError("message does not start with an MSH segment", location="MSH")
     field_sep = chr(data[3])
@@ -102,7 +146,7 @@ def parse_message(
     msh9_head = msh_fields[8].split(enc.component) if len(msh_fields) > 8 else [""]
     message_type = "^".join(msh9_head[:2]) if msh9_head[0] else None
     try:
-        codec = codec_for(msh18, default_charset)
+        codec = "utf-8" if has_bom else codec_for(msh18, default_charset)
         text = decode_message(data, codec)
     except ParseError as exc:
         raise exc.with_context(control_id=control_id, message_type=message_type) from None

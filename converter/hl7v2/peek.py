@@ -102,8 +102,10 @@ def peek_header(data: bytes) -> Header:
         return fields[n] if n < len(fields) else ""
 
     def first(value: str) -> str:
-        value = value.split(enc.repetition, 1)[0]
-        return enc.unescape(value.split(enc.component, 1)[0].split(enc.subcomponent, 1)[0])
+        value = value.split(enc.repetition, 1)[0].split(enc.component, 1)[0]
+        if enc.subcomponent:  # none when MSH-2 declares only "^~\\"
+            value = value.split(enc.subcomponent, 1)[0]
+        return enc.unescape(value)
 
     def hd(value: str) -> str:
         # HD.1, the namespace (as Message.sending_application); HD.2 when it is empty.

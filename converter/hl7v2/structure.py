@@ -161,10 +161,12 @@ class StructureCatalog:
         version = version.strip()
         module = SUPPORTED_VERSIONS.get(version)
         if module is None:
+            # MSH-12 is message content (a misaligned MSH puts a name there): detail only.
             raise UnsupportedMessageError(
-                f"HL7 version {version!r} is not supported (2.3 to 2.8)",
+                "HL7 version is not supported (2.3 to 2.8)",
                 location="MSH-12",
                 hl7_error_code="203",
+                detail=repr(version[:40]),
             )
         with self._lock:
             catalog = self._versions.get(version)

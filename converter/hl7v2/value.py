@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from .encoding import Encoding
+from ..errors import CharsetError
+from .encoding import Encoding, UndecodableEscape
 
 __all__ = ["Value"]
 
@@ -59,7 +60,8 @@ class Value:
         parts = self._parts
         if parts is None:
             sep = self._enc.component if depth == _REP else self._enc.subcomponent
-            parts = self._parts = self._raw.split(sep)
+            # No sub-component separator declared (MSH-2 "^~\\"): a component is one leaf.
+            parts = self._parts = self._raw.split(sep) if sep else [self._raw]
         raw = parts[n - 1] if n <= len(parts) else ""
         seg, field, rep, comp, _ = self._loc
         loc = (seg, field, rep, n, 0) if depth == _REP else (seg, field, rep, comp, n)
@@ -179,7 +181,7 @@ class Value:
         """The whole value decoded, delimiters inside it kept as literal characters."""
         if self._is_msh2():
             return self._raw
-        return self._enc.unescape(self._raw, self._codec)
+        return self._unescape(self._raw)
 
     def __str__(self) -> str:
         text = self._str
@@ -199,11 +201,44 @@ class Value:
             raw = raw.split(enc.repetition, 1)[0]
         if depth <= _REP and enc.component in raw:
             raw = raw.split(enc.component, 1)[0]
-        if depth <= _COMP and enc.subcomponent in raw:
-            raw = raw.split(enc.subcomponent, 1)[0]
+        sub = enc.subcomponent
+        if depth <= _COMP and sub and sub in raw:
+            raw = raw.split(sub, 1)[0]
         if raw == '""':
             return ""
-        return enc.unescape(raw, self._codec)
+        return self._unescape(raw)
+
+    def _unescape(self, raw: str) -> str:
+        """``raw`` (a part of this value) decoded; a ``\\Xhh\\`` whose bytes are not valid
+        in the message's charset is handled as an undecodable raw byte is."""
+        enc = self._enc
+        if not enc.escape or enc.escape not in raw:
+            return raw  # most values: no escape sequence, nothing to decode
+        try:
+            return enc.unescape(raw, self._codec, undecodable="raise")
+        except UndecodableEscape as exc:
+            return self._undecodable(raw, exc)
+
+    def _undecodable(self, raw: str, exc: UndecodableEscape) -> str:
+        """A CharsetError at this value's path, as the same byte written raw would be
+        (``PID-5``); in lenient mode (``strict_values`` off) U+FFFD with a warning that
+        names the place, never the value. Outside a rendering (the message header read
+        while parsing) there is no lenient mode: the error is raised."""
+        # The rendering session is the templates' business: looked up here only, on this
+        # rare path, so that reading values stays free of it.
+        from ..templates.render import ACTIVE_SESSION
+
+        reason = f"hexadecimal escape is not valid {exc.codec}"
+        session = ACTIVE_SESSION.get()
+        if session is None or session.strict_values:
+            # The escape itself goes to detail: it is part of the field's content.
+            raise CharsetError(
+                reason, location=self.path, detail=f"escape {exc.sequence[:40]}"
+            ) from None
+        warning = f"{reason} at {self.path}; replaced by U+FFFD"
+        if warning not in session.warnings:  # a value read by several templates: said once
+            session.warn(warning)
+        return self._enc.unescape(raw, self._codec, undecodable="replace")
 
     @property
     def value(self) -> str:
@@ -225,7 +260,7 @@ class Value:
         for depth, sep in splits:
             if self._depth <= depth and sep:
                 leaves = [part for leaf in leaves for part in leaf.split(sep)]
-        return any(leaf and leaf != '""' and enc.unescape(leaf, self._codec) for leaf in leaves)
+        return any(leaf and leaf != '""' and self._unescape(leaf) for leaf in leaves)
 
     def __len__(self) -> int:
         return len(self._rep_split()) if self._depth == _FIELD else (1 if self else 0)

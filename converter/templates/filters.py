@@ -26,12 +26,12 @@ from .render import ACTIVE_SESSION
 
 __all__ = ["ValueFilters"]
 
-_DECIMAL = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
-_INTEGER = re.compile(r"[+-]?\d+")
-_OID = re.compile(r"[0-2](\.(0|[1-9]\d*))+")
+_DECIMAL = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?", re.ASCII)
+_INTEGER = re.compile(r"[+-]?\d+", re.ASCII)
+_OID = re.compile(r"[0-2](\.(0|[1-9]\d*))+", re.ASCII)
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-_V2_TABLE = re.compile(r"HL7(\d{4})")
-_V2_TABLE_OID = re.compile(r"2\.16\.840\.1\.113883\.12\.(\d{1,4})")
+_V2_TABLE = re.compile(r"HL7(\d{4})", re.ASCII)
+_V2_TABLE_OID = re.compile(r"2\.16\.840\.1\.113883\.12\.(\d{1,4})", re.ASCII)
 _YES = {
     "Y": True,
     "YES": True,

@@ -253,7 +253,11 @@ def ack_segments(
             eld = comp.join(
                 [
                     *(text(part) for part in where),
-                    sub.join([error_code.encode("ascii"), text(label), b"HL70357"]),
+                    # Without a sub-component separator (a 3-character MSH-2) the
+                    # code alone: its label and table cannot be told apart from it.
+                    sub.join([error_code.encode("ascii"), text(label), b"HL70357"])
+                    if sub
+                    else error_code.encode("ascii"),
                 ]
             )
             segments.append([b"ERR", eld])
@@ -355,7 +359,8 @@ def parse_ack(data: bytes) -> AckInfo:
             elif get(1):
                 eld = get(1).split(enc.repetition)[0].split(enc.component)
                 if len(eld) > 3:
-                    errors.append(eld[3].split(enc.subcomponent)[0])
+                    code = eld[3]
+                    errors.append(code.split(enc.subcomponent)[0] if enc.subcomponent else code)
             if get(8):
                 texts.append(enc.unescape(get(8)))
     unique = tuple(dict.fromkeys(e for e in errors if e))

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from converter.hl7v2.encoding import DEFAULT_ENCODING, Encoding
+from converter.hl7v2.encoding import DEFAULT_ENCODING, Encoding, UndecodableEscape
 
 ENC = Encoding()
 # MSH-1 "#", MSH-2 "$%*@": component $, repetition %, escape *, sub-component @.
@@ -47,7 +47,22 @@ def test_from_msh_short_msh2_has_no_escape_character() -> None:
     assert enc.component == "^"
     assert enc.repetition == "~"
     assert enc.escape == ""
-    assert enc.subcomponent == "&"
+    assert enc.subcomponent == ""  # not invented: "&" is text in this message
+    assert enc.msh2 == "^~"
+
+
+def test_from_msh_three_characters_declare_no_subcomponent_separator() -> None:
+    """MSH-2 is four characters (HL7 v2.5 §2.16.9.2; five from v2.7 with the truncation
+    character). With three, the escape character is honoured and no sub-component
+    separator is invented: "Smith & Jones" is text, and an ACK echoes "^~\\" alone."""
+    enc = Encoding.from_msh("|", "^~\\")
+    assert (enc.component, enc.repetition, enc.escape) == ("^", "~", "\\")
+    assert enc.subcomponent == ""
+    assert enc.msh2 == "^~\\"
+    assert enc.escape_text("Smith & Jones|x") == "Smith & Jones\\F\\x"
+    assert enc.unescape("Smith & Jones\\F\\x") == "Smith & Jones|x"
+    # \T\ stands for a separator the message does not have: kept as written.
+    assert enc.unescape("a\\T\\b") == "a\\T\\b"
 
 
 # -- delimiter escapes -----------------------------------------------------------------
@@ -118,19 +133,52 @@ def test_unescape_hex(escaped: str, codec: str, expected: str) -> None:
     assert ENC.unescape(escaped, codec) == expected
 
 
+def test_a_character_split_over_adjacent_hex_escapes_is_decoded() -> None:
+    # Engines that escape byte by byte write é (C3 A9 in UTF-8) as two sequences.
+    assert ENC.unescape("Ren\\XC3\\\\XA9\\e", "utf-8") == "Renée"
+    assert ENC.unescape("\\XE2\\\\X82\\\\XAC\\", "utf-8") == "€"
+    assert ENC.unescape("\\XC3\\\\XA9\\", "iso-8859-1") == "Ã©"
+    # Not adjacent: each stands alone.
+    assert ENC.unescape("\\XC3\\ \\XA9\\", "utf-8") == "\\XC3\\ \\XA9\\"
+
+
 @pytest.mark.parametrize(
     ("escaped", "codec"),
     [
-        ("\\XE9\\", "utf-8"),  # a lone Latin-1 byte is not UTF-8
-        ("\\XC3\\", "utf-8"),  # truncated UTF-8 sequence
-        ("\\XC3A9\\", "ascii"),
         ("\\X\\", "utf-8"),  # no digits
         ("\\XABC\\", "utf-8"),  # odd number of digits
         ("\\XZZ\\", "utf-8"),  # not hexadecimal
     ],
 )
-def test_undecodable_hex_is_kept_literally(escaped: str, codec: str) -> None:
+def test_malformed_hex_is_kept_literally(escaped: str, codec: str) -> None:
+    for undecodable in ("keep", "raise", "replace"):
+        assert ENC.unescape(escaped, codec, undecodable=undecodable) == escaped
+
+
+@pytest.mark.parametrize(
+    ("escaped", "codec", "replaced"),
+    [
+        ("\\XE9\\", "utf-8", "\ufffd"),  # a lone Latin-1 byte is not UTF-8
+        ("\\XC3\\", "utf-8", "\ufffd"),  # truncated UTF-8 sequence
+        ("\\XC3A9\\", "ascii", "\ufffd\ufffd"),
+        ("Ren\\XE9\\e", "utf-8", "Ren\ufffde"),
+    ],
+)
+def test_undecodable_hex_is_kept_raised_or_replaced(
+    escaped: str, codec: str, replaced: str
+) -> None:
+    """Well-formed ``\\Xhh\\`` whose bytes are not valid in the charset. Message values
+    (converter.hl7v2.value) raise, and make that a CharsetError at the value's path or,
+    in lenient mode, U+FFFD and a warning: as the same byte written raw. Keeping the
+    escape as written (the default, once the converter's behaviour) is for the service's
+    header reads (MSH-10 for the ACK), which must not fail."""
     assert ENC.unescape(escaped, codec) == escaped
+    assert ENC.unescape(escaped, codec, undecodable="replace") == replaced
+    with pytest.raises(UndecodableEscape) as caught:
+        ENC.unescape(escaped, codec, undecodable="raise")
+    assert caught.value.sequence == escaped.removeprefix("Ren").removesuffix("e")
+    assert caught.value.codec == codec
+    assert escaped not in str(caught.value)
 
 
 # -- formatting commands ---------------------------------------------------------------
@@ -239,13 +287,14 @@ _DELIMITER_CHARS = list(string.punctuation)
 
 @st.composite
 def encodings(draw: st.DrawFn) -> Encoding:
-    """Random valid delimiter sets: distinct printable non-alphanumeric characters."""
-    with_truncation = draw(st.booleans())
+    """Random valid delimiter sets: distinct printable non-alphanumeric characters; MSH-2
+    of 3 (no sub-component separator), 4 or 5 (truncation) characters."""
+    msh2_length = draw(st.sampled_from([3, 4, 5]))
     chars = draw(
         st.lists(
             st.sampled_from(_DELIMITER_CHARS),
-            min_size=6 if with_truncation else 5,
-            max_size=6 if with_truncation else 5,
+            min_size=1 + msh2_length,
+            max_size=1 + msh2_length,
             unique=True,
         )
     )
@@ -253,8 +302,8 @@ def encodings(draw: st.DrawFn) -> Encoding:
 
 
 def _delimiters(enc: Encoding) -> list[str]:
-    chars = [enc.field, enc.component, enc.repetition, enc.subcomponent, "\r", "\n"]
-    return [*chars, enc.truncation] if enc.truncation else chars
+    chars = [enc.field, enc.component, enc.repetition, enc.subcomponent, enc.truncation]
+    return [char for char in chars if char] + ["\r", "\n"]
 
 
 # Text that is rich in delimiters and escape-like sequences, plus arbitrary text.
@@ -279,6 +328,7 @@ def test_escape_round_trip_default(text: str) -> None:
 @example(Encoding.from_msh("|", ".~\\&"), "a\nb")
 @example(Encoding.from_msh("|", "^~.&"), "a\nb.")
 @example(Encoding.from_msh("#", "$%*@!"), '""')
+@example(Encoding.from_msh("|", "^~\\"), "Smith & Jones")
 @settings(max_examples=300)
 def test_escape_round_trip_random_delimiters(enc: Encoding, text: str) -> None:
     escaped = enc.escape_text(text)
@@ -286,3 +336,29 @@ def test_escape_round_trip_random_delimiters(enc: Encoding, text: str) -> None:
     for char in _delimiters(enc):
         assert char not in escaped
     assert escaped != '""'
+    assert enc.msh2 == "".join(
+        [enc.component, enc.repetition, enc.escape, enc.subcomponent, enc.truncation]
+    )
+
+
+@given(st.binary(max_size=12), st.sampled_from(["utf-8", "iso-8859-1", "ascii", "gb18030"]))
+@example(b"\xc3\xa9", "utf-8")
+@example(b"\xe9", "utf-8")
+@settings(max_examples=300)
+def test_hex_escapes_decode_as_the_same_bytes_written_raw(data: bytes, codec: str) -> None:
+    """``\\Xhh..\\`` is the bytes it names: it decodes exactly when they do, to the same
+    text, byte by byte or in one sequence; ``replace`` is the codec's own replacement."""
+    whole = f"\\X{data.hex()}\\" if data else ""
+    bytewise = "".join(f"\\X{byte:02X}\\" for byte in data)
+    try:
+        expected = data.decode(codec)
+    except UnicodeDecodeError:
+        for escaped in (whole, bytewise):
+            with pytest.raises(UndecodableEscape):
+                ENC.unescape(escaped, codec, undecodable="raise")
+            replaced = ENC.unescape(escaped, codec, undecodable="replace")
+            assert replaced == data.decode(codec, errors="replace")
+        return
+    for escaped in (whole, bytewise):
+        for undecodable in ("keep", "raise", "replace"):
+            assert ENC.unescape(escaped, codec, undecodable=undecodable) == expected

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from converter.errors import ConversionError, ParseError, UnsupportedMessageError
+from converter.errors import CharsetError, ConversionError, ParseError, UnsupportedMessageError
 from converter.hl7v2 import RawMessage, split_messages
 from converter.hl7v2.encoding import Encoding
 
@@ -33,8 +33,33 @@ def test_split_mixed_separators() -> None:
     assert split_messages(data) == [RawMessage(ONE, 1)]
 
 
+BOM = b"\xef\xbb\xbf"
+
+
 def test_split_strips_utf8_bom() -> None:
-    assert split_messages(b"\xef\xbb\xbf" + ONE) == [RawMessage(ONE, 1)]
+    # Taken off data, and recorded: the message's bytes are UTF-8 (see source).
+    assert split_messages(BOM + ONE) == [RawMessage(ONE, 1, bom=True)]
+    assert split_messages(BOM + ONE)[0].source == BOM + ONE
+    assert split_messages(ONE)[0].source == ONE
+    assert split_messages(BOM + b"\r\n" + ONE) == [RawMessage(ONE, 1, bom=True)]
+
+
+def test_split_files_saved_with_a_bom_then_concatenated() -> None:
+    """Each file's BOM opens its first line: once that line did not start with MSH, was
+    glued to the message before, and both failed."""
+    two = MSH_B + b"\r" + PID
+    data = BOM + ONE + b"\r\n" + BOM + two + b"\r\n" + MSH_A + b"\r\n"
+    assert split_messages(data) == [
+        RawMessage(ONE, 1, bom=True),
+        RawMessage(two, 2, bom=True),
+        RawMessage(MSH_A, 3),
+    ]
+
+
+def test_split_a_bom_before_a_batch_holds_for_its_messages() -> None:
+    batch = b"\r".join([b"FHS|^~\\&", b"BHS|^~\\&", ONE, MSH_B, b"BTS|2", b"FTS|1"])
+    data = BOM + batch + b"\r" + batch + b"\r" + BOM + b"BHS|^~\\&\r" + MSH_A + b"\rBTS|1"
+    assert [raw.bom for raw in split_messages(data)] == [True, True, False, False, True]
 
 
 def test_split_ignores_trailing_blanks_and_blank_lines() -> None:
@@ -117,6 +142,25 @@ def test_split_crlf_sample_with_bom() -> None:
     message = parse(raw.data)
     assert message.control_id == "HPE-ADT-20241125-000102"
     assert str(message.PV1[19]) == "PE2024112561"
+
+
+@pytest.mark.parametrize("configured", ["utf-8", "iso-8859-1"])
+@pytest.mark.parametrize("msh18", ["", "8859/1", "ASCII"])
+def test_a_message_behind_a_bom_is_read_as_utf8(msh18: str, configured: str) -> None:
+    """A UTF-8 BOM is unambiguous (as ISO 8859-1 it would be the text "ï»¿", before
+    MSH): the bytes are UTF-8 whatever MSH-18 or the default charset say. Once "Renée"
+    came out as "RenÃ©e"."""
+    data = build("PID|1||123^^^H^MR||Renée^Ann", charset=msh18)
+    (raw,) = split_messages(BOM + data)
+    message = parse(raw.source, default_charset=configured)
+    assert str(message.PID[5]) == "Renée"
+    assert message.codec == "utf-8"
+    assert message.control_id == "CID-1"
+    # Bytes that are not UTF-8 after all: a located CharsetError, as in any UTF-8 message.
+    latin1 = build("PID|1||123^^^H^MR||Ren", charset=msh18) + b"\xe9e"
+    with pytest.raises(CharsetError) as caught:
+        parse(BOM + latin1, default_charset=configured)
+    assert caught.value.location == "PID-5"
 
 
 def test_split_latin1_sample() -> None:

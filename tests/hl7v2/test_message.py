@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from converter.errors import CharsetError
 from converter.hl7v2 import Group, Message, Segment, Value
 
 from ._support import SAMPLES, parse, parse_segments
@@ -120,6 +121,51 @@ def test_subcomponent_of_subcomponent(pid: Segment) -> None:
     assert sub[1] is sub
     assert str(sub[2]) == ""
     assert sub[2].path == "PID-3.4.2"
+
+
+@pytest.mark.parametrize("msh2", ["^~\\", "^~"])
+def test_without_a_subcomponent_separator_an_ampersand_is_text(msh2: str) -> None:
+    """MSH-2 "^~\\" or "^~" declares no sub-component separator: once "&" was assumed
+    and "Smith & Jones" read as "Smith " (HL7 v2.5 §2.16.9.2: the four characters, in
+    order; absent ones are not invented)."""
+    message = parse_segments(
+        "PID|1||123^^^HOSP&1.2.3^MR||Smith & Jones^Ann||||||12 rue Bonnet & Fils^B & C^Lyon",
+        msh2=msh2,
+    )
+    pid = message.PID
+    assert message.encoding.subcomponent == ""
+    assert str(pid[5]) == "Smith & Jones"
+    assert str(pid[5][1]) == "Smith & Jones"
+    assert str(pid[5][1][1]) == "Smith & Jones"
+    assert str(pid[5][1][2]) == ""
+    assert pid[5][1].components == [pid[5][1]]
+    assert str(pid[3][4]) == "HOSP&1.2.3"
+    assert [str(c) for c in pid[11].components] == ["12 rue Bonnet & Fils", "B & C", "Lyon"]
+    assert pid[11][2]
+    assert str(message.MSH[2]) == msh2
+
+
+def test_an_undecodable_hex_escape_is_a_charset_error_at_its_path() -> None:
+    """``\\XE9\\`` in a UTF-8 message: what the raw byte 0xE9 would be, a located
+    CharsetError, not the escape kept as text in Patient.name (strict, and outside a
+    rendering; the lenient replacement is in tests/test_convert.py)."""
+    message = parse_segments("PID|1||123^^^H^MR||Ren\\XE9\\e^Ann~Ok^Ren\\XE9\\e|^\\XE9\\")
+    for read in (
+        lambda: str(message.PID[5]),
+        lambda: message.PID[5].text,
+        lambda: bool(message.PID[6]),  # a value present in a later leaf only
+    ):
+        with pytest.raises(CharsetError) as caught:
+            read()
+        assert caught.value.reason == "hexadecimal escape is not valid utf-8"
+        assert caught.value.detail == "escape \\XE9\\"
+        assert "XE9" not in str(caught.value)
+    with pytest.raises(CharsetError) as caught:
+        str(message.PID[5].reps[1][2])
+    assert caught.value.location == "PID-5(2).2"
+    assert str(message.PID[5].reps[1][1]) == "Ok"  # the value beside it reads as ever
+    latin1 = parse_segments("PID|1||123^^^H^MR||Ren\\XE9\\e", charset="8859/1")
+    assert str(latin1.PID[5]) == "Renée"
 
 
 def test_child_key_errors(pid: Segment) -> None:

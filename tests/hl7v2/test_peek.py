@@ -28,6 +28,16 @@ def test_reads_msh_and_the_first_pid_whatever_the_line_breaks(newline: bytes) ->
     assert header.patient_key == "12345^HOSP&1.2.250.1&ISO"
 
 
+def test_msh2_of_three_characters_has_no_subcomponent_separator() -> None:
+    # Once "&" was assumed (a version "2.5&x" read as "2.5"); with none declared, a split
+    # on it would be a ValueError before the ACK.
+    data = MSH.replace(b"^~\\&", b"^~\\", 1).replace(b"|2.5.1", b"|2.5 & 2.6", 1)
+    header = peek_header(data + b"\r" + PID)
+    assert header.encoding.msh2 == "^~\\"
+    assert header.version == "2.5 & 2.6"
+    assert header.control_id == "CTL-9"
+
+
 def test_without_pid_the_patient_key_is_empty_and_bytes_after_msh_are_not_decoded() -> None:
     # Invalid UTF-8 in a later segment does not matter to the header.
     header = peek_header(MSH + b"\rOBX|1|ST|X||\xff\xfe\r")

@@ -326,6 +326,17 @@ def test_unsupported_versions() -> None:
         assert info.value.location == "MSH-12"
 
 
+def test_an_unsupported_version_is_not_quoted_in_the_error_text() -> None:
+    """``str(error)`` never holds message content (converter.errors): a misaligned MSH
+    can put a name in MSH-12. The value goes to ``detail``."""
+    with pytest.raises(UnsupportedMessageError) as info:
+        parse_segments("PID|1", version="DUPONT Marie 1985-03-12")
+    error = info.value
+    assert str(error) == "HL7 version is not supported (2.3 to 2.8) at MSH-12 (MSH-10 CID-1)"
+    assert error.detail == "'DUPONT Marie 1985-03-12'"
+    assert error.hl7_error_code == "203"
+
+
 def test_version_catalog_is_cached_and_trimmed() -> None:
     catalog = StructureCatalog()
     assert catalog.version("2.5") is catalog.version("2.5")

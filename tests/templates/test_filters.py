@@ -111,9 +111,15 @@ def test_timestamp_filters_take_hl7_values(env: Any) -> None:
         ("fhir_datetime", "20240230"),
         ("fhir_instant", "20240312"),
         ("fhir_time", "2500"),
+        ("fhir_datetime", "20240312101560"),  # second 60 that is no leap second
         ("decimal", "12,5"),
         ("integer", "1.5"),
         ("boolean", "maybe"),
+        # Digits of other scripts: int() and Decimal() read them, FHIR does not.
+        ("decimal", "\u0666\u0668.\u0665"),  # Arabic-Indic 68.5
+        ("decimal", "\uff11\uff16\uff15"),  # fullwidth 165
+        ("integer", "\uff11\uff16\uff15"),
+        ("integer", "\u0967\u0968"),  # Devanagari 12
     ],
 )
 def test_invalid_values_are_located_errors_or_lenient_warnings(
@@ -233,6 +239,8 @@ def test_an_unknown_code_map_is_a_template_error(env: Any) -> None:
         ("LN", "http://loinc.org"),
         ("HL70203", "http://terminology.hl7.org/CodeSystem/v2-0203"),
         ("1.2.250.1.213", "urn:oid:1.2.250.1.213"),
+        ("1.2.\u0662\u0665\u0660", "1.2.\u0662\u0665\u0660"),  # Arabic-Indic digits: no OID
+        ("HL7\u0660\u0662\u0660\u0663", "HL7\u0660\u0662\u0660\u0663"),  # nor a v2 table
         (UUID, f"urn:uuid:{UUID.lower()}"),
         ("99LAB", "99LAB"),
         ("has space", None),

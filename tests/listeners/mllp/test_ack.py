@@ -408,3 +408,14 @@ def test_every_python_codec_name_in_msh18_gets_an_ack_in_ascii_delimiters() -> N
         info = parse_ack(ack)
         assert info.acknowledged_id == "CS", charset
         assert info.code == ("AA" if header.codec else "AR"), charset
+
+
+def test_a_three_character_msh2_gets_an_err_1_without_sub_components() -> None:
+    """MSH-2 ``^~\\`` declares no sub-component separator: the ACK's ERR-1 (before v2.5)
+    writes the code alone, and reading such an ACK back finds it."""
+    outcome = AckOutcome.reject("102", "bad date", location=ErrorLocation.parse("PID[1]-7"))
+    ack = build_ack(message("SHORT", version="2.3", msh2="^~\\"), outcome)
+    msh, _, err = segments(ack)
+    assert msh[1] == "^~\\"
+    assert err == ["ERR", "PID^1^7^102"]
+    assert parse_ack(ack).error_codes == ("102",)
