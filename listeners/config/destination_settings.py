@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from .amqp_settings import _amqp_publish
 from .model import AuthConfig, ConfigError, ConverterSettings, DestinationConfig, RouteConfig
@@ -80,6 +81,17 @@ def _destination(
     url = section.get("url") or None
     if url is not None and not str(url).startswith(("http://", "https://")):
         raise ConfigError(f"{where}.url must be an http(s) URL")
+    try:
+        netloc = urlsplit(str(url)).netloc if url is not None else ""
+    except ValueError:  # an unbalanced "[" in the host
+        raise ConfigError(f"{where}.url is not a valid URL") from None
+    if kind != "none" and "@" in netloc:
+        # httpx would send Basic credentials built from them instead of the configured
+        # authentication, on every request and without a word.
+        raise ConfigError(
+            f"{where}.url holds credentials (user:***@) while {where}.auth.kind is {kind!r}: "
+            "they would replace the configured authentication; remove them from the url"
+        )
     headers = section.get("headers", {})
     if not isinstance(headers, dict):
         raise ConfigError(f"{where}.headers must be a table")

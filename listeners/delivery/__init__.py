@@ -103,7 +103,8 @@ def destination_location(destination: DestinationConfig) -> str:
 async def sink_readiness(
     sinks: Mapping[str, Sink], gate: DestinationGate | None = None
 ) -> dict[str, str | None]:
-    """``destination:<name>`` → None when it can take bundles, else why not (for /ready).
+    """``destination:<name>`` → None when it can take bundles, else why not (for /ready);
+    never raises (an unexpected error of a probe is a reason, in safe words).
     With ``gate``, a destination paused after a transient failure is not ready either,
     though its ``/metadata`` may answer: a server that 503s every POST is not ready."""
     checks: dict[str, str | None] = {}
@@ -113,6 +114,11 @@ async def sink_readiness(
             checks[f"destination:{name}"] = None
         except DeliveryError as exc:
             checks[f"destination:{name}"] = str(exc)[:200]
+        except Exception as exc:  # never a 500 from /ready: a bug of a probe says not ready
+            failure = describe_failure(exc)
+            checks[f"destination:{name}"] = (
+                f"destination {name}: readiness check failed ({failure})"
+            )
     if gate is not None:
         for name, reason in gate.readiness().items():
             checks[name] = "; ".join(filter(None, (checks.get(name), reason)))

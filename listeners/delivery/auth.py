@@ -14,13 +14,14 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 from urllib.parse import quote
 
 import httpx
 
 from ..config import AuthConfig, ConfigError, Secret
 from ..errors import TransientDeliveryError
+from .exchange import MAX_TOKEN_ANSWER_BYTES, AnswerTooLarge, bounded_exchange
 from .failures import http_status_text, transport_failure
 from .retry_after import parse_retry_after
 from .urls import redact_url
@@ -188,18 +189,40 @@ class OAuth2ClientCredentials:
         else:
             form["client_id"] = self._client_id
             form["client_secret"] = self._client_secret.reveal()
-        extra: dict[str, Any] = {} if self._timeout is None else {"timeout": self._timeout}
         started = self._clock()
+        # Raised outside the ``except``: describe_failure gives their own text.
+        failure: TransientDeliveryError | None = None
         try:
-            response = await self._client.post(self._token_url, data=form, headers=headers, **extra)
+            # The whole exchange within the timeout, the answer read up to a cap: a token
+            # endpoint trickling its answer would hold every delivery waiting for the token.
+            response = await bounded_exchange(
+                self._client,
+                "POST",
+                self._token_url,
+                data=form,
+                headers=headers,
+                deadline=self._timeout,
+                max_body=MAX_TOKEN_ANSWER_BYTES,
+            )
         except httpx.TimeoutException:
             raise TransientDeliveryError(
                 f"OAuth2 token endpoint {self._shown_url} timed out"
             ) from None
-        except (httpx.TransportError, OSError) as exc:  # OSError: unwrapped ssl.SSLError
+        except AnswerTooLarge as exc:
+            failure = TransientDeliveryError(
+                f"OAuth2 token endpoint {self._shown_url}: the answer exceeds {exc.limit} bytes"
+            )
+        except httpx.DecodingError:
+            failure = TransientDeliveryError(
+                f"OAuth2 token endpoint {self._shown_url}: the answer's body does not match "
+                "its Content-Encoding"
+            )
+        except (httpx.HTTPError, OSError) as exc:  # OSError: unwrapped ssl.SSLError
             raise TransientDeliveryError(
                 f"OAuth2 token endpoint {self._shown_url} unreachable: {transport_failure(exc)}"
             ) from None
+        if failure is not None:
+            raise failure
         if response.status_code != 200:
             raise TransientDeliveryError(
                 f"OAuth2 token endpoint {self._shown_url} answered "

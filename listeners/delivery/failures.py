@@ -17,14 +17,17 @@ import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http import HTTPStatus
+from typing import Any
 
 import httpx
 
-from ..errors import DeliveryError, ServiceError
+from ..errors import DeliveryError, ServiceError, TransientDeliveryError
 from .backoff import retry_after_capped
+from .exchange import SlowAnswerTimeout
 
 __all__ = [
     "FailureReason",
+    "UnexpectedAnswerError",
     "describe_failure",
     "http_status_text",
     "retry_detail",
@@ -36,6 +39,8 @@ _MAX_CHAIN = 12
 _MAX_OWN_TEXT = 160
 
 _TIMEOUTS: tuple[tuple[type[BaseException], str], ...] = (
+    # Before ReadTimeout, its base: the answer began, then came too slowly.
+    (SlowAnswerTimeout, "timeout: the answer came too slowly"),
     (httpx.ConnectTimeout, "timeout while connecting"),
     (httpx.ReadTimeout, "timeout waiting for the answer"),
     (httpx.WriteTimeout, "timeout while sending the request"),
@@ -53,6 +58,39 @@ class FailureReason:
 
     def __str__(self) -> str:
         return f"{self.kind}: {self.reason}"
+
+
+class UnexpectedAnswerError(TransientDeliveryError):
+    """An HTTP answer that is no verdict of a FHIR server on the bundle: a 2xx that is not a
+    transaction-response (a login page, a firewall's page, an empty body, a web application
+    the url points at), a redirect. The destination's configuration is at fault, not the
+    bundle: retried, and the destination paused, like a 5xx.
+
+    ``problem``: what was wrong, in safe words (status, Content-Type, resourceType, entry
+    counts; never the body), for log lines and ``/ready``. ``detail``: what may quote more
+    (a redirect's whole Location), stored in the record's ``detail``, which only
+    ``dead-letters show --payload`` prints.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        problem: str,
+        outcome: dict[str, Any] | None = None,
+        retry_after: float | None = None,
+        detail: str | None = None,
+    ) -> None:
+        super().__init__(message, status=status, outcome=outcome, retry_after=retry_after)
+        self.problem = problem
+        self.detail = detail
+
+    def as_record(self) -> dict[str, Any]:
+        record = super().as_record()
+        if self.detail:
+            record["detail"] = self.detail
+        return record
 
 
 def http_status_text(status: int) -> str:
@@ -134,6 +172,8 @@ def describe_failure(exc: BaseException) -> FailureReason:
     """Kind and reason of any delivery failure: the HTTP status when there was an answer,
     else the transport error it came from (its cause chain), else our own error's text
     (our messages name statuses, destinations and redacted URLs only), else the class."""
+    if isinstance(exc, UnexpectedAnswerError):
+        return FailureReason(type(exc).__name__, exc.problem)
     status = exc.status if isinstance(exc, DeliveryError) else None
     if status is not None:
         return FailureReason(type(exc).__name__, http_status_text(status))

@@ -2,14 +2,26 @@
 
 Outcome of one delivery:
 
-* 2xx with a ``transaction-response`` whose entries all succeeded → :class:`DeliveryReceipt`;
+* 2xx with a ``transaction-response`` (``batch-response``) Bundle holding one entry per entry
+  sent, all of them succeeded → :class:`DeliveryReceipt`;
+* any other 2xx — an HTML page (a login page, a firewall, a base url pointing at a web
+  application), an empty body, an OperationOutcome, a Bundle of another type or size — is no
+  FHIR server's verdict on the bundle: :class:`~listeners.delivery.failures.UnexpectedAnswerError`,
+  a transient failure (retried, the destination paused), never a delivery;
 * 408, 429, 5xx, timeouts, connection and TLS errors → :class:`TransientDeliveryError`
-  (``retry_after`` from ``Retry-After``, seconds or HTTP-date);
+  (``retry_after`` from ``Retry-After``, seconds or HTTP-date; an unreadable one is ignored);
 * 401 → the token is renewed and the request sent once more (OAuth2); a 401 that persists is
   **transient**, not a rejection: wrong or expired credentials are a problem of the destination's
   configuration, not of the bundle, and must not dead-letter every message until they are fixed.
-  Likewise a 3xx (the url points at a redirect);
+  Likewise a 3xx (the url points at a redirect: an ``UnexpectedAnswerError`` naming the
+  Location's scheme, host and port only);
 * other 4xx → :class:`RejectedDeliveryError` carrying the server's OperationOutcome.
+
+Each exchange — connecting, sending, waiting, reading the whole answer — ends within the
+destination's ``timeout`` (httpx's own timeout bounds each read, not a body trickled a byte at a
+time), and an answer is read up to :data:`~listeners.delivery.exchange.MAX_ANSWER_BYTES`
+(64 MiB, decoded): see :mod:`listeners.delivery.exchange`. A body not matching its
+Content-Encoding is a transient failure too.
 
 Readiness (:meth:`FhirServerSink.check`) reads ``[base]/metadata``, which servers serve without
 authentication: it cannot tell wrong credentials. So the sink also remembers a delivery
@@ -43,12 +55,16 @@ cap transactions (Medplum: 50 updates); the answer is judged by the same rules.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
+import re
 import ssl
 import time
 from collections.abc import Mapping
 from functools import partial
 from typing import Any, Self
+from urllib.parse import urlsplit
 
 import certifi
 import httpx
@@ -69,11 +85,12 @@ from .answers import (
 from .auth import Authenticator, build_authenticator
 from .base import BundleInput, DeliveryReceipt, EntryResult, bundle_bytes
 from .deletes import AbsentDeletes
-from .failures import http_status_text, transport_failure
+from .exchange import MAX_ANSWER_BYTES, AnswerTooLarge, bounded_exchange
+from .failures import UnexpectedAnswerError, http_status_text, transport_failure
 from .retry_after import parse_retry_after
-from .urls import join_url, normalize_base, redact_url
+from .urls import join_url, normalize_base, origin, redact_url
 
-__all__ = ["FhirServerSink", "outcome_summary", "ssl_context"]
+__all__ = ["FhirServerSink", "check_url_credentials", "outcome_summary", "ssl_context"]
 
 _log = logging.getLogger(__name__)
 
@@ -84,6 +101,15 @@ _USER_AGENT = "passerelle"
 _MAX_ISSUES_IN_MESSAGE = 5
 #: Statuses that mean "your credentials were not accepted", whatever the bundle.
 _REFUSALS = (401, 403)
+#: The Bundle.type a server answers a transaction or a batch with (FHIR R4 http.html#transaction).
+_RESPONSE_TYPES = {"transaction": "transaction-response", "batch": "batch-response"}
+#: A bundle this large (bytes) is parsed off the event loop to count its entries.
+_PARSE_IN_THREAD = 256 * 1024
+#: What of a Content-Type, a resourceType or a Bundle.type an error may quote (they are the
+#: server's free text): a media type, a FHIR name, a code.
+_MEDIA_TYPE = re.compile(r"[a-z0-9!#$&^_.+-]{1,64}/[a-z0-9!#$&^_.+-]{1,64}")
+_FHIR_NAME = re.compile(r"[A-Za-z]{1,64}")
+_CODE = re.compile(r"[a-z-]{1,40}")
 
 
 def ssl_context(destination: DestinationConfig) -> ssl.SSLContext:
@@ -114,6 +140,7 @@ class FhirServerSink:
     def __init__(self, destination: DestinationConfig, *, max_connections: int = 20) -> None:
         if not destination.url:
             raise ConfigError(f"destinations.{destination.name}: no FHIR server url")
+        check_url_credentials(destination.name, destination.url, destination.auth.kind)
         self._destination = destination
         self._url = normalize_base(destination.url)
         #: What errors, readiness and logs show of the url (no userinfo, no query).
@@ -161,14 +188,16 @@ class FhirServerSink:
     async def deliver(self, bundle: BundleInput, envelope: Envelope) -> DeliveryReceipt:
         """POST the bundle; see the module docstring for the outcome rules."""
         started = time.monotonic()
+        sent = await _entry_count(bundle)
         response = await self._post(bundle)
         try:
-            receipt = self._receipt(response, started)
+            receipt = self._receipt(response, started, sent)
         except RejectedDeliveryError:
             again = await self._deletes.redelivery(bundle, response, envelope.control_id)
             if again is None:
                 raise
-            receipt = again.receipt(self._receipt(await self._post(again.bundle), started))
+            answer = await self._post(again.bundle)
+            receipt = again.receipt(self._receipt(answer, started, len(again.bundle["entry"])))
         _log.debug(
             "destination %s took bundle (message %s): %s",
             self.name,
@@ -232,7 +261,12 @@ class FhirServerSink:
         headers: Mapping[str, str] | None = None,
         timeout: float | None = None,
     ) -> httpx.Response:
-        """One request, sent again once if a 401 made the authenticator renew its token."""
+        """One request, sent again once if a 401 made the authenticator renew its token.
+
+        Each exchange — sending, waiting, reading the whole answer — ends within ``timeout``
+        (the destination's, by default) and reads at most :data:`MAX_ANSWER_BYTES`. Whatever
+        keeps it from an HTTP answer is a :class:`TransientDeliveryError`."""
+        limit = timeout if timeout is not None else self._timeout
         for attempt in (1, 2):
             authorization = await self._auth.authorization()
             request_headers = dict(self._headers)
@@ -240,22 +274,38 @@ class FhirServerSink:
                 request_headers.update(headers)
             if authorization is not None:
                 request_headers["Authorization"] = authorization
+            # Errors raised outside their ``except``, with no context: describe_failure
+            # then gives their own text (which says more than a bare "timeout").
+            failure: TransientDeliveryError | None = None
             try:
-                response = await self._client.request(
+                response = await bounded_exchange(
+                    self._client,
                     method,
                     url,
                     content=content,
                     headers=request_headers,
-                    timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+                    deadline=limit,
+                    max_body=MAX_ANSWER_BYTES,
                 )
-            except httpx.TimeoutException as exc:
+            except httpx.TimeoutException as exc:  # SlowAnswerTimeout too: a trickled answer
                 # ``from None`` keeps tracebacks short; the cause stays in __context__, where
                 # failures.describe_failure finds it for the log lines.
                 raise TransientDeliveryError(
                     f"destination {self.name}: {method} {redact_url(url)} timed out "
-                    f"({type(exc).__name__}, limit {timeout or self._timeout:g}s)"
+                    f"({transport_failure(exc).reason}; limit {limit:g}s for the whole "
+                    "exchange)"
                 ) from None
-            except (httpx.TransportError, OSError) as exc:
+            except AnswerTooLarge as exc:
+                failure = TransientDeliveryError(
+                    f"destination {self.name}: {method} {redact_url(url)}: the answer "
+                    f"exceeds {exc.limit} bytes (not read further)"
+                )
+            except httpx.DecodingError:
+                failure = TransientDeliveryError(
+                    f"destination {self.name}: {method} {redact_url(url)}: the answer's "
+                    "body does not match its Content-Encoding"
+                )
+            except (httpx.HTTPError, OSError) as exc:
                 # OSError: ssl.SSLError may escape httpx unwrapped, e.g. a TLS 1.3 server
                 # refusing our client certificate after the handshake, on the first read.
                 # Not str(exc): a library's text may quote what the server sent.
@@ -263,6 +313,8 @@ class FhirServerSink:
                     f"destination {self.name}: cannot reach {redact_url(url)}: "
                     f"{transport_failure(exc)}"
                 ) from None
+            if failure is not None:
+                raise failure
             if (
                 response.status_code == 401
                 and attempt == 1
@@ -285,42 +337,95 @@ class FhirServerSink:
         elif status == 403:
             message += " (check the destination's credentials and permissions)"
         elif 300 <= status < 400:
-            location = response.headers.get("Location")
-            message += (
-                f" (redirected to {redact_url(location)}; fix the destination url)"
-                if location
-                else " (unexpected redirect; fix the destination url)"
-            )
+            return self._redirect(response, outcome, retry_after)
         if retried_status(status):
             return TransientDeliveryError(
                 message, status=status, outcome=outcome, retry_after=retry_after
             )
         return RejectedDeliveryError(message, status=status, outcome=outcome)
 
-    def _receipt(self, response: httpx.Response, started: float) -> DeliveryReceipt:
+    def _redirect(
+        self,
+        response: httpx.Response,
+        outcome: dict[str, Any] | None,
+        retry_after: float | None,
+    ) -> DeliveryError:
+        """A 3xx: the url points at a redirect. Its errors show where to, as scheme, host and
+        port only: a Location's path and query may hold a patient's id or a token (the
+        whole Location goes to the record's ``detail``, printed by ``show --payload``)."""
+        status = response.status_code
+        location = response.headers.get("Location")
+        target = origin(location, self._url)
+        if not location:
+            where = "redirected without a Location"
+        elif target is None:
+            where = "redirected (Location not shown: unreadable)"
+        else:
+            ours = origin(self._url)
+            same = ours is not None and ours[1] == target[1]
+            where = f"redirected to {'the same' if same else 'another'} host, {target[0]}"
+        return UnexpectedAnswerError(
+            f"destination {self.name}: {http_status_text(status)} ({where}; fix the "
+            "destination url)",
+            status=status,
+            problem=f"{http_status_text(status)}, {where}",
+            outcome=outcome,
+            retry_after=retry_after,
+            detail=f"Location: {location}" if location else None,
+        )
+
+    def _unexpected(self, response: httpx.Response, problem: str, bundle: bool) -> DeliveryError:
+        """A 2xx that is no transaction-response for the bundle sent (see :meth:`_receipt`);
+        ``bundle``: the answer is a Bundle (of another type or size)."""
+        status = http_status_text(response.status_code)
+        hint = (
+            "the server did not answer each entry sent"
+            if bundle
+            else "check the destination url: a web page, a login page or a proxy may answer it"
+        )
+        return UnexpectedAnswerError(
+            f"destination {self.name}: {status} with {problem}: not taken as delivered ({hint})",
+            status=response.status_code,
+            problem=f"{status} with {problem}",
+            outcome=operation_outcome(response),
+        )
+
+    def _receipt(
+        self, response: httpx.Response, started: float, sent: int | None
+    ) -> DeliveryReceipt:
+        """The receipt of a 2xx answering a bundle of ``sent`` entries (None: not counted).
+
+        Only a Bundle of type transaction-response (batch-response for a batch) with one
+        entry per entry sent proves the delivery: any other 2xx — an HTML page, an empty
+        body, an OperationOutcome, a Bundle of another type or size — is no verdict of a
+        FHIR server on the bundle (a base url pointing at a web application, a login page
+        or firewall in front of the server): an :class:`UnexpectedAnswerError`, retried."""
         if not 200 <= response.status_code < 300:
             if response.status_code in _REFUSALS:
                 self._refused = response.status_code
             raise self._error(response)
         # The server took the request as ours: whatever refused us before is fixed.
         self._refused = None
-        entries: tuple[EntryResult, ...] = ()
-        failed: list[tuple[int, EntryResult, dict[str, Any] | None]] = []
         payload = json_body(response)
-        if isinstance(payload, dict) and payload.get("resourceType") == "Bundle":
-            results = []
-            for index, entry in enumerate(payload.get("entry") or []):
-                answer = entry.get("response") if isinstance(entry, dict) else None
-                answer = answer if isinstance(answer, dict) else {}
-                result = EntryResult(
-                    status=entry_status(answer.get("status")),
-                    location=_str_or_none(answer.get("location")),
-                )
-                results.append(result)
-                if result.status is None or not 200 <= result.status < 300:
-                    outcome = answer.get("outcome")
-                    failed.append((index, result, outcome if is_outcome(outcome) else None))
-            entries = tuple(results)
+        problem = self._shape_problem(response, payload, sent)
+        if problem is not None:
+            bundle = isinstance(payload, dict) and payload.get("resourceType") == "Bundle"
+            raise self._unexpected(response, problem, bundle)
+        assert isinstance(payload, dict)  # checked by _shape_problem
+        failed: list[tuple[int, EntryResult, dict[str, Any] | None]] = []
+        results = []
+        for index, entry in enumerate(payload.get("entry") or []):
+            answer = entry.get("response") if isinstance(entry, dict) else None
+            answer = answer if isinstance(answer, dict) else {}
+            result = EntryResult(
+                status=entry_status(answer.get("status")),
+                location=_str_or_none(answer.get("location")),
+            )
+            results.append(result)
+            if result.status is None or not 200 <= result.status < 300:
+                outcome = answer.get("outcome")
+                failed.append((index, result, outcome if is_outcome(outcome) else None))
+        entries = tuple(results)
         if failed:
             raise self._partial_failure(response.status_code, entries, failed)
         return DeliveryReceipt(
@@ -330,6 +435,43 @@ class FhirServerSink:
             entries=entries,
             elapsed=time.monotonic() - started,
         )
+
+    def _shape_problem(
+        self, response: httpx.Response, payload: Any, sent: int | None
+    ) -> str | None:
+        """What keeps a 2xx answer from being a transaction-response to ``sent`` entries, in
+        safe words (Content-Type, resourceType, Bundle.type, counts: never the body), or
+        None. A transaction may be answered as a batch (Medplum without its transaction
+        feature) and the reverse: each entry's status is read all the same."""
+        if not response.content:
+            return "an empty body"
+        expected = _RESPONSE_TYPES[self._destination.bundle_type]
+        if not isinstance(payload, dict):
+            if payload is None:
+                return f"{_content_type(response)}, not FHIR JSON"
+            return "JSON that is not a FHIR resource"
+        kind = payload.get("resourceType")
+        if kind != "Bundle":
+            if not isinstance(kind, str):
+                return "JSON that is not a FHIR resource"
+            name = kind if _FHIR_NAME.fullmatch(kind) else "resource of an unreadable type"
+            return f"{_article(name)} {name}, not a {expected} Bundle"
+        bundle_type = payload.get("type")
+        if bundle_type not in _RESPONSE_TYPES.values():
+            shown = (
+                bundle_type
+                if isinstance(bundle_type, str) and _CODE.fullmatch(bundle_type)
+                else "an unreadable type"
+            )
+            return f"a Bundle of type {shown}, not {expected}"
+        answers = payload.get("entry")
+        if answers is None:
+            answers = []
+        if not isinstance(answers, list):
+            return f"a {bundle_type} whose entry is not a list"
+        if sent is not None and len(answers) != sent:
+            return f"a {bundle_type} of {_entries(len(answers))} for {sent} sent"
+        return None
 
     def _partial_failure(
         self,
@@ -350,6 +492,62 @@ class FhirServerSink:
         if any(result.status is None or busy_status(result.status) for _, result, _ in failed):
             return TransientDeliveryError(message, status=first.status, outcome=outcome)
         return RejectedDeliveryError(message, status=first.status, outcome=outcome)
+
+
+def check_url_credentials(name: str, url: str, auth_kind: str) -> None:
+    """Refuse a url carrying credentials (``https://user:password@host/…``) for a destination
+    with an ``auth`` kind: httpx would build a Basic ``Authorization`` from them, which
+    silently replaces the configured authentication on every request."""
+    try:
+        has_userinfo = "@" in urlsplit(url).netloc
+    except ValueError:
+        return  # the request will say so
+    if has_userinfo and auth_kind != "none":
+        raise ConfigError(
+            f"destinations.{name}.url holds credentials (user:***@) while "
+            f"destinations.{name}.auth.kind is {auth_kind!r}: they would replace the configured "
+            "authentication; remove them from the url"
+        )
+
+
+def _content_type(response: httpx.Response) -> str:
+    """``a text/html body``: the media type of the answer if it looks like one."""
+    header = response.headers.get("Content-Type")
+    if not header:
+        return "a body without Content-Type"
+    media = header.split(";", 1)[0].strip().lower()
+    return (
+        f"a {media} body" if _MEDIA_TYPE.fullmatch(media) else "a body of unreadable Content-Type"
+    )
+
+
+def _entries(count: int) -> str:
+    return f"{count} entry" if count == 1 else f"{count} entries"
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
+async def _entry_count(bundle: BundleInput) -> int | None:
+    """How many entries ``bundle`` holds, to check the answer has as many (None: not a
+    readable Bundle, the server will say). A large one is parsed off the event loop."""
+    if isinstance(bundle, Mapping):
+        entries = bundle.get("entry")
+        return len(entries) if isinstance(entries, list) else 0
+    raw = bundle_bytes(bundle)
+    try:
+        data = (
+            await asyncio.to_thread(json.loads, raw)
+            if len(raw) > _PARSE_IN_THREAD
+            else json.loads(raw)
+        )
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    entries = data.get("entry")
+    return len(entries) if isinstance(entries, list) else 0
 
 
 def _str_or_none(value: Any) -> str | None:

@@ -14,7 +14,8 @@ __all__ = ["parse_retry_after"]
 def parse_retry_after(value: str | None, *, now: Callable[[], float] = time.time) -> float | None:
     """Seconds to wait from a ``Retry-After`` value: delay-seconds or an HTTP-date.
 
-    A date in the past gives 0; an absent or unreadable value gives ``None``. Fractional
+    A date in the past gives 0; an absent or unreadable value gives ``None``, and so does a
+    date out of any calendar's range: the header is then ignored, it never raises. Fractional
     seconds, which some servers send although the RFC says digits only, are accepted.
     """
     if value is None:
@@ -30,8 +31,10 @@ def parse_retry_after(value: str | None, *, now: Callable[[], float] = time.time
         return seconds if math.isfinite(seconds) and seconds >= 0 else None
     try:
         when = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
+        if when.tzinfo is None:  # "-0000": RFC 9110 dates are GMT anyway
+            when = when.replace(tzinfo=UTC)
+        return max(0.0, when.timestamp() - now())
+    # OverflowError: a year of eleven digits ("Sun, 06 Nov 99999999999 …"), which made a
+    # 422 a "delivery crashed" retried for ever; OSError: a date the platform cannot hold.
+    except (TypeError, ValueError, IndexError, OverflowError, OSError):
         return None
-    if when.tzinfo is None:  # "-0000": RFC 9110 dates are GMT anyway
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, when.timestamp() - now())

@@ -8,14 +8,18 @@ sent back to the senders, logs — shows :func:`redact_url` of it.
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit, urlunsplit
+import re
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 # The masking of ``--print-config``: one rule for every place a URL is shown.
 from ..config.model import mask_url
 
-__all__ = ["join_url", "normalize_base", "redact_url"]
+__all__ = ["join_url", "normalize_base", "origin", "redact_url"]
 
 _UNPARSEABLE = "(url not shown: unparseable)"
+#: A host name or IP address as :func:`urllib.parse.urlsplit` gives it (no brackets).
+_HOST = re.compile(r"[a-z0-9._:%-]{1,253}")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def redact_url(url: str | None) -> str:
@@ -44,3 +48,23 @@ def normalize_base(url: str) -> str:
     """The FHIR base without a trailing slash on its path (query and fragment kept)."""
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path=parts.path.rstrip("/")))
+
+
+def origin(url: str | None, base: str | None = None) -> tuple[str, str] | None:
+    """``(scheme://host:port, host)`` of ``url`` (resolved against ``base`` when relative,
+    as a redirect's ``Location`` may be), or ``None`` when it is no readable http(s) URL.
+    What a redirect may show: no userinfo, path or query (a Location may hold a patient's
+    id, or a token), and a host only if it looks like one."""
+    if not url:
+        return None
+    try:
+        parts = urlsplit(urljoin(base, url) if base else url)
+        scheme = parts.scheme.lower()
+        host = parts.hostname
+        port = parts.port
+    except ValueError:  # a port out of range, an unbalanced "["
+        return None
+    if scheme not in _DEFAULT_PORTS or not host or not _HOST.fullmatch(host):
+        return None
+    shown = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{shown}:{port or _DEFAULT_PORTS[scheme]}", host
