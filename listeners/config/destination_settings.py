@@ -81,17 +81,12 @@ def _destination(
     url = section.get("url") or None
     if url is not None and not str(url).startswith(("http://", "https://")):
         raise ConfigError(f"{where}.url must be an http(s) URL")
-    try:
-        netloc = urlsplit(str(url)).netloc if url is not None else ""
-    except ValueError:  # an unbalanced "[" in the host
-        raise ConfigError(f"{where}.url is not a valid URL") from None
-    if kind != "none" and "@" in netloc:
-        # httpx would send Basic credentials built from them instead of the configured
-        # authentication, on every request and without a word.
-        raise ConfigError(
-            f"{where}.url holds credentials (user:***@) while {where}.auth.kind is {kind!r}: "
-            "they would replace the configured authentication; remove them from the url"
-        )
+    if url is not None:
+        try:
+            urlsplit(str(url))
+        except ValueError:  # an unbalanced "[" in the host
+            raise ConfigError(f"{where}.url is not a valid URL") from None
+        check_url_credentials(name, str(url), kind)
     headers = section.get("headers", {})
     if not isinstance(headers, dict):
         raise ConfigError(f"{where}.headers must be a table")
@@ -141,3 +136,20 @@ def _check_batch_destinations(
                 f"{where}: request_mode {mode!r} needs a transaction, but "
                 f'destination {target!r} sends "batch"'
             )
+
+
+def check_url_credentials(name: str, url: str, auth_kind: str) -> None:
+    """Refuse a url carrying credentials (``https://user:password@host/…``) for a destination
+    with an ``auth`` kind: httpx would build a Basic ``Authorization`` from them, which
+    silently replaces the configured authentication on every request. Also checked by the
+    FHIR sink, for configurations built in code."""
+    try:
+        has_userinfo = "@" in urlsplit(url).netloc
+    except ValueError:
+        return  # the request will say so
+    if has_userinfo and auth_kind != "none":
+        raise ConfigError(
+            f"destinations.{name}.url holds credentials (user:***@) while "
+            f"destinations.{name}.auth.kind is {auth_kind!r}: they would replace the configured "
+            "authentication; remove them from the url"
+        )

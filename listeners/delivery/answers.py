@@ -7,17 +7,29 @@ targets (:mod:`listeners.delivery.deletes`), so that both judge an answer alike.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
 
+#: The Bundle type answering each bundle type sent.
+RESPONSE_TYPES = {"transaction": "transaction-response", "batch": "batch-response"}
+_MAX_ISSUES_IN_MESSAGE = 5
+_MEDIA_TYPE = re.compile(r"[a-z0-9!#$&^_.+-]{1,64}/[a-z0-9!#$&^_.+-]{1,64}")
+_FHIR_NAME = re.compile(r"[A-Za-z]{1,64}")
+_CODE = re.compile(r"[a-z-]{1,40}")
+
 __all__ = [
+    "RESPONSE_TYPES",
     "busy_status",
     "entry_status",
     "is_outcome",
     "json_body",
     "operation_outcome",
+    "outcome_summary",
     "retried_status",
+    "transaction_answer_problem",
 ]
 
 
@@ -59,3 +71,82 @@ def retried_status(status: int) -> bool:
     """What a whole answer is retried for: :func:`busy_status`, and 401 / 3xx (the
     destination's configuration, not the bundle's fault: fixed, the queue drains)."""
     return busy_status(status) or status == 401 or 300 <= status < 400
+
+
+def transaction_answer_problem(
+    response: httpx.Response, payload: Any, sent: int | None, expected: str
+) -> str | None:
+    """What keeps a 2xx answer from being an ``expected`` Bundle answering ``sent`` entries, in
+    safe words (Content-Type, resourceType, Bundle.type, counts: never the body), or
+    None. A transaction may be answered as a batch (Medplum without its transaction
+    feature) and the reverse: each entry's status is read all the same."""
+    if not response.content:
+        return "an empty body"
+    if not isinstance(payload, dict):
+        if payload is None:
+            return f"{_content_type(response)}, not FHIR JSON"
+        return "JSON that is not a FHIR resource"
+    kind = payload.get("resourceType")
+    if kind != "Bundle":
+        if not isinstance(kind, str):
+            return "JSON that is not a FHIR resource"
+        name = kind if _FHIR_NAME.fullmatch(kind) else "resource of an unreadable type"
+        return f"{_article(name)} {name}, not a {expected} Bundle"
+    bundle_type = payload.get("type")
+    if bundle_type not in RESPONSE_TYPES.values():
+        shown = (
+            bundle_type
+            if isinstance(bundle_type, str) and _CODE.fullmatch(bundle_type)
+            else "an unreadable type"
+        )
+        return f"a Bundle of type {shown}, not {expected}"
+    answers = payload.get("entry")
+    if answers is None:
+        answers = []
+    if not isinstance(answers, list):
+        return f"a {bundle_type} whose entry is not a list"
+    if sent is not None and len(answers) != sent:
+        return f"a {bundle_type} of {_entries(len(answers))} for {sent} sent"
+    return None
+
+
+def _content_type(response: httpx.Response) -> str:
+    """``a text/html body``: the media type of the answer if it looks like one."""
+    header = response.headers.get("Content-Type")
+    if not header:
+        return "a body without Content-Type"
+    media = header.split(";", 1)[0].strip().lower()
+    return (
+        f"a {media} body" if _MEDIA_TYPE.fullmatch(media) else "a body of unreadable Content-Type"
+    )
+
+
+def _entries(count: int) -> str:
+    return f"{count} entry" if count == 1 else f"{count} entries"
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
+def outcome_summary(outcome: Mapping[str, Any]) -> str:
+    """``severity code: diagnostics @ expression`` for the first issues of an OperationOutcome."""
+    parts = []
+    issues = outcome.get("issue") or []
+    for issue in issues[:_MAX_ISSUES_IN_MESSAGE]:
+        if not isinstance(issue, dict):
+            continue
+        text = issue.get("diagnostics")
+        if not text:
+            details = issue.get("details")
+            text = details.get("text") if isinstance(details, dict) else None
+        where = issue.get("expression") or issue.get("location") or []
+        part = f"{issue.get('severity', '?')} {issue.get('code', '?')}"
+        if text:
+            part += f": {text}"
+        if where:
+            part += f" @ {', '.join(str(w) for w in where)}"
+        parts.append(part)
+    if len(issues) > _MAX_ISSUES_IN_MESSAGE:
+        parts.append(f"(+{len(issues) - _MAX_ISSUES_IN_MESSAGE} more issues)")
+    return "; ".join(parts) if parts else "OperationOutcome without issues"

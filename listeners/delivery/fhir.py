@@ -58,13 +58,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import ssl
 import time
 from collections.abc import Mapping
 from functools import partial
 from typing import Any, Self
-from urllib.parse import urlsplit
 
 import certifi
 import httpx
@@ -72,15 +70,19 @@ import httpx
 from converter import json_dumps, json_loads
 
 from ..config import ConfigError, DestinationConfig
+from ..config.destination_settings import check_url_credentials
 from ..errors import DeliveryError, RejectedDeliveryError, TransientDeliveryError
 from ..queue.base import Envelope
 from .answers import (
+    RESPONSE_TYPES,
     busy_status,
     entry_status,
     is_outcome,
     json_body,
     operation_outcome,
+    outcome_summary,
     retried_status,
+    transaction_answer_problem,
 )
 from .auth import Authenticator, build_authenticator
 from .base import BundleInput, DeliveryReceipt, EntryResult, bundle_bytes
@@ -98,18 +100,13 @@ FHIR_JSON = "application/fhir+json"
 #: Readiness probes give up sooner than deliveries.
 CHECK_TIMEOUT = 5.0
 _USER_AGENT = "passerelle"
-_MAX_ISSUES_IN_MESSAGE = 5
 #: Statuses that mean "your credentials were not accepted", whatever the bundle.
 _REFUSALS = (401, 403)
 #: The Bundle.type a server answers a transaction or a batch with (FHIR R4 http.html#transaction).
-_RESPONSE_TYPES = {"transaction": "transaction-response", "batch": "batch-response"}
 #: A bundle this large (bytes) is parsed off the event loop to count its entries.
 _PARSE_IN_THREAD = 256 * 1024
 #: What of a Content-Type, a resourceType or a Bundle.type an error may quote (they are the
 #: server's free text): a media type, a FHIR name, a code.
-_MEDIA_TYPE = re.compile(r"[a-z0-9!#$&^_.+-]{1,64}/[a-z0-9!#$&^_.+-]{1,64}")
-_FHIR_NAME = re.compile(r"[A-Za-z]{1,64}")
-_CODE = re.compile(r"[a-z-]{1,40}")
 
 
 def ssl_context(destination: DestinationConfig) -> ssl.SSLContext:
@@ -407,7 +404,9 @@ class FhirServerSink:
         # The server took the request as ours: whatever refused us before is fixed.
         self._refused = None
         payload = json_body(response)
-        problem = self._shape_problem(response, payload, sent)
+        problem = transaction_answer_problem(
+            response, payload, sent, RESPONSE_TYPES[self._destination.bundle_type]
+        )
         if problem is not None:
             bundle = isinstance(payload, dict) and payload.get("resourceType") == "Bundle"
             raise self._unexpected(response, problem, bundle)
@@ -436,43 +435,6 @@ class FhirServerSink:
             elapsed=time.monotonic() - started,
         )
 
-    def _shape_problem(
-        self, response: httpx.Response, payload: Any, sent: int | None
-    ) -> str | None:
-        """What keeps a 2xx answer from being a transaction-response to ``sent`` entries, in
-        safe words (Content-Type, resourceType, Bundle.type, counts: never the body), or
-        None. A transaction may be answered as a batch (Medplum without its transaction
-        feature) and the reverse: each entry's status is read all the same."""
-        if not response.content:
-            return "an empty body"
-        expected = _RESPONSE_TYPES[self._destination.bundle_type]
-        if not isinstance(payload, dict):
-            if payload is None:
-                return f"{_content_type(response)}, not FHIR JSON"
-            return "JSON that is not a FHIR resource"
-        kind = payload.get("resourceType")
-        if kind != "Bundle":
-            if not isinstance(kind, str):
-                return "JSON that is not a FHIR resource"
-            name = kind if _FHIR_NAME.fullmatch(kind) else "resource of an unreadable type"
-            return f"{_article(name)} {name}, not a {expected} Bundle"
-        bundle_type = payload.get("type")
-        if bundle_type not in _RESPONSE_TYPES.values():
-            shown = (
-                bundle_type
-                if isinstance(bundle_type, str) and _CODE.fullmatch(bundle_type)
-                else "an unreadable type"
-            )
-            return f"a Bundle of type {shown}, not {expected}"
-        answers = payload.get("entry")
-        if answers is None:
-            answers = []
-        if not isinstance(answers, list):
-            return f"a {bundle_type} whose entry is not a list"
-        if sent is not None and len(answers) != sent:
-            return f"a {bundle_type} of {_entries(len(answers))} for {sent} sent"
-        return None
-
     def _partial_failure(
         self,
         status: int,
@@ -492,41 +454,6 @@ class FhirServerSink:
         if any(result.status is None or busy_status(result.status) for _, result, _ in failed):
             return TransientDeliveryError(message, status=first.status, outcome=outcome)
         return RejectedDeliveryError(message, status=first.status, outcome=outcome)
-
-
-def check_url_credentials(name: str, url: str, auth_kind: str) -> None:
-    """Refuse a url carrying credentials (``https://user:password@host/…``) for a destination
-    with an ``auth`` kind: httpx would build a Basic ``Authorization`` from them, which
-    silently replaces the configured authentication on every request."""
-    try:
-        has_userinfo = "@" in urlsplit(url).netloc
-    except ValueError:
-        return  # the request will say so
-    if has_userinfo and auth_kind != "none":
-        raise ConfigError(
-            f"destinations.{name}.url holds credentials (user:***@) while "
-            f"destinations.{name}.auth.kind is {auth_kind!r}: they would replace the configured "
-            "authentication; remove them from the url"
-        )
-
-
-def _content_type(response: httpx.Response) -> str:
-    """``a text/html body``: the media type of the answer if it looks like one."""
-    header = response.headers.get("Content-Type")
-    if not header:
-        return "a body without Content-Type"
-    media = header.split(";", 1)[0].strip().lower()
-    return (
-        f"a {media} body" if _MEDIA_TYPE.fullmatch(media) else "a body of unreadable Content-Type"
-    )
-
-
-def _entries(count: int) -> str:
-    return f"{count} entry" if count == 1 else f"{count} entries"
-
-
-def _article(word: str) -> str:
-    return "an" if word[:1].lower() in "aeiou" else "a"
 
 
 async def _entry_count(bundle: BundleInput) -> int | None:
@@ -552,29 +479,6 @@ async def _entry_count(bundle: BundleInput) -> int | None:
 
 def _str_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
-
-
-def outcome_summary(outcome: Mapping[str, Any]) -> str:
-    """``severity code: diagnostics @ expression`` for the first issues of an OperationOutcome."""
-    parts = []
-    issues = outcome.get("issue") or []
-    for issue in issues[:_MAX_ISSUES_IN_MESSAGE]:
-        if not isinstance(issue, dict):
-            continue
-        text = issue.get("diagnostics")
-        if not text:
-            details = issue.get("details")
-            text = details.get("text") if isinstance(details, dict) else None
-        where = issue.get("expression") or issue.get("location") or []
-        part = f"{issue.get('severity', '?')} {issue.get('code', '?')}"
-        if text:
-            part += f": {text}"
-        if where:
-            part += f" @ {', '.join(str(w) for w in where)}"
-        parts.append(part)
-    if len(issues) > _MAX_ISSUES_IN_MESSAGE:
-        parts.append(f"(+{len(issues) - _MAX_ISSUES_IN_MESSAGE} more issues)")
-    return "; ".join(parts) if parts else "OperationOutcome without issues"
 
 
 def _as_batch(bundle: BundleInput) -> bytes:

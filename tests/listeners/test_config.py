@@ -290,10 +290,12 @@ def test_secrets_are_masked_in_repr_and_redacted(tmp_path: Path) -> None:
     path = toml(
         tmp_path,
         '[http]\napi_key = "API-SECRET-1"\nbearer_token = "BEARER-SECRET-2"\n'
-        '[destinations.default]\nurl = "https://svc:URL-SECRET-3@fhir.example.org/R4?apikey=URL-SECRET-7"\n'
+        '[destinations.default]\nurl = "https://fhir.example.org/R4?apikey=URL-SECRET-7"\n'
         'headers = { "Ocp-Apim-Subscription-Key" = "HEADER-SECRET-4" }\n'
         'auth = { kind = "oauth2", token_url = "https://idp/token", client_id = "c",'
-        ' client_secret = "CLIENT-SECRET-5" }\n',
+        ' client_secret = "CLIENT-SECRET-5" }\n'
+        # Credentials in a url only without an auth kind (they would replace it).
+        '[destinations.legacy]\nurl = "https://svc:URL-SECRET-3@fhir-legacy.example.org/R4"\n',
     )
     config = load_config(path, env={"PASSERELLE_FHIR_PASSWORD": "PW-SECRET-6"})
     secrets = [f"SECRET-{n}" for n in range(1, 7) if n != 3 and n != 4]
@@ -304,7 +306,8 @@ def test_secrets_are_masked_in_repr_and_redacted(tmp_path: Path) -> None:
         s for s in (*secrets, "URL-SECRET-3", "HEADER-SECRET-4", "URL-SECRET-7") if s in redacted
     ]
     assert not leaks
-    assert "https://svc:***@fhir.example.org/R4?***" in redacted
+    assert "https://fhir.example.org/R4?***" in redacted
+    assert "https://svc:***@fhir-legacy.example.org/R4" in redacted
     assert '"Ocp-Apim-Subscription-Key": "***"' in redacted
 
 
