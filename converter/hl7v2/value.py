@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from ..active_session import ACTIVE_SESSION
 from ..errors import CharsetError
 from .encoding import Encoding, UndecodableEscape
 
@@ -224,10 +225,6 @@ class Value:
         (``PID-5``); in lenient mode (``strict_values`` off) U+FFFD with a warning that
         names the place, never the value. Outside a rendering (the message header read
         while parsing) there is no lenient mode: the error is raised."""
-        # The rendering session is the templates' business: looked up here only, on this
-        # rare path, so that reading values stays free of it.
-        from ..templates.render import ACTIVE_SESSION
-
         reason = f"hexadecimal escape is not valid {exc.codec}"
         session = ACTIVE_SESSION.get()
         if session is None or session.strict_values:

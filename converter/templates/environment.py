@@ -33,6 +33,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import Namespace
 from markupsafe import Markup
 
+from ..active_session import ACTIVE_SESSION
 from ..cda.node import AttrValue, Node
 from ..errors import ConfigurationError, MappingError, TemplateError
 from ..hl7v2.message import Group, Message, Segment
@@ -40,7 +41,7 @@ from ..hl7v2.value import Value
 from ..printable import printable
 from .filters import ValueFilters
 from .occurrences import Occurrences
-from .render import ACTIVE_SESSION, Ref
+from .render import Ref
 
 __all__ = ["TemplateInfo", "TemplateSet", "to_json"]
 

@@ -18,11 +18,11 @@ from typing import Any
 from jinja2 import pass_context
 from jinja2.runtime import Context
 
+from ..active_session import ACTIVE_SESSION
 from ..assembly.json_text import FhirDecimal
 from ..datetimes import InvalidTimestamp, TimestampConverter
 from ..errors import MappingError
 from .codemaps import CodeMaps
-from .render import ACTIVE_SESSION
 
 __all__ = ["ValueFilters"]
 

@@ -16,7 +16,6 @@ import re
 import sys
 import traceback
 from collections.abc import Iterable
-from contextvars import ContextVar
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -24,16 +23,11 @@ from typing import Any
 import jinja2
 from jinja2.exceptions import SecurityError
 
+from ..active_session import ACTIVE_SESSION
 from ..assembly.ids import stable_id
 from ..assembly.merge import merge_into
 from ..errors import ConversionError, MappingError, TemplateError
 from .template_json import json_from_template
-
-#: The session rendering in this thread/task: filters reach it to record warnings even
-#: from imported macro modules, which do not see the render context.
-ACTIVE_SESSION: ContextVar[RenderSession | None] = ContextVar(
-    "passerelle_render_session", default=None
-)
 
 __all__ = ["Ref", "RenderSession", "json_from_template"]
 

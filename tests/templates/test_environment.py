@@ -398,7 +398,7 @@ class _LenientSession:
 @given(st.text(min_size=1, max_size=30))
 @settings(max_examples=300)
 def test_no_control_character_reaches_fhir_text(text: str) -> None:
-    from converter.templates.render import ACTIVE_SESSION
+    from converter.active_session import ACTIVE_SESSION
 
     forbidden = {chr(c) for c in range(32)} - {"\t", "\n", "\r"}
     expected = "".join("\ufffd" if ch in forbidden else ch for ch in text)
