@@ -22,6 +22,7 @@ _CODE = re.compile(r"[a-z-]{1,40}")
 
 __all__ = [
     "RESPONSE_TYPES",
+    "answer_description",
     "busy_status",
     "entry_status",
     "is_outcome",
@@ -80,18 +81,13 @@ def transaction_answer_problem(
     safe words (Content-Type, resourceType, Bundle.type, counts: never the body), or
     None. A transaction may be answered as a batch (Medplum without its transaction
     feature) and the reverse: each entry's status is read all the same."""
-    if not response.content:
-        return "an empty body"
-    if not isinstance(payload, dict):
+    if not isinstance(payload, dict) or payload.get("resourceType") != "Bundle":
+        described = answer_description(response, payload)
+        if not response.content or described.startswith("JSON"):
+            return described
         if payload is None:
-            return f"{_content_type(response)}, not FHIR JSON"
-        return "JSON that is not a FHIR resource"
-    kind = payload.get("resourceType")
-    if kind != "Bundle":
-        if not isinstance(kind, str):
-            return "JSON that is not a FHIR resource"
-        name = kind if _FHIR_NAME.fullmatch(kind) else "resource of an unreadable type"
-        return f"{_article(name)} {name}, not a {expected} Bundle"
+            return f"{described}, not FHIR JSON"
+        return f"{described}, not a {expected} Bundle"
     bundle_type = payload.get("type")
     if bundle_type not in RESPONSE_TYPES.values():
         shown = (
@@ -150,3 +146,17 @@ def outcome_summary(outcome: Mapping[str, Any]) -> str:
     if len(issues) > _MAX_ISSUES_IN_MESSAGE:
         parts.append(f"(+{len(issues) - _MAX_ISSUES_IN_MESSAGE} more issues)")
     return "; ".join(parts) if parts else "OperationOutcome without issues"
+
+
+def answer_description(response: httpx.Response, payload: Any) -> str:
+    """What an answer holds, in safe words (never the body): ``a text/html body``, ``an
+    empty body``, ``a Bundle``, ``JSON that is not a FHIR resource``."""
+    if not response.content:
+        return "an empty body"
+    if not isinstance(payload, dict):
+        return _content_type(response) if payload is None else "JSON that is not a FHIR resource"
+    kind = payload.get("resourceType")
+    if not isinstance(kind, str):
+        return "JSON that is not a FHIR resource"
+    name = kind if _FHIR_NAME.fullmatch(kind) else "resource of an unreadable type"
+    return f"{_article(name)} {name}"

@@ -75,6 +75,7 @@ from ..errors import DeliveryError, RejectedDeliveryError, TransientDeliveryErro
 from ..queue.base import Envelope
 from .answers import (
     RESPONSE_TYPES,
+    answer_description,
     busy_status,
     entry_status,
     is_outcome,
@@ -204,8 +205,9 @@ class FhirServerSink:
         return receipt
 
     async def check(self) -> None:
-        """``GET [base]/metadata`` with a short timeout; raise DeliveryError if not 2xx, or
-        if the last delivery was refused (401/403) and none succeeded since.
+        """``GET [base]/metadata`` with a short timeout; raise DeliveryError if the answer
+        is not a 2xx CapabilityStatement (a web page, a login page or a proxy answering
+        the url), or if the last delivery was refused (401/403) and none succeeded since.
 
         A read, never a write: readiness must not create anything on the server. The
         refusal is remembered from real deliveries because ``metadata`` is public on most
@@ -219,6 +221,16 @@ class FhirServerSink:
                 f"{http_status_text(response.status_code)}",
                 status=response.status_code,
                 outcome=operation_outcome(response),
+            )
+        payload = json_body(response)
+        if not (isinstance(payload, dict) and payload.get("resourceType") == "CapabilityStatement"):
+            # A web page, a login page or a proxy answering the url: deliveries there would
+            # be refused as no transaction-response; say so before the first one.
+            raise DeliveryError(
+                f"destination {self.name}: {redact_url(self._metadata_url)} answered "
+                f"{http_status_text(response.status_code)} without a CapabilityStatement "
+                f"({answer_description(response, payload)}; check the destination url)",
+                status=response.status_code,
             )
         refused = self._refused
         if refused is not None:

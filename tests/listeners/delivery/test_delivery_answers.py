@@ -446,3 +446,43 @@ def test_the_sink_refuses_them_too() -> None:
         FhirServerSink(
             DestinationConfig(name="d", url="http://user:urlpass@127.0.0.1:1/fhir", auth=bearer)
         )
+
+
+# -- readiness -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "described"),
+    [
+        (HTML_PAGE.encode(), ("Content-Type: text/html",), "a text/html body"),
+        (b"", (), "an empty body"),
+        (
+            b'{"resourceType": "Bundle", "type": "searchset"}',
+            ("Content-Type: application/fhir+json",),
+            "a Bundle",
+        ),
+    ],
+    ids=["html", "empty", "bundle"],
+)
+async def test_readiness_wants_a_capability_statement(
+    body: bytes, headers: tuple[str, ...], described: str
+) -> None:
+    """A base url answered by a web page, a login page or a proxy passed the readiness
+    probe (any 2xx) until the first delivery failed: /ready says it at once now."""
+
+    async def handler(_: asyncio.StreamReader, writer: asyncio.StreamWriter, __: bytes) -> None:
+        writer.write(answer("200 OK", body, headers))
+
+    async with raw_server(handler) as url:
+        sink = FhirServerSink(DestinationConfig(url=url))
+        try:
+            with pytest.raises(DeliveryError) as caught:
+                await sink.check()
+        finally:
+            await sink.close()
+    assert f"answered HTTP 200 OK without a CapabilityStatement ({described};" in str(caught.value)
+
+
+async def test_readiness_of_a_real_fhir_server(server: FhirServer) -> None:
+    async with FhirServerSink(destination(server)) as sink:
+        await sink.check()
