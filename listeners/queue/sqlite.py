@@ -14,7 +14,8 @@ Design
   still its key's head, so later messages of the key wait behind it.
 * **Dead letters do not block their key.** ``dead_letter()`` passes the head to the key's
   next message: one unprocessable message must not stop a patient's feed forever; the
-  operator sees it in ``passerelle dead-letters``.
+  operator sees it in ``passerelle dead-letters``. Every writer keeps the ``head``
+  invariant with the queries of :mod:`._sqlite_heads`.
 * **Retrying a dead letter re-sequences it**: it is stored again as a new row (new
   ``seq``, attempts reset, ``requeued_from`` = the original seq) at the *tail* of its key,
   and the dead row is removed. Keeping its old seq would make it the head again in front
@@ -33,31 +34,28 @@ Design
   ``give_back()``, which takes that attempt back in the same commit: durable, so a
   restart does not count it.
 * **Crash recovery.** ``start()`` puts rows left ``inflight`` back to ``pending``:
-  at-least-once delivery. ``start()`` also takes an exclusive lock (``<file>.lock``): one
-  service per queue file. The dead-letter methods are synchronous, open their own short
-  connection and short transactions: the CLI may use them while the service runs.
+  at-least-once delivery. ``start()`` also takes an exclusive lock (``<file>.lock``,
+  :mod:`._sqlite_lock`): one service per queue file.
+* **Dead-letter administration** (:mod:`._sqlite_dead_letters`, which these methods
+  delegate to): synchronous, own short connection and short transactions, so the CLI
+  may use it while the service runs.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import QueueError
-from ..file_modes import PRIVATE_FILE, make_private_dirs, restrict_file
-from ._sqlite_rows import (
-    DEAD_LETTER_COLUMNS,
-    ENVELOPE_COLUMNS,
-    dead_letter_from_row,
-    envelope_from_row,
-    error_text,
-)
+from ._sqlite_dead_letters import DeadLetters
+from ._sqlite_heads import ACTIVE as _ACTIVE
+from ._sqlite_heads import key_busy, promote, transaction
+from ._sqlite_lock import ServiceLock
+from ._sqlite_rows import ENVELOPE_COLUMNS, envelope_from_row, error_text
 from ._sqlite_schema import connect, storage_error
 from ._sqlite_writer import Operation, Writer
 from .base import DeadLetter, Envelope, Job, MessageQueue, PutResult
@@ -65,15 +63,10 @@ from .digest import content_digest
 
 __all__ = ["SqliteQueue"]
 
-try:  # POSIX: one service per queue file.
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
-
 T = TypeVar("T")
 
-_ACTIVE = "state IN ('pending', 'inflight')"  # must match messages_key_active verbatim
-# The queries run per message; tests check their plans use the partial indexes.
+# The queries run per message; tests check their plans use the partial indexes (those of
+# the head invariant, _KEY_BUSY_SQL and _PROMOTE_SQL, are in _sqlite_heads).
 _CLAIM_SQL = (
     f"SELECT seq, attempts, {ENVELOPE_COLUMNS} FROM messages"
     " WHERE state = 'pending' AND head = 1 AND next_attempt_at <= ?"
@@ -85,14 +78,8 @@ _DUPLICATE_SQL = (
 )
 # Only when _DUPLICATE_SQL found nothing: was the control id used for another message?
 _REUSED_SQL = "SELECT 1 FROM messages WHERE sender_id = ? AND control_id = ? AND stored_at >= ?"
-_KEY_BUSY_SQL = f"SELECT 1 FROM messages WHERE ordering_key = ? AND {_ACTIVE} LIMIT 1"
-_PROMOTE_SQL = (
-    "UPDATE messages SET head = 1 WHERE seq = (SELECT seq FROM messages"
-    f" WHERE ordering_key = ? AND {_ACTIVE} ORDER BY seq LIMIT 1)"
-)
 _PRUNE_BATCH = 5000
 _MAINTENANCE_INTERVAL = 60.0
-_RETRY_ALL_CHUNK = 500
 
 
 class SqliteQueue:
@@ -114,7 +101,10 @@ class SqliteQueue:
         self._clock = clock
         self._busy_timeout_ms = busy_timeout_ms
         self._log = logging.getLogger("passerelle.queue")
-        self._lock_fd: int | None = None
+        self._lock = ServiceLock(self.path)
+        self._dead_letters = DeadLetters(
+            self.path, busy_timeout_ms=busy_timeout_ms, clock=clock, logger=self._log
+        )
         self._writer = Writer(
             name=f"queue-writer:{self.path.name}",
             connect=self._open_service,
@@ -139,19 +129,19 @@ class SqliteQueue:
     # -- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
         """Open the file (create / migrate), recover in-flight rows, start the writer."""
-        if self._lock_fd is not None:
+        if self._lock.held:
             raise QueueError("the queue is already started")
-        self._acquire_lock()
+        self._lock.acquire()
         try:
             await self._writer.start()
         except BaseException:
-            self._release_lock()
+            self._lock.release()
             raise
 
     async def close(self) -> None:
         """Finish submitted work, close the file and release the service lock."""
         await self._writer.stop()
-        self._release_lock()
+        self._lock.release()
 
     async def __aenter__(self) -> SqliteQueue:
         await self.start()
@@ -250,78 +240,37 @@ class SqliteQueue:
         return await self._submit(lambda conn: (self._prune(conn, None), 0))
 
     # -- dead letters (synchronous: the CLI, or ``asyncio.to_thread``) ------------------
+    # Delegated to :class:`._sqlite_dead_letters.DeadLetters` (own short connections).
     def count_dead_letters(self) -> int:
         """How many dead letters there are."""
-        with self._admin() as conn:
-            return _count(conn, "state = 'dead'")
+        return self._dead_letters.count()
 
     def list_dead_letters(self, limit: int = 50, offset: int = 0) -> list[DeadLetter]:
         """Dead letters, oldest first; metadata only (``envelope.payload`` is empty)."""
-        with self._admin() as conn:
-            rows = conn.execute(
-                f"SELECT {DEAD_LETTER_COLUMNS} FROM messages WHERE state = 'dead'"
-                " ORDER BY seq LIMIT ? OFFSET ?",
-                (max(0, limit), max(0, offset)),
-            ).fetchall()
-        return [dead_letter_from_row(row, b"") for row in rows]
+        return self._dead_letters.page(limit, offset)
 
     def state(self, seq: int) -> str | None:
         """``pending``, ``inflight``, ``done`` or ``dead``; None when unknown (pruned)."""
-        with self._admin() as conn:
-            row = conn.execute("SELECT state FROM messages WHERE seq = ?", (seq,)).fetchone()
-        return None if row is None else str(row[0])
+        return self._dead_letters.state(seq)
 
     def get_dead_letter(self, id: int) -> DeadLetter | None:
         """One dead letter with its payload, or None."""
-        with self._admin() as conn:
-            row = conn.execute(
-                f"SELECT {DEAD_LETTER_COLUMNS}, payload FROM messages"
-                " WHERE seq = ? AND state = 'dead'",
-                (id,),
-            ).fetchone()
-        return None if row is None else dead_letter_from_row(row[:-1], row[-1] or b"")
+        return self._dead_letters.get(id)
 
     def retry_dead_letter(self, id: int) -> bool:
         """Queue dead letter ``id`` again as new work (new seq, tail of its key)."""
-        with self._admin() as conn, _transaction(conn):
-            return self._requeue(conn, id, self._clock()) is not None
+        return self._dead_letters.retry(id)
 
     def retry_all_dead_letters(self) -> int:
         """Queue every dead letter again, oldest first; returns how many.
 
         Only those dead when the call starts: a message failing again meanwhile stays dead.
         """
-        total = 0
-        with self._admin() as conn:
-            (last,) = conn.execute("SELECT coalesce(max(seq), 0) FROM messages").fetchone()
-            while True:
-                with _transaction(conn):
-                    ids = [
-                        row[0]
-                        for row in conn.execute(
-                            "SELECT seq FROM messages WHERE state = 'dead' AND seq <= ?"
-                            " ORDER BY seq LIMIT ?",
-                            (last, _RETRY_ALL_CHUNK),
-                        )
-                    ]
-                    now = self._clock()
-                    for id in ids:
-                        self._requeue(conn, id, now)
-                total += len(ids)
-                if len(ids) < _RETRY_ALL_CHUNK:
-                    return total
+        return self._dead_letters.retry_all()
 
     def purge_dead_letters(self, older_than: float | None = None) -> int:
         """Delete dead letters that failed more than ``older_than`` seconds ago (None: all)."""
-        with self._admin() as conn, _transaction(conn):
-            if older_than is None:
-                cursor = conn.execute("DELETE FROM messages WHERE state = 'dead'")
-            else:
-                cursor = conn.execute(
-                    "DELETE FROM messages WHERE state = 'dead' AND updated_at <= ?",
-                    (self._clock() - older_than,),
-                )
-            return cursor.rowcount
+        return self._dead_letters.purge(older_than)
 
     # -- operations (writer thread, inside its transaction) -----------------------------
     def _put(
@@ -339,7 +288,7 @@ class SqliteQueue:
             if row is not None:
                 return PutResult(seq=row[0], duplicate=True), 0
             reused = conn.execute(_REUSED_SQL, (*key, since)).fetchone() is not None
-        head = state == "pending" and not _key_busy(conn, envelope.ordering_key)
+        head = state == "pending" and not key_busy(conn, envelope.ordering_key)
         cursor = conn.execute(
             f"INSERT INTO messages ({ENVELOPE_COLUMNS}, sender_id, digest, state, head,"
             " attempts, next_attempt_at, last_error, stored_at, updated_at) VALUES (?, ?, ?,"
@@ -408,30 +357,8 @@ class SqliteQueue:
                 (now, seq),
             )
         if head:
-            _promote(conn, key)
+            promote(conn, key)
         return True
-
-    def _requeue(self, conn: sqlite3.Connection, id: int, now: float) -> int | None:
-        row = conn.execute(
-            "SELECT ordering_key FROM messages WHERE seq = ? AND state = 'dead'", (id,)
-        ).fetchone()
-        if row is None:
-            return None
-        head = not _key_busy(conn, row[0])
-        cursor = conn.execute(
-            f"INSERT INTO messages ({ENVELOPE_COLUMNS}, sender_id, digest, state, head,"
-            " attempts, next_attempt_at, last_error, stored_at, updated_at, requeued_from)"
-            f" SELECT {ENVELOPE_COLUMNS}, sender_id, digest, 'pending', ?, 0, ?, NULL,"
-            " stored_at, ?,"
-            " coalesce(requeued_from, seq) FROM messages WHERE seq = ?",
-            (int(head), now, now, id),
-        )
-        conn.execute("DELETE FROM messages WHERE seq = ?", (id,))
-        self._log.info(
-            "dead letter queued again",
-            extra={"seq": cursor.lastrowid, "event": "dead_letter_retry"},
-        )
-        return cursor.lastrowid
 
     def _prune(self, conn: sqlite3.Connection, limit: int | None) -> int:
         cutoff = self._clock() - self._window
@@ -453,7 +380,7 @@ class SqliteQueue:
         """The writer's connection: open, then recover rows a crash left in flight."""
         conn = connect(self.path, busy_timeout_ms=self._busy_timeout_ms)
         try:
-            with _transaction(conn):
+            with transaction(conn):
                 recovered = conn.execute(
                     "UPDATE messages SET state = 'pending' WHERE state = 'inflight'"
                 ).rowcount
@@ -474,71 +401,13 @@ class SqliteQueue:
 
     def _maintain(self, conn: sqlite3.Connection) -> float:
         """Prune one batch of expired delivered rows; returns seconds until the next."""
-        with _transaction(conn):
+        with transaction(conn):
             pruned = self._prune(conn, _PRUNE_BATCH)
         return 0.0 if pruned >= _PRUNE_BATCH else _MAINTENANCE_INTERVAL
-
-    @contextlib.contextmanager
-    def _admin(self) -> Iterator[sqlite3.Connection]:
-        """A short-lived connection for the synchronous (CLI) methods."""
-        conn = connect(self.path, busy_timeout_ms=self._busy_timeout_ms)
-        try:
-            yield conn
-        except sqlite3.Error as exc:
-            raise storage_error(exc, "managing dead letters") from None
-        finally:
-            conn.close()
-
-    def _acquire_lock(self) -> None:
-        lock_path = self.path.with_name(self.path.name + ".lock")
-        try:
-            make_private_dirs(self.path.parent)
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
-            restrict_file(lock_path)
-        except OSError as exc:
-            raise storage_error(exc, f"opening {lock_path}") from None
-        try:
-            if fcntl is not None:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            raise QueueError(
-                f"{self.path} is already used by a running Passerelle service"
-            ) from None
-        self._lock_fd = fd
-
-    def _release_lock(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)  # closing releases the flock
-            self._lock_fd = None
-
-
-@contextlib.contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-
-
-def _key_busy(conn: sqlite3.Connection, key: str) -> bool:
-    return conn.execute(_KEY_BUSY_SQL, (key,)).fetchone() is not None
-
-
-def _promote(conn: sqlite3.Connection, key: str) -> None:
-    """Make the oldest active message of ``key`` (if any) its head."""
-    conn.execute(_PROMOTE_SQL, (key,))
 
 
 def _depth(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT value FROM counters WHERE name = 'active'").fetchone()[0])
-
-
-def _count(conn: sqlite3.Connection, where: str) -> int:
-    return int(conn.execute(f"SELECT count(*) FROM messages WHERE {where}").fetchone()[0])
 
 
 if TYPE_CHECKING:

@@ -14,12 +14,11 @@ import pytest
 
 from listeners.errors import QueueError
 from listeners.queue import _sqlite_schema
+from listeners.queue._sqlite_heads import KEY_BUSY_SQL, PROMOTE_SQL
 from listeners.queue.base import Envelope, Job
 from listeners.queue.sqlite import (
     _CLAIM_SQL,
     _DUPLICATE_SQL,
-    _KEY_BUSY_SQL,
-    _PROMOTE_SQL,
     _REUSED_SQL,
     SqliteQueue,
 )
@@ -657,8 +656,8 @@ def test_the_schema_is_versioned_and_migrations_run_in_order(
     ("sql", "params", "index"),
     [
         (_CLAIM_SQL, (1e12, 16), "messages_ready"),
-        (_KEY_BUSY_SQL, ("k",), "messages_key_active"),
-        (_PROMOTE_SQL, ("k",), "messages_key_active"),
+        (KEY_BUSY_SQL, ("k",), "messages_key_active"),
+        (PROMOTE_SQL, ("k",), "messages_key_active"),
         (_DUPLICATE_SQL, ("s", "c", b"d", 0.0), "messages_duplicate"),
         (_REUSED_SQL, ("s", "c", 0.0), "messages_duplicate"),
     ],
