@@ -48,7 +48,7 @@ def kind_of_work(frame: FrameType) -> str:
         return JSON_OUT
     if path.endswith("templates/environment.py"):
         return JSON_OUT if function in _JSON_OUT_FUNCTIONS else SANDBOX
-    if path.endswith("json/decoder.py"):
+    if path.endswith(("json/decoder.py", "templates/template_json.py")):
         return JSON_IN
     if path.endswith("templates/render.py"):
         return JSON_IN if function in _JSON_IN_FUNCTIONS else ASSEMBLY
