@@ -20,24 +20,20 @@ is tried once more, then left: the row, still in flight, is handled again after 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .errors import DeliveryError, QueueError
-from .logs import describe_exception, log_fields
+from .errors import DeliveryError
+from .logs import log_fields
 from .metrics import Metrics
+from .retry_in_place import FailingWrites, retry_in_place, why_failed
 
 __all__ = ["DeliveryOutcome", "OutcomeRecorder", "OutcomeWaiters", "diagnostics"]
 
 log = logging.getLogger("passerelle.delivery")
 _RECENT_OUTCOMES = 10_000
-#: Pauses between the attempts to write an outcome the queue refused: doubling, capped.
-_RECORD_RETRY_INITIAL = 0.1
-_RECORD_RETRY_MAX = 5.0
 
 
 class DeliveryOutcome:
@@ -96,9 +92,8 @@ class OutcomeRecorder:
         self._stopping = False
         #: Set by :meth:`stop`: ends the pauses between attempts to write an outcome.
         self._stop_requested = asyncio.Event()
-        #: seq → (operation, when its write first failed, why) of the outcomes reached and
-        #: not written to the queue yet.
-        self._unrecorded: dict[int, tuple[str, float, str]] = {}
+        #: The outcomes reached and not written to the queue yet, by job seq.
+        self._unrecorded = FailingWrites()
 
     def stop(self) -> None:
         """The service stops: a failing write is tried once more, then left."""
@@ -107,12 +102,12 @@ class OutcomeRecorder:
 
     def problem(self) -> str | None:
         """Why outcomes are not being written to the queue (for ``/ready``), or None."""
-        if not self._unrecorded:
+        summary = self._unrecorded.summary()
+        if summary is None:
             return None
-        since = min(first for _, first, _ in self._unrecorded.values())
-        why = next(reason for _, _, reason in self._unrecorded.values())
+        seconds, why = summary
         return (
-            f"writing delivery outcomes to the queue failing for {time.monotonic() - since:.0f}s"
+            f"writing delivery outcomes to the queue failing for {seconds:.0f}s"
             f" ({len(self._unrecorded)} message(s) held, retried in place): {why}"
         )
 
@@ -126,50 +121,44 @@ class OutcomeRecorder:
         """Write the outcome of job ``seq``, retrying in place until it commits; False when
         :meth:`stop` came first and the last try failed too: the row stays in flight,
         handled again after the restart. Never raises but ``CancelledError``."""
-        pause = _RECORD_RETRY_INITIAL
-        failures = 0
-        try:
-            while True:
-                try:
-                    await write()
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    failures += 1
-                    self._metrics.queue_write_failures.labels(operation).inc()
-                    why = str(exc) if isinstance(exc, QueueError) else describe_exception(exc)
-                    if failures == 1:
-                        self._unrecorded[seq] = (operation, time.monotonic(), why)
-                        self._metrics.outcomes_unrecorded.set(len(self._unrecorded))
-                        log.error(
-                            "writing the outcome to the queue failed (%s: %s); the message is"
-                            " kept in memory and the write retried until it commits",
-                            operation,
-                            why,
-                            extra=fields | log_fields(error_kind=type(exc).__name__),
-                        )
-                    if self._stopping and failures > 1:
-                        log.error(
-                            "stopping before the outcome was written to the queue (%s); the"
-                            " message stays in flight and is handled again after the restart",
-                            operation,
-                            extra=fields | log_fields(count=failures),
-                        )
-                        return False
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._stop_requested.wait(), pause)
-                    pause = min(pause * 2, _RECORD_RETRY_MAX)
-                    continue
-                if failures:
-                    log.info(
-                        "outcome written to the queue after %d failed attempt(s) (%s)",
-                        failures,
-                        operation,
-                        extra=fields | log_fields(count=failures),
-                    )
+
+        def failed(exc: Exception, failures: int) -> bool:
+            self._metrics.queue_write_failures.labels(operation).inc()
+            if failures == 1:
+                why = why_failed(exc)
+                self._unrecorded.start(seq, why)
+                self._metrics.outcomes_unrecorded.set(len(self._unrecorded))
+                log.error(
+                    "writing the outcome to the queue failed (%s: %s); the message is"
+                    " kept in memory and the write retried until it commits",
+                    operation,
+                    why,
+                    extra=fields | log_fields(error_kind=type(exc).__name__),
+                )
+            if self._stopping and failures > 1:
+                log.error(
+                    "stopping before the outcome was written to the queue (%s); the"
+                    " message stays in flight and is handled again after the restart",
+                    operation,
+                    extra=fields | log_fields(count=failures),
+                )
                 return True
+            return False
+
+        try:
+            written, _, failures = await retry_in_place(
+                write, wake=self._stop_requested, failed=failed
+            )
+            if written and failures:
+                log.info(
+                    "outcome written to the queue after %d failed attempt(s) (%s)",
+                    failures,
+                    operation,
+                    extra=fields | log_fields(count=failures),
+                )
+            return written
         finally:
-            if self._unrecorded.pop(seq, None) is not None:
+            if self._unrecorded.end(seq):
                 self._metrics.outcomes_unrecorded.set(len(self._unrecorded))
 
 

@@ -57,10 +57,11 @@ from ..errors import DeliveryError, QueueError, RejectedDeliveryError, Transient
 from ..ingest import IngestQueue, SupportChecker
 from ..logs import log_fields
 from ..metrics import Metrics
+from ..retry_in_place import pause_unless
 from .broker import ConfirmedPublisher, connect, describe
 from .envelope import AmqpEnvelope
 from .intake import envelope_of
-from .ordering import KeyChains, StoreInPlace, channel_gone, pause_unless
+from .ordering import KeyChains, StoreInPlace, channel_gone
 from .settling import REQUEUE_PAUSE, Settler, message_fields
 from .topology import declare_dead_letters, declare_ingress
 

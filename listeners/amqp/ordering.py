@@ -21,28 +21,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage
 from aio_pika.exceptions import ChannelInvalidStateError
 
-from ..errors import QueueError
 from ..ingest import IngestQueue
-from ..logs import describe_exception, log_fields
+from ..logs import log_fields
 from ..metrics import Metrics
 from ..queue.base import PutResult
+from ..retry_in_place import FailingWrites, retry_in_place, why_failed
 from .envelope import AmqpEnvelope
 
-__all__ = ["KeyChains", "StoreInPlace", "Turn", "channel_gone", "pause_unless"]
+__all__ = ["KeyChains", "StoreInPlace", "Turn", "channel_gone"]
 
 log = logging.getLogger("passerelle.amqp.consumer")
-
-#: Pauses between the attempts to store a message the service's queue refused: doubling,
-#: capped.
-_STORE_RETRY_INITIAL = 0.1
-_STORE_RETRY_MAX = 5.0
 
 
 class Turn:
@@ -92,17 +86,17 @@ class StoreInPlace:
         self._store = store
         self._metrics = metrics
         self._stopped = stopped
-        #: Messages whose storing is being retried: id → (since, why).
-        self._failing: dict[int, tuple[float, str]] = {}
+        #: Messages whose storing is being retried, by id.
+        self._failing = FailingWrites()
 
     def problem(self) -> str | None:
         """Why consumed messages are not being stored (for ``/ready``), or None."""
-        if not self._failing:
+        summary = self._failing.summary()
+        if summary is None:
             return None
-        since = min(first for first, _ in self._failing.values())
-        why = next(reason for _, reason in self._failing.values())
+        seconds, why = summary
         return (
-            f"storing consumed messages failing for {time.monotonic() - since:.0f}s"
+            f"storing consumed messages failing for {seconds:.0f}s"
             f" ({len(self._failing)} retried in place): {why}"
         )
 
@@ -111,52 +105,41 @@ class StoreInPlace:
     ) -> PutResult | None:
         """``put``, retried in place while the service's queue refuses it. None when the
         consumer stops or the message's channel is gone before it is stored."""
-        pause = _STORE_RETRY_INITIAL
-        failures = 0
         token = id(message)
+
+        def failed(exc: Exception, failures: int) -> bool:
+            self._metrics.queue_write_failures.labels("put").inc()
+            if failures == 1:
+                why = why_failed(exc)
+                self._failing.start(token, why)
+                log.warning(
+                    "storing the message failed (%s); retrying in place, the later"
+                    " messages of its ordering key wait behind it",
+                    why,
+                    extra=fields | log_fields(error_kind=type(exc).__name__),
+                )
+            if self._stopped.is_set() or channel_gone(message):
+                log.warning(
+                    "storing the message failed and the consumer is stopping or its"
+                    " channel is gone; returning it to the queue",
+                    extra=fields | log_fields(count=failures),
+                )
+                return True
+            return False
+
         try:
-            while True:
-                try:
-                    stored = await self._store.put(envelope)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    failures += 1
-                    self._metrics.queue_write_failures.labels("put").inc()
-                    if failures == 1:
-                        why = str(exc) if isinstance(exc, QueueError) else describe_exception(exc)
-                        self._failing[token] = (time.monotonic(), why)
-                        log.warning(
-                            "storing the message failed (%s); retrying in place, the later"
-                            " messages of its ordering key wait behind it",
-                            why,
-                            extra=fields | log_fields(error_kind=type(exc).__name__),
-                        )
-                    if self._stopped.is_set() or channel_gone(message):
-                        log.warning(
-                            "storing the message failed and the consumer is stopping or its"
-                            " channel is gone; returning it to the queue",
-                            extra=fields | log_fields(count=failures),
-                        )
-                        return None
-                    await pause_unless(self._stopped, pause)
-                    pause = min(pause * 2, _STORE_RETRY_MAX)
-                    continue
-                if failures:
-                    log.info(
-                        "message stored after %d failed attempt(s)",
-                        failures,
-                        extra=fields | log_fields(count=failures),
-                    )
-                return stored
+            _, stored, failures = await retry_in_place(
+                lambda: self._store.put(envelope), wake=self._stopped, failed=failed
+            )
+            if stored is not None and failures:
+                log.info(
+                    "message stored after %d failed attempt(s)",
+                    failures,
+                    extra=fields | log_fields(count=failures),
+                )
+            return stored
         finally:
-            self._failing.pop(token, None)
-
-
-async def pause_unless(event: asyncio.Event, seconds: float) -> None:
-    """Sleep ``seconds``, or until ``event`` is set."""
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(event.wait(), seconds)
+            self._failing.end(token)
 
 
 def channel_gone(message: AbstractIncomingMessage) -> bool:
