@@ -16,6 +16,8 @@ import os
 import signal
 from typing import TYPE_CHECKING, Any
 
+from prometheus_client import Counter
+
 from converter import (
     ConversionError,
     MappingError,
@@ -267,8 +269,16 @@ class Service:
     async def _watch_depth(self) -> None:
         """Every second: queue depth, and the MLLP listeners' connection, framing and
         refusal stats."""
-        framing_seen: dict[str, int] = {}
-        refused_seen: dict[tuple[str, str], int] = {}
+        # The listeners' stats are cumulative: each counter is moved on by what is new.
+        seen: dict[tuple[object, ...], int] = {}
+
+        def follow(counter: Counter, labels: tuple[str, ...], count: int) -> None:
+            series = counter.labels(*labels)
+            key = (id(counter), *labels)
+            if count > seen.get(key, 0):
+                series.inc(count - seen.get(key, 0))
+            seen[key] = count
+
         while True:
             with contextlib.suppress(Exception):
                 self.metrics.queue_depth.set(await self.queue.depth())
@@ -276,19 +286,11 @@ class Service:
                 for listener in self.config.mllp.listeners:
                     stats = self.mllp.stats(listener.name)
                     self.metrics.connections.labels(listener.name).set(stats.connections_open)
-                    new = stats.framing_errors - framing_seen.get(listener.name, 0)
-                    framing = self.metrics.framing_errors.labels(listener.name)
-                    if new > 0:
-                        framing.inc(new)
-                    framing_seen[listener.name] = stats.framing_errors
+                    follow(self.metrics.framing_errors, (listener.name,), stats.framing_errors)
                     for reason, count in (
                         ("max_connections", stats.connections_refused),
                         ("frame_timeout", stats.frame_timeouts),
                         ("max_unfinished_bytes", stats.unfinished_bytes_refusals),
                     ):
-                        key = (listener.name, reason)
-                        refused = self.metrics.connections_refused.labels(*key)
-                        if count > refused_seen.get(key, 0):
-                            refused.inc(count - refused_seen.get(key, 0))
-                        refused_seen[key] = count
+                        follow(self.metrics.connections_refused, (listener.name, reason), count)
             await asyncio.sleep(1.0)
