@@ -55,16 +55,26 @@ def validate_strictly(text: str, control_id: str | None) -> None:
         found = _CHILD.search(reason)
         location = f"{found[2]}-{int(found[3])}" if found else None
         raise ParseError(
-            f"not valid for its HL7 version (strict mode): {_without_values(reason)}",
+            f"not valid for its HL7 version (strict mode): {_without_values(exc)}",
             location=location,
             control_id=control_id,
             hl7_error_code="101" if "Missing required" in reason else "102",
+            detail=reason[:300],
         ) from None
 
 
-def _without_values(reason: str) -> str:
-    """hl7apy quotes offending values in some messages: keep the message, drop quotes."""
-    return re.sub(r"'[^']*'|\"[^\"]*\"", "…", reason)[:200]
+def _without_values(exc: Exception) -> str:
+    """hl7apy's text without the values it quotes: some messages quote them, and a
+    value too long (an identifier, a name) or an invalid date offset is written bare."""
+    from hl7apy.exceptions import InvalidDateOffset, InvalidHighlightRange, MaxLengthReached
+
+    if isinstance(exc, MaxLengthReached):
+        return f"a value exceeds the maximum length of its datatype ({exc.limit})"
+    if isinstance(exc, InvalidDateOffset):
+        return "invalid time zone offset in a date"
+    if isinstance(exc, InvalidHighlightRange):
+        return "invalid highlight range"
+    return re.sub(r"'[^']*'|\"[^\"]*\"", "…", str(exc))[:200]
 
 
 def _locate_bad_value(text: str, reason: str) -> str | None:

@@ -338,8 +338,9 @@ class RenderSession:
             ) from None
         except jinja2.UndefinedError as exc:
             raise TemplateError(
-                f"undefined in template: {exc.message}",
+                f"undefined in template: {_undefined_without_key(exc.message)}",
                 template=_template_frame(exc, name, self._builtin_root),
+                detail=exc.message,
             ) from None
         except SecurityError as exc:
             raise TemplateError(
@@ -424,6 +425,18 @@ def _identity_parts(identity: Any) -> list[str]:
         return []
     values = identity if isinstance(identity, list) else [identity]
     return [str(v) for v in values if v not in (None, "", [], {})]
+
+
+def _undefined_without_key(message: str | None) -> str:
+    """Jinja's text of an undefined value without the key or index looked up: a template
+    may look a message's value up (``table[pid[8]]``), and the text would quote it
+    (``'dict object' has no attribute 'DUPONT'``). A variable's own name (``'pid' is
+    undefined``) comes from the template and is kept."""
+    text = message or "undefined value"
+    for marker in (" has no attribute ", " has no element "):
+        if marker in text:
+            return text.split(marker, 1)[0] + marker + "…"
+    return text
 
 
 def _template_frame(exc: BaseException, fallback: str, builtin_root: str) -> str:
