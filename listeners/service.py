@@ -19,9 +19,12 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import Counter
 
 from converter import (
+    BundleValidationError,
+    CharsetError,
     ConversionError,
     MappingError,
     ParseError,
+    TemplateError,
     UnsupportedMessageError,
     json_loads,
 )
@@ -54,10 +57,19 @@ SHUTDOWN_GRACE = 30.0
 #: Of which, at most, for the ACKs of MLLP frames being handled (the listener's default).
 _MLLP_GRACE = 10.0
 
+#: The converter's error classes by name, as a conversion process reports them: the API
+#: answers with the class the CLI and the ACK name (a template or validation failure is
+#: not reported as a plain MappingError).
 _ERROR_CLASSES: dict[str, type[ConversionError]] = {
-    "ParseError": ParseError,
-    "CharsetError": ParseError,
-    "UnsupportedMessageError": UnsupportedMessageError,
+    cls.__name__: cls
+    for cls in (
+        ParseError,
+        CharsetError,
+        UnsupportedMessageError,
+        MappingError,
+        TemplateError,
+        BundleValidationError,
+    )
 }
 
 

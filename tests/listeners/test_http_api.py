@@ -159,6 +159,24 @@ def test_unconvertible_message_is_a_422_without_message_content(client: httpx.Cl
 
 
 # -- /convert ---------------------------------------------------------------------------------
+def test_a_bundle_failing_validation_is_named_as_the_cli_and_the_ack_name_it(
+    client: httpx.Client,
+) -> None:
+    """The conversion process reports the error class by name; the API answered every
+    class it did not list as a plain MappingError."""
+    oru = "\r".join(
+        [
+            "MSH|^~\\&|LAB|CHU|PASS|GHT|20240314083512+0100||ORU^R01^ORU_R01|VAL-HTTP-1|P|2.5.1",
+            "PID|1||MRN-VAL-1^^^CHU&1.2.3&ISO^MR||Wexcombe^Ada||19850312|F",
+            "OBR|1|PL-1^SIH|FL-1^LAB|24323-8^Panel^LN|||20240314073000+0100",
+            "OBX|1|ED|18748-4^Report^LN||^^^Base64^!!!not-base64|||||||F",
+        ]
+    ).encode()
+    outcome = assert_outcome(client.post("/convert", content=oru), 422, "processing")
+    assert outcome["issue"][0]["diagnostics"].startswith("BundleValidationError: ")
+    assert "not-base64" not in json.dumps(outcome)
+
+
 def test_convert_raw_body(client: httpx.Client) -> None:
     response = client.post("/convert", content=adt("RAW-1", mrn="MRN-RAW"))
     assert response.status_code == 200, response.text
