@@ -65,6 +65,7 @@ from .logs import code_place
 __all__ = [
     "CONVERSION_TIMEOUT",
     "INTERNAL_ERROR",
+    "ROUTE_NOT_CONFIGURED",
     "ConversionFailure",
     "ConversionPool",
     "ConversionResult",
@@ -74,6 +75,8 @@ __all__ = [
 INTERNAL_ERROR = "InternalError"
 #: ``ConversionFailure.kind`` of a conversion stopped at its deadline.
 CONVERSION_TIMEOUT = "ConversionTimeout"
+#: ``ConversionFailure.kind`` of a stored message whose route is no longer configured.
+ROUTE_NOT_CONFIGURED = "RouteNotConfigured"
 
 log = logging.getLogger("passerelle.conversion")
 
@@ -272,6 +275,18 @@ def _convert_now(
     state: _ProcessState, route: str, payload: bytes, input_type: str, root_template: str | None
 ) -> list[ConversionResult] | ConversionFailure:
     started = time.perf_counter()
+    if route not in state.configs:
+        # Stored under a route since renamed or removed from the configuration. Not a
+        # converter bug (a KeyError was dead-lettered as one), and never another route's
+        # destination or settings (a training route's messages would reach production):
+        # a dead letter saying what to do.
+        return ConversionFailure(
+            kind=ROUTE_NOT_CONFIGURED,
+            reason=f"the message was stored for route {route!r}, which is no longer"
+            " configured (renamed or removed): configure it again, restart, then"
+            " passerelle dead-letters retry",
+            hl7_error_code="207",
+        )
     try:
         converter = state.converter(route)
         results = []

@@ -19,18 +19,26 @@ import json
 import re
 import sys
 import time
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from converter.printable import printable, printable_json
 
 from .config import ConfigError, ServiceConfig
+from .errors import QueueError
 from .queue.base import Envelope
+
+if TYPE_CHECKING:
+    from .queue.sqlite import SqliteQueue
 
 __all__ = ["run_dead_letters"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 #: A URL in an error reason (up to the next blank).
 _URL = re.compile(r"https?://\S+")
+#: A dead letter id of the SQLite queue (its row's seq): ASCII digits, at most SQLite's
+#: largest integer.
+_SQLITE_ID = re.compile(r"[0-9]+")
+_SQLITE_MAX_ID = 2**63 - 1
 
 
 def run_dead_letters(args: argparse.Namespace, config: ServiceConfig) -> int:
@@ -162,6 +170,24 @@ def _sqlite(args: argparse.Namespace, config: ServiceConfig) -> int:
     if not config.queue.path.exists():
         raise ConfigError(f"no queue at {config.queue.path} (is the data_dir right?)")
     queue = SqliteQueue(config.queue.path)
+    try:
+        return _sqlite_command(args, queue)
+    except QueueError as exc:
+        # A file locked past the busy timeout (a long purge, a backup), not a queue, of a
+        # newer version: one line, no traceback. The text is ours, without content.
+        print(f"passerelle: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _sqlite_id(text: str | None) -> int | None:
+    """A dead letter id of the SQLite queue: ASCII digits within SQLite's integers (``²``
+    passes ``str.isdigit`` and a 20-digit number overflows SQLite), else None."""
+    if text is None or not _SQLITE_ID.fullmatch(text) or int(text) > _SQLITE_MAX_ID:
+        return None
+    return int(text)
+
+
+def _sqlite_command(args: argparse.Namespace, queue: SqliteQueue) -> int:
     out = sys.stdout
     if args.dl_command == "list":
         letters = queue.list_dead_letters(limit=args.limit, offset=args.offset)
@@ -169,14 +195,16 @@ def _sqlite(args: argparse.Namespace, config: ServiceConfig) -> int:
         for listed in letters:
             _line(out, listed.id, listed.failed_at, listed.envelope, listed.error)
         return EXIT_OK
-    if args.dl_command in ("show", "retry") and args.id is not None and not args.id.isdigit():
+    letter_id = _sqlite_id(getattr(args, "id", None))
+    if args.dl_command in ("show", "retry") and args.id is not None and letter_id is None:
         print(
-            f"passerelle: dead letter ids of the SQLite queue are numbers: {args.id!r}",
+            printable(f"passerelle: dead letter ids of the SQLite queue are numbers: {args.id!r}"),
             file=sys.stderr,
         )
         return EXIT_USAGE
     if args.dl_command == "show":
-        letter = queue.get_dead_letter(int(args.id))
+        assert letter_id is not None  # the parser requires it
+        letter = queue.get_dead_letter(letter_id)
         if letter is None:
             print(f"passerelle: no dead letter {args.id}", file=sys.stderr)
             return EXIT_FAILED
@@ -198,10 +226,10 @@ def _sqlite(args: argparse.Namespace, config: ServiceConfig) -> int:
         if args.all:
             print(f"{queue.retry_all_dead_letters()} dead letter(s) queued again", file=out)
             return EXIT_OK
-        if args.id is None:
+        if letter_id is None:
             print("passerelle: give a dead letter ID or --all", file=sys.stderr)
             return EXIT_USAGE
-        if not queue.retry_dead_letter(int(args.id)):
+        if not queue.retry_dead_letter(letter_id):
             print(f"passerelle: no dead letter {args.id}", file=sys.stderr)
             return EXIT_FAILED
         print(f"dead letter {args.id} queued again", file=out)

@@ -26,6 +26,12 @@ from .base import DeadLetter
 __all__ = ["DeadLetters", "requeue"]
 
 _RETRY_ALL_CHUNK = 500
+#: SQLite's largest integer: a larger LIMIT or OFFSET raises OverflowError.
+_SQLITE_MAX_INT = 2**63 - 1
+
+
+def _clamp(value: int) -> int:
+    return min(max(0, value), _SQLITE_MAX_INT)
 
 
 class DeadLetters:
@@ -56,7 +62,7 @@ class DeadLetters:
             rows = conn.execute(
                 f"SELECT {DEAD_LETTER_COLUMNS} FROM messages WHERE state = 'dead'"
                 " ORDER BY seq LIMIT ? OFFSET ?",
-                (max(0, limit), max(0, offset)),
+                (_clamp(limit), _clamp(offset)),
             ).fetchall()
         return [dead_letter_from_row(row, b"") for row in rows]
 

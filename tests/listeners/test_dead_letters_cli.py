@@ -218,3 +218,57 @@ def test_urls_in_stored_reasons_are_listed_without_credentials(tmp_path: Path) -
         assert output.returncode == 0, output.stderr
         assert "URLPASSWORD" not in output.stdout and "QSECRET" not in output.stdout
         assert "cannot reach http://fhiruser:***@127.0.0.1:28099/fhir/R4?***" in output.stdout
+
+
+def test_odd_or_huge_ids_are_usage_errors_not_tracebacks(tmp_path: Path) -> None:
+    # "²" passed str.isdigit() and int() refused it; a 20-digit id overflowed SQLite.
+    (tmp_path / "passerelle.toml").write_text('data_dir = "data"\n')
+    (tmp_path / "data").mkdir()
+    letter = _store(tmp_path / "data" / "queue.db")
+    config = tmp_path / "passerelle.toml"
+    for command in ("show", "retry"):
+        for odd in ("²", "١٢", "99999999999999999999999", "-1"):
+            done = _dead_letters(config, command, odd)
+            assert done.returncode == 2, (command, odd, done.stderr)
+            assert "Traceback" not in done.stderr and "are numbers" in done.stderr
+    huge = _dead_letters(config, "list", "--limit", "99999999999999999999999", "--offset", "0")
+    assert huge.returncode == 0, huge.stderr
+    assert huge.stdout.startswith("1 dead letter(s)") and f"{letter:>8}" in huge.stdout
+    missing = _dead_letters(config, "show", str(2**63 - 1))
+    assert missing.returncode == 1 and "no dead letter" in missing.stderr
+
+
+def test_a_locked_newer_or_foreign_queue_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    import sqlite3
+
+    (tmp_path / "passerelle.toml").write_text('data_dir = "data"\n')
+    (tmp_path / "data").mkdir()
+    path = tmp_path / "data" / "queue.db"
+    letter = _store(path)
+    config = tmp_path / "passerelle.toml"
+    # Locked past the busy timeout (a backup, a long purge by another command).
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        started = time.monotonic()
+        locked = _dead_letters(config, "purge", "--all")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert time.monotonic() - started < 50
+    assert locked.returncode == 1, locked.stderr
+    assert "Traceback" not in locked.stderr and "locked" in locked.stderr
+    assert _dead_letters(config, "list").stdout.startswith("1 dead letter(s)")
+    # Written by a newer Passerelle.
+    with sqlite3.connect(path) as newer:
+        newer.execute("PRAGMA user_version = 99")
+    refused = _dead_letters(config, "show", str(letter))
+    assert refused.returncode == 1, refused.stderr
+    assert "Traceback" not in refused.stderr and "upgrade Passerelle" in refused.stderr
+    # Not a database at all.
+    for name in ("queue.db-wal", "queue.db-shm"):
+        (tmp_path / "data" / name).unlink(missing_ok=True)
+    path.write_bytes(b"not a queue\n" * 100)
+    foreign = _dead_letters(config, "list")
+    assert foreign.returncode == 1, foreign.stderr
+    assert "Traceback" not in foreign.stderr and "not a database" in foreign.stderr
