@@ -117,8 +117,8 @@ def peek_header(data: bytes) -> Header:
     pid_start = _segment_start(data, b"PID" + field_sep.encode("latin-1"))
     if pid_start >= 0:
         pid = data[pid_start : _line_end(data, pid_start)].decode("latin-1").split(field_sep)
-        cx = field(pid, 3).split(enc.repetition, 1)[0].split(enc.component)
-        if cx and cx[0]:
+        cx = _patient_identifier(field(pid, 3), field(pid, 2), field(pid, 4), enc)
+        if cx is not None:
             authority = cx[3] if len(cx) > 3 else ""
             patient_key = f"{enc.unescape(cx[0])}^{authority}"
     return Header(
@@ -169,3 +169,38 @@ def _segment_start(data: bytes, prefix: bytes) -> int:
     """Offset of the first segment starting with ``prefix`` after a line break, or -1."""
     found = [i + 1 for i in (data.find(b"\r" + prefix), data.find(b"\n" + prefix)) if i >= 0]
     return min(found) if found else -1
+
+
+def _patient_identifier(pid3: str, pid2: str, pid4: str, enc: Encoding) -> list[str] | None:
+    """The components of the identifier the Patient's id derives from, by the rule of
+    ``Patient.j2``: PID-3's first MR repetition, else its first PI, else the first
+    repetition with text of PID-3, then of PID-2, then of PID-4.
+
+    Every message converted to one Patient must share one ordering key: an A08 whose
+    PID-3 lists an INS before the MR of the A01 names the same Patient, and a first
+    repetition would have made it another key, delivered alongside, not after, the A01.
+    """
+
+    def with_text(field: str) -> list[list[str]]:
+        reps = []
+        for rep in field.split(enc.repetition):
+            leaves = rep.replace(enc.component, "")
+            if enc.subcomponent:
+                leaves = leaves.replace(enc.subcomponent, "")
+            if leaves and rep != '""':
+                reps.append(rep.split(enc.component))
+        return reps
+
+    def type_code(cx: list[str]) -> str:
+        code = cx[4] if len(cx) > 4 else ""
+        return code.split(enc.subcomponent, 1)[0] if enc.subcomponent else code
+
+    candidates = with_text(pid3)
+    for wanted in ("MR", "PI"):
+        for cx in candidates:
+            if type_code(cx) == wanted:
+                return cx
+    for reps in (candidates, with_text(pid2), with_text(pid4)):
+        if reps:
+            return reps[0]
+    return None

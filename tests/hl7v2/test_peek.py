@@ -114,3 +114,46 @@ def test_full_hd_of_an_empty_field_is_empty() -> None:
     assert full_hd("", DEFAULT_ENCODING) == ""
     assert full_hd("^^", DEFAULT_ENCODING) == ""
     assert full_hd("^1.2.3^ISO", DEFAULT_ENCODING) == "^1.2.3^ISO"
+
+
+#: PID-3 / PID-2 / PID-4 as senders write them for two patients (IPP1 and IPP2): the
+#: A01's lone MR, the A08 after INS qualification listing the INS first, an empty first
+#: repetition, an MR after a PI, a PI only, and the older PID-2 / PID-4 alone.
+_PIDS = [
+    ("IPP1^^^H&1.2.250.9&ISO^MR", "", ""),
+    ("INS1^^^ASIP&1.2.250.1.213.1.4.8&ISO^INS~IPP1^^^H&1.2.250.9&ISO^MR", "", ""),
+    ("~IPP1^^^H&1.2.250.9&ISO^MR", "", ""),
+    ("IPP2^^^H&1.2.250.9&ISO^PI~IPP1^^^H&1.2.250.9&ISO^MR", "", ""),
+    ("ACC9^^^H&1.2.250.9&ISO^AN~IPP2^^^H&1.2.250.9&ISO^PI", "", ""),
+    ("IPP2^^^H&1.2.250.9&ISO^PI", "", ""),
+    ("", "IPP1^^^H&1.2.250.9&ISO", "OLD7^^^H"),
+    ("", "", "OLD7^^^H"),
+    ('""', "", "OLD7^^^H"),
+]
+
+
+def test_the_patient_key_follows_the_identifier_the_patient_id_derives_from() -> None:
+    """Two messages converted to one Patient share one ordering key, and two Patients
+    never share one: the key once came from PID-3's first repetition, so the A08 listing
+    an INS before the A01's MR was another key, delivered alongside its A01."""
+    from converter import Converter, ConverterConfig
+
+    converter = Converter(ConverterConfig())
+    keys, patient_ids = [], []
+    for n, (pid3, pid2, pid4) in enumerate(_PIDS):
+        data = MSH.replace(b"CTL-9", b"CTL-%d" % n) + (
+            f"\rEVN|A08|20240301\rPID|1|{pid2}|{pid3}|{pid4}|DOE^JANE\rPV1|1|I\r".encode()
+        )
+        keys.append(peek_header(data).patient_key)
+        (conversion,) = converter.convert(data)
+        (patient,) = [
+            e["resource"]
+            for e in conversion.bundle["entry"]
+            if e["resource"]["resourceType"] == "Patient"
+        ]
+        patient_ids.append(patient["id"])
+    for i in range(len(_PIDS)):
+        for j in range(len(_PIDS)):
+            same_patient = patient_ids[i] == patient_ids[j]
+            assert (keys[i] == keys[j]) == same_patient, (_PIDS[i], _PIDS[j], keys[i], keys[j])
+    assert keys[0] == "IPP1^H&1.2.250.9&ISO" and keys[7] == "OLD7^H"
