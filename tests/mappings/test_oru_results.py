@@ -212,3 +212,44 @@ def test_obr29_naming_another_order_is_basedon_by_identifier(converter: Converte
     assert based_on["identifier"]["value"] == "HEMOC-01"
     assert based_on["identifier"]["system"] == "urn:oid:1.2.250.1.999.1.10"
     assert based_on["identifier"]["type"]["coding"][0]["code"] == "PLAC"
+
+
+def _with_patient_weight(control_id: str, weight: str) -> bytes:
+    """A v2.8 ORU whose PATIENT group carries the patient's weight (PATIENT_OBSERVATION)."""
+    msh = HEADER[0].replace("|2.5.1|", "|2.8|").replace("LAB-ORU-20240520-0042", control_id)
+    return message(
+        [
+            msh,
+            *HEADER[1:2],
+            f"OBX|1|NM|29463-7^Body weight^LN||{weight}|kg^^UCUM|||||F|||20240520080000+0200",
+            "OBX|2|NM|8302-2^Body height^LN||168|cm^^UCUM|||||F|||20240520080000+0200",
+            HEADER[2],
+            _orc(),
+            _obr("1", "2345-7^Glucose^LN", "F"),
+            "OBX|1|NM|2345-7^Glucose^LN||5.4|mmol/L^^UCUM||N|||F",
+        ]
+    )
+
+
+def test_patient_observations_are_one_resource_across_result_messages(
+    converter: Converter,
+) -> None:
+    """Every result message repeating the patient's weight wrote a new Observation: its id
+    derived from the message. They are facts of the visit now, identified as ADT's OBX."""
+    first, _ = convert_one(converter, _with_patient_weight("LAB-1", "71"))
+    second, _ = convert_one(converter, _with_patient_weight("LAB-2", "72"))
+
+    def patient_facts(bundle: dict[str, Any]) -> dict[str, str]:
+        return {
+            o["code"]["coding"][0]["code"]: o["id"]
+            for o in resources(bundle, "Observation")
+            if not o.get("basedOn")
+        }
+
+    assert set(patient_facts(first)) == {"29463-7", "8302-2"}
+    assert patient_facts(first) == patient_facts(second)
+    assert len(set(patient_facts(first).values())) == 2
+    [weight] = [
+        o for o in resources(second, "Observation") if o["id"] == patient_facts(second)["29463-7"]
+    ]
+    assert weight["valueQuantity"]["value"] == 72
