@@ -12,14 +12,18 @@ RUN pip install --no-cache-dir --prefix=/install .
 FROM python:3.11-slim
 # /data holds the queue (messages, dead letters) and the bundles: patient data, 0700
 # (a named volume takes this mode when first mounted; the service creates its files 0600).
-RUN groupadd --system passerelle && useradd --system --gid passerelle --home /data passerelle \
+# A fixed, numeric uid/gid (10001): Kubernetes' runAsNonRoot can only verify a numeric USER
+# ("image has non-numeric user (passerelle), cannot verify user is non-root"), and a
+# bind-mounted /data or a secret's fsGroup needs to know whom to give the files to.
+RUN groupadd --system --gid 10001 passerelle \
+    && useradd --system --uid 10001 --gid passerelle --home /data passerelle \
     && mkdir -p /data /etc/passerelle && chown passerelle:passerelle /data && chmod 0700 /data
 COPY --from=build /install /usr/local
 COPY docker/passerelle.toml /etc/passerelle/passerelle.toml
 ENV PASSERELLE_DATA_DIR=/data \
     PASSERELLE_LOG_FORMAT=json \
     PYTHONUNBUFFERED=1
-USER passerelle
+USER 10001:10001
 WORKDIR /data
 VOLUME ["/data"]
 EXPOSE 2575 8080

@@ -17,7 +17,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import math
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +29,7 @@ from converter.errors import ConfigurationError
 
 from . import dead_letters_cli
 from .config import ConfigError, ServiceConfig, load_config
+from .config.environment import environment_warnings
 from .errors import ServiceError
 from .logs import configure_logging
 from .mllp.client import add_send_command
@@ -53,12 +56,23 @@ def _load(args: argparse.Namespace) -> ServiceConfig:
 _AMQP_LOG_LEVELS = {"aio_pika": "WARNING", "aiormq": "WARNING"}
 
 
+def _warn_environment(*, to_stderr: bool = False) -> None:
+    """Name the ``PASSERELLE_…`` variables that are set but not used (a typo)."""
+    for warning in environment_warnings(os.environ):
+        if to_stderr:
+            print(f"passerelle: warning: {warning}", file=sys.stderr)
+        else:
+            logging.getLogger("passerelle.config").warning("%s", warning)
+
+
 def run_serve(args: argparse.Namespace) -> int:
     config = _load(args)
     if args.print_config:
+        _warn_environment(to_stderr=True)
         print(json.dumps(config.redacted(), indent=2, ensure_ascii=False))
         return EXIT_OK
     configure_logging(config.log_format, config.log_level, levels=_AMQP_LOG_LEVELS)
+    _warn_environment()
     from .service import Service  # imports uvicorn and the pool only when serving
 
     try:
@@ -78,6 +92,7 @@ def run_worker(args: argparse.Namespace) -> int:
             'queue.backend = "amqp" (and [amqp] url)'
         )
     configure_logging(config.log_format, config.log_level, levels=_AMQP_LOG_LEVELS)
+    _warn_environment()
     from .amqp.worker import AmqpWorker  # imports aio-pika and the pool only here
 
     try:

@@ -57,14 +57,23 @@ class _TypeLabels:
         # The routed types are labelled whatever senders invent: they do not use the cap.
         return MAX_MESSAGE_TYPES + len(self._reserved)
 
-    def labels(self, *values: str) -> Any:
+    def label_values(self, values: tuple[str, ...]) -> tuple[str, ...]:
+        """``values`` with the type as it is labelled: an HL7 MSH-9 reduced to its event
+        (``ADT^A01^ADT_A01`` → ``ADT^A01``, as ``received`` and ``converted`` count it:
+        dead letters are filed with the whole MSH-9, which once made every one of them
+        ``other``), and ``other`` for the values beyond the cap or of no known shape."""
         kind = values[self._position]
+        if kind.count("^") > 1:
+            kind = "^".join(kind.split("^", 2)[:2])
         if kind not in self._known:
             if len(self._known) < self._cap() and _TYPE_SHAPE.fullmatch(kind):
                 self._known.add(kind)
             else:
-                values = (*values[: self._position], "other", *values[self._position + 1 :])
-        return self._metric.labels(*values)
+                kind = "other"
+        return (*values[: self._position], kind, *values[self._position + 1 :])
+
+    def labels(self, *values: str) -> Any:
+        return self._metric.labels(*self.label_values(values))
 
 
 class Metrics:
@@ -101,7 +110,8 @@ class Metrics:
         self.converted = _TypeLabels(
             Counter(
                 "passerelle_messages_converted",
-                "Messages converted to a bundle",
+                "Conversions of a message to a bundle (a message whose delivery is retried is"
+                " converted again at each attempt)",
                 ["type"],
                 registry=registry,
             ),
@@ -243,6 +253,12 @@ class Metrics:
     def labelled(self, metric: Any, *values: str) -> Any:
         """``metric.labels(*values)``, looked up once per label set: prometheus_client's
         own lookup costs several microseconds, paid on every message on the ACK path."""
+        if isinstance(metric, _TypeLabels):
+            # Keyed by the label as counted, not as sent: every type a sender invents
+            # (a 1 MB MSH-9, a counter in the trigger) would otherwise be a key kept
+            # until restart, memory without bound although the series are capped.
+            values = metric.label_values(values)
+            metric = metric._metric
         key = (id(metric), values)
         child = self._children.get(key)
         if child is None:

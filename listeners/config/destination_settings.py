@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -54,6 +55,21 @@ def _destination(
     kind = _choice(
         auth_raw.get("kind", "none"), ("none", "basic", "bearer", "oauth2"), f"{where}.auth.kind"
     )
+    for key in ("username", "token_url", "client_id", "scope"):
+        # A number or a list here failed later: token_url = 5 as a traceback at start-up,
+        # client_id = 7 at each token request.
+        if auth_raw.get(key) is not None and not isinstance(auth_raw[key], str):
+            raise ConfigError(f"{where}.auth.{key} must be a string")
+    token_url = auth_raw.get("token_url") or None
+    if token_url is not None:
+        # A relative or mistyped url would fail every token request, deliveries paused
+        # for ever with "transport error".
+        try:
+            parts = urlsplit(token_url)
+        except ValueError:
+            parts = None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"{where}.auth.token_url must be an http(s) URL")
     auth = AuthConfig(
         kind=kind,
         username=auth_raw.get("username"),
@@ -90,6 +106,7 @@ def _destination(
     headers = section.get("headers", {})
     if not isinstance(headers, dict):
         raise ConfigError(f"{where}.headers must be a table")
+    _check_headers(headers, where)
     return DestinationConfig(
         name=name,
         url=str(url).rstrip("/") if url else None,
@@ -116,6 +133,27 @@ def _destination(
         ),
         amqp=_amqp_publish(section["amqp"], base, f"{where}.amqp") if "amqp" in section else None,
     )
+
+
+#: An HTTP field name (RFC 9110 §5.1: a token).
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+#: Control characters but tab, and DEL: never in an HTTP field value (RFC 9110 §5.5).
+_HEADER_VALUE_BAD = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _check_headers(headers: dict[str, Any], where: str) -> None:
+    """Refused at start-up rather than failing every request (each delivery then retried
+    for ever as a "transport error"). Values are often API keys: errors name the header,
+    never its value."""
+    for name, value in headers.items():
+        if not _HEADER_NAME.fullmatch(name):
+            raise ConfigError(f"{where}.headers: {name[:100]!r} is not a valid HTTP header name")
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise ConfigError(f"{where}.headers.{name} must be a string")
+        if _HEADER_VALUE_BAD.search(str(value)):
+            raise ConfigError(
+                f"{where}.headers.{name} holds a line break or control character (value not shown)"
+            )
 
 
 def _check_batch_destinations(

@@ -8,12 +8,16 @@ an error about it names the variable.
 
 from __future__ import annotations
 
+import difflib
+import os
+import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from .model import ConfigError
 
-__all__ = ["ENV_SETTINGS", "apply_environment", "naming_variables"]
+__all__ = ["ENV_SETTINGS", "apply_environment", "environment_warnings", "naming_variables"]
 
 #: Environment variable → dotted setting path it overrides.
 ENV_SETTINGS: Mapping[str, str] = {
@@ -85,17 +89,86 @@ _REFUSED_EMPTY = frozenset(
 )
 
 
+#: Variables holding paths (``PASSERELLE_TEMPLATES``: several, ``os.pathsep`` between).
+_PATH_VARIABLES = frozenset(
+    {
+        "PASSERELLE_DATA_DIR",
+        "PASSERELLE_QUEUE_PATH",
+        "PASSERELLE_OUTPUT_DIR",
+        "PASSERELLE_TEMPLATES",
+    }
+    | {name for name in ENV_SETTINGS if name.endswith("_FILE")}
+)
+
+#: What Kubernetes injects for a Service named ``passerelle[-…]`` in the namespace
+#: (service links: ``PASSERELLE_MLLP_PORT=tcp://10.0.0.5:2575`` for one named
+#: ``passerelle-mllp``): not settings.
+_SERVICE_LINK_NAME = re.compile(
+    r"PASSERELLE(?:_[A-Z0-9_]+?)?_(?:SERVICE_HOST|SERVICE_PORT(?:_[A-Z0-9_]+)?|PORT"
+    r"|PORT_\d+_(?:TCP|UDP|SCTP)(?:_(?:PROTO|PORT|ADDR))?)"
+)
+_SERVICE_LINK_VALUE = re.compile(r"(?:tcp|udp|sctp)://", re.IGNORECASE)
+#: Read by the test harness, not by the service.
+_OTHER_VARIABLES = re.compile(r"PASSERELLE_REQUIRE_[A-Z0-9_]+")
+
+
+def _service_link(name: str, value: str) -> bool:
+    """``PASSERELLE_MLLP_PORT=tcp://…``: a Kubernetes service link, not a port number."""
+    return name.endswith("_PORT") and bool(_SERVICE_LINK_VALUE.match(value))
+
+
 def apply_environment(raw: dict[str, Any], env: Mapping[str, str]) -> dict[str, str]:
     """Write the variables of ``env`` found in :data:`ENV_SETTINGS` into the raw settings
-    ``raw`` (the parsed file); returns variable → dotted setting of those applied."""
+    ``raw`` (the parsed file); returns variable → dotted setting of those applied.
+
+    A relative path from a variable is taken from the working directory, as a shell user
+    expects (relative paths of the file are resolved against the file's folder)."""
     applied: dict[str, str] = {}
     for name, dotted in ENV_SETTINGS.items():
         # An empty variable means "not set", except for the API's credentials: set empty,
         # they would leave the conversion endpoints open without a word.
         if name in env and (env[name] != "" or name in _REFUSED_EMPTY):
-            _set_dotted(raw, dotted, env[name], name)
+            if _service_link(name, env[name]):
+                continue  # see environment_warnings
+            value = env[name]
+            if name in _PATH_VARIABLES and value:
+                value = _absolute(value, several=name == "PASSERELLE_TEMPLATES")
+            _set_dotted(raw, dotted, value, name)
             applied[name] = dotted
     return applied
+
+
+def _absolute(value: str, *, several: bool) -> str:
+    parts = value.split(os.pathsep) if several else [value]
+    return os.pathsep.join(
+        str(Path.cwd() / Path(part).expanduser()) if part else part for part in parts
+    )
+
+
+def environment_warnings(env: Mapping[str, str]) -> list[str]:
+    """What the service says at start-up about ``PASSERELLE_…`` variables it does not use:
+    a misspelt name (``PASSERELLE_FHIR_URI``) is otherwise ignored without a word — the
+    bundles then go to the local folder, ``/ready`` green — and a Kubernetes service link
+    in a port variable is ignored."""
+    warnings = []
+    for name in sorted(env):
+        if not name.startswith("PASSERELLE_"):
+            continue
+        if name in ENV_SETTINGS:
+            if _service_link(name, env[name]):
+                warnings.append(
+                    f"{name}={env[name][:60]!r} is a Kubernetes service link (a Service "
+                    f"named {name.removesuffix('_PORT').lower().replace('_', '-')}), not a "
+                    "port: ignored (set enableServiceLinks: false in the pod spec, or "
+                    "rename the Service)"
+                )
+            continue
+        if _SERVICE_LINK_NAME.fullmatch(name) or _OTHER_VARIABLES.fullmatch(name):
+            continue
+        close = difflib.get_close_matches(name, ENV_SETTINGS, n=1, cutoff=0.8)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        warnings.append(f"{name} is not a Passerelle setting: ignored{hint}")
+    return warnings
 
 
 def naming_variables(message: str, applied: Mapping[str, str]) -> str:

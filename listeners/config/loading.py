@@ -193,7 +193,10 @@ def _converter(
     if "templates" in section:
         changes["templates"] = _paths(section["templates"], base, f"{where}.templates")
     if "id_namespace" in section:
-        changes["id_namespace"] = str(section["id_namespace"])
+        # A table or a list would namespace every id with its Python text, silently.
+        if not isinstance(section["id_namespace"], str):
+            raise ConfigError(f"{where}.id_namespace must be a string")
+        changes["id_namespace"] = section["id_namespace"]
     return replace(default, **changes)
 
 
@@ -370,11 +373,19 @@ def _http(section: dict[str, Any], base: Path) -> HttpConfig:
 
 def _queue(section: dict[str, Any], base: Path, data_dir: Path) -> QueueConfig:
     _check_keys(section, {"backend", "path", "commit_interval_ms"}, "queue")
+    path = (
+        _path(section["path"], base, "queue.path") if "path" in section else data_dir / "queue.db"
+    )
+    if path.is_dir():
+        # The queue file, not its folder: the service makes its queue files 0600, and
+        # given a directory it took the permissions off it (/tmp became 1700).
+        raise ConfigError(
+            f"queue.path {path} is a directory: name the queue file ({path / 'queue.db'}), "
+            "or set data_dir"
+        )
     return QueueConfig(
         backend=_choice(section.get("backend", "sqlite"), ("sqlite", "amqp"), "queue.backend"),
-        path=_path(section["path"], base, "queue.path")
-        if "path" in section
-        else data_dir / "queue.db",
+        path=path,
         commit_interval_ms=_float(
             section.get("commit_interval_ms", 2.0), "queue.commit_interval_ms"
         ),
