@@ -36,13 +36,15 @@ def make_private_dirs(directory: Path) -> list[Path]:
 
 def restrict_file(path: Path) -> None:
     """Take group and other permissions off an existing file of the service (created by
-    an earlier version, or under another umask), with a warning; a missing file, or one
-    the process may not change (another owner), is left alone."""
+    an earlier version, or under another umask), with a warning; a missing file, one the
+    process may not change (another owner), and anything but a regular file (a directory
+    named by mistake: ``/tmp`` would lose its sticky, shared mode) are left alone."""
     try:
-        mode = stat.S_IMODE(path.stat().st_mode)
+        status = path.stat()
     except OSError:
         return
-    if not mode & 0o077:
+    mode = stat.S_IMODE(status.st_mode)
+    if not stat.S_ISREG(status.st_mode) or not mode & 0o077:
         return
     with contextlib.suppress(OSError):
         os.chmod(path, mode & ~0o077)

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from listeners.delivery.folder import write_atomically
+from listeners.file_modes import restrict_file
 from listeners.queue._sqlite_schema import connect
 from tests.listeners.service.support import RunningService, adt, make_config
 
@@ -90,3 +91,18 @@ def test_a_queue_created_readable_by_an_earlier_version_is_made_private(
         if (tmp_path / name).exists():
             assert mode(tmp_path / name) == 0o600, name
     assert "readable by other users (mode 0644): now 0600" in caplog.text
+
+
+def test_restrict_file_leaves_anything_but_a_regular_file_alone(tmp_path: Path) -> None:
+    """A directory given where a file was meant (``queue.path = "/tmp"``) once lost its
+    group and other permissions: the machine's /tmp went from 1777 to 1700."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    restrict_file(shared)
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o1777
+    readable = tmp_path / "queue.db"
+    readable.write_bytes(b"")
+    readable.chmod(0o644)
+    restrict_file(readable)
+    assert stat.S_IMODE(readable.stat().st_mode) == 0o600
