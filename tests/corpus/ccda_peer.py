@@ -32,6 +32,9 @@ are normalised before comparing:
   peer does not: panels are left out;
 * sex assigned at birth is the Patient's us-core-birthsex extension for us (IG), an
   Observation 76689-9 for the peer: compared as ``Patient.birthSex``.
+* a negated Problem Observation of the generic value 55607006 "Problem" ("No Known
+  Problems") is SNOMED 160245001 "No current problems or disability" for us (IG: the
+  negated concept), 55607006 for the peer (negation ignored): compared as both.
 
 Timestamps are compared on their date part (the peer's carry the offset of the machine
 that produced them).
@@ -121,10 +124,22 @@ def _allergy_substances(bundle: Bundle) -> list[frozenset[str]]:
     return out
 
 
+#: SNOMED "No current problems or disability" (ours, the IG's negated concept) and the
+#: negated generic "Problem" it comes from (the peer's, negation ignored).
+_NO_KNOWN_PROBLEMS = ("160245001", "55607006")
+
+
+def _condition_codes(condition: Resource) -> frozenset[str]:
+    codes = _codes(condition.get("code"))
+    if _NO_KNOWN_PROBLEMS[0] in codes:
+        return codes | {_NO_KNOWN_PROBLEMS[1]}
+    return codes
+
+
 #: Coded facts, one code set per resource (its coding and translations). A resource
 #: agrees when the other bundle has a resource sharing one of its codes.
 CODED: dict[str, Callable[[Bundle], list[frozenset[str]]]] = {
-    "Condition.code": lambda b: [_codes(r.get("code")) for r in resources(b, "Condition")],
+    "Condition.code": lambda b: [_condition_codes(r) for r in resources(b, "Condition")],
     "AllergyIntolerance.substance": _allergy_substances,
     "Medication.code": _medication_codes,
     "Immunization.vaccineCode": lambda b: [
