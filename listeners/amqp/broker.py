@@ -45,6 +45,7 @@ __all__ = [
     "connect",
     "connect_plain",
     "describe",
+    "is_connected",
     "safe_error",
 ]
 
@@ -97,6 +98,18 @@ async def connect_plain(url: Secret, *, role: str, timeout: float = 10.0) -> Abs
         raise ConnectionError(
             f"cannot connect to RabbitMQ at {describe(url)}: {safe_error(exc, url)}"
         ) from None
+
+
+def is_connected(connection: AbstractConnection | None) -> bool:
+    """Whether ``connection`` is open now. A robust connection whose broker went away is
+    not closed (``is_closed`` stays False while it reconnects): its ``connected`` event
+    tells."""
+    return (
+        connection is not None
+        and not connection.is_closed
+        and connection.connected.is_set()
+        and connection.transport is not None
+    )
 
 
 def safe_error(exc: BaseException, url: Secret | None = None) -> str:

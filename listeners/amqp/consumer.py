@@ -38,6 +38,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import aio_pika
@@ -58,7 +59,7 @@ from ..ingest import IngestQueue, SupportChecker
 from ..logs import log_fields
 from ..metrics import Metrics
 from ..retry_in_place import pause_unless
-from .broker import ConfirmedPublisher, connect, describe
+from .broker import ConfirmedPublisher, connect, describe, is_connected
 from .envelope import AmqpEnvelope
 from .intake import envelope_of
 from .ordering import KeyChains, StoreInPlace, channel_gone
@@ -168,8 +169,8 @@ class AmqpConsumer:
         self._connection = self._channel = self._queue = None
 
     async def check(self) -> None:
-        """Readiness: raise ``QueueError`` when not connected."""
-        if self._connection is None or self._connection.is_closed:
+        """Readiness: raise ``QueueError`` when not connected (reconnecting included)."""
+        if not is_connected(self._connection):
             raise QueueError(f"not connected to RabbitMQ at {describe(self._url)}")
         problem = self._store.problem() if self._store is not None else None
         if problem is not None:
@@ -287,9 +288,19 @@ class AmqpConsumer:
         fields = self._fields(message, envelope)
         message_type = envelope.message_type or "unknown"
         self._metrics.received.labels(self._listener, message_type).inc()
-        outcome = await self._pool.convert(
-            envelope.route, envelope.payload, input_type=envelope.input_type
-        )
+        destination = self._destination_of(envelope.route)
+        try:
+            outcome = await self._pool.convert(
+                envelope.route, envelope.payload, input_type=envelope.input_type
+            )
+        except BrokenProcessPool:
+            # The conversion process died (OOM killer, a crash in a C extension): transient,
+            # like in the service's workers — counted and retried through the retry queue,
+            # not returned to the queue's head for ever.
+            log.warning("conversion process died during the conversion; will retry", extra=fields)
+            failure = TransientDeliveryError("conversion process died")
+            await self._settler.retry(message, failure, destination, message_type, fields)
+            return
         if isinstance(outcome, ConversionFailure):
             await self._settler.dead_letter(
                 message,
@@ -299,7 +310,6 @@ class AmqpConsumer:
                 fields=fields,
             )
             return
-        destination = self._destination_of(envelope.route)
         sink = self._sinks[destination]
         record_conversion(self._metrics, outcome)
         try:
@@ -317,6 +327,13 @@ class AmqpConsumer:
                 else TransientDeliveryError(str(exc), status=exc.status)
             )
             await self._settler.retry(message, transient, destination, message_type, fields)
+            return
+        except Exception as exc:
+            # A bug: counted like a transient failure (max_attempts, then a dead letter)
+            # rather than returned to the queue's head for ever.
+            log.exception("delivery crashed; will retry", extra=fields)
+            failure = TransientDeliveryError(f"internal error: {type(exc).__name__}")
+            await self._settler.retry(message, failure, destination, message_type, fields)
             return
         await self._settler.settle(message)
         log.info(

@@ -33,7 +33,7 @@ from ..delivery.base import BundleInput, DeliveryReceipt, Sink, bundle_bytes
 from ..errors import DeliveryError, RejectedDeliveryError, TransientDeliveryError
 from ..logs import log_fields
 from ..queue.base import Envelope
-from .broker import ConfirmedPublisher, PublishFailure, connect, describe
+from .broker import ConfirmedPublisher, PublishFailure, connect, describe, is_connected
 from .envelope import (
     FHIR_JSON,
     H_CONTROL_ID,
@@ -141,9 +141,10 @@ class AmqpSink:
         )
 
     async def check(self) -> None:
-        """Ready when connected (connecting now if needed) and the connection is open."""
+        """Ready when connected (connecting now if needed) and the connection is open, not
+        being re-established."""
         await self._ready(timeout=min(_CHECK_TIMEOUT, self._config.confirm_timeout))
-        if self._connection is None or self._connection.is_closed:
+        if not is_connected(self._connection):
             raise TransientDeliveryError(f"not connected to RabbitMQ at {describe(self._url)}")
 
     async def close(self) -> None:

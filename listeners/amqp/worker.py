@@ -346,7 +346,11 @@ class AmqpWorker:
             with contextlib.suppress(Exception):
                 await channel.close()
             return None
-        channel.close_callbacks.add(lambda *_: partition.inbox.put_nowait(None))
+        # A channel the broker closes (its consumer_timeout, 30 min by default, during a
+        # long retry in place) gives the message back and frees the partition for another
+        # worker: this one must stop retrying it, or it would deliver it again, perhaps
+        # after the patient's later messages delivered by the new owner.
+        channel.close_callbacks.add(lambda _, exc=None: self._channel_closed(partition, exc))
         partition.task = asyncio.create_task(self._consume(partition), name=f"partition-{number}")
         self._partitions[number] = partition
         log.info(
@@ -364,6 +368,16 @@ class AmqpWorker:
             if partition.task is task:
                 return partition.released
         return None
+
+    def _channel_closed(self, partition: Partition, exc: BaseException | None) -> None:
+        connection = self._connection
+        if not partition.released.is_set() and connection is not None and not connection.is_closed:
+            log.warning(
+                "partition channel closed by the broker (%s); its message goes back to the queue",
+                safe_error(exc) if exc is not None else "closed",
+                extra=log_fields(event="partition-lost"),
+            )
+        self._release(partition)
 
     def _release(self, partition: Partition) -> None:
         partition.released.set()
