@@ -29,7 +29,9 @@ __all__ = [
     "CDA_CONTENT_TYPE",
     "ERROR_HEADERS",
     "FHIR_JSON",
+    "FORWARDED_HEADERS_BUDGET",
     "HL7V2_CONTENT_TYPE",
+    "H_DROPPED_HEADERS",
     "AmqpEnvelope",
     "EnvelopeError",
     "decode_envelope",
@@ -80,6 +82,10 @@ H_ORIGINAL_EXCHANGE = PREFIX + "original-exchange"
 H_ORIGINAL_ROUTING_KEY = PREFIX + "original-routing-key"
 #: When the message was dead-lettered (epoch seconds, as text like ``received-at``).
 H_FAILED_AT = PREFIX + "failed-at"
+H_DROPPED_HEADERS = PREFIX + "dropped-headers"
+#: Bytes the headers forwarded with a retry or a dead letter may take (the broker's frame
+#: is 128 KiB by default; the error headers and properties need room beside them).
+FORWARDED_HEADERS_BUDGET = 32 * 1024
 
 #: Error record key → header. Nothing else of an error record becomes a header.
 ERROR_HEADERS: Mapping[str, str] = MappingProxyType(
@@ -231,9 +237,43 @@ def error_headers(record: Mapping[str, Any], *, failed_at: float | None = None) 
 
 def forwardable_headers(headers: Mapping[str, Any] | None) -> HeadersType:
     """A message's headers minus those the broker adds when dead-lettering and minus
-    earlier error headers (a message is re-published with fresh ones)."""
+    earlier error headers (a message is re-published with fresh ones), within
+    :data:`FORWARDED_HEADERS_BUDGET`: the largest are left out, a sender's own before
+    Passerelle's, and ``x-passerelle-dropped-headers`` names them.
+
+    A producer may send headers just under the broker's frame limit (128 KiB); with the
+    error headers added, the copy no longer fits, the broker closes the whole connection
+    (FRAME_ERROR), and the message, delivered again, failed the same way for ever."""
     dropped = set(_BROKER_HEADERS) | set(ERROR_HEADERS.values()) | {H_FAILED_AT}
-    return {name: value for name, value in (headers or {}).items() if name not in dropped}
+    kept = {name: value for name, value in (headers or {}).items() if name not in dropped}
+    kept.pop(H_DROPPED_HEADERS, None)
+    sizes = {name: _encoded_size(name) + _encoded_size(value) for name, value in kept.items()}
+    total = sum(sizes.values())
+    if total <= FORWARDED_HEADERS_BUDGET:
+        return kept
+    left_out = []
+    for name in sorted(kept, key=lambda n: (n.startswith(PREFIX), -sizes[n])):
+        if total <= FORWARDED_HEADERS_BUDGET:
+            break
+        total -= sizes[name]
+        left_out.append(name)
+        del kept[name]
+    kept[H_DROPPED_HEADERS] = ",".join(sorted(left_out))[:_MAX_HEADER_TEXT]
+    return kept
+
+
+def _encoded_size(value: Any) -> int:
+    """Bytes ``value`` takes in an AMQP field table, near enough (type tag and length
+    prefixes included)."""
+    if isinstance(value, str):
+        return 5 + len(value.encode("utf-8", "surrogatepass"))
+    if isinstance(value, bytes | bytearray | memoryview):
+        return 5 + len(value)
+    if isinstance(value, Mapping):
+        return 5 + sum(_encoded_size(str(k)) + _encoded_size(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return 5 + sum(_encoded_size(v) for v in value)
+    return 9
 
 
 def persistent_copy(message: AbstractIncomingMessage, headers: HeadersType) -> aio_pika.Message:

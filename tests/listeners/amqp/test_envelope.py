@@ -11,6 +11,8 @@ import pytest
 
 from listeners.amqp.envelope import (
     ERROR_HEADERS,
+    FORWARDED_HEADERS_BUDGET,
+    H_DROPPED_HEADERS,
     H_FAILED_AT,
     AmqpEnvelope,
     EnvelopeError,
@@ -156,3 +158,24 @@ def test_partitions_are_stable_and_spread() -> None:
     counts = collections.Counter(partition_of(f"sender|MRN-{n}", 16) for n in range(16000))
     assert set(counts) == set(range(16))
     assert min(counts.values()) > 800  # about 1000 each
+
+
+def test_forwarded_headers_stay_within_their_budget_largest_foreign_ones_left_out() -> None:
+    """A producer's headers just under the broker's frame limit, plus the error headers,
+    no longer fit: the broker closed the connection and the message came back for ever."""
+    headers = {
+        "x-custom": "x" * 130_900,
+        "x-other": "y" * 20_000,
+        "x-small": "keep me",
+        "x-passerelle-sender": "mllp/LAB^CHU",
+        "x-passerelle-envelope": 1,
+    }
+    forwarded = forwardable_headers(headers)
+    assert forwarded[H_DROPPED_HEADERS] == "x-custom"
+    assert forwarded["x-other"] == headers["x-other"] and forwarded["x-small"] == "keep me"
+    assert forwarded["x-passerelle-sender"] == "mllp/LAB^CHU"
+    assert len(str(forwarded)) < FORWARDED_HEADERS_BUDGET
+    # Passerelle's own headers go last, and an earlier note is not carried over.
+    ours = {"x-passerelle-sender": "s" * 40_000, "x-big": "b" * 10_000, H_DROPPED_HEADERS: "old"}
+    assert forwardable_headers(ours)[H_DROPPED_HEADERS] == "x-big,x-passerelle-sender"
+    assert forwardable_headers({"x-small": "a"}) == {"x-small": "a"}

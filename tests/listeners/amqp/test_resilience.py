@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from listeners.amqp import AmqpSink, AmqpWorker
-from listeners.amqp.envelope import ERROR_HEADERS, H_ATTEMPTS
+from listeners.amqp.envelope import ERROR_HEADERS, H_ATTEMPTS, H_DROPPED_HEADERS
 from tests.listeners.amqp.support import (
     AmqpClient,
     Configure,
@@ -146,3 +146,30 @@ async def test_a_worker_stops_retrying_a_message_whose_channel_the_broker_closed
     assert [post["status"] for post in bundle_posts(fhir)] == [200, 200]
     [patient] = patients(fhir, "MRN-CT")
     assert history_families(fhir, patient["id"]) == ["CT-v1", "CT-v2"]
+
+
+async def test_a_poison_message_with_headers_near_the_frame_limit_is_dead_lettered_once(
+    broker: RabbitMq, fhir: FhirServer, names: Names, configure: Configure
+) -> None:
+    """Its dead letter, with the error headers added, no longer fitted the broker's frame:
+    the broker closed the consumer's connection (FRAME_ERROR) and delivered the message
+    again, for ever. The largest headers are left out of the copy, and named."""
+    config = configure(consumer={"mode": "commit"})
+    async with running_service(config), AmqpClient(broker.url) as client:
+        await client.publish(
+            names.ingress,
+            "k",
+            b"garbage, not HL7",
+            message_id="huge",
+            headers={"x-custom": "x" * 130_900},
+        )
+        await client.publish(names.ingress, "k", adt("HH-2", mrn="MRN-HH"), message_id="next")
+        (letter,) = await client.take(names.dead_letters, 1)
+        await eventually(lambda: len(bundle_posts(fhir)) == 1, what="the next message delivered")
+        assert await client.counts(names.ingress) == (0, 1)
+        await asyncio.sleep(1.0)
+        assert await client.counts(names.dead_letters) == (0, 0)
+    headers = letter.headers or {}
+    assert letter.message_id == "huge" and letter.body == b"garbage, not HL7"
+    assert headers[H_DROPPED_HEADERS] == "x-custom" and "x-custom" not in headers
+    assert headers[ERROR_HEADERS["kind"]] == "ParseError"
