@@ -117,7 +117,9 @@ class Conversion:
 
     def to_json(self, *, pretty: bool = False) -> str:
         """The bundle's JSON text; decimals keep their digits (``json.dumps`` can't)."""
-        return json_text.dumps(self.bundle, pretty=pretty)
+        if pretty:
+            return json_text.dumps(self.bundle, pretty=True)
+        return json_text.compact_bundle(self.bundle)
 
 
 def _offset_of(timestamp: str) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from functools import cached_property
 from typing import Any
 
@@ -31,6 +32,10 @@ DOCUMENT_TYPES: dict[str, str] = {
     "2.16.840.1.113883.10.20.22.1.15": "Care Plan",
     "2.16.840.1.113883.10.20.22.1.10": "Unstructured Document",
 }
+
+
+_WITH_ID = etree.XPath("//*[@ID]")
+_BY_ID = re.compile(r"//\*\[@ID='([^']*)'\]")
 
 
 class PathCache:
@@ -92,9 +97,20 @@ class CdaDocument:
         #: and a dictionary lookup is several times cheaper than ``find()``. The keys keep
         #: their lxml proxies alive, so an element always maps to the same entry.
         self._children: dict[etree._Element, dict[str, list[etree._Element]]] = {}
-        self.root = Node(self._root, self)
+        #: One Node per element (:meth:`node`), so that what a Node caches serves every
+        #: template that reaches the element.
+        self._nodes: dict[etree._Element, Node] = {}
+        self.root = self.node(self._root)
 
     # -- template helpers ------------------------------------------------------------------
+    def node(self, element: etree._Element) -> Node:
+        """The element's Node (the same object every time: the key keeps the lxml proxy
+        alive, so an element always maps to the same entry)."""
+        found = self._nodes.get(element)
+        if found is None:
+            found = self._nodes[element] = Node(element, self)
+        return found
+
     def children(self, element: etree._Element) -> dict[str, list[etree._Element]]:
         """The element's child elements grouped by Clark name, in document order."""
         index = self._children.get(element)
@@ -133,6 +149,11 @@ class CdaDocument:
         return current[:1] if first else current
 
     def xpath(self, element: etree._Element, expression: str) -> Any:
+        by_id = _BY_ID.fullmatch(expression)
+        if by_id is not None:
+            # ``//*[@ID='x']`` (a narrative reference's target): what XPath returns, from
+            # an index instead of a walk of the whole document on every call.
+            return list(self._by_id.get(by_id.group(1), ()))
         result: Any = self._paths.get(expression, raw=True)(element)
         return result
 
@@ -141,11 +162,20 @@ class CdaDocument:
         target = self._ids.get(reference.lstrip("#"))
         if target is None:
             return ""
-        return Node(target, self).string()
+        return self.node(target).string()
+
+    @cached_property
+    def _by_id(self) -> dict[str, list[etree._Element]]:
+        """Every element carrying an ``ID`` attribute, by its value, in document order."""
+        index: dict[str, list[etree._Element]] = {}
+        for element in _WITH_ID(self._root):
+            index.setdefault(element.get("ID"), []).append(element)
+        return index
 
     @cached_property
     def _ids(self) -> dict[str, etree._Element]:
-        return {e.get("ID"): e for e in self._root.iter() if isinstance(e.tag, str) and e.get("ID")}
+        # The last element of each non-empty ID, as a walk of the document keeps it.
+        return {key: found[-1] for key, found in self._by_id.items() if key}
 
     @property
     def template_ids(self) -> list[str]:

@@ -64,32 +64,50 @@ class AttrValue(str):
 class Node:
     """One CDA element (or an empty placeholder for an absent one)."""
 
-    __slots__ = ("_doc", "_element", "_name")
+    __slots__ = ("_attrs", "_doc", "_element", "_kids", "_name")
 
     def __init__(self, element: etree._Element | None, doc: CdaDocument, name: str = "") -> None:
         self._element = element
         self._doc = doc
         self._name = name
+        #: ``node.code`` by name and ``node["code"]`` by attribute, once read: templates
+        #: read the same few of an element many times. An element's Node is one object
+        #: per document (:meth:`CdaDocument.node`), so these serve every template.
+        self._kids: dict[str, Node] | None = None
+        self._attrs: dict[str, AttrValue] | None = None
 
     # -- navigation ------------------------------------------------------------------------
     def __getattr__(self, name: str) -> Node:
+        kids = self._kids
+        if kids is not None:
+            found = kids.get(name)
+            if found is not None:
+                return found
         if name.startswith("_"):
             raise AttributeError(name)
         element = self._element
+        doc = self._doc
+        found = None
         if element is not None:
-            children = self._doc.children(element).get(_clark(name))
+            children = doc.children(element).get(_clark(name))
             if children:
-                return Node(children[0], self._doc)
-        return Node(None, self._doc, name)
+                found = doc.node(children[0])
+        if found is None:
+            found = Node(None, doc, name)
+        if kids is None:
+            kids = self._kids = {}
+        kids[name] = found
+        return found
 
     def first(self, path: str) -> Node:
         """The first element at ``path`` (names separated by ``/``), or an empty Node."""
         found = self._doc.select(self._element, path, first=True)
-        return Node(found[0], self._doc) if found else Node(None, self._doc, path)
+        return self._doc.node(found[0]) if found else Node(None, self._doc, path)
 
     def all(self, path: str) -> list[Node]:
         """Every element at ``path``, in document order."""
-        return [Node(e, self._doc) for e in self._doc.select(self._element, path)]
+        node = self._doc.node
+        return [node(e) for e in self._doc.select(self._element, path)]
 
     def xpath(self, expression: str) -> list[Any]:
         """Raw XPath 1.0 with prefixes h (CDA), sdtc, xsi; elements come back as Nodes."""
@@ -98,24 +116,31 @@ class Node:
         result = self._doc.xpath(self._element, expression)
         if not isinstance(result, list):
             return [result]
-        return [Node(r, self._doc) if isinstance(r, etree._Element) else str(r) for r in result]
+        node = self._doc.node
+        return [node(r) if isinstance(r, etree._Element) else str(r) for r in result]
 
     def __iter__(self) -> Iterator[Node]:
         """Child elements (comments and processing instructions skipped)."""
         if self._element is None:
             return
+        node = self._doc.node
         for child in self._element:
             if isinstance(child.tag, str):
-                yield Node(child, self._doc)
+                yield node(child)
 
     @property
     def parent(self) -> Node:
         element = self._element
         parent = element.getparent() if element is not None else None
-        return Node(parent, self._doc)
+        return self._doc.node(parent) if parent is not None else Node(None, self._doc)
 
     # -- values ------------------------------------------------------------------------
     def __getitem__(self, attribute: str) -> AttrValue:
+        attrs = self._attrs
+        if attrs is not None and type(attribute) is str:
+            found = attrs.get(attribute)
+            if found is not None:
+                return found
         if not isinstance(attribute, str):
             raise KeyError(attribute)
         element = self._element
@@ -129,7 +154,12 @@ class Node:
                     raise KeyError(attribute)
                 key = f"{{{namespace}}}{local}"
             value = element.get(key, "")
-        return AttrValue(value, self, attribute)
+        found = AttrValue(value, self, attribute)
+        if type(attribute) is str:
+            if attrs is None:
+                attrs = self._attrs = {}
+            attrs[attribute] = found
+        return found
 
     def string(self) -> str:
         """All text inside the element, whitespace runs collapsed, trimmed."""

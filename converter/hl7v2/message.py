@@ -70,7 +70,8 @@ class Segment:
     def __getitem__(self, key: int) -> Value:
         if type(key) is not int:
             raise KeyError(key)
-        return self.field(key)
+        found = self._cache.get(key)  # field()'s own first step, without its call
+        return found if found is not None else self.field(key)
 
     def __getattr__(self, attr: str) -> Value:
         names = self._names

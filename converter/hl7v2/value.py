@@ -28,8 +28,8 @@ class Value:
         "_loc",
         "_parts",
         "_raw",
-        "_rep1",
         "_rep_raws",
+        "_reps",
         "_str",
     )
 
@@ -46,8 +46,9 @@ class Value:
         self._parts: list[str] | None = None
         # Split of a field into repetitions: done once, however the repetitions are read.
         self._rep_raws: list[str] | None = None
-        # A field's first repetition, which ``field[n]`` reads: its split is kept too.
-        self._rep1: Value | None = None
+        # A field's repetitions once made (``field[n]`` reads the first; loops, ``first``
+        # and ``rep_where`` all of them): each split and decoded once, however read.
+        self._reps: list[Value | None] | None = None
         self._children: dict[int, Value] | None = None
         self._str: str | None = None
 
@@ -55,7 +56,7 @@ class Value:
     def _child(self, n: int) -> Value:
         depth = self._depth
         if depth == _FIELD:
-            return self._rep(1)._child(n)
+            return self._rep(1)[n]  # the repetition's own cache serves ``cx[n]`` too
         if depth == _SUB:
             return self if n == 1 else self._empty(n)
         parts = self._parts
@@ -85,13 +86,15 @@ class Value:
         return parts
 
     def _rep(self, n: int) -> Value:
-        if n == 1:
-            first = self._rep1
-            if first is None:
-                first = self._rep1 = self._make_rep(self._rep_split()[0], 1)
-            return first
-        parts = self._rep_split()
-        return self._make_rep(parts[n - 1] if n <= len(parts) else "", n)
+        reps = self._reps
+        if reps is None:
+            reps = self._reps = [None] * len(self._rep_split())
+        if n > len(reps):
+            return self._make_rep("", n)
+        rep = reps[n - 1]
+        if rep is None:
+            rep = reps[n - 1] = self._make_rep(self._rep_split()[n - 1], n)
+        return rep
 
     def _make_rep(self, raw: str, n: int) -> Value:
         seg, field, _, _, _ = self._loc
@@ -121,8 +124,8 @@ class Value:
             if self:
                 yield self
             return
-        for n, raw in enumerate(self._rep_split(), 1):
-            rep = self._make_rep(raw, n)
+        for n in range(1, len(self._rep_split()) + 1):
+            rep = self._rep(n)
             if rep:
                 yield rep
 
@@ -131,7 +134,7 @@ class Value:
         """All repetitions, including empty ones (positions are kept)."""
         if self._depth != _FIELD:
             return [self]
-        return [self._make_rep(raw, n) for n, raw in enumerate(self._rep_split(), 1)]
+        return [self._rep(n) for n in range(1, len(self._rep_split()) + 1)]
 
     @property
     def first(self) -> Value:
@@ -246,7 +249,10 @@ class Value:
         # HL7's explicit null ``""`` carries no value for a conversion. A value is present
         # when any of its leaves has text, not only the first one: ``^John`` (given name
         # only) or ``^NET^Internet^a@b.org`` (e-mail) must not be skipped as empty.
-        if str(self):
+        text = self._str
+        if text is None:
+            text = self._str = self._decode_first_leaf()
+        if text:
             return True
         raw = self._raw
         if not raw or raw == '""' or self._is_msh2():

@@ -20,17 +20,18 @@ from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from types import MethodType
+from types import BuiltinMethodType, MethodType
 from typing import Any
 
 import jinja2
 import simplejson
 from jinja2.compiler import CodeGenerator
-from jinja2.environment import TemplateModule
+from jinja2.environment import Template, TemplateModule
 from jinja2.loaders import split_template_path
+from jinja2.nodes import EvalContext
 from jinja2.runtime import Context, Macro
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from jinja2.utils import Namespace
+from jinja2.utils import Namespace, internalcode, missing
 from markupsafe import Markup
 
 from ..active_session import ACTIVE_SESSION
@@ -76,6 +77,7 @@ def _string(text: str, source: Value | None = None) -> Markup:
 # frames; and Markup built by str's own constructor (Markup.__new__ only adds handling
 # of __html__ objects and bytes, which JSON text never is). Both run ~250 times a message.
 _encode_string = json.encoder.encode_basestring
+_isspace = str.isspace
 _markup: Callable[[str], Markup] = functools.partial(str.__new__, Markup)
 _container = json.JSONEncoder(ensure_ascii=False, default=_default, allow_nan=False).encode
 # The rare container holding a decimal (``{"value": x | decimal}``) is written by
@@ -96,7 +98,9 @@ def to_json(value: Any) -> Markup:
     """Finalizer: the JSON text of an expression's value."""
     cls = type(value)
     if cls is Markup:
-        return value if value.strip() else _NULL
+        # Not ``value.strip()``: Markup's strip builds a second Markup. Blank is empty or
+        # all whitespace (``isspace`` and ``strip`` share Python's idea of whitespace).
+        return value if value and not _isspace(value) else _NULL
     if cls is Value:
         text = str(value)
         return _string(text, value) if text else _NULL
@@ -118,6 +122,10 @@ def to_json(value: Any) -> Markup:
         str(value)  # StrictUndefined raises with the missing name
         return _NULL
     if isinstance(value, list | tuple | dict):
+        if type(value) is dict:
+            flat = _flat_dict(value)
+            if flat is not None:
+                return flat
         encoded = _encode_container(value)
         if "\\" in encoded:
             encoded = _container_without_control_characters(encoded)
@@ -130,6 +138,23 @@ def to_json(value: Any) -> Markup:
         return _NULL
     text = str(value)
     return _string(text) if text else _NULL
+
+
+def _flat_dict(value: dict[Any, Any]) -> Markup | None:
+    """A dict of strings by strings (a code map's coding), written as :func:`to_json`
+    writes any container, without the encoder's set-up or a pass over the text: the
+    same text, bracket protection applied to each string. None for any other dict."""
+    pieces = []
+    for key, item in value.items():
+        if type(key) is not str or type(item) is not str:
+            return None
+        pieces.append(f"{_encode_string(key)}: {_encode_string(item)}")
+    encoded = "{" + ", ".join(pieces) + "}"
+    if "\\" in encoded:
+        encoded = _container_without_control_characters(encoded)
+    if "]" in encoded[:-1] or "}" in encoded[:-1]:
+        encoded = _protect_strings(encoded)
+    return _markup(encoded)
 
 
 @jinja2.pass_eval_context
@@ -220,6 +245,31 @@ class _JsonCodeGenerator(CodeGenerator):
             self.write(")")
 
 
+def _call_macro(macro: Macro, args: tuple[Any, ...]) -> Any:
+    """``macro(*args)`` for the common call: positional arguments only, to a macro that
+    takes no ``caller``, ``varargs`` or ``kwargs``. What ``Macro.__call__`` and
+    ``_invoke`` do then (absent arguments passed as ``missing``, for the macro's
+    defaults; the output as Markup), without their general argument handling; any
+    other call takes that path."""
+    count = macro._argument_count
+    given = len(args)
+    if (
+        given > count
+        or macro.caller
+        or macro.catch_kwargs
+        or macro.catch_varargs
+        or (given and isinstance(args[0], EvalContext))
+        or macro._environment.is_async
+    ):
+        return macro(*args)
+    if given < count:
+        args = (*args, *((missing,) * (count - given)))
+    output = macro._func(*args)
+    if not macro._default_autoescape:
+        return output
+    return _markup(output) if type(output) is str else Markup(output)
+
+
 class _Sandbox(ImmutableSandboxedEnvironment):
     """The immutable sandbox, with a fast path for the objects made for templates.
 
@@ -233,6 +283,10 @@ class _Sandbox(ImmutableSandboxedEnvironment):
 
     code_generator_class = _JsonCodeGenerator
     json_output = staticmethod(to_json)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._loaded = {}
+        super().__init__(*args, **kwargs)
 
     def call(
         __self,
@@ -252,11 +306,17 @@ class _Sandbox(ImmutableSandboxedEnvironment):
             kind is Macro
             or (kind is MethodType and type(__obj.__self__) in _TEMPLATE_TYPES)
             or id(__obj) in __self.direct_calls
+            or (
+                kind is BuiltinMethodType
+                and __obj.__name__ in _PURE_METHODS.get(type(__obj.__self__), ())
+            )
         ):
             if kwargs:
                 # What Jinja passes for its own use inside loops and blocks.
                 kwargs.pop("_loop_vars", None)
                 kwargs.pop("_block_vars", None)
+            if kind is Macro and not kwargs:
+                return _call_macro(__obj, args)
             return __obj(*args, **kwargs)
         return super().call(__context, __obj, *args, **kwargs)
 
@@ -283,17 +343,56 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         :meth:`is_safe_attribute`, which says yes to any public name of these types; none
         of them is a string, so no public attribute of theirs is a string's ``format``.
         """
-        if type(obj) in _PLAIN_TEMPLATE_TYPES and not attribute.startswith("_"):
+        kind = type(obj)
+        if kind in _PLAIN_TEMPLATE_TYPES:
+            if not attribute.startswith("_"):
+                try:
+                    return getattr(obj, attribute)
+                except AttributeError:
+                    pass  # Jinja's fallbacks: obj[attribute], then undefined
+        elif kind is dict and attribute not in _DICT_ATTRIBUTES:
+            # ``coding.code``: no attribute of a plain dict has that name, so the checked
+            # path would come to the same item (or undefined).
             try:
-                return getattr(obj, attribute)
-            except AttributeError:
-                pass  # Jinja's fallbacks: obj[attribute], then undefined
+                return obj[attribute]
+            except KeyError:
+                return self.undefined(obj=obj, name=attribute)
+        elif attribute in _PURE_METHODS.get(kind, ()):
+            # ``text.split``, ``mapping.get``: methods that read only (never a
+            # ``str.format``), of plain strings and dicts; safe by the checked path too.
+            return getattr(obj, attribute)
         return super().getattr(obj, attribute)
 
     def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
         if type(obj) in _TEMPLATE_TYPES:
             return not attr.startswith("_")
         return bool(super().is_safe_attribute(obj, attr, value))
+
+    #: Loaded templates by name (what Jinja's own cache holds, without its weakref key
+    #: and its checks): templates are loaded once (no auto-reload, unbounded cache), and
+    #: each render and ``{% import %}`` asks again.
+    _loaded: dict[str, Template]
+
+    @internalcode
+    def get_template(
+        self,
+        name: str | Template,
+        parent: str | None = None,
+        globals: MutableMapping[str, Any] | None = None,
+    ) -> Template:
+        # join_path is not overridden: the name is the same with or without parent.
+        if not globals and type(name) is str:
+            found = self._loaded.get(name)
+            if found is not None:
+                return found
+        return super().get_template(name, parent, globals)
+
+    @internalcode
+    def _load_template(self, name: str, globals: MutableMapping[str, Any] | None) -> Template:
+        template = super()._load_template(name, globals)
+        if not globals and self.cache is not None and not self.auto_reload:
+            self._loaded[name] = template
+        return template
 
     def make_globals(self, d: MutableMapping[str, Any] | None) -> MutableMapping[str, Any]:
         """A template's globals as a plain dict instead of Jinja's ChainMap.
@@ -311,6 +410,25 @@ _TEMPLATE_TYPES = frozenset(
 )
 # Without AttrValue: a str subclass, whose ``format`` must still be wrapped by Jinja.
 _PLAIN_TEMPLATE_TYPES = _TEMPLATE_TYPES - {AttrValue}
+_DICT_ATTRIBUTES = frozenset(dir(dict))
+# Methods of plain strings and dicts that only read their object, and return new
+# values: read and called without the sandbox's inspection, which lets them through
+# anyway. Never ``format``/``format_map`` (Jinja wraps those) nor a mutating method.
+_STR_METHODS = frozenset(
+    {
+        "capitalize", "casefold", "center", "count", "endswith", "find", "index",
+        "isalnum", "isalpha", "isdecimal", "isdigit", "islower", "isnumeric", "isspace",
+        "istitle", "isupper", "join", "ljust", "lower", "lstrip", "partition",
+        "removeprefix", "removesuffix", "replace", "rfind", "rindex", "rjust",
+        "rpartition", "rsplit", "rstrip", "split", "splitlines", "startswith", "strip",
+        "swapcase", "title", "upper", "zfill",
+    }
+)  # fmt: skip
+_PURE_METHODS: dict[type[Any], frozenset[str]] = {
+    str: _STR_METHODS,
+    AttrValue: _STR_METHODS,
+    dict: frozenset({"get", "items", "keys", "values"}),
+}
 
 
 def _session_function(name: str) -> Any:
@@ -380,7 +498,8 @@ class TemplateSet:
             "occurrences": Occurrences,
         }
         self.environment.globals.update(own_globals)
-        self.environment.call_directly(own_globals.values())
+        # ``namespace()`` too: Jinja's class, which takes no context either.
+        self.environment.call_directly([*own_globals.values(), Namespace])
 
     def list(self, family: str | None = None) -> list[TemplateInfo]:
         """Every template visible through the search path, the override winning."""

@@ -11,6 +11,7 @@ A resource emitted twice with the same identity is merged into one.
 from __future__ import annotations
 
 import json
+import json.encoder
 import os
 import re
 import sys
@@ -31,6 +32,7 @@ from .template_json import json_from_template
 
 __all__ = ["Ref", "RenderSession", "json_from_template"]
 
+_ascii_string = json.encoder.encode_basestring_ascii  # json.dumps' default (ensure_ascii)
 _FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 
 
@@ -43,7 +45,8 @@ class Ref:
     reference: str
 
     def as_json(self) -> str:
-        return json.dumps({"reference": self.reference})
+        # What ``json.dumps({"reference": self.reference})`` writes, without its frames.
+        return '{"reference": ' + _ascii_string(self.reference) + "}"
 
     def __str__(self) -> str:
         return self.reference

@@ -33,3 +33,42 @@ def test_integers_stay_integers() -> None:
         "n": 12,
         "big": 123456789012345678901234567890,
     }
+
+
+# The bundle text of a conversion (compact_bundle: the standard library's encoder, decimals
+# put back) is byte for byte what json_dumps writes.
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.text(max_size=6)
+    | st.sampled_from(["\x00", 'a"\x00', "\\u0000", '"\\u0000"', "é\u2028", "\ud800"])
+    | DECIMAL_TEXT.map(FhirDecimal)
+    | st.sampled_from([Decimal("1E+3"), Decimal("-0.00"), FhirDecimal("0.0000000")]),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner),
+    max_leaves=12,
+)
+
+
+@given(st.dictionaries(st.text(max_size=4), JSON_VALUES, max_size=4))
+def test_compact_bundle_text_is_json_dumps_text(bundle: dict[str, object]) -> None:
+    from converter.assembly.json_text import compact_bundle
+
+    assert compact_bundle(bundle) == json_dumps(bundle)
+
+
+def test_compact_bundle_falls_back_for_what_only_simplejson_writes() -> None:
+    import re
+
+    import pytest
+
+    from converter.assembly.json_text import compact_bundle
+
+    class Other:
+        pass
+
+    for value in ({"n": float("nan")}, {"o": Other()}, {"d": Decimal("NaN")}):
+        with pytest.raises((ValueError, TypeError)) as expected:
+            json_dumps(value)
+        with pytest.raises(expected.type, match=re.escape(str(expected.value))):
+            compact_bundle(value)

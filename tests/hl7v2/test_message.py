@@ -428,3 +428,19 @@ def test_value_type_from_sample() -> None:
     assert [str(xtn[12]) for xtn in telecom] == ["+33639982512"]
     assert str(message.PID[3].rep_where(5, "INS")) == "184037511104288"
     assert str(message.PID[3].rep_where(5, "MR", "PI")[4][2]) == "1.2.250.1.999.2.1"
+
+
+def test_repetitions_are_made_once_however_they_are_read() -> None:
+    # A field's repetitions (and what they split and decode) are kept: loops, ``reps``,
+    # ``first`` and ``field[n]`` read the same objects; beyond the last one, empty values.
+    pid = parse_segments("PID|1||A1^^^X^MR~~B2^^^Y^PI").PID
+    field = pid[3]
+    looped = list(field)
+    assert [rep.path for rep in looped] == ["PID-3", "PID-3(3)"]
+    assert looped == list(field) and all(a is b for a, b in zip(looped, field, strict=True))
+    assert field.reps[0] is looped[0] and field.reps[2] is looped[1]
+    assert field.first is looped[0]
+    assert field[4] is looped[0][4] and str(field[4]) == "X"
+    assert str(field.rep_where(5, "PI")[1]) == "B2"
+    beyond = field._rep(9)
+    assert beyond.path == "PID-3(9)" and not beyond

@@ -752,3 +752,99 @@ def test_environment_is_an_immutable_sandbox(tmp_path: Path) -> None:
     templates: TemplateSet = make_templates(tmp_path)
     assert isinstance(templates.environment, ImmutableSandboxedEnvironment)
     assert json.loads(templates.environment.from_string("{{ x }}").render(x="q")) == "q"
+
+
+# --- fast paths: the same results as the checked paths -------------------------------------
+
+
+class _Mapping(dict):  # type: ignore[type-arg]
+    """A dict subclass: to_json and the sandbox take their general paths for it."""
+
+
+@settings(max_examples=300)
+@given(st.dictionaries(TEXT, TEXT, max_size=4))
+def test_a_dict_of_strings_is_written_as_any_container(value: dict[str, str]) -> None:
+    # Code map codings (dicts of strings) skip the encoder: the same text, the same
+    # bracket protection, the same refusal of control characters.
+    def written(mapping: dict[str, str]) -> Any:
+        try:
+            return str(to_json(mapping))
+        except MappingError as exc:
+            return exc.reason if hasattr(exc, "reason") else str(exc)
+
+    assert written(value) == written(_Mapping(value))
+
+
+def test_plain_dicts_and_strings_read_through_the_sandbox(tmp_path: Path) -> None:
+    templates = resource_with(
+        "[m.a, m.get('a'), m.get('zz', 'd'), m.items() | list | length, 'x-y'.split('-'), "
+        "m['get'], m.values() | first, 'ABC'.lower().startswith('ab'), n.a]"
+    )
+    builtin = write_templates(tmp_path, templates)
+    mapping = {"a": "1", "get": "item"}
+    (resource,) = render(make_session(builtin, m=mapping, n=_Mapping(a="2")))
+    assert resource["value"] == ["1", "1", "d", 2, ["x", "y"], "item", "1", True, "2"]
+
+
+@pytest.mark.parametrize(
+    "expression",
+    ["m.zz", "m.__class__", "m.copy.__self__", "m.setdefault('b', 1)", "'{0.__class__}'.format(m)"],
+)
+def test_plain_dicts_and_strings_keep_the_sandbox(tmp_path: Path, expression: str) -> None:
+    builtin = write_templates(tmp_path, resource_with(expression))
+    mapping = {"a": "1"}
+    with pytest.raises(TemplateError) as caught:
+        render(make_session(builtin, m=mapping))
+    assert caught.value.template == f"{RESOURCE}:3"
+    assert mapping == {"a": "1"}
+
+
+def test_macro_calls_with_defaults_and_wrong_arguments(tmp_path: Path) -> None:
+    # Positional calls to plain macros skip Macro.__call__; the others still go through it.
+    macros = (
+        '{% macro three(a, b="B", c=none) %}{{ [a, b, c] }}{% endmacro %}'
+        "{% macro rest() %}{{ [varargs, kwargs] }}{% endmacro %}"
+    )
+    resource = one_resource(
+        tmp_path,
+        macros + '{"resourceType": "Basic", "code": "c", "v": [{{ three("x") }}, '
+        '{{ three("x", "y", "z") }}, {{ three(c="w", a="v") }}, {{ rest(1, k=2) }}]}',
+    )
+    assert resource is not None
+    assert resource["v"] == [["x", "B"], ["x", "y", "z"], ["v", "B", "w"], [[1], {"k": 2}]]
+    with pytest.raises(MappingError) as caught:
+        one_resource(tmp_path / "many", macros + "{{ three(1, 2, 3, 4) }}")
+    assert "takes not more than 3 argument" in str(caught.value.detail)
+
+
+def test_cda_nodes_are_one_object_per_element(tmp_path: Path) -> None:
+    from converter.cda import CdaDocument, PathCache
+    from tests.cda._support import cda
+
+    doc = CdaDocument(cda(body="").encode(), PathCache())
+    root = doc.root
+    assert root.code is root.code and root.code == root.all("code")[0]
+    assert root.code is root.first("code")
+    assert root.code is root.code.parent.code.parent.all("code")[0]
+    assert root.code["code"] is root.code["code"]
+    assert not root.nothing and root.nothing is root.nothing
+    assert root.code.parent is root and not root.parent
+
+
+def test_cda_id_references_are_found_as_xpath_finds_them(tmp_path: Path) -> None:
+    from converter.cda import CdaDocument, PathCache
+    from converter.cda.document import _BY_ID
+    from tests.cda._support import cda
+
+    body = (
+        '<component><section><text><content ID="a">one</content><content ID="a">two'
+        '</content><content ID="">none</content></text></section></component>'
+    )
+    doc = CdaDocument(cda(body=body).encode(), PathCache())
+    for key in ("a", "", "zz"):
+        expression = f"//*[@ID='{key}']"
+        assert _BY_ID.fullmatch(expression)
+        found = doc.root.xpath(expression)
+        assert [n._element for n in found] == doc._paths.get(expression, raw=True)(doc._root)
+    assert [n.string() for n in doc.root.xpath("//*[@ID='a']")] == ["one", "two"]
+    assert doc.narrative("#a") == "two"
