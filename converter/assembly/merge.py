@@ -33,7 +33,9 @@ def merge_into(target: dict[str, Any], other: dict[str, Any], path: str = "") ->
     """Merge ``other`` into ``target``: first value wins, lists gain the items they lack.
 
     Returns the paths (``status``, ``code.text``…) where the two disagreed on a single
-    value, so the caller can report that one identity covered two different things.
+    value, or on a ``coding`` list sharing no coding (the first one kept: two concepts
+    are not two translations of one), so the caller can report that one identity covered
+    two different things.
     """
     conflicts: list[str] = []
     for key, value in other.items():
@@ -44,9 +46,30 @@ def merge_into(target: dict[str, Any], other: dict[str, Any], path: str = "") ->
         elif isinstance(current, dict) and isinstance(value, dict):
             conflicts.extend(merge_into(current, value, where))
         elif isinstance(current, list) and isinstance(value, list):
+            if key == "coding" and current and value and not _same_concept(current, value):
+                # Two codings naming nothing in common are two concepts, not translations
+                # of one: a union would say fever and anaphylaxis are the same reaction.
+                conflicts.append(where)
+                continue
             for item in value:
                 if item not in current:
                     current.append(item)
         elif current != value:
             conflicts.append(where)
     return conflicts
+
+
+def _same_concept(first: list[Any], second: list[Any]) -> bool:
+    """Whether two ``coding`` lists share a coding (same system and code), or either
+    holds one that cannot be compared (no code): then they may name one concept."""
+
+    def keys(codings: list[Any]) -> set[tuple[Any, Any]] | None:
+        found = set()
+        for coding in codings:
+            if not isinstance(coding, dict) or "code" not in coding:
+                return None
+            found.add((coding.get("system"), coding["code"]))
+        return found
+
+    ours, theirs = keys(first), keys(second)
+    return ours is None or theirs is None or bool(ours & theirs)
