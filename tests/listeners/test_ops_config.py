@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from listeners.config import ConfigError, environment, load_config
-
-PASSERELLE = str(Path(sys.executable).parent / "passerelle")
+from tests.listeners.test_config import cli
 
 
 def _toml(tmp_path: Path, text: str) -> Path:
@@ -22,20 +19,6 @@ def _toml(tmp_path: Path, text: str) -> Path:
     path.parent.mkdir(exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return path
-
-
-def _cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("PASSERELLE_")}
-    environment.update(env)
-    return subprocess.run(
-        [PASSERELLE, *args],
-        capture_output=True,
-        text=True,
-        env=environment,
-        cwd=cwd,
-        timeout=60,
-        check=False,
-    )
 
 
 # -- a queue path naming a directory ---------------------------------------------------------
@@ -49,7 +32,7 @@ def test_a_queue_path_naming_a_directory_is_refused_and_the_directory_left_alone
     shared.mkdir()
     shared.chmod(0o1777)
     config = _toml(tmp_path, f'[mllp]\nport = 0\n[http]\nport = 0\n[queue]\npath = "{shared}"\n')
-    result = _cli("serve", "--config", str(config), env={}, cwd=tmp_path)
+    result = cli("serve", "--config", str(config), env={}, cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().splitlines() == [
         f"passerelle: queue.path {shared} is a directory: name the queue file "
@@ -84,7 +67,7 @@ def test_oauth2_settings_of_the_wrong_kind_are_refused_in_one_line(
         f'auth = {{ kind = "oauth2", client_secret = "s3cr3t-value", {settings} }}\n',
     )
     # token_url = 5 was an AttributeError traceback from `serve` and `--print-config`.
-    result = _cli("serve", "--config", str(config), "--print-config", env={}, cwd=tmp_path)
+    result = cli("serve", "--config", str(config), "--print-config", env={}, cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"passerelle: {expected}"]
     assert "s3cr3t-value" not in result.stderr
@@ -203,7 +186,7 @@ def test_misspelt_variables_are_named_at_start_up(tmp_path: Path) -> None:
         "(did you mean PASSERELLE_HTTP_API_KEY?)",
         "PASSERELLE_NOTHING_LIKE_IT is not a Passerelle setting: ignored",
     ]
-    result = _cli(
+    result = cli(
         "serve", "--print-config", env={"PASSERELLE_FHIR_URI": "https://x/fhir"}, cwd=tmp_path
     )
     assert result.returncode == 0
