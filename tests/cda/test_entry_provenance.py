@@ -181,6 +181,7 @@ def test_an_entry_author_gives_a_provenance_of_the_entry_resource(
 def test_without_an_author_there_is_no_provenance() -> None:
     template, code, _, _ = SECTIONS["problems"]
     bundle, _ = _convert(_section(template, code, _problem("")))
+    assert len(_resources(bundle, "Condition")) == 1  # the entry is converted, unattributed
     assert _resources(bundle, "Provenance") == []
 
 

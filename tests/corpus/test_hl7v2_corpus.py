@@ -171,6 +171,8 @@ def test_corpus_message_converts_or_fails_cleanly(
     path: Path, converters: tuple[Converter, Converter], r4validator: R4Validator
 ) -> None:
     outcome = convert_file(path, *converters)
+    parts = (outcome.bundles, outcome.unsupported, outcome.invalid_values, outcome.unreadable)
+    assert any(parts), f"{path.name}: no message found in the file"
     for bundle in outcome.bundles:
         issues = r4validator.validate(bundle)
         assert issues == [], json.dumps(issues[:5], indent=1, ensure_ascii=False)
@@ -266,3 +268,5 @@ def test_key_content_agrees_with_the_peer_converter(
         if agreement.total[kind] and agreement.ratio(kind) < floor
     }
     assert not low, f"agreement below the floor: {low}"
+    absent = [kind for kind in floors if not agreement.total[kind]]
+    assert not absent, f"facts no longer compared (their floor checks nothing): {absent}"

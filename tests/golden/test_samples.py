@@ -52,7 +52,9 @@ def test_every_sample_has_expected_output() -> None:
 
 @pytest.mark.parametrize("sample", _samples(), ids=lambda p: p.name)
 def test_sample_matches_expected(converter: Converter, sample: Path) -> None:
-    for name, bundle in _bundles(converter, sample).items():
+    bundles = _bundles(converter, sample)
+    assert bundles, f"{sample.name} holds no message"
+    for name, bundle in bundles.items():
         expected_file = EXPECTED / name
         assert expected_file.is_file(), (
             f"{expected_file} is missing: run scripts/update_golden.sh and review it"

@@ -98,6 +98,7 @@ def test_a37_writes_both_patients_without_link(
     assert warnings == []
     assert r4validator.validate(bundle) == []
     patients = by_ipp(bundle)
+    assert set(patients) == {LYON_IPP, VILLEFRANCHE_IPP}
     assert {k: p["id"] for k, p in patients.items()} == {
         k: p["id"] for k, p in by_ipp(linked).items()
     }
@@ -141,7 +142,8 @@ def test_an_a24_with_one_pid_or_an_unidentified_pid_links_nothing(converter: Con
 
     anonymous = set_field(a24(), "PID", 3, "", occurrence=2)
     bundle, warnings = convert_one(converter, anonymous)
-    assert all("link" not in p for p in resources(bundle, "Patient"))
+    anonymous_patients = resources(bundle, "Patient")
+    assert anonymous_patients and all("link" not in p for p in anonymous_patients)
     assert any("names no patient record" in w for w in warnings), warnings
 
 

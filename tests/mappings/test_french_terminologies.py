@@ -144,4 +144,6 @@ def test_vsm_sample_routes_and_document_type(cda_converter: Converter) -> None:
 def test_french_uris_validate(converter: Converter, r4validator: R4Validator) -> None:
     data = set_field(DFT.read_bytes(), "PR1", 3, "JANM001^Lithotritie extracorporelle^CCAM")
     bundle, _ = convert_one(converter, data)
+    codings = [c for r in resources(bundle, "Procedure") for c in r["code"]["coding"]]
+    assert {"system": CCAM, "code": "JANM001"}.items() <= codings[0].items(), codings
     assert r4validator.validate(bundle) == []

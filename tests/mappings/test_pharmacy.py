@@ -576,7 +576,8 @@ def test_a_missing_medication_is_refused_with_its_field(
 
 
 # ----------------------------------------------------------------------------------------
-# The peer's RDS outputs: key facts of the dispense, printed (not a gate).
+# The peer's RDS outputs: key facts of the dispense, printed, with a floor (the peer is a
+# floor, not the standard: a fact may differ where the IG says so, not most of them).
 
 
 def test_dispense_facts_against_the_peer_converter(
@@ -592,6 +593,7 @@ def test_dispense_facts_against_the_peer_converter(
         ours = resources(conversion.bundle, "MedicationDispense")
         theirs = resources(peer, "MedicationDispense")
         peer_media = {f"Medication/{m['id']}": m for m in resources(peer, "Medication")}
+        assert ours and theirs, name  # (the peer writes one dispense more for RDS-O13-01)
         for mine, other in zip(ours, theirs, strict=False):
             medication = other.get("medicationCodeableConcept") or peer_media.get(
                 other.get("medicationReference", {}).get("reference", ""), {}
@@ -608,11 +610,17 @@ def test_dispense_facts_against_the_peer_converter(
                     codes(_get(other, "dosageInstruction.0.route")),
                 ),
             }
-            rows += [(name, kind, a == b) for kind, (a, b) in facts.items()]
+            # A fact both sides leave out is no agreement.
+            rows += [
+                (name, kind, a == b and a not in (None, frozenset()))
+                for kind, (a, b) in facts.items()
+            ]
     assert rows
+    agreed = sum(1 for *_, ok in rows if ok)
     with capsys.disabled():
-        agreed = sum(1 for *_, ok in rows if ok)
         print(f"\nMedicationDispense facts agreeing with the peer converter: {agreed}/{len(rows)}")
         for name, kind, ok in rows:
             if not ok:
                 print(f"  {name}: {kind} differs")
+    # A fact lost in both messages (6/8) fails; one odd message may differ.
+    assert agreed >= 0.85 * len(rows), f"{agreed}/{len(rows)} facts agree with the peer"

@@ -253,7 +253,9 @@ def test_appointment_reason_is_the_appointment_type(
     """SCH-7 (table 0276) → Slot.appointmentType, bound to v2-0276 in R4: slots opened for
     walk-ins. An SCH-7 coded in table 0277 is not a reason: left out."""
     bundle, _ = convert(converter, r4validator, message("S24", {7: "WALKIN^Sans rendez-vous"}))
-    for slot in resources(bundle, "Slot"):
+    slots = resources(bundle, "Slot")
+    assert slots, "no Slot to carry the appointment type"
+    for slot in slots:
         assert slot["appointmentType"] == {
             "coding": [
                 {
@@ -264,7 +266,8 @@ def test_appointment_reason_is_the_appointment_type(
             ]
         }
     other, _ = convert(converter, r4validator, message("S24", {7: "Normal^Normal^HL70277"}))
-    assert all("appointmentType" not in s for s in resources(other, "Slot"))
+    others = resources(other, "Slot")
+    assert len(others) == len(slots) and all("appointmentType" not in s for s in others)
 
 
 # --- times -----------------------------------------------------------------------------------

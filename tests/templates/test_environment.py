@@ -254,8 +254,11 @@ def test_templates_cannot_mutate_shared_objects(tmp_path: Path, statement: str, 
 
 def test_ranges_are_bounded(tmp_path: Path) -> None:
     builtin = write_templates(tmp_path, {ROOT: "{% for i in range(10**9) %}{% endfor %}"})
-    with pytest.raises(MappingError):
+    with pytest.raises(MappingError) as caught:
         render(make_session(builtin))
+    # The sandbox's range limit, not any other failure of the template.
+    assert caught.value.reason.startswith("OverflowError raised in template"), caught.value.reason
+    assert caught.value.template == f"{ROOT}:1"
 
 
 # --- strict undefined and absent HL7 values ------------------------------------------------

@@ -486,3 +486,7 @@ async def test_readiness_wants_a_capability_statement(
 async def test_readiness_of_a_real_fhir_server(server: FhirServer) -> None:
     async with FhirServerSink(destination(server)) as sink:
         await sink.check()
+    # A read of the CapabilityStatement, never a write.
+    assert [(r["method"], r["path"].rsplit("/", 1)[-1]) for r in server.requests()] == [
+        ("GET", "metadata")
+    ]

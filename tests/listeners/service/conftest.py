@@ -45,6 +45,13 @@ def captured_text_logs() -> Iterator[io.StringIO]:
     catch_all = logging.StreamHandler(stream)
     catch_all.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
     root_level = root.level
+    # configure_logging also takes over these loggers (propagate off): left so, they would
+    # hide their records from later tests' caplog (test_server.py's asyncio check).
+    others = [logging.getLogger(n) for n in ("uvicorn", "uvicorn.error", "py.warnings", "asyncio")]
+    saved_others = [(list(o.handlers), o.propagate) for o in others]
+    access = logging.getLogger("uvicorn.access")
+    httpx_logger = logging.getLogger("httpx")
+    saved_access, saved_httpx = access.disabled, httpx_logger.level
     root.addHandler(catch_all)
     root.setLevel(logging.DEBUG)
     configure_logging("text", "DEBUG", stream=stream)
@@ -56,3 +63,9 @@ def captured_text_logs() -> Iterator[io.StringIO]:
         logger.handlers[:] = saved[0]
         logger.setLevel(saved[1])
         logger.propagate = saved[2]
+        for other, (handlers, propagate) in zip(others, saved_others, strict=True):
+            other.handlers[:] = handlers
+            other.propagate = propagate
+        access.disabled = saved_access
+        httpx_logger.setLevel(saved_httpx)
+        logging.captureWarnings(False)
