@@ -8,9 +8,11 @@ never prints a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +40,9 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 #: every input; not 1: no input failed. ``cmd | head`` ignores it, ``set -o pipefail``
 #: sees an incomplete run, as with those tools.
 EXIT_CLOSED_PIPE = 141
+#: Ctrl-C (SIGINT): 128 + SIGINT, what a shell reports for a command it interrupted. Not
+#: 1: no input failed, the run was stopped; the summary says how far it went.
+EXIT_INTERRUPTED = 130
 #: In a folder, files with these extensions are always converted (a damaged message
 #: fails the run); other files are skipped unless they start like HL7 v2 or XML.
 _MESSAGE_SUFFIXES = (".hl7", ".xml")
@@ -206,23 +211,35 @@ def _folder_entry(child: Path) -> _Input | None:
     return _Input(child, in_folder=True, not_a_file=True)
 
 
-def _skipped(item: _Input, data: bytes) -> bool:
-    """A folder's file that is not a message (a README, notes): neither named ``.hl7`` or
-    ``.xml`` nor starting like HL7 v2 or XML. Files named on the command line never are."""
+#: What :func:`detect_input_type` reads of a file to tell HL7 v2 or XML from anything else.
+_HEAD_BYTES = 4096
+
+
+def _read(item: _Input) -> bytes | None:
+    """The file's bytes, or None for a folder's file that is not a message (a README, a
+    backup archive): neither named ``.hl7`` or ``.xml`` nor starting like HL7 v2 or XML.
+    Files named on the command line never are. Its head is read first: a 2 GB archive
+    next to the messages is skipped without being loaded into memory."""
     if not item.in_folder or item.path.suffix.lower() in _MESSAGE_SUFFIXES:
-        return False
-    try:
-        detect_input_type(data)
-    except ParseError:
-        return True
-    return False
+        return item.path.read_bytes()
+    with item.path.open("rb") as stream:
+        head = stream.read(_HEAD_BYTES)
+        try:
+            detect_input_type(head)
+        except ParseError:
+            return None
+        return head + stream.read()
 
 
 def run_convert(args: argparse.Namespace) -> int:
-    converter = Converter(_config(args, validate=not args.no_validate))
-    inputs = list(_inputs(args.paths))
-    if args.out:
-        _output_folder(args.out)
+    _closed_streams(to_stdout=args.out is None)
+    try:
+        converter = Converter(_config(args, validate=not args.no_validate))
+        inputs = list(_inputs(args.paths))
+        if args.out:
+            _output_folder(args.out)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED  # Ctrl-C before anything was converted
     if not inputs:
         print("passerelle: no files to convert (the folders given are empty)", file=sys.stderr)
     writer = BundleWriter(args.out, pretty=args.pretty, stdout=sys.stdout)
@@ -235,27 +252,57 @@ def run_convert(args: argparse.Namespace) -> int:
         return EXIT_CLOSED_PIPE
 
 
+def _closed_streams(*, to_stdout: bool) -> None:
+    """Started with stdout or stderr closed (``2>&-``, a daemon's spawn): Python's stream
+    is then None, and every print became an internal error or an AttributeError
+    traceback. Without stderr there is no one to tell: its lines are dropped. Without
+    stdout the bundles have nowhere to go: a usage error, unless ``--out`` takes them."""
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 (kept open)
+    if sys.stdout is None:
+        if to_stdout:
+            raise ConfigurationError("standard output is closed: give --out DIR")
+        sys.stdout = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 (kept open)
+
+
 def _convert_all(
     converter: Converter, inputs: list[_Input], writer: BundleWriter, args: argparse.Namespace
 ) -> int:
     summary = Summary()
-    tty = sys.stderr.isatty() and len(inputs) > 1
+    # No bar when the bundles themselves go to the terminal: it would prefix each one.
+    tty = sys.stderr.isatty() and len(inputs) > 1 and (args.out or not sys.stdout.isatty())
     progress = Progress(len(inputs), sys.stderr) if tty else None
-    for number, item in enumerate(inputs, start=1):
-        try:
-            _convert_input(converter, item, writer, summary, args)
-        except (BrokenPipeError, ConfigurationError):
-            raise  # the reader went away (run_convert); a usage error (main)
-        except Exception as exc:  # a bug outside one message's conversion (see _internal)
-            summary.add_failed(None)
-            print(failure_line(item.path, _internal(exc), verbose=False), file=sys.stderr)
+    say = progress.say if progress else _say
+    done = 0
+    try:
+        for number, item in enumerate(inputs, start=1):
+            try:
+                _convert_input(converter, item, writer, summary, args, say)
+            except (BrokenPipeError, ConfigurationError, KeyboardInterrupt):
+                raise  # the reader went away (run_convert); a usage error (main); Ctrl-C
+            except Exception as exc:  # a bug outside one message's conversion (_internal)
+                summary.add_failed(None)
+                say(failure_line(item.path, _internal(exc), verbose=False))
+            done = number
+            if progress:
+                progress.update(number)
+    except KeyboardInterrupt:
+        # Ctrl-C: what was written is complete (BundleWriter), the rest is not converted.
         if progress:
-            progress.update(number)
-    if progress:
-        progress.close()
+            progress.close()
+        print(f"interrupted after {done} of {len(inputs)} inputs", file=sys.stderr)
+        summary.print(sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        if progress:
+            progress.close()  # a usage error midway: its message on a line of its own
     if len(inputs) > 1 or summary.failed or summary.skipped:
         summary.print(sys.stderr)
     return EXIT_FAILED if summary.failed else EXIT_OK
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr)
 
 
 def _convert_input(
@@ -264,31 +311,32 @@ def _convert_input(
     writer: BundleWriter,
     summary: Summary,
     args: argparse.Namespace,
+    say: Callable[[str], None],
 ) -> None:
     path = item.path
     if item.problem is not None:
         summary.add_failed(None)
-        print(printable(f"FAILED {path}: {item.problem}"), file=sys.stderr)
+        say(printable(f"FAILED {path}: {item.problem}"))
         return
     if item.not_a_file:
         summary.skipped += 1
-        print(printable(f"SKIPPED {path}: not a regular file"), file=sys.stderr)
+        say(printable(f"SKIPPED {path}: not a regular file"))
         return
     try:
-        data = path.read_bytes()
+        data = _read(item)
     except OSError as exc:
         summary.add_failed(None)
         error = ConversionError(f"cannot read file: {exc.strerror}")
-        print(failure_line(path, error, verbose=args.verbose), file=sys.stderr)
+        say(failure_line(path, error, verbose=args.verbose))
         return
-    if _skipped(item, data):
+    if data is None:
         summary.skipped += 1
-        print(printable(f"SKIPPED {path}: neither HL7 v2 nor XML"), file=sys.stderr)
+        say(printable(f"SKIPPED {path}: neither HL7 v2 nor XML"))
         return
     for total, result in _convert_data(converter, data, args):
         if not isinstance(result, Conversion):
             summary.add_failed(result.message_type)
-            print(failure_line(path, result, verbose=args.verbose), file=sys.stderr)
+            say(failure_line(path, result, verbose=args.verbose))
             continue
         try:
             writer.write(result, path, several=total > 1)
@@ -298,12 +346,12 @@ def _convert_input(
             summary.add_failed(result.message_type)
             reason = exc.strerror if isinstance(exc, OSError) else str(exc)
             where = f"{path}: message {result.index}" if total > 1 else str(path)
-            print(printable(f"FAILED {where}: cannot write its bundle: {reason}"), file=sys.stderr)
+            say(printable(f"FAILED {where}: cannot write its bundle: {reason}"))
             continue
         summary.add_converted(result.message_type)
         for warning in result.warnings:
             # The file name and the warning may hold anything (an ESC in a name).
-            print(printable(f"WARNING {path}: {warning}"), file=sys.stderr)
+            say(printable(f"WARNING {path}: {warning}"))
 
 
 def _convert_data(
@@ -374,6 +422,13 @@ def _output_folder(folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigurationError(f"--out {folder} cannot be created: {exc.strerror}") from None
+    # A folder where nothing can be written (read-only, another user's) is said once, at
+    # the start, not found out by converting every input and failing each one.
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".passerelle-probe-"):
+            pass
+    except OSError as exc:
+        raise ConfigurationError(f"--out {folder} is not writable: {exc.strerror}") from None
 
 
 def run_templates_list(args: argparse.Namespace) -> int:

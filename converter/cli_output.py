@@ -5,6 +5,7 @@ options and walks the inputs."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import sys
 from collections import Counter
@@ -70,10 +71,39 @@ class BundleWriter:
                 f"{target} was already written in this run for {earlier} (give the inputs "
                 "distinct names, or convert them to separate --out folders)"
             )
-        target.write_text(text, encoding="utf-8")
+        _write_whole(target, text)
         file_id = _file_id(target)
         if file_id is not None:
             self._written[file_id] = f"{source} message {result.index}" if several else str(source)
+
+
+_temporary_numbers = itertools.count()
+
+
+def _write_whole(target: Path, text: str) -> None:
+    """Write ``target`` whole or not at all: through a hidden file in the same folder,
+    renamed over the target once complete. A full disk, a write error or Ctrl-C midway
+    leaves no empty or truncated ``.json`` for a loader to pick up, and keeps the file of
+    an earlier run intact; the hidden file is removed (and never read as an input)."""
+    while True:
+        # A short name of its own: ``.<target>.tmp`` would pass the 255-byte limit of a
+        # file name first, and fail a bundle whose own name fits. O_EXCL: never write
+        # through a link planted under that name, nor into one left by a run killed
+        # (kill -9) with the same process id (a container's); the umask sets the mode.
+        temporary = target.with_name(f".passerelle-{os.getpid()}-{next(_temporary_numbers)}.tmp")
+        try:
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            break
+        except FileExistsError:
+            continue
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise
 
 
 def _file_id(path: Path) -> tuple[int, int] | None:
@@ -142,20 +172,37 @@ def failure_line(path: Path, error: ConversionError, *, verbose: bool) -> str:
 
 
 class Progress:
-    """A one-line progress bar on a terminal."""
+    """A one-line progress bar on a terminal. Lines printed during the run go through
+    :meth:`say`, which clears the bar first: a ``FAILED`` line starts its own line instead
+    of trailing the bar (``[#####...] 9/11FAILED …``), and the bar is drawn again below."""
 
     def __init__(self, total: int, out: TextIO) -> None:
         self._total = total
         self._out = out
+        self._done = 0
+        self._drawn = False
 
     def update(self, done: int) -> None:
+        self._done = done
         width = 30
         filled = width * done // self._total
         self._out.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{self._total}")
         self._out.flush()
+        self._drawn = True
+
+    def say(self, line: str) -> None:
+        if self._drawn:
+            self._out.write("\r\x1b[K")  # back to the start of the line, and erase it
+        self._out.write(line + "\n")
+        if self._drawn:
+            self.update(self._done)
 
     def close(self) -> None:
-        self._out.write("\n")
+        """End the bar's line (once), so that what follows starts a line of its own."""
+        if self._drawn:
+            self._out.write("\n")
+            self._out.flush()
+            self._drawn = False
 
 
 def silence_closed_pipe() -> None:
