@@ -173,8 +173,9 @@ def _segment_start(data: bytes, prefix: bytes) -> int:
 
 def _patient_identifier(pid3: str, pid2: str, pid4: str, enc: Encoding) -> list[str] | None:
     """The components of the identifier the Patient's id derives from, by the rule of
-    ``Patient.j2``: PID-3's first MR repetition, else its first PI, else the first
-    repetition with text of PID-3, then of PID-2, then of PID-4.
+    ``Patient.j2``: PID-3's first MR repetition with an ID number (CX.1), else its first
+    such PI, else the first repetition with an ID number of PID-3, then of PID-2, then
+    of PID-4 (a repetition naming only an authority or a type, ``^^^^MR``, names no one).
 
     Every message converted to one Patient must share one ordering key: an A08 whose
     PID-3 lists an INS before the MR of the A01 names the same Patient, and a first
@@ -184,11 +185,10 @@ def _patient_identifier(pid3: str, pid2: str, pid4: str, enc: Encoding) -> list[
     def with_text(field: str) -> list[list[str]]:
         reps = []
         for rep in field.split(enc.repetition):
-            leaves = rep.replace(enc.component, "")
-            if enc.subcomponent:
-                leaves = leaves.replace(enc.subcomponent, "")
-            if leaves and rep != '""':
-                reps.append(rep.split(enc.component))
+            cx = rep.split(enc.component)
+            number = cx[0].split(enc.subcomponent, 1)[0] if enc.subcomponent else cx[0]
+            if number.strip() and number != '""':
+                reps.append(cx)
         return reps
 
     def type_code(cx: list[str]) -> str:

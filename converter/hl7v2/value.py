@@ -143,9 +143,19 @@ class Value:
             return rep
         return self._rep(1)
 
-    def rep_where(self, component: int, *values: str) -> Value:
+    def first_with(self, component: int) -> Value:
+        """The first repetition whose ``component`` holds text (``pid[3].first_with(1)``:
+        the first identifier with an ID number, CX.1); an empty value when none does."""
+        for rep in self:
+            if str(rep._child(component)).strip():
+                return rep
+        return self._empty_rep()
+
+    def rep_where(self, component: int, *values: str, having: int | None = None) -> Value:
         """The first repetition whose ``component`` equals one of ``values``, in the order
-        of ``values`` (``pid[3].rep_where(5, "MR", "PI")``); empty when none matches."""
+        of ``values`` (``pid[3].rep_where(5, "MR", "PI")``); empty when none matches.
+        With ``having``, only repetitions whose component ``having`` holds text count
+        (``having=1``: an identifier with an ID number, not ``^^^^MR``)."""
         # One pass: keep the earliest repetition matching the best-ranked value.
         rank: dict[str, int] = {}
         for position, wanted in enumerate(values):
@@ -153,6 +163,8 @@ class Value:
         best: Value | None = None
         best_rank = len(values)
         for rep in self:
+            if having is not None and not str(rep._child(having)).strip():
+                continue
             found = rank.get(str(rep._child(component)), best_rank)
             if found < best_rank:
                 best, best_rank = rep, found

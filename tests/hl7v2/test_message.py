@@ -444,3 +444,15 @@ def test_repetitions_are_made_once_however_they_are_read() -> None:
     assert str(field.rep_where(5, "PI")[1]) == "B2"
     beyond = field._rep(9)
     assert beyond.path == "PID-3(9)" and not beyond
+
+
+def test_first_with_and_rep_where_having_skip_identifiers_without_a_number() -> None:
+    """``^^^^MR`` names an assigning authority and a type, not a patient: it must not be
+    chosen as the identifier a Patient's id derives from."""
+    data = b"MSH|^~\\&|A|B|C|D|20240101||ADT^A08|1|P|2.5\rPID|1||^^^H^MR~77^^^H^PI~88^^^H^MR\r"
+    pid3 = parse(data).PID[3]
+    assert str(pid3.rep_where(5, "MR", "PI")[1]) == ""
+    assert str(pid3.rep_where(5, "MR", "PI", having=1)[1]) == "88"
+    assert str(pid3.first_with(1)[1]) == "77"
+    empty = parse(data.replace(b"~77^^^H^PI~88^^^H^MR", b"")).PID[3]
+    assert not empty.first_with(1) and not empty.rep_where(5, "MR", having=1)

@@ -129,6 +129,12 @@ _PIDS = [
     ("", "IPP1^^^H&1.2.250.9&ISO", "OLD7^^^H"),
     ("", "", "OLD7^^^H"),
     ('""', "", "OLD7^^^H"),
+    # An MR naming no number names no one: the PI after it is the patient.
+    ("^^^H&1.2.250.9&ISO^MR~IPP2^^^H&1.2.250.9&ISO^PI", "", ""),
+    # No ID number anywhere: no key (each message its own), and a Patient per message,
+    # not one "no identifier" Patient per facility merging every such person.
+    ("^^^H&1.2.250.9&ISO^MR", "", ""),
+    ("^^^H&1.2.250.9&ISO^MR", "", ""),
 ]
 
 
@@ -144,7 +150,8 @@ def test_the_patient_key_follows_the_identifier_the_patient_id_derives_from() ->
         data = MSH.replace(b"CTL-9", b"CTL-%d" % n) + (
             f"\rEVN|A08|20240301\rPID|1|{pid2}|{pid3}|{pid4}|DOE^JANE\rPV1|1|I\r".encode()
         )
-        keys.append(peek_header(data).patient_key)
+        # The ingest's ordering key: a message naming no patient is its own.
+        keys.append(peek_header(data).patient_key or f"message:CTL-{n}")
         (conversion,) = converter.convert(data)
         (patient,) = [
             e["resource"]
