@@ -26,8 +26,9 @@ from .hl7v2.message import Message
 from .hl7v2.strict import validate_strictly
 from .hl7v2.structure import StructureCatalog
 from .templates.codemaps import CodeMaps
-from .templates.environment import TemplateSet, is_fhir_string
+from .templates.environment import TemplateSet
 from .templates.filters import ValueFilters
+from .templates.json_output import is_fhir_string
 from .templates.render import RenderSession
 from .templates.routes import RouteTable
 from .validation import ModelValidator, StructuralValidator

@@ -31,7 +31,6 @@ JSON_OUT = "JSON text out (to_json, Markup, encoder)"
 JSON_IN = "JSON text in (decode, prune)"
 SANDBOX = "Jinja sandbox checks"
 ASSEMBLY = "assembly (emit, ids, merge, bundle)"
-_JSON_OUT_FUNCTIONS = {"to_json", "_string", "_finalize", "_encode_container", "_protect_strings"}
 _JSON_IN_FUNCTIONS = {"json_from_template", "_prune_object", "_prune_list"}
 
 
@@ -46,8 +45,10 @@ def kind_of_work(frame: FrameType) -> str:
         return "Jinja runtime (contexts, macros, loops)"
     if "/markupsafe/" in path or path.endswith("json/encoder.py"):
         return JSON_OUT
+    if path.endswith("templates/json_output.py"):
+        return JSON_OUT
     if path.endswith("templates/environment.py"):
-        return JSON_OUT if function in _JSON_OUT_FUNCTIONS else SANDBOX
+        return SANDBOX
     if path.endswith(("json/decoder.py", "templates/template_json.py")):
         return JSON_IN
     if path.endswith("templates/render.py"):

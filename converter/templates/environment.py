@@ -1,9 +1,7 @@
 """The sandboxed Jinja2 environment templates render in.
 
-Templates write JSON. Every ``{{ expression }}`` goes through :func:`to_json`, so a value
-from a message can never break the JSON it lands in: strings are quoted and escaped,
-absent values become ``null`` (pruned later), numbers and booleans stay themselves.
-Macro calls and ``emit()`` references are already JSON and pass through unchanged.
+Templates write JSON: every ``{{ expression }}`` goes through
+:func:`~converter.templates.json_output.to_json` (compiled in by the code generator).
 
 Templates are configuration that users supply: they render in an immutable sandbox
 (no access to Python internals, no mutation of shared objects) with strict undefined
@@ -12,19 +10,13 @@ Templates are configuration that users supply: they render in an immutable sandb
 
 from __future__ import annotations
 
-import functools
-import json
-import json.encoder
-import re
 from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
 from types import BuiltinMethodType, MethodType
 from typing import Any
 
 import jinja2
-import simplejson
 from jinja2.compiler import CodeGenerator
 from jinja2.environment import Template, TemplateModule
 from jinja2.loaders import split_template_path
@@ -36,190 +28,15 @@ from markupsafe import Markup
 
 from ..active_session import ACTIVE_SESSION
 from ..cda.node import AttrValue, Node
-from ..errors import ConfigurationError, MappingError, TemplateError
+from ..errors import ConfigurationError, TemplateError
 from ..hl7v2.message import Group, Message, Segment
 from ..hl7v2.value import Value
-from ..printable import printable
 from .filters import ValueFilters
+from .json_output import as_markup, finalize, to_json
 from .occurrences import Occurrences
 from .render import Ref
 
 __all__ = ["TemplateInfo", "TemplateSet", "to_json"]
-
-_NULL = Markup("null")
-
-
-class _HoldsDecimal(Exception):
-    """A container to encode holds a Decimal: only simplejson writes it as a number."""
-
-
-def _default(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        raise _HoldsDecimal
-    if isinstance(value, Ref):
-        return {"reference": value.reference}
-    text = str(value) if value else ""
-    return text if text else None
-
-
-def _string(text: str, source: Value | None = None) -> Markup:
-    encoded = _encode_string(text)
-    if "\\" in encoded and _NOT_IN_FHIR.search(text):  # only escapes carry a backslash
-        return _string(_without_control_characters(text, source))
-    # Brackets inside strings are written as escapes so that the trailing-comma cleanup
-    # of template output (a plain text substitution) can never touch a value.
-    if "]" in encoded or "}" in encoded:
-        encoded = encoded.replace("]", "\\u005d").replace("}", "\\u007d")
-    return _markup(encoded)
-
-
-# What ``json.dumps(text, ensure_ascii=False)`` calls for a string, without its Python
-# frames; and Markup built by str's own constructor (Markup.__new__ only adds handling
-# of __html__ objects and bytes, which JSON text never is). Both run ~250 times a message.
-_encode_string = json.encoder.encode_basestring
-_isspace = str.isspace
-_markup: Callable[[str], Markup] = functools.partial(str.__new__, Markup)
-_container = json.JSONEncoder(ensure_ascii=False, default=_default, allow_nan=False).encode
-# The rare container holding a decimal (``{"value": x | decimal}``) is written by
-# simplejson, slower and making garbage cycles per call, so only then.
-_container_with_decimals = simplejson.JSONEncoder(
-    ensure_ascii=False, default=_default, allow_nan=False, use_decimal=True
-).encode
-
-
-def _encode_container(value: Any) -> str:
-    try:
-        return _container(value)
-    except _HoldsDecimal:
-        return _container_with_decimals(value)
-
-
-def to_json(value: Any) -> Markup:
-    """Finalizer: the JSON text of an expression's value."""
-    cls = type(value)
-    if cls is Markup:
-        # Not ``value.strip()``: Markup's strip builds a second Markup. Blank is empty or
-        # all whitespace (``isspace`` and ``strip`` share Python's idea of whitespace).
-        return value if value and not _isspace(value) else _NULL
-    if cls is Value:
-        text = str(value)
-        return _string(text, value) if text else _NULL
-    if value is None:
-        return _NULL
-    if isinstance(value, str):
-        return _string(value) if value else _NULL
-    if isinstance(value, Ref):
-        return _markup(value.as_json())
-    if isinstance(value, Decimal):
-        if not value.is_finite():
-            raise ValueError(f"{value} is not a JSON number")
-        return _markup(format(value, "f"))
-    if isinstance(value, bool | int | float):
-        # NaN and Infinity are not JSON (a "1e999" decimal would otherwise be written as
-        # ``Infinity``): a ValueError, reported as a MappingError at the template line.
-        return _markup(json.dumps(value, allow_nan=False))
-    if isinstance(value, jinja2.Undefined):
-        str(value)  # StrictUndefined raises with the missing name
-        return _NULL
-    if isinstance(value, list | tuple | dict):
-        if type(value) is dict:
-            flat = _flat_dict(value)
-            if flat is not None:
-                return flat
-        encoded = _encode_container(value)
-        if "\\" in encoded:
-            encoded = _container_without_control_characters(encoded)
-        if "]" in encoded or "}" in encoded:
-            # Same protection as for strings, applied inside the container's strings only.
-            encoded = _protect_strings(encoded)
-        return _markup(encoded)
-    if not value:
-        # An absent segment or group (``msg.ZZZ``) is empty, not the text of its name.
-        return _NULL
-    text = str(value)
-    return _string(text) if text else _NULL
-
-
-def _flat_dict(value: dict[Any, Any]) -> Markup | None:
-    """A dict of strings by strings (a code map's coding), written as :func:`to_json`
-    writes any container, without the encoder's set-up or a pass over the text: the
-    same text, bracket protection applied to each string. None for any other dict."""
-    pieces = []
-    for key, item in value.items():
-        if type(key) is not str or type(item) is not str:
-            return None
-        pieces.append(f"{_encode_string(key)}: {_encode_string(item)}")
-    encoded = "{" + ", ".join(pieces) + "}"
-    if "\\" in encoded:
-        encoded = _container_without_control_characters(encoded)
-    if "]" in encoded[:-1] or "}" in encoded[:-1]:
-        encoded = _protect_strings(encoded)
-    return _markup(encoded)
-
-
-@jinja2.pass_eval_context
-def _finalize(eval_ctx: Any, value: Any) -> Markup:
-    """The environment's finalizer: :func:`to_json`, always at render time.
-
-    Jinja folds constant expressions (``{{ none }}``, ``{{ "final" }}``) at compile time
-    by HTML-escaping them *before* a plain finalizer runs, which would write ``None`` and
-    an unquoted ``final``. A finalizer that takes the evaluation context is never applied
-    at compile time, so every expression goes through :func:`to_json`.
-    """
-    return to_json(value)
-
-
-_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
-
-# FHIR strings hold no character below U+0020 but tab, CR and LF (R4 datatypes: "SHOULD
-# not"; XML cannot carry them, and servers such as Medplum refuse them). HL7 v2 text can,
-# raw or as \X1B\ escapes. As JSON escapes: \u0000-\u001f but \t \n \r, and \b \f,
-# after an even run of backslashes (``\\u001b`` is a backslash and then text).
-_NOT_IN_FHIR = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
-_ESCAPED_NOT_IN_FHIR = re.compile(r"(?<!\\)((?:\\\\)*)\\(u00(?:0[0-8bBcCeEfF]|1[0-9a-fA-F])|[bf])")
-_REPLACEMENT = "\ufffd"
-
-
-def is_fhir_string(text: str) -> bool:
-    """Whether ``text`` holds only characters a FHIR string may carry."""
-    return _NOT_IN_FHIR.search(text) is None
-
-
-def _without_control_characters(text: str, source: Value | None) -> str:
-    """``text`` for a FHIR string: a MappingError in strict mode (the default), else the
-    characters replaced with U+FFFD and a warning naming the field, never the value."""
-    found = _NOT_IN_FHIR.search(text)
-    if found is None:
-        return text
-    reason = f"control character U+{ord(found.group()):04X} is not allowed in FHIR text"
-    where = source.path if source is not None else None
-    session = ACTIVE_SESSION.get()
-    if session is None or session.strict_values:
-        raise MappingError(  # 102: data type error
-            reason, location=where, detail=printable(text)[:100], hl7_error_code="102"
-        )
-    if where:
-        warning = f"{reason} at {where}; replaced by U+FFFD"
-    else:  # a plain string (``value.text``, a filter's output): the template line says where
-        warning = f"{reason} in {session.current_template_line() or 'a template'}; replaced"
-    if warning not in session.warnings:  # a field written in several resources: said once
-        session.warn(warning)
-    return _NOT_IN_FHIR.sub(_REPLACEMENT, text)
-
-
-def _container_without_control_characters(encoded: str) -> str:
-    """The same for a container's JSON text, where those characters are escapes."""
-    found = _ESCAPED_NOT_IN_FHIR.search(encoded)
-    if found is None:
-        return encoded
-    _without_control_characters(json.loads(f'"\\{found.group(2)}"'), None)
-    return _ESCAPED_NOT_IN_FHIR.sub(lambda m: m.group(1) + "\\ufffd", encoded)
-
-
-def _protect_strings(encoded: str) -> str:
-    return _JSON_STRING.sub(
-        lambda m: m.group(0).replace("]", "\\u005d").replace("}", "\\u007d"), encoded
-    )
 
 
 class _JsonCodeGenerator(CodeGenerator):
@@ -267,7 +84,7 @@ def _call_macro(macro: Macro, args: tuple[Any, ...]) -> Any:
     output = macro._func(*args)
     if not macro._default_autoescape:
         return output
-    return _markup(output) if type(output) is str else Markup(output)
+    return as_markup(output) if type(output) is str else Markup(output)
 
 
 class _Sandbox(ImmutableSandboxedEnvironment):
@@ -481,7 +298,7 @@ class TemplateSet:
             loader=jinja2.ChoiceLoader(loaders),
             undefined=jinja2.StrictUndefined,
             autoescape=True,
-            finalize=_finalize,
+            finalize=finalize,
             extensions=["jinja2.ext.do", "jinja2.ext.loopcontrols"],
             trim_blocks=True,
             lstrip_blocks=True,
