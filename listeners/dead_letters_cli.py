@@ -35,10 +35,9 @@ __all__ = ["run_dead_letters"]
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 #: A URL in an error reason (up to the next blank).
 _URL = re.compile(r"https?://\S+")
-#: A dead letter id of the SQLite queue (its row's seq): ASCII digits, at most SQLite's
-#: largest integer.
+#: A dead letter id of the SQLite queue (its row's seq): ASCII digits (at most SQLite's
+#: largest integer, the queue's SQLITE_MAX_INT).
 _SQLITE_ID = re.compile(r"[0-9]+")
-_SQLITE_MAX_ID = 2**63 - 1
 
 
 def run_dead_letters(args: argparse.Namespace, config: ServiceConfig) -> int:
@@ -182,7 +181,9 @@ def _sqlite(args: argparse.Namespace, config: ServiceConfig) -> int:
 def _sqlite_id(text: str | None) -> int | None:
     """A dead letter id of the SQLite queue: ASCII digits within SQLite's integers (``²``
     passes ``str.isdigit`` and a 20-digit number overflows SQLite), else None."""
-    if text is None or not _SQLITE_ID.fullmatch(text) or int(text) > _SQLITE_MAX_ID:
+    from .queue.sqlite import SQLITE_MAX_INT
+
+    if text is None or not _SQLITE_ID.fullmatch(text) or int(text) > SQLITE_MAX_INT:
         return None
     return int(text)
 

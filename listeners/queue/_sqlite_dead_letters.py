@@ -23,15 +23,15 @@ from ._sqlite_rows import DEAD_LETTER_COLUMNS, ENVELOPE_COLUMNS, dead_letter_fro
 from ._sqlite_schema import connect, storage_error
 from .base import DeadLetter
 
-__all__ = ["DeadLetters", "requeue"]
+__all__ = ["SQLITE_MAX_INT", "DeadLetters", "requeue"]
 
 _RETRY_ALL_CHUNK = 500
 #: SQLite's largest integer: a larger LIMIT or OFFSET raises OverflowError.
-_SQLITE_MAX_INT = 2**63 - 1
+SQLITE_MAX_INT = 2**63 - 1
 
 
 def _clamp(value: int) -> int:
-    return min(max(0, value), _SQLITE_MAX_INT)
+    return min(max(0, value), SQLITE_MAX_INT)
 
 
 class DeadLetters:

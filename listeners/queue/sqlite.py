@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import QueueError
-from ._sqlite_dead_letters import DeadLetters
+from ._sqlite_dead_letters import SQLITE_MAX_INT, DeadLetters
 from ._sqlite_heads import ACTIVE as _ACTIVE
 from ._sqlite_heads import key_busy, promote, transaction
 from ._sqlite_lock import ServiceLock
@@ -61,7 +61,7 @@ from ._sqlite_writer import Operation, Writer
 from .base import DeadLetter, Envelope, Job, MessageQueue, PutResult
 from .digest import content_digest
 
-__all__ = ["SqliteQueue"]
+__all__ = ["SQLITE_MAX_INT", "SqliteQueue"]
 
 T = TypeVar("T")
 
