@@ -166,7 +166,10 @@ class Service:
         )
         await self.mllp.start()
         self._http = EmbeddedHttpServer(
-            create_app(self, config.http), config.http.host, config.http.port
+            # The API converts with the default route: its charset reads an empty MSH-18.
+            create_app(self, config.http, default_charset=config.default_route().converter.charset),
+            config.http.host,
+            config.http.port,
         )
         await self._http.start()
         self._depth_task = asyncio.create_task(self._watch_depth(), name="queue-depth")

@@ -4,10 +4,13 @@
   ``inputDataType`` Hl7v2 | Ccda, ``rootTemplate``) like the Azure FHIR server's operation,
   so its clients work unchanged, and returns the Bundle of the one message it holds. Azure's
   template names (``ADT_A01``: message code and trigger event) select the message's own
-  route when no template of that name exists; another unknown name is a 400.
+  route when no template of that name exists; another unknown name is a 400. Its
+  ``inputData`` is text: it is encoded in the character set the input declares (MSH-18,
+  the XML declaration) before conversion, as :mod:`.text_input` explains.
 - ``POST /convert`` takes the raw message in the body (``?rootTemplate=``,
   ``?inputType=hl7v2|cda``); one message gives a Bundle, several (a batch file) give
-  newline-delimited JSON, one bundle per line.
+  newline-delimited JSON, one bundle per line; a 422 for a batch names the failing
+  message by its control id.
 - ``GET /health`` (the process answers), ``GET /ready`` (queue writable, destinations
   reachable), ``GET /metrics`` (Prometheus). ``passerelle worker`` serves these three
   alone (:func:`create_probe_app`).
@@ -47,6 +50,7 @@ from converter.hl7v2 import peek_header
 from ..config import HttpConfig, Secret
 from ..logs import describe_exception
 from ..metrics import Metrics
+from .text_input import UnencodableText, encode_input
 
 __all__ = ["ApiBackend", "ProbeBackend", "create_app", "create_probe_app", "operation_outcome"]
 
@@ -111,7 +115,12 @@ def operation_outcome(
     )
 
 
-def _conversion_outcome(error: ConversionError) -> JSONResponse:
+def _conversion_outcome(error: ConversionError, *, batch: bool = False) -> JSONResponse:
+    # In a batch, which message failed: its control id (never content), else a 422 for
+    # 100 messages left the client to bisect them.
+    which = (
+        f"message {error.control_id_label} {error.control_id}" if batch and error.control_id else ""
+    )
     where = " ".join(
         part
         for part in (
@@ -120,6 +129,7 @@ def _conversion_outcome(error: ConversionError) -> JSONResponse:
         )
         if part
     )
+    where = ", ".join(part for part in (where, which) if part)
     diagnostics = f"{type(error).__name__}: {error.reason}" + (f" ({where})" if where else "")
     return operation_outcome(422, "processing", diagnostics, error.location)
 
@@ -238,8 +248,14 @@ def create_probe_app(backend: ProbeBackend, config: HttpConfig) -> Starlette:
     return _application(_probe_routes(backend, config), config)
 
 
-def create_app(backend: ApiBackend, config: HttpConfig) -> Starlette:
-    """The ASGI application, bound to one running service."""
+def create_app(
+    backend: ApiBackend, config: HttpConfig, *, default_charset: str = "utf-8"
+) -> Starlette:
+    """The ASGI application, bound to one running service.
+
+    ``default_charset``: the converter's charset for a message whose MSH-18 is empty
+    (``converter.charset``), used to encode ``$convert-data``'s text as it will be read.
+    """
 
     async def read_body(request: Request) -> bytes | Response:
         too_large = operation_outcome(413, "too-costly", f"body larger than {_MAX_BODY} bytes")
@@ -307,7 +323,11 @@ def create_app(backend: ApiBackend, config: HttpConfig) -> Starlette:
                 "Parameters.parameter.where(name='inputDataType')",
             )
         try:
-            data = values["inputData"].encode("utf-8")
+            data = encode_input(values["inputData"], kind, default_charset)
+        except UnencodableText as exc:
+            return operation_outcome(
+                400, "structure", str(exc), "Parameters.parameter.where(name='inputData')"
+            )
         except UnicodeEncodeError:  # a lone surrogate escape (\ud800) in the JSON string
             return operation_outcome(
                 400,
@@ -342,17 +362,26 @@ def create_app(backend: ApiBackend, config: HttpConfig) -> Starlette:
         kind = "auto" if requested == "auto" else _INPUT_TYPES.get(requested)
         if kind is None:
             return operation_outcome(400, "not-supported", "inputType must be hl7v2 or cda")
-        if count_messages(body, kind, config.max_messages) > config.max_messages:
+        held = count_messages(body, kind, config.max_messages)
+        if held > config.max_messages:
             return operation_outcome(
                 413,
                 "too-costly",
                 f"the body holds more than {config.max_messages} messages, the limit of one "
                 "request (http.max_messages); send the batch in several requests",
             )
-        return await _convert(body, kind, request.query_params.get("rootTemplate"), single=False)
+        return await _convert(
+            body, kind, request.query_params.get("rootTemplate"), single=False, batch=held > 1
+        )
 
     async def _convert(
-        data: bytes, kind: str, root: str | None, *, single: bool, fallback: bool = False
+        data: bytes,
+        kind: str,
+        root: str | None,
+        *,
+        single: bool,
+        fallback: bool = False,
+        batch: bool = False,
     ) -> Response:
         try:
             try:
@@ -362,7 +391,7 @@ def create_app(backend: ApiBackend, config: HttpConfig) -> Starlette:
                     raise
                 bundles = await backend.convert(data, input_type=kind, root_template=None)
         except ConversionError as exc:
-            return _conversion_outcome(exc)
+            return _conversion_outcome(exc, batch=batch)
         except ConfigurationError as exc:  # an unknown rootTemplate
             return operation_outcome(400, "not-supported", str(exc), "rootTemplate")
         if single and len(bundles) != 1:

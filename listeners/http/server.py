@@ -8,7 +8,10 @@ Bounds against slow or idle clients (uvicorn's h11 protocol has none before the 
 request: its keep-alive timer starts only after a response):
 
 - a connection that has not sent a complete request head within ``http.header_timeout``
-  seconds of its opening (or of the end of its previous response) is closed;
+  seconds of its opening (or of the end of its previous response) is closed; so is one
+  still sending, ``http.header_timeout`` seconds after the response, the body of a request
+  answered without reading it (a 401, a 413): uvicorn drops those bytes as they come and
+  restarts its keep-alive timer on each, so a trickle held the connection for ever;
 - with more than ``http.max_connections`` connections open (or requests running), a
   request is answered 503 at once, except ``GET /health``: the liveness probe must not
   restart a service that is only busy;
@@ -32,7 +35,7 @@ import contextlib
 import json
 import logging
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import h11
@@ -128,9 +131,11 @@ class _GuardedH11Protocol(H11Protocol):
             return
         self._arm_head_timer()
 
-    def _arm_head_timer(self) -> None:
+    def _arm_head_timer(self, expired: Callable[[], None] | None = None) -> None:
         self._disarm_head_timer()
-        self._head_timer = self.loop.call_later(self.header_timeout, self._head_timed_out)
+        self._head_timer = self.loop.call_later(
+            self.header_timeout, expired or self._head_timed_out
+        )
 
     def _disarm_head_timer(self) -> None:
         if self._head_timer is not None:
@@ -146,8 +151,29 @@ class _GuardedH11Protocol(H11Protocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if not self.transport.is_closing():
+        if self.transport.is_closing():
+            return
+        if self.conn.their_state is h11.SEND_BODY:
+            # Answered before its body was read (401, 413): uvicorn discards the rest of
+            # the body as it comes, and each byte resets its keep-alive timer, so a client
+            # trickling it would hold the connection for ever. It gets header_timeout to
+            # finish sending (the connection is then reused as usual), else it is closed.
+            self._arm_head_timer(self._unread_body_timed_out)
+        else:
             self._arm_head_timer()
+
+    def _unread_body_timed_out(self) -> None:
+        self._head_timer = None
+        # DONE/SEND_BODY: still the rest of the body of a request already answered.
+        if (
+            self.conn.our_state is h11.DONE
+            and self.conn.their_state is h11.SEND_BODY
+            and not self.transport.is_closing()
+        ):
+            self.transport.close()
+        elif self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            # The body ended and no next request head came: as for any kept-alive wait.
+            self._head_timed_out()
 
     def pause_writing(self) -> None:
         super().pause_writing()

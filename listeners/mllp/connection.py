@@ -2,8 +2,11 @@
 
 :class:`FrameLoop` reads one frame at a time (within ``idle_timeout``, ``frame_timeout``
 and the unfinished-bytes budget shared by all connections), awaits the handler, writes
-the ACK it returns, and tells why the connection should close. Accepting, TLS,
-``max_connections`` and shutdown are :mod:`.server`'s.
+the ACK it returns, and tells why the connection should close. An MLLP release 2 commit
+acknowledgement from the peer (a block holding 0x06 or 0x15) is not a message: it is
+counted and not answered. A plain connection whose stream opens with a TLS handshake is
+closed at once, saying so. Accepting, TLS, ``max_connections`` and shutdown are
+:mod:`.server`'s.
 """
 
 from __future__ import annotations
@@ -19,12 +22,15 @@ from dataclasses import dataclass
 
 from ..logs import describe_exception
 from .framing import (
+    CommitAck,
     FrameBudget,
     FrameBudgetError,
     FrameReader,
     FrameTimeoutError,
     IncompleteFrameError,
     OversizedFrame,
+    TlsOnPlainListenerError,
+    commit_ack,
     frame,
 )
 from .handler import Handler, OversizedHandler, PeerInfo
@@ -108,15 +114,28 @@ class FrameLoop:
                 )
             except TimeoutError:
                 stats.idle_timeouts += 1
+                if frames.in_frame:
+                    # Not a quiet connection: a frame was left unfinished (frame_timeout 0).
+                    self._log.warning(
+                        "mllp#%d %s from %s: no byte for %gs inside a frame of %d bytes%s; "
+                        "closing without ACK",
+                        conn.id,
+                        conn.listener,
+                        conn.peer,
+                        self._idle_timeout,
+                        frames.unfinished_bytes,
+                        _fs_hint(frames),
+                    )
                 return f"idle for {self._idle_timeout:g}s"
             except FrameTimeoutError as exc:
                 stats.frame_timeouts += 1
                 self._log.warning(
-                    "mllp#%d %s from %s: %s (mllp.frame_timeout); closing without ACK",
+                    "mllp#%d %s from %s: %s%s (mllp.frame_timeout); closing without ACK",
                     conn.id,
                     conn.listener,
                     conn.peer,
                     exc,
+                    _fs_hint(frames),
                 )
                 return "frame timeout"
             except FrameBudgetError as exc:
@@ -130,9 +149,20 @@ class FrameLoop:
                     exc,
                 )
                 return "unfinished frames over the memory budget"
+            except TlsOnPlainListenerError as exc:
+                stats.tls_handshake_failures += 1
+                self._log.warning(
+                    "mllp#%d %s from %s: %s; closing (enable TLS on the listener, or "
+                    "disable it on the sender)",
+                    conn.id,
+                    conn.listener,
+                    conn.peer,
+                    exc,
+                )
+                return "TLS on a plain listener"
             except IncompleteFrameError as exc:
                 stats.truncated_frames += 1
-                self._log.warning("mllp#%d: %s; no ACK sent", conn.id, exc)
+                self._log.warning("mllp#%d: %s%s; no ACK sent", conn.id, exc, _fs_hint(frames))
                 return "truncated frame"
             except (ConnectionError, ssl.SSLError) as exc:
                 return f"connection error ({type(exc).__name__})"
@@ -159,6 +189,22 @@ class FrameLoop:
                     )
             if item is None:
                 return "closed by peer"
+            if isinstance(item, bytes) and (kind_of := commit_ack(item)) is not None:
+                # An MLLP release 2 peer commits each block it receives, our ACKs included.
+                # Answered as a message (an AR without MSA-2), each commit drew an AR that
+                # the peer committed in turn, and its next ACK read was not its message's.
+                stats.commit_acks += 1
+                self._log.log(
+                    logging.WARNING if kind_of is CommitAck.NAK else logging.DEBUG,
+                    "mllp#%d %s from %s: MLLP commit %s received; not answered",
+                    conn.id,
+                    conn.listener,
+                    conn.peer,
+                    "NAK (the peer could not commit our last ACK)"
+                    if kind_of is CommitAck.NAK
+                    else "acknowledgement",
+                )
+                continue
             conn.busy = True
             started = time.perf_counter()
             if isinstance(item, OversizedFrame):
@@ -226,6 +272,18 @@ class FrameLoop:
             )
             conn.busy = False
         return "server shutdown"
+
+
+def _fs_hint(frames: FrameReader) -> str:
+    """What an operator needs when a frame never ended on an FS: a sender ending its frames
+    with FS alone (no CR) sees every message go unacknowledged, and the bare "frame not
+    complete" does not say why."""
+    if not frames.ends_with_fs:
+        return ""
+    return (
+        "; it ends with an FS (0x1C) and no CR: the sender's end block looks incomplete "
+        "(MLLP ends a frame with FS CR, 0x1C 0x0D)"
+    )
 
 
 async def close_connection(writer: asyncio.StreamWriter, *, abort: bool) -> None:

@@ -65,6 +65,7 @@ __all__ = [
     "FrameTooLargeError",
     "IncompleteFrameError",
     "OversizedFrame",
+    "TlsOnPlainListenerError",
     "commit_ack",
     "frame",
 ]
@@ -78,6 +79,8 @@ DEFAULT_MAX_FRAME_BYTES = 10 * 1024 * 1024
 #: Bytes of an oversized frame kept to answer it (MSH is far shorter).
 DEFAULT_HEAD_BYTES = 64 * 1024
 _CHUNK = 64 * 1024
+#: How a TLS connection starts: a handshake record (0x16) of TLS 1.x / SSL 3 (0x03).
+_TLS_HANDSHAKE = b"\x16\x03"
 
 
 class FrameTooLargeError(FramingError):
@@ -104,6 +107,16 @@ class FrameTimeoutError(FramingError):
         )
         self.size = size
         self.limit = limit
+
+
+class TlsOnPlainListenerError(FramingError):
+    """The stream opens with a TLS handshake record: the peer speaks TLS to a listener
+    that does not (an MLLP stream never starts with 0x16 0x03)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the peer opened a TLS handshake, but this listener is not configured for TLS"
+        )
 
 
 class FrameBudgetError(FramingError):
@@ -232,6 +245,12 @@ class FrameDecoder:
     def frame_bytes(self) -> int:
         """Payload bytes of the unfinished frame read so far, held or discarded."""
         return self._size
+
+    @property
+    def ends_with_fs(self) -> bool:
+        """The unfinished frame's last byte is an FS (no CR after it yet): a sender ending
+        its frames with FS alone, whose frames never end, looks like this."""
+        return self._in_frame and self._fs_pending
 
     def feed(self, data: bytes) -> list[bytes | OversizedFrame]:
         """Consume ``data``; return the frames it completed, in order: each frame's
@@ -377,6 +396,16 @@ class FrameReader:
         """Part of a frame has been read (and not its end)."""
         return self._decoder.in_frame
 
+    @property
+    def unfinished_bytes(self) -> int:
+        """Payload bytes of the unfinished frame read so far."""
+        return self._decoder.frame_bytes
+
+    @property
+    def ends_with_fs(self) -> bool:
+        """See :attr:`FrameDecoder.ends_with_fs`."""
+        return self._decoder.ends_with_fs
+
     async def read_item(
         self, *, idle_timeout: float | None = None, frame_timeout: float | None = None
     ) -> bytes | OversizedFrame | None:
@@ -389,7 +418,8 @@ class FrameReader:
         (time spent by the caller between two calls not counted); past it,
         :class:`FrameTimeoutError` is raised. With a :class:`FrameBudget`, a read that
         takes the unfinished frames of its readers over the budget raises
-        :class:`FrameBudgetError`. After any of these errors, the reader is unusable:
+        :class:`FrameBudgetError`. A stream opening with a TLS handshake raises
+        :class:`TlsOnPlainListenerError`. After any of these errors, the reader is unusable:
         close the connection (and :meth:`release` the budget).
         """
         if self._frame_started is not None and self._returned_at is not None:
@@ -404,6 +434,11 @@ class FrameReader:
                         )
                     return None
                 self.bytes_read += len(data)
+                if self.bytes_read == len(data) and data.startswith(_TLS_HANDSHAKE):
+                    # Its bytes hold VTs now and then: read as MLLP, a ClientHello left a
+                    # "frame" open until frame_timeout, and logs about dropped bytes and a
+                    # "restarted" sender that never said TLS.
+                    raise TlsOnPlainListenerError()
                 items = self._decoder.feed(data)
                 if not self._decoder.in_frame:
                     self._frame_started = None

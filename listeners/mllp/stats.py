@@ -40,6 +40,8 @@ class MllpStats:
     #: Connections closed because their unfinished frame went over
     #: ``max_unfinished_bytes`` (all connections together).
     unfinished_bytes_refusals: int = 0
+    #: MLLP release 2 commit acknowledgements (ACK or NAK blocks) received, not answered.
+    commit_acks: int = 0
 
     def __add__(self, other: MllpStats) -> MllpStats:
         return MllpStats(

@@ -17,7 +17,13 @@ import pytest
 from listeners.config import HttpConfig
 from listeners.http.api import create_app
 from listeners.metrics import Metrics
-from tests.listeners.service.support import RunningService, adt, make_config, sample
+from tests.listeners.service.support import (
+    REPO_ROOT,
+    RunningService,
+    adt,
+    make_config,
+    sample,
+)
 
 API_KEY = "k3y-for-tests"
 TOKEN = "t0ken-for-tests"
@@ -91,6 +97,64 @@ def test_convert_data_accepts_azures_template_names_and_line_feeds(client: httpx
         assert response.json() == reference
     # Without rootTemplate, the message's route applies; the type defaults to HL7 v2.
     assert client.post("/$convert-data", json=parameters(message)).json() == reference
+
+
+def test_convert_data_reads_its_text_in_the_charset_the_input_declares(
+    client: httpx.Client,
+) -> None:
+    """inputData is text: encoded in UTF-8 whatever the message declared, a Latin-1
+    message (MSH-18 8859/1) or CDA document (encoding="ISO-8859-1") had every accented
+    name garbled in a 200 answer (Lefèvre as LefÃ¨vre)."""
+    latin1 = sample("ADT_A01_latin1.hl7")
+    expected = client.post("/convert", content=latin1)
+    assert expected.status_code == 200, expected.text
+    response = client.post("/$convert-data", json=parameters(latin1.decode("latin-1")))
+    assert response.status_code == 200, response.text
+    assert response.json() == expected.json()
+    assert "Ã" not in response.text
+
+    document = (REPO_ROOT / "samples" / "cda" / "CCD_lefevre-camille.xml").read_text("utf-8")
+    assert document.startswith('<?xml version="1.0" encoding="UTF-8"?>')
+    declared = document.replace('encoding="UTF-8"', 'encoding="ISO-8859-1"', 1)
+    # What the same document saved in ISO-8859-1 gives (its em dash a character reference).
+    expected = client.post("/convert", content=declared.encode("iso-8859-1", "xmlcharrefreplace"))
+    assert expected.status_code == 200, expected.text
+    response = client.post(
+        "/$convert-data", json=parameters(declared, inputDataType="Ccda"), timeout=120
+    )
+    assert response.status_code == 200, response.text
+    (patient,) = resources(response.json(), "Patient")
+    assert patient["name"][0]["family"] == "Lefèvre"
+    assert response.json() == expected.json()
+
+
+def test_convert_data_text_its_declared_charset_cannot_write_is_a_400(
+    client: httpx.Client,
+) -> None:
+    message = sample("ADT_A01_latin1.hl7").decode("latin-1").replace("CARON", "CARŒN")
+    response = client.post("/$convert-data", json=parameters(message))
+    outcome = assert_outcome(response, 400, "structure")
+    assert "cannot represent" in outcome["issue"][0]["diagnostics"]
+    assert "Œ" not in response.text
+
+
+def test_convert_data_text_without_msh18_is_encoded_in_the_default_routes_charset(
+    tmp_path: Path,
+) -> None:
+    """An empty MSH-18 is read in converter.charset: the service hands that charset to
+    the API, which encodes inputData in it (as UTF-8, `Lefèvre` came back `Lef?vre`)."""
+    latin1 = sample("ADT_A01_latin1.hl7").replace(b"|8859/1|", b"||", 1)
+    config = make_config(tmp_path, {"converter": {"charset": "8859/1"}})
+    with (
+        RunningService(config) as service,
+        httpx.Client(base_url=service.http_url, timeout=60) as http,
+    ):
+        expected = http.post("/convert", content=latin1)
+        assert expected.status_code == 200, expected.text
+        response = http.post("/$convert-data", json=parameters(latin1.decode("latin-1")))
+        assert response.status_code == 200, response.text
+        assert response.json() == expected.json()
+        assert "\ufffd" not in response.text and "\u00c3" not in response.text
 
 
 def test_convert_data_unknown_root_template_is_a_400(client: httpx.Client) -> None:
@@ -211,6 +275,21 @@ def test_convert_batch_gives_ndjson(client: httpx.Client) -> None:
     ]
     # Messages simply following one another are a batch too.
     assert len(client.post("/convert", content=b"".join(messages[:2])).text.splitlines()) == 2
+
+
+def test_a_failing_message_of_a_batch_is_named_by_its_control_id(client: httpx.Client) -> None:
+    """A 422 for one message among many said where in *a* message (PID-7), not which one:
+    the client had to bisect its batch."""
+    messages = [adt(f"BATCH-OK-{i}", mrn=f"MRN-B-{i}") for i in range(1, 3)]
+    bad = adt("BATCH-BAD-3", family=FAMILY, birth_date=BIRTH, mrn="MRN-SECRET-78")
+    response = client.post("/convert", content=b"".join([*messages, bad]))
+    outcome = assert_outcome(response, 422, "processing")
+    diagnostics = outcome["issue"][0]["diagnostics"]
+    assert diagnostics.startswith("MappingError: ")
+    assert "at PID-7" in diagnostics and "message MSH-10 BATCH-BAD-3" in diagnostics
+    assert outcome["issue"][0]["expression"] == ["PID-7"]
+    for private in (FAMILY, BIRTH, "MRN-SECRET-78"):
+        assert private not in response.text
 
 
 # -- authentication ---------------------------------------------------------------------------

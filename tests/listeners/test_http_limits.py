@@ -347,3 +347,56 @@ def test_count_messages_matches_the_splitter() -> None:
     assert count_messages(batch, "auto", 1) == 2  # stops past the limit
     assert count_messages(b"  <ClinicalDocument/>", "auto", 100) == 1
     assert count_messages(b"MSH|x\rMSH|y", "cda", 100) == 1
+
+
+@pytest.mark.parametrize(
+    ("headers", "length", "status"),
+    [("", 30 * 1024 * 1024, b"413"), ("X-API-Key: wrong\r\n", 5000, b"401")],
+    ids=["413", "401"],
+)
+def test_the_unread_body_of_an_answered_request_cannot_hold_the_connection(
+    api: RunningService, headers: str, length: int, status: bytes
+) -> None:
+    """A request answered before its body was read (401, 413): a client trickling the rest
+    of the body kept the connection for ever, each byte restarting uvicorn's keep-alive
+    timer; it is closed header_timeout after the response."""
+    credentials = headers or f"X-API-Key: {API_KEY}\r\n"
+    head = f"POST /convert HTTP/1.1\r\nHost: x\r\n{credentials}Content-Length: {length}\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port_of(api))) as slow:
+        slow.sendall(head.encode() + b"MSH|^~\\&|")
+        slow.settimeout(5)
+        assert slow.recv(65536).startswith(b"HTTP/1.1 " + status)
+        start = time.monotonic()
+        closed = False
+        while time.monotonic() - start < HEADER_TIMEOUT + 4:
+            try:
+                slow.sendall(b"x")
+            except OSError:
+                closed = True
+                break
+            if closed_within(slow, 0.2):
+                closed = True
+                break
+        assert closed, "a trickled body kept the connection open"
+        assert time.monotonic() - start < HEADER_TIMEOUT + 3
+
+
+def test_a_body_sent_whole_after_an_early_answer_keeps_the_connection(
+    api: RunningService,
+) -> None:
+    """The bound on an unread body does not close a kept-alive connection whose client sent
+    the whole body: its next request is answered."""
+    body = b"x" * 3000
+    with socket.create_connection(("127.0.0.1", port_of(api))) as sock:
+        sock.settimeout(5)
+        sock.sendall(
+            f"POST /convert HTTP/1.1\r\nHost: x\r\nX-API-Key: wrong\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        received = b""
+        while b'"code":"login"' not in received.replace(b" ", b""):
+            received += sock.recv(65536)
+        assert received.startswith(b"HTTP/1.1 401")
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")

@@ -289,3 +289,51 @@ def test_an_oversized_frame_holds_only_its_head_against_the_budget() -> None:
             await conn.close()
 
     run(scenario())
+
+
+# -- a frame ended by FS alone ------------------------------------------------------------------
+@pytest.mark.parametrize("ending", ["frame_timeout", "idle_timeout", "peer closes"])
+def test_a_frame_left_on_an_fs_without_cr_is_named_in_the_warning(
+    caplog: pytest.LogCaptureFixture, ending: str
+) -> None:
+    """A sender ending its frames with FS alone never gets an ACK: the frame is cut by
+    frame_timeout, idle_timeout (frame_timeout 0) or the sender's own close. The WARNING
+    said "frame not complete" (or nothing at all, on an idle timeout), never why."""
+
+    async def scenario() -> None:
+        limits = {
+            "frame_timeout": {"frame_timeout": 0.5, "idle_timeout": 5.0},
+            "idle_timeout": {"frame_timeout": 0, "idle_timeout": 0.5},
+            "peer closes": {"frame_timeout": 5.0, "idle_timeout": 5.0},
+        }[ending]
+        recorder = Recorder()
+        async with serving(recorder, **limits) as server:
+            conn = await RawConnection.open(port_of(server))
+            await conn.send_raw(START_BLOCK + message("FS-ONLY-1") + b"\x1c")
+            if ending == "peer closes":
+                await asyncio.sleep(0.2)
+                await conn.close()
+                await _eventually(lambda: server.open_connections == 0)
+            else:
+                assert await conn.closed_by_server(timeout=3)
+            assert recorder.payloads == []
+
+    with caplog.at_level(logging.WARNING, logger="listeners.mllp.server"):
+        run(scenario())
+    (warning,) = [r.getMessage() for r in caplog.records if "no CR" in r.getMessage()]
+    assert "FS (0x1C) and no CR" in warning and "FS CR, 0x1C 0x0D" in warning
+    assert "closing without ACK" in warning or "no ACK sent" in warning
+    assert "Zyxwvut" not in warning and "FS-ONLY-1" not in warning
+
+
+def test_a_frame_cut_short_elsewhere_gets_no_fs_hint(caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> None:
+        async with serving(Recorder(), frame_timeout=0.5, idle_timeout=5.0) as server:
+            conn = await RawConnection.open(port_of(server))
+            await conn.send_raw(START_BLOCK + message("HALF-1")[:30])
+            assert await conn.closed_by_server(timeout=3)
+
+    with caplog.at_level(logging.WARNING, logger="listeners.mllp.server"):
+        run(scenario())
+    warnings = [r.getMessage() for r in caplog.records if "frame_timeout" in r.getMessage()]
+    assert len(warnings) == 1 and "no CR" not in warnings[0]

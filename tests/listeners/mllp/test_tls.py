@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 
 import pytest
@@ -115,3 +116,34 @@ def test_bad_tls_material_is_a_config_error(pki: Pki) -> None:
         assert server.addresses == {}
 
     run(scenario())
+
+
+def test_a_tls_client_on_a_plain_listener_is_named_and_closed_at_once(
+    pki: Pki, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Read as MLLP, a ClientHello (whose bytes hold VTs now and then) kept a "frame" open
+    until frame_timeout, and the log spoke of dropped bytes and a restarted sender, never
+    of TLS: a sender configured for TLS on a plain port was a puzzle at 3 a.m."""
+
+    async def scenario() -> float:
+        recorder = Recorder()
+        async with serving(recorder, frame_timeout=30, idle_timeout=30) as server:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            assert await refused(port_of(server), client_ssl_context(ca=pki.ca))
+            elapsed = loop.time() - started
+            assert server.stats().tls_handshake_failures == 1
+            # The listener still serves plain MLLP.
+            conn = await RawConnection.open(port_of(server))
+            ack = await conn.exchange(message("PLAIN-AFTER"))
+            assert ack is not None and parse_ack(ack).code == "AA"
+            await conn.close()
+            return elapsed
+
+    with caplog.at_level(logging.WARNING, logger="listeners.mllp.server"):
+        elapsed = run(scenario())
+    assert elapsed < 5
+    texts = [r.getMessage() for r in caplog.records]
+    (warning,) = [t for t in texts if "TLS handshake" in t]
+    assert "not configured for TLS" in warning
+    assert not [t for t in texts if "unfinished frame" in t or "frame not complete" in t]
