@@ -216,11 +216,11 @@ def test_a_unit_whose_coding_system_has_no_uri_keeps_only_its_text(
         ),
         # RXA-7 (VXU) → Immunization.doseQuantity.
         (VXU, [("RXA", 7, "mL^millilitre^99LOC", 1)], ("Immunization", "doseQuantity")),
-        # RXO-4 (ORM) → dosageInstruction.doseAndRate.doseRange.low.
+        # RXO-4 (ORM, an exact dose: no RXO-3) → dosageInstruction.doseAndRate.doseQuantity.
         (
             ORM,
             [("RXO", 4, "g^gramme^ISO", 1)],
-            ("MedicationRequest", "dosageInstruction.0.doseAndRate.0.doseRange.low"),
+            ("MedicationRequest", "dosageInstruction.0.doseAndRate.0.doseQuantity"),
         ),
         # RXO-12 → dispenseRequest.quantity.
         (

@@ -134,11 +134,14 @@ def test_the_first_order_of_the_sample(converter: Converter) -> None:
     assert dosage["timing"]["repeat"] == {
         "boundsPeriod": {"start": "2024-11-05T18:00:00+01:00", "end": "2024-11-14T18:00:00+01:00"},
         "count": 10,
+        "frequency": 1,  # TQ1-3 Q24H (RepeatPattern-TimingRepeat-Passerelle)
+        "period": 24,
+        "periodUnit": "h",
         "timeOfDay": ["18:00:00"],
     }
     assert dosage["route"]["coding"][0]["code"] == "SQ"  # RXR-1 SC
     assert dosage["site"]["coding"][0]["code"] == "ADB"  # RXR-2
-    assert dosage["doseAndRate"][0]["doseRange"]["low"]["value"] == 40  # RXO-2
+    assert dosage["doseAndRate"][0]["doseQuantity"]["value"] == 40  # RXO-2, no RXO-3
     assert dosage["maxDosePerPeriod"]["numerator"]["value"] == 40  # RXO-23
     assert request["dispenseRequest"] == {
         "quantity": {

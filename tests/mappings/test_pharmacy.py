@@ -211,14 +211,12 @@ FIELD_CASES = [
         "give amount RXE-3",
         RDE,
         ORDER_2,
-        "dosageInstruction.0.doseAndRate.0.doseRange",
+        "dosageInstruction.0.doseAndRate.0.doseQuantity",
         {
-            "low": {
-                "value": 1000,
-                "unit": "milligramme",
-                "system": "http://unitsofmeasure.org",
-                "code": "mg",
-            }
+            "value": 1000,
+            "unit": "milligramme",
+            "system": "http://unitsofmeasure.org",
+            "code": "mg",
         },
     ),
     (
@@ -466,6 +464,7 @@ def test_rxd_11_substitution_status(
     if expected is None:
         assert substitution is None
     else:
+        assert substitution is not None
         assert substitution["wasSubstituted"] is expected["wasSubstituted"]
         [coding] = substitution["type"]["coding"]
         assert coding["code"] == expected["code"]
