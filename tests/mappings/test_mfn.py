@@ -8,7 +8,9 @@ record of that RPPS, a PV1-3 bed and the LOC record of that PL, must be one reso
 (same id), never twins. MFE-1 (table 0180) says what happens to each record: MAD / MUP
 write it, MDC writes it inactive, MAC active again; MDL writes a Practitioner or Location
 inactive (not deleted: clinical records refer to it) and DELETEs the record's
-PractitionerRoles, which only the master file writes. A file speaks for its sender: the
+PractitionerRoles, which only the master file writes; a record replaces the record, so one
+without any role (any event but MAD) DELETEs the sender's roles of set id 1 an earlier
+record wrote. A file speaks for its sender: the
 roles' ids include it, and a Practitioner named by an identifier other senders share
 (RPPS) is never made inactive by one hospital's MDC / MDL. An incremental M05 refers to
 the parents it does not describe without writing them. The goldens of ``MFN_M02_staff``
@@ -149,10 +151,16 @@ def test_m02_mac_reactivates_and_an_unknown_event_warns(converter: Converter) ->
     data = M02.read_bytes()
     rpps = f"10107890129^^^ASIP-SANTE-PS&{RPPS_SYSTEM[8:]}&ISO^RPPS"
     stf = f"STF|ROUXC^ROUX Claire^L|{rpps}|ROUX^Claire"
-    bundle, warnings = convert_one(converter, record(data, "MFE|MAC|X3|20240401|ROUXC|CE", stf))
+    role = "PRA|ROUXC^ROUX Claire^L||SF|||||20120301|CHU-LYON^Hospices Civils de Lyon^L|||1"
+    bundle, warnings = convert_one(
+        converter, record(data, "MFE|MAC|X3|20240401|ROUXC|CE", stf, role)
+    )
     assert practitioner(bundle, "10107890129")["active"] is True
+    assert [r["active"] for r in resources(bundle, "PractitionerRole")] == [True]
     assert warnings == []
-    bundle, warnings = convert_one(converter, record(data, "MFE|MXX|X4|20240401|ROUXC|CE", stf))
+    bundle, warnings = convert_one(
+        converter, record(data, "MFE|MXX|X4|20240401|ROUXC|CE", stf, role)
+    )
     assert practitioner(bundle, "10107890129")["active"] is True
     assert len(warnings) == 1 and "MXX" in warnings[0]
 
@@ -376,17 +384,57 @@ def test_on_a_fhir_server_one_hospitals_mdl_leaves_anothers_role(
     assert role["organization"]["display"] == "HCL"
 
 
-@pytest.mark.parametrize("event", ["MDL", "MDC"])
-def test_m02_a_deleting_record_without_roles_says_no_role_was_touched(
+@pytest.mark.parametrize("event", ["MUP", "MAC", "MDC", "MDL"])
+def test_m02_a_record_without_roles_deletes_the_roles_an_earlier_record_wrote(
     converter: Converter, event: str
 ) -> None:
+    # A record replaces the record: re-sent without the PRA (or ORG) it had, the sender's
+    # role of set id 1 must go, not stay active on the server.
+    with_pra, _ = convert_one(converter, staff_file(LYON, "MAD", "A1", pra("CHU-LYON^HCL^L")))
+    org = "ORG|1|URG^Urgences adultes^L|||E1|IDE^Infirmier^L|||20230101"
+    with_org, _ = convert_one(converter, staff_file(LYON, "MAD", "A1", org))
     bundle, warnings = convert_one(converter, staff_file(LYON, event, "A3"))
-    assert resources(bundle, "PractitionerRole") == [] and deletions(bundle) == []
+    assert resources(bundle, "PractitionerRole") == []
+    assert sorted(deletions(bundle)) == sorted(
+        entry_urls(with_pra, "PUT", "PractitionerRole")
+        + entry_urls(with_org, "PUT", "PractitionerRole")
+    )
     [warning] = warnings
     assert warning.startswith(f"MFE-1 {event} ")
-    assert "no role is " + ("deleted" if event == "MDL" else "deactivated") in warning
-    assert "stay as they are" in warning
-    assert "are deleted" not in warning
+    assert "its PRA and ORG roles of set id 1 are deleted" in warning
+
+
+def test_m02_an_added_record_without_roles_deletes_nothing(converter: Converter) -> None:
+    # MAD adds a record the receiver does not hold: no role of it can be stored.
+    bundle, warnings = convert_one(converter, staff_file(LYON, "MAD", "A3"))
+    assert deletions(bundle) == [] and warnings == []
+
+
+def test_on_a_fhir_server_a_record_resent_without_its_pra_removes_the_role(
+    converter: Converter, fhir_server: FhirServer
+) -> None:
+    fhir_server.reset()
+    fhir_server.transact(
+        convert_one(converter, staff_file(LYON, "MAD", "A1", pra("CHU-LYON^HCL^L")))[0]
+    )
+    assert fhir_server.count("PractitionerRole") == 1
+    update, _ = convert_one(converter, staff_file(LYON, "MUP", "A2"))
+    # The ORG role of set id 1 was never written: the delivery drops the DELETE this
+    # server answers 404 (README "Delivering"); the rest is delivered as it would be.
+    stored = {
+        f"PractitionerRole/{e['resource']['id']}"
+        for e in fhir_server.search("PractitionerRole")["entry"]
+    }
+    update["entry"] = [
+        e
+        for e in update["entry"]
+        if e["request"]["method"] != "DELETE" or e["request"]["url"] in stored
+    ]
+    assert len(deletions(update)) == 1
+    fhir_server.transact(update)
+    assert fhir_server.count("PractitionerRole") == 0
+    [person] = fhir_server.search_by_identifier("Practitioner", RPPS_SYSTEM, LEROY)
+    assert person["active"] is True
 
 
 def test_m02_org5_is_the_persons_identifier_not_a_roles(r4validator: R4Validator) -> None:

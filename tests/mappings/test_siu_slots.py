@@ -461,12 +461,12 @@ def test_each_occurrence_of_a_block_is_its_own_slot(
     assert {s["status"] for s in resources(opened, "Slot")} == {"free"}
 
 
-def test_a_resource_start_is_one_slot_and_a_repeat_pattern_is_not_expanded(
+def test_a_resource_start_is_one_slot_and_a_weekly_block_is_expanded(
     converter: Converter, r4validator: R4Validator
 ) -> None:
     """A resource's own start (AIP-6) is one instant: one Slot for it whatever the number
-    of occurrences, with a warning. A repeat pattern (TQ1-3, TQ1-14) is not expanded into
-    occurrences: a warning, one Slot per TQ1."""
+    of occurrences, with a warning. A fixed-interval repeat pattern (TQ1-3 Q1W, TQ1-14
+    four times) is expanded: one Slot per occurrence and resource (test_siu_repeats.py)."""
     resource_segments = [
         "RGS|1|A",
         segment("AIL", {1: "1", 2: "A", 3: ROOM}),
@@ -486,8 +486,15 @@ def test_a_resource_start_is_one_slot_and_a_repeat_pattern_is_not_expanded(
     )
     weekly = message("S23", {11: ""}, tq1={1: "1", 3: "Q1W", 7: START, 8: END, 14: "4"})
     bundle, warnings = convert(converter, r4validator, weekly)
-    assert len(resources(bundle, "Slot")) == 3
-    assert any("repeat pattern" in w and "TQ1-3/TQ1-14" in w for w in warnings)
+    assert warnings == ()
+    slots = resources(bundle, "Slot")
+    assert len(slots) == 12 and len({s["id"] for s in slots}) == 12
+    assert sorted({s["start"][:10] for s in slots}) == [
+        "2024-06-20",
+        "2024-06-27",
+        "2024-07-04",
+        "2024-07-11",
+    ]
 
 
 @pytest.mark.parametrize("sch", [{}, {2: ""}], ids=["SCH-2", "no-id"])
