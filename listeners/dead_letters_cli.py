@@ -172,8 +172,10 @@ def _sqlite(args: argparse.Namespace, config: ServiceConfig) -> int:
     try:
         return _sqlite_command(args, queue)
     except QueueError as exc:
-        # A file locked past the busy timeout (a long purge, a backup), not a queue, of a
-        # newer version: one line, no traceback. The text is ours, without content.
+        # A file locked past the busy timeout (a backup), not a queue, of another schema
+        # version (list and show read it read-only, retry and purge write only their own
+        # version: only the service migrates): one line, no traceback. The text is ours,
+        # without content.
         print(f"passerelle: {exc}", file=sys.stderr)
         return EXIT_FAILED
 

@@ -156,6 +156,12 @@ class Metrics:
             self._message_types,
             self._routed_types,
         )
+        self.dead_letters_expired = Counter(
+            "passerelle_dead_letters_expired",
+            "Dead letters the service deleted because they failed longer ago than"
+            " queue.dead_letter_retention (SQLite queue; purges by hand are not counted)",
+            registry=registry,
+        )
         self.framing_errors = Counter(
             "passerelle_mllp_framing_errors",
             "MLLP framing errors: frames over mllp.max_frame_bytes (refused, not stored)",

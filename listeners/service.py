@@ -96,6 +96,8 @@ class Service:
                 config.queue.path,
                 commit_interval_ms=config.queue.commit_interval_ms,
                 duplicate_window_hours=config.mllp.duplicate_window_hours,
+                dead_letter_retention=config.queue.dead_letter_retention,
+                on_expired=self.metrics.dead_letters_expired.inc,
             )
         self.consumer: AmqpConsumer | None = None
         self.sinks: dict[str, Sink] = {}

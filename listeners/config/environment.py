@@ -47,6 +47,7 @@ ENV_SETTINGS: Mapping[str, str] = {
     "PASSERELLE_HTTP_MAX_MESSAGES": "http.max_messages",
     "PASSERELLE_QUEUE_BACKEND": "queue.backend",
     "PASSERELLE_QUEUE_PATH": "queue.path",
+    "PASSERELLE_QUEUE_DEAD_LETTER_RETENTION": "queue.dead_letter_retention",
     "PASSERELLE_DELIVERY_WORKERS": "delivery.workers",
     "PASSERELLE_DELIVERY_MAX_ATTEMPTS": "delivery.max_attempts",
     "PASSERELLE_DELIVERY_BACKOFF_INITIAL": "delivery.backoff_initial",

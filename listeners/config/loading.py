@@ -45,6 +45,7 @@ from .values import (
     _charset,
     _check_keys,
     _choice,
+    _duration,
     _float,
     _int,
     _path,
@@ -372,7 +373,9 @@ def _http(section: dict[str, Any], base: Path) -> HttpConfig:
 
 
 def _queue(section: dict[str, Any], base: Path, data_dir: Path) -> QueueConfig:
-    _check_keys(section, {"backend", "path", "commit_interval_ms"}, "queue")
+    _check_keys(
+        section, {"backend", "path", "commit_interval_ms", "dead_letter_retention"}, "queue"
+    )
     path = (
         _path(section["path"], base, "queue.path") if "path" in section else data_dir / "queue.db"
     )
@@ -388,6 +391,11 @@ def _queue(section: dict[str, Any], base: Path, data_dir: Path) -> QueueConfig:
         path=path,
         commit_interval_ms=_float(
             section.get("commit_interval_ms", 2.0), "queue.commit_interval_ms"
+        ),
+        dead_letter_retention=(
+            _duration(section["dead_letter_retention"], "queue.dead_letter_retention")
+            if "dead_letter_retention" in section
+            else QueueConfig.dead_letter_retention
         ),
     )
 

@@ -12,6 +12,8 @@ from urllib.parse import urlsplit, urlunsplit
 from converter import ConverterConfig
 from converter.assembly.bundle import RequestMode
 
+from ..queue.base import DEFAULT_DEAD_LETTER_RETENTION
+
 _K = TypeVar("_K")
 _V = TypeVar("_V")
 
@@ -114,6 +116,9 @@ class QueueConfig:
     path: Path = Path("var/queue.db")
     #: Longest wait to group commits: more messages per fsync under load.
     commit_interval_ms: float = 2.0
+    #: Seconds a dead letter is kept after it failed, then deleted by the service (None:
+    #: kept until purged by hand). Dead letters hold patients' messages (GDPR).
+    dead_letter_retention: float | None = DEFAULT_DEAD_LETTER_RETENTION
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from converter.errors import ConfigurationError
 from converter.hl7v2.charset import charset_codec
@@ -71,6 +72,36 @@ def _float(value: Any, where: str, *, positive: bool = False) -> float:
     if positive and number == 0:
         raise ConfigError(f"{where} must be above 0")
     return number
+
+
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([smhd])")
+_DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def _duration(value: Any, where: str) -> float | None:
+    """A duration with its unit (``"30d"``, ``"12h"``, ``"90m"``, ``"3600s"``) in seconds;
+    ``"off"`` (or 0) is None: no limit. A bare number is refused (days or seconds? a
+    retention read in the wrong unit deletes patients' messages 86,400 times too early),
+    and so is ``"0d"`` (no limit, or at once?)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value == 0:
+        return None
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("off", "0"):
+            return None
+        found = _DURATION.fullmatch(text)
+        if found is not None:
+            seconds = float(found.group(1)) * _DURATION_UNITS[found.group(2)]
+            if seconds > 0 and math.isfinite(seconds):
+                return seconds
+    return _bad_duration(value, where)
+
+
+def _bad_duration(value: Any, where: str) -> NoReturn:
+    raise ConfigError(
+        f'{where} must be a duration with its unit ("30d", "12h", "90m", "3600s")'
+        f' or "off", got {value!r}'
+    )
 
 
 def _bool(value: Any, where: str) -> bool:

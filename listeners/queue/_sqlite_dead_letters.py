@@ -6,6 +6,13 @@ thread; the ``head`` invariant is kept as in :mod:`._sqlite_heads`). ``SqliteQue
 delegates its dead-letter methods (count, list, get, retry, retry all, purge) and
 ``state()`` to :class:`DeadLetters`.
 
+Reading (count, list, get, state) opens the file read-only: no migration, no write, so
+a CLI of another version beside a running service changes nothing. Retry and purge
+write through SQLite's locks like the service's writer, never migrate, and refuse a file
+of another schema version. Deleting (purge, the retention of :func:`expire`) goes in
+chunks of short transactions: one long ``DELETE`` would hold the write lock past the
+service writer's busy timeout, and its messages would be refused meanwhile.
+
 Retrying re-sequences: the dead row is stored again as a new row at the tail of its key
 and removed (see the design notes of :mod:`.sqlite`).
 """
@@ -15,17 +22,29 @@ from __future__ import annotations
 import contextlib
 import logging
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ._sqlite_heads import key_busy, transaction
 from ._sqlite_rows import DEAD_LETTER_COLUMNS, ENVELOPE_COLUMNS, dead_letter_from_row
-from ._sqlite_schema import connect, storage_error
+from ._sqlite_schema import connect, connect_read_only, storage_error
 from .base import DeadLetter
 
-__all__ = ["SQLITE_MAX_INT", "DeadLetters", "requeue"]
+__all__ = ["SQLITE_MAX_INT", "DeadLetters", "expire", "requeue"]
 
 _RETRY_ALL_CHUNK = 500
+#: Dead letters deleted per transaction (purge, retention).
+DELETE_CHUNK = 200
+#: The most message bytes per transaction of retry --all, purge and retention: a retry
+#: copies each message, ``secure_delete`` overwrites every page freed, so a chunk of
+#: 10 MiB messages must stay a short write too (and a short growth of the WAL on a disk
+#: nearly full).
+CHUNK_BYTES = 2 * 1024 * 1024
+#: Pause between two chunks of the CLI's retry --all and purge: SQLite's busy handler
+#: retries a waiting writer (the service's) every 100 ms at most, so it gets the lock
+#: between two chunks rather than losing every race to the next one.
+PAUSE = 0.1
 #: SQLite's largest integer: a larger LIMIT or OFFSET raises OverflowError.
 SQLITE_MAX_INT = 2**63 - 1
 
@@ -52,13 +71,13 @@ class DeadLetters:
 
     def count(self) -> int:
         """How many dead letters there are."""
-        with self._admin() as conn:
+        with self._reader() as conn:
             (count,) = conn.execute("SELECT count(*) FROM messages WHERE state = 'dead'").fetchone()
         return int(count)
 
     def page(self, limit: int = 50, offset: int = 0) -> list[DeadLetter]:
         """Dead letters, oldest first; metadata only (``envelope.payload`` is empty)."""
-        with self._admin() as conn:
+        with self._reader() as conn:
             rows = conn.execute(
                 f"SELECT {DEAD_LETTER_COLUMNS} FROM messages WHERE state = 'dead'"
                 " ORDER BY seq LIMIT ? OFFSET ?",
@@ -68,13 +87,13 @@ class DeadLetters:
 
     def state(self, seq: int) -> str | None:
         """``pending``, ``inflight``, ``done`` or ``dead``; None when unknown (pruned)."""
-        with self._admin() as conn:
+        with self._reader() as conn:
             row = conn.execute("SELECT state FROM messages WHERE seq = ?", (seq,)).fetchone()
         return None if row is None else str(row[0])
 
     def get(self, id: int) -> DeadLetter | None:
         """One dead letter with its payload, or None."""
-        with self._admin() as conn:
+        with self._reader() as conn:
             row = conn.execute(
                 f"SELECT {DEAD_LETTER_COLUMNS}, payload FROM messages"
                 " WHERE seq = ? AND state = 'dead'",
@@ -91,44 +110,66 @@ class DeadLetters:
         """Queue every dead letter again, oldest first; returns how many.
 
         Only those dead when the call starts: a message failing again meanwhile stays dead.
-        Chunks of ``_RETRY_ALL_CHUNK``, each its own transaction.
+        In chunks (``_RETRY_ALL_CHUNK`` dead letters, :data:`CHUNK_BYTES` of messages),
+        each its own transaction, with a pause between them for the service's writer.
         """
         total = 0
         with self._admin() as conn:
             (last,) = conn.execute("SELECT coalesce(max(seq), 0) FROM messages").fetchone()
             while True:
                 with transaction(conn):
-                    ids = [
-                        row[0]
-                        for row in conn.execute(
-                            "SELECT seq FROM messages WHERE state = 'dead' AND seq <= ?"
-                            " ORDER BY seq LIMIT ?",
+                    ids, more = _chunk(
+                        conn.execute(
+                            "SELECT seq, coalesce(length(payload), 0) FROM messages"
+                            " WHERE state = 'dead' AND seq <= ? ORDER BY seq LIMIT ?",
                             (last, _RETRY_ALL_CHUNK),
-                        )
-                    ]
+                        ).fetchall(),
+                        _RETRY_ALL_CHUNK,
+                    )
                     now = self._clock()
                     for id in ids:
                         requeue(conn, id, now, self._log)
                 total += len(ids)
-                if len(ids) < _RETRY_ALL_CHUNK:
+                if not more:
                     return total
+                time.sleep(PAUSE)
 
     def purge(self, older_than: float | None = None) -> int:
-        """Delete dead letters that failed more than ``older_than`` seconds ago (None: all)."""
-        with self._admin() as conn, transaction(conn):
-            if older_than is None:
-                cursor = conn.execute("DELETE FROM messages WHERE state = 'dead'")
-            else:
-                cursor = conn.execute(
-                    "DELETE FROM messages WHERE state = 'dead' AND updated_at <= ?",
-                    (self._clock() - older_than,),
-                )
-            return cursor.rowcount
+        """Delete dead letters that failed more than ``older_than`` seconds ago (None: all),
+        in chunks (:func:`expire`), each its own transaction; returns how many.
+
+        Only those dead when the call starts (and, with ``older_than``, failed before
+        it): the running service does not wait on one long transaction."""
+        total = 0
+        with self._admin() as conn:
+            (last,) = conn.execute("SELECT coalesce(max(seq), 0) FROM messages").fetchone()
+            cutoff = None if older_than is None else self._clock() - older_than
+            while True:
+                with transaction(conn):
+                    deleted, more = expire(conn, cutoff, last_seq=last)
+                # Copy the zeroed pages into the file now, from this process, rather than
+                # leave the service's next commit to do it while its messages wait.
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                total += deleted
+                if not more:
+                    return total
+                time.sleep(PAUSE)
+
+    @contextlib.contextmanager
+    def _reader(self) -> Iterator[sqlite3.Connection]:
+        """A short-lived read-only connection (list, show)."""
+        conn = connect_read_only(self.path, busy_timeout_ms=self._busy_timeout_ms)
+        try:
+            yield conn
+        except sqlite3.Error as exc:
+            raise storage_error(exc, "reading dead letters") from None
+        finally:
+            conn.close()
 
     @contextlib.contextmanager
     def _admin(self) -> Iterator[sqlite3.Connection]:
-        """A short-lived connection for the synchronous (CLI) methods."""
-        conn = connect(self.path, busy_timeout_ms=self._busy_timeout_ms)
+        """A short-lived connection for the synchronous (CLI) methods that write."""
+        conn = connect(self.path, busy_timeout_ms=self._busy_timeout_ms, migrate=False)
         try:
             yield conn
         except sqlite3.Error as exc:
@@ -161,3 +202,38 @@ def requeue(conn: sqlite3.Connection, id: int, now: float, log: logging.Logger) 
         extra={"seq": cursor.lastrowid, "event": "dead_letter_retry"},
     )
     return cursor.lastrowid
+
+
+def expire(
+    conn: sqlite3.Connection, cutoff: float | None, *, last_seq: int | None = None
+) -> tuple[int, bool]:
+    """Delete the oldest dead letters that failed at or before ``cutoff`` (None: any), and
+    with ``last_seq`` only those up to it: up to :data:`DELETE_CHUNK` of them or
+    :data:`CHUNK_BYTES` of messages. Inside the caller's transaction; returns how
+    many, and whether more may be left. A dead letter is never its key's head: nothing to
+    promote."""
+    rows = conn.execute(
+        "SELECT seq, coalesce(length(payload), 0) FROM messages WHERE state = 'dead'"
+        " AND seq <= ? AND updated_at <= ? ORDER BY seq LIMIT ?",
+        (
+            SQLITE_MAX_INT if last_seq is None else last_seq,
+            float("inf") if cutoff is None else cutoff,
+            DELETE_CHUNK,
+        ),
+    ).fetchall()
+    chosen, more = _chunk(rows, DELETE_CHUNK)
+    conn.executemany("DELETE FROM messages WHERE seq = ?", [(seq,) for seq in chosen])
+    return len(chosen), more
+
+
+def _chunk(rows: list[tuple[int, int]], limit: int) -> tuple[list[int], bool]:
+    """The seqs of ``rows`` (seq, message size; at most ``limit`` of them) up to
+    :data:`CHUNK_BYTES` of messages, at least one; and whether more may be left."""
+    chosen: list[int] = []
+    size = 0
+    for seq, length in rows:
+        chosen.append(seq)
+        size += length
+        if size >= CHUNK_BYTES:
+            return chosen, True
+    return chosen, len(rows) == limit

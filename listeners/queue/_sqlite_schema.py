@@ -26,7 +26,14 @@ from pathlib import Path
 from ..errors import QueueError
 from ..file_modes import PRIVATE_FILE, make_private_dirs, restrict_file
 
-__all__ = ["APPLICATION_ID", "MIGRATIONS", "SCHEMA_VERSION", "connect", "storage_error"]
+__all__ = [
+    "APPLICATION_ID",
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "connect",
+    "connect_read_only",
+    "storage_error",
+]
 
 #: ``PRAGMA application_id`` of a queue file ("PSRL"): refuses to adopt a foreign database.
 APPLICATION_ID = 0x5053524C
@@ -144,40 +151,100 @@ def storage_error(exc: BaseException, doing: str) -> QueueError:
     return QueueError(f"queue storage failed while {doing}: {detail}")
 
 
-def connect(path: Path, *, busy_timeout_ms: int = 10_000) -> sqlite3.Connection:
-    """Open (creating or migrating) the queue file: WAL, ``synchronous=FULL``.
+def connect(
+    path: Path, *, busy_timeout_ms: int = 10_000, migrate: bool = True
+) -> sqlite3.Connection:
+    """Open the queue file for writing: WAL, ``synchronous=FULL``, ``secure_delete``.
+
+    ``migrate`` (the service): create the file, or bring an older one to this version.
+    Otherwise (the dead-letter CLI's retry and purge) the file must exist at this very
+    version: a CLI of another version beside a running service must neither upgrade the
+    file under it (the service would then refuse to start again) nor write rows an older
+    or newer schema does not expect.
 
     The connection is in autocommit mode: callers issue ``BEGIN IMMEDIATE``/``COMMIT``.
     """
     try:
-        make_private_dirs(path.parent)
-        # Created here, 0600: SQLite gives its -wal and -shm files the main file's mode.
-        with contextlib.suppress(FileExistsError):
-            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, PRIVATE_FILE))
+        if migrate:
+            make_private_dirs(path.parent)
+            # Created here, 0600: SQLite gives its -wal and -shm files the main file's mode.
+            with contextlib.suppress(FileExistsError):
+                os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, PRIVATE_FILE))
+        elif not path.is_file():
+            raise QueueError(f"no queue file at {path}")
         for name in (path.name, path.name + "-wal", path.name + "-shm"):
             restrict_file(path.with_name(name))
         conn = sqlite3.connect(
-            str(path),
+            # mode=rw: never creates the file (a typo in the path is not a new queue).
+            str(path) if migrate else f"{path.absolute().as_uri()}?mode=rw",
+            uri=not migrate,
             timeout=busy_timeout_ms / 1000,
             isolation_level=None,
             cached_statements=128,
         )
-    except (OSError, sqlite3.Error) as exc:
+    except (OSError, sqlite3.Error, QueueError) as exc:
         raise storage_error(exc, f"opening {path}") from None
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise QueueError(f"queue storage failed: {path} cannot use WAL (mode {mode!r})")
+        # Deleted content (a delivered message's payload, a purged dead letter) is
+        # overwritten with zeros, free pages included, rather than left readable in the
+        # file until the page is reused. SQLite's default depends on how it was built.
+        conn.execute("PRAGMA secure_delete = ON")
+        if migrate:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise QueueError(f"queue storage failed: {path} cannot use WAL (mode {mode!r})")
         # FULL in WAL mode: every COMMIT fsyncs the WAL before returning.
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA journal_size_limit = 67108864")
         conn.execute("PRAGMA cache_size = -16384")  # 16 MiB: the hot index pages of a backlog
-        _migrate(conn, path)
+        if migrate:
+            _migrate(conn, path)
+        else:
+            _require_current(conn, path)
     except (sqlite3.Error, QueueError) as exc:
         conn.close()
         raise storage_error(exc, f"opening {path}") from None
     return conn
+
+
+def connect_read_only(path: Path, *, busy_timeout_ms: int = 10_000) -> sqlite3.Connection:
+    """Open the queue file to read it only (``dead-letters list`` and ``show``): SQLite's
+    read-only mode, no migration, no write of any kind (not even the journal mode), so
+    a CLI of another version never changes a running service's file; a file of another
+    schema version is refused (:class:`QueueError`) rather than misread."""
+    if not path.is_file():
+        raise QueueError(f"no queue file at {path}")
+    try:
+        conn = sqlite3.connect(
+            f"{path.absolute().as_uri()}?mode=ro",
+            uri=True,
+            timeout=busy_timeout_ms / 1000,
+            isolation_level=None,
+        )
+    except sqlite3.Error as exc:
+        raise storage_error(exc, f"opening {path}") from None
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        conn.execute("PRAGMA query_only = ON")
+        _require_current(conn, path)
+    except (sqlite3.Error, QueueError) as exc:
+        conn.close()
+        raise storage_error(exc, f"opening {path}") from None
+    return conn
+
+
+def _require_current(conn: sqlite3.Connection, path: Path) -> None:
+    """Refuse a file whose schema is not this version's (newer, older or none)."""
+    version = _version(conn, path)
+    if version == 0:
+        raise QueueError(f"{path} is not a Passerelle queue")
+    if version < SCHEMA_VERSION:
+        raise QueueError(
+            f"{path} has queue schema version {version}, older than this Passerelle's "
+            f"({SCHEMA_VERSION}): start this version's service once to migrate it, or use "
+            "the passerelle that runs the service"
+        )
 
 
 def _migrate(conn: sqlite3.Connection, path: Path) -> None:

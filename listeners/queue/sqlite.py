@@ -39,6 +39,12 @@ Design
 * **Dead-letter administration** (:mod:`._sqlite_dead_letters`, which these methods
   delegate to): synchronous, own short connection and short transactions, so the CLI
   may use it while the service runs.
+* **Retention.** Dead letters hold patients' messages: the writer thread deletes those
+  that failed more than ``dead_letter_retention`` seconds ago (30 days by default, None:
+  never), in chunks between the batches it commits, as it prunes delivered rows. Every
+  connection sets ``secure_delete``: what is deleted is overwritten, not left in free
+  pages; and the maintenance empties the WAL (a TRUNCATE checkpoint that never waits),
+  whose old frames and not yet checkpointed pages would keep delivered messages.
 """
 
 from __future__ import annotations
@@ -51,14 +57,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import QueueError
-from ._sqlite_dead_letters import SQLITE_MAX_INT, DeadLetters
+from ._sqlite_dead_letters import SQLITE_MAX_INT, DeadLetters, expire
 from ._sqlite_heads import ACTIVE as _ACTIVE
 from ._sqlite_heads import key_busy, promote, transaction
 from ._sqlite_lock import ServiceLock
 from ._sqlite_rows import ENVELOPE_COLUMNS, envelope_from_row, error_text
 from ._sqlite_schema import connect, storage_error
 from ._sqlite_writer import Operation, Writer
-from .base import DeadLetter, Envelope, Job, MessageQueue, PutResult
+from .base import (
+    DEFAULT_DEAD_LETTER_RETENTION,
+    DeadLetter,
+    Envelope,
+    Job,
+    MessageQueue,
+    PutResult,
+)
 from .digest import content_digest
 
 __all__ = ["SQLITE_MAX_INT", "SqliteQueue"]
@@ -95,9 +108,18 @@ class SqliteQueue:
         max_batch: int = 512,
         max_batch_bytes: int = 32 * 1024 * 1024,
         busy_timeout_ms: int = 10_000,
+        dead_letter_retention: float | None = DEFAULT_DEAD_LETTER_RETENTION,
+        on_expired: Callable[[int], None] | None = None,
     ) -> None:
+        """``dead_letter_retention``: seconds a dead letter is kept after it failed (None:
+        until purged). ``on_expired(n)``: called on the writer thread after ``n`` dead
+        letters were deleted for it (a metric)."""
         self.path = Path(path)
         self._window = duplicate_window_hours * 3600.0
+        self._retention = dead_letter_retention
+        self._on_expired = on_expired
+        #: Dead letters deleted by the retention since the queue was created.
+        self.dead_letters_expired = 0
         self._clock = clock
         self._busy_timeout_ms = busy_timeout_ms
         self._log = logging.getLogger("passerelle.queue")
@@ -400,10 +422,49 @@ class SqliteQueue:
         return conn
 
     def _maintain(self, conn: sqlite3.Connection) -> float:
-        """Prune one batch of expired delivered rows; returns seconds until the next."""
+        """Prune one batch of expired delivered rows and delete one chunk of dead letters
+        past their retention; returns seconds until the next time (0: more to do, after
+        the batches waiting meanwhile)."""
         with transaction(conn):
             pruned = self._prune(conn, _PRUNE_BATCH)
-        return 0.0 if pruned >= _PRUNE_BATCH else _MAINTENANCE_INTERVAL
+        expired, more = 0, False
+        if self._retention is not None:
+            with transaction(conn):
+                expired, more = expire(conn, self._clock() - self._retention)
+            if expired:
+                self._expired(expired)
+        if more or pruned >= _PRUNE_BATCH:
+            return 0.0
+        self._checkpoint(conn)
+        return _MAINTENANCE_INTERVAL
+
+    def _checkpoint(self, conn: sqlite3.Connection) -> None:
+        """Copy the WAL into the file and empty it. Until then a delivered or deleted
+        message stays readable: its old pages in the file (the zeroed ones are still in
+        the WAL) and in WAL frames not yet overwritten — for days on a quiet feed, and in
+        every copy of the files. Never waits: busy (a reader), it is tried next time."""
+        conn.execute("PRAGMA busy_timeout = 0")
+        try:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+
+    def _expired(self, count: int) -> None:
+        self.dead_letters_expired += count
+        # Counts and the setting only: which messages they were is patient data.
+        self._log.info(
+            "dead letters older than queue.dead_letter_retention deleted",
+            extra={
+                "count": count,
+                "retention_days": round((self._retention or 0.0) / 86400, 3),
+                "event": "dead_letters_expired",
+            },
+        )
+        if self._on_expired is not None:
+            try:
+                self._on_expired(count)
+            except Exception:  # a metric must not stop the writer's maintenance
+                self._log.warning("counting expired dead letters failed", exc_info=True)
 
 
 def _depth(conn: sqlite3.Connection) -> int:

@@ -194,3 +194,23 @@ def test_misspelt_variables_are_named_at_start_up(tmp_path: Path) -> None:
         "passerelle: warning: PASSERELLE_FHIR_URI is not a Passerelle setting: ignored "
         "(did you mean PASSERELLE_FHIR_URL?)"
     ]
+
+
+# -- how long dead letters are kept ----------------------------------------------------------
+def test_dead_letter_retention_is_thirty_days_unless_set(tmp_path: Path) -> None:
+    assert load_config(None, env={}).queue.dead_letter_retention == 30 * 86400
+    for text, seconds in (('"90d"', 90 * 86400), ('"12h"', 43200), ('"off"', None), ("0", None)):
+        config = load_config(_toml(tmp_path, f"[queue]\ndead_letter_retention = {text}\n"), env={})
+        assert config.queue.dead_letter_retention == seconds, text
+    from_env = load_config(None, env={"PASSERELLE_QUEUE_DEAD_LETTER_RETENTION": "7d"})
+    assert from_env.queue.dead_letter_retention == 7 * 86400
+    assert "PASSERELLE_QUEUE_DEAD_LETTER_RETENTION" in environment.ENV_SETTINGS
+
+
+@pytest.mark.parametrize("text", ["30", '"30"', '"0d"', '"-1d"', '"30 days"', "true", "1.5"])
+def test_a_dead_letter_retention_without_its_unit_is_refused(tmp_path: Path, text: str) -> None:
+    # A bare 30 read as seconds would delete every dead letter half a minute after it
+    # failed; read as days, it would be a guess. "0d": at once, or never?
+    path = _toml(tmp_path, f"[queue]\ndead_letter_retention = {text}\n")
+    with pytest.raises(ConfigError, match=r"queue\.dead_letter_retention must be a duration"):
+        load_config(path, env={})

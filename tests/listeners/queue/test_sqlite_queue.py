@@ -644,6 +644,10 @@ def test_the_schema_is_versioned_and_migrations_run_in_order(
     migrations = (*_sqlite_schema.MIGRATIONS, add_column)
     monkeypatch.setattr(_sqlite_schema, "MIGRATIONS", migrations)
     monkeypatch.setattr(_sqlite_schema, "SCHEMA_VERSION", len(migrations))
+    # Only the service migrates: the dead-letter commands refuse the older file.
+    with pytest.raises(QueueError, match="older than"):
+        SqliteQueue(path).list_dead_letters()
+    run(tmp_path, lambda queue: queue.depth())
     assert [d.id for d in SqliteQueue(path).list_dead_letters()] == []
     (row,) = rows(path)
     assert row["priority"] == 0 and row["control_id"] == "C1"
