@@ -1,8 +1,10 @@
 """``passerelle convert`` and ``passerelle templates``: the converter at the command line.
 
 Exit status: 0 when every input converted, 1 when any failed (one line each on stderr),
-2 on usage errors, 141 when the reader of the output went away (``| head``). Bad input
-never prints a traceback.
+2 on usage errors, 130 on Ctrl-C, 141 when the reader of the output went away (``| head``),
+for every command (:func:`run_command`). Bad input never prints a traceback. What is read
+(folders, ``-``, backups left out) is in :mod:`converter.cli_inputs`, what is written in
+:mod:`converter.cli_output`.
 """
 
 from __future__ import annotations
@@ -13,11 +15,20 @@ import sys
 import tempfile
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from .assembly.bundle import REQUEST_MODES, is_resource_type_name
+from .cda import CdaDocument, PathCache
 from .cda.xml import DEFAULT_MAX_BYTES
+from .cli_inputs import (
+    DEFAULT_MAX_STREAM_BYTES,
+    Input,
+    StreamTooLarge,
+    inputs,
+    not_for_family,
+    read_input,
+    template_families,
+)
 from .cli_output import (
     BundleWriter,
     OutputClash,
@@ -28,11 +39,11 @@ from .cli_output import (
     silence_closed_pipe,
 )
 from .convert import Conversion, Converter, ConverterConfig, detect_input_type
-from .errors import ConfigurationError, ConversionError, ParseError
+from .errors import ConfigurationError, ConversionError
 from .hl7v2.charset import charset_codec
 from .printable import printable
 
-__all__ = ["add_commands", "main", "output_name"]
+__all__ = ["add_commands", "main", "output_name", "run_command"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 #: The reader of stdout (or stderr) went away: 128 + SIGPIPE, what a shell reports for
@@ -43,9 +54,6 @@ EXIT_CLOSED_PIPE = 141
 #: Ctrl-C (SIGINT): 128 + SIGINT, what a shell reports for a command it interrupted. Not
 #: 1: no input failed, the run was stopped; the summary says how far it went.
 EXIT_INTERRUPTED = 130
-#: In a folder, files with these extensions are always converted (a damaged message
-#: fails the run); other files are skipped unless they start like HL7 v2 or XML.
-_MESSAGE_SUFFIXES = (".hl7", ".xml")
 
 
 def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -58,12 +66,29 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
         "writes <stem>.json per input (<stem>.<n>.json when a file holds several messages); "
         "a name already written in the run is never overwritten (that input fails). In a "
         "folder, files that neither start like HL7 v2 or XML nor end in .hl7 or .xml are "
-        "skipped (a README), and subfolders and hidden files are not read.",
+        "skipped (a README), as are editor backups and unfinished transfers (a.hl7~, "
+        "#a.hl7#, *.swp, *.bak, *.tmp, *.part), and subfolders and hidden files are not "
+        "read. A PATH of - reads standard input (stdin.json in --out).",
     )
-    convert.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    convert.add_argument(
+        "paths", nargs="+", type=Path, metavar="PATH", help="a file, a folder, or - (stdin)"
+    )
     convert.add_argument("--out", type=Path, metavar="DIR", help="write bundles to DIR")
     convert.add_argument("--input-type", choices=("auto", "hl7v2", "cda"), default="auto")
-    convert.add_argument("--template", metavar="NAME", help="force a root template")
+    convert.add_argument(
+        "--template",
+        metavar="NAME",
+        help="force a root template: hl7v2/messages/NAME.j2 for HL7 v2 inputs, "
+        "cda/documents/NAME.j2 for CDA ones (an input of a family without it fails)",
+    )
+    convert.add_argument(
+        "--max-stream-bytes",
+        type=_positive_int,
+        default=DEFAULT_MAX_STREAM_BYTES,
+        metavar="N",
+        help="read at most N bytes of standard input or a pipe "
+        f"(default {DEFAULT_MAX_STREAM_BYTES})",
+    )
     _add_converter_options(convert)
     convert.add_argument(
         "--no-validate", action="store_true", help="skip FHIR validation of the bundles"
@@ -135,6 +160,16 @@ def _add_converter_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text[:100]!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {value}")
+    return value
+
+
 def _charset_option(text: str) -> str:
     """The codec for ``--charset``, by the rules MSH-18 follows: a usage error here rather
     than a traceback (``nope``) or garbled ParseErrors (``utf-16``) later."""
@@ -167,84 +202,21 @@ def _config(args: argparse.Namespace, *, validate: bool = True) -> ConverterConf
     )
 
 
-@dataclass(frozen=True)
-class _Input:
-    path: Path
-    #: Found in a folder rather than named on the command line: may be skipped.
-    in_folder: bool
-    #: Why it cannot be read at all (a folder that cannot be listed, a broken link): a
-    #: FAILED line in its turn, the other inputs still converted.
-    problem: str | None = None
-    #: Not a regular file (a pipe, a device) in a folder: SKIPPED, never opened.
-    not_a_file: bool = False
-
-
-def _inputs(paths: Sequence[Path]) -> Iterator[_Input]:
-    for path in paths:
-        if not path.is_dir():
-            yield _Input(path, in_folder=False)
-            continue
-        try:
-            children = sorted(path.iterdir())
-        except OSError as exc:  # no permission to list it, removed meanwhile…
-            yield _Input(path, in_folder=False, problem=f"cannot read folder: {exc.strerror}")
-            continue
-        for child in children:
-            if not child.name.startswith("."):
-                found = _folder_entry(child)
-                if found is not None:
-                    yield found
-
-
-def _folder_entry(child: Path) -> _Input | None:
-    """A folder's entry as an input; None for a subfolder (not read, as documented)."""
-    try:
-        if child.is_file():
-            return _Input(child, in_folder=True)
-        if child.is_dir():
-            return None
-        if child.is_symlink():
-            # is_file() and is_dir() are False for a link to nothing, or a loop of links.
-            return _Input(child, in_folder=True, problem="broken symbolic link (or a loop)")
-    except OSError as exc:  # the folder can be listed but not searched (no x permission)
-        return _Input(child, in_folder=True, problem=f"cannot read file: {exc.strerror}")
-    return _Input(child, in_folder=True, not_a_file=True)
-
-
-#: What :func:`detect_input_type` reads of a file to tell HL7 v2 or XML from anything else.
-_HEAD_BYTES = 4096
-
-
-def _read(item: _Input) -> bytes | None:
-    """The file's bytes, or None for a folder's file that is not a message (a README, a
-    backup archive): neither named ``.hl7`` or ``.xml`` nor starting like HL7 v2 or XML.
-    Files named on the command line never are. Its head is read first: a 2 GB archive
-    next to the messages is skipped without being loaded into memory."""
-    if not item.in_folder or item.path.suffix.lower() in _MESSAGE_SUFFIXES:
-        return item.path.read_bytes()
-    with item.path.open("rb") as stream:
-        head = stream.read(_HEAD_BYTES)
-        try:
-            detect_input_type(head)
-        except ParseError:
-            return None
-        return head + stream.read()
-
-
 def run_convert(args: argparse.Namespace) -> int:
     _closed_streams(to_stdout=args.out is None)
     try:
         converter = Converter(_config(args, validate=not args.no_validate))
-        inputs = list(_inputs(args.paths))
+        families = template_families(converter, args.template, args.input_type)
+        items = list(inputs(args.paths))
         if args.out:
             _output_folder(args.out)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED  # Ctrl-C before anything was converted
-    if not inputs:
+    if not items:
         print("passerelle: no files to convert (the folders given are empty)", file=sys.stderr)
     writer = BundleWriter(args.out, pretty=args.pretty, stdout=sys.stdout)
     try:
-        return _convert_all(converter, inputs, writer, args)
+        return _convert_all(converter, items, writer, args, families)
     except BrokenPipeError:
         # The reader went away: stop quietly, like other Unix tools. Inputs not converted
         # are not failures, and the summary would only go to the same closed pipe.
@@ -266,23 +238,27 @@ def _closed_streams(*, to_stdout: bool) -> None:
 
 
 def _convert_all(
-    converter: Converter, inputs: list[_Input], writer: BundleWriter, args: argparse.Namespace
+    converter: Converter,
+    items: list[Input],
+    writer: BundleWriter,
+    args: argparse.Namespace,
+    families: frozenset[str],
 ) -> int:
     summary = Summary()
     # No bar when the bundles themselves go to the terminal: it would prefix each one.
-    tty = sys.stderr.isatty() and len(inputs) > 1 and (args.out or not sys.stdout.isatty())
-    progress = Progress(len(inputs), sys.stderr) if tty else None
+    tty = sys.stderr.isatty() and len(items) > 1 and (args.out or not sys.stdout.isatty())
+    progress = Progress(len(items), sys.stderr) if tty else None
     say = progress.say if progress else _say
     done = 0
     try:
-        for number, item in enumerate(inputs, start=1):
+        for number, item in enumerate(items, start=1):
             try:
-                _convert_input(converter, item, writer, summary, args, say)
+                _convert_input(converter, item, writer, summary, args, families, say)
             except (BrokenPipeError, ConfigurationError, KeyboardInterrupt):
                 raise  # the reader went away (run_convert); a usage error (main); Ctrl-C
             except Exception as exc:  # a bug outside one message's conversion (_internal)
                 summary.add_failed(None)
-                say(failure_line(item.path, _internal(exc), verbose=False))
+                say(failure_line(item.label, _internal(exc), verbose=False))
             done = number
             if progress:
                 progress.update(number)
@@ -290,13 +266,13 @@ def _convert_all(
         # Ctrl-C: what was written is complete (BundleWriter), the rest is not converted.
         if progress:
             progress.close()
-        print(f"interrupted after {done} of {len(inputs)} inputs", file=sys.stderr)
+        print(f"interrupted after {done} of {len(items)} inputs", file=sys.stderr)
         summary.print(sys.stderr)
         return EXIT_INTERRUPTED
     finally:
         if progress:
             progress.close()  # a usage error midway: its message on a line of its own
-    if len(inputs) > 1 or summary.failed or summary.skipped:
+    if len(items) > 1 or summary.failed or summary.skipped:
         summary.print(sys.stderr)
     return EXIT_FAILED if summary.failed else EXIT_OK
 
@@ -307,60 +283,74 @@ def _say(line: str) -> None:
 
 def _convert_input(
     converter: Converter,
-    item: _Input,
+    item: Input,
     writer: BundleWriter,
     summary: Summary,
     args: argparse.Namespace,
+    families: frozenset[str],
     say: Callable[[str], None],
 ) -> None:
-    path = item.path
+    label = item.label
     if item.problem is not None:
         summary.add_failed(None)
-        say(printable(f"FAILED {path}: {item.problem}"))
+        say(printable(f"FAILED {label}: {item.problem}"))
         return
-    if item.not_a_file:
-        summary.skipped += 1
-        say(printable(f"SKIPPED {path}: not a regular file"))
+    if item.not_a_file or item.backup:
+        summary.add_skipped(backup=item.backup)
+        why = "backup or temporary file (by its name)" if item.backup else "not a regular file"
+        say(printable(f"SKIPPED {label}: {why}"))
         return
     try:
-        data = _read(item)
-    except OSError as exc:
+        data = read_input(item, max_stream_bytes=args.max_stream_bytes)
+    except (OSError, StreamTooLarge) as exc:
         summary.add_failed(None)
-        error = ConversionError(f"cannot read file: {exc.strerror}")
-        say(failure_line(path, error, verbose=args.verbose))
+        reason = f"cannot read file: {exc.strerror}" if isinstance(exc, OSError) else str(exc)
+        say(failure_line(label, ConversionError(reason), verbose=args.verbose))
         return
     if data is None:
-        summary.skipped += 1
-        say(printable(f"SKIPPED {path}: neither HL7 v2 nor XML"))
+        summary.add_skipped()
+        say(printable(f"SKIPPED {label}: neither HL7 v2 nor XML"))
         return
-    for total, result in _convert_data(converter, data, args):
+    for total, result in _convert_data(converter, data, args, families):
         if not isinstance(result, Conversion):
             summary.add_failed(result.message_type)
-            say(failure_line(path, result, verbose=args.verbose))
+            say(failure_line(label, result, verbose=args.verbose))
             continue
         try:
-            writer.write(result, path, several=total > 1)
+            writer.write(result, item.source, several=total > 1, label=label)
         except BrokenPipeError:
             raise  # the reader went away: not this bundle's failure (run_convert)
         except (OSError, OutputClash) as exc:  # disk full, a read-only folder, a clash…
             summary.add_failed(result.message_type)
-            reason = exc.strerror if isinstance(exc, OSError) else str(exc)
-            where = f"{path}: message {result.index}" if total > 1 else str(path)
-            say(printable(f"FAILED {where}: cannot write its bundle: {reason}"))
+            cause = exc.strerror if isinstance(exc, OSError) else str(exc)
+            where = f"{label}: message {result.index}" if total > 1 else label
+            say(printable(f"FAILED {where}: cannot write its bundle: {cause}"))
             continue
         summary.add_converted(result.message_type)
         for warning in result.warnings:
             # The file name and the warning may hold anything (an ESC in a name).
-            say(printable(f"WARNING {path}: {warning}"))
+            say(printable(f"WARNING {label}: {warning}"))
 
 
 def _convert_data(
-    converter: Converter, data: bytes, args: argparse.Namespace
+    converter: Converter, data: bytes, args: argparse.Namespace, families: frozenset[str]
 ) -> Iterator[tuple[int, Conversion | ConversionError]]:
     """Each message of a file converted or failed, with the file's message count."""
     try:
         kind = detect_input_type(data) if args.input_type == "auto" else args.input_type
         if kind == "cda":
+            if kind not in families:
+                # Read all the same: the failure line names the document and its type.
+                document = CdaDocument(data, PathCache(), max_bytes=args.max_document_bytes)
+                yield (
+                    1,
+                    not_for_family(args.template, kind).with_context(
+                        control_id=document.control_id,
+                        message_type=document.document_type,
+                        control_id_label="document",
+                    ),
+                )
+                return
             for conversion in converter.convert(
                 data, input_type="cda", root_template=args.template
             ):
@@ -371,12 +361,18 @@ def _convert_data(
         yield 1, exc
         return
     except ConfigurationError:
-        raise  # a usage error (--template naming no root): exit 2, not this file's failure
+        raise  # a usage error (a template folder gone midway): exit 2, not this file's
     except Exception as exc:  # a bug: see _internal
         yield 1, _internal(exc)
         return
     for raw in messages:
         try:
+            if kind not in families:
+                # Parsed all the same: the failure line names the message and its type.
+                message = converter.parse(raw.source)
+                raise not_for_family(args.template, kind).with_context(
+                    control_id=message.control_id or None, message_type=message.event
+                )
             result: Conversion | ConversionError = converter.convert_message(
                 raw.source, root_template=args.template, index=raw.index
             )
@@ -432,8 +428,10 @@ def _output_folder(folder: Path) -> None:
 
 
 def run_templates_list(args: argparse.Namespace) -> int:
-    converter = Converter(_config(args, validate=False))
     out = sys.stdout
+    if out is None:  # ``>&-``: the listing went nowhere, and the exit status was 0
+        raise ConfigurationError("standard output is closed")
+    converter = Converter(_config(args, validate=False))
     builtin = converter.config.mappings_dir
     for family, table in (("hl7v2", converter.routes), ("cda", converter.cda_routes)):
         print(f"Routes ({family}):", file=out)
@@ -460,18 +458,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def run_command(
+    build: Callable[[], argparse.ArgumentParser],
+    argv: Sequence[str] | None = None,
+    *,
+    usage_errors: tuple[type[Exception], ...] = (ConfigurationError,),
+) -> int:
+    """Build the parser, parse ``argv`` and run the chosen command's handler, all under
+    the exit statuses every ``passerelle`` command shares: 2 on a usage error (one line),
+    130 on Ctrl-C (while the parser is built too), 141 when the reader of the output went
+    away (``passerelle templates list | head -1`` exited 0, ``convert`` 141), never a
+    traceback."""
     try:
-        return int(args.handler(args))
-    except ConfigurationError as exc:
-        print(f"passerelle: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        try:
+            args = build().parse_args(argv)
+            status = int(args.handler(args))
+            # Output still buffered (a short listing to a pipe) meets a closed pipe here,
+            # not in the interpreter's last flush ("Exception ignored…", status 120).
+            if sys.stdout is not None:
+                sys.stdout.flush()
+            return status
+        except usage_errors as exc:
+            print(f"passerelle: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     except BrokenPipeError:
-        return EXIT_OK
+        silence_closed_pipe()
+        return EXIT_CLOSED_PIPE
     except KeyboardInterrupt:
-        return EXIT_FAILED
+        return EXIT_INTERRUPTED
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_command(build_parser, argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

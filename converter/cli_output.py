@@ -55,13 +55,14 @@ class BundleWriter:
         self._stdout = stdout
         self._written: dict[tuple[int, int], str] = {}
 
-    def write(self, result: Conversion, source: Path, *, several: bool) -> None:
+    def write(
+        self, result: Conversion, source: Path, *, several: bool, label: str | None = None
+    ) -> None:
+        """``label`` names the input in a clash (``<stdin>``), ``source`` gives the
+        file name (``stdin.json``)."""
         text = result.to_json(pretty=self._pretty) + "\n"
         if self._folder is None:
-            self._stdout.write(text)
-            # Bundle by bundle: a reader sees each one at once, and a reader that has
-            # gone away (``| head``) is noticed here, not in the flush at exit.
-            self._stdout.flush()
+            _write_utf8(self._stdout, text)
             return
         target = self._folder / output_name(source, result.index, several=several)
         existing = _file_id(target)
@@ -74,7 +75,26 @@ class BundleWriter:
         _write_whole(target, text)
         file_id = _file_id(target)
         if file_id is not None:
-            self._written[file_id] = f"{source} message {result.index}" if several else str(source)
+            name = label or str(source)
+            self._written[file_id] = f"{name} message {result.index}" if several else name
+
+
+def _write_utf8(stream: TextIO, text: str) -> None:
+    """JSON is UTF-8 (RFC 8259), whatever the locale: through the byte stream under
+    ``stream`` when there is one. In a Latin-9 locale (``LANG=fr_FR.ISO-8859-15``,
+    ``PYTHONIOENCODING``) each bundle holding a character the locale's charset lacks
+    (``Œdème``) failed as ``internal error UnicodeEncodeError``, and the others were
+    printed in the locale's charset."""
+    buffer = getattr(stream, "buffer", None)
+    if buffer is None:  # a stream without bytes under it (a StringIO in a test)
+        stream.write(text)
+        stream.flush()
+        return
+    stream.flush()  # what was written as text before goes first
+    buffer.write(text.encode("utf-8"))
+    # Bundle by bundle: a reader sees each one at once, and a reader that has gone away
+    # (``| head``) is noticed here, not in the flush at exit.
+    buffer.flush()
 
 
 _temporary_numbers = itertools.count()
@@ -127,8 +147,11 @@ def type_key(message_type: str | None) -> str:
 class Summary:
     converted: int = 0
     failed: int = 0
-    #: Files in a folder that are neither HL7 v2 nor XML (a README): not counted as failed.
+    #: Files in a folder that are neither HL7 v2 nor XML (a README), pipes, editor backups
+    #: and unfinished transfers: not counted as failed.
     skipped: int = 0
+    #: Of ``skipped``, those left out by their name (``a.hl7~``, ``a.tmp``).
+    skipped_backups: int = 0
     by_type: Counter[str] = field(default_factory=Counter)
     failed_by_type: Counter[str] = field(default_factory=Counter)
 
@@ -140,10 +163,17 @@ class Summary:
         self.failed += 1
         self.failed_by_type[type_key(message_type)] += 1
 
+    def add_skipped(self, *, backup: bool = False) -> None:
+        self.skipped += 1
+        if backup:
+            self.skipped_backups += 1
+
     def print(self, out: TextIO) -> None:
         counts = f"converted {self.converted}, failed {self.failed}"
         if self.skipped:
             counts += f", skipped {self.skipped}"
+            if self.skipped_backups:
+                counts += f" ({self.skipped_backups} backup or temporary)"
         print(counts, file=out)
         if self.by_type:
             print(f"  converted by type: {_counts(self.by_type)}", file=out)
@@ -155,7 +185,7 @@ def _counts(counter: Counter[str]) -> str:
     return printable(", ".join(f"{t}: {n}" for t, n in sorted(counter.items())))
 
 
-def failure_line(path: Path, error: ConversionError, *, verbose: bool) -> str:
+def failure_line(path: Path | str, error: ConversionError, *, verbose: bool) -> str:
     parts = [f"FAILED {path}"]
     if error.control_id:
         parts.append(f"control-id={error.control_id}")
@@ -212,6 +242,7 @@ def silence_closed_pipe() -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     for stream in (sys.stdout, sys.stderr):
         # A stream without a descriptor (replaced in a test) has nothing left to flush.
-        with contextlib.suppress(OSError, ValueError):
+        # None: started without it (``>&-``).
+        with contextlib.suppress(AttributeError, OSError, ValueError):
             os.dup2(devnull, stream.fileno())
     os.close(devnull)

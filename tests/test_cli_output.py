@@ -156,3 +156,22 @@ def test_failed_by_type_counts_code_and_trigger(tmp_path: Path) -> None:
     assert "  converted by type: ADT^A08: 1\n" in result.stderr
     assert "  failed by type: ADT^A08: 2\n" in result.stderr
     assert "ADT_A01" not in result.stderr
+
+
+# -- bundles on stdout are UTF-8 whatever the locale -------------------------------------------
+def test_bundles_on_stdout_are_utf8_in_a_latin9_locale() -> None:
+    # PYTHONIOENCODING stands for LANG=fr_FR.ISO-8859-15 (no such locale in the image).
+    # The sample's "Œdème" is not in Latin-1: the bundle failed as "internal error
+    # UnicodeEncodeError", and a bundle that could be encoded came out in Latin-1.
+    source = REPO / "samples" / "hl7v2" / "ADT_A01_admission-full.hl7"
+    result = subprocess.run(
+        [sys.executable, "-m", "listeners.cli", "convert", source],
+        capture_output=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONIOENCODING": "latin-1"},
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    bundle = json.loads(result.stdout.decode("utf-8"))
+    text = json.dumps(bundle, ensure_ascii=False)
+    assert "Œdème des lèvres" in text
