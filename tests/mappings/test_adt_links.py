@@ -147,6 +147,18 @@ def test_an_a24_with_one_pid_or_an_unidentified_pid_links_nothing(converter: Con
     assert any("names no patient record" in w for w in warnings), warnings
 
 
+@pytest.mark.parametrize("numberless", ["^^^CHU-LYON&1.2.250.1.999.1.1&ISO^MR", " ^^^^PI"])
+def test_an_a24_whose_pid_has_an_identifier_without_number_links_nothing(
+    converter: Converter, numberless: str
+) -> None:
+    """A PID-3 naming only an authority or a type (or a blank number) gives a Patient of
+    this message only (Patient.j2): the A24 linked the other, real record to it."""
+    data = set_field(a24(), "PID", 3, numberless, occurrence=2)
+    bundle, warnings = convert_one(converter, data)
+    assert all("link" not in p for p in resources(bundle, "Patient"))
+    assert any("names no patient record" in w for w in warnings), warnings
+
+
 def deliver(converter: Converter, server: FhirServer, data: bytes) -> dict[str, Any]:
     bundle = converter.convert_message(data).bundle
     server.transact(bundle)
