@@ -175,8 +175,16 @@ class Metrics:
             "passerelle_mllp_connections_refused",
             "MLLP connections refused at accept (reason max_connections: the listener had"
             " that many open) or closed by a limit (frame_timeout: a frame not ended in"
-            " time; max_unfinished_bytes: unfinished frames of all connections over it)",
+            " time; max_unfinished_bytes: unfinished frames of all connections over it;"
+            " tls_handshake: a failed TLS handshake, or a TLS client on a plain listener)",
             ["listener", "reason"],
+            registry=registry,
+        )
+        self.commit_acks = Counter(
+            "passerelle_mllp_commit_acks",
+            "MLLP release 2 commit acknowledgements (blocks holding only 0x06 or 0x15)"
+            " received from the peer, not answered",
+            ["listener"],
             registry=registry,
         )
         self.partitions = Gauge(

@@ -284,8 +284,8 @@ class Service:
         return checks
 
     async def _watch_depth(self) -> None:
-        """Every second: queue depth, and the MLLP listeners' connection, framing and
-        refusal stats."""
+        """Every second: queue depth, and the MLLP listeners' connection, framing, refusal
+        and commit-acknowledgement stats."""
         # The listeners' stats are cumulative: each counter is moved on by what is new.
         seen: dict[tuple[object, ...], int] = {}
 
@@ -304,10 +304,12 @@ class Service:
                     stats = self.mllp.stats(listener.name)
                     self.metrics.connections.labels(listener.name).set(stats.connections_open)
                     follow(self.metrics.framing_errors, (listener.name,), stats.framing_errors)
+                    follow(self.metrics.commit_acks, (listener.name,), stats.commit_acks)
                     for reason, count in (
                         ("max_connections", stats.connections_refused),
                         ("frame_timeout", stats.frame_timeouts),
                         ("max_unfinished_bytes", stats.unfinished_bytes_refusals),
+                        ("tls_handshake", stats.tls_handshake_failures),
                     ):
                         follow(self.metrics.connections_refused, (listener.name, reason), count)
             await asyncio.sleep(1.0)
