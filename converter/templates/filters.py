@@ -316,10 +316,14 @@ class ValueFilters:
     def hd_system(self, hd: Any, start: int = 1) -> str | None:
         """Identifier system from an HD (CX.4) or the HD part of an EI (``start=2``).
 
-        OID → urn:oid, UUID → urn:uuid, URI kept.
-        Only an HD universal id (HD.2) becomes a system; a bare namespace (HD.1) is a
-        local name and is looked up in the ``AssigningAuthority`` code map when the
-        deployment provides one.
+        The universal id (HD.2) when there is one: OID → urn:oid, UUID → urn:uuid, URI
+        kept. A namespace alone (HD.1) is a name: a site's ``AssigningAuthority`` code map
+        (none is shipped) and then the built-in ``AssigningAuthorityOid`` (national
+        registries: ASIP-SANTE-PS → 1.2.250.1.71.4.2.1…) give the universal id it stands
+        for, so that ``ASIP-SANTE-PS`` and ``ASIP-SANTE-PS&1.2.250.1.71.4.2.1&ISO`` are one
+        system and one identity (the IG's CX[Identifier] looks CX.4 up in the identifier
+        registry for the same reason). A site's row with an empty target keeps that
+        namespace a local name. An HD.2 always wins over its namespace's alias.
         """
         if hd is None:
             return None
@@ -330,19 +334,44 @@ class ValueFilters:
             universal = _text(hd[start + 1])
             kind = _text(hd[start + 2]).upper()
         if universal:
-            if kind == "ISO" or (not kind and _OID.fullmatch(universal)):
-                # HD.3 says ISO but HD.2 is no OID: kept like any other name, if it can be.
-                return f"urn:oid:{universal}" if _OID.fullmatch(universal) else _as_uri(universal)
-            if kind == "UUID" or _UUID.fullmatch(universal):
-                return f"urn:uuid:{universal.lower()}"
-            return _as_uri(universal)
-        if namespace and "AssigningAuthority" in self._codemaps:
-            mapped = self._codemaps.lookup("AssigningAuthority", namespace)
-            if mapped is not None:
-                return mapped.code
-        if namespace and _OID.fullmatch(namespace):
+            return _universal_system(universal, kind)
+        if not namespace:
+            return None
+        alias = self._namespace_alias(namespace)
+        if alias:
+            return _universal_system(alias, "")
+        if _OID.fullmatch(namespace):
             return f"urn:oid:{namespace}"
         return None
+
+    def _namespace_alias(self, namespace: str) -> str | None:
+        """The universal id (or system URI) a namespace stands for, from the site's
+        ``AssigningAuthority`` map, else the built-in ``AssigningAuthorityOid``."""
+        for name in _NAMESPACE_MAPS:
+            if name not in self._codemaps:
+                continue
+            mapped = self._codemaps.lookup(name, namespace)
+            if mapped is not None:
+                return mapped.code
+            if self._codemaps.knows(name, namespace):
+                # A row without target keeps the namespace a local name; in the site's
+                # map it also hides the built-in alias.
+                return None
+        return None
+
+
+#: Where a namespace-only HD finds its universal id, the site's map first.
+_NAMESPACE_MAPS = ("AssigningAuthority", "AssigningAuthorityOid")
+
+
+def _universal_system(universal: str, kind: str) -> str | None:
+    """System of an HD universal id (HD.2) of type ``kind`` (HD.3, upper case or "")."""
+    if kind == "ISO" or (not kind and _OID.fullmatch(universal)):
+        # HD.3 says ISO but HD.2 is no OID: kept like any other name, if it can be.
+        return f"urn:oid:{universal}" if _OID.fullmatch(universal) else _as_uri(universal)
+    if kind == "UUID" or _UUID.fullmatch(universal):
+        return f"urn:uuid:{universal.lower()}"
+    return _as_uri(universal)
 
 
 #: What a Quantity.system may be: a URL (http, https) or a URN.

@@ -280,6 +280,75 @@ def test_hd_system_of_an_ei(env: Any) -> None:
     assert value(env, "hd_system(msg.ORC[2], 2)", msg=message) == "urn:oid:1.2.3.4.5"
 
 
+@pytest.fixture(scope="module")
+def site_env(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The built-in code maps behind a site's own AssigningAuthority map."""
+    site = tmp_path_factory.mktemp("site-codemaps")
+    (site / "AssigningAuthority.csv").write_text(
+        HEADER
+        + "DPI-ERABLE,,1.2.250.1.999.2.20,,,an OID\n"
+        + "LABO,,http://labo.example.org/ids,,,a URI\n"
+        + "ADELI,,,,,no target: a local name here\n"
+        + "FINESS,,1.2.250.1.999.77,,,the site's own reading wins\n",
+        encoding="utf-8",
+    )
+    builtin = tmp_path_factory.mktemp("builtin-site")
+    codemaps = [site, REPO / "mappings" / "codemaps"]
+    return make_templates(builtin, zone="Europe/Paris", codemaps=codemaps).environment
+
+
+@pytest.mark.parametrize(
+    ("cx4", "expected"),
+    [
+        # A national namespace alone is the system its full HD gives.
+        ("ASIP-SANTE-PS", "urn:oid:1.2.250.1.71.4.2.1"),
+        ("asip-sante-ps", "urn:oid:1.2.250.1.71.4.2.1"),
+        ("ASIP-SANTE-PS&&ISO", "urn:oid:1.2.250.1.71.4.2.1"),
+        ("ASIP-SANTE-INS-NIR", "urn:oid:1.2.250.1.213.1.4.8"),
+        ("ASIP-SANTE-INS-NIA", "urn:oid:1.2.250.1.213.1.4.9"),
+        ("RPPS", "urn:oid:1.2.250.1.71.4.2.1"),
+        ("ASIP-SANTE-ST", "urn:oid:1.2.250.1.71.4.2.2"),
+        # An HD.2 always wins over its namespace's alias: those ids never change.
+        ("ASIP-SANTE-PS&1.2.250.1.71.4.2.1&ISO", "urn:oid:1.2.250.1.71.4.2.1"),
+        ("ASIP-SANTE-INS-NIR&1.2.250.1.213.1.4.10&ISO", "urn:oid:1.2.250.1.213.1.4.10"),
+        ("DPI-ERABLE&1.2.3&ISO", "urn:oid:1.2.3"),
+        # The site's map: an OID target is an OID, a URI kept, an empty target a local
+        # name (not the national ADELI), and its row before the built-in one.
+        ("DPI-ERABLE", "urn:oid:1.2.250.1.999.2.20"),
+        ("LABO", "http://labo.example.org/ids"),
+        ("ADELI", None),
+        ("FINESS", "urn:oid:1.2.250.1.999.77"),
+        ("HOSP-B", None),
+    ],
+)  # fmt: skip
+def test_hd_system_of_a_known_namespace(site_env: Any, cx4: str, expected: str | None) -> None:
+    message = parse(MESSAGE.replace(b"HOSP&1.2.3&ISO", cx4.encode()))
+    assert value(site_env, "hd_system(msg.PID[3][4])", msg=message) == expected
+
+
+def test_hd_system_of_an_ei_with_a_known_namespace(site_env: Any) -> None:
+    full = parse(MESSAGE + b"ORC|NW|PHA-11^DPI-ERABLE^1.2.250.1.999.2.20^ISO\r")
+    bare = parse(MESSAGE + b"ORC|NW|PHA-11^DPI-ERABLE\r")
+    expected = "urn:oid:1.2.250.1.999.2.20"
+    assert value(site_env, "hd_system(msg.ORC[2], 2)", msg=full) == expected
+    assert value(site_env, "hd_system(msg.ORC[2], 2)", msg=bare) == expected
+
+
+def test_every_built_in_namespace_alias_is_an_oid() -> None:
+    """AssigningAuthorityOid targets are universal ids of ISO type: an alias that is no
+    OID would give a system no full HD of that authority ever gives."""
+    import csv
+    import re
+
+    path = REPO / "mappings" / "codemaps" / "AssigningAuthorityOid.csv"
+    with path.open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows
+    for row in rows:
+        assert re.fullmatch(r"[0-2](\.(0|[1-9]\d*))+", row["target_code"]), row["source_code"]
+        assert row["comment"], row["source_code"]
+
+
 # --- b64encode and require -----------------------------------------------------------------
 
 
