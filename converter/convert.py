@@ -75,6 +75,9 @@ class ConverterConfig:
     max_document_bytes: int = DEFAULT_MAX_BYTES
     #: Where the built-in mappings are; the package's own by default.
     mappings_dir: Path = field(default_factory=_builtin_mappings)
+    #: Reuse, within one conversion, a rendering of a template emitted again with the
+    #: same inputs (the output is byte-identical either way; off renders every emit).
+    reuse_renderings: bool = True
 
     def __post_init__(self) -> None:
         for mode in (self.request_mode, *(mode for _, mode in self.request_modes)):
@@ -298,6 +301,7 @@ class Converter:
             context=context,
             builtin_root=str(self.config.mappings_dir),
             strict_values=self.config.strict_values,
+            memoize=self.config.reuse_renderings,
         )
 
     def _finish(

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import json
 import json.encoder
-import os
 import re
 import sys
-import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass
 from types import FrameType
@@ -27,7 +25,10 @@ from jinja2.exceptions import SecurityError
 from ..active_session import ACTIVE_SESSION
 from ..assembly.ids import stable_id
 from ..assembly.merge import merge_into
+from ..assembly.references import reference_among
 from ..errors import ConversionError, MappingError, TemplateError
+from .locations import template_frame, template_name, undefined_without_key
+from .memo import Frame, Memo, MemoEntry, WarningList, blind_templates, position_blind
 from .template_json import json_from_template
 
 __all__ = ["Ref", "RenderSession", "json_from_template"]
@@ -65,6 +66,7 @@ class RenderSession:
         context: dict[str, Any],
         builtin_root: str,
         strict_values: bool = True,
+        memoize: bool = True,
     ) -> None:
         self._env = environment
         self._builtin_root = builtin_root
@@ -78,7 +80,7 @@ class RenderSession:
         self._counters: dict[str, int] = {}
         self.resources: dict[tuple[str, str], dict[str, Any]] = {}
         self.origins: dict[tuple[str, str], str] = {}
-        self.warnings: list[str] = []
+        self.warnings: WarningList = WarningList()
         self._refs: list[Ref] = []
         #: Resources whose entry is a DELETE (see :meth:`delete`), with the template line
         #: that deleted them; empty for almost every message.
@@ -90,6 +92,22 @@ class RenderSession:
         self.strict_values = strict_values
         #: Depth of :meth:`reference` renderings under way: emit() then writes nothing.
         self._referencing = 0
+        #: Renderings reused within this conversion (see memo.py); None: off.
+        self._memo: Memo | None = Memo(Ref) if memoize else None
+        #: The emit() renderings under way, innermost last, while reuse is on.
+        self._frames: list[Frame] = []
+        #: Templates known to read nothing but their inputs' values (see memo.py).
+        self._blind = blind_templates(environment)
+
+    @property
+    def memoize(self) -> bool:
+        """Whether a rendering is reused when the same template is emitted again with
+        the same inputs (the output is the same either way: see memo.py)."""
+        return self._memo is not None
+
+    @memoize.setter
+    def memoize(self, on: bool) -> None:
+        self._memo = Memo(Ref) if on else None
 
     # -- functions exposed to templates --------------------------------------------------
     def emit(self, template: str, **variables: Any) -> Ref | None:
@@ -98,19 +116,98 @@ class RenderSession:
         if self._referencing:
             # Inside reference(): what the template emits itself is not written either.
             return self._reference_only(name, variables, top=False)
+        memo = self._memo
+        if memo is None:
+            return self._emit_rendered(name, variables)[0]
+        return self._emit_reusing(memo, name, variables)
+
+    def _emit_reusing(self, memo: Memo, name: str, variables: dict[str, Any]) -> Ref | None:
+        """emit(), reusing an earlier rendering of the same template and inputs when
+        that is provably the same (see memo.py)."""
+        frames = self._frames
+        keyed = memo.key(name, variables, self.default_offset, self.strict_values)
+        if keyed is None or type(self.warnings) is not WarningList:
+            if frames:
+                frames[-1].pure = False
+            return self._emit_rendered(name, variables)[0]
+        key, positions = keyed
+        entry = memo.entries.get(key)
+        if entry is not None:
+            return self._replay(memo, name, variables, entry)
+        warnings = self.warnings
+        frame = Frame(len(warnings), warnings.checks)
+        frames.append(frame)
+        try:
+            ref, message_scoped = self._emit_rendered(name, variables)
+        finally:
+            frames.pop()
+        reusable = (
+            frame.pure
+            and not message_scoped
+            and len(warnings) == frame.warnings
+            and warnings.checks == frame.checks
+            and (frame.blind or not positions)
+        )
+        if reusable:
+            memo.entries[key] = MemoEntry(ref, frame.children, frame.blind, variables)
+        if frames:
+            parent = frames[-1]
+            if reusable:
+                parent.children.append((name, variables))
+                parent.blind = parent.blind and frame.blind
+            else:
+                parent.pure = False
+        return ref
+
+    def _replay(
+        self, memo: Memo, name: str, variables: dict[str, Any], entry: MemoEntry
+    ) -> Ref | None:
+        """What emitting again does, without the rendering: the slot, the emits of the
+        rendering itself, the counter. Its resource is already in the bundle with all it
+        said (first written, or merged without a conflict), so merging it again would
+        change nothing."""
+        self._order.append(None)
+        frames = self._frames
+        frame = Frame(len(self.warnings), 0)
+        frames.append(frame)
+        try:
+            for child, child_variables in entry.children:
+                self._emit_reusing(memo, child, child_variables)
+        finally:
+            frames.pop()
+        if frames:
+            parent = frames[-1]
+            if frame.pure:
+                parent.children.append((name, variables))
+                parent.blind = parent.blind and entry.blind and frame.blind
+            else:
+                parent.pure = False
+        ref = entry.ref
+        if ref is None:
+            return None
+        self._counters[name] = self._counters.get(name, 0) + 1
+        # A Ref of its own, as a rendering would give (``is sameas`` tells them apart).
+        return Ref(ref.type, ref.id, ref.reference)
+
+    def _emit_rendered(self, name: str, variables: dict[str, Any]) -> tuple[Ref | None, bool]:
+        """emit() by rendering; also whether the resource's id derives from this
+        message (it has no identity)."""
         # Reserve the position now so that a resource precedes what it emits itself.
         slot = len(self._order)
         self._order.append(None)
         built = self._build(name, variables)
         if built is None:
-            return None
+            return None, False
         resource, identity = built
         rtype = resource["resourceType"]
         counter = self._counters.get(name, 0) + 1
         self._counters[name] = counter
         rid = resource.get("id")
+        message_scoped = False
         if rid is None:
-            rid = self._id_for(rtype, identity, name, counter)
+            parts = _identity_parts(identity)
+            message_scoped = not parts
+            rid = self._id_for(rtype, parts, name, counter)
             resource = {"resourceType": rtype, "id": rid, **resource}
         key = (rtype, rid)
         existing = self.resources.get(key)
@@ -120,7 +217,7 @@ class RenderSession:
             self._order[slot] = key
             ref = Ref(rtype, rid, self._reference_for(rtype, rid))
             self._refs.append(ref)
-            return ref
+            return ref, message_scoped
         conflicts = merge_into(existing, resource)
         if conflicts:
             # Same identity, different content: the source reused an id (or a template's
@@ -129,7 +226,7 @@ class RenderSession:
                 f"{rtype} {rid} emitted twice with different values "
                 f"({', '.join(conflicts[:5])}); the first kept (from {name})"
             )
-        return Ref(rtype, rid, self._reference_for(rtype, rid))
+        return Ref(rtype, rid, self._reference_for(rtype, rid)), message_scoped
 
     def reference(self, template: str, **variables: Any) -> Ref | None:
         """A reference to the resource ``emit(template, **variables)`` would write,
@@ -148,6 +245,7 @@ class RenderSession:
         None when the resource comes out empty; a resource without ``_identity`` (an id
         derived from this message, naming nothing stored) is a MappingError.
         """
+        self._impure()  # whether it is in the bundle decides the reference
         return self._reference_only(self.resolve(template), variables, top=True)
 
     def _reference_only(self, name: str, variables: dict[str, Any], *, top: bool) -> Ref | None:
@@ -165,7 +263,8 @@ class RenderSession:
         rtype = resource["resourceType"]
         rid = resource.get("id")
         if rid is None:
-            if top and not _identity_parts(identity):
+            parts = _identity_parts(identity)
+            if top and not parts:
                 raise MappingError(
                     f"reference() to the {rtype} of {name}: it has no identity (its "
                     "_identity came out empty), so its id would derive from this message "
@@ -174,7 +273,7 @@ class RenderSession:
                 )
             # Inside a reference, a resource without identity gets the id its next emit()
             # would give it; the counter stays as it is, nothing being written.
-            rid = self._id_for(rtype, identity, name, self._counters.get(name, 0) + 1)
+            rid = self._id_for(rtype, parts, name, self._counters.get(name, 0) + 1)
         if (rtype, rid) in self.resources:
             return Ref(rtype, rid, self._reference_for(rtype, rid))
         return Ref(rtype, rid, f"{rtype}/{rid}")
@@ -200,8 +299,7 @@ class RenderSession:
             )
         return resource, identity
 
-    def _id_for(self, rtype: str, identity: Any, name: str, counter: int) -> str:
-        parts = _identity_parts(identity)
+    def _id_for(self, rtype: str, parts: list[str], name: str, counter: int) -> str:
         if parts:
             return stable_id(self._scope, rtype, *parts)
         # No business identifier: stable for this message (control id, sender and
@@ -218,6 +316,7 @@ class RenderSession:
         (:meth:`entries` refuses that). A resource whose id derives from this message (its
         template gave no ``_identity``) names nothing an earlier message wrote: refused.
         """
+        self._impure()
         if ref is None:
             # emit() gave nothing: the resource came out empty.
             where = self.current_template_line() or "a template"
@@ -262,10 +361,12 @@ class RenderSession:
 
     def emitted(self, resource_type: str | None = None) -> list[Ref]:
         """References to what has been emitted so far (optionally of one type)."""
+        self._impure()
         return [r for r in self._refs if resource_type is None or r.type == resource_type]
 
     def warn(self, message: str) -> str:
         """Record a warning from a template; renders as nothing."""
+        self._impure()
         self.warnings.append(str(message))
         return ""
 
@@ -273,14 +374,20 @@ class RenderSession:
         """``file:line`` of the template expression being evaluated (innermost template
         frame on the stack), for warnings about a value that carries no HL7 location.
         Walks the stack: for rare paths only."""
+        self._impure()
         frame: FrameType | None = sys._getframe(1)
         while frame is not None:
             template = frame.f_globals.get("__jinja_template__")
             if template is not None:
                 line = template.get_corresponding_lineno(frame.f_lineno)
-                return f"{_template_name(frame.f_code.co_filename, self._builtin_root)}:{line}"
+                return f"{template_name(frame.f_code.co_filename, self._builtin_root)}:{line}"
             frame = frame.f_back
         return None
+
+    def _impure(self) -> None:
+        """The rendering under way read or changed the conversion's state: not reused."""
+        if self._frames:
+            self._frames[-1].pure = False
 
     # -- rendering -------------------------------------------------------------------------
     def resolve(self, template: str) -> str:
@@ -306,7 +413,7 @@ class RenderSession:
     def _file_name(self, name: str) -> str:
         """``name`` as errors show it: an override by its full path (it is loaded by now)."""
         filename = self._env.get_template(name).filename
-        return _template_name(filename, self._builtin_root) if filename else name
+        return template_name(filename, self._builtin_root) if filename else name
 
     def render(self, name: str, variables: dict[str, Any]) -> str:
         try:
@@ -322,12 +429,19 @@ class RenderSession:
                 f"template syntax error: {exc.message}",
                 template=f"{self._syntax_error_file(exc, name)}:{exc.lineno}",
             ) from None
+        # Checked at a template's first rendering, when it is loaded: the file read is the
+        # one compiled.
+        blind = self._blind.get(name)
+        if blind is None:
+            blind = position_blind(self._env, name)
+        if not blind and self._frames:
+            self._frames[-1].blind = False
         token = ACTIVE_SESSION.set(self)
         try:
             return compiled.render({**self._context, **variables})
         except ConversionError as exc:
             if exc.template is None:
-                exc.template = _template_frame(exc, name, self._builtin_root)
+                exc.template = template_frame(exc, name, self._builtin_root)
             raise
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateError(
@@ -337,18 +451,18 @@ class RenderSession:
         except jinja2.TemplateNotFound as exc:
             raise TemplateError(
                 f"template {exc.name!r} not found",
-                template=_template_frame(exc, name, self._builtin_root),
+                template=template_frame(exc, name, self._builtin_root),
             ) from None
         except jinja2.UndefinedError as exc:
             raise TemplateError(
-                f"undefined in template: {_undefined_without_key(exc.message)}",
-                template=_template_frame(exc, name, self._builtin_root),
+                f"undefined in template: {undefined_without_key(exc.message)}",
+                template=template_frame(exc, name, self._builtin_root),
                 detail=exc.message,
             ) from None
         except SecurityError as exc:
             raise TemplateError(
                 f"template tried an unsafe operation: {exc}",
-                template=_template_frame(exc, name, self._builtin_root),
+                template=template_frame(exc, name, self._builtin_root),
             ) from None
         except Exception as exc:
             # TypeError, ValueError, ArithmeticError… and whatever else a template can
@@ -356,7 +470,7 @@ class RenderSession:
             # message fails with the template line instead of escaping as a bare exception.
             raise MappingError(
                 f"{type(exc).__name__} raised in template",
-                template=_template_frame(exc, name, self._builtin_root),
+                template=template_frame(exc, name, self._builtin_root),
                 detail=str(exc)[:300],
             ) from None
         finally:
@@ -366,7 +480,7 @@ class RenderSession:
         # exc.name is the logical name (the same for an override and the built-in file);
         # exc.filename says which file was read.
         if exc.filename:
-            return _template_name(exc.filename, self._builtin_root)
+            return template_name(exc.filename, self._builtin_root)
         return exc.name or name
 
     def _reference_for(self, rtype: str, rid: str) -> str:
@@ -390,7 +504,7 @@ class RenderSession:
         for key, resource in self.resources.items():
             if key in self.deleted:
                 continue
-            found = _reference_among(resource, targets)
+            found = reference_among(resource, targets)
             if found is not None:
                 deleted = targets[found]
                 # The ids go to detail: a Patient's id is patient data, and the message
@@ -404,64 +518,8 @@ class RenderSession:
                 )
 
 
-def _reference_among(value: Any, targets: dict[str, Any]) -> str | None:
-    """The first ``reference`` in ``value`` (a parsed resource) that is one of ``targets``."""
-    if isinstance(value, dict):
-        reference = value.get("reference")
-        if isinstance(reference, str) and reference in targets:
-            return reference
-        items: Iterable[Any] = value.values()
-    elif isinstance(value, list):
-        items = value
-    else:
-        return None
-    for item in items:
-        if isinstance(item, dict | list):
-            found = _reference_among(item, targets)
-            if found is not None:
-                return found
-    return None
-
-
 def _identity_parts(identity: Any) -> list[str]:
     if identity is None:
         return []
     values = identity if isinstance(identity, list) else [identity]
     return [str(v) for v in values if v not in (None, "", [], {})]
-
-
-def _undefined_without_key(message: str | None) -> str:
-    """Jinja's text of an undefined value without the key or index looked up: a template
-    may look a message's value up (``table[pid[8]]``), and the text would quote it
-    (``'dict object' has no attribute 'DUPONT'``). A variable's own name (``'pid' is
-    undefined``) comes from the template and is kept."""
-    text = message or "undefined value"
-    for marker in (" has no attribute ", " has no element "):
-        if marker in text:
-            return text.split(marker, 1)[0] + marker + "…"
-    return text
-
-
-def _template_frame(exc: BaseException, fallback: str, builtin_root: str) -> str:
-    """``file:line`` of the innermost template frame in the exception's traceback.
-
-    Built-in templates are named relative to the mappings folder; an override is named
-    by its full path, so that it is clear which file was used.
-    """
-    found = fallback
-    for frame in traceback.extract_tb(exc.__traceback__):
-        if frame.filename.endswith(".j2") and frame.lineno is not None:
-            found = f"{_template_name(frame.filename, builtin_root)}:{frame.lineno}"
-    return found
-
-
-def _template_name(filename: str, builtin_root: str) -> str:
-    """A built-in template relative to the mappings folder; an override by its full path.
-
-    Only below the built-in folder itself: an override folder whose name merely starts
-    the same way ("mappings-site") keeps its full path.
-    """
-    root = builtin_root.rstrip("/\\")
-    if root and filename.startswith(root + os.sep):
-        return filename[len(root) :].lstrip("/\\")
-    return filename
