@@ -18,7 +18,12 @@ counted is the one they make when let through — while jobs for other destinati
 going; when the pause is over one job probes the destination, and its success lets every
 waiting job go at once. A job that failed for its destination is put back until the
 destination's next probe, not for its own backoff, so it goes as soon as the destination
-is back.
+is back. Except a job that fails again on its first try after the destination came back
+(the destination took or refused other bundles meanwhile, or the gate would not have
+opened): the server is up and fails *that* bundle (a 500 on one payload, each time). Such a
+job waits for its own backoff, growing with each such failure, and does not pause the
+destination: else it went again at each reopening, about once per ``backoff_initial`` for
+ever, each time pausing every delivery to the destination with a WARNING "unavailable".
 
 **Given back unsent.** A claim counts an attempt in the queue; a job that never goes
 gives it back with :meth:`~listeners.queue.sqlite.SqliteQueue.give_back`, which puts the
@@ -130,6 +135,10 @@ class DeliveryWorkers:
         self._waiting_bytes = 0
         self._max_waiting = max_waiting
         self._max_waiting_bytes = max_waiting_bytes
+        #: Job seq → transient failures while its destination was open (not a probe):
+        #: two or more mean the server is up and fails that bundle (module docstring).
+        #: Forgotten once the job is settled; in memory only (a restart starts afresh).
+        self._open_failures: dict[int, int] = {}
 
     def start(self) -> None:
         self._loop_task = asyncio.create_task(self._claim_loop(), name="delivery-claims")
@@ -371,10 +380,17 @@ class DeliveryWorkers:
         try:
             await deliver_results(sink, outcome, envelope, destination, self._metrics)
         except TransientDeliveryError as exc:
+            repeated = self._failed_again(job, granted)
+            if repeated:
+                # Failed before, the destination came back since, and this bundle fails
+                # again: its own backoff; the other deliveries keep going.
+                await self._retry(job, exc, destination, fields, backoff_attempt=repeated)
+                return
             self.gate.failed(granted, exc)
             await self._retry(job, exc, destination, fields, paused=True)
             return
         except RejectedDeliveryError as exc:
+            self._open_failures.pop(job.seq, None)
             self.gate.succeeded(granted)  # the server answered: the bundle was at fault
             record = exc.dead_letter_record(destination)
             if not await self._dead_letter(
@@ -401,6 +417,7 @@ class DeliveryWorkers:
                 paused=True,
             )
             return
+        self._open_failures.pop(job.seq, None)
         self.gate.succeeded(granted)
         # Delivered, whether or not the write below commits before a stop (then it is
         # delivered again after the restart).
@@ -409,6 +426,16 @@ class DeliveryWorkers:
         )
         log.info("delivered", extra=fields | log_fields(destination=destination))
         self._waiters.resolve(job.seq, DeliveryOutcome(True))
+
+    def _failed_again(self, job: Job, granted: Pass) -> int:
+        """Count a transient failure of ``job`` on its open destination: the count when
+        it is the second or more (see the module docstring), else 0. A probe's failure is
+        not counted: the destination was down, and the gate counts those."""
+        if granted.probe:
+            return 0
+        count = self._open_failures.get(job.seq, 0) + 1
+        self._open_failures[job.seq] = count
+        return count if count >= 2 else 0
 
     async def _retry(
         self,
@@ -419,15 +446,18 @@ class DeliveryWorkers:
         *,
         cause: BaseException | None = None,
         paused: bool = False,
+        backoff_attempt: int | None = None,
     ) -> None:
         """Put the job back for later, or dead-letter it at ``max_attempts``. ``cause``:
         the original exception when ``exc`` wraps it (what the log line describes);
         ``paused``: a failure of the destination, reported to the gate, whose next probe
-        decides when the job is due (not its own backoff)."""
+        decides when the job is due (not its own backoff); ``backoff_attempt``: the step
+        of the job's own backoff (by default its attempts)."""
         failure = describe_failure(cause if cause is not None else exc)
         facts = log_fields(destination=destination, status=exc.status, error_kind=failure.kind)
         limit = self._config.max_attempts
         if limit and job.attempts >= limit:
+            self._open_failures.pop(job.seq, None)
             record = exc.dead_letter_record(destination, job.attempts)
             if not await self._dead_letter(
                 job,
@@ -450,7 +480,7 @@ class DeliveryWorkers:
         delay = self.gate.retry_in(destination) if paused else None
         if delay is None:
             delay = backoff_delay(
-                job.attempts,
+                backoff_attempt if backoff_attempt is not None else job.attempts,
                 initial=self._config.backoff_initial,
                 maximum=self._config.backoff_max,
                 retry_after=exc.retry_after,

@@ -58,13 +58,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import ssl
 import time
 from collections.abc import Mapping
 from functools import partial
 from typing import Any, Self
 
-import certifi
 import httpx
 
 from converter import json_dumps, json_loads
@@ -91,6 +89,7 @@ from .deletes import AbsentDeletes
 from .exchange import MAX_ANSWER_BYTES, AnswerTooLarge, bounded_exchange
 from .failures import UnexpectedAnswerError, http_status_text, transport_failure
 from .retry_after import parse_retry_after
+from .tls import ssl_context
 from .urls import join_url, normalize_base, origin, redact_url
 
 __all__ = ["FhirServerSink", "check_url_credentials", "outcome_summary", "ssl_context"]
@@ -108,28 +107,6 @@ _REFUSALS = (401, 403)
 _PARSE_IN_THREAD = 256 * 1024
 #: What of a Content-Type, a resourceType or a Bundle.type an error may quote (they are the
 #: server's free text): a media type, a FHIR name, a code.
-
-
-def ssl_context(destination: DestinationConfig) -> ssl.SSLContext:
-    """TLS settings of ``destination``: its CA bundle (else system + certifi), client cert."""
-    try:
-        if destination.ca_bundle is not None:
-            context = ssl.create_default_context(cafile=str(destination.ca_bundle))
-        else:
-            context = ssl.create_default_context()
-            context.load_verify_locations(cafile=certifi.where())
-        if destination.client_cert is not None:
-            context.load_cert_chain(
-                str(destination.client_cert),
-                str(destination.client_key) if destination.client_key is not None else None,
-            )
-        elif destination.client_key is not None:
-            raise ConfigError(f"destinations.{destination.name}: client_key without client_cert")
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(
-            f"destinations.{destination.name}: cannot load TLS files: {exc}"
-        ) from None
-    return context
 
 
 class FhirServerSink:
@@ -438,7 +415,7 @@ class FhirServerSink:
                 failed.append((index, result, outcome if is_outcome(outcome) else None))
         entries = tuple(results)
         if failed:
-            raise self._partial_failure(response.status_code, entries, failed)
+            raise self._partial_failure(response, entries, failed)
         return DeliveryReceipt(
             destination=self.name,
             status=response.status_code,
@@ -449,22 +426,33 @@ class FhirServerSink:
 
     def _partial_failure(
         self,
-        status: int,
+        response: httpx.Response,
         entries: tuple[EntryResult, ...],
         failed: list[tuple[int, EntryResult, dict[str, Any] | None]],
     ) -> DeliveryError:
-        """A 2xx transaction-response with failed entries (a non-atomic server)."""
-        index, first, outcome = failed[0]
+        """A 2xx transaction-response with failed entries (a non-atomic server).
+
+        Transient when an entry failed with 408, 429 or 5xx (or no status): the error then
+        names *that* entry's status and outcome — the one the retry waits for; a 400 beside
+        a 429 would make ``/ready`` and the metrics say "paused after HTTP 400" — and the
+        answer's Retry-After (a server throttling entries asks for a pause)."""
+        busy = [f for f in failed if f[1].status is None or busy_status(f[1].status)]
+        index, first, outcome = (busy or failed)[0]
         written = len(entries) - len(failed)
         message = (
-            f"destination {self.name}: HTTP {status} but {len(failed)} of "
+            f"destination {self.name}: HTTP {response.status_code} but {len(failed)} of "
             f"{len(entries)} entries failed (the server did not apply the transaction "
-            f"atomically; {written} entries stay written); first: entry {index} "
-            f"status {first.status}"
+            f"atomically; {written} entries stay written); "
+            f"{'first retried' if busy else 'first'}: entry {index} status {first.status}"
         )
         # The entry's diagnostics stay in ``outcome`` (see _error).
-        if any(result.status is None or busy_status(result.status) for _, result, _ in failed):
-            return TransientDeliveryError(message, status=first.status, outcome=outcome)
+        if busy:
+            return TransientDeliveryError(
+                message,
+                status=first.status,
+                outcome=outcome,
+                retry_after=parse_retry_after(response.headers.get("Retry-After")),
+            )
         return RejectedDeliveryError(message, status=first.status, outcome=outcome)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -116,6 +118,23 @@ def test_bad_tls_material_is_a_config_error(pki: Pki) -> None:
         assert server.addresses == {}
 
     run(scenario())
+
+
+def test_an_encrypted_listener_key_is_a_config_error_naming_it(pki: Pki, tmp_path: Path) -> None:
+    """Without a passphrase callback OpenSSL prompted on the terminal (a service started
+    from one waited there for ever), or failed with "[Errno 22] Invalid argument"."""
+    key = tmp_path / "server-encrypted.key"
+    subprocess.run(
+        [
+            *("openssl", "pkey", "-in", str(pki.server_key), "-aes256"),
+            *("-passout", "pass:s3cret", "-out", str(key)),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    with pytest.raises(ConfigError, match="is encrypted"):
+        server_ssl_context(TlsConfig(cert=pki.server_cert, key=key))
 
 
 def test_a_tls_client_on_a_plain_listener_is_named_and_closed_at_once(
