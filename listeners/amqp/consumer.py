@@ -8,12 +8,13 @@ acknowledged only once it is safely handled:
   with ``queue.backend = "amqp"``); the service's workers deliver it;
 * mode ``"delivery"``: converted and delivered to its route's destination.
 
-Poison — unparseable, unsupported type or version, (mode "delivery") conversion errors and
-rejections by the destination — is published to the dead-letter exchange with headers
-saying why (``x-passerelle-error-kind``, ``-reason``, ``-location``, ``-hl7-error-code``,
-``-template``, ``-error-stage``…; never message content) and acknowledged (:mod:`.settling`):
-never requeued forever. Transient delivery failures (mode "delivery") are re-published to
-a retry queue whose TTL sends them back to the main queue later, counting
+Poison — larger than ``amqp.max_message_bytes``, unparseable, unsupported type or
+version, (mode "delivery") conversion errors and rejections by the destination — is
+published to the dead-letter exchange with headers saying why
+(``x-passerelle-error-kind``, ``-reason``, ``-location``, ``-hl7-error-code``,
+``-template``, ``-error-stage``…; never message content) and acknowledged
+(:mod:`.settling`): never requeued forever. Transient delivery failures (mode "delivery")
+are re-published to a retry queue whose TTL sends them back to the main queue later, counting
 ``x-passerelle-attempts``; after ``max_attempts`` the message goes to the dead-letter
 exchange. A message whose outcome could not be published (broker trouble) is returned to
 the queue (``nack``) after a pause, and a connection lost before the ack means the broker
@@ -129,7 +130,7 @@ class AmqpConsumer:
             channel = await connection.channel()
             assert isinstance(channel, aio_pika.RobustChannel)
             await channel.set_qos(prefetch_count=self._settings.prefetch)
-            await declare_dead_letters(channel, self._amqp)
+            await declare_dead_letters(connection, channel, self._amqp)
             queue = await declare_ingress(channel, self._amqp)
             self._settler.publisher = ConfirmedPublisher(
                 connection, timeout=self._amqp.confirm_timeout, url=self._url
@@ -185,6 +186,9 @@ class AmqpConsumer:
         if task is not None:
             self._inflight.add(task)
         try:
+            if len(message.body) > self._amqp.max_message_bytes:
+                await self._oversized(message)
+                return
             try:
                 envelope = envelope_of(
                     message, listener=self._listener, config=self._config, support=self._support
@@ -358,6 +362,32 @@ class AmqpConsumer:
             record,
             reason="unsupported",
             message_type=exc.message_type or "unknown",
+            fields=self._fields(message),
+        )
+
+    async def _oversized(self, message: AbstractIncomingMessage) -> None:
+        """A message over ``amqp.max_message_bytes``: dead-lettered before anything reads
+        it (no MSH peek, no XML parse, no conversion), as the MLLP listener refuses a
+        frame over ``mllp.max_frame_bytes`` (same HL7 error code, 207)."""
+        size, limit = len(message.body), self._amqp.max_message_bytes
+        record = {
+            "stage": "intake",
+            "kind": "MessageTooLarge",
+            "reason": f"message of {size} bytes exceeds the maximum of {limit} bytes"
+            " (amqp.max_message_bytes)",
+            "hl7_error_code": "207",
+        }
+        self._metrics.received.labels(self._listener, "oversized").inc()
+        log.warning(
+            "oversized message refused, not converted (amqp.max_message_bytes = %d)",
+            limit,
+            extra=self._fields(message) | log_fields(event="oversized_message"),
+        )
+        await self._settler.dead_letter(
+            message,
+            record,
+            reason="oversized",
+            message_type="unknown",
             fields=self._fields(message),
         )
 

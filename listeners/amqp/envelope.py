@@ -42,6 +42,7 @@ __all__ = [
     "input_type_of",
     "partition_of",
     "persistent_copy",
+    "short_property",
 ]
 
 HL7V2_CONTENT_TYPE = "x-application/hl7-v2+er7"
@@ -152,6 +153,23 @@ def header_text(headers: Mapping[str, Any], name: str) -> str | None:
     return str(value)
 
 
+#: ``message_id`` and ``correlation_id`` are AMQP short strings: 255 bytes at most.
+_SHORTSTR_BYTES = 255
+
+
+def short_property(value: str | None) -> str | None:
+    """``value`` when it fits an AMQP short-string property, else None.
+
+    A control id (MSH-10) is a sender's text of any length: one over 255 bytes as the
+    ``correlation_id`` made the message unencodable (pamqp's TypeError), so the MLLP
+    listener with ``queue.backend = "amqp"`` closed the connection without an ACK at every
+    retransmission, and the consumer's ``put`` was retried in place for ever — the
+    sender's whole interface blocked. It still travels whole in its header."""
+    if value is None or len(value.encode("utf-8")) > _SHORTSTR_BYTES:
+        return None
+    return value
+
+
 def partition_of(ordering_key: str, partitions: int) -> int:
     """The partition of an ordering key: a stable hash (not Python's salted ``hash``)."""
     digest = hashlib.blake2b(ordering_key.encode("utf-8"), digest_size=8).digest()
@@ -175,8 +193,8 @@ def encode_envelope(envelope: Envelope, *, partition: int | None = None) -> aio_
         headers[H_MESSAGE_TYPE] = envelope.message_type
     if partition is not None:
         headers[H_PARTITION] = partition
-    message_id = envelope.message_id or uuid.uuid4().hex
-    correlation_id = envelope.correlation_id or envelope.control_id
+    message_id = short_property(envelope.message_id) or uuid.uuid4().hex
+    correlation_id = short_property(envelope.correlation_id or envelope.control_id)
     return aio_pika.Message(
         envelope.payload,
         headers=headers,

@@ -41,6 +41,7 @@ from .envelope import (
     H_MESSAGE_TYPE,
     H_ROUTE,
     H_SENDER,
+    short_property,
 )
 from .topology import declare_bundles
 
@@ -121,7 +122,7 @@ class AmqpSink:
             content_encoding="utf-8",
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             message_id=hashlib.sha256(body).hexdigest()[:32],
-            correlation_id=envelope.correlation_id or envelope.control_id,
+            correlation_id=short_property(envelope.correlation_id or envelope.control_id),
             headers=headers,
             app_id="passerelle",
         )

@@ -71,7 +71,7 @@ class AmqpQueue:
             # Kept open: a robust channel declares its exchanges, queues and bindings again
             # after a reconnection (a broker that lost its definitions gets them back).
             self._setup = await connection.channel()
-            await declare_dead_letters(self._setup, self._config)
+            await declare_dead_letters(connection, self._setup, self._config)
             await declare_partitions(self._setup, self._config)
         except BaseException:
             await connection.close()

@@ -2,7 +2,8 @@
 
 * dead letters: ``amqp.dead_letter_exchange`` (topic; routing key = the stage that failed:
   ``intake``, ``conversion``, ``delivery``, ``envelope``) and, unless disabled, the queue
-  ``amqp.dead_letter_queue`` bound with ``#``;
+  ``amqp.dead_letter_queue`` bound with ``#``, its ``x-message-ttl`` the dead letters'
+  retention (``amqp.dead_letter_retention``, by default ``queue.dead_letter_retention``);
 * ingress (``[amqp.consumer]``): the exchange, the queue bound with ``binding_key``, and
   one retry queue per delay, ``<queue>.retry.<ms>ms``: ``x-message-ttl`` = the delay, then
   dead-lettered through the default exchange back to ``<queue>``;
@@ -13,13 +14,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from typing import Any
 
-from aio_pika.abc import AbstractChannel, AbstractQueue, ExchangeType
+import aio_pika
+import aiormq
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractQueue, ExchangeType
 
 from ..config import AmqpConfig, AmqpConsumerConfig, AmqpPublishConfig
+from ..logs import log_fields
 
 __all__ = [
+    "dead_letter_queue_arguments",
     "declare_bundles",
     "declare_dead_letters",
     "declare_ingress",
@@ -28,6 +35,8 @@ __all__ = [
     "partition_routing_key",
     "retry_queue",
 ]
+
+log = logging.getLogger("passerelle.amqp")
 
 
 def partition_queue(amqp: AmqpConfig, partition: int) -> str:
@@ -44,13 +53,83 @@ def retry_queue(consumer: AmqpConsumerConfig, delay: float) -> str:
     return f"{consumer.queue}.retry.{round(delay * 1000)}ms"
 
 
-async def declare_dead_letters(channel: AbstractChannel, amqp: AmqpConfig) -> None:
+def dead_letter_queue_arguments(amqp: AmqpConfig) -> dict[str, Any]:
+    """``x-message-ttl`` = ``amqp.dead_letter_retention`` (at least 1 ms: 0 would drop
+    every dead letter at once), or nothing when the retention is off."""
+    if amqp.dead_letter_retention is None:
+        return {}
+    return {"x-message-ttl": max(1, round(amqp.dead_letter_retention * 1000))}
+
+
+async def declare_dead_letters(
+    connection: AbstractConnection, channel: AbstractChannel, amqp: AmqpConfig
+) -> None:
+    """The dead-letter exchange and queue, the queue with its retention as a TTL.
+
+    A queue that exists with other arguments (declared by an earlier version without a
+    TTL, or with another retention) cannot be declared again with these: the broker
+    closes the channel (PRECONDITION_FAILED). That is found out on a throwaway channel of
+    ``connection``: the queue is then used as it is, with a warning, instead of failing
+    the start (its retention is the operator's: a policy, or deleting the queue)."""
     exchange = await channel.declare_exchange(
         amqp.dead_letter_exchange, ExchangeType.TOPIC, durable=True
     )
-    if amqp.dead_letter_queue:
-        queue = await channel.declare_queue(amqp.dead_letter_queue, durable=True)
-        await queue.bind(exchange, "#")
+    if not amqp.dead_letter_queue:
+        return
+    name = amqp.dead_letter_queue
+    arguments = dead_letter_queue_arguments(amqp)
+    refusal = await _try_declare(connection, name, arguments=arguments)
+    if refusal is None:
+        queue = await channel.declare_queue(name, durable=True, arguments=arguments or None)
+    elif await _try_declare(connection, name, passive=True) is None:
+        log.warning(
+            "dead-letter queue %s exists with other arguments than x-message-ttl = %s"
+            " (amqp.dead_letter_retention): used as it is, its dead letters are not deleted"
+            " after that period; give it a message-ttl policy (rabbitmqctl set_policy) and"
+            ' set amqp.dead_letter_retention = "off", or delete the queue once emptied (%s)',
+            name,
+            arguments.get("x-message-ttl", "none"),
+            refusal,
+            extra=log_fields(event="dead_letter_queue_arguments"),
+        )
+        queue = await channel.declare_queue(name, passive=True)
+    else:
+        # Missing, yet the declaration was refused: the broker does not take the TTL.
+        log.warning(
+            "the broker refused x-message-ttl = %s for dead-letter queue %s"
+            " (amqp.dead_letter_retention): declared without it, its dead letters are not"
+            " deleted; give it a message-ttl policy (rabbitmqctl set_policy) (%s)",
+            arguments.get("x-message-ttl"),
+            name,
+            refusal,
+            extra=log_fields(event="dead_letter_queue_arguments"),
+        )
+        queue = await channel.declare_queue(name, durable=True)
+    await queue.bind(exchange, "#")
+
+
+async def _try_declare(
+    connection: AbstractConnection,
+    name: str,
+    *,
+    arguments: dict[str, Any] | None = None,
+    passive: bool = False,
+) -> str | None:
+    """Declare ``name`` on a plain channel of its own (not restored after a reconnection,
+    and closed by a refusal without harm); None, or the broker's refusal."""
+    probe = aio_pika.Channel(connection, publisher_confirms=False)
+    await probe.initialize()
+    try:
+        await probe.declare_queue(name, durable=True, passive=passive, arguments=arguments or None)
+    except (
+        aiormq.exceptions.ChannelPreconditionFailed,
+        aiormq.exceptions.ChannelNotFoundEntity,
+    ) as exc:
+        return f"{type(exc).__name__}: {exc}"[:300]
+    finally:
+        with contextlib.suppress(Exception):
+            await probe.close()
+    return None
 
 
 async def declare_ingress(channel: AbstractChannel, amqp: AmqpConfig) -> AbstractQueue:

@@ -264,7 +264,7 @@ class AmqpWorker:
         self._connection = connection
         try:
             setup = await connection.channel(publisher_confirms=False)
-            await declare_dead_letters(setup, self._amqp)
+            await declare_dead_letters(connection, setup, self._amqp)
             await declare_partitions(setup, self._amqp)
             self._probe = setup
             self._publisher = ConfirmedPublisher(

@@ -16,7 +16,7 @@ from .model import (
     QueueConfig,
     Secret,
 )
-from .values import _bool, _check_keys, _choice, _float, _int, _name, _secret
+from .values import _bool, _check_keys, _choice, _duration, _float, _int, _name, _secret
 
 _EXCHANGE_TYPES = ("direct", "topic", "fanout", "headers")
 
@@ -28,10 +28,13 @@ def _amqp_url(section: dict[str, Any], base: Path, where: str) -> Secret | None:
     return url
 
 
-def _amqp(section: dict[str, Any], base: Path) -> AmqpConfig:
+def _amqp(section: dict[str, Any], base: Path, queue: QueueConfig | None = None) -> AmqpConfig:
     allowed = {f.name for f in fields(AmqpConfig)} | {"url_file"}
     _check_keys(section, allowed, "amqp")
     default = AmqpConfig()
+    retention = (queue or QueueConfig()).dead_letter_retention
+    if "dead_letter_retention" in section:
+        retention = _duration(section["dead_letter_retention"], "amqp.dead_letter_retention")
     consumer_raw = section.get("consumer", {})
     if not isinstance(consumer_raw, dict):
         raise ConfigError("[amqp.consumer] must be a table")
@@ -70,6 +73,12 @@ def _amqp(section: dict[str, Any], base: Path) -> AmqpConfig:
             "amqp.rebalance_interval",
         ),
         consumer=_amqp_consumer(consumer_raw),
+        max_message_bytes=_int(
+            section.get("max_message_bytes", default.max_message_bytes),
+            "amqp.max_message_bytes",
+            1024,
+        ),
+        dead_letter_retention=retention,
     )
 
 

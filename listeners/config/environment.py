@@ -72,6 +72,8 @@ ENV_SETTINGS: Mapping[str, str] = {
     "PASSERELLE_AMQP_URL": "amqp.url",
     "PASSERELLE_AMQP_URL_FILE": "amqp.url_file",
     "PASSERELLE_AMQP_PARTITIONS": "amqp.partitions",
+    "PASSERELLE_AMQP_MAX_MESSAGE_BYTES": "amqp.max_message_bytes",
+    "PASSERELLE_AMQP_DEAD_LETTER_RETENTION": "amqp.dead_letter_retention",
     "PASSERELLE_AMQP_CONSUMER_ENABLED": "amqp.consumer.enabled",
     "PASSERELLE_AMQP_CONSUMER_MODE": "amqp.consumer.mode",
     "PASSERELLE_AMQP_CONSUMER_QUEUE": "amqp.consumer.queue",

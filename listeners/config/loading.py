@@ -123,7 +123,7 @@ def _build(raw: dict[str, Any], base: Path) -> ServiceConfig:
     _check_routes(routes, mllp)
     _check_batch_destinations(destinations, converter, routes)
     queue = _queue(_section(raw, "queue"), base, data_dir)
-    amqp = _amqp(_section(raw, "amqp"), base)
+    amqp = _amqp(_section(raw, "amqp"), base, queue)
     destinations = _resolve_amqp_urls(destinations, amqp)
     _check_amqp(amqp, queue, mllp)
     config = ServiceConfig(

@@ -167,6 +167,13 @@ class AmqpConfig:
     presence_queue: str = "passerelle.workers"
     rebalance_interval: float = 2.0
     consumer: AmqpConsumerConfig = field(default_factory=AmqpConsumerConfig)
+    #: Larger consumed messages are dead-lettered before any parsing or conversion (the
+    #: MLLP listener's ``max_frame_bytes``, for the AMQP consumer).
+    max_message_bytes: int = 10 * 1024 * 1024
+    #: ``x-message-ttl`` (seconds) of ``dead_letter_queue`` when Passerelle declares it
+    #: (None: no TTL). Defaults to ``queue.dead_letter_retention``: dead letters hold
+    #: patients' messages (GDPR storage limitation).
+    dead_letter_retention: float | None = DEFAULT_DEAD_LETTER_RETENTION
 
 
 @dataclass(frozen=True)

@@ -100,6 +100,7 @@ def write_config(
     delivery: Mapping[str, Any] | None = None,
     log_format: str = "text",
     top: Mapping[str, Any] | None = None,
+    queue: Mapping[str, Any] | None = None,
 ) -> Path:
     """A TOML configuration: loopback and ephemeral ports, fast retries, ``names``."""
     tables: dict[str, dict[str, Any]] = {
@@ -111,7 +112,7 @@ def write_config(
         },
         "mllp": {"host": "127.0.0.1", "port": 0, "idle_timeout": 30},
         "http": {"host": "127.0.0.1", "port": 0},
-        "queue": {"backend": backend, "commit_interval_ms": 1},
+        "queue": {"backend": backend, "commit_interval_ms": 1, **(queue or {})},
         "delivery": {
             "workers": 4,
             "convert_processes": 1,

@@ -110,9 +110,40 @@ def test_environment_variables(tmp_path: Path) -> None:
     assert default is not None and default.exchange == "fhir-out"
 
 
+def test_size_limit_and_dead_letter_retention(tmp_path: Path) -> None:
+    defaults = load_config(env={}).amqp
+    # The MLLP listener's frame limit; the SQLite dead letters' retention (30 days).
+    assert defaults.max_message_bytes == 10 * 1024 * 1024
+    assert defaults.dead_letter_retention == 30 * 86400
+    follows = load_config(config_file(tmp_path, '[queue]\ndead_letter_retention = "7d"\n'), env={})
+    assert follows.amqp.dead_letter_retention == 7 * 86400
+    off = load_config(config_file(tmp_path, '[queue]\ndead_letter_retention = "off"\n'), env={})
+    assert off.amqp.dead_letter_retention is None
+    own = load_config(
+        config_file(
+            tmp_path,
+            '[queue]\ndead_letter_retention = "7d"\n'
+            '[amqp]\ndead_letter_retention = "off"\nmax_message_bytes = 2048\n',
+        ),
+        env={},
+    )
+    assert own.amqp.dead_letter_retention is None and own.queue.dead_letter_retention == 7 * 86400
+    assert own.amqp.max_message_bytes == 2048
+    from_env = load_config(
+        env={
+            "PASSERELLE_AMQP_MAX_MESSAGE_BYTES": "1048576",
+            "PASSERELLE_AMQP_DEAD_LETTER_RETENTION": "12h",
+        }
+    )
+    assert from_env.amqp.max_message_bytes == 1048576
+    assert from_env.amqp.dead_letter_retention == 12 * 3600
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
+        ("[amqp]\nmax_message_bytes = 100\n", "amqp.max_message_bytes must be at least 1024"),
+        ("[amqp]\ndead_letter_retention = 30\n", "amqp.dead_letter_retention must be a duration"),
         ('[queue]\nbackend = "amqp"\n', "needs [amqp] url"),
         (
             '[queue]\nbackend = "amqp"\n[amqp]\nurl = "amqp://h/"\n'
