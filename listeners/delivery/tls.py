@@ -7,18 +7,9 @@ import ssl
 import certifi
 
 from ..config import ConfigError, DestinationConfig
+from ..tls_keys import EncryptedKeyError, load_key_pair
 
 __all__ = ["ssl_context"]
-
-
-class _EncryptedKey(Exception):
-    """The client key asks for a passphrase (see :func:`ssl_context`)."""
-
-
-def _no_passphrase() -> str:
-    """OpenSSL's passphrase callback: called only for an encrypted key, which the
-    configuration has no passphrase for."""
-    raise _EncryptedKey
 
 
 def ssl_context(destination: DestinationConfig) -> ssl.SSLContext:
@@ -30,16 +21,10 @@ def ssl_context(destination: DestinationConfig) -> ssl.SSLContext:
             context = ssl.create_default_context()
             context.load_verify_locations(cafile=certifi.where())
         if destination.client_cert is not None:
-            # ``password``: without it OpenSSL prompts for the passphrase of an encrypted
-            # key on the terminal, and a service started from one waits there for ever.
-            context.load_cert_chain(
-                str(destination.client_cert),
-                str(destination.client_key) if destination.client_key is not None else None,
-                password=_no_passphrase,
-            )
+            load_key_pair(context, destination.client_cert, destination.client_key)
         elif destination.client_key is not None:
             raise ConfigError(f"destinations.{destination.name}: client_key without client_cert")
-    except _EncryptedKey:
+    except EncryptedKeyError:
         raise ConfigError(
             f"destinations.{destination.name}: the client key is encrypted (passphrase "
             "protected); give client_key an unencrypted key, readable by the service only"

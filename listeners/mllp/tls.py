@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError, TlsConfig
+from ..tls_keys import EncryptedKeyError, load_key_pair
 
 __all__ = ["client_ssl_context", "server_ssl_context", "subject_text"]
 
@@ -26,29 +27,18 @@ _SHORT_NAMES = {
 }
 
 
-class _EncryptedKey(Exception):
-    """The listener's key asks for a passphrase (see :func:`server_ssl_context`)."""
-
-
-def _no_passphrase() -> str:
-    """OpenSSL's passphrase callback, called only for an encrypted key: the configuration
-    has no passphrase to give."""
-    raise _EncryptedKey
-
-
 def server_ssl_context(tls: TlsConfig) -> ssl.SSLContext:
     """TLS 1.2+ server context; with ``client_ca`` a client certificate is required
-    and must chain to that CA (mutual TLS). An encrypted key is a ConfigError: without
-    a passphrase callback OpenSSL prompts on the terminal, and a service started from
-    one waits there for ever."""
+    and must chain to that CA (mutual TLS). An encrypted key is a ConfigError (see
+    :mod:`listeners.tls_keys`)."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
-        context.load_cert_chain(tls.cert, tls.key, password=_no_passphrase)
+        load_key_pair(context, tls.cert, tls.key)
         if tls.client_ca is not None:
             context.load_verify_locations(cafile=tls.client_ca)
             context.verify_mode = ssl.CERT_REQUIRED
-    except _EncryptedKey:
+    except EncryptedKeyError:
         raise ConfigError(
             f"the TLS key {tls.key} is encrypted (passphrase protected); give the listener "
             "an unencrypted key, readable by the service only"
