@@ -109,3 +109,18 @@ def convert_document(xml: str | bytes) -> tuple[dict[str, Any], tuple[str, ...]]
     converter = Converter(ConverterConfig(default_timezone="Europe/Paris"))
     [conversion] = converter.convert(data, input_type="cda")
     return conversion.bundle, conversion.warnings
+
+
+def resources_of(bundle: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+    """The bundle's resources of type ``kind``, in entry order."""
+    return [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == kind]
+
+
+def section(template: str, code: str, entries: str, text: str | None = None) -> str:
+    """A structured-body ``component`` holding one section (templateId extension
+    2015-08-01, a LOINC section code) with its narrative and entries."""
+    return (
+        f'<component><section><templateId root="{template}" extension="2015-08-01"/>'
+        f'<code code="{code}" codeSystem="2.16.840.1.113883.6.1"/><title>{code}</title>'
+        f"<text>{code if text is None else text}</text>{entries}</section></component>"
+    )

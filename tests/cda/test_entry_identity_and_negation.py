@@ -20,7 +20,7 @@ from typing import Any
 
 from tests.support.r4validator import R4Validator
 
-from ._support import CCD_SAMPLE, cda, convert_document
+from ._support import CCD_SAMPLE, cda, convert_document, resources_of
 
 SNOMED = "2.16.840.1.113883.6.96"
 
@@ -31,10 +31,6 @@ def _section(template: str, code: str, entries: str) -> str:
         f'<code code="{code}" codeSystem="2.16.840.1.113883.6.1"/><title>{code}</title>'
         f"<text>{code}</text>{entries}</section></component>"
     )
-
-
-def _resources(bundle: dict[str, Any], kind: str) -> list[dict[str, Any]]:
-    return [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == kind]
 
 
 def _procedure(code: str, display: str, extension: str = "PROC-1") -> str:
@@ -56,7 +52,7 @@ def test_a_reused_procedure_id_gives_two_procedures(r4validator: R4Validator) ->
         _procedure("73761001", "Colonoscopy") + _procedure("80146002", "Appendectomy")
     )
     bundle, _ = convert_document(cda(body=body))
-    procedures = _resources(bundle, "Procedure")
+    procedures = resources_of(bundle, "Procedure")
     assert sorted([c["code"] for c in p["code"]["coding"]] for p in procedures) == [
         ["73761001"],
         ["80146002"],
@@ -70,12 +66,12 @@ def test_two_patients_reusing_a_procedure_id_never_share_the_procedure() -> None
     first, _ = convert_document(cda(body=body))
     other = cda(body=body, doc_id='<id root="1.2.250.1.999.3.1" extension="QA-0002"/>')
     second, _ = convert_document(other.replace("IPP0001", "IPP0002"))
-    [a], [b] = _resources(first, "Procedure"), _resources(second, "Procedure")
+    [a], [b] = resources_of(first, "Procedure"), resources_of(second, "Procedure")
     assert a["subject"] != b["subject"]
     assert a["id"] != b["id"]
     # The same document converted again keeps its ids (identity, not position).
     again, _ = convert_document(cda(body=body))
-    assert _resources(again, "Procedure")[0]["id"] == a["id"]
+    assert resources_of(again, "Procedure")[0]["id"] == a["id"]
 
 
 def _medication(activity: str, text: str) -> str:
@@ -101,11 +97,11 @@ def test_uncoded_drugs_sharing_a_product_id_stay_two_medications() -> None:
     )
     bundle, warnings = convert_document(cda(body=body))
     medications = {
-        f"Medication/{m['id']}": m["code"]["text"] for m in _resources(bundle, "Medication")
+        f"Medication/{m['id']}": m["code"]["text"] for m in resources_of(bundle, "Medication")
     }
     prescribed = {
         r["identifier"][0]["value"]: medications[r["medicationReference"]["reference"]]
-        for r in _resources(bundle, "MedicationRequest")
+        for r in resources_of(bundle, "MedicationRequest")
     }
     assert prescribed == {"M1": "Amoxicilline 500 mg", "M2": "Paracétamol 1 g"}
     assert not [w for w in warnings if "emitted twice" in w]
@@ -158,7 +154,7 @@ def test_a_negated_reaction_is_not_a_manifestation(r4validator: R4Validator) -> 
         )
     )
     bundle, warnings = convert_document(cda(body=body))
-    [allergy] = _resources(bundle, "AllergyIntolerance")
+    [allergy] = resources_of(bundle, "AllergyIntolerance")
     manifestations = [
         c["code"] for r in allergy["reaction"] for m in r["manifestation"] for c in m["coding"]
     ]
@@ -174,18 +170,18 @@ def _clinical_status(allergy: dict[str, Any]) -> str:
 def test_an_abated_allergy_in_an_active_concern_is_resolved() -> None:
     abated = '<effectiveTime><low value="2010"/><high value="2015"/></effectiveTime>'
     bundle, _ = convert_document(cda(body=_allergies(_allergy(observation_time=abated))))
-    [allergy] = _resources(bundle, "AllergyIntolerance")
+    [allergy] = resources_of(bundle, "AllergyIntolerance")
     assert _clinical_status(allergy) == "resolved"
     assert allergy["extension"][0]["valueDateTime"] == "2015"
     # Without a high the active concern still gives an active allergy, and a completed
     # concern an inactive one (the IG's concern status map is unchanged).
     ongoing = '<effectiveTime><low value="2010"/></effectiveTime>'
     bundle, _ = convert_document(cda(body=_allergies(_allergy(observation_time=ongoing))))
-    assert _clinical_status(_resources(bundle, "AllergyIntolerance")[0]) == "active"
+    assert _clinical_status(resources_of(bundle, "AllergyIntolerance")[0]) == "active"
     bundle, _ = convert_document(
         cda(body=_allergies(_allergy(observation_time=abated, concern="completed")))
     )
-    assert _clinical_status(_resources(bundle, "AllergyIntolerance")[0]) == "inactive"
+    assert _clinical_status(resources_of(bundle, "AllergyIntolerance")[0]) == "inactive"
 
 
 def test_another_patients_document_reusing_every_id_shares_no_clinical_resource() -> None:

@@ -13,7 +13,7 @@ import pytest
 from converter import Converter, ConverterConfig
 from tests.support.r4validator import R4Validator
 
-from ._support import cda
+from ._support import cda, resources_of
 
 #: The header author of _support.cda(): Bruno Auteur.
 HEADER_AUTHOR_ID = '<id root="1.2.250.1.71.4.2.1" extension="10101234567"/>'
@@ -145,10 +145,6 @@ def _convert(body: str) -> tuple[dict[str, Any], tuple[str, ...]]:
     return conversion.bundle, conversion.warnings
 
 
-def _resources(bundle: dict[str, Any], kind: str) -> list[dict[str, Any]]:
-    return [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == kind]
-
-
 def _ref(resource: dict[str, Any]) -> str:
     return f"{resource['resourceType']}/{resource['id']}"
 
@@ -160,8 +156,8 @@ def test_an_entry_author_gives_a_provenance_of_the_entry_resource(
     template, code, entry, kind = SECTIONS[name]
     bundle, warnings = _convert(_section(template, code, entry))
     assert warnings == ()
-    [target] = _resources(bundle, kind)
-    [provenance] = _resources(bundle, "Provenance")
+    [target] = resources_of(bundle, kind)
+    [provenance] = resources_of(bundle, "Provenance")
     assert provenance["target"] == [{"reference": _ref(target)}]
     assert provenance["recorded"] == "2024-03-10T00:00:00+01:00"  # the document's offset
     [agent] = provenance["agent"]
@@ -171,9 +167,9 @@ def test_an_entry_author_gives_a_provenance_of_the_entry_resource(
         "display": "Author",
     }
     # The header author and the entry author are one person: one Practitioner.
-    [practitioner] = _resources(bundle, "Practitioner")
+    [practitioner] = resources_of(bundle, "Practitioner")
     assert agent["who"] == {"reference": _ref(practitioner)}
-    [composition] = _resources(bundle, "Composition")
+    [composition] = resources_of(bundle, "Composition")
     assert composition["author"] == [{"reference": _ref(practitioner)}]
     assert r4validator.validate(bundle) == [], json.dumps(r4validator.validate(bundle)[:3])
 
@@ -181,15 +177,15 @@ def test_an_entry_author_gives_a_provenance_of_the_entry_resource(
 def test_without_an_author_there_is_no_provenance() -> None:
     template, code, _, _ = SECTIONS["problems"]
     bundle, _ = _convert(_section(template, code, _problem("")))
-    assert len(_resources(bundle, "Condition")) == 1  # the entry is converted, unattributed
-    assert _resources(bundle, "Provenance") == []
+    assert len(resources_of(bundle, "Condition")) == 1  # the entry is converted, unattributed
+    assert resources_of(bundle, "Provenance") == []
 
 
 def test_the_concern_act_authors_stand_in_for_an_observation_without_any() -> None:
     template, code, _, _ = SECTIONS["problems"]
     bundle, _ = _convert(_section(template, code, _problem("", act_authors=author("20240201"))))
-    [condition] = _resources(bundle, "Condition")
-    [provenance] = _resources(bundle, "Provenance")
+    [condition] = resources_of(bundle, "Condition")
+    [provenance] = resources_of(bundle, "Provenance")
     assert provenance["target"] == [{"reference": _ref(condition)}]
     assert provenance["recorded"] == "2024-02-01T00:00:00+01:00"
 
@@ -203,25 +199,25 @@ def test_several_authors_are_agents_of_one_provenance_recorded_at_the_latest() -
     authors = author("20240302101500+0100") + author("20240305", person=other, org=org)
     template, code, _, _ = SECTIONS["problems"]
     bundle, _ = _convert(_section(template, code, _problem(authors)))
-    [provenance] = _resources(bundle, "Provenance")
+    [provenance] = resources_of(bundle, "Provenance")
     assert provenance["recorded"] == "2024-03-05T00:00:00+01:00"
     first, second = provenance["agent"]
     assert first["who"]["reference"].startswith("Practitioner/") and "onBehalfOf" not in first
     # A person of an organization: their PractitionerRole, which names the organization.
     [organization] = [
-        o for o in _resources(bundle, "Organization") if o.get("name") == "Laboratoire QA"
+        o for o in resources_of(bundle, "Organization") if o.get("name") == "Laboratoire QA"
     ]
-    [role] = _resources(bundle, "PractitionerRole")
+    [role] = resources_of(bundle, "PractitionerRole")
     assert second["who"] == {"reference": _ref(role)}
     assert role["organization"] == {"reference": _ref(organization)}
-    assert len(_resources(bundle, "Practitioner")) == 2
+    assert len(resources_of(bundle, "Practitioner")) == 2
 
 
 def test_an_author_time_without_a_day_gives_the_document_time() -> None:
     template, code, _, _ = SECTIONS["problems"]
     bundle, warnings = _convert(_section(template, code, _problem(author("202403"))))
     assert warnings == ()
-    [provenance] = _resources(bundle, "Provenance")
+    [provenance] = resources_of(bundle, "Provenance")
     assert provenance["recorded"] == "2024-03-12T14:30:00+01:00"  # the document's effectiveTime
 
 
@@ -236,10 +232,10 @@ def test_a_device_author_is_the_device_on_behalf_of_its_organization() -> None:
     )
     template, code, _, _ = SECTIONS["problems"]
     bundle, _ = _convert(_section(template, code, _problem(device)))
-    [provenance] = _resources(bundle, "Provenance")
-    [device_resource] = _resources(bundle, "Device")
+    [provenance] = resources_of(bundle, "Provenance")
+    [device_resource] = resources_of(bundle, "Device")
     [organization] = [
-        o for o in _resources(bundle, "Organization") if o.get("name") == "Clinique QA"
+        o for o in resources_of(bundle, "Organization") if o.get("name") == "Clinique QA"
     ]
     # A device acts on behalf of its organization (US Core: onBehalfOf for a Device).
     assert provenance["agent"][0] == {
@@ -255,9 +251,9 @@ def test_a_result_and_its_organizer_each_have_their_authors() -> None:
     bundle, _ = _convert(
         _section(template, code, _result(author(), author("20240305", person=lab)))
     )
-    [report] = _resources(bundle, "DiagnosticReport")
-    [observation] = _resources(bundle, "Observation")
-    targets = {p["target"][0]["reference"]: p for p in _resources(bundle, "Provenance")}
+    [report] = resources_of(bundle, "DiagnosticReport")
+    [observation] = resources_of(bundle, "Observation")
+    targets = {p["target"][0]["reference"]: p for p in resources_of(bundle, "Provenance")}
     assert set(targets) == {_ref(report), _ref(observation)}
     assert targets[_ref(observation)]["recorded"] == "2024-03-05T00:00:00+01:00"
 
@@ -267,7 +263,7 @@ def test_one_practitioner_per_person_across_entries() -> None:
     second = _problem(author("20240302")).replace('"P1"', '"P2"')
     two = _problem(author("20240301")) + second.replace('"38341003"', '"44054006"')
     bundle, _ = _convert(_section(template, code, two))
-    provenances = _resources(bundle, "Provenance")
+    provenances = resources_of(bundle, "Provenance")
     assert len(provenances) == 2
-    [practitioner] = _resources(bundle, "Practitioner")
+    [practitioner] = resources_of(bundle, "Practitioner")
     assert {p["agent"][0]["who"]["reference"] for p in provenances} == {_ref(practitioner)}

@@ -10,26 +10,15 @@ concept's text; a code or an originalText, when given, still comes first.
 
 from __future__ import annotations
 
-from typing import Any
-
 from tests.support.r4validator import R4Validator
 
-from ._support import cda, convert_document
+from ._support import cda, convert_document, resources_of, section
 
 DAR = "http://terminology.hl7.org/CodeSystem/data-absent-reason"
 
 
-def _resources(bundle: dict[str, Any], kind: str) -> list[dict[str, Any]]:
-    return [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == kind]
-
-
 def _section(template: str, code: str, entries: str) -> str:
-    return (
-        f'<component><section><templateId root="{template}" extension="2015-08-01"/>'
-        f'<code code="{code}" codeSystem="2.16.840.1.113883.6.1"/><title>{code}</title>'
-        "<text><content ID='allergen-1'>Pollen de bouleau</content></text>"
-        f"{entries}</section></component>"
-    )
+    return section(template, code, entries, "<content ID='allergen-1'>Pollen de bouleau</content>")
 
 
 def _allergy(extension: str, entity: str) -> str:
@@ -70,7 +59,8 @@ def test_an_allergen_named_without_a_code_keeps_its_name(r4validator: R4Validato
     )
     bundle, _ = convert_document(cda(body=body))
     codes = {
-        r["identifier"][0]["value"]: r.get("code") for r in _resources(bundle, "AllergyIntolerance")
+        r["identifier"][0]["value"]: r.get("code")
+        for r in resources_of(bundle, "AllergyIntolerance")
     }
     assert codes["NAME"] == {"text": "Gants en latex"}
     assert codes["BARE"] == {"text": "Arachide"}
@@ -103,7 +93,7 @@ def test_a_vaccine_named_without_a_code_keeps_its_name() -> None:
     bundle, _ = convert_document(
         cda(body=_section("2.16.840.1.113883.10.20.22.2.2.1", "11369-6", entry))
     )
-    [immunization] = _resources(bundle, "Immunization")
+    [immunization] = resources_of(bundle, "Immunization")
     assert immunization["vaccineCode"] == {
         "coding": [{"system": DAR, "code": "unsupported"}],
         "text": "Vaxigrip Tetra 2023-2024",

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from converter import Converter, ConverterConfig
 
-from ._support import cda
+from ._support import cda, resources_of
 
 PROBLEM_OBSERVATION = (
     '<observation classCode="OBS" moodCode="EVN">'
@@ -64,10 +62,6 @@ SECTIONS = {
 }
 
 
-def _resources(bundle: dict[str, Any], kind: str) -> list[dict[str, Any]]:
-    return [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == kind]
-
-
 @pytest.mark.parametrize("name", SECTIONS)
 def test_each_diagnosis_becomes_an_encounter_diagnosis_condition(name: str) -> None:
     template, loinc, entries, expected_codes = SECTIONS[name]
@@ -77,11 +71,11 @@ def test_each_diagnosis_becomes_an_encounter_diagnosis_condition(name: str) -> N
         f"<title>{name}</title><text>{name}</text>{entries}</section></component>"
     )
     conversion = Converter(ConverterConfig()).convert_document(cda(body=body).encode())
-    conditions = _resources(conversion.bundle, "Condition")
+    conditions = resources_of(conversion.bundle, "Condition")
     assert [c["code"]["coding"][0]["code"] for c in conditions] == expected_codes
     for condition in conditions:
         assert condition["category"][0]["coding"][0]["code"] == "encounter-diagnosis"
-    (composition,) = _resources(conversion.bundle, "Composition")
+    (composition,) = resources_of(conversion.bundle, "Composition")
     (section,) = [s for s in composition["section"] if s["code"]["coding"][0]["code"] == loinc]
     assert [ref["reference"] for ref in section["entry"]] == [
         f"Condition/{c['id']}" for c in conditions

@@ -19,18 +19,14 @@ from typing import Any
 
 from tests.support.r4validator import R4Validator
 
-from ._support import cda, convert_document
+from ._support import cda, convert_document, resources_of
 
 SNOMED = "2.16.840.1.113883.6.96"
 
 
-def _resources(bundle: dict[str, Any], kind: str) -> list[dict[str, Any]]:
-    return [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == kind]
-
-
 def _by_reference(bundle: dict[str, Any], reference: str) -> dict[str, Any]:
     kind, _, rid = reference.partition("/")
-    [found] = [r for r in _resources(bundle, kind) if r["id"] == rid]
+    [found] = [r for r in resources_of(bundle, kind) if r["id"] == rid]
     return found
 
 
@@ -64,7 +60,7 @@ def test_devices_sharing_an_instance_id_stay_distinct(r4validator: R4Validator) 
         + _supply("cf75f5be-1da0-4256-8276-94b7fc73f9f9", "87405001", "cane", "20030202")
     )
     bundle, warnings = convert_document(cda(body=body))
-    statements = _resources(bundle, "DeviceUseStatement")
+    statements = resources_of(bundle, "DeviceUseStatement")
     # Each statement points at a Device carrying its own device code, and only it.
     pairs = sorted(
         (
@@ -78,7 +74,7 @@ def test_devices_sharing_an_instance_id_stay_distinct(r4validator: R4Validator) 
         ("2013-01-03", ["303406003"]),
         ("2013-07-03", ["14106009"]),
     ]
-    assert len(_resources(bundle, "Device")) == 3
+    assert len(resources_of(bundle, "Device")) == 3
     assert not [w for w in warnings if "emitted twice" in w]
     assert r4validator.validate(bundle) == []
 
@@ -119,7 +115,7 @@ def test_no_known_problems_is_the_negated_concept(r4validator: R4Validator) -> N
         '<content ID="p1">No known health problems</content>', _problem(value, negated=True)
     )
     bundle, _ = convert_document(cda(body=body))
-    [condition] = _resources(bundle, "Condition")
+    [condition] = resources_of(bundle, "Condition")
     assert condition["code"]["coding"] == [
         {
             "system": "http://snomed.info/sct",
@@ -143,7 +139,7 @@ def test_a_refuted_problem_does_not_carry_its_negated_narrative() -> None:
         '<content ID="p1">No history of asthma</content>', _problem(value, negated=True)
     )
     bundle, _ = convert_document(cda(body=body))
-    [condition] = _resources(bundle, "Condition")
+    [condition] = resources_of(bundle, "Condition")
     assert condition["verificationStatus"]["coding"][0]["code"] == "refuted"
     assert condition["code"] == {
         "coding": [{"system": "http://snomed.info/sct", "code": "195967001", "display": "Asthma"}]
@@ -152,7 +148,7 @@ def test_a_refuted_problem_does_not_carry_its_negated_narrative() -> None:
     bundle, _ = convert_document(
         cda(body=_problems('<content ID="p1">Asthma</content>', _problem(value, negated=False)))
     )
-    [condition] = _resources(bundle, "Condition")
+    [condition] = resources_of(bundle, "Condition")
     assert "verificationStatus" not in condition
     assert condition["code"]["text"] == "Asthma"
 
@@ -181,8 +177,8 @@ def test_a_second_value_is_not_dropped_silently() -> None:
     bundle, warnings = convert_document(
         cda(body=_problems("Problems", _problem(values, negated=False)) + result)
     )
-    [condition] = _resources(bundle, "Condition")
+    [condition] = resources_of(bundle, "Condition")
     assert [c["code"] for c in condition["code"]["coding"]] == ["195967001"]
-    [observation] = _resources(bundle, "Observation")
+    [observation] = resources_of(bundle, "Observation")
     assert observation["valueQuantity"]["unit"] == "mmol/L"
     assert len([w for w in warnings if "2 values; only the first" in w]) == 2

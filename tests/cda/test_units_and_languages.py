@@ -18,21 +18,9 @@ from typing import Any
 
 from tests.support.r4validator import R4Validator
 
-from ._support import cda, convert_document
+from ._support import cda, convert_document, resources_of, section
 
 UCUM = "http://unitsofmeasure.org"
-
-
-def _resources(bundle: dict[str, Any], kind: str) -> list[dict[str, Any]]:
-    return [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == kind]
-
-
-def _section(template: str, code: str, entries: str) -> str:
-    return (
-        f'<component><section><templateId root="{template}" extension="2015-08-01"/>'
-        f'<code code="{code}" codeSystem="2.16.840.1.113883.6.1"/><title>{code}</title>'
-        f"<text>{code}</text>{entries}</section></component>"
-    )
 
 
 def _medication(activity: str, dose: str) -> str:
@@ -62,7 +50,7 @@ def _vital(code: str, value: str, unit: str) -> str:
 
 
 def _vitals(components: str) -> str:
-    return _section(
+    return section(
         "2.16.840.1.113883.10.20.22.2.4.1",
         "8716-3",
         '<entry><organizer classCode="CLUSTER" moodCode="EVN">'
@@ -77,7 +65,7 @@ def _vitals(components: str) -> str:
 def _dose(bundle: dict[str, Any], activity: str) -> dict[str, Any]:
     [request] = [
         r
-        for r in _resources(bundle, "MedicationRequest")
+        for r in resources_of(bundle, "MedicationRequest")
         if r["identifier"][0]["value"] == activity
     ]
     dose: dict[str, Any] = request["dosageInstruction"][0]["doseAndRate"][0]["doseQuantity"]
@@ -85,7 +73,7 @@ def _dose(bundle: dict[str, Any], activity: str) -> dict[str, Any]:
 
 
 def test_non_ucum_units_get_their_ucum_code_or_none(r4validator: R4Validator) -> None:
-    body = _section(
+    body = section(
         "2.16.840.1.113883.10.20.22.2.1.1",
         "10160-0",
         _medication("MCG", '<doseQuantity value="50" unit="mcg"/>')
@@ -111,7 +99,7 @@ def test_non_ucum_units_get_their_ucum_code_or_none(r4validator: R4Validator) ->
 
     values = {
         o["code"]["coding"][0]["code"]: o.get("valueQuantity")
-        for o in _resources(bundle, "Observation")
+        for o in resources_of(bundle, "Observation")
     }
     assert values["8867-4"] == {"value": 72, "unit": "bpm", "system": UCUM, "code": "/min"}
     assert values["8480-6"] == {"value": 120, "unit": "mmHg", "system": UCUM, "code": "mm[Hg]"}
@@ -132,16 +120,16 @@ def test_iso_639_2_language_codes_become_bcp_47_tags() -> None:
         "</patient>",
     )
     bundle, _ = convert_document(xml)
-    [patient] = _resources(bundle, "Patient")
+    [patient] = resources_of(bundle, "Patient")
     tags = [c["language"]["coding"][0] for c in patient["communication"]]
     assert [t["code"] for t in tags] == ["fr", "en", "haw", "de-CH"]
     assert {t["system"] for t in tags} == {"urn:ietf:bcp:47"}
     # ISO 639-2 B ("fre") and T ("fra") codes alike; the region subtag is kept.
-    [composition] = _resources(bundle, "Composition")
+    [composition] = resources_of(bundle, "Composition")
     assert composition["language"] == "fr-FR"
     [source] = [
         d
-        for d in _resources(bundle, "DocumentReference")
+        for d in resources_of(bundle, "DocumentReference")
         if d["content"][0]["attachment"].get("contentType") == "text/xml"
     ]
     assert source["content"][0]["attachment"]["language"] == "fr-FR"

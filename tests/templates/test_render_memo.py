@@ -199,43 +199,20 @@ def test_what_a_reused_rendering_emitted_is_emitted_again_in_order(tmp_path: Pat
     ]
 
 
-def test_a_control_character_warning_is_said_as_without_reuse(tmp_path: Path) -> None:
-    # Lenient mode: the character is replaced and said once per field: the check reads
-    # the warnings said so far. The root writes OBX 1's OBX-16 first, so the first
-    # rendering of the practitioner finds its warning said already and says nothing;
-    # OBX 2's and 4's, rendered, would each say theirs.
-    message = _MESSAGE.replace(b"D1^SMITH^ANN", b"D1^SM\x07ITH^ANN")
-    root = '{{ msg.all("OBX")[0][16][2] }}' + _ROOT
-    builtin = write_templates(
-        tmp_path / "builtin",
-        {
-            ROOT: root,
-            "hl7v2/resources/Obs.j2": _OBSERVATION,
-            "hl7v2/resources/P.j2": _PRACTITIONER,
-        },
-    )
-    outcomes = []
-    for memoize in (True, False):
-        session = make_session(builtin, message=parse_message(message, CATALOG), strict=False)
-        session.memoize = memoize
-        session.render(ROOT, {})
-        outcomes.append((list(session.entries()), list(session.warnings)))
-    assert outcomes[0] == outcomes[1]
-    assert [w.split(" at ")[1] for w in outcomes[0][1]] == [
-        "OBX-16.2; replaced by U+FFFD",
-        "OBX[2]-16.2; replaced by U+FFFD",
-        "OBX[4]-16.2; replaced by U+FFFD",
-    ]
-
-
-def test_an_undecodable_escape_is_said_at_each_position_as_without_reuse(
-    tmp_path: Path,
+@pytest.mark.parametrize(
+    "bad_name",
+    [b"D1^SM\x07ITH^ANN", b"D1^SM\\XFF\\ITH^ANN"],
+    ids=["control character", "undecodable escape"],
+)
+def test_a_value_warning_is_said_at_each_position_as_without_reuse(
+    tmp_path: Path, bad_name: bytes
 ) -> None:
-    # Lenient mode: an escape that is not valid in the charset is replaced and said once
-    # per value object, when it is decoded. The root decodes OBX 1's OBX-16.2 first, so
-    # the practitioner of OBX 1 reads it decoded already and says nothing; those of OBX
-    # 2 and 4, rendered, decode theirs and say so.
-    message = _MESSAGE.replace(b"D1^SMITH^ANN", b"D1^SM\\XFF\\ITH^ANN")
+    # Lenient mode. A control character is replaced and said once per field (the check
+    # reads the warnings said so far); an escape not valid in the charset is replaced and
+    # said once per value object, when it is decoded. The root reads OBX 1's OBX-16.2
+    # first, so the first rendering of the practitioner says nothing; those of OBX 2 and
+    # 4, rendered, each say theirs.
+    message = _MESSAGE.replace(b"D1^SMITH^ANN", bad_name)
     root = '{{ msg.all("OBX")[0][16][2] }}' + _ROOT
     builtin = write_templates(
         tmp_path / "builtin",
