@@ -77,6 +77,7 @@ class ValueFilters:
             "fhir_datetime": self.fhir_datetime,
             "fhir_instant": self.fhir_instant,
             "fhir_time": self.fhir_time,
+            "hl7_timestamp": self.hl7_timestamp,
             "decimal": self.decimal,
             "integer": self.integer,
             "boolean": self.boolean,
@@ -162,6 +163,22 @@ class ValueFilters:
     @pass_context
     def fhir_time(self, ctx: Context, value: Any) -> str | None:
         return self._timestamp(ctx, value, self._timestamps.time, with_offset=False)
+
+    @staticmethod
+    def hl7_timestamp(value: str) -> str:
+        """A FHIR date or dateTime written back in HL7's form, as a key naming that
+        instant: ``2026-11-30T10:30:00+01:00`` → ``20261130103000+0100``, a zero
+        fraction dropped (``.500`` → ``.5``), ``Z`` as ``+0000``; a date stays a date."""
+        date = value[:10].replace("-", "")
+        clock = value[10:].replace("T", "").replace(":", "").replace("Z", "+0000")
+        if clock:
+            body, zone = clock[:-5], clock[-5:]
+            if "." in body:
+                second, fraction = body.split(".", 1)
+                fraction = fraction.rstrip("0")
+                body = second + ("." + fraction if fraction else "")
+            clock = body + zone
+        return date + clock
 
     # -- numbers -------------------------------------------------------------------------
     @pass_context

@@ -411,3 +411,20 @@ def test_name_key_examples() -> None:
     assert ValueFilters.name_key("Hélène-Marie") == ValueFilters.name_key("HELENE MARIE")
     assert ValueFilters.name_key("  d\u2019Artagnan ") == "d artagnan"
     assert ValueFilters.name_key(None) == ""
+
+
+@pytest.mark.parametrize(
+    ("fhir", "hl7"),
+    [
+        ("2026-11-30T10:30:00+01:00", "20261130103000+0100"),
+        ("2026-11-30T10:30:00.500+01:00", "20261130103000.5+0100"),
+        ("2026-11-30T10:30:00.000+01:00", "20261130103000+0100"),
+        ("2026-11-30T09:30:00Z", "20261130093000+0000"),
+        ("2026-11-30", "20261130"),
+        ("2026-11", "202611"),
+        ("2026", "2026"),
+    ],
+)
+def test_hl7_timestamp_writes_an_instant_back_in_hl7_form(fhir: str, hl7: str) -> None:
+    """The key an Encounter known by its admit time is identified by (Encounter.j2)."""
+    assert ValueFilters.hl7_timestamp(fhir) == hl7
