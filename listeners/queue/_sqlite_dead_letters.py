@@ -155,27 +155,27 @@ class DeadLetters:
                     return total
                 time.sleep(PAUSE)
 
-    @contextlib.contextmanager
-    def _reader(self) -> Iterator[sqlite3.Connection]:
+    def _reader(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         """A short-lived read-only connection (list, show)."""
         conn = connect_read_only(self.path, busy_timeout_ms=self._busy_timeout_ms)
-        try:
-            yield conn
-        except sqlite3.Error as exc:
-            raise storage_error(exc, "reading dead letters") from None
-        finally:
-            conn.close()
+        return _short_lived(conn, "reading dead letters")
 
-    @contextlib.contextmanager
-    def _admin(self) -> Iterator[sqlite3.Connection]:
+    def _admin(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         """A short-lived connection for the synchronous (CLI) methods that write."""
         conn = connect(self.path, busy_timeout_ms=self._busy_timeout_ms, migrate=False)
-        try:
-            yield conn
-        except sqlite3.Error as exc:
-            raise storage_error(exc, "managing dead letters") from None
-        finally:
-            conn.close()
+        return _short_lived(conn, "managing dead letters")
+
+
+@contextlib.contextmanager
+def _short_lived(conn: sqlite3.Connection, doing: str) -> Iterator[sqlite3.Connection]:
+    """``conn``, closed on the way out; an SQLite error while it is used is the queue's
+    storage error, saying what was being done."""
+    try:
+        yield conn
+    except sqlite3.Error as exc:
+        raise storage_error(exc, doing) from None
+    finally:
+        conn.close()
 
 
 def requeue(conn: sqlite3.Connection, id: int, now: float, log: logging.Logger) -> int | None:
