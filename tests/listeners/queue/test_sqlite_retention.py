@@ -6,6 +6,7 @@ overwritten in the file, not left readable in free pages (GDPR)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import sqlite3
 import time
@@ -21,7 +22,7 @@ from listeners.queue._sqlite_schema import connect
 from listeners.queue.base import DEFAULT_DEAD_LETTER_RETENTION, Envelope
 from listeners.queue.sqlite import SqliteQueue
 
-from .test_sqlite_queue import Clock
+from .test_sqlite_queue import Clock, envelope
 
 DAY = 86400.0
 #: A patient's name in each stored message, looked for in the file's bytes.
@@ -29,15 +30,11 @@ PATIENT = "QUILLEBEUF^ANNE-"
 
 
 def _envelope(n: int, *, size: int = 100, control_id: str | None = "auto") -> Envelope:
+    """test_sqlite_queue's envelope ``n``, its message naming a patient, padded to ``size``."""
     payload = f"MSH|^~\\&|APP|FAC|||20240101||ADT^A01|{n}|P|2.5\rPID|1||{n}^^^X||{PATIENT}{n:05d}|"
-    return Envelope(
+    return dataclasses.replace(
+        envelope(n, key=f"patient-{n}", control_id=control_id),
         payload=(payload + "Z" * max(0, size - len(payload))).encode(),
-        sender="APP^FAC",
-        listener="mllp",
-        received_at=1_600_000_000.0 + n,
-        ordering_key=f"patient-{n}",
-        control_id=f"C{n}" if control_id == "auto" else control_id,
-        message_type="ADT^A01",
     )
 
 
