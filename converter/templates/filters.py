@@ -14,6 +14,7 @@ import re
 import unicodedata
 from collections.abc import Callable
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from jinja2 import pass_context
 from jinja2.runtime import Context
@@ -23,6 +24,7 @@ from ..assembly.json_text import FhirDecimal
 from ..datetimes import InvalidTimestamp, TimestampConverter
 from ..errors import MappingError
 from .codemaps import CodeMaps
+from .repeat_patterns import Expansion, repeat_occurrences
 
 __all__ = ["ValueFilters"]
 
@@ -87,6 +89,7 @@ class ValueFilters:
             "hd_system": self.hd_system,
             "b64encode": self.b64encode,
             "name_key": self.name_key,
+            "repeat_occurrences": self.repeat_occurrences,
         }
 
     def globals(self) -> dict[str, Callable[..., Any]]:
@@ -179,6 +182,12 @@ class ValueFilters:
                 body = second + ("." + fraction if fraction else "")
             clock = body + zone
         return date + clock
+
+    def repeat_occurrences(self, start: Any, *args: Any, **kwargs: Any) -> Expansion:
+        """The occurrences of a repeating scheduled time in the configured zone
+        (:func:`.repeat_patterns.repeat_occurrences`): pure, no warning said."""
+        zone = ZoneInfo(self._timestamps.zone_name)  # ZoneInfo keeps one per name
+        return repeat_occurrences(start, *args, zone=zone, **kwargs)
 
     # -- numbers -------------------------------------------------------------------------
     @pass_context
