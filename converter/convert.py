@@ -342,6 +342,7 @@ class Converter:
                 else None
             ),
             deleted=session.deleted,
+            warnings=session.warnings,
         )
         if self._validator is not None:
             self._validator.validate(bundle, origins)

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 from ..errors import BundleValidationError
+from .periods import drop_reversed_period_ends
 
 __all__ = ["REQUEST_MODES", "RequestMode", "build_bundle", "is_resource_type_name"]
 
@@ -31,6 +32,7 @@ def build_bundle(
     timestamp: str | None = None,
     identifier: dict[str, str] | None = None,
     deleted: Collection[tuple[str, str]] = (),
+    warnings: list[str] | None = None,
 ) -> dict[str, Any]:
     """A ``transaction`` Bundle; every entry has a request, and a ``urn:uuid`` fullUrl
     unless it is a DELETE.
@@ -57,7 +59,18 @@ def build_bundle(
     ``DELETE Type?identifier=…`` (the search its conditional write would use; ``Type/id``
     without an identifier). The entry has neither resource nor fullUrl: nothing in the
     bundle may refer to it (the render session checks that).
+
+    A Period ending before it starts (FHIR R4 per-1) loses its ``end``, and ``warnings``
+    gets one line naming the element (see :mod:`.periods`): a server validating
+    invariants would refuse the whole transaction for it.
     """
+    resources = list(resources)
+    drop_reversed_period_ends(
+        (r for r in resources if (r["resourceType"], r["id"]) not in deleted)
+        if deleted
+        else resources,
+        [] if warnings is None else warnings,
+    )
     entries: list[dict[str, Any]] = []
     searched: dict[tuple[str, str], int] = {}
     for resource in resources:
