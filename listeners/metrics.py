@@ -176,7 +176,8 @@ class Metrics:
             "MLLP connections refused at accept (reason max_connections: the listener had"
             " that many open) or closed by a limit (frame_timeout: a frame not ended in"
             " time; max_unfinished_bytes: unfinished frames of all connections over it;"
-            " tls_handshake: a failed TLS handshake, or a TLS client on a plain listener)",
+            " tls_handshake: a failed TLS handshake, or a TLS client on a plain listener;"
+            " write_timeout: an ACK the peer did not take in time, connection aborted)",
             ["listener", "reason"],
             registry=registry,
         )
@@ -184,6 +185,12 @@ class Metrics:
             "passerelle_mllp_commit_acks",
             "MLLP release 2 commit acknowledgements (blocks holding only 0x06 or 0x15)"
             " received from the peer, not answered",
+            ["listener"],
+            registry=registry,
+        )
+        self.keepalives = Counter(
+            "passerelle_mllp_keepalives",
+            "Empty MLLP blocks (keep-alives, only blanks and line ends) received, not answered",
             ["listener"],
             registry=registry,
         )

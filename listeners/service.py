@@ -305,11 +305,13 @@ class Service:
                     self.metrics.connections.labels(listener.name).set(stats.connections_open)
                     follow(self.metrics.framing_errors, (listener.name,), stats.framing_errors)
                     follow(self.metrics.commit_acks, (listener.name,), stats.commit_acks)
+                    follow(self.metrics.keepalives, (listener.name,), stats.keepalives)
                     for reason, count in (
                         ("max_connections", stats.connections_refused),
                         ("frame_timeout", stats.frame_timeouts),
                         ("max_unfinished_bytes", stats.unfinished_bytes_refusals),
                         ("tls_handshake", stats.tls_handshake_failures),
+                        ("write_timeout", stats.write_timeouts),
                     ):
                         follow(self.metrics.connections_refused, (listener.name, reason), count)
             await asyncio.sleep(1.0)

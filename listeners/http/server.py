@@ -8,10 +8,17 @@ Bounds against slow or idle clients (uvicorn's h11 protocol has none before the 
 request: its keep-alive timer starts only after a response):
 
 - a connection that has not sent a complete request head within ``http.header_timeout``
-  seconds of its opening (or of the end of its previous response) is closed; so is one
-  still sending, ``http.header_timeout`` seconds after the response, the body of a request
-  answered without reading it (a 401, a 413): uvicorn drops those bytes as they come and
-  restarts its keep-alive timer on each, so a trickle held the connection for ever;
+  seconds of its opening (or of the end of its previous response) is closed;
+- a request answered before its body was received whole (a 401, a 413, a 408, a 503) is
+  answered with ``Connection: close``, the connection is not reused, and its closing
+  lingers: the response sent, the connection is half-closed (FIN) and the rest of the
+  body is read and dropped until the client closes its side, for at most
+  ``http.header_timeout`` seconds. Closed at once, with the body's bytes still arriving,
+  the socket would answer them with a reset, which can destroy the response before the
+  client reads it; kept open without the header (as before), a client could send its
+  next request on it, read as the end of the previous body. (uvicorn alone dropped those
+  bytes as they came and restarted its keep-alive timer on each, so a trickle held the
+  connection for ever.)
 - with more than ``http.max_connections`` connections open (or requests running), a
   request is answered 503 at once, except ``GET /health``: the liveness probe must not
   restart a service that is only busy;
@@ -40,7 +47,7 @@ from typing import Any
 
 import h11
 import uvicorn
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ..config import HttpConfig
@@ -62,6 +69,7 @@ def _outcome(status: int, code: str, diagnostics: str) -> bytes:
 
 
 _BUSY = _outcome(503, "transient", "too many connections; retry later")
+_CLOSE = (b"connection", b"close")
 #: Seconds an idle kept-alive connection stays open after a response.
 KEEP_ALIVE_TIMEOUT = 5
 #: Seconds a response may stay stalled (its client reads nothing: the write buffer stays
@@ -109,11 +117,21 @@ class _GuardedH11Protocol(H11Protocol):
         busy = (
             len(self.connections) > self.max_connections or len(self.tasks) > self.max_connections
         )
+
+        async def answer(message: Message) -> None:
+            if message["type"] == "http.response.start" and self.conn.their_state is h11.SEND_BODY:
+                # Answered before the whole body came: say the connection ends with this
+                # response (RFC 9112 §9.6), which makes h11 and uvicorn close it after.
+                headers = list(message.get("headers", []))
+                if not any(name.lower() == b"connection" for name, _ in headers):
+                    message = {**message, "headers": [*headers, _CLOSE]}
+            await send(message)
+
         try:
             if busy and scope.get("path") != "/health":
-                await _busy(scope, receive, send)
+                await _busy(scope, receive, answer)
             else:
-                await self._served(scope, receive, send)
+                await self._served(scope, receive, answer)
         except asyncio.CancelledError:
             if self.aborted:  # cut off by the end of the shutdown's grace: nothing to log
                 return
@@ -125,11 +143,42 @@ class _GuardedH11Protocol(H11Protocol):
         self.transport.abort()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        self._raw = transport
+        self._lingering = False
+        # uvicorn closes the connection through this proxy (after a response saying
+        # Connection: close), which turns that close into a lingering one when needed.
+        super().connection_made(_LingeringTransport(transport, self))  # type: ignore[arg-type]
         if len(self.connections) > 2 * self.max_connections:
             transport.close()
             return
         self._arm_head_timer()
+
+    def close_transport(self) -> None:
+        """uvicorn's close: a lingering one while the client is still sending the body of
+        a request already answered (see the module's docstring), else a plain one."""
+        if self._lingering or self._raw.is_closing():
+            self._raw.close()
+            return
+        if self.conn.their_state is not h11.SEND_BODY or not self._raw.can_write_eof():
+            self._raw.close()
+            return
+        self._lingering = True
+        self._raw.write_eof()  # after what is buffered: the response goes out whole
+        self._raw.resume_reading()
+        self._arm_head_timer(self._linger_ended)
+
+    def _linger_ended(self) -> None:
+        self._head_timer = None
+        self._raw.close()
+
+    @property
+    def lingering(self) -> bool:
+        return self._lingering
+
+    def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            return  # the rest of a body answered already: dropped
+        super().data_received(data)
 
     def _arm_head_timer(self, expired: Callable[[], None] | None = None) -> None:
         self._disarm_head_timer()
@@ -153,27 +202,9 @@ class _GuardedH11Protocol(H11Protocol):
         super().on_response_complete()
         if self.transport.is_closing():
             return
-        if self.conn.their_state is h11.SEND_BODY:
-            # Answered before its body was read (401, 413): uvicorn discards the rest of
-            # the body as it comes, and each byte resets its keep-alive timer, so a client
-            # trickling it would hold the connection for ever. It gets header_timeout to
-            # finish sending (the connection is then reused as usual), else it is closed.
-            self._arm_head_timer(self._unread_body_timed_out)
-        else:
-            self._arm_head_timer()
-
-    def _unread_body_timed_out(self) -> None:
-        self._head_timer = None
-        # DONE/SEND_BODY: still the rest of the body of a request already answered.
-        if (
-            self.conn.our_state is h11.DONE
-            and self.conn.their_state is h11.SEND_BODY
-            and not self.transport.is_closing()
-        ):
-            self.transport.close()
-        elif self.conn.their_state is h11.IDLE and not self.transport.is_closing():
-            # The body ended and no next request head came: as for any kept-alive wait.
-            self._head_timed_out()
+        # (A response sent before the whole body came said Connection: close: the
+        # connection is closing, lingering, by now.)
+        self._arm_head_timer()
 
     def pause_writing(self) -> None:
         super().pause_writing()
@@ -218,6 +249,24 @@ class _GuardedH11Protocol(H11Protocol):
         for event in (head, h11.Data(data=body), h11.EndOfMessage()):
             self.transport.write(self.conn.send(event))
         self.transport.close()
+
+
+class _LingeringTransport:
+    """The transport as uvicorn sees it: everything passes through, except ``close``, which
+    the protocol may turn into a lingering close."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: _GuardedH11Protocol) -> None:
+        self._transport = transport
+        self._protocol = protocol
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+    def close(self) -> None:
+        self._protocol.close_transport()
+
+    def is_closing(self) -> bool:
+        return self._protocol.lingering or self._transport.is_closing()
 
 
 class EmbeddedHttpServer:

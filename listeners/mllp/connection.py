@@ -57,6 +57,9 @@ class Connection:
     bytes_in: int = 0
     bytes_out: int = 0
     dropped: int = 0
+    #: An ACK stayed unsent past ``write_timeout``: the connection is aborted, not
+    #: closed (a close would wait for the peer to read that ACK, for ever).
+    stalled: bool = False
 
 
 class FrameLoop:
@@ -70,6 +73,7 @@ class FrameLoop:
         max_frame_bytes: int,
         idle_timeout: float | None,
         frame_timeout: float | None,
+        write_timeout: float | None = None,
         budget: FrameBudget | None,
         stopping: Callable[[], bool],
         logger: logging.Logger,
@@ -79,6 +83,11 @@ class FrameLoop:
         self._max_frame_bytes = max_frame_bytes
         self._idle_timeout = idle_timeout
         self._frame_timeout = frame_timeout
+        # Each ACK write waits at most this long for the peer to take it (and no longer
+        # than idle_timeout): with idle_timeout 0 a peer that never reads its ACKs held
+        # its connection, its task and a max_connections slot until shutdown.
+        limits = [t for t in (idle_timeout, write_timeout) if t]
+        self._write_timeout = min(limits) if limits else None
         self._budget = budget
         #: Whether the server is stopping: the loop then reads no further frame.
         self._stopping = stopping
@@ -205,6 +214,19 @@ class FrameLoop:
                     else "acknowledgement",
                 )
                 continue
+            if isinstance(item, bytes) and not item.strip():
+                # A keep-alive (heartbeat) some engines send on a quiet connection. Handed
+                # to the handler it drew an AR (no MSH), which such an engine logs as a
+                # rejected message, or reads as the ACK of its next one.
+                stats.keepalives += 1
+                self._log.debug(
+                    "mllp#%d %s from %s: empty frame (%d byte(s)), a keep-alive; not answered",
+                    conn.id,
+                    conn.listener,
+                    conn.peer,
+                    len(item),
+                )
+                continue
             conn.busy = True
             started = time.perf_counter()
             if isinstance(item, OversizedFrame):
@@ -255,9 +277,22 @@ class FrameLoop:
                 data = frame(reply)
                 try:
                     writer.write(data)
-                    async with asyncio.timeout(self._idle_timeout):
+                    async with asyncio.timeout(self._write_timeout):
                         await writer.drain()
-                except (ConnectionError, ssl.SSLError, TimeoutError) as exc:
+                except TimeoutError:
+                    stats.write_timeouts += 1
+                    conn.stalled = True
+                    self._log.warning(
+                        "mllp#%d %s from %s: an ACK of %d bytes not taken by the peer within "
+                        "%gs (it does not read its ACKs); aborting the connection",
+                        conn.id,
+                        conn.listener,
+                        conn.peer,
+                        len(data),
+                        self._write_timeout,
+                    )
+                    return "ACK not taken by the peer (write timeout)"
+                except (ConnectionError, ssl.SSLError) as exc:
                     return f"ACK not delivered ({type(exc).__name__})"
                 stats.acks_sent += 1
                 stats.bytes_sent += len(data)

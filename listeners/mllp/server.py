@@ -41,7 +41,17 @@ Limits against peers that would hold the service's memory or file descriptors:
 * ``max_unfinished_bytes``: the bytes of unfinished frames held by every connection of
   every listener together (each may hold up to ``max_frame_bytes``). A read that takes
   them over it closes its connection without an ACK (the sender re-sends later, once
-  other frames ended or timed out).
+  other frames ended or timed out);
+* ``write_timeout`` (60 s; never more than ``idle_timeout`` when that is set): an ACK the
+  peer does not take within it (a peer that sends but never reads: its socket buffers
+  fill up) aborts the connection, counted in ``write_timeouts``. With ``idle_timeout``
+  0 such a peer kept its connection, task and slot until shutdown; and a plain close
+  would wait for it to read the unsent ACK, for ever, so the connection is aborted
+  with a reset (the kernel drops what it still held for that peer).
+
+An empty frame (``VT FS CR``, or only blanks and line ends: a keep-alive some engines
+send) is not handed to the handler: no reply, connection kept, counted in
+``keepalives``.
 
 A handler exception is logged (its type and where it was raised, never the payload) and
 the connection is closed without a reply, which has the same effect as ``None``.
@@ -63,6 +73,7 @@ import logging
 import math
 import socket
 import ssl
+import struct
 import time
 from collections.abc import Sequence
 from types import TracebackType
@@ -81,6 +92,8 @@ _STREAM_LIMIT = 256 * 1024
 #: Defaults of the limits (as in :class:`~listeners.config.MllpConfig`).
 DEFAULT_FRAME_TIMEOUT = 60.0
 DEFAULT_MAX_UNFINISHED_BYTES = 128 * 1024 * 1024
+#: Seconds an ACK may wait for the peer to take it (see ``write_timeout``).
+DEFAULT_WRITE_TIMEOUT = 60.0
 #: Seconds between two WARNINGs about refused connections on one listener.
 _REFUSAL_LOG_INTERVAL = 10.0
 
@@ -98,6 +111,7 @@ class MllpServer:
         idle_timeout: float | None = 300.0,
         frame_timeout: float | None = DEFAULT_FRAME_TIMEOUT,
         max_unfinished_bytes: int | None = DEFAULT_MAX_UNFINISHED_BYTES,
+        write_timeout: float | None = DEFAULT_WRITE_TIMEOUT,
         grace_period: float = 10.0,
         tls_handshake_timeout: float = 30.0,
         logger: logging.Logger | None = None,
@@ -129,6 +143,7 @@ class MllpServer:
             max_frame_bytes=max_frame_bytes,
             idle_timeout=idle_timeout or None,
             frame_timeout=frame_timeout or None,
+            write_timeout=write_timeout or None,
             budget=self._budget,
             stopping=lambda: self._stopping,
             logger=self._log,
@@ -344,7 +359,14 @@ class MllpServer:
         finally:
             del self._connections[conn.id]
             stats.connections_open -= 1
-            await close_connection(writer, abort=reason == "server shutdown" and conn.busy)
+            if conn.stalled and sock is not None:
+                # A reset: closed with unsent data, the socket would stay in the kernel,
+                # its buffers full, for as long as the peer's zero window lasts.
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            await close_connection(
+                writer, abort=conn.stalled or (reason == "server shutdown" and conn.busy)
+            )
             self._log.info(
                 "mllp#%d %s: closed (%s) after %d frame(s), %d bytes in, %d bytes out, "
                 "%d dropped, %.1fs",

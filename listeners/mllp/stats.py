@@ -42,6 +42,12 @@ class MllpStats:
     unfinished_bytes_refusals: int = 0
     #: MLLP release 2 commit acknowledgements (ACK or NAK blocks) received, not answered.
     commit_acks: int = 0
+    #: Empty frames (``VT FS CR``, or only blanks and line ends): keep-alives, not
+    #: answered, not counted in ``frames``.
+    keepalives: int = 0
+    #: Connections aborted because an ACK stayed unsent for ``write_timeout`` (the peer
+    #: does not read).
+    write_timeouts: int = 0
 
     def __add__(self, other: MllpStats) -> MllpStats:
         return MllpStats(

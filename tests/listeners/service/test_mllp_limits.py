@@ -65,14 +65,19 @@ def test_refusals_and_frame_timeouts_are_counted_in_the_metrics(tmp_path: Path) 
             sock.close()
 
 
-def test_tls_clients_on_a_plain_listener_and_commit_acks_are_counted(tmp_path: Path) -> None:
-    """The listener's counts of a TLS client on a plain port and of MLLP release 2 commit
-    acknowledgements reach /metrics (they were in the listener's stats only)."""
+def test_tls_clients_on_a_plain_listener_commit_acks_and_keepalives_are_counted(
+    tmp_path: Path,
+) -> None:
+    """The listener's counts of a TLS client on a plain port, of MLLP release 2 commit
+    acknowledgements and of keep-alives (empty blocks) reach /metrics (they were in the
+    listener's stats only)."""
     with running(make_config(tmp_path)) as service:
         port = service.mllp_port()
         metrics = service.metrics()
         assert (REFUSED, {"listener": "mllp", "reason": "tls_handshake"}, 0.0) in metrics.samples
         assert metrics.value("passerelle_mllp_commit_acks_total", listener="mllp") == 0
+        assert metrics.value("passerelle_mllp_keepalives_total", listener="mllp") == 0
+        assert (REFUSED, {"listener": "mllp", "reason": "write_timeout"}, 0.0) in metrics.samples
         # A TLS ClientHello's record header, as a sender configured for TLS opens with.
         hello = socket.create_connection(("127.0.0.1", port), timeout=5)
         hello.sendall(b"\x16\x03\x01\x00\x05\x01\x00\x00\x01\x00")
@@ -80,11 +85,13 @@ def test_tls_clients_on_a_plain_listener_and_commit_acks_are_counted(tmp_path: P
         hello.close()
         with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
             sock.sendall(frame(b"\x06"))
+            sock.sendall(frame(b"") + frame(b" \r\n"))
             time.sleep(0.2)
         wait_until(
             lambda: (
                 service.metrics().value(REFUSED, reason="tls_handshake") == 1
                 and service.metrics().value("passerelle_mllp_commit_acks_total") == 1
+                and service.metrics().value("passerelle_mllp_keepalives_total") == 2
             ),
             timeout=5,
         )
