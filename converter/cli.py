@@ -2,7 +2,8 @@
 
 Exit status: 0 when every input converted, 1 when any failed (one line each on stderr),
 2 on usage errors, 130 on Ctrl-C, 141 when the reader of the output went away (``| head``),
-for every command (:func:`run_command`). Bad input never prints a traceback. What is read
+for every command (:func:`run_command`); 143 when ``convert`` is stopped by SIGTERM (the
+bundle being written removed). Bad input never prints a traceback. What is read
 (folders, ``-``, backups left out) is in :mod:`converter.cli_inputs`, what is written in
 :mod:`converter.cli_output`.
 """
@@ -12,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -34,8 +34,12 @@ from .cli_output import (
     OutputClash,
     Progress,
     Summary,
+    Terminated,
+    catch_sigterm,
+    check_writable,
     failure_line,
     output_name,
+    remove_unfinished,
     silence_closed_pipe,
 )
 from .convert import Conversion, Converter, ConverterConfig, detect_input_type
@@ -54,6 +58,8 @@ EXIT_CLOSED_PIPE = 141
 #: Ctrl-C (SIGINT): 128 + SIGINT, what a shell reports for a command it interrupted. Not
 #: 1: no input failed, the run was stopped; the summary says how far it went.
 EXIT_INTERRUPTED = 130
+#: SIGTERM (``kill``, a job scheduler's timeout, ``docker stop``): 128 + SIGTERM.
+EXIT_TERMINATED = 143
 
 
 def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -203,6 +209,18 @@ def _config(args: argparse.Namespace, *, validate: bool = True) -> ConverterConf
 
 
 def run_convert(args: argparse.Namespace) -> int:
+    restore_sigterm = catch_sigterm()
+    try:
+        return _run_convert(args)
+    except Terminated:
+        return EXIT_TERMINATED  # before anything was converted, or in the closing lines
+    finally:
+        # Whatever stopped the run: no hidden file of a bundle cut off stays in --out.
+        remove_unfinished()
+        restore_sigterm()
+
+
+def _run_convert(args: argparse.Namespace) -> int:
     _closed_streams(to_stdout=args.out is None)
     try:
         converter = Converter(_config(args, validate=not args.no_validate))
@@ -254,7 +272,7 @@ def _convert_all(
         for number, item in enumerate(items, start=1):
             try:
                 _convert_input(converter, item, writer, summary, args, families, say)
-            except (BrokenPipeError, ConfigurationError, KeyboardInterrupt):
+            except (BrokenPipeError, ConfigurationError, KeyboardInterrupt, Terminated):
                 raise  # the reader went away (run_convert); a usage error (main); Ctrl-C
             except Exception as exc:  # a bug outside one message's conversion (_internal)
                 summary.add_failed(None)
@@ -262,13 +280,17 @@ def _convert_all(
             done = number
             if progress:
                 progress.update(number)
-    except KeyboardInterrupt:
-        # Ctrl-C: what was written is complete (BundleWriter), the rest is not converted.
+    except (KeyboardInterrupt, Terminated) as stop:
+        # Ctrl-C, SIGTERM: what was written is complete (BundleWriter; the bundle being
+        # written is removed), the rest is not converted.
+        remove_unfinished()
         if progress:
             progress.close()
-        print(f"interrupted after {done} of {len(items)} inputs", file=sys.stderr)
+        interrupted = isinstance(stop, KeyboardInterrupt)
+        verb = "interrupted" if interrupted else "terminated"
+        print(f"{verb} after {done} of {len(items)} inputs", file=sys.stderr)
         summary.print(sys.stderr)
-        return EXIT_INTERRUPTED
+        return EXIT_INTERRUPTED if interrupted else EXIT_TERMINATED
     finally:
         if progress:
             progress.close()  # a usage error midway: its message on a line of its own
@@ -421,8 +443,7 @@ def _output_folder(folder: Path) -> None:
     # A folder where nothing can be written (read-only, another user's) is said once, at
     # the start, not found out by converting every input and failing each one.
     try:
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".passerelle-probe-"):
-            pass
+        check_writable(folder)
     except OSError as exc:
         raise ConfigurationError(f"--out {folder} is not writable: {exc.strerror}") from None
 

@@ -1,14 +1,18 @@
 """What ``passerelle convert`` writes: bundles (stdout or ``--out``), failure lines, the
-closing summary and the progress bar. Split out of :mod:`converter.cli`, which parses the
-options and walks the inputs."""
+closing summary and the progress bar; and how a run stopped by SIGTERM removes the bundle
+it was writing. Split out of :mod:`converter.cli`, which parses the options and walks the
+inputs."""
 
 from __future__ import annotations
 
 import contextlib
 import itertools
 import os
+import signal
 import sys
+import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -22,8 +26,12 @@ __all__ = [
     "OutputClash",
     "Progress",
     "Summary",
+    "Terminated",
+    "catch_sigterm",
+    "check_writable",
     "failure_line",
     "output_name",
+    "remove_unfinished",
     "silence_closed_pipe",
     "type_key",
 ]
@@ -97,7 +105,73 @@ def _write_utf8(stream: TextIO, text: str) -> None:
     buffer.flush()
 
 
+class Terminated(BaseException):
+    """SIGTERM during ``convert``: unwinds like Ctrl-C (not an ``Exception``: no input's
+    error handling takes it), so that the bundle being written is removed, not left as a
+    hidden ``.passerelle-*.tmp`` file in ``--out`` (the default action of SIGTERM ends
+    the process on the spot)."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    # A second SIGTERM during the unwinding ends the process at once, as it used to.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    raise Terminated()
+
+
+def catch_sigterm() -> Callable[[], None]:
+    """Make SIGTERM raise :class:`Terminated`; return what puts the default back.
+
+    Not over an ignored SIGTERM or another program's handler (``convert`` run from a test
+    or a service), and only where Python can install one (the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return lambda: None
+    signal.signal(signal.SIGTERM, _terminate)
+
+    def restore() -> None:
+        if signal.getsignal(signal.SIGTERM) is _terminate:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    return restore
+
+
 _temporary_numbers = itertools.count()
+#: Hidden files of bundles being written, from just before each is created until it is
+#: renamed or removed: what :func:`remove_unfinished` deletes when the run is stopped
+#: (SIGTERM) at a point where ``_write_whole``'s own cleanup may not run.
+_unfinished: set[Path] = set()
+
+
+def remove_unfinished() -> None:
+    """Delete the hidden files of bundles whose writing was cut off (the run is stopping).
+
+    A name may be listed just before its file exists, or just after it was renamed: the
+    file is then absent, which is not an error. Each name holds this process's id and a
+    number of its own, so nothing another run is writing is touched."""
+    for temporary in list(_unfinished):
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        _unfinished.discard(temporary)
+
+
+def check_writable(folder: Path) -> None:
+    """Create and remove a hidden file in ``folder``: ``OSError`` when nothing can be
+    written there. Listed in the unfinished files while it exists, as a bundle's."""
+    while True:
+        probe = folder / f".passerelle-{os.getpid()}-probe-{next(_temporary_numbers)}.tmp"
+        _unfinished.add(probe)
+        try:
+            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            _unfinished.discard(probe)  # not ours
+            continue
+        except OSError:
+            _unfinished.discard(probe)
+            raise
+        probe.unlink()
+        _unfinished.discard(probe)
+        return
 
 
 def _write_whole(target: Path, text: str) -> None:
@@ -111,10 +185,12 @@ def _write_whole(target: Path, text: str) -> None:
         # through a link planted under that name, nor into one left by a run killed
         # (kill -9) with the same process id (a container's); the umask sets the mode.
         temporary = target.with_name(f".passerelle-{os.getpid()}-{next(_temporary_numbers)}.tmp")
+        _unfinished.add(temporary)  # before it exists: a signal may come in between
         try:
             descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             break
         except FileExistsError:
+            _unfinished.discard(temporary)  # not ours
             continue
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
@@ -124,6 +200,8 @@ def _write_whole(target: Path, text: str) -> None:
         with contextlib.suppress(OSError):
             temporary.unlink()
         raise
+    finally:
+        _unfinished.discard(temporary)
 
 
 def _file_id(path: Path) -> tuple[int, int] | None:

@@ -12,14 +12,17 @@ Errors raised across this package's boundaries derive from :class:`ServiceError`
         └── RejectedDeliveryError  other 4xx with the server's OperationOutcome → dead letter
 """
 
-from .errors import (
-    DeliveryError,
-    FramingError,
-    QueueError,
-    RejectedDeliveryError,
-    ServiceError,
-    TransientDeliveryError,
-)
+# Not ``typing.TYPE_CHECKING``: importing typing alone takes milliseconds (see __getattr__).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .errors import (
+        DeliveryError,
+        FramingError,
+        QueueError,
+        RejectedDeliveryError,
+        ServiceError,
+        TransientDeliveryError,
+    )
 
 __all__ = [
     "DeliveryError",
@@ -29,3 +32,13 @@ __all__ = [
     "ServiceError",
     "TransientDeliveryError",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # Loaded on first use: the ``passerelle`` script's entry (:mod:`.entry`) installs its
+    # Ctrl-C handler after this package is imported, so importing it must cost nothing.
+    if name in __all__:
+        from . import errors
+
+        return getattr(errors, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
