@@ -25,7 +25,8 @@ job waits for its own backoff, growing with each such failure, and does not paus
 destination: else it went again at each reopening, about once per ``backoff_initial`` for
 ever, each time pausing every delivery to the destination with a WARNING "unavailable".
 
-**Given back unsent.** A claim counts an attempt in the queue; a job that never goes
+**Given back unsent** (:mod:`listeners.waiting_jobs`, which holds the claimed jobs not
+started yet). A claim counts an attempt in the queue; a job that never goes
 gives it back with :meth:`~listeners.queue.sqlite.SqliteQueue.give_back`, which puts the
 job back and takes that attempt back in the same durable write: waiting, however long
 and across graceful restarts, never counts as an attempt (nor ends, at ``max_attempts``,
@@ -54,7 +55,6 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -76,17 +76,11 @@ from .logs import describe_exception, log_fields
 from .metrics import Metrics
 from .outcomes import DeliveryOutcome, OutcomeRecorder, OutcomeWaiters, diagnostics
 from .queue.base import Job, MessageQueue
+from .waiting_jobs import MAX_WAITING, MAX_WAITING_BYTES, WaitingJobs
 
 __all__ = ["DeliveryWorkers"]
 
 log = logging.getLogger("passerelle.delivery")
-#: Jobs (and payload bytes) held in memory for paused destinations before further ones are
-#: given back to the queue: a long outage with many patients must not exhaust memory.
-_MAX_WAITING = 10_000
-_MAX_WAITING_BYTES = 256 * 1024 * 1024
-#: Shortest wait of a job given back for a paused destination (a probe under way has no
-#: known end: without a floor the job would be claimed again at once, over and over).
-_SET_ASIDE_MIN = 1.0
 
 
 class DeliveryWorkers:
@@ -104,8 +98,8 @@ class DeliveryWorkers:
         idle_poll: float = 0.05,
         rng: random.Random | None = None,
         locations: Mapping[str, str] | None = None,
-        max_waiting: int = _MAX_WAITING,
-        max_waiting_bytes: int = _MAX_WAITING_BYTES,
+        max_waiting: int = MAX_WAITING,
+        max_waiting_bytes: int = MAX_WAITING_BYTES,
     ) -> None:
         """``locations``: destination name → where it delivers, safe to log (masked URL)."""
         self._queue = queue
@@ -128,13 +122,11 @@ class DeliveryWorkers:
             metrics=metrics,
             rng=self._rng,
         )
-        #: Claimed jobs not started yet, by destination, in claim order: waiting for their
-        #: paused destination, or for a free worker.
-        self._waiting: dict[str, deque[Job]] = {}
-        self._waiting_count = 0
-        self._waiting_bytes = 0
-        self._max_waiting = max_waiting
-        self._max_waiting_bytes = max_waiting_bytes
+        #: Claimed jobs not started yet: waiting for their paused destination, or for a
+        #: free worker.
+        self._waiting = WaitingJobs(
+            queue, self.gate, max_count=max_waiting, max_bytes=max_waiting_bytes
+        )
         #: Job seq → transient failures while its destination was open (not a probe):
         #: two or more mean the server is up and fails that bundle (module docstring).
         #: Forgotten once the job is settled; in memory only (a restart starts afresh).
@@ -166,7 +158,7 @@ class DeliveryWorkers:
         self._wake.set()
         if self._loop_task is not None:
             await asyncio.gather(self._loop_task, return_exceptions=True)
-        await self._give_back_waiting()
+        await self._waiting.give_back_all()
         if self._running:
             _, pending = await asyncio.wait(set(self._running), timeout=grace)
             for task in pending:
@@ -190,95 +182,27 @@ class DeliveryWorkers:
                     await asyncio.sleep(1.0)
                     continue
             for job in jobs:
-                await self._admit(job)
+                await self._waiting.admit(job, self._destination_of(job.envelope.route))
             if not jobs:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=self._next_turn())
         self._wake.clear()
 
-    async def _give_back_waiting(self) -> None:
-        """At the stop: the jobs claimed and not started go back to the queue unsent,
-        due now, the attempt their claim counted taken back (see the module docstring)."""
-        jobs = [job for line in self._waiting.values() for job in line]
-        self._waiting.clear()
-        self._waiting_count = self._waiting_bytes = 0
-        if not jobs:
-            return
-        # Concurrent: the queue's writer commits them in a few batches, not one by one.
-        results = await asyncio.gather(
-            *(self._queue.give_back(job.seq) for job in jobs), return_exceptions=True
-        )
-        errors = [result for result in results if isinstance(result, BaseException)]
-        if errors:
-            # Still in flight in the queue: delivered after the restart, the claim counted.
-            log.error(
-                "giving jobs not started back to the queue failed; they will be delivered "
-                "after the restart, their claim counted as an attempt",
-                extra=log_fields(count=len(errors), error_kind=type(errors[0]).__name__),
-            )
-        if len(errors) < len(jobs):
-            log.info(
-                "jobs not started given back to the queue",
-                extra=log_fields(count=len(jobs) - len(errors)),
-            )
-
-    async def _admit(self, job: Job) -> None:
-        """Line a claimed job up for its destination (see the module docstring)."""
-        destination = self._destination_of(job.envelope.route)
-        paused_for = self.gate.retry_in(destination)
-        size = len(job.envelope.payload)
-        if paused_for is not None and (
-            self._waiting_count >= self._max_waiting
-            or self._waiting_bytes + size > self._max_waiting_bytes
-        ):
-            try:
-                await self._queue.give_back(
-                    job.seq,
-                    max(paused_for, _SET_ASIDE_MIN),
-                    {
-                        "kind": "DestinationPaused",
-                        "reason": f"destination {destination} paused",
-                        "destination": destination,
-                    },
-                )
-            except Exception:
-                log.exception("giving a job back to the queue failed; keeping it in memory")
-            else:
-                return
-        self._waiting.setdefault(destination, deque()).append(job)
-        self._waiting_count += 1
-        self._waiting_bytes += size
-
     def _dispatch(self) -> None:
-        """Start waiting jobs whose destination lets them through while workers are free:
-        one per destination in turn, each destination's in claim order."""
-        while self._waiting and len(self._running) < self._config.workers:
-            started = False
-            for destination in list(self._waiting):
-                if len(self._running) >= self._config.workers:
-                    return
-                line = self._waiting[destination]
-                granted = self.gate.try_pass(destination)
-                if granted is None:
-                    continue
-                job = line.popleft()
-                if not line:
-                    del self._waiting[destination]
-                self._waiting_count -= 1
-                self._waiting_bytes -= len(job.envelope.payload)
-                task = asyncio.create_task(self._process(job, granted), name=f"deliver-{job.seq}")
-                self._running.add(task)
-                task.add_done_callback(self._finished)
-                started = True
-            if not started:
-                return
+        """Start the waiting jobs whose destination lets them through while workers are
+        free (:meth:`WaitingJobs.startable`)."""
+        free = self._config.workers - len(self._running)
+        for job, granted in self._waiting.startable(free):
+            task = asyncio.create_task(self._process(job, granted), name=f"deliver-{job.seq}")
+            self._running.add(task)
+            task.add_done_callback(self._finished)
 
     def _next_turn(self) -> float:
         """How long to sleep when idle: the poll interval, or until a paused destination
         with jobs waiting for it may be probed, if sooner."""
         timeout = self._idle_poll
-        for destination in self._waiting:
+        for destination in self._waiting.destinations():
             remaining = self.gate.retry_in(destination)
             # None: open (waiting for a worker); 0: probed now, or probe due (a worker's
             # end wakes the loop).

@@ -29,6 +29,7 @@ def _destination(
             "timeout",
             "bundle_type",
             "amqp",
+            "proxy",
         },
         where,
     )
@@ -132,6 +133,36 @@ def _destination(
             f"{where}.bundle_type",
         ),
         amqp=_amqp_publish(section["amqp"], base, f"{where}.amqp") if "amqp" in section else None,
+        proxy=_proxy(section.get("proxy"), where),
+    )
+
+
+def _proxy(value: Any, where: str) -> str | None:
+    """An http(s) proxy URL (``http://[user:password@]host:port``), or None. Refused at
+    start-up when it is no such URL: every request would fail, retried for ever as a
+    "transport error". The error never quotes the value (it may hold a password)."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not _is_proxy_url(value):
+        raise ConfigError(
+            f"{where}.proxy must be the http(s) URL of a proxy, http://host:port (value not shown)"
+        )
+    return value.rstrip("/")
+
+
+def _is_proxy_url(value: str) -> bool:
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:  # an unbalanced "[", a port out of range
+        return False
+    return (
+        parts.scheme in ("http", "https")
+        and bool(parts.hostname)
+        and port != 0
+        and parts.path in ("", "/")
+        and not parts.query
+        and not parts.fragment
     )
 
 

@@ -58,6 +58,7 @@ ENV_SETTINGS: Mapping[str, str] = {
     "PASSERELLE_FHIR_URL": "destinations.default.url",
     "PASSERELLE_FHIR_BUNDLE_TYPE": "destinations.default.bundle_type",
     "PASSERELLE_FHIR_TIMEOUT": "destinations.default.timeout",
+    "PASSERELLE_FHIR_PROXY": "destinations.default.proxy",
     "PASSERELLE_FHIR_AUTH": "destinations.default.auth.kind",
     "PASSERELLE_FHIR_USERNAME": "destinations.default.auth.username",
     "PASSERELLE_FHIR_PASSWORD": "destinations.default.auth.password",

@@ -225,6 +225,10 @@ class DestinationConfig:
     bundle_type: Literal["transaction", "batch"] = "transaction"
     #: Bundles (also) published to RabbitMQ; with ``url`` too, both must take them.
     amqp: AmqpPublishConfig | None = None
+    #: The outbound HTTP proxy of the FHIR server's requests (and of its OAuth2 token
+    #: endpoint): ``http://proxy:3128``, credentials in the url if it needs them. Never
+    #: taken from ``HTTP(S)_PROXY``: see listeners/delivery/fhir.py.
+    proxy: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "headers", _frozen(self.headers))
@@ -339,6 +343,7 @@ class ServiceConfig:
             destination["headers"] = {name: "***" for name in destination["headers"]}
             destination["url"] = mask_url(destination["url"])
             destination["auth"]["token_url"] = mask_url(destination["auth"]["token_url"])
+            destination["proxy"] = mask_url(destination["proxy"])
         return plain
 
 

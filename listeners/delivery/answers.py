@@ -13,6 +13,8 @@ from typing import Any
 
 import httpx
 
+from .json_steps import PARSE_IN_THREAD, loads_json
+
 #: The Bundle type answering each bundle type sent.
 RESPONSE_TYPES = {"transaction": "transaction-response", "batch": "batch-response"}
 _MAX_ISSUES_IN_MESSAGE = 5
@@ -23,11 +25,13 @@ _CODE = re.compile(r"[a-z-]{1,40}")
 __all__ = [
     "RESPONSE_TYPES",
     "answer_description",
+    "answer_json",
     "busy_status",
     "entry_status",
     "is_outcome",
     "json_body",
     "operation_outcome",
+    "outcome_of",
     "outcome_summary",
     "retried_status",
     "transaction_answer_problem",
@@ -42,6 +46,30 @@ def json_body(response: httpx.Response) -> Any:
         return response.json()
     except ValueError:  # not JSON, or not text (UnicodeDecodeError is a ValueError)
         return None
+
+
+async def answer_json(response: httpx.Response) -> Any:
+    """:func:`json_body`, parsed off the event loop and in steps when the body is large (a
+    transaction-response echoing every resource: see :mod:`listeners.delivery.json_steps`).
+    Of a Bundle's entries only their ``response`` is kept: all that is read of them."""
+    if len(response.content) <= PARSE_IN_THREAD:
+        return json_body(response)
+    try:
+        return await loads_json(response.content, entry=_entry_response)
+    except ValueError:
+        return None
+
+
+def _entry_response(entry: Any) -> Any:
+    """An answer's entry cut down to its ``response`` (status, location, outcome)."""
+    if not isinstance(entry, dict):
+        return entry
+    return {"response": entry["response"]} if "response" in entry else {}
+
+
+def outcome_of(payload: Any) -> dict[str, Any] | None:
+    """``payload`` when it is a FHIR OperationOutcome (see :func:`operation_outcome`)."""
+    return payload if is_outcome(payload) else None
 
 
 def is_outcome(value: Any) -> bool:

@@ -7,11 +7,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from converter import json_dumps
+from converter import json_dumps, json_loads
 
 from ..queue.base import Envelope
+from .json_steps import loads_json
 
-__all__ = ["BundleInput", "DeliveryReceipt", "EntryResult", "Sink", "bundle_bytes"]
+__all__ = [
+    "BundleInput",
+    "DeliveryReceipt",
+    "EntryResult",
+    "Sink",
+    "as_batch",
+    "bundle_bytes",
+    "entry_count",
+]
 
 #: A bundle as the converter hands it over: serialized JSON or the parsed object.
 BundleInput = bytes | Mapping[str, Any]
@@ -88,3 +97,34 @@ def bundle_bytes(bundle: BundleInput) -> bytes:
     if isinstance(bundle, bytes | bytearray | memoryview):
         return bytes(bundle)
     return json_dumps(bundle).encode("utf-8")
+
+
+async def entry_count(bundle: BundleInput) -> int | None:
+    """How many entries ``bundle`` holds, to check the answer has as many (None: not a
+    readable Bundle, the server will say). A large one is parsed off the event loop, in
+    steps (:mod:`listeners.delivery.json_steps`), its entries not kept."""
+    if isinstance(bundle, Mapping):
+        entries = bundle.get("entry")
+        return len(entries) if isinstance(entries, list) else 0
+    try:
+        data = await loads_json(bundle_bytes(bundle), entry=_dropped)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    entries = data.get("entry")
+    return len(entries) if isinstance(entries, list) else 0
+
+
+def _dropped(entry: Any) -> None:
+    """What is kept of a bundle's entry to count them: nothing."""
+    return None
+
+
+def as_batch(bundle: BundleInput) -> bytes:
+    """The bundle with ``type`` batch: its PUT Type/id entries and literal references
+    stand alone, so a server may apply them one by one. A dict is copied, not changed,
+    and written once."""
+    data = dict(bundle) if isinstance(bundle, Mapping) else json_loads(bundle_bytes(bundle))
+    data["type"] = "batch"
+    return json_dumps(data).encode("utf-8")

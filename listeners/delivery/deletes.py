@@ -60,7 +60,7 @@ import httpx
 from converter import json_loads
 
 from ..errors import TransientDeliveryError
-from .answers import entry_status, json_body, operation_outcome, retried_status
+from .answers import answer_json, entry_status, is_outcome, operation_outcome, retried_status
 from .base import BundleInput, DeliveryReceipt, EntryResult, bundle_bytes
 from .failures import describe_failure, http_status_text
 from .retry_after import parse_retry_after
@@ -113,10 +113,15 @@ class AbsentDeletes:
         self._get = get
 
     async def redelivery(
-        self, bundle: BundleInput, response: httpx.Response, control_id: str | None = None
+        self,
+        bundle: BundleInput,
+        response: httpx.Response,
+        payload: Any,
+        control_id: str | None = None,
     ) -> Redelivery | None:
-        """What to deliver again after ``response`` rejected ``bundle``, or ``None`` when the
-        rejection stands. Raises TransientDeliveryError when a check could not be made."""
+        """What to deliver again after ``response`` (its body parsed: ``payload``) rejected
+        ``bundle``, or ``None`` when the rejection stands. Raises TransientDeliveryError
+        when a check could not be made."""
         try:
             data = bundle if isinstance(bundle, Mapping) else json_loads(bundle_bytes(bundle))
         except ValueError:  # not JSON: whatever the 404 was about, not a DELETE of ours
@@ -125,7 +130,7 @@ class AbsentDeletes:
         if not isinstance(entries, list):
             return None
         deletes = {i: url for i, entry in enumerate(entries) if (url := _delete_url(entry))}
-        suspects = _suspects(deletes, entries, response)
+        suspects = _suspects(deletes, entries, response.status_code, payload)
         if not suspects:
             return None
         dropped: dict[int, int] = {}
@@ -189,7 +194,7 @@ class AbsentDeletes:
             return status if status in _GONE and operation_outcome(response) else None
         if not 200 <= status < 300:
             return None
-        body = json_body(response)
+        body = await answer_json(response)
         total = body.get("total") if isinstance(body, dict) else None
         return 404 if total == 0 else None
 
@@ -208,20 +213,16 @@ def _delete_url(entry: Any) -> str | None:
     return path + sep + search
 
 
-def _suspects(
-    deletes: Mapping[int, str], entries: list[Any], response: httpx.Response
-) -> list[int]:
+def _suspects(deletes: Mapping[int, str], entries: list[Any], status: int, body: Any) -> list[int]:
     """The DELETE entries the rejection may be about: all of them for a whole-bundle 404 or
     410 with an OperationOutcome; for a 2xx transaction-response Bundle, its failed entries
     if each is a DELETE answered 404 or 410 (any other failure: none)."""
-    status = response.status_code
     if not deletes:
         return []
     if status in _GONE:
-        return list(deletes) if operation_outcome(response) else []
+        return list(deletes) if is_outcome(body) else []
     if not 200 <= status < 300:
         return []
-    body = json_body(response)
     if not isinstance(body, Mapping) or body.get("resourceType") != "Bundle":
         return []
     answers = body.get("entry")

@@ -12,6 +12,7 @@ only.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import ssl
 from collections.abc import Iterator
@@ -37,6 +38,8 @@ __all__ = [
 #: How far down ``__cause__``/``__context__`` to look for the root of a transport error.
 _MAX_CHAIN = 12
 _MAX_OWN_TEXT = 160
+#: httpx's text for a refused CONNECT starts with the proxy's status code (``407 Proxy …``).
+_STATUS_FIRST = re.compile(r"\s*([1-5][0-9]{2})\b")
 
 _TIMEOUTS: tuple[tuple[type[BaseException], str], ...] = (
     # Before ReadTimeout, its base: the answer began, then came too slowly.
@@ -144,8 +147,11 @@ def _socket_reason(error: BaseException) -> str | None:
 
 def transport_failure(exc: BaseException) -> FailureReason:
     """Kind and reason of an error of the HTTP client itself (no HTTP answer): connection
-    refused, name resolution, TLS, timeouts, a connection the server dropped…"""
+    refused, name resolution, TLS, timeouts, a connection the server dropped, a proxy
+    refusing the tunnel…"""
     kind = type(exc).__name__
+    if isinstance(exc, httpx.ProxyError):
+        return FailureReason(kind, _proxy_refusal(exc))
     for timeout_type, phrase in _TIMEOUTS:
         if isinstance(exc, timeout_type):
             return FailureReason(kind, phrase)
@@ -166,6 +172,15 @@ def transport_failure(exc: BaseException) -> FailureReason:
     if isinstance(exc, httpx.ConnectError):
         return FailureReason(kind, "connection failed")
     return FailureReason(kind, "transport error")
+
+
+def _proxy_refusal(exc: httpx.ProxyError) -> str:
+    """What a proxy answered the CONNECT with: its status with the standard phrase (the
+    proxy's own text is not shown), or that it refused the tunnel."""
+    match = _STATUS_FIRST.match(str(exc))
+    if match is None:
+        return "the proxy refused the tunnel to the server"
+    return f"the proxy refused the tunnel to the server ({http_status_text(int(match[1]))})"
 
 
 def describe_failure(exc: BaseException) -> FailureReason:

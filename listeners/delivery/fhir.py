@@ -49,14 +49,19 @@ idempotent (PUT with stable ids, or conditional create/update).
 A 404/410 about DELETE entries whose targets are already gone (a re-sent A29) is no rejection:
 the bundle goes again once without them (:mod:`listeners.delivery.deletes`).
 
+A 404 or 405 to the POST itself may mean that no FHIR server answers at the url (a wrong
+base path): ``[base]/metadata`` tells, and then it is the destination's problem, retried
+(:mod:`listeners.delivery.endpoint`).
+
+Requests go through ``destination.proxy`` when set (CONNECT for https), never through a
+proxy named by the environment (``HTTP(S)_PROXY``): ``trust_env`` is off.
+
 A destination with ``bundle_type = "batch"`` gets the same bundle as a batch, for servers that
 cap transactions (Medplum: 50 updates); the answer is judged by the same rules.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 import time
 from collections.abc import Mapping
@@ -65,8 +70,6 @@ from typing import Any, Self
 
 import httpx
 
-from converter import json_dumps, json_loads
-
 from ..config import ConfigError, DestinationConfig
 from ..config.destination_settings import check_url_credentials
 from ..errors import DeliveryError, RejectedDeliveryError, TransientDeliveryError
@@ -74,18 +77,19 @@ from ..queue.base import Envelope
 from .answers import (
     RESPONSE_TYPES,
     answer_description,
+    answer_json,
     busy_status,
     entry_status,
     is_outcome,
-    json_body,
-    operation_outcome,
+    outcome_of,
     outcome_summary,
     retried_status,
     transaction_answer_problem,
 )
 from .auth import Authenticator, build_authenticator
-from .base import BundleInput, DeliveryReceipt, EntryResult, bundle_bytes
+from .base import BundleInput, DeliveryReceipt, EntryResult, as_batch, bundle_bytes, entry_count
 from .deletes import AbsentDeletes
+from .endpoint import ENDPOINT_STATUSES, NO_SERVER, missing_endpoint
 from .exchange import MAX_ANSWER_BYTES, AnswerTooLarge, bounded_exchange
 from .failures import UnexpectedAnswerError, http_status_text, transport_failure
 from .retry_after import parse_retry_after
@@ -102,11 +106,6 @@ CHECK_TIMEOUT = 5.0
 _USER_AGENT = "passerelle"
 #: Statuses that mean "your credentials were not accepted", whatever the bundle.
 _REFUSALS = (401, 403)
-#: The Bundle.type a server answers a transaction or a batch with (FHIR R4 http.html#transaction).
-#: A bundle this large (bytes) is parsed off the event loop to count its entries.
-_PARSE_IN_THREAD = 256 * 1024
-#: What of a Content-Type, a resourceType or a Bundle.type an error may quote (they are the
-#: server's free text): a media type, a FHIR name, a code.
 
 
 class FhirServerSink:
@@ -132,8 +131,15 @@ class FhirServerSink:
                 max_connections=max_connections, max_keepalive_connections=max_connections
             ),
             follow_redirects=False,
+            # Never HTTP(S)_PROXY, NO_PROXY, .netrc or SSL_CERT_FILE from the environment:
+            # set for other tools of the host or image, they would silently send patient
+            # data through a proxy or another trust store. The proxy is a setting.
             trust_env=False,
+            proxy=destination.proxy,
         )
+        #: How requests go out, for errors: `` through the proxy http://…`` or nothing.
+        proxy = destination.proxy
+        self._via = f" through the proxy {redact_url(proxy)}" if proxy else ""
         self._auth: Authenticator = build_authenticator(
             destination.auth, self._client, timeout=destination.timeout
         )
@@ -163,16 +169,33 @@ class FhirServerSink:
     async def deliver(self, bundle: BundleInput, envelope: Envelope) -> DeliveryReceipt:
         """POST the bundle; see the module docstring for the outcome rules."""
         started = time.monotonic()
-        sent = await _entry_count(bundle)
+        sent = await entry_count(bundle)
         response = await self._post(bundle)
+        payload = await answer_json(response)
         try:
-            receipt = self._receipt(response, started, sent)
+            receipt = self._receipt(response, payload, started, sent)
         except RejectedDeliveryError:
-            again = await self._deletes.redelivery(bundle, response, envelope.control_id)
+            # A 404/405 to the POST at the base: a wrong url, not the bundle? (endpoint.py)
+            missing = await missing_endpoint(
+                self.name,
+                self._url,
+                self._metadata_url,
+                response,
+                payload,
+                self._send,
+                what=self._destination.bundle_type,
+                timeout=min(self._timeout, CHECK_TIMEOUT),
+            )
+            if missing is not None:
+                raise missing from None
+            again = await self._deletes.redelivery(bundle, response, payload, envelope.control_id)
             if again is None:
                 raise
             answer = await self._post(again.bundle)
-            receipt = again.receipt(self._receipt(answer, started, len(again.bundle["entry"])))
+            sent_again = len(again.bundle["entry"])
+            receipt = again.receipt(
+                self._receipt(answer, await answer_json(answer), started, sent_again)
+            )
         _log.debug(
             "destination %s took bundle (message %s): %s",
             self.name,
@@ -192,14 +215,16 @@ class FhirServerSink:
         """
         timeout = min(self._timeout, CHECK_TIMEOUT)
         response = await self._send("GET", self._metadata_url, timeout=timeout)
+        payload = await answer_json(response)  # a CapabilityStatement may be large
         if not 200 <= response.status_code < 300:
+            missing = response.status_code in ENDPOINT_STATUSES
             raise DeliveryError(
                 f"destination {self.name}: {redact_url(self._metadata_url)} answered "
-                f"{http_status_text(response.status_code)}",
+                f"{http_status_text(response.status_code)}"
+                + (f" ({NO_SERVER}: check its base path)" if missing else ""),
                 status=response.status_code,
-                outcome=operation_outcome(response),
+                outcome=outcome_of(payload),
             )
-        payload = json_body(response)
         if not (isinstance(payload, dict) and payload.get("resourceType") == "CapabilityStatement"):
             # A web page, a login page or a proxy answering the url: deliveries there would
             # be refused as no transaction-response; say so before the first one.
@@ -234,7 +259,7 @@ class FhirServerSink:
 
     async def _post(self, bundle: BundleInput) -> httpx.Response:
         batch = self._destination.bundle_type == "batch"
-        body = _as_batch(bundle) if batch else bundle_bytes(bundle)
+        body = as_batch(bundle) if batch else bundle_bytes(bundle)
         headers = {"Content-Type": FHIR_JSON}
         return await self._send("POST", self._url, content=body, headers=headers)
 
@@ -296,7 +321,7 @@ class FhirServerSink:
                 # refusing our client certificate after the handshake, on the first read.
                 # Not str(exc): a library's text may quote what the server sent.
                 raise TransientDeliveryError(
-                    f"destination {self.name}: cannot reach {redact_url(url)}: "
+                    f"destination {self.name}: cannot reach {redact_url(url)}{self._via}: "
                     f"{transport_failure(exc)}"
                 ) from None
             if failure is not None:
@@ -311,9 +336,9 @@ class FhirServerSink:
             return response
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _error(self, response: httpx.Response) -> DeliveryError:
+    def _error(self, response: httpx.Response, payload: Any) -> DeliveryError:
         status = response.status_code
-        outcome = operation_outcome(response)
+        outcome = outcome_of(payload)
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
         # Status and destination only: the outcome's diagnostics may quote patient values
         # (see the module docstring); they travel in ``outcome``.
@@ -360,7 +385,9 @@ class FhirServerSink:
             detail=f"Location: {location}" if location else None,
         )
 
-    def _unexpected(self, response: httpx.Response, problem: str, bundle: bool) -> DeliveryError:
+    def _unexpected(
+        self, response: httpx.Response, payload: Any, problem: str, bundle: bool
+    ) -> DeliveryError:
         """A 2xx that is no transaction-response for the bundle sent (see :meth:`_receipt`);
         ``bundle``: the answer is a Bundle (of another type or size)."""
         status = http_status_text(response.status_code)
@@ -373,13 +400,14 @@ class FhirServerSink:
             f"destination {self.name}: {status} with {problem}: not taken as delivered ({hint})",
             status=response.status_code,
             problem=f"{status} with {problem}",
-            outcome=operation_outcome(response),
+            outcome=outcome_of(payload),
         )
 
     def _receipt(
-        self, response: httpx.Response, started: float, sent: int | None
+        self, response: httpx.Response, payload: Any, started: float, sent: int | None
     ) -> DeliveryReceipt:
-        """The receipt of a 2xx answering a bundle of ``sent`` entries (None: not counted).
+        """The receipt of a 2xx answering a bundle of ``sent`` entries (None: not counted);
+        ``payload``: its parsed body (:func:`~listeners.delivery.answers.answer_json`).
 
         Only a Bundle of type transaction-response (batch-response for a batch) with one
         entry per entry sent proves the delivery: any other 2xx — an HTML page, an empty
@@ -389,16 +417,15 @@ class FhirServerSink:
         if not 200 <= response.status_code < 300:
             if response.status_code in _REFUSALS:
                 self._refused = response.status_code
-            raise self._error(response)
+            raise self._error(response, payload)
         # The server took the request as ours: whatever refused us before is fixed.
         self._refused = None
-        payload = json_body(response)
         problem = transaction_answer_problem(
             response, payload, sent, RESPONSE_TYPES[self._destination.bundle_type]
         )
         if problem is not None:
             bundle = isinstance(payload, dict) and payload.get("resourceType") == "Bundle"
-            raise self._unexpected(response, problem, bundle)
+            raise self._unexpected(response, payload, problem, bundle)
         assert isinstance(payload, dict)  # checked by _shape_problem
         failed: list[tuple[int, EntryResult, dict[str, Any] | None]] = []
         results = []
@@ -456,35 +483,5 @@ class FhirServerSink:
         return RejectedDeliveryError(message, status=first.status, outcome=outcome)
 
 
-async def _entry_count(bundle: BundleInput) -> int | None:
-    """How many entries ``bundle`` holds, to check the answer has as many (None: not a
-    readable Bundle, the server will say). A large one is parsed off the event loop."""
-    if isinstance(bundle, Mapping):
-        entries = bundle.get("entry")
-        return len(entries) if isinstance(entries, list) else 0
-    raw = bundle_bytes(bundle)
-    try:
-        data = (
-            await asyncio.to_thread(json.loads, raw)
-            if len(raw) > _PARSE_IN_THREAD
-            else json.loads(raw)
-        )
-    except ValueError:
-        return None
-    if not isinstance(data, dict):
-        return None
-    entries = data.get("entry")
-    return len(entries) if isinstance(entries, list) else 0
-
-
 def _str_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
-
-
-def _as_batch(bundle: BundleInput) -> bytes:
-    """The bundle with ``type`` batch: its PUT Type/id entries and literal references
-    stand alone, so a server may apply them one by one. A dict is copied, not changed,
-    and written once."""
-    data = dict(bundle) if isinstance(bundle, Mapping) else json_loads(bundle_bytes(bundle))
-    data["type"] = "batch"
-    return json_dumps(data).encode("utf-8")

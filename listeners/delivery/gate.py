@@ -20,8 +20,9 @@ engines, :class:`DestinationGate` pauses the destination instead:
   flight when the destination went down fail too, and one outage is counted once.
 
 Conversion errors and rejections (4xx other than 408/429) never pause a destination; nor
-does, with the SQLite workers, a message failing again once its destination came back (the
-server fails that bundle: it waits for its own backoff, see :mod:`listeners.worker`). The
+does a message failing again once its destination came back (the server fails that bundle:
+it waits for its own backoff, see :mod:`listeners.worker` and, for ``passerelle worker``,
+:mod:`listeners.delivery.gated_sink`). The
 gate holds no message: callers keep theirs while they wait (the SQLite workers their
 claimed jobs, see :mod:`listeners.worker`; ``passerelle worker`` waits in
 :class:`~listeners.delivery.gated_sink.GatedSink`), so a skipped delivery is no attempt —

@@ -4,19 +4,42 @@ The partition worker delivers one message per partition at a time and retries it
 (:mod:`listeners.amqp.handling`); wrapping its sinks puts each delivery behind the
 destination's :class:`~listeners.delivery.gate.DestinationGate` — a paused destination
 makes the delivery wait, unsent, and the outcome goes back to the gate.
+
+**A bundle the server fails alone.** As with the service's workers
+(:mod:`listeners.worker`), a message whose delivery fails again while its destination is
+open — it failed before, the destination came back since (other bundles went through, or
+the gate would not have opened) and *this* bundle fails again: a 500 on one payload, each
+time — does not pause the destination: the handler's retry in place already backs it off
+on its own (``backoff_initial`` doubling with its attempts), and the other partitions'
+deliveries keep going. Before, each of its retries paused every delivery to the
+destination with a WARNING "unavailable". A probe's failure is not counted: the
+destination was down, and the gate counts those.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Callable
 
-from ..errors import DeliveryError, RejectedDeliveryError
+from ..errors import DeliveryError, RejectedDeliveryError, TransientDeliveryError
 from ..queue.base import Envelope
 from .base import BundleInput, DeliveryReceipt, Sink
-from .gate import DestinationGate
+from .gate import DestinationGate, Pass
 
 __all__ = ["GatedSink"]
+
+#: Messages whose failures on an open destination are remembered. A worker handles one
+#: message per partition at a time, so a few hundred cover every partition it may hold;
+#: the oldest are forgotten first (a message settled long ago).
+_REMEMBERED = 1024
+
+#: What identifies a message across its retries in place, without holding its payload.
+_MessageKey = tuple[str, str | None, str | None, float]
+
+
+def _key(envelope: Envelope) -> _MessageKey:
+    return (envelope.ordering_key, envelope.control_id, envelope.message_id, envelope.received_at)
 
 
 class GatedSink:
@@ -35,6 +58,8 @@ class GatedSink:
         self._sink = sink
         self._gate = gate
         self._interrupt = interrupt
+        #: Message → transient failures while its destination was open (not a probe).
+        self._open_failures: OrderedDict[_MessageKey, int] = OrderedDict()
 
     @property
     def name(self) -> str:
@@ -46,14 +71,22 @@ class GatedSink:
         try:
             receipt = await self._sink.deliver(bundle, envelope)
         except RejectedDeliveryError:
+            self._open_failures.pop(_key(envelope), None)  # settled: a dead letter
             self._gate.succeeded(granted)  # the server answered: the bundle was at fault
             raise
-        except DeliveryError as exc:  # transient, or retried like one
+        except TransientDeliveryError as exc:
+            if self._failed_again(envelope, granted):
+                self._gate.abandoned(granted)  # the server is up: no verdict on it
+            else:
+                self._gate.failed(granted, exc)
+            raise
+        except DeliveryError as exc:  # retried like a transient failure
             self._gate.failed(granted, exc)
             raise
         except BaseException:
             self._gate.abandoned(granted)
             raise
+        # Not forgotten here: a message of several bundles may fail on a later one.
         self._gate.succeeded(granted)
         return receipt
 
@@ -62,3 +95,15 @@ class GatedSink:
 
     async def close(self) -> None:
         await self._sink.close()
+
+    def _failed_again(self, envelope: Envelope, granted: Pass) -> bool:
+        """Count a transient failure of ``envelope``'s message on its open destination;
+        True from the second one on (see the module docstring)."""
+        if granted.probe:
+            return False
+        key = _key(envelope)
+        count = self._open_failures.pop(key, 0) + 1
+        self._open_failures[key] = count
+        while len(self._open_failures) > _REMEMBERED:
+            self._open_failures.popitem(last=False)
+        return count >= 2

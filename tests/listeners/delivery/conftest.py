@@ -9,8 +9,8 @@ import pytest
 
 from converter import Converter, ConverterConfig
 from converter.assembly.bundle import RequestMode
-from tests.listeners.delivery.certs import Pki, make_pki, openssl_unavailable_reason
 from tests.listeners.delivery.helpers import ADT_SAMPLE, fresh, start_server
+from tests.support.certs import Pki, make_pki, openssl_available
 from tests.support.fhirserver import FhirServer
 
 
@@ -46,11 +46,10 @@ def batch_server(batch_server_session: FhirServer) -> FhirServer:
 
 @pytest.fixture(scope="session")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    reason = openssl_unavailable_reason()
-    if reason is not None:
+    if not openssl_available():
         # A failure, as in tests/listeners/{mllp,service}/conftest.py: a skip would pass
         # every TLS delivery test silently on a machine without openssl.
-        pytest.fail(f"the openssl command line is needed to create test certificates: {reason}")
+        pytest.fail("the openssl command line is needed to create test certificates")
     return make_pki(tmp_path_factory.mktemp("pki"))
 
 

@@ -11,92 +11,39 @@ WARNING "unavailable" and a pause of every delivery each time.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.listeners.service.support import adt, make_config, patients, running
+from tests.listeners.delivery.proxies import FailingProxy, failing_proxy
+from tests.listeners.service.support import adt, make_config, patients, running, wait_until
 from tests.support.fhirserver import FhirServer
 from tests.support.log_records import log_records
 
 FAILING_NAME = b"FAILSALONE"
 INITIAL = 0.2
 RUN = 6.0
-_HOP_BY_HOP = {"content-length", "transfer-encoding", "connection", "content-encoding", "host"}
-_OUTCOME = (
-    b'{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"exception",'
-    b'"diagnostics":"NullPointerException"}]}'
-)
-
-
-class _Proxy(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, upstream: str) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.upstream = upstream
-        self.failed_posts: list[float] = []
-        self.client = httpx.Client(timeout=30)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Proxy
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-    def _forward(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        if self.command == "POST" and FAILING_NAME in body:
-            self.server.failed_posts.append(time.monotonic())
-            self._answer(500, {"Content-Type": "application/fhir+json"}, _OUTCOME)
-            return
-        answer = self.server.client.request(
-            self.command,
-            self.server.upstream + self.path.removeprefix("/fhir/R4"),
-            content=body,
-            headers={k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP},
-        )
-        headers = {k: v for k, v in answer.headers.items() if k.lower() not in _HOP_BY_HOP}
-        self._answer(answer.status_code, headers, answer.content)
-
-    def _answer(self, status: int, headers: dict[str, str], body: bytes) -> None:
-        self.send_response(status)
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    do_GET = do_POST = do_PUT = do_DELETE = _forward
 
 
 @pytest.fixture
-def proxy(server: FhirServer) -> Iterator[_Proxy]:
-    proxy = _Proxy(server.base_url)
-    thread = threading.Thread(target=proxy.serve_forever, daemon=True)
-    thread.start()
-    try:
+def proxy(server: FhirServer) -> Iterator[FailingProxy]:
+    with failing_proxy(server.base_url, FAILING_NAME) as proxy:
         yield proxy
-    finally:
-        proxy.shutdown()
-        proxy.server_close()
-        proxy.client.close()
 
 
 def test_a_bundle_the_server_fails_alone_backs_off_without_pausing_the_others(
-    tmp_path: Path, server: FhirServer, proxy: _Proxy
+    tmp_path: Path, server: FhirServer, proxy: FailingProxy
 ) -> None:
-    url = f"http://127.0.0.1:{proxy.server_address[1]}/fhir/R4"
+    url = proxy.url
     settings = {"delivery": {"workers": 4, "backoff_initial": INITIAL, "backoff_max": 30.0}}
     config = make_config(tmp_path, settings, fhir_url=url)
     with log_records("passerelle") as records, running(config) as service:
         service.send([adt("BAD-1", mrn="MRN-BAD", family=FAILING_NAME.decode())])
+        # The window opens at the first failure: on a busy machine the first conversion
+        # (templates compiled) may take seconds.
+        wait_until(lambda: proxy.failed_posts, timeout=60, what="the first failure")
         began = time.monotonic()
         sent = 0
         while time.monotonic() - began < RUN:

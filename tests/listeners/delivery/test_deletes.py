@@ -6,8 +6,9 @@ hold with 404 and fails the whole transaction (as a batch: that entry 404). FHIR
 committed) or an A29 whose A28 never reached the server was a dead letter; the sink now checks
 that the DELETE targets are absent and delivers the rest of the bundle again, once, with a
 WARNING (the server cannot tell "deleted before" from "never held"). A 404 about anything
-else stays a rejection, and so does a 404 that is not the FHIR server's own answer (no
-OperationOutcome: an ingress or a proxy in front of it).
+else stays a rejection; a 404 that is not the FHIR server's own answer (no OperationOutcome:
+an ingress or a proxy in front of it) never makes a target "absent" either (and when the
+base's ``/metadata`` is no FHIR server's, it is the destination's problem, retried).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from listeners.delivery import (
     FhirServerSink,
     deliver_results,
 )
+from listeners.delivery.endpoint import EndpointNotFoundError
 from listeners.delivery.failures import UnexpectedAnswerError
 from listeners.errors import RejectedDeliveryError, TransientDeliveryError
 from listeners.metrics import MAX_RESOURCE_TYPES, Metrics
@@ -48,6 +50,10 @@ A29 = (SAMPLES / "ADT_A29_delete-person.hl7").read_bytes()
 BASE = "/fhir/R4"
 PATIENT_SYSTEM = "urn:oid:1.2.250.1.999.1.1"
 IPP = "0012391234"
+#: The read of ``[base]/metadata`` that tells a 404 of the server from a wrong base path
+#: (listeners/delivery/endpoint.py), answered by the server.
+METADATA = ("GET", "metadata", 200)
+METADATA_REQUEST = ("GET", f"{BASE}/metadata", 200)
 #: The A29 sample's person with a stay (PV1-19 visit number), for A01 / A23.
 PV1 = (
     "PV1|1|I|CARDIO^204^1^CHU-LYON&1.2.250.1.999.1.1&ISO||||||||||||||||"
@@ -155,7 +161,12 @@ async def test_the_same_a29_twice_is_delivered_twice_and_the_patient_stays_gone(
     caplog.set_level(logging.DEBUG)
     [receipt] = await deliver(server, removal)  # a RejectedDeliveryError (404) before
 
-    assert trail(server) == [("POST", "", 404), ("GET", url, 404), ("POST", "", 200)]
+    assert trail(server) == [
+        ("POST", "", 404),
+        METADATA,
+        ("GET", url, 404),
+        ("POST", "", 200),
+    ]
     assert server.read("Patient", pid) is None
     assert server.count("Patient") == 0
     # The message's own records were written again (new versions).
@@ -209,7 +220,12 @@ async def test_an_a29_for_a_patient_never_held_is_delivered(
     [(_, url)] = deleted(removal)
     caplog.set_level(logging.DEBUG)
     [receipt] = await deliver(server, removal)
-    assert trail(server) == [("POST", "", 404), ("GET", url, 404), ("POST", "", 200)]
+    assert trail(server) == [
+        ("POST", "", 404),
+        METADATA,
+        ("GET", url, 404),
+        ("POST", "", 200),
+    ]
     assert receipt.status == 200
     assert server.count("Patient") == 0
     [header] = resources(removal, "MessageHeader")
@@ -236,7 +252,12 @@ async def test_an_a29_whose_identifiers_changed_since_the_a28_is_delivered_with_
     caplog.set_level(logging.DEBUG)
     [receipt] = await deliver(server, removal)
     assert receipt.status == 200
-    assert [(m, s) for m, _, s in trail(server)] == [("POST", 404), ("GET", 404), ("POST", 200)]
+    assert [(m, s) for m, _, s in trail(server)] == [
+        ("POST", 404),
+        ("GET", 200),
+        ("GET", 404),
+        ("POST", 200),
+    ]
     assert server.read("Patient", patient_id(added)) is not None  # still there
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert [(r.name, r.getMessage()) for r in warnings] == [
@@ -300,7 +321,7 @@ async def test_a_404_about_another_entry_stays_a_rejection(server: FhirServer) -
         await deliver(server, with_entry(convert(A29), bad))
     assert caught.value.status == 404
     assert str(caught.value) == "destination test: HTTP 404 Not Found"
-    assert trail(server) == [("POST", "", 404), ("GET", f"Patient/{pid}", 200)]
+    assert trail(server) == [("POST", "", 404), METADATA, ("GET", f"Patient/{pid}", 200)]
     assert server.read("Patient", pid) is not None
 
 
@@ -323,22 +344,26 @@ async def test_a_404_about_another_entry_stays_a_rejection(server: FhirServer) -
     ],
     ids=["ingress-text", "gateway-json", "proxy-html-410"],
 )
-async def test_a_404_that_is_not_the_fhir_servers_stays_a_rejection(
+async def test_a_404_that_is_not_the_fhir_servers_is_never_taken_as_absent(
     server: FhirServer, fault: dict[str, Any]
 ) -> None:
     # An ingress answers the POST itself (the FHIR pod restarting), and would answer the
     # check too: its 404 says nothing of the Patient, which the server still holds. Before,
     # the DELETE was dropped and the rest delivered on the server's return: acknowledged,
-    # the Patient never deleted.
+    # the Patient never deleted. A 404 whose ``[base]/metadata`` is no FHIR server's either
+    # is the destination's problem (retried, see test_wrong_base_path.py); a 410 stays a
+    # rejection. Either way no target is checked and nothing is sent again.
     added = convert(A28)
     pid = patient_id(added)
     await deliver(server, added)
     server.clear_requests()
     server.control(faults=[{**fault, "count": 2}])
-    with pytest.raises(RejectedDeliveryError) as caught:
+    expected = EndpointNotFoundError if fault["status"] == 404 else RejectedDeliveryError
+    with pytest.raises(expected) as caught:
         await deliver(server, convert(A29))
     assert caught.value.status == fault["status"]
-    assert [(m, s) for m, _, s in trail(server)] == [("POST", fault["status"])]  # no check
+    metadata = [("GET", 404)] if fault["status"] == 404 else []
+    assert [(m, s) for m, _, s in trail(server)] == [("POST", fault["status"]), *metadata]
     assert server.read("Patient", pid) is not None
 
 
@@ -353,11 +378,12 @@ async def test_a_check_answered_404_by_something_else_than_the_server_keeps_the_
     pid = patient_id(added)
     await deliver(server, added)
     server.clear_requests()
-    server.control(faults=[{"status": 404, "count": 1}, {**INGRESS_404, "count": 1}])
+    # The metadata read in between (the base answers: see test_wrong_base_path.py) passes.
+    server.control(faults=[{"status": 404, "count": 1}, {"count": 1}, {**INGRESS_404, "count": 1}])
     with pytest.raises(RejectedDeliveryError) as caught:
         await deliver(server, convert(A29))
     assert caught.value.status == 404
-    assert trail(server) == [("POST", "", 404), ("GET", f"Patient/{pid}", 404)]
+    assert trail(server) == [("POST", "", 404), METADATA, ("GET", f"Patient/{pid}", 404)]
     assert server.read("Patient", pid) is not None
 
 
@@ -396,6 +422,7 @@ async def test_the_bundle_goes_again_only_once(server: FhirServer) -> None:
     assert caught.value.status == 404
     assert trail(server) == [
         ("POST", "", 404),
+        METADATA,
         ("GET", f"Patient/{pid}", 404),
         ("POST", "", 404),
     ]
@@ -442,7 +469,8 @@ async def test_a_conditional_delete_refused_404_is_checked_with_a_count(
     [receipt] = await deliver(server, removal)
     assert receipt.status == 200
     assert receipt.absent_deletes == ("Patient",)
-    [post, check, again] = server.requests()
+    [post, metadata, check, again] = server.requests()
+    assert (metadata["method"], metadata["path"], metadata["status"]) == METADATA_REQUEST
     assert (post["method"], post["status"], again["method"], again["status"]) == (
         "POST",
         404,
@@ -460,7 +488,7 @@ async def test_a_conditional_delete_with_a_match_keeps_the_rejection(server: Fhi
     server.fail(404)
     with pytest.raises(RejectedDeliveryError):
         await deliver(server, convert(A29, "conditional-update"))
-    assert [r["method"] for r in server.requests()] == ["POST", "GET"]
+    assert [r["method"] for r in server.requests()] == ["POST", "GET", "GET"]
     assert len(server.search_by_identifier("Patient", PATIENT_SYSTEM, IPP)) == 1
 
 
@@ -469,18 +497,18 @@ async def test_a_conditional_delete_with_a_match_keeps_the_rejection(server: Fhi
 
 @pytest.mark.anyio
 async def test_a_check_answered_503_is_a_transient_error(server: FhirServer) -> None:
-    # The POST is served (404); the GET that follows gets the 503.
-    server.control(faults=[{"delayMs": 1, "count": 1}, {"status": 503, "retryAfter": "7"}])
+    # The POST is served (404), then the metadata read; the GET of the target gets the 503.
+    server.control(faults=[{"count": 2}, {"status": 503, "retryAfter": "7"}])
     with pytest.raises(TransientDeliveryError) as caught:
         await deliver(server, convert(A29))
     assert caught.value.status == 503 and caught.value.retry_after == 7
-    assert [r["method"] for r in server.requests()] == ["POST", "GET"]
+    assert [r["method"] for r in server.requests()] == ["POST", "GET", "GET"]
 
 
 @pytest.mark.anyio
 async def test_a_check_without_answer_is_transient_and_names_no_id(server: FhirServer) -> None:
     removal = convert(A29)
-    server.control(faults=[{"delayMs": 1, "count": 1}, {"drop": True}])
+    server.control(faults=[{"count": 2}, {"drop": True}])
     with pytest.raises(TransientDeliveryError) as caught:
         await deliver(server, removal)
     text = str(caught.value)

@@ -11,8 +11,8 @@ import pytest
 from listeners.config import ConfigError, DestinationConfig
 from listeners.delivery import FhirServerSink
 from listeners.errors import DeliveryError, TransientDeliveryError
-from tests.listeners.delivery.certs import Pki
 from tests.listeners.delivery.helpers import destination, make_envelope, start_server
+from tests.support.certs import CLIENT_SUBJECT, Pki
 from tests.support.fhirserver import FhirServer, ServerTls
 
 pytestmark = pytest.mark.anyio
@@ -20,17 +20,15 @@ pytestmark = pytest.mark.anyio
 
 @pytest.fixture(scope="module")
 def https_server(pki: Pki) -> Iterator[FhirServer]:
-    with start_server(
-        tls=ServerTls(pki.server_cert, pki.server_key), ca_file=pki.ca_cert
-    ) as server:
+    with start_server(tls=ServerTls(pki.server_cert, pki.server_key), ca_file=pki.ca) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
 def mtls_server(pki: Pki) -> Iterator[FhirServer]:
     with start_server(
-        tls=ServerTls(pki.server_cert, pki.server_key, client_ca=pki.ca_cert),
-        ca_file=pki.ca_cert,
+        tls=ServerTls(pki.server_cert, pki.server_key, client_ca=pki.ca),
+        ca_file=pki.ca,
         client_cert=(pki.client_cert, pki.client_key),
     ) as server:
         yield server
@@ -41,7 +39,7 @@ async def test_https_with_ca_bundle(
 ) -> None:
     https_server.reset()
     assert https_server.base_url.startswith("https://127.0.0.1:")
-    async with FhirServerSink(destination(https_server, ca_bundle=pki.ca_cert)) as sink:
+    async with FhirServerSink(destination(https_server, ca_bundle=pki.ca)) as sink:
         await sink.check()
         assert (await sink.deliver(adt_bundle, make_envelope())).status == 200
     assert https_server.count("Patient") == 1
@@ -58,13 +56,13 @@ async def test_https_untrusted_certificate(
 async def test_mutual_tls(mtls_server: FhirServer, pki: Pki, adt_bundle: dict[str, Any]) -> None:
     mtls_server.reset()
     config = destination(
-        mtls_server, ca_bundle=pki.ca_cert, client_cert=pki.client_cert, client_key=pki.client_key
+        mtls_server, ca_bundle=pki.ca, client_cert=pki.client_cert, client_key=pki.client_key
     )
     async with FhirServerSink(config) as sink:
         await sink.check()
         assert (await sink.deliver(adt_bundle, make_envelope())).status == 200
     posts = mtls_server.requests("/fhir/R4")
-    assert [r["clientCertCN"] for r in posts] == ["passerelle-client"]
+    assert [r["clientCertCN"] for r in posts] == [CLIENT_SUBJECT.rsplit("CN=", 1)[1]]
 
 
 @pytest.mark.parametrize("client", ["none", "rogue"])
@@ -75,9 +73,9 @@ async def test_mutual_tls_refuses_missing_or_untrusted_cert(
     rogue = client == "rogue"
     config = destination(
         mtls_server,
-        ca_bundle=pki.ca_cert,
-        client_cert=pki.rogue_client_cert if rogue else None,
-        client_key=pki.rogue_client_key if rogue else None,
+        ca_bundle=pki.ca,
+        client_cert=pki.other_client_cert if rogue else None,
+        client_key=pki.other_client_key if rogue else None,
     )
     async with FhirServerSink(config) as sink:
         with pytest.raises(TransientDeliveryError, match="cannot reach"):

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.listeners.delivery.certs import Pki
+from tests.support.certs import Pki
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 _LOAD = """
