@@ -168,7 +168,9 @@ class Converter:
         search = (*config.template_dirs, config.mappings_dir)
         self.codemaps = CodeMaps.load([d / "codemaps" for d in search if (d / "codemaps").is_dir()])
         self.timestamps = TimestampConverter(config.default_timezone)
-        filters = ValueFilters(self.timestamps, self.codemaps, strict=config.strict_values)
+        self._filters = filters = ValueFilters(
+            self.timestamps, self.codemaps, strict=config.strict_values
+        )
         self.templates = TemplateSet(config.mappings_dir, config.template_dirs, filters)
         self.routes = RouteTable.load("hl7v2", search)
         self.cda_routes = RouteTable.load("cda", search)
@@ -365,6 +367,9 @@ class Converter:
         # MSH-7: a sender reusing a control id within MSH-7's precision (often a minute)
         # must not overwrite an earlier message's resources (see hl7v2/digest.py).
         message_key = "\x1f".join((message.sender, message.control_id, digest.hex()))
+        # The parser knows MSH-4 as written; the code maps know which universal id a
+        # namespace alone stands for (CHU-LYON and CHU-LYON^1.2.250…^ISO: one scope).
+        message.facility_scope = self._filters.facility_scope(message.MSH[4])
         session = self._session(
             "hl7v2", {"msg": message, "message_key": message_key, "message_digest": digest.hex()}
         )

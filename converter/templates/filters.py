@@ -13,6 +13,7 @@ import math
 import re
 import unicodedata
 from collections.abc import Callable
+from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -79,7 +80,7 @@ class ValueFilters:
             "fhir_datetime": self.fhir_datetime,
             "fhir_instant": self.fhir_instant,
             "fhir_time": self.fhir_time,
-            "hl7_timestamp": self.hl7_timestamp,
+            "hl7_timestamp": self.hl7_timestamp_key,
             "decimal": self.decimal,
             "integer": self.integer,
             "boolean": self.boolean,
@@ -168,20 +169,33 @@ class ValueFilters:
         return self._timestamp(ctx, value, self._timestamps.time, with_offset=False)
 
     @staticmethod
-    def hl7_timestamp(value: str) -> str:
+    def hl7_timestamp(value: str, zone: tzinfo | None = None) -> str:
         """A FHIR date or dateTime written back in HL7's form, as a key naming that
         instant: ``2026-11-30T10:30:00+01:00`` → ``20261130103000+0100``, a zero
-        fraction dropped (``.500`` → ``.5``), ``Z`` as ``+0000``; a date stays a date."""
+        fraction dropped (``.500`` → ``.5``), ``Z`` as ``+0000``; a date stays a date.
+
+        With ``zone``, the time at ``zone``'s wall clock first (:func:`_in_zone`): one
+        instant sent with two offsets is one key."""
+        if zone is not None:
+            value = _in_zone(value, zone)
         date = value[:10].replace("-", "")
         clock = value[10:].replace("T", "").replace(":", "").replace("Z", "+0000")
         if clock:
-            body, zone = clock[:-5], clock[-5:]
+            body, zone_text = clock[:-5], clock[-5:]
             if "." in body:
                 second, fraction = body.split(".", 1)
                 fraction = fraction.rstrip("0")
                 body = second + ("." + fraction if fraction else "")
-            clock = body + zone
+            clock = body + zone_text
         return date + clock
+
+    def hl7_timestamp_key(self, value: str) -> str:
+        """The ``hl7_timestamp`` filter: in the zone that times without an offset are
+        read in (the session's default offset, else the configured zone)."""
+        session = ACTIVE_SESSION.get()
+        offset = session.default_offset if session is not None else None
+        zone = timezone(_utc_offset(offset)) if offset else ZoneInfo(self._timestamps.zone_name)
+        return self.hl7_timestamp(value, zone)
 
     def repeat_occurrences(self, start: Any, *args: Any, **kwargs: Any) -> Expansion:
         """The occurrences of a repeating scheduled time in the configured zone
@@ -296,13 +310,19 @@ class ValueFilters:
         return system, code.strip() if code else ""
 
     def identifier_system(self, root: Any) -> str | None:
-        """Identifier system of a CDA II root: a known registry's FHIR URI
-        (codemaps/IdentifierSystemOid.csv: SSN, NPI…), else ``urn:oid:``/``urn:uuid:``."""
+        """Identifier.system of a CDA II root, or of a system ``hd_system`` gave (HL7 v2):
+        a registry's FHIR URI when the OID is in the FHIR identifier registry
+        (codemaps/IdentifierSystemOid.csv: SSN, NPI…; IG CX[Identifier] CX.4), else the
+        OID or UUID as a URN and any other URI as given.
+
+        Identifier.system only: a v2 ``_identity`` keeps ``hd_system``'s value, so that
+        ids do not move when the map gains a registry URI."""
         text = _text(root)
         if not text:
             return None
+        oid = text[len(_URN_OID) :] if text[: len(_URN_OID)].lower() == _URN_OID else text
         if "IdentifierSystemOid" in self._codemaps:
-            mapped = self._codemaps.lookup("IdentifierSystemOid", text)
+            mapped = self._codemaps.lookup("IdentifierSystemOid", oid)
             if mapped is not None:
                 return mapped.code
         return _as_uri(text)
@@ -370,6 +390,29 @@ class ValueFilters:
             return f"urn:oid:{namespace}"
         return None
 
+    def facility_scope(self, hd: Any) -> str:
+        """What scopes the identifiers a sending facility (MSH-4) gives without an
+        authority: its universal id (HD.2) as written when valued, else the universal id
+        its namespace stands for in the ``AssigningAuthority`` maps (as ``hd_system`` reads
+        a CX.4), else MSH-4 as written: ``CHU-LYON`` and ``CHU-LYON^1.2.250.1.999.1.1^ISO``
+        are one scope when a map names CHU-LYON's OID."""
+        if hd is None:
+            return ""
+        if isinstance(hd, str):
+            namespace, universal = hd.strip(), ""
+        else:
+            namespace, universal = _text(hd[1]), _text(hd[2])
+        if universal:
+            return universal
+        alias = self._namespace_alias(namespace) if namespace else None
+        if alias:
+            # As an HD.2 is written (a bare OID or UUID), whatever form the map's row has.
+            for urn in (_URN_OID, "urn:uuid:"):
+                if alias[: len(urn)].lower() == urn:
+                    return alias[len(urn) :]
+            return alias
+        return str(hd)
+
     def _namespace_alias(self, namespace: str) -> str | None:
         """The universal id (or system URI) a namespace stands for, from the site's
         ``AssigningAuthority`` map, else the built-in ``AssigningAuthorityOid``."""
@@ -398,6 +441,49 @@ def _universal_system(universal: str, kind: str) -> str | None:
     if kind == "UUID" or _UUID.fullmatch(universal):
         return f"urn:uuid:{universal.lower()}"
     return _as_uri(universal)
+
+
+_URN_OID = "urn:oid:"
+
+
+def _utc_offset(text: str) -> timedelta:
+    """``+0130``, ``+01:30`` or ``Z`` as a timedelta (an offset a parser accepted)."""
+    return datetime.strptime(text, "%z").utcoffset() or timedelta(0)
+
+
+#: A FHIR dateTime with a time of day, as the timestamp filters write it.
+_FHIR_TIME = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(\.\d+)?(Z|[+-]\d{2}:\d{2})", re.ASCII
+)
+
+
+def _in_zone(value: str, zone: tzinfo) -> str:
+    """A FHIR dateTime at ``zone``'s wall clock (``2026-01-02T09:00:00Z`` in Europe/Paris
+    → ``2026-01-02T10:00:00+01:00``) when its offset is not the one ``zone`` gives that
+    wall clock; else (the text a time sent without offset is read as, its key since the
+    start, even in the hour a spring DST change skips), and for a date, a leap second or
+    an offset not in whole minutes (local mean time before 1911), unchanged."""
+    match = _FHIR_TIME.fullmatch(value)
+    if match is None or match[6] == "60":
+        return value
+    offset = _utc_offset(match[8])
+    year, month, day, hour, minute, second = (int(match[i]) for i in range(1, 7))
+    wall = datetime(year, month, day, hour, minute, second)
+    if zone.utcoffset(wall) == offset:
+        return value
+    try:
+        local = wall.replace(tzinfo=timezone(offset)).astimezone(zone)
+    except (OverflowError, ValueError):  # year 1 or 9999 moved out of range
+        return value
+    total = (local.utcoffset() or timedelta(0)).total_seconds()
+    if total % 60:
+        return value
+    sign, minutes = ("+" if total >= 0 else "-"), int(abs(total)) // 60
+    return (
+        f"{local.year:04d}-{local.month:02d}-{local.day:02d}T{local.hour:02d}:"
+        f"{local.minute:02d}:{local.second:02d}{match[7] or ''}{sign}{minutes // 60:02d}:"
+        f"{minutes % 60:02d}"
+    )
 
 
 #: What a Quantity.system may be: a URL (http, https) or a URN.

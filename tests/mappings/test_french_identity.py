@@ -522,7 +522,7 @@ def test_non_french_patient_is_unchanged(converter: Converter) -> None:
                         }
                     ]
                 },
-                "system": "urn:oid:2.16.840.1.113883.4.1",
+                "system": "http://hl7.org/fhir/sid/us-ssn",
                 "value": "123-45-6789",
             },
         ],
