@@ -1,0 +1,140 @@
+"""Identity filters: the system of an HL7 assigning authority (HD) and of a CDA II root,
+and the scope a sending facility gives the identifiers it sends without an authority.
+
+``hd_system`` and ``facility_scope`` are what identities (``_identity``) are made of;
+``identifier_system`` is for Identifier.system only (it reads the FHIR identifier
+registry, which identities must not depend on)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .filter_base import FilterBase, text_of
+
+__all__ = ["OID", "IdentityFilters", "as_uri"]
+
+#: An ISO object identifier (no leading zeros in its arcs).
+OID = re.compile(r"[0-2](\.(0|[1-9]\d*))+", re.ASCII)
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_URN_OID = "urn:oid:"
+
+#: Where a namespace-only HD finds its universal id, the site's map first.
+_NAMESPACE_MAPS = ("AssigningAuthority", "AssigningAuthorityOid")
+
+
+class IdentityFilters(FilterBase):
+    """``hd_system``, ``identifier_system`` and the sending facility's scope."""
+
+    def identifier_system(self, root: Any) -> str | None:
+        """Identifier.system of a CDA II root, or of a system ``hd_system`` gave (HL7 v2):
+        a registry's FHIR URI when the OID is in the FHIR identifier registry
+        (codemaps/IdentifierSystemOid.csv: SSN, NPI…; IG CX[Identifier] CX.4), else the
+        OID or UUID as a URN and any other URI as given.
+
+        Identifier.system only: a v2 ``_identity`` keeps ``hd_system``'s value, so that
+        ids do not move when the map gains a registry URI."""
+        text = text_of(root)
+        if not text:
+            return None
+        oid = text[len(_URN_OID) :] if text[: len(_URN_OID)].lower() == _URN_OID else text
+        if "IdentifierSystemOid" in self._codemaps:
+            mapped = self._codemaps.lookup("IdentifierSystemOid", oid)
+            if mapped is not None:
+                return mapped.code
+        return as_uri(text)
+
+    def hd_system(self, hd: Any, start: int = 1) -> str | None:
+        """Identifier system from an HD (CX.4) or the HD part of an EI (``start=2``).
+
+        The universal id (HD.2) when there is one: OID → urn:oid, UUID → urn:uuid, URI
+        kept. A namespace alone (HD.1) is a name: a site's ``AssigningAuthority`` code map
+        (none is shipped) and then the built-in ``AssigningAuthorityOid`` (national
+        registries: ASIP-SANTE-PS → 1.2.250.1.71.4.2.1…) give the universal id it stands
+        for, so that ``ASIP-SANTE-PS`` and ``ASIP-SANTE-PS&1.2.250.1.71.4.2.1&ISO`` are one
+        system and one identity (the IG's CX[Identifier] looks CX.4 up in the identifier
+        registry for the same reason). A site's row with an empty target keeps that
+        namespace a local name. An HD.2 always wins over its namespace's alias.
+        """
+        if hd is None:
+            return None
+        if isinstance(hd, str):
+            namespace, universal, kind = hd.strip(), "", ""
+        else:
+            namespace = text_of(hd[start])
+            universal = text_of(hd[start + 1])
+            kind = text_of(hd[start + 2]).upper()
+        if universal:
+            return _universal_system(universal, kind)
+        if not namespace:
+            return None
+        alias = self._namespace_alias(namespace)
+        if alias:
+            return _universal_system(alias, "")
+        if OID.fullmatch(namespace):
+            return f"urn:oid:{namespace}"
+        return None
+
+    def facility_scope(self, hd: Any) -> str:
+        """What scopes the identifiers a sending facility (MSH-4) gives without an
+        authority: its universal id (HD.2) as written when valued, else the universal id
+        its namespace stands for in the ``AssigningAuthority`` maps (as ``hd_system`` reads
+        a CX.4), else MSH-4 as written: ``CHU-LYON`` and ``CHU-LYON^1.2.250.1.999.1.1^ISO``
+        are one scope when a map names CHU-LYON's OID."""
+        if hd is None:
+            return ""
+        if isinstance(hd, str):
+            namespace, universal = hd.strip(), ""
+        else:
+            namespace, universal = text_of(hd[1]), text_of(hd[2])
+        if universal:
+            return universal
+        alias = self._namespace_alias(namespace) if namespace else None
+        if alias:
+            # As an HD.2 is written (a bare OID or UUID), whatever form the map's row has.
+            for urn in (_URN_OID, "urn:uuid:"):
+                if alias[: len(urn)].lower() == urn:
+                    return alias[len(urn) :]
+            return alias
+        return str(hd)
+
+    def _namespace_alias(self, namespace: str) -> str | None:
+        """The universal id (or system URI) a namespace stands for, from the site's
+        ``AssigningAuthority`` map, else the built-in ``AssigningAuthorityOid``."""
+        for name in _NAMESPACE_MAPS:
+            if name not in self._codemaps:
+                continue
+            mapped = self._codemaps.lookup(name, namespace)
+            if mapped is not None:
+                return mapped.code
+            if self._codemaps.knows(name, namespace):
+                # A row without target keeps the namespace a local name; in the site's
+                # map it also hides the built-in alias.
+                return None
+        return None
+
+
+def _universal_system(universal: str, kind: str) -> str | None:
+    """System of an HD universal id (HD.2) of type ``kind`` (HD.3, upper case or "")."""
+    if kind == "ISO" or (not kind and OID.fullmatch(universal)):
+        # HD.3 says ISO but HD.2 is no OID: kept like any other name, if it can be.
+        return f"urn:oid:{universal}" if OID.fullmatch(universal) else as_uri(universal)
+    if kind == "UUID" or _UUID.fullmatch(universal):
+        return f"urn:uuid:{universal.lower()}"
+    return as_uri(universal)
+
+
+def as_uri(text: str) -> str | None:
+    """OIDs and UUIDs as URNs; any other name kept as written when it has no blanks.
+
+    A local name (``99LAB``) is not a proper URI, but dropping it would lose where the
+    code comes from; FHIR's uri type accepts it, and a deployment can map it to a real
+    URI in the ``CodingSystem`` code map.
+    """
+    if OID.fullmatch(text):
+        return f"urn:oid:{text}"
+    if _UUID.fullmatch(text):
+        return f"urn:uuid:{text.lower()}"
+    if not any(char.isspace() for char in text):
+        return text
+    return None
