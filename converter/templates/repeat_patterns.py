@@ -37,7 +37,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone, tzinfo
+from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
 from typing import Any
 
 __all__ = ["LIMIT", "Expansion", "RepeatPattern", "parse_pattern", "repeat_occurrences"]
@@ -118,8 +118,12 @@ class _Clock:
     def local(self, naive: datetime) -> datetime:
         """A wall-clock time as an instant, with the offset ``fhir_instant`` gives it
         (fold 0): a time the clocks skip (02:30) is the instant of 03:30 and written so
-        (:meth:`text`), a time they repeat is its first instant."""
-        return naive.replace(tzinfo=self.zone)
+        (:meth:`text`), a time they repeat is its first instant.
+
+        In UTC: an aware datetime in the zone itself would keep the skipped 02:30 as its
+        wall-clock time (``astimezone`` to its own zone returns it unchanged, written
+        ``02:30+01:00``), and adding a length to it would be wall-clock arithmetic."""
+        return naive.replace(tzinfo=self.zone).astimezone(UTC)
 
     def text(self, instant: datetime, fraction: str = "") -> str:
         local = instant.astimezone(self.zone)

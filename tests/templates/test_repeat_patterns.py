@@ -351,3 +351,14 @@ def test_sub_day_intervals_are_elapsed_time(
     # Compared as instants (UTC): n hours of elapsed time between two occurrences.
     assert [m.astimezone(UTC) for m in moments] == [instant + k * step for k in range(count)]
     assert all(m.utcoffset() == m.astimezone(PARIS).utcoffset() for m in moments)
+
+
+def test_a_time_the_clocks_skip_is_written_at_the_offset_in_force() -> None:
+    """Sunday 31 March 2024 02:00 does not exist in Paris: the occurrence is the instant
+    of 03:00+02:00 (as fhir_instant reads 02:00 that day), not ``02:00+01:00`` (the same
+    instant written with the winter offset, which Paris no longer has then)."""
+    result = expand("2024-03-27T00:00:00+01:00", None, "Q1J127", 2, 3600, ("0200",))
+    assert result.occurrences == (
+        ("2024-03-31T03:00:00+02:00", "2024-03-31T04:00:00+02:00"),
+        ("2024-04-01T02:00:00+02:00", "2024-04-01T03:00:00+02:00"),
+    )
