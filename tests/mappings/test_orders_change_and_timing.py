@@ -159,8 +159,8 @@ def test_a_service_duration_bounds_the_timing(
 
 
 def test_a_service_duration_beside_a_start_is_not_a_second_bound(converter: Converter) -> None:
-    """bounds[x] is a choice: with TQ1-7 valued the period is kept (the IG's end = start +
-    TQ1-6 is not computed)."""
+    """bounds[x] is a choice: with TQ1-7 valued the period is kept, and TQ1-6 gives its end
+    (IG TQ1 row 6; tested in test_pharmacy_timing_rows)."""
     data = set_field(RDE, "TQ1", 6, "3^d&jour&UCUM", 2)
     bundle, _ = _convert(converter, data)
     repeat = _repeat(_request(bundle, ORDER_2))
