@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import codecs
 import re
+from collections.abc import Sequence
 
 from ..errors import CharsetError, ConfigurationError
 
-__all__ = ["UNKNOWN_CHARSET", "UNSUPPORTED_CHARSET", "charset_codec", "codec_for", "decode_message"]
+__all__ = [
+    "UNKNOWN_CHARSET",
+    "UNSUPPORTED_CHARSET",
+    "charset_codec",
+    "codec_for",
+    "decode_message",
+    "message_codec",
+]
 
 # HL7 table 0211 → Python codec. Multi-byte ISO 2022 sets are mapped to the codec
 # Python offers for that family.
@@ -95,6 +103,27 @@ def codec_for(msh18: str, default: str) -> str:
         return charset_codec(msh18)
     except ConfigurationError as exc:
         raise CharsetError(str(exc), location="MSH-18", detail=repr(msh18)) from None
+
+
+def message_codec(msh_fields: Sequence[str], default: str, *, bom: bool) -> str:
+    """The codec a message is read with, from its MSH segment split on the field
+    separator (``msh_fields[1]`` is MSH-2, ``msh_fields[17]`` MSH-18).
+
+    Behind a UTF-8 byte order mark, UTF-8 whatever MSH-18 says: the mark is unambiguous
+    (its bytes read as ISO 8859-1 would be the text ``ï»¿``, which no message opens
+    with), and an editor writes it with the text it encodes. Otherwise MSH-18's first
+    repetition (:func:`codec_for`: ``default`` when it is empty). The parser and
+    ``$convert-data``'s text input (which encodes a text the way the parser will read it)
+    share this rule.
+    """
+    if bom:
+        return "utf-8"
+    msh18 = msh_fields[17] if len(msh_fields) > 17 else ""
+    encoding_chars = msh_fields[1] if len(msh_fields) > 1 else ""
+    # MSH-2's second character; "~" when MSH-2 is too short to declare one (the parser
+    # refuses such a message; the text input reads it as the converter would refuse it).
+    repetition = encoding_chars[1] if len(encoding_chars) > 1 else "~"
+    return codec_for(msh18.split(repetition, 1)[0], default)
 
 
 _ASCII_SAMPLE = bytes(range(0x20, 0x7F)) + b"\r\n"

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 
 from ..errors import ConversionError, ParseError
-from .charset import codec_for, decode_message
+from .charset import decode_message, message_codec
 from .encoding import Encoding
 from .message import Message, Segment
 from .structure import StructureCatalog, group_segments
@@ -105,11 +105,9 @@ def parse_message(
     """Parse one message (:attr:`RawMessage.source`, as cut by :func:`split_messages`)
     into its group structure.
 
-    A message behind a UTF-8 byte order mark is read as UTF-8 whatever MSH-18 (or
-    ``default_charset``) says: the mark is unambiguous (its bytes read as ISO 8859-1
-    would be the text ``ï»¿``, which no message opens with), and an editor writes it
-    with the text it encodes. Bytes that are not UTF-8 after all are a located
-    CharsetError, as in any UTF-8 message.
+    The character set is :func:`~.charset.message_codec`'s: MSH-18, or UTF-8 behind a
+    byte order mark whatever MSH-18 (or ``default_charset``) says. Bytes that are not
+    UTF-8 after all are a located CharsetError, as in any UTF-8 message.
     """
     has_bom = data.startswith(_BOM)
     if has_bom:
@@ -139,14 +137,12 @@ def parse_message(
             detail=_excerpt(encoding_chars.encode("latin-1")),
         )
     enc = Encoding.from_msh(field_sep, encoding_chars)
-    msh18 = msh_fields[17] if len(msh_fields) > 17 else ""
-    msh18 = msh18.split(enc.repetition, 1)[0]
     # code^trigger from the raw MSH-9 (ASCII in every supported charset), so that errors
     # found before the segments are read still name the message type.
     msh9_head = msh_fields[8].split(enc.component) if len(msh_fields) > 8 else [""]
     message_type = "^".join(msh9_head[:2]) if msh9_head[0] else None
     try:
-        codec = "utf-8" if has_bom else codec_for(msh18, default_charset)
+        codec = message_codec(msh_fields, default_charset, bom=has_bom)
         text = decode_message(data, codec)
     except ParseError as exc:
         raise exc.with_context(control_id=control_id, message_type=message_type) from None

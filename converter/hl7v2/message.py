@@ -71,7 +71,18 @@ class Segment:
         if type(key) is not int:
             raise KeyError(key)
         found = self._cache.get(key)  # field()'s own first step, without its call
-        return found if found is not None else self.field(key)
+        if found is not None:
+            return found
+        if key < 2 or self.name == "MSH":
+            return self.field(key)  # MSH's own numbering, and the error for 0
+        # field()'s work for any other segment, without its call: one per field a
+        # template reads.
+        fields = self._fields
+        raw = fields[key] if key < len(fields) else ""
+        value = self._cache[key] = Value(
+            raw, self._enc, self._codec, _FIELD, (self.label, key, 0, 0, 0)
+        )
+        return value
 
     def __getattr__(self, attr: str) -> Value:
         names = self._names

@@ -42,7 +42,8 @@ class Value:
         self._depth = depth
         # (segment label, field, repetition, component, sub-component); 0 = not narrowed.
         self._loc = loc
-        # Split of a repetition into components, or of a component into sub-components.
+        # Split of a repetition into components, or of a component into sub-components;
+        # of a field, its first repetition's components (see __getitem__).
         self._parts: list[str] | None = None
         # Split of a field into repetitions: done once, however the repetitions are read.
         self._rep_raws: list[str] | None = None
@@ -93,7 +94,16 @@ class Value:
             return self._make_rep("", n)
         rep = reps[n - 1]
         if rep is None:
-            rep = reps[n - 1] = self._make_rep(self._rep_split()[n - 1], n)
+            raws = self._rep_raws or self._rep_split()  # split when ``reps`` was made
+            loc = self._loc
+            rep = reps[n - 1] = Value(
+                raws[n - 1], self._enc, self._codec, _REP, (loc[0], loc[1], n, 0, 0)
+            )
+            if n == 1 and self._children is not None:
+                # Components already read through the field (``pid[5][1]``): the same
+                # objects, one cache from now on (see __getitem__).
+                rep._children = self._children
+                rep._parts = self._parts
         return rep
 
     def _make_rep(self, raw: str, n: int) -> Value:
@@ -115,7 +125,43 @@ class Value:
             raise KeyError(key)
         if key < 1:
             raise IndexError(f"HL7 positions start at 1, got {key} at {self.path}")
-        child = children[key] = self._child(key)
+        # _child's work, inlined for the two cases every ``xpn[1]`` and ``cx[4][2]`` reads:
+        # a template expression pays one call per step instead of two.
+        depth = self._depth
+        if depth == _FIELD:
+            reps = self._reps
+            first = reps[0] if reps is not None else None
+            if first is not None:
+                child = first[key]  # the repetition's own cache serves ``cx[n]`` too
+            else:
+                # A component of the first repetition without making the repetition: when
+                # it is made (_rep), it takes over these components and their split, so
+                # ``pid[5][1]`` and ``pid[5].first[1]`` stay the same object.
+                parts = self._parts
+                if parts is None:
+                    raw = self._rep_split()[0]
+                    sep = self._enc.component
+                    parts = self._parts = raw.split(sep) if sep else [raw]
+                loc = self._loc
+                child = Value(
+                    parts[key - 1] if key <= len(parts) else "",
+                    self._enc,
+                    self._codec,
+                    _COMP,
+                    (loc[0], loc[1], 1, key, 0),
+                )
+        elif depth == _SUB:
+            child = self if key == 1 else self._empty(key)
+        else:
+            parts = self._parts
+            if parts is None:
+                sep = self._enc.component if depth == _REP else self._enc.subcomponent
+                parts = self._parts = self._raw.split(sep) if sep else [self._raw]
+            raw = parts[key - 1] if key <= len(parts) else ""
+            seg, field, rep, comp, _ = self._loc
+            loc = (seg, field, rep, key, 0) if depth == _REP else (seg, field, rep, comp, key)
+            child = Value(raw, self._enc, self._codec, depth + 1, loc)
+        children[key] = child
         return child
 
     def __iter__(self) -> Iterator[Value]:
@@ -124,8 +170,16 @@ class Value:
             if self:
                 yield self
             return
-        for n in range(1, len(self._rep_split()) + 1):
-            rep = self._rep(n)
+        raws = self._rep_raws
+        if raws is None:
+            raws = self._rep_split()
+        for n in range(len(raws)):
+            # Templates loop over a field several times: a repetition already made is
+            # read from the list, without _rep's call.
+            reps = self._reps
+            rep = reps[n] if reps is not None else None
+            if rep is None:
+                rep = self._rep(n + 1)
             if rep:
                 yield rep
 
@@ -200,16 +254,17 @@ class Value:
         return self._unescape(self._raw)
 
     def __str__(self) -> str:
+        """The decoded text of the first leaf (decoded once, then kept)."""
         text = self._str
-        if text is None:
-            text = self._str = self._decode_first_leaf()
-        return text
-
-    def _decode_first_leaf(self) -> str:
+        if text is not None:
+            return text
         raw = self._raw
         if not raw or raw == '""':
+            self._str = ""
             return ""
-        if self._is_msh2():
+        loc = self._loc
+        if loc[1] <= 2 and loc[0] == "MSH":  # MSH-1 and MSH-2 are delimiters, not text
+            self._str = raw
             return raw
         enc = self._enc
         depth = self._depth
@@ -221,8 +276,13 @@ class Value:
         if depth <= _COMP and sub and sub in raw:
             raw = raw.split(sub, 1)[0]
         if raw == '""':
-            return ""
-        return self._unescape(raw)
+            text = ""
+        else:
+            escape = enc.escape
+            # Most values hold no escape sequence: nothing to decode, no call.
+            text = self._unescape(raw) if escape and escape in raw else raw
+        self._str = text
+        return text
 
     def _unescape(self, raw: str) -> str:
         """``raw`` (a part of this value) decoded; a ``\\Xhh\\`` whose bytes are not valid
@@ -263,7 +323,7 @@ class Value:
         # only) or ``^NET^Internet^a@b.org`` (e-mail) must not be skipped as empty.
         text = self._str
         if text is None:
-            text = self._str = self._decode_first_leaf()
+            text = self.__str__()
         if text:
             return True
         raw = self._raw

@@ -87,11 +87,23 @@ def to_json(value: Any) -> Markup:
         return value if value and not _isspace(value) else _NULL
     if cls is Value:
         text = str(value)
-        return _string(text, value) if text else _NULL
+        if not text:
+            return _NULL
+        # _string's common case inline (one call less for most expressions): no escape,
+        # hence no control character, and no bracket to protect.
+        encoded = _encode_string(text)
+        if "\\" in encoded or "]" in encoded or "}" in encoded:
+            return _string(text, value)
+        return as_markup(encoded)
     if value is None:
         return _NULL
     if isinstance(value, str):
-        return _string(value) if value else _NULL
+        if not value:
+            return _NULL
+        encoded = _encode_string(value)
+        if "\\" in encoded or "]" in encoded or "}" in encoded:
+            return _string(value)
+        return as_markup(encoded)
     if isinstance(value, Ref):
         return as_markup(value.as_json())
     if isinstance(value, Decimal):

@@ -20,14 +20,14 @@ from types import FrameType
 from typing import Any
 
 import jinja2
-from jinja2.exceptions import SecurityError
 
 from ..active_session import ACTIVE_SESSION
 from ..assembly.ids import stable_id
 from ..assembly.merge import merge_into
 from ..assembly.references import reference_among
 from ..errors import ConversionError, MappingError, TemplateError
-from .locations import template_frame, template_name, undefined_without_key
+from .failures import syntax_error, template_failure
+from .locations import template_frame, template_name
 from .memo import Frame, Memo, MemoEntry, WarningList, blind_templates, position_blind
 from .template_json import json_from_template
 
@@ -425,10 +425,7 @@ class RenderSession:
                 f"template {exc.name!r} not found", template=caller or name
             ) from None
         except jinja2.TemplateSyntaxError as exc:
-            raise TemplateError(
-                f"template syntax error: {exc.message}",
-                template=f"{self._syntax_error_file(exc, name)}:{exc.lineno}",
-            ) from None
+            raise syntax_error(exc, name, self._builtin_root) from None
         # Checked at a template's first rendering, when it is loaded: the file read is the
         # one compiled.
         blind = self._blind.get(name)
@@ -443,45 +440,10 @@ class RenderSession:
             if exc.template is None:
                 exc.template = template_frame(exc, name, self._builtin_root)
             raise
-        except jinja2.TemplateSyntaxError as exc:
-            raise TemplateError(
-                f"template syntax error: {exc.message}",
-                template=f"{self._syntax_error_file(exc, name)}:{exc.lineno}",
-            ) from None
-        except jinja2.TemplateNotFound as exc:
-            raise TemplateError(
-                f"template {exc.name!r} not found",
-                template=template_frame(exc, name, self._builtin_root),
-            ) from None
-        except jinja2.UndefinedError as exc:
-            raise TemplateError(
-                f"undefined in template: {undefined_without_key(exc.message)}",
-                template=template_frame(exc, name, self._builtin_root),
-                detail=exc.message,
-            ) from None
-        except SecurityError as exc:
-            raise TemplateError(
-                f"template tried an unsafe operation: {exc}",
-                template=template_frame(exc, name, self._builtin_root),
-            ) from None
         except Exception as exc:
-            # TypeError, ValueError, ArithmeticError… and whatever else a template can
-            # provoke (RecursionError from a recursive macro, a jinja2 runtime error): the
-            # message fails with the template line instead of escaping as a bare exception.
-            raise MappingError(
-                f"{type(exc).__name__} raised in template",
-                template=template_frame(exc, name, self._builtin_root),
-                detail=str(exc)[:300],
-            ) from None
+            raise template_failure(exc, name, self._builtin_root) from None
         finally:
             ACTIVE_SESSION.reset(token)
-
-    def _syntax_error_file(self, exc: jinja2.TemplateSyntaxError, name: str) -> str:
-        # exc.name is the logical name (the same for an override and the built-in file);
-        # exc.filename says which file was read.
-        if exc.filename:
-            return template_name(exc.filename, self._builtin_root)
-        return exc.name or name
 
     def _reference_for(self, rtype: str, rid: str) -> str:
         if self._reference_style == "urn":

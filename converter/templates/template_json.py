@@ -53,6 +53,8 @@ def _prune_object(obj: dict[str, Any]) -> dict[str, Any] | None:
             if not value or value.isspace():
                 continue
         elif kind is list:
+            if not value:
+                continue  # ``"identifier": []``, what most absent repeating fields write
             value = _prune_list(value)
             if key in _EXTENSION_LISTS:
                 value = [item for item in value if not _only_a_url(item)]

@@ -16,7 +16,7 @@ import codecs
 import re
 
 from converter.errors import ConfigurationError, ConversionError
-from converter.hl7v2.charset import charset_codec, codec_for
+from converter.hl7v2.charset import charset_codec, message_codec
 
 __all__ = ["UnencodableText", "encode_input"]
 
@@ -61,22 +61,18 @@ def encode_input(text: str, kind: str, default_charset: str) -> bytes:
 
 
 def _hl7_codec(text: str, default_charset: str) -> str | None:
-    """The codec the parser will decode the (first) message with, or None to let the
-    converter judge (no MSH, an unknown MSH-18)."""
-    if text.startswith("\ufeff"):
-        return "utf-8"  # the parser reads UTF-8 after a byte order mark, whatever MSH-18
+    """The codec the parser will decode the (first) message with (the parser's own rule,
+    :func:`~converter.hl7v2.charset.message_codec`), or None to let the converter judge
+    (no MSH, an unknown MSH-18)."""
+    bom = text.startswith("\ufeff")
     found = _MSH.search(text)
-    if found is None:
+    segment = found.group(1) if found is not None else ""
+    if len(segment) < 4 and not bom:
         return None
-    segment = found.group(1)
-    if len(segment) < 4:
-        return None
-    fields = segment.split(segment[3])
-    msh18 = fields[17] if len(fields) > 17 else ""
-    repetition = fields[1][1] if len(fields) > 1 and len(fields[1]) > 1 else "~"
+    fields = segment.split(segment[3]) if len(segment) >= 4 else []
     try:
         # The default may be an HL7 name (converter.charset = "8859/1"): normalised too.
-        return charset_codec(codec_for(msh18.split(repetition, 1)[0], default_charset))
+        return charset_codec(message_codec(fields, default_charset, bom=bom))
     except (ConversionError, ConfigurationError):
         return None
 

@@ -13,8 +13,10 @@ from converter.hl7v2.charset import (
     charset_codec,
     codec_for,
     decode_message,
+    message_codec,
 )
 from converter.hl7v2.er7 import split_messages
+from listeners.http.text_input import encode_input
 
 from ._support import SAMPLES, msh, parse
 
@@ -292,3 +294,50 @@ def test_latin1_sample_is_not_utf8() -> None:
     # The first non-ASCII byte is the "ç" of "français" in MSH-19.
     assert info.value.location == "MSH-19"
     assert info.value.control_id == "HPE-ADT-20240610-000103"
+
+
+# -- message_codec: the parser's rule, shared with $convert-data's text input -----------
+def _msh_fields(msh2: str = "^~\\&", msh18: str = "") -> list[str]:
+    return msh(msh2=msh2, charset=msh18).split("|")
+
+
+def test_message_codec_reads_the_first_repetition_of_msh18_with_msh2s_separator() -> None:
+    assert message_codec(_msh_fields(msh18="8859/1~UNICODE UTF-8"), "utf-8", bom=False) == (
+        "iso-8859-1"
+    )
+    # A sender's own repetition character: "~" is then text, the whole value one name.
+    assert message_codec(_msh_fields("^#\\&", "8859/1#UNICODE UTF-8"), "utf-8", bom=False) == (
+        "iso-8859-1"
+    )
+    with pytest.raises(CharsetError):
+        message_codec(_msh_fields("^#\\&", "8859/1~UNICODE UTF-8"), "utf-8", bom=False)
+
+
+def test_message_codec_default_when_msh18_is_empty_or_absent() -> None:
+    assert message_codec(_msh_fields(), "iso-8859-15", bom=False) == "iso-8859-15"
+    assert message_codec(["MSH", "^~\\&", "APP"], "ascii", bom=False) == "ascii"
+
+
+def test_message_codec_is_utf8_behind_a_byte_order_mark_whatever_msh18_says() -> None:
+    assert message_codec(_msh_fields(msh18="8859/1"), "ascii", bom=True) == "utf-8"
+    assert message_codec(_msh_fields(msh18="KLINGON-8"), "ascii", bom=True) == "utf-8"
+
+
+@pytest.mark.parametrize(
+    ("msh2", "msh18", "bom"),
+    [
+        ("^~\\&", "", False),
+        ("^~\\&", "8859/1", False),
+        ("^~\\&", "8859/15~UNICODE UTF-8", False),
+        ("^#\\&", "8859/1#UNICODE UTF-8", False),
+        ("^~\\&", "8859/1", True),
+    ],
+)
+def test_text_input_encodes_as_the_parser_decodes(msh2: str, msh18: str, bom: bool) -> None:
+    """$convert-data's text, encoded by the listener, reads back as the same text: both
+    take the character set from :func:`message_codec`."""
+    name = "Lef\u00e8vre \u20ac" if bom or not msh18 else "Lef\u00e8vre"
+    text = ("\ufeff" if bom else "") + msh(msh2=msh2, charset=msh18) + f"\rPID|1||1||{name}\r"
+    data = encode_input(text, "hl7v2", "utf-8")
+    parsed = parse(split_messages(data)[0].source)
+    assert str(parsed.PID[5]) == name

@@ -456,3 +456,32 @@ def test_first_with_and_rep_where_having_skip_identifiers_without_a_number() -> 
     assert str(pid3.first_with(1)[1]) == "77"
     empty = parse(data.replace(b"~77^^^H^PI~88^^^H^MR", b"")).PID[3]
     assert not empty.first_with(1) and not empty.rep_where(5, "MR", having=1)
+
+
+@pytest.mark.parametrize("first_read", ["field", "repetition"])
+def test_a_component_is_one_object_whether_read_through_the_field_or_its_repetition(
+    first_read: str,
+) -> None:
+    # ``pid[5][1]`` reads the first repetition's component without making the repetition;
+    # made later (a loop, ``first``, ``reps``), the repetition holds those same objects.
+    pid = parse_segments("PID|1||A1^^^X^MR~B2^^^Y^PI||Doe^John~Roe^Jim").PID
+    field = pid[5]
+    if first_read == "field":
+        family = field[1]
+        assert family.path == "PID-5.1" and str(family) == "Doe"
+    first = next(iter(field))
+    assert field.first is first and field.reps[0] is first
+    assert first[1] is field[1] and first[2] is field[2] and str(field[2]) == "John"
+    assert field[1][1] is first[1][1] and field[1][1].path == "PID-5.1.1"
+    assert [str(xpn[1]) for xpn in field] == ["Doe", "Roe"]
+    assert field[9] is first[9] and not field[9] and field[9].path == "PID-5.9"
+    # A repetition's own components stay its own.
+    assert str(pid[3].reps[1][1]) == "B2" and str(pid[3][1]) == "A1"
+
+
+def test_fields_read_by_subscript_and_by_field_are_one_object(message: Message) -> None:
+    pid, msh = message.PID, message.MSH
+    assert pid[5] is pid.field(5) and pid.field(7) is pid[7]
+    assert pid[40] is pid.field(40) and not pid[40] and pid[40].path == "PID-40"
+    assert msh[9] is msh.field(9) and str(msh[9][1]) == "ADT" and str(msh[1]) == "|"
+    assert str(msh[2]) == "^~\\&" and msh[12].path == "MSH-12" and str(msh[12]) == "2.5"

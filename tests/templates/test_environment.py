@@ -15,6 +15,7 @@ from jinja2.exceptions import SecurityError
 from markupsafe import Markup
 
 from converter.errors import ConfigurationError, MappingError, TemplateError
+from converter.templates import environment as environment_module
 from converter.templates.environment import TemplateInfo, TemplateSet, to_json
 from converter.templates.render import Ref, json_from_template
 from tests.templates.test_render import (
@@ -107,6 +108,36 @@ def test_imported_macros_and_namespace_values_are_reachable(tmp_path: Path) -> N
     builtin = write_templates(tmp_path, templates)
     (resource,) = render(make_session(builtin))
     assert resource["value"] == "onetwo"
+
+
+def test_namespace_values_read_as_jinja_reads_them(tmp_path: Path) -> None:
+    # namespace() attributes are read from the namespace's own dict (no Python frame):
+    # what is set, set later, set to none, and what never was (undefined, not an error
+    # until used) read as Jinja's own Namespace.__getattribute__ gives them.
+    resource = one_resource(
+        tmp_path,
+        '{% set ns = namespace(a="one", none_value=none) %}{% set ns.b = "two" %}'
+        '{"resourceType": "Basic", "code": {{ ns.a ~ ns.b }}, '
+        '"n": {{ ns.none_value }}, "d": {{ ns.never | default("default") }}, '
+        '"t": {{ "yes" if ns.never is defined else "no" }}}',
+    )
+    assert resource is not None
+    assert (resource["code"], resource.get("n"), resource["d"], resource["t"]) == (
+        "onetwo",
+        None,
+        "default",
+        "no",
+    )
+    with pytest.raises(TemplateError, match="undefined"):
+        one_resource(
+            tmp_path / "strict",
+            '{% set ns = namespace() %}{"resourceType": "Basic", "code": {{ ns.never }}}',
+        )
+
+
+def test_the_namespace_fast_path_is_on_with_the_pinned_jinja() -> None:
+    # Off (the checked path) if a Jinja release keeps namespace values elsewhere.
+    assert environment_module._NAMESPACE_ATTRIBUTES is True
 
 
 def test_macros_and_template_methods_called_in_loops_with_keywords(tmp_path: Path) -> None:

@@ -1,0 +1,51 @@
+"""What a template's failure becomes: a conversion error naming the template line.
+
+A template can provoke any exception (a TypeError in an expression, an undefined name,
+a refused operation, a recursion): the message then fails with a
+:class:`~converter.errors.ConversionError` subclass that says which template line, never
+with a bare exception escaping the converter.
+"""
+
+from __future__ import annotations
+
+import jinja2
+from jinja2.exceptions import SecurityError
+
+from ..errors import ConversionError, MappingError, TemplateError
+from .locations import template_frame, template_name, undefined_without_key
+
+__all__ = ["syntax_error", "template_failure"]
+
+
+def syntax_error(exc: jinja2.TemplateSyntaxError, name: str, builtin_root: str) -> TemplateError:
+    """A template that does not compile, named by the file read and the line."""
+    # exc.name is the logical name (the same for an override and the built-in file);
+    # exc.filename says which file was read.
+    where = template_name(exc.filename, builtin_root) if exc.filename else exc.name or name
+    return TemplateError(f"template syntax error: {exc.message}", template=f"{where}:{exc.lineno}")
+
+
+def template_failure(exc: Exception, name: str, builtin_root: str) -> ConversionError:
+    """The error a rendering of ``name`` that raised ``exc`` (not a ConversionError:
+    those keep their own, see :meth:`RenderSession.render`) fails the message with."""
+    if isinstance(exc, jinja2.TemplateSyntaxError):
+        return syntax_error(exc, name, builtin_root)
+    where = template_frame(exc, name, builtin_root)
+    if isinstance(exc, jinja2.TemplateNotFound):
+        return TemplateError(f"template {exc.name!r} not found", template=where)
+    if isinstance(exc, jinja2.UndefinedError):
+        return TemplateError(
+            f"undefined in template: {undefined_without_key(exc.message)}",
+            template=where,
+            detail=exc.message,
+        )
+    if isinstance(exc, SecurityError):
+        return TemplateError(f"template tried an unsafe operation: {exc}", template=where)
+    # TypeError, ValueError, ArithmeticError… and whatever else a template can provoke
+    # (RecursionError from a recursive macro, a jinja2 runtime error): the message fails
+    # with the template line instead of escaping as a bare exception.
+    return MappingError(
+        f"{type(exc).__name__} raised in template",
+        template=where,
+        detail=str(exc)[:300],
+    )
