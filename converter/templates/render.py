@@ -484,4 +484,7 @@ def _identity_parts(identity: Any) -> list[str]:
     if identity is None:
         return []
     values = identity if isinstance(identity, list) else [identity]
-    return [str(v) for v in values if v not in (None, "", [], {})]
+    # Read as identifiers are written (Identifier.value is trimmed): " 12345" and "12345"
+    # sent by two messages are one patient, not two resources holding one identifier.
+    parts = (str(v).strip() for v in values if v is not None and v != [] and v != {})
+    return [part for part in parts if part]

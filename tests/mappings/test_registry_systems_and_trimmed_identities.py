@@ -146,3 +146,41 @@ def test_an_organization_known_by_its_name_sent_with_blanks_is_the_same_one(
     bundle, _ = convert_one(converter, set_field(ADT, "PD1", 3, " Clinique du Parc ^L"))
     padded = the(bundle, "Organization", id=plain["id"])
     assert padded["name"] == "Clinique du Parc"
+
+
+def test_an_identity_is_the_same_whatever_blanks_surround_its_values() -> None:
+    """Every resource's identity reads its values as its identifiers are written
+    (trimmed): a sender padding the MRN, the visit number, the doctor's id and the order
+    numbers made a second Patient, Encounter, Practitioner, ServiceRequest,
+    DiagnosticReport and Observations holding the same identifiers."""
+    converter = Converter()
+    data = (SAMPLES / "ORU_R01_lab-results.hl7").read_bytes()
+    padded = set_field(
+        data,
+        "PID",
+        3,
+        " 0012400550^^^CHU-LYON&1.2.250.1.999.1.1&ISO^MR~292106938203146 "
+        "^^^ASIP-SANTE-INS-NIR&1.2.250.1.213.1.4.8&ISO^INS",
+    )
+    pv1 = next(line for line in data.decode().split("\r") if line.startswith("PV1|"))
+    fields = pv1.split("|")
+    fields[7] = " " + fields[7]  # the attending doctor's id
+    fields[19] = fields[19].replace("^", " ^", 1)  # the visit number
+    padded = set_field(padded, "PV1", 7, fields[7])
+    padded = set_field(padded, "PV1", 19, fields[19])
+    for segment in ("ORC", "OBR"):
+        padded = set_field(
+            padded, segment, 3, " LAB24031400123 ^SIL-GLYCINE^1.2.250.1.999.1.20^ISO"
+        )
+
+    def ids(raw: bytes) -> dict[str, list[str]]:
+        bundle, _ = convert_one(converter, raw)
+        kept = ("Patient", "Encounter", "Practitioner", "ServiceRequest", "DiagnosticReport")
+        found: dict[str, list[str]] = {}
+        for entry in bundle["entry"]:
+            resource = entry["resource"]
+            if resource["resourceType"] in (*kept, "Observation"):
+                found.setdefault(resource["resourceType"], []).append(resource["id"])
+        return {k: sorted(v) for k, v in found.items()}
+
+    assert ids(padded) == ids(data)
