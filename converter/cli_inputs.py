@@ -1,6 +1,6 @@
 """What ``passerelle convert`` reads: the paths of the command line, the files of a folder
 (leaving out hidden, backup and temporary files), and standard input (``-``). Split out
-of :mod:`converter.cli`, which converts what is read here."""
+of :mod:`converter.cli`; what is read here is converted in :mod:`converter.cli_convert`."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """What ``passerelle convert`` writes: bundles (stdout or ``--out``), failure lines, the
-closing summary and the progress bar; and how a run stopped by SIGTERM removes the bundle
-it was writing. Split out of :mod:`converter.cli`, which parses the options and walks the
-inputs."""
+closing summary and the progress bar; and how a run stopped by SIGTERM or SIGHUP removes
+the bundle it was writing and ends quietly when stderr went away with the terminal. Split
+out of :mod:`converter.cli`; the inputs are walked in :mod:`converter.cli_convert`."""
 
 from __future__ import annotations
 
@@ -22,17 +22,19 @@ from .errors import ConversionError
 from .printable import printable
 
 __all__ = [
+    "STOP_SIGNALS",
     "BundleWriter",
     "OutputClash",
     "Progress",
     "Summary",
     "Terminated",
-    "catch_sigterm",
+    "catch_stop_signals",
     "check_writable",
     "failure_line",
     "output_name",
     "remove_unfinished",
     "silence_closed_pipe",
+    "tell_stopping",
     "type_key",
 ]
 
@@ -106,32 +108,48 @@ def _write_utf8(stream: TextIO, text: str) -> None:
 
 
 class Terminated(BaseException):
-    """SIGTERM during ``convert``: unwinds like Ctrl-C (not an ``Exception``: no input's
-    error handling takes it), so that the bundle being written is removed, not left as a
-    hidden ``.passerelle-*.tmp`` file in ``--out`` (the default action of SIGTERM ends
-    the process on the spot)."""
+    """SIGTERM or SIGHUP during ``convert``: unwinds like Ctrl-C (not an ``Exception``: no
+    input's error handling takes it), so that the bundle being written is removed, not
+    left as a hidden ``.passerelle-*.tmp`` file in ``--out`` (the default action of both
+    signals ends the process on the spot). ``signum`` is the signal received: the exit
+    status is 128 + it."""
+
+    def __init__(self, signum: int = signal.SIGTERM) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+#: The signals that stop a run the way SIGTERM does. SIGHUP: the terminal was closed or
+#: the ssh session dropped (stderr may be gone with it).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
 def _terminate(signum: int, frame: object) -> None:
-    # A second SIGTERM during the unwinding ends the process at once, as it used to.
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    raise Terminated()
+    # A second stop signal during the unwinding ends the process at once, as it used to
+    # (and cannot raise a second Terminated into the cleanup of the first).
+    for other in STOP_SIGNALS:
+        if signal.getsignal(other) is _terminate:
+            signal.signal(other, signal.SIG_DFL)
+    raise Terminated(signum)
 
 
-def catch_sigterm() -> Callable[[], None]:
-    """Make SIGTERM raise :class:`Terminated`; return what puts the default back.
+def catch_stop_signals() -> Callable[[], None]:
+    """Make SIGTERM and SIGHUP raise :class:`Terminated`; return what puts the defaults
+    back.
 
-    Not over an ignored SIGTERM or another program's handler (``convert`` run from a test
-    or a service), and only where Python can install one (the main thread)."""
+    Not over an ignored signal (``nohup`` ignores SIGHUP; a supervisor may ignore SIGTERM:
+    it stays ignored) nor over another program's handler (``convert`` run from a test or
+    a service), and only where Python can install one (the main thread)."""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
-    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        return lambda: None
-    signal.signal(signal.SIGTERM, _terminate)
+    caught = [s for s in STOP_SIGNALS if signal.getsignal(s) is signal.SIG_DFL]
+    for signum in caught:
+        signal.signal(signum, _terminate)
 
     def restore() -> None:
-        if signal.getsignal(signal.SIGTERM) is _terminate:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for signum in caught:
+            if signal.getsignal(signum) is _terminate:
+                signal.signal(signum, signal.SIG_DFL)
 
     return restore
 
@@ -139,7 +157,7 @@ def catch_sigterm() -> Callable[[], None]:
 _temporary_numbers = itertools.count()
 #: Hidden files of bundles being written, from just before each is created until it is
 #: renamed or removed: what :func:`remove_unfinished` deletes when the run is stopped
-#: (SIGTERM) at a point where ``_write_whole``'s own cleanup may not run.
+#: (SIGTERM, SIGHUP) at a point where ``_write_whole``'s own cleanup may not run.
 _unfinished: set[Path] = set()
 
 
@@ -324,3 +342,18 @@ def silence_closed_pipe() -> None:
         with contextlib.suppress(AttributeError, OSError, ValueError):
             os.dup2(devnull, stream.fileno())
     os.close(devnull)
+
+
+def tell_stopping(write: Callable[[], None]) -> None:
+    """Run ``write`` (the closing lines of a stopped run) and flush stdout and stderr, none
+    of it an error when they are gone: after SIGHUP the terminal they went to is closed
+    (a write there fails with EIO) or the pipe of a dropped ssh session has no reader
+    (EPIPE). What cannot be written is dropped, as :func:`silence_closed_pipe` does for a
+    closed pipe, so that neither this run nor the interpreter's last flush fails on it."""
+    try:
+        write()
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
+    except (OSError, ValueError):  # ValueError: a stream already closed
+        silence_closed_pipe()

@@ -34,6 +34,7 @@ ENV_SETTINGS: Mapping[str, str] = {
     "PASSERELLE_MLLP_DELIVERY_ACK_TIMEOUT": "mllp.delivery_ack_timeout",
     "PASSERELLE_MLLP_MAX_CONNECTIONS": "mllp.max_connections",
     "PASSERELLE_MLLP_FRAME_TIMEOUT": "mllp.frame_timeout",
+    "PASSERELLE_MLLP_WRITE_TIMEOUT": "mllp.write_timeout",
     "PASSERELLE_MLLP_MAX_UNFINISHED_BYTES": "mllp.max_unfinished_bytes",
     "PASSERELLE_HTTP_HOST": "http.host",
     "PASSERELLE_HTTP_PORT": "http.port",

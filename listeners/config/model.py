@@ -13,6 +13,7 @@ from converter import ConverterConfig
 from converter.assembly.bundle import RequestMode
 
 from ..queue.base import DEFAULT_DEAD_LETTER_RETENTION
+from .durations import duration_text
 
 _K = TypeVar("_K")
 _V = TypeVar("_V")
@@ -78,6 +79,10 @@ class MllpConfig:
     #: Bytes of unfinished frames held by all MLLP connections together (each may hold
     #: up to max_frame_bytes); a frame going over it closes its connection without an ACK.
     max_unfinished_bytes: int = 128 * 1024 * 1024
+    #: Seconds an ACK may wait for the peer to take it; then the connection is aborted (a
+    #: peer that sends but never reads its ACKs). Never more than idle_timeout when that
+    #: is set; 0 = no limit of its own (idle_timeout's only).
+    write_timeout: float = 60.0
     #: "commit": AA once durably queued; "delivery": AA once the FHIR server accepted it.
     ack_after: Literal["commit", "delivery"] = "commit"
     #: How long an ack_after="delivery" sender waits before getting an AE (above 0).
@@ -337,8 +342,11 @@ class ServiceConfig:
 
     def redacted(self) -> dict[str, Any]:
         """The effective configuration for display, secrets masked (``Secret`` values, the
-        values of destination headers — often API keys — and passwords in URLs)."""
+        values of destination headers — often API keys — and passwords in URLs), durations
+        as the file writes them (``"30d"``, ``"off"``), not in seconds."""
         plain: dict[str, Any] = _to_plain(self)
+        plain["queue"]["dead_letter_retention"] = duration_text(self.queue.dead_letter_retention)
+        plain["amqp"]["dead_letter_retention"] = duration_text(self.amqp.dead_letter_retention)
         for destination in plain["destinations"].values():
             destination["headers"] = {name: "***" for name in destination["headers"]}
             destination["url"] = mask_url(destination["url"])

@@ -12,6 +12,7 @@ from typing import Any, NoReturn
 from converter.errors import ConfigurationError
 from converter.hl7v2.charset import charset_codec
 
+from .durations import DURATION_UNITS
 from .model import ConfigError, Secret
 
 
@@ -75,7 +76,7 @@ def _float(value: Any, where: str, *, positive: bool = False) -> float:
 
 
 _DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([smhd])")
-_DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION_UNITS = DURATION_UNITS
 
 
 def _duration(value: Any, where: str) -> float | None:

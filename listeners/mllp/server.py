@@ -166,6 +166,7 @@ class MllpServer:
             idle_timeout=config.idle_timeout,
             frame_timeout=config.frame_timeout,
             max_unfinished_bytes=config.max_unfinished_bytes,
+            write_timeout=config.write_timeout,
             logger=logger,
         )
 

@@ -9,7 +9,8 @@ import socket
 
 import pytest
 
-from listeners.mllp import AckOutcome, PeerInfo, parse_ack
+from listeners.config import MllpConfig
+from listeners.mllp import AckOutcome, MllpServer, PeerInfo, parse_ack
 from listeners.mllp.framing import frame
 
 from ._support import RawConnection, Recorder, listener, message, port_of, run, serving
@@ -78,6 +79,42 @@ def _established_server_sides(port: int) -> int:
     return count
 
 
+#: An ACK over the kernel's socket buffers (4 MiB at most on Linux): it stands for many
+#: small ACKs a peer leaves unread.
+BIG_ACK = b"MSH|^~\\&|A|B|C|D|20240101||ACK|1|P|2.5\rMSA|AA|1\rNTE|" + b"x" * 16 * 1024 * 1024
+
+
+async def big_ack(payload: bytes, peer: PeerInfo) -> bytes:
+    return BIG_ACK
+
+
+async def never_reading_peer_is_cut_off(server: MllpServer, *, within: float = 10.0) -> None:
+    """A client that sends two messages and never reads its ACKs (a small receive buffer,
+    then ours, fill up): the server aborts the connection within ``within`` seconds."""
+    port = port_of(server)
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.connect(("127.0.0.1", port))
+    client.setblocking(False)
+    try:
+        loop = asyncio.get_running_loop()
+        await loop.sock_sendall(client, frame(message("NR-1")) + frame(message("NR-2")))
+        async with asyncio.timeout(within):
+            while not server.stats().connections_total or server.open_connections:
+                await asyncio.sleep(0.05)
+        assert server.stats().write_timeouts == 1
+        await asyncio.sleep(0.2)
+        # Aborted, not left half-open waiting for the peer to read.
+        assert _established_server_sides(port) == 0
+        client.setblocking(True)
+        client.settimeout(10)
+        with pytest.raises(ConnectionResetError):
+            while client.recv(1 << 20):
+                pass
+    finally:
+        client.close()
+
+
 @pytest.mark.parametrize("idle_timeout", [0, 30.0])
 def test_a_peer_that_never_reads_its_acks_is_cut_off(
     idle_timeout: float, caplog: pytest.LogCaptureFixture
@@ -85,44 +122,40 @@ def test_a_peer_that_never_reads_its_acks_is_cut_off(
     """With idle_timeout 0, a sender that sends but never reads (its receive buffer full,
     then ours) kept its connection, its task and its max_connections slot until the
     service stopped; with an idle_timeout the ACK write gave up, but the close then
-    waited, socket open, for the peer to read the unsent ACK. (An ACK over the kernel's
-    socket buffers, 4 MiB at most on Linux, stands for many small unread ones.)"""
-    big_ack = b"MSH|^~\\&|A|B|C|D|20240101||ACK|1|P|2.5\rMSA|AA|1\rNTE|" + b"x" * 16 * 1024 * 1024
-
-    async def handler(payload: bytes, peer: PeerInfo) -> bytes:
-        return big_ack
+    waited, socket open, for the peer to read the unsent ACK."""
 
     async def scenario() -> None:
         async with serving(
-            handler, [listener()], idle_timeout=idle_timeout, write_timeout=0.5
+            big_ack, [listener()], idle_timeout=idle_timeout, write_timeout=0.5
         ) as server:
-            port = port_of(server)
-            client = socket.socket()
-            client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            client.connect(("127.0.0.1", port))
-            client.setblocking(False)
-            try:
-                loop = asyncio.get_running_loop()
-                await loop.sock_sendall(client, frame(message("NR-1")) + frame(message("NR-2")))
-                async with asyncio.timeout(10):
-                    while not server.stats().connections_total or server.open_connections:
-                        await asyncio.sleep(0.05)
-                assert server.stats().write_timeouts == 1
-                await asyncio.sleep(0.2)
-                # Aborted, not left half-open waiting for the peer to read.
-                assert _established_server_sides(port) == 0
-                client.setblocking(True)
-                client.settimeout(10)
-                with pytest.raises(ConnectionResetError):
-                    while client.recv(1 << 20):
-                        pass
-            finally:
-                client.close()
+            await never_reading_peer_is_cut_off(server)
 
     with caplog.at_level(logging.WARNING, logger="listeners.mllp.server"):
         run(scenario())
     (warning,) = [r.getMessage() for r in caplog.records if "does not read" in r.getMessage()]
     assert "aborting the connection" in warning
+
+
+def test_mllp_write_timeout_from_the_configuration_cuts_off_a_peer_that_never_reads(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``[mllp] write_timeout`` reaches the server the service builds
+    (:meth:`MllpServer.from_config`): it was fixed at 60 s whatever the configuration
+    said, so this peer held its connection for a minute, past the 10 s allowed here."""
+    config = MllpConfig(listeners=(listener(),), idle_timeout=0, write_timeout=0.5)
+
+    async def scenario() -> None:
+        server = MllpServer.from_config(config, big_ack)
+        await server.start()
+        try:
+            await never_reading_peer_is_cut_off(server)
+        finally:
+            await server.stop(grace_period=1.0)
+
+    with caplog.at_level(logging.WARNING, logger="listeners.mllp.server"):
+        run(scenario())
+    (warning,) = [r.getMessage() for r in caplog.records if "does not read" in r.getMessage()]
+    assert "within 0.5s" in warning
 
 
 def test_a_peer_reading_its_acks_slowly_is_served() -> None:
