@@ -32,8 +32,9 @@ UCUM = "http://unitsofmeasure.org"
 FR_0203 = "https://hl7.fr/ig/fhir/core/CodeSystem/fr-core-cs-v2-0203"
 CHU = "CHU-LYON&1.2.250.1.999.1.1&ISO"
 INS_NIR = "ASIP-SANTE-INS-NIR&1.2.250.1.213.1.4.8&ISO"
-#: Invented INS-NIR (valid mod-97 key) of the retired patient of the A40 sample.
-RETIRED_INS = f"175016912309948^^^{INS_NIR}^INS"
+#: Invented INS-NIR (valid mod-97 key) of the retired patient of the A40 sample: not the
+#: survivor's (PID-3 of the sample), which the retired Patient leaves to the survivor.
+RETIRED_INS = f"275036912345661^^^{INS_NIR}^INS"
 RETIRED_IPP = f"0012346777^^^{CHU}^MR"
 
 
@@ -308,7 +309,7 @@ def test_the_retired_patients_ins_gets_the_fr_core_slice(
     assert ins["type"]["coding"] == [
         {"system": FR_0203, "code": "INS-NIR", "display": "NIR définitif"}
     ]
-    assert ins["value"] == "175016912309948"
+    assert ins["value"] == "275036912345661"
 
 
 def test_the_retired_patients_identity_is_still_its_ipp(converter: Converter) -> None:
