@@ -122,3 +122,21 @@ def test_common_order_is_the_orders_service_request(
     [ordered] = resources(convert_one(converter, orm)[0], "ServiceRequest")
     assert ordered["id"] == request["id"]
     assert r4validator.validate(bundle) == []
+
+
+def test_an_edit_in_place_does_not_replace_itself(
+    converter: Converter, r4validator: R4Validator
+) -> None:
+    """A T08 naming its own number as parent (TXA-13 = TXA-12) wrote relatesTo "replaces"
+    itself; an edit with a number of its own still replaces its parent."""
+    in_place = _mdm("M8", "CR-8", "Compte rendu corrigé", event="T08").replace(
+        b"|CR-8^DPI-CARDIO^1.2.250.1.999.2.10^ISO||",
+        b"|CR-8^DPI-CARDIO^1.2.250.1.999.2.10^ISO|CR-8^DPI-CARDIO^1.2.250.1.999.2.10^ISO|",
+    )
+    bundle, _ = convert_one(converter, in_place)
+    assert "relatesTo" not in _document(bundle)
+    assert r4validator.validate(bundle) == []
+    new_number = in_place.replace(b"|CR-8^DPI", b"|CR-9^DPI", 1)
+    [relation] = _document(convert_one(converter, new_number)[0])["relatesTo"]
+    assert relation["code"] == "replaces"
+    assert relation["target"]["identifier"]["value"] == "CR-8"

@@ -298,7 +298,8 @@ def test_a_resent_oul_updates_the_same_resources(converter: Converter) -> None:
 
 # ----------------------------------------------------------------------------------------
 # Statuses: OBR-25 through ResultStatus-Non-Queries, OBX-11 through
-# ObservationResultStatusCodesInterpretation (the maps ORU_R01 uses).
+# ObservationResultStatusCodesInterpretation, each with Passerelle's supplement for the codes
+# the IG leaves empty (the maps ORU_R01 uses).
 
 
 @pytest.mark.parametrize(
@@ -329,7 +330,9 @@ def test_the_report_status_comes_from_obr_25(
         ("C", "corrected"),
         ("A", "amended"),
         ("W", "entered-in-error"),
-        ("R", "unknown"),
+        ("R", "preliminary"),
+        ("U", "final"),
+        ("N", "unknown"),
     ],
 )
 def test_the_observation_status_comes_from_obx_11(
