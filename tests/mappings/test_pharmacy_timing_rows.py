@@ -197,6 +197,19 @@ def test_an_event_gives_when_and_its_offset(
     assert r4validator.validate(bundle) == []
 
 
+def test_an_event_beside_explicit_times_keeps_the_event(
+    converter: Converter, r4validator: R4Validator
+) -> None:
+    """R4 tim-10: timeOfDay and when exclude each other (a corpus RDS gave both, and its
+    bundle failed validation); the event wins, the times are said in a warning."""
+    data = set_field(_rpt("Q1D^^^^1^d^^PC^15^min"), "TQ1", 4, "0800~1200", 2)
+    bundle, warnings = _convert(converter, data)
+    repeat = _repeat(_request(bundle, RDE_2))
+    assert repeat["when"] == ["PC"] and "timeOfDay" not in repeat
+    assert any(w.startswith("TQ1-4: explicit times not converted") for w in warnings)
+    assert r4validator.validate(bundle) == []
+
+
 def test_an_event_outside_event_timing_is_dropped_with_a_warning(converter: Converter) -> None:
     """IC (between meals) maps to v2-0528, not to R4's required EventTiming codes."""
     bundle, warnings = _convert(converter, _rpt("Q1D^^^^1^d^^IC^30^min"))
