@@ -192,3 +192,25 @@ def test_an_untyped_prior_number_the_survivor_lists_is_still_retired(
     bundle, warnings = convert_one(converter, data)
     assert warnings == []
     assert patient_entries(bundle)[True]["resource"]["active"] is False
+
+
+def test_two_records_qualified_with_one_ins_listed_first_stay_two_on_a_server(
+    fhir_server: FhirServer,
+) -> None:
+    """The conditional modes match a Patient on its first identifier with a system: a
+    PID-3 listing the INS first made two records of one person (before the identity
+    service merges them) match each other, the second overwriting the first. Each is
+    matched on its own record number, as its id is."""
+    fhir_server.reset()
+    writer = conditional("conditional-update")
+    for pid_3, control, name in (
+        (f"{SHARED_INS}~{SURVIVOR_IPP}^^^{CHU}^MR", "INS-FIRST-1", "PETIT^Jérôme^André^^M.^^L"),
+        (f"{SHARED_INS}~{RETIRED_IPP}^^^{CHU}^MR", "INS-FIRST-2", "PETIT^Jérome^^^^^L"),
+    ):
+        bundle = writer.convert_message(registration(pid_3, control, name)).bundle
+        [patient] = [
+            e for e in bundle["entry"] if e.get("resource", {}).get("resourceType") == "Patient"
+        ]
+        assert patient["request"]["url"].endswith(f"|{pid_3.split('~')[1].split('^')[0]}")
+        fhir_server.transact(bundle)
+    assert fhir_server.count("Patient") == 2
