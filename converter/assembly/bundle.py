@@ -99,6 +99,17 @@ def build_bundle(
             resource = {k: v for k, v in resource.items() if k != "id"}
             if entry_mode == "conditional-create":
                 request = {"method": "POST", "url": rtype, "ifNoneExist": search}
+                if warnings is not None and (
+                    resource.get("link") or resource.get("active") is False
+                ):
+                    # A merge or link changes records the server holds; a conditional
+                    # create leaves them as they are.
+                    said = (
+                        f"{rtype} written conditional-create: a stored record keeps its "
+                        "links and status (this merge or link is not applied there)"
+                    )
+                    if said not in warnings:
+                        warnings.append(said)
             else:
                 request = {"method": "PUT", "url": f"{rtype}?{search}"}
         entries.append({"fullUrl": f"urn:uuid:{rid}", "resource": resource, "request": request})

@@ -214,3 +214,14 @@ def test_two_records_qualified_with_one_ins_listed_first_stay_two_on_a_server(
         assert patient["request"]["url"].endswith(f"|{pid_3.split('~')[1].split('^')[0]}")
         fhir_server.transact(bundle)
     assert fhir_server.count("Patient") == 2
+
+
+def test_a_merge_written_conditional_create_says_it_is_not_applied() -> None:
+    """POST with ifNoneExist leaves a stored record as it is: both records stay active and
+    unlinked on a server that holds them; the conversion says so, once."""
+    data = a40(f"{RETIRED_IPP}^^^{CHU}^MR")
+    said = "Patient written conditional-create: a stored record keeps its links and status"
+    _, warnings = convert_one(conditional("conditional-create"), data)
+    assert len([w for w in warnings if w.startswith(said)]) == 1
+    _, warnings = convert_one(conditional("conditional-update"), data)
+    assert not [w for w in warnings if w.startswith(said)]
