@@ -417,16 +417,26 @@ def test_a45_gives_the_visit_to_the_pid_patient(
     assert encounter["account"] == [{"reference": ref(account)}]
 
 
-def test_a45_with_a_visit_renumbered_or_unnumbered_warns(converter: Converter) -> None:
+def test_a45_with_a_visit_renumbered_or_unnumbered(converter: Converter) -> None:
     renumbered = set_field(sample("ADT_A45_move-visit"), "PV1", 19, f"2025041499^^^{CHU}^VN")
     _, warnings = convert_one(converter, renumbered)
     assert any("MRG-5 and PV1-19 differ" in w for w in warnings), warnings
 
+    # Without PV1-19, the visit MRG-5 names moves (HL7 v2.5 3.3.45 identifies the moved
+    # visit by MRG-5): the same Encounter as with PV1-19.
     unnumbered = set_field(sample("ADT_A45_move-visit"), "PV1", 19, "")
     bundle, warnings = convert_one(converter, unnumbered)
-    assert any("has no visit number (PV1-19)" in w for w in warnings), warnings
-    # Without a visit number the visit could only be identified under the target patient
+    [numbered] = resources(convert_one(converter, sample("ADT_A45_move-visit"))[0], "Encounter")
+    [encounter] = resources(bundle, "Encounter")
+    assert warnings == []
+    assert encounter["id"] == numbered["id"] and values(encounter) == {VISIT}
+    assert encounter["subject"] == numbered["subject"]
+
+    # Without either, the visit could only be identified under the target patient
     # (PV1-44): an Encounter no earlier message wrote. Nothing moves.
+    neither = set_field(unnumbered, "MRG", 5, "")
+    bundle, warnings = convert_one(converter, neither)
+    assert any("has no visit number (PV1-19, MRG-5)" in w for w in warnings), warnings
     assert resources(bundle, "Encounter") == []
 
 
