@@ -14,6 +14,8 @@ and the status of a refusal sent without a completion status.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from converter import Converter
 from tests.support.fhirserver import FhirServer
 from tests.support.hl7_edit import convert_one, message, resources
@@ -277,3 +279,16 @@ def test_obx_before_the_rxa_stays_with_the_dose(converter: Converter) -> None:
     assert observation["partOf"] == [{"reference": f"Immunization/{dose['id']}"}]
     assert observation["note"] == [{"text": "Éligibilité vérifiée."}]
     assert dose["programEligibility"][0]["coding"][0]["code"] == "V01"
+
+
+def test_an_ncit_route_names_the_nci_thesaurus(converter: Converter) -> None:
+    """RXR-1 in NCIT (as CDC's guide codes routes) had the system "NCIT", which names no
+    code system; HL7 Terminology's URI for the NCI Thesaurus is used."""
+    sample = Path(__file__).resolve().parents[2] / "samples/hl7v2/VXU_V04_immunization.hl7"
+    bundle, _ = convert_one(converter, sample.read_bytes())
+    systems = {
+        coding["system"]
+        for immunization in resources(bundle, "Immunization")
+        for coding in immunization.get("route", {}).get("coding", [])
+    }
+    assert systems == {"http://ncicb.nci.nih.gov/xml/owl/EVS/Thesaurus.owl"}
