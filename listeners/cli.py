@@ -18,40 +18,13 @@ first import on: no traceback), 141 when the reader of stdout went away, for eve
 from __future__ import annotations
 
 import os
-import signal
 import sys
 
+# First: the rest of this module's imports take most of a second (``python -m
+# listeners.cli``; the ``passerelle`` script has installed it already, in listeners.entry).
+from .entry import quiet_interrupts, run_quietly
 
-def _exit_interrupted(signum: int, frame: object) -> None:
-    """Ctrl-C before a command runs (the imports below take most of a second) or after it
-    returned: exit 130 as an interrupted command does, without the KeyboardInterrupt
-    traceback of whatever module was being imported. Nothing has been written yet, or
-    all of it has: only what is still buffered is flushed."""
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            if stream is not None:
-                stream.flush()
-        except (OSError, RuntimeError, ValueError):  # closed pipe; a write interrupted
-            pass
-    os._exit(130)
-
-
-def _started_as_program() -> bool:
-    """The ``passerelle`` script or ``python -m listeners.cli``, not an import by another
-    program (a test run: its Ctrl-C stays its own)."""
-    return __name__ == "__main__" or os.path.basename(sys.argv[0] if sys.argv else "") in (
-        "passerelle",
-        "passerelle.exe",
-    )
-
-
-#: Installed first thing, before the slow imports. Not over an ignored SIGINT (``nohup``,
-#: ``cmd &`` in a script): that stays ignored.
-_QUIET_AT_START = _started_as_program() and (
-    signal.getsignal(signal.SIGINT) is signal.default_int_handler
-)
-if _QUIET_AT_START:
-    signal.signal(signal.SIGINT, _exit_interrupted)
+_QUIET_AT_START = quiet_interrupts(as_main=__name__ == "__main__")
 
 import argparse
 import asyncio
@@ -275,21 +248,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        # Ctrl-C while the command runs is a KeyboardInterrupt again: convert prints how
-        # far it went, asyncio.run (serve, worker) installs its own handler only over it.
-        if _QUIET_AT_START and signal.getsignal(signal.SIGINT) is _exit_interrupted:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-        return converter_cli.run_command(
-            build_parser, argv, usage_errors=(ConfigError, ConfigurationError)
-        )
-    except KeyboardInterrupt:  # between the line above and run_command's own handlers
-        return converter_cli.EXIT_INTERRUPTED
-    finally:
-        # On the way out (sys.exit, the interpreter's shutdown): no traceback either.
-        if _QUIET_AT_START and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-            signal.signal(signal.SIGINT, _exit_interrupted)
+    return converter_cli.run_command(
+        build_parser, argv, usage_errors=(ConfigError, ConfigurationError)
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    sys.exit(run_quietly(main) if _QUIET_AT_START else main())

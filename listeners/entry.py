@@ -18,7 +18,11 @@ import _signal  # type: ignore[import-not-found]
 import os
 import sys
 
-__all__ = ["main"]
+TYPE_CHECKING = False  # not typing's: importing it alone takes milliseconds
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ["main", "quiet_interrupts", "run_quietly"]
 
 #: 128 + SIGINT, what a shell reports for a command it interrupted.
 _EXIT_INTERRUPTED = 130
@@ -36,35 +40,47 @@ def _exit_interrupted(signum: int, frame: object) -> None:
     os._exit(_EXIT_INTERRUPTED)
 
 
-def _started_as_program() -> bool:
-    """The ``passerelle`` script, not an import by another program (a test run: its
-    Ctrl-C stays its own)."""
-    return os.path.basename(sys.argv[0] if sys.argv else "") in ("passerelle", "passerelle.exe")
+def _started_as_program(as_main: bool) -> bool:
+    """The ``passerelle`` script (or ``python -m listeners.cli``), not an import by another
+    program (a test run: its Ctrl-C stays its own)."""
+    return as_main or os.path.basename(sys.argv[0] if sys.argv else "") in (
+        "passerelle",
+        "passerelle.exe",
+    )
 
 
-#: Not over an ignored SIGINT (``nohup``, ``cmd &`` in a script): that stays ignored.
-_QUIET: bool = (
-    _started_as_program() and _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler
-)
-if _QUIET:
-    _signal.signal(_signal.SIGINT, _exit_interrupted)
+def quiet_interrupts(as_main: bool = False) -> bool:
+    """Install the quiet Ctrl-C handler when this process is the ``passerelle`` command
+    and SIGINT has Python's default handler (an ignored one, ``nohup`` or ``cmd &`` in a
+    script, stays ignored); whether it did."""
+    quiet = _started_as_program(as_main) and (
+        _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler
+    )
+    if quiet:
+        _signal.signal(_signal.SIGINT, _exit_interrupted)
+    return bool(quiet)
 
 
-def main() -> int:
-    """Import the command line (the slow part) under the quiet handler, then run it with
-    Ctrl-C as a KeyboardInterrupt again: ``convert`` says how far it went, ``serve``'s
-    event loop installs its own handler over it."""
+def run_quietly(command: Callable[[], int]) -> int:
+    """Run ``command`` with Ctrl-C as a KeyboardInterrupt again (``convert`` says how far
+    it went, ``serve``'s event loop installs its own handler over it), and quiet again on
+    the way out (``sys.exit``, the interpreter's shutdown)."""
     import signal
 
-    from listeners import cli
-
-    if not _QUIET:
-        return cli.main()
     try:
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        return cli.main()
+        return command()
     except KeyboardInterrupt:  # between the line above and the command's own handlers
         return _EXIT_INTERRUPTED
     finally:
-        # The way out (sys.exit, the interpreter's shutdown): no traceback either.
         signal.signal(signal.SIGINT, _exit_interrupted)
+
+
+_QUIET = quiet_interrupts()
+
+
+def main() -> int:
+    """Import the command line (the slow part) under the quiet handler, then run it."""
+    from listeners import cli
+
+    return run_quietly(cli.main) if _QUIET else cli.main()
