@@ -7,7 +7,6 @@ installed ``passerelle`` console script, on a real pseudo-terminal where it matt
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import pty
 import signal
@@ -20,47 +19,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli_sigterm import big_oru
+from tests.support.stop_signals import (
+    ENV,
+    LAUNCHER,
+    PASSERELLE,
+    REPO,
+    SAMPLES,
+    assert_complete_bundles,
+    big_oru,
+    left_over,
+)
 
-REPO = Path(__file__).resolve().parents[1]
-ADT_A01 = REPO / "samples" / "hl7v2" / "ADT_A01_admission-full.hl7"
-PASSERELLE = Path(sys.executable).parent / "passerelle"
-ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
-
-#: Runs the console script after wrapping ``os.<function>`` so that its first call on the
-#: hidden file of a bundle sends the process SIGNAL: the signal lands at an exact point of
-#: the write, whatever the speed of the machine. ``after``: once the call is made (the
-#: file exists), else before.
-LAUNCHER = """
-import os, runpy, sys
-script, function, when, signum, *args = sys.argv[1:]
-original = getattr(os, function)
-
-def interrupting(path, *positional, **named):
-    name = os.path.basename(str(path))
-    if not name.startswith(".passerelle-") or "-probe-" in name:
-        return original(path, *positional, **named)
-    setattr(os, function, original)
-    if when == "after":
-        result = original(path, *positional, **named)
-        os.kill(os.getpid(), int(signum))
-        return result
-    os.kill(os.getpid(), int(signum))
-    return original(path, *positional, **named)
-
-setattr(os, function, interrupting)
-sys.argv = [script, *args]
-runpy.run_path(script, run_name="__main__")
-"""
-
-
-def left_over(folder: Path) -> list[str]:
-    return sorted(path.name for path in folder.iterdir() if path.name.startswith("."))
-
-
-def assert_complete_bundles(folder: Path) -> None:
-    for path in folder.glob("*.json"):
-        assert json.loads(path.read_text(encoding="utf-8"))["resourceType"] == "Bundle"
+ADT_A01 = SAMPLES / "ADT_A01_admission-full.hl7"
 
 
 def writing_a_bundle(folder: Path) -> bool:
@@ -86,7 +56,7 @@ def launch(
 ) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [
-            *(sys.executable, "-c", LAUNCHER, str(PASSERELLE), function, when),
+            *(sys.executable, "-c", LAUNCHER, str(PASSERELLE), function, when, "bundle"),
             *(str(signal.SIGHUP), "convert", str(inputs), "--out", str(out), "--no-validate"),
         ],
         stdin=subprocess.DEVNULL,

@@ -4,7 +4,6 @@ processes running the installed ``passerelle`` console script."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -14,51 +13,23 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SAMPLES = REPO / "samples" / "hl7v2"
-PASSERELLE = Path(sys.executable).parent / "passerelle"
-ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
-
-#: Runs the console script after wrapping ``os.<function>`` so that its first call on a
-#: hidden file of KIND (``bundle``, or ``probe``: the check that --out is writable) sends
-#: the process SIGTERM: the signal lands at an exact point of the write, whatever the
-#: speed of the machine. ``after``: once the call is made (the file exists), else before.
-LAUNCHER = """
-import os, runpy, signal, sys
-script, function, when, kind, *args = sys.argv[1:]
-original = getattr(os, function)
-
-def interrupting(path, *positional, **named):
-    name = os.path.basename(str(path))
-    if not name.startswith(".passerelle-") or ("-probe-" in name) != (kind == "probe"):
-        return original(path, *positional, **named)
-    setattr(os, function, original)
-    if when == "after":
-        result = original(path, *positional, **named)
-        os.kill(os.getpid(), signal.SIGTERM)
-        return result
-    os.kill(os.getpid(), signal.SIGTERM)
-    return original(path, *positional, **named)
-
-setattr(os, function, interrupting)
-sys.argv = [script, *args]
-runpy.run_path(script, run_name="__main__")
-"""
-
-
-def left_over(folder: Path) -> list[str]:
-    return sorted(path.name for path in folder.iterdir() if path.name.startswith("."))
-
-
-def assert_complete_bundles(folder: Path) -> None:
-    for path in folder.glob("*.json"):
-        assert json.loads(path.read_text(encoding="utf-8"))["resourceType"] == "Bundle"
+from tests.support.stop_signals import (
+    ENV,
+    LAUNCHER,
+    PASSERELLE,
+    REPO,
+    SAMPLES,
+    assert_complete_bundles,
+    big_oru,
+    left_over,
+)
 
 
 def run_interrupted(
     function: str, when: str, kind: str, out: Path
 ) -> subprocess.CompletedProcess[bytes]:
     launcher = [sys.executable, "-c", LAUNCHER, str(PASSERELLE), function, when, kind]
+    launcher.append(str(signal.SIGTERM))
     return subprocess.run(
         [*launcher, "convert", str(SAMPLES), "--out", str(out), "--no-validate"],
         capture_output=True,
@@ -91,21 +62,6 @@ def test_sigterm_just_after_a_hidden_file_is_created_leaves_none(tmp_path: Path,
     assert result.returncode == 143, result.stderr.decode()
     assert left_over(tmp_path) == []
     assert "Traceback" not in result.stderr.decode()
-
-
-def big_oru(count: int) -> bytes:
-    """An ORU^R01 with ``count`` OBX: a bundle of megabytes, long enough to write that a
-    SIGTERM sent from outside can land during the write."""
-    text = (SAMPLES / "ORU_R01_20-obx.hl7").read_bytes()
-    segments = text.replace(b"\r\n", b"\r").replace(b"\n", b"\r").split(b"\r")
-    results = [s for s in segments if s.startswith(b"OBX")]
-    others = [s for s in segments if s and not s.startswith((b"OBX", b"NTE"))]
-    body = []
-    for number in range(1, count + 1):
-        fields = results[number % len(results)].split(b"|")
-        fields[1] = str(number).encode()
-        body.append(b"|".join(fields))
-    return b"\r".join(others + body) + b"\r"
 
 
 def test_sigterm_from_outside_during_the_write_of_a_large_bundle(tmp_path: Path) -> None:
