@@ -194,7 +194,7 @@ def test_m05_gives_the_locations_the_ids_pv1_3_gives_them(converter: Converter) 
     assert usic["status"] == "inactive"
     assert warnings == [
         "not converted in MFN^M05: LCH, LRL, LCC (location characteristics, relationships "
-        "and charge codes have no element in R4 Location)"
+        "other than PAR parent and charge codes have no element in R4 Location)"
     ]
 
 
@@ -506,3 +506,104 @@ def test_m05_v231_is_read_by_segment_as_the_groups_read_it(converter: Converter)
     }
     assert len(resources(flat, "Location")) == 5
     assert warnings == expected
+
+
+@pytest.mark.parametrize(
+    "pl",
+    [
+        "CARDIO^^1^CHU-LYON&1.2.250.1.999.1.1&ISO",  # a bed of the unit, no room
+        "^412^1^CHU-LYON&1.2.250.1.999.1.1&ISO",  # a bed of a room, no point of care
+    ],
+    ids=["bed-without-room", "bed-without-point-of-care"],
+)
+def test_m05_a_bed_without_room_or_unit_is_the_bed_pv1_3_names(
+    converter: Converter, r4validator: R4Validator, pl: str
+) -> None:
+    # Location.j2 marks these beds' identity with the missing level; the record of the
+    # same PL used to get the level alone, a twin of the ADT's bed (a second Location).
+    admitted, _ = convert_one(converter, set_field(ADT.read_bytes(), "PV1", 3, pl))
+    [encounter] = resources(admitted, "Encounter")
+    bed_ref = encounter["location"][0]["location"]["reference"]
+    listed, _ = convert_one(
+        converter, record(M05.read_bytes(), f"MFE|MAD|X6|20240315|{pl}|PL", f"LOC|{pl}|Lit 1|B")
+    )
+    assert r4validator.validate(listed) == []
+    [bed] = resources(listed, "Location")
+    assert f"Location/{bed['id']}" == bed_ref
+    assert bed["partOf"] == by_reference(admitted, bed_ref)["partOf"]
+
+
+UNIT = "CHU-LYON&1.2.250.1.999.1.1&ISO"
+
+
+def _par(child: str, parent: str, action: str = "") -> str:
+    return f"LRL|{child}^^^{UNIT}|{action}|1|PAR^Parent location^HL70325||{parent}^^^{UNIT}"
+
+
+@pytest.mark.parametrize("version", ["2.5", "2.3.1"])
+def test_m05_lrl_parent_location_is_part_of(
+    converter: Converter, r4validator: R4Validator, version: str
+) -> None:
+    # A referential sending its units flat (LOC-1 a point of care each) states the
+    # hierarchy with LRL-4 PAR (table 0325) and LRL-6: it used to be dropped (partOf the
+    # facility, a warning "not converted: LRL"), losing the pole → unit structure.
+    data = record(
+        M05.read_bytes(),
+        f"MFE|MAD|1|20240315|POLE-CV^^^{UNIT}|PL",
+        f"LOC|POLE-CV^^^{UNIT}|Pôle cardiovasculaire|N",
+        f"MFE|MAD|2|20240315|4012^^^{UNIT}|PL",
+        f"LOC|4012^^^{UNIT}|UF Cardiologie HC|N",
+        _par("4012", "POLE-CV"),
+        f"MFE|MUP|3|20240315|4013^^^{UNIT}|PL",
+        f"LOC|4013^^^{UNIT}|UF USIC|N",
+        f"LRL|4013^^^{UNIT}||2|LAB^Nearest lab^HL70325||LABO^^^{UNIT}",
+        _par("4013", "POLE-XX"),
+        f"MFE|MUP|4|20240315|4014^^^{UNIT}|PL",
+        f"LOC|4014^^^{UNIT}|UF fermée|N",
+        _par("4014", "POLE-CV", action="D"),
+        f"MFE|MUP|5|20240315|4015^^^{UNIT}|PL",
+        f"LOC|4015^^^{UNIT}|UF mal décrite|N",
+        _par("4015", "4015"),
+    )
+    bundle, warnings = convert_one(converter, set_field(data, "MSH", 12, version))
+    assert r4validator.validate(bundle) == []
+    by_name = {r["name"]: r for r in resources(bundle, "Location")}
+    pole = by_name["Pôle cardiovasculaire"]
+    facility = pole["partOf"]["reference"]
+    assert by_name["UF Cardiologie HC"]["partOf"] == {"reference": f"Location/{pole['id']}"}
+    # A parent this message does not describe: referred to by the id PV1-3 gives it.
+    admitted, _ = convert_one(converter, set_field(ADT.read_bytes(), "PV1", 3, f"POLE-XX^^^{UNIT}"))
+    [encounter] = resources(admitted, "Encounter")
+    assert by_name["UF USIC"]["partOf"] == {
+        "reference": encounter["location"][0]["location"]["reference"]
+    }
+    # LRL-2 D removes the relation; a PAR naming the location itself is left out.
+    assert by_name["UF fermée"]["partOf"]["reference"] == facility
+    assert by_name["UF mal décrite"]["partOf"]["reference"] == facility
+    assert any("LRL-6 (parent location)" in w and "left out" in w for w in warnings)
+    # The nearest lab (LAB) is still not converted, and said so.
+    assert any(w.startswith("not converted in MFN^M05: LRL") for w in warnings)
+
+
+@pytest.mark.parametrize("version", ["2.5", "2.3.1"])
+def test_m05_records_of_one_location_apply_in_message_order(
+    converter: Converter, r4validator: R4Validator, version: str
+) -> None:
+    # An MAD then the MDC of the same bed in one message: the bed ends inactive. Both
+    # records were rendered and the first kept ("emitted twice"), so the bed stayed active.
+    data = record(
+        M05.read_bytes(),
+        f"MFE|MAD|1|20240315|{BED_PL}|PL",
+        f"LOC|{BED_PL}|Lit 1|B",
+        f"MFE|MDC|2|20240316|{BED_PL}|PL",
+        f"LOC|{BED_PL}|Lit 1 (fermé)|B",
+    )
+    bundle, warnings = convert_one(converter, set_field(data, "MSH", 12, version))
+    assert r4validator.validate(bundle) == []
+    [bed] = resources(bundle, "Location")
+    assert (bed["status"], bed["name"]) == ("inactive", "Lit 1 (fermé)")
+    assert warnings == []
+    # Reactivated later in the same message: active again.
+    again = message([*lines(data), f"MFE|MAC|3|20240317|{BED_PL}|PL", f"LOC|{BED_PL}|Lit 1|B"])
+    [bed] = resources(convert_one(converter, set_field(again, "MSH", 12, version))[0], "Location")
+    assert (bed["status"], bed["name"]) == ("active", "Lit 1")

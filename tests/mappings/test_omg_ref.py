@@ -263,7 +263,14 @@ def test_ref_referral_is_a_service_request_field_by_field(
     requester = by_reference(bundle, referral["requester"]["reference"])
     assert requester["resourceType"] == "Practitioner"
     assert requester["name"] == [{"family": "LAMBERT", "given": ["Sophie"], "prefix": ["Dr"]}]
-    assert requester["identifier"] == [{"type": {"text": "RPPS"}, "value": "10101234567"}]
+    # PRD-7 10101234567^RPPS: the national directory's number (AssigningAuthorityOid).
+    assert requester["identifier"] == [
+        {
+            "type": {"coding": [{"system": V2 + "0203", "code": "RPPS"}]},
+            "system": "urn:oid:1.2.250.1.71.4.2.1",
+            "value": "10101234567",
+        }
+    ]
     assert [t["value"] for t in requester["telecom"]] == [
         "+33 1 99006060",
         "sophie.lambert@hop-paris-est.example.org",
@@ -549,3 +556,60 @@ def test_corpus_omg_and_ref_convert_and_validate(
             "Radiant Health Hospital",
         ]
         assert performers[1]["address"][0]["line"] == ["555 HEALTHCARE AVENUE"]  # PRD-11
+
+
+def test_ref_prd_rpps_number_is_the_practitioner_pv1_7_names(
+    converter: Converter, r4validator: R4Validator
+) -> None:
+    """PRD-7 "10101234567^RPPS" (PLN.2 a national register, PLN.3 empty) and PV1-7
+    "10101234567^LAMBERT^…^ASIP-SANTE-PS&1.2.250.1.71.4.2.1&ISO^…^RPPS" name one doctor:
+    one Practitioner. Scoped by the sending facility, the PRD's was a twin of the
+    attending doctor's (two Practitioners per referral, and a third when the referred-to
+    doctor is met in an ADT of the other hospital)."""
+    bundle, warnings = _convert(converter, REF)
+    assert r4validator.validate(bundle) == []
+    lamberts = [p for p in _of_type(bundle, "Practitioner") if p["name"][0]["family"] == "LAMBERT"]
+    assert len(lamberts) == 1, lamberts
+    [encounter] = _of_type(bundle, "Encounter")
+    [referral] = _of_type(bundle, "ServiceRequest")
+    attending = encounter["participant"][0]["individual"]["reference"]
+    assert referral["requester"]["reference"] == attending
+    assert not [w for w in warnings if "emitted twice" in w]
+    # A licence number within its qualifier (PLN.3 not a register) stays the sender's.
+    data = _set(REF, "PRD", 7, "PLN5010^SL^MI", occurrence=2)
+    bundle, _ = _convert(converter, data)
+    assert r4validator.validate(bundle) == []
+    [referral] = _of_type(bundle, "ServiceRequest")
+    [performer] = refs(referral, "performer")
+    assert by_reference(bundle, performer)["identifier"] == [
+        {
+            "type": {
+                "coding": [{"system": V2 + "0338", "code": "SL", "display": "State license number"}]
+            },
+            "value": "PLN5010",
+            "assigner": {"display": "MI"},
+        }
+    ]
+
+
+@pytest.mark.parametrize(
+    ("trigger", "action", "status"),
+    [
+        ("I13", "D", "entered-in-error"),  # v2.8 RF1-25 delete: was written active
+        ("I14", "D", "entered-in-error"),  # deleted, not only cancelled
+        ("I13", "X", "active"),  # no change: RF1-1 P pending
+        ("I13", "U", "active"),
+        ("I14", "X", "revoked"),
+    ],
+)
+def test_ref_rf1_25_delete_marks_the_referral_entered_in_error(
+    converter: Converter, r4validator: R4Validator, trigger: str, action: str, status: str
+) -> None:
+    original = _of_type(_convert(converter, REF)[0], "ServiceRequest")[0]
+    data = _set(_set(_event(trigger), "MSH", 12, "2.8"), "RF1", 25, action)
+    bundle, warnings = _convert(converter, data)
+    [referral] = _of_type(bundle, "ServiceRequest")
+    assert referral["status"] == status
+    assert referral["id"] == original["id"]  # the I12's referral, not a new one
+    assert warnings == []
+    assert r4validator.validate(bundle) == []
