@@ -359,8 +359,9 @@ def parse_ack(data: bytes) -> AckInfo:
             elif get(1):
                 eld = get(1).split(enc.repetition)[0].split(enc.component)
                 if len(eld) > 3:
-                    code = eld[3]
-                    errors.append(code.split(enc.subcomponent)[0] if enc.subcomponent else code)
+                    # ELD.4 (the error code of ERR-1 before v2.5), not the MSA code.
+                    error = eld[3]
+                    errors.append(error.split(enc.subcomponent)[0] if enc.subcomponent else error)
             if get(8):
                 texts.append(enc.unescape(get(8)))
     unique = tuple(dict.fromkeys(e for e in errors if e))

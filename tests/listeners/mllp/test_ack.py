@@ -173,7 +173,9 @@ def test_versions_before_2_5_use_err_1_and_msa_3() -> None:
     _, msa, err = segments(build_ack(message("OLD", version="2.3"), outcome))
     assert msa == ["MSA", "AR", "OLD", "bad date", "", "", "102^Data type error^HL70357"]
     assert err == ["ERR", "PID^2^7^102&Data type error&HL70357"]
-    assert parse_ack(build_ack(message("OLD", version="2.3"), outcome)).error_codes == ("102",)
+    read = parse_ack(build_ack(message("OLD", version="2.3"), outcome))
+    assert read.error_codes == ("102",)
+    assert read.code == "AR"  # MSA-1, not ERR-1's error code (which overwrote it)
 
 
 def test_unreadable_message_still_gets_a_well_formed_ar() -> None:

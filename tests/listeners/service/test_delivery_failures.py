@@ -15,6 +15,7 @@ real ``passerelle`` commands): what the operator and the sender get to see.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import json
@@ -50,10 +51,14 @@ def basic_fhir() -> Iterator[FhirServer]:
         yield server
 
 
-def _unused_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+@contextlib.contextmanager
+def _refusing_port() -> Iterator[int]:
+    """A port that refuses connections for as long as the block runs: bound, never
+    listening. (A port bound then released could be handed to the service's own HTTP API,
+    started on port 0 meanwhile, which answers 404 instead of refusing.)"""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        yield int(holder.getsockname()[1])
 
 
 def _ready(http_url: str) -> httpx.Response:
@@ -113,19 +118,20 @@ def test_url_credentials_never_leave_the_service(
     tmp_path: Path, captured_text_logs: io.StringIO
 ) -> None:
     """Nothing listens on the port: every attempt fails; the sender waits for the outcome."""
-    url = f"http://fhiruser:URLPASSWORD@127.0.0.1:{_unused_port()}/fhir/R4?apikey=QSECRET"
-    config = make_config(
-        tmp_path,
-        {
-            "mllp": {"ack_after": "delivery", "delivery_ack_timeout": 20},
-            "delivery": {"max_attempts": 2},
-            "destinations.default": {"url": url},
-        },
-    )
-    with running(config) as service:
-        answer = _ready(service.http_url)
-        (ack,) = service.send([adt("PW-1", mrn="MRN-PW")])
-        service.drained()
+    with _refusing_port() as port:
+        url = f"http://fhiruser:URLPASSWORD@127.0.0.1:{port}/fhir/R4?apikey=QSECRET"
+        config = make_config(
+            tmp_path,
+            {
+                "mllp": {"ack_after": "delivery", "delivery_ack_timeout": 20},
+                "delivery": {"max_attempts": 2},
+                "destinations.default": {"url": url},
+            },
+        )
+        with running(config) as service:
+            answer = _ready(service.http_url)
+            (ack,) = service.send([adt("PW-1", mrn="MRN-PW")])
+            service.drained()
     listing = passerelle("dead-letters", "list", *_cfg(tmp_path))
     (letter,) = [line.split()[0] for line in listing.stdout.splitlines()[1:]]
     shown = passerelle("dead-letters", "show", letter, *_cfg(tmp_path))
@@ -195,11 +201,12 @@ def test_retry_lines_say_why_and_the_last_attempt_gets_a_line(
 def test_connection_failures_are_named_in_the_retry_lines(
     tmp_path: Path, captured_text_logs: io.StringIO
 ) -> None:
-    url = f"http://127.0.0.1:{_unused_port()}/fhir/R4"
-    config = make_config(tmp_path, {"delivery": {"max_attempts": 2}}, fhir_url=url)
-    with running(config) as service:
-        assert service.send([adt("CONN-1", mrn="MRN-CONN")])[0].code == "AA"
-        service.drained()
+    with _refusing_port() as port:
+        url = f"http://127.0.0.1:{port}/fhir/R4"
+        config = make_config(tmp_path, {"delivery": {"max_attempts": 2}}, fhir_url=url)
+        with running(config) as service:
+            assert service.send([adt("CONN-1", mrn="MRN-CONN")])[0].code == "AA"
+            service.drained()
     text = captured_text_logs.getvalue()
     assert "delivery failed; will retry (connection refused)" in text
     assert "attempts exhausted, message dead-lettered (connection refused)" in text
