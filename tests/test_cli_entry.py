@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.stop_signals import interrupt_at_delays
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "samples" / "hl7v2"
 ADT_A01 = SAMPLES / "ADT_A01_admission-full.hl7"
@@ -76,25 +78,9 @@ def test_ctrl_c_at_random_early_delays_never_prints_a_traceback() -> None:
     the entry's handler (listeners.cli) through the command's imports."""
     chooser = random.Random(20261130)
     delays = [0.0, 0.0005, 0.001] + [chooser.uniform(0, 0.06) for _ in range(17)]
-    outcomes = []
-    for delay in delays:
-        reader, writer = os.pipe()
-        process = subprocess.Popen(
-            [*LAUNCH, "listeners.cli", str(delay), "convert", str(ADT_A01)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            cwd=REPO,
-            env={**ENV, "READY_FD": str(writer)},
-            pass_fds=(writer,),
-        )
-        os.close(writer)
-        assert os.read(reader, 1) == b"!"
-        os.close(reader)
-        time.sleep(delay)
-        process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=120)
-        assert b"Traceback" not in stderr, (delay, stderr.decode())
-        outcomes.append(process.returncode)
+    outcomes = interrupt_at_delays(
+        [*LAUNCH, "listeners.cli", "ready", "convert", str(ADT_A01)], delays
+    )
     # 0 only if the conversion finished before the signal (a very fast machine).
     assert set(outcomes) <= {130, 0}, outcomes
     assert outcomes[0] == 130

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.stop_signals import interrupt_at_delays
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "samples" / "hl7v2"
 ADT_A01 = SAMPLES / "ADT_A01_admission-full.hl7"
@@ -170,25 +172,10 @@ class Ready:
 sys.meta_path.insert(0, Ready())
 """
     launcher = ready + LAUNCHER.replace("import os, runpy, signal, sys", "import runpy, signal")
-    outcomes = []
-    for delay in (0.0, 0.01, 0.03, 0.06, 0.1, 0.2, 0.35, 0.5, 0.8, 1.2):
-        reader, writer = os.pipe()
-        process = subprocess.Popen(
-            [sys.executable, "-c", launcher, PASSERELLE, "-", "convert", SAMPLES],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            cwd=REPO,
-            env={**ENV, "READY_FD": str(writer)},
-            pass_fds=(writer,),
-        )
-        os.close(writer)
-        assert os.read(reader, 1) == b"!"
-        os.close(reader)
-        time.sleep(delay)
-        process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=120)
-        assert b"Traceback" not in stderr, (delay, stderr.decode())
-        outcomes.append(process.returncode)
+    outcomes = interrupt_at_delays(
+        [sys.executable, "-c", launcher, str(PASSERELLE), "-", "convert", str(SAMPLES)],
+        [0.0, 0.01, 0.03, 0.06, 0.1, 0.2, 0.35, 0.5, 0.8, 1.2],
+    )
     # 0 only if the whole folder was converted before the signal (a very fast machine).
     assert set(outcomes) <= {130, 0}, outcomes
     assert outcomes[0] == 130

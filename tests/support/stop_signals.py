@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -62,3 +65,29 @@ def big_oru(count: int) -> bytes:
         fields[1] = str(number).encode()
         body.append(b"|".join(fields))
     return b"\r".join(others + body) + b"\r"
+
+
+def interrupt_at_delays(command: list[str], delays: list[float]) -> list[int]:
+    """Run ``command`` once per delay; each run writes a byte to ``READY_FD`` at the
+    moment the delay counts from (its launcher says when), then gets SIGINT that long
+    after. The exit statuses, in order; no run may print a traceback."""
+    outcomes = []
+    for delay in delays:
+        reader, writer = os.pipe()
+        process = subprocess.Popen(
+            command,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            cwd=REPO,
+            env={**ENV, "READY_FD": str(writer)},
+            pass_fds=(writer,),
+        )
+        os.close(writer)
+        assert os.read(reader, 1) == b"!"
+        os.close(reader)
+        time.sleep(delay)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+        assert b"Traceback" not in stderr, (delay, stderr.decode())
+        outcomes.append(process.returncode)
+    return outcomes
