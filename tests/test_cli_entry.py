@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.stop_signals import interrupt_at_delays
+from tests.support.stop_signals import interrupt_at_delays, start_when_ready
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "samples" / "hl7v2"
@@ -91,18 +91,9 @@ def test_a_command_interrupted_after_start_up_still_reports_how_far_it_went(
 ) -> None:
     """Past the imports, Ctrl-C is a KeyboardInterrupt again: convert stops, says how far
     it went and prints its summary (the entry's quiet exit does not swallow it)."""
-    reader, writer = os.pipe()
-    process = subprocess.Popen(
-        [*LAUNCH, "converter.cli_output", "0", "convert", str(SAMPLES), "--out", str(tmp_path)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        cwd=REPO,
-        env={**ENV, "READY_FD": str(writer)},
-        pass_fds=(writer,),
+    process = start_when_ready(
+        [*LAUNCH, "converter.cli_output", "0", "convert", str(SAMPLES), "--out", str(tmp_path)]
     )
-    os.close(writer)
-    assert os.read(reader, 1) == b"!"
-    os.close(reader)
     deadline = time.monotonic() + 120
     while not any(tmp_path.glob("*.json")) and time.monotonic() < deadline:
         time.sleep(0.01)

@@ -67,24 +67,30 @@ def big_oru(count: int) -> bytes:
     return b"\r".join(others + body) + b"\r"
 
 
+def start_when_ready(command: list[str]) -> subprocess.Popen[bytes]:
+    """Start ``command`` (stdout discarded, stderr piped) and return once it has written a
+    byte to ``READY_FD`` (its launcher says when: an import reached, a call made)."""
+    reader, writer = os.pipe()
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        cwd=REPO,
+        env={**ENV, "READY_FD": str(writer)},
+        pass_fds=(writer,),
+    )
+    os.close(writer)
+    assert os.read(reader, 1) == b"!"
+    os.close(reader)
+    return process
+
+
 def interrupt_at_delays(command: list[str], delays: list[float]) -> list[int]:
-    """Run ``command`` once per delay; each run writes a byte to ``READY_FD`` at the
-    moment the delay counts from (its launcher says when), then gets SIGINT that long
-    after. The exit statuses, in order; no run may print a traceback."""
+    """Run ``command`` once per delay (:func:`start_when_ready`), send it SIGINT that long
+    after it is ready. The exit statuses, in order; no run may print a traceback."""
     outcomes = []
     for delay in delays:
-        reader, writer = os.pipe()
-        process = subprocess.Popen(
-            command,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            cwd=REPO,
-            env={**ENV, "READY_FD": str(writer)},
-            pass_fds=(writer,),
-        )
-        os.close(writer)
-        assert os.read(reader, 1) == b"!"
-        os.close(reader)
+        process = start_when_ready(command)
         time.sleep(delay)
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=120)
