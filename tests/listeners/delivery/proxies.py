@@ -19,11 +19,12 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import httpx
 
-__all__ = ["FailingProxy", "ForwardProxy", "failing_proxy"]
+__all__ = ["FailingProxy", "ForwardProxy", "RelayProxy", "failing_proxy", "serving"]
 
 _HOP_BY_HOP = {"content-length", "transfer-encoding", "connection", "content-encoding", "host"}
 _OUTCOME = (
@@ -32,60 +33,63 @@ _OUTCOME = (
 )
 
 
-class FailingProxy(ThreadingHTTPServer):
-    """Serves ``url`` (``/fhir/R4`` like the server); ``failed_posts``: when each refused
-    POST came (``time.monotonic()``)."""
+class RelayProxy(ThreadingHTTPServer):
+    """Relays every request to the url :meth:`target` gives its path (hop-by-hop headers
+    left out), unless :meth:`intercept` answers it; :meth:`answered` sees each status.
+    Serve it with :func:`serving`."""
 
     daemon_threads = True
 
-    def __init__(self, upstream: str, failing: bytes) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.upstream = upstream
-        self.failing = failing
-        self.failed_posts: list[float] = []
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _RelayHandler)
         self.client = httpx.Client(timeout=30)
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/fhir/R4"
+    def target(self, path: str) -> str:
+        raise NotImplementedError
+
+    def intercept(self, command: str, body: bytes) -> tuple[int, dict[str, str], bytes] | None:
+        return None
+
+    def answered(self, command: str, status: int) -> None:
+        pass
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: FailingProxy
+class _RelayHandler(BaseHTTPRequestHandler):
+    server: RelayProxy
 
     def log_message(self, format: str, *args: object) -> None:
         pass
 
     def _forward(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        if self.command == "POST" and self.server.failing in body:
-            self.server.failed_posts.append(time.monotonic())
-            self._answer(500, {"Content-Type": "application/fhir+json"}, _OUTCOME)
-            return
-        answer = self.server.client.request(
-            self.command,
-            self.server.upstream + self.path.removeprefix("/fhir/R4"),
-            content=body,
-            headers={k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP},
-        )
-        headers = {k: v for k, v in answer.headers.items() if k.lower() not in _HOP_BY_HOP}
-        self._answer(answer.status_code, headers, answer.content)
-
-    def _answer(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        answer = self.server.intercept(self.command, body)
+        if answer is None:
+            response = self.server.client.request(
+                self.command,
+                self.server.target(self.path),
+                content=body,
+                headers={k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP},
+            )
+            headers = {k: v for k, v in response.headers.items() if k.lower() not in _HOP_BY_HOP}
+            answer = (response.status_code, headers, response.content)
+        self.server.answered(self.command, answer[0])
+        status, headers, content = answer
         self.send_response(status)
         for name, value in headers.items():
             self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(len(content)))
         self.end_headers()
-        self.wfile.write(body)
+        self.wfile.write(content)
 
     do_GET = do_POST = do_PUT = do_DELETE = _forward
 
 
+_Relay = TypeVar("_Relay", bound=RelayProxy)
+
+
 @contextlib.contextmanager
-def failing_proxy(upstream: str, failing: bytes) -> Iterator[FailingProxy]:
-    """A :class:`FailingProxy` to ``upstream`` (the server's base url), serving meanwhile."""
-    proxy = FailingProxy(upstream, failing)
+def serving(proxy: _Relay) -> Iterator[_Relay]:
+    """``proxy`` serving in a thread meanwhile."""
     thread = threading.Thread(target=proxy.serve_forever, daemon=True)
     thread.start()
     try:
@@ -94,6 +98,35 @@ def failing_proxy(upstream: str, failing: bytes) -> Iterator[FailingProxy]:
         proxy.shutdown()
         proxy.server_close()
         proxy.client.close()
+
+
+class FailingProxy(RelayProxy):
+    """Serves ``url`` (``/fhir/R4`` like the server); ``failed_posts``: when each refused
+    POST came (``time.monotonic()``)."""
+
+    def __init__(self, upstream: str, failing: bytes) -> None:
+        super().__init__()
+        self.upstream = upstream
+        self.failing = failing
+        self.failed_posts: list[float] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/fhir/R4"
+
+    def target(self, path: str) -> str:
+        return self.upstream + path.removeprefix("/fhir/R4")
+
+    def intercept(self, command: str, body: bytes) -> tuple[int, dict[str, str], bytes] | None:
+        if command == "POST" and self.failing in body:
+            self.failed_posts.append(time.monotonic())
+            return 500, {"Content-Type": "application/fhir+json"}, _OUTCOME
+        return None
+
+
+def failing_proxy(upstream: str, failing: bytes) -> contextlib.AbstractContextManager[FailingProxy]:
+    """A :class:`FailingProxy` to ``upstream`` (the server's base url), serving meanwhile."""
+    return serving(FailingProxy(upstream, failing))
 
 
 class ForwardProxy:

@@ -28,69 +28,37 @@ from listeners.config import DestinationConfig
 from listeners.delivery import FhirServerSink
 from listeners.errors import RejectedDeliveryError, TransientDeliveryError
 from tests.listeners.delivery.helpers import make_envelope
+from tests.listeners.delivery.proxies import RelayProxy, serving
 from tests.listeners.service.support import adt, make_config, patients, running, wait_until
 from tests.support.fhirserver import FhirServer
 from tests.support.log_records import log_records
 
-_HOP_BY_HOP = {"content-length", "transfer-encoding", "connection", "content-encoding", "host"}
 
-
-class _Ingress(ThreadingHTTPServer):
-    daemon_threads = True
-
+class _Ingress(RelayProxy):
     def __init__(self, upstream_origin: str) -> None:
-        super().__init__(("127.0.0.1", 0), _Forward)
+        super().__init__()
         self.upstream_origin = upstream_origin
         self.fixed = threading.Event()
         self.posts: list[int] = []
-        self.client = httpx.Client(timeout=30)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}/fhir"
 
-
-class _Forward(BaseHTTPRequestHandler):
-    server: _Ingress
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-    def _forward(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        path = self.path
-        if self.server.fixed.is_set():
+    def target(self, path: str) -> str:
+        if self.fixed.is_set():
             path = "/fhir/R4" + path.removeprefix("/fhir")
-        answer = self.server.client.request(
-            self.command,
-            self.server.upstream_origin + path,
-            content=body,
-            headers={k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP},
-        )
-        if self.command == "POST":
-            self.server.posts.append(answer.status_code)
-        self.send_response(answer.status_code)
-        for name, value in answer.headers.items():
-            if name.lower() not in _HOP_BY_HOP:
-                self.send_header(name, value)
-        self.send_header("Content-Length", str(len(answer.content)))
-        self.end_headers()
-        self.wfile.write(answer.content)
+        return self.upstream_origin + path
 
-    do_GET = do_POST = do_PUT = do_DELETE = _forward
+    def answered(self, command: str, status: int) -> None:
+        if command == "POST":
+            self.posts.append(status)
 
 
 @pytest.fixture
 def ingress(server: FhirServer) -> Iterator[_Ingress]:
-    proxy = _Ingress(server.origin)
-    thread = threading.Thread(target=proxy.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(_Ingress(server.origin)) as proxy:
         yield proxy
-    finally:
-        proxy.shutdown()
-        proxy.server_close()
-        proxy.client.close()
 
 
 def test_a_wrong_base_path_pauses_the_destination_instead_of_dead_lettering(
