@@ -63,6 +63,7 @@ from .config import DeliveryConfig
 from .conversion import ConversionFailure, ConversionPool
 from .delivery import (
     DestinationGate,
+    OpenFailures,
     Pass,
     Sink,
     backoff_delay,
@@ -130,7 +131,7 @@ class DeliveryWorkers:
         #: Job seq → transient failures while its destination was open (not a probe):
         #: two or more mean the server is up and fails that bundle (module docstring).
         #: Forgotten once the job is settled; in memory only (a restart starts afresh).
-        self._open_failures: dict[int, int] = {}
+        self._open_failures: OpenFailures[int] = OpenFailures()
 
     def start(self) -> None:
         self._loop_task = asyncio.create_task(self._claim_loop(), name="delivery-claims")
@@ -304,17 +305,17 @@ class DeliveryWorkers:
         try:
             await deliver_results(sink, outcome, envelope, destination, self._metrics)
         except TransientDeliveryError as exc:
-            repeated = self._failed_again(job, granted)
-            if repeated:
+            rank = self._open_failures.count(job.seq, granted)
+            if rank >= 2:
                 # Failed before, the destination came back since, and this bundle fails
                 # again: its own backoff; the other deliveries keep going.
-                await self._retry(job, exc, destination, fields, backoff_attempt=repeated)
+                await self._retry(job, exc, destination, fields, backoff_attempt=rank)
                 return
             self.gate.failed(granted, exc)
             await self._retry(job, exc, destination, fields, paused=True)
             return
         except RejectedDeliveryError as exc:
-            self._open_failures.pop(job.seq, None)
+            self._open_failures.forget(job.seq)
             self.gate.succeeded(granted)  # the server answered: the bundle was at fault
             record = exc.dead_letter_record(destination)
             if not await self._dead_letter(
@@ -341,7 +342,7 @@ class DeliveryWorkers:
                 paused=True,
             )
             return
-        self._open_failures.pop(job.seq, None)
+        self._open_failures.forget(job.seq)
         self.gate.succeeded(granted)
         # Delivered, whether or not the write below commits before a stop (then it is
         # delivered again after the restart).
@@ -350,16 +351,6 @@ class DeliveryWorkers:
         )
         log.info("delivered", extra=fields | log_fields(destination=destination))
         self._waiters.resolve(job.seq, DeliveryOutcome(True))
-
-    def _failed_again(self, job: Job, granted: Pass) -> int:
-        """Count a transient failure of ``job`` on its open destination: the count when
-        it is the second or more (see the module docstring), else 0. A probe's failure is
-        not counted: the destination was down, and the gate counts those."""
-        if granted.probe:
-            return 0
-        count = self._open_failures.get(job.seq, 0) + 1
-        self._open_failures[job.seq] = count
-        return count if count >= 2 else 0
 
     async def _retry(
         self,
@@ -381,7 +372,7 @@ class DeliveryWorkers:
         facts = log_fields(destination=destination, status=exc.status, error_kind=failure.kind)
         limit = self._config.max_attempts
         if limit and job.attempts >= limit:
-            self._open_failures.pop(job.seq, None)
+            self._open_failures.forget(job.seq)
             record = exc.dead_letter_record(destination, job.attempts)
             if not await self._dead_letter(
                 job,

@@ -31,7 +31,7 @@ from .base import BundleInput, DeliveryReceipt, EntryResult, Sink, bundle_bytes
 from .failures import FailureReason, describe_failure, http_status_text, retry_detail
 from .fhir import FhirServerSink, outcome_summary
 from .folder import FolderSink, bundle_file_name
-from .gate import DestinationGate, DestinationWaitInterrupted, Pass
+from .gate import DestinationGate, DestinationWaitInterrupted, OpenFailures, Pass
 from .gated_sink import GatedSink
 from .retry_after import parse_retry_after
 from .urls import join_url, redact_url
@@ -51,6 +51,7 @@ __all__ = [
     "GatedSink",
     "NoAuth",
     "OAuth2ClientCredentials",
+    "OpenFailures",
     "Pass",
     "RandomSource",
     "Sink",

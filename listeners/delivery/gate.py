@@ -39,9 +39,10 @@ import asyncio
 import logging
 import random
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from ..config import DeliveryConfig
 from ..errors import DeliveryError, TransientDeliveryError
@@ -50,7 +51,9 @@ from ..metrics import Metrics
 from .backoff import RandomSource, backoff_cap
 from .failures import describe_failure
 
-__all__ = ["DestinationGate", "DestinationWaitInterrupted", "Pass"]
+__all__ = ["DestinationGate", "DestinationWaitInterrupted", "OpenFailures", "Pass"]
+
+_Key = TypeVar("_Key")
 
 log = logging.getLogger("passerelle.delivery")
 
@@ -74,6 +77,33 @@ class Pass:
     probe: bool
     #: The destination's state when the pass was given (see :class:`DestinationGate`).
     epoch: int
+
+
+class OpenFailures(Generic[_Key]):
+    """Each message's transient failures while its destination was open. From the
+    second (:meth:`count` ≥ 2) the server is up and fails *that* bundle: it backs off on
+    its own without pausing the destination. A probe's failure is not counted: the
+    destination was down, and the gate counts those. ``limit``: messages remembered at
+    most, the oldest forgotten first (None: until :meth:`forget`)."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        self._counts: OrderedDict[_Key, int] = OrderedDict()
+        self._limit = limit
+
+    def count(self, key: _Key, granted: Pass) -> int:
+        """Count this failure of message ``key``: its rank (1, 2…), 0 for a probe's."""
+        if granted.probe:
+            return 0
+        rank = self._counts.pop(key, 0) + 1
+        self._counts[key] = rank
+        if self._limit is not None:
+            while len(self._counts) > self._limit:
+                self._counts.popitem(last=False)
+        return rank
+
+    def forget(self, key: _Key) -> None:
+        """Message ``key`` is settled (delivered, dead-lettered, given back)."""
+        self._counts.pop(key, None)
 
 
 @dataclass(slots=True)

@@ -19,13 +19,12 @@ destination was down, and the gate counts those.
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
 from collections.abc import Callable
 
 from ..errors import DeliveryError, RejectedDeliveryError, TransientDeliveryError
 from ..queue.base import Envelope
 from .base import BundleInput, DeliveryReceipt, Sink
-from .gate import DestinationGate, Pass
+from .gate import DestinationGate, OpenFailures
 
 __all__ = ["GatedSink"]
 
@@ -58,8 +57,7 @@ class GatedSink:
         self._sink = sink
         self._gate = gate
         self._interrupt = interrupt
-        #: Message → transient failures while its destination was open (not a probe).
-        self._open_failures: OrderedDict[_MessageKey, int] = OrderedDict()
+        self._open_failures: OpenFailures[_MessageKey] = OpenFailures(_REMEMBERED)
 
     @property
     def name(self) -> str:
@@ -71,11 +69,11 @@ class GatedSink:
         try:
             receipt = await self._sink.deliver(bundle, envelope)
         except RejectedDeliveryError:
-            self._open_failures.pop(_key(envelope), None)  # settled: a dead letter
+            self._open_failures.forget(_key(envelope))  # settled: a dead letter
             self._gate.succeeded(granted)  # the server answered: the bundle was at fault
             raise
         except TransientDeliveryError as exc:
-            if self._failed_again(envelope, granted):
+            if self._open_failures.count(_key(envelope), granted) >= 2:
                 self._gate.abandoned(granted)  # the server is up: no verdict on it
             else:
                 self._gate.failed(granted, exc)
@@ -95,15 +93,3 @@ class GatedSink:
 
     async def close(self) -> None:
         await self._sink.close()
-
-    def _failed_again(self, envelope: Envelope, granted: Pass) -> bool:
-        """Count a transient failure of ``envelope``'s message on its open destination;
-        True from the second one on (see the module docstring)."""
-        if granted.probe:
-            return False
-        key = _key(envelope)
-        count = self._open_failures.pop(key, 0) + 1
-        self._open_failures[key] = count
-        while len(self._open_failures) > _REMEMBERED:
-            self._open_failures.popitem(last=False)
-        return count >= 2
