@@ -51,8 +51,8 @@ __all__ = ["Service"]
 
 log = logging.getLogger("passerelle.service")
 
-#: Seconds a stop (SIGTERM, SIGINT) drains in all before closing what remains: a container
-#: runtime must wait longer before its SIGKILL (``docker run --stop-timeout 40``).
+#: Seconds a stop (SIGTERM, SIGINT, SIGHUP) drains in all before closing what remains: a
+#: container runtime must wait longer before its SIGKILL (``docker run --stop-timeout 40``).
 SHUTDOWN_GRACE = 30.0
 #: Of which, at most, for the ACKs of MLLP frames being handled (the listener's default).
 _MLLP_GRACE = 10.0
@@ -71,6 +71,21 @@ _ERROR_CLASSES: dict[str, type[ConversionError]] = {
         BundleValidationError,
     )
 }
+
+
+def stop_signals() -> tuple[signal.Signals, ...]:
+    """The signals that stop the service gracefully: SIGTERM, SIGINT, and SIGHUP unless
+    it is ignored (``nohup``: the operator asked the service to outlive its terminal).
+
+    Python's default for SIGHUP ends the process on the spot: a closed terminal, ssh
+    session or multiplexer pane, ``docker kill -s HUP`` or a supervisor sending it cut
+    off the senders waiting for their ACKs and the deliveries in flight, skipping the
+    drain SIGTERM gets. There is nothing to reload (the configuration is read once, and a
+    reload that re-read routes would change how queued messages are delivered), so it
+    stops the service the way SIGTERM does; the supervisor restarts it.
+    """
+    hangup = () if signal.getsignal(signal.SIGHUP) is signal.SIG_IGN else (signal.SIGHUP,)
+    return (signal.SIGTERM, signal.SIGINT, *hangup)
 
 
 class Service:
@@ -219,20 +234,22 @@ class Service:
         log.info("stopped")
 
     async def run(self) -> None:
-        """Start, serve until SIGTERM/SIGINT, stop gracefully."""
+        """Start, serve until SIGTERM, SIGINT or SIGHUP, stop gracefully; a second signal
+        while stopping exits at once (status 1)."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
 
-        def on_signal() -> None:
+        def on_signal(name: str) -> None:
             if stop.is_set():
                 # A second signal while draining: leave at once. Everything acknowledged
                 # is already committed; messages in flight are delivered after restart.
                 log.warning("second signal while stopping: exiting now")
                 os._exit(1)
+            log.info("%s received: stopping gracefully", name)
             stop.set()
 
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, on_signal)
+        for sig in stop_signals():
+            loop.add_signal_handler(sig, on_signal, sig.name)
         try:
             await self.start()
             await stop.wait()
