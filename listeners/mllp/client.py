@@ -27,7 +27,14 @@ from converter.printable import printable
 
 from ..errors import ServiceError
 from .ack import parse_ack, read_header
-from .framing import DEFAULT_MAX_FRAME_BYTES, CommitAck, FrameReader, commit_ack, frame
+from .framing import (
+    DEFAULT_MAX_FRAME_BYTES,
+    CommitAck,
+    FrameReader,
+    commit_ack,
+    frame,
+    is_keepalive,
+)
 from .tls import client_ssl_context
 
 __all__ = [
@@ -59,7 +66,8 @@ class MllpClient:
 
     ``timeout`` bounds connecting and each wait for an ACK; after a timeout or a
     connection error the connection is closed (a late ACK must not be taken for the
-    next message's) and the next :meth:`send` reconnects. MLLP release 2 commit blocks
+    next message's) and the next :meth:`send` reconnects. Keep-alive blocks (empty, or
+    only blanks, line ends and NUL bytes) are skipped. MLLP release 2 commit blocks
     are understood: a NAK raises :class:`CommitNakError`; an ACK is recorded in
     :attr:`last_commit` and, unless ``commit_ack_is_final``, the HL7 ACK is awaited.
     """
@@ -136,6 +144,10 @@ class MllpClient:
                         raise ConnectionClosedError(
                             "the server closed the connection without acknowledging"
                         )
+                    if is_keepalive(reply):
+                        # A server's keep-alive (an empty or padded block), not the ACK:
+                        # taken for it, the ACK that follows answered the next message.
+                        continue
                     kind = commit_ack(reply)
                     if kind is CommitAck.NAK:
                         raise CommitNakError("the server did not commit the message (NAK)")

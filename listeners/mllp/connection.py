@@ -18,10 +18,11 @@ import logging
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..logs import describe_exception
 from .framing import (
+    PADDING,
     CommitAck,
     FrameBudget,
     FrameBudgetError,
@@ -32,6 +33,8 @@ from .framing import (
     TlsOnPlainListenerError,
     commit_ack,
     frame,
+    is_keepalive,
+    unpad,
 )
 from .handler import Handler, OversizedHandler, PeerInfo
 from .stats import MllpStats
@@ -92,6 +95,26 @@ class FrameLoop:
         #: Whether the server is stopping: the loop then reads no further frame.
         self._stopping = stopping
         self._log = logger
+
+    def _unpadded(self, conn: Connection, item: bytes | OversizedFrame) -> bytes | OversizedFrame:
+        """The frame without the NUL bytes padding its message (see :func:`unpad`): kept,
+        they made the message's last segment unreadable, so it was acknowledged (its MSH
+        was read) and then failed its conversion, a dead letter; at its start, an AR."""
+        if isinstance(item, OversizedFrame):
+            # Only its head is known (read for MSH-10): its start may be padded.
+            rest = item.head.lstrip(PADDING)
+            lead = item.head[: len(item.head) - len(rest)]
+            if b"\0" not in lead:
+                return item
+            return replace(item, head=lead.replace(b"\0", b"") + rest)
+        unpadded = unpad(item)
+        if len(unpadded) != len(item):
+            self._log.debug(
+                "mllp#%d: %d NUL byte(s) padding the message removed",
+                conn.id,
+                len(item) - len(unpadded),
+            )
+        return unpadded
 
     async def serve(
         self,
@@ -214,10 +237,11 @@ class FrameLoop:
                     else "acknowledgement",
                 )
                 continue
-            if isinstance(item, bytes) and not item.strip():
-                # A keep-alive (heartbeat) some engines send on a quiet connection. Handed
-                # to the handler it drew an AR (no MSH), which such an engine logs as a
-                # rejected message, or reads as the ACK of its next one.
+            if isinstance(item, bytes) and is_keepalive(item):
+                # A keep-alive (heartbeat) some engines send on a quiet connection, empty
+                # or padded with blanks or NUL bytes. Handed to the handler it drew an AR
+                # (no MSH), which such an engine logs as a rejected message, or reads as
+                # the ACK of its next one.
                 stats.keepalives += 1
                 self._log.debug(
                     "mllp#%d %s from %s: empty frame (%d byte(s)), a keep-alive; not answered",
@@ -227,6 +251,7 @@ class FrameLoop:
                     len(item),
                 )
                 continue
+            item = self._unpadded(conn, item)
             conn.busy = True
             started = time.perf_counter()
             if isinstance(item, OversizedFrame):

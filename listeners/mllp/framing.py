@@ -54,6 +54,7 @@ __all__ = [
     "DEFAULT_MAX_FRAME_BYTES",
     "END_BLOCK",
     "FS",
+    "PADDING",
     "START_BLOCK",
     "VT",
     "CommitAck",
@@ -68,6 +69,8 @@ __all__ = [
     "TlsOnPlainListenerError",
     "commit_ack",
     "frame",
+    "is_keepalive",
+    "unpad",
 ]
 
 VT = 0x0B
@@ -79,6 +82,10 @@ DEFAULT_MAX_FRAME_BYTES = 10 * 1024 * 1024
 #: Bytes of an oversized frame kept to answer it (MSH is far shorter).
 DEFAULT_HEAD_BYTES = 64 * 1024
 _CHUNK = 64 * 1024
+#: What may pad a message in its frame: blanks, line ends (VT and FF too, as in
+#: ``bytes.strip``) and NULs, which some engines send around and between messages (a
+#: fixed-size buffer; Mirth issue #249). No message is made of them.
+PADDING = b"\0 \t\r\n\x0b\x0c"
 #: How a TLS connection starts: a handshake record (0x16) of TLS 1.x / SSL 3 (0x03).
 _TLS_HANDSHAKE = b"\x16\x03"
 
@@ -182,6 +189,24 @@ def commit_ack(payload: bytes) -> CommitAck | None:
     if payload == CommitAck.NAK.value:
         return CommitAck.NAK
     return None
+
+
+def is_keepalive(payload: bytes) -> bool:
+    """Whether a frame's payload is a keep-alive: empty, or nothing but :data:`PADDING`."""
+    return not payload.strip(PADDING)
+
+
+def unpad(payload: bytes) -> bytes:
+    """``payload`` without the NULs of its :data:`PADDING` (before its first and after its
+    last other byte); every other byte kept (``payload`` itself when it has none)."""
+    body = payload.strip(PADDING)
+    if not body:
+        return b""
+    start = len(payload) - len(payload.lstrip(PADDING))
+    lead, tail = payload[:start], payload[start + len(body) :]
+    if b"\0" not in lead and b"\0" not in tail:
+        return payload
+    return lead.replace(b"\0", b"") + body + tail.replace(b"\0", b"")
 
 
 class FrameDecoder:

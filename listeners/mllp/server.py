@@ -49,9 +49,11 @@ Limits against peers that would hold the service's memory or file descriptors:
   would wait for it to read the unsent ACK, for ever, so the connection is aborted
   with a reset (the kernel drops what it still held for that peer).
 
-An empty frame (``VT FS CR``, or only blanks and line ends: a keep-alive some engines
-send) is not handed to the handler: no reply, connection kept, counted in
-``keepalives``.
+An empty frame (``VT FS CR``, or only blanks, line ends and NUL bytes: a keep-alive some
+engines send) is not handed to the handler: no reply, connection kept, counted in
+``keepalives``. NUL bytes padding a message (before its first or after its last printable
+byte, some engines fill a fixed-size buffer with them) are removed before the handler
+sees it; the rest of the frame is handed over byte for byte.
 
 A handler exception is logged (its type and where it was raised, never the payload) and
 the connection is closed without a reply, which has the same effect as ``None``.

@@ -42,7 +42,7 @@ class MllpStats:
     unfinished_bytes_refusals: int = 0
     #: MLLP release 2 commit acknowledgements (ACK or NAK blocks) received, not answered.
     commit_acks: int = 0
-    #: Empty frames (``VT FS CR``, or only blanks and line ends): keep-alives, not
+    #: Empty frames (``VT FS CR``, or only blanks, line ends and NULs): keep-alives, not
     #: answered, not counted in ``frames``.
     keepalives: int = 0
     #: Connections aborted because an ACK stayed unsent for ``write_timeout`` (the peer
