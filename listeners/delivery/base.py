@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import codecs
+import json
+import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from converter import json_dumps, json_loads
+from converter import json_dumps
 
 from ..queue.base import Envelope
-from .json_steps import loads_json
+from .json_steps import PARSE_IN_THREAD, loads_json
 
 __all__ = [
     "BundleInput",
     "DeliveryReceipt",
     "EntryResult",
     "Sink",
-    "as_batch",
     "bundle_bytes",
     "entry_count",
+    "request_body",
 ]
 
 #: A bundle as the converter hands it over: serialized JSON or the parsed object.
@@ -121,10 +125,142 @@ def _dropped(entry: Any) -> None:
     return None
 
 
-def as_batch(bundle: BundleInput) -> bytes:
-    """The bundle with ``type`` batch: its PUT Type/id entries and literal references
-    stand alone, so a server may apply them one by one. A dict is copied, not changed,
-    and written once."""
-    data = dict(bundle) if isinstance(bundle, Mapping) else json_loads(bundle_bytes(bundle))
-    data["type"] = "batch"
-    return json_dumps(data).encode("utf-8")
+async def request_body(bundle: BundleInput, *, batch: bool) -> bytes:
+    """What is POSTed for ``bundle``; with ``batch``, the bundle with ``type`` batch (its PUT
+    Type/id entries and literal references stand alone, so a server may apply them one by
+    one: a dict is copied, not changed; JSON text keeps every byte but the ``type``
+    value's, added last when it has none). Made without stalling the event loop (MLLP
+    ACKs, ``/ready``, the other deliveries) when the bundle is large.
+
+    Parsing a 30 MB bundle to change its ``type`` and writing it back held the loop for
+    3.8 s; ``asyncio.to_thread`` alone would not do, since the JSON parser and encoder are
+    C code holding the GIL for the whole document. So JSON text is not parsed: the
+    top-level ``type`` value is found (it comes before ``entry`` in the converter's
+    bundles, within the text's first 64 KiB; else the text is read one entry at a time,
+    in a thread) and replaced, in one copy of the text (a 30 MB bundle: 10-90 ms). A
+    parsed bundle with many entries is written one entry at a time, in a thread. Between
+    two steps the thread is back in the interpreter, which hands the GIL to the loop at
+    each switch interval (5 ms)."""
+    if isinstance(bundle, Mapping):
+        fields = {**bundle, "type": "batch"} if batch else bundle
+        if not _many_entries(bundle):
+            return json_dumps(fields).encode("utf-8")
+        return await asyncio.to_thread(_dumps_in_steps, fields)
+    data = bundle_bytes(bundle)
+    if not batch:
+        return data
+    if len(data) <= PARSE_IN_THREAD:
+        return _retyped(data)
+    return await asyncio.to_thread(_retyped, data)
+
+
+#: Entries from which a parsed bundle is written in steps, in a thread (a typical
+#: message gives tens of entries; a laboratory report with thousands of results, MBs).
+_STEPPED_ENTRIES = 200
+#: The start of a bundle's text searched for its ``type`` before reading all of it.
+_PREFIX_BYTES = 64 * 1024
+_BATCH = b'"batch"'
+
+
+def _many_entries(bundle: Mapping[str, Any]) -> bool:
+    entries = bundle.get("entry")
+    return isinstance(entries, list) and len(entries) > _STEPPED_ENTRIES
+
+
+def _dumps_in_steps(bundle: Mapping[str, Any]) -> bytes:
+    """``json_dumps(bundle)``, written one top-level member and one array element at a
+    time: the compact text of a container is its members' texts joined, the same bytes."""
+    members = []
+    for key, value in bundle.items():
+        if isinstance(value, list):
+            text = "[" + ",".join(json_dumps(item) for item in value) + "]"
+        else:
+            text = json_dumps(value)
+        members.append(json_dumps(key) + ":" + text)
+    return ("{" + ",".join(members) + "}").encode("utf-8")
+
+
+def _retyped(data: bytes) -> bytes:
+    """``data`` (a Bundle's JSON text) with its top-level ``type`` value replaced by
+    ``"batch"`` (added last when it has none), every other byte kept. Raises
+    ``ValueError`` for a text that is no JSON object."""
+    prefix = codecs.getincrementaldecoder("utf-8")().decode(data[:_PREFIX_BYTES])
+    found = _type_member(prefix, complete=len(data) <= _PREFIX_BYTES)
+    text = prefix
+    if found is None:  # beyond the first 64 KiB: read the whole text, an array in steps
+        text = data.decode("utf-8")
+        found = _type_member(text, complete=True)
+        assert found is not None
+    if isinstance(found, tuple):
+        start, end = (len(text[:position].encode("utf-8", "surrogatepass")) for position in found)
+        return _spliced(data, start, end, _BATCH)
+    closing = len(text[:found].encode("utf-8", "surrogatepass"))
+    before = data[:closing].rstrip(b" \t\r\n")
+    member = b'"type":' + _BATCH if before.endswith(b"{") else b',"type":' + _BATCH
+    return _spliced(data, closing, closing, member)
+
+
+def _type_member(text: str, *, complete: bool) -> tuple[int, int] | int | None:
+    """In ``text``, a JSON object's text or (``complete`` false) its start: the span of its
+    ``type`` member's value; else the index of its closing brace; None when the text ends
+    before either. The first ``type`` counts (FHIR JSON allows one)."""
+    try:
+        index = _skip(text, 0)
+        if text[index : index + 1] != "{":
+            raise json.JSONDecodeError("Expecting a Bundle, a JSON object", text, index)
+        index = _skip(text, index + 1)
+        if text[index : index + 1] == "}":
+            return index
+        while True:
+            key, index = _DECODER.raw_decode(text, index)
+            index = _skip(text, index)
+            if text[index : index + 1] != ":":
+                raise json.JSONDecodeError("Expecting ':' delimiter", text, index)
+            start = _skip(text, index + 1)
+            end = _skip_value(text, start)
+            index = _skip(text, end)
+            if key == "type" and text[index : index + 1] in (",", "}"):
+                return start, end  # followed by what ends a member: not cut off
+            if text[index : index + 1] == "}":
+                return index
+            if text[index : index + 1] != ",":
+                raise json.JSONDecodeError("Expecting ',' delimiter", text, index)
+            index = _skip(text, index + 1)
+    except json.JSONDecodeError:
+        if complete:
+            raise
+        return None  # maybe cut off at the prefix's end: read all of it
+
+
+def _skip_value(text: str, index: int) -> int:
+    """The index after the JSON value at ``index``; an array is read one element at a
+    time (a Bundle's ``entry``: each step short)."""
+    if text[index : index + 1] != "[":
+        return _DECODER.raw_decode(text, index)[1]
+    index = _skip(text, index + 1)
+    if text[index : index + 1] == "]":
+        return index + 1
+    while True:
+        index = _skip(text, _DECODER.raw_decode(text, index)[1])
+        after = text[index : index + 1]
+        if after == "]":
+            return index + 1
+        if after != ",":
+            raise json.JSONDecodeError("Expecting ',' delimiter", text, index)
+        index = _skip(text, index + 1)
+
+
+def _spliced(data: bytes, start: int, end: int, replacement: bytes) -> bytes:
+    """``data[:start] + replacement + data[end:]``, in one copy (slices of a memoryview
+    are not copied first)."""
+    view = memoryview(data)
+    return b"".join((view[:start], replacement, view[end:]))
+
+
+def _skip(text: str, index: int) -> int:
+    match = _WHITESPACE.match(text, index)
+    return match.end() if match else index
+
+
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+_DECODER = json.JSONDecoder()

@@ -87,7 +87,7 @@ from .answers import (
     transaction_answer_problem,
 )
 from .auth import Authenticator, build_authenticator
-from .base import BundleInput, DeliveryReceipt, EntryResult, as_batch, bundle_bytes, entry_count
+from .base import BundleInput, DeliveryReceipt, EntryResult, entry_count, request_body
 from .deletes import AbsentDeletes
 from .endpoint import ENDPOINT_STATUSES, NO_SERVER, missing_endpoint
 from .exchange import MAX_ANSWER_BYTES, AnswerTooLarge, bounded_exchange
@@ -258,8 +258,9 @@ class FhirServerSink:
     # -- internals -------------------------------------------------------------------------------
 
     async def _post(self, bundle: BundleInput) -> httpx.Response:
-        batch = self._destination.bundle_type == "batch"
-        body = as_batch(bundle) if batch else bundle_bytes(bundle)
+        # Off the event loop for a large bundle: re-typing or writing one held it for
+        # seconds (every MLLP ACK and delivery waiting).
+        body = await request_body(bundle, batch=self._destination.bundle_type == "batch")
         headers = {"Content-Type": FHIR_JSON}
         return await self._send("POST", self._url, content=body, headers=headers)
 
