@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         help="run the service",
         description="Run the MLLP listener, the HTTP API and the "
-        "delivery workers until SIGTERM/SIGINT.",
+        "delivery workers until SIGTERM, SIGINT or SIGHUP.",
     )
     _add_config_option(serve)
     serve.add_argument(
@@ -201,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="deliver messages from RabbitMQ partitions (scale-out)",
         description='Consume the RabbitMQ partition queues of queue.backend = "amqp": '
         "convert and deliver, one message at a time per partition, sharing the partitions "
-        "with the other workers, until SIGTERM/SIGINT.",
+        "with the other workers, until SIGTERM, SIGINT or SIGHUP.",
     )
     _add_config_option(worker)
     worker.set_defaults(handler=run_worker)

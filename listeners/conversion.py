@@ -15,8 +15,9 @@ Crash safety of the pool:
   wake-up socket (a SIGTERM sent to a conversion process — ``ProcessPoolExecutor`` sends
   one to the survivors when a process dies — would reach the service's loop and stop the
   whole service).
-* A process ignores SIGINT (a Ctrl-C in a terminal reaches the whole process group; the
-  service decides when conversions stop) and exits when the service that started it is
+* A process ignores SIGINT and SIGHUP (a Ctrl-C in a terminal, or the terminal closing,
+  reaches the whole process group; the service decides when conversions stop, and drains
+  the one in progress) and exits when the service that started it is
   gone, instead of lingering as an orphan. It runs at a lower CPU priority (nice 10) than
   the service's main process, so a conversion backlog does not slow the acknowledgements.
 * When a process dies (OOM killer, a crash in a C extension), ``ProcessPoolExecutor``
@@ -174,6 +175,7 @@ def _init_process(configs: Mapping[str, ConverterConfig]) -> None:
 def _init_worker_process(configs: Mapping[str, ConverterConfig], service_pid: int) -> None:
     """Initializer of a conversion process (see the module docstring)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     with contextlib.suppress(OSError):
         os.nice(_NICENESS)
     _init_process(configs)

@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import signal
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter
@@ -41,6 +39,7 @@ from .logs import log_fields
 from .metrics import Metrics
 from .mllp.server import MllpServer
 from .queue.sqlite import SqliteQueue
+from .stop_signals import install_stop_handlers
 from .worker import DeliveryWorkers
 
 if TYPE_CHECKING:
@@ -71,21 +70,6 @@ _ERROR_CLASSES: dict[str, type[ConversionError]] = {
         BundleValidationError,
     )
 }
-
-
-def stop_signals() -> tuple[signal.Signals, ...]:
-    """The signals that stop the service gracefully: SIGTERM, SIGINT, and SIGHUP unless
-    it is ignored (``nohup``: the operator asked the service to outlive its terminal).
-
-    Python's default for SIGHUP ends the process on the spot: a closed terminal, ssh
-    session or multiplexer pane, ``docker kill -s HUP`` or a supervisor sending it cut
-    off the senders waiting for their ACKs and the deliveries in flight, skipping the
-    drain SIGTERM gets. There is nothing to reload (the configuration is read once, and a
-    reload that re-read routes would change how queued messages are delivered), so it
-    stops the service the way SIGTERM does; the supervisor restarts it.
-    """
-    hangup = () if signal.getsignal(signal.SIGHUP) is signal.SIG_IGN else (signal.SIGHUP,)
-    return (signal.SIGTERM, signal.SIGINT, *hangup)
 
 
 class Service:
@@ -237,19 +221,7 @@ class Service:
         """Start, serve until SIGTERM, SIGINT or SIGHUP, stop gracefully; a second signal
         while stopping exits at once (status 1)."""
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-
-        def on_signal(name: str) -> None:
-            if stop.is_set():
-                # A second signal while draining: leave at once. Everything acknowledged
-                # is already committed; messages in flight are delivered after restart.
-                log.warning("second signal while stopping: exiting now")
-                os._exit(1)
-            log.info("%s received: stopping gracefully", name)
-            stop.set()
-
-        for sig in stop_signals():
-            loop.add_signal_handler(sig, on_signal, sig.name)
+        install_stop_handlers(stop, log)
         try:
             await self.start()
             await stop.wait()

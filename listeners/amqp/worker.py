@@ -38,7 +38,13 @@ ends the wait without counting an attempt). Partitions whose messages go elsewhe
 its connection drops) the broker puts its unacked message back at the head of the
 partition, and the next owner delivers it first — at least once; PUT with stable ids
 makes the repeat harmless. After losing the connection a worker reconnects and claims
-partitions again.
+partitions again. A consumer the broker cancels (queue deleted, its cluster node down)
+gives its partition up, to be claimed again once the queue is back.
+
+**Signals.** SIGTERM, SIGINT and SIGHUP (unless ignored, ``nohup``) stop it gracefully:
+every partition is released after its message in flight (within the grace), then the
+worker disconnects and exits 0; a second signal during that drain exits at once (1), the
+unacked messages going back to their partitions' heads.
 
 **Probes.** A worker serves ``GET /health``, ``GET /ready`` (connected to RabbitMQ,
 destinations reachable) and ``GET /metrics`` on ``[http]`` host and port, like the service.
@@ -51,7 +57,6 @@ import contextlib
 import logging
 import math
 import random
-import signal
 from collections.abc import Iterator
 
 import aiormq
@@ -71,6 +76,7 @@ from ..delivery import (
 from ..http import EmbeddedHttpServer, create_probe_app
 from ..logs import log_fields
 from ..metrics import Metrics
+from ..stop_signals import install_stop_handlers
 from .broker import ConfirmedPublisher, connect_plain, describe, safe_error
 from .handling import MessageHandler, Partition
 from .topology import declare_dead_letters, declare_partitions, partition_queue
@@ -217,11 +223,10 @@ class AmqpWorker:
         return checks
 
     async def run(self) -> None:
-        """Start, work until SIGTERM/SIGINT, stop gracefully."""
-        loop = asyncio.get_running_loop()
+        """Start, work until SIGTERM, SIGINT or SIGHUP, stop gracefully; a second signal
+        while stopping exits at once (status 1)."""
         stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+        install_stop_handlers(stop, log)
         try:
             await self.start()
             await stop.wait()
@@ -338,6 +343,11 @@ class AmqpWorker:
         channel = await self._connection.channel(publisher_confirms=False)
         await channel.set_qos(prefetch_count=1)
         partition = Partition(number, name, channel)
+        # A consumer the broker cancels (basic.cancel: the queue deleted, or in a cluster
+        # its node going down) receives nothing more while its channel stays open: the
+        # partition was held for ever, its patients' messages waiting for a restart.
+        underlay = await channel.get_underlay_channel()
+        underlay.on_consumer_cancel_callbacks.add(lambda _: self._consumer_cancelled(partition))
         queue = await channel.get_queue(name, ensure=False)
         try:
             await queue.consume(partition.inbox.put, exclusive=True)
@@ -376,6 +386,16 @@ class AmqpWorker:
                 "partition channel closed by the broker (%s); its message goes back to the queue",
                 safe_error(exc) if exc is not None else "closed",
                 extra=log_fields(event="partition-lost"),
+            )
+        self._release(partition)
+
+    def _consumer_cancelled(self, partition: Partition) -> None:
+        if not partition.released.is_set():
+            log.warning(
+                "partition consumer cancelled by the broker (queue deleted or its node"
+                " down); giving the partition up: %s",
+                partition.queue,
+                extra=log_fields(event="partition-cancelled"),
             )
         self._release(partition)
 

@@ -7,6 +7,7 @@ once, without the drain SIGTERM gets.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import pty
@@ -19,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from converter import ConverterConfig
+from listeners.conversion import ConversionPool
 from listeners.mllp import parse_ack
 from listeners.mllp.framing import FrameDecoder, frame
 from tests.listeners.service.support import (
@@ -186,3 +189,21 @@ def test_closing_the_terminal_stops_the_service_gracefully(tmp_path: Path) -> No
         if pid:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
+
+
+def test_a_conversion_process_outlives_a_sighup() -> None:
+    """A hang-up reaching the whole process group (the terminal closed) must leave the
+    conversion processes to the service's drain: killed by it, the conversion in progress
+    failed with BrokenProcessPool and the pool was replaced during the stop."""
+    pool = ConversionPool({"default": ConverterConfig()}, processes=1)
+    try:
+        pool.warm_up()
+        pid = pool._executor.submit(os.getpid).result(timeout=30)
+        os.kill(pid, signal.SIGHUP)
+        time.sleep(0.5)
+        os.kill(pid, 0)  # still there (ProcessLookupError otherwise)
+        [result] = asyncio.run(pool.convert("default", adt("HUP-3")))  # type: ignore[misc]
+    finally:
+        pool.close()
+    assert result.control_id == "HUP-3"
+    assert pool.restarts == 0

@@ -1,0 +1,42 @@
+"""The signals that stop ``passerelle serve`` and ``passerelle worker`` gracefully.
+
+SIGTERM, SIGINT and SIGHUP, unless SIGHUP is ignored (``nohup``: the operator asked the
+process to outlive its terminal). Python's default for SIGHUP ends the process on the
+spot: a closed terminal, ssh session or multiplexer pane, ``docker kill -s HUP`` or a
+supervisor sending it cut off the senders waiting for their ACKs and the deliveries in
+flight, skipping the drain SIGTERM gets. There is nothing to reload (the configuration is
+read once, and a reload that re-read routes would change how queued messages are
+delivered), so it stops the process the way SIGTERM does; the supervisor restarts it.
+A second signal while draining exits at once (status 1): everything acknowledged is
+already committed, and messages in flight are delivered again after the restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+
+__all__ = ["install_stop_handlers", "stop_signals"]
+
+
+def stop_signals() -> tuple[signal.Signals, ...]:
+    """SIGTERM, SIGINT, and SIGHUP unless it is ignored."""
+    hangup = () if signal.getsignal(signal.SIGHUP) is signal.SIG_IGN else (signal.SIGHUP,)
+    return (signal.SIGTERM, signal.SIGINT, *hangup)
+
+
+def install_stop_handlers(stop: asyncio.Event, log: logging.Logger) -> None:
+    """On the running loop: the first stop signal sets ``stop``; a second one exits now."""
+
+    def on_signal(name: str) -> None:
+        if stop.is_set():
+            log.warning("second signal while stopping: exiting now")
+            os._exit(1)
+        log.info("%s received: stopping gracefully", name)
+        stop.set()
+
+    loop = asyncio.get_running_loop()
+    for sig in stop_signals():
+        loop.add_signal_handler(sig, on_signal, sig.name)
