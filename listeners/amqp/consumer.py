@@ -131,7 +131,7 @@ class AmqpConsumer:
             assert isinstance(channel, aio_pika.RobustChannel)
             await channel.set_qos(prefetch_count=self._settings.prefetch)
             await declare_dead_letters(connection, channel, self._amqp)
-            queue = await declare_ingress(channel, self._amqp)
+            queue = await declare_ingress(connection, channel, self._amqp)
             self._settler.publisher = ConfirmedPublisher(
                 connection, timeout=self._amqp.confirm_timeout, url=self._url
             )
@@ -150,10 +150,23 @@ class AmqpConsumer:
     async def stop(self, grace: float = 30.0) -> None:
         """Stop consuming, let messages being handled finish (``grace``), disconnect.
         Messages not acknowledged by then are delivered again by the broker. A message whose
-        storing is being retried goes back to the queue unstored (after one last try)."""
+        storing is being retried goes back to the queue unstored (after one last try). With
+        the broker away, the connection is closed at once (nothing can be acked), and the
+        drain only lets the messages in hand finish."""
         if self._queue is not None and self._tag is not None:
-            with contextlib.suppress(Exception):
-                await self._queue.cancel(self._tag)
+            if is_connected(self._connection):
+                # Bounded: a broker that stops answering now must not hold the drain.
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(min(grace, self._amqp.confirm_timeout)):
+                        await self._queue.cancel(self._tag)
+            elif self._connection is not None:
+                # The broker is away: the cancel would wait for the reconnection, for ever
+                # (a stop during an outage hung until SIGKILL, the rest of the service's
+                # drain never reached). The broker took back every unacked message with
+                # the connection, and none can be acked any more: close it now, so that
+                # no reconnection brings the consumer back during the drain.
+                with contextlib.suppress(Exception):
+                    await self._connection.close()
         # After the cancel: a message returned now is not delivered to this consumer again.
         self._stopping = True
         self._stop_requested.set()

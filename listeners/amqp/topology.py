@@ -132,8 +132,17 @@ async def _try_declare(
     return None
 
 
-async def declare_ingress(channel: AbstractChannel, amqp: AmqpConfig) -> AbstractQueue:
-    """The ingress exchange, queue, binding and retry queues; returns the queue."""
+async def declare_ingress(
+    connection: AbstractConnection, channel: AbstractChannel, amqp: AmqpConfig
+) -> AbstractQueue:
+    """The ingress exchange, queue, binding and retry queues; returns the queue.
+
+    A queue the operator declared beforehand with arguments of their own — a quorum queue
+    (``x-queue-type``, the replicated type RabbitMQ recommends, with its ``x-delivery-limit``
+    against poison), a length limit — cannot be declared again with Passerelle's: the
+    broker closed the channel (PRECONDITION_FAILED) and ``passerelle serve`` could not
+    start. As for the dead-letter queue, the refusal is found out on a throwaway channel and
+    the queue is then used as it is, with a warning naming what differs."""
     consumer = amqp.consumer
     exchange = await channel.declare_exchange(
         consumer.exchange, ExchangeType(consumer.exchange_type), durable=True
@@ -141,7 +150,24 @@ async def declare_ingress(channel: AbstractChannel, amqp: AmqpConfig) -> Abstrac
     arguments: dict[str, Any] = {}
     if consumer.single_active_consumer:
         arguments["x-single-active-consumer"] = True
-    queue = await channel.declare_queue(consumer.queue, durable=True, arguments=arguments or None)
+    refusal = await _try_declare(connection, consumer.queue, arguments=arguments)
+    if refusal is not None and await _try_declare(connection, consumer.queue, passive=True) is None:
+        log.warning(
+            "ingress queue %s exists with other arguments than Passerelle's (%s): used as it"
+            " is%s (%s)",
+            consumer.queue,
+            ", ".join(f"{k} = {v}" for k, v in arguments.items()) or "none",
+            ", amqp.consumer.single_active_consumer not applied"
+            if consumer.single_active_consumer
+            else "",
+            refusal,
+            extra=log_fields(event="ingress_queue_arguments"),
+        )
+        queue = await channel.declare_queue(consumer.queue, passive=True)
+    else:
+        queue = await channel.declare_queue(
+            consumer.queue, durable=True, arguments=arguments or None
+        )
     await queue.bind(exchange, consumer.binding_key)
     for delay in sorted(set(consumer.retry_delays)):
         await channel.declare_queue(
