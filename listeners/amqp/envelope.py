@@ -2,7 +2,8 @@
 
 An :class:`~listeners.queue.base.Envelope` becomes one persistent message: the payload is
 the body, untouched; every other field is an ``x-passerelle-…`` header (``received_at`` as
-text: pamqp would encode a Python float as a 32-bit float). ``message_id`` and
+text: pamqp would encode a Python float as a 32-bit float; the ordering key as its digest,
+:func:`ordering_token`, since it names the patient). ``message_id`` and
 ``correlation_id`` are the AMQP properties of the same names.
 
 Error headers describe why a message was dead-lettered — kind, reason, location, HL7 error
@@ -12,6 +13,7 @@ server OperationOutcome).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 import uuid
@@ -40,6 +42,7 @@ __all__ = [
     "forwardable_headers",
     "header_text",
     "input_type_of",
+    "ordering_token",
     "partition_of",
     "persistent_copy",
     "short_property",
@@ -170,10 +173,31 @@ def short_property(value: str | None) -> str | None:
     return value
 
 
+#: How an ordering key travels in ``x-passerelle-ordering-key``: its digest, never the key
+#: itself — the key names the patient (``sender|PID-3``), and headers are shown by the
+#: management UI, the firehose tracer, ``rabbitmqadmin``, ``passerelle dead-letters``.
+_TOKEN_PREFIX = "blake2b-64:"
+
+
+def _key_digest(ordering_key: str) -> bytes:
+    if ordering_key.startswith(_TOKEN_PREFIX):
+        with contextlib.suppress(ValueError):
+            digest = bytes.fromhex(ordering_key.removeprefix(_TOKEN_PREFIX))
+            if len(digest) == 8:
+                return digest
+    return hashlib.blake2b(ordering_key.encode("utf-8"), digest_size=8).digest()
+
+
+def ordering_token(ordering_key: str) -> str:
+    """The digest of an ordering key as it travels in headers (a token stays itself): it
+    tells two keys apart and falls in the same partition as the key (:func:`partition_of`)."""
+    return _TOKEN_PREFIX + _key_digest(ordering_key).hex()
+
+
 def partition_of(ordering_key: str, partitions: int) -> int:
-    """The partition of an ordering key: a stable hash (not Python's salted ``hash``)."""
-    digest = hashlib.blake2b(ordering_key.encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % partitions
+    """The partition of an ordering key, or of its token: a stable hash (not Python's
+    salted ``hash``)."""
+    return int.from_bytes(_key_digest(ordering_key), "big") % partitions
 
 
 def encode_envelope(envelope: Envelope, *, partition: int | None = None) -> aio_pika.Message:
@@ -183,7 +207,7 @@ def encode_envelope(envelope: Envelope, *, partition: int | None = None) -> aio_
         H_SENDER: envelope.sender,
         H_LISTENER: envelope.listener,
         H_RECEIVED_AT: repr(envelope.received_at),
-        H_ORDERING_KEY: envelope.ordering_key,
+        H_ORDERING_KEY: ordering_token(envelope.ordering_key),
         H_INPUT_TYPE: envelope.input_type,
         H_ROUTE: envelope.route,
     }

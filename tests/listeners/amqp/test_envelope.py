@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 from types import SimpleNamespace
 from typing import Any
 
@@ -21,6 +22,7 @@ from listeners.amqp.envelope import (
     error_headers,
     forwardable_headers,
     input_type_of,
+    ordering_token,
     partition_of,
 )
 from listeners.queue.base import Envelope
@@ -61,8 +63,12 @@ def test_every_field_of_the_envelope_travels() -> None:
     decoded = decode_envelope(received(message))
     assert isinstance(decoded, AmqpEnvelope)
     for name in Envelope.__dataclass_fields__:
-        if name not in ("message_id", "correlation_id"):
+        if name not in ("message_id", "correlation_id", "ordering_key"):
             assert getattr(decoded, name) == getattr(original, name), name
+    # The ordering key names the patient: only its digest travels, in the same partition.
+    assert decoded.ordering_key == ordering_token(original.ordering_key)
+    assert "M^H" not in str(message.headers)
+    assert partition_of(decoded.ordering_key, 16) == partition_of(original.ordering_key, 16)
     # Without ids of its own, the envelope gets a fresh message id and its control id as
     # the correlation id; both come back as the AMQP properties say.
     assert decoded.message_id == message.message_id
@@ -83,7 +89,7 @@ def test_optional_fields_and_ids_are_kept() -> None:
     message = encode_envelope(original)
     assert message.content_type == "application/hl7-cda+xml"
     decoded = decode_envelope(received(message))
-    assert decoded == original
+    assert decoded == dataclasses.replace(original, ordering_key=ordering_token("k"))
 
 
 def test_a_message_without_envelope_headers_is_refused() -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from listeners.amqp import AmqpWorker, decode_envelope, partition_of
+from listeners.amqp.envelope import ordering_token
 from listeners.config import load_config
 from listeners.mllp import ConnectionClosedError, MllpClient, parse_ack
 from tests.listeners.amqp.support import (
@@ -65,7 +66,8 @@ async def test_mllp_acks_only_once_rabbitmq_confirmed_the_message(
             stored.input_type,
             stored.route,
         ) == ("mllp/APP-A^FAC-A", "mllp", "SC-1", "ADT^A08^ADT_A01", "hl7v2", "default")
-        assert stored.ordering_key == ordering_key("MRN-SC-1")
+        assert stored.ordering_key == ordering_token(ordering_key("MRN-SC-1"))
+        assert "MRN-SC-1" not in str(message.headers)  # the patient travels in the body only
         assert abs(stored.received_at - time.time()) < 30
         assert message.correlation_id == "SC-1" and message.message_id
         assert (message.headers or {})["x-passerelle-partition"] == partition
