@@ -48,8 +48,19 @@ _YES = {
     "0": False,
 }
 
-#: What a Quantity.system may be: a URL (http, https) or a URN.
+#: What a Coding.system or Quantity.system may be: a URL (http, https) or a URN.
 _ABSOLUTE_URI = re.compile(r"(?:https?://|urn:)\S+")
+_UCUM = "http://unitsofmeasure.org"
+
+#: Unicode White_Space: what the R4 code pattern ``[^\s]+(\s[^\s]+)*`` reads as a blank.
+_BLANKS = (
+    "\t\n\x0b\x0c\r \x85\xa0\u1680"
+    + "".join(map(chr, range(0x2000, 0x200B)))
+    + "\u2028\u2029\u202f\u205f\u3000"
+)
+_BLANK_RUN = re.compile(f"[{re.escape(_BLANKS)}]+")
+#: The triplets of a CWE (code, text, coding system): CWE.1-3, CWE.4-6, CWE.10-12.
+_TRIPLETS = ((1, 3), (4, 6), (10, 12))
 
 
 class ValueFilters(TimestampFilters, IdentityFilters):
@@ -68,6 +79,7 @@ class ValueFilters(TimestampFilters, IdentityFilters):
             "map_code": self.map_code,
             "map_coding": self.map_coding,
             "code_system": self.code_system,
+            "fhir_code": self.fhir_code,
             "hd_system": self.hd_system,
             "b64encode": self.b64encode,
             "name_key": self.name_key,
@@ -80,6 +92,7 @@ class ValueFilters(TimestampFilters, IdentityFilters):
             "identifier_system": self.identifier_system,
             "codemap": self.codemap,
             "code_system": self.code_system,
+            "coding_system": self.coding_system,
             "hd_system": self.hd_system,
             "unit_coding": self.unit_coding,
         }
@@ -194,18 +207,66 @@ class ValueFilters(TimestampFilters, IdentityFilters):
             return f"http://terminology.hl7.org/CodeSystem/v2-{table[1]}"
         return as_uri(text)
 
-    def unit_coding(self, unit: Any) -> tuple[str, str] | None:
-        """``(system, code)`` of a Quantity from a CWE unit (IG CWE[Quantity]): only when
-        CWE.1 and CWE.3 are both valued and CWE.3 gives an absolute URI (:meth:`code_system`:
-        UCUM → http://unitsofmeasure.org, an OID → urn:oid:…); else None, and the unit text
-        alone is written: Quantity.system is a URI, and a code needs its system (qty-3).
-        A filter in Python: it runs for every quantity of every OBX."""
-        code = text_of(unit[1]) if unit else None
-        name = text_of(unit[3]) if code else None
-        system = self.code_system(name.strip()) if name and name.strip() else None
-        if system is None or not _ABSOLUTE_URI.match(system):
+    def coding_system(self, name: Any) -> str | None:
+        """Coding.system of a coding system name: :meth:`code_system`'s URI when it is
+        absolute (a URL or a URN), else None. A local name (``L``, ``99LAB``: table 0396's
+        local codes) or one no map knows (``NIP001``) names no system a receiver can
+        resolve: written as it is it was taken for a relative URI (the FHIR validator's
+        "Coding.system must be an absolute reference"), and "L" of two senders for one
+        system. The code and its display are kept without system (IG, vocabulary mapping:
+        a system only when "an appropriate uri is known"); a site names its local systems
+        in its ``CodingSystem`` map."""
+        system = self.code_system(name)
+        return system if system is not None and _ABSOLUTE_URI.match(system) else None
+
+    def fhir_code(self, value: Any) -> str | None:
+        """An HL7 code as a FHIR ``code`` (R4: ``[^\\s]+(\\s[^\\s]+)*``): without surrounding
+        blanks, each run of blanks inside it one space, None when empty.
+
+        ``GLU  SER`` (padded by the sender) or a tab inside a code made the whole bundle
+        invalid and the message refused, in lenient mode too; it is written ``GLU SER``
+        with a warning naming the field (never the code)."""
+        text = "" if value is None else str(value).strip()
+        if not text:
             return None
-        return system, code.strip() if code else ""
+        code = _BLANK_RUN.sub(" ", text)
+        if code != text:
+            session = ACTIVE_SESSION.get()
+            if session is not None:
+                where = path_of(value) or session.current_template_line()
+                warning = f"blanks inside the code at {where} written as one space"
+                # Once: a unit's code is read for the value and each reference bound.
+                if warning not in session.warnings:
+                    session.warn(warning)
+        return code
+
+    def unit_coding(self, unit: Any) -> tuple[str, str] | None:
+        """``(system, code)`` of a Quantity from a CWE unit (IG CWE[Quantity]): from a
+        triplet whose code and coding system are both valued and whose system is an
+        absolute URI (:meth:`coding_system`: UCUM → http://unitsofmeasure.org, an OID →
+        urn:oid:…); else None, and the unit text alone is written: Quantity.system is a
+        URI, and a code needs its system (qty-3). The first triplet in UCUM wins, else the
+        first with a URI: senders put their local unit first and UCUM in the alternate
+        triplet (``mg/dL^mg per dL^L^mg/dL^^UCUM``), which the IG's first-triplet rows
+        did not read. A filter in Python: it runs for every quantity of every OBX."""
+        if not unit:
+            return None
+        found: tuple[str, Any] | None = None
+        for code_at, system_at in _TRIPLETS:
+            code = unit[code_at]
+            if not text_of(code):
+                continue
+            system = self.coding_system(text_of(unit[system_at]))
+            if system is None:
+                continue
+            if system == _UCUM:
+                found = (system, code)
+                break
+            found = found or (system, code)
+        if found is None:
+            return None
+        code = self.fhir_code(found[1])
+        return (found[0], code) if code else None
 
     def _oid_system(self, oid: str) -> str:
         if "CodeSystemOid" in self._codemaps:

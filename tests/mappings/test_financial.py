@@ -324,7 +324,6 @@ def test_dft_p03_sample_charge_items(converter: Converter, r4validator: R4Valida
     assert enterer["name"][0]["family"] == "DUVAL"
     consultation = charge(bundle, "ACT-2024-118735")
     assert consultation["code"]["coding"][0] == {
-        "system": "NGAP",
         "code": "CS",
         "display": "Consultation de spécialiste",
     }

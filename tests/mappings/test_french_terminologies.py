@@ -58,13 +58,13 @@ def cda_converter() -> Converter:
     return Converter(ConverterConfig(default_timezone="Europe/Paris"))
 
 
-def _procedure_system(converter: Converter, name: str) -> tuple[str, list[str]]:
+def _procedure_system(converter: Converter, name: str) -> tuple[str | None, list[str]]:
     data = set_field(DFT.read_bytes(), "PR1", 3, f"JANM001^Lithotritie extracorporelle^{name}")
     bundle, warnings = convert_one(converter, data)
     [procedure] = resources(bundle, "Procedure")
     [coding] = procedure["code"]["coding"]
     assert coding["code"] == "JANM001"
-    return coding["system"], warnings
+    return coding.get("system"), warnings
 
 
 @pytest.mark.parametrize(("name", "uri"), V2_NAMES.items())
@@ -79,19 +79,21 @@ def test_v2_names_are_case_insensitive(converter: Converter) -> None:
     assert _procedure_system(converter, "ccam")[0] == CCAM
 
 
-@pytest.mark.parametrize("name", ["NGAP", "99UCD", "LOCALXYZ"])
-def test_unknown_v2_name_comes_out_as_before(converter: Converter, name: str) -> None:
-    """No citable canonical URI (NGAP) or a local 99zzz name: the name itself, as before."""
-    assert _procedure_system(converter, name)[0] == name
+@pytest.mark.parametrize("name", ["NGAP", "99UCD", "LOCALXYZ", "L"])
+def test_unknown_v2_name_gives_no_system(converter: Converter, name: str) -> None:
+    """No citable canonical URI (NGAP), a local 99zzz or L name: the code without system
+    (the bare name was a relative URI, which validators refuse, and one system for every
+    sender's local codes)."""
+    assert _procedure_system(converter, name)[0] is None
 
 
 def test_dft_sample_codes_carry_the_french_uris(converter: Converter) -> None:
     bundle, _ = convert_one(converter, DFT.read_bytes())
     charge_systems = {
-        c["code"]["coding"][0]["code"]: c["code"]["coding"][0]["system"]
+        c["code"]["coding"][0]["code"]: c["code"]["coding"][0].get("system")
         for c in resources(bundle, "ChargeItem")
     }
-    assert charge_systems == {"JANM001": CCAM, "CS": "NGAP", "YYYY600": CCAM}
+    assert charge_systems == {"JANM001": CCAM, "CS": None, "YYYY600": CCAM}
     [condition] = resources(bundle, "Condition")
     assert condition["code"]["coding"][0] == {
         "system": CIM10,

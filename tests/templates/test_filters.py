@@ -428,3 +428,63 @@ def test_name_key_examples() -> None:
 def test_hl7_timestamp_writes_an_instant_back_in_hl7_form(fhir: str, hl7: str) -> None:
     """The key an Encounter known by its admit time is identified by (Encounter.j2)."""
     assert ValueFilters.hl7_timestamp(fhir) == hl7
+
+
+# --- FHIR codes and coding systems (codes.j2) ----------------------------------------------
+
+UCUM = "http://unitsofmeasure.org"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("GLU SER", "GLU SER"),
+        (" GLU SER ", "GLU SER"),
+        ("GLU  SER", "GLU SER"),  # a run of blanks: R4's code pattern refused it
+        ("GLU\tSER", "GLU SER"),
+        ("A\u00a0\u00a0B\u3000C", "A B C"),  # Unicode White_Space, as the validator reads \s
+        ("", None),
+        ("   ", None),
+    ],
+)
+def test_fhir_code_has_single_spaces_inside(env: Any, text: str, expected: str | None) -> None:
+    assert value(env, "v | fhir_code", v=text) == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("LN", "http://loinc.org"),
+        ("HL70203", "http://terminology.hl7.org/CodeSystem/v2-0203"),
+        ("1.2.250.1.213", "urn:oid:1.2.250.1.213"),
+        ("http://example.org/cs", "http://example.org/cs"),
+        ("L", None),  # table 0396 local codes: no URI a receiver can resolve
+        ("99LAB", None),
+        ("NIP001", None),
+        ("", None),
+    ],
+)
+def test_coding_system_is_an_absolute_uri_or_nothing(
+    env: Any, name: str, expected: str | None
+) -> None:
+    assert value(env, "coding_system(v)", v=name) == expected
+
+
+@pytest.mark.parametrize(
+    ("cwe", "expected"),
+    [
+        # (This environment's CodingSystem map has LN alone: UCUM is written as its URI.)
+        ("mg/dL^milligrams per deciliter^L^mg/dL^^" + UCUM, [UCUM, "mg/dL"]),
+        ("MG^^1.2.3^mg^^" + UCUM, [UCUM, "mg"]),  # UCUM before an OID
+        ("MG^^1.2.3^mg^^99LAB", ["urn:oid:1.2.3", "MG"]),  # else the first URI
+        ("MG^^L^^^^^^^mg^^" + UCUM, [UCUM, "mg"]),  # CWE.10-12
+        ("MG^^L^mg^^99LAB", None),
+        ("mg  /dL^^" + UCUM, [UCUM, "mg /dL"]),
+    ],
+)
+def test_unit_coding_reads_every_triplet(env: Any, cwe: str, expected: list[str] | None) -> None:
+    from converter.hl7v2.encoding import Encoding
+    from converter.hl7v2.message import Segment
+
+    obx = Segment("OBX", ["OBX", "1", "NM", "", "", "5", cwe], Encoding(), "utf-8", "OBX")
+    assert value(env, "unit_coding(obx[6])", obx=obx) == expected
