@@ -18,6 +18,7 @@ __all__ = ["OID", "IdentityFilters", "as_uri"]
 OID = re.compile(r"[0-2](\.(0|[1-9]\d*))+", re.ASCII)
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _URN_OID = "urn:oid:"
+_URN_UUID = "urn:uuid:"
 
 #: Where a namespace-only HD finds its universal id, the site's map first.
 _NAMESPACE_MAPS = ("AssigningAuthority", "AssigningAuthorityOid")
@@ -71,8 +72,12 @@ class IdentityFilters(FilterBase):
         alias = self._namespace_alias(namespace)
         if alias:
             return _universal_system(alias, "")
-        if OID.fullmatch(namespace):
-            return f"urn:oid:{namespace}"
+        # An OID written as the namespace, bare or as its URN (``urn:oid:1.2.250…``): the
+        # authority of ``&1.2.250…&ISO``, one system and one identity (the URN was no
+        # system, the identifier went without one).
+        bare = _without_urn(namespace)
+        if OID.fullmatch(bare):
+            return f"urn:oid:{bare}"
         return None
 
     def facility_scope(self, hd: Any) -> str:
@@ -87,15 +92,15 @@ class IdentityFilters(FilterBase):
             namespace, universal = hd.strip(), ""
         else:
             namespace, universal = text_of(hd[1]), text_of(hd[2])
+        # As an HD.2 is written (a bare OID or UUID), whatever form the sender or the map's
+        # row gives it: ``^urn:oid:1.2.250…^ISO`` is the facility ``^1.2.250…^ISO`` names.
         if universal:
-            return universal
+            return _without_urn(universal)
         alias = self._namespace_alias(namespace) if namespace else None
         if alias:
-            # As an HD.2 is written (a bare OID or UUID), whatever form the map's row has.
-            for urn in (_URN_OID, "urn:uuid:"):
-                if alias[: len(urn)].lower() == urn:
-                    return alias[len(urn) :]
-            return alias
+            return _without_urn(alias)
+        if OID.fullmatch(_without_urn(namespace)):
+            return _without_urn(namespace)
         return str(hd)
 
     def _namespace_alias(self, namespace: str) -> str | None:
@@ -116,12 +121,23 @@ class IdentityFilters(FilterBase):
 
 def _universal_system(universal: str, kind: str) -> str | None:
     """System of an HD universal id (HD.2) of type ``kind`` (HD.3, upper case or "")."""
+    # ``URN:OID:1.2…`` and ``urn:oid:1.2…`` are the OID ``1.2…``: one system whatever the case.
+    universal = _without_urn(universal)
     if kind == "ISO" or (not kind and OID.fullmatch(universal)):
         # HD.3 says ISO but HD.2 is no OID: kept like any other name, if it can be.
         return f"urn:oid:{universal}" if OID.fullmatch(universal) else as_uri(universal)
     if kind == "UUID" or _UUID.fullmatch(universal):
         return f"urn:uuid:{universal.lower()}"
     return as_uri(universal)
+
+
+def _without_urn(text: str) -> str:
+    """An OID or UUID without its ``urn:oid:`` / ``urn:uuid:`` prefix (any case); any other
+    text as given."""
+    for urn, shape in ((_URN_OID, OID), (_URN_UUID, _UUID)):
+        if text[: len(urn)].lower() == urn and shape.fullmatch(text[len(urn) :]):
+            return text[len(urn) :]
+    return text
 
 
 def as_uri(text: str) -> str | None:
