@@ -345,6 +345,7 @@ class Converter:
             ),
             deleted=session.deleted,
             warnings=session.warnings,
+            periods=session.periods,
         )
         if self._validator is not None:
             self._validator.validate(bundle, origins)

@@ -33,6 +33,7 @@ def build_bundle(
     identifier: dict[str, str] | None = None,
     deleted: Collection[tuple[str, str]] = (),
     warnings: list[str] | None = None,
+    periods: Collection[tuple[str, str]] | None = None,
 ) -> dict[str, Any]:
     """A ``transaction`` Bundle; every entry has a request, and a ``urn:uuid`` fullUrl
     unless it is a DELETE.
@@ -62,12 +63,20 @@ def build_bundle(
 
     A Period ending before it starts (FHIR R4 per-1) loses its ``end``, and ``warnings``
     gets one line naming the element (see :mod:`.periods`): a server validating
-    invariants would refuse the whole transaction for it.
+    invariants would refuse the whole transaction for it. ``periods``, when given, holds
+    the ``(type, id)`` of the only resources that may hold such a Period (the render
+    session knows which hold an object with both a start and an end): the others are not
+    walked.
     """
     resources = list(resources)
     drop_reversed_period_ends(
-        (r for r in resources if (r["resourceType"], r["id"]) not in deleted)
-        if deleted
+        (
+            r
+            for r in resources
+            if (periods is None or (r["resourceType"], r["id"]) in periods)
+            and (r["resourceType"], r["id"]) not in deleted
+        )
+        if deleted or periods is not None
         else resources,
         [] if warnings is None else warnings,
     )

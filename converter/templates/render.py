@@ -29,7 +29,7 @@ from ..errors import ConversionError, MappingError, TemplateError
 from .failures import syntax_error, template_failure
 from .locations import template_frame, template_name
 from .memo import Frame, Memo, MemoEntry, WarningList, blind_templates, position_blind
-from .template_json import json_from_template
+from .template_json import json_from_template, json_with_periods
 
 __all__ = ["Ref", "RenderSession", "json_from_template"]
 
@@ -85,6 +85,10 @@ class RenderSession:
         #: Resources whose entry is a DELETE (see :meth:`delete`), with the template line
         #: that deleted them; empty for almost every message.
         self.deleted: dict[tuple[str, str], str] = {}
+        #: Resources that may hold a Period ending before its start (an object with both
+        #: a start and an end, or merged from two renderings): the only ones
+        #: :func:`~converter.assembly.bundle.build_bundle` has to walk for per-1.
+        self.periods: set[tuple[str, str]] = set()
         #: Offset (``+0200``) for timestamps written without one, instead of the
         #: configured zone: set for a CDA document from its own effectiveTime.
         self.default_offset: str | None = None
@@ -198,7 +202,7 @@ class RenderSession:
         built = self._build(name, variables)
         if built is None:
             return None, False
-        resource, identity = built
+        resource, identity, periods = built
         rtype = resource["resourceType"]
         counter = self._counters.get(name, 0) + 1
         self._counters[name] = counter
@@ -214,10 +218,14 @@ class RenderSession:
         if existing is None:
             self.resources[key] = resource
             self.origins[key] = name
+            if periods:
+                self.periods.add(key)
             self._order[slot] = key
             ref = Ref(rtype, rid, self._reference_for(rtype, rid))
             self._refs.append(ref)
             return ref, message_scoped
+        # A start from one rendering and an end from the other make a Period too.
+        self.periods.add(key)
         conflicts = merge_into(existing, resource)
         if conflicts:
             # Same identity, different content: the source reused an id (or a template's
@@ -259,7 +267,7 @@ class RenderSession:
                 del self.warnings[warnings:]
         if built is None:
             return None
-        resource, identity = built
+        resource, identity, _ = built
         rtype = resource["resourceType"]
         rid = resource.get("id")
         if rid is None:
@@ -278,11 +286,18 @@ class RenderSession:
             return Ref(rtype, rid, self._reference_for(rtype, rid))
         return Ref(rtype, rid, f"{rtype}/{rid}")
 
-    def _build(self, name: str, variables: dict[str, Any]) -> tuple[dict[str, Any], Any] | None:
+    def _build(
+        self, name: str, variables: dict[str, Any]
+    ) -> tuple[dict[str, Any], Any, bool] | None:
         """Render a resource template: the resource (with its explicit id, if any,
-        checked) and its ``_identity``; None when it came out empty."""
+        checked), its ``_identity`` and whether it may hold a Period (an object with a
+        start and an end); None when it came out empty."""
         text = self.render(name, variables)
-        resource = self._json(text, name)
+        try:
+            resource, periods = json_with_periods(text, name)
+        except TemplateError as exc:
+            exc.template = self._file_name(name)
+            raise
         if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
             raise TemplateError(
                 "a resource template must render one object with a resourceType", template=name
@@ -297,7 +312,7 @@ class RenderSession:
                 template=name,
                 detail=repr(rid)[:100],
             )
-        return resource, identity
+        return resource, identity, periods
 
     def _id_for(self, rtype: str, parts: list[str], name: str, counter: int) -> str:
         if parts:

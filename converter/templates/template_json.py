@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from typing import Any
 
 from ..assembly.json_text import FhirDecimal
 from ..errors import TemplateError
 
-__all__ = ["json_from_template"]
+__all__ = ["json_from_template", "json_with_periods"]
 
 # A comma that only precedes a closing bracket. Values never contain a literal bracket
 # (the finalizer writes them as \u005d / \u007d), so no string content can match.
@@ -61,7 +62,18 @@ def _prune_object(obj: dict[str, Any]) -> dict[str, Any] | None:
             if not value:
                 continue
         out[key] = value
-    return out or None
+    if not out:
+        return None
+    if "end" in out and "start" in out:
+        # Checked here, where every object passes anyway: the bundle's per-1 pass
+        # (assembly/periods.py) then walks only the resources that hold such an object.
+        _periods.found = True
+    return out
+
+
+# Whether the decoding under way (in this thread: converters are shared by threads) met
+# an object with both a start and an end (see json_with_periods).
+_periods = threading.local()
 
 
 _EXTENSION_LISTS = frozenset({"extension", "modifierExtension"})
@@ -74,6 +86,15 @@ def _only_a_url(item: Any) -> bool:
 # Non-integer numbers become Decimal, so that 7.20 keeps its precision up to the bundle's
 # JSON text (assembly.json_text).
 _decode = json.JSONDecoder(object_hook=_prune_object, parse_float=FhirDecimal).decode
+
+
+def json_with_periods(text: str, template: str) -> tuple[Any, bool]:
+    """:func:`json_from_template`, and whether an object of the value (the value itself
+    included) holds both a ``start`` and an ``end``: only then can it hold a Period that
+    ends before it starts."""
+    _periods.found = False
+    value = json_from_template(text, template)
+    return value, _periods.found
 
 
 def json_from_template(text: str, template: str) -> Any:

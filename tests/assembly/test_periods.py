@@ -213,3 +213,29 @@ def test_a_cda_document_says_it_too() -> None:
     )
     _, warnings = convert_document(cda(header=header))
     assert SAID in warnings
+
+
+def test_a_period_made_of_two_merged_renderings_is_checked_too(tmp_path: Path) -> None:
+    """Each rendering alone holds no object with both a start and an end (the walk is
+    skipped for such resources); merged into one resource they make a reversed Period."""
+    visit_template = (
+        '{"resourceType": "Encounter", "_identity": "V1", "status": "finished",\n'
+        ' "period": {"start": {{ start }}, "end": {{ end }}},}\n'
+    )
+    root = (
+        '{% do emit("Visit", start="2026-01-02", end=none) %}\n'
+        '{% do emit("Visit", start=none, end="2026-01-01") %}\n'
+    )
+    for name, text in {
+        "hl7v2/messages/Two.j2": root,
+        "hl7v2/resources/Visit.j2": visit_template,
+    }.items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    converter = Converter(ConverterConfig(template_dirs=(tmp_path,), validate=False))
+    data = (SAMPLES / "ADT_A01_crlf.hl7").read_bytes()
+    conversion = converter.convert_message(data.replace(b"\r\n", b"\r"), root_template="Two")
+    [encounter] = [e["resource"] for e in conversion.bundle["entry"]]
+    assert encounter["period"] == {"start": "2026-01-02"}
+    assert SAID in conversion.warnings
