@@ -13,6 +13,8 @@ import hashlib
 __all__ = ["stable_id"]
 
 _SEPARATOR = "\x1f"  # unit separator: cannot occur in HL7 text after decoding of delimiters
+# The UUID variant digit (10xx) for each hex digit of the digest: its two low bits kept.
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 
 
 def stable_id(scope: str, resource_type: str, *parts: str) -> str:
@@ -23,5 +25,5 @@ def stable_id(scope: str, resource_type: str, *parts: str) -> str:
     # Shape it as a version-5-like UUID so that ``urn:uuid:<id>`` is a valid URN.
     return (
         f"{digest[:8]}-{digest[8:12]}-5{digest[13:16]}-"
-        f"{'89ab'[int(digest[16], 16) & 3]}{digest[17:20]}-{digest[20:32]}"
+        f"{_VARIANT[digest[16]]}{digest[17:20]}-{digest[20:32]}"
     )
