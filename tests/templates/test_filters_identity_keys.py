@@ -3,6 +3,7 @@ time key of an instant sent with any offset, and a sending facility's scope."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -11,6 +12,7 @@ import pytest
 from converter.datetimes import TimestampConverter
 from converter.templates.codemaps import CodeMaps
 from converter.templates.filters import ValueFilters
+from converter.templates.identity_filters import as_uri
 from tests.templates.test_render import MESSAGE, parse
 
 REPO = Path(__file__).resolve().parents[2]
@@ -149,3 +151,14 @@ def test_facility_scope_without_aliases_is_the_message_s(builtin: ValueFilters) 
     for msh4 in ("CHU-LYON", "CHU-LYON^1.2.250.1.999.1.1^ISO", "CH^^ISO"):
         message = parse(MESSAGE.replace(b"|FAC|", f"|{msh4}|".encode(), 1))
         assert builtin.facility_scope(message.MSH[4]) == message.facility_scope
+
+
+def test_a_name_with_any_unicode_blank_is_no_uri() -> None:
+    """``as_uri`` keeps a name without blanks; a blank is whatever ``str.isspace`` calls
+    one (NBSP, the ideographic space, the C0 separators...), not only ASCII spaces."""
+    for point in range(sys.maxunicode + 1):
+        char = chr(point)
+        if 0xD800 <= point <= 0xDFFF:
+            continue
+        expected = None if char.isspace() else f"A{char}B"
+        assert as_uri(f"A{char}B") == expected, hex(point)
