@@ -882,3 +882,20 @@ def test_cda_id_references_are_found_as_xpath_finds_them(tmp_path: Path) -> None
         assert [n._element for n in found] == doc._paths.get(expression, raw=True)(doc._root)
     assert [n.string() for n in doc.root.xpath("//*[@ID='a']")] == ["one", "two"]
     assert doc.narrative("#a") == "two"
+
+
+def test_an_import_from_a_context_with_more_globals_renders_the_module_again(
+    tmp_path: Path,
+) -> None:
+    """The imported module made once serves contexts whose globals it has; a template
+    loaded with globals of its own imports a module that sees them (Jinja's rule)."""
+    builtin = write_templates(tmp_path, {"lib.j2": '{% set v = extra | default("none") %}'})
+    environment = make_templates(builtin).environment
+    plain = environment.from_string('{% import "lib.j2" as lib %}{{ lib.v }}')
+    assert plain.render() == '"none"'
+    assert plain.render() == '"none"'  # the module made once
+    extra = environment.from_string(
+        '{% import "lib.j2" as lib %}{{ lib.v }}', globals={"extra": "given"}
+    )
+    assert extra.render() == '"given"'
+    assert plain.render() == '"none"'
