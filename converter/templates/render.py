@@ -450,7 +450,7 @@ class RenderSession:
             self._frames[-1].blind = False
         token = ACTIVE_SESSION.set(self)
         try:
-            return compiled.render({**self._context, **variables})
+            return _render(compiled, {**compiled.globals, **self._context, **variables})
         except ConversionError as exc:
             if exc.template is None:
                 exc.template = template_frame(exc, name, self._builtin_root)
@@ -493,6 +493,20 @@ class RenderSession:
                     template=self._file_name(self.origins[key]),
                     detail=f"{key[0]}/{key[1]} → {deleted[0]}/{deleted[1]}",
                 )
+
+
+def _render(template: jinja2.Template, parent: dict[str, Any]) -> str:
+    """``template.render(variables)`` given the context's parent as Jinja makes it (the
+    template's globals, then the variables): Template.render copies the variables into
+    a dict and new_context copies them again behind the globals, on every render."""
+    environment = template.environment
+    if environment.is_async:
+        return template.render(parent)
+    context = template.new_context(parent, shared=True)
+    try:
+        return environment.concat(template.root_render_func(context))
+    except Exception:
+        environment.handle_exception()
 
 
 def _identity_parts(identity: Any) -> list[str]:
