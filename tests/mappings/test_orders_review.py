@@ -115,3 +115,13 @@ def test_rejected_specimen_is_unsatisfactory_with_its_reasons(
     assert "note" not in accepted
     assert accepted["id"] == specimen["id"]
     assert r4validator.validate(bundle) == []
+
+
+def test_pharmacy_order_status_some_results_available_is_active(converter: Converter) -> None:
+    """ORC-5 A on an RDE: the MedicationRequest stays active (it was written without a
+    status the map knew, with a warning)."""
+    rde = (SAMPLES / "RDE_O11_pharmacy-encoded-orders.hl7").read_bytes()
+    bundle, warnings = convert_one(converter, set_field(rde, "ORC", 5, "A"))
+    requests = resources(bundle, "MedicationRequest")
+    assert requests and requests[0]["status"] == "active"
+    assert not [w for w in warnings if "OrderStatus" in w]
