@@ -141,7 +141,11 @@ def test_ins_identifier_does_not_change_the_patient_id(converter: Converter) -> 
             {
                 "type": {
                     "coding": [
-                        {"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "INS-C"}
+                        {
+                            "system": "https://hl7.fr/ig/fhir/core/CodeSystem/fr-core-cs-v2-0203",
+                            "code": "INS-C",
+                            "display": "Identifiant National de Santé Calculé",
+                        }
                     ]
                 },
                 "system": "urn:oid:1.2.250.1.213.1.4.2",

@@ -266,7 +266,15 @@ def test_ref_referral_is_a_service_request_field_by_field(
     # PRD-7 10101234567^RPPS: the national directory's number (AssigningAuthorityOid).
     assert requester["identifier"] == [
         {
-            "type": {"coding": [{"system": V2 + "0203", "code": "RPPS"}]},
+            "type": {
+                "coding": [
+                    {
+                        "system": "https://hl7.fr/ig/fhir/core/CodeSystem/fr-core-cs-v2-0203",
+                        "code": "RPPS",
+                        "display": "N° RPPS",
+                    }
+                ]
+            },
             "system": "urn:oid:1.2.250.1.71.4.2.1",
             "value": "10101234567",
         }
