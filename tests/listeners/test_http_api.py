@@ -224,22 +224,34 @@ def test_unconvertible_message_is_a_422_without_message_content(client: httpx.Cl
 
 # -- /convert ---------------------------------------------------------------------------------
 def test_a_bundle_failing_validation_is_named_as_the_cli_and_the_ack_name_it(
-    client: httpx.Client,
+    tmp_path: Path,
 ) -> None:
     """The conversion process reports the error class by name; the API answered every
-    class it did not list as a plain MappingError."""
+    class it did not list as a plain MappingError. An override template writing what no
+    FHIR validator accepts (the built-in ones now normalise or leave out every value they
+    could not write: a code with two spaces in a row served here until codes went through
+    fhir_code); the diagnostics never quote the value."""
+    override = tmp_path / "templates" / "hl7v2" / "resources"
+    override.mkdir(parents=True)
+    (override / "Organization.j2").write_text(
+        '{"resourceType": "Organization", "_identity": ["test"], "name": "CHU",'
+        ' "active": "SECRET"}\n',
+        encoding="utf-8",
+    )
+    config = make_config(tmp_path, {"converter": {"templates": [str(tmp_path / "templates")]}})
     oru = "\r".join(
         [
             "MSH|^~\\&|LAB|CHU|PASS|GHT|20240314083512+0100||ORU^R01^ORU_R01|VAL-HTTP-1|P|2.5.1",
             "PID|1||MRN-VAL-1^^^CHU&1.2.3&ISO^MR||Wexcombe^Ada||19850312|F",
             "OBR|1|PL-1^SIH|FL-1^LAB|24323-8^Panel^LN|||20240314073000+0100",
-            # A coded value holding two spaces in a row: written as sent, it is no FHIR
-            # code, which the validator refuses (invalid Base64 used to serve here, but
-            # it is now left out with a warning).
-            "OBX|1|CWE|18748-4^Report^LN||SECRET  CODE^Thing^L|||||||F",
+            "OBX|1|CWE|18748-4^Report^LN||CODE^Thing^L|||||||F",
         ]
     ).encode()
-    outcome = assert_outcome(client.post("/convert", content=oru), 422, "processing")
+    with (
+        RunningService(config) as service,
+        httpx.Client(base_url=service.http_url, timeout=60) as http,
+    ):
+        outcome = assert_outcome(http.post("/convert", content=oru), 422, "processing")
     assert outcome["issue"][0]["diagnostics"].startswith("BundleValidationError: ")
     assert "SECRET" not in json.dumps(outcome)
 
