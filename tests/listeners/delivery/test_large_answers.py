@@ -19,7 +19,6 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import pytest
 
@@ -27,6 +26,7 @@ from listeners.config import DestinationConfig
 from listeners.delivery import FhirServerSink
 from listeners.delivery.json_steps import PARSE_IN_THREAD, loads_in_steps, loads_json
 from tests.listeners.delivery.helpers import make_envelope
+from tests.support.loop_stall import longest_stall
 
 ENTRIES = 20_000
 #: What the server sends back of each resource: many small values, as real resources have
@@ -108,18 +108,6 @@ def verbose_server(answer: bytes) -> Iterator[str]:
         server.server_close()
 
 
-async def _longest_stall(work: asyncio.Future[Any]) -> float:
-    """The longest gap between two ticks of a 1 ms ticker while ``work`` runs."""
-    longest = 0.0
-    last = time.perf_counter()
-    while not work.done():
-        await asyncio.sleep(0.001)
-        now = time.perf_counter()
-        longest = max(longest, now - last)
-        last = now
-    return longest
-
-
 def test_a_large_transaction_response_does_not_stall_the_event_loop(
     verbose_server: str, answer: bytes
 ) -> None:
@@ -133,7 +121,7 @@ def test_a_large_transaction_response_does_not_stall_the_event_loop(
     async def scenario() -> tuple[float, int, set[int | None]]:
         async with sink:
             delivery = asyncio.ensure_future(sink.deliver(bundle, make_envelope()))
-            stall = await _longest_stall(delivery)
+            stall = await longest_stall(delivery)
             receipt = await delivery
         return stall, len(receipt.entries), {entry.status for entry in receipt.entries}
 

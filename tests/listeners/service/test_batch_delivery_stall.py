@@ -24,6 +24,7 @@ from converter import json_dumps, json_loads
 from listeners.config import DestinationConfig
 from listeners.delivery import FhirServerSink
 from listeners.queue.base import Envelope
+from tests.support.loop_stall import longest_stall
 
 ENTRIES = 25_000
 
@@ -90,18 +91,6 @@ def batch_server() -> Iterator[_BatchServer]:
         server.server_close()
 
 
-async def _longest_stall(work: asyncio.Future[Any]) -> float:
-    """The longest gap between two ticks of a 1 ms ticker while ``work`` runs."""
-    longest = 0.0
-    last = time.perf_counter()
-    while not work.done():
-        await asyncio.sleep(0.001)
-        now = time.perf_counter()
-        longest = max(longest, now - last)
-        last = now
-    return longest
-
-
 def test_a_large_bundle_sent_as_a_batch_does_not_stall_the_event_loop(
     batch_server: _BatchServer,
 ) -> None:
@@ -127,7 +116,7 @@ def test_a_large_bundle_sent_as_a_batch_does_not_stall_the_event_loop(
     async def scenario() -> tuple[float, int]:
         async with sink:
             delivery = asyncio.ensure_future(sink.deliver(bundle, envelope))
-            stall = await _longest_stall(delivery)
+            stall = await longest_stall(delivery)
             receipt = await delivery
         return stall, len(receipt.entries)
 
