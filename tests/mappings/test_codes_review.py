@@ -187,3 +187,16 @@ def test_observation_category_code_with_blanks_inside(converter: Converter) -> N
     codes = [c["code"] for cat in observation.get("category", []) for c in cat["coding"]]
     assert "RS LT" in codes
     assert any("OBX-29" in w for w in warnings if "blanks inside the code" in w)
+
+
+def test_an_identifier_type_with_blanks_inside_is_one_space(converter: Converter) -> None:
+    """CX.5 goes through fhir_code too (an unmapped type with a run of blanks refused the
+    whole message)."""
+    pid = (
+        "PID|1||0045100230^^^CHU-NANTES&1.2.250.1.999.1.3&ISO^LOCAL  TYPE"
+        "||LEROUX^Maëlle||19850612|F"
+    )
+    bundle, warnings = convert_one(converter, message([HEADER[0], pid, *HEADER[2:]]))
+    [patient] = resources(bundle, "Patient")
+    assert patient["identifier"][0]["type"]["coding"][0]["code"] == "LOCAL TYPE"
+    assert any("PID-3" in w for w in warnings if "blanks inside the code" in w)
