@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import codecs
-import json
-import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -14,7 +12,7 @@ from typing import Any, Protocol
 from converter import json_dumps
 
 from ..queue.base import Envelope
-from .json_steps import PARSE_IN_THREAD, loads_json
+from .json_steps import PARSE_IN_THREAD, loads_json, member_value_span
 
 __all__ = [
     "BundleInput",
@@ -185,11 +183,11 @@ def _retyped(data: bytes) -> bytes:
     ``"batch"`` (added last when it has none), every other byte kept. Raises
     ``ValueError`` for a text that is no JSON object."""
     prefix = codecs.getincrementaldecoder("utf-8")().decode(data[:_PREFIX_BYTES])
-    found = _type_member(prefix, complete=len(data) <= _PREFIX_BYTES)
+    found = member_value_span(prefix, "type", complete=len(data) <= _PREFIX_BYTES)
     text = prefix
     if found is None:  # beyond the first 64 KiB: read the whole text, an array in steps
         text = data.decode("utf-8")
-        found = _type_member(text, complete=True)
+        found = member_value_span(text, "type", complete=True)
         assert found is not None
     if isinstance(found, tuple):
         start, end = (len(text[:position].encode("utf-8", "surrogatepass")) for position in found)
@@ -200,67 +198,8 @@ def _retyped(data: bytes) -> bytes:
     return _spliced(data, closing, closing, member)
 
 
-def _type_member(text: str, *, complete: bool) -> tuple[int, int] | int | None:
-    """In ``text``, a JSON object's text or (``complete`` false) its start: the span of its
-    ``type`` member's value; else the index of its closing brace; None when the text ends
-    before either. The first ``type`` counts (FHIR JSON allows one)."""
-    try:
-        index = _skip(text, 0)
-        if text[index : index + 1] != "{":
-            raise json.JSONDecodeError("Expecting a Bundle, a JSON object", text, index)
-        index = _skip(text, index + 1)
-        if text[index : index + 1] == "}":
-            return index
-        while True:
-            key, index = _DECODER.raw_decode(text, index)
-            index = _skip(text, index)
-            if text[index : index + 1] != ":":
-                raise json.JSONDecodeError("Expecting ':' delimiter", text, index)
-            start = _skip(text, index + 1)
-            end = _skip_value(text, start)
-            index = _skip(text, end)
-            if key == "type" and text[index : index + 1] in (",", "}"):
-                return start, end  # followed by what ends a member: not cut off
-            if text[index : index + 1] == "}":
-                return index
-            if text[index : index + 1] != ",":
-                raise json.JSONDecodeError("Expecting ',' delimiter", text, index)
-            index = _skip(text, index + 1)
-    except json.JSONDecodeError:
-        if complete:
-            raise
-        return None  # maybe cut off at the prefix's end: read all of it
-
-
-def _skip_value(text: str, index: int) -> int:
-    """The index after the JSON value at ``index``; an array is read one element at a
-    time (a Bundle's ``entry``: each step short)."""
-    if text[index : index + 1] != "[":
-        return _DECODER.raw_decode(text, index)[1]
-    index = _skip(text, index + 1)
-    if text[index : index + 1] == "]":
-        return index + 1
-    while True:
-        index = _skip(text, _DECODER.raw_decode(text, index)[1])
-        after = text[index : index + 1]
-        if after == "]":
-            return index + 1
-        if after != ",":
-            raise json.JSONDecodeError("Expecting ',' delimiter", text, index)
-        index = _skip(text, index + 1)
-
-
 def _spliced(data: bytes, start: int, end: int, replacement: bytes) -> bytes:
     """``data[:start] + replacement + data[end:]``, in one copy (slices of a memoryview
     are not copied first)."""
     view = memoryview(data)
     return b"".join((view[:start], replacement, view[end:]))
-
-
-def _skip(text: str, index: int) -> int:
-    match = _WHITESPACE.match(text, index)
-    return match.end() if match else index
-
-
-_WHITESPACE = re.compile(r"[ \t\n\r]*")
-_DECODER = json.JSONDecoder()

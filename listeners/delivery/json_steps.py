@@ -31,7 +31,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["PARSE_IN_THREAD", "loads_json"]
+__all__ = ["PARSE_IN_THREAD", "loads_json", "member_value_span"]
 
 #: What keeps of one parsed element only what will be read of it.
 Trim = Callable[[Any], Any]
@@ -104,6 +104,57 @@ def _parse(text: str, index: int, depth: int, trim: Trim | None = None) -> tuple
         after = text[index : index + 1]
         if after == close:
             return (members if is_object else elements), index + 1
+        if after != ",":
+            raise json.JSONDecodeError("Expecting ',' delimiter", text, index)
+        index = _skip(text, index + 1)
+
+
+def member_value_span(text: str, key: str, *, complete: bool) -> tuple[int, int] | int | None:
+    """In ``text``, a JSON object's text or (``complete`` false) its start: the span of its
+    top-level ``key`` member's value; else the index of its closing brace; None when the
+    text ends before either. The first such member counts (FHIR JSON allows one). Nothing
+    is built: an array (a Bundle's ``entry``) is stepped over one element at a time."""
+    try:
+        index = _skip(text, 0)
+        if text[index : index + 1] != "{":
+            raise json.JSONDecodeError("Expecting a Bundle, a JSON object", text, index)
+        index = _skip(text, index + 1)
+        if text[index : index + 1] == "}":
+            return index
+        while True:
+            member, index = _DECODER.raw_decode(text, index)
+            index = _skip(text, index)
+            if text[index : index + 1] != ":":
+                raise json.JSONDecodeError("Expecting ':' delimiter", text, index)
+            start = _skip(text, index + 1)
+            end = _skip_value(text, start)
+            index = _skip(text, end)
+            if member == key and text[index : index + 1] in (",", "}"):
+                return start, end  # followed by what ends a member: not cut off
+            if text[index : index + 1] == "}":
+                return index
+            if text[index : index + 1] != ",":
+                raise json.JSONDecodeError("Expecting ',' delimiter", text, index)
+            index = _skip(text, index + 1)
+    except json.JSONDecodeError:
+        if complete:
+            raise
+        return None  # maybe cut off at the prefix's end: read all of it
+
+
+def _skip_value(text: str, index: int) -> int:
+    """The index after the JSON value at ``index``; an array is read one element at a
+    time (a Bundle's ``entry``: each step short)."""
+    if text[index : index + 1] != "[":
+        return _DECODER.raw_decode(text, index)[1]
+    index = _skip(text, index + 1)
+    if text[index : index + 1] == "]":
+        return index + 1
+    while True:
+        index = _skip(text, _DECODER.raw_decode(text, index)[1])
+        after = text[index : index + 1]
+        if after == "]":
+            return index + 1
         if after != ",":
             raise json.JSONDecodeError("Expecting ',' delimiter", text, index)
         index = _skip(text, index + 1)
