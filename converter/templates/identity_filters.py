@@ -48,7 +48,7 @@ class IdentityFilters(FilterBase):
                 return mapped.code
         return as_uri(text)
 
-    def hd_system(self, hd: Any, start: int = 1) -> str | None:
+    def hd_system(self, hd: Any, start: int = 1, type_code: Any = None) -> str | None:
         """Identifier system from an HD (CX.4) or the HD part of an EI (``start=2``).
 
         The universal id (HD.2) when there is one: OID → urn:oid, UUID → urn:uuid, URI
@@ -59,15 +59,26 @@ class IdentityFilters(FilterBase):
         system and one identity (the IG's CX[Identifier] looks CX.4 up in the identifier
         registry for the same reason). A site's row with an empty target keeps that
         namespace a local name. An HD.2 always wins over its namespace's alias.
+
+        ``type_code`` (a patient's CX.5): with the HD empty, a type that is one of FR
+        Core's INS identifier types (INS-NIR, INS-NIA, INS-NIR-TEST, INS-NIR-DEMO) names
+        its register (the alias its code has, an OID ``InsIdentifierType`` lists): one INS
+        register per code, so ``…^^^^INS-NIR`` is the INS that the full CX.4 names. Any
+        other type (``INS``, which PAM France gives NIR and NIA alike, ``NH``…) names no
+        system.
         """
         if hd is None:
-            return None
-        if isinstance(hd, str):
+            namespace, universal, kind = "", "", ""
+        elif isinstance(hd, str):
             namespace, universal, kind = hd.strip(), "", ""
         else:
             namespace = text_of(hd[start])
             universal = text_of(hd[start + 1])
             kind = text_of(hd[start + 2]).upper()
+        if not (namespace or universal or kind):
+            # An empty HD (``&1.2…&ISO`` is not: its namespace alone is empty).
+            code = text_of(type_code)
+            return self._ins_register(code) if code else None
         if universal:
             return _universal_system(universal, kind)
         if not namespace:
@@ -105,6 +116,16 @@ class IdentityFilters(FilterBase):
         if OID.fullmatch(_without_urn(namespace)):
             return _without_urn(namespace)
         return str(hd)
+
+    def _ins_register(self, type_code: str) -> str | None:
+        """``urn:oid:`` of the INS register an FR Core INS identifier type names, if any."""
+        alias = self._namespace_alias(type_code)
+        oid = _without_urn(alias) if alias else ""
+        if not OID.fullmatch(oid) or "InsIdentifierType" not in self._codemaps:
+            return None
+        if self._codemaps.lookup("InsIdentifierType", oid) is None:
+            return None
+        return f"urn:oid:{oid}"
 
     def _namespace_alias(self, namespace: str) -> str | None:
         """The universal id (or system URI) a namespace stands for, from the site's
