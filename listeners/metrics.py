@@ -199,6 +199,29 @@ class Metrics:
             "Partition queues this passerelle worker consumes (queue.backend = amqp)",
             registry=registry,
         )
+        self.amqp_connected = Gauge(
+            "passerelle_amqp_connected",
+            "1 while the connection to RabbitMQ is open, 0 while it is lost or being"
+            " re-established (connection: consumer for [amqp.consumer], worker for"
+            " passerelle worker)",
+            ["connection"],
+            registry=registry,
+        )
+        self.dead_letters_unroutable = Counter(
+            "passerelle_dead_letters_unroutable",
+            "Dead letters amqp.dead_letter_exchange routed to no queue (nothing bound to it):"
+            " the message is held unacknowledged and published again later, never dropped"
+            " nor returned to its queue (component: consumer or worker)",
+            ["component"],
+            registry=registry,
+        )
+        self.dead_letters_held = Gauge(
+            "passerelle_dead_letters_held",
+            "Messages held unacknowledged now because amqp.dead_letter_exchange routes"
+            " their dead letter to no queue (bind a queue to it)",
+            ["component"],
+            registry=registry,
+        )
         self.destination_available = Gauge(
             "passerelle_destination_available",
             "1 while deliveries to the destination flow, 0 while they are paused after a"

@@ -8,10 +8,14 @@ acknowledged only once it is safely handled:
   with ``queue.backend = "amqp"``); the service's workers deliver it;
 * mode ``"delivery"``: converted and delivered to its route's destination.
 
-Poison — larger than ``amqp.max_message_bytes``, unparseable, unsupported type or
-version, (mode "delivery") conversion errors and rejections by the destination — is
-published to the dead-letter exchange with headers saying why
-(``x-passerelle-error-kind``, ``-reason``, ``-location``, ``-hl7-error-code``,
+A compressed body (``content_encoding`` gzip or deflate) is decompressed, at most to
+``amqp.max_message_bytes``, and an HL7 v2 message without MSH-18 is read in its content
+type's ``charset`` (:mod:`.body`).
+
+Poison — larger than ``amqp.max_message_bytes`` (compressed or not), an unknown content
+encoding, unparseable, unsupported type or version, (mode "delivery") conversion errors
+and rejections by the destination — is published to the dead-letter exchange with
+headers saying why (``x-passerelle-error-kind``, ``-reason``, ``-location``, ``-hl7-error-code``,
 ``-template``, ``-error-stage``…; never message content) and acknowledged
 (:mod:`.settling`): never requeued forever. Transient delivery failures (mode "delivery")
 are re-published to a retry queue whose TTL sends them back to the main queue later, counting
@@ -60,6 +64,7 @@ from ..ingest import IngestQueue, SupportChecker
 from ..logs import log_fields
 from ..metrics import Metrics
 from ..retry_in_place import pause_unless
+from .body import BodyError, DecodedTooLarge, decode_content
 from .broker import ConfirmedPublisher, connect, describe, is_connected
 from .envelope import AmqpEnvelope
 from .intake import envelope_of
@@ -108,14 +113,20 @@ class AmqpConsumer:
         self._channel: AbstractRobustChannel | None = None
         self._queue: AbstractQueue | None = None
         self._tag: str | None = None
-        self._settler = Settler(self._amqp, self._settings, metrics, self._listener)
         self._chains = KeyChains()
         self._stopping = False
         self._stop_requested = asyncio.Event()
+        self._settler = Settler(
+            self._amqp, self._settings, metrics, self._listener, self._stop_requested
+        )
         self._store = (
             StoreInPlace(store, metrics, self._stop_requested) if store is not None else None
         )
         self._inflight: set[asyncio.Task[Any]] = set()
+        # Read at each scrape: 0 while the robust connection is being re-established.
+        metrics.amqp_connected.labels("consumer").set_function(
+            lambda: float(is_connected(self._connection))
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -189,6 +200,11 @@ class AmqpConsumer:
         problem = self._store.problem() if self._store is not None else None
         if problem is not None:
             raise QueueError(problem)
+        if self._settler.held:
+            raise QueueError(
+                f"{self._settler.held} message(s) held: dead-letter exchange"
+                f" {self._amqp.dead_letter_exchange} routes to no queue (bind one)"
+            )
 
     # -- one message -------------------------------------------------------------------------
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
@@ -203,10 +219,20 @@ class AmqpConsumer:
                 await self._oversized(message)
                 return
             try:
-                envelope = envelope_of(
-                    message, listener=self._listener, config=self._config, support=self._support
+                body = decode_content(
+                    message.body, message.content_encoding, self._amqp.max_message_bytes
                 )
-            except ConversionError as exc:
+                envelope = envelope_of(
+                    message,
+                    body=body,
+                    listener=self._listener,
+                    config=self._config,
+                    support=self._support,
+                )
+            except DecodedTooLarge as exc:
+                await self._oversized(message, str(exc))
+                return
+            except (BodyError, ConversionError) as exc:
                 await self._poison(message, exc)
                 return
             await self._in_key_order(message, envelope)
@@ -360,33 +386,50 @@ class AmqpConsumer:
         )
 
     # -- outcomes ----------------------------------------------------------------------------
-    async def _poison(self, message: AbstractIncomingMessage, exc: ConversionError) -> None:
-        record = {
-            "stage": "intake",
-            "kind": type(exc).__name__,
-            "reason": exc.reason,
-            "location": exc.location,
-            "template": exc.template,
-            "hl7_error_code": exc.hl7_error_code,
-        }
+    async def _poison(
+        self, message: AbstractIncomingMessage, exc: ConversionError | BodyError
+    ) -> None:
+        record: dict[str, Any]
+        if isinstance(exc, BodyError):
+            # No HL7 error code of its own: 207 (application internal error), as for an
+            # oversized message.
+            record = {
+                "stage": "intake",
+                "kind": exc.kind,
+                "reason": str(exc),
+                "hl7_error_code": "207",
+            }
+            exc_type = "unknown"
+        else:
+            record = {
+                "stage": "intake",
+                "kind": type(exc).__name__,
+                "reason": exc.reason,
+                "location": exc.location,
+                "template": exc.template,
+                "hl7_error_code": exc.hl7_error_code,
+            }
+            exc_type = exc.message_type or "unknown"
         self._metrics.received.labels(self._listener, "unreadable").inc()
         await self._settler.dead_letter(
             message,
             record,
             reason="unsupported",
-            message_type=exc.message_type or "unknown",
+            message_type=exc_type,
             fields=self._fields(message),
         )
 
-    async def _oversized(self, message: AbstractIncomingMessage) -> None:
-        """A message over ``amqp.max_message_bytes``: dead-lettered before anything reads
-        it (no MSH peek, no XML parse, no conversion), as the MLLP listener refuses a
-        frame over ``mllp.max_frame_bytes`` (same HL7 error code, 207)."""
+    async def _oversized(self, message: AbstractIncomingMessage, reason: str | None = None) -> None:
+        """A message over ``amqp.max_message_bytes`` (``reason``: once decompressed):
+        dead-lettered before anything reads it (no MSH peek, no XML parse, no
+        conversion), as the MLLP listener refuses a frame over ``mllp.max_frame_bytes``
+        (same HL7 error code, 207)."""
         size, limit = len(message.body), self._amqp.max_message_bytes
         record = {
             "stage": "intake",
             "kind": "MessageTooLarge",
-            "reason": f"message of {size} bytes exceeds the maximum of {limit} bytes"
+            "reason": reason
+            or f"message of {size} bytes exceeds the maximum of {limit} bytes"
             " (amqp.max_message_bytes)",
             "hl7_error_code": "207",
         }

@@ -5,7 +5,9 @@ a transient failure is retried in place with backoff and jitter, without acking,
 partition's later messages wait — then ack. Conversion errors, rejections, exhausted
 attempts and messages that are not envelopes are published (confirmed) to the
 dead-letter exchange, then acked. A partition released during a retry gives its message
-back unacked, to the head of the queue for the next owner.
+back unacked, to the head of the queue for the next owner. A dead letter the dead-letter
+exchange routes to no queue is held (published again, 1 s doubling to 60 s) rather than
+given back: the partition used to be released and claimed again for ever.
 """
 
 from __future__ import annotations
@@ -47,6 +49,10 @@ from .envelope import (
 __all__ = ["MessageHandler", "Partition"]
 
 log = logging.getLogger("passerelle.amqp.worker")
+
+#: Pauses between the publications of a dead letter that no queue receives (doubling).
+UNROUTABLE_PAUSE = 1.0
+UNROUTABLE_PAUSE_MAX = 60.0
 
 
 @dataclass(eq=False)
@@ -91,6 +97,8 @@ class MessageHandler:
         self._rng = rng
         #: Messages settled (delivered or dead-lettered), for tests and logs.
         self.processed = 0
+        #: Messages held now because the dead-letter exchange routed them nowhere.
+        self.held = 0
 
     async def handle(self, partition: Partition, message: AbstractIncomingMessage) -> None:
         """Settle one message of ``partition``: acked after delivery or dead-lettering,
@@ -216,22 +224,49 @@ class MessageHandler:
         """Publish ``message`` to the dead-letter exchange with ``record`` as headers, then
         ack it; ``why``: a safe reason for the log line (attempts exhausted: what failed)."""
         headers = forwardable_headers(message.headers) | error_headers(record)
-        publisher = self._publisher()
-        assert publisher is not None, "no broker session"
+        copy = persistent_copy(message, headers)
+        pause, held = UNROUTABLE_PAUSE, False
         try:
-            await publisher.publish(
-                persistent_copy(message, headers),
-                exchange=self._dead_letter_exchange,
-                routing_key=str(record.get("stage", "delivery")),
-            )
-        except PublishFailure as exc:
-            # Not acked: released with the partition, back to the head of the queue.
-            log.warning(
-                "dead-lettering failed; releasing the partition",
-                extra=fields | log_fields(error_kind=exc.reason),
-            )
-            self._release(partition)
-            return
+            while True:
+                publisher = self._publisher()
+                assert publisher is not None, "no broker session"
+                try:
+                    await publisher.publish(
+                        copy,
+                        exchange=self._dead_letter_exchange,
+                        routing_key=str(record.get("stage", "delivery")),
+                    )
+                    break
+                except PublishFailure as exc:
+                    if exc.reason != "unroutable":
+                        # Not acked: released with the partition, back to the queue's head.
+                        log.warning(
+                            "dead-lettering failed; releasing the partition",
+                            extra=fields | log_fields(error_kind=exc.reason),
+                        )
+                        self._release(partition)
+                        return
+                # Nothing bound to the dead-letter exchange: releasing the partition gave
+                # the message back, claimed again at the next rebalance, for ever. Held
+                # here instead (the partition waits, as for a retry in place), loudly.
+                if not held:
+                    held = True
+                    self._hold(+1)
+                    log.error(
+                        "dead-letter exchange %s routes to no queue (amqp.dead_letter_queue"
+                        ' = "" and nothing bound?): message held unacknowledged, its'
+                        " partition waiting; bind a queue to the exchange",
+                        self._dead_letter_exchange,
+                        extra=fields | log_fields(event="dead_letter_unroutable"),
+                    )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(partition.released.wait(), timeout=pause)
+                if partition.released.is_set():
+                    return  # not acked: back to the queue's head for the next owner
+                pause = min(pause * 2, UNROUTABLE_PAUSE_MAX)
+        finally:
+            if held:
+                self._hold(-1)
         self._metrics.dead_lettered.labels(reason, message_type).inc()
         if await self._ack(message, fields):
             self.processed += 1
@@ -241,6 +276,12 @@ class MessageHandler:
             # ``fields`` last: an error kind it names (what failed) is the more precise.
             extra=error_fields(record) | fields,
         )
+
+    def _hold(self, change: int) -> None:
+        self.held += change
+        self._metrics.dead_letters_held.labels("worker").inc(change)
+        if change > 0:
+            self._metrics.dead_letters_unroutable.labels("worker").inc()
 
     async def _ack(self, message: AbstractIncomingMessage, fields: dict[str, Any]) -> bool:
         try:

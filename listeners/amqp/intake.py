@@ -1,9 +1,12 @@
 """From a consumed AMQP message to an :class:`AmqpEnvelope`, or a reason to refuse it.
 
-The input type comes from the ``x-passerelle-input-type`` header, else the content type,
+``body`` is the message's body with its content encoding undone (:mod:`.body`). The
+input type comes from the ``x-passerelle-input-type`` header, else the content type,
 else the first bytes (:func:`converter.detect_input_type`). HL7 v2: MSH read like the MLLP
 listener does (sender, control id, type, patient) and the route's support for the type
-and version checked with the same :class:`~listeners.ingest.SupportChecker`. CDA: the
+and version checked with the same :class:`~listeners.ingest.SupportChecker`; without
+MSH-18, the content type's ``charset`` re-encodes it as the route's converter reads it
+(:func:`.body.apply_content_charset`). CDA: the
 document parsed (hardened parser) for its id, type, custodian and patient id.
 
 Whatever cannot be read or is not supported raises :class:`converter.ConversionError`
@@ -25,6 +28,7 @@ from converter.hl7v2 import peek_header
 
 from ..config import ServiceConfig
 from ..ingest import SupportChecker
+from .body import apply_content_charset, content_charset
 from .envelope import AmqpEnvelope, input_type_of
 
 __all__ = ["envelope_of"]
@@ -36,12 +40,15 @@ _CUSTODIAN = "h:custodian/h:assignedCustodian/h:representedCustodianOrganization
 def envelope_of(
     message: AbstractIncomingMessage,
     *,
+    body: bytes | None = None,
     listener: str,
     config: ServiceConfig,
     support: SupportChecker,
 ) -> AmqpEnvelope:
-    """The envelope of a consumed message; ``ConversionError`` when it is poison."""
-    body = message.body
+    """The envelope of a consumed message (``body``: its decoded body, by default the
+    body as it came); ``ConversionError`` when it is poison."""
+    if body is None:
+        body = message.body
     kind = input_type_of(message.content_type, message.headers)
     if kind == "auto":
         kind = detect_input_type(body)
@@ -56,6 +63,9 @@ def envelope_of(
         application=header.sending_application, facility=header.sending_facility, listener=listener
     )
     support.check(route.name, header)
+    body = apply_content_charset(
+        body, content_charset(message.content_type), header.charset, route.converter.charset
+    )
     sender = f"{listener}/{header.sender}"
     patient = header.patient_key or f"message:{header.control_id or message.message_id}"
     return AmqpEnvelope(

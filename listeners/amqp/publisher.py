@@ -68,6 +68,11 @@ class AmqpSink:
         self._lock = asyncio.Lock()
 
     @property
+    def connected(self) -> bool:
+        """Whether the connection to RabbitMQ is open now (for a gauge)."""
+        return is_connected(self._connection)
+
+    @property
     def name(self) -> str:
         return self._name
 

@@ -26,7 +26,14 @@ from ..config import AmqpConfig
 from ..errors import QueueError
 from ..logs import log_fields
 from ..queue.base import DeadLetter, Envelope, PutResult
-from .broker import ConfirmedPublisher, PublishFailure, connect, describe, safe_error
+from .broker import (
+    ConfirmedPublisher,
+    PublishFailure,
+    connect,
+    describe,
+    is_connected,
+    safe_error,
+)
 from .envelope import encode_envelope, error_headers, partition_of
 from .topology import (
     declare_dead_letters,
@@ -56,6 +63,12 @@ class AmqpQueue:
         self._seq = itertools.count(1)
 
     @property
+    def connected(self) -> bool:
+        """Whether the connection to RabbitMQ is open now (for a gauge; False while the
+        robust connection is being re-established)."""
+        return is_connected(self._connection)
+
+    @property
     def config(self) -> AmqpConfig:
         return self._config
 
@@ -72,7 +85,7 @@ class AmqpQueue:
             # after a reconnection (a broker that lost its definitions gets them back).
             self._setup = await connection.channel()
             await declare_dead_letters(connection, self._setup, self._config)
-            await declare_partitions(self._setup, self._config)
+            await declare_partitions(connection, self._setup, self._config)
         except BaseException:
             await connection.close()
             raise

@@ -6,12 +6,23 @@ counted in ``x-passerelle-attempts``) or to the dead-letter exchange with error 
 (:meth:`Settler.dead_letter`) — and then acks the original. A copy that could not be
 published (broker trouble) sends the original back to the queue after a pause; a message
 that cannot be settled at all (connection lost) is delivered again by the broker.
+
+A dead letter the dead-letter exchange routes to no queue (``amqp.dead_letter_queue =
+""`` and nothing bound, the binding removed) is not a passing trouble: returned to its
+queue, the message came straight back, every second, for ever, with a WARNING only. It
+is now held unacknowledged and published again with a growing pause (1 s doubling to
+60 s; back to the queue after 10 min, below RabbitMQ's ``consumer_timeout``, to be held
+again) until a queue is bound: ERROR ``event`` ``dead_letter_unroutable``,
+``passerelle_dead_letters_unroutable_total`` and ``passerelle_dead_letters_held``, and
+``/ready`` answers 503 meanwhile. Held, it is never dropped; a stop (or its channel
+closed by the broker, ``consumer_timeout``) returns it to the queue.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage, HeadersType
@@ -21,6 +32,7 @@ from ..delivery import describe_failure
 from ..errors import TransientDeliveryError
 from ..logs import error_fields, log_fields
 from ..metrics import Metrics
+from ..retry_in_place import pause_unless
 from .broker import ConfirmedPublisher, PublishFailure
 from .envelope import (
     H_ATTEMPTS,
@@ -32,6 +44,7 @@ from .envelope import (
     header_text,
     persistent_copy,
 )
+from .ordering import channel_gone
 from .topology import retry_queue
 
 __all__ = ["REQUEUE_PAUSE", "Settler", "message_fields"]
@@ -40,6 +53,14 @@ log = logging.getLogger("passerelle.amqp.consumer")
 
 #: Pause before returning a message to the queue when its outcome could not be stored.
 REQUEUE_PAUSE = 1.0
+#: Pauses between the publications of a dead letter the dead-letter exchange routed to no
+#: queue (the message held meanwhile): doubling, capped.
+UNROUTABLE_PAUSE = 1.0
+UNROUTABLE_PAUSE_MAX = 60.0
+#: Longest a message is held so: then it goes back to the queue and comes again (held
+#: anew). Well under RabbitMQ's consumer_timeout (30 min by default), which would close
+#: the channel and return every message in hand with it.
+UNROUTABLE_HOLD_MAX = 600.0
 
 
 class Settler:
@@ -47,14 +68,22 @@ class Settler:
     is set once the consumer is connected."""
 
     def __init__(
-        self, amqp: AmqpConfig, settings: AmqpConsumerConfig, metrics: Metrics, listener: str
+        self,
+        amqp: AmqpConfig,
+        settings: AmqpConsumerConfig,
+        metrics: Metrics,
+        listener: str,
+        stop_requested: asyncio.Event,
     ) -> None:
         self._amqp = amqp
         self._settings = settings
         self._metrics = metrics
         self._listener = listener
+        self._stop_requested = stop_requested
         self._delays = tuple(sorted(set(settings.retry_delays)))
         self.publisher: ConfirmedPublisher | None = None
+        #: Messages held now because their dead letter was unroutable.
+        self.held = 0
 
     async def retry(
         self,
@@ -137,20 +166,57 @@ class Settler:
         """Publish a copy (confirmed), then ack the original; False when the copy failed
         and the original went back to the queue."""
         assert self.publisher is not None
+        copy = persistent_copy(message, headers)
+        pause, held = UNROUTABLE_PAUSE, False
+        deadline = time.monotonic() + UNROUTABLE_HOLD_MAX
         try:
-            await self.publisher.publish(
-                persistent_copy(message, headers), exchange=exchange, routing_key=routing_key
-            )
-        except PublishFailure as exc:
-            log.warning(
-                "publishing the outcome failed; returning the message to the queue",
-                extra=fields | log_fields(error_kind=exc.reason),
-            )
-            await asyncio.sleep(REQUEUE_PAUSE)
-            await self.settle(message, requeue=True)
-            return False
+            while True:
+                try:
+                    await self.publisher.publish(copy, exchange=exchange, routing_key=routing_key)
+                    break
+                except PublishFailure as exc:
+                    if exc.reason != "unroutable" or exchange != self._amqp.dead_letter_exchange:
+                        log.warning(
+                            "publishing the outcome failed; returning the message to the queue",
+                            extra=fields | log_fields(error_kind=exc.reason),
+                        )
+                        await asyncio.sleep(REQUEUE_PAUSE)
+                        await self.settle(message, requeue=True)
+                        return False
+                if not held:
+                    held = True
+                    self._hold(+1)
+                    log.error(
+                        "dead-letter exchange %s routes to no queue (amqp.dead_letter_queue"
+                        ' = "" and nothing bound?): message held unacknowledged, not'
+                        " dropped; bind a queue to the exchange",
+                        exchange,
+                        extra=fields | log_fields(event="dead_letter_unroutable"),
+                    )
+                if (
+                    self._stop_requested.is_set()
+                    or channel_gone(message)
+                    or time.monotonic() >= deadline
+                ):
+                    # Back to the queue unacknowledged (the broker already has it when
+                    # its channel is gone): kept, to be dead-lettered once routable.
+                    await self.settle(message, requeue=True)
+                    return False
+                await pause_unless(self._stop_requested, pause)
+                pause = min(pause * 2, UNROUTABLE_PAUSE_MAX)
+        finally:
+            if held:
+                self._hold(-1)
+        if held:
+            log.info("held dead letter published", extra=fields)
         await self.settle(message)
         return True
+
+    def _hold(self, change: int) -> None:
+        self.held += change
+        self._metrics.dead_letters_held.labels("consumer").inc(change)
+        if change > 0:
+            self._metrics.dead_letters_unroutable.labels("consumer").inc()
 
     async def settle(
         self,

@@ -20,7 +20,13 @@ from typing import Any
 
 import aio_pika
 import aiormq
-from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractQueue, ExchangeType
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractConnection,
+    AbstractExchange,
+    AbstractQueue,
+    ExchangeType,
+)
 
 from ..config import AmqpConfig, AmqpConsumerConfig, AmqpPublishConfig
 from ..logs import log_fields
@@ -30,6 +36,7 @@ __all__ = [
     "declare_bundles",
     "declare_dead_letters",
     "declare_ingress",
+    "declare_partition",
     "declare_partitions",
     "partition_queue",
     "partition_routing_key",
@@ -182,19 +189,68 @@ async def declare_ingress(
     return queue
 
 
-async def declare_partitions(channel: AbstractChannel, amqp: AmqpConfig) -> list[str]:
-    """The partition exchange and queues (and the presence queue); their names."""
+async def declare_partitions(
+    connection: AbstractConnection, channel: AbstractChannel, amqp: AmqpConfig
+) -> list[str]:
+    """The partition exchange and queues (and the presence queue); the names of the
+    partition queues declared and bound (one that cannot be declared now is left out,
+    with a warning: :func:`declare_partition`)."""
     exchange = await channel.declare_exchange(
         amqp.partition_exchange, ExchangeType.DIRECT, durable=True
     )
     names = []
     for partition in range(amqp.partitions):
-        name = partition_queue(amqp, partition)
-        queue = await channel.declare_queue(name, durable=True)
-        await queue.bind(exchange, partition_routing_key(partition))
-        names.append(name)
+        problem = await declare_partition(connection, channel, amqp, partition, exchange)
+        if problem is None:
+            names.append(partition_queue(amqp, partition))
+        else:
+            log.warning(
+                "partition queue %s cannot be declared now (%s); its messages wait until it"
+                " is back",
+                partition_queue(amqp, partition),
+                problem,
+                extra=log_fields(event="partition_unavailable"),
+            )
     await channel.declare_queue(amqp.presence_queue, durable=False, auto_delete=False)
     return names
+
+
+async def declare_partition(
+    connection: AbstractConnection,
+    channel: AbstractChannel,
+    amqp: AmqpConfig,
+    partition: int,
+    exchange: AbstractExchange | None = None,
+) -> str | None:
+    """Declare and bind one partition queue; None, or why it cannot be now.
+
+    A queue the operator declared beforehand with arguments of their own (a quorum queue,
+    replicated, as a policy may demand) is used as it is, with a warning: declared again
+    as a classic queue it was refused (PRECONDITION_FAILED), which ended the worker's
+    session at every reconnection and kept ``passerelle serve`` from starting. A queue
+    that is not there and cannot be declared either (in a cluster, a classic queue whose
+    node is down: NOT_FOUND) is reported, not raised: the other partitions carry on."""
+    name = partition_queue(amqp, partition)
+    refusal = await _try_declare(connection, name)
+    if refusal is None:
+        queue = await channel.declare_queue(name, durable=True)
+    elif await _try_declare(connection, name, passive=True) is None:
+        log.warning(
+            "partition queue %s exists with other arguments than Passerelle's (a quorum"
+            " queue?): used as it is (%s)",
+            name,
+            refusal,
+            extra=log_fields(event="partition_queue_arguments"),
+        )
+        queue = await channel.declare_queue(name, passive=True)
+    else:
+        return refusal
+    if exchange is None:
+        exchange = await channel.declare_exchange(
+            amqp.partition_exchange, ExchangeType.DIRECT, durable=True
+        )
+    await queue.bind(exchange, partition_routing_key(partition))
+    return None
 
 
 async def declare_bundles(channel: AbstractChannel, publish: AmqpPublishConfig) -> None:

@@ -47,7 +47,9 @@ worker disconnects and exits 0; a second signal during that drain exits at once 
 unacked messages going back to their partitions' heads.
 
 **Probes.** A worker serves ``GET /health``, ``GET /ready`` (connected to RabbitMQ,
-destinations reachable) and ``GET /metrics`` on ``[http]`` host and port, like the service.
+destinations reachable, no dead letter held for want of a queue bound to the dead-letter
+exchange) and ``GET /metrics`` (``passerelle_amqp_connected{connection="worker"}``…) on
+``[http]`` host and port, like the service.
 """
 
 from __future__ import annotations
@@ -79,7 +81,12 @@ from ..metrics import Metrics
 from ..stop_signals import install_stop_handlers
 from .broker import ConfirmedPublisher, connect_plain, describe, safe_error
 from .handling import MessageHandler, Partition
-from .topology import declare_dead_letters, declare_partitions, partition_queue
+from .topology import (
+    declare_dead_letters,
+    declare_partition,
+    declare_partitions,
+    partition_queue,
+)
 
 __all__ = ["AmqpWorker"]
 
@@ -121,7 +128,12 @@ class AmqpWorker:
         self._offset = self._rng.randrange(self._amqp.partitions)
         self._http: EmbeddedHttpServer | None = None
         self._handler: MessageHandler | None = None
+        #: Partitions whose queue is gone and could not be declared again (logged once).
+        self._unavailable: set[int] = set()
         self.metrics.partitions.set_function(lambda: len(self.owned))
+        self.metrics.amqp_connected.labels("worker").set_function(
+            lambda: float(self._connection is not None and not self._connection.is_closed)
+        )
         self.gate = DestinationGate.for_delivery(
             {name: destination_location(d) for name, d in config.destinations.items()},
             config.delivery,
@@ -219,6 +231,12 @@ class AmqpWorker:
         checks: dict[str, str | None] = {
             "amqp": None if connected else "not connected to RabbitMQ (reconnecting)"
         }
+        held = self._handler.held if self._handler is not None else 0
+        if held:
+            checks["dead-letters"] = (
+                f"{held} message(s) held: dead-letter exchange"
+                f" {self._amqp.dead_letter_exchange} routes to no queue (bind one)"
+            )
         checks.update(await sink_readiness(self.sinks, self.gate))
         return checks
 
@@ -270,7 +288,7 @@ class AmqpWorker:
         try:
             setup = await connection.channel(publisher_confirms=False)
             await declare_dead_letters(connection, setup, self._amqp)
-            await declare_partitions(setup, self._amqp)
+            await declare_partitions(connection, setup, self._amqp)
             self._probe = setup
             self._publisher = ConfirmedPublisher(
                 connection, timeout=self._amqp.confirm_timeout, url=self._url
@@ -327,11 +345,41 @@ class AmqpWorker:
                 break
             if number in self._partitions:
                 continue
-            if await self._consumers(partition_queue(self._amqp, number)):
-                continue
+            consumers = await self._consumers_of_partition(number)
+            if consumers is None or consumers:
+                continue  # gone for now, or another worker's
             claimed = await self._claim(number)
             if claimed is not None:
                 active.append(claimed)
+
+    async def _consumers_of_partition(self, number: int) -> int | None:
+        """Consumers of a partition queue; None when it is gone and cannot be declared
+        again now. A passive declare's NOT_FOUND (the queue deleted; in a cluster, its
+        node down) used to end the whole session: every partition released, and
+        with the node still down the session could not start again."""
+        name = partition_queue(self._amqp, number)
+        try:
+            return await self._consumers(name)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            pass
+        assert self._connection is not None
+        problem = await declare_partition(
+            self._connection, await self._probe_channel(), self._amqp, number
+        )
+        if problem is not None:
+            if number not in self._unavailable:
+                log.warning(
+                    "partition queue %s is gone and cannot be declared again now (%s);"
+                    " the other partitions carry on",
+                    name,
+                    problem,
+                    extra=log_fields(event="partition_unavailable"),
+                )
+            self._unavailable.add(number)
+            return None
+        self._unavailable.discard(number)
+        log.info("partition queue %s declared again", name, extra=log_fields(event="partition"))
+        return await self._consumers(name)
 
     def _candidates(self) -> Iterator[int]:
         count = self._amqp.partitions
@@ -351,8 +399,10 @@ class AmqpWorker:
         queue = await channel.get_queue(name, ensure=False)
         try:
             await queue.consume(partition.inbox.put, exclusive=True)
-        except aiormq.exceptions.ChannelAccessRefused:
-            # Another worker took it between our look and our claim.
+        except (aiormq.exceptions.ChannelAccessRefused, aiormq.exceptions.ChannelNotFoundEntity):
+            # Another worker took it between our look and our claim; or the queue went
+            # away meanwhile (NOT_FOUND ended the whole session: every partition
+            # released). Tried again at a later rebalance.
             with contextlib.suppress(Exception):
                 await channel.close()
             return None

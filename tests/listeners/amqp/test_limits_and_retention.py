@@ -157,7 +157,7 @@ async def test_declaring_the_dead_letters_keeps_the_callers_channel_usable(
     try:
         channel = await connection.channel(publisher_confirms=False)
         await declare_dead_letters(connection, channel, amqp)
-        assert len(await declare_partitions(channel, amqp)) == amqp.partitions
+        assert len(await declare_partitions(connection, channel, amqp)) == amqp.partitions
         assert not channel.is_closed
         # Bound: a message published to the dead-letter exchange lands in the queue.
         exchange = await channel.get_exchange(amqp.dead_letter_exchange, ensure=False)

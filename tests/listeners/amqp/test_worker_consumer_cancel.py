@@ -40,7 +40,8 @@ async def test_a_partition_whose_consumer_the_broker_cancelled_is_claimed_again(
                 channel = await client.channel()
                 await channel.queue_delete(names.partition(0))
                 # Back, as the MLLP listener's robust channel declares it again.
-                await declare_partitions(channel, config.amqp)
+                assert client._connection is not None
+                await declare_partitions(client._connection, channel, config.amqp)
             await store(config, [envelope("CANCEL-1", "MRN-CANCEL-1", "Cancelled")])
             await eventually(
                 lambda: patients(fhir, "MRN-CANCEL-1"), timeout=15, what="the delivery"
