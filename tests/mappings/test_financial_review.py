@@ -73,8 +73,8 @@ def test_ft1_26_modifiers_written_nowhere_are_said(converter: Converter) -> None
     assert codes(one(bundle, "ChargeItem")["code"]) == ["JANM001"]
     assert warnings == [
         "FT1 1: the procedure code modifiers (FT1-26) are not converted: FT1-25, the code "
-        "they modify, is empty or written nowhere (the charge's code is FT1-7, its service "
-        "a PR1)"
+        "they modify, is empty or written nowhere (the charge's code is FT1-7, another code, "
+        "and its service a PR1)"
     ]
 
 
