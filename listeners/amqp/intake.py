@@ -15,6 +15,7 @@ Whatever cannot be read or is not supported raises :class:`converter.ConversionE
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Any
 
@@ -33,7 +34,9 @@ from .envelope import AmqpEnvelope, input_type_of
 
 __all__ = ["envelope_of"]
 
-_PATIENT_ID = "h:recordTarget/h:patientRole/h:id[1]"
+#: The id Patient.j2 identifies the patient by (first with a root, not a nullFlavor), so
+#: that two documents of one patient share an ordering key as they share a Patient.
+_PATIENT_ID = "h:recordTarget/h:patientRole/h:id[@root and not(@nullFlavor)][1]"
 _CUSTODIAN = "h:custodian/h:assignedCustodian/h:representedCustodianOrganization"
 
 
@@ -67,7 +70,7 @@ def envelope_of(
         body, content_charset(message.content_type), header.charset, route.converter.charset
     )
     sender = f"{listener}/{header.sender}"
-    patient = header.patient_key or f"message:{header.control_id or message.message_id}"
+    patient = header.patient_key or f"message:{header.control_id or _lane(ids, body)}"
     return AmqpEnvelope(
         payload=body,
         sender=sender,
@@ -97,9 +100,8 @@ def _cda(body: bytes, listener: str, config: ServiceConfig, ids: dict[str, Any])
     templates = [str(t) for t in root.xpath("h:templateId/@root", namespaces=NAMESPACES)]
     document_type = next((DOCUMENT_TYPES[t] for t in templates if t in DOCUMENT_TYPES), "CDA")
     sender = f"{listener}/^{facility}"
-    patient = (
-        _identifier(_first(root, _PATIENT_ID)) or f"document:{control_id or ids.get('message_id')}"
-    )
+    patient = _identifier(_first(root, _PATIENT_ID)) or f"document:{control_id or _lane(ids, body)}"
+
     return AmqpEnvelope(
         payload=body,
         sender=sender,
@@ -112,6 +114,17 @@ def _cda(body: bytes, listener: str, config: ServiceConfig, ids: dict[str, Any])
         route=route.name,
         **ids,
     )
+
+
+def _lane(ids: dict[str, Any], body: bytes) -> str:
+    """The ordering lane of a message naming neither patient nor control id: its AMQP
+    ``message_id``, else a digest of its body. (Without either every such message of a
+    sender shared the lane ``…|message:None``, unrelated patients waiting behind each
+    other.) The digest names no patient: the key travels in headers."""
+    message_id = ids.get("message_id")
+    if message_id:
+        return str(message_id)
+    return "sha256:" + hashlib.sha256(body).hexdigest()[:16]
 
 
 def _first(element: Any, path: str) -> Any:
