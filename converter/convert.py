@@ -370,7 +370,12 @@ class Converter:
         message_key = "\x1f".join((message.sender, message.control_id, digest.hex()))
         # The parser knows MSH-4 as written; the code maps know which universal id a
         # namespace alone stands for (CHU-LYON and CHU-LYON^1.2.250…^ISO: one scope).
-        message.facility_scope = self._filters.facility_scope(message.MSH[4])
+        # Without MSH-4, the sending application (MSH-3) is the scope, as ids.scope makes
+        # it for patients: scoped by "", doctor 123 of one sender's LIS and doctor 123 of
+        # another's RIS were one Practitioner, the second's name overwriting the first's.
+        message.facility_scope = (
+            self._filters.facility_scope(message.MSH[4]) or message.sending_application
+        )
         session = self._session(
             "hl7v2", {"msg": message, "message_key": message_key, "message_digest": digest.hex()}
         )

@@ -44,7 +44,8 @@ def build_bundle(
     ``conditional-create`` / ``conditional-update``: resources with an identifier are
     matched on it (``ifNoneExist`` / ``PUT Type?identifier=``); references then use the
     ``urn:uuid`` fullUrls that the server rewrites. Resources without an identifier fall
-    back to ``PUT Type/id``.
+    back to ``PUT Type/id``. A Patient is matched on its first identifier (its record
+    number, which its id derives from) or, when that has no system, written by id.
 
     ``modes`` overrides ``mode`` for some resource types (``{"Patient":
     "conditional-create"}``): in one bundle, some entries PUT by id and others written
@@ -131,10 +132,27 @@ def build_bundle(
     return bundle
 
 
+#: Types whose first identifier is the one their identity (and id) comes from: the
+#: templates list it first (hl7v2 Patient.j2 and PatientMerged.j2: PID-3's / MRG-1's MR,
+#: else PI; cda Patient.j2: the first id with a root, the first a patientRole lists).
+_IDENTITY_FIRST = frozenset({"Patient"})
+
+
 def _identifier_search(resource: dict[str, Any]) -> str | None:
-    for identifier in (
-        resource.get("identifier", ()) if isinstance(resource.get("identifier"), list) else ()
-    ):
+    """The ``identifier=system|value`` search a conditional request names ``resource``
+    by: its first identifier with a system and a value; for a type of
+    ``_IDENTITY_FIRST``, its first identifier only. None: write it by id."""
+    identifiers = resource.get("identifier")
+    if not isinstance(identifiers, list):
+        return None
+    if resource.get("resourceType") in _IDENTITY_FIRST:
+        # A record number without a system (a namespace the code maps do not know: the
+        # id is scoped by it) made the search fall to the next identifier, usually the
+        # INS or SSN every hospital's record of the person holds: hospital B's record
+        # then replaced hospital A's on the server (and B's A29 deleted A's). The id,
+        # derived from the scoped number, names this record only.
+        identifiers = identifiers[:1]
+    for identifier in identifiers:
         system, value = identifier.get("system"), identifier.get("value")
         if system and value:
             system, value = _search_escaped(system), _search_escaped(value)

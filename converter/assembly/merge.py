@@ -32,6 +32,10 @@ def prune(value: Any) -> Any:
 def merge_into(target: dict[str, Any], other: dict[str, Any], path: str = "") -> list[str]:
     """Merge ``other`` into ``target``: first value wins, lists gain the items they lack.
 
+    In an ``identifier`` or ``name`` list, an item written with less than another (each
+    of its keys there with the same value) is that item, not a second one: see
+    :func:`_gathered`.
+
     Returns the paths (``status``, ``code.text``…) where the two disagreed on a single
     value, or on a ``coding`` list sharing no coding (the first one kept: two concepts
     are not two translations of one), so the caller can report that one identity covered
@@ -52,11 +56,57 @@ def merge_into(target: dict[str, Any], other: dict[str, Any], path: str = "") ->
                 conflicts.append(where)
                 continue
             for item in value:
-                if item not in current:
-                    current.append(item)
+                if item in current:
+                    continue
+                if key in _ONE_THING_LISTS and _gathered(item, current):
+                    continue
+                current.append(item)
         elif current != value:
             conflicts.append(where)
     return conflicts
+
+
+#: Lists whose items each name one thing however much of it a mention writes. One doctor
+#: in PV1-7 with his RPPS typed (XCN.13) and in EVN-5 without is one identifier, which a
+#: Practitioner held twice; a name with and without its use (XCN.10) is one name.
+_ONE_THING_LISTS = frozenset({"identifier", "name"})
+
+
+def _gathered(item: Any, held: list[Any]) -> bool:
+    """Whether ``item`` was taken in by ``held`` (which then needs no ``item`` appended).
+
+    An item within a held one is dropped; a held item within ``item`` is ``item`` written
+    with less, so ``item`` takes its place (the first one's position: the output order
+    stays the order of first mention) and any other held item within it goes. Items that
+    differ on a value (another ``use``, ``period`` or ``given`` list) stay two: nothing
+    says they are one.
+    """
+    if not isinstance(item, dict):
+        return False
+    if any(_within(item, other) for other in held):
+        return True
+    smaller = [n for n, other in enumerate(held) if _within(other, item)]
+    if not smaller:
+        return False
+    # ``item`` holds every key of each of them with the same value: it is their union,
+    # keys in the order its template wrote them.
+    held[smaller[0]] = item
+    for n in reversed(smaller[1:]):
+        del held[n]
+    return True
+
+
+def _within(small: Any, big: Any) -> bool:
+    """Whether every key of object ``small`` is in object ``big`` with the same value,
+    objects compared so in turn (an identifier's ``type`` without its ``text``) and lists
+    whole (``given`` ``["Jean"]`` is not within ``["Jean", "Paul"]``: nothing says which
+    one is right, so both are kept)."""
+    if not isinstance(small, dict) or not isinstance(big, dict):
+        return bool(small == big)
+    return all(
+        key in big and (big[key] == value or _within(value, big[key]))
+        for key, value in small.items()
+    )
 
 
 def _same_concept(first: list[Any], second: list[Any]) -> bool:

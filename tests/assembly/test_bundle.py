@@ -17,8 +17,8 @@ def patient(rid: str = "p1", **extra: Any) -> dict[str, Any]:
 IDENTIFIED = patient(
     "p1",
     identifier=[
-        {"value": "no-system"},
         {"system": "urn:oid:1.2.3", "value": "A 12|3&x=/é"},
+        {"value": "no-system"},
         {"system": "urn:oid:9.9", "value": "ignored"},
     ],
 )
@@ -185,3 +185,29 @@ def test_a_delete_sharing_a_conditional_identifier_with_a_write_is_refused() -> 
         {"method": "DELETE", "url": "Patient/p1"},
         {"method": "PUT", "url": "Patient/p2"},
     ]
+
+
+def test_a_patient_is_matched_on_its_first_identifier_or_written_by_id() -> None:
+    """A Patient's first identifier is its record number, which its id derives from. Without
+    a system (a namespace the code maps do not know), the search fell to the next one, the
+    INS every hospital's record of the person holds: one hospital's record replaced
+    another's, and an A29 deleted the person as every hospital wrote it."""
+    ins = {"system": "urn:oid:1.2.250.1.213.1.4.8", "value": "291127511108785"}
+    record = patient("p1", identifier=[{"value": "A-111"}, ins])
+    for mode in ("conditional-create", "conditional-update"):
+        written = build_bundle("b", [record], mode=mode)  # type: ignore[arg-type]
+        assert written["entry"][0]["request"] == {"method": "PUT", "url": "Patient/p1"}
+        assert written["entry"][0]["resource"]["id"] == "p1"
+        deleted = build_bundle(
+            "b",
+            [record],
+            mode=mode,  # type: ignore[arg-type]
+            deleted={("Patient", "p1")},
+        )
+        assert deleted["entry"] == [{"request": {"method": "DELETE", "url": "Patient/p1"}}]
+    # Another type is still matched on its first identifier with a system.
+    order = {"resourceType": "ServiceRequest", "id": "s1", "identifier": [{"value": "1"}, ins]}
+    [entry] = build_bundle("b", [order], mode="conditional-update")["entry"]
+    assert entry["request"]["url"] == (
+        "ServiceRequest?identifier=urn:oid:1.2.250.1.213.1.4.8|291127511108785"
+    )

@@ -20,10 +20,12 @@ from typing import Any
 
 import pytest
 
-from converter import Converter
+from converter import Converter, ConverterConfig
+from converter.assembly.bundle import RequestMode
 from converter.datetimes import TimestampConverter
 from converter.templates.codemaps import CodeMaps
 from converter.templates.filters import ValueFilters
+from tests.support.fhirserver import FhirServer
 from tests.support.hl7_edit import convert_one, lines, message, resources, set_field
 from tests.support.r4validator import R4Validator
 
@@ -167,3 +169,86 @@ def test_location_records_keyed_with_blanks_apply_in_message_order(converter: Co
         "Soins intensifs (fermée)",
     )
     assert not [w for w in warnings if "emitted twice" in w], warnings
+
+
+# --- conditional modes: a Patient is matched on its record number or written by id -------
+
+A28 = SAMPLES / "ADT_A28_add-person.hl7"
+A29 = SAMPLES / "ADT_A29_delete-person.hl7"
+SHARED_INS = "291127511108785^^^ASIP-SANTE-INS-NIR&1.2.250.1.213.1.4.8&ISO^INS"
+
+
+def hospital_message(sample: Path, facility: str, ipp: str) -> bytes:
+    """``sample`` sent by ``facility`` naming its record ``ipp`` in a namespace the code
+    maps do not know (no system), then the person's INS."""
+    data = set_field(sample.read_bytes(), "MSH", 4, facility)
+    data = set_field(data, "MSH", 10, f"{facility}-{sample.stem}")
+    return set_field(data, "PID", 3, f"{ipp}^^^{facility}^PI~{SHARED_INS}")
+
+
+def patient_requests(bundle: dict[str, Any]) -> list[tuple[str, str]]:
+    return [
+        (e["request"]["method"], e["request"]["url"])
+        for e in bundle["entry"]
+        if e["request"]["url"].startswith("Patient")
+    ]
+
+
+@pytest.mark.parametrize("mode", ["conditional-create", "conditional-update"])
+def test_a_record_number_without_system_is_written_by_id_not_matched_on_the_ins(
+    mode: RequestMode,
+) -> None:
+    """The search fell to the INS, which every hospital's record of the person holds."""
+    writer = Converter(ConverterConfig(default_timezone="Europe/Paris", request_mode=mode))
+    bundle, _ = convert_one(writer, hospital_message(A28, "HOP-A", "A-111"))
+    [found] = resources(bundle, "Patient")
+    assert found["identifier"][0]["value"] == "A-111"
+    [request] = patient_requests(bundle)
+    assert request[1].startswith("Patient/")
+    assert "identifier=" not in request[1]
+    deleted, _ = convert_one(writer, hospital_message(A29, "HOP-A", "A-111"))
+    assert patient_requests(deleted) == [("DELETE", request[1])]
+
+
+def test_on_a_fhir_server_two_hospitals_records_of_one_ins_stay_two_and_one_is_deleted(
+    fhir_server: FhirServer,
+) -> None:
+    """Hospital B's A28 replaced hospital A's record (matched on their shared INS); B's A29
+    would have deleted the person as every hospital wrote it."""
+    fhir_server.reset()
+    writer = Converter(
+        ConverterConfig(default_timezone="Europe/Paris", request_mode="conditional-update")
+    )
+    for facility, ipp in (("HOP-A", "A-111"), ("HOP-B", "B-222")):
+        fhir_server.transact(writer.convert_message(hospital_message(A28, facility, ipp)).bundle)
+    assert fhir_server.count("Patient") == 2
+    assert fhir_server.count("Patient", identifier="A-111") == 1
+    fhir_server.transact(writer.convert_message(hospital_message(A29, "HOP-B", "B-222")).bundle)
+    assert fhir_server.count("Patient", identifier="B-222") == 0
+    assert fhir_server.count("Patient", identifier="A-111") == 1
+
+
+# --- senders without MSH-4: the sending application scopes their unqualified ids ---------
+
+ORU = SAMPLES / "ORU_R01_lab-results.hl7"
+
+
+def doctor(converter: Converter, application: str, xcn: str) -> dict[str, Any]:
+    """The Practitioner of PV1-7 in the ORU sample sent by ``application`` without MSH-4."""
+    data = set_field(set_field(ORU.read_bytes(), "MSH", 4, ""), "MSH", 3, application)
+    bundle, _ = convert_one(converter, set_field(data, "PV1", 7, xcn))
+    [found] = [p for p in resources(bundle, "Practitioner") if xcn.split("^")[1] in str(p)]
+    return found
+
+
+@pytest.mark.parametrize("xcn", ["123^{}^Jean", "^{}^Jean"], ids=["number", "name-only"])
+def test_without_msh_4_one_number_from_two_applications_is_two_doctors(
+    converter: Converter, xcn: str
+) -> None:
+    """Scoped by an empty MSH-4, doctor 123 of LIS-A and doctor 123 of RIS-B were one
+    Practitioner: on the server the second's name replaced the first's."""
+    lab = doctor(converter, "LIS-A", xcn.format("DUPONT"))
+    radiology = doctor(converter, "RIS-B", xcn.format("DUPONT"))
+    assert lab["id"] != radiology["id"]
+    # One application's doctor is still one Practitioner from message to message.
+    assert doctor(converter, "LIS-A", xcn.format("DUPONT"))["id"] == lab["id"]
