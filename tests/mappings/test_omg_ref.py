@@ -262,7 +262,9 @@ def test_ref_referral_is_a_service_request_field_by_field(
     # PRD RP → requester, PRD RT → performer (PRD-2 name, PRD-3, PRD-5, PRD-7).
     requester = by_reference(bundle, referral["requester"]["reference"])
     assert requester["resourceType"] == "Practitioner"
-    assert requester["name"] == [{"family": "LAMBERT", "given": ["Sophie"], "prefix": ["Dr"]}]
+    assert requester["name"] == [
+        {"use": "official", "family": "LAMBERT", "given": ["Sophie"], "prefix": ["Dr"]}
+    ]
     # PRD-7 10101234567^RPPS: the national directory's number (AssigningAuthorityOid).
     assert requester["identifier"] == [
         {

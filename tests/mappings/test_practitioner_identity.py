@@ -293,7 +293,9 @@ def test_an_xcn_degree_is_a_qualification_not_a_second_name(converter: Converter
     data = set_field(set_field(ADT.read_bytes(), "PV1", 7, with_degree), "PV1", 17, without)
     bundle, _ = convert_one(converter, data)
     [doctor] = practitioners(bundle, NUMBER)
-    assert doctor["name"] == [{"family": "MARTIN", "given": ["Jean"], "prefix": ["Dr"]}]
+    assert doctor["name"] == [
+        {"use": "official", "family": "MARTIN", "given": ["Jean"], "prefix": ["Dr"]}
+    ]
     [qualification] = doctor["qualification"]
     [coding] = qualification["code"]["coding"]
     assert (coding["system"], coding["code"]) == (
@@ -311,3 +313,27 @@ def test_an_mfn_mdl_of_a_pra_6_rpps_does_not_write_the_national_practitioner(
     bundle, warnings = convert_one(converter, record)
     assert practitioners(bundle, NUMBER) == []
     assert any("MDL" in w and "shared with other senders" in w for w in warnings)
+
+
+def test_xcn_name_type_and_dates_are_the_names_use_and_period(converter: Converter) -> None:
+    """IG XCN[Practitioner]: XCN.10 → name.use (NameType), XCN.19/20 → name.period, else the
+    XCN.17 validity range. A mention without them (PV1-17) is the same name written with
+    less: one name, not two (the merge gathers it)."""
+    dated = f"{NUMBER}^MARTIN^Jean^^^Dr^^^{FULL_HD}^L^^^RPPS^^^^^^20200101^20301231"
+    ranged = f"{NUMBER}^MARTIN^Jean^^^Dr^^^{FULL_HD}^L^^^RPPS^^^^20190101&20291231"
+    plain = f"{NUMBER}^MARTIN^Jean^^^Dr^^^{FULL_HD}^^^^RPPS"
+    data = set_field(set_field(ADT.read_bytes(), "PV1", 7, dated), "PV1", 17, plain)
+    [doctor] = practitioners(convert_one(converter, data)[0], NUMBER)
+    assert doctor["name"] == [
+        {
+            "use": "official",
+            "family": "MARTIN",
+            "given": ["Jean"],
+            "prefix": ["Dr"],
+            "period": {"start": "2020-01-01", "end": "2030-12-31"},
+        }
+    ]
+    data = set_field(set_field(ADT.read_bytes(), "PV1", 7, ranged), "PV1", 17, plain)
+    [doctor] = practitioners(convert_one(converter, data)[0], NUMBER)
+    [name] = doctor["name"]
+    assert name["period"] == {"start": "2019-01-01", "end": "2029-12-31"}
