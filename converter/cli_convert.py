@@ -164,7 +164,10 @@ def _convert_all(
         def closing_lines() -> None:
             if progress:
                 progress.close()
-            print(f"{verb} after {done} of {len(items)} inputs", file=sys.stderr)
+            # A reader of stdout gets no other sign than the exit status that the last
+            # bundle there is cut off (a large one fills a pipe: the signal lands in it).
+            cut = " (the bundle being printed was cut off)" if writer.printing else ""
+            print(f"{verb} after {done} of {len(items)} inputs{cut}", file=sys.stderr)
             summary.print(sys.stderr)
 
         # After SIGHUP the terminal (or ssh pipe) of stderr may be gone: the summary is

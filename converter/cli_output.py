@@ -64,6 +64,8 @@ class BundleWriter:
         self._pretty = pretty
         self._stdout = stdout
         self._written: dict[tuple[int, int], str] = {}
+        #: A bundle is being printed on stdout: stopped now, its JSON there is cut off.
+        self.printing = False
 
     def write(
         self, result: Conversion, source: Path, *, several: bool, label: str | None = None
@@ -72,7 +74,9 @@ class BundleWriter:
         file name (``stdin.json``)."""
         text = result.to_json(pretty=self._pretty) + "\n"
         if self._folder is None:
+            self.printing = True
             _write_utf8(self._stdout, text)
+            self.printing = False  # not in a ``finally``: stopped, the bundle stays cut off
             return
         target = self._folder / output_name(source, result.index, several=several)
         existing = _file_id(target)

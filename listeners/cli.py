@@ -22,8 +22,9 @@ import sys
 
 # First: the rest of this module's imports take most of a second (``python -m
 # listeners.cli``; the ``passerelle`` script has installed it already, in listeners.entry).
-from .entry import quiet_interrupts, run_quietly
+from .entry import defer_stops, quiet_interrupts, run_quietly
 
+defer_stops(as_main=__name__ == "__main__")
 _QUIET_AT_START = quiet_interrupts(as_main=__name__ == "__main__")
 
 import argparse

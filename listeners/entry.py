@@ -22,7 +22,7 @@ TYPE_CHECKING = False  # not typing's: importing it alone takes milliseconds
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["main", "quiet_interrupts", "run_quietly"]
+__all__ = ["defer_stops", "main", "pending_stop", "quiet_interrupts", "run_quietly"]
 
 #: 128 + SIGINT, what a shell reports for a command it interrupted.
 _EXIT_INTERRUPTED = 130
@@ -61,6 +61,45 @@ def quiet_interrupts(as_main: bool = False) -> bool:
     return bool(quiet)
 
 
+#: The commands whose event loop stops them gracefully (listeners.stop_signals).
+_SERVICES = ("serve", "worker")
+#: The first stop signal that came before the service's event loop took them over.
+_pending_stop: int | None = None
+
+
+def _note_stop(signum: int, frame: object) -> None:
+    global _pending_stop
+    if _pending_stop is None:
+        _pending_stop = signum
+
+
+def defer_stops(as_main: bool = False) -> bool:
+    """For ``passerelle serve`` and ``worker``: keep a SIGTERM or SIGHUP that comes before
+    their event loop installs its handlers (the imports alone take seconds on a loaded
+    host) for :func:`pending_stop`, instead of Python's default, which ended the process
+    on the spot (status -15). Nothing was lost then (no port bound, the queue not yet
+    opened), but the supervisor saw a killed process, not a stop; now the service stops
+    as for a later signal: without starting, exit status 0. A signal the parent ignores
+    (``nohup``) stays ignored. Whether it did."""
+    if not _started_as_program(as_main) or "multiprocessing" in sys.modules:
+        # A conversion process re-runs the script (spawned, it imports __main__ again)
+        # with the service's argv: there SIGTERM must keep its default, which is how
+        # ProcessPoolExecutor ends the survivors of a broken pool.
+        return False
+    words = [word for word in sys.argv[1:] if not word.startswith("-")]
+    if not words or words[0] not in _SERVICES:
+        return False
+    for signum in (_signal.SIGTERM, _signal.SIGHUP):
+        if _signal.getsignal(signum) == _signal.SIG_DFL:
+            _signal.signal(signum, _note_stop)
+    return True
+
+
+def pending_stop() -> int | None:
+    """The stop signal kept by :func:`defer_stops`, if one came."""
+    return _pending_stop
+
+
 def run_quietly(command: Callable[[], int]) -> int:
     """Run ``command`` with Ctrl-C as a KeyboardInterrupt again (``convert`` says how far
     it went, ``serve``'s event loop installs its own handler over it), and quiet again on
@@ -76,6 +115,7 @@ def run_quietly(command: Callable[[], int]) -> int:
         signal.signal(signal.SIGINT, _exit_interrupted)
 
 
+defer_stops()  # first: once SIGINT is quiet (a test waits for it), SIGTERM is kept too
 _QUIET = quiet_interrupts()
 
 

@@ -33,6 +33,7 @@ message type and version are supported, store it durably, then acknowledge:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Mapping
@@ -252,7 +253,7 @@ class Ingestor:
             listener=listener,
             received_at=time.time(),
             ordering_key=f"{listener}/{header.sender}|"
-            + (header.patient_key or f"message:{header.control_id}"),
+            + (header.patient_key or f"message:{_message_lane(header.control_id, payload)}"),
             control_id=header.control_id or None,
             message_type=header.message_type,
             input_type="hl7v2",
@@ -470,6 +471,15 @@ def _complete_fields(head: bytes) -> bytes:
         return head  # MSH is whole
     cut = head.rfind(head[start + 3 : start + 4])
     return head[:cut] if cut > start + 3 else head
+
+
+def _message_lane(control_id: str, payload: bytes) -> str:
+    """The ordering lane of a message naming no patient: its control id, else a digest of
+    its body (as the AMQP intake does). An MSH-10 that unescapes to nothing (``\\H\\``)
+    passes the listener's "MSH-10 required" check, and every such message of a sender
+    then shared the lane ``…|message:``, each waiting behind the one before. The digest,
+    unlike the body, names no patient."""
+    return control_id or "sha256:" + hashlib.sha256(payload).hexdigest()[:16]
 
 
 def _warn_reused(envelope: Envelope, seq: int, fields: dict[str, object]) -> None:

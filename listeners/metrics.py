@@ -203,7 +203,8 @@ class Metrics:
             "passerelle_amqp_connected",
             "1 while the connection to RabbitMQ is open, 0 while it is lost or being"
             " re-established (connection: consumer for [amqp.consumer], worker for"
-            " passerelle worker)",
+            " passerelle worker, queue for queue.backend = amqp, destination:<name> for an"
+            " AMQP destination)",
             ["connection"],
             registry=registry,
         )
@@ -271,6 +272,13 @@ class Metrics:
             ["listener"],
             buckets=_LATENCY_BUCKETS,
             registry=registry,
+        )
+
+    def watch_connection(self, label: str, source: object) -> None:
+        """Let ``passerelle_amqp_connected{connection=label}`` read ``source.connected``
+        (an AMQP queue or sink) at each scrape."""
+        self.amqp_connected.labels(label).set_function(
+            lambda: float(bool(getattr(source, "connected", False)))
         )
 
     def keep_types(self, types: Iterable[str]) -> None:

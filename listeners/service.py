@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import Counter
 
@@ -24,7 +24,6 @@ from converter import (
     ParseError,
     TemplateError,
     UnsupportedMessageError,
-    json_loads,
 )
 
 from .config import ConfigError, RouteConfig, ServiceConfig
@@ -89,7 +88,9 @@ class Service:
 
             if config.amqp.url is None:
                 raise ConfigError('queue.backend = "amqp" needs [amqp] url')
-            self.queue = AmqpQueue(config.amqp)
+            queue = AmqpQueue(config.amqp)
+            self.metrics.watch_connection("queue", queue)
+            self.queue = queue
         else:
             self.queue = SqliteQueue(
                 config.queue.path,
@@ -115,6 +116,9 @@ class Service:
         make_private_dirs(config.queue.path.parent)
         await self.queue.start()
         self.sinks = {name: build_sink(dest) for name, dest in config.destinations.items()}
+        for name, sink in self.sinks.items():
+            if config.destinations[name].amqp is not None:
+                self.metrics.watch_connection(f"destination:{name}", sink)
         self.pool = ConversionPool(
             {name: route.converter.converter_config() for name, route in self.routes.items()},
             processes=config.delivery.convert_processes,
@@ -223,7 +227,8 @@ class Service:
         stop = asyncio.Event()
         install_stop_handlers(stop, log)
         try:
-            await self.start()
+            if not stop.is_set():  # else a signal came during the imports: nothing to start
+                await self.start()
             await stop.wait()
         finally:
             await self.stop(SHUTDOWN_GRACE)
@@ -235,8 +240,9 @@ class Service:
 
     async def convert(
         self, data: bytes, *, input_type: str, root_template: str | None
-    ) -> list[dict[str, Any]]:
-        """Synchronous conversion for the HTTP API (default route settings)."""
+    ) -> list[bytes]:
+        """Synchronous conversion for the HTTP API (default route settings): each bundle's
+        JSON text, as the conversion process wrote it."""
         assert self.pool is not None
         outcome = await self.pool.convert(
             "default", data, input_type=input_type, root_template=root_template
@@ -252,7 +258,7 @@ class Service:
                 control_id=outcome.control_id,
                 message_type=outcome.message_type,
             )
-        return [json_loads(result.bundle) for result in outcome]
+        return [result.bundle for result in outcome]
 
     async def readiness(self) -> dict[str, str | None]:
         checks: dict[str, str | None] = {}

@@ -9,6 +9,10 @@ read once, and a reload that re-read routes would change how queued messages are
 delivered), so it stops the process the way SIGTERM does; the supervisor restarts it.
 A second signal while draining exits at once (status 1): everything acknowledged is
 already committed, and messages in flight are delivered again after the restart.
+
+A signal that came before these handlers, while the command's modules were imported
+(:func:`listeners.entry.defer_stops` kept it), counts as the first: the service stops
+without starting.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import asyncio
 import logging
 import os
 import signal
+
+from .entry import pending_stop
 
 __all__ = ["install_stop_handlers", "stop_signals"]
 
@@ -40,3 +46,6 @@ def install_stop_handlers(stop: asyncio.Event, log: logging.Logger) -> None:
     loop = asyncio.get_running_loop()
     for sig in stop_signals():
         loop.add_signal_handler(sig, on_signal, sig.name)
+    early = pending_stop()  # read after the handlers are in place: none slips between
+    if early is not None:
+        on_signal(signal.Signals(early).name)

@@ -6,13 +6,13 @@ broker refuses a second one) with prefetch 1, and its messages are handled one a
 other: convert, deliver, ack. So a patient's messages (same ordering key → same
 partition) are delivered in the order they were stored.
 
-**Fair share.** Every worker also consumes the presence queue; its consumer count is the
-number of live workers W. Every ``rebalance_interval`` a worker computes its share,
-``ceil(N / W)``: holding more, it releases the extra partitions (idle ones first; a busy
-one after its message is finished); holding fewer, it claims free partitions (no
-consumer), trying them from a random offset. Exclusivity comes from the broker, not
-from the count: a stale count only delays the balance, it never lets two workers consume
-one partition.
+**Fair share** (:mod:`.partitions`). Every worker also consumes the presence queue; its
+consumer count is the number of live workers W. Every ``rebalance_interval`` a worker
+computes its share, ``ceil(N / W)``: holding more, it releases the extra partitions (idle
+ones first; a busy one after its message is finished); holding fewer, it claims free
+partitions (no consumer), trying them from a random offset. Exclusivity comes from the
+broker, not from the count: a stale count only delays the balance, it never lets two
+workers consume one partition. Each message is handled by :mod:`.handling`.
 
 **Retries in place.** A transient delivery failure is retried by the same worker, with
 exponential backoff and jitter, without acking: later messages of the partition wait
@@ -57,18 +57,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import random
-from collections.abc import Iterator
 
-import aiormq
-from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
+from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
 
 from ..config import RouteConfig, ServiceConfig
 from ..conversion import ConversionPool
 from ..delivery import (
     DestinationGate,
-    DestinationWaitInterrupted,
     GatedSink,
     Sink,
     build_sink,
@@ -80,13 +76,9 @@ from ..logs import log_fields
 from ..metrics import Metrics
 from ..stop_signals import install_stop_handlers
 from .broker import ConfirmedPublisher, connect_plain, describe, safe_error
-from .handling import MessageHandler, Partition
-from .topology import (
-    declare_dead_letters,
-    declare_partition,
-    declare_partitions,
-    partition_queue,
-)
+from .handling import MessageHandler
+from .partitions import PartitionShare
+from .topology import declare_dead_letters, declare_partitions
 
 __all__ = ["AmqpWorker"]
 
@@ -118,18 +110,20 @@ class AmqpWorker:
         }
         self.pool: ConversionPool | None = None
         self.sinks: dict[str, Sink] = {}
-        self._partitions: dict[int, Partition] = {}
         self._connection: AbstractConnection | None = None
-        self._probe: AbstractChannel | None = None
         self._publisher: ConfirmedPublisher | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._grace = 30.0
-        self._offset = self._rng.randrange(self._amqp.partitions)
         self._http: EmbeddedHttpServer | None = None
         self._handler: MessageHandler | None = None
-        #: Partitions whose queue is gone and could not be declared again (logged once).
-        self._unavailable: set[int] = set()
+        self._share = PartitionShare(
+            self._amqp,
+            rng=self._rng,
+            stopping=self._stopping,
+            connection=lambda: self._connection,
+            handler=lambda: self._handler,
+        )
         self.metrics.partitions.set_function(lambda: len(self.owned))
         self.metrics.amqp_connected.labels("worker").set_function(
             lambda: float(self._connection is not None and not self._connection.is_closed)
@@ -155,7 +149,7 @@ class AmqpWorker:
     @property
     def owned(self) -> list[int]:
         """Partitions consumed now (not being released)."""
-        return sorted(n for n, p in self._partitions.items() if not p.released.is_set())
+        return self._share.owned
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -174,18 +168,24 @@ class AmqpWorker:
             )
             await asyncio.get_running_loop().run_in_executor(None, self.pool.warm_up)
             self.sinks = {name: build_sink(dest) for name, dest in config.destinations.items()}
+            for name, sink in self.sinks.items():
+                if config.destinations[name].amqp is not None:
+                    self.metrics.watch_connection(
+                        f"destination:{name}",
+                        lambda sink=sink: bool(getattr(sink, "connected", False)),
+                    )
             self._handler = MessageHandler(
                 routes=self.routes,
                 pool=self.pool,
                 sinks={
-                    name: GatedSink(sink, self.gate, interrupt=self._released_event)
+                    name: GatedSink(sink, self.gate, interrupt=self._share.released_event)
                     for name, sink in self.sinks.items()
                 },
                 delivery=config.delivery,
                 dead_letter_exchange=self._amqp.dead_letter_exchange,
                 metrics=self.metrics,
                 publisher=lambda: self._publisher,
-                release=self._release,
+                release=self._share.release,
                 rng=self._rng,
             )
             http = EmbeddedHttpServer(
@@ -246,7 +246,8 @@ class AmqpWorker:
         stop = asyncio.Event()
         install_stop_handlers(stop, log)
         try:
-            await self.start()
+            if not stop.is_set():  # else a signal came during the imports: nothing to start
+                await self.start()
             await stop.wait()
         finally:
             await self.stop()
@@ -289,7 +290,7 @@ class AmqpWorker:
             setup = await connection.channel(publisher_confirms=False)
             await declare_dead_letters(connection, setup, self._amqp)
             await declare_partitions(connection, setup, self._amqp)
-            self._probe = setup
+            self._share.probe = setup
             self._publisher = ConfirmedPublisher(
                 connection, timeout=self._amqp.confirm_timeout, url=self._url
             )
@@ -297,201 +298,20 @@ class AmqpWorker:
             queue = await presence.get_queue(self._amqp.presence_queue, ensure=False)
             await queue.consume(_ignore, no_ack=True)
             while not self._stopping.is_set() and not lost.is_set():
-                await self._rebalance()
+                await self._share.rebalance()
                 await _first_of((self._stopping, lost), self._amqp.rebalance_interval)
         finally:
-            await self._release_all(graceful=not lost.is_set())
+            await self._share.release_all(graceful=not lost.is_set(), grace=self._grace)
             if self._publisher is not None:
                 await self._publisher.close()
             with contextlib.suppress(Exception):
                 await connection.close()
-            self._connection = self._probe = self._publisher = None
+            self._connection = self._share.probe = self._publisher = None
 
     async def _stopped_within(self, seconds: float) -> bool:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
         return self._stopping.is_set()
-
-    # -- fair share ------------------------------------------------------------------------------
-    async def _probe_channel(self) -> AbstractChannel:
-        """A channel for passive declares (a missing queue closes it: reopened here)."""
-        assert self._connection is not None
-        if self._probe is None or self._probe.is_closed:
-            self._probe = await self._connection.channel(publisher_confirms=False)
-        return self._probe
-
-    async def _consumers(self, queue: str) -> int:
-        probe = await self._probe_channel()
-        declared = await probe.declare_queue(queue, passive=True, timeout=10)
-        return int(declared.declaration_result.consumer_count or 0)
-
-    async def _rebalance(self) -> None:
-        workers = max(1, await self._consumers(self._amqp.presence_queue))
-        share = math.ceil(self._amqp.partitions / workers)
-        active = [p for p in self._partitions.values() if not p.released.is_set()]
-        if len(active) > share:
-            extras = sorted(active, key=lambda p: (p.busy, -p.number))[: len(active) - share]
-            for partition in extras:
-                self._release(partition)
-            log.info(
-                "releasing partitions: %d workers, a share of %d",
-                workers,
-                share,
-                extra=log_fields(event="rebalance", count=share),
-            )
-            return
-        for number in self._candidates():
-            if len(active) >= share or self._stopping.is_set():
-                break
-            if number in self._partitions:
-                continue
-            consumers = await self._consumers_of_partition(number)
-            if consumers is None or consumers:
-                continue  # gone for now, or another worker's
-            claimed = await self._claim(number)
-            if claimed is not None:
-                active.append(claimed)
-
-    async def _consumers_of_partition(self, number: int) -> int | None:
-        """Consumers of a partition queue; None when it is gone and cannot be declared
-        again now. A passive declare's NOT_FOUND (the queue deleted; in a cluster, its
-        node down) used to end the whole session: every partition released, and
-        with the node still down the session could not start again."""
-        name = partition_queue(self._amqp, number)
-        try:
-            return await self._consumers(name)
-        except aiormq.exceptions.ChannelNotFoundEntity:
-            pass
-        assert self._connection is not None
-        problem = await declare_partition(
-            self._connection, await self._probe_channel(), self._amqp, number
-        )
-        if problem is not None:
-            if number not in self._unavailable:
-                log.warning(
-                    "partition queue %s is gone and cannot be declared again now (%s);"
-                    " the other partitions carry on",
-                    name,
-                    problem,
-                    extra=log_fields(event="partition_unavailable"),
-                )
-            self._unavailable.add(number)
-            return None
-        self._unavailable.discard(number)
-        log.info("partition queue %s declared again", name, extra=log_fields(event="partition"))
-        return await self._consumers(name)
-
-    def _candidates(self) -> Iterator[int]:
-        count = self._amqp.partitions
-        return ((self._offset + i) % count for i in range(count))
-
-    async def _claim(self, number: int) -> Partition | None:
-        assert self._connection is not None
-        name = partition_queue(self._amqp, number)
-        channel = await self._connection.channel(publisher_confirms=False)
-        await channel.set_qos(prefetch_count=1)
-        partition = Partition(number, name, channel)
-        # A consumer the broker cancels (basic.cancel: the queue deleted, or in a cluster
-        # its node going down) receives nothing more while its channel stays open: the
-        # partition was held for ever, its patients' messages waiting for a restart.
-        underlay = await channel.get_underlay_channel()
-        underlay.on_consumer_cancel_callbacks.add(lambda _: self._consumer_cancelled(partition))
-        queue = await channel.get_queue(name, ensure=False)
-        try:
-            await queue.consume(partition.inbox.put, exclusive=True)
-        except (aiormq.exceptions.ChannelAccessRefused, aiormq.exceptions.ChannelNotFoundEntity):
-            # Another worker took it between our look and our claim; or the queue went
-            # away meanwhile (NOT_FOUND ended the whole session: every partition
-            # released). Tried again at a later rebalance.
-            with contextlib.suppress(Exception):
-                await channel.close()
-            return None
-        # A channel the broker closes (its consumer_timeout, 30 min by default, during a
-        # long retry in place) gives the message back and frees the partition for another
-        # worker: this one must stop retrying it, or it would deliver it again, perhaps
-        # after the patient's later messages delivered by the new owner.
-        channel.close_callbacks.add(lambda _, exc=None: self._channel_closed(partition, exc))
-        partition.task = asyncio.create_task(self._consume(partition), name=f"partition-{number}")
-        self._partitions[number] = partition
-        log.info(
-            "partition claimed: %s",
-            name,
-            extra=log_fields(event="partition-claimed", count=len(self.owned)),
-        )
-        return partition
-
-    def _released_event(self) -> asyncio.Event | None:
-        """The ``released`` event of the partition the current task consumes, if any: a
-        wait for a paused destination ends when it is set (see :class:`GatedSink`)."""
-        task = asyncio.current_task()
-        for partition in self._partitions.values():
-            if partition.task is task:
-                return partition.released
-        return None
-
-    def _channel_closed(self, partition: Partition, exc: BaseException | None) -> None:
-        connection = self._connection
-        if not partition.released.is_set() and connection is not None and not connection.is_closed:
-            log.warning(
-                "partition channel closed by the broker (%s); its message goes back to the queue",
-                safe_error(exc) if exc is not None else "closed",
-                extra=log_fields(event="partition-lost"),
-            )
-        self._release(partition)
-
-    def _consumer_cancelled(self, partition: Partition) -> None:
-        if not partition.released.is_set():
-            log.warning(
-                "partition consumer cancelled by the broker (queue deleted or its node"
-                " down); giving the partition up: %s",
-                partition.queue,
-                extra=log_fields(event="partition-cancelled"),
-            )
-        self._release(partition)
-
-    def _release(self, partition: Partition) -> None:
-        partition.released.set()
-        partition.inbox.put_nowait(None)
-
-    async def _release_all(self, *, graceful: bool) -> None:
-        partitions = list(self._partitions.values())
-        for partition in partitions:
-            self._release(partition)
-        tasks = {p.task for p in partitions if p.task is not None}
-        if tasks and graceful:
-            _, pending = await asyncio.wait(tasks, timeout=self._grace)
-        else:
-            pending = tasks
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._partitions.clear()
-
-    # -- one partition ---------------------------------------------------------------------------
-    async def _consume(self, partition: Partition) -> None:
-        try:
-            while True:
-                message = await partition.inbox.get()
-                if message is None or partition.released.is_set():
-                    break  # an unprocessed message goes back to the queue with the channel
-                partition.busy = True
-                assert self._handler is not None
-                try:
-                    await self._handler.handle(partition, message)
-                except DestinationWaitInterrupted:
-                    break  # released while waiting for a paused destination: not acked
-                finally:
-                    partition.busy = False
-        finally:
-            if self._partitions.get(partition.number) is partition:
-                del self._partitions[partition.number]
-            with contextlib.suppress(Exception):
-                await partition.channel.close()
-            log.info(
-                "partition released: %s",
-                partition.queue,
-                extra=log_fields(event="partition-released", count=len(self.owned)),
-            )
 
 
 async def _ignore(message: AbstractIncomingMessage) -> None:

@@ -43,7 +43,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from converter import ConversionError, ParseError, json_dumps
+from converter import ConversionError, ParseError
 from converter.errors import ConfigurationError
 from converter.hl7v2 import peek_header
 
@@ -97,8 +97,9 @@ class ApiBackend(ProbeBackend, Protocol):
 
     async def convert(
         self, data: bytes, *, input_type: str, root_template: str | None
-    ) -> list[dict[str, Any]]:
-        """Bundles for the messages in ``data``; raises ConversionError."""
+    ) -> list[bytes]:
+        """The bundles of the messages in ``data``, as compact JSON text (UTF-8: one line
+        each, sent as they are); raises ConversionError."""
         ...
 
 
@@ -402,10 +403,11 @@ def create_app(
                 "(POST /convert takes several)",
                 "Parameters.parameter.where(name='inputData')",
             )
+        # The conversion's own text, not parsed and written again here: on the event loop,
+        # that held MLLP ACKs, /ready and the deliveries for seconds for a large lab report.
         if len(bundles) == 1:
-            return Response(json_dumps(bundles[0]), media_type=FHIR_JSON)
-        lines = "\n".join(json_dumps(b) for b in bundles)
-        return Response(lines + "\n", media_type="application/x-ndjson")
+            return Response(bundles[0], media_type=FHIR_JSON)
+        return Response(b"\n".join(bundles) + b"\n", media_type="application/x-ndjson")
 
     if config.api_key is None and config.bearer_token is None:
         log.warning(

@@ -429,7 +429,7 @@ class _FailingBackend:
 
     async def convert(
         self, data: bytes, *, input_type: str, root_template: str | None
-    ) -> list[dict[str, Any]]:
+    ) -> list[bytes]:
         raise RuntimeError(f"choked on {data.decode()}")
 
 

@@ -298,9 +298,9 @@ class _CountingBackend:
 
     async def convert(
         self, data: bytes, *, input_type: str, root_template: str | None
-    ) -> list[dict[str, Any]]:
+    ) -> list[bytes]:
         self.calls += 1
-        return [{"resourceType": "Bundle"}]
+        return [b'{"resourceType":"Bundle"}']
 
 
 def test_more_messages_than_max_messages_is_a_413_before_converting(

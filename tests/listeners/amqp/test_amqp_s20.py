@@ -316,6 +316,20 @@ async def test_amqp_connected_gauge_follows_the_consumer_connection(
         )
 
 
+async def test_amqp_connected_gauge_covers_the_services_amqp_queue(
+    broker: RabbitMq, fhir: FhirServer, names: Names, configure: Configure
+) -> None:
+    # queue.backend = "amqp": the MLLP side's partition queues; the gauge was the consumer's
+    # and the worker's only, so a service storing into RabbitMQ showed nothing.
+    config = configure(backend="amqp")
+    async with running_service(config) as service:
+        snapshot = lambda: MetricsSnapshot.parse(service.metrics.render().decode())  # noqa: E731
+        await eventually(
+            lambda: snapshot().value("passerelle_amqp_connected", connection="queue") == 1,
+            what="the queue's gauge at 1",
+        )
+
+
 # -- item 5: partition queues the operator declared, or that vanish --------------------------
 async def test_quorum_partition_queues_declared_beforehand_are_used_as_they_are(
     broker: RabbitMq, fhir: FhirServer, names: Names, configure: Configure
@@ -385,7 +399,7 @@ async def test_a_claim_of_a_queue_that_went_away_does_not_end_the_session(
         await worker.start()
         try:
             await eventually(lambda: worker.owned == [0, 1], what="both partitions claimed")
-            assert await worker._claim(3) is None
+            assert await worker._share.claim(3) is None
             await asyncio.sleep(0.5)
             assert worker.owned == [0, 1]
             await store(config, [envelope("RC-1", "MRN-RC-1", "Race")])
