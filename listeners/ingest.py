@@ -62,7 +62,7 @@ from .mllp.mfk import build_reply
 from .queue.base import DeadLetter, Envelope, PutResult
 from .worker import DeliveryWorkers
 
-__all__ = ["IngestQueue", "Ingestor", "SupportChecker"]
+__all__ = ["IngestQueue", "Ingestor", "SupportChecker", "message_lane"]
 
 log = logging.getLogger("passerelle.ingest")
 
@@ -253,7 +253,7 @@ class Ingestor:
             listener=listener,
             received_at=time.time(),
             ordering_key=f"{listener}/{header.sender}|"
-            + (header.patient_key or f"message:{_message_lane(header.control_id, payload)}"),
+            + (header.patient_key or f"message:{message_lane(header.control_id, payload)}"),
             control_id=header.control_id or None,
             message_type=header.message_type,
             input_type="hl7v2",
@@ -473,9 +473,10 @@ def _complete_fields(head: bytes) -> bytes:
     return head[:cut] if cut > start + 3 else head
 
 
-def _message_lane(control_id: str, payload: bytes) -> str:
+def message_lane(control_id: str | None, payload: bytes) -> str:
     """The ordering lane of a message naming no patient: its control id, else a digest of
-    its body (as the AMQP intake does). An MSH-10 that unescapes to nothing (``\\H\\``)
+    its body (the MLLP listener and the AMQP intake, which passes the AMQP message id
+    when there is no control id). An MSH-10 that unescapes to nothing (``\\H\\``)
     passes the listener's "MSH-10 required" check, and every such message of a sender
     then shared the lane ``…|message:``, each waiting behind the one before. The digest,
     unlike the body, names no patient."""

@@ -10,7 +10,8 @@
   (``destinations.<name>.amqp``), and :class:`CompositeSink` for FHIR server + AMQP.
 - :mod:`.queue` — :class:`AmqpQueue`: ``queue.backend = "amqp"``, the MLLP listener
   stores into partition queues (hash of the ordering key), confirmed before the ACK.
-- :mod:`.worker` — :class:`AmqpWorker`: ``passerelle worker``, consumes partitions
+- :mod:`.worker` — :class:`AmqpWorker`: ``passerelle worker`` (connection, probes, stop);
+  :mod:`.partitions` claims and releases its partitions; it consumes partitions
   (exclusive consumers, fair-share rebalancing, one message at a time per partition);
   :mod:`.handling` settles each message (convert, deliver with retries in place, ack or
   dead-letter).

@@ -15,7 +15,6 @@ Whatever cannot be read or is not supported raises :class:`converter.ConversionE
 
 from __future__ import annotations
 
-import hashlib
 import time
 from typing import Any
 
@@ -28,7 +27,7 @@ from converter.cda.node import NAMESPACES
 from converter.hl7v2 import peek_header
 
 from ..config import ServiceConfig
-from ..ingest import SupportChecker
+from ..ingest import SupportChecker, message_lane
 from .body import apply_content_charset, content_charset
 from .envelope import AmqpEnvelope, input_type_of
 
@@ -70,7 +69,10 @@ def envelope_of(
         body, content_charset(message.content_type), header.charset, route.converter.charset
     )
     sender = f"{listener}/{header.sender}"
-    patient = header.patient_key or f"message:{header.control_id or _lane(ids, body)}"
+    patient = (
+        header.patient_key
+        or f"message:{message_lane(header.control_id or ids.get('message_id'), body)}"
+    )
     return AmqpEnvelope(
         payload=body,
         sender=sender,
@@ -100,7 +102,10 @@ def _cda(body: bytes, listener: str, config: ServiceConfig, ids: dict[str, Any])
     templates = [str(t) for t in root.xpath("h:templateId/@root", namespaces=NAMESPACES)]
     document_type = next((DOCUMENT_TYPES[t] for t in templates if t in DOCUMENT_TYPES), "CDA")
     sender = f"{listener}/^{facility}"
-    patient = _identifier(_first(root, _PATIENT_ID)) or f"document:{control_id or _lane(ids, body)}"
+    patient = (
+        _identifier(_first(root, _PATIENT_ID))
+        or f"document:{message_lane(control_id or ids.get('message_id'), body)}"
+    )
 
     return AmqpEnvelope(
         payload=body,
@@ -114,17 +119,6 @@ def _cda(body: bytes, listener: str, config: ServiceConfig, ids: dict[str, Any])
         route=route.name,
         **ids,
     )
-
-
-def _lane(ids: dict[str, Any], body: bytes) -> str:
-    """The ordering lane of a message naming neither patient nor control id: its AMQP
-    ``message_id``, else a digest of its body. (Without either every such message of a
-    sender shared the lane ``…|message:None``, unrelated patients waiting behind each
-    other.) The digest names no patient: the key travels in headers."""
-    message_id = ids.get("message_id")
-    if message_id:
-        return str(message_id)
-    return "sha256:" + hashlib.sha256(body).hexdigest()[:16]
 
 
 def _first(element: Any, path: str) -> Any:
