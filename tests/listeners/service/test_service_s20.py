@@ -147,19 +147,17 @@ _SIGNALLED_AT_START = (
 )
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
-def test_a_stop_signal_while_serve_imports_its_modules_stops_it_cleanly(
-    signum: signal.Signals, tmp_path: Path
-) -> None:
-    # Python's default ended the process there: status -15 / -1, no log line. Nothing was
-    # lost (no port bound yet, the queue not opened), but a supervisor saw a crash.
-    config = write_config(tmp_path)
+def _signalled_at_start(
+    command: str, config: Path, directory: Path, signum: signal.Signals
+) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """``passerelle COMMAND`` sent ``signum`` while it imports its modules: the process
+    and the messages it logged (JSON lines)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PASSERELLE_")}
     env["PASSERELLE_LOG_FORMAT"] = "json"
     code = _SIGNALLED_AT_START.format(script=PASSERELLE, signum=int(signum))
     done = subprocess.run(
-        [sys.executable, "-c", code, "serve", "--config", str(config)],
-        cwd=tmp_path,
+        [sys.executable, "-c", code, command, "--config", str(config)],
+        cwd=directory,
         env=env,
         stdin=subprocess.DEVNULL,
         capture_output=True,
@@ -171,6 +169,17 @@ def test_a_stop_signal_while_serve_imports_its_modules_stops_it_cleanly(
         for line in (done.stdout + done.stderr).splitlines()
         if line[:1] == "{"
     ]
+    return done, messages
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_stop_signal_while_serve_imports_its_modules_stops_it_cleanly(
+    signum: signal.Signals, tmp_path: Path
+) -> None:
+    # Python's default ended the process there: status -15 / -1, no log line. Nothing was
+    # lost (no port bound yet, the queue not opened), but a supervisor saw a crash.
+    config = write_config(tmp_path)
+    done, messages = _signalled_at_start("serve", config, tmp_path, signum)
     assert done.returncode == 0, done.stdout + done.stderr
     assert messages == [f"{signum.name} received: stopping gracefully", "stopping", "stopped"]
     # Nothing was started: no port bound, the queue never opened.
@@ -190,23 +199,7 @@ def test_a_stop_signal_while_worker_imports_its_modules_stops_it_without_connect
         '[amqp]\nurl = "amqp://guest:guest@127.0.0.1:9/"\n',
         encoding="utf-8",
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PASSERELLE_")}
-    env["PASSERELLE_LOG_FORMAT"] = "json"
-    code = _SIGNALLED_AT_START.format(script=PASSERELLE, signum=int(signal.SIGTERM))
-    done = subprocess.run(
-        [sys.executable, "-c", code, "worker", "--config", str(config)],
-        cwd=tmp_path,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    messages = [
-        json.loads(line)["message"]
-        for line in (done.stdout + done.stderr).splitlines()
-        if line[:1] == "{"
-    ]
+    done, messages = _signalled_at_start("worker", config, tmp_path, signal.SIGTERM)
     assert done.returncode == 0, done.stdout + done.stderr
     assert messages[0] == "SIGTERM received: stopping gracefully", messages
     assert not any("connect" in message.lower() for message in messages), messages
