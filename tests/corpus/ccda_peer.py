@@ -110,8 +110,15 @@ def _medication_codes(bundle: Bundle) -> list[frozenset[str]]:
         reference = (statement.get("medicationReference") or {}).get("reference")
         if reference in index:
             codes |= _codes(index[reference].get("code"))
+        if _NO_KNOWN_MEDICATIONS[0] in codes:
+            codes |= {_NO_KNOWN_MEDICATIONS[1]}
         out.append(codes)
     return out
+
+
+#: SNOMED "No known medications" (ours: a MedicationStatement for the negated generic
+#: drug) and the negated "Drug or medicament" it comes from (the peer's, negation ignored).
+_NO_KNOWN_MEDICATIONS = ("787481004", "410942007")
 
 
 def _allergy_substances(bundle: Bundle) -> list[frozenset[str]]:
