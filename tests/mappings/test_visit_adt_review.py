@@ -17,7 +17,7 @@ from tests.support.hl7_edit import message, resources, segment
 from tests.support.r4validator import R4Validator
 
 CHU = "CHU-LYON&1.2.250.1.999.1.1&ISO"
-RPPS = "^^^ASIP-SANTE-PS&1.2.250.1.71.4.2.1&ISO^L^^^RPPS"
+RPPS = "^^^^^^ASIP-SANTE-PS&1.2.250.1.71.4.2.1&ISO^L^^^RPPS"
 #: Invented practitioners (RPPS-shaped numbers, not real ones).
 GP = f"10100000001^MOREL^Anne{RPPS}"
 CARDIOLOGIST = f"10100000002^GIRARD^Luc{RPPS}"
