@@ -212,7 +212,7 @@ class Metrics:
             "passerelle_dead_letters_unroutable",
             "Dead letters amqp.dead_letter_exchange routed to no queue (nothing bound to it):"
             " the message is held unacknowledged and published again later, never dropped"
-            " nor returned to its queue (component: consumer or worker)",
+            " (component: consumer or worker)",
             ["component"],
             registry=registry,
         )

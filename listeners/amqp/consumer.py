@@ -200,11 +200,9 @@ class AmqpConsumer:
         problem = self._store.problem() if self._store is not None else None
         if problem is not None:
             raise QueueError(problem)
-        if self._settler.held:
-            raise QueueError(
-                f"{self._settler.held} message(s) held: dead-letter exchange"
-                f" {self._amqp.dead_letter_exchange} routes to no queue (bind one)"
-            )
+        held = self._settler.holds.problem()
+        if held is not None:
+            raise QueueError(held)
 
     # -- one message -------------------------------------------------------------------------
     async def _on_message(self, message: AbstractIncomingMessage) -> None:

@@ -45,14 +45,11 @@ from .envelope import (
     forwardable_headers,
     persistent_copy,
 )
+from .unroutable import UNROUTABLE_PAUSE, UNROUTABLE_PAUSE_MAX, HeldDeadLetters
 
 __all__ = ["MessageHandler", "Partition"]
 
 log = logging.getLogger("passerelle.amqp.worker")
-
-#: Pauses between the publications of a dead letter that no queue receives (doubling).
-UNROUTABLE_PAUSE = 1.0
-UNROUTABLE_PAUSE_MAX = 60.0
 
 
 @dataclass(eq=False)
@@ -97,8 +94,7 @@ class MessageHandler:
         self._rng = rng
         #: Messages settled (delivered or dead-lettered), for tests and logs.
         self.processed = 0
-        #: Messages held now because the dead-letter exchange routed them nowhere.
-        self.held = 0
+        self.holds = HeldDeadLetters(metrics, "worker", dead_letter_exchange, log)
 
     async def handle(self, partition: Partition, message: AbstractIncomingMessage) -> None:
         """Settle one message of ``partition``: acked after delivery or dead-lettering,
@@ -251,14 +247,7 @@ class MessageHandler:
                 # here instead (the partition waits, as for a retry in place), loudly.
                 if not held:
                     held = True
-                    self._hold(+1)
-                    log.error(
-                        "dead-letter exchange %s routes to no queue (amqp.dead_letter_queue"
-                        ' = "" and nothing bound?): message held unacknowledged, its'
-                        " partition waiting; bind a queue to the exchange",
-                        self._dead_letter_exchange,
-                        extra=fields | log_fields(event="dead_letter_unroutable"),
-                    )
+                    self.holds.hold("its partition waiting", fields)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(partition.released.wait(), timeout=pause)
                 if partition.released.is_set():
@@ -266,7 +255,7 @@ class MessageHandler:
                 pause = min(pause * 2, UNROUTABLE_PAUSE_MAX)
         finally:
             if held:
-                self._hold(-1)
+                self.holds.release()
         self._metrics.dead_lettered.labels(reason, message_type).inc()
         if await self._ack(message, fields):
             self.processed += 1
@@ -276,12 +265,6 @@ class MessageHandler:
             # ``fields`` last: an error kind it names (what failed) is the more precise.
             extra=error_fields(record) | fields,
         )
-
-    def _hold(self, change: int) -> None:
-        self.held += change
-        self._metrics.dead_letters_held.labels("worker").inc(change)
-        if change > 0:
-            self._metrics.dead_letters_unroutable.labels("worker").inc()
 
     async def _ack(self, message: AbstractIncomingMessage, fields: dict[str, Any]) -> bool:
         try:

@@ -46,6 +46,7 @@ from .envelope import (
 )
 from .ordering import channel_gone
 from .topology import retry_queue
+from .unroutable import UNROUTABLE_PAUSE, UNROUTABLE_PAUSE_MAX, HeldDeadLetters
 
 __all__ = ["REQUEUE_PAUSE", "Settler", "message_fields"]
 
@@ -53,10 +54,6 @@ log = logging.getLogger("passerelle.amqp.consumer")
 
 #: Pause before returning a message to the queue when its outcome could not be stored.
 REQUEUE_PAUSE = 1.0
-#: Pauses between the publications of a dead letter the dead-letter exchange routed to no
-#: queue (the message held meanwhile): doubling, capped.
-UNROUTABLE_PAUSE = 1.0
-UNROUTABLE_PAUSE_MAX = 60.0
 #: Longest a message is held so: then it goes back to the queue and comes again (held
 #: anew). Well under RabbitMQ's consumer_timeout (30 min by default), which would close
 #: the channel and return every message in hand with it.
@@ -82,8 +79,7 @@ class Settler:
         self._stop_requested = stop_requested
         self._delays = tuple(sorted(set(settings.retry_delays)))
         self.publisher: ConfirmedPublisher | None = None
-        #: Messages held now because their dead letter was unroutable.
-        self.held = 0
+        self.holds = HeldDeadLetters(metrics, "consumer", amqp.dead_letter_exchange, log)
 
     async def retry(
         self,
@@ -185,14 +181,7 @@ class Settler:
                         return False
                 if not held:
                     held = True
-                    self._hold(+1)
-                    log.error(
-                        "dead-letter exchange %s routes to no queue (amqp.dead_letter_queue"
-                        ' = "" and nothing bound?): message held unacknowledged, not'
-                        " dropped; bind a queue to the exchange",
-                        exchange,
-                        extra=fields | log_fields(event="dead_letter_unroutable"),
-                    )
+                    self.holds.hold("not dropped", fields)
                 if (
                     self._stop_requested.is_set()
                     or channel_gone(message)
@@ -206,17 +195,11 @@ class Settler:
                 pause = min(pause * 2, UNROUTABLE_PAUSE_MAX)
         finally:
             if held:
-                self._hold(-1)
+                self.holds.release()
         if held:
             log.info("held dead letter published", extra=fields)
         await self.settle(message)
         return True
-
-    def _hold(self, change: int) -> None:
-        self.held += change
-        self._metrics.dead_letters_held.labels("consumer").inc(change)
-        if change > 0:
-            self._metrics.dead_letters_unroutable.labels("consumer").inc()
 
     async def settle(
         self,

@@ -231,12 +231,9 @@ class AmqpWorker:
         checks: dict[str, str | None] = {
             "amqp": None if connected else "not connected to RabbitMQ (reconnecting)"
         }
-        held = self._handler.held if self._handler is not None else 0
-        if held:
-            checks["dead-letters"] = (
-                f"{held} message(s) held: dead-letter exchange"
-                f" {self._amqp.dead_letter_exchange} routes to no queue (bind one)"
-            )
+        held = self._handler.holds.problem() if self._handler is not None else None
+        if held is not None:
+            checks["dead-letters"] = held
         checks.update(await sink_readiness(self.sinks, self.gate))
         return checks
 

@@ -264,7 +264,9 @@ async def test_worker_holds_a_dead_letter_no_queue_receives_and_keeps_its_partit
                 await eventually(lambda: worker.owned == [0], what="the partition claimed")
                 # A conversion error (month 13): a dead letter.
                 await store(config, [envelope("WD-1", "MRN-WD", "WD", payload=_bad_date())])
-                await eventually(lambda: worker._handler is not None and worker._handler.held)
+                await eventually(
+                    lambda: worker._handler is not None and worker._handler.holds.count
+                )
                 await asyncio.sleep(3.5)
                 checks = await worker.readiness()
                 assert "routes to no queue" in str(checks.get("dead-letters"))
