@@ -106,7 +106,6 @@ def _cda(body: bytes, listener: str, config: ServiceConfig, ids: dict[str, Any])
         _identifier(_first(root, _PATIENT_ID))
         or f"document:{message_lane(control_id or ids.get('message_id'), body)}"
     )
-
     return AmqpEnvelope(
         payload=body,
         sender=sender,
