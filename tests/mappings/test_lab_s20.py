@@ -296,8 +296,8 @@ def test_ordering_facility_is_the_requester_without_an_ordering_provider(
     converter: Converter,
 ) -> None:
     """IG ORC-21 → requester(PractitionerRole.organization): with no ORC-12 the facility is
-    the requester (R4 allows an Organization); beside ORC-12, a warning says it is not
-    converted."""
+    the requester (R4 allows an Organization); beside ORC-12, a PractitionerRole joins
+    them (tests/hl7v2/test_orders_s21.py)."""
     obr = segment("OBR", {1: "1", 2: f"IONO-1^{HIS}", 4: "24326-1^Electrolytes^LN"})
     orc = {1: "NW", 2: f"IONO-1^{HIS}", 21: FACILITY}
     bundle, warnings = convert_one(
@@ -313,8 +313,8 @@ def test_ordering_facility_is_the_requester_without_an_ordering_provider(
     both, warnings = convert_one(
         converter, _request_message("OML^O21^OML_O21", "O2", "2.5", orc | {12: PROVIDER}, obr)
     )
-    assert _requester(both, "ServiceRequest")["resourceType"] == "Practitioner"
-    assert any(w.startswith("ORC-21/22/23: the ordering facility") for w in warnings)
+    assert _requester(both, "ServiceRequest")["resourceType"] == "PractitionerRole"
+    assert not any(w.startswith("ORC-21") for w in warnings)
 
 
 @pytest.mark.parametrize("event", ["ORU^R01^ORU_R01", "OUL^R22^OUL_R22"])
