@@ -73,13 +73,13 @@ class MessageHeader:
 
     @property
     def accept_ack_type(self) -> str:
-        """MSH-15 (AL, NE, ER, SU or "")."""
-        return self.component(15, 1).strip().upper()
+        """MSH-15 (AL, NE, ER, SU or ""; HL7's explicit null ``""`` reads as "")."""
+        return _ack_type(self.component(15, 1))
 
     @property
     def application_ack_type(self) -> str:
-        """MSH-16 (AL, NE, ER, SU or "")."""
-        return self.component(16, 1).strip().upper()
+        """MSH-16 (AL, NE, ER, SU or ""; HL7's explicit null ``""`` reads as "")."""
+        return _ack_type(self.component(16, 1))
 
     @property
     def enhanced_mode(self) -> bool:
@@ -108,6 +108,18 @@ def read_header(data: bytes, *, default_charset: str = "utf-8") -> MessageHeader
     default_codec = _safe_codec("", default_charset)
     body = data[len(_BOM) :] if data.startswith(_BOM) else data
     body = body.lstrip(b" \t\r\n")
+    if body[:3] in (b"FHS", b"BHS"):
+        # Named as a batch: "does not start with an MSH segment" sent the sender's team
+        # looking for a broken message, not at its batching to a one-message-per-block peer.
+        return MessageHeader(
+            DEFAULT_ENCODING,
+            ("MSH",),
+            default_codec,
+            False,
+            "a batch (FHS/BHS) is not accepted over MLLP: send one message per block",
+            "100",
+            body[:3].decode("ascii"),
+        )
     if not body.startswith(b"MSH"):
         return MessageHeader(
             DEFAULT_ENCODING,
@@ -167,12 +179,39 @@ def read_header(data: bytes, *, default_charset: str = "utf-8") -> MessageHeader
     except CharsetError:
         codec = None
         problem = problem or ("unsupported character set", "103", "MSH-18")
-    if (fields[9] if len(fields) > 9 else "").strip() in ("", '""'):
+    if _blank_control_id(fields[9] if len(fields) > 9 else "", enc, codec):
         # MSH-10 is required (R): without it MSA-2 cannot name what is acknowledged, and
         # the sender could not match the ACK — nor could a retransmission be recognised.
         # Blank, or HL7's explicit null (""), is not a value either.
         problem = problem or ("the message control id (MSH-10) is missing", "101", "MSH-10")
     return MessageHeader(enc, fields, codec, valid, *(problem or (None, None, None)))
+
+
+def _blank_control_id(raw: str, enc: Encoding, codec: str | None) -> bool:
+    """Whether MSH-10 holds no usable id: empty, HL7's explicit null (``""``), or only
+    blanks and control characters once unescaped. ``\\H\\`` (a formatting command) or
+    ``\\X20\\`` is not blank as written, but the id the service files the message
+    under is the unescaped one: it read "", so such messages were stored with no control
+    id at all (never recognised when re-sent), or " " (one sender's messages taken for
+    each other's reuse of one id)."""
+    if raw.strip() == '""':
+        return True
+    # Decoded first: as Latin-1, a multi-byte charset's bytes may all read as C1 controls.
+    codec = codec or "latin-1"
+    try:
+        text = raw.encode("latin-1").decode(codec, errors="replace")
+    except LookupError:
+        text = raw
+    value = enc.unescape(text, codec)
+    return all(char.isspace() or not char.isprintable() for char in value)
+
+
+def _ack_type(raw: str) -> str:
+    """MSH-15 or MSH-16, upper case. ``""`` is HL7's explicit null, not a value: engines
+    that write it in every empty field are in original mode, and answered CA (enhanced
+    mode's commit accept) instead of AA, many take the ACK for a failure and resend."""
+    value = raw.strip().upper()
+    return "" if value == '""' else value
 
 
 def field_getter(fields: list[str]) -> Callable[[int], str]:

@@ -1,5 +1,6 @@
-"""The ordering key of an MLLP message naming no patient and whose control id reads empty.
-Real sockets, the real client, a real service and its SQLite queue."""
+"""The ordering key of a message naming no patient and whose control id reads empty
+(``message_lane``), and of an MLLP message naming no patient. Real sockets, the real
+client, a real service and its SQLite queue."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ import hashlib
 import sqlite3
 from pathlib import Path
 
+from listeners.ingest import message_lane
 from tests.listeners.service.support import RunningService, make_config, running
 
-# MSH-10 ``\H\`` (start highlighting): not blank, so the listener takes the message, but
-# it unescapes to nothing — the control id the ingest reads is "".
+# MSH-10 ``\H\`` (start highlighting): not blank as written, but it unescapes to nothing.
 EMPTY_ONCE_UNESCAPED = "\\H\\"
 
 
@@ -29,20 +30,15 @@ def stored_keys(service: RunningService) -> list[str]:
         return [row[0] for row in conn.execute("SELECT ordering_key FROM messages ORDER BY seq")]
 
 
-def test_messages_without_patient_or_control_id_get_a_lane_each(tmp_path: Path) -> None:
-    # Before: both keyed "mllp/APP-A^FAC-A|message:" — every such message of the sender in
-    # one serial chain, each waiting behind the one before (a dead letter there, or a
-    # retry in place, held up all the others).
+def test_a_control_id_reading_empty_gets_a_lane_of_its_own() -> None:
+    # Before: both keyed "…|message:" — every such message of a sender in one serial
+    # chain, each waiting behind the one before. The MLLP listener now refuses such a
+    # control id (AR 101, tests/listeners/mllp/test_mllp_s21.py); the AMQP intake still
+    # keys its messages with message_lane, falling back to a digest of the body.
     first, second = no_patient("20240314083512"), no_patient("20240314083513")
-    config = make_config(tmp_path)
-    with running(config) as service:
-        acks = service.send([first, second])
-        assert [a.code for a in acks] == ["AA", "AA"]
-        keys = stored_keys(service)
-    assert keys == [
-        "mllp/APP-A^FAC-A|message:sha256:" + hashlib.sha256(body).hexdigest()[:16]
-        for body in (first, second)
-    ]
+    lanes = [message_lane("", body) for body in (first, second)]
+    assert lanes == ["sha256:" + hashlib.sha256(body).hexdigest()[:16] for body in (first, second)]
+    assert message_lane("CID-7", first) == "CID-7"
 
 
 def test_a_control_id_still_names_the_lane(tmp_path: Path) -> None:
