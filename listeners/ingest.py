@@ -352,7 +352,13 @@ class Ingestor:
         texts = [str(i.get("diagnostics") or i.get("code")) for i in issues if isinstance(i, dict)]
         text = "; ".join(texts) or f"{error.get('kind', 'error')}: {error.get('reason', '')}"
         code = str(error.get("hl7_error_code") or "207")
-        return AckOutcome.error(code if code.isdigit() else "207", text[:200])
+        # The original's AE named the place (ERR-2 ``PID^1^5``): the retransmission's does too.
+        location = error.get("location")
+        return AckOutcome.error(
+            code if code.isdigit() else "207",
+            text[:200],
+            location=ErrorLocation.parse(location if isinstance(location, str) else None),
+        )
 
     async def _store_dead_letter(
         self,
@@ -475,11 +481,10 @@ def _complete_fields(head: bytes) -> bytes:
 
 def message_lane(control_id: str | None, payload: bytes) -> str:
     """The ordering lane of a message naming no patient: its control id, else a digest of
-    its body (the MLLP listener and the AMQP intake, which passes the AMQP message id
-    when there is no control id). An MSH-10 that unescapes to nothing (``\\H\\``)
-    passes the listener's "MSH-10 required" check, and every such message of a sender
-    then shared the lane ``…|message:``, each waiting behind the one before. The digest,
-    unlike the body, names no patient."""
+    its body (the MLLP listener, which refuses an MSH-10 that unescapes to nothing, and
+    the AMQP intake, which passes the AMQP message id when there is no control id; such
+    messages of a sender once shared the lane ``…|message:``, each waiting behind the one
+    before). The digest, unlike the body, names no patient."""
     return control_id or "sha256:" + hashlib.sha256(payload).hexdigest()[:16]
 
 

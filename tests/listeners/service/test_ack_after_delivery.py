@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from listeners.config import ServiceConfig
+from listeners.mllp import AckInfo
 from tests.listeners.service.support import (
     adt,
     bundle_posts,
@@ -121,6 +122,25 @@ def test_retransmissions_get_the_same_answer_and_are_not_delivered_again(
     assert any("bad coding" in t for t in again[0].texts)
     assert metrics.value("passerelle_messages_duplicate_total") == 2
     assert [r["status"] for r in bundle_posts(fhir)] == [422, 200]
+
+
+def test_a_retransmitted_conversion_failure_names_the_field_again(
+    tmp_path: Path, fhir: FhirServer
+) -> None:
+    # The original's AE says where the fault is (ERR-2); the retransmission's answer is
+    # rebuilt from the dead letter and used to drop it, leaving the sender's team a code
+    # without a place.
+    failing = adt("DLV-DUP-LOC", birth_date="20241341")
+    with running(delivery_config(tmp_path, fhir)) as service:
+        first = service.send([failing])[0]
+        again = service.send([failing])[0]
+
+    def err2(ack: AckInfo) -> list[str]:
+        return [s.split("|")[2] for s in ack.segments if s.startswith("ERR|")]
+
+    assert (first.code, again.code) == ("AE", "AE")
+    assert err2(first) == ["PID^1^7"], first.segments
+    assert err2(again) == err2(first), again.segments
 
 
 def test_enhanced_mode_gets_ca_once_stored_without_waiting_for_delivery(
