@@ -189,8 +189,19 @@ class Converter:
         return split_messages(data)
 
     def parse(self, data: bytes) -> Message:
-        """Parse one HL7 v2 message without converting it."""
-        return parse_message(data, self.catalog, default_charset=self.config.default_charset)
+        """Parse one HL7 v2 message without converting it.
+
+        Its :attr:`Message.facility_scope` is the one the conversion scopes identifiers
+        by: the code maps know which universal id a namespace alone stands for
+        (CHU-LYON and CHU-LYON^1.2.250…^ISO: one scope). Without MSH-4, the sending
+        application (MSH-3) is the scope, read the same way: scoped by "", doctor 123 of
+        one sender's LIS and doctor 123 of another's RIS were one Practitioner, the
+        second's name overwriting the first's; and an MSH-4 of blanks was such an empty
+        scope, which merged the local patient numbers of every sender padding it."""
+        message = parse_message(data, self.catalog, default_charset=self.config.default_charset)
+        scope = self._filters.facility_scope
+        message.facility_scope = scope(message.MSH[4]).strip() or scope(message.MSH[3]).strip()
+        return message
 
     def convert_message(
         self, data: bytes, *, root_template: str | None = None, index: int = 1
@@ -368,14 +379,6 @@ class Converter:
         # MSH-7: a sender reusing a control id within MSH-7's precision (often a minute)
         # must not overwrite an earlier message's resources (see hl7v2/digest.py).
         message_key = "\x1f".join((message.sender, message.control_id, digest.hex()))
-        # The parser knows MSH-4 as written; the code maps know which universal id a
-        # namespace alone stands for (CHU-LYON and CHU-LYON^1.2.250…^ISO: one scope).
-        # Without MSH-4, the sending application (MSH-3) is the scope, as ids.scope makes
-        # it for patients: scoped by "", doctor 123 of one sender's LIS and doctor 123 of
-        # another's RIS were one Practitioner, the second's name overwriting the first's.
-        message.facility_scope = (
-            self._filters.facility_scope(message.MSH[4]) or message.sending_application
-        )
         session = self._session(
             "hl7v2", {"msg": message, "message_key": message_key, "message_digest": digest.hex()}
         )

@@ -14,6 +14,7 @@ that split and decode lazily, so a template pays only for what it reads:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -271,11 +272,13 @@ class Message(Group):
         self.sending_application = str(msh.field(3))
         facility = msh.field(4)
         self.sending_facility = str(facility)
-        #: What scopes an identifier without an authority: MSH-4's universal id (HD.2)
-        #: when it has one, else its namespace id (HD.1). Two facilities may share a
-        #: namespace id ("CH") and differ by their OIDs: scoped by HD.1, their patients
-        #: "12345" would be one Patient.
-        self.facility_scope = str(facility[2]).strip() or self.sending_facility
+        #: What scopes an identifier without an authority: the sending facility (MSH-4),
+        #: else the sending application (MSH-3), each by its universal id (HD.2) when it
+        #: has one, else its namespace id (HD.1). Two facilities may share a namespace id
+        #: ("CH") and differ by their OIDs: scoped by HD.1, their patients "12345" would
+        #: be one Patient. :meth:`converter.Converter.parse` refines it with the code maps
+        #: (a namespace alone standing for a universal id); without a map both agree.
+        self.facility_scope = _hd_scope(facility) or _hd_scope(msh.field(3))
         self.structure = structure
 
     @property
@@ -285,3 +288,25 @@ class Message(Group):
 
     def __repr__(self) -> str:
         return f"<Message {self.event} {self.control_id}>"
+
+
+# An OID or UUID written as its URN (any case) is the OID or UUID, as the code maps'
+# facility_scope reads it (converter/templates/identity_filters.py).
+_URN = re.compile(
+    r"urn:(?:oid:(?=[0-2](?:\.(?:0|[1-9]\d*))+$)"
+    r"|uuid:(?=[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$))",
+    re.ASCII | re.IGNORECASE,
+)
+
+
+def _hd_scope(hd: Value) -> str:
+    """The scope an HD (MSH-3, MSH-4) gives: its universal id (HD.2) when valued, else its
+    namespace id (HD.1), without surrounding blanks and without the ``urn:oid:`` /
+    ``urn:uuid:`` of an OID or UUID; "" when the HD names nothing.
+
+    Blanks are no scope: an MSH-4 of spaces was the scope "   ", which an identity reads
+    as empty and drops, so the local identifiers of every sender padding MSH-4 were one
+    record (the sending application now scopes them)."""
+    text = str(hd[2]).strip() or str(hd[1]).strip()
+    urn = _URN.match(text)
+    return text[urn.end() :] if urn else text
