@@ -196,6 +196,20 @@ class CdaDocument:
         root, extension = id_node["root"], id_node["extension"]
         return f"{root}^{extension}" if extension else str(root)
 
+    @property
+    def set_key(self) -> str:
+        """The document set (``setId`` as ``root^extension``), else the document id.
+
+        Every version of one document shares its setId (a replacing document has a new
+        id), so what a document names only within itself (a person or organization
+        without id) keeps one identity across its versions instead of one per version.
+        """
+        set_node = self.root.setId
+        root, extension = set_node["root"], set_node["extension"]
+        if not root:
+            return self.control_id
+        return f"set^{root}^{extension}" if extension else f"set^{root}"
+
     def source_base64(self) -> str:
         """The original bytes as base64 (for the DocumentReference to the source)."""
         return base64.b64encode(self._data).decode("ascii")
