@@ -96,8 +96,10 @@ def charset_codec(name: str) -> str:
 
 def codec_for(msh18: str, default: str) -> str:
     """The Python codec for an MSH-18 value; ``default`` (a codec name already checked
-    with :func:`charset_codec`) when MSH-18 is empty."""
-    if not msh18.strip():
+    with :func:`charset_codec`) when MSH-18 is empty or HL7's explicit null ``""``
+    (engines that write ``""`` in every empty field got an AR 103, "unsupported
+    character set", for a message in the default charset)."""
+    if msh18.strip() in ("", '""'):
         return default
     try:
         return charset_codec(msh18)

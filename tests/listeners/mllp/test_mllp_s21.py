@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from converter import Converter, ConverterConfig
 from listeners.mllp.ack import read_header
 from tests.listeners.service.support import (
     RunningService,
@@ -130,3 +131,25 @@ def test_read_header_finds_no_control_id_in_them(control_id: str) -> None:
     header = read_header(message(control_id))
     assert (header.problem_code, header.problem_location) == ("101", "MSH-10")
     assert header.control_id == control_id  # MSA-2 still echoes it as sent
+
+
+# -- MSH-18 written "" -----------------------------------------------------------------------
+def _with_msh18(message: bytes, value: str) -> bytes:
+    head, _, rest = message.partition(b"\r")
+    fields = head.decode().split("|")
+    fields += [""] * (18 - len(fields))
+    fields[17] = value
+    return "|".join(fields).encode() + b"\r" + rest
+
+
+def test_msh18_explicitly_null_is_the_default_charset(tmp_path: Path) -> None:
+    # An engine writing "" in every empty field wrote it in MSH-18 too: the listener
+    # answered AR 103 (unsupported character set) and the converter refused the message,
+    # for a message in the default charset.
+    message = _with_msh18(adt("NULL-18"), '""')
+    converted = Converter(ConverterConfig()).convert(message)
+    assert converted[0].bundle["resourceType"] == "Bundle"
+    with running(make_config(tmp_path)) as service:
+        [ack] = service.send([message])
+        assert (ack.code, ack.error_codes) == ("AA", ())
+        assert stored(service) == [(1, "NULL-18")]
