@@ -10,7 +10,8 @@ acknowledged only once it is safely handled:
 
 A compressed body (``content_encoding`` gzip or deflate) is decompressed, at most to
 ``amqp.max_message_bytes``, and an HL7 v2 message without MSH-18 is read in its content
-type's ``charset`` (:mod:`.body`).
+type's ``charset`` (:mod:`.body`); in a worker thread for a compressed or large body, not
+on the event loop (:func:`.intake.read_envelope`).
 
 Poison — larger than ``amqp.max_message_bytes`` (compressed or not), an unknown content
 encoding, unparseable, unsupported type or version, (mode "delivery") conversion errors
@@ -64,10 +65,10 @@ from ..ingest import IngestQueue, SupportChecker
 from ..logs import log_fields
 from ..metrics import Metrics
 from ..retry_in_place import pause_unless
-from .body import BodyError, DecodedTooLarge, decode_content
+from .body import BodyError, DecodedTooLarge
 from .broker import ConfirmedPublisher, connect, describe, is_connected
 from .envelope import AmqpEnvelope
-from .intake import envelope_of
+from .intake import IntakeOrder, read_envelope
 from .ordering import KeyChains, StoreInPlace, channel_gone
 from .settling import REQUEUE_PAUSE, Settler, message_fields
 from .topology import declare_dead_letters, declare_ingress
@@ -114,6 +115,7 @@ class AmqpConsumer:
         self._queue: AbstractQueue | None = None
         self._tag: str | None = None
         self._chains = KeyChains()
+        self._intake_order = IntakeOrder()
         self._stopping = False
         self._stop_requested = asyncio.Event()
         self._settler = Settler(
@@ -207,36 +209,42 @@ class AmqpConsumer:
     # -- one message -------------------------------------------------------------------------
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         # aiormq runs one task per delivery, started in delivery order: everything up to
-        # the first await (reading the header, taking a place in the key's chain) happens
-        # in that order.
+        # the first await (taking a ticket) happens in that order. The body may then be
+        # read in a thread (compressed, large); the ticket makes the deliveries take their
+        # places in their keys' chains in delivery order all the same.
         task = asyncio.current_task()
         if task is not None:
             self._inflight.add(task)
+        previous, ticket = self._intake_order.take()
         try:
             if len(message.body) > self._amqp.max_message_bytes:
+                self._intake_order.pass_on(previous, ticket)
                 await self._oversized(message)
                 return
             try:
-                body = decode_content(
-                    message.body, message.content_encoding, self._amqp.max_message_bytes
-                )
-                envelope = envelope_of(
+                envelope = await read_envelope(
                     message,
-                    body=body,
+                    limit=self._amqp.max_message_bytes,
                     listener=self._listener,
                     config=self._config,
                     support=self._support,
                 )
             except DecodedTooLarge as exc:
+                self._intake_order.pass_on(previous, ticket)
                 await self._oversized(message, str(exc))
                 return
             except (BodyError, ConversionError) as exc:
+                self._intake_order.pass_on(previous, ticket)
                 await self._poison(message, exc)
                 return
+            await self._intake_order.wait(previous)
+            # No await from here to the chain's place taken in _in_key_order.
+            self._intake_order.pass_on(previous, ticket)
             await self._in_key_order(message, envelope)
         except asyncio.CancelledError:
             raise
         except Exception:
+            self._intake_order.pass_on(previous, ticket)  # not after the pause
             log.exception(
                 "handling a consumed message failed; returning it to the queue",
                 extra=self._fields(message),
@@ -244,6 +252,7 @@ class AmqpConsumer:
             await asyncio.sleep(REQUEUE_PAUSE)
             await self._settler.settle(message, requeue=True)
         finally:
+            self._intake_order.pass_on(previous, ticket)
             if task is not None:
                 self._inflight.discard(task)
 

@@ -11,10 +11,17 @@ document parsed (hardened parser) for its id, type, custodian and patient id.
 
 Whatever cannot be read or is not supported raises :class:`converter.ConversionError`
 (with its HL7 error code and location): the consumer dead-letters it.
+
+:func:`read_envelope` does all of it (decompression included) in a worker thread for a
+compressed or large body: on the event loop, a compressed body held every MLLP ACK,
+``/ready`` answer and delivery for as long as it took to inflate and read.
+:class:`IntakeOrder` keeps the consumer's promise all the same: messages take their place
+in their ordering key's chain in the order they were delivered, whichever is read first.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -28,15 +35,79 @@ from converter.hl7v2 import peek_header
 
 from ..config import ServiceConfig
 from ..ingest import SupportChecker, message_lane
-from .body import apply_content_charset, content_charset
+from .body import apply_content_charset, content_charset, decode_content
 from .envelope import AmqpEnvelope, input_type_of
 
-__all__ = ["envelope_of"]
+__all__ = ["READ_IN_THREAD", "IntakeOrder", "envelope_of", "read_envelope"]
+
+#: Bodies larger than this (bytes), and every compressed one (a few KB may inflate to
+#: ``amqp.max_message_bytes``), are read in a worker thread.
+READ_IN_THREAD = 256 * 1024
 
 #: The id Patient.j2 identifies the patient by (first with a root, not a nullFlavor), so
 #: that two documents of one patient share an ordering key as they share a Patient.
 _PATIENT_ID = "h:recordTarget/h:patientRole/h:id[@root and not(@nullFlavor)][1]"
 _CUSTODIAN = "h:custodian/h:assignedCustodian/h:representedCustodianOrganization"
+
+
+class IntakeOrder:
+    """Deliveries' turns to take their place in their ordering key's chain, in delivery order.
+
+    A delivery takes a ticket (:meth:`take`) before its first await; once read, it waits
+    for the previous delivery's place (:meth:`wait`), then :meth:`pass_on` and takes its
+    own before any await: a small message read at once does not go before the large one
+    delivered just before it, still being read in a thread.
+    """
+
+    def __init__(self) -> None:
+        self._last: asyncio.Future[None] | None = None
+
+    def take(self) -> tuple[asyncio.Future[None] | None, asyncio.Future[None]]:
+        """(the previous delivery's ticket or None, this one's)."""
+        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        previous, self._last = self._last, mine
+        return previous, mine
+
+    @staticmethod
+    async def wait(previous: asyncio.Future[None] | None) -> None:
+        """Until the previous delivery took its place (or gave up its turn)."""
+        if previous is not None and not previous.done():
+            # Shielded: a cancelled waiter must not cancel the ticket the next one awaits.
+            await asyncio.shield(previous)
+
+    @staticmethod
+    def pass_on(previous: asyncio.Future[None] | None, mine: asyncio.Future[None]) -> None:
+        """Let the next delivery go once the previous one went (at once if it did): called
+        when this one took its place, or will take none (refused, cancelled)."""
+        if mine.done():
+            return
+        if previous is None or previous.done():
+            mine.set_result(None)
+        else:
+            previous.add_done_callback(lambda _: None if mine.done() else mine.set_result(None))
+
+
+async def read_envelope(
+    message: AbstractIncomingMessage,
+    *,
+    limit: int,
+    listener: str,
+    config: ServiceConfig,
+    support: SupportChecker,
+) -> AmqpEnvelope:
+    """The envelope of a consumed message whose body is at most ``limit`` bytes once
+    decoded (``amqp.max_message_bytes``): :func:`~.body.decode_content`, then
+    :func:`envelope_of`, in a worker thread for a compressed or large body. Raises what
+    they raise."""
+
+    def read() -> AmqpEnvelope:
+        body = decode_content(message.body, message.content_encoding, limit)
+        return envelope_of(message, body=body, listener=listener, config=config, support=support)
+
+    encoding = (message.content_encoding or "").strip().lower()
+    if encoding in ("", "identity") and len(message.body) <= READ_IN_THREAD:
+        return read()
+    return await asyncio.to_thread(read)
 
 
 def envelope_of(

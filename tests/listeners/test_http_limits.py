@@ -331,7 +331,7 @@ def test_more_messages_than_max_messages_is_a_413_before_converting(
 
 def test_count_messages_matches_the_splitter() -> None:
     from converter.hl7v2.er7 import split_messages
-    from listeners.http.api import count_messages
+    from listeners.http.bodies import count_messages
 
     batch = (
         b"\xef\xbb\xbfFHS|^~\\&\rBHS|^~\\&\r"

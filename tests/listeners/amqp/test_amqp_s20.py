@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import math
 import time
 import zlib
 
@@ -25,6 +26,7 @@ from tests.listeners.amqp.support import (
     captured_logs,
     envelope,
     eventually,
+    history_families,
     log_entries,
     patients,
     running_service,
@@ -32,6 +34,7 @@ from tests.listeners.amqp.support import (
 )
 from tests.listeners.service.support import MetricsSnapshot
 from tests.support.fhirserver import FhirServer
+from tests.support.loop_stall import longest_stall
 from tests.support.rabbitmq import RabbitMq
 
 pytestmark = pytest.mark.anyio
@@ -449,3 +452,82 @@ async def test_the_queue_and_the_bundle_sink_tell_whether_they_are_connected(
     finally:
         await sink.close()
     assert not sink.connected
+
+
+# -- session 21: compressed bodies read off the event loop, in delivery order ---------------
+_EMPTY_MEMBER = gzip.compress(b"")
+
+
+def _decoding_time(body: bytes, limit: int) -> float:
+    """The fastest of two decodings of ``body``: what the loop would stand still."""
+    took = []
+    for _ in range(2):
+        began = time.perf_counter()
+        decode_content(body, "gzip", limit)
+        took.append(time.perf_counter() - began)
+    return min(took)
+
+
+def _gzip_sized_for_this_machine(message: bytes, seconds: float, limit: int) -> tuple[bytes, float]:
+    """``message`` gzipped, then as many empty gzip members (RFC 1952 allows any number)
+    as take ``seconds`` to decompress here, or as fit in ``limit`` bytes (the raw body's
+    limit): a fast machine gets a longer body."""
+    first = gzip.compress(message)
+    largest = (limit - len(first)) // len(_EMPTY_MEMBER)
+    count = min(20_000, largest)
+    while True:
+        body = first + _EMPTY_MEMBER * count
+        took = _decoding_time(body, limit)
+        if took >= seconds or count >= largest:
+            return body, took
+        count = min(math.ceil(count * 1.5 * seconds / took), largest)
+
+
+async def test_a_compressed_body_is_decompressed_without_stalling_the_event_loop(
+    broker: RabbitMq, fhir: FhirServer, names: Names, configure: Configure
+) -> None:
+    # decode_content ran on the event loop: for as long as a body took to inflate, no
+    # MLLP ACK, /ready answer or delivery.
+    config = configure(consumer={"mode": "delivery"})
+    body, decoding = _gzip_sized_for_this_machine(
+        adt("GZ-1", mrn="MRN-GZ-1"), 0.4, config.amqp.max_message_bytes
+    )
+    async with running_service(config), AmqpClient(broker.url) as client:
+        # A first message, so that what the first conversion loads (templates compiled in
+        # the conversion thread, holding the GIL) is not counted.
+        await client.publish(names.ingress, "adt", adt("GZ-0", mrn="MRN-GZ-0"), content_type=HL7)
+        await eventually(lambda: patients(fhir, "MRN-GZ-0"), timeout=60, what="the first patient")
+        done = asyncio.get_running_loop().create_future()
+        stall = asyncio.ensure_future(longest_stall(done))
+        await client.publish(names.ingress, "adt", body, content_type=HL7, content_encoding="gzip")
+        await eventually(lambda: patients(fhir, "MRN-GZ-1"), timeout=60, what="the patient")
+        done.set_result(None)
+        longest = await stall
+        assert await client.get(names.dead_letters) is None
+    assert longest < decoding / 3, (longest, decoding, len(body))
+
+
+@pytest.mark.parametrize("mode", ["delivery", "commit"])
+async def test_a_message_read_at_once_waits_for_the_compressed_one_delivered_before_it(
+    broker: RabbitMq, fhir: FhirServer, names: Names, configure: Configure, mode: str
+) -> None:
+    # The compressed A01 is read in a thread; the A08 behind it (same patient, plain) is
+    # read at once. Taking its place in the patient's chain first, it was delivered first
+    # and the A01 then overwrote it: the patient kept the older name.
+    config = configure(consumer={"mode": mode})
+    first, _ = _gzip_sized_for_this_machine(
+        adt("ORD-1", mrn="MRN-ORD", family="Older", event="A01"),
+        0.3,
+        config.amqp.max_message_bytes,
+    )
+    async with running_service(config), AmqpClient(broker.url) as client:
+        await client.publish(names.ingress, "adt", first, content_type=HL7, content_encoding="gzip")
+        await client.publish(
+            names.ingress, "adt", adt("ORD-2", mrn="MRN-ORD", family="Newer"), content_type=HL7
+        )
+        [patient] = await eventually(lambda: patients(fhir, "MRN-ORD"), timeout=60)
+        await eventually(
+            lambda: len(history_families(fhir, patient["id"])) == 2, timeout=60, what="2 versions"
+        )
+        assert await client.get(names.dead_letters) is None
+    assert history_families(fhir, patient["id"]) == ["Older", "Newer"]
