@@ -51,7 +51,7 @@ def kind_of_work(frame: FrameType) -> str:
         return SANDBOX
     if path.endswith(("json/decoder.py", "templates/template_json.py")):
         return JSON_IN
-    if path.endswith("templates/render.py"):
+    if path.endswith(("templates/render.py", "templates/runner.py")):
         return JSON_IN if function in _JSON_IN_FUNCTIONS else ASSEMBLY
     if "/converter/assembly/" in path or path.endswith("converter/convert.py"):
         return ASSEMBLY

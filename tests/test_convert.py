@@ -225,8 +225,6 @@ def test_an_error_in_an_override_names_its_full_path(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "line", "reason"),
     [
-        ('{\n"resourceType": "Patient",\n"x": {{ pid[5] | fhir_dat }}\n}', ":3", "No filter"),
-        ('{\n"resourceType": "Patient",\n"x": {% if %}\n}', ":3", "syntax error"),
         (
             '{\n"resourceType": "Patient",\n"x": {{ emit("NoSuch") }}\n}',
             ":3",
@@ -235,7 +233,7 @@ def test_an_error_in_an_override_names_its_full_path(tmp_path: Path) -> None:
         ('{\n"resourceType" "Patient"\n}', "", "output line 2"),
         ("{# nothing #}", "", "rendered nothing"),
     ],
-    ids=["unknown filter", "syntax", "missing emitted template", "not JSON", "empty"],
+    ids=["missing emitted template", "not JSON", "empty"],
 )
 def test_every_kind_of_override_error_names_the_override_file(
     tmp_path: Path, text: str, line: str, reason: str
@@ -247,6 +245,25 @@ def test_every_kind_of_override_error_names_the_override_file(
     with pytest.raises(TemplateError, match=reason) as caught:
         converter.convert(SAMPLE)
     assert caught.value.template == f"{tmp_path / 'hl7v2/resources/Patient.j2'}{line}"
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ('{\n"resourceType": "Patient",\n"x": {{ pid[5] | fhir_dat }}\n}', "No filter"),
+        ('{\n"resourceType": "Patient",\n"x": {% if %}\n}', "syntax error"),
+    ],
+    ids=["unknown filter", "syntax"],
+)
+def test_a_broken_override_is_refused_when_the_converter_is_built(
+    tmp_path: Path, text: str, reason: str
+) -> None:
+    # Compiled at start: before, the service started and every message reaching the
+    # template became a dead letter.
+    write(tmp_path, "hl7v2/resources/Patient.j2", text)
+    with pytest.raises(ConfigurationError, match=reason) as caught:
+        Converter(ConverterConfig(template_dirs=(tmp_path,)))
+    assert str(caught.value).startswith(f"{tmp_path / 'hl7v2/resources/Patient.j2'}:3: ")
 
 
 # --- invalid values -----------------------------------------------------------------------------

@@ -289,6 +289,30 @@ def _namespace_layout_known() -> bool:
 _NAMESPACE_ATTRIBUTES = _namespace_layout_known()
 
 
+def _as_written(value: Any) -> Any:
+    """``escape``, ``e``, ``forceescape``: the value itself, which the expression then
+    writes as JSON like any other. Jinja's filters HTML-escape and mark the text as safe,
+    and the finalizer writes safe text as it is (macro output is JSON already): a value
+    came out as ``O&#39;BRIEN`` in quotes, or unquoted (a number, ``true``) without."""
+    return value
+
+
+def _tojson(value: Any, indent: int | None = None) -> Markup:
+    """``tojson``: what ``{{ value }}`` writes. Jinja's own text is taken as JSON as it
+    is: control characters passed unchecked, and the trailing-comma cleanup of the
+    output reached into its strings (``A, ]B`` became ``A ]B``)."""
+    return to_json(value)
+
+
+#: Jinja's built-in filters whose output the finalizer would write unchecked.
+_JSON_FILTERS: dict[str, Callable[..., Any]] = {
+    "e": _as_written,
+    "escape": _as_written,
+    "forceescape": _as_written,
+    "tojson": _tojson,
+}
+
+
 def _session_function(name: str) -> Any:
     """A global calling the rendering session's method ``name``.
 
@@ -347,6 +371,7 @@ class TemplateSet:
             cache_size=-1,
         )
         self.environment.filters.update(filters.filters())
+        self.environment.filters.update(_JSON_FILTERS)
         own_globals = {
             **filters.globals(),
             **{
@@ -358,6 +383,35 @@ class TemplateSet:
         self.environment.globals.update(own_globals)
         # ``namespace()`` too: Jinja's class, which takes no context either.
         self.environment.call_directly([*own_globals.values(), Namespace])
+        self._compile_overrides()
+
+    def _compile_overrides(self) -> None:
+        """Compile every template of the override directories now (after the filters and
+        globals are set: a loaded template keeps a copy of them).
+
+        Jinja loads a template at its first rendering: a broken override would otherwise
+        fail only the messages that reach it, one by one, into dead letters, while the
+        service started and acknowledged as usual. The built-in set is tested with the
+        project (compiling all of it takes seconds); an override is the site's own."""
+        loaded: set[str] = set()
+        for directory in self.overrides:
+            for path in sorted(directory.rglob("*.j2")):
+                name = path.relative_to(directory).as_posix()
+                try:
+                    if name in loaded:
+                        # Hidden by an earlier directory: never rendered, but still broken.
+                        source = path.read_text(encoding="utf-8")
+                        self.environment.compile(source, name, str(path))
+                    else:
+                        loaded.add(name)
+                        self.environment.get_template(name)  # cached for the renderings
+                except jinja2.TemplateSyntaxError as exc:
+                    # Also an unknown filter or test (TemplateAssertionError).
+                    raise ConfigurationError(
+                        f"{exc.filename or path}:{exc.lineno}: template syntax error: {exc.message}"
+                    ) from None
+                except (OSError, UnicodeDecodeError) as exc:
+                    raise ConfigurationError(f"{path}: cannot read template: {exc}") from None
 
     def list(self, family: str | None = None) -> list[TemplateInfo]:
         """Every template visible through the search path, the override winning."""

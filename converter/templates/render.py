@@ -6,6 +6,8 @@ stable id and returns a :class:`Ref` which renders as ``{"reference": "Patient/<
 A resource emitted twice with the same identity is merged into one.
 ``delete(ref)`` turns an emitted resource's bundle entry into a DELETE of its id;
 ``reference(...)`` gives the reference emit() would return without writing anything.
+Running a template by its name (resolution, the active session, errors naming the file
+and line) is :class:`~converter.templates.runner.TemplateRunner`'s, the session's base.
 """
 
 from __future__ import annotations
@@ -13,22 +15,19 @@ from __future__ import annotations
 import json
 import json.encoder
 import re
-import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
-from types import FrameType
 from typing import Any
 
 import jinja2
 
-from ..active_session import ACTIVE_SESSION
 from ..assembly.ids import stable_id
 from ..assembly.merge import merge_into
 from ..assembly.references import reference_among
-from ..errors import ConversionError, MappingError, TemplateError
-from .failures import syntax_error, template_failure
-from .locations import template_frame, template_name
-from .memo import Frame, Memo, MemoEntry, WarningList, blind_templates, position_blind
+from ..errors import MappingError, TemplateError
+from .locations import input_location
+from .memo import Frame, Memo, MemoEntry, WarningList
+from .runner import TemplateRunner
 from .template_json import json_from_template, json_with_periods
 
 __all__ = ["Ref", "RenderSession", "json_from_template"]
@@ -53,7 +52,7 @@ class Ref:
         return self.reference
 
 
-class RenderSession:
+class RenderSession(TemplateRunner):
     """Collects the resources one message produces, in first-emission order."""
 
     def __init__(
@@ -68,14 +67,11 @@ class RenderSession:
         strict_values: bool = True,
         memoize: bool = True,
     ) -> None:
-        self._env = environment
-        self._builtin_root = builtin_root
-        self._family = family
+        super().__init__(
+            environment=environment, family=family, context=context, builtin_root=builtin_root
+        )
         self._scope = scope
         self._reference_style = reference_style
-        # emit / emitted / include / warn are environment globals that reach this
-        # session through ACTIVE_SESSION (see environment.py).
-        self._context = dict(context)
         self._order: list[tuple[str, str] | None] = []
         self._counters: dict[str, int] = {}
         self.resources: dict[tuple[str, str], dict[str, Any]] = {}
@@ -98,10 +94,6 @@ class RenderSession:
         self._referencing = 0
         #: Renderings reused within this conversion (see memo.py); None: off.
         self._memo: Memo | None = Memo(Ref) if memoize else None
-        #: The emit() renderings under way, innermost last, while reuse is on.
-        self._frames: list[Frame] = []
-        #: Templates known to read nothing but their inputs' values (see memo.py).
-        self._blind = blind_templates(environment)
 
     @property
     def memoize(self) -> bool:
@@ -297,10 +289,13 @@ class RenderSession:
             resource, periods = json_with_periods(text, name)
         except TemplateError as exc:
             exc.template = self._file_name(name)
+            exc.location = input_location(variables)
             raise
         if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
             raise TemplateError(
-                "a resource template must render one object with a resourceType", template=name
+                "a resource template must render one object with a resourceType",
+                template=self._file_name(name),
+                location=input_location(variables),
             )
         identity = resource.pop("_identity", None)
         if len(resource) <= 1 or set(resource) <= {"resourceType", "id"}:
@@ -309,7 +304,8 @@ class RenderSession:
         if rid is not None and not (isinstance(rid, str) and _FHIR_ID.fullmatch(rid)):
             raise MappingError(
                 "the resource's explicit id is not a valid FHIR id ([A-Za-z0-9-.]{1,64})",
-                template=name,
+                template=self._file_name(name),
+                location=input_location(variables),
                 detail=repr(rid)[:100],
             )
         return resource, identity, periods
@@ -372,7 +368,7 @@ class RenderSession:
             if "/" in template or template.endswith(".j2")
             else f"{self._family}/{template}.j2"
         )
-        return self._json(self.render(name, variables), name)
+        return self._json(self.render(name, variables), name, variables)
 
     def emitted(self, resource_type: str | None = None) -> list[Ref]:
         """References to what has been emitted so far (optionally of one type)."""
@@ -384,81 +380,6 @@ class RenderSession:
         self._impure()
         self.warnings.append(str(message))
         return ""
-
-    def current_template_line(self) -> str | None:
-        """``file:line`` of the template expression being evaluated (innermost template
-        frame on the stack), for warnings about a value that carries no HL7 location.
-        Walks the stack: for rare paths only."""
-        self._impure()
-        frame: FrameType | None = sys._getframe(1)
-        while frame is not None:
-            template = frame.f_globals.get("__jinja_template__")
-            if template is not None:
-                line = template.get_corresponding_lineno(frame.f_lineno)
-                return f"{template_name(frame.f_code.co_filename, self._builtin_root)}:{line}"
-            frame = frame.f_back
-        return None
-
-    def _impure(self) -> None:
-        """The rendering under way read or changed the conversion's state: not reused."""
-        if self._frames:
-            self._frames[-1].pure = False
-
-    # -- rendering -------------------------------------------------------------------------
-    def resolve(self, template: str) -> str:
-        """``Patient`` → ``<family>/resources/Patient.j2``; ``sections/x`` →
-        ``<family>/sections/x.j2``; a name with its family (``cda/resources/X``) or its
-        ``.j2`` is taken as written."""
-        if template.endswith(".j2"):
-            return template
-        if template.startswith(self._family + "/"):
-            return f"{template}.j2"
-        if "/" in template:
-            return f"{self._family}/{template}.j2"
-        return f"{self._family}/resources/{template}.j2"
-
-    def _json(self, text: str, name: str) -> Any:
-        try:
-            return json_from_template(text, name)
-        except TemplateError as exc:
-            # Looked up on failure only: get_template on every emit costs a cache check.
-            exc.template = self._file_name(name)
-            raise
-
-    def _file_name(self, name: str) -> str:
-        """``name`` as errors show it: an override by its full path (it is loaded by now)."""
-        filename = self._env.get_template(name).filename
-        return template_name(filename, self._builtin_root) if filename else name
-
-    def render(self, name: str, variables: dict[str, Any]) -> str:
-        try:
-            compiled = self._env.get_template(name)
-        except jinja2.TemplateNotFound as exc:
-            # Name the template line that asked for it (emit/include), if any.
-            caller = self.current_template_line()
-            raise TemplateError(
-                f"template {exc.name!r} not found", template=caller or name
-            ) from None
-        except jinja2.TemplateSyntaxError as exc:
-            raise syntax_error(exc, name, self._builtin_root) from None
-        # Checked at a template's first rendering, when it is loaded: the file read is the
-        # one compiled.
-        blind = self._blind.get(name)
-        if blind is None:
-            blind = position_blind(self._env, name)
-        if not blind and self._frames:
-            self._frames[-1].blind = False
-        token = ACTIVE_SESSION.set(self)
-        try:
-            return _render(compiled, {**compiled.globals, **self._context, **variables})
-        except ConversionError as exc:
-            if exc.template is None:
-                exc.template = template_frame(exc, name, self._builtin_root)
-            raise
-        except Exception as exc:
-            raise template_failure(exc, name, self._builtin_root) from None
-        finally:
-            ACTIVE_SESSION.reset(token)
 
     def _reference_for(self, rtype: str, rid: str) -> str:
         if self._reference_style == "urn":
@@ -493,20 +414,6 @@ class RenderSession:
                     template=self._file_name(self.origins[key]),
                     detail=f"{key[0]}/{key[1]} → {deleted[0]}/{deleted[1]}",
                 )
-
-
-def _render(template: jinja2.Template, parent: dict[str, Any]) -> str:
-    """``template.render(variables)`` given the context's parent as Jinja makes it (the
-    template's globals, then the variables): Template.render copies the variables into
-    a dict and new_context copies them again behind the globals, on every render."""
-    environment = template.environment
-    if environment.is_async:
-        return template.render(parent)
-    context = template.new_context(parent, shared=True)
-    try:
-        return environment.concat(template.root_render_func(context))
-    except Exception:
-        environment.handle_exception()
 
 
 def _identity_parts(identity: Any) -> list[str]:
