@@ -6,7 +6,7 @@
     passerelle send FILE... --port P    an MLLP client that prints the ACKs
     passerelle worker [--config FILE]   deliver from RabbitMQ (queue.backend = "amqp")
     passerelle health [--config FILE]   exit 0 if the local service's GET /health answers 200
-    passerelle dead-letters list|show ID|retry ID|--all|purge --older-than-days N|--all [--amqp]
+    passerelle dead-letters list|show ID|retry ID|--all|purge ID|--older-than-days N|--all
 
 Configuration is read once here (file + ``PASSERELLE_…`` environment variables) and
 passed down; exit status 2 on usage and configuration errors, 130 on Ctrl-C (from the
@@ -235,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     retry.add_argument("id", nargs="?")
     retry.add_argument("--all", action="store_true")
     purge = dead_sub.add_parser("purge", help="delete dead letters")
+    purge.add_argument("id", nargs="?", help="one dead letter (SQLite queue)")
     purge.add_argument("--older-than-days", type=_days, metavar="DAYS")
     purge.add_argument("--all", action="store_true", help="delete every dead letter")
     for sub in (listing, show, retry, purge):

@@ -56,15 +56,16 @@ def _usage_problem(args: argparse.Namespace) -> str | None:
         # Retrying everything when one was named surprises; refuse rather than guess.
         return f"give a dead letter ID or --all, not both (got {args.id!r} and --all)"
     if args.dl_command == "purge":
-        purge_all = bool(args.all)
-        if purge_all and args.older_than_days is not None:
-            return "give --older-than-days or --all, not both"
-        if not purge_all and args.older_than_days is None:
+        one = getattr(args, "id", None)  # Namespaces built by hand (tests) may lack it
+        chosen = [one is not None, args.older_than_days is not None, bool(args.all)]
+        if sum(chosen) > 1:
+            return "give one dead letter ID, --older-than-days or --all, not several"
+        if not any(chosen):
             # A bare purge used to delete every dead letter: they are the only copy of
             # messages that were acknowledged and never delivered.
             return (
-                "purge deletes dead letters for good: give --older-than-days DAYS, "
-                "or --all to delete every one"
+                "purge deletes dead letters for good: give a dead letter ID, "
+                "--older-than-days DAYS, or --all to delete every one"
             )
     return None
 
@@ -199,7 +200,11 @@ def _sqlite_command(args: argparse.Namespace, queue: SqliteQueue) -> int:
             _line(out, listed.id, listed.failed_at, listed.envelope, listed.error)
         return EXIT_OK
     letter_id = _sqlite_id(getattr(args, "id", None))
-    if args.dl_command in ("show", "retry") and args.id is not None and letter_id is None:
+    if (
+        args.dl_command in ("show", "retry", "purge")
+        and letter_id is None
+        and getattr(args, "id", None) is not None
+    ):
         print(
             printable(f"passerelle: dead letter ids of the SQLite queue are numbers: {args.id!r}"),
             file=sys.stderr,
@@ -238,6 +243,15 @@ def _sqlite_command(args: argparse.Namespace, queue: SqliteQueue) -> int:
         print(f"dead letter {args.id} queued again", file=out)
         return EXIT_OK
     if args.dl_command == "purge":
+        if letter_id is not None:
+            # One message that must never be delivered (a training patient sent to the
+            # production feed), the others to be retried --all once the cause is fixed:
+            # before, only --all or an age could delete it, with the others.
+            if not queue.purge_dead_letter(letter_id):
+                print(f"passerelle: no dead letter {args.id}", file=sys.stderr)
+                return EXIT_FAILED
+            print(f"dead letter {args.id} purged", file=out)
+            return EXIT_OK
         print(f"{queue.purge_dead_letters(_older_than(args))} dead letter(s) purged", file=out)
         return EXIT_OK
     return EXIT_USAGE
@@ -305,6 +319,13 @@ async def _amqp(args: argparse.Namespace, config: ServiceConfig) -> int:
                 print(f"{sent} dead letter(s) sent again", file=out)
                 return EXIT_FAILED if skipped and not sent else EXIT_OK
             if args.dl_command == "purge":
+                if getattr(args, "id", None) is not None:
+                    print(
+                        "passerelle: purge ID works on the SQLite queue only; RabbitMQ's "
+                        "dead-letter queue takes --older-than-days or --all",
+                        file=sys.stderr,
+                    )
+                    return EXIT_USAGE
                 print(f"{await store.purge(_older_than(args))} dead letter(s) purged", file=out)
                 return EXIT_OK
     except ConnectionError as exc:

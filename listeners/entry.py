@@ -20,9 +20,16 @@ import sys
 
 TYPE_CHECKING = False  # not typing's: importing it alone takes milliseconds
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
 
-__all__ = ["defer_stops", "main", "pending_stop", "quiet_interrupts", "run_quietly"]
+__all__ = [
+    "EarlyStops",
+    "defer_stops",
+    "main",
+    "pending_stop",
+    "quiet_interrupts",
+    "run_quietly",
+]
 
 #: 128 + SIGINT, what a shell reports for a command it interrupted.
 _EXIT_INTERRUPTED = 130
@@ -63,24 +70,34 @@ def quiet_interrupts(as_main: bool = False) -> bool:
 
 #: The commands whose event loop stops them gracefully (listeners.stop_signals).
 _SERVICES = ("serve", "worker")
-#: The first stop signal that came before the service's event loop took them over.
-_pending_stop: int | None = None
 
 
-def _note_stop(signum: int, frame: object) -> None:
-    global _pending_stop
-    if _pending_stop is None:
-        _pending_stop = signum
+class EarlyStops:
+    """The handler :func:`defer_stops` installs for SIGTERM and SIGHUP: it keeps the first
+    of them that comes. The signal module holds it, so the service's
+    :func:`~listeners.stop_signals.install_stop_handlers` finds it among the handlers it
+    replaces (:func:`pending_stop`): no module state, and nothing stale for a later
+    service of the same process (a test's), whose handlers are the event loop's."""
+
+    __slots__ = ("signum",)
+
+    def __init__(self) -> None:
+        #: The first stop signal that came before the event loop took the signals over.
+        self.signum: int | None = None
+
+    def __call__(self, signum: int, frame: object) -> None:
+        if self.signum is None:
+            self.signum = signum
 
 
 def defer_stops(as_main: bool = False) -> bool:
     """For ``passerelle serve`` and ``worker``: keep a SIGTERM or SIGHUP that comes before
     their event loop installs its handlers (the imports alone take seconds on a loaded
-    host) for :func:`pending_stop`, instead of Python's default, which ended the process
-    on the spot (status -15). Nothing was lost then (no port bound, the queue not yet
-    opened), but the supervisor saw a killed process, not a stop; now the service stops
-    as for a later signal: without starting, exit status 0. A signal the parent ignores
-    (``nohup``) stays ignored. Whether it did."""
+    host) in an :class:`EarlyStops` handler, instead of Python's default, which ended the
+    process on the spot (status -15). Nothing was lost then (no port bound, the queue not
+    yet opened), but the supervisor saw a killed process, not a stop; now the service
+    stops as for a later signal: without starting, exit status 0. A signal the parent
+    ignores (``nohup``) stays ignored. Whether it did."""
     if not _started_as_program(as_main) or "multiprocessing" in sys.modules:
         # A conversion process re-runs the script (spawned, it imports __main__ again)
         # with the service's argv: there SIGTERM must keep its default, which is how
@@ -89,15 +106,20 @@ def defer_stops(as_main: bool = False) -> bool:
     words = [word for word in sys.argv[1:] if not word.startswith("-")]
     if not words or words[0] not in _SERVICES:
         return False
+    keeper = EarlyStops()
     for signum in (_signal.SIGTERM, _signal.SIGHUP):
         if _signal.getsignal(signum) == _signal.SIG_DFL:
-            _signal.signal(signum, _note_stop)
+            _signal.signal(signum, keeper)
     return True
 
 
-def pending_stop() -> int | None:
-    """The stop signal kept by :func:`defer_stops`, if one came."""
-    return _pending_stop
+def pending_stop(replaced: Iterable[object]) -> int | None:
+    """The stop signal an :class:`EarlyStops` among ``replaced`` (the handlers the event
+    loop's took the place of) kept, if one came."""
+    for handler in replaced:
+        if isinstance(handler, EarlyStops) and handler.signum is not None:
+            return handler.signum
+    return None
 
 
 def run_quietly(command: Callable[[], int]) -> int:

@@ -108,6 +108,24 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     return {k: v for k, v in record.__dict__.items() if k in SAFE_FIELDS and v is not None}
 
 
+#: The longest exception text a log line carries.
+_EXCEPTION_TEXT_LIMIT = 300
+
+
+def _exception_text(record: logging.LogRecord) -> str | None:
+    """The text of a logged exception when it is one of ours (it names what failed and
+    why, never message content: ``queue storage failed while storing: database or disk
+    is full``); None for any other. Without it the line said only ``QueueError``: the
+    operator could not tell a full disk from a read-only volume or a locked file."""
+    if not record.exc_info:
+        return None
+    exc = record.exc_info[1]
+    if not isinstance(exc, ConversionError | ServiceError):
+        return None
+    text = str(exc).strip()
+    return text[:_EXCEPTION_TEXT_LIMIT] or None
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message and the safe fields."""
 
@@ -121,8 +139,12 @@ class JsonFormatter(logging.Formatter):
             **_fields(record),
         }
         if record.exc_info and record.exc_info[0] is not None:
-            # The exception type only: exception messages may quote message content.
+            # The exception type only, and the text of ours: a library's exception text
+            # may quote message content.
             entry["exception"] = record.exc_info[0].__name__
+            text = _exception_text(record)
+            if text is not None:
+                entry["exception_text"] = text
         return printable_json(json.dumps(entry, ensure_ascii=False, default=str))
 
 
@@ -135,6 +157,9 @@ class TextFormatter(logging.Formatter):
         line = f"{stamp} {record.levelname:7} {record.name}: {record.getMessage()}"
         if record.exc_info and record.exc_info[0] is not None:
             line += f" exception={record.exc_info[0].__name__}"
+            text = _exception_text(record)
+            if text is not None:
+                line += f" ({text})"
         # Values come from senders: no control character may forge or hide a line.
         return printable(f"{line} {extra}".rstrip())
 

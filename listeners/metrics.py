@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -79,9 +80,11 @@ class _TypeLabels:
 class Metrics:
     """The counters, gauges and histograms ``GET /metrics`` exposes."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.registry = registry = CollectorRegistry(auto_describe=True)
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self._clock = clock
+        self._oldest_stored_at: float | None = None
         self._message_types: set[str] = set()
         self._routed_types: set[str] = set()
         self.received = _TypeLabels(
@@ -247,6 +250,21 @@ class Metrics:
         self.queue_depth = Gauge(
             "passerelle_queue_depth", "Messages stored and not yet delivered", registry=registry
         )
+        # The depth alone does not tell a busy queue from a stuck one: 50 messages moving
+        # look like 50 messages waiting for hours behind a retried head.
+        self.queue_oldest_age = Gauge(
+            "passerelle_queue_oldest_age_seconds",
+            "Seconds the oldest message stored and not yet delivered (nor dead-lettered) has"
+            " waited, retries included; 0 when there is none (SQLite queue)",
+            registry=registry,
+        )
+        self.queue_oldest_age.set_function(self._oldest_age)
+        self.dead_letters = Gauge(
+            "passerelle_dead_letters",
+            "Dead letters kept in the queue now, until retried, purged or expired by"
+            " queue.dead_letter_retention (SQLite queue)",
+            registry=registry,
+        )
         self.conversion_seconds = _TypeLabels(
             Histogram(
                 "passerelle_conversion_seconds",
@@ -273,6 +291,15 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=registry,
         )
+
+    def show_oldest(self, stored_at: float | None) -> None:
+        """When the oldest message not yet delivered was stored (None: no such message);
+        ``passerelle_queue_oldest_age_seconds`` is its age at each scrape."""
+        self._oldest_stored_at = stored_at
+
+    def _oldest_age(self) -> float:
+        stored_at = self._oldest_stored_at
+        return 0.0 if stored_at is None else max(0.0, self._clock() - stored_at)
 
     def watch_connection(self, label: str, source: object) -> None:
         """Let ``passerelle_amqp_connected{connection=label}`` read ``source.connected``

@@ -264,8 +264,13 @@ class Service:
         checks: dict[str, str | None] = {}
         try:
             await self.queue.depth()
-            # A read succeeds on a full disk: the workers know whether writes commit.
-            checks["queue"] = self.workers.write_problem() if self.workers is not None else None
+            # A read succeeds on a full disk: the workers know whether outcomes commit,
+            # the queue whether received messages do.
+            problems = [
+                self.workers.write_problem() if self.workers is not None else None,
+                await self.queue.store_problem() if isinstance(self.queue, SqliteQueue) else None,
+            ]
+            checks["queue"] = "; ".join(p for p in problems if p) or None
         except Exception as exc:
             checks["queue"] = f"queue unavailable: {type(exc).__name__}"
         if self.consumer is not None:
@@ -279,8 +284,9 @@ class Service:
         return checks
 
     async def _watch_depth(self) -> None:
-        """Every second: queue depth, and the MLLP listeners' connection, framing, refusal
-        and commit-acknowledgement stats."""
+        """Every second: queue depth, oldest waiting message and dead letters kept, and
+        the MLLP listeners' connection, framing, refusal and commit-acknowledgement
+        stats."""
         # The listeners' stats are cumulative: each counter is moved on by what is new.
         seen: dict[tuple[object, ...], int] = {}
 
@@ -294,6 +300,11 @@ class Service:
         while True:
             with contextlib.suppress(Exception):
                 self.metrics.queue_depth.set(await self.queue.depth())
+            if isinstance(self.queue, SqliteQueue):
+                with contextlib.suppress(Exception):  # unreadable: the last values stay
+                    backlog = await asyncio.to_thread(self.queue.backlog)
+                    self.metrics.show_oldest(backlog.oldest_stored_at)
+                    self.metrics.dead_letters.set(backlog.dead_letters)
             if self.mllp is not None:
                 for listener in self.config.mllp.listeners:
                     stats = self.mllp.stats(listener.name)

@@ -44,8 +44,11 @@ def install_stop_handlers(stop: asyncio.Event, log: logging.Logger) -> None:
         stop.set()
 
     loop = asyncio.get_running_loop()
-    for sig in stop_signals():
+    signals = stop_signals()
+    # The handlers replaced: listeners.entry's keeps a signal that came before this.
+    replaced = [signal.getsignal(sig) for sig in signals]
+    for sig in signals:
         loop.add_signal_handler(sig, on_signal, sig.name)
-    early = pending_stop()  # read after the handlers are in place: none slips between
+    early = pending_stop(replaced)  # read after the handlers are in place: none slips
     if early is not None:
         on_signal(signal.Signals(early).name)

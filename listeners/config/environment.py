@@ -50,6 +50,9 @@ ENV_SETTINGS: Mapping[str, str] = {
     "PASSERELLE_QUEUE_PATH": "queue.path",
     "PASSERELLE_QUEUE_DEAD_LETTER_RETENTION": "queue.dead_letter_retention",
     "PASSERELLE_DELIVERY_WORKERS": "delivery.workers",
+    # One conversion process per CPU by default, counted on the host: a container limited
+    # to 2 CPUs on a 64-CPU node started 64 (40 MB each before its first message).
+    "PASSERELLE_DELIVERY_CONVERT_PROCESSES": "delivery.convert_processes",
     "PASSERELLE_DELIVERY_MAX_ATTEMPTS": "delivery.max_attempts",
     "PASSERELLE_DELIVERY_BACKOFF_INITIAL": "delivery.backoff_initial",
     "PASSERELLE_DELIVERY_BACKOFF_MAX": "delivery.backoff_max",
@@ -70,6 +73,9 @@ ENV_SETTINGS: Mapping[str, str] = {
     "PASSERELLE_FHIR_CLIENT_ID": "destinations.default.auth.client_id",
     "PASSERELLE_FHIR_CLIENT_SECRET": "destinations.default.auth.client_secret",
     "PASSERELLE_FHIR_CLIENT_SECRET_FILE": "destinations.default.auth.client_secret_file",
+    # The OAuth2 settings had a variable each but this one: a server requiring a scope
+    # (SMART backend services: system/*.write) needed a mounted file for it alone.
+    "PASSERELLE_FHIR_SCOPE": "destinations.default.auth.scope",
     "PASSERELLE_OUTPUT_DIR": "destinations.default.folder",
     "PASSERELLE_AMQP_URL": "amqp.url",
     "PASSERELLE_AMQP_URL_FILE": "amqp.url_file",

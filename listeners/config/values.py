@@ -161,7 +161,14 @@ def _secret(
             if name in section and not str(section[name]).strip():
                 raise ConfigError(f"{where}.{name} is empty (remove the setting to leave it unset)")
     if section.get(key) not in (None, ""):
-        return Secret(str(section[key]))
+        if not isinstance(section[key], str):
+            # str() of anything else is not what was meant: ["pw"] became "['pw']",
+            # true "True", 1e6 "1000000.0" — a wrong credential, refused at every request.
+            raise ConfigError(
+                f"{where}.{key} must be a string: put it in quotes"
+                f" (a TOML {_toml_type(section[key])} here; value not shown)"
+            )
+        return Secret(section[key])
     file_key = f"{key}_file"
     if section.get(file_key):
         path = _path(section[file_key], base, f"{where}.{file_key}")
@@ -175,6 +182,13 @@ def _secret(
             raise ConfigError(f"{where}.{file_key}: {path} is empty")
         return Secret(value)
     return None
+
+
+def _toml_type(value: Any) -> str:
+    for kind, name in ((bool, "boolean"), (int, "integer"), (float, "float"), (list, "array")):
+        if isinstance(value, kind):
+            return name
+    return "table" if isinstance(value, dict) else "date or time"
 
 
 def _name(value: Any, where: str, *, empty: bool = False) -> str:

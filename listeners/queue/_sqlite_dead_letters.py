@@ -155,6 +155,17 @@ class DeadLetters:
                     return total
                 time.sleep(PAUSE)
 
+    def purge_one(self, id: int) -> bool:
+        """Delete dead letter ``id``; whether there was one. A dead letter holds no
+        ``head``: its key's order is not touched."""
+        with self._admin() as conn:
+            with transaction(conn):
+                deleted = conn.execute(
+                    "DELETE FROM messages WHERE seq = ? AND state = 'dead'", (_clamp(id),)
+                ).rowcount
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")  # as purge: the zeroed pages
+        return deleted > 0
+
     def _reader(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         """A short-lived read-only connection (list, show)."""
         conn = connect_read_only(self.path, busy_timeout_ms=self._busy_timeout_ms)

@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import QueueError
+from ._sqlite_backlog import Backlog, StoreFailures, probe_write, read_backlog
 from ._sqlite_dead_letters import SQLITE_MAX_INT, DeadLetters, expire
 from ._sqlite_heads import ACTIVE as _ACTIVE
 from ._sqlite_heads import key_busy, promote, transaction
@@ -124,6 +125,7 @@ class SqliteQueue:
         self._busy_timeout_ms = busy_timeout_ms
         self._log = logging.getLogger("passerelle.queue")
         self._lock = ServiceLock(self.path)
+        self._store_failures = StoreFailures(clock)
         self._dead_letters = DeadLetters(
             self.path, busy_timeout_ms=busy_timeout_ms, clock=clock, logger=self._log
         )
@@ -175,15 +177,38 @@ class SqliteQueue:
     # -- MessageQueue -------------------------------------------------------------------
     async def put(self, envelope: Envelope) -> PutResult:
         """Store ``envelope``; returns once it is committed (or is a known duplicate)."""
-        return await self._submit(
+        return await self._store(
             lambda conn: self._put(conn, envelope, "pending", None), len(envelope.payload)
         )
 
     async def put_dead_letter(self, envelope: Envelope, error: dict[str, Any]) -> PutResult:
         """Store ``envelope`` directly as a dead letter (``on_unsupported="dead-letter"``)."""
-        return await self._submit(
+        return await self._store(
             lambda conn: self._put(conn, envelope, "dead", error), len(envelope.payload)
         )
+
+    async def _store(self, op: Operation[PutResult], size: int) -> PutResult:
+        try:
+            result = await self._submit(op, size)
+        except QueueError as exc:
+            self._store_failures.failed(exc)
+            raise
+        if not result.duplicate:  # a duplicate wrote nothing: it proves no room
+            self._store_failures.stored()
+        return result
+
+    async def store_problem(self) -> str | None:
+        """Why received messages are refused (for ``/ready``), or None. After a refusal,
+        each call writes 64 KiB and deletes them in one commit: once that commits (room
+        again on the disk), the problem is over even if no message came meanwhile."""
+        if self._store_failures.problem() is None:
+            return None
+        try:
+            await self._submit(probe_write)
+        except QueueError:
+            return self._store_failures.problem()
+        self._store_failures.stored()
+        return None
 
     async def claim(self, limit: int) -> list[Job]:
         """Up to ``limit`` due heads of their keys, made ``inflight`` (attempts + 1)."""
@@ -261,6 +286,11 @@ class SqliteQueue:
         """Delete delivered rows older than the duplicate window now; returns how many."""
         return await self._submit(lambda conn: (self._prune(conn, None), 0))
 
+    def backlog(self) -> Backlog:
+        """The oldest waiting message's time and the dead letters kept, read on a
+        read-only connection of its own (synchronous: ``asyncio.to_thread``)."""
+        return read_backlog(self.path, busy_timeout_ms=min(self._busy_timeout_ms, 1000))
+
     # -- dead letters (synchronous: the CLI, or ``asyncio.to_thread``) ------------------
     # Delegated to :class:`._sqlite_dead_letters.DeadLetters` (own short connections).
     def count_dead_letters(self) -> int:
@@ -289,6 +319,10 @@ class SqliteQueue:
         Only those dead when the call starts: a message failing again meanwhile stays dead.
         """
         return self._dead_letters.retry_all()
+
+    def purge_dead_letter(self, id: int) -> bool:
+        """Delete dead letter ``id`` (overwritten on disk); whether there was one."""
+        return self._dead_letters.purge_one(id)
 
     def purge_dead_letters(self, older_than: float | None = None) -> int:
         """Delete dead letters that failed more than ``older_than`` seconds ago (None: all)."""
