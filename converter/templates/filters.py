@@ -89,6 +89,7 @@ class ValueFilters(TimestampFilters, IdentityFilters):
     def globals(self) -> dict[str, Callable[..., Any]]:
         return {
             "require": self.require,
+            "require_code": self.require_code,
             "identifier_system": self.identifier_system,
             "codemap": self.codemap,
             "code_system": self.code_system,
@@ -112,6 +113,18 @@ class ValueFilters(TimestampFilters, IdentityFilters):
         if missing:
             # 101: required field missing.
             raise MappingError(f"{what} is missing", location=path_of(source), hl7_error_code="101")
+        return value
+
+    @staticmethod
+    def require_code(value: Any, source: Any = None, what: str = "a code of its table") -> Any:
+        """``value`` (a code ``source`` mapped to), or a MappingError located at ``source``
+        when it is empty: the field is valued, but not with a code of its table. HL7 code
+        103 (table value not found), not 101: "required field missing" sent the sender's
+        team looking for an empty field (RXA-20 ``X``)."""
+        if not text_of(value):
+            raise MappingError(
+                f"{what}: not a code of its table", location=path_of(source), hl7_error_code="103"
+            )
         return value
 
     # -- numbers -------------------------------------------------------------------------

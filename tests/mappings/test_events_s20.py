@@ -75,6 +75,10 @@ def test_unknown_completion_status_is_refused(converter: Converter, completion: 
         convert_one(converter, _vxu(completion))
     assert failure.value.location == "RXA-20"
     assert "completion status" in str(failure.value)
+    # 103 table value not found: the field is valued (101 "required field missing" sent
+    # the sender's team looking for an empty field).
+    assert failure.value.hl7_error_code == "103"
+    assert "not a code of its table" in str(failure.value)
 
 
 def test_completion_statuses_of_table_0322(converter: Converter, r4validator: R4Validator) -> None:
