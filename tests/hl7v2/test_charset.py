@@ -42,7 +42,7 @@ def test_codec_for_known_sets(msh18: str, codec: str) -> None:
     assert codec_for(msh18, "utf-8") == codec
 
 
-@pytest.mark.parametrize("msh18", ["", "   ", "\"\"", " \"\" "])
+@pytest.mark.parametrize("msh18", ["", "   ", '""', ' "" '])
 def test_codec_for_empty_uses_default(msh18: str) -> None:
     assert codec_for(msh18, "iso-8859-1") == "iso-8859-1"
     assert codec_for(msh18, "utf-8") == "utf-8"
