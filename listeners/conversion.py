@@ -373,8 +373,11 @@ class ConversionPool:
         broken.shutdown(wait=False, cancel_futures=True)
 
     def warm_up(self) -> None:
-        """Start the worker processes and load every route's templates now, not on the
-        first message (a slow first ACK or delivery would look like a hang).
+        """Start the worker processes and build every route's converter now (template
+        set, override checks, code maps), not on the first message (a slow first ACK or
+        delivery would look like a hang). Templates still compile on their first use:
+        the first message of a type costs about 2 s more (compiling all of them would
+        cost each process 10 s at every start).
 
         Each process loads every route's converter when it starts (errors are raised here,
         by ``_warm``); one task per process makes the pool start all of them (a fork-server

@@ -83,7 +83,9 @@ def test_a_slow_message_is_dead_lettered_and_the_feed_goes_on(tmp_path: Path) ->
 
 
 def test_the_conversion_process_converts_again_after_a_deadline() -> None:
-    pool = ConversionPool({"default": ConverterConfig()}, processes=1, timeout=2)
+    # 5 s: the first ORU of a process compiles its templates (about 2 s on an idle
+    # machine, more under the full suite's load), which a 2 s deadline stopped.
+    pool = ConversionPool({"default": ConverterConfig()}, processes=1, timeout=5)
     try:
         pool.warm_up()
 
@@ -92,9 +94,9 @@ def test_the_conversion_process_converts_again_after_a_deadline() -> None:
                 await pool.convert("default", oru(control_id, observations))
                 for control_id, observations in (
                     ("WARM-1", 3),
-                    ("SLOW-2", 4000),
+                    ("SLOW-2", 8000),
                     ("AFTER-3", 3),
-                    ("SLOW-4", 4000),
+                    ("SLOW-4", 8000),
                 )
             ]
 
