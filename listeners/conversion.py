@@ -46,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import multiprocessing
 import os
 import signal
@@ -56,6 +57,7 @@ from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from multiprocessing.context import BaseContext
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -70,6 +72,9 @@ __all__ = [
     "ConversionFailure",
     "ConversionPool",
     "ConversionResult",
+    "cgroup_cpu_limit",
+    "cpu_quota",
+    "usable_cpus",
 ]
 
 #: ``ConversionFailure.kind`` of a converter bug (an exception that is no ConversionError).
@@ -87,6 +92,55 @@ _PARENT_CHECK_SECONDS = 1.0
 #: CPUs are busy converting a backlog, receiving, storing and acknowledging (what senders
 #: wait for) goes first; conversion catches up from the durable queue.
 _NICENESS = 10
+
+
+#: The CPU quota of the service's cgroup: v2 (``$MAX $PERIOD``, a container's own in its
+#: cgroup namespace), else v1 (quota and period in µs, quota -1 = none).
+CGROUP_V2_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+CGROUP_V1_CFS_QUOTA = Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")
+CGROUP_V1_CFS_PERIOD = Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us")
+
+
+def cpu_quota(quota: str, period: str) -> int | None:
+    """CPUs a cgroup quota allows, rounded up (1.5 CPUs: 2 processes), or None
+    for no limit (``max``, -1) or a value that is not a quota."""
+    try:
+        allowed, every = int(quota), int(period)
+    except ValueError:
+        return None  # "max" (v2), or unreadable: no limit known
+    if allowed <= 0 or every <= 0:
+        return None  # -1 (v1): no limit
+    return max(1, math.ceil(allowed / every))
+
+
+def cgroup_cpu_limit(
+    cpu_max: Path | None = None, cfs_quota: Path | None = None, cfs_period: Path | None = None
+) -> int | None:
+    """The CPU limit of the cgroup from its files (v2 first; default: the ``CGROUP_…``
+    paths), or None when none is set or the files are absent or unreadable."""
+    with contextlib.suppress(OSError):
+        text = (cpu_max or CGROUP_V2_CPU_MAX).read_text(encoding="ascii", errors="replace")
+        fields = text.split()
+        return cpu_quota(*fields) if len(fields) == 2 else None
+    with contextlib.suppress(OSError):
+        return cpu_quota(
+            (cfs_quota or CGROUP_V1_CFS_QUOTA).read_text(encoding="ascii", errors="replace"),
+            (cfs_period or CGROUP_V1_CFS_PERIOD).read_text(encoding="ascii", errors="replace"),
+        )
+    return None
+
+
+def usable_cpus(limit: int | None) -> int:
+    """CPUs the service may use: those of its affinity (``taskset``, a cpuset), not the
+    host's, capped by the cgroup CPU ``limit`` (``docker --cpus``, Kubernetes
+    ``limits.cpu``: :func:`cgroup_cpu_limit`; None: no limit); at least 1. A container
+    limited to 2 CPUs on a 64-CPU node would otherwise start 64 conversion processes
+    (~41 MB each), throttled by the quota all the same."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # no affinity on macOS and Windows
+        cpus = os.cpu_count() or 1
+    return max(1, cpus if limit is None else min(cpus, limit))
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,7 +380,8 @@ def _convert_now(
 
 
 class ConversionPool:
-    """Converts messages for the service; ``processes=0`` means one per CPU."""
+    """Converts messages for the service; ``processes=0`` means one per usable CPU
+    (:func:`usable_cpus`)."""
 
     def __init__(
         self,
@@ -338,7 +393,7 @@ class ConversionPool:
     ) -> None:
         self._configs = dict(configs)
         self._timeout = timeout
-        self._workers = processes or max(1, os.cpu_count() or 1)
+        self._workers = processes or usable_cpus(cgroup_cpu_limit())
         self._lock = threading.Lock()
         self._closed = False
         #: Times the process pool was replaced after one of its processes died.
@@ -349,6 +404,11 @@ class ConversionPool:
             self._executor = ThreadPoolExecutor(max_workers=self._workers)
         else:
             self._executor = self._process_pool()
+
+    @property
+    def processes(self) -> int:
+        """How many conversion processes (threads with ``use_threads``) the pool runs."""
+        return self._workers
 
     def _process_pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(

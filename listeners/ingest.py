@@ -14,7 +14,8 @@ message type and version are supported, store it durably, then acknowledge:
   type/version is not supported (or, with ``on_unsupported = "dead-letter"``, AA and a
   dead letter to inspect);
 - no reply at all when storage fails: the connection is closed and the sender, having no
-  ACK, sends again — an AE would make many senders give up on the message;
+  ACK, sends again — an AE would make many senders give up on the message (each refusal
+  counted in ``passerelle_queue_write_failures_total{operation="put"}``);
 - a frame over ``mllp.max_frame_bytes`` (:meth:`Ingestor.handle_oversized`, given only
   its head): AR 207 naming the MSH-10 found in the head, nothing stored, the connection
   kept. Without an answer the sender would re-send it for ever, stalling its feed. Table
@@ -277,7 +278,7 @@ class Ingestor:
         try:
             stored = await self._queue.put(envelope)
         except QueueError:
-            log.exception("storing the message failed; closing without ACK", extra=fields)
+            self._refused(fields)
             return None
         if stored.duplicate:
             self._metrics.duplicates.labels(listener).inc()
@@ -307,6 +308,12 @@ class Ingestor:
             outcome = await self._delivery_outcome(stored.seq, fields)
             return self._ack(listener, raw_header, outcome, payload)
         return self._ack(listener, raw_header, AckOutcome.accept(), payload)
+
+    def _refused(self, fields: dict[str, object]) -> None:
+        """The queue refused a received message (full disk, read-only volume): counted
+        with the AMQP consumer's refused puts, so one alert covers every intake."""
+        self._metrics.queue_write_failures.labels("put").inc()
+        log.exception("storing the message failed; closing without ACK", extra=fields)
 
     def _answers_delivery(self, header: MessageHeader) -> bool:
         """Whether the ACK waits for the delivery (``ack_after = "delivery"``). Original
@@ -385,7 +392,7 @@ class Ingestor:
                     "unsupported", envelope.message_type or "unknown"
                 ).inc()
         except QueueError:
-            log.exception("storing the message failed; closing without ACK", extra=fields)
+            self._refused(fields)
             return None
         log.warning("unsupported message accepted as a dead letter", extra=fields)
         if self._answers_delivery(raw_header):

@@ -235,9 +235,10 @@ class Metrics:
         )
         self.queue_write_failures = Counter(
             "passerelle_queue_write_failures",
-            "Writes the service's queue refused (disk full, I/O error, locked file), retried"
-            " in place until they commit: outcomes of deliveries (operation complete,"
-            " retry_later, dead_letter) and messages consumed from AMQP in mode commit (put)",
+            "Writes the service's queue refused (disk full, I/O error, locked file): outcomes"
+            " of deliveries (operation complete, retry_later, dead_letter; retried in place)"
+            " and received messages (put: the MLLP listener's, no ACK sent, the sender sends"
+            " again; the AMQP consumer's in mode commit, retried in place)",
             ["operation"],
             registry=registry,
         )

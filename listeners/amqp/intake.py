@@ -140,9 +140,9 @@ def envelope_of(
         body, content_charset(message.content_type), header.charset, route.converter.charset
     )
     sender = f"{listener}/{header.sender}"
+    control_id = _control_id(header.control_id)
     patient = (
-        header.patient_key
-        or f"message:{message_lane(header.control_id or ids.get('message_id'), body)}"
+        header.patient_key or f"message:{message_lane(control_id or ids.get('message_id'), body)}"
     )
     return AmqpEnvelope(
         payload=body,
@@ -150,7 +150,7 @@ def envelope_of(
         listener=listener,
         received_at=time.time(),
         ordering_key=f"{sender}|{patient}",
-        control_id=header.control_id or None,
+        control_id=control_id,
         message_type=header.message_type or None,
         input_type="hl7v2",
         # Duplicates are told apart on the whole MSH-3/MSH-4 (routes use HD.1 only).
@@ -158,6 +158,21 @@ def envelope_of(
         route=route.name,
         **ids,
     )
+
+
+def _control_id(value: str) -> str | None:
+    """MSH-10 as the message is filed under, None when it holds no id: empty, HL7's
+    explicit null (``""``), or only blanks and control characters once unescaped
+    (``\\H\\``, ``\\X20\\``, ``\\.br\\``), as the MLLP listener judges it
+    (:func:`..mllp.header.read_header`, which refuses such a message: AR 101). Here there
+    is no ACK to name it in, so the message is taken, as one without MSH-10 is: ordered
+    by its AMQP message id or a digest of its body (:func:`~listeners.ingest.message_lane`)
+    and never a duplicate. Before, " " put every such message of a sender naming no
+    patient in one lane, each waiting behind the one before, and made each new one a
+    "control id reused" WARNING."""
+    if value.strip() == '""' or all(char.isspace() or not char.isprintable() for char in value):
+        return None
+    return value
 
 
 def _cda(body: bytes, listener: str, config: ServiceConfig, ids: dict[str, Any]) -> AmqpEnvelope:
