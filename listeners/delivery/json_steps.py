@@ -27,21 +27,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
-from collections.abc import Callable
 from typing import Any
 
-__all__ = ["PARSE_IN_THREAD", "loads_json", "member_value_span"]
+from ..json_steps import Steps, Trim
+from ..json_steps import loads_in_steps as read_in_steps
+from ..json_steps import skip_whitespace as _skip
 
-#: What keeps of one parsed element only what will be read of it.
-Trim = Callable[[Any], Any]
+__all__ = ["PARSE_IN_THREAD", "loads_json", "member_value_span"]
 
 #: Bodies larger than this (bytes) are parsed in a worker thread, in steps.
 PARSE_IN_THREAD = 256 * 1024
 #: Containers opened in steps: the top-level object and its arrays (a Bundle's entries);
 #: deeper values (one entry) are parsed in one step.
 _STEPPED_DEPTH = 2
-_WHITESPACE = re.compile(r"[ \t\n\r]*")
 _DECODER = json.JSONDecoder()
 
 
@@ -59,54 +57,7 @@ async def loads_json(data: bytes, *, entry: Trim | None = None) -> Any:
 def loads_in_steps(data: bytes, entry: Trim | None = None) -> Any:
     """``json.loads(data)``, parsed in steps (see the module docstring and
     :func:`loads_json` for ``entry``)."""
-    text = data.decode(json.detect_encoding(data), "surrogatepass")
-    value, end = _parse(text, _skip(text, 0), 0, entry)
-    end = _skip(text, end)
-    if end != len(text):
-        raise json.JSONDecodeError("Extra data", text, end)
-    return value
-
-
-def _skip(text: str, index: int) -> int:
-    match = _WHITESPACE.match(text, index)
-    return match.end() if match else index
-
-
-def _parse(text: str, index: int, depth: int, trim: Trim | None = None) -> tuple[Any, int]:
-    """The value at ``index`` (no whitespace before it) and the index after it; ``trim``:
-    applied to the members of the top-level ``entry`` array (depth 0: to be passed on)."""
-    opener = text[index : index + 1]
-    if depth >= _STEPPED_DEPTH or opener not in ("{", "["):
-        return _DECODER.raw_decode(text, index)
-    is_object = opener == "{"
-    close = "}" if is_object else "]"
-    members: dict[str, Any] = {}
-    elements: list[Any] = []
-    index = _skip(text, index + 1)
-    if text[index : index + 1] == close:
-        return (members if is_object else elements), index + 1
-    while True:
-        if is_object:
-            if text[index : index + 1] != '"':
-                raise json.JSONDecodeError(
-                    "Expecting property name enclosed in double quotes", text, index
-                )
-            key, index = _DECODER.raw_decode(text, index)
-            index = _skip(text, index)
-            if text[index : index + 1] != ":":
-                raise json.JSONDecodeError("Expecting ':' delimiter", text, index)
-            hook = trim if depth == 0 and key == "entry" else None
-            members[key], index = _parse(text, _skip(text, index + 1), depth + 1, hook)
-        else:
-            value, index = _parse(text, index, depth + 1)
-            elements.append(value if trim is None else trim(value))
-        index = _skip(text, index)
-        after = text[index : index + 1]
-        if after == close:
-            return (members if is_object else elements), index + 1
-        if after != ",":
-            raise json.JSONDecodeError("Expecting ',' delimiter", text, index)
-        index = _skip(text, index + 1)
+    return read_in_steps(data, Steps(depth=_STEPPED_DEPTH, entry=entry))
 
 
 def member_value_span(text: str, key: str, *, complete: bool) -> tuple[int, int] | int | None:

@@ -11,28 +11,22 @@ Parsing the JSON, encoding ``inputData`` in its character set and counting its m
 took 1.4 s for a 20 MB body (the message count's regular expression alone 1.3 s), on the
 event loop: every MLLP ACK, ``/ready`` answer and delivery waited that long.
 :func:`read_parameters` therefore runs in a worker thread for a body over
-:data:`PARSE_IN_THREAD` bytes. A thread alone would not do: the JSON decoder is C code
-holding the GIL for a whole value, and ``inputData`` is one string of megabytes. The
-resource is read in steps instead: its members and ``parameter`` entries one by one, and
-each long string :data:`_STRING_STEP` characters at a time; between two steps the thread
-is back in the interpreter, which hands the GIL to the loop's thread at each switch
-interval (5 ms). The result is what ``json.loads`` gives.
-
-Only the resource's outer levels are read in steps (its members, ``parameter``, each
-parameter's members), and each holds at most :data:`_MAX_ITEMS` items: a $convert-data
-request has a handful, and a Python step per item of a 20 MB array of numbers would cost
-seconds of CPU.
+:data:`PARSE_IN_THREAD` bytes, and reads the resource in steps (:mod:`listeners.json_steps`:
+a thread alone would not do, the JSON decoder holds the GIL for a whole value, and
+``inputData`` is one string of megabytes): its members and ``parameter`` entries one by
+one, long strings in pieces, each of those levels holding at most :data:`_MAX_ITEMS`
+items (a $convert-data request has a handful).
 """
 
 from __future__ import annotations
 
-import codecs
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ServiceError
+from ..json_steps import Steps, TooManyItems
+from ..json_steps import loads_in_steps as read_in_steps
 from .text_input import UnencodableText, apply_batch_charset, encode_input, message_starts
 
 __all__ = [
@@ -48,22 +42,14 @@ __all__ = [
 #: Bodies larger than this (bytes) are read in a worker thread; smaller ones inline, at
 #: once (a thread costs more than they do).
 PARSE_IN_THREAD = 256 * 1024
-#: Characters of a long JSON string decoded in one step (under a millisecond), and in
-#: the first step of any string.
-_STRING_STEP = 64 * 1024
-_FIRST_PIECE = 256
 #: Containers read in steps: the resource, its ``parameter`` list and each parameter.
 _STEPPED_DEPTH = 3
 #: Items of one of those at most.
 _MAX_ITEMS = 100
+_STEPS = Steps(depth=_STEPPED_DEPTH, max_items=_MAX_ITEMS, strings=True)
 _INPUT_TYPES = {"hl7v2": "hl7v2", "ccda": "cda", "cda": "cda"}
 _INPUT_DATA = "Parameters.parameter.where(name='inputData')"
 _XML_START = re.compile(rb"\A(?:\xef\xbb\xbf)?\s*<")
-_WHITESPACE = re.compile(r"[ \t\n\r]*")
-#: An escaped high surrogate followed by an escaped low one: decoded in halves, the pair
-#: would give two lone surrogates instead of one character.
-_SURROGATE_PAIR = re.compile(r"\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F]")
-_DECODER = json.JSONDecoder()
 
 
 class ParametersRefused(ServiceError):
@@ -170,115 +156,10 @@ def loads_in_steps(data: bytes) -> Any:
     """``json.loads(data)``, read in steps (see the module docstring); raises ``ValueError``
     as ``json.loads`` does, and :class:`ParametersRefused` for a container of the outer
     levels holding more than :data:`_MAX_ITEMS` items."""
-    decoder = codecs.getincrementaldecoder(json.detect_encoding(data))("surrogatepass")
-    view = memoryview(data)
-    pieces = [
-        decoder.decode(view[at : at + _STRING_STEP]) for at in range(0, len(data), _STRING_STEP)
-    ]
-    pieces.append(decoder.decode(b"", final=True))
-    text = "".join(pieces)
-    value, end = _parse(text, _skip(text, 0), 0)
-    end = _skip(text, end)
-    if end != len(text):
-        raise json.JSONDecodeError("Extra data", text, end)
-    return value
-
-
-def _skip(text: str, index: int) -> int:
-    match = _WHITESPACE.match(text, index)
-    return match.end() if match else index
-
-
-def _parse(text: str, index: int, depth: int) -> tuple[Any, int]:
-    """The value at ``index`` (no whitespace before it) and the index after it."""
-    opener = text[index : index + 1]
-    if opener == '"':
-        return _string(text, index)
-    if depth >= _STEPPED_DEPTH or opener not in ("{", "["):
-        return _DECODER.raw_decode(text, index)
-    is_object = opener == "{"
-    close = "}" if is_object else "]"
-    members: dict[str, Any] = {}
-    elements: list[Any] = []
-    index = _skip(text, index + 1)
-    if text[index : index + 1] == close:
-        return (members if is_object else elements), index + 1
-    items = 0
-    while True:
-        items += 1
-        if items > _MAX_ITEMS:
-            raise ParametersRefused(
-                f"a Parameters resource for $convert-data has at most {_MAX_ITEMS} "
-                "parameters and members"
-            )
-        if is_object:
-            if text[index : index + 1] != '"':
-                raise json.JSONDecodeError(
-                    "Expecting property name enclosed in double quotes", text, index
-                )
-            key, index = _string(text, index)
-            index = _skip(text, index)
-            if text[index : index + 1] != ":":
-                raise json.JSONDecodeError("Expecting ':' delimiter", text, index)
-            members[key], index = _parse(text, _skip(text, index + 1), depth + 1)
-        else:
-            value, index = _parse(text, index, depth + 1)
-            elements.append(value)
-        index = _skip(text, index)
-        after = text[index : index + 1]
-        if after == close:
-            return (members if is_object else elements), index + 1
-        if after != ",":
-            raise json.JSONDecodeError("Expecting ',' delimiter", text, index)
-        index = _skip(text, index + 1)
-
-
-def _string(text: str, index: int) -> tuple[str, int]:
-    """The JSON string at ``index`` (its opening quote) and the index after it, decoded in
-    pieces: the first of :data:`_FIRST_PIECE` characters, each next one twice as long, up
-    to :data:`_STRING_STEP` (a short string costs little more than itself)."""
-    pieces: list[str] = []
-    at = index + 1
-    size = _FIRST_PIECE
-    while True:
-        target = at + size
-        cut = _cut(text, at, target, len(text)) if target < len(text) else len(text)
-        given = text[at:cut]
-        # The piece closed with a quote of ours: the C decoder stops at the string's own
-        # closing quote if the piece holds it, else at ours.
-        piece, end = json.decoder.scanstring(f'"{given}"', 1)  # type: ignore[attr-defined]
-        pieces.append(piece)
-        if end <= len(given) + 1:  # the string's own quote, at given[end - 2]
-            return "".join(pieces), at + end - 1
-        if cut >= len(text):
-            raise json.JSONDecodeError("Unterminated string starting at", text, index)
-        at = cut
-        size = min(size * 2, _STRING_STEP)
-
-
-def _cut(text: str, at: int, target: int, end: int) -> int:
-    """Where to end the piece of a string's content starting at ``at`` (a boundary between
-    two characters or escapes), at ``target`` or a little before: not inside an escape,
-    nor between the halves of an escaped surrogate pair (``end``: the string's end, where
-    a piece that cannot be cut ends)."""
-    last = text.rfind("\\", max(at, target - 6), target)
-    if last < 0:
-        return target  # no escape spans it: they are six characters at most
-    # The first backslash of a run starts an escape (each escape's backslash is followed
-    # by one character, a backslash only in "\\\\"): cut there, before the run.
-    cut = _run_start(text, at, last)
-    if cut - 6 >= at and _SURROGATE_PAIR.match(text, cut - 6):
-        high = cut - 6
-        if (high - _run_start(text, at, high)) % 2 == 0:  # a real escape, not "\\\\ud83d"
-            # Before the pair, or after it when the piece starts with it.
-            cut = high if high > at else min(cut + 6, end)
-    if cut > at:
-        return cut
-    # The piece is one run of backslashes up to ``last``: escaped in pairs from ``at``.
-    paired = at + (last - at) // 2 * 2
-    return paired if paired > at else end
-
-
-def _run_start(text: str, at: int, index: int) -> int:
-    """The first of the backslashes ending at ``index``, not before ``at``."""
-    return at + len(text[at:index].rstrip("\\"))
+    try:
+        return read_in_steps(data, _STEPS)
+    except TooManyItems:
+        raise ParametersRefused(
+            f"a Parameters resource for $convert-data has at most {_MAX_ITEMS} "
+            "parameters and members"
+        ) from None
