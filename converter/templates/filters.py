@@ -298,9 +298,16 @@ class ValueFilters(TimestampFilters, IdentityFilters):
         hyphens and apostrophes read as spaces, blanks collapsed ("Hélène-Marie" and
         "HELENE MARIE" have one key). A birth given name may be written with or without
         its accents (the INS traits are in capitals without them)."""
-        text = unicodedata.normalize("NFKD", text_of(value) or "")
-        text = "".join(char for char in text if not unicodedata.combining(char))
-        text = text.casefold().replace("-", " ").replace("'", " ").replace("\u2019", " ")
+        # Case folded before the marks go: some marks fold to letters (U+0345, the iota
+        # subscript, folds to U+03B9 iota, as its capital U+0399 does): dropped first, a
+        # name and its capitals had two keys.
+        text = unicodedata.normalize("NFKD", (text_of(value) or "").casefold())
+        text = "".join(
+            char
+            for char in unicodedata.normalize("NFKD", text.casefold())
+            if not unicodedata.combining(char)
+        )
+        text = text.replace("-", " ").replace("'", " ").replace("\u2019", " ")
         return " ".join(text.split())
 
     # -- binary content ------------------------------------------------------------------

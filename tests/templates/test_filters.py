@@ -488,3 +488,9 @@ def test_unit_coding_reads_every_triplet(env: Any, cwe: str, expected: list[str]
 
     obx = Segment("OBX", ["OBX", "1", "NM", "", "", "5", cwe], Encoding(), "utf-8", "OBX")
     assert value(env, "unit_coding(obx[6])", obx=obx) == expected
+
+
+def test_name_key_of_a_mark_that_folds_to_a_letter() -> None:
+    # U+0345 (iota subscript) is a combining mark whose capital is the letter U+0399: dropped
+    # before case folding, a name and its capitals had two keys (found by hypothesis).
+    assert ValueFilters.name_key("\u0345") == ValueFilters.name_key("\u0345".upper()) == "\u03b9"
