@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -20,28 +19,12 @@ from listeners.conversion import cgroup_cpu_limit, cpu_quota, usable_cpus
 from listeners.ingest import SupportChecker
 from listeners.queue.base import PutResult
 from listeners.queue.sqlite import SqliteQueue
-from tests.listeners.service.support import RunningService, adt, make_config, running
+from tests.listeners.service.support import adt, limit_queue_pages, make_config, running
 
 WRITE_FAILURES = "passerelle_queue_write_failures_total"
 
 
 # -- 1. MLLP messages the queue refuses are counted ----------------------------------------
-def _limit_pages(service: RunningService, extra_pages: int | None) -> None:
-    """SQLite's own SQLITE_FULL: the file may not grow beyond its size + ``extra_pages``
-    (None: no limit), as on a full volume (the technique of test_ops_s21.py)."""
-    queue = service.service.queue
-    assert isinstance(queue, SqliteQueue)
-
-    def limit(conn: sqlite3.Connection) -> tuple[None, int]:
-        (pages,) = conn.execute("PRAGMA page_count").fetchone()
-        conn.execute(
-            f"PRAGMA max_page_count = {2**31 - 2 if extra_pages is None else pages + extra_pages}"
-        )
-        return None, 0
-
-    service.call(queue._submit(limit))
-
-
 def test_a_received_message_the_full_disk_refuses_is_counted(tmp_path: Path) -> None:
     # Before, only the AMQP consumer counted a refused put: an MLLP feed stalled on a full
     # disk (every sender without ACK, resending) left the counter at 0, so the alert on
@@ -49,13 +32,13 @@ def test_a_received_message_the_full_disk_refuses_is_counted(tmp_path: Path) -> 
     with running(make_config(tmp_path)) as service:
         assert service.send([adt("FITS-1")])[0].code == "AA"
         before = service.metrics().value(WRITE_FAILURES, operation="put")
-        _limit_pages(service, 2)
+        limit_queue_pages(service, 2)
         large = adt("FULL-1", family="X" * 200_000)
         for _ in range(2):  # the sender resends: each refusal counts
             with pytest.raises(Exception):  # noqa: B017 - no ACK, the connection closed
                 service.send([large], timeout=5)
         assert service.metrics().value(WRITE_FAILURES, operation="put") == before + 2
-        _limit_pages(service, None)
+        limit_queue_pages(service, None)
         assert service.send([large])[0].code == "AA"
         assert service.metrics().value(WRITE_FAILURES, operation="put") == before + 2
 
@@ -69,7 +52,7 @@ def test_an_unsupported_message_the_full_disk_refuses_as_dead_letter_is_counted(
     with running(config) as service:
         assert service.send([adt("FITS-1")])[0].code == "AA"
         before = service.metrics().value(WRITE_FAILURES, operation="put")
-        _limit_pages(service, 2)
+        limit_queue_pages(service, 2)
         unsupported = adt("ZZZ-1", msh9="ZZZ^Z99^ZZZ_Z99", family="X" * 200_000)
         with pytest.raises(Exception):  # noqa: B017 - no ACK, the connection closed
             service.send([unsupported], timeout=5)

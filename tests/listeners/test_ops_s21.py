@@ -9,7 +9,6 @@ import os
 import re
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -30,8 +29,8 @@ from listeners.queue.base import Envelope
 from listeners.queue.sqlite import SqliteQueue
 from listeners.stop_signals import install_stop_handlers, stop_signals
 from tests.listeners.service.support import (
-    RunningService,
     adt,
+    limit_queue_pages,
     make_config,
     running,
     wait_until,
@@ -176,28 +175,12 @@ def test_a_stuck_queue_and_its_dead_letters_show_on_metrics(tmp_path: Path) -> N
 
 
 # -- /ready while received messages cannot be stored ------------------------------------------
-def _limit_pages(service: RunningService, extra_pages: int | None) -> None:
-    """SQLite's own "database or disk is full" (SQLITE_FULL): the file may not grow beyond
-    its size + ``extra_pages`` (None: no limit), as on a full volume."""
-    queue = service.service.queue
-    assert isinstance(queue, SqliteQueue)
-
-    def limit(conn: sqlite3.Connection) -> tuple[None, int]:
-        (pages,) = conn.execute("PRAGMA page_count").fetchone()
-        conn.execute(
-            f"PRAGMA max_page_count = {2**31 - 2 if extra_pages is None else pages + extra_pages}"
-        )
-        return None, 0
-
-    service.call(queue._submit(limit))
-
-
 def test_ready_is_red_while_the_disk_refuses_received_messages(tmp_path: Path) -> None:
     # Before, /ready stayed green (a read succeeds on a full disk) while every sender got
     # no ACK: nothing told the operator why the feeds had stopped.
     with running(make_config(tmp_path)) as service:
         assert service.send([adt("FITS-1")])[0].code == "AA"
-        _limit_pages(service, 2)
+        limit_queue_pages(service, 2)
         large = adt("FULL-1", family="X" * 200_000)
         with pytest.raises(Exception):  # noqa: B017 - no ACK, the connection closed
             service.send([large], timeout=5)
@@ -207,7 +190,7 @@ def test_ready_is_red_while_the_disk_refuses_received_messages(tmp_path: Path) -
         assert "storing received messages failing" in check and "disk is full" in check
         assert "X" * 20 not in check
         # Room again: /ready is green without waiting for a message to come.
-        _limit_pages(service, None)
+        limit_queue_pages(service, None)
         answer = httpx.get(f"{service.http_url}/ready", timeout=10)
         assert answer.status_code == 200, answer.text
         assert service.send([large])[0].code == "AA"

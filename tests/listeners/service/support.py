@@ -15,6 +15,7 @@ import json
 import os
 import queue
 import signal
+import sqlite3
 import ssl
 import subprocess
 import sys
@@ -33,6 +34,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from listeners.config import ServiceConfig, load_config
 from listeners.mllp import AckInfo, MllpClient, parse_ack
 from listeners.mllp.framing import frame
+from listeners.queue.sqlite import SqliteQueue
 from listeners.service import Service
 from tests.support import waiting
 from tests.support.fhirserver import FhirServer
@@ -487,3 +489,20 @@ def _json_line(line: str) -> dict[str, Any]:
     except ValueError:
         return {}
     return entry if isinstance(entry, dict) else {}
+
+
+def limit_queue_pages(service: RunningService, extra_pages: int | None) -> None:
+    """SQLite's own "database or disk is full" (SQLITE_FULL) in the running service's
+    queue: the file may not grow beyond its size + ``extra_pages`` (None: no limit), as
+    on a full volume."""
+    store = service.service.queue
+    assert isinstance(store, SqliteQueue)
+
+    def limit(conn: sqlite3.Connection) -> tuple[None, int]:
+        (pages,) = conn.execute("PRAGMA page_count").fetchone()
+        conn.execute(
+            f"PRAGMA max_page_count = {2**31 - 2 if extra_pages is None else pages + extra_pages}"
+        )
+        return None, 0
+
+    service.call(store._submit(limit))
