@@ -28,7 +28,7 @@ from listeners import json_steps
 from listeners.amqp.body import decode_content
 from listeners.http import api, bodies
 from listeners.http.bodies import ParametersRefused, count_messages, read_parameters
-from tests.listeners.service.support import adt, make_config, running
+from tests.listeners.service.support import adt, latin_name_adt, make_config, running
 from tests.support.loop_stall import longest_stall
 from tests.support.stop_signals import big_oru
 
@@ -188,22 +188,6 @@ def test_a_body_of_many_gzip_members_decodes_in_time_linear_in_its_size(
 
 
 # -- POST /convert: the content type's charset ----------------------------------------------
-def _latin1_adt(control_id: str, mrn: str, msh18: str = "") -> str:
-    msh = (
-        f"MSH|^~\\&|APP-A|FAC-A|PASSERELLE|GHT|20240314083512+0100||ADT^A08^ADT_A01|"
-        f"{control_id}|P|2.5.1"
-    )
-    if msh18:
-        msh += f"||||||{msh18}"
-    segments = [
-        msh,
-        "EVN|A08|20240314083512+0100",
-        f"PID|1||{mrn}^^^HOSP&1.2.250.1.999.7&ISO^MR||Lefèvre^Zoé||19800101|F",
-        "PV1|1|I|CARDIO^412^1",
-    ]
-    return "\r".join(segments) + "\r"
-
-
 def _families(answer: str) -> list[str]:
     bundles = [json.loads(line) for line in answer.splitlines() if line.strip()]
     return [
@@ -218,9 +202,9 @@ def test_convert_reads_hl7_without_msh18_in_its_content_types_charset(tmp_path: 
     # The body's Content-Type charset was ignored: a Latin-1 message without MSH-18 was a
     # 422 (CharsetError: not UTF-8), though the AMQP consumer reads it (session 20).
     latin1 = "text/plain; charset=iso-8859-1"
-    single = _latin1_adt("CT-1", "MRN-CT-1").encode("latin-1")
+    single = latin_name_adt("CT-1", "MRN-CT-1", encoding="latin-1")
     # A batch: MSH-18 still decides for the message declaring it.
-    batch = single + _latin1_adt("CT-2", "MRN-CT-2", "UNICODE UTF-8").encode("utf-8")
+    batch = single + latin_name_adt("CT-2", "MRN-CT-2", charset="UNICODE UTF-8", encoding="utf-8")
     with running(make_config(tmp_path / "service")) as service:
         url = f"{service.http_url}/convert"
         answers = [

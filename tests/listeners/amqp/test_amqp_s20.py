@@ -32,7 +32,7 @@ from tests.listeners.amqp.support import (
     running_service,
     store,
 )
-from tests.listeners.service.support import MetricsSnapshot
+from tests.listeners.service.support import MetricsSnapshot, latin_name_adt
 from tests.support.fhirserver import FhirServer
 from tests.support.loop_stall import longest_stall
 from tests.support.rabbitmq import RabbitMq
@@ -40,23 +40,6 @@ from tests.support.rabbitmq import RabbitMq
 pytestmark = pytest.mark.anyio
 
 HL7 = "x-application/hl7-v2+er7"
-
-
-def _latin1_adt(control_id: str, mrn: str, *, msh18: str = "") -> str:
-    """An ADT^A08 whose family name is ``Lefèvre``, as text (MSH-18 as given)."""
-    msh = (
-        f"MSH|^~\\&|APP-A|FAC-A|PASSERELLE|GHT|20240314083512+0100||ADT^A08^ADT_A01|"
-        f"{control_id}|P|2.5.1"
-    )
-    if msh18:
-        msh += f"||||||{msh18}"
-    segments = [
-        msh,
-        "EVN|A08|20240314083512+0100",
-        f"PID|1||{mrn}^^^HOSP&1.2.250.1.999.7&ISO^MR||Lefèvre^Zoé||19800101|F",
-        f"PV1|1|I|CARDIO^412^1|||||||||||||||||V-{control_id}^^^HOSP&1.2.250.1.999.7&ISO^VN",
-    ]
-    return "\r".join(segments) + "\r"
 
 
 def _family(fhir: FhirServer, mrn: str) -> str:
@@ -74,7 +57,7 @@ async def test_content_type_charset_reads_a_latin1_message_without_msh18(
         await client.publish(
             names.ingress,
             "adt",
-            _latin1_adt("CS-1", "MRN-CS-1").encode("latin-1"),
+            latin_name_adt("CS-1", "MRN-CS-1", encoding="latin-1"),
             content_type="text/plain; charset=iso-8859-1",
             message_id="cs-1",
         )
@@ -82,7 +65,7 @@ async def test_content_type_charset_reads_a_latin1_message_without_msh18(
         await client.publish(
             names.ingress,
             "adt",
-            _latin1_adt("CS-2", "MRN-CS-2", msh18="UNICODE UTF-8").encode("utf-8"),
+            latin_name_adt("CS-2", "MRN-CS-2", charset="UNICODE UTF-8", encoding="utf-8"),
             content_type='text/plain; charset="ISO-8859-1"',
             message_id="cs-2",
         )
@@ -103,7 +86,7 @@ async def test_content_type_charset_unknown_or_wrong_is_a_dead_letter_naming_it(
         await client.publish(
             names.ingress,
             "adt",
-            _latin1_adt("CS-3", "MRN-CS-3").encode("latin-1"),
+            latin_name_adt("CS-3", "MRN-CS-3", encoding="latin-1"),
             content_type="text/plain; charset=klingon-8",
             message_id="cs-3",
         )
@@ -139,7 +122,7 @@ async def test_gzip_and_deflate_bodies_are_decoded_before_conversion(
         await client.publish(
             names.ingress,
             "adt",
-            gzip.compress(_latin1_adt("CE-3", "MRN-CE-3").encode("latin-1")),
+            gzip.compress(latin_name_adt("CE-3", "MRN-CE-3", encoding="latin-1")),
             content_type="text/plain; charset=iso-8859-1",
             content_encoding="gzip",
         )

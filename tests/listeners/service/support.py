@@ -85,8 +85,14 @@ def adt(
     accept_ack: str = "",
     application_ack: str = "",
     processing_id: str = "P",
+    charset: str = "",
+    encoding: str = "utf-8",
 ) -> bytes:
-    """A small ADT message (MSH, EVN, PID, PV1), segments ending in CR, UTF-8."""
+    """A small ADT message (MSH, EVN, PID, PV1), segments ending in CR.
+
+    ``charset`` is written in MSH-18 as given; ``encoding`` is the byte encoding actually
+    used, so a test can send Latin-1 bytes with or without MSH-18 saying so.
+    """
     msh9 = msh9 or f"ADT^{event}^{_STRUCTURES.get(event, 'ADT_A01')}"
     msh = [
         "MSH",
@@ -105,6 +111,8 @@ def adt(
         "",
         accept_ack,
         application_ack,
+        "",
+        charset,
     ]
     while msh[-1] == "":
         msh.pop()
@@ -114,7 +122,20 @@ def adt(
         f"PID|1||{mrn}^^^{AUTHORITY}^MR||{family}^{given}||{birth_date}|F",
         f"PV1|1|I|CARDIO^412^1|||||||||||||||||V-{control_id}^^^{AUTHORITY}^VN",
     ]
-    return ("\r".join(segments) + "\r").encode("utf-8")
+    return ("\r".join(segments) + "\r").encode(encoding)
+
+
+def latin_name_adt(control_id: str, mrn: str, *, charset: str = "", encoding: str) -> bytes:
+    """An ADT^A08 for ``Lefèvre^Zoé``: a name whose bytes differ in Latin-1 and UTF-8."""
+    return adt(
+        control_id,
+        event="A08",
+        family="Lefèvre",
+        given="Zoé",
+        mrn=mrn,
+        charset=charset,
+        encoding=encoding,
+    )
 
 
 def sample(name: str) -> bytes:
