@@ -3,11 +3,13 @@
 # file mounted at /etc/passerelle/passerelle.toml. Data (queue, output folder) in /data.
 FROM python:3.11-slim AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY converter ./converter
 COPY listeners ./listeners
 COPY mappings ./mappings
-RUN pip install --no-cache-dir --prefix=/install .
+# constraints.txt pins the versions the test suite ran with: a rebuild gets what was
+# tested, not whatever major release PyPI has that day.
+RUN pip install --no-cache-dir --prefix=/install -c constraints.txt .
 
 FROM python:3.11-slim
 # /data holds the queue (messages, dead letters) and the bundles: patient data, 0700

@@ -128,3 +128,51 @@ def test_uvicorn_is_pinned_to_the_tested_range() -> None:
     requirement = Requirement(line)
     assert any(spec.operator == "<" for spec in requirement.specifier), line
     assert requirement.specifier.contains(version("uvicorn")), (line, version("uvicorn"))
+
+
+def _runtime_closure(name: str) -> dict[str, str]:
+    """Every distribution ``name`` needs at run time (markers evaluated, extras not taken),
+    by canonical name, with its installed version."""
+    from importlib.metadata import distribution
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    found: dict[str, str] = {}
+    pending = [name]
+    while pending:
+        dist = distribution(pending.pop())
+        key = canonicalize_name(dist.metadata["Name"])
+        if key in found:
+            continue
+        found[key] = dist.version
+        for line in dist.requires or []:
+            requirement = Requirement(line)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                pending.append(requirement.name)
+    return found
+
+
+def test_the_image_installs_the_versions_the_tests_ran_with() -> None:
+    """A rebuilt image once took whatever PyPI had that day; now the Dockerfile installs
+    under constraints.txt, which pins every runtime dependency to the version installed
+    here (make test installs under the same file)."""
+    from packaging.utils import canonicalize_name
+
+    install = [line for line in DOCKERFILE.splitlines() if "pip install" in line]
+    assert install and all("-c constraints.txt" in line for line in install), install
+    assert re.search(r"^COPY [^\n]*\bconstraints\.txt\b", DOCKERFILE, re.MULTILINE)
+    pins: dict[str, str] = {}
+    for line in (REPO / "constraints.txt").read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, pinned = line.partition("==")
+            pins[canonicalize_name(name)] = pinned.strip()
+    runtime = _runtime_closure("passerelle")
+    runtime.pop("passerelle")
+    assert {"jinja2", "lxml", "hl7apy", "pydantic", "aiormq"} <= runtime.keys(), runtime
+    unpinned = sorted(runtime.keys() - pins.keys())
+    assert not unpinned, f"not pinned in constraints.txt (run make constraints): {unpinned}"
+    drifted = {
+        key: (pins[key], version) for key, version in runtime.items() if pins[key] != version
+    }
+    assert not drifted, f"constraints.txt vs installed (run make constraints): {drifted}"
