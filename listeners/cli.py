@@ -28,26 +28,26 @@ defer_stops(as_main=__name__ == "__main__")
 _QUIET_AT_START = quiet_interrupts(as_main=__name__ == "__main__")
 
 import argparse
-import asyncio
-import json
-import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeAlias, TypeVar
 
-from converter import cli as converter_cli
-from converter.errors import ConfigurationError
+from .config import ConfigError, HttpConfig, ServiceConfig, load_config, load_http_config
 
-from . import dead_letters_cli
-from .config import ConfigError, ServiceConfig, load_config
-from .config.environment import environment_warnings
-from .errors import ServiceError
-from .logs import configure_logging
-from .mllp.client import add_send_command
+# The other commands' modules (the converter, asyncio, the MLLP client, logging) are
+# imported by the commands that use them: ``passerelle health``, the container's
+# healthcheck run every few seconds, imported the whole converter (2 s on a loaded host)
+# to send one GET; it now imports the configuration and urllib alone.
 
 __all__ = ["main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+#: 128 + SIGINT, as every command (converter.cli).
+EXIT_INTERRUPTED = 130
+
+_Config = TypeVar("_Config", ServiceConfig, HttpConfig)
+_Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def _add_config_option(parser: argparse.ArgumentParser) -> None:
@@ -60,7 +60,17 @@ def _add_config_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace) -> ServiceConfig:
-    return load_config(args.config)
+    return _located(load_config, args.config)
+
+
+def _located(load: Callable[[Path | None], _Config], path: Path | None) -> _Config:
+    """``load(path)``, its error naming the configuration file the setting came from."""
+    try:
+        return load(path)
+    except ConfigError as exc:
+        if exc.path is None:
+            raise
+        raise ConfigError(f"{exc.path}: {exc}") from None
 
 
 #: aio-pika's own debug logs print message headers: keep them quiet.
@@ -69,6 +79,10 @@ _AMQP_LOG_LEVELS = {"aio_pika": "WARNING", "aiormq": "WARNING"}
 
 def _warn_environment(*, to_stderr: bool = False) -> None:
     """Name the ``PASSERELLE_…`` variables that are set but not used (a typo)."""
+    import logging
+
+    from .config.environment import environment_warnings
+
     for warning in environment_warnings(os.environ):
         if to_stderr:
             print(f"passerelle: warning: {warning}", file=sys.stderr)
@@ -79,9 +93,16 @@ def _warn_environment(*, to_stderr: bool = False) -> None:
 def run_serve(args: argparse.Namespace) -> int:
     config = _load(args)
     if args.print_config:
+        import json
+
         _warn_environment(to_stderr=True)
         print(json.dumps(config.redacted(), indent=2, ensure_ascii=False))
         return EXIT_OK
+    import asyncio
+
+    from .errors import ServiceError
+    from .logs import configure_logging
+
     configure_logging(config.log_format, config.log_level, levels=_AMQP_LOG_LEVELS)
     _warn_environment()
     from .service import Service  # imports uvicorn and the pool only when serving
@@ -102,6 +123,10 @@ def run_worker(args: argparse.Namespace) -> int:
             "passerelle worker consumes RabbitMQ partitions: it needs "
             'queue.backend = "amqp" (and [amqp] url)'
         )
+    import asyncio
+
+    from .logs import configure_logging
+
     configure_logging(config.log_format, config.log_level, levels=_AMQP_LOG_LEVELS)
     _warn_environment()
     from .amqp.worker import AmqpWorker  # imports aio-pika and the pool only here
@@ -114,16 +139,17 @@ def run_worker(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def health_url(config: ServiceConfig) -> str:
+def health_url(config: ServiceConfig | HttpConfig) -> str:
     """``/health`` of the service or worker this configuration runs, on this host."""
-    host = config.http.host
+    http = config.http if isinstance(config, ServiceConfig) else config
+    host = http.host
     if host in ("", "0.0.0.0"):
         host = "127.0.0.1"
     elif host == "::":
         host = "::1"
     if ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{config.http.port}/health"
+    return f"http://{host}:{http.port}/health"
 
 
 def run_health(args: argparse.Namespace) -> int:
@@ -133,7 +159,8 @@ def run_health(args: argparse.Namespace) -> int:
     import urllib.error
     import urllib.request
 
-    url = health_url(_load(args))
+    # [http] alone: the other sections are the service's to check (and to report).
+    url = health_url(_located(load_http_config, args.config))
     # No proxy: an HTTP_PROXY in the container's environment must not receive the probe.
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
@@ -161,6 +188,8 @@ def _seconds(text: str) -> float:
 
 
 def run_dead_letters(args: argparse.Namespace) -> int:
+    from . import dead_letters_cli
+
     return dead_letters_cli.run_dead_letters(args, _load(args))
 
 
@@ -175,12 +204,34 @@ def _days(text: str) -> float:
     return days
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _parser() -> tuple[argparse.ArgumentParser, _Subparsers]:
     parser = argparse.ArgumentParser(
         prog="passerelle",
         description="HL7 v2 and CDA to FHIR R4: converter, MLLP/HTTP service, tools",
     )
-    subparsers = parser.add_subparsers(dest="command", required=True)
+    return parser, parser.add_subparsers(dest="command", required=True)
+
+
+def _add_health_command(subparsers: _Subparsers) -> None:
+    health = subparsers.add_parser(
+        "health",
+        help="check that the local service answers GET /health (a container healthcheck)",
+        description="GET /health on this host, on the HTTP port of the configuration "
+        "(file and PASSERELLE_HTTP_PORT / PASSERELLE_HTTP_HOST); exit 0 on a 200, 1 otherwise.",
+    )
+    _add_config_option(health)
+    health.add_argument(
+        "--timeout", type=_seconds, default=4.0, help="seconds to wait for the answer (4)"
+    )
+    health.set_defaults(handler=run_health)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from converter import cli as converter_cli
+
+    from .mllp.client import add_send_command
+
+    parser, subparsers = _parser()
     converter_cli.add_commands(subparsers)
 
     serve = subparsers.add_parser(
@@ -207,18 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_option(worker)
     worker.set_defaults(handler=run_worker)
 
-    health = subparsers.add_parser(
-        "health",
-        help="check that the local service answers GET /health (a container healthcheck)",
-        description="GET /health on this host, on the HTTP port of the configuration "
-        "(file and PASSERELLE_HTTP_PORT / PASSERELLE_HTTP_HOST); exit 0 on a 200, 1 otherwise.",
-    )
-    _add_config_option(health)
-    health.add_argument(
-        "--timeout", type=_seconds, default=4.0, help="seconds to wait for the answer (4)"
-    )
-    health.set_defaults(handler=run_health)
-
+    _add_health_command(subparsers)
     add_send_command(subparsers)
 
     dead = subparsers.add_parser("dead-letters", help="inspect and replay failed messages")
@@ -250,9 +290,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    words = sys.argv[1:] if argv is None else list(argv)
+    if words[:1] == ["health"]:
+        return _main_health(words)
+    from converter import cli as converter_cli
+    from converter.errors import ConfigurationError
+
     return converter_cli.run_command(
         build_parser, argv, usage_errors=(ConfigError, ConfigurationError)
     )
+
+
+def _main_health(argv: list[str]) -> int:
+    """``passerelle health``, parsed and run without the other commands' modules (which
+    the full parser imports), under the exit statuses of every command."""
+    try:
+        parser, subparsers = _parser()
+        _add_health_command(subparsers)
+        args = parser.parse_args(argv)
+        return int(args.handler(args))
+    except ConfigError as exc:
+        print(f"passerelle: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,7 +6,7 @@ reads the environment. See :mod:`listeners.config.loading` for the rules and
 """
 
 from .environment import ENV_SETTINGS
-from .loading import load_config
+from .loading import load_config, load_http_config
 from .model import (
     AmqpConfig,
     AmqpConsumerConfig,
@@ -45,4 +45,5 @@ __all__ = [
     "ServiceConfig",
     "TlsConfig",
     "load_config",
+    "load_http_config",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from .model import (
     AmqpConfig,
@@ -22,9 +23,25 @@ _EXCHANGE_TYPES = ("direct", "topic", "fanout", "headers")
 
 
 def _amqp_url(section: dict[str, Any], base: Path, where: str) -> Secret | None:
+    """The broker URL, checked whenever it is set, used or not (a section kept for later,
+    or a destination no route uses yet, fails on the day it is used otherwise: a port out
+    of range stopped ``passerelle serve`` with a traceback). Errors never quote the URL:
+    it holds the broker's password."""
     url = _secret(section, "url", base, where)
-    if url is not None and not url.reveal().startswith(("amqp://", "amqps://")):
+    if url is None:
+        return None
+    text = url.reveal()
+    if not text.startswith(("amqp://", "amqps://")):
         raise ConfigError(f"{where}.url must be an amqp:// or amqps:// URL")
+    try:
+        port = urlsplit(text).port
+    except ValueError:  # not a number, or above 65535
+        port = 0
+    if port == 0:
+        raise ConfigError(
+            f"{where}.url: its port must be a number from 1 to 65535 (the URL is not "
+            "shown: it may hold a password)"
+        )
     return url
 
 

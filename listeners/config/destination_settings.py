@@ -100,9 +100,16 @@ def _destination(
         raise ConfigError(f"{where}.url must be an http(s) URL")
     if url is not None:
         try:
-            urlsplit(str(url))
-        except ValueError:  # an unbalanced "[" in the host
-            raise ConfigError(f"{where}.url is not a valid URL") from None
+            parts = urlsplit(str(url))
+            port = parts.port  # ValueError: not a number, or above 65535
+        except ValueError:  # also an unbalanced "[" in the host
+            raise ConfigError(
+                f"{where}.url is not a valid URL (a port from 1 to 65535, if any)"
+            ) from None
+        if port == 0 or not parts.hostname:
+            # Accepted, it failed every delivery as an "unexpected error", retried for
+            # ever, each message acknowledged (CA) and then stuck in the queue.
+            raise ConfigError(f"{where}.url needs a host, and a port from 1 to 65535 if any")
         check_url_credentials(name, str(url), kind)
     headers = section.get("headers", {})
     if not isinstance(headers, dict):

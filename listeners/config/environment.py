@@ -17,7 +17,14 @@ from typing import Any
 
 from .model import ConfigError
 
-__all__ = ["ENV_SETTINGS", "apply_environment", "environment_warnings", "naming_variables"]
+__all__ = [
+    "ENV_SETTINGS",
+    "apply_environment",
+    "environment_warnings",
+    "mentions",
+    "naming_variables",
+    "variables_named",
+]
 
 #: Environment variable → dotted setting path it overrides.
 ENV_SETTINGS: Mapping[str, str] = {
@@ -182,14 +189,23 @@ def environment_warnings(env: Mapping[str, str]) -> list[str]:
     return warnings
 
 
+def variables_named(message: str, applied: Mapping[str, str]) -> list[str]:
+    """The variables among ``applied`` (variable → dotted setting) whose setting the error
+    ``message`` is about: its section and its key both appear in it."""
+    return [variable for variable, dotted in applied.items() if mentions(message, dotted)]
+
+
+def mentions(message: str, dotted: str) -> bool:
+    """Whether ``message`` names the setting ``dotted`` (``mllp.listeners[1].port``): its
+    first and last parts (without an index) appear in it."""
+    parts = dotted.split(".")
+    return parts[-1].split("[", 1)[0] in message and parts[0].split("[", 1)[0] in message
+
+
 def naming_variables(message: str, applied: Mapping[str, str]) -> str:
     """An error about a setting the environment gave also names the variable: the
     operator set PASSERELLE_MLLP_PORT, not ``mllp.listeners[0].port``."""
-    named = [
-        variable
-        for variable, dotted in applied.items()
-        if dotted.rsplit(".", 1)[-1] in message and dotted.split(".", 1)[0] in message
-    ]
+    named = variables_named(message, applied)
     return f"{message} (from {', '.join(named)})" if named else message
 
 

@@ -17,16 +17,14 @@ import logging
 import os
 import tomllib
 import zoneinfo
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any
-
-from converter.assembly.bundle import REQUEST_MODES, RequestMode, is_resource_type_name
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .amqp_settings import _amqp, _check_amqp, _resolve_amqp_urls
 from .destination_settings import _check_batch_destinations, _destination
-from .environment import apply_environment, naming_variables
+from .environment import apply_environment, mentions, variables_named
 from .mllp_settings import _mllp
 from .model import (
     ConfigError,
@@ -54,9 +52,34 @@ from .values import (
     _section,
 )
 
+if TYPE_CHECKING:
+    from converter.assembly.bundle import RequestMode
+
+_T = TypeVar("_T")
+
 
 def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) -> ServiceConfig:
-    """Read ``path`` (optional), apply ``env`` overrides, validate, freeze."""
+    """Read ``path`` (optional), apply ``env`` overrides, validate, freeze.
+
+    A :class:`ConfigError` about a setting of the file has the file as its ``path``; one
+    about a setting an environment variable gave names the variable in its message.
+    """
+    return _loaded(path, env, _build)
+
+
+def load_http_config(path: Path | None = None, env: Mapping[str, str] | None = None) -> HttpConfig:
+    """The ``[http]`` settings alone, read as :func:`load_config` reads them: what
+    ``passerelle health`` needs, without loading the converter (which validating the other
+    sections does: time zones, character sets, FHIR resource types) or minding a mistake
+    elsewhere, which the service itself reports."""
+    return _loaded(path, env, lambda raw, base: _http(_section(raw, "http"), base))
+
+
+def _loaded(
+    path: Path | None,
+    env: Mapping[str, str] | None,
+    build: Callable[[dict[str, Any], Path], _T],
+) -> _T:
     env = os.environ if env is None else env
     raw: dict[str, Any] = {}
     if path is not None:
@@ -70,12 +93,52 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
             ) from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: {exc}") from None
+    in_file = list(_dotted_settings(raw))  # before the environment writes into it
     applied = apply_environment(raw, env)
     base = path.parent if path is not None else Path.cwd()
     try:
-        return _build(raw, base)
+        return build(raw, base)
     except ConfigError as exc:
-        raise ConfigError(naming_variables(str(exc), applied)) from None
+        message = str(exc)
+        named = variables_named(message, applied)
+        if named:
+            message = f"{message} (from {', '.join(named)})"
+        raise ConfigError(
+            message, path=path if _from_file(message, named, in_file, applied) else None
+        ) from None
+
+
+def _from_file(
+    message: str, named: list[str], in_file: list[str], applied: Mapping[str, str]
+) -> bool:
+    """Whether the error ``message`` is (also) about a setting of the file: any error no
+    environment variable explains, and one that names a variable but also a setting of the
+    file the environment did not override (``delivery.backoff_initial`` from a variable
+    above ``delivery.backoff_max`` from the file)."""
+    if not named:
+        return True
+    overridden = {_first_and_last(dotted) for dotted in applied.values()}
+    return any(
+        mentions(message, dotted) and _first_and_last(dotted) not in overridden
+        for dotted in in_file
+    )
+
+
+def _first_and_last(dotted: str) -> tuple[str, str]:
+    parts = dotted.split(".")
+    return parts[0].split("[", 1)[0], parts[-1].split("[", 1)[0]
+
+
+def _dotted_settings(node: Any, prefix: str = "") -> Iterator[str]:
+    """The dotted names of the settings of a parsed TOML file (``mllp.listeners[0].port``)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _dotted_settings(value, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(node, list) and any(isinstance(item, dict) for item in node):
+        for index, item in enumerate(node):
+            yield from _dotted_settings(item, f"{prefix}[{index}]")
+    elif prefix:
+        yield prefix
 
 
 def _build(raw: dict[str, Any], base: Path) -> ServiceConfig:
@@ -206,6 +269,9 @@ def _request_modes(value: Any, where: str) -> tuple[tuple[str, RequestMode], ...
         raise ConfigError(
             f'{where} must be a table such as {{ Patient = "conditional-create" }}, got {value!r}'
         )
+    # Here, not at the top: any converter module loads the whole converter (see .model).
+    from converter.assembly.bundle import REQUEST_MODES, is_resource_type_name
+
     modes: list[tuple[str, RequestMode]] = []
     for resource_type, mode in value.items():
         if not is_resource_type_name(resource_type):

@@ -51,6 +51,9 @@ def _mllp(section: dict[str, Any], base: Path) -> MllpConfig:
         section.get("max_connections", ListenerConfig.max_connections), "mllp.max_connections", 1
     )
     listeners_raw = section.get("listeners")
+    # The name errors give the listener: "mllp.port" for the one of the [mllp] table
+    # itself (what the file says), not "mllp.listeners[0].port", which it has not.
+    implicit = listeners_raw is None
     if listeners_raw is None:
         listeners_raw = [{k: section[k] for k in ("host", "port", "tls") if k in section}]
     else:
@@ -64,7 +67,7 @@ def _mllp(section: dict[str, Any], base: Path) -> MllpConfig:
             raise ConfigError("mllp.listeners must be a non-empty array of tables")
     listeners = []
     for i, item in enumerate(listeners_raw):
-        where = f"mllp.listeners[{i}]"
+        where = "mllp" if implicit else f"mllp.listeners[{i}]"
         if not isinstance(item, dict):
             raise ConfigError(f"{where} must be a table")
         _check_keys(item, {"name", "host", "port", "tls", "max_connections"}, where)

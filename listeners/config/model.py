@@ -6,21 +6,39 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from converter import ConverterConfig
-from converter.assembly.bundle import RequestMode
-
-from ..queue.base import DEFAULT_DEAD_LETTER_RETENTION
 from .durations import duration_text
+
+if TYPE_CHECKING:
+    # Imported when used: ``passerelle health`` reads the configuration and must not load
+    # the converter (its templates, pydantic models: seconds on a loaded host).
+    from converter import ConverterConfig
+    from converter.assembly.bundle import RequestMode
+
+#: Seconds a dead letter is kept: 30 days. The queue's own default
+#: (``listeners.queue.base``), repeated here because importing the queue package loads
+#: SQLite's queue and, through it, the converter, which ``passerelle health`` must not.
+DEFAULT_DEAD_LETTER_RETENTION = 30 * 86400.0
 
 _K = TypeVar("_K")
 _V = TypeVar("_V")
 
 
 class ConfigError(Exception):
-    """The configuration file or environment is invalid; the message names the setting."""
+    """The configuration file or environment is invalid; the message names the setting
+    (and the environment variable, when one gave it).
+
+    ``path``: the configuration file the faulty setting came from (None: the environment,
+    the defaults, or no file). The message does not repeat it, so that it reads the same
+    whichever file it was; the command line puts it in front (``/etc/passerelle.toml:
+    mllp.port must be at most 65535``).
+    """
+
+    def __init__(self, message: str, *, path: Path | None = None) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class Secret:
@@ -270,6 +288,8 @@ class ConverterSettings:
     id_namespace: str = ""
 
     def converter_config(self) -> ConverterConfig:
+        from converter import ConverterConfig
+
         return ConverterConfig(
             template_dirs=self.templates,
             validate=self.validate,

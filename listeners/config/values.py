@@ -9,9 +9,6 @@ import re
 from pathlib import Path
 from typing import Any, NoReturn
 
-from converter.errors import ConfigurationError
-from converter.hl7v2.charset import charset_codec
-
 from .durations import DURATION_UNITS
 from .model import ConfigError, Secret
 
@@ -127,6 +124,10 @@ def _charset(value: Any, where: str) -> str:
     at start-up, rather than failing every message whose MSH-18 is empty."""
     if not isinstance(value, str):
         raise ConfigError(f"{where} must be a character set name, got {value!r}")
+    # Here, not at the top: any converter module loads the whole converter (see .model).
+    from converter.errors import ConfigurationError
+    from converter.hl7v2.charset import charset_codec
+
     try:
         return charset_codec(value)
     except ConfigurationError as exc:

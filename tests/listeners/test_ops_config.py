@@ -35,7 +35,7 @@ def test_a_queue_path_naming_a_directory_is_refused_and_the_directory_left_alone
     result = cli("serve", "--config", str(config), env={}, cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().splitlines() == [
-        f"passerelle: queue.path {shared} is a directory: name the queue file "
+        f"passerelle: {config}: queue.path {shared} is a directory: name the queue file "
         f"({shared / 'queue.db'}), or set data_dir"
     ]
     assert stat.S_IMODE(shared.stat().st_mode) == 0o1777
@@ -69,7 +69,7 @@ def test_oauth2_settings_of_the_wrong_kind_are_refused_in_one_line(
     # token_url = 5 was an AttributeError traceback from `serve` and `--print-config`.
     result = cli("serve", "--config", str(config), "--print-config", env={}, cwd=tmp_path)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [f"passerelle: {expected}"]
+    assert result.stderr.strip().splitlines() == [f"passerelle: {config}: {expected}"]
     assert "s3cr3t-value" not in result.stderr
 
 
