@@ -30,7 +30,9 @@ acknowledgement, CA / CE / CR, sent after the durable commit and only when MSH-1
 for it (:func:`wants_accept_ack`). *Application* acknowledgements (MSH-16) are not sent:
 conversion and delivery happen asynchronously after the connection has moved on, and
 this service has no return channel to the sender's own receiver. Delivery failures are
-reported by the service itself (logs, metrics, dead letters), not to the sender.
+reported by the service itself (logs, metrics, dead letters), not to the sender. A
+sender asking for them (MSH-16 AL/ER/SU) is named in a WARNING, once per connection and
+at most every 10 minutes per sender (:mod:`.app_ack`).
 
 An original-mode MFN is answered with an MFK instead (:mod:`.mfk`): the same MSH, MSA
 and ERR (:class:`AckWriter`, :func:`ack_segments`), then MFI and MFA segments.

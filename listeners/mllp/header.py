@@ -3,6 +3,7 @@ be read is used, and an MSH that cannot be read yields the AR to send instead.""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -15,6 +16,7 @@ from .outcome import AckOutcome, ErrorLocation
 __all__ = ["MessageHeader", "field_getter", "read_header"]
 
 _BOM = b"\xef\xbb\xbf"
+_LINE_ENDS = re.compile(rb"\r\n|\r|\n")
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +186,34 @@ def read_header(data: bytes, *, default_charset: str = "utf-8") -> MessageHeader
         # the sender could not match the ACK — nor could a retransmission be recognised.
         # Blank, or HL7's explicit null (""), is not a value either.
         problem = problem or ("the message control id (MSH-10) is missing", "101", "MSH-10")
+    if problem is None:
+        problem = _second_message(body, sep)
     return MessageHeader(enc, fields, codec, valid, *(problem or (None, None, None)))
+
+
+def _second_message(body: bytes, sep: str) -> tuple[str, str, str] | None:
+    """The problem of a block holding a second message (a second MSH segment): one ACK
+    would name the first only, the second's control id never acknowledged, its failure
+    never reported, its resend never recognised. Located at ``MSH[2]``, ERR-2
+    ``MSH^2``: ERL.2 is the occurrence of the segment in the message, so an interface
+    engineer is pointed at where the second message starts (``MSH^1`` named the
+    block's own, valid, header)."""
+    marker = b"MSH" + sep.encode("latin-1")
+    # One pass over the block (a 5 MB one takes milliseconds, on the event loop): "MSH|"
+    # elsewhere than at a segment's start is text, and is passed over.
+    found = body.find(marker, 3)
+    while found >= 0 and body[found - 1 : found] not in (b"\r", b"\n"):
+        found = body.find(marker, found + 1)
+    if found < 0:
+        return None
+    # Blank lines are no segments: the count is the one an editor's segment list shows.
+    segment = sum(1 for line in _LINE_ENDS.split(body[:found]) if line.strip()) + 1
+    return (
+        f"one message per MLLP block: a second MSH at segment {segment} (send batches and "
+        "multi-message files with passerelle convert or POST /convert)",
+        "100",  # segment sequence error
+        "MSH[2]",
+    )
 
 
 def _blank_control_id(raw: str, enc: Encoding, codec: str | None) -> bool:
