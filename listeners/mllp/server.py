@@ -34,9 +34,11 @@ Limits against peers that would hold the service's memory or file descriptors:
   keep their file descriptors;
 * ``frame_timeout``: a frame must end within it, counted from its start block (a start
   block that restarts an unfinished frame does not restart the count; the time the
-  handler spends on earlier frames is not counted). ``idle_timeout`` bounds each wait
-  for bytes, so a peer trickling a byte now and then would otherwise hold its connection
-  and its unfinished frame for ever. The connection is closed without an ACK (the
+  handler spends on earlier frames is not counted), plus one second per 16 KiB of it
+  received, up to ``max_frame_bytes`` (:data:`.framing.FRAME_PROGRESS_RATE`: a large
+  message arriving steadily over a slow link is not cut off). ``idle_timeout`` bounds
+  each wait for bytes, so a peer trickling a byte now and then would otherwise hold its
+  connection and its unfinished frame for ever. The connection is closed without an ACK (the
   sender re-sends);
 * ``max_unfinished_bytes``: the bytes of unfinished frames held by every connection of
   every listener together (each may hold up to ``max_frame_bytes``). A read that takes
@@ -82,6 +84,7 @@ from types import TracebackType
 
 from ..config import ListenerConfig, MllpConfig
 from ..logs import describe_exception
+from .app_ack import ApplicationAckNotice
 from .connection import CLOSE_TIMEOUT, Connection, FrameLoop, close_connection
 from .framing import DEFAULT_MAX_FRAME_BYTES, FrameBudget
 from .handler import Handler, OversizedHandler, PeerInfo
@@ -160,9 +163,16 @@ class MllpServer:
         on_oversized: OversizedHandler | None = None,
         logger: logging.Logger | None = None,
     ) -> MllpServer:
+        """The listener as the service runs it. Unlike the constructor's, its handler
+        sees HL7: a sender asking for application ACKs (MSH-16 AL/ER/SU), which are never
+        sent, gets a WARNING per connection, at most one every 10 minutes per sender
+        (:mod:`.app_ack`)."""
+        notice = ApplicationAckNotice(
+            logger or logging.getLogger(__name__), ack_after=config.ack_after
+        )
         return cls(
             config.listeners,
-            handler,
+            notice.wrap(handler),
             on_oversized=on_oversized,
             max_frame_bytes=config.max_frame_bytes,
             idle_timeout=config.idle_timeout,
@@ -422,7 +432,33 @@ def _tls_label(listener: ListenerConfig) -> str:
     return " (TLS, client certificate required)" if listener.tls.client_ca else " (TLS)"
 
 
+#: What an OpenSSL reason means for the sender's setup: the bare code sent an interface
+#: engineer to search engines (a plain MLLP sender on a TLS port read as
+#: ``WRONG_VERSION_NUMBER``).
+_TLS_HINTS = {
+    "WRONG_VERSION_NUMBER": "the peer does not speak TLS (plain MLLP?): enable TLS on the "
+    "sender, or send to a listener without TLS",
+    "HTTP_REQUEST": "the peer sent an HTTP request, not a TLS handshake",
+    "UNSUPPORTED_PROTOCOL": "the peer offers only TLS versions below 1.2, which this "
+    "listener refuses",
+    "NO_SHARED_CIPHER": "the peer offers no cipher this listener accepts",
+    "PEER_DID_NOT_RETURN_A_CERTIFICATE": "the peer sent no client certificate; this "
+    "listener requires one (tls.client_ca)",
+    "CERTIFICATE_VERIFY_FAILED": "the peer's client certificate was refused",
+    # Seen for a bare TCP connect and close too (a load balancer's health check).
+    "ConnectionResetError": "the peer closed the connection during the handshake (a TCP "
+    "health check, or a sender that does not trust this listener's certificate)",
+    "TimeoutError": "no handshake completed in time",
+}
+
+
 def _tls_reason(exc: BaseException) -> str:
-    if isinstance(exc, ssl.SSLError):
-        return exc.reason or type(exc).__name__
-    return type(exc).__name__
+    """The handshake failure for the WARNING: OpenSSL's reason, the certificate check's
+    own message (``certificate has expired``) and what it means for the setup."""
+    reason = (exc.reason if isinstance(exc, ssl.SSLError) else None) or type(exc).__name__
+    text = reason
+    verify = getattr(exc, "verify_message", None)
+    if isinstance(exc, ssl.SSLCertVerificationError) and verify:
+        text += f" ({verify})"
+    hint = _TLS_HINTS.get(reason)
+    return f"{text}; {hint}" if hint else text
