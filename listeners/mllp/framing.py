@@ -12,7 +12,9 @@ are re-exported here.
 
 :class:`FrameReader` adds two limits a server needs against peers that hold memory or
 connections: ``frame_timeout`` (a frame must be complete within it, counted from its
-first byte: a peer trickling a byte now and then defeats an idle timeout, not this) and
+first byte: a peer trickling a byte now and then defeats an idle timeout, not this; each
+byte received moves the deadline by 1/:data:`FRAME_PROGRESS_RATE` s, up to
+``max_frame_bytes`` of them, so a large message on a slow link is not cut off) and
 a :class:`FrameBudget` shared by every connection, bounding the bytes of unfinished
 frames held at once (each connection may hold up to ``max_frame_bytes``).
 """
@@ -49,6 +51,7 @@ __all__ = [
     "DEFAULT_HEAD_BYTES",
     "DEFAULT_MAX_FRAME_BYTES",
     "END_BLOCK",
+    "FRAME_PROGRESS_RATE",
     "FS",
     "PADDING",
     "START_BLOCK",
@@ -70,6 +73,13 @@ __all__ = [
 ]
 
 _CHUNK = 64 * 1024
+#: Bytes per second of a frame that earn it one more second past ``frame_timeout``.
+#: A fixed deadline asked 170 KB/s of a 10 MB message in 60 s (1.4 Mbit/s): an ORU
+#: with a PDF sent over a slower link was cut off each time, re-sent for ever, its feed
+#: stalled behind it. A peer trickling bytes still meets the deadline (100 bytes earn
+#: 6 ms), and the extension stops at ``max_frame_bytes`` (an endless frame at this rate
+#: ends after frame_timeout + max_frame_bytes / FRAME_PROGRESS_RATE: 11 min by default).
+FRAME_PROGRESS_RATE = 16 * 1024
 #: How a TLS connection starts: a handshake record (0x16) of TLS 1.x / SSL 3 (0x03).
 _TLS_HANDSHAKE = b"\x16\x03"
 
@@ -77,9 +87,10 @@ _TLS_HANDSHAKE = b"\x16\x03"
 class FrameTimeoutError(FramingError):
     """A frame was not complete within ``frame_timeout`` of its first byte."""
 
-    def __init__(self, size: int, limit: float) -> None:
+    def __init__(self, size: int, limit: float, rate: int = FRAME_PROGRESS_RATE) -> None:
         super().__init__(
-            f"frame not complete {limit:g}s after its start block ({size} bytes received)"
+            f"frame not complete {limit:g}s after its start block, plus 1s per "
+            f"{rate // 1024} KiB received ({size} bytes received)"
         )
         self.size = size
         self.limit = limit
@@ -138,11 +149,13 @@ class FrameReader:
         head_bytes: int = DEFAULT_HEAD_BYTES,
         chunk_size: int = _CHUNK,
         budget: FrameBudget | None = None,
+        progress_rate: int = FRAME_PROGRESS_RATE,
     ) -> None:
         self._reader = reader
         self._decoder = FrameDecoder(max_frame_bytes, head_bytes=head_bytes)
         self._frames: deque[bytes | OversizedFrame] = deque()
         self._chunk_size = chunk_size
+        self._progress_rate = progress_rate
         #: Bytes read from the stream, framing included.
         self.bytes_read = 0
         self._abandoned_taken = (0, 0)
@@ -209,11 +222,12 @@ class FrameReader:
         off); when no byte arrives in time, :class:`TimeoutError` is raised.
         ``frame_timeout`` bounds the time from a frame's start block to its end block
         (time spent by the caller between two calls not counted); past it,
-        :class:`FrameTimeoutError` is raised. With a :class:`FrameBudget`, a read that
-        takes the unfinished frames of its readers over the budget raises
-        :class:`FrameBudgetError`. A stream opening with a TLS handshake raises
-        :class:`TlsOnPlainListenerError`. After any of these errors, the reader is unusable:
-        close the connection (and :meth:`release` the budget).
+        :class:`FrameTimeoutError` is raised; each byte of the frame received moves that
+        deadline by ``1 / progress_rate`` s (up to ``max_frame_bytes`` bytes). With a
+        :class:`FrameBudget`, a read that takes the unfinished frames of its readers over
+        the budget raises :class:`FrameBudgetError`. A stream opening with a TLS
+        handshake raises :class:`TlsOnPlainListenerError`. After any of these errors, the
+        reader is unusable: close the connection (and :meth:`release` the budget).
         """
         if self._frame_started is not None and self._returned_at is not None:
             self._frame_started += time.monotonic() - self._returned_at
@@ -248,9 +262,11 @@ class FrameReader:
         timeout = idle_timeout or None
         frame_deadline = False
         if frame_timeout and self._frame_started is not None:
-            left = self._frame_started + frame_timeout - time.monotonic()
+            progress = min(self._decoder.frame_bytes, self._decoder.max_frame_bytes)
+            deadline = self._frame_started + frame_timeout + progress / self._progress_rate
+            left = deadline - time.monotonic()
             if left <= 0:
-                raise FrameTimeoutError(self._decoder.frame_bytes, frame_timeout)
+                raise self._timeout_error(frame_timeout)
             if timeout is None or left < timeout:
                 timeout, frame_deadline = left, True
         if timeout is None:
@@ -260,8 +276,11 @@ class FrameReader:
                 return await self._reader.read(self._chunk_size)
         except TimeoutError:
             if frame_deadline and frame_timeout:
-                raise FrameTimeoutError(self._decoder.frame_bytes, frame_timeout) from None
+                raise self._timeout_error(frame_timeout) from None
             raise
+
+    def _timeout_error(self, frame_timeout: float) -> FrameTimeoutError:
+        return FrameTimeoutError(self._decoder.frame_bytes, frame_timeout, self._progress_rate)
 
     def _count(self) -> None:
         """Bring the budget up to date with the bytes the decoder holds."""
