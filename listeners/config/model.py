@@ -91,8 +91,9 @@ class MllpConfig:
     listeners: tuple[ListenerConfig, ...] = (ListenerConfig(),)
     max_frame_bytes: int = 10 * 1024 * 1024
     idle_timeout: float = 300.0
-    #: Seconds from a frame's start block to its end block; then the connection is closed
-    #: without an ACK (a peer trickling bytes defeats idle_timeout). 0 = no limit.
+    #: Seconds from a frame's start block to its end block, plus 1 s per 16 KiB received
+    #: (up to max_frame_bytes); then the connection is closed without an ACK (a peer
+    #: trickling bytes defeats idle_timeout). 0 = no limit.
     frame_timeout: float = 60.0
     #: Bytes of unfinished frames held by all MLLP connections together (each may hold
     #: up to max_frame_bytes); a frame going over it closes its connection without an ACK.
