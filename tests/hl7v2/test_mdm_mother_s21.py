@@ -147,4 +147,7 @@ def test_pid21_repetitions_are_identifiers_of_one_mother() -> None:
     national = "N9^^^ASIP-SANTE-INS-NIR&1.2.250.1.213.1.4.8&ISO^INS"
     [both] = _mothers(_resources(_a08_with_mother(f"{national}~{MOTHER}~{MOTHER}"))[1])
     assert both["id"] == alone["id"]
-    assert [i["value"] for i in both["identifier"]] == ["N9", "MERE-778"]
+    # The key (the MR) first, as Patient.j2 lists a patient's: the conditional modes
+    # search a RelatedPerson by its first identifier, and the mother's INS is the one
+    # every hospital's records of her hold (session 22).
+    assert [i["value"] for i in both["identifier"]] == ["MERE-778", "N9"]
