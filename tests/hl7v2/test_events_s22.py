@@ -296,3 +296,26 @@ def test_location_of_a_visit_not_begun_or_cancelled_is_not_active(
     (encounter,) = resources(bundle, "Encounter")
     assert encounter["status"] == status
     assert {entry["status"] for entry in encounter["location"]} == {location_status}
+
+
+# -- SIU: an appointment within a stay does not give the stay its status ---------------------
+@pytest.mark.parametrize(
+    ("event", "status", "patient_class", "expected"),
+    [
+        ("S15", _CANCELLED, "I", "in-progress"),
+        ("S12", "", "E", "in-progress"),
+        # An outpatient visit is the appointment's own: it keeps the appointment's status.
+        ("S15", _CANCELLED, "O", "cancelled"),
+        ("S12", "", "O", "planned"),
+    ],
+)
+def test_an_appointment_within_a_stay_does_not_give_the_stay_its_status(
+    converter: Converter, event: str, status: str, patient_class: str, expected: str
+) -> None:
+    # An S15 cancelling an examination booked during a hospitalization (PV1-19 the stay's
+    # visit number, PV1-2 I) wrote the stay's Encounter `cancelled`.
+    data = _siu(event, _PLACER, _FILLER, control=f"STAY-{event}-{patient_class}", status=status)
+    data = set_field(data, "PV1", 2, patient_class)
+    bundle, _ = convert_one(converter, data)
+    [encounter] = resources(bundle, "Encounter")
+    assert encounter["status"] == expected
