@@ -36,6 +36,8 @@ ROOTS = [
     "OUL_R22_lab-results",
     "PPR_PC1_add-problem",
     "REF_I12_referral",
+    "MDM_T02_discharge-summary",
+    "SIU_S12_new-appointment",
 ]
 VXU = (SAMPLES / "VXU_V04_immunization.hl7").read_bytes()
 
