@@ -319,3 +319,25 @@ def test_an_appointment_within_a_stay_does_not_give_the_stay_its_status(
     bundle, _ = convert_one(converter, data)
     [encounter] = resources(bundle, "Encounter")
     assert encounter["status"] == expected
+
+
+# -- DG1-4: the description is the code's text ------------------------------------------------
+def test_diagnosis_description_is_the_code_text(converter: Converter) -> None:
+    # IG DG1[Condition] row 4: DG1-4 → code.text. It was a note beside the coding.
+    data = (_SAMPLES / "ADT_A01_admission-full.hl7").read_bytes()
+    data = set_field(data, "DG1", 3, "I21.0^Infarctus antérieur^I10")
+    data = set_field(data, "DG1", 4, "Infarctus du myocarde antérieur aigu")
+    bundle, _ = convert_one(converter, data)
+    [condition] = [
+        c
+        for c in resources(bundle, "Condition")
+        if c["code"].get("coding", [{}])[0].get("code") == "I21.0"
+    ]
+    assert condition["code"]["text"] == "Infarctus du myocarde antérieur aigu"
+    assert "note" not in condition
+    # An original text (CWE.9) stays the text; the description is then kept as a note.
+    data = set_field(data, "DG1", 3, "I21.0^Infarctus antérieur^I10^^^^^^IDM antérieur")
+    bundle, _ = convert_one(converter, data)
+    [condition] = [c for c in resources(bundle, "Condition") if c["code"].get("text")]
+    assert condition["code"]["text"] == "IDM antérieur"
+    assert condition["note"] == [{"text": "Infarctus du myocarde antérieur aigu"}]
