@@ -29,24 +29,27 @@ message type and version are supported, store it durably, then acknowledge:
   stored again; the same MSH-10 on *different* content (a sender's counter reset) is a new
   message, stored and delivered, with a WARNING. The sender here is every HD component of
   MSH-3/MSH-4 (``Header.sender_identity``), while routes and ordering keep HD.1.
+
+This module decides what becomes of a frame and keeps its counts and log lines; whether a
+route converts the message is :mod:`.ingest_support`'s (shared with the AMQP intake), and
+what a sender is told of a stored message with ``ack_after = "delivery"`` is
+:mod:`.ingest_answers`'.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Mapping
 from typing import Any, Protocol
 
-from converter import ConversionError, ParseError, UnsupportedMessageError
-from converter.hl7v2 import Header, peek_header
-from converter.hl7v2.structure import StructureCatalog
-from converter.templates.routes import RouteTable
+from converter import ConversionError, ParseError
+from converter.hl7v2 import peek_header
 
-from .config import MllpConfig, RouteConfig, ServiceConfig
+from .config import MllpConfig, ServiceConfig
 from .errors import QueueError
+from .ingest_answers import DeliveryAnswers
+from .ingest_support import SupportChecker
 from .logs import describe_exception, log_fields
 from .metrics import Metrics
 from .mllp.ack import (
@@ -69,49 +72,6 @@ log = logging.getLogger("passerelle.ingest")
 
 #: Connections remembered as having sent an ACK (a WARNING for the first one only).
 _ACK_WARNED_MAX = 256
-
-
-class SupportChecker:
-    """Whether a route's converter has a root template for a message, without converting.
-
-    Uses the same route tables and version catalogs as the converter, so the listener's
-    AR and the converter's UnsupportedMessageError always agree.
-    """
-
-    def __init__(self, routes: Mapping[str, RouteConfig]) -> None:
-        self._catalog = StructureCatalog()
-        self._tables: dict[str, RouteTable] = {}
-        self._processing_ids = {name: route.processing_ids for name, route in routes.items()}
-        for name, route in routes.items():
-            config = route.converter.converter_config()
-            self._tables[name] = RouteTable.load(
-                "hl7v2", (*config.template_dirs, config.mappings_dir)
-            )
-
-    def event_types(self) -> set[str]:
-        """The events some route converts (``ADT^A01``…), for the metrics' labels."""
-        return {key for table in self._tables.values() for key in table.events}
-
-    def check(self, route: str, header: Header) -> None:
-        """Raise UnsupportedMessageError (HL7 error 200/201/203) when not convertible, or
-        (202) when the route does not take the message's processing id (MSH-11)."""
-        accepted = self._processing_ids.get(route, ())
-        if accepted and header.processing_id not in accepted:
-            # A training or debugging message reaching a production route would land in
-            # the production FHIR server as real patient data.
-            raise UnsupportedMessageError(
-                f"processing id {header.processing_id or '(empty)'!r} not accepted by route "
-                f"{route!r} (accepts {', '.join(accepted)})",
-                location="MSH-11",
-                control_id=header.control_id or None,
-                message_type=header.message_type or None,
-                hl7_error_code="202",
-            )
-        catalog = self._catalog.version(header.version)
-        structure = catalog.structure_for(header.structure, header.event) or header.event.replace(
-            "^", "_"
-        )
-        self._tables[route].resolve(header.event, structure)
 
 
 class IngestQueue(Protocol):
@@ -145,6 +105,7 @@ class Ingestor:
         self._support = support
         self._metrics = metrics
         self._acks = acks or AckBuilder(default_charset=config.converter.charset)
+        self._answers = DeliveryAnswers(config.mllp, queue, workers)
         # (listener, connection id) of the connections that sent an ACK, oldest first.
         self._ack_warned: dict[tuple[str, int], None] = {}
 
@@ -215,7 +176,6 @@ class Ingestor:
             return self._ack(listener, raw_header, rejection)
         try:
             header = peek_header(payload)
-            _one_message(payload)
         except ParseError as exc:
             outcome = AckOutcome.from_error(exc)
             self._metrics.received.labels(listener, "unreadable").inc()
@@ -286,8 +246,8 @@ class Ingestor:
                 "retransmission acknowledged again, not stored",
                 extra=fields | log_fields(seq=stored.seq),
             )
-            if self._answers_delivery(raw_header):
-                outcome = await self._duplicate_outcome(stored.seq, fields)
+            if self._answers.waits_for_delivery(raw_header):
+                outcome = await self._answers.retransmitted(stored.seq, fields)
                 return self._ack(listener, raw_header, outcome, payload)
             return self._ack(listener, raw_header, AckOutcome.accept(), payload)
         if stored.control_id_reused:
@@ -304,8 +264,8 @@ class Ingestor:
                 seq=stored.seq, duration_ms=round((time.perf_counter() - started) * 1000, 2)
             ),
         )
-        if self._answers_delivery(raw_header):
-            outcome = await self._delivery_outcome(stored.seq, fields)
+        if self._answers.waits_for_delivery(raw_header):
+            outcome = await self._answers.delivered(stored.seq, fields)
             return self._ack(listener, raw_header, outcome, payload)
         return self._ack(listener, raw_header, AckOutcome.accept(), payload)
 
@@ -314,58 +274,6 @@ class Ingestor:
         with the AMQP consumer's refused puts, so one alert covers every intake."""
         self._metrics.queue_write_failures.labels("put").inc()
         log.exception("storing the message failed; closing without ACK", extra=fields)
-
-    def _answers_delivery(self, header: MessageHeader) -> bool:
-        """Whether the ACK waits for the delivery (``ack_after = "delivery"``). Original
-        mode only: an enhanced-mode ACK is an accept ACK, about the commit (table 0008: CA
-        committed, CE not committed), so it is sent once the message is stored; a CE for a
-        stored message would make the sender send it again, and each resend wait again."""
-        return self._mllp.ack_after == "delivery" and not header.enhanced_mode
-
-    async def _delivery_outcome(self, seq: int, fields: dict[str, object]) -> AckOutcome:
-        assert self._workers is not None, 'ack_after = "delivery" needs local workers'
-        try:
-            outcome = await asyncio.wait_for(
-                self._workers.wait_for(seq), timeout=self._mllp.delivery_ack_timeout
-            )
-        except TimeoutError:
-            log.warning("delivery not confirmed in time", extra=fields)
-            return AckOutcome.error(
-                "207", "delivery not confirmed in time; the message is stored and will be delivered"
-            )
-        if outcome.delivered:
-            return AckOutcome.accept()
-        return AckOutcome.error(
-            outcome.hl7_error_code,
-            outcome.diagnostics[:200],
-            location=ErrorLocation.parse(outcome.location),
-        )
-
-    async def _duplicate_outcome(self, seq: int, fields: dict[str, object]) -> AckOutcome:
-        """ack_after="delivery": a retransmission gets the answer the original will get —
-        waited for while it is still on its way, AE again when it ended as a dead letter
-        (an AA would tell the sender it was delivered), AA once it was delivered."""
-        try:
-            state = await asyncio.to_thread(self._queue.state, seq)
-            if state in ("pending", "inflight"):
-                return await self._delivery_outcome(seq, fields)
-            letter = await asyncio.to_thread(self._queue.get_dead_letter, seq)
-        except QueueError:
-            letter = None
-        if letter is None:
-            return AckOutcome.accept()
-        error = letter.error
-        issues = (error.get("outcome") or {}).get("issue") or []
-        texts = [str(i.get("diagnostics") or i.get("code")) for i in issues if isinstance(i, dict)]
-        text = "; ".join(texts) or f"{error.get('kind', 'error')}: {error.get('reason', '')}"
-        code = str(error.get("hl7_error_code") or "207")
-        # The original's AE named the place (ERR-2 ``PID^1^5``): the retransmission's does too.
-        location = error.get("location")
-        return AckOutcome.error(
-            code if code.isdigit() else "207",
-            text[:200],
-            location=ErrorLocation.parse(location if isinstance(location, str) else None),
-        )
 
     async def _store_dead_letter(
         self,
@@ -395,7 +303,7 @@ class Ingestor:
             self._refused(fields)
             return None
         log.warning("unsupported message accepted as a dead letter", extra=fields)
-        if self._answers_delivery(raw_header):
+        if self._answers.waits_for_delivery(raw_header):
             # Stored, but never to be delivered: an AA would say the server has it.
             return self._ack(
                 envelope.listener,
@@ -451,27 +359,6 @@ class Ingestor:
             self._metrics.acknowledged, listener, outcome.code.for_mode(header.enhanced_mode).value
         ).inc()
         return build_reply(self._acks, header, outcome, payload)
-
-
-def _one_message(payload: bytes) -> None:
-    """An MLLP block holds one message. Two would get one ACK naming the first: the
-    second's control id never acknowledged, its failure never reported, its resend never
-    recognised. ParseError (AR 100, segment sequence error) naming the second MSH."""
-    start = payload.find(b"MSH")
-    if start < 0 or len(payload) < start + 4:
-        return
-    separator = payload[start + 3 : start + 4]
-    for line_end in (b"\r", b"\n"):
-        found = payload.find(line_end + b"MSH" + separator, start)
-        if found >= 0:
-            before = payload[:found].replace(b"\r\n", b"\r").replace(b"\n", b"\r")
-            segment = before.count(b"\r") + 2
-            raise ParseError(
-                f"one message per MLLP block: a second MSH at segment {segment} (send batches"
-                " and multi-message files with passerelle convert or POST /convert)",
-                location="MSH",
-                hl7_error_code="100",  # segment sequence error
-            )
 
 
 def _complete_fields(head: bytes) -> bytes:
