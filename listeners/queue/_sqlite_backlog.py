@@ -1,6 +1,7 @@
 """What ``/metrics`` and ``/ready`` show of the SQLite queue besides its depth: how long
 the oldest message not yet delivered has waited, how many dead letters are kept, and
-whether received messages are being refused (:class:`StoreFailures`).
+whether received messages are being refused or stored ones cannot be claimed for
+delivery (:class:`StoreFailures`).
 
 Read on a short read-only connection of its own, off the writer thread (a scan there
 would delay the commits that ACKs wait for). The oldest waiting message is the head of
@@ -55,16 +56,26 @@ def read_backlog(path: Path, *, busy_timeout_ms: int = 10_000) -> Backlog:
 
 
 class StoreFailures:
-    """Whether received messages are being refused by the queue (a full disk, a read-only
-    volume, an I/O error): the senders get no ACK, so ``/ready`` must say so. Before, it
-    stayed green — a read succeeds on a full disk — while every message was refused.
+    """Whether the queue refuses a kind of write (a full disk, a read-only volume, an I/O
+    error): received messages (the senders get no ACK) or the claims that feed the
+    delivery workers (nothing is delivered), so ``/ready`` must say so. Before, it stayed
+    green — a read succeeds on a full disk — while every message was refused, or while a
+    due message waited unclaimed with only an ERROR line a second to show for it.
 
-    Cleared by the next message stored, or by a probe write (:meth:`SqliteQueue.
+    Cleared by the next such write that commits, or by a probe write (:meth:`SqliteQueue.
     store_problem`) that commits: a readiness probe that stayed red until a message came
     would take the service out of its load balancer, and no message would ever come."""
 
-    def __init__(self, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float],
+        *,
+        doing: str = "storing received messages",
+        counted: str = "refused, no ACK sent",
+    ) -> None:
         self._clock = clock
+        self._doing = doing
+        self._counted = counted
         self.since: float | None = None
         self.count = 0
         self.reason = ""
@@ -83,8 +94,8 @@ class StoreFailures:
             return None
         seconds = max(0.0, self._clock() - self.since)
         return (
-            f"storing received messages failing for {seconds:.0f}s ({self.count} refused,"
-            f" no ACK sent): {self.reason}"
+            f"{self._doing} failing for {seconds:.0f}s ({self.count} {self._counted}):"
+            f" {self.reason}"
         )
 
 

@@ -1,9 +1,10 @@
 """The SQLite queue's service lock: one running service per queue file.
 
-An exclusive, non-blocking ``flock`` on ``<file>.lock`` (private mode), held from
-``SqliteQueue.start()`` to ``close()``. The dead-letter CLI does not take it: it works
-beside a running service through its own short transactions. Without ``fcntl``
-(Windows) the file is still created but nothing is locked.
+An exclusive, non-blocking ``flock`` on ``<file>.lock`` (private mode; beside the file a
+symlink names, if it is one), held from ``SqliteQueue.start()`` to ``close()``. The
+dead-letter CLI does not take it: it works beside a running service through its own
+short transactions. Without ``fcntl`` (Windows) the file is still created but nothing is
+locked.
 """
 
 from __future__ import annotations
@@ -39,6 +40,11 @@ class ServiceLock:
         lock_path = self.path.with_name(self.path.name + ".lock")
         try:
             make_private_dirs(self.path.parent)
+            # Beside the file itself, symlinks resolved: two services given two names of
+            # one queue file (a symlink to it) took one lock each and ran on it together,
+            # each putting the other's messages in flight back to pending at its start.
+            target = self.path.resolve()
+            lock_path = target.with_name(target.name + ".lock")
             fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
             restrict_file(lock_path)
         except OSError as exc:

@@ -143,11 +143,27 @@ MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
+#: SQLite's extended codes of an I/O error that mean the volume had no room for a file to
+#: grow: the WAL index (``-shm``, grown with the WAL, and created at every start).
+_NO_ROOM = frozenset({"SQLITE_IOERR_SHMSIZE"})
+
+
 def storage_error(exc: BaseException, doing: str) -> QueueError:
-    """A :class:`QueueError` for a storage failure (SQLite messages carry no content)."""
+    """A :class:`QueueError` for a storage failure (SQLite messages carry no content).
+
+    SQLite says "disk I/O error" for a failing disk and for a full one alike (the service
+    then would not start, or refused every message, with the operator looking for a
+    hardware fault): its extended code is added, and what it means when it is the want
+    of room."""
     if isinstance(exc, QueueError):
         return exc
     detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    name = getattr(exc, "sqlite_errorname", None) if isinstance(exc, sqlite3.Error) else None
+    if isinstance(name, str) and name.startswith("SQLITE_IOERR"):
+        detail += f" ({name}"
+        if name in _NO_ROOM:
+            detail += ": the -shm file could not grow; is the volume full?"
+        detail += ")"
     return QueueError(f"queue storage failed while {doing}: {detail}")
 
 

@@ -11,7 +11,8 @@ Design
 * **Ordering.** Each ordering key's oldest ``pending``/``inflight`` row carries
   ``head = 1``; only pending heads that are due are claimable, through a partial index, so
   a claim costs O(limit · log n) whatever the backlog. A message waiting for its retry is
-  still its key's head, so later messages of the key wait behind it.
+  still its key's head, so later messages of the key wait behind it (no longer when
+  the wall clock is stepped back: :mod:`._sqlite_clock`).
 * **Dead letters do not block their key.** ``dead_letter()`` passes the head to the key's
   next message: one unprocessable message must not stop a patient's feed forever; the
   operator sees it in ``passerelle dead-letters``. Every writer keeps the ``head``
@@ -39,12 +40,13 @@ Design
 * **Dead-letter administration** (:mod:`._sqlite_dead_letters`, which these methods
   delegate to): synchronous, own short connection and short transactions, so the CLI
   may use it while the service runs.
-* **Retention.** Dead letters hold patients' messages: the writer thread deletes those
-  that failed more than ``dead_letter_retention`` seconds ago (30 days by default, None:
-  never), in chunks between the batches it commits, as it prunes delivered rows. Every
-  connection sets ``secure_delete``: what is deleted is overwritten, not left in free
-  pages; and the maintenance empties the WAL (a TRUNCATE checkpoint that never waits),
-  whose old frames and not yet checkpointed pages would keep delivered messages.
+* **Retention** (:mod:`._sqlite_maintenance`). Dead letters hold patients' messages: the
+  writer thread deletes those that failed more than ``dead_letter_retention`` seconds ago
+  (30 days by default, None: never), in chunks between the batches it commits, as it
+  prunes delivered rows. Every connection sets ``secure_delete``: what is deleted is
+  overwritten, not left in free pages; and the maintenance empties the WAL (a TRUNCATE
+  checkpoint that never waits), whose old frames and not yet checkpointed pages would
+  keep delivered messages.
 """
 
 from __future__ import annotations
@@ -58,10 +60,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import QueueError
 from ._sqlite_backlog import Backlog, StoreFailures, probe_write, read_backlog
-from ._sqlite_dead_letters import SQLITE_MAX_INT, DeadLetters, expire
+from ._sqlite_clock import ClockSteps
+from ._sqlite_dead_letters import SQLITE_MAX_INT, DeadLetters
 from ._sqlite_heads import ACTIVE as _ACTIVE
 from ._sqlite_heads import key_busy, promote, transaction
 from ._sqlite_lock import ServiceLock
+from ._sqlite_maintenance import Maintenance
 from ._sqlite_rows import ENVELOPE_COLUMNS, envelope_from_row, error_text
 from ._sqlite_schema import connect, storage_error
 from ._sqlite_writer import Operation, Writer
@@ -92,7 +96,7 @@ _DUPLICATE_SQL = (
 )
 # Only when _DUPLICATE_SQL found nothing: was the control id used for another message?
 _REUSED_SQL = "SELECT 1 FROM messages WHERE sender_id = ? AND control_id = ? AND stored_at >= ?"
-_PRUNE_BATCH = 5000
+#: Seconds between two maintenance steps with nothing left to do (:meth:`SqliteQueue._maintain`).
 _MAINTENANCE_INTERVAL = 60.0
 
 
@@ -117,15 +121,25 @@ class SqliteQueue:
         letters were deleted for it (a metric)."""
         self.path = Path(path)
         self._window = duplicate_window_hours * 3600.0
-        self._retention = dead_letter_retention
-        self._on_expired = on_expired
-        #: Dead letters deleted by the retention since the queue was created.
-        self.dead_letters_expired = 0
         self._clock = clock
         self._busy_timeout_ms = busy_timeout_ms
         self._log = logging.getLogger("passerelle.queue")
+        self._maintenance = Maintenance(
+            clock=clock,
+            window=self._window,
+            retention=dead_letter_retention,
+            busy_timeout_ms=busy_timeout_ms,
+            on_expired=on_expired,
+            logger=self._log,
+        )
         self._lock = ServiceLock(self.path)
+        self._clock_steps = ClockSteps(self._log)
         self._store_failures = StoreFailures(clock)
+        self._claim_failures = StoreFailures(
+            clock,
+            doing="claiming stored messages for delivery",
+            counted="claims failed, nothing delivered meanwhile",
+        )
         self._dead_letters = DeadLetters(
             self.path, busy_timeout_ms=busy_timeout_ms, clock=clock, logger=self._log
         )
@@ -149,6 +163,11 @@ class SqliteQueue:
     def rows_committed(self) -> int:
         """Messages made durable by those transactions."""
         return self._writer.rows_committed
+
+    @property
+    def dead_letters_expired(self) -> int:
+        """Dead letters deleted by the retention since the queue was created."""
+        return self._maintenance.expired
 
     # -- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
@@ -198,23 +217,35 @@ class SqliteQueue:
         return result
 
     async def store_problem(self) -> str | None:
-        """Why received messages are refused (for ``/ready``), or None. After a refusal,
-        each call writes 64 KiB and deletes them in one commit: once that commits (room
-        again on the disk), the problem is over even if no message came meanwhile."""
-        if self._store_failures.problem() is None:
-            return None
-        try:
-            await self._submit(probe_write)
-        except QueueError:
-            return self._store_failures.problem()
-        self._store_failures.stored()
-        return None
+        """Why received messages are refused, or stored ones not claimed for delivery
+        (for ``/ready``), or None. After a refusal, each call writes 64 KiB and deletes
+        them in one commit: once that commits (room again on the disk), the refusal is
+        over even if no message came meanwhile. A failed claim lasts until a claim
+        commits: the workers try again every second."""
+        problems = [self._claim_failures.problem()]
+        if self._store_failures.problem() is not None:
+            try:
+                await self._submit(probe_write)
+            except QueueError:
+                problems.insert(0, self._store_failures.problem())
+            else:
+                self._store_failures.stored()
+        return "; ".join(p for p in problems if p) or None
 
     async def claim(self, limit: int) -> list[Job]:
         """Up to ``limit`` due heads of their keys, made ``inflight`` (attempts + 1)."""
         if limit <= 0:
             return []
-        return await self._submit(lambda conn: (self._claim(conn, limit), 0))
+        try:
+            jobs = await self._submit(lambda conn: (self._claim(conn, limit), 0))
+        except QueueError as exc:
+            # The workers only log it and try again: without this, /ready stayed green
+            # while a due message could not be claimed (a full disk on a quiet night).
+            self._claim_failures.failed(exc)
+            self._clock_steps.rolled_back()
+            raise
+        self._claim_failures.stored()
+        return jobs
 
     async def complete(self, seq: int) -> None:
         """Delivered: the key's next message becomes claimable. Unknown seq: no-op."""
@@ -376,6 +407,7 @@ class SqliteQueue:
 
     def _claim(self, conn: sqlite3.Connection, limit: int) -> list[Job]:
         now = self._clock()
+        self._clock_steps.follow(conn, now)  # a clock stepped back delays no retry
         rows = conn.execute(_CLAIM_SQL, (now, limit)).fetchall()
         conn.executemany(
             "UPDATE messages SET state = 'inflight', attempts = attempts + 1, updated_at = ?"
@@ -417,16 +449,7 @@ class SqliteQueue:
         return True
 
     def _prune(self, conn: sqlite3.Connection, limit: int | None) -> int:
-        cutoff = self._clock() - self._window
-        if limit is None:
-            return conn.execute(
-                "DELETE FROM messages WHERE state = 'done' AND stored_at < ?", (cutoff,)
-            ).rowcount
-        return conn.execute(
-            "DELETE FROM messages WHERE seq IN (SELECT seq FROM messages"
-            " WHERE state = 'done' AND stored_at < ? LIMIT ?)",
-            (cutoff, limit),
-        ).rowcount
+        return self._maintenance.prune(conn, limit)
 
     # -- plumbing -----------------------------------------------------------------------
     async def _submit(self, op: Operation[T], size: int = 0) -> T:
@@ -456,49 +479,9 @@ class SqliteQueue:
         return conn
 
     def _maintain(self, conn: sqlite3.Connection) -> float:
-        """Prune one batch of expired delivered rows and delete one chunk of dead letters
-        past their retention; returns seconds until the next time (0: more to do, after
-        the batches waiting meanwhile)."""
-        with transaction(conn):
-            pruned = self._prune(conn, _PRUNE_BATCH)
-        expired, more = 0, False
-        if self._retention is not None:
-            with transaction(conn):
-                expired, more = expire(conn, self._clock() - self._retention)
-            if expired:
-                self._expired(expired)
-        if more or pruned >= _PRUNE_BATCH:
-            return 0.0
-        self._checkpoint(conn)
-        return _MAINTENANCE_INTERVAL
-
-    def _checkpoint(self, conn: sqlite3.Connection) -> None:
-        """Copy the WAL into the file and empty it. Until then a delivered or deleted
-        message stays readable: its old pages in the file (the zeroed ones are still in
-        the WAL) and in WAL frames not yet overwritten — for days on a quiet feed, and in
-        every copy of the files. Never waits: busy (a reader), it is tried next time."""
-        conn.execute("PRAGMA busy_timeout = 0")
-        try:
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-        finally:
-            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
-
-    def _expired(self, count: int) -> None:
-        self.dead_letters_expired += count
-        # Counts and the setting only: which messages they were is patient data.
-        self._log.info(
-            "dead letters older than queue.dead_letter_retention deleted",
-            extra={
-                "count": count,
-                "retention_days": round((self._retention or 0.0) / 86400, 3),
-                "event": "dead_letters_expired",
-            },
-        )
-        if self._on_expired is not None:
-            try:
-                self._on_expired(count)
-            except Exception:  # a metric must not stop the writer's maintenance
-                self._log.warning("counting expired dead letters failed", exc_info=True)
+        """The writer's housekeeping (:mod:`._sqlite_maintenance`): one step; returns
+        seconds until the next one (0: more to do, after the batches waiting meanwhile)."""
+        return 0.0 if self._maintenance.step(conn) else _MAINTENANCE_INTERVAL
 
 
 def _depth(conn: sqlite3.Connection) -> int:
