@@ -238,7 +238,8 @@ class Metrics:
             "Writes the service's queue refused (disk full, I/O error, locked file): outcomes"
             " of deliveries (operation complete, retry_later, dead_letter; retried in place)"
             " and received messages (put: the MLLP listener's, no ACK sent, the sender sends"
-            " again; the AMQP consumer's in mode commit, retried in place)",
+            " again; the AMQP consumer's in mode commit, retried in place); claims of stored"
+            " messages for delivery (claim: retried every second)",
             ["operation"],
             registry=registry,
         )

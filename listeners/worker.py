@@ -171,6 +171,7 @@ class DeliveryWorkers:
         return self._outcomes.problem()
 
     async def _claim_loop(self) -> None:
+        failing = 0
         while not self._stopping:
             self._dispatch()
             free = self._config.workers - len(self._running)
@@ -178,10 +179,25 @@ class DeliveryWorkers:
             if free > 0:
                 try:
                     jobs = await self._queue.claim(free)
-                except Exception:
-                    log.exception("claiming work from the queue failed")
+                except Exception as exc:
+                    self._metrics.queue_write_failures.labels("claim").inc()
+                    # One ERROR per run of failures, not one a second for the hours a
+                    # full disk may last (/ready says it meanwhile: the queue's problem).
+                    failing += 1
+                    log.log(
+                        logging.ERROR if failing == 1 else logging.DEBUG,
+                        "claiming work from the queue failed: %s; retried every second",
+                        describe_exception(exc),
+                        extra=log_fields(failures=failing),
+                    )
                     await asyncio.sleep(1.0)
                     continue
+                if failing:
+                    log.info(
+                        "claiming work from the queue works again",
+                        extra=log_fields(failures=failing),
+                    )
+                    failing = 0
             for job in jobs:
                 await self._waiting.admit(job, self._destination_of(job.envelope.route))
             if not jobs:

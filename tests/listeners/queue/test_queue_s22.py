@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import subprocess
 import sys
@@ -71,10 +72,13 @@ def test_claims_refused_by_the_queue_are_its_problem_until_a_claim_commits(
     run(tmp_path, body, clock=clock)
 
 
-def test_ready_is_red_while_stored_messages_cannot_be_claimed(tmp_path: Path) -> None:
+def test_ready_is_red_while_stored_messages_cannot_be_claimed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """The running service: a message stored and due, its claims refused (disk full), no
     message coming in. /ready says why nothing is delivered; once there is room again the
     message is delivered and /ready is green."""
+    caplog.set_level(logging.DEBUG, logger="passerelle.delivery")
     with running(make_config(tmp_path)) as service:
         store = service.service.queue
         assert isinstance(store, SqliteQueue)
@@ -105,9 +109,26 @@ def test_ready_is_red_while_stored_messages_cannot_be_claimed(tmp_path: Path) ->
         check = ready().json()["checks"]["queue"]
         assert "claiming stored messages for delivery failing" in check, check
         assert "S22-CLAIM-1" not in check and "APP^FAC" not in check
+        # Counted as the queue's refused writes; one ERROR for the run, not one a second.
+        wait_until(
+            lambda: (
+                service.metrics().value("passerelle_queue_write_failures_total", operation="claim")
+                >= 3
+            ),
+            timeout=20,
+            what="three refused claims counted",
+        )
         service.call(store._submit(_claims_refused(False)))
         service.drained(timeout=30)
         assert ready().status_code == 200, ready().text
+    errors = [
+        r
+        for r in caplog.records
+        if r.getMessage().startswith("claiming work from the queue failed")
+    ]
+    assert [r.levelno for r in errors][:1] == [logging.ERROR], errors
+    assert all(r.levelno == logging.DEBUG for r in errors[1:]), errors
+    assert any(r.getMessage() == "claiming work from the queue works again" for r in caplog.records)
 
 
 # -- a full volume is named as such ----------------------------------------------------------
