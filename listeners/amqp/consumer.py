@@ -24,7 +24,9 @@ are re-published to a retry queue whose TTL sends them back to the main queue la
 exchange. A message whose outcome could not be published (broker trouble) is returned to
 the queue (``nack``) after a pause, and a connection lost before the ack means the broker
 delivers it again: at least once, made harmless by idempotent bundles (and, in mode
-"commit" with SQLite, by the duplicate window).
+"commit" with SQLite, by the duplicate window). In mode "commit", a message stored whose
+ack the lost connection swallowed is recognised when the broker delivers it again
+(:mod:`.redeliveries`), with or without a control id: acked, not stored twice.
 
 Messages with the same ordering key (sender + patient) are handled one after the other in
 the order they arrived on this consumer. Retries through the TTL queue do put a message
@@ -70,6 +72,7 @@ from .broker import ConfirmedPublisher, connect, describe, is_connected
 from .envelope import AmqpEnvelope
 from .intake import IntakeOrder, read_envelope
 from .ordering import KeyChains, StoreInPlace, channel_gone
+from .redeliveries import StoredUnacked, put_remembered
 from .settling import REQUEUE_PAUSE, Settler, message_fields
 from .topology import declare_dead_letters, declare_ingress
 
@@ -125,6 +128,7 @@ class AmqpConsumer:
             StoreInPlace(store, metrics, self._stop_requested) if store is not None else None
         )
         self._inflight: set[asyncio.Task[Any]] = set()
+        self._stored_unacked = StoredUnacked()
         # Read at each scrape: 0 while the robust connection is being re-established.
         metrics.amqp_connected.labels("consumer").set_function(
             lambda: float(is_connected(self._connection))
@@ -301,7 +305,19 @@ class AmqpConsumer:
         started = time.perf_counter()
         self._metrics.received.labels(self._listener, envelope.message_type or "unknown").inc()
         assert self._store is not None
-        stored = await self._store.put(message, envelope, fields)
+        if self._stored_unacked.take(message):
+            # Stored by this consumer, but its ack was lost with the connection: the same
+            # message again, not a new one (without a control id nothing else tells).
+            self._metrics.duplicates.labels(self._listener).inc()
+            log.info(
+                "redelivered after it was stored (its ack was lost with the connection);"
+                " acknowledged, not stored again",
+                extra=fields | log_fields(event="redelivered_stored"),
+            )
+            if not await self._settler.settle(message):
+                self._stored_unacked.remember(message)
+            return True
+        stored = await put_remembered(self._store, self._stored_unacked, message, envelope, fields)
         if stored is None:
             await self._settler.settle(message, requeue=True)
             return False
@@ -330,7 +346,8 @@ class AmqpConsumer:
                     seq=stored.seq, duration_ms=round((time.perf_counter() - started) * 1000, 2)
                 ),
             )
-        await self._settler.settle(message)
+        if not await self._settler.settle(message):
+            self._stored_unacked.remember(message)
         return True
 
     async def _deliver(self, message: AbstractIncomingMessage, envelope: AmqpEnvelope) -> None:
@@ -349,6 +366,20 @@ class AmqpConsumer:
             # not returned to the queue's head for ever.
             log.warning("conversion process died during the conversion; will retry", extra=fields)
             failure = TransientDeliveryError("conversion process died")
+            await self._settler.retry(message, failure, destination, message_type, fields)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # What else the pool raises — MemoryError, which the converter lets through
+            # ("memory may come back"), a pool shut down under it — was returned to the
+            # queue's head every second for ever: counted like a dead process instead
+            # (max_attempts, then a dead letter). The type only: never the text.
+            log.warning(
+                "conversion failed unexpectedly; will retry",
+                extra=fields | log_fields(error_kind=type(exc).__name__),
+            )
+            failure = TransientDeliveryError(f"conversion raised {type(exc).__name__}")
             await self._settler.retry(message, failure, destination, message_type, fields)
             return
         if isinstance(outcome, ConversionFailure):

@@ -206,8 +206,9 @@ class Settler:
         message: AbstractIncomingMessage,
         *,
         requeue: bool | None = None,
-    ) -> None:
-        """Ack (or nack with requeue); a lost channel means the broker redelivers."""
+    ) -> bool:
+        """Ack (or nack with requeue); False when that could not be sent (a lost channel:
+        the broker delivers the message again)."""
         try:
             if requeue is None:
                 await message.ack()
@@ -219,6 +220,8 @@ class Settler:
                 extra=message_fields(self._listener, message)
                 | log_fields(error_kind=type(exc).__name__),
             )
+            return False
+        return True
 
     def attempts(self, message: AbstractIncomingMessage) -> int:
         """Deliveries already tried, as counted in the message's headers."""
