@@ -4,7 +4,7 @@
 [--timeout S]`` splits the files into messages (batches, CRLF and BOMs handled), sends
 them one at a time on one connection, prints each ACK and a summary. Exit status: 0 when
 every message got AA/CA, 1 when any got AE/AR/CE/CR, no ACK or a mismatched MSA-2, 2 on
-usage errors (nothing is sent then).
+usage errors (nothing is sent then), 130 on Ctrl-C (after saying how far the run went).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import TextIO
@@ -47,6 +47,8 @@ __all__ = [
 ]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+#: Ctrl-C: 128 + SIGINT, as ``passerelle convert``.
+EXIT_INTERRUPTED = 130
 
 
 class MllpClientError(ServiceError):
@@ -193,7 +195,8 @@ def add_send_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         help="send HL7 v2 files to an MLLP server and print the ACKs",
         description="Send the messages of HL7 v2 files (batch files and folders too; '-' "
         "reads stdin) over MLLP, one at a time, printing each ACK. Exit status: 0 when "
-        "every message got AA/CA, 1 otherwise, 2 on usage errors.",
+        "every message got AA/CA, 1 otherwise, 2 on usage errors, 130 on Ctrl-C (after "
+        "naming the message left waiting for its ACK).",
     )
     send.add_argument("paths", nargs="+", metavar="FILE")
     send.add_argument("--host", default="127.0.0.1", help="server (default 127.0.0.1)")
@@ -216,7 +219,11 @@ def add_send_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         metavar="S",
         help="seconds to wait for connecting and for each ACK (default 30)",
     )
-    send.add_argument("--quiet", action="store_true", help="print only the summary")
+    send.add_argument(
+        "--quiet",
+        action="store_true",
+        help="print only the summary and the messages not accepted (without their ACK)",
+    )
     send.set_defaults(handler=run_send)
 
 
@@ -248,7 +255,35 @@ def run_send(
         print(f"passerelle send: {exc}", file=err)
         return EXIT_USAGE
     client = MllpClient(args.host, args.port, ssl_context=context, timeout=args.timeout)
-    return asyncio.run(_send_all(client, messages, out, err, quiet=bool(args.quiet)))
+    progress = _Progress(total=len(messages))
+    try:
+        asyncio.run(_send_all(client, messages, progress, out, err, quiet=bool(args.quiet)))
+    except KeyboardInterrupt:
+        # Ctrl-C: say how far the run went, or the whole file is sent again and every
+        # message the server already took arrives twice.
+        print(f"interrupted after {progress.done} of {progress.total} messages", file=err)
+        if progress.in_flight is not None:
+            sent = progress.in_flight
+            line = f"{sent.label} MSH-10 {sent.control_id}: sent, no ACK yet (it may be stored)"
+            print(printable(line), file=err)
+        _print_summary(progress, client, err)
+        return EXIT_INTERRUPTED
+    _print_summary(progress, client, err)
+    return EXIT_OK if progress.failed == 0 else EXIT_FAILED
+
+
+@dataclass(slots=True)
+class _Progress:
+    """What a run has done so far, kept outside its event loop: Ctrl-C cancels the loop,
+    and the summary is still printed from it."""
+
+    total: int
+    done: int = 0
+    #: Messages written to a connection (not those it could not be opened for).
+    sent: int = 0
+    failed: int = 0
+    in_flight: _Outgoing | None = None
+    codes: Counter[str] = field(default_factory=Counter)
 
 
 #: How long to listen for an ACK that MSH-15 (ER, SU) says may not come.
@@ -256,71 +291,117 @@ _SILENCE_WAIT = 2.0
 
 
 async def _send_all(
-    client: MllpClient, messages: Sequence[_Outgoing], out: TextIO, err: TextIO, *, quiet: bool
-) -> int:
-    codes: Counter[str] = Counter()
-    failed = 0
+    client: MllpClient,
+    messages: Sequence[_Outgoing],
+    progress: _Progress,
+    out: TextIO,
+    err: TextIO,
+    *,
+    quiet: bool,
+) -> None:
     try:
         for message in messages:
-            started = time.perf_counter()
-            # Enhanced mode: MSH-15 says whether an accept ACK will come at all.
-            accept = read_header(message.payload).accept_ack_type
-            if accept == "NE":
-                await client.send_only(message.payload)
-                codes["sent (NE: no ACK)"] += 1
-                continue
-            try:
-                wait = (
-                    min(client.timeout or _SILENCE_WAIT, _SILENCE_WAIT)
-                    if accept in ("ER", "SU")
-                    else None
-                )
-                reply = await client.send(message.payload, timeout=wait)
-            except TimeoutError:
-                if accept == "ER":  # acknowledged only on error: silence is success
-                    codes["accepted (ER: no ACK)"] += 1
-                    continue
-                codes["timeout"] += 1
-                failed += 1
-                line = f"{message.label}: no ACK within {wait or client.timeout:g}s"
-                print(printable(line), file=err)
-                continue
-            except (OSError, MllpClientError) as exc:
-                codes["no ACK"] += 1
-                failed += 1
-                print(printable(f"{message.label}: no ACK ({_error_text(exc)})"), file=err)
-                continue
-            elapsed = (time.perf_counter() - started) * 1000
-            info = parse_ack(reply)
-            code = info.code or "no MSA"
-            codes[code] += 1
-            problem = ""
-            # MSA-2 holds MSH-10's control bytes as \Xhh\ (raw, they could break framing).
-            if info.acknowledged_id != message.control_id and (
-                info.header.encoding.unescape(info.acknowledged_id) != message.control_id
-            ):
-                problem = f" — MSA-2 {info.acknowledged_id!r} does not match MSH-10"
-            if not info.success or problem:
-                failed += 1
-            if not quiet:
-                heading = (
-                    f"# {message.label} MSH-10 {message.control_id}: {code} in "
-                    f"{elapsed:.1f} ms{problem}"
-                )
-                print(printable(heading), file=out)
-                # The ACK is the server's text: its control characters are shown escaped.
-                for segment in info.segments:
-                    print(printable(segment), file=out)
-                print(file=out)
+            await _send_one(client, message, progress, out, err, quiet=quiet)
+            progress.in_flight = None
+            progress.done += 1
     finally:
         await client.close()
-    summary = ", ".join(f"{name} {count}" for name, count in sorted(codes.items()))
+
+
+async def _send_one(
+    client: MllpClient,
+    message: _Outgoing,
+    progress: _Progress,
+    out: TextIO,
+    err: TextIO,
+    *,
+    quiet: bool,
+) -> None:
+    codes = progress.codes
+    started = time.perf_counter()
+    try:
+        await client.connect()
+    except (OSError, TimeoutError) as exc:  # refused, unreachable, TLS refused, no answer
+        # Not sent at all: said apart from "no ACK", where the server may have stored it.
+        codes["not sent"] += 1
+        progress.failed += 1
+        why = (
+            f"no connection within {client.timeout:g}s"
+            if isinstance(exc, TimeoutError)
+            else _error_text(exc)
+        )
+        print(printable(f"{message.label}: no ACK: not sent ({why})"), file=err)
+        return
+    progress.sent += 1
+    progress.in_flight = message
+    # Enhanced mode: MSH-15 says whether an accept ACK will come at all.
+    accept = read_header(message.payload).accept_ack_type
+    if accept == "NE":
+        try:
+            await client.send_only(message.payload)
+        except (OSError, TimeoutError) as exc:  # the connection dropped while writing
+            codes["send failed"] += 1
+            progress.failed += 1
+            line = f"{message.label}: the connection failed while sending ({_error_text(exc)})"
+            print(printable(line), file=err)
+            return
+        codes["sent (NE: no ACK)"] += 1
+        return
+    try:
+        wait = (
+            min(client.timeout or _SILENCE_WAIT, _SILENCE_WAIT) if accept in ("ER", "SU") else None
+        )
+        reply = await client.send(message.payload, timeout=wait)
+    except TimeoutError:
+        if accept == "ER":  # acknowledged only on error: silence is success
+            codes["accepted (ER: no ACK)"] += 1
+            return
+        codes["timeout"] += 1
+        progress.failed += 1
+        print(printable(f"{message.label}: no ACK within {wait or client.timeout:g}s"), file=err)
+        return
+    except (OSError, MllpClientError) as exc:
+        codes["no ACK"] += 1
+        progress.failed += 1
+        print(printable(f"{message.label}: no ACK ({_error_text(exc)})"), file=err)
+        return
+    elapsed = (time.perf_counter() - started) * 1000
+    info = parse_ack(reply)
+    code = info.code or "no MSA"
+    codes[code] += 1
+    problem = ""
+    # MSA-2 holds MSH-10's control bytes as \Xhh\ (raw, they could break framing).
+    if info.acknowledged_id != message.control_id and (
+        info.header.encoding.unescape(info.acknowledged_id) != message.control_id
+    ):
+        problem = f" — MSA-2 {info.acknowledged_id!r} does not match MSH-10"
+    heading = f"{message.label} MSH-10 {message.control_id}: {code}"
+    if not info.success or problem:
+        progress.failed += 1
+        if quiet:
+            # Which messages to look at or send again; the ACK's text (ERR-8, MSA-3 may
+            # quote the patient) only when asked for, without --quiet.
+            print(printable(heading + problem), file=err)
+    if not quiet:
+        print(printable(f"# {heading} in {elapsed:.1f} ms{problem}"), file=out)
+        # The ACK is the server's text: its control characters are shown escaped.
+        for segment in info.segments:
+            print(printable(segment), file=out)
+        print(file=out)
+
+
+def _print_summary(progress: _Progress, client: MllpClient, err: TextIO) -> None:
+    summary = ", ".join(f"{name} {count}" for name, count in sorted(progress.codes.items()))
+    summary = summary or "no answer"
+    sent = (
+        f"{progress.sent} message(s)"
+        if progress.sent == progress.total
+        else f"{progress.sent} of {progress.total} message(s)"
+    )
     print(
-        f"{len(messages)} message(s) sent to {client.host}:{client.port}: {summary}; "
-        f"{failed} not accepted",
+        f"{sent} sent to {client.host}:{client.port}: {summary}; {progress.failed} not accepted",
         file=err,
     )
-    return EXIT_OK if failed == 0 else EXIT_FAILED
 
 
 def _read_inputs(paths: Sequence[str]) -> Iterator[_Outgoing]:
