@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+
+import jinja2
+from jinja2 import meta, nodes
 
 from .assembly.bundle import REQUEST_MODES, is_resource_type_name
 from .cda.xml import DEFAULT_MAX_BYTES
@@ -33,6 +36,7 @@ from .cli_output import output_name, silence_closed_pipe
 from .convert import Converter
 from .errors import ConfigurationError
 from .hl7v2.charset import charset_codec
+from .templates.environment import TemplateInfo
 
 __all__ = [
     "EXIT_CLOSED_PIPE",
@@ -186,20 +190,101 @@ def run_templates_list(args: argparse.Namespace) -> int:
         raise ConfigurationError("standard output is closed")
     converter = Converter(converter_config(args, validate=False))
     builtin = converter.config.mappings_dir
+    infos = converter.templates.list()
+    reached = _overrides_reached(converter.templates.environment, infos, builtin)
     for family, table in (("hl7v2", converter.routes), ("cda", converter.cda_routes)):
+        folder = "messages" if family == "hl7v2" else "documents"
         print(f"Routes ({family}):", file=out)
         for route in table.all():
             origin = "override" if route.source.parent.parent != builtin else "built-in"
+            # The route's own origin said "built-in" while its root template, or what that
+            # renders, came from the override folder: the override looked unused.
+            root = f"{family}/{folder}/{route.template}.j2"
+            used = reached.get(root, ())
+            origin += f" route{_uses(used)}" if used else ""
+            if not converter.templates.exists(root):
+                # A typo in an override routes.toml: every message it routes would fail.
+                origin += f", no template {root}"
             print(f"  {route.kind:9} {route.key:12} -> {route.template:20} ({origin})", file=out)
     print("Templates:", file=out)
-    for info in converter.templates.list():
+    for info in infos:
         origin = f"override: {info.path}" if info.overridden else "built-in"
-        print(f"  {info.name:50} {origin}", file=out)
+        used = tuple(name for name in reached.get(info.name, ()) if name != info.name)
+        print(f"  {info.name:50} {origin}{_uses(used)}", file=out)
     print("Code maps:", file=out)
     for name, source in converter.codemaps.sources().items():
         origin = "built-in" if source.parent.parent == builtin else f"override: {source}"
         print(f"  {name:50} {origin}", file=out)
     return EXIT_OK
+
+
+def _uses(overrides: Sequence[str]) -> str:
+    return f", uses override {', '.join(overrides)}" if overrides else ""
+
+
+def _overrides_reached(
+    environment: jinja2.Environment, infos: Sequence[TemplateInfo], builtin: Path
+) -> dict[str, tuple[str, ...]]:
+    """Each template's override templates, itself included, that its rendering loads:
+    imported and included by name, or emitted and included with a literal name
+    (``emit("Patient")``). An override of ``hl7v2/datatypes/names.j2`` changes every
+    template importing it, each listed as built-in. Names computed while rendering are
+    not followed."""
+    if not any(info.overridden for info in infos):
+        return {}
+    paths = {info.name: info.path for info in infos}
+    overridden = {info.name for info in infos if info.overridden}
+    edges: dict[str, set[str]] = {}
+
+    def references(name: str) -> set[str]:
+        if name in edges:
+            return edges[name]
+        edges[name] = set()  # a cycle (a template including itself) ends here
+        shipped = name.removeprefix("builtin/")
+        path = builtin / shipped if name != shipped else paths.get(name)
+        try:
+            tree = environment.parse(path.read_text(encoding="utf-8")) if path else None
+        except (OSError, UnicodeError, jinja2.TemplateSyntaxError):
+            tree = None  # nothing to follow (the overrides were compiled at start-up)
+        if tree is not None:
+            family = shipped.split("/", 1)[0]
+            edges[name] = {
+                *(ref for ref in meta.find_referenced_templates(tree) if ref),
+                *_rendered_by_name(tree, family),
+            }
+        return edges[name]
+
+    reached: dict[str, tuple[str, ...]] = {}
+    for start in paths:
+        seen, todo = {start}, [start]
+        while todo:
+            for ref in references(todo.pop()):
+                if ref not in seen:
+                    seen.add(ref)
+                    todo.append(ref)
+        reached[start] = tuple(sorted(seen & overridden))
+    return reached
+
+
+def _rendered_by_name(tree: nodes.Template, family: str) -> Iterator[str]:
+    """The templates ``emit("X")`` and ``include("x")`` name in a template, resolved as
+    the rendering session resolves them (converter.templates.runner, render)."""
+    for call in tree.find_all(nodes.Call):
+        if not (isinstance(call.node, nodes.Name) and call.node.name in ("emit", "include")):
+            continue
+        if not (call.args and isinstance(call.args[0], nodes.Const)):
+            continue
+        name = call.args[0].value
+        if not isinstance(name, str):
+            continue
+        if name.endswith(".j2"):
+            yield name
+        elif name.startswith(family + "/"):
+            yield f"{name}.j2"
+        elif "/" in name or call.node.name == "include":
+            yield f"{family}/{name}.j2"
+        else:
+            yield f"{family}/resources/{name}.j2"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -221,9 +221,9 @@ def test_templates_list_marks_overrides(tmp_path: Path) -> None:
     result = run("templates", "list", "--templates", tmp_path)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    patient = next(line for line in lines if "hl7v2/resources/Patient.j2" in line)
+    patient = next(line for line in lines if line.split()[:1] == ["hl7v2/resources/Patient.j2"])
     assert "override" in patient and str(tmp_path) in patient
-    encounter = next(line for line in lines if "hl7v2/resources/Encounter.j2" in line)
+    encounter = next(line for line in lines if line.split()[:1] == ["hl7v2/resources/Encounter.j2"])
     assert "built-in" in encounter
     assert any("ADT^A01" in line and "ADT" in line for line in lines)
     # The CDA routes and the code maps, with the override a map comes from.
