@@ -113,11 +113,13 @@ def test_medication_order_facility_and_its_address(
     converter: Converter, r4validator: R4Validator
 ) -> None:
     """The same for a MedicationRequest (ORM RXO order), ORC-22 being the facility's
-    address (IG ORC-22 → requester(PractitionerRole.organization(Organization.address)));
-    ORC-23 (phone) is still not converted, a warning says so."""
+    address and ORC-23 its phone (IG ORC-22/23 →
+    requester(PractitionerRole.organization(Organization.address / .telecom))), ORC-24 the
+    ordering provider's address (→ PractitionerRole.practitioner(Practitioner.address))."""
     data = set_field(ORM_MEDICATION, "ORC", 21, CLINIC, 1)
     data = set_field(data, "ORC", 22, CLINIC_ADDRESS, 1)
     data = set_field(data, "ORC", 23, "^WPN^PH^^33^4^78000000", 1)
+    data = set_field(data, "ORC", 24, "3 place Bellecour^^Lyon^^69002^FRA^O", 1)
     bundle, warnings = convert_one(converter, data)
     [first, second] = resources(bundle, "MedicationRequest")
     role = _requester(bundle, first)
@@ -125,10 +127,31 @@ def test_medication_order_facility_and_its_address(
     clinic = by_reference(bundle, role["organization"]["reference"])
     assert clinic["name"] == "Clinique du Parc"
     assert [(a["line"], a["city"]) for a in clinic["address"]] == [(["12 rue du Parc"], "Lyon")]
+    assert clinic["telecom"] == [{"system": "phone", "value": "+33 4 78000000", "use": "work"}]
+    doctor = by_reference(bundle, role["practitioner"]["reference"])
+    assert [(a["line"], a["city"]) for a in doctor["address"]] == [(["3 place Bellecour"], "Lyon")]
     # The second order names no facility: its requester is the doctor, as before.
     assert second["requester"]["reference"] == role["practitioner"]["reference"]
-    assert any(w.startswith("ORC-23: the ordering facility's phone") for w in warnings)
+    assert not any(w.startswith("ORC-2") for w in warnings)
     assert r4validator.validate_all(bundle) == []
+
+
+def test_facility_phone_without_the_facility_is_a_warning(converter: Converter) -> None:
+    """ORC-23 without ORC-21 names no Organization to hold it: not converted, said."""
+    data = set_field(ORM_MEDICATION, "ORC", 23, "^WPN^PH^^33^4^78000000", 1)
+    bundle, warnings = convert_one(converter, data)
+    assert resources(bundle, "Organization") == [] or all(
+        "telecom" not in o for o in resources(bundle, "Organization")
+    )
+    assert any(w.startswith("ORC-22/ORC-23: the ordering facility") for w in warnings)
+
+
+def test_provider_address_without_the_provider_is_a_warning(converter: Converter) -> None:
+    """ORC-24 without an ordering provider names no Practitioner to hold it: said."""
+    data = set_field(ORM_MEDICATION, "ORC", 12, "", 1)
+    data = set_field(data, "ORC", 24, "3 place Bellecour^^Lyon^^69002^FRA^O", 1)
+    _, warnings = convert_one(converter, data)
+    assert any(w.startswith("ORC-24: the ordering provider's address") for w in warnings)
 
 
 def test_ordering_facility_alone_stays_the_requester(converter: Converter) -> None:
