@@ -11,6 +11,7 @@ from typing import Any
 from lxml import etree
 
 from ..errors import ParseError
+from .fingerprint import ContentKeys
 from .node import HL7, NAMESPACES, Node, compile_path, name_steps
 from .xml import DEFAULT_MAX_BYTES, parse_xml
 
@@ -176,6 +177,15 @@ class CdaDocument:
     def _ids(self) -> dict[str, etree._Element]:
         # The last element of each non-empty ID, as a walk of the document keeps it.
         return {key: found[-1] for key, found in self._by_id.items() if key}
+
+    def content_key(self, element: etree._Element) -> str:
+        """:meth:`Node.content_key`: the document set (:attr:`set_key`: every version of
+        the document shares it) and the element's content key (:mod:`.fingerprint`)."""
+        return f"{self.set_key}|{self._content_keys.key(element)}"
+
+    @cached_property
+    def _content_keys(self) -> ContentKeys:
+        return ContentKeys(self._root)
 
     @property
     def template_ids(self) -> list[str]:

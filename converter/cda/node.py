@@ -128,6 +128,14 @@ class Node:
             if isinstance(child.tag, str):
                 yield node(child)
 
+    def content_key(self) -> str:
+        """The identity of a statement sent without ``id``, within its document set
+        (setId): a hash of what it says and its rank among the statements of the
+        document saying the same (:mod:`converter.cda.fingerprint`); empty for an
+        absent element."""
+        element = self._element
+        return self._doc.content_key(element) if element is not None else ""
+
     @property
     def parent(self) -> Node:
         element = self._element
