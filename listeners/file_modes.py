@@ -15,7 +15,13 @@ import os
 import stat
 from pathlib import Path
 
-__all__ = ["PRIVATE_DIR", "PRIVATE_FILE", "make_private_dirs", "restrict_file"]
+__all__ = [
+    "PRIVATE_DIR",
+    "PRIVATE_FILE",
+    "make_private_dirs",
+    "restrict_file",
+    "template_cache_dir",
+]
 
 #: Read and write for the owner only.
 PRIVATE_FILE = 0o600
@@ -32,6 +38,43 @@ def make_private_dirs(directory: Path) -> list[Path]:
     for path in reversed(missing):
         path.mkdir(mode=PRIVATE_DIR, exist_ok=True)
     return list(reversed(missing))
+
+
+def template_cache_dir(data_dir: Path) -> Path | None:
+    """``data_dir/template-cache``, where the conversion processes keep compiled templates
+    (code the converter runs: owner only), or None to run without it.
+
+    A directory of this user whose mode another process widened (Kubernetes' ``fsGroup``
+    adds group permissions to a volume's contents at each mount) is made ``0700`` again:
+    the converter refuses a cache others may enter, and the service must not fail to
+    start over a cache. One of another user, or that cannot be made, is not used (a
+    WARNING): templates are then compiled in each process, as without a cache.
+    """
+    path = data_dir / "template-cache"
+    try:
+        make_private_dirs(path)
+        status = path.stat()
+        if not stat.S_ISDIR(status.st_mode):
+            raise NotADirectoryError(20, "not a directory")
+        if hasattr(os, "getuid") and status.st_uid != os.getuid():
+            log.warning(
+                "the template cache %s belongs to another user: not used",
+                path,
+                extra={"event": "template_cache_unused"},
+            )
+            return None
+        if stat.S_IMODE(status.st_mode) & 0o077:
+            path.chmod(PRIVATE_DIR)
+    except OSError as exc:
+        log.warning(
+            "the template cache %s cannot be used (%s): templates are compiled in each"
+            " conversion process",
+            path,
+            exc.strerror,
+            extra={"event": "template_cache_unused"},
+        )
+        return None
+    return path
 
 
 def restrict_file(path: Path) -> None:

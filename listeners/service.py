@@ -30,7 +30,7 @@ from .config import ConfigError, RouteConfig, ServiceConfig
 from .conversion import INTERNAL_ERROR, ConversionFailure, ConversionPool
 from .delivery import Sink, build_sink, destination_location, sink_readiness
 from .errors import ServiceError
-from .file_modes import make_private_dirs
+from .file_modes import make_private_dirs, template_cache_dir
 from .http.api import create_app
 from .http.server import EmbeddedHttpServer
 from .ingest import Ingestor, SupportChecker
@@ -124,6 +124,7 @@ class Service:
             processes=config.delivery.convert_processes,
             use_threads=self._use_threads,
             timeout=config.delivery.conversion_timeout,
+            template_cache_dir=template_cache_dir(config.data_dir),
         )
         await asyncio.get_running_loop().run_in_executor(None, self.pool.warm_up)
         if isinstance(self.queue, SqliteQueue):

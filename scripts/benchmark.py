@@ -2,11 +2,13 @@
 """Conversion throughput on one core: messages/s per message type, with and without
 FHIR validation, and peak memory; then documents/s for a C-CDA CCD of ~175 KB.
 
-    .venv/bin/python scripts/benchmark.py [--seconds 3] [--validator model|structural]
+    .venv/bin/python scripts/benchmark.py [--seconds 3] [--calls]
 
 Each iteration converts a distinct message (MSH-10 and the patient identifier change),
 so nothing is served from a cache. Run it on an otherwise idle machine; it prints figures,
-it does not assert them.
+it does not assert them. ``--calls`` prints instead the function calls per message that
+cProfile counts (Python functions and builtins, validated): deterministic, unlike times
+on a busy machine, for comparing two versions of the engine.
 
 The CDA case is built from samples/cda/CCD_lefevre-camille.xml (69 KB): every section's
 entries, and the narrative rows and list items they refer to, are replicated with fresh
@@ -227,10 +229,42 @@ def cda_benchmark(converters: dict[str, Converter], seconds: float) -> None:
         print(f"{label:18} {mode:14} {rate:8.1f} {1000 / rate:8.2f} {entries:8d}")
 
 
+def call_counts(converter: Converter) -> None:
+    """Calls per conversion (cProfile: Python functions and builtins), once warm."""
+    import cProfile
+    import pstats
+
+    cases = [
+        (label, converter.convert_message, variants((SAMPLES / name).read_bytes(), 30))
+        for label, name in CASES.items()
+    ]
+    ccd = document_variants(bigger_ccd(CDA_SAMPLE.read_bytes()), 8)
+    cases.append((f"CCD {len(ccd[0]) / 1000:.0f} KB", converter.convert_document, ccd))
+    print(f"{'input':18} {'calls':>9} {'Python':>9}  (per conversion, validated)")
+    for label, convert, inputs in cases:
+        warm, measured = inputs[: len(inputs) // 3], inputs[len(inputs) // 3 :]
+        for item in warm:
+            convert(item)
+        profile = cProfile.Profile()
+        profile.enable()
+        for item in measured:
+            convert(item)
+        profile.disable()
+        stats = pstats.Stats(profile).stats  # type: ignore[attr-defined]
+        total = sum(row[1] for row in stats.values())
+        python = sum(row[1] for (path, _, _), row in stats.items() if path != "~")
+        count = len(measured)
+        print(f"{label:18} {total / count:9.0f} {python / count:9.0f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="duration of each case")
+    parser.add_argument("--calls", action="store_true", help="count calls instead of timing")
     args = parser.parse_args()
+    if args.calls:
+        call_counts(Converter(ConverterConfig(default_timezone="Europe/Paris")))
+        return
 
     converters = {
         "no validation": Converter(

@@ -66,11 +66,24 @@ def kind_of_work(frame: FrameType) -> str:
     return "other"
 
 
+def function_of(frame: FrameType) -> str:
+    """``file:function`` of a frame, the file named from its package or template root."""
+    path = frame.f_code.co_filename.replace("\\", "/")
+    for root in ("/site-packages/", "/converter/", "/mappings/"):
+        if root in path:
+            path = path.rsplit(root, 1)[1]
+            break
+    return f"{path}:{frame.f_code.co_name}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("file", nargs="?", type=Path, default=SAMPLES / CASES["ADT_A01 typical"])
     parser.add_argument("--count", type=int, default=3000, help="conversions to sample")
     parser.add_argument("--interval-ms", type=float, default=0.1, help="sampling interval")
+    parser.add_argument(
+        "--functions", type=int, default=0, metavar="N", help="also the N functions sampled most"
+    )
     args = parser.parse_args()
     if not hasattr(signal, "SIGPROF"):
         sys.exit("profile_split.py needs SIGPROF (POSIX)")
@@ -87,10 +100,12 @@ def main() -> None:
         convert(item)
 
     samples: Counter[str] = Counter()
+    functions: Counter[str] = Counter()
 
     def sample(signum: int, frame: FrameType | None) -> None:
         if frame is not None:
             samples[kind_of_work(frame)] += 1
+            functions[function_of(frame)] += 1
 
     interval = args.interval_ms / 1000
     signal.signal(signal.SIGPROF, sample)
@@ -104,6 +119,10 @@ def main() -> None:
     print(f"{args.file.name}: {args.count} conversions, {total} samples")
     for kind, count in samples.most_common():
         print(f"{count / total * 100:5.1f}%  {kind}")
+    if args.functions:
+        print(f"the {args.functions} functions sampled most:")
+        for function, count in functions.most_common(args.functions):
+            print(f"{count / total * 100:5.1f}%  {function}")
 
 
 if __name__ == "__main__":

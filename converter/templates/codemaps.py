@@ -21,6 +21,8 @@ silently unmapped, or mapped by whichever row came first.
 from __future__ import annotations
 
 import csv
+import hashlib
+import io
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +53,8 @@ class _CodeTable:
     exact_by_system: Mapping[tuple[str, str], MappedCode | None]
     folded: Mapping[str, MappedCode | None]
     folded_by_system: Mapping[tuple[str, str], MappedCode | None]
+    #: SHA-256 of the bytes the table was read from.
+    digest: str
 
 
 def _system_key(system: str | None) -> str | None:
@@ -63,23 +67,21 @@ def _system_key(system: str | None) -> str | None:
     return key or None
 
 
-def _records(path: Path) -> Iterator[tuple[int, list[str]]]:
-    """Yield ``(first line number, cells)`` for every record of a CSV file."""
+def _records(path: Path, data: bytes) -> Iterator[tuple[int, list[str]]]:
+    """Yield ``(first line number, cells)`` for every record of a CSV file's bytes."""
     line = 1
     try:
-        with path.open(encoding="utf-8-sig", newline="") as handle:
-            # strict: an unterminated quote is an error, not the rest of the file
-            # swallowed into one cell.
-            reader = csv.reader(handle, strict=True)
-            for record in reader:
-                yield line, record
-                line = reader.line_num + 1
+        text = data.decode("utf-8-sig")
+        # strict: an unterminated quote is an error, not the rest of the file
+        # swallowed into one cell.
+        reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+        for record in reader:
+            yield line, record
+            line = reader.line_num + 1
     except UnicodeDecodeError as exc:
         raise ConfigurationError(f"{path}: code map is not valid UTF-8 ({exc})") from exc
     except csv.Error as exc:
         raise ConfigurationError(f"{path}:{line}: malformed CSV in code map: {exc}") from exc
-    except OSError as exc:
-        raise ConfigurationError(f"{path}: cannot read code map: {exc}") from exc
 
 
 def _column_index(path: Path, header: list[str]) -> dict[str, int]:
@@ -107,7 +109,11 @@ def _read_table(path: Path) -> _CodeTable:
     exact_by_system: dict[tuple[str, str], MappedCode | None] = {}
     folded: dict[str, MappedCode | None] = {}
     folded_by_system: dict[tuple[str, str], MappedCode | None] = {}
-    records = _records(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigurationError(f"{path}: cannot read code map: {exc}") from exc
+    records = _records(path, data)
     first = next(records, None)
     if first is None:
         raise ConfigurationError(
@@ -159,7 +165,8 @@ def _read_table(path: Path) -> _CodeTable:
         if system is not None:
             exact_by_system.setdefault((source_code, system), mapped)
             folded_by_system.setdefault((folded_code, system), mapped)
-    return _CodeTable(path, exact, exact_by_system, folded, folded_by_system)
+    digest = hashlib.sha256(data).hexdigest()
+    return _CodeTable(path, exact, exact_by_system, folded, folded_by_system, digest)
 
 
 class CodeMaps:
@@ -226,6 +233,16 @@ class CodeMaps:
                     return by_system[(key, system)]
                 return codes[key]
         return None
+
+    def digest(self) -> str:
+        """A checksum of every map's name and content: what a compiled template may
+        hold of them (Jinja computes a filter with constant arguments, ``{{ "F" |
+        map_code("AdministrativeSex") }}``, once, when it compiles the template)."""
+        return hashlib.sha256(
+            "\n".join(
+                f"{name} {table.digest}" for name, table in sorted(self._tables.items())
+            ).encode()
+        ).hexdigest()
 
     def names(self) -> list[str]:
         """Names of all loaded maps, sorted."""

@@ -17,7 +17,7 @@ from types import BuiltinMethodType, MethodType
 from typing import Any
 
 import jinja2
-from jinja2.compiler import CodeGenerator
+from jinja2 import nodes
 from jinja2.environment import Template, TemplateModule
 from jinja2.loaders import split_template_path
 from jinja2.nodes import EvalContext
@@ -31,35 +31,15 @@ from ..cda.node import AttrValue, Node
 from ..errors import ConfigurationError, TemplateError
 from ..hl7v2.message import Group, Message, Segment
 from ..hl7v2.value import Value
+from .bytecode import TemplateBytecodeCache
+from .codegen import FACTS_NAME, JsonCodeGenerator, TemplateContext
 from .filters import ValueFilters
 from .json_output import as_markup, finalize, to_json
+from .memo import PositionFacts, position_facts
 from .occurrences import Occurrences
 from .render import Ref
 
 __all__ = ["TemplateInfo", "TemplateSet", "to_json"]
-
-
-class _JsonCodeGenerator(CodeGenerator):
-    """Compiles ``{{ expression }}`` to ``environment.json_output(expression)``.
-
-    Jinja's own code is ``escape(environment.finalize(context.eval_ctx, expression))``:
-    the finalizer already returns the JSON text as Markup, so the escape() around it only
-    builds the same Markup a second time — on every expression of every render. The hooks
-    are the ones Jinja's native-types code generator overrides; a template that toggles
-    autoescaping keeps Jinja's code.
-    """
-
-    def _output_child_pre(self, node: Any, frame: Any, finalize: Any) -> None:
-        if frame.eval_ctx.volatile or not frame.eval_ctx.autoescape:
-            super()._output_child_pre(node, frame, finalize)
-        else:
-            self.write("environment.json_output(")
-
-    def _output_child_post(self, node: Any, frame: Any, finalize: Any) -> None:
-        if frame.eval_ctx.volatile or not frame.eval_ctx.autoescape:
-            super()._output_child_post(node, frame, finalize)
-        else:
-            self.write(")")
 
 
 def _call_macro(macro: Macro, args: tuple[Any, ...]) -> Any:
@@ -88,12 +68,26 @@ def _call_macro(macro: Macro, args: tuple[Any, ...]) -> Any:
 
 
 class _Template(Template):
-    """Jinja's Template, with the common ``{% import %}`` answered without a set.
+    """Jinja's Template, with the common ``{% import %}`` answered without a set, and
+    the :func:`~.memo.position_facts` its compiled code carries.
 
     Jinja re-renders an imported template when the importing context has globals the
     imported one lacks (``ctx.globals_keys - self.globals.keys()``, a new set for every
     import: a CDA document or an ORU imports several hundred times); else it returns the
     module it made once. The same test as a subset check, which builds nothing."""
+
+    position_facts: PositionFacts | None = None
+
+    @classmethod
+    def _from_namespace(
+        cls,
+        environment: jinja2.Environment,
+        namespace: MutableMapping[str, Any],
+        globals: MutableMapping[str, Any],
+    ) -> Template:
+        template = super()._from_namespace(environment, namespace, globals)
+        template.position_facts = namespace.get(FACTS_NAME)  # type: ignore[attr-defined]
+        return template
 
     @internalcode
     def _get_default_module(self, ctx: Context | None = None) -> TemplateModule:
@@ -113,13 +107,27 @@ class _Sandbox(ImmutableSandboxedEnvironment):
     Everything else is checked as usual.
     """
 
-    code_generator_class = _JsonCodeGenerator
+    code_generator_class = JsonCodeGenerator
+    context_class = TemplateContext
     template_class = _Template
     json_output = staticmethod(to_json)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._loaded = {}
         super().__init__(*args, **kwargs)
+
+    def _generate(
+        self,
+        source: nodes.Template,
+        name: str | None,
+        filename: str | None,
+        defer_init: bool = False,
+    ) -> str:
+        """The template's code, and the facts the reuse of renderings needs
+        (:func:`~.memo.position_facts`): kept in the compiled code, they come with it
+        from the bytecode cache instead of a second parse of the template."""
+        code = super()._generate(source, name, filename, defer_init)
+        return f"{code}\n{FACTS_NAME} = {position_facts(source)!r}\n"
 
     def call(
         __self,
@@ -348,7 +356,11 @@ class TemplateSet:
         builtin: Path,
         overrides: Sequence[Path],
         filters: ValueFilters,
+        *,
+        cache_dir: Path | None = None,
     ) -> None:
+        """``cache_dir``: where compiled templates are kept for the next processes
+        (:mod:`.bytecode`); None compiles them in every process."""
         for directory in overrides:
             if not directory.is_dir():
                 raise ConfigurationError(f"template directory {directory} does not exist")
@@ -383,6 +395,10 @@ class TemplateSet:
         self.environment.globals.update(own_globals)
         # ``namespace()`` too: Jinja's class, which takes no context either.
         self.environment.call_directly([*own_globals.values(), Namespace])
+        if cache_dir is not None:
+            self.environment.bytecode_cache = TemplateBytecodeCache(
+                cache_dir, filters.configuration_key()
+            )
         self._compile_overrides()
 
     def _compile_overrides(self) -> None:

@@ -42,6 +42,11 @@ class FilterBase:
         self._codemaps = codemaps
         self._strict = strict
 
+    def configuration_key(self) -> str:
+        """Everything the filters' answers depend on besides their arguments: a template
+        compiled with them may hold some of those answers (see :meth:`CodeMaps.digest`)."""
+        return "|".join((self._timestamps.zone_name, str(self._strict), self._codemaps.digest()))
+
     def _invalid(self, ctx: Context, value: Any, reason: str) -> None:
         if self._strict:
             raise MappingError(  # 102: data type error

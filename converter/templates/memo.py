@@ -47,7 +47,16 @@ from ..hl7v2.value import Value
 if TYPE_CHECKING:
     from .render import Ref
 
-__all__ = ["Frame", "Memo", "MemoEntry", "WarningList", "blind_templates", "position_blind"]
+__all__ = [
+    "Frame",
+    "Memo",
+    "MemoEntry",
+    "PositionFacts",
+    "WarningList",
+    "blind_templates",
+    "position_blind",
+    "position_facts",
+]
 
 
 class WarningList(list[str]):
@@ -209,11 +218,19 @@ def blind_templates(environment: jinja2.Environment) -> dict[str, bool]:
     return known
 
 
+#: What :func:`position_facts` finds in one template: whether it is blind as a root
+#: template, whether it is blind as an imported one, and the templates it imports,
+#: includes or extends.
+PositionFacts = tuple[bool, bool, tuple[str, ...]]
+
+
 def position_blind(environment: jinja2.Environment, name: str) -> bool:
     """Whether template ``name`` and those it imports or includes render the same for
     inputs of equal value: no ``.path`` (or any attribute or item whose name is not
     written out), no identity test, no random or ``pprint`` filter, no stateful global.
-    Worked out once per template and environment."""
+    Worked out once per template and environment, from the facts each template's
+    compiled code carries (:func:`position_facts`): a template loaded from the bytecode
+    cache is not parsed again for it."""
     known = blind_templates(environment)
     found = known.get(name)
     if found is None:
@@ -225,30 +242,35 @@ def _check(environment: jinja2.Environment, name: str, seen: set[str], imported:
     if name in seen:
         return True  # a cycle: its templates are being checked already
     seen.add(name)
-    loader = environment.loader
-    if loader is None:
-        return False
     try:
-        source, filename, _ = loader.get_source(environment, name)
-        tree = environment.parse(source, name, filename)
+        facts: PositionFacts | None = getattr(
+            environment.get_template(name), "position_facts", None
+        )
     except jinja2.TemplateError:
         return False
-    return _blind(environment, tree, seen, imported, in_macro=False)
+    if facts is None:
+        return False  # compiled elsewhere than the converter's environment: unknown
+    as_root, as_imported, imports = facts
+    if not (as_imported if imported else as_root):
+        return False
+    return all(_check(environment, other, seen, imported=True) for other in imports)
 
 
-def _blind(
-    environment: jinja2.Environment,
-    node: nodes.Node,
-    seen: set[str],
-    imported: bool,
-    *,
-    in_macro: bool,
-) -> bool:
-    if not _node_blind(environment, node, seen, stateful=imported and not in_macro):
+def position_facts(tree: nodes.Template) -> PositionFacts:
+    """The facts :func:`position_blind` combines, of one template's syntax tree (worked
+    out when it compiles, and kept in its compiled code)."""
+    imports: list[str] = []
+    as_root = _blind(tree, imports, imported=False, in_macro=False)
+    as_imported = as_root and _blind(tree, [], imported=True, in_macro=False)
+    return as_root, as_imported, tuple(dict.fromkeys(imports))
+
+
+def _blind(node: nodes.Node, imports: list[str], *, imported: bool, in_macro: bool) -> bool:
+    if not _node_blind(node, imports, stateful=imported and not in_macro):
         return False
     inner = in_macro or isinstance(node, nodes.Macro | nodes.CallBlock)
     return all(
-        _blind(environment, child, seen, imported, in_macro=inner)
+        _blind(child, imports, imported=imported, in_macro=inner)
         for child in node.iter_child_nodes()
     )
 
@@ -256,12 +278,10 @@ def _blind(
 _LITERALS = (nodes.Dict, nodes.List, nodes.Tuple, nodes.Const)
 
 
-def _node_blind(
-    environment: jinja2.Environment, node: nodes.Node, seen: set[str], *, stateful: bool
-) -> bool:
+def _node_blind(node: nodes.Node, imports: list[str], *, stateful: bool) -> bool:
     """``stateful``: the node runs once for every rendering of the environment (the top
     level of an imported module), where a ``namespace()`` would keep what one rendering
-    wrote for the next."""
+    wrote for the next. The templates a node imports go to ``imports``."""
     if isinstance(node, nodes.Getattr):
         return node.attr not in _POSITION_ATTRIBUTES
     if isinstance(node, nodes.Getitem):
@@ -289,5 +309,5 @@ def _node_blind(
         template = node.template
         if not (isinstance(template, nodes.Const) and isinstance(template.value, str)):
             return False
-        return _check(environment, template.value, seen, imported=True)
+        imports.append(template.value)
     return True

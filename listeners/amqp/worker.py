@@ -71,6 +71,7 @@ from ..delivery import (
     destination_location,
     sink_readiness,
 )
+from ..file_modes import template_cache_dir
 from ..http import EmbeddedHttpServer, create_probe_app
 from ..logs import log_fields
 from ..metrics import Metrics
@@ -165,6 +166,7 @@ class AmqpWorker:
                 processes=config.delivery.convert_processes,
                 use_threads=self._use_threads,
                 timeout=config.delivery.conversion_timeout,
+                template_cache_dir=template_cache_dir(config.data_dir),
             )
             await asyncio.get_running_loop().run_in_executor(None, self.pool.warm_up)
             self.sinks = {name: build_sink(dest) for name, dest in config.destinations.items()}

@@ -4,6 +4,7 @@ came from, ``passerelle health`` without the converter, AMQP URLs checked when s
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -285,3 +286,48 @@ def test_a_large_body_is_joined_in_a_thread_not_on_the_event_loop(
             )
             assert answer.status_code == 200, answer.text[:200]
     assert joined == [len(large)], (joined, len(small), len(large))
+
+
+# -- the conversion processes keep compiled templates in data_dir ------------------------------
+def test_the_service_keeps_compiled_templates_in_a_private_cache(tmp_path: Path) -> None:
+    # Every conversion process compiled the templates of each message type again, at
+    # every start (0.7-1.8 s for its first message, against its deadline).
+    from tests.listeners.service.support import adt, running
+
+    config = make_config(tmp_path / "service")
+    with running(config) as service:
+        [ack] = service.send([adt("CACHE-1")])
+        assert ack.code in ("AA", "CA"), ack
+        service.drained()
+    cache = config.data_dir / "template-cache"
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o700
+    entries = list(cache.iterdir())
+    assert entries, "no compiled template kept"
+    assert all(stat.S_IMODE(entry.stat().st_mode) & 0o077 == 0 for entry in entries)
+
+
+def test_a_template_cache_another_process_opened_is_made_private_again(tmp_path: Path) -> None:
+    # Kubernetes' fsGroup adds group permissions to a volume's contents at each mount:
+    # the converter refuses a cache others may enter, which must not stop the service.
+    from listeners.file_modes import template_cache_dir
+
+    cache = tmp_path / "template-cache"
+    cache.mkdir()
+    cache.chmod(0o2770)
+    assert template_cache_dir(tmp_path) == cache
+    assert stat.S_IMODE(cache.stat().st_mode) & 0o077 == 0
+
+
+def test_an_unusable_template_cache_is_not_used(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from listeners.file_modes import template_cache_dir
+
+    (tmp_path / "template-cache").write_text("not a directory")
+    assert template_cache_dir(tmp_path) is None
+    if os.getuid() == 0:
+        other = tmp_path / "other"
+        (other / "template-cache").mkdir(parents=True)
+        os.chown(other / "template-cache", 65534, 65534)
+        assert template_cache_dir(other) is None
+    assert any(r.__dict__.get("event") == "template_cache_unused" for r in caplog.records)

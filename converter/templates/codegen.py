@@ -1,0 +1,135 @@
+"""The Python code templates compile to: Jinja's, with shorter paths for what every
+rendering does many times.
+
+* ``{{ expression }}`` → ``environment.json_output(expression)`` (see
+  :class:`JsonCodeGenerator`).
+* ``pid[3]``, ``xpn[1]``: a segment or value subscripted by a written-out position is
+  read by the template's own code, without the sandbox's ``getitem`` frame.
+* ``entry.observation.code``: a CDA node's child is read by the template's own code,
+  without the sandbox's ``getattr`` frame.
+* The names a template, macro or loop body reads from its context are looked up in one
+  call (:meth:`TemplateContext.resolve_names`) instead of one call each.
+
+Each is taken only where Jinja's own code would give the same result; everything else
+is Jinja's code unchanged.
+"""
+
+from __future__ import annotations
+
+from itertools import repeat
+from keyword import iskeyword
+from typing import Any
+
+from jinja2 import nodes
+from jinja2.compiler import CodeGenerator, Frame, optimizeconst
+from jinja2.idtracking import VAR_LOAD_RESOLVE
+from jinja2.runtime import Context
+from jinja2.utils import missing
+
+from ..cda.node import Node
+from ..hl7v2.message import Segment
+from ..hl7v2.value import Value
+
+__all__ = ["FACTS_NAME", "ITEM_TYPES", "JsonCodeGenerator", "Node", "TemplateContext"]
+
+#: The name of the module variable holding a compiled template's position facts.
+FACTS_NAME = "passerelle_position_facts"
+#: What ``[position]`` reads directly in compiled templates: their ``[]`` never fails
+#: for a position from 1 (a Value's children and a Segment's fields are always there).
+ITEM_TYPES = frozenset({Segment, Value})
+#: Names in compiled templates: the types above, CDA nodes, and the object being read.
+_ITEM_TYPES = "passerelle_item_types"
+_ITEM = "passerelle_item"
+_NODE = "passerelle_node"
+
+
+class TemplateContext(Context):
+    """Jinja's context, with the lookup of several names in one call."""
+
+    def resolve_names(self, names: tuple[str, ...]) -> list[Any]:
+        """``[context.resolve_or_missing(name) for name in names]``: the names a
+        template, macro or loop reads from its context, where Jinja's code calls
+        ``resolve_or_missing`` once per name (a resource template reads twenty)."""
+        # All in C: a name of the context's own variables, else of its parent (the
+        # globals and the inputs), else missing, as resolve_or_missing reads them.
+        in_parent = map(self.parent.get, names, repeat(missing))
+        return list(map(self.vars.get, names, in_parent))
+
+
+class JsonCodeGenerator(CodeGenerator):
+    """Compiles ``{{ expression }}`` to ``environment.json_output(expression)``.
+
+    Jinja's own code is ``escape(environment.finalize(context.eval_ctx, expression))``:
+    the finalizer already returns the JSON text as Markup, so the escape() around it only
+    builds the same Markup a second time — on every expression of every render. The hooks
+    are the ones Jinja's native-types code generator overrides; a template that toggles
+    autoescaping keeps Jinja's code.
+    """
+
+    def visit_Template(self, node: nodes.Template, frame: Frame | None = None) -> None:
+        self.writeline(f"from {__name__} import ITEM_TYPES as {_ITEM_TYPES}, Node as {_NODE}")
+        super().visit_Template(node, frame)
+
+    @optimizeconst
+    def visit_Getitem(self, node: nodes.Getitem, frame: Frame) -> None:
+        """``pid[3]``, ``xpn[1]``: a field or component of an HL7 value read by the
+        template's own code, without the sandbox's ``getitem`` frame (a third of what a
+        template calls). Only for what ``getitem`` would answer the same: a segment or
+        value subscripted by a written-out position (their ``[]`` never fails then)."""
+        position = node.arg.value if isinstance(node.arg, nodes.Const) else None
+        if type(position) is not int or position < 1 or self.environment.is_async:
+            super().visit_Getitem(node, frame)
+            return
+        # Named in the expression (:=), so that it is evaluated once; a nested one
+        # (``pid[5][1]``) assigns the name before the outer one does.
+        self.write(f"({_ITEM}[{position}] if type({_ITEM} := ")
+        self.visit(node.node, frame)
+        self.write(f") in {_ITEM_TYPES} else environment.getitem({_ITEM}, {position}))")
+
+    @optimizeconst
+    def visit_Getattr(self, node: nodes.Getattr, frame: Frame) -> None:
+        """``entry.observation.code``: a CDA node's child read by the template's own
+        code, without the sandbox's ``getattr`` frame. Only for a public name, which a
+        node answers without any check (an absent child is an empty node, never an
+        AttributeError): what the sandbox's ``getattr`` returns for it."""
+        name = node.attr
+        if name.startswith("_") or iskeyword(name) or self.environment.is_async:
+            super().visit_Getattr(node, frame)
+            return
+        self.write(f"({_ITEM}.{name} if type({_ITEM} := ")
+        self.visit(node.node, frame)
+        self.write(f") is {_NODE} else environment.getattr({_ITEM}, {name!r}))")
+
+    def enter_frame(self, frame: Frame) -> None:
+        """The names a frame reads from its context, resolved in one call: Jinja writes
+        ``l_0_pid = resolve('pid')`` for each. Inside another context (a block's
+        ``derived`` one), Jinja's own code."""
+        loads = frame.symbols.loads
+        resolved = [
+            (t, param) for t, (action, param) in loads.items() if action == VAR_LOAD_RESOLVE
+        ]
+        if len(resolved) < 2 or self._context_reference_stack[-1] != "context":
+            super().enter_frame(frame)
+            return
+        targets = ", ".join(target for target, _ in resolved)
+        names = ", ".join(repr(name) for _, name in resolved)
+        self.writeline(f"({targets},) = context.resolve_names(({names},))")
+        others = {t: load for t, load in loads.items() if load[0] != VAR_LOAD_RESOLVE}
+        saved = frame.symbols.loads
+        frame.symbols.loads = others
+        try:
+            super().enter_frame(frame)
+        finally:
+            frame.symbols.loads = saved
+
+    def _output_child_pre(self, node: Any, frame: Any, finalize: Any) -> None:
+        if frame.eval_ctx.volatile or not frame.eval_ctx.autoescape:
+            super()._output_child_pre(node, frame, finalize)
+        else:
+            self.write("environment.json_output(")
+
+    def _output_child_post(self, node: Any, frame: Any, finalize: Any) -> None:
+        if frame.eval_ctx.volatile or not frame.eval_ctx.autoescape:
+            super()._output_child_post(node, frame, finalize)
+        else:
+            self.write(")")
