@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -127,6 +128,11 @@ class StoreInPlace:
                 return True
             return False
 
+        if message.redelivered:
+            # The broker's word that this copy may have been taken before: what lets the
+            # queue recognise a message without any id it stored already (a consumer
+            # killed between its commit and its ack).
+            envelope = dataclasses.replace(envelope, redelivered=True)
         try:
             _, stored, failures = await retry_in_place(
                 lambda: self._store.put(envelope), wake=self._stopped, failed=failed

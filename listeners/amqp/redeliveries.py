@@ -12,8 +12,10 @@ identity and body, never the body — and recognises their redelivery: only a me
 broker flags ``redelivered``, with the same ``message_id``, exchange, routing key and
 body, and each remembered message once (two identical messages published twice are two
 records, and a genuinely new message is never flagged redelivered). A consumer killed
-between the put and the ack forgets them with its memory: that needs a duplicate key in
-the service's queue.
+between the put and the ack forgets them with its memory: then the SQLite queue's
+duplicate key for messages without a control id recognises the copy (the AMQP
+``message_id`` and bytes, or the bytes of a copy flagged ``redelivered``:
+:mod:`listeners.queue._sqlite_duplicates`); ``queue.backend = "amqp"`` has none.
 """
 
 from __future__ import annotations

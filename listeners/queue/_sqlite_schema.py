@@ -5,8 +5,9 @@ message and its delivery state:
 
 * ``pending``  waiting to be claimed (or waiting for ``next_attempt_at`` after a failure);
 * ``inflight`` claimed by a delivery worker;
-* ``done``     delivered; kept (without payload) only while it serves duplicate detection,
-  and only when it has a control id;
+* ``done``     delivered; kept (without payload) only while it serves duplicate detection
+  (the duplicate window; a row without digest, stored by an older version, serves
+  nothing: deleted);
 * ``dead``     given up on: a dead letter, kept until retried or purged.
 
 ``head`` marks, for each ordering key, its oldest ``pending``/``inflight`` row. Every
@@ -133,12 +134,25 @@ def _add_content_digest_v3(conn: sqlite3.Connection) -> None:
     )
 
 
+def _add_uncontrolled_duplicates_v4(conn: sqlite3.Connection) -> None:
+    # Duplicate detection of messages without a control id (listeners.queue
+    # ._sqlite_duplicates): a consumer killed between its commit and its ack has the
+    # broker deliver the message again to the next one. Such rows now keep a digest (and,
+    # once delivered, stay without payload for the window instead of being deleted).
+    # Rows stored before have none: they match nothing, as before this version.
+    conn.execute(
+        "CREATE INDEX messages_uncontrolled ON messages (sender_id, digest, stored_at)"
+        " WHERE control_id IS NULL"
+    )
+
+
 #: Migration hook: ``MIGRATIONS[n]`` takes a version-``n`` file to version ``n + 1`` inside
 #: the caller's transaction. Append a function to change the schema; never edit one.
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _create_v1,
     _add_message_ids_v2,
     _add_content_digest_v3,
+    _add_uncontrolled_duplicates_v4,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

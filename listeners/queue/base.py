@@ -48,13 +48,18 @@ class Envelope:
     #: orders delivery, but which two facilities may share). None: ``sender`` is used.
     #: A key of the SQLite queue's duplicate detection, not read back with the message.
     sender_id: str | None = None
+    #: The transport says this copy may have been received before (AMQP's ``redelivered``
+    #: flag): the SQLite queue then matches a message without control id nor message id
+    #: on its bytes (:mod:`._sqlite_duplicates`). Not stored, not read back.
+    redelivered: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class PutResult:
     seq: int
     #: A retransmission (same sender, same control id, same content: see
-    #: :mod:`listeners.queue.digest`) already stored: not stored again.
+    #: :mod:`listeners.queue.digest`; without control id, see
+    #: :mod:`listeners.queue._sqlite_duplicates`) already stored: not stored again.
     duplicate: bool = False
     #: Stored as a new message although the sender used its control id for *another*
     #: message within the duplicate window (a reset counter): worth a warning.

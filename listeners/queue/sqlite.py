@@ -27,9 +27,10 @@ Design
 * **Duplicates.** A ``put()`` whose (``sender_id`` or else ``sender``, control_id,
   content digest — :mod:`.digest`) was stored less than ``duplicate_window_hours`` ago
   returns the original seq with ``duplicate=True``; the same control id on other content
-  is a new message (``control_id_reused=True``: the caller warns). Delivered rows keep
-  their digest but no payload; rows without a control id are deleted on completion, the
-  others when the window has passed (pruned by the writer thread every minute).
+  is a new message (``control_id_reused=True``: the caller warns). Without a control id,
+  an AMQP redelivery is matched on its message id or, flagged ``redelivered``, on its
+  bytes (:mod:`._sqlite_duplicates`). Delivered rows keep their digest but no payload
+  until the window has passed (pruned by the writer thread every minute).
 * **Attempts.** A claim counts one (``attempts + 1``), kept by ``retry_later()`` and by
   crash recovery. A job claimed but never sent (its destination paused) is put back with
   ``give_back()``, which takes that attempt back in the same commit: durable, so a
@@ -62,6 +63,9 @@ from ..errors import QueueError
 from ._sqlite_backlog import Backlog, StoreFailures, probe_write, read_backlog
 from ._sqlite_clock import ClockSteps
 from ._sqlite_dead_letters import SQLITE_MAX_INT, DeadLetters
+from ._sqlite_duplicates import DUPLICATE_SQL as _DUPLICATE_SQL  # noqa: F401 - tests' name
+from ._sqlite_duplicates import REUSED_SQL as _REUSED_SQL  # noqa: F401 - tests' name
+from ._sqlite_duplicates import find_duplicate
 from ._sqlite_heads import ACTIVE as _ACTIVE
 from ._sqlite_heads import key_busy, promote, transaction
 from ._sqlite_lock import ServiceLock
@@ -77,7 +81,6 @@ from .base import (
     MessageQueue,
     PutResult,
 )
-from .digest import content_digest
 
 __all__ = ["SQLITE_MAX_INT", "SqliteQueue"]
 
@@ -90,12 +93,6 @@ _CLAIM_SQL = (
     " WHERE state = 'pending' AND head = 1 AND next_attempt_at <= ?"
     " ORDER BY next_attempt_at, seq LIMIT ?"
 )
-_DUPLICATE_SQL = (
-    "SELECT seq FROM messages WHERE sender_id = ? AND control_id = ? AND digest = ?"
-    " AND stored_at >= ? ORDER BY stored_at, seq LIMIT 1"
-)
-# Only when _DUPLICATE_SQL found nothing: was the control id used for another message?
-_REUSED_SQL = "SELECT 1 FROM messages WHERE sender_id = ? AND control_id = ? AND stored_at >= ?"
 #: Seconds between two maintenance steps with nothing left to do (:meth:`SqliteQueue._maintain`).
 _MAINTENANCE_INTERVAL = 60.0
 
@@ -365,16 +362,9 @@ class SqliteQueue:
     ) -> tuple[PutResult, int]:
         now = self._clock()
         sender_id = envelope.sender_id or envelope.sender
-        digest: bytes | None = None
-        reused = False
-        if envelope.control_id is not None:  # without one, a message is never a duplicate
-            digest = content_digest(envelope.payload, envelope.input_type)
-            key = (sender_id, envelope.control_id)
-            since = now - self._window
-            row = conn.execute(_DUPLICATE_SQL, (*key, digest, since)).fetchone()
-            if row is not None:
-                return PutResult(seq=row[0], duplicate=True), 0
-            reused = conn.execute(_REUSED_SQL, (*key, since)).fetchone() is not None
+        match = find_duplicate(conn, envelope, sender_id, now - self._window)
+        if match.seq is not None:
+            return PutResult(seq=match.seq, duplicate=True), 0
         head = state == "pending" and not key_busy(conn, envelope.ordering_key)
         cursor = conn.execute(
             f"INSERT INTO messages ({ENVELOPE_COLUMNS}, sender_id, digest, state, head,"
@@ -393,7 +383,7 @@ class SqliteQueue:
                 envelope.message_id,
                 envelope.correlation_id,
                 sender_id,
-                digest,
+                match.digest,
                 state,
                 int(head),
                 now,
@@ -403,7 +393,7 @@ class SqliteQueue:
             ),
         )
         assert cursor.lastrowid is not None
-        return PutResult(seq=cursor.lastrowid, control_id_reused=reused), 1
+        return PutResult(seq=cursor.lastrowid, control_id_reused=match.reused), 1
 
     def _claim(self, conn: sqlite3.Connection, limit: int) -> list[Job]:
         now = self._clock()
@@ -423,12 +413,12 @@ class SqliteQueue:
         self, conn: sqlite3.Connection, seq: int, state: str, error: dict[str, Any] | None
     ) -> bool:
         row = conn.execute(
-            f"SELECT head, ordering_key, control_id FROM messages WHERE seq = ? AND {_ACTIVE}",
+            f"SELECT head, ordering_key, digest FROM messages WHERE seq = ? AND {_ACTIVE}",
             (seq,),
         ).fetchone()
         if row is None:
             return False
-        head, key, control_id = row
+        head, key, digest = row
         now = self._clock()
         if state == "dead":
             conn.execute(
@@ -436,7 +426,7 @@ class SqliteQueue:
                 " WHERE seq = ?",
                 (error_text(error or {}), now, seq),
             )
-        elif control_id is None:  # never needed for duplicate detection
+        elif digest is None:  # stored by an older version: it can match nothing
             conn.execute("DELETE FROM messages WHERE seq = ?", (seq,))
         else:
             conn.execute(

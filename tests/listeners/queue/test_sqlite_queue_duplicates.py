@@ -237,7 +237,7 @@ def test_a_version_2_queue_file_is_migrated(tmp_path: Path) -> None:
     run(tmp_path, body, clock=Clock(1_700_000_100.0))
     conn = sqlite3.connect(path)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == _sqlite_schema.SCHEMA_VERSION
         indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
     finally:
         conn.close()
