@@ -136,14 +136,22 @@ def build_bundle(
 #: templates list it first (hl7v2 Patient.j2 and PatientMerged.j2: PID-3's / MRG-1's MR,
 #: else PI; cda Patient.j2: the first id with a root, the first a patientRole lists).
 _IDENTITY_FIRST = frozenset({"Patient"})
+#: Types whose identifiers several patients' resources share while their ids are per
+#: patient: a Coverage's first identifier is its plan's (IN1-2), the same for every member;
+#: a RelatedPerson's are the person's (PID-21 for twins' mother, NK1-33, a parent's
+#: number on siblings' records). A conditional write matched one patient's resource and
+#: gave it to the next: twins shared one mother whose `patient` was the second twin, two
+#: members of a plan one Coverage. Written ``PUT Type/id`` in every mode.
+_BY_ID_ONLY = frozenset({"Coverage", "RelatedPerson"})
 
 
 def _identifier_search(resource: dict[str, Any]) -> str | None:
     """The ``identifier=system|value`` search a conditional request names ``resource``
     by: its first identifier with a system and a value; for a type of
-    ``_IDENTITY_FIRST``, its first identifier only. None: write it by id."""
+    ``_IDENTITY_FIRST``, its first identifier only. None: write it by id (always for a
+    type of ``_BY_ID_ONLY``)."""
     identifiers = resource.get("identifier")
-    if not isinstance(identifiers, list):
+    if not isinstance(identifiers, list) or resource.get("resourceType") in _BY_ID_ONLY:
         return None
     if resource.get("resourceType") in _IDENTITY_FIRST:
         # A record number without a system (a namespace the code maps do not know: the
