@@ -10,25 +10,17 @@ Accounts pointing at it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from converter import Converter, ConverterConfig
 from converter.assembly.bundle import RequestMode
-from tests.support.fhirserver import FhirServer, require_fhirserver
+from tests.support.fhirserver import FhirServer
 from tests.support.hl7_edit import convert_one, lines, message, set_field
 
 _SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "hl7v2"
 _MODES: list[RequestMode] = ["conditional-update", "conditional-create"]
-
-
-@pytest.fixture(scope="module")
-def fhir_server() -> Iterator[FhirServer]:
-    require_fhirserver()
-    with FhirServer.start() as server:
-        yield server
 
 
 def _twin(n: str) -> bytes:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from converter import Converter, ConverterConfig
+from converter import Converter
 from tests.support.hl7_edit import (
     convert_one,
     insert_after,
@@ -29,12 +29,6 @@ from tests.support.hl7_edit import (
 from tests.support.r4validator import R4Validator
 
 _SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "hl7v2"
-
-
-@pytest.fixture(scope="module")
-def converter() -> Converter:
-    """The built-in templates, validated, in the zone the samples' bundles are written with."""
-    return Converter(ConverterConfig(default_timezone="Europe/Paris"))
 
 
 # -- VXU: RXA-11 in its LA2 form ------------------------------------------------------------

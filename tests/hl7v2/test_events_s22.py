@@ -24,12 +24,6 @@ from tests.support.r4validator import R4Validator
 _SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "hl7v2"
 
 
-@pytest.fixture(scope="module")
-def converter() -> Converter:
-    """The built-in templates, in the zone the samples' bundles are written with."""
-    return Converter(ConverterConfig(default_timezone="Europe/Paris"))
-
-
 # -- SIU: one appointment whatever field carries its number ----------------------------------
 
 _S12 = (_SAMPLES / "SIU_S12_new-appointment.hl7").read_bytes()

@@ -21,11 +21,6 @@ SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "hl7v2"
 MOTHER = "0099887766^^^CHU-LYON&1.2.250.1.999.1.1&ISO^PI"
 
 
-@pytest.fixture(scope="module")
-def converter() -> Converter:
-    return Converter(ConverterConfig(default_timezone="Europe/Paris"))
-
-
 def _sample(name: str) -> bytes:
     return (SAMPLES / f"{name}.hl7").read_bytes()
 

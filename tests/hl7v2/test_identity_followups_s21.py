@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from converter import Converter, ConverterConfig
+from converter import Converter
 from tests.support.hl7_edit import convert_one, resources, set_field
 
 REPO = Path(__file__).resolve().parents[2]
@@ -33,11 +33,6 @@ VSM_ID = b'<id root="1.2.250.1.71.4.2.1" extension="810100345678"/>'
 ANS_PS = "urn:oid:1.2.250.1.71.4.2.1"
 ANS_HD = "ASIP-SANTE-PS&1.2.250.1.71.4.2.1&ISO"
 RPPS = "10101234567"
-
-
-@pytest.fixture(scope="module")
-def converter() -> Converter:
-    return Converter(ConverterConfig(default_timezone="Europe/Paris"))
 
 
 def written(resource: dict[str, Any]) -> list[tuple[str | None, str, str | None]]:

@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ import pytest
 from converter import Converter, ConverterConfig
 from converter.hl7v2 import parse_message
 from tests.hl7v2._support import CATALOG
-from tests.support.fhirserver import FhirServer, require_fhirserver
+from tests.support.fhirserver import FhirServer
 from tests.support.hl7_edit import convert_one, message, resources, set_field
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,18 +35,6 @@ FR_0203 = "https://hl7.fr/ig/fhir/core/CodeSystem/fr-core-cs-v2-0203"
 ANS_PS = "urn:oid:1.2.250.1.71.4.2.1"
 ANS_HD = "ASIP-SANTE-PS&1.2.250.1.71.4.2.1&ISO"
 RPPS = "10102345674"
-
-
-@pytest.fixture(scope="module")
-def converter() -> Converter:
-    return Converter(ConverterConfig(default_timezone="Europe/Paris"))
-
-
-@pytest.fixture(scope="module")
-def fhir_server() -> Iterator[FhirServer]:
-    require_fhirserver()
-    with FhirServer.start() as server:
-        yield server
 
 
 def sent(msh_3: str, msh_4: str, data: bytes = ORM, **fields: str) -> bytes:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from converter import Converter, ConverterConfig
+from converter import Converter
 from tests.hl7v2._support import SAMPLES
 from tests.support.hl7_edit import convert_one, resources, set_field
 from tests.support.r4validator import R4Validator
@@ -40,11 +40,6 @@ ROOTS = [
     "SIU_S12_new-appointment",
 ]
 VXU = (SAMPLES / "VXU_V04_immunization.hl7").read_bytes()
-
-
-@pytest.fixture(scope="module")
-def converter() -> Converter:
-    return Converter(ConverterConfig(default_timezone="Europe/Paris"))
 
 
 def sample(name: str, *, nk1: bool = True, **fields: str) -> bytes:

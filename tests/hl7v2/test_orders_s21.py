@@ -5,14 +5,13 @@ converter and checked by the R4 validator."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from converter import Converter, ConverterConfig
-from tests.support.fhirserver import FhirServer, require_fhirserver
+from tests.support.fhirserver import FhirServer
 from tests.support.hl7_edit import (
     by_reference,
     convert_one,
@@ -32,18 +31,6 @@ BAR = (SAMPLES / "BAR_P01_add-account.hl7").read_bytes()
 LAB_FACILITY = "CHU de Lyon - Laboratoire de biochimie"
 CLINIC = "Clinique du Parc^^^^^CHU-LYON&1.2.250.1.999.1.1&ISO^FI^^^CDP-01"
 CLINIC_ADDRESS = "12 rue du Parc^^Lyon^^69003^FRA^B"
-
-
-@pytest.fixture(scope="module")
-def converter() -> Converter:
-    return Converter(ConverterConfig(default_timezone="Europe/Paris"))
-
-
-@pytest.fixture(scope="module")
-def fhir_server() -> Iterator[FhirServer]:
-    require_fhirserver()
-    with FhirServer.start() as server:
-        yield server
 
 
 def _requester(bundle: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:

@@ -5,13 +5,12 @@ real converter and checked by the R4 validator."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from converter import Converter, ConverterConfig
-from tests.support.fhirserver import FhirServer, require_fhirserver
+from converter import Converter
+from tests.support.fhirserver import FhirServer
 from tests.support.hl7_edit import (
     by_reference,
     convert_one,
@@ -39,18 +38,6 @@ ORDER_SAMPLES = {
     "RDE_O11_pharmacy-encoded-orders": "MedicationRequest",
     "OMP_O09_pharmacy-order": "MedicationRequest",
 }
-
-
-@pytest.fixture(scope="module")
-def converter() -> Converter:
-    return Converter(ConverterConfig(default_timezone="Europe/Paris"))
-
-
-@pytest.fixture(scope="module")
-def fhir_server() -> Iterator[FhirServer]:
-    require_fhirserver()
-    with FhirServer.start() as server:
-        yield server
 
 
 def _with_insurance(name: str) -> bytes:
