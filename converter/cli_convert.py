@@ -64,8 +64,6 @@ _STOPPED_VERBS: dict[int, str] = {signal.SIGTERM: "terminated", signal.SIGHUP: "
 
 
 def converter_config(args: argparse.Namespace, *, validate: bool = True) -> ConverterConfig:
-    for folder in args.templates:
-        _check_override_folder(folder)
     return ConverterConfig(
         template_dirs=tuple(args.templates),
         validate=validate,
@@ -77,33 +75,6 @@ def converter_config(args: argparse.Namespace, *, validate: bool = True) -> Conv
         strict_hl7=args.strict_hl7,
         max_document_bytes=args.max_document_bytes,
     )
-
-
-#: What an override folder holds at its top: the converter looks nowhere else.
-_OVERRIDE_PARTS = ("hl7v2", "cda", "codemaps")
-
-
-def _check_override_folder(folder: Path) -> None:
-    """A usage error for ``--templates`` one level too deep (``my-maps/hl7v2``, where
-    ``resources/Patient.j2`` is no template name the converter loads): every override in
-    it was ignored without a word, the bundles made by the built-in templates, and
-    ``templates list`` marked the files as overrides. A folder that does not exist or is
-    not a folder is left to the converter's own check."""
-    if not folder.is_dir() or any((folder / part).is_dir() for part in _OVERRIDE_PARTS):
-        return
-    try:
-        stray = next(
-            (path for path in folder.rglob("*") if path.suffix in (".j2", ".csv", ".toml")),
-            None,
-        )
-    except OSError:
-        return  # unreadable: the converter says so
-    if stray is not None:
-        raise ConfigurationError(
-            f"--templates {folder} holds no hl7v2/, cda/ or codemaps/ folder: "
-            f"{stray.relative_to(folder)} and the rest would be ignored (give the folder "
-            "above hl7v2/, as in --templates my-maps for my-maps/hl7v2/resources/Patient.j2)"
-        )
 
 
 def run_convert(args: argparse.Namespace) -> int:

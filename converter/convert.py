@@ -181,6 +181,8 @@ class Converter:
         )
         self.routes = RouteTable.load("hl7v2", search)
         self.cda_routes = RouteTable.load("cda", search)
+        for table in (self.routes, self.cda_routes):
+            table.check_templates(self.templates.exists)
         self.cda_sections = SectionTable.load(search)
         self.catalog = StructureCatalog()
         self._paths = PathCache()

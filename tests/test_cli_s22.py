@@ -228,16 +228,32 @@ def test_templates_list_shows_what_an_override_changes(tmp_path: Path) -> None:
     assert _line(lines, "cda/resources/Patient.j2").endswith("built-in")
 
 
-def test_templates_list_flags_a_route_to_a_template_that_does_not_exist(tmp_path: Path) -> None:
-    # A typo in an override routes.toml ("ADTT"): the listing showed the route as any
-    # other, and every ADT^A01 then failed "template ... not found", one by one.
+@pytest.mark.parametrize("command", ["convert", "templates"])
+def test_a_route_to_a_template_that_does_not_exist_is_a_configuration_error(
+    command: str, tmp_path: Path
+) -> None:
+    # A typo in an override routes.toml ("ADTT"): every ADT^A01 then failed "template ...
+    # not found", one by one (in the service, each a dead letter). Said when the converter
+    # is built, naming the routes file, as a template's syntax error is.
     (tmp_path / "hl7v2").mkdir()
-    (tmp_path / "hl7v2" / "routes.toml").write_text('[events]\n"ADT^A01" = "ADTT"\n')
-    lines = _listing(tmp_path)
-    assert _line(lines, "event", "ADT^A01").endswith(
-        "(override, no template hl7v2/messages/ADTT.j2)"
+    routes = tmp_path / "hl7v2" / "routes.toml"
+    routes.write_text('[events]\n"ADT^A01" = "ADTT"\n')
+    words = (
+        ["convert", str(SAMPLES / "ADT_A01_admission-full.hl7")]
+        if command == "convert"
+        else ["templates", "list"]
     )
-    assert not any("no template" in line for line in lines if "ADT^A01" not in line)
+    result = subprocess.run(
+        [PASSERELLE, *words, "--templates", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"{routes}: route 'ADT^A01' names template 'ADTT'" in result.stderr
+    assert "hl7v2/messages/ADTT.j2" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 # -- --templates one level too deep -----------------------------------------------------------
@@ -267,9 +283,9 @@ def test_an_override_folder_given_one_level_too_deep_is_a_usage_error(
     assert result.returncode == 2, result.stderr
     assert result.stdout == ""
     assert result.stderr == (
-        f"passerelle: --templates {site / 'hl7v2'} holds no hl7v2/, cda/ or codemaps/ "
-        "folder: resources/Patient.j2 and the rest would be ignored (give the folder above "
-        "hl7v2/, as in --templates my-maps for my-maps/hl7v2/resources/Patient.j2)\n"
+        f"passerelle: template directory {site / 'hl7v2'} holds no hl7v2/, cda/ or "
+        "codemaps/ folder: resources/Patient.j2 and the rest would be ignored (give the "
+        "folder above hl7v2/, as my-maps for my-maps/hl7v2/resources/Patient.j2)\n"
     )
     # The right level, and an empty folder (nothing in it is ignored), still run.
     for folder in (site, tmp_path / "empty"):

@@ -348,6 +348,31 @@ class TemplateInfo:
     overridden: bool
 
 
+#: What an override directory holds at its top: the converter looks nowhere else.
+_OVERRIDE_PARTS = ("hl7v2", "cda", "codemaps")
+
+
+def _check_override_root(directory: Path) -> None:
+    """A ConfigurationError for an override directory given one level too deep
+    (``my-maps/hl7v2``, where ``resources/Patient.j2`` is no name the converter loads):
+    every override in it was ignored without a word, the bundles made by the built-in
+    templates."""
+    if any((directory / part).is_dir() for part in _OVERRIDE_PARTS):
+        return
+    try:
+        stray = next(
+            (p for p in directory.rglob("*") if p.suffix in (".j2", ".csv", ".toml")), None
+        )
+    except OSError:
+        return  # unreadable: loading the templates says so
+    if stray is not None:
+        raise ConfigurationError(
+            f"template directory {directory} holds no hl7v2/, cda/ or codemaps/ folder: "
+            f"{stray.relative_to(directory)} and the rest would be ignored (give the folder "
+            "above hl7v2/, as my-maps for my-maps/hl7v2/resources/Patient.j2)"
+        )
+
+
 class TemplateSet:
     """Built-in templates with user override directories searched first."""
 
@@ -364,6 +389,7 @@ class TemplateSet:
         for directory in overrides:
             if not directory.is_dir():
                 raise ConfigurationError(f"template directory {directory} does not exist")
+            _check_override_root(directory)
         self.builtin = builtin
         self.overrides = tuple(overrides)
         loaders: list[jinja2.BaseLoader] = [

@@ -20,7 +20,7 @@ ignored, it would leave the message "unsupported" with no hint why.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -39,6 +39,10 @@ _KEY_SHAPES = {
         '"2.16.840.1.113883.10.20.22.1.2" (or "*")',
     ),
 }
+
+
+#: Where a family's root templates are: a route names ``<family>/<folder>/<name>.j2``.
+_ROOT_FOLDERS = {"hl7v2": "messages", "cda": "documents"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +105,21 @@ class RouteTable:
             MappingProxyType(structures),
             MappingProxyType(documents),
         )
+
+    def check_templates(self, exists: Callable[[str], bool]) -> None:
+        """A ConfigurationError for a route whose root template ``exists`` does not find
+        (a typo in an override routes.toml): it failed every message of that type, each
+        a dead letter; said when the converter is built, as a syntax error is."""
+        folder = _ROOT_FOLDERS.get(self.family)
+        if folder is None:
+            return
+        for route in (*self.events.values(), *self.structures.values(), *self.documents.values()):
+            root = f"{self.family}/{folder}/{route.template}.j2"
+            if not exists(root):
+                raise ConfigurationError(
+                    f"{route.source}: route {route.key!r} names template "
+                    f"{route.template!r}, but no template directory holds {root}"
+                )
 
     def resolve(self, event: str, structure: str) -> Route:
         """The route for a message; raises :class:`UnsupportedMessageError` (AR) if none."""

@@ -214,3 +214,20 @@ def test_a_dead_letter_retention_without_its_unit_is_refused(tmp_path: Path, tex
     path = _toml(tmp_path, f"[queue]\ndead_letter_retention = {text}\n")
     with pytest.raises(ConfigError, match=r"queue\.dead_letter_retention must be a duration"):
         load_config(path, env={})
+
+
+# -- a template directory given one level too deep ---------------------------------------------
+def test_the_service_refuses_a_template_directory_one_level_too_deep(tmp_path: Path) -> None:
+    # templates = ["/srv/maps/hl7v2"]: resources/Patient.j2 there is no name the converter
+    # loads, so every override was ignored without a word (the CLI said so, not the service).
+    deep = tmp_path / "maps" / "hl7v2"
+    (deep / "resources").mkdir(parents=True)
+    (deep / "resources" / "Patient.j2").write_text('{"resourceType": "Patient"}')
+    config = _toml(
+        tmp_path,
+        f'[mllp]\nport = 0\n[http]\nport = 0\n[converter]\ntemplates = ["{deep}"]\n',
+    )
+    result = cli("serve", "--config", str(config), env={}, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert f"template directory {deep} holds no hl7v2/, cda/ or codemaps/ folder" in (result.stderr)
+    assert "Traceback" not in result.stderr
