@@ -92,8 +92,21 @@ def batch_server() -> Iterator[_BatchServer]:
 
 
 def test_a_large_bundle_sent_as_a_batch_does_not_stall_the_event_loop(
-    batch_server: _BatchServer,
+    batch_server: _BatchServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from listeners.delivery import base
+
+    # Where the re-typing runs is checked directly; the stall only against a bound with
+    # room for a loaded host (the whole suite on 2 cores: 0.39 s against 1.38 s inline
+    # once, where the stall of sending the body to the server is counted too).
+    threads: list[int] = []
+    retyped = base._retyped
+
+    def recording(data: bytes) -> bytes:
+        threads.append(threading.get_ident())
+        return retyped(data)
+
+    monkeypatch.setattr(base, "_retyped", recording)
     bundle = _bundle()
     began = time.perf_counter()
     json_dumps({**json_loads(bundle), "type": "batch"})
@@ -113,7 +126,10 @@ def test_a_large_bundle_sent_as_a_batch_does_not_stall_the_event_loop(
         message_type="ORU^R01",
     )
 
+    loop_threads: list[int] = []
+
     async def scenario() -> tuple[float, int]:
+        loop_threads.append(threading.get_ident())
         async with sink:
             delivery = asyncio.ensure_future(sink.deliver(bundle, envelope))
             stall = await longest_stall(delivery)
@@ -121,11 +137,12 @@ def test_a_large_bundle_sent_as_a_batch_does_not_stall_the_event_loop(
         return stall, len(receipt.entries)
 
     stall, entries = asyncio.run(scenario())
+    assert threads and loop_threads[0] not in threads, (threads, loop_threads)
     assert entries == ENTRIES
     (sent,) = batch_server.bodies
     # Every byte kept but the type's (the server gets the bundle the converter wrote).
     assert sent == bundle.replace(b'"type":"transaction"', b'"type":"batch"', 1)
-    assert stall < inline / 4, f"the loop stalled {stall:.3f}s (inline re-typing: {inline:.3f}s)"
+    assert stall < inline / 2, f"the loop stalled {stall:.3f}s (inline re-typing: {inline:.3f}s)"
 
 
 @pytest.mark.parametrize(
