@@ -17,9 +17,13 @@ if TYPE_CHECKING:
     from converter import ConverterConfig
     from converter.assembly.bundle import RequestMode
 
-#: Seconds a dead letter is kept: 30 days. The queue's own default
-#: (``listeners.queue.base``), repeated here because importing the queue package loads
-#: SQLite's queue and, through it, the converter, which ``passerelle health`` must not.
+#: Seconds a dead letter is kept after it failed, unless configured otherwise
+#: (``queue.dead_letter_retention``): 30 days. A dead letter is a patient's message kept
+#: only so that an operator can fix and retry it; GDPR's storage limitation and data
+#: protection by default (art. 5(1)(e), 25(2)) call for a finite period, and the sender
+#: (the source of record) still holds the message after it. Defined here, and the queue
+#: takes it from here: importing the queue package loads SQLite's queue and, through it,
+#: the converter, which ``passerelle health`` (reading this module) must not.
 DEFAULT_DEAD_LETTER_RETENTION = 30 * 86400.0
 
 _K = TypeVar("_K")

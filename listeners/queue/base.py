@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ..config.model import DEFAULT_DEAD_LETTER_RETENTION
+
 __all__ = [
     "DEFAULT_DEAD_LETTER_RETENTION",
     "DeadLetter",
@@ -13,13 +15,6 @@ __all__ = [
     "MessageQueue",
     "PutResult",
 ]
-
-#: Seconds a dead letter is kept after it failed, unless configured otherwise
-#: (``queue.dead_letter_retention``): 30 days. A dead letter is a patient's message kept
-#: only so that an operator can fix and retry it; GDPR's storage limitation and data
-#: protection by default (art. 5(1)(e), 25(2)) call for a finite period, and the sender
-#: (the source of record) still holds the message after it.
-DEFAULT_DEAD_LETTER_RETENTION = 30 * 86400.0
 
 
 @dataclass(frozen=True, slots=True)
