@@ -10,6 +10,7 @@ Accounts pointing at it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -57,14 +58,22 @@ def _patient_of(resource: dict[str, object], field: str) -> str:
     return str(reference["reference"]).split("/")[1]
 
 
-@pytest.mark.parametrize("mode", _MODES)
-def test_twins_keep_one_mother_each(fhir_server: FhirServer, mode: RequestMode) -> None:
-    fhir_server.reset()
+def _stored_patients(
+    server: FhirServer, mode: RequestMode, build: Callable[[str], bytes]
+) -> set[str]:
+    """The ids of the Patients stored after ``build("1")`` and ``build("2")``,
+    converted in ``mode``, were sent to a fresh server."""
+    server.reset()
     converter = Converter(ConverterConfig(default_timezone="Europe/Paris", request_mode=mode))
     for n in ("1", "2"):
-        bundle, _ = convert_one(converter, _twin(n))
-        fhir_server.transact(bundle)
-    patients = {e["resource"]["id"] for e in fhir_server.search("Patient")["entry"]}
+        bundle, _ = convert_one(converter, build(n))
+        server.transact(bundle)
+    return {e["resource"]["id"] for e in server.search("Patient")["entry"]}
+
+
+@pytest.mark.parametrize("mode", _MODES)
+def test_twins_keep_one_mother_each(fhir_server: FhirServer, mode: RequestMode) -> None:
+    patients = _stored_patients(fhir_server, mode, _twin)
     mothers = [e["resource"] for e in fhir_server.search("RelatedPerson")["entry"]]
     assert len(patients) == 2
     assert sorted(_patient_of(m, "patient") for m in mothers) == sorted(patients)
@@ -74,12 +83,7 @@ def test_twins_keep_one_mother_each(fhir_server: FhirServer, mode: RequestMode) 
 def test_members_of_one_plan_keep_their_own_coverage(
     fhir_server: FhirServer, mode: RequestMode
 ) -> None:
-    fhir_server.reset()
-    converter = Converter(ConverterConfig(default_timezone="Europe/Paris", request_mode=mode))
-    for n in ("1", "2"):
-        bundle, _ = convert_one(converter, _member(n))
-        fhir_server.transact(bundle)
-    patients = {e["resource"]["id"] for e in fhir_server.search("Patient")["entry"]}
+    patients = _stored_patients(fhir_server, mode, _member)
     coverages = [e["resource"] for e in fhir_server.search("Coverage")["entry"]]
     assert len(patients) == 2
     assert sorted(_patient_of(c, "beneficiary") for c in coverages) == sorted(patients)
