@@ -37,6 +37,7 @@ from .convert import Converter
 from .errors import ConfigurationError
 from .hl7v2.charset import charset_codec
 from .templates.environment import TemplateInfo
+from .templates.runner import included_name, resolved_name
 
 __all__ = [
     "EXIT_CLOSED_PIPE",
@@ -265,23 +266,16 @@ def _overrides_reached(
 
 def _rendered_by_name(tree: nodes.Template, family: str) -> Iterator[str]:
     """The templates ``emit("X")`` and ``include("x")`` name in a template, resolved as
-    the rendering session resolves them (converter.templates.runner, render)."""
+    the rendering session resolves them (converter.templates.runner)."""
     for call in tree.find_all(nodes.Call):
         if not (isinstance(call.node, nodes.Name) and call.node.name in ("emit", "include")):
             continue
         if not (call.args and isinstance(call.args[0], nodes.Const)):
             continue
         name = call.args[0].value
-        if not isinstance(name, str):
-            continue
-        if name.endswith(".j2"):
-            yield name
-        elif name.startswith(family + "/"):
-            yield f"{name}.j2"
-        elif "/" in name or call.node.name == "include":
-            yield f"{family}/{name}.j2"
-        else:
-            yield f"{family}/resources/{name}.j2"
+        if isinstance(name, str):
+            resolve = included_name if call.node.name == "include" else resolved_name
+            yield resolve(family, name)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -27,7 +27,7 @@ from ..assembly.references import reference_among
 from ..errors import MappingError, TemplateError
 from .locations import input_location
 from .memo import Frame, Memo, MemoEntry, WarningList
-from .runner import TemplateRunner
+from .runner import TemplateRunner, included_name
 from .template_json import json_from_template, json_with_periods
 
 __all__ = ["Ref", "RenderSession", "json_from_template"]
@@ -363,11 +363,7 @@ class RenderSession(TemplateRunner):
     def include(self, template: str, **variables: Any) -> Any:
         """Render a template that writes a JSON value (not a resource) and return it:
         CDA section templates return the references of the entries they emitted."""
-        name = (
-            self.resolve(template)
-            if "/" in template or template.endswith(".j2")
-            else f"{self._family}/{template}.j2"
-        )
+        name = included_name(self._family, template)
         return self._json(self.render(name, variables), name, variables)
 
     def emitted(self, resource_type: str | None = None) -> list[Ref]:

@@ -11,7 +11,9 @@ session's business (render.py).
 
 from __future__ import annotations
 
+import functools
 import sys
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -24,7 +26,28 @@ from .locations import input_location, template_frame, template_name
 from .memo import Frame, blind_templates, position_blind
 from .template_json import json_from_template
 
-__all__ = ["TemplateRunner"]
+__all__ = ["TemplateRunner", "included_name", "resolved_name"]
+
+
+def resolved_name(family: str, template: str) -> str:
+    """The template ``emit(template)`` renders: ``Patient`` →
+    ``<family>/resources/Patient.j2``; ``sections/x`` → ``<family>/sections/x.j2``; a
+    name with its family (``cda/resources/X``) or its ``.j2`` is taken as written."""
+    if template.endswith(".j2"):
+        return template
+    if template.startswith(family + "/"):
+        return f"{template}.j2"
+    if "/" in template:
+        return f"{family}/{template}.j2"
+    return f"{family}/resources/{template}.j2"
+
+
+def included_name(family: str, template: str) -> str:
+    """The template ``include(template)`` renders: as :func:`resolved_name`, but a bare
+    name is ``<family>/<name>.j2`` (CDA section templates)."""
+    if "/" in template or template.endswith(".j2"):
+        return resolved_name(family, template)
+    return f"{family}/{template}.j2"
 
 
 class TemplateRunner:
@@ -41,6 +64,9 @@ class TemplateRunner:
         self._env = environment
         self._builtin_root = builtin_root
         self._family = family
+        #: The template ``emit(name)`` renders (:func:`resolved_name`); a partial, not a
+        #: method calling it: one call per emit on the hot path, as before.
+        self.resolve: Callable[[str], str] = functools.partial(resolved_name, family)
         # emit / emitted / include / warn are environment globals that reach this
         # session through ACTIVE_SESSION (see environment.py).
         self._context = dict(context)
@@ -48,18 +74,6 @@ class TemplateRunner:
         self._frames: list[Frame] = []
         #: Templates known to read nothing but their inputs' values (see memo.py).
         self._blind = blind_templates(environment)
-
-    def resolve(self, template: str) -> str:
-        """``Patient`` → ``<family>/resources/Patient.j2``; ``sections/x`` →
-        ``<family>/sections/x.j2``; a name with its family (``cda/resources/X``) or its
-        ``.j2`` is taken as written."""
-        if template.endswith(".j2"):
-            return template
-        if template.startswith(self._family + "/"):
-            return f"{template}.j2"
-        if "/" in template:
-            return f"{self._family}/{template}.j2"
-        return f"{self._family}/resources/{template}.j2"
 
     def render(self, name: str, variables: dict[str, Any]) -> str:
         try:
