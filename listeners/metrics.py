@@ -85,6 +85,8 @@ class Metrics:
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._clock = clock
         self._oldest_stored_at: float | None = None
+        #: Component → why it stopped for good, or None (see :meth:`watch_vital`).
+        self._vital: dict[str, Callable[[], str | None]] = {}
         self._message_types: set[str] = set()
         self._routed_types: set[str] = set()
         self.received = _TypeLabels(
@@ -249,6 +251,14 @@ class Metrics:
             " (the write failing and retried in place; the patient's later messages wait)",
             registry=registry,
         )
+        self.component_up = Gauge(
+            "passerelle_component_up",
+            "1 while a part the process cannot work without runs, 0 once it has stopped for"
+            " good (component queue: the SQLite queue's writer thread, the only way to the"
+            " queue file): GET /health then answers 503, the process must be restarted",
+            ["component"],
+            registry=registry,
+        )
         self.queue_depth = Gauge(
             "passerelle_queue_depth", "Messages stored and not yet delivered", registry=registry
         )
@@ -309,6 +319,18 @@ class Metrics:
         self.amqp_connected.labels(label).set_function(
             lambda: float(bool(getattr(source, "connected", False)))
         )
+
+    def watch_vital(self, component: str, failure: Callable[[], str | None]) -> None:
+        """``failure()`` says why ``component`` stopped for good (None while it runs):
+        read by ``GET /health`` (:meth:`stopped`) and ``passerelle_component_up`` at each
+        scrape. For what no retry mends and only a restart does."""
+        self._vital[component] = failure
+        self.component_up.labels(component).set_function(lambda: float(failure() is None))
+
+    def stopped(self) -> dict[str, str]:
+        """Component → why it stopped for good, for the components that have."""
+        reasons = {component: failure() for component, failure in self._vital.items()}
+        return {component: reason for component, reason in reasons.items() if reason}
 
     def keep_types(self, types: Iterable[str]) -> None:
         """Label these message types (the routed ones) even once senders' inventions

@@ -99,6 +99,8 @@ class Service:
                 dead_letter_retention=config.queue.dead_letter_retention,
                 on_expired=self.metrics.dead_letters_expired.inc,
             )
+            # Its writer thread ended: only a restart mends it (/health red).
+            self.metrics.watch_vital("queue", self.queue.failure)
         self.consumer: AmqpConsumer | None = None
         self.sinks: dict[str, Sink] = {}
         self.pool: ConversionPool | None = None

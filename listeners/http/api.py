@@ -11,9 +11,11 @@
   ``?inputType=hl7v2|cda``); one message gives a Bundle, several (a batch file) give
   newline-delimited JSON, one bundle per line; a 422 for a batch names the failing
   message by its control id.
-- ``GET /health`` (the process answers), ``GET /ready`` (queue writable, destinations
-  reachable), ``GET /metrics`` (Prometheus). ``passerelle worker`` serves these three
-  alone (:func:`create_probe_app`).
+- ``GET /health`` (the process answers, and no part of it has stopped for good: 503 once
+  one has, such as the SQLite queue's writer thread — ``Metrics.watch_vital``; only a
+  restart mends it), ``GET /ready`` (queue writable, destinations reachable), ``GET
+  /metrics`` (Prometheus). ``passerelle worker`` serves these three alone
+  (:func:`create_probe_app`).
 
 With an API key or a bearer token configured, every route but ``/health`` and ``/ready``
 requires it (``X-API-Key: …`` or ``Authorization: Bearer …``).
@@ -60,6 +62,12 @@ FHIR_JSON = "application/fhir+json"
 _MAX_BODY = 20 * 1024 * 1024
 _INPUT_TYPES = {"hl7v2": "hl7v2", "ccda": "cda", "cda": "cda"}
 _HTTP_CODES = {404: "not-found", 405: "not-supported"}
+#: Seconds ``/ready`` waits for its checks. Unbounded, a queue writer that did not answer
+#: (a disk hung in an fsync) held every probe's request for ever: a probe times out and
+#: goes, its request stays, and once ``http.max_connections`` of them were running every
+#: other request (conversions included) got a 503. Above the checks' own bounds (5 s
+#: a destination), so that a slow destination is named rather than this.
+READY_TIMEOUT = 20.0
 
 
 class ProbeBackend(Protocol):
@@ -181,10 +189,26 @@ def _protected(handler: Handler, config: HttpConfig) -> Handler:
 
 def _probe_routes(backend: ProbeBackend, config: HttpConfig) -> list[Route]:
     async def health(request: Request) -> Response:
+        # Liveness: green while the process can still do its work, even if not now (a
+        # destination down, a full disk: /ready); red once a part of it has stopped for
+        # good (the queue's writer thread ended), which only a restart mends.
+        stopped = backend.metrics.stopped()
+        if stopped:
+            return JSONResponse({"status": "stopped", "stopped": stopped}, status_code=503)
         return JSONResponse({"status": "ok"})
 
     async def ready(request: Request) -> Response:
-        checks = await backend.readiness()
+        try:
+            async with asyncio.timeout(READY_TIMEOUT):
+                checks = await backend.readiness()
+        except TimeoutError:
+            checks = {
+                "readiness": f"the checks did not answer within {READY_TIMEOUT:g}s (the"
+                " queue's writer or a destination not answering)"
+            }
+        # What stopped for good says so in its own words (the backend's check may only
+        # have seen its calls fail).
+        checks.update(backend.metrics.stopped())
         failing = {name: reason for name, reason in checks.items() if reason}
         body = {
             "status": "ready" if not failing else "not ready",

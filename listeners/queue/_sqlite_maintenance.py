@@ -29,14 +29,15 @@ class Maintenance:
     def __init__(
         self,
         *,
-        clock: Callable[[], float],
+        cutoff: Callable[[float], float],
         window: float,
         retention: float | None,
         busy_timeout_ms: int,
         on_expired: Callable[[int], None] | None,
         logger: logging.Logger,
     ) -> None:
-        self._clock = clock
+        #: The wall-clock time before which a row is that old (``ForwardSteps.cutoff``).
+        self._cutoff = cutoff
         self._window = window
         self._retention = retention
         self._busy_timeout_ms = busy_timeout_ms
@@ -54,7 +55,7 @@ class Maintenance:
         expired, more = 0, False
         if self._retention is not None:
             with transaction(conn):
-                expired, more = expire(conn, self._clock() - self._retention)
+                expired, more = expire(conn, self._cutoff(self._retention))
             if expired:
                 self._count_expired(expired)
         if more or pruned >= PRUNE_BATCH:
@@ -65,7 +66,7 @@ class Maintenance:
     def prune(self, conn: sqlite3.Connection, limit: int | None) -> int:
         """Delete delivered rows stored before the duplicate window (up to ``limit``;
         None: all), inside the caller's transaction; returns how many."""
-        cutoff = self._clock() - self._window
+        cutoff = self._cutoff(self._window)
         if limit is None:
             return conn.execute(
                 "DELETE FROM messages WHERE state = 'done' AND stored_at < ?", (cutoff,)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from ..errors import QueueError
 from ..file_modes import PRIVATE_FILE, make_private_dirs, restrict_file
+from ..logs import describe_exception
 
 __all__ = [
     "APPLICATION_ID",
@@ -163,7 +164,8 @@ _NO_ROOM = frozenset({"SQLITE_IOERR_SHMSIZE"})
 
 
 def storage_error(exc: BaseException, doing: str) -> QueueError:
-    """A :class:`QueueError` for a storage failure (SQLite messages carry no content).
+    """A :class:`QueueError` for a storage failure (SQLite messages carry no content; of
+    any other exception, only its kind and place).
 
     SQLite says "disk I/O error" for a failing disk and for a full one alike (the service
     then would not start, or refused every message, with the operator looking for a
@@ -171,7 +173,14 @@ def storage_error(exc: BaseException, doing: str) -> QueueError:
     of room."""
     if isinstance(exc, QueueError):
         return exc
-    detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        detail = exc.strerror
+    elif isinstance(exc, OSError | sqlite3.Error):
+        detail = str(exc)
+    else:
+        # Anything else (a bug, a MemoryError reaching the writer thread): its kind and
+        # place only, its text may quote the message being stored.
+        detail = describe_exception(exc)
     name = getattr(exc, "sqlite_errorname", None) if isinstance(exc, sqlite3.Error) else None
     if isinstance(name, str) and name.startswith("SQLITE_IOERR"):
         detail += f" ({name}"

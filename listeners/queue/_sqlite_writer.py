@@ -6,6 +6,14 @@ and byte cap; the wait ends early once as many as in the previous batch have arr
 runs them all in one ``BEGIN IMMEDIATE … COMMIT`` (each in a savepoint, so one failing
 operation does not undo the others) and only then resolves every caller's future. One
 fsync'd commit thus acknowledges a whole batch.
+
+The thread is the only way to the file: should it end on an error nothing expected
+(a bug in its bookkeeping, a MemoryError, an exception SQLite was not expected to raise),
+every operation it had taken (the batch in hand), every one waiting and every later one
+fails at once with :attr:`Writer.failure` — before, the batch in hand was never resolved
+and its callers (an MLLP ACK, an AMQP consumer's commit) waited forever — and the queue
+reports itself stopped for good (``SqliteQueue.failure``: ``/health`` red, the process
+must be restarted).
 """
 
 from __future__ import annotations
@@ -81,11 +89,20 @@ class Writer:
         self._accepting = False
         self._failure: QueueError | None = None
         self._thread: threading.Thread | None = None
+        #: The operations taken from the inbox and not yet resolved (writer thread): those
+        #: a failure of the thread must still resolve, being in no inbox any more.
+        self._in_hand: list[_Request] = []
         self._expected = 1  # operations in the previous batch
         #: Transactions committed for submitted operations.
         self.commits = 0
         #: New message rows made durable by those commits.
         self.rows_committed = 0
+
+    @property
+    def failure(self) -> QueueError | None:
+        """Why the thread ended on an unexpected error (nothing can be written until the
+        queue is started again), or None."""
+        return self._failure
 
     # -- event-loop side ----------------------------------------------------------------
     async def start(self) -> None:
@@ -112,7 +129,10 @@ class Writer:
         future: asyncio.Future[T] = loop.create_future()
         with self._lock:
             if not self._accepting:
-                raise self._failure or QueueError("the queue is not open")
+                # A new error each time: raising the same one again and again (the workers
+                # claim every second) would lengthen its traceback without end, and with
+                # it the frames — stored messages among their locals — kept alive.
+                raise QueueError(str(self._failure or "the queue is not open"))
             self._inbox.put(_Request(op, loop, future, size))
         return future
 
@@ -139,14 +159,23 @@ class Writer:
         try:
             self._serve(conn)
         except BaseException as exc:
-            self._log.critical("queue writer stopped on an unexpected error", exc_info=True)
-            failure = storage_error(exc, "writing")
-            with self._lock:
-                self._accepting = False
-                self._failure = failure
-            self._fail_remaining(failure)
+            self._stopped(exc)
         finally:
             conn.close()
+
+    def _stopped(self, exc: BaseException) -> None:
+        """The thread ends on ``exc``: refuse what comes, fail what was taken or waits."""
+        try:
+            failure = QueueError(f"{storage_error(exc, 'writing')}; {_STOPPED}")
+        except BaseException:  # MemoryError again: a message prepared in advance
+            failure = _STOPPED
+        with self._lock:
+            self._accepting = False
+            self._failure = failure
+        self._fail_remaining(failure)
+        # One line, by kind and place only: the text of an exception that is not ours
+        # may quote the message being stored.
+        self._log.error("%s", failure, extra={"event": "queue_writer_stopped"})
 
     def _serve(self, conn: sqlite3.Connection) -> None:
         next_maintenance = time.monotonic()
@@ -159,8 +188,10 @@ class Writer:
                 continue
             if isinstance(first, _Stop):
                 return
-            batch, stop = self._gather(first)
-            self._execute(conn, batch)
+            self._in_hand = [first]
+            stop = self._gather()
+            self._execute(conn, self._in_hand)
+            self._in_hand = []
             if stop:
                 return
 
@@ -172,16 +203,17 @@ class Writer:
             self._log.warning("queue maintenance failed; will try again", exc_info=True)
             return 60.0
 
-    def _gather(self, first: _Request) -> tuple[list[_Request], bool]:
-        """``first`` and what arrives within the commit interval, up to the caps.
+    def _gather(self) -> bool:
+        """Add to the batch in hand (its first operation) what arrives within the commit
+        interval, up to the caps; whether a stop came after them.
 
         The wait ends early once as many operations as in the previous batch have arrived
         (then only what is already queued is added): concurrent producers re-submit right
         after their commit, so a steady load forms full batches without waiting out the
         interval, and a lone producer never waits at all.
         """
-        batch = [first]
-        size = first.size
+        batch = self._in_hand  # filled in place: a failure meanwhile still resolves it
+        size = batch[0].size
         expected = self._expected
         deadline = time.monotonic() + self._interval
         while len(batch) < self._max_batch and size < self._max_bytes:
@@ -194,11 +226,11 @@ class Writer:
             except queue.Empty:
                 break
             if isinstance(item, _Stop):
-                return batch, True
+                return True
             batch.append(item)
             size += item.size
         self._expected = len(batch)
-        return batch, False
+        return False
 
     def _execute(self, conn: sqlite3.Connection, batch: list[_Request]) -> None:
         settlements: list[tuple[_Request, Any, BaseException | None]] = []
@@ -246,7 +278,9 @@ class Writer:
                 loop.call_soon_threadsafe(_resolve, items)
 
     def _fail_remaining(self, error: QueueError) -> None:
-        pending: list[_Request] = []
+        # The batch in hand first: an operation of it already resolved (a result settled
+        # before the failure) keeps its result, _resolve skipping a future done.
+        pending, self._in_hand = self._in_hand, []
         while True:
             try:
                 item = self._inbox.get_nowait()
@@ -255,6 +289,12 @@ class Writer:
             if isinstance(item, _Request):
                 pending.append(item)
         self._settle_all(pending, error)
+
+
+#: The failure when even building its message fails (out of memory).
+_STOPPED = QueueError(
+    "the queue writer stopped: nothing can be stored until the service is restarted"
+)
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

@@ -30,14 +30,18 @@ Design
   is a new message (``control_id_reused=True``: the caller warns). Without a control id,
   an AMQP redelivery is matched on its message id or, flagged ``redelivered``, on its
   bytes (:mod:`._sqlite_duplicates`). Delivered rows keep their digest but no payload
-  until the window has passed (pruned by the writer thread every minute).
+  until the window has passed (pruned by the writer thread every minute). The window,
+  like the retention below, is never shortened by a wall clock stepped forward under the
+  running queue (:class:`._sqlite_clock.ForwardSteps`).
 * **Attempts.** A claim counts one (``attempts + 1``), kept by ``retry_later()`` and by
   crash recovery. A job claimed but never sent (its destination paused) is put back with
   ``give_back()``, which takes that attempt back in the same commit: durable, so a
   restart does not count it.
 * **Crash recovery.** ``start()`` puts rows left ``inflight`` back to ``pending``:
   at-least-once delivery. ``start()`` also takes an exclusive lock (``<file>.lock``,
-  :mod:`._sqlite_lock`): one service per queue file.
+  :mod:`._sqlite_lock`): one service per queue file. Should the writer thread end on an
+  unexpected error, every write fails at once from then on (none waits for ever) and
+  :meth:`SqliteQueue.failure` says why: only a restart mends it (``/health`` red).
 * **Dead-letter administration** (:mod:`._sqlite_dead_letters`, which these methods
   delegate to): synchronous, own short connection and short transactions, so the CLI
   may use it while the service runs.
@@ -61,7 +65,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import QueueError
 from ._sqlite_backlog import Backlog, StoreFailures, probe_write, read_backlog
-from ._sqlite_clock import ClockSteps
+from ._sqlite_clock import ClockSteps, ForwardSteps, elapsed_clock
 from ._sqlite_dead_letters import SQLITE_MAX_INT, DeadLetters
 from ._sqlite_duplicates import DUPLICATE_SQL as _DUPLICATE_SQL  # noqa: F401 - tests' name
 from ._sqlite_duplicates import REUSED_SQL as _REUSED_SQL  # noqa: F401 - tests' name
@@ -112,17 +116,26 @@ class SqliteQueue:
         busy_timeout_ms: int = 10_000,
         dead_letter_retention: float | None = DEFAULT_DEAD_LETTER_RETENTION,
         on_expired: Callable[[int], None] | None = None,
+        elapsed: Callable[[], float] | None = None,
     ) -> None:
         """``dead_letter_retention``: seconds a dead letter is kept after it failed (None:
         until purged). ``on_expired(n)``: called on the writer thread after ``n`` dead
-        letters were deleted for it (a metric)."""
+        letters were deleted for it (a metric). ``elapsed``: the monotonic clock that
+        tells a step of ``clock`` from time passing (:mod:`._sqlite_clock`); by default
+        the system's with the system's wall clock, and ``clock`` itself with another
+        (a test's clock, moved by hand, is both)."""
         self.path = Path(path)
         self._window = duplicate_window_hours * 3600.0
         self._clock = clock
         self._busy_timeout_ms = busy_timeout_ms
         self._log = logging.getLogger("passerelle.queue")
+        if elapsed is None:
+            elapsed = elapsed_clock() if clock is time.time else clock
+        self._forward = ForwardSteps(clock, elapsed, self._log)
+        #: The wall clock of the writer's operations (what they store, what they compare).
+        self._now = self._forward.now
         self._maintenance = Maintenance(
-            clock=clock,
+            cutoff=self._forward.cutoff,
             window=self._window,
             retention=dead_letter_retention,
             busy_timeout_ms=busy_timeout_ms,
@@ -160,6 +173,13 @@ class SqliteQueue:
     def rows_committed(self) -> int:
         """Messages made durable by those transactions."""
         return self._writer.rows_committed
+
+    def failure(self) -> str | None:
+        """Why the queue stopped for good — its writer thread, the only way to the file,
+        ended on an unexpected error — or None. Every write fails meanwhile; only a
+        restart mends it (``/health``: ``Metrics.watch_vital``)."""
+        failure = self._writer.failure
+        return None if failure is None else str(failure)
 
     @property
     def dead_letters_expired(self) -> int:
@@ -219,6 +239,9 @@ class SqliteQueue:
         them in one commit: once that commits (room again on the disk), the refusal is
         over even if no message came meanwhile. A failed claim lasts until a claim
         commits: the workers try again every second."""
+        stopped = self.failure()
+        if stopped is not None:  # no write will ever commit: nothing to probe
+            return stopped
         problems = [self._claim_failures.problem()]
         if self._store_failures.problem() is not None:
             try:
@@ -252,7 +275,7 @@ class SqliteQueue:
         """Back to pending, due in ``delay`` seconds; still blocks its key meanwhile."""
 
         def op(conn: sqlite3.Connection) -> tuple[None, int]:
-            now = self._clock()
+            now = self._now()
             conn.execute(
                 "UPDATE messages SET state = 'pending', next_attempt_at = ?, last_error = ?,"
                 f" updated_at = ? WHERE seq = ? AND {_ACTIVE}",
@@ -274,7 +297,7 @@ class SqliteQueue:
         seq, a no-op."""
 
         def op(conn: sqlite3.Connection) -> tuple[None, int]:
-            now = self._clock()
+            now = self._now()
             conn.execute(
                 "UPDATE messages SET state = 'pending', next_attempt_at = ?,"
                 " attempts = max(attempts - 1, 0), last_error = coalesce(?, last_error),"
@@ -292,7 +315,7 @@ class SqliteQueue:
         later messages back for that long, restarts included."""
 
         def op(conn: sqlite3.Connection) -> tuple[int, int]:
-            now = self._clock()
+            now = self._now()
             cursor = conn.execute(
                 "UPDATE messages SET next_attempt_at = ?, updated_at = ?"
                 " WHERE state = 'pending' AND next_attempt_at > ?",
@@ -360,9 +383,9 @@ class SqliteQueue:
     def _put(
         self, conn: sqlite3.Connection, envelope: Envelope, state: str, error: dict[str, Any] | None
     ) -> tuple[PutResult, int]:
-        now = self._clock()
+        now = self._now()
         sender_id = envelope.sender_id or envelope.sender
-        match = find_duplicate(conn, envelope, sender_id, now - self._window)
+        match = find_duplicate(conn, envelope, sender_id, self._forward.cutoff(self._window))
         if match.seq is not None:
             return PutResult(seq=match.seq, duplicate=True), 0
         head = state == "pending" and not key_busy(conn, envelope.ordering_key)
@@ -396,7 +419,7 @@ class SqliteQueue:
         return PutResult(seq=cursor.lastrowid, control_id_reused=match.reused), 1
 
     def _claim(self, conn: sqlite3.Connection, limit: int) -> list[Job]:
-        now = self._clock()
+        now = self._now()
         self._clock_steps.follow(conn, now)  # a clock stepped back delays no retry
         rows = conn.execute(_CLAIM_SQL, (now, limit)).fetchall()
         conn.executemany(
@@ -419,7 +442,7 @@ class SqliteQueue:
         if row is None:
             return False
         head, key, digest = row
-        now = self._clock()
+        now = self._now()
         if state == "dead":
             conn.execute(
                 "UPDATE messages SET state = 'dead', head = 0, last_error = ?, updated_at = ?"
@@ -448,6 +471,7 @@ class SqliteQueue:
     def _open_service(self) -> sqlite3.Connection:
         """The writer's connection: open, then recover rows a crash left in flight."""
         conn = connect(self.path, busy_timeout_ms=self._busy_timeout_ms)
+        self._forward.start()
         try:
             with transaction(conn):
                 recovered = conn.execute(
