@@ -15,6 +15,9 @@ import os
 import stat
 from pathlib import Path
 
+# One implementation for the converter's template cache and the service's directories.
+from converter.private_dirs import PRIVATE_DIR, make_private_dirs
+
 __all__ = [
     "PRIVATE_DIR",
     "PRIVATE_FILE",
@@ -25,19 +28,8 @@ __all__ = [
 
 #: Read and write for the owner only.
 PRIVATE_FILE = 0o600
-#: Owner only.
-PRIVATE_DIR = 0o700
 
 log = logging.getLogger("passerelle.files")
-
-
-def make_private_dirs(directory: Path) -> list[Path]:
-    """``mkdir -p`` where every directory created is ``0700``; returns them, outermost
-    first (``Path.mkdir(parents=True)`` gives the parents the umask's default mode)."""
-    missing = [path for path in (directory, *directory.parents) if not path.exists()]
-    for path in reversed(missing):
-        path.mkdir(mode=PRIVATE_DIR, exist_ok=True)
-    return list(reversed(missing))
 
 
 def template_cache_dir(data_dir: Path) -> Path | None:

@@ -33,6 +33,7 @@ from ..hl7v2.message import Group, Message, Segment
 from ..hl7v2.value import Value
 from .bytecode import TemplateBytecodeCache
 from .codegen import FACTS_NAME, JsonCodeGenerator, TemplateContext
+from .failures import broken_overrides
 from .filters import ValueFilters
 from .json_output import as_markup, finalize, to_json
 from .memo import PositionFacts, position_facts
@@ -434,8 +435,10 @@ class TemplateSet:
         Jinja loads a template at its first rendering: a broken override would otherwise
         fail only the messages that reach it, one by one, into dead letters, while the
         service started and acknowledged as usual. The built-in set is tested with the
-        project (compiling all of it takes seconds); an override is the site's own."""
+        project (compiling all of it takes seconds); an override is the site's own.
+        Every broken one is reported in one error, so that all are fixed in one pass."""
         loaded: set[str] = set()
+        broken: list[str] = []
         for directory in self.overrides:
             for path in sorted(directory.rglob("*.j2")):
                 name = path.relative_to(directory).as_posix()
@@ -449,11 +452,13 @@ class TemplateSet:
                         self.environment.get_template(name)  # cached for the renderings
                 except jinja2.TemplateSyntaxError as exc:
                     # Also an unknown filter or test (TemplateAssertionError).
-                    raise ConfigurationError(
+                    broken.append(
                         f"{exc.filename or path}:{exc.lineno}: template syntax error: {exc.message}"
-                    ) from None
+                    )
                 except (OSError, UnicodeDecodeError) as exc:
-                    raise ConfigurationError(f"{path}: cannot read template: {exc}") from None
+                    broken.append(f"{path}: cannot read template: {exc}")
+        if broken:
+            raise broken_overrides(broken)
 
     def list(self, family: str | None = None) -> list[TemplateInfo]:
         """Every template visible through the search path, the override winning."""

@@ -1,4 +1,5 @@
-"""What a template's failure becomes: a conversion error naming the template line.
+"""What a template's failure becomes: a conversion error naming the template line (and,
+for the override templates compiled at start, a configuration error naming each).
 
 A template can provoke any exception (a TypeError in an expression, an undefined name,
 a refused operation, a recursion): the message then fails with a
@@ -11,10 +12,10 @@ from __future__ import annotations
 import jinja2
 from jinja2.exceptions import SecurityError
 
-from ..errors import ConversionError, MappingError, TemplateError
+from ..errors import ConfigurationError, ConversionError, MappingError, TemplateError
 from .locations import template_frame, template_name, undefined_without_key
 
-__all__ = ["syntax_error", "template_failure"]
+__all__ = ["broken_overrides", "syntax_error", "template_failure"]
 
 
 def syntax_error(exc: jinja2.TemplateSyntaxError, name: str, builtin_root: str) -> TemplateError:
@@ -48,4 +49,16 @@ def template_failure(exc: Exception, name: str, builtin_root: str) -> Conversion
         f"{type(exc).__name__} raised in template",
         template=where,
         detail=str(exc)[:300],
+    )
+
+
+def broken_overrides(problems: list[str]) -> ConfigurationError:
+    """The error of override templates that do not compile or cannot be read, each of
+    ``problems`` (``file:line: reason``) on its line: the engineer fixes them all in one
+    pass instead of one per start. One problem is the line alone."""
+    if len(problems) == 1:
+        return ConfigurationError(problems[0])
+    return ConfigurationError(
+        f"{len(problems)} override templates are broken:\n"
+        + "\n".join(f"  {line}" for line in problems)
     )

@@ -21,9 +21,6 @@ __all__ = [
     "ENV_SETTINGS",
     "apply_environment",
     "environment_warnings",
-    "mentions",
-    "naming_variables",
-    "variables_named",
 ]
 
 #: Environment variable → dotted setting path it overrides.
@@ -187,26 +184,6 @@ def environment_warnings(env: Mapping[str, str]) -> list[str]:
         hint = f" (did you mean {close[0]}?)" if close else ""
         warnings.append(f"{name} is not a Passerelle setting: ignored{hint}")
     return warnings
-
-
-def variables_named(message: str, applied: Mapping[str, str]) -> list[str]:
-    """The variables among ``applied`` (variable → dotted setting) whose setting the error
-    ``message`` is about: its section and its key both appear in it."""
-    return [variable for variable, dotted in applied.items() if mentions(message, dotted)]
-
-
-def mentions(message: str, dotted: str) -> bool:
-    """Whether ``message`` names the setting ``dotted`` (``mllp.listeners[1].port``): its
-    first and last parts (without an index) appear in it."""
-    parts = dotted.split(".")
-    return parts[-1].split("[", 1)[0] in message and parts[0].split("[", 1)[0] in message
-
-
-def naming_variables(message: str, applied: Mapping[str, str]) -> str:
-    """An error about a setting the environment gave also names the variable: the
-    operator set PASSERELLE_MLLP_PORT, not ``mllp.listeners[0].port``."""
-    named = variables_named(message, applied)
-    return f"{message} (from {', '.join(named)})" if named else message
 
 
 def _set_dotted(raw: dict[str, Any], dotted: str, value: str, variable: str) -> None:

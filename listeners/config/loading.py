@@ -13,18 +13,19 @@ files (``…_file`` settings, e.g. Docker/Kubernetes secrets) and are never prin
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import tomllib
 import zoneinfo
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .amqp_settings import _amqp, _check_amqp, _resolve_amqp_urls
 from .destination_settings import _check_batch_destinations, _destination
-from .environment import apply_environment, mentions, variables_named
+from .environment import apply_environment
 from .mllp_settings import _mllp
 from .model import (
     ConfigError,
@@ -62,7 +63,8 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
     """Read ``path`` (optional), apply ``env`` overrides, validate, freeze.
 
     A :class:`ConfigError` about a setting of the file has the file as its ``path``; one
-    about a setting an environment variable gave names the variable in its message.
+    about a setting an environment variable gave names the variable in its message
+    (both, when it comes from both: see :class:`_Origin`).
     """
     return _loaded(path, env, _build)
 
@@ -81,10 +83,10 @@ def _loaded(
     build: Callable[[dict[str, Any], Path], _T],
 ) -> _T:
     env = os.environ if env is None else env
-    raw: dict[str, Any] = {}
+    in_file: dict[str, Any] = {}
     if path is not None:
         try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+            in_file = tomllib.loads(path.read_text(encoding="utf-8"))
         except OSError as exc:
             raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
         except UnicodeDecodeError as exc:
@@ -93,52 +95,69 @@ def _loaded(
             ) from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: {exc}") from None
-    in_file = list(_dotted_settings(raw))  # before the environment writes into it
+    raw = copy.deepcopy(in_file)
     applied = apply_environment(raw, env)
     base = path.parent if path is not None else Path.cwd()
     try:
         return build(raw, base)
     except ConfigError as exc:
-        message = str(exc)
-        named = variables_named(message, applied)
-        if named:
-            message = f"{message} (from {', '.join(named)})"
-        raise ConfigError(
-            message, path=path if _from_file(message, named, in_file, applied) else None
-        ) from None
+        if not applied:
+            raise ConfigError(str(exc), path=path) from None
+        error = str(exc)
+    origin = _Origin(in_file, env, applied, base, build, error)
+    named = [variable for variable in applied if origin.needs(variable)]
+    message = f"{error} (from {', '.join(named)})" if named else error
+    from_file = path is not None and (origin.needs_the_file() or not named)
+    raise ConfigError(message, path=path if from_file else None)
 
 
-def _from_file(
-    message: str, named: list[str], in_file: list[str], applied: Mapping[str, str]
-) -> bool:
-    """Whether the error ``message`` is (also) about a setting of the file: any error no
-    environment variable explains, and one that names a variable but also a setting of the
-    file the environment did not override (``delivery.backoff_initial`` from a variable
-    above ``delivery.backoff_max`` from the file)."""
-    if not named:
-        return True
-    overridden = {_first_and_last(dotted) for dotted in applied.values()}
-    return any(
-        mentions(message, dotted) and _first_and_last(dotted) not in overridden
-        for dotted in in_file
-    )
+class _Origin:
+    """Where a configuration error comes from: the file, the environment variables, or
+    both, found by validating again without each of them (an error is about a variable
+    when it goes away, or changes, without it) rather than by looking for the names of
+    settings in its text (``mllp.listeners[1].port`` of the file was blamed on
+    PASSERELLE_MLLP_PORT, which sets the first listener's)."""
 
+    def __init__(
+        self,
+        in_file: dict[str, Any],
+        env: Mapping[str, str],
+        applied: Mapping[str, str],
+        base: Path,
+        build: Callable[[dict[str, Any], Path], object],
+        error: str,
+    ) -> None:
+        self._in_file = in_file
+        self._env = {variable: env[variable] for variable in applied}
+        self._base = base
+        self._build = build
+        self._error = error
 
-def _first_and_last(dotted: str) -> tuple[str, str]:
-    parts = dotted.split(".")
-    return parts[0].split("[", 1)[0], parts[-1].split("[", 1)[0]
+    def needs(self, variable: str) -> bool:
+        """Whether the error goes away, or changes, without ``variable``."""
+        others = {name: value for name, value in self._env.items() if name != variable}
+        return not self._fails_alike(self._in_file, others)
 
+    def needs_the_file(self) -> bool:
+        """Whether the variables over the defaults alone are valid. (An error that only
+        reads otherwise without the file, ``mllp.port`` for ``mllp.listeners[0].port``,
+        is still the variable's alone.)"""
+        return self._outcome({}, self._env) is None
 
-def _dotted_settings(node: Any, prefix: str = "") -> Iterator[str]:
-    """The dotted names of the settings of a parsed TOML file (``mllp.listeners[0].port``)."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            yield from _dotted_settings(value, f"{prefix}.{key}" if prefix else str(key))
-    elif isinstance(node, list) and any(isinstance(item, dict) for item in node):
-        for index, item in enumerate(node):
-            yield from _dotted_settings(item, f"{prefix}[{index}]")
-    elif prefix:
-        yield prefix
+    def _fails_alike(self, in_file: dict[str, Any], env: Mapping[str, str]) -> bool:
+        return self._outcome(in_file, env) == self._error
+
+    def _outcome(self, in_file: dict[str, Any], env: Mapping[str, str]) -> str | None:
+        """The error of these settings (None: valid)."""
+        raw = copy.deepcopy(in_file)
+        try:
+            apply_environment(raw, env)
+            self._build(raw, self._base)
+        except ConfigError as again:
+            return str(again)
+        except Exception as other:  # another failure is another outcome, never a crash
+            return repr(other)
+        return None
 
 
 def _build(raw: dict[str, Any], base: Path) -> ServiceConfig:
