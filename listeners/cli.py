@@ -108,12 +108,12 @@ def run_serve(args: argparse.Namespace) -> int:
     from .service import Service  # imports uvicorn and the pool only when serving
 
     try:
-        asyncio.run(Service(config).run())
+        # EXIT_OK after a stop signal; EXIT_RESTART (75) when it stopped itself.
+        return asyncio.run(Service(config).run())
     except (OSError, ServiceError) as exc:
         # A port in use, a queue already opened by another service: one line, no trace.
         print(f"passerelle: cannot start: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    return EXIT_OK
 
 
 def run_worker(args: argparse.Namespace) -> int:

@@ -20,6 +20,8 @@ Crash safety of the pool:
   the one in progress) and exits when the service that started it is
   gone, instead of lingering as an orphan. It runs at a lower CPU priority (nice 10) than
   the service's main process, so a conversion backlog does not slow the acknowledgements.
+  It logs like the service (``log_format``, ``log_level``: :func:`listeners.logs.current_setup`)
+  to the stderr it shares with it: a warning it logged was a bare line in a JSON stream.
 * When a process dies (OOM killer, a crash in a C extension), ``ProcessPoolExecutor``
   fails every conversion in progress with ``BrokenProcessPool`` and refuses new ones for
   good; the pool is then replaced, and the failed conversions are retried by the delivery
@@ -63,7 +65,8 @@ from typing import Any
 
 from converter import ConfigurationError, ConversionError, Converter, ConverterConfig
 
-from .logs import code_place
+from .logs import LogSetup, code_place, current_setup
+from .pool_close import close_within
 
 __all__ = [
     "CONVERSION_TIMEOUT",
@@ -226,8 +229,13 @@ def _init_process(configs: Mapping[str, ConverterConfig]) -> None:
     _state = _ProcessState(configs)
 
 
-def _init_worker_process(configs: Mapping[str, ConverterConfig], service_pid: int) -> None:
+def _init_worker_process(
+    configs: Mapping[str, ConverterConfig], service_pid: int, log_setup: LogSetup | None = None
+) -> None:
     """Initializer of a conversion process (see the module docstring)."""
+    if log_setup is not None:
+        # First: loading the templates below may already log (the template cache).
+        log_setup.apply()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     with contextlib.suppress(OSError):
@@ -406,6 +414,9 @@ class ConversionPool:
         self._workers = processes or usable_cpus(cgroup_cpu_limit())
         self._lock = threading.Lock()
         self._closed = False
+        # The processes log in the service's format (a process configures its own
+        # logging: it inherits stderr, not the service's handlers).
+        self._log_setup = current_setup()
         #: Times the process pool was replaced after one of its processes died.
         self.restarts = 0
         self._executor: Executor
@@ -425,7 +436,7 @@ class ConversionPool:
             max_workers=self._workers,
             mp_context=_process_context(),
             initializer=_init_worker_process,
-            initargs=(self._configs, os.getpid()),
+            initargs=(self._configs, os.getpid(), self._log_setup),
         )
 
     def _replace_broken(self, broken: Executor) -> None:
@@ -476,11 +487,23 @@ class ConversionPool:
             self._replace_broken(executor)
             raise
 
-    def close(self) -> None:
+    def close(self, grace: float | None = None) -> None:
+        """Stop the processes: conversions not started are cancelled; those in progress
+        get ``grace`` seconds (None: until they end), after which their processes are
+        ended (:func:`listeners.pool_close.close_within`)."""
         with self._lock:
             self._closed = True
             executor = self._executor
-        executor.shutdown(wait=True, cancel_futures=True)
+        if grace is None or not isinstance(executor, ProcessPoolExecutor):
+            executor.shutdown(wait=True, cancel_futures=True)
+            return
+        ended = close_within(executor, grace)
+        if ended:
+            log.warning(
+                "conversions still running at the stop were ended; their messages are"
+                " converted again after the restart",
+                extra={"count": ended, "event": "conversions_ended_at_stop"},
+            )
 
 
 def _warm(routes: tuple[str, ...]) -> None:

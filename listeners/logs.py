@@ -13,6 +13,7 @@ import sys
 import time
 import traceback
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -24,9 +25,11 @@ from .errors import ServiceError
 __all__ = [
     "SAFE_FIELDS",
     "JsonFormatter",
+    "LogSetup",
     "TextFormatter",
     "code_place",
     "configure_logging",
+    "current_setup",
     "describe_exception",
     "error_fields",
     "log_fields",
@@ -175,6 +178,13 @@ def configure_logging(
     logger.addHandler(handler)
     logger.setLevel(level.upper())
     logger.propagate = False
+    # A record of a logger nobody configured (a library's WARNING: aio-pika losing its
+    # connection, concurrent.futures) went to Python's last-resort handler: a bare line,
+    # and its exception's traceback, text and all, in the middle of a JSON stream.
+    fallback = logging.StreamHandler(stream or sys.stderr)
+    fallback.setFormatter(handler.formatter)
+    fallback.setLevel(logging.WARNING)
+    logging.lastResort = fallback
     for name, value in (levels or {}).items():
         logging.getLogger(name).setLevel(value.upper())
     # uvicorn's own lines ("Invalid HTTP request received.") and Python warnings go out
@@ -189,3 +199,30 @@ def configure_logging(
     logging.getLogger("uvicorn.access").disabled = True
     logging.getLogger("httpx").setLevel(logging.WARNING)
     return logger
+
+
+@dataclass(frozen=True, slots=True)
+class LogSetup:
+    """How :func:`configure_logging` set up this process's logs: the processes the
+    service starts (conversion) write to the same stderr in the same format, else a
+    JSON log pipeline mis-parses their lines."""
+
+    fmt: str
+    level: str
+
+    def apply(self) -> None:
+        """Configure this process's logging (to its stderr) this way."""
+        configure_logging(self.fmt, self.level)
+
+
+def current_setup() -> LogSetup | None:
+    """The setup :func:`configure_logging` gave this process, read from the ``passerelle``
+    logger; None when it was not called (the converter used as a library, a test):
+    processes started from here then keep Python's defaults."""
+    logger = logging.getLogger(_LOGGER_NAME)
+    for handler in logger.handlers:
+        formatter = handler.formatter
+        if isinstance(formatter, JsonFormatter | TextFormatter):
+            fmt = "json" if isinstance(formatter, JsonFormatter) else "text"
+            return LogSetup(fmt, logging.getLevelName(logger.getEffectiveLevel()))
+    return None

@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from prometheus_client import Counter
 
@@ -45,7 +47,7 @@ if TYPE_CHECKING:
     from .amqp.consumer import AmqpConsumer
     from .amqp.queue import AmqpQueue
 
-__all__ = ["Service"]
+__all__ = ["EXIT_RESTART", "Service"]
 
 log = logging.getLogger("passerelle.service")
 
@@ -54,6 +56,18 @@ log = logging.getLogger("passerelle.service")
 SHUTDOWN_GRACE = 30.0
 #: Of which, at most, for the ACKs of MLLP frames being handled (the listener's default).
 _MLLP_GRACE = 10.0
+#: Exit status of a service that stopped itself because a part it cannot work without
+#: stopped for good (``Metrics.stopped``: the SQLite queue's writer thread ended). It is
+#: sysexits' EX_TEMPFAIL ("try again"): not 0, so that every restart policy restarts it
+#: (Docker ``on-failure``, systemd ``Restart=on-failure``), and none of the others (1: a
+#: second signal, or a failed start; 2: the configuration).
+EXIT_RESTART = 75
+#: How often a running service checks those parts.
+_VITALS_INTERVAL = 1.0
+#: How long the metrics loop waits for each queue read (depth, backlog) per round.
+_QUEUE_READ_WAIT = 0.5
+
+T = TypeVar("T")
 
 #: The converter's error classes by name, as a conversion process reports them: the API
 #: answers with the class the CLI and the ACK name (a template or validation failure is
@@ -108,6 +122,8 @@ class Service:
         self.mllp: MllpServer | None = None
         self._http: EmbeddedHttpServer | None = None
         self._depth_task: asyncio.Task[None] | None = None
+        #: The MLLP listeners' cumulative stats already counted, by counter and labels.
+        self._mllp_seen: dict[tuple[object, ...], int] = {}
         self._use_threads = use_threads
         self.started = asyncio.Event()
 
@@ -217,24 +233,60 @@ class Service:
         if self.workers is not None:
             await self.workers.stop(remaining())
         if self.pool is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self.pool.close)
+            # A conversion still running (a delivery cancelled above) is ended when the
+            # grace is up: converted again after the restart.
+            await asyncio.get_running_loop().run_in_executor(
+                None, partial(self.pool.close, remaining())
+            )
         for sink in self.sinks.values():
             with contextlib.suppress(Exception):
                 await sink.close()
         await self.queue.close()
         log.info("stopped")
 
-    async def run(self) -> None:
+    async def run(self) -> int:
         """Start, serve until SIGTERM, SIGINT or SIGHUP, stop gracefully; a second signal
-        while stopping exits at once (status 1)."""
+        while stopping exits at once (status 1).
+
+        A part the service cannot work without that stopped for good (its queue's writer
+        thread) stops it the same way, then returns :data:`EXIT_RESTART` (else 0): /health
+        turned red, but plain Docker and systemd restart no unhealthy process, and one
+        that can store nothing refused every sender until someone noticed."""
         stop = asyncio.Event()
         install_stop_handlers(stop, log)
+        broken: dict[str, str] = {}
+        watch: asyncio.Task[None] | None = None
         try:
             if not stop.is_set():  # else a signal came during the imports: nothing to start
                 await self.start()
+                watch = asyncio.create_task(self._watch_vitals(stop, broken), name="vitals")
             await stop.wait()
         finally:
+            if watch is not None:
+                watch.cancel()
+                await asyncio.gather(watch, return_exceptions=True)
             await self.stop(SHUTDOWN_GRACE)
+        return EXIT_RESTART if broken else 0
+
+    async def _watch_vitals(self, stop: asyncio.Event, broken: dict[str, str]) -> None:
+        """Set ``stop`` once a vital part stopped for good, naming it in ``broken``."""
+        while not stop.is_set():
+            found = self.metrics.stopped()
+            if found:
+                broken.update(found)
+                for component, reason in found.items():
+                    # The reason names the error's kind and place only (what /health says).
+                    log.critical(
+                        "%s stopped for good (%s): stopping the service, exit status %d"
+                        " for its restart",
+                        component,
+                        reason,
+                        EXIT_RESTART,
+                        extra=log_fields(event="component_stopped"),
+                    )
+                stop.set()
+                return
+            await asyncio.sleep(_VITALS_INTERVAL)
 
     # -- helpers used by the API and workers -------------------------------------------------
     def _destination_of(self, route: str) -> str:
@@ -289,9 +341,40 @@ class Service:
     async def _watch_depth(self) -> None:
         """Every second: queue depth, oldest waiting message and dead letters kept, and
         the MLLP listeners' connection, framing, refusal and commit-acknowledgement
-        stats."""
+        stats. A queue read waits :data:`_QUEUE_READ_WAIT` at most: a writer held by a
+        disk that does not answer froze every metric of this loop, the MLLP ones too
+        (the queue's gauges keep their last values meanwhile, and no second read piles up
+        behind the first)."""
+        depth = _BoundedRead(self.queue.depth, "queue-depth-read")
+        backlog = (
+            _BoundedRead(partial(asyncio.to_thread, self.queue.backlog), "queue-backlog-read")
+            if isinstance(self.queue, SqliteQueue)
+            else None
+        )
+        try:
+            while True:
+                self._show_mllp_stats()
+                with contextlib.suppress(Exception):  # unreadable: the last value stays
+                    count = await depth.result(_QUEUE_READ_WAIT)
+                    if count is not None:
+                        self.metrics.queue_depth.set(count)
+                if backlog is not None:
+                    with contextlib.suppress(Exception):
+                        kept = await backlog.result(_QUEUE_READ_WAIT)
+                        if kept is not None:
+                            self.metrics.show_oldest(kept.oldest_stored_at)
+                            self.metrics.dead_letters.set(kept.dead_letters)
+                await asyncio.sleep(1.0)
+        finally:
+            await depth.cancel()
+            if backlog is not None:
+                await backlog.cancel()
+
+    def _show_mllp_stats(self) -> None:
+        if self.mllp is None:
+            return
         # The listeners' stats are cumulative: each counter is moved on by what is new.
-        seen: dict[tuple[object, ...], int] = {}
+        seen = self._mllp_seen
 
         def follow(counter: Counter, labels: tuple[str, ...], count: int) -> None:
             series = counter.labels(*labels)
@@ -300,27 +383,46 @@ class Service:
                 series.inc(count - seen.get(key, 0))
             seen[key] = count
 
-        while True:
-            with contextlib.suppress(Exception):
-                self.metrics.queue_depth.set(await self.queue.depth())
-            if isinstance(self.queue, SqliteQueue):
-                with contextlib.suppress(Exception):  # unreadable: the last values stay
-                    backlog = await asyncio.to_thread(self.queue.backlog)
-                    self.metrics.show_oldest(backlog.oldest_stored_at)
-                    self.metrics.dead_letters.set(backlog.dead_letters)
-            if self.mllp is not None:
-                for listener in self.config.mllp.listeners:
-                    stats = self.mllp.stats(listener.name)
-                    self.metrics.connections.labels(listener.name).set(stats.connections_open)
-                    follow(self.metrics.framing_errors, (listener.name,), stats.framing_errors)
-                    follow(self.metrics.commit_acks, (listener.name,), stats.commit_acks)
-                    follow(self.metrics.keepalives, (listener.name,), stats.keepalives)
-                    for reason, count in (
-                        ("max_connections", stats.connections_refused),
-                        ("frame_timeout", stats.frame_timeouts),
-                        ("max_unfinished_bytes", stats.unfinished_bytes_refusals),
-                        ("tls_handshake", stats.tls_handshake_failures),
-                        ("write_timeout", stats.write_timeouts),
-                    ):
-                        follow(self.metrics.connections_refused, (listener.name, reason), count)
-            await asyncio.sleep(1.0)
+        for listener in self.config.mllp.listeners:
+            stats = self.mllp.stats(listener.name)
+            self.metrics.connections.labels(listener.name).set(stats.connections_open)
+            follow(self.metrics.framing_errors, (listener.name,), stats.framing_errors)
+            follow(self.metrics.commit_acks, (listener.name,), stats.commit_acks)
+            follow(self.metrics.keepalives, (listener.name,), stats.keepalives)
+            for reason, count in (
+                ("max_connections", stats.connections_refused),
+                ("frame_timeout", stats.frame_timeouts),
+                ("max_unfinished_bytes", stats.unfinished_bytes_refusals),
+                ("tls_handshake", stats.tls_handshake_failures),
+                ("write_timeout", stats.write_timeouts),
+            ):
+                follow(self.metrics.connections_refused, (listener.name, reason), count)
+
+
+class _BoundedRead(Generic[T]):
+    """A read that may not answer (the queue's, behind a held writer), waited for a
+    bounded time: left running when it does not answer, and waited for again by the next
+    call instead of a second read being started behind it."""
+
+    def __init__(self, read: Callable[[], Awaitable[T]], name: str) -> None:
+        self._read = read
+        self._name = name
+        self._task: asyncio.Task[T] | None = None
+
+    async def result(self, wait: float) -> T | None:
+        """The read's value if it answers within ``wait`` seconds, else None; raises the
+        read's error."""
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._read())
+            self._task.set_name(self._name)
+        done, _ = await asyncio.wait({self._task}, timeout=wait)
+        if not done:
+            return None
+        task, self._task = self._task, None
+        return task.result()
+
+    async def cancel(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)

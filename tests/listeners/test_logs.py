@@ -29,7 +29,9 @@ def restore_logging() -> Iterator[None]:
     saved = (list(logger.handlers), logger.level, logger.propagate)
     access = logging.getLogger("uvicorn.access").disabled
     httpx_level = logging.getLogger("httpx").level
+    last_resort = logging.lastResort
     yield
+    logging.lastResort = last_resort
     logger.handlers[:] = saved[0]
     logger.setLevel(saved[1])
     logger.propagate = saved[2]

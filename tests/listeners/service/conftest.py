@@ -52,6 +52,7 @@ def captured_text_logs() -> Iterator[io.StringIO]:
     access = logging.getLogger("uvicorn.access")
     httpx_logger = logging.getLogger("httpx")
     saved_access, saved_httpx = access.disabled, httpx_logger.level
+    last_resort = logging.lastResort  # configure_logging writes unconfigured loggers there
     root.addHandler(catch_all)
     root.setLevel(logging.DEBUG)
     configure_logging("text", "DEBUG", stream=stream)
@@ -68,4 +69,5 @@ def captured_text_logs() -> Iterator[io.StringIO]:
             other.propagate = propagate
         access.disabled = saved_access
         httpx_logger.setLevel(saved_httpx)
+        logging.lastResort = last_resort
         logging.captureWarnings(False)
