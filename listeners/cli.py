@@ -125,6 +125,7 @@ def run_worker(args: argparse.Namespace) -> int:
         )
     import asyncio
 
+    from .errors import ServiceError
     from .logs import configure_logging
 
     configure_logging(config.log_format, config.log_level, levels=_AMQP_LOG_LEVELS)
@@ -133,7 +134,8 @@ def run_worker(args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(AmqpWorker(config).run())
-    except OSError as exc:
+    except (OSError, ServiceError) as exc:
+        # As serve: conversion processes dying at every start were a traceback.
         print(f"passerelle: cannot start: {exc}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK

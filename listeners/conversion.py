@@ -25,7 +25,10 @@ Crash safety of the pool:
 * When a process dies (OOM killer, a crash in a C extension), ``ProcessPoolExecutor``
   fails every conversion in progress with ``BrokenProcessPool`` and refuses new ones for
   good; the pool is then replaced, and the failed conversions are retried by the delivery
-  workers like any transient failure.
+  workers like any transient failure. A process that dies while the pool starts
+  (:meth:`ConversionPool.warm_up`) is replaced the same way, once: a second death is a
+  :class:`~listeners.errors.ServiceError` (the service cannot start) rather than a pool
+  restarted in a loop.
 * An unexpected exception from the converter (a bug, not a ConversionError) is a failure
   of kind ``InternalError``, located at the code that raised it: the message is
   dead-lettered rather than retried forever in front of the messages queued after it.
@@ -65,6 +68,7 @@ from typing import Any
 
 from converter import ConfigurationError, ConversionError, Converter, ConverterConfig
 
+from .errors import ServiceError
 from .logs import LogSetup, code_place, current_setup
 from .pool_close import close_within
 
@@ -95,6 +99,10 @@ _PARENT_CHECK_SECONDS = 1.0
 #: CPUs are busy converting a backlog, receiving, storing and acknowledging (what senders
 #: wait for) goes first; conversion catches up from the durable queue.
 _NICENESS = 10
+#: Pools a start-up warm-up tries: a process killed while loading the templates (the OOM
+#: killer while the host starts everything at once) is replaced once; a death that comes
+#: back (a crash in a C extension at import) fails the start instead of looping.
+_WARM_UP_ATTEMPTS = 2
 
 
 #: The CPU quota of the service's cgroup: v2 (``$MAX $PERIOD``, a container's own in its
@@ -439,7 +447,7 @@ class ConversionPool:
             initargs=(self._configs, os.getpid(), self._log_setup),
         )
 
-    def _replace_broken(self, broken: Executor) -> None:
+    def _replace_broken(self, broken: Executor, *, starting: bool = False) -> None:
         """A process of ``broken`` died: put a new pool in its place (once per pool)."""
         with self._lock:
             if self._executor is not broken or self._closed:
@@ -447,7 +455,10 @@ class ConversionPool:
             self._executor = self._process_pool()
             self.restarts += 1
         log.error(
-            "a conversion process died; the conversion processes were restarted and "
+            "a conversion process died while loading the templates at start-up; the"
+            " conversion processes were restarted"
+            if starting
+            else "a conversion process died; the conversion processes were restarted and "
             "the conversions in progress will be retried",
             extra={"count": self.restarts, "event": "conversion_pool_restarted"},
         )
@@ -464,10 +475,28 @@ class ConversionPool:
         Each process loads every route's converter when it starts (errors are raised here,
         by ``_warm``); one task per process makes the pool start all of them (a fork-server
         pool starts processes on demand).
+
+        A process that dies meanwhile (killed, a crash) broke the pool: it is replaced and
+        warmed again, once (:data:`_WARM_UP_ATTEMPTS`); then :class:`ServiceError`. The
+        ``BrokenProcessPool`` reached ``passerelle serve`` as a traceback.
         """
-        futures = [self._executor.submit(_warm, tuple(self._configs)) for _ in range(self._workers)]
-        for future in futures:
-            future.result()
+        for attempt in range(1, _WARM_UP_ATTEMPTS + 1):
+            executor = self._executor
+            try:  # submit() too raises BrokenProcessPool, on a pool already broken
+                futures = [
+                    executor.submit(_warm, tuple(self._configs)) for _ in range(self._workers)
+                ]
+                for future in futures:
+                    future.result()
+                return
+            except BrokenProcessPool:
+                if attempt == _WARM_UP_ATTEMPTS:
+                    break
+                self._replace_broken(executor, starting=True)
+        raise ServiceError(
+            f"a conversion process died while loading the templates, {_WARM_UP_ATTEMPTS}"
+            " times (killed for lack of memory? see the system log)"
+        ) from None
 
     async def convert(
         self,
