@@ -305,8 +305,6 @@ def test_a_quiet_service_leaves_no_delivered_message_in_its_files(
             # Both at once: each maintenance step writes (then empties) the WAL again, so
             # a reading between the two conditions proved nothing either way (flaky).
             wal = tmp_path / "queue.db-wal"
-            await asyncio.to_thread(
-                _wait_for, lambda: patients() == 0 and wal.stat().st_size == 0
-            )
+            await asyncio.to_thread(_wait_for, lambda: patients() == 0 and wal.stat().st_size == 0)
 
     asyncio.run(main())
