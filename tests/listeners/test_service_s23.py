@@ -7,10 +7,8 @@ from __future__ import annotations
 import json
 import logging
 import socket
-import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -26,6 +24,7 @@ from tests.listeners.service.support import (
     adt,
     make_config,
     passerelle,
+    queue_writer_held,
     running,
     wait_until,
     write_config,
@@ -160,33 +159,21 @@ def test_the_mllp_metrics_keep_moving_while_the_queue_writer_is_held(
     """The writer held in one commit (a disk that stops answering an fsync): the loop
     that updates the metrics awaited the queue's depth without a bound, and every metric
     it updates froze, the MLLP listeners' open connections among them."""
-    release = threading.Event()
-    held = threading.Event()
+    holding = False
     reads = 0
     depth = SqliteQueue.depth
 
     async def counted_depth(self: SqliteQueue) -> int:
         nonlocal reads
-        reads += held.is_set()
+        reads += holding
         return await depth(self)
 
     monkeypatch.setattr(SqliteQueue, "depth", counted_depth)
 
-    def stuck(conn: sqlite3.Connection) -> tuple[None, int]:
-        held.set()
-        release.wait(60)
-        return None, 0
-
     with running(make_config(tmp_path, NOWHERE)) as service:
-        store = service.service.queue
-        assert isinstance(store, SqliteQueue)
-
-        async def block() -> None:
-            store._writer.submit(stuck)  # not awaited: the writer is held by it
-
-        try:
-            service.call(block())
+        with queue_writer_held(service) as held:
             assert held.wait(10)
+            holding = True
             time.sleep(1.5)  # the loop is waiting for a depth by now
             with socket.create_connection(("127.0.0.1", service.mllp_port()), timeout=10):
                 wait_until(
@@ -204,8 +191,6 @@ def test_the_mllp_metrics_keep_moving_while_the_queue_writer_is_held(
                 what="the closed MLLP connection counted",
             )
             assert reads <= 1  # one read waited for, none piled up behind it
-        finally:
-            release.set()
         service.send([adt("S23-DEPTH-1")], timeout=30)  # stored, nothing delivers it
         wait_until(
             lambda: service.metrics().value("passerelle_queue_depth") == 1,

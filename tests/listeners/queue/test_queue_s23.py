@@ -7,8 +7,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import sqlite3
-import threading
 import time
 import traceback
 from pathlib import Path
@@ -25,7 +23,7 @@ from listeners.metrics import Metrics
 from listeners.queue._sqlite_schema import connect
 from listeners.queue.base import Envelope
 from listeners.queue.sqlite import SqliteQueue
-from tests.listeners.service.support import adt, make_config, running
+from tests.listeners.service.support import adt, make_config, queue_writer_held, running
 
 from .test_sqlite_queue import Clock, envelope
 
@@ -252,35 +250,19 @@ def test_ready_answers_while_the_writer_does_not_and_probes_do_not_pile_up(
     ``http.max_connections`` of them were, every request got a 503 — conversions, which
     need no queue, included. /ready now answers 503 within its bound."""
     monkeypatch.setattr(api_module, "READY_TIMEOUT", 0.5, raising=False)
-    release = threading.Event()
-
-    def stuck(conn: sqlite3.Connection) -> tuple[None, int]:
-        release.wait(60)
-        return None, 0
-
     config = make_config(tmp_path, {"http": {"max_connections": 3}})
-    with running(config) as service:
-        store = service.service.queue
-        assert isinstance(store, SqliteQueue)
-
-        async def block() -> None:
-            store._writer.submit(stuck)  # not awaited: the writer is held by it
-
-        try:
-            service.call(block())
-            for _ in range(4):  # probes giving up after 0.2 s, as Kubernetes' do
-                with contextlib.suppress(httpx.TimeoutException):
-                    httpx.get(f"{service.http_url}/ready", timeout=0.2)
-            time.sleep(0.7)  # their requests have ended by now (0.5 s each)
-            ready = httpx.get(f"{service.http_url}/ready", timeout=10)
-            assert ready.status_code == 503
-            assert "did not answer within 0.5s" in ready.json()["checks"]["readiness"]
-            converted = httpx.post(
-                f"{service.http_url}/convert", content=adt("S23-READY-1"), timeout=30
-            )
-            assert converted.status_code == 200, converted.text
-        finally:
-            release.set()
+    with running(config) as service, queue_writer_held(service):
+        for _ in range(4):  # probes giving up after 0.2 s, as Kubernetes' do
+            with contextlib.suppress(httpx.TimeoutException):
+                httpx.get(f"{service.http_url}/ready", timeout=0.2)
+        time.sleep(0.7)  # their requests have ended by now (0.5 s each)
+        ready = httpx.get(f"{service.http_url}/ready", timeout=10)
+        assert ready.status_code == 503
+        assert "did not answer within 0.5s" in ready.json()["checks"]["readiness"]
+        converted = httpx.post(
+            f"{service.http_url}/convert", content=adt("S23-READY-1"), timeout=30
+        )
+        assert converted.status_code == 200, converted.text
 
 
 # -- the wall clock stepped forward under the running queue ----------------------------------

@@ -355,6 +355,31 @@ def running(config: ServiceConfig, **kwargs: Any) -> Iterator[RunningService]:
         yield service
 
 
+@contextlib.contextmanager
+def queue_writer_held(service: RunningService) -> Iterator[threading.Event]:
+    """The running service's SQLite queue writer held in one operation (a disk that stops
+    answering an fsync) until the block ends; yields the event set once it is held."""
+    from listeners.queue.sqlite import SqliteQueue
+
+    store = service.service.queue
+    assert isinstance(store, SqliteQueue)
+    held, release = threading.Event(), threading.Event()
+
+    def stuck(conn: sqlite3.Connection) -> tuple[None, int]:
+        held.set()
+        release.wait(60)
+        return None, 0
+
+    async def block() -> None:
+        store._writer.submit(stuck)  # not awaited: the writer is held by it
+
+    service.call(block())
+    try:
+        yield held
+    finally:
+        release.set()
+
+
 # -- clients ----------------------------------------------------------------------------------
 def send_mllp(
     port: int,
