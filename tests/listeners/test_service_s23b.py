@@ -16,8 +16,6 @@ import pytest
 
 from listeners import conversion
 from listeners.queue.sqlite import SqliteQueue
-from tests.listeners.amqp.support import Names
-from tests.listeners.amqp.support import write_config as write_amqp_config
 from tests.listeners.service.support import (
     REPO_ROOT,
     RunningService,
@@ -25,7 +23,6 @@ from tests.listeners.service.support import (
     make_config,
     write_config,
 )
-from tests.support.rabbitmq import RabbitMq, rabbitmq_required, rabbitmq_unavailable_reason
 
 #: A destination nothing listens on: these tests deliver nothing.
 NOWHERE = {"destinations.default": {"url": "http://127.0.0.1:9/fhir"}}
@@ -84,7 +81,7 @@ sys.exit(cli.main([sys.argv[1], "--config", sys.argv[2]]))
 """
 
 
-def _run_with_dying_processes(command: str, config: Path) -> subprocess.CompletedProcess[str]:
+def run_with_dying_processes(command: str, config: Path) -> subprocess.CompletedProcess[str]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("PASSERELLE_")}
     return subprocess.run(
         [sys.executable, "-c", _RUN_WITH_DYING_PROCESSES, command, str(config)],
@@ -100,7 +97,7 @@ def _run_with_dying_processes(command: str, config: Path) -> subprocess.Complete
 def test_serve_whose_conversion_processes_keep_dying_at_start_exits_1_with_one_line(
     tmp_path: Path,
 ) -> None:
-    result = _run_with_dying_processes("serve", write_config(tmp_path, NOWHERE))
+    result = run_with_dying_processes("serve", write_config(tmp_path, NOWHERE))
     assert result.returncode == 1, result.stderr[-3000:]
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     last = result.stderr.strip().splitlines()[-1]
@@ -108,29 +105,6 @@ def test_serve_whose_conversion_processes_keep_dying_at_start_exits_1_with_one_l
     # Replaced once, then given up; the stop that follows closed the queue.
     assert result.stderr.count("event=conversion_pool_restarted") == 1
     assert "passerelle.service: stopped" in result.stderr
-
-
-def test_worker_whose_conversion_processes_keep_dying_at_start_exits_1_with_one_line(
-    tmp_path: Path,
-) -> None:
-    reason = rabbitmq_unavailable_reason()
-    if reason is not None:
-        if rabbitmq_required():
-            pytest.fail(f"RabbitMQ required but unavailable: {reason}")
-        pytest.skip(f"RabbitMQ unavailable: {reason}")
-    with RabbitMq.start() as broker:
-        config = write_amqp_config(
-            tmp_path,
-            amqp_url=broker.url,
-            names=Names("s23b-worker"),
-            backend="amqp",
-            fhir_url="http://127.0.0.1:9/fhir",
-        )
-        result = _run_with_dying_processes("worker", config)
-    assert result.returncode == 1, result.stderr[-3000:]
-    assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("passerelle: cannot start: a conversion process died"), last
 
 
 # -- 2. a stop whose steps fail ----------------------------------------------------------------
