@@ -16,6 +16,7 @@ is Jinja's code unchanged.
 
 from __future__ import annotations
 
+from io import StringIO
 from itertools import repeat
 from keyword import iskeyword
 from typing import Any
@@ -41,6 +42,11 @@ ITEM_TYPES = frozenset({Segment, Value})
 _ITEM_TYPES = "passerelle_item_types"
 _ITEM = "passerelle_item"
 _NODE = "passerelle_node"
+#: The name compiled templates give the function a call calls.
+_CALLEE = "passerelle_callee"
+#: A call whose arguments hold more calls than this keeps Jinja's code: the fast path
+#: writes the arguments twice, so nested calls would double the code at each level.
+_MAX_INNER_CALLS = 1
 
 
 class TemplateContext(Context):
@@ -99,6 +105,49 @@ class JsonCodeGenerator(CodeGenerator):
         self.write(f"({_ITEM}.{name} if type({_ITEM} := ")
         self.visit(node.node, frame)
         self.write(f") is {_NODE} else environment.getattr({_ITEM}, {name!r}))")
+
+    @optimizeconst
+    def visit_Call(self, node: nodes.Call, frame: Frame, forward_caller: bool = False) -> None:
+        """``emit(...)``, ``codemap(...)``, ``namespace(...)``: a function the sandbox
+        calls without inspection (:meth:`~.environment._Sandbox.call_directly`) is called
+        by the template's own code, without the frame of the sandbox's ``call`` (which
+        would call it the same way, after dropping the ``_loop_vars`` and ``_block_vars``
+        Jinja passes for functions that take the context). Anything else, or a function
+        replaced at run time, takes Jinja's code: the test is made on every call."""
+        if (
+            forward_caller
+            or self.environment.is_async
+            or not isinstance(getattr(self.environment, "direct_calls", None), frozenset)
+            or sum(1 for _ in node.find_all(nodes.Call)) > _MAX_INNER_CALLS
+        ):
+            super().visit_Call(node, frame, forward_caller=forward_caller)
+            return
+        loop_kwargs = {"_loop_vars": "_loop_vars"} if frame.loop_frame else {}
+        block_kwargs = {"_block_vars": "_block_vars"} if frame.block_frame else {}
+        extra_kwargs = {**loop_kwargs, **block_kwargs} or None
+        self.write("(")  # first: a pending new line is written before the arguments' text
+        plain = self._signature_text(node, frame, None)
+        jinjas = self._signature_text(node, frame, extra_kwargs) if extra_kwargs else plain
+        # The condition runs first: the function is evaluated and named, then, in either
+        # branch, read before the arguments are evaluated (as in Jinja's code), so a call
+        # among the arguments may reuse the name.
+        self.write(f"{_CALLEE}({plain.removeprefix(', ')}) if id({_CALLEE} := ")
+        self.visit(node.node, frame)
+        self.write(f") in environment.direct_calls else environment.call(context, {_CALLEE}")
+        self.write(f"{jinjas}))")
+
+    def _signature_text(
+        self, node: nodes.Call, frame: Frame, extra_kwargs: dict[str, str] | None
+    ) -> str:
+        """What :meth:`signature` writes for ``node`` (a leading comma before each
+        argument), as text."""
+        stream = self.stream
+        self.stream = StringIO()
+        try:
+            self.signature(node, frame, extra_kwargs)
+            return self.stream.getvalue()
+        finally:
+            self.stream = stream
 
     def enter_frame(self, frame: Frame) -> None:
         """The names a frame reads from its context, resolved in one call: Jinja writes

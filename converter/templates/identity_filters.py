@@ -23,12 +23,20 @@ _URN_UUID = "urn:uuid:"
 # (Py_UNICODE_ISSPACE), run in C instead of a generator step per character.
 _BLANK = re.compile(r"\s")
 
+#: How many HD systems :meth:`IdentityFilters.hd_system` keeps (then it starts again).
+_MAX_KNOWN_SYSTEMS = 1024
+
 #: Where a namespace-only HD finds its universal id, the site's map first.
 _NAMESPACE_MAPS = ("AssigningAuthority", "AssigningAuthorityOid")
 
 
 class IdentityFilters(FilterBase):
     """``hd_system``, ``identifier_system`` and the sending facility's scope."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: hd_system's answers by (namespace, universal id, type).
+        self._hd_systems: dict[tuple[str, str, str], str | None] = {}
 
     def identifier_system(self, root: Any) -> str | None:
         """Identifier.system of a CDA II root, or of a system ``hd_system`` gave (HL7 v2):
@@ -79,6 +87,22 @@ class IdentityFilters(FilterBase):
             # An empty HD (``&1.2…&ISO`` is not: its namespace alone is empty).
             code = text_of(type_code)
             return self._ins_register(code) if code else None
+        # The same authority comes in almost every identifier of a message, and its system
+        # depends on nothing but its text and the (immutable) code maps: worked out once.
+        key = (namespace, universal, kind)
+        systems = self._hd_systems
+        try:
+            return systems[key]
+        except KeyError:
+            pass
+        found = self._hd_system(namespace, universal, kind)
+        if len(systems) >= _MAX_KNOWN_SYSTEMS:
+            systems.clear()  # arbitrary authorities sent over time: a bounded memory
+        systems[key] = found
+        return found
+
+    def _hd_system(self, namespace: str, universal: str, kind: str) -> str | None:
+        """:meth:`hd_system` of a non-empty HD's namespace, universal id and type."""
         if universal:
             return _universal_system(universal, kind)
         if not namespace:
