@@ -36,11 +36,11 @@ from .file_modes import make_private_dirs, template_cache_dir
 from .http.api import create_app
 from .http.server import EmbeddedHttpServer
 from .ingest import Ingestor, SupportChecker
-from .logs import describe_exception, log_fields
+from .logs import log_fields
 from .metrics import Metrics
 from .mllp.server import MllpServer
 from .queue.sqlite import SqliteQueue
-from .stop_signals import install_stop_handlers
+from .stop_signals import install_stop_handlers, stop_step
 from .worker import DeliveryWorkers
 
 if TYPE_CHECKING:
@@ -227,30 +227,31 @@ class Service:
         # Each step's awaitable is made at its turn: its grace is what is left then.
         failed = 0
         if self.consumer is not None:
-            failed += await _stop_step("the AMQP consumer", self.consumer.stop(remaining()))
+            failed += await stop_step(log, "the AMQP consumer", self.consumer.stop(remaining()))
         if self.mllp is not None:
-            failed += await _stop_step(
-                "the MLLP listeners", self.mllp.stop(min(remaining(), _MLLP_GRACE))
+            failed += await stop_step(
+                log, "the MLLP listeners", self.mllp.stop(min(remaining(), _MLLP_GRACE))
             )
         if self._http is not None:
             # Without a bound, a client that never reads its response kept the service
             # from ever reaching the workers' and the queue's close.
-            failed += await _stop_step("the HTTP API", self._http.stop(remaining()))
+            failed += await stop_step(log, "the HTTP API", self._http.stop(remaining()))
         if self._depth_task is not None:
             self._depth_task.cancel()
             await asyncio.gather(self._depth_task, return_exceptions=True)
         if self.workers is not None:
-            failed += await _stop_step("the delivery workers", self.workers.stop(remaining()))
+            failed += await stop_step(log, "the delivery workers", self.workers.stop(remaining()))
         if self.pool is not None:
             # A conversion still running (a delivery cancelled above) is ended when the
             # grace is up: converted again after the restart.
-            failed += await _stop_step(
+            failed += await stop_step(
+                log,
                 "the conversion processes",
                 loop.run_in_executor(None, partial(self.pool.close, remaining())),
             )
         for name, sink in self.sinks.items():
-            failed += await _stop_step(f"destination {name!r}", sink.close())
-        failed += await _stop_step("the queue", self.queue.close())
+            failed += await stop_step(log, f"destination {name!r}", sink.close())
+        failed += await stop_step(log, "the queue", self.queue.close())
         if failed:
             log.warning(
                 "stopped, %d step(s) of the stop failed (logged above)",
@@ -413,22 +414,6 @@ class Service:
                 ("write_timeout", stats.write_timeouts),
             ):
                 follow(self.metrics.connections_refused, (listener.name, reason), count)
-
-
-async def _stop_step(step: str, action: Awaitable[object]) -> int:
-    """Await one step of a stop: 0 once done, 1 when it failed (logged: the error's kind
-    and place, its text only when ours, which carries no message content)."""
-    try:
-        await action
-    except Exception as exc:
-        log.error(
-            "stopping %s failed: %s; the stop goes on",
-            step,
-            describe_exception(exc),
-            extra=log_fields(event="stop_step_failed"),
-        )
-        return 1
-    return 0
 
 
 class _BoundedRead(Generic[T]):

@@ -10,6 +10,9 @@ delivered), so it stops the process the way SIGTERM does; the supervisor restart
 A second signal while draining exits at once (status 1): everything acknowledged is
 already committed, and messages in flight are delivered again after the restart.
 
+Each step of a stop runs through :func:`stop_step`: one that fails is logged and the
+stop goes on (a destination's close raising skipped the queue's close after it).
+
 A signal that came before these handlers, while the command's modules were imported
 (:func:`listeners.entry.defer_stops` kept it), counts as the first: the service stops
 without starting.
@@ -21,10 +24,28 @@ import asyncio
 import logging
 import os
 import signal
+from collections.abc import Awaitable
 
 from .entry import pending_stop
+from .logs import describe_exception, log_fields
 
-__all__ = ["install_stop_handlers", "stop_signals"]
+__all__ = ["install_stop_handlers", "stop_signals", "stop_step"]
+
+
+async def stop_step(logger: logging.Logger, step: str, action: Awaitable[object]) -> int:
+    """Await one step of a stop: 0 once done, 1 when it failed (logged at ERROR with the
+    error's kind and place, its text only when ours, which carries no message content)."""
+    try:
+        await action
+    except Exception as exc:
+        logger.error(
+            "stopping %s failed: %s; the stop goes on",
+            step,
+            describe_exception(exc),
+            extra=log_fields(event="stop_step_failed"),
+        )
+        return 1
+    return 0
 
 
 def stop_signals() -> tuple[signal.Signals, ...]:

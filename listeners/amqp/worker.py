@@ -58,6 +58,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from functools import partial
 
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
 
@@ -75,7 +76,7 @@ from ..file_modes import template_cache_dir
 from ..http import EmbeddedHttpServer, create_probe_app
 from ..logs import log_fields
 from ..metrics import Metrics
-from ..stop_signals import install_stop_handlers
+from ..stop_signals import install_stop_handlers, stop_step
 from .broker import ConfirmedPublisher, connect_plain, describe, safe_error
 from .handling import MessageHandler
 from .partitions import PartitionShare
@@ -211,15 +212,20 @@ class AmqpWorker:
     async def stop(self, grace: float = 30.0) -> None:
         """Release every partition after its message in flight (within ``grace``), then
         disconnect; what is not acked by then is redelivered to another worker."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
         self._grace = grace
         self._stopping.set()
         if self._supervisor is not None:
             await asyncio.gather(self._supervisor, return_exceptions=True)
-        for sink in self.sinks.values():
-            with contextlib.suppress(Exception):
-                await sink.close()
+        for name, sink in self.sinks.items():
+            await stop_step(log, f"destination {name!r}", sink.close())
         if self.pool is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self.pool.close)
+            # A conversion of a partition cancelled at the grace's end is ended with it
+            # (its message, never acknowledged, is redelivered): waiting for it held the
+            # stop up to delivery.conversion_timeout, past the runtime's SIGKILL.
+            remaining = max(0.0, deadline - loop.time())
+            await loop.run_in_executor(None, partial(self.pool.close, remaining))
         # Last, so that /health answers while the partitions drain; only /health, /ready
         # and /metrics are served here: a few seconds bound a client that does not read.
         if self._http is not None:
