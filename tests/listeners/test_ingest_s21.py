@@ -15,7 +15,7 @@ import pytest
 from listeners.amqp.envelope import AmqpEnvelope
 from listeners.amqp.intake import envelope_of
 from listeners.config import load_config
-from listeners.conversion import cgroup_cpu_limit, cpu_quota, usable_cpus
+from listeners.cpu_limits import cgroup_cpu_limit, cpu_quota, usable_cpus
 from listeners.ingest import SupportChecker
 from listeners.queue.base import PutResult
 from listeners.queue.sqlite import SqliteQueue
@@ -113,13 +113,14 @@ def test_a_pool_of_one_per_cpu_follows_the_affinity_and_the_quota(tmp_path: Path
     cpu_max.write_text("100000 100000\n")
     script = (
         "import os, sys\n"
-        "from listeners import conversion\n"
+        "from pathlib import Path\n"
+        "from listeners import conversion, cpu_limits\n"
         "pinned = len(os.sched_getaffinity(0))\n"
-        f"conversion.CGROUP_V2_CPU_MAX = conversion.Path({str(cpu_max)!r})\n"
+        f"cpu_limits.CGROUP_V2_CPU_MAX = Path({str(cpu_max)!r})\n"
         "limited = conversion.ConversionPool({}, use_threads=True)\n"
         "os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n"
-        "conversion.CGROUP_V2_CPU_MAX = conversion.Path('/nonexistent/cpu.max')\n"
-        "conversion.CGROUP_V1_CFS_QUOTA = conversion.Path('/nonexistent/quota')\n"
+        "cpu_limits.CGROUP_V2_CPU_MAX = Path('/nonexistent/cpu.max')\n"
+        "cpu_limits.CGROUP_V1_CFS_QUOTA = Path('/nonexistent/quota')\n"
         "one = conversion.ConversionPool({}, use_threads=True)\n"
         "explicit = conversion.ConversionPool({}, processes=3, use_threads=True)\n"
         "print(limited.processes, one.processes, explicit.processes)\n"
