@@ -31,7 +31,7 @@ from converter import (
 from .config import ConfigError, RouteConfig, ServiceConfig
 from .conversion import INTERNAL_ERROR, ConversionFailure, ConversionPool
 from .delivery import Sink, build_sink, destination_location, sink_readiness
-from .errors import ServiceError
+from .errors import QueueError, ServiceError
 from .file_modes import make_private_dirs, template_cache_dir
 from .http.api import create_app
 from .http.server import EmbeddedHttpServer
@@ -334,17 +334,26 @@ class Service:
 
     async def readiness(self) -> dict[str, str | None]:
         checks: dict[str, str | None] = {}
+        # Each check on its own: the depth is read in the writer's next transaction, whose
+        # commit fails on a full disk with the outcome it carries, and that failure hid
+        # what the workers and the queue know ("queue unavailable: QueueError").
+        problems: list[str | None] = []
         try:
             await self.queue.depth()
-            # A read succeeds on a full disk: the workers know whether outcomes commit,
-            # the queue whether received messages do.
-            problems = [
-                self.workers.write_problem() if self.workers is not None else None,
-                await self.queue.store_problem() if isinstance(self.queue, SqliteQueue) else None,
-            ]
-            checks["queue"] = "; ".join(p for p in problems if p) or None
+        except QueueError as exc:  # our text (SQLite's): no message content
+            problems.append(f"queue unavailable: {exc}")
         except Exception as exc:
-            checks["queue"] = f"queue unavailable: {type(exc).__name__}"
+            problems.append(f"queue unavailable: {type(exc).__name__}")
+        # A read succeeds on a full disk: the workers know whether outcomes commit, the
+        # queue whether received messages do.
+        if self.workers is not None:
+            problems.append(self.workers.write_problem())
+        if isinstance(self.queue, SqliteQueue):
+            try:
+                problems.append(await self.queue.store_problem())
+            except Exception as exc:
+                problems.append(f"queue unavailable: {type(exc).__name__}")
+        checks["queue"] = "; ".join(dict.fromkeys(p for p in problems if p)) or None
         if self.consumer is not None:
             try:
                 await self.consumer.check()
