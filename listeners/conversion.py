@@ -67,7 +67,7 @@ from typing import Any
 
 from converter import ConfigurationError, ConversionError, Converter, ConverterConfig
 
-from .cpu_limits import cgroup_cpu_limit, cpu_quota, usable_cpus
+from .cpu_limits import cgroup_cpu_limit, usable_cpus
 from .errors import ServiceError
 from .logs import LogSetup, code_place, current_setup
 from .pool_close import close_within
@@ -79,9 +79,6 @@ __all__ = [
     "ConversionFailure",
     "ConversionPool",
     "ConversionResult",
-    "cgroup_cpu_limit",
-    "cpu_quota",
-    "usable_cpus",
 ]
 
 #: ``ConversionFailure.kind`` of a converter bug (an exception that is no ConversionError).
@@ -348,7 +345,7 @@ def _convert_now(
 
 class ConversionPool:
     """Converts messages for the service; ``processes=0`` means one per usable CPU
-    (:func:`usable_cpus`)."""
+    (:func:`listeners.cpu_limits.usable_cpus`)."""
 
     def __init__(
         self,
