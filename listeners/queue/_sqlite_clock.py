@@ -26,10 +26,11 @@ purge --older-than-days`` is the operator's own reading of the wall clock.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 __all__ = ["STEP_TOLERANCE", "ClockSteps", "ForwardSteps", "elapsed_clock"]
 
@@ -38,20 +39,40 @@ STEP_TOLERANCE = 1.0
 
 
 class ClockSteps:
-    """Follows the clock from claim to claim (writer thread only)."""
+    """Follows the clock from claim to claim (writer thread only).
+
+    What it last saw is undone with what the claim wrote: a claim that fails (its savepoint
+    rolled back) or whose transaction SQLite rolls back (the claim then runs again) has
+    its step noticed again by the next claim."""
 
     def __init__(self, logger: logging.Logger) -> None:
         self._log = logger
         self._last: float | None = None
-        self._before: float | None = None
+        self._at_begin: float | None = None
 
-    def follow(self, conn: sqlite3.Connection, now: float) -> None:
-        """Inside the claim's transaction, before it reads what is due at ``now``."""
-        last, self._last = self._last, now
-        self._before = last
-        if last is None or now >= last - STEP_TOLERANCE:
-            return
-        back = last - now
+    def begin(self) -> None:
+        """A writer transaction begins (the writer's hook)."""
+        self._at_begin = self._last
+
+    def rolled_back(self) -> None:
+        """The transaction that began did not commit (the writer's hook)."""
+        self._last = self._at_begin
+
+    @contextlib.contextmanager
+    def following(self, conn: sqlite3.Connection, now: float) -> Iterator[None]:
+        """Around a claim of what is due at ``now``, inside its savepoint: a step back
+        since the last claim first brings the waiting messages back as much."""
+        previous = self._last
+        try:
+            if previous is not None and now < previous - STEP_TOLERANCE:
+                self._step_back(conn, previous - now, now)
+            self._last = now
+            yield
+        except BaseException:
+            self._last = previous
+            raise
+
+    def _step_back(self, conn: sqlite3.Connection, back: float, now: float) -> None:
         moved = conn.execute(
             "UPDATE messages SET next_attempt_at = max(?, next_attempt_at - ?)"
             " WHERE state = 'pending' AND next_attempt_at > ?",
@@ -62,10 +83,6 @@ class ClockSteps:
             back,
             extra={"count": moved, "seconds": round(back, 3), "event": "clock_stepped_back"},
         )
-
-    def rolled_back(self) -> None:
-        """The claim's transaction did not commit: a step it noticed is noticed again."""
-        self._last = self._before
 
 
 def elapsed_clock() -> Callable[[], float]:

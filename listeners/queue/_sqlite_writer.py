@@ -5,7 +5,11 @@ waiting one, then gathers whatever else arrives within the commit interval (up t
 and byte cap; the wait ends early once as many as in the previous batch have arrived),
 runs them all in one ``BEGIN IMMEDIATE … COMMIT`` (each in a savepoint, so one failing
 operation does not undo the others) and only then resolves every caller's future. One
-fsync'd commit thus acknowledges a whole batch.
+fsync'd commit thus acknowledges a whole batch. On some errors ("database or disk is
+full", an I/O error, out of memory) SQLite rolls the whole transaction back itself: the
+failing operation gets its error and the others run again in a new transaction — before,
+all failed with "no such savepoint": a message refused on a full disk took its batch-mates'
+ACKs and a delivery claim with it.
 
 The thread is the only way to the file: should it end on an error nothing expected
 (a bug in its bookkeeping, a MemoryError, an exception SQLite was not expected to raise),
@@ -76,8 +80,15 @@ class Writer:
         max_batch: int,
         max_batch_bytes: int,
         logger: logging.Logger,
+        on_begin: Callable[[], None] = lambda: None,
+        on_rollback: Callable[[], None] = lambda: None,
     ) -> None:
+        """``on_begin``/``on_rollback``: called on the writer thread when a transaction of
+        submitted operations begins, and when one that began does not commit (for state
+        the operations keep outside the file)."""
         self._name = name
+        self._on_begin = on_begin
+        self._on_rollback = on_rollback
         self._connect = connect
         self._maintain = maintain
         self._interval = max(0.0, interval_s)
@@ -233,22 +244,35 @@ class Writer:
         return False
 
     def _execute(self, conn: sqlite3.Connection, batch: list[_Request]) -> None:
+        while batch:
+            batch = self._transaction(conn, batch)
+
+    def _transaction(self, conn: sqlite3.Connection, batch: list[_Request]) -> list[_Request]:
+        """Run ``batch`` in one transaction and settle it; returns the operations to run
+        again (SQLite rolled the transaction back itself on another one's error)."""
         settlements: list[tuple[_Request, Any, BaseException | None]] = []
         rows = 0
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             self._settle_all(batch, storage_error(exc, "starting a transaction"))
-            return
+            return []
+        self._on_begin()
         try:
-            for request in batch:
+            for index, request in enumerate(batch):
                 conn.execute("SAVEPOINT op")
                 try:
                     value, stored = request.op(conn)
                 except Exception as exc:
+                    error = storage_error(exc, "storing") if isinstance(exc, sqlite3.Error) else exc
+                    if not conn.in_transaction:
+                        # Undone with the transaction, the others' work was not theirs to
+                        # fail; each run removes one operation, so this ends.
+                        self._on_rollback()
+                        self._settle([(request, None, error)])
+                        return batch[:index] + batch[index + 1 :]
                     conn.execute("ROLLBACK TO op")
                     conn.execute("RELEASE op")
-                    error = storage_error(exc, "storing") if isinstance(exc, sqlite3.Error) else exc
                     settlements.append((request, None, error))
                 else:
                     conn.execute("RELEASE op")
@@ -257,13 +281,15 @@ class Writer:
             conn.execute("COMMIT")
         except BaseException as exc:
             _rollback(conn)
+            self._on_rollback()
             self._settle_all(batch, storage_error(exc, "committing"))
             if not isinstance(exc, sqlite3.Error):
                 raise
-            return
+            return []
         self.commits += 1
         self.rows_committed += rows
         self._settle(settlements)
+        return []
 
     def _settle_all(self, batch: list[_Request], error: QueueError) -> None:
         self._settle([(request, None, error) for request in batch])

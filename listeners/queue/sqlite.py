@@ -161,6 +161,8 @@ class SqliteQueue:
             max_batch=max_batch,
             max_batch_bytes=max_batch_bytes,
             logger=self._log,
+            on_begin=self._clock_steps.begin,
+            on_rollback=self._clock_steps.rolled_back,
         )
 
     # -- counters -----------------------------------------------------------------------
@@ -262,7 +264,6 @@ class SqliteQueue:
             # The workers only log it and try again: without this, /ready stayed green
             # while a due message could not be claimed (a full disk on a quiet night).
             self._claim_failures.failed(exc)
-            self._clock_steps.rolled_back()
             raise
         self._claim_failures.stored()
         return jobs
@@ -420,13 +421,13 @@ class SqliteQueue:
 
     def _claim(self, conn: sqlite3.Connection, limit: int) -> list[Job]:
         now = self._now()
-        self._clock_steps.follow(conn, now)  # a clock stepped back delays no retry
-        rows = conn.execute(_CLAIM_SQL, (now, limit)).fetchall()
-        conn.executemany(
-            "UPDATE messages SET state = 'inflight', attempts = attempts + 1, updated_at = ?"
-            " WHERE seq = ?",
-            [(now, row[0]) for row in rows],
-        )
+        with self._clock_steps.following(conn, now):  # a clock stepped back delays no retry
+            rows = conn.execute(_CLAIM_SQL, (now, limit)).fetchall()
+            conn.executemany(
+                "UPDATE messages SET state = 'inflight', attempts = attempts + 1, updated_at = ?"
+                " WHERE seq = ?",
+                [(now, row[0]) for row in rows],
+            )
         return [
             Job(seq=row[0], envelope=envelope_from_row(row[2:]), attempts=row[1] + 1)
             for row in rows
