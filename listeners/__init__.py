@@ -7,6 +7,7 @@ Errors raised across this package's boundaries derive from :class:`ServiceError`
     ServiceError
     ├── FramingError               MLLP framing violated (oversized, garbage)  → close
     ├── QueueError                 the durable queue cannot store             → AE, no AA
+    ├── ConversionUnavailable      conversion processes replaced, memory short → HTTP 503
     └── DeliveryError              the destination did not take a bundle
         ├── TransientDeliveryError 408/429/5xx, timeout, connection error     → retry
         └── RejectedDeliveryError  other 4xx with the server's OperationOutcome → dead letter
@@ -16,6 +17,7 @@ Errors raised across this package's boundaries derive from :class:`ServiceError`
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from .errors import (
+        ConversionUnavailable,
         DeliveryError,
         FramingError,
         QueueError,
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "ConversionUnavailable",
     "DeliveryError",
     "FramingError",
     "QueueError",

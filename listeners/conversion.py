@@ -25,7 +25,9 @@ Crash safety of the pool:
 * When a process dies (OOM killer, a crash in a C extension), ``ProcessPoolExecutor``
   fails every conversion in progress with ``BrokenProcessPool`` and refuses new ones for
   good; the pool is then replaced, and the failed conversions are retried by the delivery
-  workers like any transient failure. A process that dies while the pool starts
+  workers like any transient failure (the HTTP API answers 503 with Retry-After). A
+  conversion given to a pool already broken (a process that died idle) goes to the new
+  pool: its message did nothing. A process that dies while the pool starts
   (:meth:`ConversionPool.warm_up`) is replaced the same way, once: a second death is a
   :class:`~listeners.errors.ServiceError` (the service cannot start) rather than a pool
   restarted in a loop.
@@ -60,6 +62,7 @@ from collections.abc import Iterator, Mapping
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
+from functools import partial
 from multiprocessing.context import BaseContext
 from pathlib import Path
 from types import FrameType
@@ -406,8 +409,9 @@ class ConversionPool:
             "a conversion process died while loading the templates at start-up; the"
             " conversion processes were restarted"
             if starting
-            else "a conversion process died; the conversion processes were restarted and "
-            "the conversions in progress will be retried",
+            else "a conversion process died; the conversion processes were restarted (the"
+            " conversions in progress failed: deliveries are retried, API requests answered"
+            " 503)",
             extra={"count": self.restarts, "event": "conversion_pool_restarted"},
         )
         broken.shutdown(wait=False, cancel_futures=True)
@@ -455,11 +459,17 @@ class ConversionPool:
         root_template: str | None = None,
     ) -> list[ConversionResult] | ConversionFailure:
         loop = asyncio.get_running_loop()
+        call = partial(_convert, route, payload, input_type, root_template, self._timeout)
         executor = self._executor
         try:
-            return await loop.run_in_executor(
-                executor, _convert, route, payload, input_type, root_template, self._timeout
-            )
+            pending = loop.run_in_executor(executor, call)
+        except BrokenProcessPool:
+            # Broken before this message was handed over (a process died idle): not its doing.
+            self._replace_broken(executor)
+            executor = self._executor
+            pending = loop.run_in_executor(executor, call)
+        try:
+            return await pending
         except BrokenProcessPool:
             self._replace_broken(executor)
             raise

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "ConversionUnavailable",
     "DeliveryError",
     "FramingError",
     "QueueError",
@@ -24,6 +25,17 @@ class FramingError(ServiceError):
 
 class QueueError(ServiceError):
     """The durable queue could not store or update a message."""
+
+
+class ConversionUnavailable(ServiceError):
+    """The service cannot convert now, for a while (its conversion processes are being
+    replaced, or memory ran short): the HTTP API's 503 with ``Retry-After``, which a
+    client retries, not the 500 of a bug."""
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        #: Whole seconds for the ``Retry-After`` header.
+        self.retry_after = retry_after
 
 
 class DeliveryError(ServiceError):

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from concurrent.futures.process import BrokenProcessPool
 from functools import partial
 from typing import TYPE_CHECKING, Generic, TypeVar
 
@@ -31,7 +32,7 @@ from converter import (
 from .config import ConfigError, RouteConfig, ServiceConfig
 from .conversion import INTERNAL_ERROR, ConversionFailure, ConversionPool
 from .delivery import Sink, build_sink, destination_location, sink_readiness
-from .errors import QueueError, ServiceError
+from .errors import ConversionUnavailable, QueueError, ServiceError
 from .file_modes import make_private_dirs, template_cache_dir
 from .http.api import create_app
 from .http.server import EmbeddedHttpServer
@@ -66,6 +67,9 @@ EXIT_RESTART = 75
 _VITALS_INTERVAL = 1.0
 #: How long the metrics loop waits for each queue read (depth, backlog) per round.
 _QUEUE_READ_WAIT = 0.5
+#: The ``Retry-After`` (seconds) of an API conversion lost with a conversion process (the
+#: new processes load the templates first) or for lack of memory.
+_POOL_RESTART_RETRY_AFTER = 2
 
 T = TypeVar("T")
 
@@ -316,9 +320,29 @@ class Service:
         """Synchronous conversion for the HTTP API (default route settings): each bundle's
         JSON text, as the conversion process wrote it."""
         assert self.pool is not None
-        outcome = await self.pool.convert(
-            "default", data, input_type=input_type, root_template=root_template
-        )
+        try:
+            outcome = await self.pool.convert(
+                "default", data, input_type=input_type, root_template=root_template
+            )
+        except BrokenProcessPool:
+            # A conversion process died (the OOM killer, a kill -9): the pool is already
+            # replaced. The service's passing state, not a bug: the client retries (it got
+            # a 500). Never converted again here: if this message is what killed it, each
+            # retry would kill the new pool too, under the deliveries' conversions.
+            raise ConversionUnavailable(
+                "a conversion process died; the conversion processes were restarted",
+                retry_after=_POOL_RESTART_RETRY_AFTER,
+            ) from None
+        except MemoryError:
+            # Let through by the converter on purpose (memory may come back: a delivery
+            # retries it); it was a 500 "internal error", as for a bug.
+            log.warning(
+                "an HTTP API conversion ran out of memory; answered 503",
+                extra=log_fields(event="api_conversion_out_of_memory"),
+            )
+            raise ConversionUnavailable(
+                "the conversion ran out of memory", retry_after=_POOL_RESTART_RETRY_AFTER
+            ) from None
         if isinstance(outcome, ConversionFailure):
             if outcome.kind == INTERNAL_ERROR:  # a converter bug: the API answers 500
                 raise ServiceError(f"{outcome.reason} at {outcome.location}")

@@ -22,11 +22,12 @@ requires it (``X-API-Key: …`` or ``Authorization: Bearer …``).
 
 Errors are OperationOutcome resources: 400 for a malformed request, 422 for input that
 does not convert, 401 without valid credentials when an API key or bearer token is set,
-404 and 405 for an unknown path or method (no redirect for a trailing slash: a 307 would
-replay the body, patient data, to an address built from the client's Host header), 408
-for a body not received within ``http.body_timeout`` seconds, 413 for a body over 20 MB
-or holding more than ``http.max_messages`` messages (counted before anything is
-converted).
+503 with ``Retry-After`` when a conversion process died (the OOM killer) during the
+conversion, the processes being replaced, or the conversion ran out of memory, 404 and
+405 for an unknown path or method (no redirect for a trailing slash: a 307 would replay
+the body, patient data, to an address built from the client's Host header), 408 for a
+body not received within ``http.body_timeout`` seconds, 413 for a body over 20 MB or
+holding more than ``http.max_messages`` messages (counted before anything is converted).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from converter.errors import ConfigurationError
 from converter.hl7v2 import peek_header
 
 from ..config import HttpConfig, Secret
+from ..errors import ConversionUnavailable
 from ..logs import describe_exception
 from ..metrics import Metrics
 from .bodies import PARSE_IN_THREAD, ParametersRefused, read_parameters, read_raw
@@ -87,7 +89,7 @@ class ApiBackend(ProbeBackend, Protocol):
         self, data: bytes, *, input_type: str, root_template: str | None
     ) -> list[bytes]:
         """The bundles of the messages in ``data``, as compact JSON text (UTF-8: one line
-        each, sent as they are); raises ConversionError."""
+        each, sent as they are); raises ConversionError, or ConversionUnavailable."""
         ...
 
 
@@ -369,6 +371,10 @@ def create_app(
             return _conversion_outcome(exc, batch=batch)
         except ConfigurationError as exc:  # an unknown rootTemplate
             return operation_outcome(400, "not-supported", str(exc), "rootTemplate")
+        except ConversionUnavailable as exc:  # our text: no message content
+            response = operation_outcome(503, "transient", f"{exc}; retry later")
+            response.headers["retry-after"] = str(exc.retry_after)
+            return response
         if single and len(bundles) != 1:
             return operation_outcome(
                 400,

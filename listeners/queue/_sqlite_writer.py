@@ -118,8 +118,10 @@ class Writer:
     # -- event-loop side ----------------------------------------------------------------
     async def start(self) -> None:
         """Start the thread; returns once the connection is open (or raises QueueError)."""
-        if self._thread is not None:
-            raise QueueError("the queue is already started")
+        if self._thread is not None and self._thread.is_alive():
+            # Also the thread of a stop cancelled before it ended: a second thread would
+            # take operations from the same inbox, on a connection of its own.
+            raise QueueError("the queue is already started (or its last stop has not ended)")
         ready: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._failure = None
         self._inbox = queue.SimpleQueue()  # nothing stale from a previous run
@@ -148,14 +150,19 @@ class Writer:
         return future
 
     async def stop(self) -> None:
-        """Run what was submitted, then close the connection and end the thread."""
-        thread, self._thread = self._thread, None
+        """Run what was submitted, then close the connection and end the thread. The
+        thread stays this writer's until it ended: a stop cancelled meanwhile (a disk that
+        does not answer) is finished by calling this again, and no start runs a second
+        thread beside it."""
+        thread = self._thread
         if thread is None:
             return
         with self._lock:
             self._accepting = False
-            self._inbox.put(_Stop())
+            self._inbox.put(_Stop())  # a second one, after a cancelled stop, is never read
         await asyncio.to_thread(thread.join)
+        if self._thread is thread:
+            self._thread = None
 
     # -- writer thread ------------------------------------------------------------------
     def _run(self, ready: concurrent.futures.Future[None]) -> None:

@@ -69,12 +69,13 @@ from ._sqlite_clock import ClockSteps, ForwardSteps, elapsed_clock
 from ._sqlite_dead_letters import SQLITE_MAX_INT, DeadLetters
 from ._sqlite_duplicates import DUPLICATE_SQL as _DUPLICATE_SQL  # noqa: F401 - tests' name
 from ._sqlite_duplicates import REUSED_SQL as _REUSED_SQL  # noqa: F401 - tests' name
-from ._sqlite_duplicates import find_duplicate
 from ._sqlite_heads import ACTIVE as _ACTIVE
-from ._sqlite_heads import key_busy, promote, transaction
+from ._sqlite_heads import transaction
 from ._sqlite_lock import ServiceLock
 from ._sqlite_maintenance import Maintenance
-from ._sqlite_rows import ENVELOPE_COLUMNS, envelope_from_row, error_text
+from ._sqlite_operations import CLAIM_SQL as _CLAIM_SQL  # noqa: F401 - tests' name
+from ._sqlite_operations import claim, depth, finish, insert
+from ._sqlite_rows import error_text
 from ._sqlite_schema import connect, storage_error
 from ._sqlite_writer import Operation, Writer
 from .base import (
@@ -90,13 +91,6 @@ __all__ = ["SQLITE_MAX_INT", "SqliteQueue"]
 
 T = TypeVar("T")
 
-# The queries run per message; tests check their plans use the partial indexes (those of
-# the head invariant, _KEY_BUSY_SQL and _PROMOTE_SQL, are in _sqlite_heads).
-_CLAIM_SQL = (
-    f"SELECT seq, attempts, {ENVELOPE_COLUMNS} FROM messages"
-    " WHERE state = 'pending' AND head = 1 AND next_attempt_at <= ?"
-    " ORDER BY next_attempt_at, seq LIMIT ?"
-)
 #: Seconds between two maintenance steps with nothing left to do (:meth:`SqliteQueue._maintain`).
 _MAINTENANCE_INTERVAL = 60.0
 
@@ -201,9 +195,13 @@ class SqliteQueue:
             raise
 
     async def close(self) -> None:
-        """Finish submitted work, close the file and release the service lock."""
-        await self._writer.stop()
-        self._lock.release()
+        """Finish submitted work, close the file and release the service lock — released
+        even if the stop fails or is cancelled (a disk slow to answer): held, it refused
+        every later start in this process ("already used by a running service")."""
+        try:
+            await self._writer.stop()
+        finally:
+            self._lock.release()
 
     async def __aenter__(self) -> SqliteQueue:
         await self.start()
@@ -332,7 +330,7 @@ class SqliteQueue:
 
     async def depth(self) -> int:
         """Messages not yet delivered nor dead (pending + inflight)."""
-        return await self._submit(lambda conn: (_depth(conn), 0))
+        return await self._submit(lambda conn: (depth(conn), 0))
 
     async def prune(self) -> int:
         """Delete delivered rows older than the duplicate window now; returns how many."""
@@ -380,87 +378,22 @@ class SqliteQueue:
         """Delete dead letters that failed more than ``older_than`` seconds ago (None: all)."""
         return self._dead_letters.purge(older_than)
 
-    # -- operations (writer thread, inside its transaction) -----------------------------
+    # -- operations (writer thread, inside its transaction: :mod:`._sqlite_operations`) -
     def _put(
         self, conn: sqlite3.Connection, envelope: Envelope, state: str, error: dict[str, Any] | None
     ) -> tuple[PutResult, int]:
         now = self._now()
-        sender_id = envelope.sender_id or envelope.sender
-        match = find_duplicate(conn, envelope, sender_id, self._forward.cutoff(self._window))
-        if match.seq is not None:
-            return PutResult(seq=match.seq, duplicate=True), 0
-        head = state == "pending" and not key_busy(conn, envelope.ordering_key)
-        cursor = conn.execute(
-            f"INSERT INTO messages ({ENVELOPE_COLUMNS}, sender_id, digest, state, head,"
-            " attempts, next_attempt_at, last_error, stored_at, updated_at) VALUES (?, ?, ?,"
-            " ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)",
-            (
-                envelope.payload,
-                envelope.sender,
-                envelope.listener,
-                envelope.received_at,
-                envelope.ordering_key,
-                envelope.control_id,
-                envelope.message_type,
-                envelope.input_type,
-                envelope.route,
-                envelope.message_id,
-                envelope.correlation_id,
-                sender_id,
-                match.digest,
-                state,
-                int(head),
-                now,
-                None if error is None else error_text(error),
-                now,
-                now,
-            ),
+        return insert(
+            conn, envelope, state, error, now=now, cutoff=self._forward.cutoff(self._window)
         )
-        assert cursor.lastrowid is not None
-        return PutResult(seq=cursor.lastrowid, control_id_reused=match.reused), 1
 
     def _claim(self, conn: sqlite3.Connection, limit: int) -> list[Job]:
-        now = self._now()
-        with self._clock_steps.following(conn, now):  # a clock stepped back delays no retry
-            rows = conn.execute(_CLAIM_SQL, (now, limit)).fetchall()
-            conn.executemany(
-                "UPDATE messages SET state = 'inflight', attempts = attempts + 1, updated_at = ?"
-                " WHERE seq = ?",
-                [(now, row[0]) for row in rows],
-            )
-        return [
-            Job(seq=row[0], envelope=envelope_from_row(row[2:]), attempts=row[1] + 1)
-            for row in rows
-        ]
+        return claim(conn, limit, now=self._now(), clock_steps=self._clock_steps)
 
     def _finish(
         self, conn: sqlite3.Connection, seq: int, state: str, error: dict[str, Any] | None
     ) -> bool:
-        row = conn.execute(
-            f"SELECT head, ordering_key, digest FROM messages WHERE seq = ? AND {_ACTIVE}",
-            (seq,),
-        ).fetchone()
-        if row is None:
-            return False
-        head, key, digest = row
-        now = self._now()
-        if state == "dead":
-            conn.execute(
-                "UPDATE messages SET state = 'dead', head = 0, last_error = ?, updated_at = ?"
-                " WHERE seq = ?",
-                (error_text(error or {}), now, seq),
-            )
-        elif digest is None:  # stored by an older version: it can match nothing
-            conn.execute("DELETE FROM messages WHERE seq = ?", (seq,))
-        else:
-            conn.execute(
-                "UPDATE messages SET state = 'done', head = 0, payload = NULL,"
-                " last_error = NULL, updated_at = ? WHERE seq = ?",
-                (now, seq),
-            )
-        if head:
-            promote(conn, key)
-        return True
+        return finish(conn, seq, state, error, clock=self._now)
 
     def _prune(self, conn: sqlite3.Connection, limit: int | None) -> int:
         return self._maintenance.prune(conn, limit)
@@ -497,10 +430,6 @@ class SqliteQueue:
         """The writer's housekeeping (:mod:`._sqlite_maintenance`): one step; returns
         seconds until the next one (0: more to do, after the batches waiting meanwhile)."""
         return 0.0 if self._maintenance.step(conn) else _MAINTENANCE_INTERVAL
-
-
-def _depth(conn: sqlite3.Connection) -> int:
-    return int(conn.execute("SELECT value FROM counters WHERE name = 'active'").fetchone()[0])
 
 
 if TYPE_CHECKING:
