@@ -12,6 +12,7 @@ from lxml import etree
 
 from ..errors import ParseError
 from .fingerprint import ContentKeys
+from .id_groups import IdGroups
 from .node import HL7, NAMESPACES, Node, compile_path, name_steps
 from .xml import DEFAULT_MAX_BYTES, parse_xml
 
@@ -186,6 +187,14 @@ class CdaDocument:
     @cached_property
     def _content_keys(self) -> ContentKeys:
         return ContentKeys(self._root)
+
+    def same_id(self, element: etree._Element) -> list[etree._Element]:
+        """:meth:`Node.same_id`: the elements with this one's name and first id."""
+        return self._id_groups.same_id(element)
+
+    @cached_property
+    def _id_groups(self) -> IdGroups:
+        return IdGroups(self._root)
 
     @property
     def template_ids(self) -> list[str]:

@@ -136,6 +136,16 @@ class Node:
         element = self._element
         return self._doc.content_key(element) if element is not None else ""
 
+    def same_id(self) -> list[Node]:
+        """The statements of the document with this element's name and first id (root
+        and extension), itself included, in document order: an id a document reuses
+        (:mod:`converter.cda.id_groups`). Empty when it has no id."""
+        element = self._element
+        if element is None:
+            return []
+        node = self._doc.node
+        return [node(found) for found in self._doc.same_id(element)]
+
     @property
     def parent(self) -> Node:
         element = self._element

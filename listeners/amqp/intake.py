@@ -44,8 +44,10 @@ __all__ = ["READ_IN_THREAD", "IntakeOrder", "envelope_of", "read_envelope"]
 #: ``amqp.max_message_bytes``), are read in a worker thread.
 READ_IN_THREAD = 256 * 1024
 
-#: The id Patient.j2 identifies the patient by (first with a root, not a nullFlavor), so
-#: that two documents of one patient share an ordering key as they share a Patient.
+#: The patient's first id with a root, not a nullFlavor: a sender lists a patient's ids in
+#: one order, so its documents of one patient share an ordering key (the sender is part of
+#: the key). Patient.j2 may key the Patient on a later id (a local number listed after the
+#: INS): the ordering key only has to be the same for one sender's documents.
 _PATIENT_ID = "h:recordTarget/h:patientRole/h:id[@root and not(@nullFlavor)][1]"
 _CUSTODIAN = "h:custodian/h:assignedCustodian/h:representedCustodianOrganization"
 
