@@ -8,6 +8,7 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 from ..errors import BundleValidationError
+from .confidentiality import label_compartments
 from .periods import drop_reversed_period_ends
 
 __all__ = ["REQUEST_MODES", "RequestMode", "build_bundle", "is_resource_type_name"]
@@ -68,8 +69,16 @@ def build_bundle(
     the ``(type, id)`` of the only resources that may hold such a Period (the render
     session knows which hold an object with both a start and an end): the others are not
     walked.
+
+    A protected patient's confidentiality label (R, V) goes on every resource of the
+    bundle in his compartment (see :mod:`.confidentiality`).
     """
     resources = list(resources)
+    label_compartments(
+        [r for r in resources if (r["resourceType"], r["id"]) not in deleted]
+        if deleted
+        else resources
+    )
     drop_reversed_period_ends(
         (
             r
@@ -134,7 +143,8 @@ def build_bundle(
 
 #: Types whose first identifier is the one their identity (and id) comes from: the
 #: templates list it first (hl7v2 Patient.j2 and PatientMerged.j2: PID-3's / MRG-1's MR,
-#: else PI; cda Patient.j2: the first id with a root, the first a patientRole lists).
+#: else PI; cda Patient.j2: its key id, the first with a root that is no national
+#: register's (INS, SSN), else the first, written first).
 _IDENTITY_FIRST = frozenset({"Patient"})
 #: Types whose identifiers several patients' resources share while their ids are per
 #: patient: a Coverage's first identifier is its plan's (IN1-2), the same for every member;
