@@ -11,7 +11,7 @@ import asyncio
 import os
 import signal
 import threading
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -178,32 +178,47 @@ def _run_without_waiting_for_threads(scenario: Coroutine[Any, Any, T]) -> T:
         loop.close()
 
 
-def test_a_queue_whose_close_was_cancelled_releases_its_lock(tmp_path: Path) -> None:
-    # Before: a close cancelled while the writer finished its work (a stop's bound, a
-    # disk slow to answer) kept the lock file locked for the life of the process: a
-    # restart in the same process failed "already used by a running Passerelle service".
-    path = tmp_path / "queue.db"
-    held = threading.Event()
-    release = threading.Event()
+def _writers() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "queue-writer:queue.db"]
+
+
+async def _cancelled_close(path: Path) -> tuple[SqliteQueue, Callable[[], Awaitable[None]]]:
+    """A started queue (one message stored) whose close was cancelled while its writer was
+    held in an operation (a disk slow to answer), and the coroutine function that lets the
+    writer go and waits for its thread to end."""
+    held, release = threading.Event(), threading.Event()
 
     def slow(conn: object) -> tuple[None, int]:
         held.set()
         release.wait(30)
         return None, 0
 
-    async def scenario() -> int:
-        queue = SqliteQueue(path, commit_interval_ms=1)
-        await queue.start()
-        await queue.put(_envelope("L-1"))
-        pending = asyncio.ensure_future(queue._submit(slow))
-        await asyncio.to_thread(held.wait, 10)
-        with pytest.raises(TimeoutError):
-            await asyncio.wait_for(queue.close(), 0.3)
+    queue = SqliteQueue(path, commit_interval_ms=1)
+    await queue.start()
+    await queue.put(_envelope("L-1"))
+    pending = asyncio.ensure_future(queue._submit(slow))
+    await asyncio.to_thread(held.wait, 10)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(queue.close(), 0.3)
+
+    async def finish() -> None:
         release.set()
         await pending
-        writers = [t for t in threading.enumerate() if t.name == "queue-writer:queue.db"]
-        for thread in writers:
+        for thread in _writers():
             await asyncio.to_thread(thread.join, 10)
+
+    return queue, finish
+
+
+def test_a_queue_whose_close_was_cancelled_releases_its_lock(tmp_path: Path) -> None:
+    # Before: a close cancelled while the writer finished its work (a stop's bound, a
+    # disk slow to answer) kept the lock file locked for the life of the process: a
+    # restart in the same process failed "already used by a running Passerelle service".
+    path = tmp_path / "queue.db"
+
+    async def scenario() -> int:
+        _, finish = await _cancelled_close(path)
+        await finish()
         again = SqliteQueue(path, commit_interval_ms=1)
         await again.start()  # QueueError before the fix
         try:
@@ -230,39 +245,18 @@ def test_a_queue_whose_close_was_cancelled_runs_one_writer_thread_at_most(
 ) -> None:
     # Once the lock was released, a start of the same queue ran a second writer thread
     # beside the one still finishing (reading the same inbox, on a connection of its own).
-    path = tmp_path / "queue.db"
-    held = threading.Event()
-    release = threading.Event()
-
-    def slow(conn: object) -> tuple[None, int]:
-        held.set()
-        release.wait(30)
-        return None, 0
-
-    def writers() -> list[threading.Thread]:
-        return [t for t in threading.enumerate() if t.name == "queue-writer:queue.db"]
-
     async def scenario() -> int:
-        queue = SqliteQueue(path, commit_interval_ms=1)
-        await queue.start()
-        await queue.put(_envelope("L-1"))
-        pending = asyncio.ensure_future(queue._submit(slow))
-        await asyncio.to_thread(held.wait, 10)
-        with pytest.raises(TimeoutError):
-            await asyncio.wait_for(queue.close(), 0.3)
+        queue, finish = await _cancelled_close(tmp_path / "queue.db")
         try:
             with pytest.raises(QueueError, match="already started"):
                 await asyncio.wait_for(queue.start(), 5)
-            assert len(writers()) == 1
+            assert len(_writers()) == 1
         finally:
-            release.set()
-        await pending
-        for thread in writers():
-            await asyncio.to_thread(thread.join, 10)
+            await finish()
         await queue.start()  # the old thread has ended: the queue starts again
         try:
             await queue.put(_envelope("L-2"))
-            assert len(writers()) == 1
+            assert len(_writers()) == 1
             return await queue.depth()
         finally:
             await queue.close()
