@@ -25,7 +25,9 @@ Crash safety of the pool:
 * When a process dies (OOM killer, a crash in a C extension), ``ProcessPoolExecutor``
   fails every conversion in progress with ``BrokenProcessPool`` and refuses new ones for
   good; the pool is then replaced, and the failed conversions are retried by the delivery
-  workers like any transient failure (the HTTP API answers 503 with Retry-After). A
+  workers like any transient failure (the HTTP API answers 503 with Retry-After), each
+  one alone (:mod:`listeners.conversion_turns`): a message whose conversion process died
+  3 times is dead-lettered, ``ConversionProcessDied`` (:mod:`listeners.conversion_deaths`). A
   conversion given to a pool already broken (a process that died idle) goes to the new
   pool: its message did nothing. A process that dies while the pool starts
   (:meth:`ConversionPool.warm_up`) is replaced the same way, once: a second death is a
@@ -70,10 +72,12 @@ from typing import Any
 
 from converter import ConfigurationError, ConversionError, Converter, ConverterConfig
 
+from .conversion_turns import ConversionTurns
 from .cpu_limits import cgroup_cpu_limit, usable_cpus
 from .errors import ServiceError
 from .logs import LogSetup, code_place, current_setup
 from .pool_close import close_within
+from .service_watch import exit_with_service
 
 __all__ = [
     "CONVERSION_TIMEOUT",
@@ -93,8 +97,6 @@ ROUTE_NOT_CONFIGURED = "RouteNotConfigured"
 
 log = logging.getLogger("passerelle.conversion")
 
-#: How often a conversion process checks that the service that started it is alive.
-_PARENT_CHECK_SECONDS = 1.0
 #: Conversion processes run at a lower priority than the service's main process: when the
 #: CPUs are busy converting a backlog, receiving, storing and acknowledging (what senders
 #: wait for) goes first; conversion catches up from the durable queue.
@@ -207,33 +209,11 @@ def _init_worker_process(
         with contextlib.suppress(Exception):
             _state.converter(route)
     threading.Thread(
-        target=_exit_with_service,
+        target=exit_with_service,
         args=(service_pid, os.getppid()),
         name="service-watch",
         daemon=True,
     ).start()
-
-
-def _exit_with_service(service_pid: int, parent_pid: int) -> None:
-    """Exit as soon as the service (or the fork server between us) has gone away.
-
-    The service holds the other end of the call queue, so without this an orphaned process
-    would wait for work forever.
-    """
-    while True:
-        time.sleep(_PARENT_CHECK_SECONDS)
-        if os.getppid() != parent_pid or not _alive(service_pid):
-            os._exit(0)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # a live process of another user
-        pass
-    return True
 
 
 def _process_context() -> BaseContext:
@@ -378,6 +358,7 @@ class ConversionPool:
         self._log_setup = current_setup()
         #: Times the process pool was replaced after one of its processes died.
         self.restarts = 0
+        self._turns = ConversionTurns()
         self._executor: Executor
         if use_threads:
             _init_process(self._configs)
@@ -457,22 +438,26 @@ class ConversionPool:
         *,
         input_type: str = "auto",
         root_template: str | None = None,
+        alone: bool = False,
     ) -> list[ConversionResult] | ConversionFailure:
+        """``alone``: with no other conversion at the same time, for a message whose
+        conversion process died (:mod:`listeners.conversion_turns`)."""
         loop = asyncio.get_running_loop()
         call = partial(_convert, route, payload, input_type, root_template, self._timeout)
-        executor = self._executor
-        try:
-            pending = loop.run_in_executor(executor, call)
-        except BrokenProcessPool:
-            # Broken before this message was handed over (a process died idle): not its doing.
-            self._replace_broken(executor)
+        async with self._turns.turn(alone=alone):
             executor = self._executor
-            pending = loop.run_in_executor(executor, call)
-        try:
-            return await pending
-        except BrokenProcessPool:
-            self._replace_broken(executor)
-            raise
+            try:
+                pending = loop.run_in_executor(executor, call)
+            except BrokenProcessPool:
+                # Broken before this message was handed over (died idle): not its doing.
+                self._replace_broken(executor)
+                executor = self._executor
+                pending = loop.run_in_executor(executor, call)
+            try:
+                return await pending
+            except BrokenProcessPool:
+                self._replace_broken(executor)
+                raise
 
     def close(self, grace: float | None = None) -> None:
         """Stop the processes: conversions not started are cancelled; those in progress

@@ -47,6 +47,11 @@ retried in place when the queue refuses it, the job kept in memory and its row i
 so the patient's later messages wait behind it; ``/ready`` says so meanwhile
 (:meth:`DeliveryWorkers.write_problem`). At :meth:`DeliveryWorkers.stop` a failing write
 is tried once more, then left: the row is handled again after the restart.
+
+**A message that kills its conversion process** fails with every conversion in progress:
+each of them converts alone next time (:mod:`listeners.conversion_turns`), and the third
+death while converting the same message dead-letters it, ``ConversionProcessDied``
+(:mod:`listeners.conversion_deaths`).
 """
 
 from __future__ import annotations
@@ -61,6 +66,7 @@ from typing import Any
 
 from .config import DeliveryConfig
 from .conversion import ConversionFailure, ConversionPool
+from .conversion_deaths import CONVERSION_OUT_OF_MEMORY, CONVERSION_PROCESS_DIED, ConversionDeaths
 from .delivery import (
     DestinationGate,
     OpenFailures,
@@ -82,6 +88,9 @@ from .waiting_jobs import MAX_WAITING, MAX_WAITING_BYTES, WaitingJobs
 __all__ = ["DeliveryWorkers"]
 
 log = logging.getLogger("passerelle.delivery")
+
+#: Dead letters logged as ERROR: the host's memory or a library needs looking at.
+_RESOURCE_KINDS = frozenset({CONVERSION_PROCESS_DIED, CONVERSION_OUT_OF_MEMORY})
 
 
 class DeliveryWorkers:
@@ -132,6 +141,9 @@ class DeliveryWorkers:
         #: two or more mean the server is up and fails that bundle (module docstring).
         #: Forgotten once the job is settled; in memory only (a restart starts afresh).
         self._open_failures: OpenFailures[int] = OpenFailures()
+        #: Job seq → deaths of its conversion process: the third dead-letters it
+        #: (:mod:`listeners.conversion_deaths`).
+        self._deaths: ConversionDeaths[int] = ConversionDeaths()
 
     def start(self) -> None:
         self._loop_task = asyncio.create_task(self._claim_loop(), name="delivery-claims")
@@ -238,14 +250,25 @@ class DeliveryWorkers:
                 await self._deliver(job, granted)
             except asyncio.CancelledError:
                 raise
-            except BrokenProcessPool:
-                # A conversion process died (the pool replaces itself): transient, retry.
+            except (BrokenProcessPool, MemoryError) as exc:
+                # A conversion process died (the pool replaces itself), or ran out of memory.
+                # Maybe another message's doing: retried alone, dead-lettered at the third.
+                memory = isinstance(exc, MemoryError)
+                failure = self._deaths.died(job.seq, out_of_memory=memory)
+                if failure is not None:
+                    await self._conversion_failed(job, failure)
+                    return
                 log.warning(
-                    "conversion process died during the conversion; will retry", extra=fields
+                    "conversion ran out of memory; will retry alone"
+                    if memory
+                    else "conversion process died during the conversion; will retry",
+                    extra=fields,
                 )
                 await self._retry(
                     job,
-                    TransientDeliveryError("conversion process died"),
+                    TransientDeliveryError(
+                        "conversion ran out of memory" if memory else "conversion process died"
+                    ),
                     self._destination_of(job.envelope.route),
                     fields,
                 )
@@ -278,42 +301,17 @@ class DeliveryWorkers:
     async def _deliver(self, job: Job, granted: Pass) -> None:
         envelope = job.envelope
         message_type = envelope.message_type or "unknown"
-        fields = log_fields(
-            seq=job.seq,
-            control_id=envelope.control_id,
-            sender=envelope.sender,
-            message_type=message_type,
-            route=envelope.route,
-            attempt=job.attempts,
-        )
+        fields = _job_fields(job)
         outcome = await self._pool.convert(
-            envelope.route, envelope.payload, input_type=envelope.input_type
+            envelope.route,
+            envelope.payload,
+            input_type=envelope.input_type,
+            # After a death, alone: then a death is its own, and an innocent message converts.
+            alone=self._deaths.deaths(job.seq) > 0,
         )
+        self._deaths.converted(job.seq)
         if isinstance(outcome, ConversionFailure):
-            if not await self._dead_letter(
-                job,
-                outcome.as_record() | {"stage": "conversion"},
-                reason="conversion",
-                message_type=message_type,
-                fields=fields,
-            ):
-                return
-            log.warning(
-                "conversion failed; message dead-lettered",
-                extra=fields
-                | log_fields(
-                    error_kind=outcome.kind, location=outcome.location, template=outcome.template
-                ),
-            )
-            self._waiters.resolve(
-                job.seq,
-                DeliveryOutcome(
-                    False,
-                    f"{outcome.kind}: {outcome.reason}",
-                    outcome.hl7_error_code,
-                    outcome.location,
-                ),
-            )
+            await self._conversion_failed(job, outcome)
             return
         destination = self._destination_of(envelope.route)
         sink = self._sinks[destination]
@@ -367,6 +365,39 @@ class DeliveryWorkers:
         )
         log.info("delivered", extra=fields | log_fields(destination=destination))
         self._waiters.resolve(job.seq, DeliveryOutcome(True))
+
+    async def _conversion_failed(self, job: Job, outcome: ConversionFailure) -> None:
+        """Dead-letter a message that did not convert, with one line naming the kind."""
+        envelope = job.envelope
+        message_type = envelope.message_type or "unknown"
+        fields = _job_fields(job)
+        if not await self._dead_letter(
+            job,
+            outcome.as_record() | {"stage": "conversion"},
+            reason="conversion",
+            message_type=message_type,
+            fields=fields,
+        ):
+            return
+        # A message killing its conversion process is an ERROR: the host's memory or a
+        # library needs looking at, not only the message.
+        log.log(
+            logging.ERROR if outcome.kind in _RESOURCE_KINDS else logging.WARNING,
+            "conversion failed; message dead-lettered",
+            extra=fields
+            | log_fields(
+                error_kind=outcome.kind, location=outcome.location, template=outcome.template
+            ),
+        )
+        self._waiters.resolve(
+            job.seq,
+            DeliveryOutcome(
+                False,
+                f"{outcome.kind}: {outcome.reason}",
+                outcome.hl7_error_code,
+                outcome.location,
+            ),
+        )
 
     async def _retry(
         self,
@@ -449,3 +480,16 @@ class DeliveryWorkers:
             return False
         self._metrics.dead_lettered.labels(reason, message_type).inc()
         return True
+
+
+def _job_fields(job: Job) -> dict[str, Any]:
+    """What a delivery's log lines say about its message (no content)."""
+    envelope = job.envelope
+    return log_fields(
+        seq=job.seq,
+        control_id=envelope.control_id,
+        sender=envelope.sender,
+        message_type=envelope.message_type or "unknown",
+        route=envelope.route,
+        attempt=job.attempts,
+    )

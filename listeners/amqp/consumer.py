@@ -61,6 +61,7 @@ from converter import ConversionError
 
 from ..config import ServiceConfig
 from ..conversion import ConversionFailure, ConversionPool
+from ..conversion_deaths import ConversionDeaths, payload_key
 from ..delivery import Sink, deliver_results, record_conversion
 from ..errors import DeliveryError, QueueError, RejectedDeliveryError, TransientDeliveryError
 from ..ingest import IngestQueue, SupportChecker
@@ -129,6 +130,9 @@ class AmqpConsumer:
         )
         self._inflight: set[asyncio.Task[Any]] = set()
         self._stored_unacked = StoredUnacked()
+        # Deaths of the conversion process per message, by route and bytes (it comes back
+        # from the retry queue as another delivery): the third dead-letters it.
+        self._deaths: ConversionDeaths[bytes] = ConversionDeaths()
         # Read at each scrape: 0 while the robust connection is being re-established.
         metrics.amqp_connected.labels("consumer").set_function(
             lambda: float(is_connected(self._connection))
@@ -356,14 +360,24 @@ class AmqpConsumer:
         message_type = envelope.message_type or "unknown"
         self._metrics.received.labels(self._listener, message_type).inc()
         destination = self._destination_of(envelope.route)
+        key = payload_key(envelope.route, envelope.payload)
         try:
             outcome = await self._pool.convert(
-                envelope.route, envelope.payload, input_type=envelope.input_type
+                envelope.route,
+                envelope.payload,
+                input_type=envelope.input_type,
+                alone=self._deaths.deaths(key) > 0,
             )
         except BrokenProcessPool:
-            # The conversion process died (OOM killer, a crash in a C extension): transient,
-            # like in the service's workers — counted and retried through the retry queue,
-            # not returned to the queue's head for ever.
+            # The conversion process died (OOM killer, a C-extension crash), maybe for another
+            # message: retried through the retry queue (max_attempts) up to the third death.
+            died = self._deaths.died(key)
+            if died is not None:
+                record = died.as_record() | {"stage": "conversion"}
+                await self._settler.dead_letter(
+                    message, record, reason="conversion", message_type=message_type, fields=fields
+                )
+                return
             log.warning("conversion process died during the conversion; will retry", extra=fields)
             failure = TransientDeliveryError("conversion process died")
             await self._settler.retry(message, failure, destination, message_type, fields)
@@ -382,6 +396,7 @@ class AmqpConsumer:
             failure = TransientDeliveryError(f"conversion raised {type(exc).__name__}")
             await self._settler.retry(message, failure, destination, message_type, fields)
             return
+        self._deaths.converted(key)
         if isinstance(outcome, ConversionFailure):
             await self._settler.dead_letter(
                 message,

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Callable, Mapping
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from ..config import DeliveryConfig, RouteConfig
 from ..conversion import ConversionFailure, ConversionPool, ConversionResult
+from ..conversion_deaths import CONVERSION_OUT_OF_MEMORY, CONVERSION_PROCESS_DIED, died_too_often
 from ..delivery import (
     DestinationWaitInterrupted,
     Sink,
@@ -117,13 +119,16 @@ class MessageHandler:
         fields = _fields(envelope)
         destination = self._routes[route].destination
         attempt = 0
+        # Deaths of the conversion process converting it: the third dead-letters it
+        # (:mod:`listeners.conversion_deaths`); once converted, it converts no more.
+        deaths = 0
         outcome: list[ConversionResult] | ConversionFailure | None = None
         while True:
             attempt += 1
             try:
                 if outcome is None:
                     outcome = await self._pool.convert(
-                        route, envelope.payload, input_type=envelope.input_type
+                        route, envelope.payload, input_type=envelope.input_type, alone=deaths > 0
                     )
                     if not isinstance(outcome, ConversionFailure):
                         # Once: a retry delivers the same bundles again.
@@ -146,6 +151,16 @@ class MessageHandler:
             except (asyncio.CancelledError, DestinationWaitInterrupted):
                 raise  # a released partition hands its message back: no attempt
             except Exception as exc:
+                if isinstance(exc, (BrokenProcessPool, MemoryError)):
+                    # Retried alone (maybe the other conversions' doing), up to the third.
+                    deaths += 1
+                    outcome = died_too_often(deaths, out_of_memory=isinstance(exc, MemoryError))
+                    if outcome is not None:
+                        record = outcome.as_record() | {"stage": "conversion"}
+                        await self._dead_letter(
+                            partition, message, record, "conversion", message_type, fields
+                        )
+                        return
                 failure = (
                     exc
                     if isinstance(exc, TransientDeliveryError)
@@ -259,7 +274,12 @@ class MessageHandler:
         self._metrics.dead_lettered.labels(reason, message_type).inc()
         if await self._ack(message, fields):
             self.processed += 1
-        log.warning(
+        # A message killing its conversion process is an ERROR: the host's memory or a
+        # library needs looking at, not only the message.
+        log.log(
+            logging.ERROR
+            if record.get("kind") in (CONVERSION_PROCESS_DIED, CONVERSION_OUT_OF_MEMORY)
+            else logging.WARNING,
             "message dead-lettered%s",
             f" ({why})" if why else "",
             # ``fields`` last: an error kind it names (what failed) is the more precise.

@@ -1,0 +1,121 @@
+"""Messages whose conversion process died: counted, dead-lettered at the third death.
+
+A conversion process that dies (the OOM killer on one huge message, a crash in a C
+extension) breaks the whole pool: ``ProcessPoolExecutor`` fails *every* conversion in
+progress with ``BrokenProcessPool``, not only the one that killed it, and cannot tell
+which one did. Retried like a transient failure, the message that kills its process did
+it again at every attempt, for ever (``max_attempts = 0``, the default): its patient's
+later messages waited behind it for good, and each retry failed the conversions of other
+patients in progress at that moment. Like a ``ConversionTimeout``, the same bytes would do
+it again: after :data:`DEATHS_TO_DEAD_LETTER` deaths the message is dead-lettered, kind
+``ConversionProcessDied`` at stage ``conversion`` (``passerelle dead-letters retry`` once
+the cause is found: more memory, a fixed library).
+
+Why 3 and not 1: one death is no proof, since a death caused by *another* message fails
+this one's conversion too. So a message whose process died converts *alone* next time
+(:mod:`listeners.conversion_turns`): an innocent one then converts and its count starts
+again, while the culprit dies again with nothing else in progress. Counting deaths only was
+not enough: a slow innocent message (2 s) was in progress at each of a poison message's
+retries and dead-lettered with it. Why not 2: a process may also die for reasons of its
+own (the OOM killer choosing it for another program's memory, an operator's ``kill``); 3
+deaths cost the culprit three retries, the last two failing no other conversion. The count
+is kept in memory: a restart of the service starts afresh, at worst three more deaths.
+
+A conversion that runs out of memory without dying (``MemoryError``: the converter lets it
+through, "memory may come back") counts the same way: before, the service's workers
+retried it for ever with a traceback each time, its patient's later messages waiting. It
+may have been the other conversions' memory: the retry converts alone; the third such
+failure is a dead letter of kind ``ConversionOutOfMemory``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Hashable
+from typing import Generic, TypeVar
+
+from .conversion import ConversionFailure
+
+__all__ = [
+    "CONVERSION_OUT_OF_MEMORY",
+    "CONVERSION_PROCESS_DIED",
+    "DEATHS_TO_DEAD_LETTER",
+    "ConversionDeaths",
+    "died_too_often",
+    "payload_key",
+]
+
+#: ``ConversionFailure.kind`` of a message whose conversion process died too often.
+CONVERSION_PROCESS_DIED = "ConversionProcessDied"
+#: ``ConversionFailure.kind`` of a message whose conversion ran out of memory (a
+#: ``MemoryError``, the process surviving) as often, the last time alone.
+CONVERSION_OUT_OF_MEMORY = "ConversionOutOfMemory"
+#: Deaths of the conversion process, while converting a message, that dead-letter it.
+DEATHS_TO_DEAD_LETTER = 3
+#: Messages remembered at most (the oldest forgotten first): a message given back or
+#: left in flight by a stop is never settled here.
+_REMEMBERED = 10_000
+
+_Key = TypeVar("_Key", bound=Hashable)
+
+
+def died_too_often(
+    deaths: int, limit: int = DEATHS_TO_DEAD_LETTER, *, out_of_memory: bool = False
+) -> ConversionFailure | None:
+    """The failure to dead-letter a message with after ``deaths`` deaths of its conversion
+    process (``out_of_memory``: the last one a ``MemoryError``), once they reach ``limit``;
+    else None (retry it)."""
+    if deaths < limit:
+        return None
+    if out_of_memory:
+        return ConversionFailure(
+            kind=CONVERSION_OUT_OF_MEMORY,
+            reason=f"the conversion of this message failed {deaths} times, the last one out"
+            " of memory (converting alone)",
+            hl7_error_code="207",
+        )
+    return ConversionFailure(
+        kind=CONVERSION_PROCESS_DIED,
+        reason=f"the conversion process died {deaths} times converting this message"
+        " (killed for lack of memory? a crash? see the system log)",
+        hl7_error_code="207",
+    )
+
+
+class ConversionDeaths(Generic[_Key]):
+    """How many times each message's conversion process died (module docstring)."""
+
+    def __init__(
+        self, limit: int = DEATHS_TO_DEAD_LETTER, *, remembered: int = _REMEMBERED
+    ) -> None:
+        self._counts: OrderedDict[_Key, int] = OrderedDict()
+        self._limit = limit
+        self._remembered = remembered
+
+    def died(self, key: _Key, *, out_of_memory: bool = False) -> ConversionFailure | None:
+        """Count a death while converting message ``key`` (``out_of_memory``: a
+        ``MemoryError`` instead): the failure to dead-letter it with once it reached the
+        limit (the count is then forgotten), else None (retry)."""
+        deaths = self._counts.pop(key, 0) + 1
+        failure = died_too_often(deaths, self._limit, out_of_memory=out_of_memory)
+        if failure is not None:
+            return failure
+        self._counts[key] = deaths
+        while len(self._counts) > self._remembered:
+            self._counts.popitem(last=False)
+        return None
+
+    def converted(self, key: _Key) -> None:
+        """Message ``key`` converted (or is settled): its count starts again."""
+        self._counts.pop(key, None)
+
+    def deaths(self, key: _Key) -> int:
+        """Deaths counted for message ``key`` so far."""
+        return self._counts.get(key, 0)
+
+
+def payload_key(route: str, payload: bytes) -> bytes:
+    """A message's key where it has no stable id (the AMQP consumer: a retry is another
+    delivery): its route and bytes, what would kill the process again."""
+    return hashlib.sha256(route.encode("utf-8") + b"\0" + payload).digest()

@@ -1,0 +1,171 @@
+"""Session 24, ``passerelle worker`` and a poison message: one whose conversion kills its
+conversion process (the OOM killer on one huge message, a crash in a C extension).
+
+Before: retried in place like a transient failure, for ever (``max_attempts = 0``), the
+pool killed at each retry and the partition's later messages waiting behind it for good.
+Now the third death while converting it dead-letters it (kind ``ConversionProcessDied``,
+stage conversion). A real RabbitMQ node, the partition worker on the test's loop with
+real conversion processes that SIGKILL themselves, the real test FHIR server.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+
+import pytest
+
+from listeners import conversion
+from listeners.amqp import AmqpWorker
+from listeners.amqp.envelope import ERROR_HEADERS, partition_of
+from listeners.conversion_deaths import CONVERSION_PROCESS_DIED, DEATHS_TO_DEAD_LETTER
+from listeners.service import Service
+from tests.listeners.amqp.support import (
+    AmqpClient,
+    Configure,
+    Names,
+    adt,
+    envelope,
+    eventually,
+    ordering_key,
+    patients,
+    store,
+)
+from tests.support.fhirserver import FhirServer
+from tests.support.log_records import log_records
+from tests.support.rabbitmq import RabbitMq
+
+pytestmark = pytest.mark.anyio
+
+
+def die_on_poison(route: str, payload: bytes, *args: object) -> object:
+    """Run in the conversion process: a message holding POISON kills it."""
+    if b"POISON" in payload:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return conversion._convert(route, payload, *args)  # type: ignore[arg-type]
+
+
+async def test_a_message_killing_its_conversion_process_is_dead_lettered_at_the_third_death(
+    fhir: FhirServer,
+    broker: RabbitMq,
+    names: Names,
+    configure: Configure,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = configure(
+        fhir_url=fhir.base_url,
+        backend="amqp",
+        amqp={"partitions": 1},
+        delivery={"backoff_initial": 0.05, "backoff_max": 0.5},
+    )
+    assert config.delivery.max_attempts == 0  # the default: retried for ever before
+    monkeypatch.setattr(conversion, "_convert", die_on_poison)
+    worker = AmqpWorker(config)  # real conversion processes
+    with log_records("passerelle") as records:
+        await worker.start()
+        try:
+            await eventually(lambda: len(worker.owned) == 1, what="the partition")
+            # Same patient: NEXT-2 waits behind POISON-1 in its partition.
+            await store(
+                config,
+                [envelope("POISON-1", "AMQ-P", "Poison"), envelope("NEXT-2", "AMQ-P", "Next")],
+            )
+            await eventually(lambda: worker.processed >= 2, timeout=60, what="both settled")
+            async with AmqpClient(broker.url) as client:
+                [letter] = await client.take(names.dead_letters, 1)
+            pool = worker.pool
+            assert pool is not None and pool.restarts == DEATHS_TO_DEAD_LETTER
+        finally:
+            await worker.stop(5)
+    headers = letter.headers or {}
+    assert headers[ERROR_HEADERS["kind"]] == CONVERSION_PROCESS_DIED
+    assert headers[ERROR_HEADERS["stage"]] == "conversion"
+    assert b"POISON-1" in letter.body
+    assert patients(fhir, "AMQ-P"), "NEXT-2 was not delivered"
+    lines = [r for r in records if r.getMessage() == "message dead-lettered"]
+    assert [r.levelno for r in lines] == [logging.ERROR]
+
+
+async def test_mode_delivery_dead_letters_a_message_killing_its_process_at_the_third_death(
+    broker: RabbitMq, names: Names, configure: Configure, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # [amqp.consumer] mode "delivery" (the service converts and delivers what it consumes):
+    # before, counted as attempts (max_attempts, 10 by default), each one killing the pool
+    # and the conversions in progress, then dead-lettered as "attempts exhausted".
+    config = configure(consumer={"mode": "delivery", "retry_delays": [0.1]})
+    assert config.amqp.consumer.max_attempts > DEATHS_TO_DEAD_LETTER
+    monkeypatch.setattr(conversion, "_convert", die_on_poison)
+    service = Service(config)  # real conversion processes
+    await service.start()
+    try:
+        async with AmqpClient(broker.url) as client:
+            await client.publish(names.ingress, "adt", adt("POISON-3", mrn="MRN-P3"))
+            [letter] = await client.take(names.dead_letters, 1)
+        pool = service.pool
+        assert pool is not None and pool.restarts == DEATHS_TO_DEAD_LETTER
+    finally:
+        await service.stop(10)
+    headers = letter.headers or {}
+    assert headers[ERROR_HEADERS["kind"]] == CONVERSION_PROCESS_DIED
+    assert headers[ERROR_HEADERS["stage"]] == "conversion"
+    assert b"POISON-3" in letter.body
+
+
+def slow_innocent_and_poison(route: str, payload: bytes, *args: object) -> object:
+    """POISON kills its process 0.3 s into each conversion; SLOW's take 2 s."""
+    if b"POISON" in payload:
+        time.sleep(0.3)
+        os.kill(os.getpid(), signal.SIGKILL)
+    if b"SLOW" in payload:
+        time.sleep(2.0)
+    return conversion._convert(route, payload, *args)  # type: ignore[arg-type]
+
+
+async def test_a_message_of_another_partition_failed_by_the_poison_is_still_delivered(
+    fhir: FhirServer,
+    broker: RabbitMq,
+    names: Names,
+    configure: Configure,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # SLOW-2 converts in the other process when POISON-1 kills its own: failed with it,
+    # retried alone, delivered. Without the turn alone it was in progress at each of the
+    # poison's retries and dead-lettered with it.
+    config = configure(
+        fhir_url=fhir.base_url,
+        backend="amqp",
+        amqp={"partitions": 2},
+        delivery={"backoff_initial": 0.05, "backoff_max": 0.5, "convert_processes": 2},
+    )
+    poison = "AMQ-P1"
+    slow = next(
+        mrn
+        for mrn in (f"AMQ-S{n}" for n in range(100))
+        if partition_of(ordering_key(mrn), 2) != partition_of(ordering_key(poison), 2)
+    )
+    monkeypatch.setattr(conversion, "_convert", slow_innocent_and_poison)
+    worker = AmqpWorker(config)
+    with log_records("passerelle") as records:
+        await worker.start()
+        try:
+            await eventually(lambda: len(worker.owned) == 2, what="the partitions")
+            await store(
+                config, [envelope("SLOW-2", slow, "Slow"), envelope("POISON-1", poison, "Poison")]
+            )
+            await eventually(lambda: worker.processed >= 2, timeout=60, what="both settled")
+            async with AmqpClient(broker.url) as client:
+                [letter] = await client.take(names.dead_letters, 1)
+        finally:
+            await worker.stop(5)
+    assert b"POISON-1" in letter.body
+    assert (letter.headers or {})[ERROR_HEADERS["kind"]] == CONVERSION_PROCESS_DIED
+    assert patients(fhir, slow), "SLOW-2 was not delivered"
+    retried = [
+        r
+        for r in records
+        if r.getMessage() == "delivery failed unexpectedly; will retry"
+        and getattr(r, "control_id", None) == "SLOW-2"
+    ]
+    assert retried, "SLOW-2 was not failed by the poison's death: the test proves nothing"
