@@ -31,6 +31,7 @@ failure is a dead letter of kind ``ConversionOutOfMemory``.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections import OrderedDict
 from collections.abc import Hashable
 from typing import Generic, TypeVar
@@ -42,6 +43,7 @@ __all__ = [
     "CONVERSION_PROCESS_DIED",
     "DEATHS_TO_DEAD_LETTER",
     "ConversionDeaths",
+    "dead_letter_level",
     "died_too_often",
     "payload_key",
 ]
@@ -51,6 +53,16 @@ CONVERSION_PROCESS_DIED = "ConversionProcessDied"
 #: ``ConversionFailure.kind`` of a message whose conversion ran out of memory (a
 #: ``MemoryError``, the process surviving) as often, the last time alone.
 CONVERSION_OUT_OF_MEMORY = "ConversionOutOfMemory"
+_RESOURCE_KINDS = frozenset({CONVERSION_PROCESS_DIED, CONVERSION_OUT_OF_MEMORY})
+
+
+def dead_letter_level(kind: object) -> int:
+    """The log level of a dead letter of ``kind``: ERROR for a message killing its
+    conversion process or running out of memory (the host's memory or a library needs
+    looking at, not only the message), else WARNING."""
+    return logging.ERROR if kind in _RESOURCE_KINDS else logging.WARNING
+
+
 #: Deaths of the conversion process, while converting a message, that dead-letter it.
 DEATHS_TO_DEAD_LETTER = 3
 #: Messages remembered at most (the oldest forgotten first): a message given back or

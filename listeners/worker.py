@@ -66,7 +66,10 @@ from typing import Any
 
 from .config import DeliveryConfig
 from .conversion import ConversionFailure, ConversionPool
-from .conversion_deaths import CONVERSION_OUT_OF_MEMORY, CONVERSION_PROCESS_DIED, ConversionDeaths
+from .conversion_deaths import (
+    ConversionDeaths,
+    dead_letter_level,
+)
 from .delivery import (
     DestinationGate,
     OpenFailures,
@@ -90,7 +93,6 @@ __all__ = ["DeliveryWorkers"]
 log = logging.getLogger("passerelle.delivery")
 
 #: Dead letters logged as ERROR: the host's memory or a library needs looking at.
-_RESOURCE_KINDS = frozenset({CONVERSION_PROCESS_DIED, CONVERSION_OUT_OF_MEMORY})
 
 
 class DeliveryWorkers:
@@ -382,7 +384,7 @@ class DeliveryWorkers:
         # A message killing its conversion process is an ERROR: the host's memory or a
         # library needs looking at, not only the message.
         log.log(
-            logging.ERROR if outcome.kind in _RESOURCE_KINDS else logging.WARNING,
+            dead_letter_level(outcome.kind),
             "conversion failed; message dead-lettered",
             extra=fields
             | log_fields(

@@ -25,7 +25,10 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from ..config import DeliveryConfig, RouteConfig
 from ..conversion import ConversionFailure, ConversionPool, ConversionResult
-from ..conversion_deaths import CONVERSION_OUT_OF_MEMORY, CONVERSION_PROCESS_DIED, died_too_often
+from ..conversion_deaths import (
+    dead_letter_level,
+    died_too_often,
+)
 from ..delivery import (
     DestinationWaitInterrupted,
     Sink,
@@ -277,9 +280,7 @@ class MessageHandler:
         # A message killing its conversion process is an ERROR: the host's memory or a
         # library needs looking at, not only the message.
         log.log(
-            logging.ERROR
-            if record.get("kind") in (CONVERSION_PROCESS_DIED, CONVERSION_OUT_OF_MEMORY)
-            else logging.WARNING,
+            dead_letter_level(record.get("kind")),
             "message dead-lettered%s",
             f" ({why})" if why else "",
             # ``fields`` last: an error kind it names (what failed) is the more precise.

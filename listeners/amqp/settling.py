@@ -28,6 +28,7 @@ from typing import Any
 from aio_pika.abc import AbstractIncomingMessage, HeadersType
 
 from ..config import AmqpConfig, AmqpConsumerConfig
+from ..conversion_deaths import dead_letter_level
 from ..delivery import describe_failure
 from ..errors import TransientDeliveryError
 from ..logs import error_fields, log_fields
@@ -145,7 +146,8 @@ class Settler:
         ):
             return
         self._metrics.dead_lettered.labels(reason, message_type).inc()
-        log.warning(
+        log.log(
+            dead_letter_level(record.get("kind")),
             "message dead-lettered",
             extra=fields | error_fields(record),
         )

@@ -98,19 +98,23 @@ async def test_mode_delivery_dead_letters_a_message_killing_its_process_at_the_t
     assert config.amqp.consumer.max_attempts > DEATHS_TO_DEAD_LETTER
     monkeypatch.setattr(conversion, "_convert", die_on_poison)
     service = Service(config)  # real conversion processes
-    await service.start()
-    try:
-        async with AmqpClient(broker.url) as client:
-            await client.publish(names.ingress, "adt", adt("POISON-3", mrn="MRN-P3"))
-            [letter] = await client.take(names.dead_letters, 1)
-        pool = service.pool
-        assert pool is not None and pool.restarts == DEATHS_TO_DEAD_LETTER
-    finally:
-        await service.stop(10)
+    with log_records("passerelle") as records:
+        await service.start()
+        try:
+            async with AmqpClient(broker.url) as client:
+                await client.publish(names.ingress, "adt", adt("POISON-3", mrn="MRN-P3"))
+                [letter] = await client.take(names.dead_letters, 1)
+            pool = service.pool
+            assert pool is not None and pool.restarts == DEATHS_TO_DEAD_LETTER
+        finally:
+            await service.stop(10)
     headers = letter.headers or {}
     assert headers[ERROR_HEADERS["kind"]] == CONVERSION_PROCESS_DIED
     assert headers[ERROR_HEADERS["stage"]] == "conversion"
     assert b"POISON-3" in letter.body
+    # An ERROR, as the SQLite backend and the worker log it (was a WARNING here).
+    lines = [r for r in records if r.getMessage() == "message dead-lettered"]
+    assert [r.levelno for r in lines] == [logging.ERROR]
 
 
 def slow_innocent_and_poison(route: str, payload: bytes, *args: object) -> object:
