@@ -74,6 +74,7 @@ from .envelope import AmqpEnvelope
 from .intake import IntakeOrder, read_envelope
 from .ordering import KeyChains, StoreInPlace, channel_gone
 from .redeliveries import StoredUnacked, put_remembered
+from .refusals import oversized_record, unreadable_record
 from .settling import REQUEUE_PAUSE, Settler, message_fields
 from .topology import declare_dead_letters, declare_ingress
 
@@ -442,33 +443,13 @@ class AmqpConsumer:
     async def _poison(
         self, message: AbstractIncomingMessage, exc: ConversionError | BodyError
     ) -> None:
-        record: dict[str, Any]
-        if isinstance(exc, BodyError):
-            # No HL7 error code of its own: 207 (application internal error), as for an
-            # oversized message.
-            record = {
-                "stage": "intake",
-                "kind": exc.kind,
-                "reason": str(exc),
-                "hl7_error_code": "207",
-            }
-            exc_type = "unknown"
-        else:
-            record = {
-                "stage": "intake",
-                "kind": type(exc).__name__,
-                "reason": exc.reason,
-                "location": exc.location,
-                "template": exc.template,
-                "hl7_error_code": exc.hl7_error_code,
-            }
-            exc_type = exc.message_type or "unknown"
+        record, message_type = unreadable_record(exc)
         self._metrics.received.labels(self._listener, "unreadable").inc()
         await self._settler.dead_letter(
             message,
             record,
             reason="unsupported",
-            message_type=exc_type,
+            message_type=message_type,
             fields=self._fields(message),
         )
 
@@ -477,15 +458,7 @@ class AmqpConsumer:
         dead-lettered before anything reads it (no MSH peek, no XML parse, no
         conversion), as the MLLP listener refuses a frame over ``mllp.max_frame_bytes``
         (same HL7 error code, 207)."""
-        size, limit = len(message.body), self._amqp.max_message_bytes
-        record = {
-            "stage": "intake",
-            "kind": "MessageTooLarge",
-            "reason": reason
-            or f"message of {size} bytes exceeds the maximum of {limit} bytes"
-            " (amqp.max_message_bytes)",
-            "hl7_error_code": "207",
-        }
+        limit = self._amqp.max_message_bytes
         self._metrics.received.labels(self._listener, "oversized").inc()
         log.warning(
             "oversized message refused, not converted (amqp.max_message_bytes = %d)",
@@ -494,7 +467,7 @@ class AmqpConsumer:
         )
         await self._settler.dead_letter(
             message,
-            record,
+            oversized_record(len(message.body), limit, reason),
             reason="oversized",
             message_type="unknown",
             fields=self._fields(message),
