@@ -26,7 +26,8 @@ Crash safety of the pool:
   fails every conversion in progress with ``BrokenProcessPool`` and refuses new ones for
   good; the pool is then replaced, and the failed conversions are retried by the delivery
   workers like any transient failure (the HTTP API answers 503 with Retry-After), each
-  one alone (:mod:`listeners.conversion_turns`): a message whose conversion process died
+  one alone, in a process of its own while the pool converts the others
+  (:mod:`listeners.conversion_turns`): a message whose conversion process died
   3 times is dead-lettered, ``ConversionProcessDied`` (:mod:`listeners.conversion_deaths`). A
   conversion given to a pool already broken (a process that died idle) goes to the new
   pool: its message did nothing. A process that dies while the pool starts
@@ -54,30 +55,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import multiprocessing
 import os
 import signal
 import threading
 import time
-from collections.abc import Iterator, Mapping
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from collections.abc import Mapping
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from functools import partial
 from multiprocessing.context import BaseContext
 from pathlib import Path
-from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from converter import ConfigurationError, ConversionError, Converter, ConverterConfig
 
-from .conversion_turns import ConversionTurns
+from .conversion_deadline import DeadlineExceeded, deadline
+from .conversion_turns import AloneTurns
 from .cpu_limits import cgroup_cpu_limit, usable_cpus
 from .errors import ServiceError
 from .logs import LogSetup, code_place, current_setup
 from .pool_close import close_within
 from .service_watch import exit_with_service
+
+if TYPE_CHECKING:
+    from .conversion_deaths import ConversionDeaths
 
 __all__ = [
     "CONVERSION_TIMEOUT",
@@ -226,30 +231,6 @@ def _process_context() -> BaseContext:
     return multiprocessing.get_context("spawn")
 
 
-class _DeadlineExceeded(BaseException):
-    """Raised by the deadline timer into the conversion. A BaseException: no ``except
-    Exception`` of the converter or of Jinja may turn it into a mapping error."""
-
-
-def _deadline_exceeded(signum: int, frame: FrameType | None) -> None:
-    raise _DeadlineExceeded
-
-
-@contextlib.contextmanager
-def _deadline(seconds: float) -> Iterator[None]:
-    """Interrupt the body after ``seconds`` (real time), in the main thread only."""
-    if seconds <= 0 or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGALRM, _deadline_exceeded)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 def _convert(
     route: str,
     payload: bytes,
@@ -264,9 +245,9 @@ def _convert(
     with contextlib.suppress(Exception):
         _state.converter(route)
     try:
-        with _deadline(timeout):
+        with deadline(timeout):
             return _convert_now(_state, route, payload, input_type, root_template)
-    except _DeadlineExceeded:
+    except DeadlineExceeded:
         return ConversionFailure(
             kind=CONVERSION_TIMEOUT,
             reason=f"conversion stopped after {timeout:g} s (delivery.conversion_timeout)",
@@ -358,44 +339,72 @@ class ConversionPool:
         self._log_setup = current_setup()
         #: Times the process pool was replaced after one of its processes died.
         self.restarts = 0
-        self._turns = ConversionTurns()
+        self._use_threads = use_threads
         self._executor: Executor
         if use_threads:
             _init_process(self._configs)
             self._executor = ThreadPoolExecutor(max_workers=self._workers)
         else:
             self._executor = self._process_pool()
+        #: The process converting alone (a message whose conversion process died), beside
+        #: the pool: started on first need, replaced when it dies.
+        self._alone: Executor | None = None
+        self._alone_turns = AloneTurns()
+
+    @functools.cached_property
+    def request_deaths(self) -> ConversionDeaths[bytes]:
+        """Deaths of the conversion process converting each HTTP API request's body (by
+        :func:`~listeners.conversion_deaths.payload_key`): its client sends it again."""
+        from .conversion_deaths import ConversionDeaths  # imports this module
+
+        return ConversionDeaths()
 
     @property
     def processes(self) -> int:
         """How many conversion processes (threads with ``use_threads``) the pool runs."""
         return self._workers
 
-    def _process_pool(self) -> ProcessPoolExecutor:
+    def _process_pool(self, processes: int = 0) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
-            max_workers=self._workers,
+            max_workers=processes or self._workers,
             mp_context=_process_context(),
             initializer=_init_worker_process,
             initargs=(self._configs, os.getpid(), self._log_setup),
         )
 
     def _replace_broken(self, broken: Executor, *, starting: bool = False) -> None:
-        """A process of ``broken`` died: put a new pool in its place (once per pool)."""
+        """A process of ``broken`` (the pool, or the process converting alone) died: put
+        a new one in its place (once per executor)."""
         with self._lock:
-            if self._executor is not broken or self._closed:
+            if self._closed:
                 return
-            self._executor = self._process_pool()
+            if self._executor is broken:
+                self._executor = self._process_pool()
+                what = (
+                    "a conversion process died while loading the templates at start-up; the"
+                    " conversion processes were restarted"
+                    if starting
+                    else "a conversion process died; the conversion processes were restarted"
+                    " (the conversions in progress failed: deliveries are retried, API"
+                    " requests answered 503)"
+                )
+            elif self._alone is broken:
+                self._alone = None  # a new one at the next need
+                what = "the process converting a message alone died; no other conversion failed"
+            else:
+                return
             self.restarts += 1
-        log.error(
-            "a conversion process died while loading the templates at start-up; the"
-            " conversion processes were restarted"
-            if starting
-            else "a conversion process died; the conversion processes were restarted (the"
-            " conversions in progress failed: deliveries are retried, API requests answered"
-            " 503)",
-            extra={"count": self.restarts, "event": "conversion_pool_restarted"},
-        )
+        log.error(what, extra={"count": self.restarts, "event": "conversion_pool_restarted"})
         broken.shutdown(wait=False, cancel_futures=True)
+
+    def _alone_executor(self) -> Executor:
+        with self._lock:
+            if self._closed:  # as a shut executor would: no process started after close
+                raise RuntimeError("cannot convert after the conversion pool was closed")
+            if self._alone is None:
+                threads = self._use_threads
+                self._alone = ThreadPoolExecutor(1) if threads else self._process_pool(1)
+            return self._alone
 
     def warm_up(self) -> None:
         """Start the worker processes and build every route's converter now (template
@@ -403,15 +412,11 @@ class ConversionPool:
         delivery would look like a hang). Templates still load on their first use:
         compiled, the first message of a type costs about 2 s more (compiling all of them
         would cost each process 10 s at every start); from ``template_cache_dir`` once a
-        process compiled them, a few milliseconds.
-
-        Each process loads every route's converter when it starts (errors are raised here,
-        by ``_warm``); one task per process makes the pool start all of them (a fork-server
-        pool starts processes on demand).
-
-        A process that dies meanwhile (killed, a crash) broke the pool: it is replaced and
-        warmed again, once (:data:`_WARM_UP_ATTEMPTS`); then :class:`ServiceError`. The
-        ``BrokenProcessPool`` reached ``passerelle serve`` as a traceback.
+        process compiled them, a few milliseconds. Each process loads every route's
+        converter when it starts (errors are raised here, by ``_warm``); one task per
+        process makes the pool start all of them (a fork-server pool starts processes on
+        demand). A process that dies meanwhile broke the pool: it is replaced and warmed
+        again, once (:data:`_WARM_UP_ATTEMPTS`); then :class:`ServiceError`.
         """
         for attempt in range(1, _WARM_UP_ATTEMPTS + 1):
             executor = self._executor
@@ -440,24 +445,33 @@ class ConversionPool:
         root_template: str | None = None,
         alone: bool = False,
     ) -> list[ConversionResult] | ConversionFailure:
-        """``alone``: with no other conversion at the same time, for a message whose
-        conversion process died (:mod:`listeners.conversion_turns`)."""
-        loop = asyncio.get_running_loop()
+        """``alone``: in the process converting alone, one message at a time, for a
+        message whose conversion process died (:mod:`listeners.conversion_turns`); the
+        pool converts the others meanwhile."""
         call = partial(_convert, route, payload, input_type, root_template, self._timeout)
-        async with self._turns.turn(alone=alone):
-            executor = self._executor
+        pick = self._alone_executor if alone else lambda: self._executor
+        used: list[Executor] = []
+
+        def submit() -> Future[list[ConversionResult] | ConversionFailure]:
+            executor = pick()
             try:
-                pending = loop.run_in_executor(executor, call)
+                future = executor.submit(call)
             except BrokenProcessPool:
                 # Broken before this message was handed over (died idle): not its doing.
                 self._replace_broken(executor)
-                executor = self._executor
-                pending = loop.run_in_executor(executor, call)
-            try:
-                return await pending
-            except BrokenProcessPool:
-                self._replace_broken(executor)
-                raise
+                executor = pick()
+                future = executor.submit(call)
+            used.append(executor)
+            return future
+
+        try:
+            if alone:
+                return await self._alone_turns.run(submit)
+            return await asyncio.wrap_future(submit())
+        except BrokenProcessPool:
+            if used:
+                self._replace_broken(used[-1])
+            raise
 
     def close(self, grace: float | None = None) -> None:
         """Stop the processes: conversions not started are cancelled; those in progress
@@ -465,11 +479,14 @@ class ConversionPool:
         ended (:func:`listeners.pool_close.close_within`)."""
         with self._lock:
             self._closed = True
-            executor = self._executor
-        if grace is None or not isinstance(executor, ProcessPoolExecutor):
-            executor.shutdown(wait=True, cancel_futures=True)
-            return
-        ended = close_within(executor, grace)
+            executors = [e for e in (self._executor, self._alone) if e is not None]
+        ended = 0
+        until = time.monotonic() + (grace or 0.0)
+        for executor in executors:
+            if grace is None or not isinstance(executor, ProcessPoolExecutor):
+                executor.shutdown(wait=True, cancel_futures=True)
+            else:
+                ended += close_within(executor, max(0.0, until - time.monotonic()))
         if ended:
             log.warning(
                 "conversions still running at the stop were ended; their messages are"

@@ -12,14 +12,18 @@ it again: after :data:`DEATHS_TO_DEAD_LETTER` deaths the message is dead-lettere
 the cause is found: more memory, a fixed library).
 
 Why 3 and not 1: one death is no proof, since a death caused by *another* message fails
-this one's conversion too. So a message whose process died converts *alone* next time
-(:mod:`listeners.conversion_turns`): an innocent one then converts and its count starts
-again, while the culprit dies again with nothing else in progress. Counting deaths only was
+this one's conversion too. So a message whose process died converts *alone* next time,
+in a process of its own (:mod:`listeners.conversion_turns`): an innocent one then
+converts and its count starts again, while the culprit dies again with nothing else in
+progress there. Counting deaths only was
 not enough: a slow innocent message (2 s) was in progress at each of a poison message's
 retries and dead-lettered with it. Why not 2: a process may also die for reasons of its
 own (the OOM killer choosing it for another program's memory, an operator's ``kill``); 3
 deaths cost the culprit three retries, the last two failing no other conversion. The count
 is kept in memory: a restart of the service starts afresh, at worst three more deaths.
+The HTTP API counts by request body (``ConversionPool.request_deaths``, kept at the
+limit): its client sends a body that killed the pool again (503, Retry-After), which then
+converts alone; from the third death it is a 422.
 
 A conversion that runs out of memory without dying (``MemoryError``: the converter lets it
 through, "memory may come back") counts the same way: before, the service's workers
@@ -105,18 +109,21 @@ class ConversionDeaths(Generic[_Key]):
         self._limit = limit
         self._remembered = remembered
 
-    def died(self, key: _Key, *, out_of_memory: bool = False) -> ConversionFailure | None:
+    def died(
+        self, key: _Key, *, out_of_memory: bool = False, keep: bool = False
+    ) -> ConversionFailure | None:
         """Count a death while converting message ``key`` (``out_of_memory``: a
         ``MemoryError`` instead): the failure to dead-letter it with once it reached the
-        limit (the count is then forgotten), else None (retry)."""
+        limit (the count is then forgotten, unless ``keep``: the HTTP API, whose client may
+        send it again), else None (retry)."""
         deaths = self._counts.pop(key, 0) + 1
         failure = died_too_often(deaths, self._limit, out_of_memory=out_of_memory)
-        if failure is not None:
+        if failure is not None and not keep:
             return failure
         self._counts[key] = deaths
         while len(self._counts) > self._remembered:
             self._counts.popitem(last=False)
-        return None
+        return failure
 
     def converted(self, key: _Key) -> None:
         """Message ``key`` converted (or is settled): its count starts again."""

@@ -31,6 +31,7 @@ from converter import (
 
 from .config import ConfigError, RouteConfig, ServiceConfig
 from .conversion import INTERNAL_ERROR, ConversionFailure, ConversionPool
+from .conversion_deaths import payload_key
 from .delivery import Sink, build_sink, destination_location, sink_readiness
 from .errors import ConversionUnavailable, QueueError, ServiceError
 from .file_modes import make_private_dirs, template_cache_dir
@@ -320,29 +321,45 @@ class Service:
         """Synchronous conversion for the HTTP API (default route settings): each bundle's
         JSON text, as the conversion process wrote it."""
         assert self.pool is not None
+        # A body whose conversion process died converts alone when sent again, beside the
+        # pool: a client re-sending a poison message (Retry-After: 2) killed the pool each
+        # time, failing every delivery in progress. The third death is a 422.
+        deaths = self.pool.request_deaths
+        key = payload_key(f"{input_type}\0{root_template or ''}", data)
         try:
             outcome = await self.pool.convert(
-                "default", data, input_type=input_type, root_template=root_template
+                "default",
+                data,
+                input_type=input_type,
+                root_template=root_template,
+                alone=deaths.deaths(key) > 0,
             )
         except BrokenProcessPool:
             # A conversion process died (the OOM killer, a kill -9): the pool is already
             # replaced. The service's passing state, not a bug: the client retries (it got
-            # a 500). Never converted again here: if this message is what killed it, each
-            # retry would kill the new pool too, under the deliveries' conversions.
-            raise ConversionUnavailable(
-                "a conversion process died; the conversion processes were restarted",
-                retry_after=_POOL_RESTART_RETRY_AFTER,
-            ) from None
+            # a 500). Never converted again here: the client decides.
+            died = deaths.died(key, keep=True)
+            if died is None:
+                raise ConversionUnavailable(
+                    "a conversion process died; the conversion processes were restarted",
+                    retry_after=_POOL_RESTART_RETRY_AFTER,
+                ) from None
+            outcome = died
         except MemoryError:
             # Let through by the converter on purpose (memory may come back: a delivery
             # retries it); it was a 500 "internal error", as for a bug.
             log.warning(
-                "an HTTP API conversion ran out of memory; answered 503",
+                "an HTTP API conversion ran out of memory",
                 extra=log_fields(event="api_conversion_out_of_memory"),
             )
-            raise ConversionUnavailable(
-                "the conversion ran out of memory", retry_after=_POOL_RESTART_RETRY_AFTER
-            ) from None
+            died = deaths.died(key, out_of_memory=True, keep=True)
+            if died is None:
+                raise ConversionUnavailable(
+                    "the conversion ran out of memory", retry_after=_POOL_RESTART_RETRY_AFTER
+                ) from None
+            outcome = died
+        else:
+            deaths.converted(key)
         if isinstance(outcome, ConversionFailure):
             if outcome.kind == INTERNAL_ERROR:  # a converter bug: the API answers 500
                 raise ServiceError(f"{outcome.reason} at {outcome.location}")

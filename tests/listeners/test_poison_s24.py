@@ -15,6 +15,8 @@ import asyncio
 import os
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -26,7 +28,7 @@ from listeners.conversion_deaths import (
     DEATHS_TO_DEAD_LETTER,
     ConversionDeaths,
 )
-from listeners.conversion_turns import ConversionTurns
+from listeners.conversion_turns import AloneTurns
 from listeners.queue.sqlite import SqliteQueue
 from tests.listeners.service.support import adt, make_config, running, wait_until
 from tests.listeners.service.test_conversion_timeout import delivered_control_ids
@@ -191,42 +193,42 @@ def test_only_the_most_recent_messages_are_remembered() -> None:
     assert [deaths.deaths(seq) for seq in (1, 2, 3)] == [0, 1, 1]
 
 
-# -- the pool's turns --------------------------------------------------------------------------
-async def _hold(turns: ConversionTurns, log: list[str], name: str, alone: bool, s: float) -> None:
-    async with turns.turn(alone=alone):
-        log.append(f"+{name}")
-        await asyncio.sleep(s)
-        log.append(f"-{name}")
+# -- the turns alone ----------------------------------------------------------------------------
+def _note(log: list[str], name: str, seconds: float) -> str:
+    log.append(f"+{name}")
+    time.sleep(seconds)
+    log.append(f"-{name}")
+    return name
 
 
-def test_a_turn_alone_waits_for_those_running_and_holds_back_those_after_it() -> None:
+def test_turns_alone_are_one_at_a_time_in_the_order_asked() -> None:
+    # (The process converting alone is the pool's; these threads could run together.)
     async def scenario() -> list[str]:
-        turns, log = ConversionTurns(), list[str]()
-        first = asyncio.create_task(_hold(turns, log, "a", False, 0.2))
-        await asyncio.sleep(0.05)
-        lone = asyncio.create_task(_hold(turns, log, "alone", True, 0.2))
-        await asyncio.sleep(0.05)
-        later = asyncio.create_task(_hold(turns, log, "b", False, 0.05))
-        await asyncio.gather(first, lone, later)
+        turns, log = AloneTurns(), list[str]()
+        with ThreadPoolExecutor(max_workers=3) as threads:
+            names = await asyncio.gather(
+                *(
+                    turns.run(partial(threads.submit, _note, log, name, 0.05))
+                    for name in ("a", "b", "c")
+                )
+            )
+        assert names == ["a", "b", "c"]
         assert turns.busy == 0
         return log
 
-    assert asyncio.run(scenario()) == ["+a", "-a", "+alone", "-alone", "+b", "-b"]
+    assert asyncio.run(scenario()) == ["+a", "-a", "+b", "-b", "+c", "-c"]
 
 
-def test_a_cancelled_turn_is_given_back() -> None:
+def test_a_cancelled_turn_alone_is_given_back_when_its_work_ends() -> None:
     async def scenario() -> list[str]:
-        turns, log = ConversionTurns(), list[str]()
-        running_ = asyncio.create_task(_hold(turns, log, "a", False, 0.2))
-        await asyncio.sleep(0.05)
-        waiting = asyncio.create_task(_hold(turns, log, "alone", True, 0.1))
-        await asyncio.sleep(0.05)
-        waiting.cancel()  # a stop while it waited: the others must not wait for it
-        await asyncio.wait_for(_hold(turns, log, "b", False, 0.0), 1.0)
-        running_.cancel()
-        await asyncio.gather(running_, waiting, return_exceptions=True)
+        turns, log = AloneTurns(), list[str]()
+        with ThreadPoolExecutor(max_workers=2) as threads:
+            first = asyncio.create_task(turns.run(partial(threads.submit, _note, log, "a", 0.3)))
+            await asyncio.sleep(0.1)
+            first.cancel()  # its caller stops waiting; its work goes on
+            await asyncio.wait_for(turns.run(partial(threads.submit, _note, log, "b", 0.0)), 5)
+            await asyncio.gather(first, return_exceptions=True)
         assert turns.busy == 0
-        await asyncio.wait_for(_hold(turns, log, "c", True, 0.0), 1.0)
         return log
 
-    assert asyncio.run(scenario()) == ["+a", "+b", "-b", "+c", "-c"]
+    assert asyncio.run(scenario()) == ["+a", "-a", "+b", "-b"]
