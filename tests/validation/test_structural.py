@@ -485,7 +485,10 @@ def mutated_bundles(draw: st.DrawFn) -> dict[str, Any]:
             if chosen:
                 target, _, prefix = chosen[draw(st.integers(0, len(chosen) - 1))]
                 kind = draw(st.sampled_from(sorted(_CHOICE_TYPES)))
-                target[prefix + kind] = _CHOICE_TYPES[kind]
+                # A copy: a later step of the same draw may change it in place, and the
+                # constant changed for every later example (hypothesis then reported its
+                # data generation as flaky: FlakyStrategyDefinition, CI of stop 23).
+                target[prefix + kind] = copy.deepcopy(_CHOICE_TYPES[kind])
         elif action == "null":
             if isinstance(current, list):
                 current.insert(draw(st.integers(0, len(current))), None)
