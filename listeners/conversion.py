@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import multiprocessing
 import os
@@ -69,7 +68,7 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from multiprocessing.context import BaseContext
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from converter import ConfigurationError, ConversionError, Converter, ConverterConfig
 
@@ -80,9 +79,6 @@ from .errors import ServiceError
 from .logs import LogSetup, code_place, current_setup
 from .pool_close import close_within
 from .service_watch import exit_with_service
-
-if TYPE_CHECKING:
-    from .conversion_deaths import ConversionDeaths
 
 __all__ = [
     "CONVERSION_TIMEOUT",
@@ -350,14 +346,6 @@ class ConversionPool:
         #: the pool: started on first need, replaced when it dies.
         self._alone: Executor | None = None
         self._alone_turns = AloneTurns()
-
-    @functools.cached_property
-    def request_deaths(self) -> ConversionDeaths[bytes]:
-        """Deaths of the conversion process converting each HTTP API request's body (by
-        :func:`~listeners.conversion_deaths.payload_key`): its client sends it again."""
-        from .conversion_deaths import ConversionDeaths  # imports this module
-
-        return ConversionDeaths()
 
     @property
     def processes(self) -> int:

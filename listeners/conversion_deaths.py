@@ -21,7 +21,7 @@ retries and dead-lettered with it. Why not 2: a process may also die for reasons
 own (the OOM killer choosing it for another program's memory, an operator's ``kill``); 3
 deaths cost the culprit three retries, the last two failing no other conversion. The count
 is kept in memory: a restart of the service starts afresh, at worst three more deaths.
-The HTTP API counts by request body (``ConversionPool.request_deaths``, kept at the
+The HTTP API counts by request body (``Service.convert``'s counts, kept at the
 limit): its client sends a body that killed the pool again (503, Retry-After), which then
 converts alone; from the third death it is a 422.
 

@@ -31,7 +31,7 @@ from converter import (
 
 from .config import ConfigError, RouteConfig, ServiceConfig
 from .conversion import INTERNAL_ERROR, ConversionFailure, ConversionPool
-from .conversion_deaths import payload_key
+from .conversion_deaths import ConversionDeaths, payload_key
 from .delivery import Sink, build_sink, destination_location, sink_readiness
 from .errors import ConversionUnavailable, QueueError, ServiceError
 from .file_modes import make_private_dirs, template_cache_dir
@@ -130,6 +130,9 @@ class Service:
         #: The MLLP listeners' cumulative stats already counted, by counter and labels.
         self._mllp_seen: dict[tuple[object, ...], int] = {}
         self._use_threads = use_threads
+        #: Deaths of the conversion process converting each HTTP API request's body (by
+        #: :func:`payload_key`): its client sends it again.
+        self._request_deaths: ConversionDeaths[bytes] = ConversionDeaths()
         self.started = asyncio.Event()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -324,7 +327,7 @@ class Service:
         # A body whose conversion process died converts alone when sent again, beside the
         # pool: a client re-sending a poison message (Retry-After: 2) killed the pool each
         # time, failing every delivery in progress. The third death is a 422.
-        deaths = self.pool.request_deaths
+        deaths = self._request_deaths
         key = payload_key(f"{input_type}\0{root_template or ''}", data)
         try:
             outcome = await self.pool.convert(
