@@ -11,9 +11,6 @@ real conversion processes that SIGKILL themselves, the real test FHIR server.
 from __future__ import annotations
 
 import logging
-import os
-import signal
-import time
 
 import pytest
 
@@ -33,18 +30,12 @@ from tests.listeners.amqp.support import (
     patients,
     store,
 )
+from tests.listeners.test_poison_s24 import die_on_poison, slow_innocent_and_poison
 from tests.support.fhirserver import FhirServer
 from tests.support.log_records import log_records
 from tests.support.rabbitmq import RabbitMq
 
 pytestmark = pytest.mark.anyio
-
-
-def die_on_poison(route: str, payload: bytes, *args: object) -> object:
-    """Run in the conversion process: a message holding POISON kills it."""
-    if b"POISON" in payload:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return conversion._convert(route, payload, *args)  # type: ignore[arg-type]
 
 
 async def test_a_message_killing_its_conversion_process_is_dead_lettered_at_the_third_death(
@@ -115,16 +106,6 @@ async def test_mode_delivery_dead_letters_a_message_killing_its_process_at_the_t
     # An ERROR, as the SQLite backend and the worker log it (was a WARNING here).
     lines = [r for r in records if r.getMessage() == "message dead-lettered"]
     assert [r.levelno for r in lines] == [logging.ERROR]
-
-
-def slow_innocent_and_poison(route: str, payload: bytes, *args: object) -> object:
-    """POISON kills its process 0.3 s into each conversion; SLOW's take 2 s."""
-    if b"POISON" in payload:
-        time.sleep(0.3)
-        os.kill(os.getpid(), signal.SIGKILL)
-    if b"SLOW" in payload:
-        time.sleep(2.0)
-    return conversion._convert(route, payload, *args)  # type: ignore[arg-type]
 
 
 async def test_a_message_of_another_partition_failed_by_the_poison_is_still_delivered(
