@@ -74,11 +74,7 @@ def build_bundle(
     bundle in his compartment (see :mod:`.confidentiality`).
     """
     resources = list(resources)
-    label_compartments(
-        [r for r in resources if (r["resourceType"], r["id"]) not in deleted]
-        if deleted
-        else resources
-    )
+    label_compartments(resources, deleted=deleted)
     drop_reversed_period_ends(
         (
             r

@@ -21,14 +21,23 @@ expose the data. The rule is data:
   Only the levels above normal (R, V) are passed on: U, L, M, N say nothing to restrict.
 - which resources: :data:`PATIENT_COMPARTMENT`, the FHIR R4 Patient
   CompartmentDefinition (the elements that can name the patient), for the types the
-  templates write. Shared resources (Practitioner, Organization, Location, Medication,
-  MessageHeader, Device, Slot) are outside it and stay unlabelled. A
+  templates write, and a Device naming the patient (its ``patient``: R4 leaves Device
+  out of the compartment, but a device implanted in or worn by the patient is his data).
+  Shared resources (Practitioner, Organization, Location, Medication, MessageHeader, a
+  Device without ``patient``, Slot) are outside it and stay unlabelled. A
   Provenance (which R4 places in the compartment through its target) takes the strongest
   label of the resources it targets, as it describes them: a CDA author's Provenance
   targets one Observation, the message's Provenance all of them.
 - which resources of a visit: :data:`VISIT_ELEMENTS`, the element naming the Encounter.
 - a DocumentReference whose ``securityLabel`` (the document's: TXA-18, a CDA's
   confidentialityCode) is R or V holds that document's text: it is labelled too.
+- what the bundle deletes (ADT^A29 deletes the protected Patient, A23 a protected
+  visit): its entry is a bare DELETE, and nothing in the bundle may refer to it, so
+  neither the Provenance's targets nor any compartment reach it; yet the message's
+  Provenance records its deletion. Each Provenance of the bundle takes the strongest
+  label of the deleted resources too (their labels as the templates wrote them and as
+  passed on, computed on copies: a DELETE entry has no resource to label); the bundle
+  assembly names them (``deleted``).
 
 A document's label is about its content: it is passed on to what the document says about
 the patient, not to the Patient, whom every document about the person writes (one
@@ -43,7 +52,7 @@ repeat).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 __all__ = ["CONFIDENTIALITY", "PATIENT_COMPARTMENT", "VISIT_ELEMENTS", "label_compartments"]
@@ -56,8 +65,9 @@ _PASSED_ON = {"R": "restricted", "V": "very restricted"}
 
 #: FHIR R4 CompartmentDefinition ``patient``: for each resource type, the elements (a
 #: dotted path; lists are walked) whose reference to a Patient puts the resource in that
-#: Patient's compartment (search parameters resolved to their expressions). Only the types
-#: the templates write, plus their close relatives; a type missing here is never labelled.
+#: Patient's compartment (search parameters resolved to their expressions), plus a
+#: Device's ``patient``. Only the types the templates write, plus their close relatives; a
+#: type missing here is never labelled.
 PATIENT_COMPARTMENT: Mapping[str, tuple[str, ...]] = {
     "Account": ("subject",),
     "AllergyIntolerance": ("patient", "recorder", "asserter"),
@@ -73,6 +83,10 @@ PATIENT_COMPARTMENT: Mapping[str, tuple[str, ...]] = {
     "Consent": ("patient",),
     "Coverage": ("policyHolder", "subscriber", "beneficiary", "payor"),
     "DeviceRequest": ("subject", "performer"),
+    # Not in R4's Patient compartment (R4 counts a Device among shared resources), but
+    # a Device with a `patient` (an implant, a pump the patient wears: US Core Implantable
+    # Device requires it) is that patient's; it goes unrestricted otherwise.
+    "Device": ("patient",),
     "DeviceUseStatement": ("subject",),
     "DiagnosticReport": ("subject",),
     "DocumentManifest": ("subject", "author", "recipient"),
@@ -137,11 +151,20 @@ VISIT_ELEMENTS: Mapping[str, tuple[str, ...]] = {
 }
 
 
-def label_compartments(resources: Sequence[dict[str, Any]]) -> None:
+def label_compartments(
+    resources: Sequence[dict[str, Any]], *, deleted: Collection[tuple[str, str]] = ()
+) -> None:
     """Give each resource in the compartment of a labelled Patient (or of a labelled
     Composition's subject), and each resource recorded in a labelled visit, that label;
-    then each Provenance its targets' strongest. ``resources`` are changed in place;
-    DELETE entries must not be among them."""
+    then each Provenance its targets' strongest, and the deleted resources' strongest.
+    ``resources`` are changed in place, except those whose ``(type, id)`` is in
+    ``deleted`` (the bundle's DELETE entries), which are read only."""
+    gone: list[dict[str, Any]] = []
+    if deleted:
+        # Labels are passed on to copies of them: a DELETE entry holds no resource, and
+        # the caller's objects stay as the templates wrote them.
+        gone = [dict(r) for r in resources if (r["resourceType"], r["id"]) in deleted]
+        resources = [*(r for r in resources if (r["resourceType"], r["id"]) not in deleted), *gone]
     # The labels the templates wrote, read before any is passed on.
     sources = [(r, label) for r in resources if (label := _source_label(r)) is not None]
     if not sources and not any(_strongest(r) for r in resources):
@@ -178,12 +201,16 @@ def label_compartments(resources: Sequence[dict[str, Any]]) -> None:
     # A target outside the bundle (an MDM T03 names the document whose status changes
     # without writing it) is a resource of the message's patient.
     outside = [label for label, patients_too in patients.values() if patients_too]
+    # The message's Provenance records what the bundle deletes, which it cannot target.
+    removed = [label for r in gone if (label := _strongest(r)) is not None]
     for resource in resources:
         if resource["resourceType"] == "Provenance":
             for reference in _references(resource, "target"):
                 target = references.get(reference)
                 for label in outside if target is None else filter(None, [_strongest(target)]):
                     _apply(resource, label)
+            for label in removed:
+                _apply(resource, label)
 
 
 def _reference_forms(resource: dict[str, Any]) -> tuple[str, str]:
