@@ -30,6 +30,14 @@ through, "memory may come back") counts the same way: before, the service's work
 retried it for ever with a traceback each time, its patient's later messages waiting. It
 may have been the other conversions' memory: the retry converts alone; the third such
 failure is a dead letter of kind ``ConversionOutOfMemory``.
+
+A ``MemoryError`` while *delivering* (building or sending the request of a bundle already
+converted) was taken for a conversion's and its count was reset by the next conversion,
+which succeeded: retried for ever. It is counted apart (:func:`delivery_out_of_memory`),
+per message, until the message is delivered: retried with the delivery's backoff (a
+transient failure of the destination stays a retry, and the destination is not paused:
+it is not at fault), the third time a dead letter of kind ``DeliveryOutOfMemory`` at
+stage ``delivery``, logged as an ERROR like the conversion's.
 """
 
 from __future__ import annotations
@@ -38,7 +46,7 @@ import hashlib
 import logging
 from collections import OrderedDict
 from collections.abc import Hashable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from .conversion import ConversionFailure
 
@@ -46,8 +54,10 @@ __all__ = [
     "CONVERSION_OUT_OF_MEMORY",
     "CONVERSION_PROCESS_DIED",
     "DEATHS_TO_DEAD_LETTER",
+    "DELIVERY_OUT_OF_MEMORY",
     "ConversionDeaths",
     "dead_letter_level",
+    "delivery_out_of_memory",
     "died_too_often",
     "payload_key",
 ]
@@ -57,7 +67,12 @@ CONVERSION_PROCESS_DIED = "ConversionProcessDied"
 #: ``ConversionFailure.kind`` of a message whose conversion ran out of memory (a
 #: ``MemoryError``, the process surviving) as often, the last time alone.
 CONVERSION_OUT_OF_MEMORY = "ConversionOutOfMemory"
-_RESOURCE_KINDS = frozenset({CONVERSION_PROCESS_DIED, CONVERSION_OUT_OF_MEMORY})
+#: Dead-letter kind of a message whose delivery (the request of its bundles: built or
+#: sent) ran out of memory as often.
+DELIVERY_OUT_OF_MEMORY = "DeliveryOutOfMemory"
+_RESOURCE_KINDS = frozenset(
+    {CONVERSION_PROCESS_DIED, CONVERSION_OUT_OF_MEMORY, DELIVERY_OUT_OF_MEMORY}
+)
 
 
 def dead_letter_level(kind: object) -> int:
@@ -116,14 +131,20 @@ class ConversionDeaths(Generic[_Key]):
         ``MemoryError`` instead): the failure to dead-letter it with once it reached the
         limit (the count is then forgotten, unless ``keep``: the HTTP API, whose client may
         send it again), else None (retry)."""
-        deaths = self._counts.pop(key, 0) + 1
+        deaths = self.add(key)
         failure = died_too_often(deaths, self._limit, out_of_memory=out_of_memory)
         if failure is not None and not keep:
-            return failure
+            self._counts.pop(key, None)
+        return failure
+
+    def add(self, key: _Key) -> int:
+        """Count one more failure of message ``key``; its count so far (kept until
+        :meth:`converted`)."""
+        deaths = self._counts.pop(key, 0) + 1
         self._counts[key] = deaths
         while len(self._counts) > self._remembered:
             self._counts.popitem(last=False)
-        return failure
+        return deaths
 
     def converted(self, key: _Key) -> None:
         """Message ``key`` converted (or is settled): its count starts again."""
@@ -132,6 +153,22 @@ class ConversionDeaths(Generic[_Key]):
     def deaths(self, key: _Key) -> int:
         """Deaths counted for message ``key`` so far."""
         return self._counts.get(key, 0)
+
+
+def delivery_out_of_memory(
+    failures: int, destination: str, limit: int = DEATHS_TO_DEAD_LETTER
+) -> dict[str, Any] | None:
+    """The dead-letter record of a message whose delivery to ``destination`` ran out of
+    memory ``failures`` times, once they reach ``limit``; else None (retry it)."""
+    if failures < limit:
+        return None
+    return {
+        "kind": DELIVERY_OUT_OF_MEMORY,
+        "reason": f"delivering this message's bundles to {destination} ran out of memory"
+        f" {failures} times (building or sending the request; see the service's memory)",
+        "stage": "delivery",
+        "destination": destination,
+    }
 
 
 def payload_key(route: str, payload: bytes) -> bytes:

@@ -51,7 +51,8 @@ is tried once more, then left: the row is handled again after the restart.
 **A message that kills its conversion process** fails with every conversion in progress:
 each of them converts alone next time (:mod:`listeners.conversion_turns`), and the third
 death while converting the same message dead-letters it, ``ConversionProcessDied``
-(:mod:`listeners.conversion_deaths`).
+(:mod:`listeners.conversion_deaths`). A ``MemoryError`` while delivering its bundles is
+counted apart, until it is delivered: the third is a dead letter, ``DeliveryOutOfMemory``.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ from .conversion import ConversionFailure, ConversionPool
 from .conversion_deaths import (
     ConversionDeaths,
     dead_letter_level,
+    delivery_out_of_memory,
 )
 from .delivery import (
     DestinationGate,
@@ -91,8 +93,6 @@ from .waiting_jobs import MAX_WAITING, MAX_WAITING_BYTES, WaitingJobs
 __all__ = ["DeliveryWorkers"]
 
 log = logging.getLogger("passerelle.delivery")
-
-#: Dead letters logged as ERROR: the host's memory or a library needs looking at.
 
 
 class DeliveryWorkers:
@@ -146,6 +146,8 @@ class DeliveryWorkers:
         #: Job seq → deaths of its conversion process: the third dead-letters it
         #: (:mod:`listeners.conversion_deaths`).
         self._deaths: ConversionDeaths[int] = ConversionDeaths()
+        #: Job seq → deliveries that ran out of memory (forgotten once it is delivered).
+        self._memory_errors: ConversionDeaths[int] = ConversionDeaths()
 
     def start(self) -> None:
         self._loop_task = asyncio.create_task(self._claim_loop(), name="delivery-claims")
@@ -273,6 +275,7 @@ class DeliveryWorkers:
                     ),
                     self._destination_of(job.envelope.route),
                     fields,
+                    limited=False,
                 )
             except Exception as exc:
                 # A bug or a broken worker process must not strand the job in flight: retry it.
@@ -302,7 +305,6 @@ class DeliveryWorkers:
 
     async def _deliver(self, job: Job, granted: Pass) -> None:
         envelope = job.envelope
-        message_type = envelope.message_type or "unknown"
         fields = _job_fields(job)
         outcome = await self._pool.convert(
             envelope.route,
@@ -320,6 +322,12 @@ class DeliveryWorkers:
         record_conversion(self._metrics, outcome)
         try:
             await deliver_results(sink, outcome, envelope, destination, self._metrics)
+        except MemoryError:
+            # Building or sending the request, in this process: the destination gets no
+            # verdict (not paused). Caught here: taken for a conversion's, its count was
+            # reset by the next conversion, which succeeded, and it was retried for ever.
+            await self._delivery_out_of_memory(job, destination, fields)
+            return
         except TransientDeliveryError as exc:
             rank = self._open_failures.count(job.seq, granted)
             if rank >= 2:
@@ -333,19 +341,16 @@ class DeliveryWorkers:
         except RejectedDeliveryError as exc:
             self._open_failures.forget(job.seq)
             self.gate.succeeded(granted)  # the server answered: the bundle was at fault
-            record = exc.dead_letter_record(destination)
-            if not await self._dead_letter(
-                job, record, reason="rejected", message_type=message_type, fields=fields
-            ):
-                return
             failure = describe_failure(exc)
-            log.warning(
-                "destination rejected the bundle; message dead-lettered (%s)",
-                failure.reason,
-                extra=fields
-                | log_fields(destination=destination, status=exc.status, error_kind=failure.kind),
+            await self._dead_letter(
+                job,
+                exc.dead_letter_record(destination),
+                reason="rejected",
+                line="destination rejected the bundle; message dead-lettered (%s)",
+                why=failure.reason,
+                facts=log_fields(destination=destination, status=exc.status),
+                outcome=DeliveryOutcome(False, diagnostics(exc)),
             )
-            self._waiters.resolve(job.seq, DeliveryOutcome(False, diagnostics(exc)))
             return
         except DeliveryError as exc:
             self.gate.failed(granted, exc)
@@ -359,6 +364,7 @@ class DeliveryWorkers:
             )
             return
         self._open_failures.forget(job.seq)
+        self._memory_errors.converted(job.seq)
         self.gate.succeeded(granted)
         # Delivered, whether or not the write below commits before a stop (then it is
         # delivered again after the restart).
@@ -370,35 +376,38 @@ class DeliveryWorkers:
 
     async def _conversion_failed(self, job: Job, outcome: ConversionFailure) -> None:
         """Dead-letter a message that did not convert, with one line naming the kind."""
-        envelope = job.envelope
-        message_type = envelope.message_type or "unknown"
-        fields = _job_fields(job)
-        if not await self._dead_letter(
+        await self._dead_letter(
             job,
             outcome.as_record() | {"stage": "conversion"},
             reason="conversion",
-            message_type=message_type,
-            fields=fields,
-        ):
-            return
-        # A message killing its conversion process is an ERROR: the host's memory or a
-        # library needs looking at, not only the message.
-        log.log(
-            dead_letter_level(outcome.kind),
-            "conversion failed; message dead-lettered",
-            extra=fields
-            | log_fields(
-                error_kind=outcome.kind, location=outcome.location, template=outcome.template
-            ),
-        )
-        self._waiters.resolve(
-            job.seq,
-            DeliveryOutcome(
+            line="conversion failed; message dead-lettered",
+            facts=log_fields(location=outcome.location, template=outcome.template),
+            outcome=DeliveryOutcome(
                 False,
                 f"{outcome.kind}: {outcome.reason}",
                 outcome.hl7_error_code,
                 outcome.location,
             ),
+        )
+
+    async def _delivery_out_of_memory(
+        self, job: Job, destination: str, fields: dict[str, Any]
+    ) -> None:
+        """Retry a job whose delivery ran out of memory, or dead-letter it at the third
+        time (:func:`~listeners.conversion_deaths.delivery_out_of_memory`)."""
+        record = delivery_out_of_memory(self._memory_errors.add(job.seq), destination)
+        if record is None:
+            error = TransientDeliveryError("delivery ran out of memory")
+            await self._retry(job, error, destination, fields, limited=False)
+            return
+        self._memory_errors.converted(job.seq)
+        await self._dead_letter(
+            job,
+            record,
+            reason="out-of-memory",
+            line="delivery ran out of memory; message dead-lettered",
+            facts=log_fields(destination=destination),
+            outcome=DeliveryOutcome(False, f"{record['kind']}: {record['reason']}"),
         )
 
     async def _retry(
@@ -411,33 +420,30 @@ class DeliveryWorkers:
         cause: BaseException | None = None,
         paused: bool = False,
         backoff_attempt: int | None = None,
+        limited: bool = True,
     ) -> None:
         """Put the job back for later, or dead-letter it at ``max_attempts``. ``cause``:
         the original exception when ``exc`` wraps it (what the log line describes);
         ``paused``: a failure of the destination, reported to the gate, whose next probe
         decides when the job is due (not its own backoff); ``backoff_attempt``: the step
-        of the job's own backoff (by default its attempts)."""
+        of the job's own backoff (by default its attempts); ``limited=False``: a death or
+        a ``MemoryError``, which its own limit dead-letters with its kind (not as
+        "attempts exhausted")."""
         failure = describe_failure(cause if cause is not None else exc)
         facts = log_fields(destination=destination, status=exc.status, error_kind=failure.kind)
         limit = self._config.max_attempts
-        if limit and job.attempts >= limit:
+        if limited and limit and job.attempts >= limit:
             self._open_failures.forget(job.seq)
-            record = exc.dead_letter_record(destination, job.attempts)
-            if not await self._dead_letter(
-                job,
-                record,
-                reason="attempts-exhausted",
-                message_type=job.envelope.message_type or "unknown",
-                fields=fields,
-            ):
-                return
             # Settled: its one line, like every other outcome (the README promises it).
-            log.warning(
-                "delivery failed; attempts exhausted, message dead-lettered (%s)",
-                failure.reason,
-                extra=fields | facts | log_fields(attempt=job.attempts),
+            await self._dead_letter(
+                job,
+                exc.dead_letter_record(destination, job.attempts),
+                reason="attempts-exhausted",
+                line="delivery failed; attempts exhausted, message dead-lettered (%s)",
+                why=failure.reason,
+                facts=facts | log_fields(attempt=job.attempts),
+                outcome=DeliveryOutcome(False, diagnostics(exc)),
             )
-            self._waiters.resolve(job.seq, DeliveryOutcome(False, diagnostics(exc)))
             return
         # Due when its destination is tried again: it then waits for the probe's verdict
         # with the other jobs for the destination, and goes at once when it is back.
@@ -472,16 +478,30 @@ class DeliveryWorkers:
         record: dict[str, Any],
         *,
         reason: str,
-        message_type: str,
-        fields: dict[str, Any],
-    ) -> bool:
-        """False when the stop came before the dead letter was written."""
+        line: str,
+        facts: dict[str, Any],
+        outcome: DeliveryOutcome,
+        why: str | None = None,
+    ) -> None:
+        """Dead-letter ``job`` with ``record``, then log ``line`` (``why``: its ``%s``) with
+        the record's kind and ``facts``, and answer its senders with ``outcome``; nothing
+        more when the stop came before the dead letter was written."""
+        fields = _job_fields(job)
         if not await self._outcomes.record(
             job.seq, "dead_letter", lambda: self._queue.dead_letter(job.seq, record), fields
         ):
-            return False
-        self._metrics.dead_lettered.labels(reason, message_type).inc()
-        return True
+            return
+        self._metrics.dead_lettered.labels(reason, job.envelope.message_type or "unknown").inc()
+        kind = record.get("kind")
+        # A message killing its conversion process or running out of memory is an ERROR:
+        # the host's memory or a library needs looking at, not only the message.
+        log.log(
+            dead_letter_level(kind),
+            line,
+            *(() if why is None else (why,)),
+            extra=fields | log_fields(error_kind=kind) | facts,
+        )
+        self._waiters.resolve(job.seq, outcome)
 
 
 def _job_fields(job: Job) -> dict[str, Any]:

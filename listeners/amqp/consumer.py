@@ -21,10 +21,14 @@ headers saying why (``x-passerelle-error-kind``, ``-reason``, ``-location``, ``-
 (:mod:`.settling`): never requeued forever. Transient delivery failures (mode "delivery")
 are re-published to a retry queue whose TTL sends them back to the main queue later, counting
 ``x-passerelle-attempts``; after ``max_attempts`` the message goes to the dead-letter
-exchange. A message whose outcome could not be published (broker trouble) is returned to
-the queue (``nack``) after a pause, and a connection lost before the ack means the broker
-delivers it again: at least once, made harmless by idempotent bundles (and, in mode
-"commit" with SQLite, by the duplicate window). In mode "commit", a message stored whose
+exchange. A conversion process that dies, or a conversion that runs out of memory, is a
+death (:mod:`listeners.conversion_deaths`): retried alone, the third is a dead letter (a
+``MemoryError`` was a transient failure, never converted alone, ending "attempts
+exhausted"); a delivery out of memory likewise, counted apart. A message whose outcome
+could not be published (broker trouble) is returned to the queue (``nack``) after a
+pause, and a connection lost before the ack means the broker delivers it again: at
+least once, made harmless by idempotent bundles (and, in mode "commit" with SQLite, by
+the duplicate window). In mode "commit", a message stored whose
 ack the lost connection swallowed is recognised when the broker delivers it again
 (:mod:`.redeliveries`), with or without a control id: acked, not stored twice.
 
@@ -61,7 +65,7 @@ from converter import ConversionError
 
 from ..config import ServiceConfig
 from ..conversion import ConversionFailure, ConversionPool
-from ..conversion_deaths import ConversionDeaths, payload_key
+from ..conversion_deaths import ConversionDeaths, delivery_out_of_memory, payload_key
 from ..delivery import Sink, deliver_results, record_conversion
 from ..errors import DeliveryError, QueueError, RejectedDeliveryError, TransientDeliveryError
 from ..ingest import IngestQueue, SupportChecker
@@ -134,6 +138,8 @@ class AmqpConsumer:
         # Deaths of the conversion process per message, by route and bytes (it comes back
         # from the retry queue as another delivery): the third dead-letters it.
         self._deaths: ConversionDeaths[bytes] = ConversionDeaths()
+        #: Deliveries of a message that ran out of memory, by the same key.
+        self._memory_errors: ConversionDeaths[bytes] = ConversionDeaths()
         # Read at each scrape: 0 while the robust connection is being re-established.
         metrics.amqp_connected.labels("consumer").set_function(
             lambda: float(is_connected(self._connection))
@@ -369,26 +375,34 @@ class AmqpConsumer:
                 input_type=envelope.input_type,
                 alone=self._deaths.deaths(key) > 0,
             )
-        except BrokenProcessPool:
-            # The conversion process died (OOM killer, a C-extension crash), maybe for another
-            # message: retried through the retry queue (max_attempts) up to the third death.
-            died = self._deaths.died(key)
+        except (BrokenProcessPool, MemoryError) as exc:
+            # The conversion process died (OOM killer, a C-extension crash) or ran out of
+            # memory (which the converter lets through), maybe for another message: retried
+            # alone through the retry queue, up to the third death.
+            memory = isinstance(exc, MemoryError)
+            died = self._deaths.died(key, out_of_memory=memory)
             if died is not None:
                 record = died.as_record() | {"stage": "conversion"}
                 await self._settler.dead_letter(
                     message, record, reason="conversion", message_type=message_type, fields=fields
                 )
                 return
-            log.warning("conversion process died during the conversion; will retry", extra=fields)
-            failure = TransientDeliveryError("conversion process died")
+            log.warning(
+                "conversion ran out of memory; will retry alone"
+                if memory
+                else "conversion process died during the conversion; will retry",
+                extra=fields,
+            )
+            failure = TransientDeliveryError(
+                "conversion ran out of memory" if memory else "conversion process died"
+            )
             await self._settler.retry(message, failure, destination, message_type, fields)
             return
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            # What else the pool raises — MemoryError, which the converter lets through
-            # ("memory may come back"), a pool shut down under it — was returned to the
-            # queue's head every second for ever: counted like a dead process instead
+            # What else the pool raises — a pool shut down under it — was returned to the
+            # queue's head every second for ever: counted as a transient failure instead
             # (max_attempts, then a dead letter). The type only: never the text.
             log.warning(
                 "conversion failed unexpectedly; will retry",
@@ -411,6 +425,18 @@ class AmqpConsumer:
         record_conversion(self._metrics, outcome)
         try:
             await deliver_results(sink, outcome, envelope, destination, self._metrics)
+        except MemoryError:
+            # Building or sending a request: counted apart (the conversion succeeded).
+            oom = delivery_out_of_memory(self._memory_errors.add(key), destination)
+            if oom is not None:
+                self._memory_errors.converted(key)
+                await self._settler.dead_letter(
+                    message, oom, reason="out-of-memory", message_type=message_type, fields=fields
+                )
+                return
+            failure = TransientDeliveryError("delivery ran out of memory")
+            await self._settler.retry(message, failure, destination, message_type, fields)
+            return
         except RejectedDeliveryError as exc:
             record = exc.dead_letter_record(destination, self._settler.attempts(message) + 1)
             await self._settler.dead_letter(
@@ -432,6 +458,7 @@ class AmqpConsumer:
             failure = TransientDeliveryError(f"internal error: {type(exc).__name__}")
             await self._settler.retry(message, failure, destination, message_type, fields)
             return
+        self._memory_errors.converted(key)
         await self._settler.settle(message)
         log.info(
             "delivered",

@@ -8,6 +8,12 @@ dead-letter exchange, then acked. A partition released during a retry gives its 
 back unacked, to the head of the queue for the next owner. A dead letter the dead-letter
 exchange routes to no queue is held (published again, 1 s doubling to 60 s) rather than
 given back: the partition used to be released and claimed again for ever.
+
+A conversion process that dies, or a conversion or delivery that runs out of memory
+(``MemoryError``), counts toward its own limit (:mod:`listeners.conversion_deaths`), not
+toward ``max_attempts``: retried (a conversion alone), the third is a dead letter. A
+``MemoryError`` while delivering was taken for a conversion's: the bundles were converted
+again and the dead letter said ``ConversionOutOfMemory``.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from ..config import DeliveryConfig, RouteConfig
 from ..conversion import ConversionFailure, ConversionPool, ConversionResult
 from ..conversion_deaths import (
     dead_letter_level,
+    delivery_out_of_memory,
     died_too_often,
 )
 from ..delivery import (
@@ -122,17 +129,20 @@ class MessageHandler:
         fields = _fields(envelope)
         destination = self._routes[route].destination
         attempt = 0
-        # Deaths of the conversion process converting it: the third dead-letters it
-        # (:mod:`listeners.conversion_deaths`); once converted, it converts no more.
-        deaths = 0
+        # Deaths of the conversion process converting it, and deliveries out of memory:
+        # the third of either dead-letters it (:mod:`listeners.conversion_deaths`), and
+        # neither spends one of ``max_attempts``; once converted, it converts no more.
+        deaths = memory_errors = 0
         outcome: list[ConversionResult] | ConversionFailure | None = None
         while True:
             attempt += 1
+            converting = outcome is None
             try:
                 if outcome is None:
                     outcome = await self._pool.convert(
                         route, envelope.payload, input_type=envelope.input_type, alone=deaths > 0
                     )
+                    converting = False
                     if not isinstance(outcome, ConversionFailure):
                         # Once: a retry delivers the same bundles again.
                         record_conversion(self._metrics, outcome)
@@ -154,21 +164,33 @@ class MessageHandler:
             except (asyncio.CancelledError, DestinationWaitInterrupted):
                 raise  # a released partition hands its message back: no attempt
             except Exception as exc:
-                if isinstance(exc, (BrokenProcessPool, MemoryError)):
+                memory = isinstance(exc, MemoryError)
+                if converting and (memory or isinstance(exc, BrokenProcessPool)):
                     # Retried alone (maybe the other conversions' doing), up to the third.
                     deaths += 1
-                    outcome = died_too_often(deaths, out_of_memory=isinstance(exc, MemoryError))
+                    outcome = died_too_often(deaths, out_of_memory=memory)
                     if outcome is not None:
                         record = outcome.as_record() | {"stage": "conversion"}
                         await self._dead_letter(
                             partition, message, record, "conversion", message_type, fields
                         )
                         return
+                elif memory:
+                    # Building or sending a request: the bundles stay converted.
+                    memory_errors += 1
+                    oom = delivery_out_of_memory(memory_errors, destination)
+                    if oom is not None:
+                        await self._dead_letter(
+                            partition, message, oom, "out-of-memory", message_type, fields
+                        )
+                        return
+                stage = "conversion" if converting else "delivery"
                 failure = (
                     exc
                     if isinstance(exc, TransientDeliveryError)
                     else TransientDeliveryError(
-                        f"{type(exc).__name__}", status=getattr(exc, "status", None)
+                        f"{stage} ran out of memory" if memory else f"{type(exc).__name__}",
+                        status=getattr(exc, "status", None),
                     )
                 )
                 if not isinstance(exc, DeliveryError):
@@ -177,9 +199,9 @@ class MessageHandler:
                         extra=fields | log_fields(error_kind=type(exc).__name__),
                     )
                 # Why, in safe words (kind and reason; never the server's diagnostics).
-                why = describe_failure(exc)
+                why = describe_failure(failure if memory else exc)
                 limit = self._delivery.max_attempts
-                if limit and attempt >= limit:
+                if limit and attempt - deaths - memory_errors >= limit:
                     record = failure.dead_letter_record(destination, attempt)
                     await self._dead_letter(
                         partition,
