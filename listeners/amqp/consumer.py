@@ -396,7 +396,9 @@ class AmqpConsumer:
             failure = TransientDeliveryError(
                 "conversion ran out of memory" if memory else "conversion process died"
             )
-            await self._settler.retry(message, failure, destination, message_type, fields)
+            await self._settler.retry(
+                message, failure, destination, message_type, fields, counted=False
+            )
             return
         except asyncio.CancelledError:
             raise
@@ -435,7 +437,9 @@ class AmqpConsumer:
                 )
                 return
             failure = TransientDeliveryError("delivery ran out of memory")
-            await self._settler.retry(message, failure, destination, message_type, fields)
+            await self._settler.retry(
+                message, failure, destination, message_type, fields, counted=False
+            )
             return
         except RejectedDeliveryError as exc:
             record = exc.dead_letter_record(destination, self._settler.attempts(message) + 1)

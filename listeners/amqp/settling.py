@@ -89,10 +89,16 @@ class Settler:
         destination: str,
         message_type: str,
         fields: dict[str, Any],
+        *,
+        counted: bool = True,
     ) -> None:
-        attempts = self.attempts(message) + 1
+        """Re-publish ``message`` to the retry queue, or dead-letter it at
+        ``max_attempts``. ``counted=False``: a death or a ``MemoryError``, which its own
+        limit dead-letters with its kind (:mod:`listeners.conversion_deaths`): the
+        attempts header is left as it is, and never reaches ``max_attempts``."""
+        attempts = self.attempts(message) + (1 if counted else 0)
         record = exc.dead_letter_record(destination, attempts)
-        if attempts >= self._settings.max_attempts:
+        if counted and attempts >= self._settings.max_attempts:
             await self.dead_letter(
                 message,
                 record,
@@ -101,7 +107,7 @@ class Settler:
                 fields=fields,
             )
             return
-        delay = self._delay(attempts, exc.retry_after)
+        delay = self._delay(max(attempts, 1), exc.retry_after)
         headers = forwardable_headers(message.headers) | error_headers(record)
         headers.setdefault(H_ORIGINAL_EXCHANGE, message.exchange or "")
         headers.setdefault(H_ORIGINAL_ROUTING_KEY, message.routing_key or "")

@@ -183,3 +183,24 @@ async def test_the_worker_dead_letters_a_conversion_memory_error_as_such_below_m
     headers = letter.headers or {}
     assert headers[ERROR_HEADERS["kind"]] == CONVERSION_OUT_OF_MEMORY
     assert headers[ERROR_HEADERS["stage"]] == "conversion"
+
+
+async def test_the_consumer_dead_letters_a_death_by_its_own_limit_below_max_attempts(
+    broker: RabbitMq, names: Names, configure: Configure, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # max_attempts 2, below the limit of 3 deaths: the retries of a death do not count in
+    # x-passerelle-attempts, so the dead letter names the cause, not "attempts exhausted".
+    config = configure(consumer={"mode": "delivery", "retry_delays": [0.1], "max_attempts": 2})
+    assert config.amqp.consumer.max_attempts == 2
+    monkeypatch.setattr(conversion, "_convert", memory_error_on_huge)
+    service = Service(config)
+    await service.start()
+    try:
+        async with AmqpClient(broker.url) as client:
+            await client.publish(names.ingress, "adt", adt("HUGE-7", mrn="MRN-H7"))
+            [letter] = await client.take(names.dead_letters, 1)
+    finally:
+        await service.stop(10)
+    headers = letter.headers or {}
+    assert headers[ERROR_HEADERS["kind"]] == CONVERSION_OUT_OF_MEMORY
+    assert "3 times" in str(headers[ERROR_HEADERS["reason"]])
