@@ -20,24 +20,12 @@ from typing import Any
 import pytest
 
 from converter import Converter, ConverterConfig
+from tests.mappings.test_s24_second_wave import ANS_ST, MFN, _organization
 from tests.support.r4validator import R4Validator
 
 ROOT = Path(__file__).resolve().parents[2] / "samples"
-MFN = (ROOT / "hl7v2" / "MFN_M05_locations.hl7").read_bytes()
 CCD = (ROOT / "cda" / "CCD_lefevre-camille.xml").read_text(encoding="utf-8")
-ANS_ST = "urn:oid:1.2.250.1.71.4.2.2"
 FR_0203 = "https://hl7.fr/ig/fhir/core/CodeSystem/fr-core-cs-v2-0203"
-
-
-def _organization(bundle: dict[str, Any], value: str) -> tuple[str, dict[str, Any]]:
-    """The fullUrl and resource of the Organization holding the identifier `value`."""
-    [found] = [
-        (e["fullUrl"], e["resource"])
-        for e in bundle["entry"]
-        if e.get("resource", {}).get("resourceType") == "Organization"
-        and any(i.get("value") == value for i in e["resource"].get("identifier", []))
-    ]
-    return found
 
 
 def _typed(code: str, system: str, value: str) -> dict[str, Any]:
