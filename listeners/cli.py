@@ -31,7 +31,7 @@ import argparse
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeAlias, TypeVar
+from typing import TYPE_CHECKING, TypeAlias, TypeVar
 
 from .config import ConfigError, HttpConfig, ServiceConfig, load_config, load_http_config
 
@@ -39,6 +39,9 @@ from .config import ConfigError, HttpConfig, ServiceConfig, load_config, load_ht
 # imported by the commands that use them: ``passerelle health``, the container's
 # healthcheck run every few seconds, imported the whole converter (2 s on a loaded host)
 # to send one GET; it now imports the configuration and urllib alone.
+
+if TYPE_CHECKING:
+    import urllib.error
 
 __all__ = ["main"]
 
@@ -170,13 +173,49 @@ def run_health(args: argparse.Namespace) -> int:
             status = int(response.status)
     except urllib.error.HTTPError as exc:
         status = exc.code
+        if status != 200:
+            # The 503's body says what stopped for good (the queue's writer…): what
+            # `docker inspect` shows of a failed healthcheck is this line.
+            print(f"passerelle: {url}: HTTP {status}{_stopped_parts(exc)}", file=sys.stderr)
+            return EXIT_FAILED
     except (OSError, ValueError, http.client.HTTPException) as exc:
-        print(f"passerelle: {url}: {exc}", file=sys.stderr)
+        print(f"passerelle: {url}: {_unreachable(exc, args.timeout)}", file=sys.stderr)
         return EXIT_FAILED
     if status != 200:
         print(f"passerelle: {url}: HTTP {status}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _unreachable(exc: Exception, timeout: float) -> str:
+    """Why ``/health`` got no answer, as an operator reads it (it was urllib's
+    ``<urlopen error [Errno 111] Connection refused>``)."""
+    reason: object = getattr(exc, "reason", exc)
+    if isinstance(reason, ConnectionRefusedError):
+        return (
+            "connection refused: nothing listens there (the service is not running, or "
+            "listens on another port than http.port / PASSERELLE_HTTP_PORT of this "
+            "configuration)"
+        )
+    if isinstance(reason, TimeoutError):
+        return f"no answer within {timeout:g}s (the service is overloaded or stuck)"
+    if isinstance(reason, OSError) and reason.strerror:
+        return reason.strerror
+    return str(reason)
+
+
+def _stopped_parts(exc: urllib.error.HTTPError) -> str:
+    """``: stopped: queue (…)`` from a ``/health`` 503's JSON body, else nothing."""
+    import json
+
+    try:
+        body = json.loads(exc.read(16384))
+    except (OSError, ValueError):
+        return ""
+    stopped = body.get("stopped") if isinstance(body, dict) else None
+    if not isinstance(stopped, dict) or not stopped:
+        return ""
+    return ": stopped: " + "; ".join(f"{part} ({why})" for part, why in stopped.items())
 
 
 def _seconds(text: str) -> float:

@@ -18,10 +18,13 @@ from pathlib import Path
 # One implementation for the converter's template cache and the service's directories.
 from converter.private_dirs import PRIVATE_DIR, make_private_dirs
 
+from .errors import ServiceError
+
 __all__ = [
     "PRIVATE_DIR",
     "PRIVATE_FILE",
     "make_private_dirs",
+    "make_setting_dirs",
     "restrict_file",
     "template_cache_dir",
 ]
@@ -30,6 +33,19 @@ __all__ = [
 PRIVATE_FILE = 0o600
 
 log = logging.getLogger("passerelle.files")
+
+
+def make_setting_dirs(path: Path, setting: str, variable: str) -> None:
+    """:func:`make_private_dirs` for the folder a setting names, a failure naming the
+    setting, its variable and the folder: it was ``[Errno 30] Read-only file system:
+    '/data/var'`` (which setting? which volume to fix?)."""
+    try:
+        make_private_dirs(path)
+    except OSError as exc:
+        raise ServiceError(
+            f"cannot create {path} ({setting}): {exc.strerror or type(exc).__name__}; give "
+            f"{setting} ({variable}) a writable folder of a volume with room"
+        ) from exc
 
 
 def template_cache_dir(data_dir: Path) -> Path | None:

@@ -34,7 +34,7 @@ from .conversion import INTERNAL_ERROR, ConversionFailure, ConversionPool
 from .conversion_deaths import ConversionDeaths, payload_key
 from .delivery import Sink, build_sink, destination_location, sink_readiness
 from .errors import ConversionUnavailable, QueueError, ServiceError
-from .file_modes import make_private_dirs, template_cache_dir
+from .file_modes import make_setting_dirs, template_cache_dir
 from .http.api import create_app
 from .http.server import EmbeddedHttpServer
 from .ingest import Ingestor, SupportChecker
@@ -138,8 +138,9 @@ class Service:
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
         config = self.config
-        make_private_dirs(config.data_dir)  # 0700: the queue and the bundles are patient data
-        make_private_dirs(config.queue.path.parent)
+        # 0700: the queue and the bundles are patient data.
+        make_setting_dirs(config.data_dir, "data_dir", "PASSERELLE_DATA_DIR")
+        make_setting_dirs(config.queue.path.parent, "queue.path", "PASSERELLE_QUEUE_PATH")
         await self.queue.start()
         self.sinks = {name: build_sink(dest) for name, dest in config.destinations.items()}
         for name, sink in self.sinks.items():

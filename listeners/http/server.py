@@ -1,8 +1,9 @@
 """uvicorn serving an ASGI app on the running event loop, for the service and the workers.
 
 The process that embeds it owns SIGTERM/SIGINT and decides when the server stops; the
-listening socket is bound here, so a busy port is an ``OSError`` at start-up ("cannot
-start", exit 1) instead of uvicorn's ``sys.exit(3)`` from inside the loop.
+listening socket is bound here, so a busy port is a ``ServiceError`` naming ``http.port``
+at start-up ("cannot start", exit 1) instead of uvicorn's ``sys.exit(3)`` from inside the
+loop.
 
 Bounds against slow or idle clients (uvicorn's h11 protocol has none before the first
 request: its keep-alive timer starts only after a response):
@@ -50,6 +51,7 @@ import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from ..binding import bind_error
 from ..config import HttpConfig
 
 __all__ = ["EmbeddedHttpServer"]
@@ -310,9 +312,21 @@ class EmbeddedHttpServer:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Bind and serve; returns once requests are answered (OSError: cannot bind)."""
+        """Bind and serve; returns once requests are answered (ServiceError: cannot bind,
+        naming ``http.port`` or ``http.host`` and the remedy)."""
         family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
-        listening = socket.create_server((self._host, self._port), family=family)
+        try:
+            listening = socket.create_server((self._host, self._port), family=family)
+        except OSError as exc:
+            raise bind_error(
+                "the HTTP API",
+                self._host,
+                self._port,
+                exc,
+                port_setting="http.port",
+                host_setting="http.host",
+                variable="PASSERELLE_HTTP_PORT",
+            ) from exc
         self._task = asyncio.create_task(self._server.serve(sockets=[listening]), name="http")
         while not self._server.started:
             if self._task.done():

@@ -82,6 +82,7 @@ import time
 from collections.abc import Sequence
 from types import TracebackType
 
+from ..binding import bind_error
 from ..config import ListenerConfig, MllpConfig
 from ..logs import describe_exception
 from .app_ack import ApplicationAckNotice
@@ -188,8 +189,12 @@ class MllpServer:
         if self._servers:
             raise RuntimeError("MllpServer already started")
         try:
-            for listener in self._listeners:
-                context = server_ssl_context(listener.tls) if listener.tls else None
+            for index, listener in enumerate(self._listeners):
+                # The one listener of an [mllp] table without [[mllp.listeners]] is named
+                # "mllp": its settings are mllp.port, mllp.tls (errors name them so).
+                implicit = len(self._listeners) == 1 and listener.name == "mllp"
+                where = "mllp" if implicit else f"mllp.listeners[{index}]"
+                context = server_ssl_context(listener.tls, f"{where}.tls") if listener.tls else None
 
                 async def on_connect(
                     reader: asyncio.StreamReader,
@@ -199,9 +204,22 @@ class MllpServer:
                 ) -> None:
                     await self._on_connect(listener, context, reader, writer)
 
-                server = await asyncio.start_server(
-                    on_connect, listener.host, listener.port, limit=_STREAM_LIMIT
-                )
+                try:
+                    server = await asyncio.start_server(
+                        on_connect, listener.host, listener.port, limit=_STREAM_LIMIT
+                    )
+                except OSError as exc:
+                    # Name the listener, its settings and the remedy (asyncio's text
+                    # named only the address).
+                    raise bind_error(
+                        f"MLLP listener {listener.name}",
+                        listener.host,
+                        listener.port,
+                        exc,
+                        port_setting=f"{where}.port",
+                        host_setting=f"{where}.host",
+                        variable="PASSERELLE_MLLP_PORT" if index == 0 else None,
+                    ) from exc
                 self._servers.append((listener, server))
                 self._log.info(
                     "MLLP listener %s on %s%s",

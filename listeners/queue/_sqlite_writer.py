@@ -216,9 +216,16 @@ class Writer:
     def _maintenance(self, conn: sqlite3.Connection) -> float:
         try:
             return self._maintain(conn)
-        except Exception:
+        except Exception as exc:
             _rollback(conn)
-            self._log.warning("queue maintenance failed; will try again", exc_info=True)
+            # Why, as the queue's other errors say it (SQLite's text, which quotes no
+            # content; of anything else its kind and place): the line said only
+            # "exception=OperationalError", a full volume and a locked file alike.
+            error = storage_error(exc, "pruning and checkpointing")
+            self._log.warning(
+                "queue maintenance failed; will try again in 60s",
+                exc_info=(type(error), error, exc.__traceback__),
+            )
             return 60.0
 
     def _gather(self) -> bool:
