@@ -89,12 +89,23 @@ def _destination(
             f"{where}.auth: {', '.join(given)} given but no auth kind (set kind = "
             '"basic", "bearer" or "oauth2"; PASSERELLE_FHIR_AUTH for the default destination)'
         )
+    # The variables too: the default destination is often configured by them alone.
     if kind == "basic" and (not auth.username or auth.password is None):
-        raise ConfigError(f"{where}.auth: basic needs username and password")
+        raise ConfigError(
+            f"{where}.auth: basic needs username and password (PASSERELLE_FHIR_USERNAME, "
+            "PASSERELLE_FHIR_PASSWORD or _FILE for the default destination)"
+        )
     if kind == "bearer" and auth.token is None:
-        raise ConfigError(f"{where}.auth: bearer needs token (or token_file)")
+        raise ConfigError(
+            f"{where}.auth: bearer needs token (or token_file) (PASSERELLE_FHIR_TOKEN or "
+            "PASSERELLE_FHIR_TOKEN_FILE for the default destination)"
+        )
     if kind == "oauth2" and not (auth.token_url and auth.client_id and auth.client_secret):
-        raise ConfigError(f"{where}.auth: oauth2 needs token_url, client_id, client_secret")
+        raise ConfigError(
+            f"{where}.auth: oauth2 needs token_url, client_id, client_secret "
+            "(PASSERELLE_FHIR_TOKEN_URL, PASSERELLE_FHIR_CLIENT_ID, "
+            "PASSERELLE_FHIR_CLIENT_SECRET or _FILE for the default destination)"
+        )
     url = section.get("url") or None
     if url is not None and not str(url).startswith(("http://", "https://")):
         raise ConfigError(f"{where}.url must be an http(s) URL")

@@ -379,9 +379,18 @@ def test_unknown_settings_name_the_key(tmp_path: Path, text: str, expected: str)
         ("[converter]\nrequest_mode = 'post'\n", r"converter\.request_mode must be one of"),
         ("[converter]\ntimezone = 'Europe/Pariss'\n", r"converter\.timezone: unknown time zone"),
         ("[destinations.x]\nurl = 'ftp://a'\n", r"destinations\.x\.url must be an http\(s\) URL"),
-        ("[destinations.x]\nauth = 'basic'\n", r"destinations\.x\.auth: basic needs username"),
-        ("[destinations.x]\nauth = 'bearer'\n", r"bearer needs token"),
-        ("[destinations.x]\nauth = 'oauth2'\n", r"oauth2 needs token_url"),
+        (
+            "[destinations.x]\nauth = 'basic'\n",
+            r"destinations\.x\.auth: basic needs username and password \(PASSERELLE_FHIR_USERNAME",
+        ),
+        (
+            "[destinations.x]\nauth = 'bearer'\n",
+            r"bearer needs token \(or token_file\) \(PASSERELLE_FHIR_TOKEN or PASSERELLE_FHIR_TO",
+        ),
+        (
+            "[destinations.x]\nauth = 'oauth2'\n",
+            r"oauth2 needs token_url, client_id, client_secret \(PASSERELLE_FHIR_TOKEN_URL",
+        ),
         ("[destinations.x]\nauth = 'kerberos'\n", r"destinations\.x\.auth\.kind must be one of"),
         ("[mllp]\ntls = { cert = 'c' }\n", r"mllp\.tls needs cert and key"),
         ("mllp = 3\n", r"\[mllp\] must be a table"),
