@@ -263,7 +263,8 @@ CASES: list[tuple[str, list[tuple[Any, ...]], str, Any]] = [
     ),
     (
         "HD[Location] HD.2 needs HD.3 ISO or UUID",
-        [("EVN", 7, "CHU-LYON^1.2.250.1.999.1.1^L")],
+        # a facility no PL names: PV1-3.4 gives CHU-LYON's OID as ISO (IG PL[Location] row 4)
+        [("EVN", 7, "CHU-LYON-SAU^1.2.250.1.999.1.7^L")],
         "Provenance.location.reference->identifier",
         ABSENT,
     ),
