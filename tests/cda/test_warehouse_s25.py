@@ -25,6 +25,7 @@ from lxml import etree
 
 from tests.cda._support import SAMPLES, convert_document, resources_of, section
 from tests.support.fhirserver import FhirServer, require_fhirserver
+from tests.support.hl7_edit import references
 
 from ._support import cda
 
@@ -84,18 +85,6 @@ def _stored(server: FhirServer, kinds: set[str]) -> dict[str, dict[str, Any]]:
         for entry in server.search(kind, _count="1000").get("entry", []):
             stored[f"{kind}/{entry['resource']['id']}"] = entry["resource"]
     return stored
-
-
-def _references(value: Any) -> Iterator[str]:
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if key == "reference" and isinstance(item, str):
-                yield item
-            else:
-                yield from _references(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _references(item)
 
 
 def _planned(kind: str, template: str, ident: str, code: str, when: str) -> str:
@@ -204,7 +193,7 @@ def test_resent_and_replaced_sample_adds_no_duplicate(fhir_server: FhirServer, s
     unresolved = {
         ref
         for resource in stored.values()
-        for ref in _references(resource)
+        for ref in references(resource)
         if not ref.startswith("#") and ref not in stored
     }
     assert unresolved == set()

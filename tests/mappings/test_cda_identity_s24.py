@@ -13,7 +13,6 @@ and in a representedOrganization) and for a Practitioner's UUID root.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any, Literal
 
 import httpx
@@ -22,6 +21,7 @@ from converter import Converter, ConverterConfig, json_dumps
 from converter.assembly.ids import stable_id
 from tests.cda._support import cda, resources_of
 from tests.support.fhirserver import FhirServer
+from tests.support.hl7_edit import references
 
 IPP_ROOT = "1.2.250.1.999.1"
 INS_ROOT = "1.2.250.1.213.1.4.8"
@@ -176,7 +176,7 @@ def test_every_reference_to_the_patient_names_its_new_id(converter: Converter) -
     assert patient["id"] == expected
     [entry] = [e for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient"]
     targets = {entry["fullUrl"], f"Patient/{expected}"}
-    found = list(_references(bundle))
+    found = list(references(bundle))
     assert any(ref in targets for ref in found)
     # No reference names a Patient other than this one.
     assert all(ref in targets for ref in found if "Patient" in ref or ref.endswith(expected))
@@ -185,18 +185,6 @@ def test_every_reference_to_the_patient_names_its_new_id(converter: Converter) -
         for r in resources_of(bundle, "Composition") + resources_of(bundle, "DocumentReference")
     ]
     assert patient_refs and set(patient_refs) <= targets
-
-
-def _references(value: Any) -> Iterator[str]:
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if key == "reference" and isinstance(item, str):
-                yield item
-            else:
-                yield from _references(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _references(item)
 
 
 def test_conditional_modes_match_the_document_patient_on_its_local_number() -> None:
