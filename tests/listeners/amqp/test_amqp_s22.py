@@ -188,21 +188,11 @@ def test_only_the_redelivery_of_a_remembered_message_is_taken_and_once() -> None
     assert unacked.take(delivered(b"H", redelivered=True))
 
 
-@pytest.mark.parametrize(
-    "error",
-    [
-        pytest.param(MemoryError(), id="MemoryError"),  # the converter re-raises it
-        pytest.param(RuntimeError("cannot schedule new futures after shutdown"), id="pool-shut"),
-    ],
-)
-async def test_mode_delivery_counts_a_conversion_that_raises_then_dead_letters_it(
-    broker: RabbitMq, names: Names, configure: Configure, error: BaseException
-) -> None:
-    """What the conversion pool raises besides a dead process (the converter lets
-    MemoryError through, "memory may come back") was returned to the queue's head every
-    second for ever, ``max_attempts`` ignored: a message that always runs the conversion
-    out of memory looped."""
-    config = configure(consumer={"mode": "delivery", "max_attempts": 3, "retry_delays": [0.1]})
+async def _dead_letter_of_a_raising_conversion(
+    config: Any, names: Names, broker: RabbitMq, error: BaseException
+) -> tuple[int, int, Any]:
+    """Publish MEM-1, whose conversion raises ``error`` in the pool each time; how often
+    it was raised, the messages left ready in the ingress queue, and its dead letter."""
     async with running_service(config) as service, AmqpClient(broker.url) as client:
         assert service.pool is not None
         real = service.pool.convert
@@ -222,6 +212,38 @@ async def test_mode_delivery_counts_a_conversion_that_raises_then_dead_letters_i
         [letter] = await client.take(names.dead_letters, 1, timeout=15)
         await asyncio.sleep(1)
         ready, _ = await client.counts(names.ingress)
+    return raised, ready, letter
+
+
+async def test_mode_delivery_dead_letters_a_conversion_out_of_memory_as_a_death(
+    broker: RabbitMq, names: Names, configure: Configure
+) -> None:
+    """The converter lets MemoryError through ("memory may come back"): it was returned to
+    the queue's head every second for ever, then (session 22) counted toward
+    ``max_attempts``; since session 25 it is a death (tests/listeners/amqp/
+    test_amqp_memory_errors_s25.py): retried alone, the third a dead letter of its own
+    kind, whatever ``max_attempts`` (here 2), its retries not counted as attempts."""
+    config = configure(consumer={"mode": "delivery", "max_attempts": 2, "retry_delays": [0.1]})
+    raised, ready, letter = await _dead_letter_of_a_raising_conversion(
+        config, names, broker, MemoryError()
+    )
+    assert raised == 3 and ready == 0
+    headers = letter.headers or {}
+    assert letter.message_id == "mem"
+    assert headers[ERROR_HEADERS["kind"]] == "ConversionOutOfMemory"
+    assert headers[ERROR_HEADERS["stage"]] == "conversion"
+    assert headers.get(H_ATTEMPTS, 0) == 0
+
+
+async def test_mode_delivery_counts_a_conversion_that_raises_then_dead_letters_it(
+    broker: RabbitMq, names: Names, configure: Configure
+) -> None:
+    """What the conversion pool raises besides a dead process or a MemoryError (a pool
+    shut down under it) was returned to the queue's head every second for ever,
+    ``max_attempts`` ignored."""
+    error = RuntimeError("cannot schedule new futures after shutdown")
+    config = configure(consumer={"mode": "delivery", "max_attempts": 3, "retry_delays": [0.1]})
+    raised, ready, letter = await _dead_letter_of_a_raising_conversion(config, names, broker, error)
     assert raised == 3 and ready == 0
     headers = letter.headers or {}
     assert letter.message_id == "mem"
