@@ -35,8 +35,11 @@ from .strict_structure import StructureProblem, check_structure, knows_structure
 __all__ = ["validate_strictly"]
 
 #: Structures whose groups hl7apy misreads (see the module docstring): checked segment by
-#: segment, their order by :mod:`converter.hl7v2.strict_structure`.
-_OWN_GROUPING = frozenset({"ORM_O01", "OML_O21", "OMG_O19"})
+#: segment, their order by :mod:`converter.hl7v2.strict_structure`. OML_O33 (orders by
+#: specimen) and OML_O35 (by specimen container) nest OML_O21's ORDER, PRIOR_RESULT and
+#: all, and hl7apy misreads them the same way: a second ORC under one SPM (or SAC) was
+#: refused ("Missing required child … OBSERVATION_PRIOR"), a DG1 before its OBR passed.
+_OWN_GROUPING = frozenset({"ORM_O01", "OML_O21", "OMG_O19", "OML_O33", "OML_O35"})
 
 _CHILD = re.compile(r"(?:child|element) ([A-Z0-9]{3})[._]([A-Z0-9]{3})_(\d+)")
 # hl7apy's wordings: "Invalid value for TN data", "… is not an HL7 valid date value".

@@ -8,10 +8,13 @@ segment that is missing. Fields and datatypes stay hl7apy's business, segment by
 
 Where the grammar is ambiguous, this reads it as the converter's grouping does
 (:mod:`converter.hl7v2.grouping`): a segment that opens an enclosing repeating group
-(OML_O21's ORDER opens with ORC) opens a new repetition of it rather than an optional
-group nested deeper that it could also open (PRIOR_RESULT's ORDER_PRIOR, whose ORC is
-optional). A prior result given with its ORC is therefore read as one more order, as the
-conversion reads it; one given without (OBR, OBX) is still a prior result.
+(OML_O21's ORDER opens with ORC) opens a new repetition of it rather than a group nested
+deeper that it could also open (PRIOR_RESULT, ORDER_PRIOR), unless that group is still
+required where it stands. A prior result given with its ORC first is therefore read as one
+more order, as the conversion reads it; one given without (OBR, OBX) is still a prior
+result, and so is one opened by its patient (PID, then ORC: PRIOR_RESULT's ORDER_PRIOR is
+required), whose next ORC opens the next order (in v2.8 too, where ORDER_PRIOR opens with
+ORC).
 
 Z-segments may stand anywhere (HL7 v2 ch. 2: a site's own segments), as hl7apy allows.
 """
@@ -167,9 +170,15 @@ class _Placer:
             child = children[k]
             if name not in child.first or (child.max >= 0 and counts[k] >= child.max):
                 continue
-            if child.is_group and name in above and child.head != name:
+            if child.is_group and name in above and counts[k] >= child.min:
                 # The head of an enclosing repeating group opens a new repetition of it,
-                # not an optional group nested here that it could also open.
+                # not a group nested here that it could also open, unless that group is
+                # still required here (the converter's rule): a prior result opened by
+                # its PID keeps its ORC (ORDER_PRIOR, required in PRIOR_RESULT), but a
+                # second ORDER_PRIOR is a new ORDER. Its head alone did not decide it:
+                # v2.8's ORDER_PRIOR opens with ORC, which then took every following
+                # order's ORC and refused its TQ1; v2.5.1's does not, whose ORC after a
+                # prior result's PID was refused.
                 return None
             return k
         return None
