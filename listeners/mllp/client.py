@@ -35,6 +35,7 @@ from .framing import (
     frame,
     is_keepalive,
 )
+from .send_checks import acknowledged_id, acknowledges, control_id, decode_text, terminated
 from .tls import client_ssl_context
 
 __all__ = [
@@ -49,6 +50,8 @@ __all__ = [
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 #: Ctrl-C: 128 + SIGINT, as ``passerelle convert``.
 EXIT_INTERRUPTED = 130
+#: Control ids of messages sent with MllpClient.send_only remembered per connection.
+_UNANSWERED_MAX = 1024
 
 
 class MllpClientError(ServiceError):
@@ -72,6 +75,12 @@ class MllpClient:
     only blanks, line ends and NUL bytes) are skipped. MLLP release 2 commit blocks
     are understood: a NAK raises :class:`CommitNakError`; an ACK is recorded in
     :attr:`last_commit` and, unless ``commit_ack_is_final``, the HL7 ACK is awaited.
+
+    A server may acknowledge a message sent with :meth:`send_only` (MSH-15 NE) all the
+    same (Mirth's MSH-15 support is optional): an ACK whose MSA-2 names such a message,
+    sent earlier on the connection, is passed over by :meth:`send` and counted in
+    :attr:`unsolicited_acks`. Taken for the next message's ACK, it put every later ACK
+    one message late.
     """
 
     def __init__(
@@ -95,6 +104,11 @@ class MllpClient:
         self._writer: asyncio.StreamWriter | None = None
         self._frames: FrameReader | None = None
         self.last_commit: CommitAck | None = None
+        #: ACKs received for messages sent with :meth:`send_only`.
+        self.unsolicited_acks = 0
+        # Control ids (MSH-10's bytes) sent with send_only on this connection, oldest
+        # first; bounded: such ACKs come at once, or never.
+        self._unanswered: dict[bytes, None] = {}
 
     @property
     def connected(self) -> bool:
@@ -114,6 +128,7 @@ class MllpClient:
             )
         self._writer = writer
         self._frames = FrameReader(reader, max_frame_bytes=self._max_frame_bytes)
+        self._unanswered.clear()
 
     async def send_only(self, payload: bytes) -> None:
         """Send one message that asks for no acknowledgement (MSH-15 NE)."""
@@ -126,6 +141,9 @@ class MllpClient:
         except BaseException:
             await self.close()
             raise
+        self._unanswered[control_id(payload)] = None
+        if len(self._unanswered) > _UNANSWERED_MAX:
+            del self._unanswered[next(iter(self._unanswered))]
 
     async def send(self, payload: bytes, *, timeout: float | None = None) -> bytes:
         """Send one message, return the ACK payload (connects first if needed).
@@ -158,13 +176,28 @@ class MllpClient:
                         if self._commit_final:
                             return reply
                         continue
+                    if self._unsolicited(reply, payload):
+                        continue
                     return reply
         except BaseException:
             await self.close()
             raise
 
+    def _unsolicited(self, reply: bytes, payload: bytes) -> bool:
+        """Whether ``reply`` acknowledges a message sent with :meth:`send_only` earlier
+        on this connection, not ``payload`` (then forgotten, and counted)."""
+        if not self._unanswered:
+            return False
+        named = acknowledged_id(reply)
+        if named is None or named not in self._unanswered or named == control_id(payload):
+            return False
+        del self._unanswered[named]
+        self.unsolicited_acks += 1
+        return True
+
     async def close(self) -> None:
         writer, self._writer, self._frames = self._writer, None, None
+        self._unanswered.clear()
         if writer is None:
             return
         writer.close()
@@ -231,7 +264,10 @@ def add_send_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
 class _Outgoing:
     label: str
     payload: bytes
+    #: MSH-10 as text, read in the message's charset (MSH-18, else UTF-8).
     control_id: str
+    #: MSH-10's bytes as sent: compared with MSA-2 in the ACK's own charset.
+    control_id_bytes: bytes
 
 
 class _UsageError(Exception):
@@ -351,7 +387,12 @@ async def _send_one(
         wait = (
             min(client.timeout or _SILENCE_WAIT, _SILENCE_WAIT) if accept in ("ER", "SU") else None
         )
-        reply = await client.send(message.payload, timeout=wait)
+        unsolicited = client.unsolicited_acks
+        try:
+            reply = await client.send(message.payload, timeout=wait)
+        finally:
+            if passed_over := client.unsolicited_acks - unsolicited:
+                codes["NE: acknowledged anyway"] += passed_over
     except TimeoutError:
         if accept == "ER":  # acknowledged only on error: silence is success
             codes["accepted (ER: no ACK)"] += 1
@@ -370,10 +411,7 @@ async def _send_one(
     code = info.code or "no MSA"
     codes[code] += 1
     problem = ""
-    # MSA-2 holds MSH-10's control bytes as \Xhh\ (raw, they could break framing).
-    if info.acknowledged_id != message.control_id and (
-        info.header.encoding.unescape(info.acknowledged_id) != message.control_id
-    ):
+    if not acknowledges(info, message.control_id_bytes):
         problem = f" — MSA-2 {info.acknowledged_id!r} does not match MSH-10"
     heading = f"{message.label} MSH-10 {message.control_id}: {code}"
     if not info.success or problem:
@@ -412,7 +450,9 @@ def _read_inputs(paths: Sequence[str]) -> Iterator[_Outgoing]:
             raise _UsageError(f"{name}: {exc}") from None
         for raw in raws:
             label = name if len(raws) == 1 else f"{name}[{raw.index}]"
-            yield _Outgoing(label, raw.data, read_header(raw.data).control_id)
+            sent_id = control_id(raw.data)
+            text = decode_text(sent_id, read_header(raw.data).codec)
+            yield _Outgoing(label, terminated(raw.data), text, sent_id)
 
 
 def _files(paths: Sequence[str]) -> Iterator[tuple[str, bytes]]:

@@ -60,6 +60,8 @@ class Connection:
     bytes_in: int = 0
     bytes_out: int = 0
     dropped: int = 0
+    #: Of them, bytes that are not line ends, blanks or NULs.
+    dropped_content: int = 0
     #: An ACK stayed unsent past ``write_timeout``: the connection is aborted, not
     #: closed (a close would wait for the peer to read that ACK, for ever).
     stalled: bool = False
@@ -115,6 +117,27 @@ class FrameLoop:
                 len(item) - len(unpadded),
             )
         return unpadded
+
+    def _log_dropped(self, conn: Connection, dropped: int, content: int) -> None:
+        """Bytes dropped outside frames: a WARNING for the first text on a connection (a
+        sender not framing its messages), DEBUG otherwise. Line ends, blanks and NULs
+        alone (a sender ending every frame with FS CR LF) were a WARNING once per
+        connection too: one per message from a sender opening a connection for each."""
+        new_content = content - conn.dropped_content
+        if new_content:
+            self._log.log(
+                logging.DEBUG if conn.dropped_content else logging.WARNING,
+                "mllp#%d: dropped %d byte(s) outside MLLP frames",
+                conn.id,
+                dropped,
+            )
+            conn.dropped_content = content
+            return
+        self._log.debug(
+            "mllp#%d: dropped %d byte(s) of line ends or blanks between MLLP frames",
+            conn.id,
+            dropped,
+        )
 
     async def serve(
         self,
@@ -203,13 +226,7 @@ class FrameLoop:
                 conn.bytes_in = frames.bytes_read
                 dropped = frames.dropped_bytes - conn.dropped
                 if dropped:
-                    # Warn once per connection (some senders add a LF after every frame).
-                    self._log.log(
-                        logging.DEBUG if conn.dropped else logging.WARNING,
-                        "mllp#%d: dropped %d byte(s) outside MLLP frames",
-                        conn.id,
-                        dropped,
-                    )
+                    self._log_dropped(conn, dropped, frames.dropped_content_bytes)
                     stats.dropped_bytes += dropped
                     conn.dropped = frames.dropped_bytes
                 if (abandoned := frames.take_abandoned())[0]:

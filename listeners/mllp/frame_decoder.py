@@ -6,7 +6,9 @@ every name here: import them from there).
 Rules:
 
 * bytes outside a frame (before ``VT``, or between ``FS CR`` and the next ``VT``) are
-  dropped and counted, as Google's MLLP adapter does;
+  dropped and counted, as Google's MLLP adapter does; those that are not
+  :data:`PADDING` (not a line end or blanks a sender puts after each frame) are also
+  counted in ``dropped_content_bytes``;
 * a ``VT`` inside a frame starts a new frame: the unfinished one is dropped (its memory
   released) and counted (``abandoned_frames``, ``abandoned_bytes``). HL7 text never
   holds a raw VT (it would be written ``\\X0B\\``), so a VT means the sender gave up on a
@@ -148,6 +150,7 @@ class FrameDecoder:
         "abandoned_bytes",
         "abandoned_frames",
         "dropped_bytes",
+        "dropped_content_bytes",
         "head_bytes",
         "max_frame_bytes",
         "oversized_frames",
@@ -168,6 +171,9 @@ class FrameDecoder:
         self.head_bytes = min(head_bytes, max_frame_bytes)
         #: Bytes seen outside any frame, since creation.
         self.dropped_bytes = 0
+        #: Those of them that are not :data:`PADDING` (the line ends, blanks and NULs
+        #: some senders put between frames): text sent outside the framing.
+        self.dropped_content_bytes = 0
         #: Unfinished frames dropped because a new start block arrived, since creation.
         self.abandoned_frames = 0
         #: Payload bytes of those frames (start blocks not counted).
@@ -213,10 +219,9 @@ class FrameDecoder:
         while pos < size:
             if not self._in_frame:
                 start = data.find(START_BLOCK, pos)
+                self._drop(data, pos, size if start < 0 else start)
                 if start < 0:
-                    self.dropped_bytes += size - pos
                     break
-                self.dropped_bytes += start - pos
                 self._in_frame = True
                 pos = start + 1
                 continue
@@ -247,6 +252,13 @@ class FrameDecoder:
             frames.append(self._finish(fs_pending=False))
             pos = end + 2
         return frames
+
+    def _drop(self, data: bytes, start: int, stop: int) -> None:
+        """Count ``data[start:stop]``, bytes outside any frame."""
+        if stop > start:
+            self.dropped_bytes += stop - start
+            # translate runs in C: a sender not framing at all costs no more than a copy.
+            self.dropped_content_bytes += len(data[start:stop].translate(None, PADDING))
 
     def _take(self, data: bytes, start: int, stop: int, *, pending: int = 0) -> None:
         """Add ``data[start:stop]`` to the frame, keeping only the head once oversized;

@@ -174,6 +174,11 @@ class FrameReader:
         return self._decoder.dropped_bytes
 
     @property
+    def dropped_content_bytes(self) -> int:
+        """Bytes read outside any frame that are not :data:`PADDING`."""
+        return self._decoder.dropped_content_bytes
+
+    @property
     def abandoned_frames(self) -> int:
         """Unfinished frames dropped because a new start block arrived."""
         return self._decoder.abandoned_frames
