@@ -22,6 +22,7 @@ from .errors import ConversionError
 from .printable import printable
 
 __all__ = [
+    "BUNDLE_MODE",
     "STOP_SIGNALS",
     "BundleWriter",
     "OutputClash",
@@ -196,20 +197,27 @@ def check_writable(folder: Path) -> None:
         return
 
 
+#: A bundle file's mode: the owner's only, as the service's folder destinations write
+#: them. Bundles hold patient data; with the umask's mode (``0644`` under the usual
+#: ``022``) every user of the host could read them.
+BUNDLE_MODE = 0o600
+
+
 def _write_whole(target: Path, text: str) -> None:
     """Write ``target`` whole or not at all: through a hidden file in the same folder,
     renamed over the target once complete. A full disk, a write error or Ctrl-C midway
     leaves no empty or truncated ``.json`` for a loader to pick up, and keeps the file of
-    an earlier run intact; the hidden file is removed (and never read as an input)."""
+    an earlier run intact; the hidden file is removed (and never read as an input). The
+    file is :data:`BUNDLE_MODE` (a stricter umask still applies)."""
     while True:
         # A short name of its own: ``.<target>.tmp`` would pass the 255-byte limit of a
         # file name first, and fail a bundle whose own name fits. O_EXCL: never write
         # through a link planted under that name, nor into one left by a run killed
-        # (kill -9) with the same process id (a container's); the umask sets the mode.
+        # (kill -9) with the same process id (a container's).
         temporary = target.with_name(f".passerelle-{os.getpid()}-{next(_temporary_numbers)}.tmp")
         _unfinished.add(temporary)  # before it exists: a signal may come in between
         try:
-            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, BUNDLE_MODE)
             break
         except FileExistsError:
             _unfinished.discard(temporary)  # not ours

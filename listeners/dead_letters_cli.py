@@ -70,6 +70,11 @@ def _usage_problem(args: argparse.Namespace) -> str | None:
     return None
 
 
+#: The wording of a template not found in reasons stored before it moved the name to
+#: ``detail`` (the name in Python's repr, single or double quotes).
+_TEMPLATE_NOT_FOUND = re.compile(r"""template ('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*") not found""")
+
+
 # -- printing (both stores) -------------------------------------------------------------------
 def _reason(error: dict[str, Any], *, payload: bool = False) -> str:
     """The error's reason without URL credentials, and without the server's diagnostics
@@ -79,8 +84,13 @@ def _reason(error: dict[str, Any], *, payload: bool = False) -> str:
     summary appended to their reason, patient values and all; it is cut out here when the
     outcome stored beside it shows what it was (``--payload`` shows the outcome itself).
     Their reasons also quoted the destination URL as configured: always shown redacted.
+    Dead letters stored before 2026-12-01 also named a template not found in their reason,
+    and a template may build that name from the message (``site/`` and a patient's name):
+    withheld unless ``payload`` (the converter now puts it in ``detail``).
     """
     reason = str(error.get("reason", ""))
+    if not payload:
+        reason = _TEMPLATE_NOT_FOUND.sub("template not found", reason)
     outcome = error.get("outcome")
     if not payload and isinstance(outcome, dict) and ": " in reason:
         from .delivery.fhir import outcome_summary  # httpx & co. only for such a record

@@ -228,7 +228,7 @@ def test_an_error_in_an_override_names_its_full_path(tmp_path: Path) -> None:
         (
             '{\n"resourceType": "Patient",\n"x": {{ emit("NoSuch") }}\n}',
             ":3",
-            "'hl7v2/resources/NoSuch.j2' not found",
+            "template not found",
         ),
         ('{\n"resourceType" "Patient"\n}', "", "output line 2"),
         ("{# nothing #}", "", "rendered nothing"),

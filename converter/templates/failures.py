@@ -33,7 +33,9 @@ def template_failure(exc: Exception, name: str, builtin_root: str) -> Conversion
         return syntax_error(exc, name, builtin_root)
     where = template_frame(exc, name, builtin_root)
     if isinstance(exc, jinja2.TemplateNotFound):
-        return TemplateError(f"template {exc.name!r} not found", template=where)
+        # The name goes to ``detail``: a template may build it from the message
+        # (``{% include "site/" ~ pid[5] %}``), and ``str(error)`` is logged.
+        return TemplateError("template not found", template=where, detail=f"template {exc.name!r}")
     if isinstance(exc, jinja2.UndefinedError):
         return TemplateError(
             f"undefined in template: {undefined_without_key(exc.message)}",

@@ -81,8 +81,10 @@ class TemplateRunner:
         except jinja2.TemplateNotFound as exc:
             # Name the template line that asked for it (emit/include), if any.
             caller = self.current_template_line()
+            # The name in ``detail``, as template_failure() gives it: it may quote the
+            # message.
             raise TemplateError(
-                f"template {exc.name!r} not found", template=caller or name
+                "template not found", template=caller or name, detail=f"template {exc.name!r}"
             ) from None
         except jinja2.TemplateSyntaxError as exc:
             raise syntax_error(exc, name, self._builtin_root) from None

@@ -245,7 +245,11 @@ def test_emit_of_a_missing_template_is_a_template_error(tmp_path: Path) -> None:
     builtin = write_templates(tmp_path, {ROOT: '{% do emit("Nope") %}'})
     with pytest.raises(TemplateError) as caught:
         render(make_session(builtin))
-    assert "hl7v2/resources/Nope.j2" in str(caught.value)
+    # The name is the error's detail: a template may build it from the message, and
+    # str(error) is what logs print.
+    assert caught.value.detail == "template 'hl7v2/resources/Nope.j2'"
+    assert "Nope" not in str(caught.value)
+    assert str(caught.value).startswith("template not found in template hl7v2/messages/R.j2:1")
 
 
 def test_emit_resolves_names_relative_to_the_family(tmp_path: Path) -> None:
