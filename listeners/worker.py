@@ -41,7 +41,8 @@ A crash (``kill -9``, power loss) gives nothing back: the jobs it leaves in flig
 recovered at the next start with their claim counted as an attempt, as are the
 deliveries still running when ``stop`` gives up waiting for them.
 
-**Outcomes are written until they commit** (:mod:`listeners.outcomes`). Once a job's
+**Outcomes are written until they commit** (:mod:`listeners.outcomes`, through
+:mod:`listeners.job_settling`, which also logs and answers them). Once a job's
 outcome is reached (delivered, to be retried, dead letter), the write that records it is
 retried in place when the queue refuses it, the job kept in memory and its row in flight,
 so the patient's later messages wait behind it; ``/ready`` says so meanwhile
@@ -67,23 +68,18 @@ from typing import Any
 
 from .config import DeliveryConfig
 from .conversion import ConversionFailure, ConversionPool
-from .conversion_deaths import (
-    ConversionDeaths,
-    dead_letter_level,
-    delivery_out_of_memory,
-)
+from .conversion_deaths import ConversionDeaths, delivery_out_of_memory
 from .delivery import (
     DestinationGate,
     OpenFailures,
     Pass,
     Sink,
-    backoff_delay,
     deliver_results,
     describe_failure,
     record_conversion,
-    retry_detail,
 )
 from .errors import DeliveryError, RejectedDeliveryError, TransientDeliveryError
+from .job_settling import JobSettler, job_fields
 from .logs import describe_exception, log_fields
 from .metrics import Metrics
 from .outcomes import DeliveryOutcome, OutcomeRecorder, OutcomeWaiters, diagnostics
@@ -148,6 +144,18 @@ class DeliveryWorkers:
         self._deaths: ConversionDeaths[int] = ConversionDeaths()
         #: Job seq → deliveries that ran out of memory (forgotten once it is delivered).
         self._memory_errors: ConversionDeaths[int] = ConversionDeaths()
+        #: Writes each job's outcome (retry later, dead letter, complete), logs it and
+        #: answers its senders; what the outcome is stays decided here.
+        self._settler = JobSettler(
+            queue,
+            config,
+            metrics,
+            self.gate,
+            self._outcomes,
+            self._waiters,
+            self._open_failures,
+            self._rng,
+        )
 
     def start(self) -> None:
         self._loop_task = asyncio.create_task(self._claim_loop(), name="delivery-claims")
@@ -260,7 +268,7 @@ class DeliveryWorkers:
                 memory = isinstance(exc, MemoryError)
                 failure = self._deaths.died(job.seq, out_of_memory=memory)
                 if failure is not None:
-                    await self._conversion_failed(job, failure)
+                    await self._settler.conversion_failed(job, failure)
                     return
                 log.warning(
                     "conversion ran out of memory; will retry alone"
@@ -268,7 +276,7 @@ class DeliveryWorkers:
                     else "conversion process died during the conversion; will retry",
                     extra=fields,
                 )
-                await self._retry(
+                await self._settler.retry(
                     job,
                     TransientDeliveryError(
                         "conversion ran out of memory" if memory else "conversion process died"
@@ -280,7 +288,7 @@ class DeliveryWorkers:
             except Exception as exc:
                 # A bug or a broken worker process must not strand the job in flight: retry it.
                 log.exception("delivery crashed; will retry", extra=fields)
-                await self._retry(
+                await self._settler.retry(
                     job,
                     TransientDeliveryError(f"internal error: {type(exc).__name__}"),
                     self._destination_of(job.envelope.route),
@@ -305,7 +313,7 @@ class DeliveryWorkers:
 
     async def _deliver(self, job: Job, granted: Pass) -> None:
         envelope = job.envelope
-        fields = _job_fields(job)
+        fields = job_fields(job)
         outcome = await self._pool.convert(
             envelope.route,
             envelope.payload,
@@ -315,7 +323,7 @@ class DeliveryWorkers:
         )
         self._deaths.converted(job.seq)
         if isinstance(outcome, ConversionFailure):
-            await self._conversion_failed(job, outcome)
+            await self._settler.conversion_failed(job, outcome)
             return
         destination = self._destination_of(envelope.route)
         sink = self._sinks[destination]
@@ -333,16 +341,16 @@ class DeliveryWorkers:
             if rank >= 2:
                 # Failed before, the destination came back since, and this bundle fails
                 # again: its own backoff; the other deliveries keep going.
-                await self._retry(job, exc, destination, fields, backoff_attempt=rank)
+                await self._settler.retry(job, exc, destination, fields, backoff_attempt=rank)
                 return
             self.gate.failed(granted, exc)
-            await self._retry(job, exc, destination, fields, paused=True)
+            await self._settler.retry(job, exc, destination, fields, paused=True)
             return
         except RejectedDeliveryError as exc:
             self._open_failures.forget(job.seq)
             self.gate.succeeded(granted)  # the server answered: the bundle was at fault
             failure = describe_failure(exc)
-            await self._dead_letter(
+            await self._settler.dead_letter(
                 job,
                 exc.dead_letter_record(destination),
                 reason="rejected",
@@ -354,7 +362,7 @@ class DeliveryWorkers:
             return
         except DeliveryError as exc:
             self.gate.failed(granted, exc)
-            await self._retry(
+            await self._settler.retry(
                 job,
                 TransientDeliveryError(str(exc), status=exc.status, outcome=exc.outcome),
                 destination,
@@ -366,29 +374,7 @@ class DeliveryWorkers:
         self._open_failures.forget(job.seq)
         self._memory_errors.converted(job.seq)
         self.gate.succeeded(granted)
-        # Delivered, whether or not the write below commits before a stop (then it is
-        # delivered again after the restart).
-        await self._outcomes.record(
-            job.seq, "complete", lambda: self._queue.complete(job.seq), fields
-        )
-        log.info("delivered", extra=fields | log_fields(destination=destination))
-        self._waiters.resolve(job.seq, DeliveryOutcome(True))
-
-    async def _conversion_failed(self, job: Job, outcome: ConversionFailure) -> None:
-        """Dead-letter a message that did not convert, with one line naming the kind."""
-        await self._dead_letter(
-            job,
-            outcome.as_record() | {"stage": "conversion"},
-            reason="conversion",
-            line="conversion failed; message dead-lettered",
-            facts=log_fields(location=outcome.location, template=outcome.template),
-            outcome=DeliveryOutcome(
-                False,
-                f"{outcome.kind}: {outcome.reason}",
-                outcome.hl7_error_code,
-                outcome.location,
-            ),
-        )
+        await self._settler.delivered(job, destination, fields)
 
     async def _delivery_out_of_memory(
         self, job: Job, destination: str, fields: dict[str, Any]
@@ -398,10 +384,10 @@ class DeliveryWorkers:
         record = delivery_out_of_memory(self._memory_errors.add(job.seq), destination)
         if record is None:
             error = TransientDeliveryError("delivery ran out of memory")
-            await self._retry(job, error, destination, fields, limited=False)
+            await self._settler.retry(job, error, destination, fields, limited=False)
             return
         self._memory_errors.converted(job.seq)
-        await self._dead_letter(
+        await self._settler.dead_letter(
             job,
             record,
             reason="out-of-memory",
@@ -409,109 +395,3 @@ class DeliveryWorkers:
             facts=log_fields(destination=destination),
             outcome=DeliveryOutcome(False, f"{record['kind']}: {record['reason']}"),
         )
-
-    async def _retry(
-        self,
-        job: Job,
-        exc: TransientDeliveryError,
-        destination: str,
-        fields: dict[str, Any],
-        *,
-        cause: BaseException | None = None,
-        paused: bool = False,
-        backoff_attempt: int | None = None,
-        limited: bool = True,
-    ) -> None:
-        """Put the job back for later, or dead-letter it at ``max_attempts``. ``cause``:
-        the original exception when ``exc`` wraps it (what the log line describes);
-        ``paused``: a failure of the destination, reported to the gate, whose next probe
-        decides when the job is due (not its own backoff); ``backoff_attempt``: the step
-        of the job's own backoff (by default its attempts); ``limited=False``: a death or
-        a ``MemoryError``, which its own limit dead-letters with its kind (not as
-        "attempts exhausted")."""
-        failure = describe_failure(cause if cause is not None else exc)
-        facts = log_fields(destination=destination, status=exc.status, error_kind=failure.kind)
-        limit = self._config.max_attempts
-        if limited and limit and job.attempts >= limit:
-            self._open_failures.forget(job.seq)
-            # Settled: its one line, like every other outcome (the README promises it).
-            await self._dead_letter(
-                job,
-                exc.dead_letter_record(destination, job.attempts),
-                reason="attempts-exhausted",
-                line="delivery failed; attempts exhausted, message dead-lettered (%s)",
-                why=failure.reason,
-                facts=facts | log_fields(attempt=job.attempts),
-                outcome=DeliveryOutcome(False, diagnostics(exc)),
-            )
-            return
-        # Due when its destination is tried again: it then waits for the probe's verdict
-        # with the other jobs for the destination, and goes at once when it is back.
-        delay = self.gate.retry_in(destination) if paused else None
-        if delay is None:
-            delay = backoff_delay(
-                backoff_attempt if backoff_attempt is not None else job.attempts,
-                initial=self._config.backoff_initial,
-                maximum=self._config.backoff_max,
-                retry_after=exc.retry_after,
-                rng=self._rng,
-            )
-        reason = str(exc.status) if exc.status else "connection"
-        error = exc.as_record()
-        if not await self._outcomes.record(
-            job.seq, "retry_later", lambda: self._queue.retry_later(job.seq, delay, error), fields
-        ):
-            return
-        self._metrics.retried.labels(destination, reason).inc()
-        detail = retry_detail(
-            failure, retry_after=exc.retry_after, maximum=self._config.backoff_max
-        )
-        log.warning(
-            "delivery failed; will retry (%s)",
-            detail,
-            extra=fields | facts | log_fields(delay_s=round(delay, 3)),
-        )
-
-    async def _dead_letter(
-        self,
-        job: Job,
-        record: dict[str, Any],
-        *,
-        reason: str,
-        line: str,
-        facts: dict[str, Any],
-        outcome: DeliveryOutcome,
-        why: str | None = None,
-    ) -> None:
-        """Dead-letter ``job`` with ``record``, then log ``line`` (``why``: its ``%s``) with
-        the record's kind and ``facts``, and answer its senders with ``outcome``; nothing
-        more when the stop came before the dead letter was written."""
-        fields = _job_fields(job)
-        if not await self._outcomes.record(
-            job.seq, "dead_letter", lambda: self._queue.dead_letter(job.seq, record), fields
-        ):
-            return
-        self._metrics.dead_lettered.labels(reason, job.envelope.message_type or "unknown").inc()
-        kind = record.get("kind")
-        # A message killing its conversion process or running out of memory is an ERROR:
-        # the host's memory or a library needs looking at, not only the message.
-        log.log(
-            dead_letter_level(kind),
-            line,
-            *(() if why is None else (why,)),
-            extra=fields | log_fields(error_kind=kind) | facts,
-        )
-        self._waiters.resolve(job.seq, outcome)
-
-
-def _job_fields(job: Job) -> dict[str, Any]:
-    """What a delivery's log lines say about its message (no content)."""
-    envelope = job.envelope
-    return log_fields(
-        seq=job.seq,
-        control_id=envelope.control_id,
-        sender=envelope.sender,
-        message_type=envelope.message_type or "unknown",
-        route=envelope.route,
-        attempt=job.attempts,
-    )

@@ -4,8 +4,9 @@
   once stored (mode "commit") or delivered (mode "delivery"); poison to the dead-letter
   exchange with error headers; transient failures through TTL retry queues.
   :mod:`.ordering` keeps a patient's messages in order (key chains, mode "commit"'s put
-  retried in place); :mod:`.settling` acks, requeues, or republishes to the retry queue
-  or the dead-letter exchange.
+  retried in place); :mod:`.delivery_mode` converts, delivers and settles in mode
+  "delivery"; :mod:`.settling` acks, requeues, or republishes to the retry queue or the
+  dead-letter exchange.
 - :mod:`.publisher` — :class:`AmqpSink`: bundles published with publisher confirms
   (``destinations.<name>.amqp``), and :class:`CompositeSink` for FHIR server + AMQP.
 - :mod:`.queue` — :class:`AmqpQueue`: ``queue.backend = "amqp"``, the MLLP listener

@@ -6,7 +6,8 @@ acknowledged only once it is safely handled:
 
 * mode ``"commit"``: stored in the service's durable queue (SQLite, or the partition queues
   with ``queue.backend = "amqp"``); the service's workers deliver it;
-* mode ``"delivery"``: converted and delivered to its route's destination.
+* mode ``"delivery"``: converted and delivered to its route's destination
+  (:mod:`.delivery_mode`).
 
 A compressed body (``content_encoding`` gzip or deflate) is decompressed, at most to
 ``amqp.max_message_bytes``, and an HL7 v2 message without MSH-18 is read in its content
@@ -50,7 +51,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import aio_pika
@@ -64,16 +64,16 @@ from aio_pika.abc import (
 from converter import ConversionError
 
 from ..config import ServiceConfig
-from ..conversion import ConversionFailure, ConversionPool
-from ..conversion_deaths import ConversionDeaths, delivery_out_of_memory, payload_key
-from ..delivery import Sink, deliver_results, record_conversion
-from ..errors import DeliveryError, QueueError, RejectedDeliveryError, TransientDeliveryError
+from ..conversion import ConversionPool
+from ..delivery import Sink
+from ..errors import QueueError
 from ..ingest import IngestQueue, SupportChecker
 from ..logs import log_fields
 from ..metrics import Metrics
 from ..retry_in_place import pause_unless
 from .body import BodyError, DecodedTooLarge
 from .broker import ConfirmedPublisher, connect, describe, is_connected
+from .delivery_mode import DeliveryMode
 from .envelope import AmqpEnvelope
 from .intake import IntakeOrder, read_envelope
 from .ordering import KeyChains, StoreInPlace, channel_gone
@@ -112,9 +112,6 @@ class AmqpConsumer:
         self._support = support
         self._metrics = metrics
         self._notify = notify
-        self._pool = pool
-        self._sinks = sinks or {}
-        self._destination_of = destination_of or (lambda route: "default")
         if self._settings.mode == "commit" and store is None:
             raise ValueError('[amqp.consumer] mode "commit" needs the service queue')
         if self._settings.mode == "delivery" and pool is None:
@@ -135,11 +132,19 @@ class AmqpConsumer:
         )
         self._inflight: set[asyncio.Task[Any]] = set()
         self._stored_unacked = StoredUnacked()
-        # Deaths of the conversion process per message, by route and bytes (it comes back
-        # from the retry queue as another delivery): the third dead-letters it.
-        self._deaths: ConversionDeaths[bytes] = ConversionDeaths()
-        #: Deliveries of a message that ran out of memory, by the same key.
-        self._memory_errors: ConversionDeaths[bytes] = ConversionDeaths()
+        #: Mode "delivery": converts, delivers and settles each message.
+        self._delivery = (
+            DeliveryMode(
+                pool,
+                sinks or {},
+                destination_of or (lambda route: "default"),
+                self._settler,
+                metrics,
+                self._listener,
+            )
+            if pool is not None
+            else None
+        )
         # Read at each scrape: 0 while the robust connection is being re-established.
         metrics.amqp_connected.labels("consumer").set_function(
             lambda: float(is_connected(self._connection))
@@ -282,7 +287,8 @@ class AmqpConsumer:
         came on a new channel was delivered again in the queue's order: it is stored."""
         async with self._chains.turn(envelope.ordering_key) as turn:
             if self._settings.mode != "commit":
-                await self._deliver(message, envelope)
+                assert self._delivery is not None
+                await self._delivery.deliver(message, envelope)
                 turn.handled = True
                 return
             if not turn.settled_before and (self._stopping or channel_gone(message)):
@@ -360,115 +366,6 @@ class AmqpConsumer:
         if not await self._settler.settle(message):
             self._stored_unacked.remember(message)
         return True
-
-    async def _deliver(self, message: AbstractIncomingMessage, envelope: AmqpEnvelope) -> None:
-        assert self._pool is not None
-        fields = self._fields(message, envelope)
-        message_type = envelope.message_type or "unknown"
-        self._metrics.received.labels(self._listener, message_type).inc()
-        destination = self._destination_of(envelope.route)
-        key = payload_key(envelope.route, envelope.payload)
-        try:
-            outcome = await self._pool.convert(
-                envelope.route,
-                envelope.payload,
-                input_type=envelope.input_type,
-                alone=self._deaths.deaths(key) > 0,
-            )
-        except (BrokenProcessPool, MemoryError) as exc:
-            # The conversion process died (OOM killer, a C-extension crash) or ran out of
-            # memory (which the converter lets through), maybe for another message: retried
-            # alone through the retry queue, up to the third death.
-            memory = isinstance(exc, MemoryError)
-            died = self._deaths.died(key, out_of_memory=memory)
-            if died is not None:
-                record = died.as_record() | {"stage": "conversion"}
-                await self._settler.dead_letter(
-                    message, record, reason="conversion", message_type=message_type, fields=fields
-                )
-                return
-            log.warning(
-                "conversion ran out of memory; will retry alone"
-                if memory
-                else "conversion process died during the conversion; will retry",
-                extra=fields,
-            )
-            failure = TransientDeliveryError(
-                "conversion ran out of memory" if memory else "conversion process died"
-            )
-            await self._settler.retry(
-                message, failure, destination, message_type, fields, counted=False
-            )
-            return
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            # What else the pool raises — a pool shut down under it — was returned to the
-            # queue's head every second for ever: counted as a transient failure instead
-            # (max_attempts, then a dead letter). The type only: never the text.
-            log.warning(
-                "conversion failed unexpectedly; will retry",
-                extra=fields | log_fields(error_kind=type(exc).__name__),
-            )
-            failure = TransientDeliveryError(f"conversion raised {type(exc).__name__}")
-            await self._settler.retry(message, failure, destination, message_type, fields)
-            return
-        self._deaths.converted(key)
-        if isinstance(outcome, ConversionFailure):
-            await self._settler.dead_letter(
-                message,
-                outcome.as_record() | {"stage": "conversion"},
-                reason="conversion",
-                message_type=message_type,
-                fields=fields,
-            )
-            return
-        sink = self._sinks[destination]
-        record_conversion(self._metrics, outcome)
-        try:
-            await deliver_results(sink, outcome, envelope, destination, self._metrics)
-        except MemoryError:
-            # Building or sending a request: counted apart (the conversion succeeded).
-            oom = delivery_out_of_memory(self._memory_errors.add(key), destination)
-            if oom is not None:
-                self._memory_errors.converted(key)
-                await self._settler.dead_letter(
-                    message, oom, reason="out-of-memory", message_type=message_type, fields=fields
-                )
-                return
-            failure = TransientDeliveryError("delivery ran out of memory")
-            await self._settler.retry(
-                message, failure, destination, message_type, fields, counted=False
-            )
-            return
-        except RejectedDeliveryError as exc:
-            record = exc.dead_letter_record(destination, self._settler.attempts(message) + 1)
-            await self._settler.dead_letter(
-                message, record, reason="rejected", message_type=message_type, fields=fields
-            )
-            return
-        except DeliveryError as exc:
-            transient = (
-                exc
-                if isinstance(exc, TransientDeliveryError)
-                else TransientDeliveryError(str(exc), status=exc.status)
-            )
-            await self._settler.retry(message, transient, destination, message_type, fields)
-            return
-        except Exception as exc:
-            # A bug: counted like a transient failure (max_attempts, then a dead letter)
-            # rather than returned to the queue's head for ever.
-            log.exception("delivery crashed; will retry", extra=fields)
-            failure = TransientDeliveryError(f"internal error: {type(exc).__name__}")
-            await self._settler.retry(message, failure, destination, message_type, fields)
-            return
-        self._memory_errors.converted(key)
-        await self._settler.settle(message)
-        log.info(
-            "delivered",
-            extra=fields
-            | log_fields(destination=destination, attempt=self._settler.attempts(message) + 1),
-        )
 
     # -- outcomes ----------------------------------------------------------------------------
     async def _poison(

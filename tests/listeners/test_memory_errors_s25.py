@@ -9,7 +9,8 @@ delivery's own count dead-letters it at the third, kind ``DeliveryOutOfMemory`` 
 A real service (MLLP, SQLite queue, conversion processes), the real test FHIR server; the
 ``MemoryError`` is raised where the request's body is made
 (:func:`listeners.delivery.base.request_body`, as :mod:`listeners.delivery.fhir` calls it),
-for the bundles of the patient named :data:`MARKER` only. The AMQP paths are tested in
+for the bundles of the patient named :data:`~tests.listeners.support.MARKER` only
+(:func:`~tests.listeners.support.out_of_memory_for_marker`). The AMQP paths are tested in
 ``tests/listeners/amqp/test_amqp_memory_errors_s25.py``.
 """
 
@@ -30,7 +31,6 @@ from listeners.conversion_deaths import (
 from listeners.delivery import bundle_bytes
 from listeners.delivery import fhir as fhir_delivery
 from listeners.delivery.base import BundleInput
-from listeners.queue.sqlite import SqliteQueue
 from tests.listeners.service.support import (
     adt,
     bundle_posts,
@@ -40,20 +40,15 @@ from tests.listeners.service.support import (
     running,
     wait_until,
 )
-from tests.listeners.test_poison_s24 import memory_error_on_huge
+from tests.listeners.support import (
+    MARKER,
+    dead_letters,
+    memory_error_on_huge,
+    out_of_memory_for_marker,
+    real_request_body,
+)
 from tests.support.fhirserver import FhirServer, require_fhirserver
 from tests.support.log_records import log_records
-
-#: Family name of the patient whose bundles run out of memory when delivered.
-MARKER = "Outofmemory"
-_request_body = fhir_delivery.request_body
-
-
-async def out_of_memory_for_marker(bundle: BundleInput, *, batch: bool) -> bytes:
-    """``request_body``, raising ``MemoryError`` for a bundle of :data:`MARKER`'s."""
-    if MARKER.encode() in bundle_bytes(bundle):
-        raise MemoryError
-    return await _request_body(bundle, batch=batch)
 
 
 @pytest.fixture(scope="module")
@@ -86,9 +81,7 @@ def test_a_delivery_running_out_of_memory_each_time_is_dead_lettered_at_the_thir
         # NEXT-2, behind OOM-1 (same patient), goes once OOM-1 is settled.
         wait_until(lambda: patients(fhir, "MRN-OOM"), timeout=30, what="the patient's next message")
         service.drained()
-        queue = service.service.queue
-        assert isinstance(queue, SqliteQueue)
-        [letter] = queue.list_dead_letters()
+        [letter] = dead_letters(service)
         dead = service.metrics().value(
             "passerelle_messages_dead_lettered_total", reason="out-of-memory"
         )
@@ -129,9 +122,7 @@ def test_max_attempts_do_not_turn_a_memory_error_into_attempts_exhausted(
         [ack] = service.send([adt("OOM-4", mrn="MRN-OOM4", family=MARKER)])
         assert ack.code == "AA"
         service.drained(timeout=30)
-        queue = service.service.queue
-        assert isinstance(queue, SqliteQueue)
-        [letter] = queue.list_dead_letters()
+        [letter] = dead_letters(service)
         exhausted = service.metrics().value(
             "passerelle_messages_dead_lettered_total", reason="attempts-exhausted"
         )
@@ -149,9 +140,7 @@ def test_max_attempts_do_not_turn_a_conversion_memory_error_into_attempts_exhaus
         [ack] = service.send([adt("HUGE-5", mrn="MRN-HUGE5")])
         assert ack.code == "AA"
         service.drained(timeout=30)
-        queue = service.service.queue
-        assert isinstance(queue, SqliteQueue)
-        [letter] = queue.list_dead_letters()
+        [letter] = dead_letters(service)
     assert letter.error["kind"] == CONVERSION_OUT_OF_MEMORY
 
 
@@ -169,7 +158,7 @@ def test_the_count_starts_again_once_the_message_is_delivered(
             if family.encode() in text and count:
                 left[family] = count - 1
                 raise MemoryError
-        return await _request_body(bundle, batch=batch)
+        return await real_request_body(bundle, batch=batch)
 
     monkeypatch.setattr(fhir_delivery, "request_body", two_memory_errors)
     with running(config) as service:
@@ -181,9 +170,7 @@ def test_the_count_starts_again_once_the_message_is_delivered(
         )
         assert [a.code for a in acks] == ["AA", "AA"]
         service.drained(timeout=30)
-        queue = service.service.queue
-        assert isinstance(queue, SqliteQueue)
-        assert queue.list_dead_letters() == []
+        assert dead_letters(service) == []
     assert left == {"Twicefirst": 0, "Twicesecond": 0}
     assert len(bundle_posts(fhir)) == 2
 
@@ -199,6 +186,4 @@ def test_a_transient_failure_of_the_destination_is_still_retried(
         assert ack.code == "AA"
         wait_until(lambda: patients(fhir, "MRN-BUSY"), timeout=30, what="BUSY-1 delivered")
         service.drained()
-        queue = service.service.queue
-        assert isinstance(queue, SqliteQueue)
-        assert queue.list_dead_letters() == []
+        assert dead_letters(service) == []

@@ -12,9 +12,9 @@ service (MLLP, SQLite queue, folder destination).
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
+import contextlib
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from listeners import conversion
+from listeners.config import ServiceConfig
 from listeners.conversion_deaths import (
     CONVERSION_OUT_OF_MEMORY,
     CONVERSION_PROCESS_DIED,
@@ -29,40 +30,48 @@ from listeners.conversion_deaths import (
     ConversionDeaths,
 )
 from listeners.conversion_turns import AloneTurns
-from listeners.queue.sqlite import SqliteQueue
-from tests.listeners.service.support import adt, make_config, running, wait_until
+from tests.listeners.service.support import (
+    RunningService,
+    adt,
+    make_config,
+    running,
+    wait_until,
+)
 from tests.listeners.service.test_conversion_timeout import delivered_control_ids
+from tests.listeners.support import (
+    dead_letters,
+    die_on_poison,
+    memory_error_on_huge,
+    slow_innocent_and_poison,
+)
 
 
-# -- run in the conversion processes (pickled by reference: module-level) ----------------------
-def die_on_poison(route: str, payload: bytes, *args: object) -> object:
-    """A message holding POISON kills its conversion process; others convert."""
-    if b"POISON" in payload:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return conversion._convert(route, payload, *args)  # type: ignore[arg-type]
+@contextlib.contextmanager
+def _folder_service(
+    config: ServiceConfig, monkeypatch: pytest.MonkeyPatch, convert: Callable[..., object]
+) -> Iterator[tuple[RunningService, Path]]:
+    """``config``'s service running, and the folder it delivers to; its conversions made
+    by ``convert`` from once it is started."""
+    out = config.destinations["default"].folder
+    assert out is not None
+    with running(config) as service:
+        monkeypatch.setattr(conversion, "_convert", convert)
+        yield service, out
 
 
-def slow_innocent_and_poison(route: str, payload: bytes, *args: object) -> object:
-    """POISON kills its process 0.3 s into each conversion; SLOW's conversions take 2 s
-    (in progress in the other process when POISON's dies)."""
-    if b"POISON" in payload:
-        time.sleep(0.3)
-        os.kill(os.getpid(), signal.SIGKILL)
-    if b"SLOW" in payload:
-        time.sleep(2.0)
-    return conversion._convert(route, payload, *args)  # type: ignore[arg-type]
-
-
-def memory_error_on_huge(route: str, payload: bytes, *args: object) -> object:
-    """HUGE runs out of memory (a MemoryError: the process survives) at each conversion."""
-    if b"HUGE" in payload:
-        raise MemoryError
-    return conversion._convert(route, payload, *args)  # type: ignore[arg-type]
-
-
-def _dead_letters(queue: object) -> list[dict[str, object]]:
-    assert isinstance(queue, SqliteQueue)
-    return [letter.error for letter in queue.list_dead_letters()]
+def _send_until_delivered(
+    service: RunningService, out: Path, messages: list[bytes], delivered: set[str]
+) -> None:
+    """Send ``messages`` (each acknowledged AA), wait until the folder ``out`` holds the
+    bundles of ``delivered`` (control ids) and no more, then until the queue is empty."""
+    acks = service.send(messages)
+    assert [a.code for a in acks] == ["AA"] * len(messages)
+    wait_until(
+        lambda: delivered_control_ids(out) == delivered,
+        timeout=60,
+        what=f"{sorted(delivered)} delivered",
+    )
+    service.drained()
 
 
 def test_a_message_killing_its_conversion_process_is_dead_lettered_at_the_third_death(
@@ -71,24 +80,16 @@ def test_a_message_killing_its_conversion_process_is_dead_lettered_at_the_third_
     # Before: after 25 s, 35 pool restarts, POISON-1 and NEXT-2 still queued, no dead letter.
     config = make_config(tmp_path)
     assert config.delivery.max_attempts == 0  # the default: retried for ever before
-    out = config.destinations["default"].folder
-    assert out is not None
     caplog.set_level("INFO", logger="passerelle")
-    with running(config) as service:
-        monkeypatch.setattr(conversion, "_convert", die_on_poison)
-        acks = service.send(
-            [adt("POISON-1", mrn="MRN-7"), adt("NEXT-2", mrn="MRN-7"), adt("OTHER-3", mrn="MRN-8")]
-        )
-        assert [a.code for a in acks] == ["AA", "AA", "AA"]
+    with _folder_service(config, monkeypatch, die_on_poison) as (service, out):
         # NEXT-2, behind POISON-1 (same patient), goes once POISON-1 is settled.
-        wait_until(
-            lambda: delivered_control_ids(out) == {"NEXT-2", "OTHER-3"},
-            timeout=60,
-            what="the poison message's patient's next message delivered",
+        _send_until_delivered(
+            service,
+            out,
+            [adt("POISON-1", mrn="MRN-7"), adt("NEXT-2", mrn="MRN-7"), adt("OTHER-3", mrn="MRN-8")],
+            {"NEXT-2", "OTHER-3"},
         )
-        service.drained()
-        queue = service.service.queue
-        [error] = _dead_letters(queue)
+        [error] = [letter.error for letter in dead_letters(service)]
         assert error["kind"] == CONVERSION_PROCESS_DIED
         assert error["stage"] == "conversion"
         assert "died 3 times" in str(error["reason"])
@@ -116,20 +117,12 @@ def test_a_message_failed_by_another_ones_death_is_still_delivered(
     # (2 s a conversion) was in progress at each of POISON-1's retries and dead-lettered
     # with it; after a death a message converts alone (listeners.conversion_turns).
     config = make_config(tmp_path, {"delivery": {"convert_processes": 2}})
-    out = config.destinations["default"].folder
-    assert out is not None
     caplog.set_level("INFO", logger="passerelle")
-    with running(config) as service:
-        monkeypatch.setattr(conversion, "_convert", slow_innocent_and_poison)
-        acks = service.send([adt("SLOW-2", mrn="MRN-2"), adt("POISON-1", mrn="MRN-1")])
-        assert [a.code for a in acks] == ["AA", "AA"]
-        wait_until(
-            lambda: delivered_control_ids(out) == {"SLOW-2"}, timeout=60, what="SLOW-2 delivered"
+    with _folder_service(config, monkeypatch, slow_innocent_and_poison) as (service, out):
+        _send_until_delivered(
+            service, out, [adt("SLOW-2", mrn="MRN-2"), adt("POISON-1", mrn="MRN-1")], {"SLOW-2"}
         )
-        service.drained()
-        queue = service.service.queue
-        assert isinstance(queue, SqliteQueue)
-        [letter] = queue.list_dead_letters()
+        [letter] = dead_letters(service)
         assert letter.envelope.control_id == "POISON-1"
         assert letter.error["kind"] == CONVERSION_PROCESS_DIED
         pool = service.service.pool
@@ -149,18 +142,12 @@ def test_a_message_running_out_of_memory_each_time_is_dead_lettered_at_the_third
     # Before: retried for ever (max_attempts = 0), each time an ERROR "delivery crashed"
     # with three tracebacks, and NEXT-2 (same patient) waited behind it for good.
     config = make_config(tmp_path)
-    out = config.destinations["default"].folder
-    assert out is not None
     caplog.set_level("INFO", logger="passerelle")
-    with running(config) as service:
-        monkeypatch.setattr(conversion, "_convert", memory_error_on_huge)
-        acks = service.send([adt("HUGE-1", mrn="MRN-9"), adt("NEXT-2", mrn="MRN-9")])
-        assert [a.code for a in acks] == ["AA", "AA"]
-        wait_until(
-            lambda: delivered_control_ids(out) == {"NEXT-2"}, timeout=60, what="NEXT-2 delivered"
+    with _folder_service(config, monkeypatch, memory_error_on_huge) as (service, out):
+        _send_until_delivered(
+            service, out, [adt("HUGE-1", mrn="MRN-9"), adt("NEXT-2", mrn="MRN-9")], {"NEXT-2"}
         )
-        service.drained()
-        [error] = _dead_letters(service.service.queue)
+        [error] = [letter.error for letter in dead_letters(service)]
         assert error["kind"] == CONVERSION_OUT_OF_MEMORY
         assert error["stage"] == "conversion"
         pool = service.service.pool

@@ -74,3 +74,12 @@ def config_file(tmp_path: Path, broker: RabbitMq, fhir: FhirServer, names: Names
 def configure(config_file: ConfigFile) -> Configure:
     """:func:`config_file`, read back as ``passerelle serve`` reads it."""
     return lambda **settings: load_config(config_file(**settings), env={})
+
+
+@pytest.fixture
+def configure_worker(configure: Configure) -> Configure:
+    """:func:`configure` for ``passerelle worker`` (``queue.backend = "amqp"``) with
+    ``partitions`` partitions; the ``[delivery]`` settings as keywords."""
+    return lambda partitions, **delivery: configure(
+        backend="amqp", amqp={"partitions": partitions}, delivery=delivery
+    )

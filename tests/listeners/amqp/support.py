@@ -345,8 +345,11 @@ async def running_service(
     config: ServiceConfig,
     *,
     grace: float = 10.0,
+    use_threads: bool = True,
 ) -> AsyncIterator[Service]:
-    service = Service(config, use_threads=True)
+    """:class:`Service` started, stopped on the way out; ``use_threads=False``: real
+    conversion processes."""
+    service = Service(config, use_threads=use_threads)
     try:
         await service.start()
         yield service

@@ -15,22 +15,24 @@ import logging
 import pytest
 
 from listeners import conversion
-from listeners.amqp import AmqpWorker
 from listeners.amqp.envelope import ERROR_HEADERS, partition_of
 from listeners.conversion_deaths import CONVERSION_PROCESS_DIED, DEATHS_TO_DEAD_LETTER
-from listeners.service import Service
+from tests.listeners.amqp.poison_support import (
+    consumed_dead_letter,
+    dead_letter_levels,
+    running_worker,
+    stored_dead_letter,
+)
 from tests.listeners.amqp.support import (
-    AmqpClient,
     Configure,
     Names,
     adt,
     envelope,
-    eventually,
     ordering_key,
     patients,
-    store,
+    running_service,
 )
-from tests.listeners.test_poison_s24 import die_on_poison, slow_innocent_and_poison
+from tests.listeners.support import die_on_poison, slow_innocent_and_poison
 from tests.support.fhirserver import FhirServer
 from tests.support.log_records import log_records
 from tests.support.rabbitmq import RabbitMq
@@ -42,41 +44,30 @@ async def test_a_message_killing_its_conversion_process_is_dead_lettered_at_the_
     fhir: FhirServer,
     broker: RabbitMq,
     names: Names,
-    configure: Configure,
+    configure_worker: Configure,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    config = configure(
-        fhir_url=fhir.base_url,
-        backend="amqp",
-        amqp={"partitions": 1},
-        delivery={"backoff_initial": 0.05, "backoff_max": 0.5},
-    )
+    config = configure_worker(1, backoff_initial=0.05, backoff_max=0.5)
     assert config.delivery.max_attempts == 0  # the default: retried for ever before
     monkeypatch.setattr(conversion, "_convert", die_on_poison)
-    worker = AmqpWorker(config)  # real conversion processes
     with log_records("passerelle") as records:
-        await worker.start()
-        try:
-            await eventually(lambda: len(worker.owned) == 1, what="the partition")
+        async with running_worker(config, partitions=1) as worker:
             # Same patient: NEXT-2 waits behind POISON-1 in its partition.
-            await store(
+            letter = await stored_dead_letter(
+                worker,
                 config,
+                broker.url,
+                names,
                 [envelope("POISON-1", "AMQ-P", "Poison"), envelope("NEXT-2", "AMQ-P", "Next")],
             )
-            await eventually(lambda: worker.processed >= 2, timeout=60, what="both settled")
-            async with AmqpClient(broker.url) as client:
-                [letter] = await client.take(names.dead_letters, 1)
             pool = worker.pool
             assert pool is not None and pool.restarts == DEATHS_TO_DEAD_LETTER
-        finally:
-            await worker.stop(5)
     headers = letter.headers or {}
     assert headers[ERROR_HEADERS["kind"]] == CONVERSION_PROCESS_DIED
     assert headers[ERROR_HEADERS["stage"]] == "conversion"
     assert b"POISON-1" in letter.body
     assert patients(fhir, "AMQ-P"), "NEXT-2 was not delivered"
-    lines = [r for r in records if r.getMessage() == "message dead-lettered"]
-    assert [r.levelno for r in lines] == [logging.ERROR]
+    assert dead_letter_levels(records) == [logging.ERROR]
 
 
 async def test_mode_delivery_dead_letters_a_message_killing_its_process_at_the_third_death(
@@ -88,42 +79,31 @@ async def test_mode_delivery_dead_letters_a_message_killing_its_process_at_the_t
     config = configure(consumer={"mode": "delivery", "retry_delays": [0.1]})
     assert config.amqp.consumer.max_attempts > DEATHS_TO_DEAD_LETTER
     monkeypatch.setattr(conversion, "_convert", die_on_poison)
-    service = Service(config)  # real conversion processes
     with log_records("passerelle") as records:
-        await service.start()
-        try:
-            async with AmqpClient(broker.url) as client:
-                await client.publish(names.ingress, "adt", adt("POISON-3", mrn="MRN-P3"))
-                [letter] = await client.take(names.dead_letters, 1)
+        # Real conversion processes.
+        async with running_service(config, use_threads=False) as service:
+            letter = await consumed_dead_letter(broker.url, names, [adt("POISON-3", mrn="MRN-P3")])
             pool = service.pool
             assert pool is not None and pool.restarts == DEATHS_TO_DEAD_LETTER
-        finally:
-            await service.stop(10)
     headers = letter.headers or {}
     assert headers[ERROR_HEADERS["kind"]] == CONVERSION_PROCESS_DIED
     assert headers[ERROR_HEADERS["stage"]] == "conversion"
     assert b"POISON-3" in letter.body
     # An ERROR, as the SQLite backend and the worker log it (was a WARNING here).
-    lines = [r for r in records if r.getMessage() == "message dead-lettered"]
-    assert [r.levelno for r in lines] == [logging.ERROR]
+    assert dead_letter_levels(records) == [logging.ERROR]
 
 
 async def test_a_message_of_another_partition_failed_by_the_poison_is_still_delivered(
     fhir: FhirServer,
     broker: RabbitMq,
     names: Names,
-    configure: Configure,
+    configure_worker: Configure,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # SLOW-2 converts in the other process when POISON-1 kills its own: failed with it,
     # retried alone, delivered. Without the turn alone it was in progress at each of the
     # poison's retries and dead-lettered with it.
-    config = configure(
-        fhir_url=fhir.base_url,
-        backend="amqp",
-        amqp={"partitions": 2},
-        delivery={"backoff_initial": 0.05, "backoff_max": 0.5, "convert_processes": 2},
-    )
+    config = configure_worker(2, backoff_initial=0.05, backoff_max=0.5, convert_processes=2)
     poison = "AMQ-P1"
     slow = next(
         mrn
@@ -131,19 +111,15 @@ async def test_a_message_of_another_partition_failed_by_the_poison_is_still_deli
         if partition_of(ordering_key(mrn), 2) != partition_of(ordering_key(poison), 2)
     )
     monkeypatch.setattr(conversion, "_convert", slow_innocent_and_poison)
-    worker = AmqpWorker(config)
     with log_records("passerelle") as records:
-        await worker.start()
-        try:
-            await eventually(lambda: len(worker.owned) == 2, what="the partitions")
-            await store(
-                config, [envelope("SLOW-2", slow, "Slow"), envelope("POISON-1", poison, "Poison")]
+        async with running_worker(config, partitions=2) as worker:
+            letter = await stored_dead_letter(
+                worker,
+                config,
+                broker.url,
+                names,
+                [envelope("SLOW-2", slow, "Slow"), envelope("POISON-1", poison, "Poison")],
             )
-            await eventually(lambda: worker.processed >= 2, timeout=60, what="both settled")
-            async with AmqpClient(broker.url) as client:
-                [letter] = await client.take(names.dead_letters, 1)
-        finally:
-            await worker.stop(5)
     assert b"POISON-1" in letter.body
     assert (letter.headers or {})[ERROR_HEADERS["kind"]] == CONVERSION_PROCESS_DIED
     assert patients(fhir, slow), "SLOW-2 was not delivered"
