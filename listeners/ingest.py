@@ -175,7 +175,19 @@ class Ingestor:
             )
             return self._ack(listener, raw_header, rejection)
         try:
-            header = peek_header(payload)
+            # Header values read in the message's charset: with MSH-18 empty, the default
+            # one, as the converter reads it (not Latin-1: a UTF-8 control id was stored
+            # double-encoded and an ERR-8 quoting MSH-9 garbled).
+            header = peek_header(payload, default_charset=self._config.converter.charset)
+            route = self._config.route_for(
+                application=header.sending_application,
+                facility=header.sending_facility,
+                listener=listener,
+            )
+            if route.converter.charset != self._config.converter.charset:
+                # The route's converter reads a message without MSH-18 in its own default
+                # charset: its stored control id and patient key are read so too.
+                header = peek_header(payload, default_charset=route.converter.charset)
         except ParseError as exc:
             outcome = AckOutcome.from_error(exc)
             self._metrics.received.labels(listener, "unreadable").inc()
@@ -195,11 +207,6 @@ class Ingestor:
                 raw_header,
                 AckOutcome.reject("207", "the message header could not be read"),
             )
-        route = self._config.route_for(
-            application=header.sending_application,
-            facility=header.sending_facility,
-            listener=listener,
-        )
         fields = log_fields(
             listener=listener,
             control_id=header.control_id,

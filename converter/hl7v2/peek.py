@@ -7,13 +7,22 @@ patient the message is about, which orders delivery.
 A sender is named two ways. :attr:`Header.sender` (HD.1 of MSH-3 and MSH-4) is what routes
 match and what orders delivery; :attr:`Header.sender_identity` (every HD component) tells
 apart facilities that share a namespace id but not a universal id, for duplicate detection.
+
+Header values are text in the message's character set, as the converter reads it: MSH-18
+(UTF-8 behind a byte order mark), else the default charset the caller passes. Read as
+Latin-1 whatever MSH-18 said, a UTF-8 ``CTRL-é`` was stored as ``CTRL-Ã©`` and an
+``ERR-8`` quoting MSH-9 was double-encoded.
 """
 
 from __future__ import annotations
 
+import codecs
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
-from ..errors import ParseError
+from ..errors import CharsetError, ParseError
+from .charset import message_codec
 from .encoding import DEFAULT_ENCODING, Encoding
 
 __all__ = ["Header", "full_hd", "peek_header"]
@@ -74,19 +83,30 @@ class Header:
         return bool(self.accept_ack_type or self.application_ack_type)
 
 
-def peek_header(data: bytes) -> Header:
-    """Read the header of one message; :class:`ParseError` when there is no usable MSH."""
+#: The byte order mark behind which a message is UTF-8 whatever MSH-18 says (as parsed).
+_BOM = b"\xef\xbb\xbf"
+
+
+def peek_header(data: bytes, *, default_charset: str = "utf-8") -> Header:
+    """Read the header of one message; :class:`ParseError` when there is no usable MSH.
+
+    ``default_charset`` (a codec name checked with
+    :func:`~.charset.charset_codec`, as the converter's) reads a message whose MSH-18 is
+    empty. Never a :class:`CharsetError`: see :func:`_line_decoder`.
+    """
     start = data.find(b"MSH")
     if start < 0 or len(data) < start + 8:
         raise ParseError("no MSH segment", location="MSH")
+    bom = data.startswith(_BOM)
     data = data[start:]
     field_sep = chr(data[3])
     if field_sep.isalnum() or field_sep in "\r\n ":
         # What stands there may be message text: it goes to detail, shown on request.
         raise ParseError("invalid field separator", location="MSH-1", detail=repr(field_sep))
     # Only MSH and the first PID are read (this runs for every received message, before
-    # its ACK); both are ASCII-compatible in every supported charset and latin-1 maps
-    # bytes 1:1, so the rest of the message is never decoded.
+    # its ACK), so the rest of the message is never decoded. MSH-2 and MSH-18 are ASCII
+    # in every supported charset: read from the line as Latin-1 (bytes 1:1), they name
+    # the codec the values are then read with.
     end = _line_end(data, 0)
     msh = data[:end].decode("latin-1").split(field_sep)
     chars = msh[1] if len(msh) > 1 else ""
@@ -97,6 +117,8 @@ def peek_header(data: bytes) -> Header:
     ):
         raise ParseError("invalid encoding characters", location="MSH-2", detail=repr(chars[:10]))
     enc = Encoding.from_msh(field_sep, chars)
+    codec, decode = _line_decoder(msh, default_charset, bom=bom)
+    msh = decode(data[:end]).split(field_sep)
 
     def field(fields: list[str], n: int) -> str:
         return fields[n] if n < len(fields) else ""
@@ -105,53 +127,95 @@ def peek_header(data: bytes) -> Header:
         value = value.split(enc.repetition, 1)[0].split(enc.component, 1)[0]
         if enc.subcomponent:  # none when MSH-2 declares only "^~\\"
             value = value.split(enc.subcomponent, 1)[0]
-        return enc.unescape(value)
+        return enc.unescape(value, codec)
 
     def hd(value: str) -> str:
         # HD.1, the namespace (as Message.sending_application); HD.2 when it is empty.
         parts = value.split(enc.repetition, 1)[0].split(enc.component)
-        return enc.unescape(parts[0] or (parts[1] if len(parts) > 1 else ""))
+        return enc.unescape(parts[0] or (parts[1] if len(parts) > 1 else ""), codec)
 
     msh9 = field(msh, 8).split(enc.component)
     patient_key = ""
     pid_start = _segment_start(data, b"PID" + field_sep.encode("latin-1"))
     if pid_start >= 0:
-        pid = data[pid_start : _line_end(data, pid_start)].decode("latin-1").split(field_sep)
+        pid = decode(data[pid_start : _line_end(data, pid_start)]).split(field_sep)
         cx = _patient_identifier(field(pid, 3), field(pid, 2), field(pid, 4), enc)
         if cx is not None:
             authority = cx[3] if len(cx) > 3 else ""
-            patient_key = f"{enc.unescape(cx[0])}^{authority}"
+            patient_key = f"{enc.unescape(cx[0], codec)}^{authority}"
     return Header(
         encoding=enc,
         sending_application=hd(field(msh, 2)),
         sending_facility=hd(field(msh, 3)),
         receiving_application=hd(field(msh, 4)),
         receiving_facility=hd(field(msh, 5)),
-        control_id=enc.unescape(field(msh, 9)),
-        message_code=enc.unescape(msh9[0]) if msh9 else "",
-        trigger=enc.unescape(msh9[1]) if len(msh9) > 1 else "",
-        structure=enc.unescape(msh9[2]) if len(msh9) > 2 else "",
+        control_id=enc.unescape(field(msh, 9), codec),
+        message_code=enc.unescape(msh9[0], codec) if msh9 else "",
+        trigger=enc.unescape(msh9[1], codec) if len(msh9) > 1 else "",
+        structure=enc.unescape(msh9[2], codec) if len(msh9) > 2 else "",
         version=first(field(msh, 11)),
         processing_id=first(field(msh, 10)),
         accept_ack_type=first(field(msh, 14)),
         application_ack_type=first(field(msh, 15)),
         charset=first(field(msh, 17)),
         patient_key=patient_key,
-        sending_application_hd=full_hd(field(msh, 2), enc),
-        sending_facility_hd=full_hd(field(msh, 3), enc),
+        sending_application_hd=full_hd(field(msh, 2), enc, codec),
+        sending_facility_hd=full_hd(field(msh, 3), enc, codec),
     )
 
 
-def full_hd(value: str, enc: Encoding) -> str:
+def _line_decoder(
+    msh: list[str], default_charset: str, *, bom: bool
+) -> tuple[str, Callable[[bytes], str]]:
+    """The codec of a message (:func:`~.charset.message_codec`, as the parser's) and how
+    its MSH and PID lines are read as text (:func:`_decode_line`).
+
+    A message whose MSH-18 names no set known here reads as Latin-1, as every message
+    once did: a peek never raises (the parser refuses the message later, with the place).
+    """
+    try:
+        codec = message_codec(msh, default_charset, bom=bom)
+        codecs.lookup(codec)
+    except (CharsetError, LookupError):
+        return "latin-1", _latin1
+    return codec, partial(_decode_line, codec=codec)
+
+
+#: A byte ``surrogateescape`` could not decode (U+DC80 to U+DCFF) → that byte as Latin-1.
+_ESCAPED_AS_LATIN1 = {0xDC00 + byte: byte for byte in range(0x80, 0x100)}
+
+
+def _decode_line(line: bytes, *, codec: str) -> str:
+    """``line`` in ``codec``; a byte not valid there reads as Latin-1, alone.
+
+    Not U+FFFD (``errors="replace"``): two control ids that differ by such a byte would
+    read as one, and a message sent in Latin-1 under a UTF-8 MSH-18 keeps the control id
+    it was stored under before. Not the whole line as Latin-1 either: a stray byte in the
+    patient's name would change the MRN of the ordering key, or one in MSH-4 the MSH-10,
+    from what the patient's or sender's other messages give. A line no byte-wise
+    fallback can read (a byte below 0x80 a multi-byte set refuses) reads as Latin-1 whole.
+    """
+    try:
+        return line.decode(codec, errors="surrogateescape").translate(_ESCAPED_AS_LATIN1)
+    except UnicodeDecodeError:
+        return line.decode("latin-1")
+
+
+def _latin1(line: bytes) -> str:
+    return line.decode("latin-1")
+
+
+def full_hd(value: str, enc: Encoding, codec: str = "utf-8") -> str:
     """An HD field (raw, in ``enc``) in canonical form: the first repetition, each
     component unescaped then escaped again with the standard delimiters, trailing empty
     components dropped (``FAC^^`` is ``FAC``), joined with ``^``.
 
     Canonical so that one sender stays one identity whatever delimiters or escapes a
     message uses, and so that the result can be split back without ambiguity.
+    ``codec`` reads the bytes of ``\\Xhh..\\`` escapes: the message's character set.
     """
     parts = [
-        DEFAULT_ENCODING.escape_text(enc.unescape(part))
+        DEFAULT_ENCODING.escape_text(enc.unescape(part, codec))
         for part in value.split(enc.repetition, 1)[0].split(enc.component)
     ]
     while parts and not parts[-1]:

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from .structure import STANDARD_GROUP_NAMES
+
 __all__ = ["StructureProblem", "check_structure", "knows_structure"]
 
 
@@ -37,7 +39,9 @@ class StructureProblem:
     #: Where in the message: 1-based index of the segment out of place, or of the one
     #: before which the missing segment was due (None: at the end of the message).
     index: int | None
-    #: The group (hl7apy's name, the structure's prefix dropped) where it was expected.
+    #: The group (hl7apy's name, the structure's prefix dropped, by the standard's name
+    #: where hl7apy misspells or makes one up: see :meth:`_Placer.short_name`) where it
+    #: was expected.
     group: str
     missing: bool
 
@@ -95,10 +99,11 @@ def _at(problem: StructureProblem, index: int) -> StructureProblem:
 
 
 class _Placer:
-    __slots__ = ("last_group", "names", "prefix")
+    __slots__ = ("last_group", "names", "prefix", "structure")
 
     def __init__(self, names: list[str], structure: str) -> None:
         self.names = names
+        self.structure = structure
         self.prefix = structure + "_"
         #: The group the last segment placed went to (to name where one has no place).
         self.last_group = structure
@@ -114,7 +119,7 @@ class _Placer:
         children = node.children
         counts = [0] * len(children)
         pos = 0
-        short = label if node.choice else node.name.removeprefix(self.prefix)
+        short = label if node.choice else self.short_name(node)
         inner = above | {node.head} if node.head is not None and node.max != 1 else above
         while i < len(names):
             name = names[i]
@@ -158,8 +163,15 @@ class _Placer:
         elif node.choice:
             what = "|".join(child.head or child.name for child in node.children)
         else:
-            what = node.head or node.name.removeprefix(self.prefix)
+            what = node.head or self.short_name(node)
         return StructureProblem(what, _index(i, names), group, missing=True)
+
+    def short_name(self, node: _Node) -> str:
+        """A group's name in errors: hl7apy's without the structure's prefix, or the
+        standard's where hl7apy's differs (its v2.5 and v2.6 OML_O21 and OML_O35 say
+        ``TIIMING``), as the conversion names it (:mod:`converter.hl7v2.structure`)."""
+        short = node.name.removeprefix(self.prefix)
+        return STANDARD_GROUP_NAMES.get((self.structure, short), short)
 
     @staticmethod
     def _find(

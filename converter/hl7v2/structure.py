@@ -21,6 +21,7 @@ from ..errors import UnsupportedMessageError
 from .grouping import group_segments
 
 __all__ = [
+    "STANDARD_GROUP_NAMES",
     "SUPPORTED_VERSIONS",
     "Node",
     "StructureCatalog",
@@ -228,8 +229,9 @@ def _field_names(spec: tuple[Any, ...]) -> dict[str, int]:
 #: Group names hl7apy made up (from the segments they hold) or misspelt where HL7 names
 #: the group: (structure, hl7apy's name) → the name of the standard's message table. HL7
 #: v2.5.1 ch. 7's OUL_R22 / OUL_R23 / OUL_R24 tables (the names v2.5 and v2.6 use too),
-#: and ch. 4's OML_O21 / OML_O35 TIMING.
-_STANDARD_GROUP_NAMES: MappingProxyType[tuple[str, str], str] = MappingProxyType(
+#: and ch. 4's OML_O21 / OML_O35 TIMING. The strict structure check
+#: (:mod:`converter.hl7v2.strict_structure`) names groups by it too.
+STANDARD_GROUP_NAMES: MappingProxyType[tuple[str, str], str] = MappingProxyType(
     {
         # hl7apy's v2.5 and v2.6 tables misspell the TIMING group of OML_O21 and OML_O35.
         ("OML_O21", "TIIMING"): "TIMING",
@@ -284,7 +286,7 @@ def _compile_group(structure: str, name: str, spec: Any, cardinality: tuple[int,
         child_name, child_spec, child_card, kind = child[0], child[1], child[2], child[3]
         if kind == "GRP":
             short = child_name.removeprefix(structure + "_")
-            short = _STANDARD_GROUP_NAMES.get((structure, short), short)
+            short = STANDARD_GROUP_NAMES.get((structure, short), short)
             children.append(_compile_group(structure, short, child_spec, tuple(child_card)))
         else:
             children.append(

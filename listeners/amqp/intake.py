@@ -133,14 +133,21 @@ def envelope_of(
     }
     if kind == "cda":
         return _cda(body, listener, config, ids)
-    header = peek_header(body)
+    # Header values read in the message's charset, as the converter reads it (a UTF-8
+    # control id was read as Latin-1 and stored double-encoded).
+    header = peek_header(body, default_charset=config.converter.charset)
     route = config.route_for(
         application=header.sending_application, facility=header.sending_facility, listener=listener
     )
     support.check(route.name, header)
-    body = apply_content_charset(
+    recoded = apply_content_charset(
         body, content_charset(message.content_type), header.charset, route.converter.charset
     )
+    if recoded is not body or route.converter.charset != config.converter.charset:
+        # What the route's converter will read: the body in the content type's charset,
+        # or without MSH-18 in the route's own default.
+        header = peek_header(recoded, default_charset=route.converter.charset)
+    body = recoded
     sender = f"{listener}/{header.sender}"
     control_id = _control_id(header.control_id)
     patient = (

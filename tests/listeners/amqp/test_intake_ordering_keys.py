@@ -65,3 +65,39 @@ def test_a_message_naming_no_patient_nor_control_id_gets_a_lane_of_its_own() -> 
     assert first != second  # before: both "…|message:None", one lane for every such message
     assert "MARTIN" not in first  # a digest, not the body
     assert _key(adt("MARTIN"), message_id="m-1").endswith("|message:m-1")
+
+
+def _control_id(
+    body: bytes, content_type: str | None = None, *, config_file: Path | None = None
+) -> str | None:
+    config = load_config(config_file, env={})
+    support = SupportChecker({"default": config.default_route()})
+    consumed: Any = _Consumed(body=body, content_type=content_type)
+    return envelope_of(consumed, listener="amqp", config=config, support=support).control_id
+
+
+def _accented(control_id: str, msh18: str = "") -> str:
+    return (
+        f"MSH|^~\\&|APP|FAC|RCV|RCVFAC|20240101120000||ADT^A08^ADT_A01|{control_id}|P|2.5"
+        f"|||||{msh18}\rEVN|A08|20240101120000\rPID|1||123^^^FAC^MR||MARTIN^JEAN\rPV1|1|I\r"
+    )
+
+
+def test_a_control_id_is_read_in_the_message_charset() -> None:
+    # Read as Latin-1 whatever MSH-18 said, a UTF-8 "CTRL-é" was stored as "CTRL-Ã©".
+    assert _control_id(_accented("CTRL-é", "UNICODE UTF-8").encode()) == "CTRL-é"
+    assert _control_id(_accented("CTRL-é").encode()) == "CTRL-é"  # the default, UTF-8
+    assert _control_id(_accented("CTRL-è", "8859/1").encode("latin-1")) == "CTRL-è"
+    # No MSH-18: the content type's charset says how the body is written.
+    latin = _accented("CTRL-è").encode("latin-1")
+    assert _control_id(latin, "x-application/hl7-v2+er7; charset=iso-8859-1") == "CTRL-è"
+
+
+def test_without_msh18_the_control_id_is_read_in_the_configured_charset(tmp_path: Path) -> None:
+    # 0xA4 is € in ISO 8859-15 and ¤ in Latin-1, which the header was read in whatever
+    # the converter's default charset said.
+    config_file = tmp_path / "passerelle.toml"
+    config_file.write_text('[converter]\ncharset = "8859/15"\n')
+    body = _accented("CTRL-€").encode("iso-8859-15")
+    assert _control_id(body, config_file=config_file) == "CTRL-€"
+
