@@ -9,7 +9,13 @@ delivery latency 0.3 s → 12.8 s median behind a 15-s conversion; for ever with
 in a process of its own, one at a time, while the pool converts the others.
 
 Real conversion processes (killed with SIGKILL, as the OOM killer would), a real service
-(MLLP, SQLite queue, folder destination).
+(MLLP, SQLite queue, folder destination). The first conversion in a process compiles its
+templates and loads the FHIR models: about a second of CPU, tens of seconds on a loaded
+host, where a conversion process (nice 10) gets a few percent of a core. So each test
+compiles the templates first, into the template cache its processes load them from, and
+waits minutes, not seconds, for what must happen; a HOLD message waits for its gate far
+longer still, so that a wait that fails is a wait for the HOLD (the behaviour fixed), not
+the end of the HOLD's own time limit.
 """
 
 from __future__ import annotations
@@ -27,26 +33,40 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from converter import ConverterConfig
+from converter import Converter, ConverterConfig
 from listeners import conversion
 from listeners.conversion import ConversionPool, ConversionResult
 from listeners.conversion_deaths import CONVERSION_PROCESS_DIED
 from listeners.queue.sqlite import SqliteQueue
-from tests.listeners.service.support import adt, make_config, running, wait_until
+from tests.listeners.service.support import (
+    adt,
+    compile_templates,
+    make_config,
+    running,
+    wait_until,
+)
 from tests.listeners.service.test_conversion_timeout import delivered_control_ids
 
 T = TypeVar("T")
+
+#: How long a HOLD message waits for its gate at most (its test opens the gate earlier).
+HOLD_LIMIT = 600.0
+#: How long a test waits for what must happen (a first conversion in a new process
+#: included: tens of seconds on a loaded host).
+PATIENCE = 180.0
 
 
 # -- run in the conversion processes (pickled by reference: module-level) ----------------------
 def gated(route: str, payload: bytes, *args: object) -> object:
     """A message names its test's directory (its family name, ``DIR=<path>;``). HOLD
-    converts once ``<path>/open`` exists (30 s at most); POISON kills its process;
+    writes ``<path>/holding``, then converts once ``<path>/open`` exists
+    (:data:`HOLD_LIMIT` at most); POISON kills its process;
     SLOWDEATH writes ``<path>/started``, then kills its process a second later. (Not in
     an environment variable: the fork server, started by the first test, keeps its own.)"""
     directory = Path(payload.split(b"DIR=", 1)[1].split(b";", 1)[0].decode())
     if b"HOLD" in payload:
-        deadline = time.monotonic() + 30
+        (directory / "holding").touch()
+        deadline = time.monotonic() + HOLD_LIMIT
         while not (directory / "open").exists() and time.monotonic() < deadline:
             time.sleep(0.02)
     if b"POISON" in payload:
@@ -70,7 +90,20 @@ def message(control_id: str, mrn: str, gate: Path) -> bytes:
     return adt(control_id, mrn=mrn, family=f"DIR={gate.parent};")
 
 
-def _run(coro: Coroutine[Any, Any, T], timeout: float = 90.0) -> T:
+def compiled_cache(tmp_path: Path) -> Path:
+    """A template cache holding the ADT templates, compiled here (see the docstring)."""
+    cache = tmp_path / "cache"
+    Converter(ConverterConfig(template_cache_dir=cache)).convert(adt("COMPILE-0"))
+    return cache
+
+
+async def holding(gate: Path) -> None:
+    """Until a HOLD message is converting (waiting for ``gate``)."""
+    while not (gate.parent / "holding").exists():
+        await asyncio.sleep(0.02)
+
+
+def _run(coro: Coroutine[Any, Any, T], timeout: float = 3 * PATIENCE) -> T:
     async def bounded() -> T:
         return await asyncio.wait_for(coro, timeout)
 
@@ -91,17 +124,17 @@ def test_a_conversion_alone_neither_waits_for_a_long_one_nor_holds_back_the_othe
 
     async def scenario() -> None:
         pool = ConversionPool(
-            {"default": ConverterConfig()}, processes=2, template_cache_dir=tmp_path / "cache"
+            {"default": ConverterConfig()}, processes=2, template_cache_dir=compiled_cache(tmp_path)
         )
         try:
             await asyncio.get_running_loop().run_in_executor(None, pool.warm_up)
             hold = asyncio.create_task(pool.convert("default", message("HOLD-1", "M1", gate)))
-            await asyncio.sleep(0.5)
+            await holding(gate)
             suspect = await asyncio.wait_for(
-                pool.convert("default", message("SUSPECT-2", "M2", gate), alone=True), 30
+                pool.convert("default", message("SUSPECT-2", "M2", gate), alone=True), PATIENCE
             )
             other = await asyncio.wait_for(
-                pool.convert("default", message("OTHER-3", "M3", gate)), 30
+                pool.convert("default", message("OTHER-3", "M3", gate)), PATIENCE
             )
             assert not hold.done()  # both converted while HOLD-1 was converting
             assert _control_ids(suspect) == ["SUSPECT-2"]
@@ -125,15 +158,15 @@ def test_a_death_alone_fails_no_other_conversion(
 
     async def scenario() -> None:
         pool = ConversionPool(
-            {"default": ConverterConfig()}, processes=2, template_cache_dir=tmp_path / "cache"
+            {"default": ConverterConfig()}, processes=2, template_cache_dir=compiled_cache(tmp_path)
         )
         try:
             await asyncio.get_running_loop().run_in_executor(None, pool.warm_up)
             hold = asyncio.create_task(pool.convert("default", message("HOLD-1", "M1", gate)))
-            await asyncio.sleep(0.5)
+            await holding(gate)
             with pytest.raises(BrokenProcessPool):
                 poison = pool.convert("default", message("POISON-2", "M2", gate), alone=True)
-                await asyncio.wait_for(poison, 20)
+                await asyncio.wait_for(poison, PATIENCE)
             assert pool.restarts == 1
             await asyncio.sleep(0.5)
             assert not hold.done()  # HOLD-1 still converting: not failed by that death
@@ -160,7 +193,7 @@ def test_a_cancelled_conversion_alone_keeps_its_turn_until_its_process_ends_it(
 
     async def scenario() -> None:
         pool = ConversionPool(
-            {"default": ConverterConfig()}, processes=1, template_cache_dir=tmp_path / "cache"
+            {"default": ConverterConfig()}, processes=1, template_cache_dir=compiled_cache(tmp_path)
         )
         try:
             await asyncio.get_running_loop().run_in_executor(None, pool.warm_up)
@@ -189,29 +222,30 @@ def test_a_steady_feed_goes_on_while_a_victim_of_a_death_converts_alone(
     # Before: its turn alone held back every other conversion until it ended (the feed
     # waited for HOLD-1, up to conversion_timeout; for ever with 0).
     config = make_config(tmp_path / "svc", {"delivery": {"convert_processes": 2}})
+    compile_templates(config, [adt("COMPILE-0")])
     out = config.destinations["default"].folder
     assert out is not None
     with running(config) as service:
         monkeypatch.setattr(conversion, "_convert", gated)
         assert [a.code for a in service.send([message("HOLD-1", "MRN-H", gate)])] == ["AA"]
-        time.sleep(1.0)  # HOLD-1 converting
+        wait_until(lambda: (gate.parent / "holding").exists(), timeout=PATIENCE)
         assert [a.code for a in service.send([message("POISON-2", "MRN-P", gate)])] == ["AA"]
         pool = service.service.pool
         assert pool is not None
-        wait_until(lambda: pool.restarts > 0, what="the pool's death")
+        wait_until(lambda: pool.restarts > 0, timeout=PATIENCE, what="the pool's death")
         feed = [message(f"FEED-{i}", f"MRN-F{i}", gate) for i in range(10)]
         assert {a.code for a in service.send(feed)} == {"AA"}
         wait_until(
             lambda: delivered_control_ids(out) >= {f"FEED-{i}" for i in range(10)},
-            timeout=20,
+            timeout=PATIENCE,
             what="the feed delivered while HOLD-1 converts alone",
         )
         assert "HOLD-1" not in delivered_control_ids(out)
         gate.touch()
         queue = service.service.queue
         assert isinstance(queue, SqliteQueue)
-        wait_until(lambda: len(queue.list_dead_letters()) == 1, timeout=40)
-        service.drained()
+        wait_until(lambda: len(queue.list_dead_letters()) == 1, timeout=PATIENCE)
+        service.drained(PATIENCE)
         assert "HOLD-1" in delivered_control_ids(out)
         [letter] = queue.list_dead_letters()
         assert letter.envelope.control_id == "POISON-2"
@@ -227,26 +261,27 @@ def test_an_api_client_sending_a_poison_message_again_kills_the_pool_once(
     # 503 inviting it to send again. Now it converts alone when sent again; the third death
     # is a 422.
     config = make_config(tmp_path / "svc", {"delivery": {"convert_processes": 2}})
+    compile_templates(config, [adt("COMPILE-0")])
     out = config.destinations["default"].folder
     assert out is not None
     caplog.set_level("INFO", logger="passerelle")
     poison = message("POISON-9", "MRN-P", gate)
-    with running(config) as service, httpx.Client(timeout=60) as client:
+    with running(config) as service, httpx.Client(timeout=PATIENCE) as client:
         monkeypatch.setattr(conversion, "_convert", gated)
         pool = service.service.pool
         assert pool is not None
         answers = [client.post(f"{service.http_url}/convert", content=poison)]
         executor = pool._executor  # the pool that replaced the dead one
         assert [a.code for a in service.send([message("HOLD-2", "MRN-H", gate)])] == ["AA"]
-        time.sleep(1.0)  # HOLD-2 converting in the pool
+        wait_until(lambda: (gate.parent / "holding").exists(), timeout=PATIENCE)
         for _ in range(2):
             answers.append(client.post(f"{service.http_url}/convert", content=poison))
         assert [a.status_code for a in answers] == [503, 503, 422]
         assert "died 3 times" in answers[2].json()["issue"][0]["diagnostics"]
         assert pool._executor is executor  # the pool did not die again
         gate.touch()
-        wait_until(lambda: "HOLD-2" in delivered_control_ids(out), timeout=30)
-        service.drained()
+        wait_until(lambda: "HOLD-2" in delivered_control_ids(out), timeout=PATIENCE)
+        service.drained(PATIENCE)
     victims = {
         getattr(r, "control_id", None)
         for r in caplog.records
@@ -264,7 +299,7 @@ def test_the_stop_ends_the_process_converting_alone_within_its_grace(
 
     async def scenario() -> None:
         pool = ConversionPool(
-            {"default": ConverterConfig()}, processes=1, template_cache_dir=tmp_path / "cache"
+            {"default": ConverterConfig()}, processes=1, template_cache_dir=compiled_cache(tmp_path)
         )
         await asyncio.get_running_loop().run_in_executor(None, pool.warm_up)
         await pool.convert("default", message("WARM-0", "M0", gate), alone=True)
@@ -274,7 +309,7 @@ def test_the_stop_ends_the_process_converting_alone_within_its_grace(
         held = asyncio.create_task(
             pool.convert("default", message("HOLD-1", "M1", gate), alone=True)
         )
-        await asyncio.sleep(0.5)
+        await holding(gate)
         started = time.monotonic()
         await asyncio.get_running_loop().run_in_executor(None, pool.close, 1.0)
         assert time.monotonic() - started < 10

@@ -552,3 +552,25 @@ def limit_queue_pages(service: RunningService, extra_pages: int | None) -> None:
         return None, 0
 
     service.call(store._submit(limit))
+
+
+# -- conversion processes on a loaded host ----------------------------------------------------
+def compile_templates(config: ServiceConfig, messages: Sequence[bytes]) -> None:
+    """Convert ``messages`` here, before the service starts, with its default route's
+    converter settings and its template cache (``data_dir/template-cache``): its
+    conversion processes then load their compiled templates instead of compiling them
+    within their first messages' ``delivery.conversion_timeout`` (a process runs at
+    nice 10: on a loaded host, compiling takes it tens of seconds)."""
+    from dataclasses import replace
+
+    from converter import Converter
+    from listeners.file_modes import template_cache_dir
+
+    converter = Converter(
+        replace(
+            config.default_route().converter.converter_config(),
+            template_cache_dir=template_cache_dir(config.data_dir),
+        )
+    )
+    for message in messages:
+        converter.convert(message)
