@@ -100,4 +100,3 @@ def test_without_msh18_the_control_id_is_read_in_the_configured_charset(tmp_path
     config_file.write_text('[converter]\ncharset = "8859/15"\n')
     body = _accented("CTRL-€").encode("iso-8859-15")
     assert _control_id(body, config_file=config_file) == "CTRL-€"
-
