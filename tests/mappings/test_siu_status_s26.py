@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from converter import Converter
+from tests.mappings.test_siu import convert
 from tests.support.fhirserver import FhirServer
 from tests.support.hl7_edit import segment
 from tests.support.r4validator import R4Validator
@@ -77,15 +78,6 @@ def parts(
         segment("AIP", {1: "1", 2: "X", 3: DOCTOR, 4: "RAD^Radiologue^L", 12: doctor}),
         segment("AIP", {1: "2", 2: nurse_action, 3: NURSE, 4: "INF^Infirmier^L", 12: nurse}),
     ]
-
-
-def convert(
-    converter: Converter, r4validator: R4Validator, data: bytes
-) -> tuple[dict[str, Any], tuple[str, ...]]:
-    conversion = converter.convert_message(data)
-    assert conversion.root_template == "hl7v2/messages/SIU.j2"
-    assert r4validator.validate(conversion.bundle) == []
-    return conversion.bundle, conversion.warnings
 
 
 def only(bundle: dict[str, Any], rtype: str) -> dict[str, Any]:
