@@ -12,7 +12,8 @@ message type and version are supported, store it durably, then acknowledge:
   is not confirmed in time (the sender resends, the retransmission waits again);
 - AR with an ERR segment when MSH cannot be read, MSH-10 is empty (101: required) or the
   type/version is not supported (or, with ``on_unsupported = "dead-letter"``, AA and a
-  dead letter to inspect);
+  dead letter to inspect); AR 103 at MSH-3, nothing stored, for a sender no route
+  matches with ``unmatched_senders = "reject"`` (:mod:`.ingest_support`);
 - no reply at all when storage fails: the connection is closed and the sender, having no
   ACK, sends again — an AE would make many senders give up on the message (each refusal
   counted in ``passerelle_queue_write_failures_total{operation="put"}``);
@@ -49,7 +50,7 @@ from converter.hl7v2 import peek_header
 from .config import MllpConfig, ServiceConfig
 from .errors import QueueError
 from .ingest_answers import DeliveryAnswers
-from .ingest_support import SupportChecker
+from .ingest_support import SupportChecker, UnmatchedSenderError
 from .logs import describe_exception, log_fields
 from .metrics import Metrics
 from .mllp.ack import (
@@ -106,6 +107,7 @@ class Ingestor:
         self._metrics = metrics
         self._acks = acks or AckBuilder(default_charset=config.converter.charset)
         self._answers = DeliveryAnswers(config.mllp, queue, workers)
+        support.unmatched.count_in(metrics)
         # (listener, connection id) of the connections that sent an ACK, oldest first.
         self._ack_warned: dict[tuple[str, int], None] = {}
 
@@ -188,6 +190,8 @@ class Ingestor:
                 # The route's converter reads a message without MSH-18 in its own default
                 # charset: its stored control id and patient key are read so too.
                 header = peek_header(payload, default_charset=route.converter.charset)
+                # Answered in that charset too: ERR-8 of ours in the set the sender reads.
+                raw_header = raw_header.with_default_charset(route.converter.charset)
         except ParseError as exc:
             outcome = AckOutcome.from_error(exc)
             self._metrics.received.labels(listener, "unreadable").inc()
@@ -231,6 +235,20 @@ class Ingestor:
         self._metrics.labelled(
             self._metrics.received, listener, header.event if header.message_code else "unknown"
         ).inc()
+        try:
+            # Before the type's support and whatever on_unsupported says: a sender nobody
+            # configured is refused unstored (a dead letter would store its messages).
+            self._support.unmatched.check(
+                self._config,
+                route,
+                listener=listener,
+                application=header.sending_application,
+                facility=header.sending_facility,
+                control_id=header.control_id or None,
+                message_type=header.message_type or None,
+            )
+        except UnmatchedSenderError as exc:
+            return self._ack(listener, raw_header, AckOutcome.from_error(exc), payload)
         try:
             self._support.check(route.name, header)
         except ConversionError as exc:

@@ -106,6 +106,17 @@ class Metrics:
             ["listener", "code"],
             registry=registry,
         )
+        # No sender label: MSH-3/MSH-4 are whatever a peer writes, and each invented
+        # value would be a series kept until restart; the WARNING names the sender.
+        self.unmatched = Counter(
+            "passerelle_messages_unmatched",
+            "Messages no configured route matched (counted when routes are configured):"
+            " outcome default, delivered to the default destination (unmatched_senders ="
+            " default); outcome refused, refused before storage (unmatched_senders ="
+            " reject: MLLP AR, AMQP dead letter). The sender is named in a WARNING",
+            ["listener", "outcome"],
+            registry=registry,
+        )
         self.duplicates = Counter(
             "passerelle_messages_duplicate",
             "Retransmissions acknowledged again, not stored",

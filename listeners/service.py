@@ -174,7 +174,7 @@ class Service:
                 },
             )
             self.workers.start()
-        support = SupportChecker(self.routes)
+        support = SupportChecker(self.routes, metrics=self.metrics)
         self.metrics.keep_types(support.event_types())
         if config.amqp.consumer.enabled:
             from .amqp.consumer import AmqpConsumer

@@ -10,7 +10,11 @@ MSH-18, the content type's ``charset`` re-encodes it as the route's converter re
 document parsed (hardened parser) for its id, type, custodian and patient id.
 
 Whatever cannot be read or is not supported raises :class:`converter.ConversionError`
-(with its HL7 error code and location): the consumer dead-letters it.
+(with its HL7 error code and location): the consumer dead-letters it. So is a message
+no configured route matches with ``unmatched_senders = "reject"``
+(:class:`~listeners.ingest_support.UnmatchedSenderError`, 103, as the MLLP listener's AR),
+before it is stored; either way its sender is named in a WARNING once
+(:class:`~listeners.ingest_support.UnmatchedSenders`).
 
 :func:`read_envelope` does all of it (decompression included) in a worker thread for a
 compressed or large body: on the event loop, a compressed body held every MLLP ACK,
@@ -132,12 +136,21 @@ def envelope_of(
         "correlation_id": message.correlation_id,
     }
     if kind == "cda":
-        return _cda(body, listener, config, ids)
+        return _cda(body, listener, config, support, ids)
     # Header values read in the message's charset, as the converter reads it (a UTF-8
     # control id was read as Latin-1 and stored double-encoded).
     header = peek_header(body, default_charset=config.converter.charset)
     route = config.route_for(
         application=header.sending_application, facility=header.sending_facility, listener=listener
+    )
+    support.unmatched.check(
+        config,
+        route,
+        listener=listener,
+        application=header.sending_application,
+        facility=header.sending_facility,
+        control_id=_control_id(header.control_id),
+        message_type=header.message_type or None,
     )
     support.check(route.name, header)
     recoded = apply_content_charset(
@@ -184,7 +197,13 @@ def _control_id(value: str) -> str | None:
     return value
 
 
-def _cda(body: bytes, listener: str, config: ServiceConfig, ids: dict[str, Any]) -> AmqpEnvelope:
+def _cda(
+    body: bytes,
+    listener: str,
+    config: ServiceConfig,
+    support: SupportChecker,
+    ids: dict[str, Any],
+) -> AmqpEnvelope:
     root = parse_clinical_document(body)
     custodian = _first(root, _CUSTODIAN)
     facility = _identifier(_first(custodian, "h:id[1]")) if custodian is not None else ""
@@ -196,6 +215,16 @@ def _cda(body: bytes, listener: str, config: ServiceConfig, ids: dict[str, Any])
     control_id = _identifier(_first(root, "h:id")) or None
     templates = [str(t) for t in root.xpath("h:templateId/@root", namespaces=NAMESPACES)]
     document_type = next((DOCUMENT_TYPES[t] for t in templates if t in DOCUMENT_TYPES), "CDA")
+    support.unmatched.check(
+        config,
+        route,
+        listener=listener,
+        application="",
+        facility=facility,
+        control_id=control_id,
+        message_type=document_type,
+        document=True,
+    )
     sender = f"{listener}/^{facility}"
     patient = (
         _identifier(_first(root, _PATIENT_ID))

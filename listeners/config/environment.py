@@ -29,6 +29,7 @@ ENV_SETTINGS: Mapping[str, str] = {
     "PASSERELLE_LOG_FORMAT": "log_format",
     "PASSERELLE_LOG_LEVEL": "log_level",
     "PASSERELLE_PROCESSING_IDS": "processing_ids",
+    "PASSERELLE_UNMATCHED_SENDERS": "unmatched_senders",
     "PASSERELLE_MLLP_HOST": "mllp.host",
     "PASSERELLE_MLLP_PORT": "mllp.port",
     "PASSERELLE_MLLP_ACK_AFTER": "mllp.ack_after",

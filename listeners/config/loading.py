@@ -177,6 +177,7 @@ def _build(raw: dict[str, Any], base: Path) -> ServiceConfig:
             "routes",
             "amqp",
             "processing_ids",
+            "unmatched_senders",
         },
     )
     data_dir = _path(top.get("data_dir", "var"), base, "data_dir")
@@ -220,8 +221,21 @@ def _build(raw: dict[str, Any], base: Path) -> ServiceConfig:
         routes=routes,
         amqp=amqp,
         processing_ids=processing_ids,
+        unmatched_senders=_unmatched_senders(top.get("unmatched_senders", "default"), routes),
     )
     return config
+
+
+def _unmatched_senders(value: object, routes: tuple[RouteConfig, ...]) -> Any:
+    """``unmatched_senders``; "reject" without routes would refuse every message."""
+    policy = _choice(value, ("default", "reject"), "unmatched_senders")
+    if policy == "reject" and not routes:
+        raise ConfigError(
+            'unmatched_senders = "reject" refuses the messages no route matches, and no '
+            "route is configured: every message would be refused (add the senders' "
+            '[[routes]], or keep unmatched_senders = "default")'
+        )
+    return policy
 
 
 def _check_routes(routes: tuple[RouteConfig, ...], mllp: MllpConfig) -> None:

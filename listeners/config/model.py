@@ -347,6 +347,11 @@ class ServiceConfig:
     amqp: AmqpConfig = field(default_factory=AmqpConfig)
     #: MSH-11.1 values accepted by the default route and by routes that do not say.
     processing_ids: tuple[str, ...] = ()
+    #: What becomes of a message no configured route matches: "default" delivers it to
+    #: the default destination (as before), "reject" refuses it before it is stored (MLLP
+    #: AR, AMQP dead letter): a sender nobody configured (a mistyped MSH-3, a new
+    #: training system) must not reach a destination that may be production.
+    unmatched_senders: Literal["default", "reject"] = "default"
 
     def __post_init__(self) -> None:
         # Frozen means frozen: a dict here could be changed in place by any holder.
@@ -364,6 +369,12 @@ class ServiceConfig:
             if route.matches(application=application, facility=facility, listener=listener):
                 return route
         return self.default_route()
+
+    def unmatched(self, route: RouteConfig) -> bool:
+        """Whether ``route`` (of :meth:`route_for`) means that no configured route matched:
+        the default route while routes are configured (without any, the default route is
+        every sender's, as intended)."""
+        return bool(self.routes) and route.name == "default"
 
     def redacted(self) -> dict[str, Any]:
         """The effective configuration for display, secrets masked (``Secret`` values, the
