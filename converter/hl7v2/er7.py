@@ -14,6 +14,7 @@ from ..errors import ConversionError, ParseError
 from .charset import decode_message, message_codec
 from .encoding import Encoding
 from .message import Message, Segment
+from .peek import header_decoder
 from .structure import StructureCatalog, group_segments
 
 __all__ = ["RawMessage", "parse_message", "split_messages"]
@@ -108,6 +109,9 @@ def parse_message(
     The character set is :func:`~.charset.message_codec`'s: MSH-18, or UTF-8 behind a
     byte order mark whatever MSH-18 (or ``default_charset``) says. Bytes that are not
     UTF-8 after all are a located CharsetError, as in any UTF-8 message.
+
+    Errors name the message by MSH-10 and MSH-9 read as :func:`~.peek.peek_header` reads
+    them (:func:`_named`), in that character set, even when the rest cannot be decoded.
     """
     has_bom = data.startswith(_BOM)
     if has_bom:
@@ -119,9 +123,9 @@ def parse_message(
         raise ParseError("invalid field separator", location="MSH-1", detail=repr(field_sep))
     msh_end = data.find(b"\r")
     msh_line = data if msh_end < 0 else data[:msh_end]
-    # MSH itself is ASCII in every supported charset; read MSH-2 and MSH-18 from it.
+    # MSH-2 and MSH-18 are ASCII in every supported charset: read from the line as
+    # Latin-1 (bytes 1:1), they name the codec the message is then read with.
     msh_fields = msh_line.decode("latin-1").split(field_sep)
-    control_id = msh_fields[9] if len(msh_fields) > 9 else None
     encoding_chars = msh_fields[1] if len(msh_fields) > 1 else ""
     if (
         not 2 <= len(encoding_chars) <= 5
@@ -130,6 +134,7 @@ def parse_message(
     ):
         # The value goes to detail: when MSH-2 is left out, MSH-3 (or, without a CR, the
         # rest of the message) is read in its place.
+        control_id, _ = _named(msh_line, msh_fields, None, default_charset, bom=has_bom)
         raise ParseError(
             "invalid encoding characters",
             location="MSH-2",
@@ -137,14 +142,11 @@ def parse_message(
             detail=_excerpt(encoding_chars.encode("latin-1")),
         )
     enc = Encoding.from_msh(field_sep, encoding_chars)
-    # code^trigger from the raw MSH-9 (ASCII in every supported charset), so that errors
-    # found before the segments are read still name the message type.
-    msh9_head = msh_fields[8].split(enc.component) if len(msh_fields) > 8 else [""]
-    message_type = "^".join(msh9_head[:2]) if msh9_head[0] else None
     try:
         codec = message_codec(msh_fields, default_charset, bom=has_bom)
         text = decode_message(data, codec)
     except ParseError as exc:
+        control_id, message_type = _named(msh_line, msh_fields, enc, default_charset, bom=has_bom)
         raise exc.with_context(control_id=control_id, message_type=message_type) from None
 
     segments: list[Segment] = []
@@ -159,6 +161,9 @@ def parse_message(
             # (a name, an address), so the error names its number and the segment before
             # (a checked name), and the text goes to detail.
             after = f" after {rows[-1][2]}" if rows else ""
+            control_id, message_type = _named(
+                msh_line, msh_fields, enc, default_charset, bom=has_bom
+            )
             raise ParseError(
                 f"invalid segment{after}: a segment starts with its name and the field "
                 "separator (a line break inside a field?)",
@@ -178,12 +183,14 @@ def parse_message(
     version = msh12.split(enc.component, 1)[0]
     event = "^".join(msh9_parts[:2]) if len(msh9_parts) > 1 else msh9
     if not msh9_parts[0]:
+        control_id, _ = _named(msh_line, msh_fields, enc, default_charset, bom=has_bom)
         raise ParseError("MSH-9 message type is empty", location="MSH-9", control_id=control_id)
     try:
         version_catalog = catalog.version(version)
     except ConversionError as exc:
+        control_id, message_type = _named(msh_line, msh_fields, enc, default_charset, bom=has_bom)
         # code^trigger, as Message.event and every other error name the type.
-        raise exc.with_context(control_id=control_id, message_type=event) from None
+        raise exc.with_context(control_id=control_id, message_type=message_type) from None
     for name, fields, label in rows:
         segments.append(
             Segment(name, fields, enc, codec, label, version_catalog.segment_names.get(name))
@@ -200,6 +207,35 @@ def parse_message(
     )
     group_segments(version_catalog.structure(structure) if structure else None, segments, message)
     return message
+
+
+def _named(
+    msh_line: bytes,
+    msh_fields: list[str],
+    enc: Encoding | None,
+    default_charset: str,
+    *,
+    bom: bool,
+) -> tuple[str | None, str | None]:
+    """MSH-10 and MSH-9's ``code^trigger`` of a message an error is about, as
+    :func:`~.peek.peek_header` reads them (``None`` when absent or empty).
+
+    In the message's character set, not Latin-1: the control id an error carries reaches
+    the dead-letter record and the logs, where it must be the one the message was queued
+    and acknowledged under (a UTF-8 ``CTRL-é`` read ``CTRL-Ã©``). Read from the MSH line
+    alone, so that it holds when the rest of the message cannot be decoded; a byte not
+    valid in that set reads as Latin-1, alone, as the peek reads it. Unescaped with
+    ``enc``, as :attr:`Message.control_id`; raw when MSH-2 is unusable (``enc`` None).
+    Only called for an error: the hot path decodes nothing twice.
+    """
+    codec, decode = header_decoder(msh_fields, default_charset, bom=bom)
+    fields = decode(msh_line).split(chr(msh_line[3]))
+    control_id = fields[9] if len(fields) > 9 else ""
+    if enc is None:
+        return control_id or None, None
+    msh9 = (fields[8] if len(fields) > 8 else "").split(enc.component)
+    message_type = "^".join(enc.unescape(part, codec) for part in msh9[:2])
+    return enc.unescape(control_id, codec) or None, message_type if msh9[0] else None
 
 
 def _excerpt(raw: bytes) -> str:

@@ -17,7 +17,7 @@ Latin-1 whatever MSH-18 said, a UTF-8 ``CTRL-é`` was stored as ``CTRL-Ã©`` an
 from __future__ import annotations
 
 import codecs
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -25,7 +25,7 @@ from ..errors import CharsetError, ParseError
 from .charset import message_codec
 from .encoding import DEFAULT_ENCODING, Encoding
 
-__all__ = ["Header", "full_hd", "peek_header"]
+__all__ = ["Header", "full_hd", "header_decoder", "peek_header"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +92,7 @@ def peek_header(data: bytes, *, default_charset: str = "utf-8") -> Header:
 
     ``default_charset`` (a codec name checked with
     :func:`~.charset.charset_codec`, as the converter's) reads a message whose MSH-18 is
-    empty. Never a :class:`CharsetError`: see :func:`_line_decoder`.
+    empty. Never a :class:`CharsetError`: see :func:`header_decoder`.
     """
     start = data.find(b"MSH")
     if start < 0 or len(data) < start + 8:
@@ -117,7 +117,7 @@ def peek_header(data: bytes, *, default_charset: str = "utf-8") -> Header:
     ):
         raise ParseError("invalid encoding characters", location="MSH-2", detail=repr(chars[:10]))
     enc = Encoding.from_msh(field_sep, chars)
-    codec, decode = _line_decoder(msh, default_charset, bom=bom)
+    codec, decode = header_decoder(msh, default_charset, bom=bom)
     msh = decode(data[:end]).split(field_sep)
 
     def field(fields: list[str], n: int) -> str:
@@ -164,14 +164,17 @@ def peek_header(data: bytes, *, default_charset: str = "utf-8") -> Header:
     )
 
 
-def _line_decoder(
-    msh: list[str], default_charset: str, *, bom: bool
+def header_decoder(
+    msh: Sequence[str], default_charset: str, *, bom: bool
 ) -> tuple[str, Callable[[bytes], str]]:
     """The codec of a message (:func:`~.charset.message_codec`, as the parser's) and how
-    its MSH and PID lines are read as text (:func:`_decode_line`).
+    its MSH and PID lines are read as text (:func:`_decode_line`); ``msh`` is the MSH
+    line split on the field separator (as Latin-1: only MSH-18 is read from it).
 
     A message whose MSH-18 names no set known here reads as Latin-1, as every message
     once did: a peek never raises (the parser refuses the message later, with the place).
+    The parser names the message its errors are about with it too
+    (:func:`~.er7.parse_message`), so that an error and the queue give one control id.
     """
     try:
         codec = message_codec(msh, default_charset, bom=bom)

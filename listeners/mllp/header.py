@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from converter.errors import CharsetError
 from converter.hl7v2.charset import codec_for
@@ -87,6 +87,22 @@ class MessageHeader:
     def enhanced_mode(self) -> bool:
         """MSH-15 or MSH-16 valued: enhanced acknowledgement mode."""
         return bool(self.accept_ack_type or self.application_ack_type)
+
+    def with_default_charset(self, default_charset: str) -> MessageHeader:
+        """This header as :func:`read_header` reads it with ``default_charset`` (a codec
+        name, as the settings hold it): a message whose MSH-18 is empty is answered in
+        that set, one naming its own set is unchanged.
+
+        For a route whose ``converter.charset`` is not the service's: its converter reads
+        such a message in that set, its sender writes and reads in it, and an ACK written
+        in the service's default garbled the text of our own (ERR-8 quoting MSH-9: ``€``
+        written as UTF-8's three bytes for an ISO 8859-15 sender). Received bytes (MSA-2)
+        are copied as sent either way. What the header was judged by
+        (:meth:`rejection`) is kept: the service's default read it before any route
+        was known.
+        """
+        codec = _safe_codec(self.field(18).split(self.encoding.repetition, 1)[0], default_charset)
+        return self if codec == self.codec else replace(self, codec=codec)
 
     def version_tuple(self) -> tuple[int, ...] | None:
         parts = self.version.split(".")
