@@ -11,7 +11,8 @@ A real service (MLLP, SQLite queue, conversion processes), the real test FHIR se
 (:func:`listeners.delivery.base.request_body`, as :mod:`listeners.delivery.fhir` calls it),
 for the bundles of the patient named :data:`~tests.listeners.support.MARKER` only
 (:func:`~tests.listeners.support.out_of_memory_for_marker`). The AMQP paths are tested in
-``tests/listeners/amqp/test_amqp_memory_errors_s25.py``.
+``tests/listeners/amqp/test_amqp_memory_errors_s25.py``. Templates compiled first, waits of
+minutes: :func:`tests.listeners.support.prepared_config` (a loaded host).
 """
 
 from __future__ import annotations
@@ -35,16 +36,17 @@ from tests.listeners.service.support import (
     adt,
     bundle_posts,
     fresh,
-    make_config,
     patients,
     running,
     wait_until,
 )
 from tests.listeners.support import (
     MARKER,
+    PATIENCE,
     dead_letters,
     memory_error_on_huge,
     out_of_memory_for_marker,
+    prepared_config,
     real_request_body,
 )
 from tests.support.fhirserver import FhirServer, require_fhirserver
@@ -66,7 +68,7 @@ def fhir(fhir_server: FhirServer) -> FhirServer:
 def test_a_delivery_running_out_of_memory_each_time_is_dead_lettered_at_the_third(
     tmp_path: Path, fhir: FhirServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = make_config(tmp_path, fhir_url=fhir.base_url)
+    config = prepared_config(tmp_path, fhir_url=fhir.base_url)
     assert config.delivery.max_attempts == 0  # the default: retried for ever before
     monkeypatch.setattr(fhir_delivery, "request_body", out_of_memory_for_marker)
     with log_records("passerelle") as records, running(config) as service:
@@ -79,8 +81,10 @@ def test_a_delivery_running_out_of_memory_each_time_is_dead_lettered_at_the_thir
         )
         assert [a.code for a in acks] == ["AA", "AA", "AA"]
         # NEXT-2, behind OOM-1 (same patient), goes once OOM-1 is settled.
-        wait_until(lambda: patients(fhir, "MRN-OOM"), timeout=30, what="the patient's next message")
-        service.drained()
+        wait_until(
+            lambda: patients(fhir, "MRN-OOM"), timeout=PATIENCE, what="the patient's next message"
+        )
+        service.drained(PATIENCE)
         [letter] = dead_letters(service)
         dead = service.metrics().value(
             "passerelle_messages_dead_lettered_total", reason="out-of-memory"
@@ -116,12 +120,12 @@ def test_max_attempts_do_not_turn_a_memory_error_into_attempts_exhausted(
     # max_attempts below the out-of-memory limit: before, the second MemoryError was a dead
     # letter "attempts exhausted" of kind TransientDeliveryError, the cause hidden. The
     # out-of-memory limit decides, with its kind (a conversion's death likewise).
-    config = make_config(tmp_path, {"delivery": {"max_attempts": 2}}, fhir_url=fhir.base_url)
+    config = prepared_config(tmp_path, {"delivery": {"max_attempts": 2}}, fhir_url=fhir.base_url)
     monkeypatch.setattr(fhir_delivery, "request_body", out_of_memory_for_marker)
     with running(config) as service:
         [ack] = service.send([adt("OOM-4", mrn="MRN-OOM4", family=MARKER)])
         assert ack.code == "AA"
-        service.drained(timeout=30)
+        service.drained(timeout=PATIENCE)
         [letter] = dead_letters(service)
         exhausted = service.metrics().value(
             "passerelle_messages_dead_lettered_total", reason="attempts-exhausted"
@@ -134,12 +138,12 @@ def test_max_attempts_do_not_turn_a_conversion_memory_error_into_attempts_exhaus
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The same for a conversion's MemoryError (a folder destination: no delivery made).
-    config = make_config(tmp_path, {"delivery": {"max_attempts": 2}})
+    config = prepared_config(tmp_path, {"delivery": {"max_attempts": 2}})
     monkeypatch.setattr(conversion, "_convert", memory_error_on_huge)
     with running(config) as service:
         [ack] = service.send([adt("HUGE-5", mrn="MRN-HUGE5")])
         assert ack.code == "AA"
-        service.drained(timeout=30)
+        service.drained(timeout=PATIENCE)
         [letter] = dead_letters(service)
     assert letter.error["kind"] == CONVERSION_OUT_OF_MEMORY
 
@@ -149,7 +153,7 @@ def test_the_count_starts_again_once_the_message_is_delivered(
 ) -> None:
     # Two MemoryErrors, then the memory is back: delivered. A later message of the same
     # patient that runs out of memory twice is delivered too (its own count, from zero).
-    config = make_config(tmp_path, fhir_url=fhir.base_url)
+    config = prepared_config(tmp_path, fhir_url=fhir.base_url)
     left = {"Twicefirst": 2, "Twicesecond": 2}
 
     async def two_memory_errors(bundle: BundleInput, *, batch: bool) -> bytes:
@@ -169,7 +173,7 @@ def test_the_count_starts_again_once_the_message_is_delivered(
             ]
         )
         assert [a.code for a in acks] == ["AA", "AA"]
-        service.drained(timeout=30)
+        service.drained(timeout=PATIENCE)
         assert dead_letters(service) == []
     assert left == {"Twicefirst": 0, "Twicesecond": 0}
     assert len(bundle_posts(fhir)) == 2
@@ -180,10 +184,10 @@ def test_a_transient_failure_of_the_destination_is_still_retried(
 ) -> None:
     # More transient failures than the out-of-memory limit: never a dead letter.
     fhir.fail(503, count=DEATHS_TO_DEAD_LETTER + 2)
-    config = make_config(tmp_path, fhir_url=fhir.base_url)
+    config = prepared_config(tmp_path, fhir_url=fhir.base_url)
     with running(config) as service:
         [ack] = service.send([adt("BUSY-1", mrn="MRN-BUSY")])
         assert ack.code == "AA"
-        wait_until(lambda: patients(fhir, "MRN-BUSY"), timeout=30, what="BUSY-1 delivered")
-        service.drained()
+        wait_until(lambda: patients(fhir, "MRN-BUSY"), timeout=PATIENCE, what="BUSY-1 delivered")
+        service.drained(PATIENCE)
         assert dead_letters(service) == []

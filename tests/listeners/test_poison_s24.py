@@ -6,7 +6,11 @@ each retry failed the other conversions in progress. Now the third death while c
 a message dead-letters it (kind ``ConversionProcessDied``, stage conversion).
 
 Real conversion processes that SIGKILL themselves (as the OOM killer would), a real
-service (MLLP, SQLite queue, folder destination).
+service (MLLP, SQLite queue, folder destination). Each death replaces the pool, whose new
+processes load the FHIR models and templates at their first conversion: tens of seconds
+on a loaded host (they run at nice 10). So the templates are compiled first, into the
+cache the processes load them from, and the waits are minutes
+(:func:`tests.listeners.support.prepared_config`, :data:`~tests.listeners.support.PATIENCE`).
 """
 
 from __future__ import annotations
@@ -30,18 +34,15 @@ from listeners.conversion_deaths import (
     ConversionDeaths,
 )
 from listeners.conversion_turns import AloneTurns
-from tests.listeners.service.support import (
-    RunningService,
-    adt,
-    make_config,
-    running,
-    wait_until,
-)
+from tests.listeners.service.support import RunningService, adt, running, wait_until
 from tests.listeners.service.test_conversion_timeout import delivered_control_ids
 from tests.listeners.support import (
+    PATIENCE,
     dead_letters,
     die_on_poison,
+    marker_dir,
     memory_error_on_huge,
+    prepared_config,
     slow_innocent_and_poison,
 )
 
@@ -68,17 +69,17 @@ def _send_until_delivered(
     assert [a.code for a in acks] == ["AA"] * len(messages)
     wait_until(
         lambda: delivered_control_ids(out) == delivered,
-        timeout=60,
+        timeout=PATIENCE,
         what=f"{sorted(delivered)} delivered",
     )
-    service.drained()
+    service.drained(PATIENCE)
 
 
 def test_a_message_killing_its_conversion_process_is_dead_lettered_at_the_third_death(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Before: after 25 s, 35 pool restarts, POISON-1 and NEXT-2 still queued, no dead letter.
-    config = make_config(tmp_path)
+    config = prepared_config(tmp_path)
     assert config.delivery.max_attempts == 0  # the default: retried for ever before
     caplog.set_level("INFO", logger="passerelle")
     with _folder_service(config, monkeypatch, die_on_poison) as (service, out):
@@ -114,13 +115,20 @@ def test_a_message_failed_by_another_ones_death_is_still_delivered(
     # Two processes: SLOW-2 (another patient) is converting when POISON-1 kills its
     # process; the pool's death fails SLOW-2 too. One death is no proof: SLOW-2 is retried
     # and delivered, only POISON-1 is dead-lettered. Counting deaths was not enough: SLOW-2
-    # (2 s a conversion) was in progress at each of POISON-1's retries and dead-lettered
-    # with it; after a death a message converts alone (listeners.conversion_turns).
-    config = make_config(tmp_path, {"delivery": {"convert_processes": 2}})
+    # (converting whenever POISON-1 did) was in progress at each of POISON-1's retries and
+    # dead-lettered with it; after a death a message converts alone
+    # (listeners.conversion_turns).
+    config = prepared_config(tmp_path, {"delivery": {"convert_processes": 2}})
     caplog.set_level("INFO", logger="passerelle")
     with _folder_service(config, monkeypatch, slow_innocent_and_poison) as (service, out):
         _send_until_delivered(
-            service, out, [adt("SLOW-2", mrn="MRN-2"), adt("POISON-1", mrn="MRN-1")], {"SLOW-2"}
+            service,
+            out,
+            [
+                adt("SLOW-2", mrn="MRN-2", family=marker_dir(tmp_path)),
+                adt("POISON-1", mrn="MRN-1", family=marker_dir(tmp_path)),
+            ],
+            {"SLOW-2"},
         )
         [letter] = dead_letters(service)
         assert letter.envelope.control_id == "POISON-1"
@@ -141,7 +149,7 @@ def test_a_message_running_out_of_memory_each_time_is_dead_lettered_at_the_third
 ) -> None:
     # Before: retried for ever (max_attempts = 0), each time an ERROR "delivery crashed"
     # with three tracebacks, and NEXT-2 (same patient) waited behind it for good.
-    config = make_config(tmp_path)
+    config = prepared_config(tmp_path)
     caplog.set_level("INFO", logger="passerelle")
     with _folder_service(config, monkeypatch, memory_error_on_huge) as (service, out):
         _send_until_delivered(

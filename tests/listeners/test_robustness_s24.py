@@ -2,7 +2,12 @@
 deliveries, and the SQLite queue's service lock after a close that did not finish.
 
 Real conversion processes, killed with SIGKILL as the OOM killer would, a real service
-(HTTP, MLLP, SQLite, a folder destination) and real queue files.
+(HTTP, MLLP, SQLite, a folder destination) and real queue files. After a death the
+request or delivery is converted by a new process: its first conversion loads the FHIR
+models and the templates, tens of seconds on a loaded host (the processes run at nice 10).
+So the templates are compiled first, into the cache the processes load them from, the
+conversion deadline is far beyond the waits, and the waits are minutes
+(:func:`tests.listeners.support.prepared_config`, :data:`~tests.listeners.support.PATIENCE`).
 """
 
 from __future__ import annotations
@@ -24,8 +29,9 @@ from listeners.conversion import ConversionPool
 from listeners.errors import QueueError
 from listeners.queue.base import Envelope
 from listeners.queue.sqlite import SqliteQueue
-from tests.listeners.service.support import adt, make_config, running, wait_until
+from tests.listeners.service.support import adt, running, wait_until
 from tests.listeners.service.test_conversion_timeout import delivered_control_ids
+from tests.listeners.support import PATIENCE, prepared_config
 
 T = TypeVar("T")
 
@@ -51,9 +57,11 @@ def _kill_idle_process(pool: ConversionPool) -> None:
     """SIGKILL the pool's (only) conversion process while it converts nothing, and wait
     until the pool knows it is broken."""
     executor = pool._executor
-    pid = executor.submit(os.getpid).result(timeout=30)
+    pid = executor.submit(os.getpid).result(timeout=PATIENCE)
     os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: getattr(executor, "_broken", False), what="the pool to be broken")
+    wait_until(
+        lambda: getattr(executor, "_broken", False), timeout=PATIENCE, what="the pool to be broken"
+    )
 
 
 # -- 1. the HTTP API when a conversion process dies ---------------------------------------------
@@ -62,10 +70,10 @@ def test_a_conversion_process_dying_mid_request_is_a_503_with_retry_after_then_i
 ) -> None:
     # Before: 500 "internal error; see the service log", as for a bug: a client does not
     # retry a 500 (nor should it), although the service had already mended itself.
-    config = make_config(tmp_path)
+    config = prepared_config(tmp_path)
     with running(config) as service:
         monkeypatch.setattr(conversion, "_convert", die_converting)
-        answer = httpx.post(f"{service.http_url}/convert", content=adt("K9-1"), timeout=60)
+        answer = httpx.post(f"{service.http_url}/convert", content=adt("K9-1"), timeout=PATIENCE)
         assert answer.status_code == 503, answer.text
         assert answer.headers["retry-after"] == "2"
         assert answer.headers["content-type"] == "application/fhir+json"
@@ -74,7 +82,7 @@ def test_a_conversion_process_dying_mid_request_is_a_503_with_retry_after_then_i
         assert "conversion process died" in issue["diagnostics"]
         monkeypatch.undo()
         # The next request is converted by the new processes.
-        answer = httpx.post(f"{service.http_url}/convert", content=adt("K9-2"), timeout=60)
+        answer = httpx.post(f"{service.http_url}/convert", content=adt("K9-2"), timeout=PATIENCE)
         assert answer.status_code == 200, answer.text
         assert answer.json()["identifier"]["value"] == "K9-2"
         pool = service.service.pool
@@ -82,7 +90,7 @@ def test_a_conversion_process_dying_mid_request_is_a_503_with_retry_after_then_i
 
 
 def test_convert_data_gets_the_same_503(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    config = make_config(tmp_path)
+    config = prepared_config(tmp_path)
     parameters = {
         "resourceType": "Parameters",
         "parameter": [
@@ -92,7 +100,7 @@ def test_convert_data_gets_the_same_503(tmp_path: Path, monkeypatch: pytest.Monk
     }
     with running(config) as service:
         monkeypatch.setattr(conversion, "_convert", die_converting)
-        answer = httpx.post(f"{service.http_url}/$convert-data", json=parameters, timeout=60)
+        answer = httpx.post(f"{service.http_url}/$convert-data", json=parameters, timeout=PATIENCE)
     assert answer.status_code == 503, answer.text
     assert answer.headers["retry-after"] == "2"
     assert answer.json()["resourceType"] == "OperationOutcome"
@@ -101,12 +109,12 @@ def test_convert_data_gets_the_same_503(tmp_path: Path, monkeypatch: pytest.Monk
 def test_a_request_after_a_process_died_idle_is_converted_at_once(tmp_path: Path) -> None:
     # Before: the pool, broken while idle, refused the next request (500), though its
     # message had not even reached a process.
-    config = make_config(tmp_path)
+    config = prepared_config(tmp_path)
     with running(config) as service:
         pool = service.service.pool
         assert pool is not None
         _kill_idle_process(pool)
-        answer = httpx.post(f"{service.http_url}/convert", content=adt("K9-4"), timeout=60)
+        answer = httpx.post(f"{service.http_url}/convert", content=adt("K9-4"), timeout=PATIENCE)
         assert answer.status_code == 200, answer.text
         assert answer.json()["identifier"]["value"] == "K9-4"
         assert pool.restarts == 1
@@ -119,14 +127,16 @@ def test_a_delivery_whose_conversion_process_dies_is_retried_and_delivered_once(
     # Not a defect found: the guard of what item 1 checked (stored, retried, nothing lost
     # nor delivered twice, no dead letter).
     marker = tmp_path / "killed-once"
-    config = make_config(tmp_path)
+    config = prepared_config(tmp_path)
     out = config.destinations["default"].folder
     assert out is not None
     with running(config) as service:
         monkeypatch.setattr(conversion, "_convert", partial(die_once_then_convert, str(marker)))
         [ack] = service.send([adt("K9-5")])
         assert ack.code == "AA"
-        wait_until(lambda: delivered_control_ids(out) == {"K9-5"}, timeout=60, what="delivery")
+        wait_until(
+            lambda: delivered_control_ids(out) == {"K9-5"}, timeout=PATIENCE, what="delivery"
+        )
         service.drained()
         assert marker.exists()
         assert len(list(out.rglob("*.json"))) == 1
@@ -139,7 +149,7 @@ def test_a_delivery_after_a_process_died_idle_spends_no_attempt(
 ) -> None:
     # Before: the first delivery after the death failed on the broken pool and was retried
     # (one of delivery.max_attempts spent on nothing).
-    config = make_config(tmp_path)
+    config = prepared_config(tmp_path)
     out = config.destinations["default"].folder
     assert out is not None
     caplog.set_level("INFO", logger="passerelle")
@@ -149,7 +159,9 @@ def test_a_delivery_after_a_process_died_idle_spends_no_attempt(
         _kill_idle_process(pool)
         [ack] = service.send([adt("K9-6")])
         assert ack.code == "AA"
-        wait_until(lambda: delivered_control_ids(out) == {"K9-6"}, timeout=60, what="delivery")
+        wait_until(
+            lambda: delivered_control_ids(out) == {"K9-6"}, timeout=PATIENCE, what="delivery"
+        )
     delivered = [r for r in caplog.records if r.getMessage() == "delivered"]
     assert [getattr(r, "attempt", None) for r in delivered] == [1]
     assert not [r for r in caplog.records if "will retry" in r.getMessage()]
@@ -275,18 +287,18 @@ def test_a_conversion_out_of_memory_is_a_503_not_an_internal_error(
 ) -> None:
     # Before: 500 "internal error", although the converter lets MemoryError through on
     # purpose (memory may come back: the deliveries retry it).
-    config = make_config(tmp_path)
+    config = prepared_config(tmp_path)
     caplog.set_level("WARNING", logger="passerelle")
     with running(config) as service:
         monkeypatch.setattr(conversion, "_convert", run_out_of_memory)
-        answer = httpx.post(f"{service.http_url}/convert", content=adt("K9-7"), timeout=60)
+        answer = httpx.post(f"{service.http_url}/convert", content=adt("K9-7"), timeout=PATIENCE)
         assert answer.status_code == 503, answer.text
         assert answer.headers["retry-after"] == "2"
         assert "out of memory" in answer.json()["issue"][0]["diagnostics"]
         events = [getattr(r, "event", None) for r in caplog.records]
         assert "api_conversion_out_of_memory" in events
         monkeypatch.undo()
-        answer = httpx.post(f"{service.http_url}/convert", content=adt("K9-8"), timeout=60)
+        answer = httpx.post(f"{service.http_url}/convert", content=adt("K9-8"), timeout=PATIENCE)
         assert answer.status_code == 200, answer.text
         pool = service.service.pool
         assert pool is not None and pool.restarts == 0

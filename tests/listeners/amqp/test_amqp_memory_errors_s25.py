@@ -13,7 +13,8 @@ SQLite worker does (``tests/listeners/test_memory_errors_s25.py``).
 
 A real RabbitMQ node, the real test FHIR server, real conversion processes; the
 ``MemoryError`` of a conversion is raised in its conversion process, a delivery's where
-the request's body is made (:mod:`tests.listeners.support`).
+the request's body is made (:mod:`tests.listeners.support`). Templates compiled first and
+waits of minutes, for a loaded host: :func:`.poison_support.prepare`.
 """
 
 from __future__ import annotations
@@ -27,8 +28,12 @@ from listeners.amqp.envelope import ERROR_HEADERS
 from listeners.conversion_deaths import CONVERSION_OUT_OF_MEMORY, DELIVERY_OUT_OF_MEMORY
 from listeners.delivery import fhir as fhir_delivery
 from tests.listeners.amqp.poison_support import (
+    CONVERSION_DEADLINE,
+    DEADLINE,
+    PATIENCE,
     consumed_dead_letter,
     dead_letter_levels,
+    running_consumer,
     running_worker,
     stored_dead_letter,
 )
@@ -40,7 +45,6 @@ from tests.listeners.amqp.support import (
     envelope,
     eventually,
     patients,
-    running_service,
 )
 from tests.listeners.support import MARKER, memory_error_on_huge, out_of_memory_for_marker
 from tests.support.fhirserver import FhirServer
@@ -53,12 +57,12 @@ pytestmark = pytest.mark.anyio
 async def test_the_consumer_counts_a_conversion_memory_error_as_a_death(
     broker: RabbitMq, names: Names, configure: Configure, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = configure(consumer={"mode": "delivery", "retry_delays": [0.1]})
+    config = configure(consumer={"mode": "delivery", "retry_delays": [0.1]}, delivery=DEADLINE)
     assert config.amqp.consumer.max_attempts == 10
     monkeypatch.setattr(conversion, "_convert", memory_error_on_huge)
     with log_records("passerelle") as records:
         # Real conversion processes.
-        async with running_service(config, use_threads=False) as service:
+        async with running_consumer(config) as service:
             letter = await consumed_dead_letter(broker.url, names, [adt("HUGE-1", mrn="MRN-H1")])
             pool = service.pool
             assert pool is not None and pool.restarts == 0  # the process survived
@@ -79,16 +83,18 @@ async def test_the_consumer_dead_letters_a_delivery_out_of_memory_at_the_third(
     configure: Configure,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    config = configure(consumer={"mode": "delivery", "retry_delays": [0.1]})
+    config = configure(consumer={"mode": "delivery", "retry_delays": [0.1]}, delivery=DEADLINE)
     monkeypatch.setattr(fhir_delivery, "request_body", out_of_memory_for_marker)
     with log_records("passerelle") as records:
-        async with running_service(config, use_threads=False):
+        async with running_consumer(config):
             letter = await consumed_dead_letter(
                 broker.url,
                 names,
                 [adt("OOM-2", mrn="MRN-O2", family=MARKER), adt("FINE-3", mrn="MRN-F3")],
             )
-            await eventually(lambda: patients(fhir, "MRN-F3"), what="FINE-3 delivered")
+            await eventually(
+                lambda: patients(fhir, "MRN-F3"), timeout=PATIENCE, what="FINE-3 delivered"
+            )
     headers = letter.headers or {}
     assert headers[ERROR_HEADERS["kind"]] == DELIVERY_OUT_OF_MEMORY
     assert headers[ERROR_HEADERS["stage"]] == "delivery"
@@ -107,7 +113,13 @@ async def test_the_worker_counts_a_delivery_memory_error_apart_from_max_attempts
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # max_attempts 2, below the limit of 3: the kind of the dead letter says what failed.
-    config = configure_worker(1, backoff_initial=0.05, backoff_max=0.2, max_attempts=2)
+    config = configure_worker(
+        1,
+        backoff_initial=0.05,
+        backoff_max=0.2,
+        max_attempts=2,
+        conversion_timeout=CONVERSION_DEADLINE,
+    )
     monkeypatch.setattr(fhir_delivery, "request_body", out_of_memory_for_marker)
     with log_records("passerelle") as records:
         async with running_worker(config, partitions=1) as worker:
@@ -137,7 +149,13 @@ async def test_the_worker_counts_a_delivery_memory_error_apart_from_max_attempts
 async def test_the_worker_dead_letters_a_conversion_memory_error_as_such_below_max_attempts(
     broker: RabbitMq, names: Names, configure_worker: Configure, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = configure_worker(1, backoff_initial=0.05, backoff_max=0.2, max_attempts=2)
+    config = configure_worker(
+        1,
+        backoff_initial=0.05,
+        backoff_max=0.2,
+        max_attempts=2,
+        conversion_timeout=CONVERSION_DEADLINE,
+    )
     monkeypatch.setattr(conversion, "_convert", memory_error_on_huge)
     async with running_worker(config, partitions=1) as worker:
         letter = await stored_dead_letter(
@@ -153,10 +171,12 @@ async def test_the_consumer_dead_letters_a_death_by_its_own_limit_below_max_atte
 ) -> None:
     # max_attempts 2, below the limit of 3 deaths: the retries of a death do not count in
     # x-passerelle-attempts, so the dead letter names the cause, not "attempts exhausted".
-    config = configure(consumer={"mode": "delivery", "retry_delays": [0.1], "max_attempts": 2})
+    config = configure(
+        consumer={"mode": "delivery", "retry_delays": [0.1], "max_attempts": 2}, delivery=DEADLINE
+    )
     assert config.amqp.consumer.max_attempts == 2
     monkeypatch.setattr(conversion, "_convert", memory_error_on_huge)
-    async with running_service(config, use_threads=False):
+    async with running_consumer(config):
         letter = await consumed_dead_letter(broker.url, names, [adt("HUGE-7", mrn="MRN-H7")])
     headers = letter.headers or {}
     assert headers[ERROR_HEADERS["kind"]] == CONVERSION_OUT_OF_MEMORY

@@ -5,12 +5,14 @@ Before: retried in place like a transient failure, for ever (``max_attempts = 0`
 pool killed at each retry and the partition's later messages waiting behind it for good.
 Now the third death while converting it dead-letters it (kind ``ConversionProcessDied``,
 stage conversion). A real RabbitMQ node, the partition worker on the test's loop with
-real conversion processes that SIGKILL themselves, the real test FHIR server.
+real conversion processes that SIGKILL themselves, the real test FHIR server. Templates
+compiled first and waits of minutes, for a loaded host: :func:`.poison_support.prepare`.
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -18,8 +20,11 @@ from listeners import conversion
 from listeners.amqp.envelope import ERROR_HEADERS, partition_of
 from listeners.conversion_deaths import CONVERSION_PROCESS_DIED, DEATHS_TO_DEAD_LETTER
 from tests.listeners.amqp.poison_support import (
+    CONVERSION_DEADLINE,
+    DEADLINE,
     consumed_dead_letter,
     dead_letter_levels,
+    running_consumer,
     running_worker,
     stored_dead_letter,
 )
@@ -30,9 +35,8 @@ from tests.listeners.amqp.support import (
     envelope,
     ordering_key,
     patients,
-    running_service,
 )
-from tests.listeners.support import die_on_poison, slow_innocent_and_poison
+from tests.listeners.support import die_on_poison, marker_dir, slow_innocent_and_poison
 from tests.support.fhirserver import FhirServer
 from tests.support.log_records import log_records
 from tests.support.rabbitmq import RabbitMq
@@ -47,7 +51,9 @@ async def test_a_message_killing_its_conversion_process_is_dead_lettered_at_the_
     configure_worker: Configure,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    config = configure_worker(1, backoff_initial=0.05, backoff_max=0.5)
+    config = configure_worker(
+        1, backoff_initial=0.05, backoff_max=0.5, conversion_timeout=CONVERSION_DEADLINE
+    )
     assert config.delivery.max_attempts == 0  # the default: retried for ever before
     monkeypatch.setattr(conversion, "_convert", die_on_poison)
     with log_records("passerelle") as records:
@@ -76,12 +82,12 @@ async def test_mode_delivery_dead_letters_a_message_killing_its_process_at_the_t
     # [amqp.consumer] mode "delivery" (the service converts and delivers what it consumes):
     # before, counted as attempts (max_attempts, 10 by default), each one killing the pool
     # and the conversions in progress, then dead-lettered as "attempts exhausted".
-    config = configure(consumer={"mode": "delivery", "retry_delays": [0.1]})
+    config = configure(consumer={"mode": "delivery", "retry_delays": [0.1]}, delivery=DEADLINE)
     assert config.amqp.consumer.max_attempts > DEATHS_TO_DEAD_LETTER
     monkeypatch.setattr(conversion, "_convert", die_on_poison)
     with log_records("passerelle") as records:
         # Real conversion processes.
-        async with running_service(config, use_threads=False) as service:
+        async with running_consumer(config) as service:
             letter = await consumed_dead_letter(broker.url, names, [adt("POISON-3", mrn="MRN-P3")])
             pool = service.pool
             assert pool is not None and pool.restarts == DEATHS_TO_DEAD_LETTER
@@ -94,6 +100,7 @@ async def test_mode_delivery_dead_letters_a_message_killing_its_process_at_the_t
 
 
 async def test_a_message_of_another_partition_failed_by_the_poison_is_still_delivered(
+    tmp_path: Path,
     fhir: FhirServer,
     broker: RabbitMq,
     names: Names,
@@ -103,7 +110,13 @@ async def test_a_message_of_another_partition_failed_by_the_poison_is_still_deli
     # SLOW-2 converts in the other process when POISON-1 kills its own: failed with it,
     # retried alone, delivered. Without the turn alone it was in progress at each of the
     # poison's retries and dead-lettered with it.
-    config = configure_worker(2, backoff_initial=0.05, backoff_max=0.5, convert_processes=2)
+    config = configure_worker(
+        2,
+        backoff_initial=0.05,
+        backoff_max=0.5,
+        convert_processes=2,
+        conversion_timeout=CONVERSION_DEADLINE,
+    )
     poison = "AMQ-P1"
     slow = next(
         mrn
@@ -118,7 +131,10 @@ async def test_a_message_of_another_partition_failed_by_the_poison_is_still_deli
                 config,
                 broker.url,
                 names,
-                [envelope("SLOW-2", slow, "Slow"), envelope("POISON-1", poison, "Poison")],
+                [
+                    envelope("SLOW-2", slow, marker_dir(tmp_path)),
+                    envelope("POISON-1", poison, marker_dir(tmp_path)),
+                ],
             )
     assert b"POISON-1" in letter.body
     assert (letter.headers or {})[ERROR_HEADERS["kind"]] == CONVERSION_PROCESS_DIED
