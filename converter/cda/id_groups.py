@@ -24,11 +24,15 @@ __all__ = ["IdGroups"]
 _ID = f"{{{HL7}}}id"
 
 
-def _id_key(element: etree._Element) -> tuple[str, str, str] | None:
-    """(element name, root, extension) of the element's first id; None without one."""
-    first = element.find(_ID)
+def _id_key(
+    element: etree._Element, first: etree._Element | None = None
+) -> tuple[str, str, str] | None:
+    """(element name, root, extension) of the element's first id (``first`` when the
+    caller knows it); None without one."""
     if first is None:
-        return None
+        first = element.find(_ID)
+        if first is None:
+            return None
     root = (first.get("root") or "").strip()
     extension = (first.get("extension") or "").strip()
     if not (root or extension):
@@ -53,7 +57,9 @@ class IdGroups:
             if parent is None or parent in seen:
                 continue
             seen.add(parent)
-            key = _id_key(parent)
+            # The walk is in document order: the first id met under a parent is its
+            # first id child, the one find() would return.
+            key = _id_key(parent, id_element)
             if key is not None:
                 groups.setdefault(key, []).append(parent)
         return groups

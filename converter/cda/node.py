@@ -64,50 +64,76 @@ class AttrValue(str):
 class Node:
     """One CDA element (or an empty placeholder for an absent one)."""
 
-    __slots__ = ("_attrs", "_doc", "_element", "_kids", "_name")
+    # ``__dict__`` holds the children read by name (``node.code``), so that a second
+    # read of one finds it without calling :meth:`__getattr__` (a Python frame): only a
+    # name the class does not define reaches ``__getattr__``, so nothing stored there
+    # can hide a method or property.
+    __slots__ = ("__dict__", "_attrs", "_doc", "_element", "_name")
 
     def __init__(self, element: etree._Element | None, doc: CdaDocument, name: str = "") -> None:
         self._element = element
         self._doc = doc
         self._name = name
-        #: ``node.code`` by name and ``node["code"]`` by attribute, once read: templates
-        #: read the same few of an element many times. An element's Node is one object
-        #: per document (:meth:`CdaDocument.node`), so these serve every template.
-        self._kids: dict[str, Node] | None = None
+        #: ``node["code"]`` by attribute, once read: templates read the same few of an
+        #: element many times. An element's Node is one object per document
+        #: (:meth:`CdaDocument.node`), so this and ``__dict__`` serve every template.
         self._attrs: dict[str, AttrValue] | None = None
 
     # -- navigation ------------------------------------------------------------------------
     def __getattr__(self, name: str) -> Node:
-        kids = self._kids
-        if kids is not None:
-            found = kids.get(name)
-            if found is not None:
-                return found
         if name.startswith("_"):
             raise AttributeError(name)
         element = self._element
         doc = self._doc
         found = None
         if element is not None:
-            children = doc.children(element).get(_clark(name))
+            # What doc.children(element) and doc.node(child) return, read from their
+            # dictionaries first (a call each saved on the common path).
+            index = doc._children.get(element)
+            if index is None:
+                index = doc.children(element)
+            clark = _CLARK.get(name)
+            children = index.get(clark if clark is not None else _clark(name))
             if children:
-                found = doc.node(children[0])
+                child = children[0]
+                nodes = doc._nodes
+                found = nodes.get(child)
+                if found is None:
+                    found = nodes[child] = Node(child, doc)
         if found is None:
             found = Node(None, doc, name)
-        if kids is None:
-            kids = self._kids = {}
-        kids[name] = found
+        self.__dict__[name] = found
         return found
 
     def first(self, path: str) -> Node:
         """The first element at ``path`` (names separated by ``/``), or an empty Node."""
-        found = self._doc.select(self._element, path, first=True)
-        return self._doc.node(found[0]) if found else Node(None, self._doc, path)
+        doc = self._doc
+        found = doc.select(self._element, path, True)
+        if not found:
+            return Node(None, doc, path)
+        node = doc._nodes.get(found[0])
+        return node if node is not None else doc.node(found[0])
 
     def all(self, path: str) -> list[Node]:
         """Every element at ``path``, in document order."""
-        node = self._doc.node
-        return [node(e) for e in self._doc.select(self._element, path)]
+        doc = self._doc
+        nodes = doc._nodes
+        found: list[Node] = []
+        element = self._element
+        steps = doc._paths._steps.get(path)
+        if steps is not None and len(steps) == 1 and element is not None:
+            # One child step (``id``, ``entry``): the children index, as select() reads it.
+            index = doc._children.get(element)
+            if index is None:
+                index = doc.children(element)
+            elements = index.get(steps[0], _NO_ELEMENTS)
+        else:
+            elements = doc.select(element, path)
+        for element in elements:
+            # doc.node(element), its dictionary read first.
+            node = nodes.get(element)
+            found.append(node if node is not None else doc.node(element))
+        return found
 
     def xpath(self, expression: str) -> list[Any]:
         """Raw XPath 1.0 with prefixes h (CDA), sdtc, xsi; elements come back as Nodes."""
@@ -154,12 +180,14 @@ class Node:
 
     # -- values ------------------------------------------------------------------------
     def __getitem__(self, attribute: str) -> AttrValue:
+        try:
+            # A value read before (None before the first: TypeError, as for a key that
+            # cannot be hashed, which the check below refuses).
+            return self._attrs[attribute]  # type: ignore[index]
+        except (KeyError, TypeError):
+            pass
         attrs = self._attrs
-        if attrs is not None and type(attribute) is str:
-            found = attrs.get(attribute)
-            if found is not None:
-                return found
-        if not isinstance(attribute, str):
+        if type(attribute) is not str and not isinstance(attribute, str):
             raise KeyError(attribute)
         element = self._element
         value = ""
@@ -172,7 +200,10 @@ class Node:
                     raise KeyError(attribute)
                 key = f"{{{namespace}}}{local}"
             value = element.get(key, "")
-        found = AttrValue(value, self, attribute)
+        # AttrValue(value, self, attribute) without its Python ``__new__`` frame.
+        found = _new_str(AttrValue, value)
+        found._node = self
+        found._attribute = attribute
         if type(attribute) is str:
             if attrs is None:
                 attrs = self._attrs = {}
@@ -286,6 +317,8 @@ class Node:
         return "/" + "/".join(reversed(parts))
 
 
+_new_str = str.__new__
+_NO_ELEMENTS: list[etree._Element] = []
 _TEMPLATE_ID = f"{{{HL7}}}templateId"
 _REFERENCE = f"{{{HL7}}}reference"
 _XSI_TYPE = f"{{{XSI}}}type"
