@@ -18,7 +18,6 @@ import json
 import logging
 import sqlite3
 import subprocess
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from listeners.config import ConfigError, ServiceConfig, load_config
 from listeners.ingest import SupportChecker
 from listeners.ingest_support import UnmatchedSenderError, UnmatchedSenders
 from listeners.metrics import Metrics
+from tests.listeners.amqp.test_intake_ordering_keys import _Consumed
 from tests.listeners.service.support import (
     PASSERELLE,
     adt,
@@ -165,15 +165,6 @@ def test_without_routes_every_sender_is_the_default_routes_without_a_warning(
 
 
 # -- the AMQP intake's envelope --------------------------------------------------------------------
-@dataclass
-class _Consumed:
-    body: bytes
-    content_type: str | None = None
-    headers: dict[str, Any] = field(default_factory=dict)
-    message_id: str | None = None
-    correlation_id: str | None = None
-
-
 def _support(config: ServiceConfig, metrics: Metrics | None = None) -> SupportChecker:
     routes = {"default": config.default_route(), **{r.name: r for r in config.routes}}
     return SupportChecker(routes, metrics=metrics)

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from listeners.mllp import AckOutcome, MllpClient, build_ack, parse_ack, read_header
-from tests.listeners.service.support import RunningService, adt, make_config, run, running
+from listeners.mllp import AckOutcome, build_ack, parse_ack, read_header
+from tests.listeners.service.support import adt, make_config, running
+from tests.listeners.test_header_charset_s26 import _exchange, _segment
 
 #: The service default is UTF-8; this sender's route reads ISO 8859-15, whose 0xA4 is €.
 ROUTES = """
@@ -29,19 +30,6 @@ def _unsupported(facility: str, encoding: str) -> bytes:
     """A ``Z€^Z01`` (no such type is converted) with MSH-10 ``CTRL-€`` and no MSH-18."""
     msh = f"MSH|^~\\&|SND|{facility}|RCV|RFAC|20240101120000||Z€^Z01|CTRL-€|P|2.5"
     return f"{msh}\rEVN|Z01|20240101120000\r".encode(encoding)
-
-
-def _exchange(service: RunningService, messages: list[bytes]) -> list[bytes]:
-    async def scenario() -> list[bytes]:
-        async with MllpClient("127.0.0.1", service.mllp_port(), timeout=20) as client:
-            return [await client.send(message) for message in messages]
-
-    return run(scenario())
-
-
-def _segment(ack: bytes, name: bytes) -> list[bytes]:
-    [segment] = [s for s in ack.split(b"\r") if s.startswith(name + b"|")]
-    return segment.split(b"|")
 
 
 def test_a_route_charset_writes_the_ack_of_a_message_without_msh18(tmp_path: Path) -> None:

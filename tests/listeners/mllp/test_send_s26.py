@@ -18,7 +18,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import io
 from collections.abc import Sequence
@@ -26,16 +25,11 @@ from pathlib import Path
 
 import pytest
 
-from listeners.mllp import add_send_command, run_send
+from listeners.mllp import run_send
 from tests.listeners.service.support import make_config, running
 
 from ._support import Recorder, message, port_of, run, serving
-
-
-def parse(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="passerelle")
-    add_send_command(parser.add_subparsers(dest="command", required=True))
-    return parser.parse_args(["send", *argv])
+from .test_client import parse
 
 
 async def send(argv: Sequence[str]) -> tuple[int, str, str]:
