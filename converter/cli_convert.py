@@ -33,6 +33,7 @@ from .cli_output import (
 from .convert import Conversion, Converter, ConverterConfig, detect_input_type
 from .errors import ConfigurationError, ConversionError
 from .printable import printable
+from .private_dirs import make_private_dirs
 
 __all__ = [
     "EXIT_CLOSED_PIPE",
@@ -320,7 +321,9 @@ def _output_folder(folder: Path) -> None:
     if folder.exists() and not folder.is_dir():
         raise ConfigurationError(f"--out {folder} exists and is not a folder")
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        # Owner-only, as the bundles in it (0600): under the usual umask the folders were
+        # 0755, listing every patient's file name to every user of the host.
+        make_private_dirs(folder)
     except OSError as exc:
         raise ConfigurationError(f"--out {folder} cannot be created: {exc.strerror}") from None
     # A folder where nothing can be written (read-only, another user's) is said once, at

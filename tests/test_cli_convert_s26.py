@@ -69,3 +69,21 @@ def test_bundles_written_to_a_folder_are_the_owners_only(tmp_path: Path) -> None
     assert result.returncode == 0, result.stdout + result.stderr
     assert stat.S_IMODE(old.stat().st_mode) == 0o600
     assert json.loads(old.read_text())["resourceType"] == "Bundle"
+
+
+def test_folders_created_for_the_bundles_are_the_owners_only(tmp_path: Path) -> None:
+    # They were 0755 under the usual umask: every user could list the bundles' names.
+    source = tmp_path / "adt.hl7"
+    source.write_bytes(ADT_A08.read_bytes())
+    existing = tmp_path / "kept"
+    existing.mkdir(mode=0o755)
+    existing.chmod(0o755)
+    mask = os.umask(0o022)
+    try:
+        result = run("convert", source, "--out", existing / "new" / "out")
+    finally:
+        os.umask(mask)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert stat.S_IMODE((existing / "new").stat().st_mode) == 0o700
+    assert stat.S_IMODE((existing / "new" / "out").stat().st_mode) == 0o700
+    assert stat.S_IMODE(existing.stat().st_mode) == 0o755  # an existing folder is left as it is
