@@ -45,10 +45,11 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 from typing import Any, Generic, TypeVar
 
 from .conversion import ConversionFailure
+from .errors import TransientDeliveryError
 
 __all__ = [
     "CONVERSION_OUT_OF_MEMORY",
@@ -60,6 +61,7 @@ __all__ = [
     "delivery_out_of_memory",
     "died_too_often",
     "payload_key",
+    "retry_after_death",
 ]
 
 #: ``ConversionFailure.kind`` of a message whose conversion process died too often.
@@ -175,3 +177,20 @@ def payload_key(route: str, payload: bytes) -> bytes:
     """A message's key where it has no stable id (the AMQP consumer: a retry is another
     delivery): its route and bytes, what would kill the process again."""
     return hashlib.sha256(route.encode("utf-8") + b"\0" + payload).digest()
+
+
+def retry_after_death(
+    log: logging.Logger, *, out_of_memory: bool, fields: Mapping[str, Any]
+) -> TransientDeliveryError:
+    """The failure a conversion that died (or ran out of memory) short of the limit is
+    retried with, its WARNING logged on ``log`` (the worker's or the consumer's): the
+    retry converts alone."""
+    log.warning(
+        "conversion ran out of memory; will retry alone"
+        if out_of_memory
+        else "conversion process died during the conversion; will retry",
+        extra=fields,
+    )
+    return TransientDeliveryError(
+        "conversion ran out of memory" if out_of_memory else "conversion process died"
+    )

@@ -107,7 +107,6 @@ class Ingestor:
         self._metrics = metrics
         self._acks = acks or AckBuilder(default_charset=config.converter.charset)
         self._answers = DeliveryAnswers(config.mllp, queue, workers)
-        support.unmatched.count_in(metrics)
         # (listener, connection id) of the connections that sent an ACK, oldest first.
         self._ack_warned: dict[tuple[str, int], None] = {}
 

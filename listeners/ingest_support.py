@@ -126,12 +126,6 @@ class UnmatchedSenders:
         self._window_warnings = 0
         self._not_warned = 0
 
-    def count_in(self, metrics: Metrics) -> None:
-        """Count in ``metrics`` (the service's), unless counting already: the MLLP
-        ingestor, built with the service's metrics, makes sure of it."""
-        if self._counter is None:
-            self._counter = metrics.unmatched
-
     def check(
         self,
         config: ServiceConfig,

@@ -68,7 +68,7 @@ from typing import Any
 
 from .config import DeliveryConfig
 from .conversion import ConversionFailure, ConversionPool
-from .conversion_deaths import ConversionDeaths, delivery_out_of_memory
+from .conversion_deaths import ConversionDeaths, delivery_out_of_memory, retry_after_death
 from .delivery import (
     DestinationGate,
     OpenFailures,
@@ -270,17 +270,9 @@ class DeliveryWorkers:
                 if failure is not None:
                     await self._settler.conversion_failed(job, failure)
                     return
-                log.warning(
-                    "conversion ran out of memory; will retry alone"
-                    if memory
-                    else "conversion process died during the conversion; will retry",
-                    extra=fields,
-                )
                 await self._settler.retry(
                     job,
-                    TransientDeliveryError(
-                        "conversion ran out of memory" if memory else "conversion process died"
-                    ),
+                    retry_after_death(log, out_of_memory=memory, fields=fields),
                     self._destination_of(job.envelope.route),
                     fields,
                     limited=False,

@@ -24,7 +24,12 @@ from concurrent.futures.process import BrokenProcessPool
 from aio_pika.abc import AbstractIncomingMessage
 
 from ..conversion import ConversionFailure, ConversionPool
-from ..conversion_deaths import ConversionDeaths, delivery_out_of_memory, payload_key
+from ..conversion_deaths import (
+    ConversionDeaths,
+    delivery_out_of_memory,
+    payload_key,
+    retry_after_death,
+)
 from ..delivery import Sink, deliver_results, record_conversion
 from ..errors import DeliveryError, RejectedDeliveryError, TransientDeliveryError
 from ..logs import log_fields
@@ -89,15 +94,7 @@ class DeliveryMode:
                     message, record, reason="conversion", message_type=message_type, fields=fields
                 )
                 return
-            log.warning(
-                "conversion ran out of memory; will retry alone"
-                if memory
-                else "conversion process died during the conversion; will retry",
-                extra=fields,
-            )
-            failure = TransientDeliveryError(
-                "conversion ran out of memory" if memory else "conversion process died"
-            )
+            failure = retry_after_death(log, out_of_memory=memory, fields=fields)
             await self._settler.retry(
                 message, failure, destination, message_type, fields, counted=False
             )
