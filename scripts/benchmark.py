@@ -8,7 +8,10 @@ Each iteration converts a distinct message (MSH-10 and the patient identifier ch
 so nothing is served from a cache. Run it on an otherwise idle machine; it prints figures,
 it does not assert them. ``--calls`` prints instead the function calls per message that
 cProfile counts (Python functions and builtins, validated): deterministic, unlike times
-on a busy machine, for comparing two versions of the engine.
+on a busy machine, for comparing two versions of the engine. ``--service-gc`` applies,
+once the converters are warm, the garbage-collector settings of the service's conversion
+processes (:mod:`listeners.heap`); the ``gc %`` column is the share of the time spent in
+the collector, which a busy machine disturbs less than the rates.
 
 The CDA case is built from samples/cda/CCD_lefevre-camille.xml (69 KB): every section's
 entries, and the narrative rows and list items they refer to, are replicated with fresh
@@ -34,6 +37,7 @@ from lxml import etree
 
 from converter import Conversion, Converter, ConverterConfig
 from converter.validation.structural import StructuralValidator
+from listeners.heap import settle_long_lived
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "hl7v2"
 CDA_SAMPLE = SAMPLES.parent / "cda" / "CCD_lefevre-camille.xml"
@@ -65,16 +69,42 @@ def variants(data: bytes, count: int) -> list[bytes]:
     return out
 
 
-def measure(converter: Converter, messages: list[bytes], seconds: float) -> tuple[float, int]:
+class CollectorClock:
+    """Time spent in the garbage collector while it is open (``gc.callbacks``)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._started = 0.0
+
+    def _tick(self, phase: str, _info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._started
+
+    def __enter__(self) -> CollectorClock:
+        gc.callbacks.append(self._tick)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        gc.callbacks.remove(self._tick)
+
+
+def measure(
+    converter: Converter, messages: list[bytes], seconds: float
+) -> tuple[float, int, float]:
+    """Messages/s, messages converted, share of the time in the garbage collector."""
     for message in messages[:20]:  # warm-up: templates compiled, catalogs loaded
         converter.convert_message(message)
     done = 0
     start = time.perf_counter()
     deadline = start + seconds
-    while time.perf_counter() < deadline:
-        converter.convert_message(messages[done % len(messages)])
-        done += 1
-    return done / (time.perf_counter() - start), done
+    with CollectorClock() as collector:
+        while time.perf_counter() < deadline:
+            converter.convert_message(messages[done % len(messages)])
+            done += 1
+    elapsed = time.perf_counter() - start
+    return done / elapsed, done, collector.seconds / elapsed
 
 
 def allocation_per_message(converter: Converter, messages: list[bytes]) -> int:
@@ -174,16 +204,19 @@ def document_variants(data: bytes, count: int) -> list[bytes]:
 
 def measure_documents(
     converter: Converter, documents: list[bytes], seconds: float
-) -> tuple[float, int]:
+) -> tuple[float, int, float]:
+    """As :func:`measure`, for documents."""
     for document in documents[:3]:  # warm-up: templates compiled
         converter.convert_document(document)
     done = 0
     start = time.perf_counter()
     deadline = start + seconds
-    while time.perf_counter() < deadline:
-        converter.convert_document(documents[done % len(documents)])
-        done += 1
-    return done / (time.perf_counter() - start), done
+    with CollectorClock() as collector:
+        while time.perf_counter() < deadline:
+            converter.convert_document(documents[done % len(documents)])
+            done += 1
+    elapsed = time.perf_counter() - start
+    return done / elapsed, done, collector.seconds / elapsed
 
 
 def best_ms(action: Callable[[T], object], inputs: list[T], rounds: int = 7) -> float:
@@ -225,8 +258,8 @@ def cda_benchmark(converters: dict[str, Converter], seconds: float) -> None:
         f"({data.count(b'<entry')} entries); documents/s"
     )
     for mode, converter in converters.items():
-        rate, _ = measure_documents(converter, documents, seconds)
-        print(f"{label:18} {mode:14} {rate:8.1f} {1000 / rate:8.2f} {entries:8d}")
+        rate, _, in_gc = measure_documents(converter, documents, seconds)
+        print(f"{label:18} {mode:14} {rate:8.1f} {1000 / rate:8.2f} {entries:8d} {in_gc:6.1%}")
 
 
 def call_counts(converter: Converter) -> None:
@@ -261,6 +294,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="duration of each case")
     parser.add_argument("--calls", action="store_true", help="count calls instead of timing")
+    parser.add_argument(
+        "--service-gc",
+        action="store_true",
+        help="the garbage-collector settings of the service's conversion processes",
+    )
     args = parser.parse_args()
     if args.calls:
         call_counts(Converter(ConverterConfig(default_timezone="Europe/Paris")))
@@ -272,13 +310,20 @@ def main() -> None:
         ),
         "validated": Converter(ConverterConfig(default_timezone="Europe/Paris")),
     }
-    print(f"{'message':18} {'mode':14} {'msg/s':>8} {'ms/msg':>8} {'entries':>8}")
-    for label, name in CASES.items():
-        messages = variants((SAMPLES / name).read_bytes(), 500)
+    cases = {label: variants((SAMPLES / name).read_bytes(), 500) for label, name in CASES.items()}
+    if args.service_gc:
+        ccd = bigger_ccd(CDA_SAMPLE.read_bytes())
+        for converter in converters.values():  # loaded as a conversion process's are
+            for messages in cases.values():
+                converter.convert_message(messages[0])
+            converter.convert_document(ccd)
+        settle_long_lived()
+    print(f"{'message':18} {'mode':14} {'msg/s':>8} {'ms/msg':>8} {'entries':>8} {'gc %':>6}")
+    for label, messages in cases.items():
         entries = len(converters["validated"].convert_message(messages[0]).bundle["entry"])
         for mode, converter in converters.items():
-            rate, _ = measure(converter, messages, args.seconds)
-            print(f"{label:18} {mode:14} {rate:8.0f} {1000 / rate:8.2f} {entries:8d}")
+            rate, _, in_gc = measure(converter, messages, args.seconds)
+            print(f"{label:18} {mode:14} {rate:8.0f} {1000 / rate:8.2f} {entries:8d} {in_gc:6.1%}")
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     adt = variants((SAMPLES / CASES["ADT_A01 full"]).read_bytes(), 60)
     traced = allocation_per_message(converters["validated"], adt) / 1024
