@@ -161,20 +161,11 @@ class Ingestor:
         if raw_header.message_code.strip() == "ACK":
             # Before any check: even a malformed ACK must not be answered.
             return self._ignore_ack(raw_header, peer)
-        rejection = raw_header.rejection()
+        # An MSH-10 blank only in the service's default charset waits for the route: its
+        # own charset may read an id there (0x80: a C1 control in Latin-1, € in cp1252).
+        rejection = raw_header.rejection_before_routing()
         if rejection is not None:
-            self._metrics.received.labels(listener, "unreadable").inc()
-            log.warning(
-                "unreadable message rejected",
-                extra=log_fields(
-                    listener=listener,
-                    peer=peer.address,
-                    size=len(payload),
-                    error_code=rejection.error_code,
-                    location=raw_header.problem_location,
-                ),
-            )
-            return self._ack(listener, raw_header, rejection)
+            return self._unreadable(peer, len(payload), raw_header, rejection)
         try:
             # Header values read in the message's charset: with MSH-18 empty, the default
             # one, as the converter reads it (not Latin-1: a UTF-8 control id was stored
@@ -210,6 +201,10 @@ class Ingestor:
                 raw_header,
                 AckOutcome.reject("207", "the message header could not be read"),
             )
+        rejection = raw_header.rejection()
+        if rejection is not None:
+            # MSH-10 blank as the route's charset reads it (the id it would be stored under).
+            return self._unreadable(peer, len(payload), raw_header, rejection)
         fields = log_fields(
             listener=listener,
             control_id=header.control_id,
@@ -292,6 +287,23 @@ class Ingestor:
             outcome = await self._answers.delivered(stored.seq, fields)
             return self._ack(listener, raw_header, outcome, payload)
         return self._ack(listener, raw_header, AckOutcome.accept(), payload)
+
+    def _unreadable(
+        self, peer: PeerInfo, size: int, header: MessageHeader, rejection: AckOutcome
+    ) -> bytes | None:
+        """The AR of a header :meth:`MessageHeader.rejection` refuses; nothing stored."""
+        self._metrics.received.labels(peer.listener, "unreadable").inc()
+        log.warning(
+            "unreadable message rejected",
+            extra=log_fields(
+                listener=peer.listener,
+                peer=peer.address,
+                size=size,
+                error_code=rejection.error_code,
+                location=header.problem_location,
+            ),
+        )
+        return self._ack(peer.listener, header, rejection)
 
     def _refused(self, fields: dict[str, object]) -> None:
         """The queue refused a received message (full disk, read-only volume): counted

@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from converter.errors import CharsetError
 from converter.hl7v2.charset import codec_for
 from converter.hl7v2.encoding import DEFAULT_ENCODING, Encoding
+from converter.hl7v2.peek import header_decoder
 
 from .outcome import AckOutcome, ErrorLocation
 
@@ -17,6 +18,8 @@ __all__ = ["MessageHeader", "field_getter", "read_header"]
 
 _BOM = b"\xef\xbb\xbf"
 _LINE_ENDS = re.compile(rb"\r\n|\r|\n")
+_Problem = tuple[str | None, str | None, str | None]
+_MISSING_ID: tuple[str, str, str] = ("the message control id (MSH-10) is missing", "101", "MSH-10")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +39,11 @@ class MessageHeader:
     problem: str | None = None
     problem_code: str | None = None
     problem_location: str | None = None
+    #: Behind a UTF-8 byte order mark: read as UTF-8 whatever the default charset.
+    bom: bool = False
+    #: A second MSH in the block (:func:`_second_message`), found whatever MSH-10 holds:
+    #: the problem left when MSH-10, read in a route's charset, is not blank after all.
+    second_message: tuple[str, str, str] | None = None
 
     def field(self, n: int) -> str:
         """Raw MSH-n ("" when absent); MSH-1 is the field separator."""
@@ -90,19 +98,42 @@ class MessageHeader:
 
     def with_default_charset(self, default_charset: str) -> MessageHeader:
         """This header as :func:`read_header` reads it with ``default_charset`` (a codec
-        name, as the settings hold it): a message whose MSH-18 is empty is answered in
-        that set, one naming its own set is unchanged.
+        name, as the settings hold it): a message whose MSH-18 is empty is answered, and
+        its MSH-10 judged, in that set; one naming its own set is unchanged.
 
         For a route whose ``converter.charset`` is not the service's: its converter reads
         such a message in that set, its sender writes and reads in it, and an ACK written
         in the service's default garbled the text of our own (ERR-8 quoting MSH-9: ``€``
         written as UTF-8's three bytes for an ISO 8859-15 sender). Received bytes (MSA-2)
-        are copied as sent either way. What the header was judged by
-        (:meth:`rejection`) is kept: the service's default read it before any route
-        was known.
+        are copied as sent either way. MSH-10 is judged again, as the id stored is read
+        in that set: C2 A0 is a no-break space (no id) in UTF-8 but ``Â`` and one in
+        Latin-1, 0x80 a control character (no id) in Latin-1 but ``€`` in windows-1252.
         """
         codec = _safe_codec(self.field(18).split(self.encoding.repetition, 1)[0], default_charset)
-        return self if codec == self.codec else replace(self, codec=codec)
+        problem = self._problem_in(default_charset)
+        if codec == self.codec and problem == self._problem:
+            return self
+        return replace(
+            self,
+            codec=codec,
+            problem=problem[0],
+            problem_code=problem[1],
+            problem_location=problem[2],
+        )
+
+    @property
+    def _problem(self) -> _Problem:
+        return (self.problem, self.problem_code, self.problem_location)
+
+    def _problem_in(self, default_charset: str) -> _Problem:
+        """What the header is refused for when ``default_charset`` reads a message
+        without MSH-18: only whether MSH-10 is blank can change."""
+        if not self.delimiters_valid or self.codec is None:
+            # Unreadable, or MSH-18 names a set this service cannot read: in any charset.
+            return self._problem
+        if _blank_control_id(self.fields, self.encoding, default_charset, bom=self.bom):
+            return _MISSING_ID
+        return self.second_message or (None, None, None)
 
     def version_tuple(self) -> tuple[int, ...] | None:
         parts = self.version.split(".")
@@ -119,6 +150,18 @@ class MessageHeader:
             self.problem,
             location=ErrorLocation.parse(self.problem_location),
         )
+
+    def rejection_before_routing(self) -> AckOutcome | None:
+        """:meth:`rejection`, but ``None`` for an MSH-10 blank only as the default
+        charset reads it (MSH-18 empty, no byte order mark): the message's route may read
+        it in a charset of its own (:meth:`with_default_charset`), where it is an id."""
+        if (
+            self.problem_location == "MSH-10"
+            and not self.bom
+            and _names_no_charset(self.field(18).split(self.encoding.repetition, 1)[0])
+        ):
+            return None
+        return self.rejection()
 
 
 def read_header(data: bytes, *, default_charset: str = "utf-8") -> MessageHeader:
@@ -197,14 +240,27 @@ def read_header(data: bytes, *, default_charset: str = "utf-8") -> MessageHeader
     except CharsetError:
         codec = None
         problem = problem or ("unsupported character set", "103", "MSH-18")
-    if _blank_control_id(fields[9] if len(fields) > 9 else "", enc, codec):
+    bom = data.startswith(_BOM)
+    second: tuple[str, str, str] | None = None
+    if problem is None:
+        second = _second_message(body, sep)
         # MSH-10 is required (R): without it MSA-2 cannot name what is acknowledged, and
         # the sender could not match the ACK — nor could a retransmission be recognised.
         # Blank, or HL7's explicit null (""), is not a value either.
-        problem = problem or ("the message control id (MSH-10) is missing", "101", "MSH-10")
-    if problem is None:
-        problem = _second_message(body, sep)
-    return MessageHeader(enc, fields, codec, valid, *(problem or (None, None, None)))
+        blank = _blank_control_id(fields, enc, default_charset, bom=bom)
+        problem = _MISSING_ID if blank else second
+    judged: _Problem = problem or (None, None, None)
+    return MessageHeader(
+        enc,
+        fields,
+        codec,
+        valid,
+        problem=judged[0],
+        problem_code=judged[1],
+        problem_location=judged[2],
+        bom=bom,
+        second_message=second,
+    )
 
 
 def _second_message(body: bytes, sep: str) -> tuple[str, str, str] | None:
@@ -232,22 +288,27 @@ def _second_message(body: bytes, sep: str) -> tuple[str, str, str] | None:
     )
 
 
-def _blank_control_id(raw: str, enc: Encoding, codec: str | None) -> bool:
+def _blank_control_id(
+    fields: tuple[str, ...], enc: Encoding, default_charset: str, *, bom: bool
+) -> bool:
     """Whether MSH-10 holds no usable id: empty, HL7's explicit null (``""``), or only
     blanks and control characters once unescaped. ``\\H\\`` (a formatting command) or
     ``\\X20\\`` is not blank as written, but the id the service files the message
     under is the unescaped one: it read "", so such messages were stored with no control
     id at all (never recognised when re-sent), or " " (one sender's messages taken for
-    each other's reuse of one id)."""
+    each other's reuse of one id).
+
+    Read as :func:`~converter.hl7v2.peek_header` reads the id the message is stored
+    under: the line decoded in the message's charset, a byte invalid there as Latin-1
+    (with U+FFFD for it, 0xA0 under UTF-8 was an id here and stored as a no-break space),
+    then split (a multi-byte set's second byte may be a delimiter's). Not as Latin-1
+    alone: a multi-byte charset's bytes may all read as C1 controls."""
+    codec, decode = header_decoder(fields, default_charset, bom=bom)
+    line = decode(enc.field.join(fields).encode("latin-1")).split(enc.field)
+    raw = line[9] if len(line) > 9 else ""
     if raw.strip() == '""':
         return True
-    # Decoded first: as Latin-1, a multi-byte charset's bytes may all read as C1 controls.
-    codec = codec or "latin-1"
-    try:
-        text = raw.encode("latin-1").decode(codec, errors="replace")
-    except LookupError:
-        text = raw
-    value = enc.unescape(text, codec)
+    value = enc.unescape(raw, codec)
     return all(char.isspace() or not char.isprintable() for char in value)
 
 
@@ -261,6 +322,15 @@ def _ack_type(raw: str) -> str:
 
 def field_getter(fields: list[str]) -> Callable[[int], str]:
     return lambda n: fields[n] if n < len(fields) else ""
+
+
+def _names_no_charset(msh18: str) -> bool:
+    """Whether MSH-18 leaves the message to the default charset (:func:`codec_for`'s
+    rule: empty, or HL7's explicit null)."""
+    try:
+        return codec_for(msh18, "") == ""
+    except CharsetError:
+        return False
 
 
 def _safe_codec(msh18: str, default: str) -> str | None:
