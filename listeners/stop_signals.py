@@ -8,7 +8,8 @@ flight, skipping the drain SIGTERM gets. There is nothing to reload (the configu
 read once, and a reload that re-read routes would change how queued messages are
 delivered), so it stops the process the way SIGTERM does; the supervisor restarts it.
 A second signal while draining exits at once (status 1): everything acknowledged is
-already committed, and messages in flight are delivered again after the restart.
+already committed, and messages in flight are delivered again after the restart. Only the
+named semaphores of the conversion pools' queues are released first (:func:`_exit_now`).
 
 Each step of a stop runs through :func:`stop_step`: one that fails is logged and the
 stop goes on (a destination's close raising skipped the queue's close after it).
@@ -21,10 +22,13 @@ without starting.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import multiprocessing.util
 import os
 import signal
 from collections.abc import Awaitable
+from typing import NoReturn
 
 from .entry import pending_stop
 from .logs import describe_exception, log_fields
@@ -60,7 +64,7 @@ def install_stop_handlers(stop: asyncio.Event, log: logging.Logger) -> None:
     def on_signal(name: str) -> None:
         if stop.is_set():
             log.warning("second signal while stopping: exiting now")
-            os._exit(1)
+            _exit_now(1)
         log.info("%s received: stopping gracefully", name)
         stop.set()
 
@@ -73,3 +77,25 @@ def install_stop_handlers(stop: asyncio.Event, log: logging.Logger) -> None:
     early = pending_stop(replaced)  # read after the handlers are in place: none slips
     if early is not None:
         on_signal(signal.Signals(early).name)
+
+
+def _exit_now(status: int) -> NoReturn:
+    """Exit at once, without the drain nor the interpreter's exit (which would wait for
+    the threads still draining), the named semaphores of multiprocessing unlinked first.
+
+    ``os._exit`` alone skips multiprocessing's exit hook, which unlinks them (the locks of
+    a conversion pool's queues: a fork server's processes need them named). Its resource
+    tracker, a process of its own writing to our stderr, then found them still registered
+    and printed ``resource_tracker: There appear to be 5 leaked semaphore objects to
+    clean up at shutdown``, sending the operator after a leak that is not there. Only
+    the hook's first pass (finalizers of priority 0 and up: unlinking the semaphores,
+    telling the queues' feeder threads to finish) is run: its second joins the
+    conversion processes, which end by themselves once we are gone
+    (:mod:`listeners.service_watch`). ``_run_finalizers`` is that hook's own step,
+    unchanged since Python 2.6; should it go, the exit is as before, warning included.
+    """
+    run_finalizers = getattr(multiprocessing.util, "_run_finalizers", None)
+    if run_finalizers is not None:
+        with contextlib.suppress(Exception):
+            run_finalizers(0)
+    os._exit(status)
