@@ -204,6 +204,13 @@ class Metrics:
             ["listener"],
             registry=registry,
         )
+        self.commit_blocks_sent = Counter(
+            "passerelle_mllp_commit_blocks_sent",
+            "MLLP release 2 commit blocks sent by listeners with release = 2 (kind: ack"
+            " before a reply, nak for a message not taken)",
+            ["listener", "kind"],
+            registry=registry,
+        )
         self.keepalives = Counter(
             "passerelle_mllp_keepalives",
             "Empty MLLP blocks (keep-alives, only blanks and line ends) received, not answered",

@@ -460,6 +460,8 @@ class Service:
             follow(self.metrics.framing_errors, (listener.name,), stats.framing_errors)
             follow(self.metrics.commit_acks, (listener.name,), stats.commit_acks)
             follow(self.metrics.keepalives, (listener.name,), stats.keepalives)
+            follow(self.metrics.commit_blocks_sent, (listener.name, "ack"), stats.commit_acks_sent)
+            follow(self.metrics.commit_blocks_sent, (listener.name, "nak"), stats.commit_naks_sent)
             for reason, count in (
                 ("max_connections", stats.connections_refused),
                 ("frame_timeout", stats.frame_timeouts),

@@ -41,6 +41,7 @@ ENV_SETTINGS: Mapping[str, str] = {
     "PASSERELLE_MLLP_FRAME_TIMEOUT": "mllp.frame_timeout",
     "PASSERELLE_MLLP_WRITE_TIMEOUT": "mllp.write_timeout",
     "PASSERELLE_MLLP_MAX_UNFINISHED_BYTES": "mllp.max_unfinished_bytes",
+    "PASSERELLE_MLLP_RELEASE": "mllp.release",
     "PASSERELLE_HTTP_HOST": "http.host",
     "PASSERELLE_HTTP_PORT": "http.port",
     "PASSERELLE_HTTP_API_KEY": "http.api_key",

@@ -4,7 +4,7 @@ and timeouts every MLLP connection shares. Split out of :mod:`.loading`."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .model import ConfigError, ListenerConfig, MllpConfig, TlsConfig
 from .values import _check_keys, _choice, _float, _int, _path, _port
@@ -25,6 +25,12 @@ def _tls(section: Any, base: Path, where: str) -> TlsConfig | None:
     )
 
 
+def _release(value: Any, where: str) -> Literal[1, 2]:
+    """MLLP release 1 (frames only) or 2 (commit acknowledgement blocks too)."""
+    number = _int(value, where, 1, 2)
+    return 1 if number == 1 else 2
+
+
 def _mllp(section: dict[str, Any], base: Path) -> MllpConfig:
     _check_keys(
         section,
@@ -40,6 +46,7 @@ def _mllp(section: dict[str, Any], base: Path) -> MllpConfig:
             "write_timeout",
             "max_unfinished_bytes",
             "max_connections",
+            "release",
             "host",
             "port",
             "tls",
@@ -50,6 +57,7 @@ def _mllp(section: dict[str, Any], base: Path) -> MllpConfig:
     max_connections = _int(
         section.get("max_connections", ListenerConfig.max_connections), "mllp.max_connections", 1
     )
+    release = _release(section.get("release", ListenerConfig.release), "mllp.release")
     listeners_raw = section.get("listeners")
     # The name errors give the listener: "mllp.port" for the one of the [mllp] table
     # itself (what the file says), not "mllp.listeners[0].port", which it has not.
@@ -70,7 +78,7 @@ def _mllp(section: dict[str, Any], base: Path) -> MllpConfig:
         where = "mllp" if implicit else f"mllp.listeners[{i}]"
         if not isinstance(item, dict):
             raise ConfigError(f"{where} must be a table")
-        _check_keys(item, {"name", "host", "port", "tls", "max_connections"}, where)
+        _check_keys(item, {"name", "host", "port", "tls", "max_connections", "release"}, where)
         listeners.append(
             ListenerConfig(
                 name=str(item.get("name", "mllp" if i == 0 else f"mllp-{i + 1}")),
@@ -80,6 +88,7 @@ def _mllp(section: dict[str, Any], base: Path) -> MllpConfig:
                 max_connections=_int(
                     item.get("max_connections", max_connections), f"{where}.max_connections", 1
                 ),
+                release=_release(item.get("release", release), f"{where}.release"),
             )
         )
     names = [listener.name for listener in listeners]

@@ -88,6 +88,10 @@ class ListenerConfig:
     #: Connections open at once; a further one is closed as soon as it is accepted
     #: (``[mllp] max_connections`` unless the listener sets its own).
     max_connections: int = 100
+    #: MLLP release the senders of this listener speak: 2 adds a commit acknowledgement
+    #: block (``VT 0x06 FS CR``) before each reply, a commit NAK (0x15) for a message
+    #: not taken (``[mllp] release`` unless the listener sets its own).
+    release: Literal[1, 2] = 1
 
 
 @dataclass(frozen=True)

@@ -82,8 +82,11 @@ class FrameLoop:
         budget: FrameBudget | None,
         stopping: Callable[[], bool],
         logger: logging.Logger,
+        commit_listeners: frozenset[str] = frozenset(),
     ) -> None:
         self._handler = handler
+        #: Listeners whose senders speak MLLP release 2 (commit acknowledgement blocks).
+        self._commit_listeners = commit_listeners
         self._on_oversized = on_oversized
         self._max_frame_bytes = max_frame_bytes
         self._idle_timeout = idle_timeout
@@ -269,6 +272,7 @@ class FrameLoop:
                 )
                 continue
             item = self._unpadded(conn, item)
+            release2 = conn.listener in self._commit_listeners
             conn.busy = True
             started = time.perf_counter()
             if isinstance(item, OversizedFrame):
@@ -284,6 +288,8 @@ class FrameLoop:
                         item.size,
                         item.limit,
                     )
+                    if release2:
+                        await self._commit_nak(conn, writer, stats)
                     return "frame too large"
                 answer = functools.partial(self._on_oversized, item, peer)
             else:
@@ -302,6 +308,8 @@ class FrameLoop:
                     kind,
                     describe_exception(exc),
                 )
+                if release2:
+                    await self._commit_nak(conn, writer, stats)
                 return "handler error"
             elapsed = (time.perf_counter() - started) * 1000
             if reply is None:
@@ -314,9 +322,17 @@ class FrameLoop:
                     kind,
                     elapsed,
                 )
+                if release2:
+                    await self._commit_nak(conn, writer, stats)
                 return "closed without reply"
-            if reply:
-                data = frame(reply)
+            # Release 2: the commit acknowledgement comes first, with the reply in one
+            # write. The handler returns once the message is durably stored (or refused
+            # with an AR / answered without storing: the HL7 reply says which), so the
+            # block is taken care of; a message answered with no reply (MSH-15 NE, a
+            # received ACK) is committed too, as every block of content must be.
+            commit = frame(CommitAck.ACK.value) if release2 else b""
+            if reply or commit:
+                data = commit + (frame(reply) if reply else b"")
                 try:
                     writer.write(data)
                     async with asyncio.timeout(self._write_timeout):
@@ -336,7 +352,10 @@ class FrameLoop:
                     return "ACK not taken by the peer (write timeout)"
                 except (ConnectionError, ssl.SSLError) as exc:
                     return f"ACK not delivered ({type(exc).__name__})"
-                stats.acks_sent += 1
+                if reply:
+                    stats.acks_sent += 1
+                if commit:
+                    stats.commit_acks_sent += 1
                 stats.bytes_sent += len(data)
                 conn.bytes_out += len(data)
             self._log.debug(
@@ -349,6 +368,22 @@ class FrameLoop:
             )
             conn.busy = False
         return "server shutdown"
+
+    async def _commit_nak(
+        self, conn: Connection, writer: asyncio.StreamWriter, stats: MllpStats
+    ) -> None:
+        """Tell a release 2 sender its block was not committed (it sends it again) before
+        the connection closes; best effort: the close says the same to any sender."""
+        data = frame(CommitAck.NAK.value)
+        try:
+            writer.write(data)
+            async with asyncio.timeout(self._write_timeout or CLOSE_TIMEOUT):
+                await writer.drain()
+        except (TimeoutError, ConnectionError, ssl.SSLError):
+            return
+        stats.commit_naks_sent += 1
+        stats.bytes_sent += len(data)
+        conn.bytes_out += len(data)
 
 
 def _fs_hint(frames: FrameReader) -> str:

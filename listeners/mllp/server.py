@@ -57,6 +57,14 @@ engines send) is not handed to the handler: no reply, connection kept, counted i
 byte, some engines fill a fixed-size buffer with them) are removed before the handler
 sees it; the rest of the frame is handed over byte for byte.
 
+A listener with ``release = 2`` (MLLP release 2, as interface engines such as Mirth
+Connect offer it) writes a commit acknowledgement block (``VT 0x06 FS CR``) before each
+reply, and before nothing when there is no reply (:data:`NO_REPLY`): the handler returned,
+so the message is taken care of. Where the connection closes without a reply
+(``None``, a handler exception, an oversized frame without ``on_oversized``) it first
+writes a commit NAK (``VT 0x15 FS CR``): not committed, send it again. Commit blocks
+received from the peer are never answered, on any listener.
+
 A handler exception is logged (its type and where it was raised, never the payload) and
 the connection is closed without a reply, which has the same effect as ``None``.
 
@@ -153,6 +161,7 @@ class MllpServer:
             budget=self._budget,
             stopping=lambda: self._stopping,
             logger=self._log,
+            commit_listeners=frozenset(lst.name for lst in listeners if lst.release == 2),
         )
 
     @classmethod

@@ -17,7 +17,7 @@ class MllpStats:
     frames: int = 0
     #: Bytes read from sockets, framing included (after TLS decryption).
     bytes_received: int = 0
-    #: Bytes written (framed ACKs).
+    #: Bytes written (framed ACKs, commit blocks).
     bytes_sent: int = 0
     acks_sent: int = 0
     #: Bytes outside any frame, dropped.
@@ -42,6 +42,10 @@ class MllpStats:
     unfinished_bytes_refusals: int = 0
     #: MLLP release 2 commit acknowledgements (ACK or NAK blocks) received, not answered.
     commit_acks: int = 0
+    #: MLLP release 2 commit acknowledgements sent (listeners with ``release = 2``): an ACK
+    #: block before each reply, a NAK block for a message not taken (then the close).
+    commit_acks_sent: int = 0
+    commit_naks_sent: int = 0
     #: Empty frames (``VT FS CR``, or only blanks, line ends and NULs): keep-alives, not
     #: answered, not counted in ``frames``.
     keepalives: int = 0
