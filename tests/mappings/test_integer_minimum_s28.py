@@ -1,0 +1,78 @@
+"""Counts FHIR types as positiveInt or unsignedInt: TQ1-14 / TQ-12 total occurrences
+(``Timing.repeat.count``, at least 1), RXE-12 / RXO-13 refills
+(``numberOfRepeatsAllowed``, at least 0), XTN-18 preference order (``ContactPoint.rank``,
+at least 1). A 0 or -1 there reached the validator: a BundleValidationError naming a FHIR
+path and no HL7 field. Now it is bad input at its field, as a word where a number is
+due: a MappingError at ``TQ1-14`` (HL7 error 102, the value in ``detail`` only) by
+default, dropped with a warning naming the field in lenient mode. Invented order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from converter import Converter, ConverterConfig, MappingError
+from tests.support.hl7_edit import convert_one, resources, set_field
+from tests.support.r4validator import R4Validator
+
+SAMPLE = (
+    Path(__file__).resolve().parents[2]
+    / "samples"
+    / "hl7v2"
+    / "RDE_O11_pharmacy-encoded-orders.hl7"
+)
+
+
+@pytest.fixture(scope="module")
+def lenient() -> Converter:
+    return Converter(ConverterConfig(default_timezone="Europe/Paris", strict_values=False))
+
+
+def _first_request(bundle: dict[str, Any]) -> dict[str, Any]:
+    return resources(bundle, "MedicationRequest")[0]
+
+
+@pytest.mark.parametrize(
+    ("segment", "position", "value", "where"),
+    [
+        ("TQ1", 14, "0", "TQ1-14"),
+        ("TQ1", 14, "-1", "TQ1-14"),
+        ("RXE", 12, "-1", "RXE-12"),
+    ],
+)
+def test_a_count_below_its_fhir_minimum_is_bad_input_at_its_field(
+    converter: Converter,
+    lenient: Converter,
+    r4validator: R4Validator,
+    segment: str,
+    position: int,
+    value: str,
+    where: str,
+) -> None:
+    data = set_field(SAMPLE.read_bytes(), segment, position, value)
+    with pytest.raises(MappingError) as caught:
+        converter.convert(data)
+    error = caught.value
+    assert error.location is not None and error.location.startswith(where)
+    assert error.hl7_error_code == "102"
+    assert "below" in str(error) and value not in str(error).split(" at ")[0]
+    bundle, warnings = convert_one(lenient, data)
+    assert any(where in w and "value dropped" in w for w in warnings)
+    assert r4validator.validate(bundle) == []
+
+
+def test_zero_refills_is_a_valid_unsigned_int(converter: Converter) -> None:
+    bundle, _ = convert_one(converter, set_field(SAMPLE.read_bytes(), "RXE", 12, "0"))
+    assert _first_request(bundle)["dispenseRequest"]["numberOfRepeatsAllowed"] == 0
+
+
+def test_one_occurrence_is_a_count(converter: Converter) -> None:
+    bundle, _ = convert_one(converter, set_field(SAMPLE.read_bytes(), "TQ1", 14, "1"))
+    counts = [
+        d["timing"]["repeat"]["count"]
+        for d in _first_request(bundle)["dosageInstruction"]
+        if "count" in d.get("timing", {}).get("repeat", {})
+    ]
+    assert counts == [1]
