@@ -73,6 +73,7 @@ class ValueFilters(TimestampFilters, IdentityFilters):
             "fhir_instant": self.fhir_instant,
             "fhir_time": self.fhir_time,
             "hl7_timestamp": self.hl7_timestamp_key,
+            "center_bounds": self.center_bounds,
             "decimal": self.decimal,
             "integer": self.integer,
             "boolean": self.boolean,

@@ -1,12 +1,14 @@
 """Timestamp filters: HL7 timestamps as FHIR date, dateTime, instant and time, a FHIR
-dateTime written back as an HL7 key naming one instant, and the occurrences of a
-repeating scheduled time; all in the configured zone (or the session's default offset)."""
+dateTime written back as an HL7 key naming one instant, the bounds of an interval given
+by its center and width, and the occurrences of a repeating scheduled time; all in the
+configured zone (or the session's default offset)."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
+from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -23,7 +25,7 @@ __all__ = ["TimestampFilters"]
 
 class TimestampFilters(FilterBase):
     """``fhir_date``, ``fhir_datetime``, ``fhir_instant``, ``fhir_time``,
-    ``hl7_timestamp`` and ``repeat_occurrences``."""
+    ``hl7_timestamp``, ``center_bounds`` and ``repeat_occurrences``."""
 
     def _timestamp(
         self, ctx: Context, value: Any, convert: Callable[..., str], with_offset: bool = True
@@ -87,6 +89,68 @@ class TimestampFilters(FilterBase):
         zone = timezone(_utc_offset(offset)) if offset else ZoneInfo(self._timestamps.zone_name)
         return self.hl7_timestamp(value, zone)
 
+    def center_bounds(self, center: Any, width: Any, unit: Any) -> list[str] | None:
+        """The low and high (HL7 timestamps) of an IVL_TS given by its center and its
+        width, a PQ of time (HL7 V3 Data Types R1, IVL: center - width/2, center +
+        width/2), when they are exact at the center's precision; else None (the caller
+        keeps the center), as for an invalid center or width: pure, no warning said.
+
+        The bounds keep the center's precision and its offset as written; a time of day
+        without one is read as ``fhir_datetime`` reads it (the session's default offset,
+        else the configured zone) and its bounds carry that offset, the zone's at their
+        own instant. ``s``, ``min``, ``h``, ``d`` and ``wk`` are exact durations: half the
+        width must be a whole number of the center's last unit (a day center ± 12 h is
+        not a day). ``mo`` and ``a`` are calendar months and years, from a month or year
+        center only, by a whole number of them: UCUM's are mean ones (30.4375 d, 365.25
+        d), which from a day or a time name no calendar day."""
+        text, size = text_of(center), text_of(width)
+        match = _CENTER.fullmatch(text)
+        if match is None or not _WIDTH.fullmatch(size):
+            return None
+        try:
+            self._timestamps.date_time(text)  # a date that exists, an offset in range
+        except InvalidTimestamp:
+            return None
+        digits, offset, unit_text = match["digits"], match["offset"] or "", text_of(unit)
+        half = Decimal(size) / 2
+        try:
+            if half <= 0:
+                return None
+            if unit_text in _CALENDAR_MONTHS:
+                return _calendar_bounds(digits, offset, half * _CALENDAR_MONTHS[unit_text])
+            if unit_text not in _SECONDS or len(digits) < 8:
+                return None
+            seconds = half * _SECONDS[unit_text]
+            if len(digits) == 8:
+                return _day_bounds(digits, offset, seconds)
+            return self._clock_bounds(digits, match["fraction"] or "", offset, seconds)
+        except (InvalidOperation, OverflowError):  # a width too large; beyond year 9999
+            return None
+
+    def _clock_bounds(
+        self, digits: str, fraction: str, offset: str, seconds: Decimal
+    ) -> list[str] | None:
+        """``center_bounds`` of a time of day (YYYYMMDDHH[MM[SS[.S]]])."""
+        step = Decimal(1).scaleb(-len(fraction)) if fraction else _STEPS[len(digits)]
+        if seconds % step or digits[12:14] == "60":  # finer than the center; a leap second
+            return None
+        if offset:
+            zone: tzinfo = UTC if offset == "Z" else timezone(_utc_offset(offset))
+        else:
+            session = ACTIVE_SESSION.get()
+            default = session.default_offset if session is not None else None
+            zone = (
+                timezone(_utc_offset(default)) if default else ZoneInfo(self._timestamps.zone_name)
+            )
+        wall = datetime.strptime(digits.ljust(14, "0"), "%Y%m%d%H%M%S").replace(
+            microsecond=int(fraction.ljust(6, "0")) if fraction else 0, tzinfo=zone
+        )
+        half = timedelta(seconds=int(seconds), microseconds=int(seconds % 1 * 1_000_000))
+        # In UTC: an aware datetime's own arithmetic is the wall clock's (DST ignored).
+        moments = [(wall.astimezone(UTC) + sign * half).astimezone(zone) for sign in (-1, 1)]
+        texts = [_clock_text(moment, len(digits), len(fraction), offset) for moment in moments]
+        return [text for text in texts if text] if all(texts) else None
+
     def repeat_occurrences(self, start: Any, *args: Any, **kwargs: Any) -> Expansion:
         """The occurrences of a repeating scheduled time in the configured zone
         (:func:`.repeat_patterns.repeat_occurrences`): pure, no warning said."""
@@ -97,6 +161,60 @@ class TimestampFilters(FilterBase):
 def _utc_offset(text: str) -> timedelta:
     """``+0130``, ``+01:30`` or ``Z`` as a timedelta (an offset a parser accepted)."""
     return datetime.strptime(text, "%z").utcoffset() or timedelta(0)
+
+
+#: An HL7 timestamp, split for center_bounds (center_bounds checks it with date_time).
+_CENTER = re.compile(
+    r"(?P<digits>\d{4}(?:\d{2}){0,5})(?:\.(?P<fraction>\d{1,4}))?(?P<offset>[+-]\d{4}|Z)?",
+    re.ASCII,
+)
+#: A PQ value (an XML Schema decimal), not an exponent nor an infinity.
+_WIDTH = re.compile(r"\+?(?:\d+(?:\.\d*)?|\.\d+)", re.ASCII)
+#: UCUM units of time an IVL_TS width is written in, in seconds: exact durations.
+_SECONDS = {"s": 1, "min": 60, "h": 3600, "d": 86400, "wk": 604800}
+#: The calendar units, in months (center_bounds: from a month or a year only).
+_CALENDAR_MONTHS = {"mo": 1, "a": 12}
+#: The last unit of a timestamp with a time of day, in seconds, by its number of digits.
+_STEPS = {10: Decimal(3600), 12: Decimal(60), 14: Decimal(1)}
+
+
+def _calendar_bounds(digits: str, offset: str, months: Decimal) -> list[str] | None:
+    """``center_bounds`` of a year (YYYY) or a month (YYYYMM) by whole months (whole
+    years from a year)."""
+    if len(digits) > 6 or months % (12 if len(digits) == 4 else 1):
+        return None
+    center = int(digits[:4]) * 12 + int(digits[4:6] or 1) - 1
+    bounds = (center - int(months), center + int(months))
+    if not all(1 <= month // 12 <= 9999 for month in bounds):
+        return None
+    return [f"{month // 12:04d}{month % 12 + 1:02d}"[: len(digits)] + offset for month in bounds]
+
+
+def _day_bounds(digits: str, offset: str, seconds: Decimal) -> list[str] | None:
+    """``center_bounds`` of a date (YYYYMMDD) by whole days."""
+    if seconds % 86400:
+        return None
+    day = date(int(digits[:4]), int(digits[4:6]), int(digits[6:8]))
+    half = timedelta(days=int(seconds // 86400))
+    bounds = (day - half, day + half)
+    return [f"{d.year:04d}{d.month:02d}{d.day:02d}{offset}" for d in bounds]
+
+
+def _clock_text(moment: datetime, size: int, places: int, offset: str) -> str | None:
+    """``moment`` at the precision of a center of ``size`` digits and ``places`` decimal
+    places, with the center's written offset, else the one ``moment`` has; None when a
+    finer part is not zero (an offset change of 30 min from an hour center)."""
+    text = (
+        f"{moment.year:04d}{moment.month:02d}{moment.day:02d}{moment.hour:02d}"
+        f"{moment.minute:02d}{moment.second:02d}{moment.microsecond:06d}"
+    )
+    if text[size + places :].strip("0"):
+        return None
+    text = text[:size] + ("." + text[14 : 14 + places] if places else "")
+    if offset:
+        return text + offset
+    minutes = int((moment.utcoffset() or timedelta(0)).total_seconds()) // 60
+    return f"{text}{'-' if minutes < 0 else '+'}{abs(minutes) // 60:02d}{abs(minutes) % 60:02d}"
 
 
 #: A FHIR dateTime with a time of day, as the timestamp filters write it.
