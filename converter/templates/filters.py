@@ -33,6 +33,8 @@ __all__ = ["ValueFilters"]
 
 _DECIMAL = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?", re.ASCII)
 _INTEGER = re.compile(r"[+-]?\d+", re.ASCII)
+#: The range of FHIR's integer, positiveInt and unsignedInt (32-bit signed).
+_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 _V2_TABLE = re.compile(r"HL7(\d{4})", re.ASCII)
 _V2_TABLE_OID = re.compile(r"2\.16\.840\.1\.113883\.12\.(\d{1,4})", re.ASCII)
 _YES = {
@@ -159,6 +161,10 @@ class ValueFilters(TimestampFilters, IdentityFilters):
             self._invalid(ctx, value, "not an integer")
             return None
         number = int(text)
+        if not _INT32_MIN <= number <= _INT32_MAX:
+            # FHIR's integer types are 32-bit: a 20-digit NM failed validation, unlocated.
+            self._invalid(ctx, value, "integer out of range")
+            return None
         if minimum is not None and number < minimum:
             self._invalid(ctx, value, f"integer below {minimum}")
             return None

@@ -76,3 +76,37 @@ def test_one_occurrence_is_a_count(converter: Converter) -> None:
         if "count" in d.get("timing", {}).get("repeat", {})
     ]
     assert counts == [1]
+
+
+ADMISSION = SAMPLE.parent / "ADT_A01_admission-full.hl7"
+HUGE = "99999999999999999999"
+
+
+@pytest.mark.parametrize(("segment", "position"), [("PID", 25), ("DG1", 15)])
+def test_an_integer_beyond_32_bits_is_bad_input_at_its_field(
+    converter: Converter,
+    lenient: Converter,
+    r4validator: R4Validator,
+    segment: str,
+    position: int,
+) -> None:
+    """FHIR's integers are 32-bit: a 20-digit birth order or diagnosis priority failed
+    validation (``multipleBirthInteger``, ``diagnosis.rank``), naming no field."""
+    data = set_field(ADMISSION.read_bytes(), segment, position, HUGE)
+    with pytest.raises(MappingError) as caught:
+        converter.convert(data)
+    assert caught.value.location == f"{segment}-{position}"
+    assert "integer out of range" in str(caught.value) and HUGE not in str(caught.value)
+    bundle, warnings = convert_one(lenient, data)
+    assert any(f"{segment}-{position}" in w and "value dropped" in w for w in warnings)
+    assert r4validator.validate(bundle) == []
+
+
+def test_a_coverage_priority_beyond_32_bits_is_not_an_order(
+    converter: Converter, r4validator: R4Validator
+) -> None:
+    bundle, warnings = convert_one(converter, set_field(ADMISSION.read_bytes(), "IN1", 22, HUGE))
+    assert resources(bundle, "Coverage")
+    assert all("order" not in c for c in resources(bundle, "Coverage"))
+    assert any(w.startswith("IN1-22") for w in warnings)
+    assert r4validator.validate(bundle) == []
