@@ -110,3 +110,21 @@ def test_a_coverage_priority_beyond_32_bits_is_not_an_order(
     assert all("order" not in c for c in resources(bundle, "Coverage"))
     assert any(w.startswith("IN1-22") for w in warnings)
     assert r4validator.validate(bundle) == []
+
+
+def test_a_duration_or_account_priority_beyond_32_bits_is_left_out(
+    converter: Converter, r4validator: R4Validator
+) -> None:
+    """SCH-9 appointment duration (``minutesDuration``) and IN1-22 in an account
+    (``Account.coverage.priority``) are positiveInts computed by the templates: a 20-digit
+    value is not written, as a zero or a fraction of a minute is not."""
+    siu = set_field((SAMPLE.parent / "SIU_S12_new-appointment.hl7").read_bytes(), "SCH", 9, HUGE)
+    bundle, _ = convert_one(converter, siu)
+    [appointment] = resources(bundle, "Appointment")
+    assert "minutesDuration" not in appointment
+    assert r4validator.validate(bundle) == []
+    bar = set_field((SAMPLE.parent / "BAR_P01_add-account.hl7").read_bytes(), "IN1", 22, HUGE)
+    bundle, _ = convert_one(converter, bar)
+    [account] = resources(bundle, "Account")
+    assert account["coverage"] and "priority" not in account["coverage"][0]
+    assert r4validator.validate(bundle) == []
