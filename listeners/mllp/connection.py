@@ -379,7 +379,10 @@ class FrameLoop:
             writer.write(data)
             async with asyncio.timeout(self._write_timeout or CLOSE_TIMEOUT):
                 await writer.drain()
-        except (TimeoutError, ConnectionError, ssl.SSLError):
+        except TimeoutError:
+            conn.stalled = True  # a peer not reading: the close must not wait for it
+            return
+        except (ConnectionError, ssl.SSLError):
             return
         stats.commit_naks_sent += 1
         stats.bytes_sent += len(data)
