@@ -71,8 +71,9 @@ def hl7_field_edits(data: bytes) -> Iterator[Edit]:
     lines = _segments(data)
     for i, line in enumerate(lines):
         fields = line.split(b"|")
-        start = 3 if line.startswith(b"MSH") else 1
-        for j in range(start, len(fields) + 1):
+        # MSH's split is one off (MSH-1 is the separator itself); MSH-2 is left alone.
+        header = line.startswith(b"MSH")
+        for j in range(2 if header else 1, len(fields) + 1):
             for value in FIELD_VALUES:
                 edited = list(fields)
                 raw = value.encode()
@@ -80,7 +81,7 @@ def hl7_field_edits(data: bytes) -> Iterator[Edit]:
                     edited[j] = raw
                 else:
                     edited.append(raw)
-                where = f"{line[:3].decode(errors='replace')}#{i}-{j}={value}"
+                where = f"{line[:3].decode(errors='replace')}#{i}-{j + header}={value}"
                 yield where, b"\r".join([*lines[:i], b"|".join(edited), *lines[i + 1 :]])
 
 
