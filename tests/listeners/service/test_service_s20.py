@@ -122,17 +122,25 @@ def test_a_large_rejected_bundle_does_not_stall_the_event_loop(
     json.loads(large_bundle)
     parse = time.perf_counter() - began
     assert parse > 0.2, "the bundle is too small to tell a stall on this machine"
-    sink = FhirServerSink(DestinationConfig(name="test", url=refusing_server, timeout=120.0))
 
     async def scenario() -> tuple[float, BaseException | None]:
+        sink = FhirServerSink(DestinationConfig(name="test", url=refusing_server, timeout=120.0))
         async with sink:
             delivery = asyncio.ensure_future(sink.deliver(large_bundle, make_envelope()))
             stall = await longest_stall(delivery)
             return stall, delivery.exception()
 
-    stall, error = asyncio.run(scenario())
-    assert isinstance(error, RejectedDeliveryError)
-    assert stall < parse / 3, (stall, parse)
+    # The shortest of up to three deliveries: on a loaded 2-core host one step can wait
+    # for the CPU (0.21 s once, against 0.59 s for the whole parse). A bundle parsed on
+    # the loop stalls it for the whole parse every time.
+    stalls = []
+    for _ in range(3):
+        stall, error = asyncio.run(scenario())
+        assert isinstance(error, RejectedDeliveryError)
+        stalls.append(stall)
+        if stall < parse / 3:
+            break
+    assert min(stalls) < parse / 3, (stalls, parse)
 
 
 # -- 2. a stop signal during start-up (listeners/entry.py, listeners/stop_signals.py) -----------
