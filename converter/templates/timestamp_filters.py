@@ -83,11 +83,15 @@ class TimestampFilters(FilterBase):
 
     def hl7_timestamp_key(self, value: str) -> str:
         """The ``hl7_timestamp`` filter: in the zone that times without an offset are
-        read in (the session's default offset, else the configured zone)."""
+        read in (:meth:`_reading_zone`)."""
+        return self.hl7_timestamp(value, self._reading_zone())
+
+    def _reading_zone(self) -> tzinfo:
+        """The zone times without an offset are read in: the session's default offset
+        (a CDA document's), else the configured zone."""
         session = ACTIVE_SESSION.get()
         offset = session.default_offset if session is not None else None
-        zone = timezone(_utc_offset(offset)) if offset else ZoneInfo(self._timestamps.zone_name)
-        return self.hl7_timestamp(value, zone)
+        return timezone(_utc_offset(offset)) if offset else ZoneInfo(self._timestamps.zone_name)
 
     def center_bounds(self, center: Any, width: Any, unit: Any) -> list[str] | None:
         """The low and high (HL7 timestamps) of an IVL_TS given by its center and its
@@ -137,11 +141,7 @@ class TimestampFilters(FilterBase):
         if offset:
             zone: tzinfo = UTC if offset == "Z" else timezone(_utc_offset(offset))
         else:
-            session = ACTIVE_SESSION.get()
-            default = session.default_offset if session is not None else None
-            zone = (
-                timezone(_utc_offset(default)) if default else ZoneInfo(self._timestamps.zone_name)
-            )
+            zone = self._reading_zone()
         wall = datetime.strptime(digits.ljust(14, "0"), "%Y%m%d%H%M%S").replace(
             microsecond=int(fraction.ljust(6, "0")) if fraction else 0, tzinfo=zone
         )
