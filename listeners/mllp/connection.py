@@ -165,6 +165,7 @@ class FrameLoop:
         writer: asyncio.StreamWriter,
         stats: MllpStats,
     ) -> str:
+        release2 = conn.listener in self._commit_listeners
         while not self._stopping():
             try:
                 item = await frames.read_item(
@@ -272,7 +273,6 @@ class FrameLoop:
                 )
                 continue
             item = self._unpadded(conn, item)
-            release2 = conn.listener in self._commit_listeners
             conn.busy = True
             started = time.perf_counter()
             if isinstance(item, OversizedFrame):
