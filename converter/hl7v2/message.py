@@ -68,7 +68,9 @@ class Segment:
         )
         return value
 
-    def __getitem__(self, key: int) -> Value:
+    def __getitem__(self, key: object) -> Value:
+        # ``object``, not ``int``: the compiled build would raise its own TypeError before
+        # this line, and a template's ``pid["5"]`` is a KeyError in both builds.
         if type(key) is not int:
             raise KeyError(key)
         found = self._cache.get(key)  # field()'s own first step, without its call

@@ -113,7 +113,9 @@ class Value:
     def _is_msh2(self) -> bool:
         return self._loc[1] <= 2 and self._loc[0] == "MSH"
 
-    def __getitem__(self, key: int) -> Value:
+    def __getitem__(self, key: object) -> Value:
+        if type(key) is not int:  # before the cache: see Segment.__getitem__
+            raise KeyError(key)
         children = self._children
         if children is None:
             children = self._children = {}
@@ -121,8 +123,6 @@ class Value:
             found = children.get(key)
             if found is not None:
                 return found
-        if type(key) is not int:
-            raise KeyError(key)
         if key < 1:
             raise IndexError(f"HL7 positions start at 1, got {key} at {self.path}")
         # _child's work, inlined for the two cases every ``xpn[1]`` and ``cx[4][2]`` reads:

@@ -35,7 +35,7 @@ from .bytecode import TemplateBytecodeCache
 from .codegen import FACTS_NAME, JsonCodeGenerator, TemplateContext
 from .failures import broken_overrides
 from .filters import ValueFilters
-from .json_output import as_markup, finalize, to_json
+from .json_output import as_markup, to_json
 from .memo import PositionFacts, position_facts
 from .occurrences import Occurrences
 from .render import Ref
@@ -310,6 +310,20 @@ def _tojson(value: Any, indent: int | None = None) -> Markup:
     """``tojson``: what ``{{ value }}`` writes. Jinja's own text is taken as JSON as it
     is: control characters passed unchecked, and the trailing-comma cleanup of the
     output reached into its strings (``A, ]B`` became ``A ]B``)."""
+    return to_json(value)
+
+
+# Here, not beside to_json: Jinja's decorators set an attribute on the function, which
+# the functions of a mypyc-compiled module (json_output in the container's build) refuse.
+@jinja2.pass_eval_context
+def finalize(eval_ctx: Any, value: Any) -> Markup:
+    """The environment's finalizer: :func:`to_json`, always at render time.
+
+    Jinja folds constant expressions (``{{ none }}``, ``{{ "final" }}``) at compile time
+    by HTML-escaping them *before* a plain finalizer runs, which would write ``None`` and
+    an unquoted ``final``. A finalizer that takes the evaluation context is never applied
+    at compile time, so every expression goes through :func:`to_json`.
+    """
     return to_json(value)
 
 

@@ -28,7 +28,7 @@ from ..hl7v2.value import Value
 from ..printable import printable
 from .render import Ref
 
-__all__ = ["as_markup", "finalize", "is_fhir_string", "to_json"]
+__all__ = ["as_markup", "is_fhir_string", "to_json"]
 
 _NULL = Markup("null")
 
@@ -151,18 +151,6 @@ def _flat_dict(value: dict[Any, Any]) -> Markup | None:
     if "]" in encoded[:-1] or "}" in encoded[:-1]:
         encoded = _protect_strings(encoded)
     return as_markup(encoded)
-
-
-@jinja2.pass_eval_context
-def finalize(eval_ctx: Any, value: Any) -> Markup:
-    """The environment's finalizer: :func:`to_json`, always at render time.
-
-    Jinja folds constant expressions (``{{ none }}``, ``{{ "final" }}``) at compile time
-    by HTML-escaping them *before* a plain finalizer runs, which would write ``None`` and
-    an unquoted ``final``. A finalizer that takes the evaluation context is never applied
-    at compile time, so every expression goes through :func:`to_json`.
-    """
-    return to_json(value)
 
 
 _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')

@@ -120,7 +120,10 @@ class TemplateRunner:
         frame on the stack), for warnings about a value that carries no HL7 location.
         Walks the stack: for rare paths only."""
         self._impure()
-        frame: FrameType | None = sys._getframe(1)
+        # From the innermost Python frame, this method's own included: compiled (the
+        # container's build), this method and its callers make no frame, and
+        # ``_getframe(1)`` would skip the template frame that called them.
+        frame: FrameType | None = sys._getframe(0)
         while frame is not None:
             template = frame.f_globals.get("__jinja_template__")
             if template is not None:
