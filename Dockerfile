@@ -2,14 +2,25 @@
 # workers. Configure with environment variables (PASSERELLE_FHIR_URL, …) and/or a TOML
 # file mounted at /etc/passerelle/passerelle.toml. Data (queue, output folder) in /data.
 FROM python:3.11-slim AS build
+# The converter's hot modules are compiled with mypyc (the list is in pyproject.toml,
+# [tool.passerelle.compile]): about 1.4x the conversion throughput of the pure-Python
+# package. A C compiler for this stage only; the running stage gets the built modules.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml README.md constraints.txt ./
+COPY pyproject.toml setup.py README.md constraints.txt ./
 COPY converter ./converter
 COPY listeners ./listeners
 COPY mappings ./mappings
 # constraints.txt pins the versions the test suite ran with: a rebuild gets what was
-# tested, not whatever major release PyPI has that day.
-RUN pip install --no-cache-dir --prefix=/install -c constraints.txt .
+# tested, not whatever major release PyPI has that day. mypyc type-checks what it
+# compiles: mypy and the dependencies are installed where the build runs (this stage's
+# own site-packages, discarded), then the compiled package and its dependencies go to
+# /install (--ignore-installed: all of them, not only what this stage lacks).
+RUN pip install --no-cache-dir -c constraints.txt ".[compile]"
+RUN PASSERELLE_COMPILE=1 pip install --no-cache-dir -c constraints.txt --no-build-isolation \
+    --ignore-installed --prefix=/install .
 
 FROM python:3.11-slim
 # /data holds the queue (messages, dead letters) and the bundles: patient data, 0700

@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NODE_STAMP := tests/r4validator/node_modules/.installed
 
-.PHONY: run test lint bench constraints clean
+.PHONY: run test test-compiled lint bench constraints clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -28,14 +28,32 @@ run: $(STAMP)
 test: $(STAMP) $(NODE_STAMP)
 	PASSERELLE_REQUIRE_R4VALIDATOR=1 PASSERELLE_REQUIRE_FHIRSERVER=1 \
 		PASSERELLE_REQUIRE_RABBITMQ=1 $(BIN)/python -m pytest -q
+	$(MAKE) --no-print-directory test-compiled
+
+# The container runs the converter's hot modules compiled with mypyc (pyproject.toml,
+# [tool.passerelle.compile]). These tests run again against that build, in a copy of the
+# tree where scripts/build_compiled.py built them; tests/test_compiled_build.py fails
+# there if any listed module was imported uncompiled.
+COMPILED := build/compiled
+COMPILED_TESTS := tests/test_compiled_build.py tests/test_convert.py tests/test_datetimes.py \
+	tests/hl7v2 tests/cda tests/templates tests/mappings tests/assembly tests/validation \
+	tests/golden tests/corpus
+
+test-compiled: $(STAMP) $(NODE_STAMP)
+	$(BIN)/python scripts/build_compiled.py $(COMPILED)
+	cd $(COMPILED) && PASSERELLE_EXPECT_COMPILED=1 PASSERELLE_REQUIRE_R4VALIDATOR=1 \
+		PASSERELLE_SHARED_DIR=$(CURDIR)/../shared \
+		$(CURDIR)/$(BIN)/python -m pytest -q -p no:cacheprovider $(COMPILED_TESTS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check $(wildcard converter listeners tests scripts)
-	$(BIN)/ruff format --check $(wildcard converter listeners tests scripts)
+	$(BIN)/ruff check setup.py $(wildcard converter listeners tests scripts)
+	$(BIN)/ruff format --check setup.py $(wildcard converter listeners tests scripts)
 	$(BIN)/mypy
 
 bench: $(STAMP)
 	$(BIN)/python scripts/benchmark.py
+	$(BIN)/python scripts/build_compiled.py $(COMPILED)
+	cd $(COMPILED) && PYTHONPATH=. $(CURDIR)/$(BIN)/python scripts/benchmark.py
 
 # Pins every installed distribution (runtime and test tools) to its installed version:
 # after upgrading one in .venv, run this, then make test.
@@ -44,4 +62,4 @@ constraints: $(STAMP)
 	mv constraints.txt.new constraints.txt
 
 clean:
-	rm -rf $(VENV) out tests/r4validator/node_modules
+	rm -rf $(VENV) out build tests/r4validator/node_modules

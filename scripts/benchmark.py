@@ -26,6 +26,7 @@ import copy
 import gc
 import re
 import resource
+import sys
 import time
 import tracemalloc
 import uuid
@@ -288,6 +289,20 @@ def call_counts(converter: Converter) -> None:
         print(f"{label:18} {total / count:9.0f} {python / count:9.0f}")
 
 
+def build_description() -> str:
+    """Which build runs: the pure-Python package or the compiled one (mypyc, as the
+    container's; ``make bench`` runs both, the latter in scripts/build_compiled.py's copy)."""
+    compiled = sorted(
+        name
+        for name, module in list(sys.modules.items())
+        if name.startswith("converter")
+        and (getattr(module, "__file__", None) or "").endswith(".so")
+    )
+    if not compiled:
+        return "build: pure Python (the container's build compiles its hot modules: make bench)"
+    return f"build: compiled with mypyc ({len(compiled)} modules, as in the container)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="duration of each case")
@@ -298,6 +313,7 @@ def main() -> None:
         help="the garbage-collector settings of the service's conversion processes",
     )
     args = parser.parse_args()
+    print(build_description())
     if args.calls:
         call_counts(Converter(ConverterConfig(default_timezone="Europe/Paris")))
         return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +15,9 @@ from tests.support.r4validator import (
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DIR = REPO_ROOT.parent / "shared"
+# A copy of the tree (the compiled build's, scripts/build_compiled.py) is told where the
+# corpora are: its parent is not the checkout's.
+SHARED_DIR = Path(os.environ.get("PASSERELLE_SHARED_DIR") or REPO_ROOT.parent / "shared")
 SAMPLES_DIR = REPO_ROOT / "samples"
 
 

@@ -18,6 +18,7 @@ import pytest
 from converter import Converter, ConverterConfig
 from converter.hl7v2 import Segment, Value
 from converter.hl7v2.encoding import Encoding
+from tests.support.compiled import pure_python_only
 
 from ._support import SAMPLES
 
@@ -64,6 +65,7 @@ ACCESSES: dict[str, Callable[[Value], object]] = {
 }
 
 
+@pure_python_only
 @pytest.mark.parametrize("access", ACCESSES.values(), ids=ACCESSES.keys())
 def test_a_field_is_split_into_repetitions_once(access: Callable[[Value], object]) -> None:
     field = field_of(repeated(N))
@@ -74,6 +76,7 @@ def test_a_field_is_split_into_repetitions_once(access: Callable[[Value], object
     assert CountingStr.splits <= 2
 
 
+@pure_python_only
 def test_truth_of_a_field_scans_it_once() -> None:
     field = field_of(repeated(N))  # the first repetition is empty: every leaf is looked at
     assert field
@@ -92,6 +95,7 @@ def test_repetitions_are_unchanged() -> None:
     assert len([str(rep) for rep in field]) == N - (N + 2) // 3
 
 
+@pure_python_only
 def test_components_are_split_once() -> None:
     field = field_of("^".join(str(i) for i in range(N)))
     components = field.components
@@ -100,6 +104,7 @@ def test_components_are_split_once() -> None:
     assert CountingStr.splits <= 3
 
 
+@pure_python_only
 def test_sub_components_are_split_once() -> None:
     raw = CountingStr("&".join(str(i) for i in range(N)))
     component = Value(raw, Encoding(), "ascii", 2, ("PID", 3, 1, 1, 0))
@@ -134,6 +139,7 @@ def characters_split(run: Callable[[], object]) -> int:
     return total
 
 
+@pure_python_only
 def test_converting_many_repetitions_splits_a_linear_amount_of_text() -> None:
     """The probe's message (PID-3 with thousands of ``1^^^A`` repetitions) through the
     whole conversion: the text split grows with the message, not with its square."""

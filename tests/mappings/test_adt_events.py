@@ -14,12 +14,13 @@ from typing import Any
 import pytest
 
 from converter import Converter, ConverterConfig
+from tests.conftest import SHARED_DIR
 from tests.support.hl7_edit import resources, segment
 
 REPO = Path(__file__).resolve().parents[2]
 IG_EVENT_STATUS = (
-    REPO.parent
-    / "shared/reference/v2-to-fhir/mappings/codesystems"
+    SHARED_DIR
+    / "reference/v2-to-fhir/mappings/codesystems"
     / "HL7 Concept Map_ Event[EncounterStatus] - Sheet1.csv"
 )
 BUILTIN_EVENT_STATUS = REPO / "mappings" / "codemaps" / "Event-EncounterStatus.csv"

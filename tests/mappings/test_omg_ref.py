@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from converter import Converter
+from tests.conftest import SHARED_DIR
 from tests.support.fhirserver import FhirServer
 from tests.support.hl7_edit import by_reference, refs
 from tests.support.hl7_edit import convert_one as _convert
@@ -31,7 +32,7 @@ OMG = (SAMPLES / "OMG_O19_radiology-order.hl7").read_bytes()
 REF = (SAMPLES / "REF_I12_referral.hl7").read_bytes()
 ORM = (SAMPLES / "ORM_O01_radiology-order.hl7").read_bytes()
 ORU = (SAMPLES / "ORU_R01_lab-results.hl7").read_bytes()
-CORPUS_INPUT = ROOT.parent / "shared" / "corpus" / "hl7v2" / "ms-fhir-converter" / "input"
+CORPUS_INPUT = SHARED_DIR / "corpus" / "hl7v2" / "ms-fhir-converter" / "input"
 
 RAD = "RAD-2024-0520-03^DPI-ERABLE^1.2.250.1.999.2.20^ISO"
 PATIENT_ID = "PE00470123^^^HOP-PARIS-EST&1.2.250.1.999.2.1&ISO^MR"

@@ -12,18 +12,12 @@ import pytest
 
 from converter.errors import ConfigurationError, TemplateError
 from converter.templates.codemaps import CodeMaps, MappedCode
+from tests.conftest import SHARED_DIR
 
 REPO = Path(__file__).resolve().parents[2]
 BUILTIN = REPO / "mappings" / "codemaps"
 IMPORTER = REPO / "scripts" / "import_codemaps.py"
-IG_CODESYSTEMS = (
-    Path(__file__).resolve().parents[2].parent
-    / "shared"
-    / "reference"
-    / "v2-to-fhir"
-    / "mappings"
-    / "codesystems"
-)
+IG_CODESYSTEMS = SHARED_DIR / "reference" / "v2-to-fhir" / "mappings" / "codesystems"
 HEADER = "source_code,source_system,target_code,target_display,target_system,comment\n"
 GENDER = "http://hl7.org/fhir/administrative-gender"
 

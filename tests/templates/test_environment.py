@@ -18,6 +18,7 @@ from converter.errors import ConfigurationError, MappingError, TemplateError
 from converter.templates import environment as environment_module
 from converter.templates.environment import TemplateInfo, TemplateSet, to_json
 from converter.templates.render import Ref, json_from_template
+from tests.support.compiled import pure_python_only
 from tests.templates.test_render import (
     MESSAGE,
     ROOT,
@@ -429,6 +430,7 @@ class _LenientSession:
         return None  # rendered outside any template
 
 
+@pure_python_only  # its stand-in session is no RenderSession
 @given(st.text(min_size=1, max_size=30))
 @settings(max_examples=300)
 def test_no_control_character_reaches_fhir_text(text: str) -> None:

@@ -15,6 +15,7 @@ from converter import Converter, ConverterConfig
 from converter.errors import ConversionError
 from converter.hl7v2.er7 import parse_message
 from tests.conftest import SAMPLES_DIR, SHARED_DIR
+from tests.support.compiled import pure_python_only
 from tests.templates.test_render import CATALOG, ROOT, make_session, write_templates
 
 CORPUS = SHARED_DIR / "corpus"
@@ -143,6 +144,7 @@ _PRACTITIONER = (
 )
 
 
+@pure_python_only
 def test_the_same_practitioner_at_another_position_is_not_rendered_again(
     tmp_path: Path,
 ) -> None:
@@ -154,6 +156,7 @@ def test_the_same_practitioner_at_another_position_is_not_rendered_again(
     assert warnings == []
 
 
+@pure_python_only
 def test_a_template_reading_the_position_renders_again(tmp_path: Path) -> None:
     reading = _PRACTITIONER.replace('"name"', '"text": {{ xcn.path }}, "name"')
     (_, warnings), rendered = _both(tmp_path, reading)
@@ -163,6 +166,7 @@ def test_a_template_reading_the_position_renders_again(tmp_path: Path) -> None:
     assert all("emitted twice with different values (text)" in w for w in warnings)
 
 
+@pure_python_only
 def test_a_template_that_warns_renders_again_and_warns_again(tmp_path: Path) -> None:
     warning = _PRACTITIONER.replace('"name"', '"x": {{ warn("seen") }}, "name"')
     (_, warnings), rendered = _both(tmp_path, warning)
@@ -170,6 +174,7 @@ def test_a_template_that_warns_renders_again_and_warns_again(tmp_path: Path) -> 
     assert warnings == ["seen"] * 4
 
 
+@pure_python_only
 def test_a_template_reading_what_was_emitted_renders_again(tmp_path: Path) -> None:
     counting = _PRACTITIONER.replace('"name"', '"x": {{ emitted() | length }}, "name"')
     (_, warnings), rendered = _both(tmp_path, counting)
@@ -177,6 +182,7 @@ def test_a_template_reading_what_was_emitted_renders_again(tmp_path: Path) -> No
     assert warnings  # the counts differ: merged with a warning, as without reuse
 
 
+@pure_python_only
 def test_a_resource_without_identity_is_rendered_again(tmp_path: Path) -> None:
     anonymous = _PRACTITIONER.replace('"_identity": [{{ xcn[1] }}],', "")
     (entries, _), rendered = _both(tmp_path, anonymous)
@@ -184,6 +190,7 @@ def test_a_resource_without_identity_is_rendered_again(tmp_path: Path) -> None:
     assert sum(r["resourceType"] == "Practitioner" for _, r in entries) == 4
 
 
+@pure_python_only
 def test_what_a_reused_rendering_emitted_is_emitted_again_in_order(tmp_path: Path) -> None:
     # The practitioner emits its organization: replayed with it (its slot, its counter).
     nested = _PRACTITIONER.replace(

@@ -30,11 +30,12 @@ from pydantic import ValidationError
 from converter import Converter, ConverterConfig
 from converter.errors import BundleValidationError
 from converter.validation import ModelValidator, StructuralValidator
+from tests.conftest import SHARED_DIR
 from tests.support.r4validator import R4Validator
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "samples" / "hl7v2"
-CORPUS = REPO.parent / "shared" / "corpus" / "hl7v2" / "ms-fhir-converter" / "expected"
+CORPUS = SHARED_DIR / "corpus" / "hl7v2" / "ms-fhir-converter" / "expected"
 CRASH = ("<fhir.resources raised a non-validation error>",)
 
 PRIMITIVES = [
