@@ -26,9 +26,10 @@ from ..assembly.merge import merge_into
 from ..assembly.references import reference_among
 from ..errors import MappingError, TemplateError
 from .locations import input_location
-from .memo import Frame, Memo, MemoEntry, WarningList
+from .memo import Frame, Memo, MemoEntry
 from .runner import TemplateRunner, included_name
 from .template_json import json_from_template, json_with_periods
+from .warning_list import WarningList
 
 __all__ = ["Ref", "RenderSession", "json_from_template"]
 
