@@ -35,14 +35,20 @@ test: $(STAMP) $(NODE_STAMP)
 # tree where scripts/build_compiled.py built them; tests/test_compiled_build.py fails
 # there if any listed module was imported uncompiled.
 COMPILED := build/compiled
+# The converter's tests, and those of the service's conversion processes and of the CLI
+# (PYTHONPATH: the processes they start import the compiled copy too).
 COMPILED_TESTS := tests/test_compiled_build.py tests/test_convert.py tests/test_datetimes.py \
 	tests/hl7v2 tests/cda tests/templates tests/mappings tests/assembly tests/validation \
-	tests/golden tests/corpus
+	tests/golden tests/corpus tests/test_cli.py tests/test_cli_convert_s26.py \
+	tests/listeners/test_conversion_turns_s24.py tests/listeners/test_poison_s24.py \
+	tests/listeners/test_memory_errors_s25.py tests/listeners/service/test_converter_bugs.py \
+	tests/listeners/service/test_conversion_timeout.py tests/listeners/service/test_service_e2e.py
 
 test-compiled: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python scripts/build_compiled.py $(COMPILED)
 	cd $(COMPILED) && PASSERELLE_EXPECT_COMPILED=1 PASSERELLE_REQUIRE_R4VALIDATOR=1 \
-		PASSERELLE_SHARED_DIR=$(CURDIR)/../shared \
+		PASSERELLE_REQUIRE_FHIRSERVER=1 PASSERELLE_SHARED_DIR=$(CURDIR)/../shared \
+		PYTHONPATH=$(CURDIR)/$(COMPILED) \
 		$(CURDIR)/$(BIN)/python -m pytest -q -p no:cacheprovider $(COMPILED_TESTS)
 
 lint: $(STAMP)
@@ -53,7 +59,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python scripts/benchmark.py
 	$(BIN)/python scripts/build_compiled.py $(COMPILED)
-	cd $(COMPILED) && PYTHONPATH=. $(CURDIR)/$(BIN)/python scripts/benchmark.py
+	cd $(COMPILED) && PYTHONPATH=$(CURDIR)/$(COMPILED) $(CURDIR)/$(BIN)/python scripts/benchmark.py
 
 # Pins every installed distribution (runtime and test tools) to its installed version:
 # after upgrading one in .venv, run this, then make test.

@@ -11,6 +11,8 @@ from __future__ import annotations
 import importlib
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -45,6 +47,20 @@ def test_the_module_runs_compiled(path: str) -> None:
     module = importlib.import_module(_module_name(path))
     assert module.__file__ is not None
     assert module.__file__.endswith(".so"), f"{path} imported from {module.__file__}"
+
+
+@pytest.mark.skipif(
+    not EXPECT_COMPILED,
+    reason="checks the compiled copy of the tree (make test runs it there)",
+)
+def test_the_processes_tests_start_import_the_compiled_modules(tmp_path: Path) -> None:
+    """The service and CLI tests start processes (``passerelle serve``, conversion
+    processes) elsewhere than the copy: they too must convert with the compiled build."""
+    probe = "import converter.hl7v2.value as module; print(module.__file__)"
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip().endswith(".so"), done.stdout
 
 
 def test_the_container_builds_the_compiled_modules() -> None:
