@@ -3,7 +3,7 @@
 # file mounted at /etc/passerelle/passerelle.toml. Data (queue, output folder) in /data.
 FROM python:3.11-slim AS build
 # The converter's hot modules are compiled with mypyc (the list is in pyproject.toml,
-# [tool.passerelle.compile]): about 1.4x the conversion throughput of the pure-Python
+# [tool.passerelle.compile]): about 1.5x the conversion throughput of the pure-Python
 # package. A C compiler for this stage only; the running stage gets the built modules.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends gcc libc6-dev \
