@@ -20,6 +20,8 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 _TYPO_EXAMPLES = {"PASSERELLE_FHIR_URI"}
 #: The test suite's own switches (Makefile), not the service's.
 _TEST_SWITCHES = re.compile(r"PASSERELLE_REQUIRE_[A-Z0-9_]+")
+#: Read by the package's build (setup.py: the compiled build), never by the service.
+_BUILD_SWITCHES = {"PASSERELLE_COMPILE"}
 #: A full name, or the README's short form ``…_SUFFIX`` for "the previous name's prefix".
 _NAME = re.compile(r"(PASSERELLE_[A-Z0-9_]*[A-Z0-9])|…(_[A-Z0-9_]*[A-Z0-9])")
 
@@ -66,6 +68,7 @@ def test_every_variable_the_readme_names_is_read_by_the_service() -> None:
         for line, name in _readme_names()
         if name not in ENV_SETTINGS
         and name not in _TYPO_EXAMPLES
+        and name not in _BUILD_SWITCHES
         and not _TEST_SWITCHES.fullmatch(name)
     ]
     assert not unknown, "\n".join(unknown)
