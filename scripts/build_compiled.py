@@ -65,20 +65,23 @@ def copy_tree(destination: Path) -> None:
             (destination / name).symlink_to(REPO / name, target_is_directory=True)
 
 
-def build(destination: Path) -> None:
+def build(destination: Path) -> list[str]:
+    """Builds the extension modules in the copy; the modules compiled."""
     environment = {**os.environ, "PASSERELLE_COMPILE": "1"}
     command = [sys.executable, "setup.py", "build_ext", "--inplace", "--parallel", "2"]
     done = subprocess.run(command, cwd=destination, env=environment, capture_output=True, text=True)
     if done.returncode != 0:
         sys.stderr.write(done.stdout[-20000:] + done.stderr[-20000:])
         raise SystemExit(f"mypyc build failed (exit {done.returncode})")
+    modules = compiled_modules(destination)
     missing = [
         module
-        for module in compiled_modules(destination)
+        for module in modules
         if not list((destination / module).parent.glob(Path(module).stem + ".*.so"))
     ]
     if missing:
         raise SystemExit(f"no extension module built for {', '.join(missing)}")
+    return modules
 
 
 def main() -> None:
@@ -90,8 +93,7 @@ def main() -> None:
         parser.error("the copy cannot be the tree itself or hold it")
     started = time.monotonic()
     copy_tree(destination)
-    build(destination)
-    count = len(compiled_modules(destination))
+    count = len(build(destination))
     print(
         f"compiled {count} modules with mypyc in {destination} ({time.monotonic() - started:.0f} s)"
     )

@@ -9,7 +9,6 @@ Python modules again and proved nothing about the container's.
 from __future__ import annotations
 
 import importlib
-import os
 import re
 import subprocess
 import sys
@@ -18,9 +17,12 @@ from pathlib import Path
 import pytest
 
 from scripts.build_compiled import compiled_modules
+from tests.support.compiled import COMPILED
 
 REPO = Path(__file__).resolve().parents[1]
-EXPECT_COMPILED = os.environ.get("PASSERELLE_EXPECT_COMPILED") == "1"
+in_the_compiled_copy = pytest.mark.skipif(
+    not COMPILED, reason="checks the compiled copy of the tree (make test runs it there)"
+)
 
 
 def _module_name(path: str) -> str:
@@ -38,10 +40,7 @@ def test_the_compiled_modules_are_converter_sources() -> None:
         assert path.startswith("converter/"), path
 
 
-@pytest.mark.skipif(
-    not EXPECT_COMPILED,
-    reason="checks the compiled copy of the tree (make test runs it there)",
-)
+@in_the_compiled_copy
 @pytest.mark.parametrize("path", compiled_modules())
 def test_the_module_runs_compiled(path: str) -> None:
     module = importlib.import_module(_module_name(path))
@@ -49,10 +48,7 @@ def test_the_module_runs_compiled(path: str) -> None:
     assert module.__file__.endswith(".so"), f"{path} imported from {module.__file__}"
 
 
-@pytest.mark.skipif(
-    not EXPECT_COMPILED,
-    reason="checks the compiled copy of the tree (make test runs it there)",
-)
+@in_the_compiled_copy
 def test_the_processes_tests_start_import_the_compiled_modules(tmp_path: Path) -> None:
     """The service and CLI tests start processes (``passerelle serve``, conversion
     processes) elsewhere than the copy: they too must convert with the compiled build."""
