@@ -26,7 +26,7 @@ from lxml import etree
 if TYPE_CHECKING:
     from .document import CdaDocument
 
-__all__ = ["HL7", "NAMESPACES", "AttrValue", "Node"]
+__all__ = ["HL7", "NAMESPACES", "AttrValue", "Node", "is_attribute_name"]
 
 HL7 = "urn:hl7-org:v3"
 SDTC = "urn:hl7-org:sdtc"
@@ -180,15 +180,15 @@ class Node:
 
     # -- values ------------------------------------------------------------------------
     def __getitem__(self, attribute: str) -> AttrValue:
-        try:
-            # A value read before (None before the first: TypeError, as for a key that
-            # cannot be hashed, which the check below refuses).
-            return self._attrs[attribute]  # type: ignore[index]
-        except (KeyError, TypeError):
-            pass
-        attrs = self._attrs
         if type(attribute) is not str and not isinstance(attribute, str):
             raise KeyError(attribute)
+        attrs = self._attrs
+        if attrs is not None:
+            # A value read before. Looked up, not tried: half the reads of a document are
+            # first reads, and an exception costs many lookups.
+            found = attrs.get(attribute)
+            if found is not None:
+                return found
         element = self._element
         value = ""
         if element is not None:
@@ -338,6 +338,15 @@ def _clark(name: str) -> str:
         if len(_CLARK) < 4096:
             _CLARK[name] = clark
     return clark
+
+
+def is_attribute_name(key: object) -> bool:
+    """Whether ``node[key]`` reads an attribute for any Node (never raising KeyError): a
+    string without a prefix, or with ``sdtc:`` or ``xsi:``."""
+    if type(key) is not str:
+        return False
+    prefix, colon, _ = key.partition(":")
+    return not colon or prefix in _PREFIXED
 
 
 def name_steps(path: str) -> tuple[str, ...] | None:

@@ -4,9 +4,11 @@ rendering does many times.
 * ``{{ expression }}`` → ``environment.json_output(expression)`` (see
   :class:`JsonCodeGenerator`).
 * ``pid[3]``, ``xpn[1]``: a segment or value subscripted by a written-out position is
-  read by the template's own code, without the sandbox's ``getitem`` frame.
+  read by the template's own code, without the sandbox's ``getitem`` frame; so is
+  ``cd["code"]``, a CDA node's attribute named by a written-out string.
 * ``entry.observation.code``: a CDA node's child is read by the template's own code,
-  without the sandbox's ``getattr`` frame.
+  without the sandbox's ``getattr`` frame (and, read for the first time, without the
+  AttributeError Python raises before it calls ``Node.__getattr__``).
 * The names a template, macro or loop body reads from its context are looked up in one
   call (:meth:`TemplateContext.resolve_names`) instead of one call each.
 
@@ -27,7 +29,7 @@ from jinja2.idtracking import VAR_LOAD_RESOLVE
 from jinja2.runtime import Context
 from jinja2.utils import missing
 
-from ..cda.node import Node
+from ..cda.node import Node, is_attribute_name
 from ..hl7v2.message import Segment
 from ..hl7v2.value import Value
 
@@ -41,6 +43,7 @@ ITEM_TYPES = frozenset({Segment, Value})
 #: Names in compiled templates: the types above, CDA nodes, and the object being read.
 _ITEM_TYPES = "passerelle_item_types"
 _ITEM = "passerelle_item"
+_CHILDREN = "passerelle_children"
 _NODE = "passerelle_node"
 #: The name compiled templates give the function a call calls.
 _CALLEE = "passerelle_callee"
@@ -81,16 +84,25 @@ class JsonCodeGenerator(CodeGenerator):
         """``pid[3]``, ``xpn[1]``: a field or component of an HL7 value read by the
         template's own code, without the sandbox's ``getitem`` frame (a third of what a
         template calls). Only for what ``getitem`` would answer the same: a segment or
-        value subscripted by a written-out position (their ``[]`` never fails then)."""
-        position = node.arg.value if isinstance(node.arg, nodes.Const) else None
-        if type(position) is not int or position < 1 or self.environment.is_async:
+        value subscripted by a written-out position (their ``[]`` never fails then), a
+        CDA node by a written-out attribute name (``cd["code"]``, ``value["xsi:type"]``)."""
+        key = node.arg.value if isinstance(node.arg, nodes.Const) else None
+        if self.environment.is_async:
             super().visit_Getitem(node, frame)
-            return
-        # Named in the expression (:=), so that it is evaluated once; a nested one
-        # (``pid[5][1]``) assigns the name before the outer one does.
-        self.write(f"({_ITEM}[{position}] if type({_ITEM} := ")
-        self.visit(node.node, frame)
-        self.write(f") in {_ITEM_TYPES} else environment.getitem({_ITEM}, {position}))")
+        elif type(key) is int and key >= 1:
+            # Named in the expression (:=), so that it is evaluated once; a nested one
+            # (``pid[5][1]``) assigns the name before the outer one does.
+            self.write(f"({_ITEM}[{key}] if type({_ITEM} := ")
+            self.visit(node.node, frame)
+            self.write(f") in {_ITEM_TYPES} else environment.getitem({_ITEM}, {key}))")
+        elif is_attribute_name(key):
+            # ``cd["code"]``: a node's ``[]`` answers any such name (the sandbox's
+            # ``getitem`` would return what it answers).
+            self.write(f"({_ITEM}[{key!r}] if type({_ITEM} := ")
+            self.visit(node.node, frame)
+            self.write(f") is {_NODE} else environment.getitem({_ITEM}, {key!r}))")
+        else:
+            super().visit_Getitem(node, frame)
 
     @optimizeconst
     def visit_Getattr(self, node: nodes.Getattr, frame: Frame) -> None:
@@ -102,7 +114,15 @@ class JsonCodeGenerator(CodeGenerator):
         if name.startswith("_") or iskeyword(name) or self.environment.is_async:
             super().visit_Getattr(node, frame)
             return
-        self.write(f"({_ITEM}.{name} if type({_ITEM} := ")
+        if hasattr(Node, name):  # a method or property (``all``, ``parent``)
+            self.write(f"({_ITEM}.{name} if type({_ITEM} := ")
+        else:
+            # A child element: read from the node's dictionary, where it is kept once
+            # read, else computed by its ``__getattr__``, called directly. Python would
+            # call it only after raising (and formatting) an AttributeError, on half of a
+            # document's reads.
+            read = f"{_CHILDREN}[{name!r}] if {name!r} in ({_CHILDREN} := {_ITEM}.__dict__)"
+            self.write(f"(({read} else {_ITEM}.__getattr__({name!r})) if type({_ITEM} := ")
         self.visit(node.node, frame)
         self.write(f") is {_NODE} else environment.getattr({_ITEM}, {name!r}))")
 
