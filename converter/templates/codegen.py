@@ -21,19 +21,31 @@ from __future__ import annotations
 from io import StringIO
 from itertools import repeat
 from keyword import iskeyword
+from types import FunctionType
 from typing import Any
 
 from jinja2 import nodes
 from jinja2.compiler import CodeGenerator, Frame, optimizeconst
 from jinja2.idtracking import VAR_LOAD_RESOLVE
-from jinja2.runtime import Context
+from jinja2.nodes import EvalContext
+from jinja2.runtime import Context, Macro
 from jinja2.utils import missing
+from markupsafe import Markup
 
 from ..cda.node import Node, is_attribute_name
 from ..hl7v2.message import Segment
 from ..hl7v2.value import Value
+from .json_output import as_markup
 
-__all__ = ["FACTS_NAME", "ITEM_TYPES", "JsonCodeGenerator", "Node", "TemplateContext"]
+__all__ = [
+    "FACTS_NAME",
+    "ITEM_TYPES",
+    "JsonCodeGenerator",
+    "Macro",
+    "Node",
+    "TemplateContext",
+    "call_macro",
+]
 
 #: The name of the module variable holding a compiled template's position facts.
 FACTS_NAME = "passerelle_position_facts"
@@ -47,9 +59,41 @@ _CHILDREN = "passerelle_children"
 _NODE = "passerelle_node"
 #: The name compiled templates give the function a call calls.
 _CALLEE = "passerelle_callee"
+_MACRO = "passerelle_macro"
+_CALL_MACRO = "passerelle_call_macro"
 #: A call whose arguments hold more calls than this keeps Jinja's code: the fast path
 #: writes the arguments twice, so nested calls would double the code at each level.
 _MAX_INNER_CALLS = 1
+
+
+def call_macro(macro: Macro, args: tuple[Any, ...]) -> Any:
+    """``macro(*args)`` for the common call: positional arguments only, to a macro that
+    takes no ``caller``, ``varargs`` or ``kwargs``. What ``Macro.__call__`` and
+    ``_invoke`` do then (absent arguments passed as ``missing``, for the macro's
+    defaults; the output as Markup), without their general argument handling; any
+    other call takes that path."""
+    count = macro._argument_count
+    given = len(args)
+    if (
+        given > count
+        or macro.caller
+        or macro.catch_kwargs
+        or macro.catch_varargs
+        or (given and isinstance(args[0], EvalContext))
+        or macro._environment.is_async
+    ):
+        return macro(*args)
+    if given < count:
+        args = (*args, *((missing,) * (count - given)))
+    output = macro._func(*args)
+    if not macro._default_autoescape:
+        return output
+    return as_markup(output) if type(output) is str else Markup(output)
+
+
+def _is_node_method(name: str) -> bool:
+    """Whether ``node.name(...)`` calls a method of CDA nodes (``all``, ``string``)."""
+    return not name.startswith("_") and type(vars(Node).get(name)) is FunctionType
 
 
 class TemplateContext(Context):
@@ -76,7 +120,10 @@ class JsonCodeGenerator(CodeGenerator):
     """
 
     def visit_Template(self, node: nodes.Template, frame: Frame | None = None) -> None:
-        self.writeline(f"from {__name__} import ITEM_TYPES as {_ITEM_TYPES}, Node as {_NODE}")
+        self.writeline(
+            f"from {__name__} import ITEM_TYPES as {_ITEM_TYPES}, Node as {_NODE}, "
+            f"Macro as {_MACRO}, call_macro as {_CALL_MACRO}"
+        )
         super().visit_Template(node, frame)
 
     @optimizeconst
@@ -148,13 +195,31 @@ class JsonCodeGenerator(CodeGenerator):
         self.write("(")  # first: a pending new line is written before the arguments' text
         plain = self._signature_text(node, frame, None)
         jinjas = self._signature_text(node, frame, extra_kwargs) if extra_kwargs else plain
+        positional = not (node.kwargs or node.dyn_args or node.dyn_kwargs)
+        simple = positional and not any(True for _ in node.find_all(nodes.Call))
+        callee = node.node
+        if isinstance(callee, nodes.Getattr) and _is_node_method(callee.attr):
+            # ``cd.all("translation")``: a node's method, called as the sandbox would
+            # after reading it (what ``call`` does for the methods of template objects),
+            # without the bound method and ``call``'s frame.
+            self.write(f"{_NODE}.{callee.attr}({_ITEM}{plain}) if type({_ITEM} := ")
+            self.visit(callee.node, frame)
+            self.write(f") is {_NODE} else environment.call(context, ")
+            self.write(f"environment.getattr({_ITEM}, {callee.attr!r}){jinjas}))")
+            return
         # The condition runs first: the function is evaluated and named, then, in either
         # branch, read before the arguments are evaluated (as in Jinja's code), so a call
         # among the arguments may reuse the name.
         self.write(f"{_CALLEE}({plain.removeprefix(', ')}) if id({_CALLEE} := ")
         self.visit(node.node, frame)
-        self.write(f") in environment.direct_calls else environment.call(context, {_CALLEE}")
-        self.write(f"{jinjas}))")
+        self.write(") in environment.direct_calls else ")
+        if simple:
+            # ``Coding(cd)``: a macro called with positional arguments, by what ``call``
+            # calls for it (the arguments are written a third time: only simple ones).
+            arguments = plain.removeprefix(", ")
+            self.write(f"{_CALL_MACRO}({_CALLEE}, ({arguments}{',' if arguments else ''})) ")
+            self.write(f"if type({_CALLEE}) is {_MACRO} else ")
+        self.write(f"environment.call(context, {_CALLEE}{jinjas}))")
 
     def _signature_text(
         self, node: nodes.Call, frame: Frame, extra_kwargs: dict[str, str] | None

@@ -20,10 +20,9 @@ import jinja2
 from jinja2 import nodes
 from jinja2.environment import Template, TemplateModule
 from jinja2.loaders import split_template_path
-from jinja2.nodes import EvalContext
 from jinja2.runtime import Context, Macro
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from jinja2.utils import Namespace, internalcode, missing
+from jinja2.utils import Namespace, internalcode
 from markupsafe import Markup
 
 from ..active_session import ACTIVE_SESSION
@@ -32,40 +31,15 @@ from ..errors import ConfigurationError, TemplateError
 from ..hl7v2.message import Group, Message, Segment
 from ..hl7v2.value import Value
 from .bytecode import TemplateBytecodeCache
-from .codegen import FACTS_NAME, JsonCodeGenerator, TemplateContext
+from .codegen import FACTS_NAME, JsonCodeGenerator, TemplateContext, call_macro
 from .failures import broken_overrides
 from .filters import ValueFilters
-from .json_output import as_markup, to_json
+from .json_output import to_json
 from .memo import PositionFacts, position_facts
 from .occurrences import Occurrences
 from .render import Ref
 
 __all__ = ["TemplateInfo", "TemplateSet", "to_json"]
-
-
-def _call_macro(macro: Macro, args: tuple[Any, ...]) -> Any:
-    """``macro(*args)`` for the common call: positional arguments only, to a macro that
-    takes no ``caller``, ``varargs`` or ``kwargs``. What ``Macro.__call__`` and
-    ``_invoke`` do then (absent arguments passed as ``missing``, for the macro's
-    defaults; the output as Markup), without their general argument handling; any
-    other call takes that path."""
-    count = macro._argument_count
-    given = len(args)
-    if (
-        given > count
-        or macro.caller
-        or macro.catch_kwargs
-        or macro.catch_varargs
-        or (given and isinstance(args[0], EvalContext))
-        or macro._environment.is_async
-    ):
-        return macro(*args)
-    if given < count:
-        args = (*args, *((missing,) * (count - given)))
-    output = macro._func(*args)
-    if not macro._default_autoescape:
-        return output
-    return as_markup(output) if type(output) is str else Markup(output)
 
 
 class _Template(Template):
@@ -158,7 +132,7 @@ class _Sandbox(ImmutableSandboxedEnvironment):
                 kwargs.pop("_loop_vars", None)
                 kwargs.pop("_block_vars", None)
             if kind is Macro and not kwargs:
-                return _call_macro(__obj, args)
+                return call_macro(__obj, args)
             return __obj(*args, **kwargs)
         return super().call(__context, __obj, *args, **kwargs)
 
