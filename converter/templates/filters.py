@@ -20,13 +20,16 @@ from collections.abc import Callable
 from typing import Any
 
 from jinja2 import pass_context
+from jinja2.filters import do_trim
 from jinja2.runtime import Context
+from markupsafe import Markup
 
 from ..active_session import ACTIVE_SESSION
 from ..assembly.json_text import FhirDecimal
 from ..errors import MappingError
 from .filter_base import path_of, text_of
 from .identity_filters import OID, IdentityFilters, as_uri
+from .json_output import as_markup
 from .timestamp_filters import TimestampFilters
 
 __all__ = ["ValueFilters"]
@@ -87,6 +90,7 @@ class ValueFilters(TimestampFilters, IdentityFilters):
             "b64encode": self.b64encode,
             "name_key": self.name_key,
             "repeat_occurrences": self.repeat_occurrences,
+            "trim": self.trim,
         }
 
     def globals(self) -> dict[str, Callable[..., Any]]:
@@ -323,6 +327,16 @@ class ValueFilters(TimestampFilters, IdentityFilters):
         )
         text = text.replace("-", " ").replace("'", " ").replace("\u2019", " ")
         return " ".join(text.split())
+
+    # -- text ----------------------------------------------------------------------------
+    @staticmethod
+    def trim(value: Any, chars: str | None = None) -> Any:
+        """Jinja's ``trim``. A macro's output (Markup, what most trims of the mappings
+        strip: ``_code(kind, statement) | trim``) is stripped as Markup's own ``strip``
+        does without characters, without its Python wrappers."""
+        if chars is None and type(value) is Markup:
+            return as_markup(str.strip(value))
+        return do_trim(value, chars)
 
     # -- binary content ------------------------------------------------------------------
     def b64encode(self, value: Any) -> str | None:
