@@ -30,7 +30,8 @@ def _id_key(
     """(element name, root, extension) of the element's first id (``first`` when the
     caller knows it); None without one."""
     if first is None:
-        first = element.find(_ID)
+        # iterchildren, not find(): lxml's find() parses its path in Python first.
+        first = next(element.iterchildren(_ID), None)
         if first is None:
             return None
     root = (first.get("root") or "").strip()
