@@ -124,7 +124,7 @@ class CdaDocument:
         self._nodes.clear()
         self._children.clear()
         self._nodes[self._root] = self.root
-        for cached in ("_by_id", "_ids", "_content_keys", "_id_groups"):
+        for cached in ("_by_id", "_ids", "_content_keys", "_id_groups", "_first_equal"):
             self.__dict__.pop(cached, None)
 
     # -- template helpers ------------------------------------------------------------------
@@ -221,6 +221,16 @@ class CdaDocument:
     @cached_property
     def _content_keys(self) -> ContentKeys:
         return ContentKeys(self._root)
+
+    def first_equal(self, element: etree._Element) -> etree._Element:
+        """:meth:`Node.first_equal`: the first element read with this one's name and
+        serialized content, or itself."""
+        key = (str(element.tag), etree.tostring(element, with_tail=False))
+        return self._first_equal.setdefault(key, element)
+
+    @cached_property
+    def _first_equal(self) -> dict[tuple[str, bytes], etree._Element]:
+        return {}
 
     def same_id(self, element: etree._Element) -> list[etree._Element]:
         """:meth:`Node.same_id`: the elements with this one's name and first id."""

@@ -162,6 +162,19 @@ class Node:
         element = self._element
         return self._doc.content_key(element) if element is not None else ""
 
+    def first_equal(self) -> Node:
+        """The first element of the document asked for with this element's name and
+        exactly its content (its subtree as written), else itself: the same participant
+        written again under every entry (an author, a performer) becomes one input, whose
+        rendering ``emit()`` then reuses instead of rendering it again.
+
+        Only for what is read from the element's own subtree: its ``parent``, its
+        ``path`` and XPath leaving it are the first one's."""
+        element = self._element
+        if element is None:
+            return self
+        return self._doc.node(self._doc.first_equal(element))
+
     def same_id(self) -> list[Node]:
         """The statements of the document with this element's name and first id (root
         and extension), itself included, in document order: an id a document reuses
