@@ -64,12 +64,19 @@ _BLANKS = (
     + "\u2028\u2029\u202f\u205f\u3000"
 )
 _BLANK_RUN = re.compile(f"[{re.escape(_BLANKS)}]+")
+#: Coding system names whose systems are kept (see ValueFilters._systems_of).
+_MAX_SYSTEMS = 4096
 #: The triplets of a CWE (code, text, coding system): CWE.1-3, CWE.4-6, CWE.10-12.
 _TRIPLETS = ((1, 3), (4, 6), (10, 12))
 
 
 class ValueFilters(TimestampFilters, IdentityFilters):
     """Filters bound to one converter configuration (time zone, strictness, code maps)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: code_system's and coding_system's answers by name (see _systems_of).
+        self._systems: dict[str, tuple[str | None, str | None]] = {}
 
     def filters(self) -> dict[str, Callable[..., Any]]:
         return {
@@ -224,6 +231,34 @@ class ValueFilters(TimestampFilters, IdentityFilters):
         text = text_of(name)
         if not text:
             return None
+        known = self._systems.get(text)
+        return known[0] if known is not None else self._systems_of(text)[0]
+
+    def coding_system(self, name: Any) -> str | None:
+        """Coding.system of a coding system name: :meth:`code_system`'s URI when it is
+        absolute (a URL or a URN), else None. A local name (``L``, ``99LAB``: table 0396's
+        local codes) or one no map knows (``NIP001``) names no system a receiver can
+        resolve: written as it is it was taken for a relative URI (the FHIR validator's
+        "Coding.system must be an absolute reference"), and "L" of two senders for one
+        system. The code and its display are kept without system (IG, vocabulary mapping:
+        a system only when "an appropriate uri is known"); a site names its local systems
+        in its ``CodingSystem`` map."""
+        text = text_of(name)
+        if not text:
+            return None
+        known = self._systems.get(text)
+        return known[1] if known is not None else self._systems_of(text)[1]
+
+    def _systems_of(self, text: str) -> tuple[str | None, str | None]:
+        """:meth:`code_system` and :meth:`coding_system` of a name, worked out once: a
+        document or a message names a few systems many times."""
+        system = self._code_system(text)
+        found = (system, system if system is not None and _ABSOLUTE_URI.match(system) else None)
+        if len(self._systems) < _MAX_SYSTEMS:  # names come from messages: bounded
+            self._systems[text] = found
+        return found
+
+    def _code_system(self, text: str) -> str | None:
         if OID.fullmatch(text):
             return self._oid_system(text)
         mapped = (
@@ -237,18 +272,6 @@ class ValueFilters(TimestampFilters, IdentityFilters):
         if table:
             return f"http://terminology.hl7.org/CodeSystem/v2-{table[1]}"
         return as_uri(text)
-
-    def coding_system(self, name: Any) -> str | None:
-        """Coding.system of a coding system name: :meth:`code_system`'s URI when it is
-        absolute (a URL or a URN), else None. A local name (``L``, ``99LAB``: table 0396's
-        local codes) or one no map knows (``NIP001``) names no system a receiver can
-        resolve: written as it is it was taken for a relative URI (the FHIR validator's
-        "Coding.system must be an absolute reference"), and "L" of two senders for one
-        system. The code and its display are kept without system (IG, vocabulary mapping:
-        a system only when "an appropriate uri is known"); a site names its local systems
-        in its ``CodingSystem`` map."""
-        system = self.code_system(name)
-        return system if system is not None and _ABSOLUTE_URI.match(system) else None
 
     def fhir_code(self, value: Any) -> str | None:
         """An HL7 code as a FHIR ``code`` (R4: ``[^\\s]+(\\s[^\\s]+)*``): without surrounding
