@@ -23,7 +23,8 @@ _URN_UUID = "urn:uuid:"
 # (Py_UNICODE_ISSPACE), run in C instead of a generator step per character.
 _BLANK = re.compile(r"\s")
 
-#: How many HD systems :meth:`IdentityFilters.hd_system` keeps (then it starts again).
+#: How many HD systems :meth:`IdentityFilters.hd_system` keeps (then it starts again),
+#: and how many roots :meth:`IdentityFilters.identifier_system` keeps.
 _MAX_KNOWN_SYSTEMS = 1024
 
 #: Where a namespace-only HD finds its universal id, the site's map first.
@@ -37,6 +38,9 @@ class IdentityFilters(FilterBase):
         super().__init__(*args, **kwargs)
         #: hd_system's answers by (namespace, universal id, type).
         self._hd_systems: dict[tuple[str, str, str], str | None] = {}
+        #: identifier_system's answers by root: a document names a few authorities many
+        #: times.
+        self._identifier_systems: dict[str, str | None] = {}
 
     def identifier_system(self, root: Any) -> str | None:
         """Identifier.system of a CDA II root, or of a system ``hd_system`` gave (HL7 v2):
@@ -49,12 +53,18 @@ class IdentityFilters(FilterBase):
         text = text_of(root)
         if not text:
             return None
+        if text in self._identifier_systems:
+            return self._identifier_systems[text]
         oid = text[len(_URN_OID) :] if text[: len(_URN_OID)].lower() == _URN_OID else text
-        if "IdentifierSystemOid" in self._codemaps:
-            mapped = self._codemaps.lookup("IdentifierSystemOid", oid)
-            if mapped is not None:
-                return mapped.code
-        return as_uri(text)
+        mapped = (
+            self._codemaps.lookup("IdentifierSystemOid", oid)
+            if "IdentifierSystemOid" in self._codemaps
+            else None
+        )
+        system = mapped.code if mapped is not None else as_uri(text)
+        if len(self._identifier_systems) < _MAX_KNOWN_SYSTEMS:  # roots come from messages: bounded
+            self._identifier_systems[text] = system
+        return system
 
     def hd_system(self, hd: Any, start: int = 1, type_code: Any = None) -> str | None:
         """Identifier system from an HD (CX.4) or the HD part of an EI (``start=2``).
