@@ -37,6 +37,7 @@ DOCUMENT_TYPES: dict[str, str] = {
 
 
 _WITH_ID = etree.XPath("//*[@ID]")
+_ID = f"{{{HL7}}}id"
 _NONE: list[etree._Element] = []
 _BY_ID = re.compile(r"//\*\[@ID='([^']*)'\]")
 
@@ -124,7 +125,7 @@ class CdaDocument:
         self._nodes.clear()
         self._children.clear()
         self._nodes[self._root] = self.root
-        for cached in ("_by_id", "_ids", "_content_keys", "_id_groups", "_first_equal"):
+        for cached in ("_by_id", "_ids", "_content_keys", "_id_groups", "_first_equal", "_with_id"):
             self.__dict__.pop(cached, None)
 
     # -- template helpers ------------------------------------------------------------------
@@ -230,6 +231,25 @@ class CdaDocument:
 
     @cached_property
     def _first_equal(self) -> dict[tuple[str, bytes], etree._Element]:
+        return {}
+
+    def with_id(self, tag: str, root: str, extension: str | None) -> list[etree._Element]:
+        """:meth:`Node.with_id`: the elements named ``tag`` (Clark) with an ``id`` child
+        of this root and extension (None: an id without one), in document order. Indexed
+        once per name: XPath walks the whole document for each id looked up."""
+        index = self._with_id.get(tag)
+        if index is None:
+            index = self._with_id[tag] = {}
+            for element in self._root.iter(tag):
+                for identifier in element.iterchildren(_ID):
+                    key = (identifier.get("root"), identifier.get("extension"))
+                    found = index.setdefault(key, [])
+                    if not found or found[-1] is not element:  # two equal ids: once
+                        found.append(element)
+        return index.get((root, extension), _NONE)
+
+    @cached_property
+    def _with_id(self) -> dict[str, dict[tuple[str | None, str | None], list[etree._Element]]]:
         return {}
 
     def same_id(self, element: etree._Element) -> list[etree._Element]:

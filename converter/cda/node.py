@@ -162,6 +162,16 @@ class Node:
         element = self._element
         return self._doc.content_key(element) if element is not None else ""
 
+    def with_id(self, name: str, root: str, extension: str = "") -> list[Node]:
+        """The elements of the document named ``name`` (``observation``, ``sdtc:…``)
+        that have an ``id`` child with exactly this ``root`` and ``extension`` (empty:
+        an id without extension attribute), in document order: what
+        ``//h:name[h:id[@root=… and @extension=…]]`` selects (``not(@extension)`` for an
+        empty one), from an index of the document instead of a walk of it per lookup."""
+        node = self._doc.node
+        found = self._doc.with_id(_clark(str(name)), str(root), str(extension) or None)
+        return [node(element) for element in found]
+
     def first_equal(self) -> Node:
         """The first element of the document asked for with this element's name and
         exactly its content (its subtree as written), else itself: the same participant
