@@ -35,18 +35,21 @@ from listeners.heap import settle_long_lived
 _WARM_UP = 3
 
 
-def _inputs(path: Path | None, count: int) -> tuple[str, list[bytes], bool]:
-    """A label, ``count`` distinct inputs and whether they are CDA documents."""
+def _label(path: Path | None) -> str:
+    return "CCD ~175 KB (benchmark.py's)" if path is None else path.name
+
+
+def _inputs(path: Path | None, count: int) -> tuple[list[bytes], bool]:
+    """``count`` distinct inputs (and the warm-up's) and whether they are CDA documents."""
     data = bigger_ccd(CDA_SAMPLE.read_bytes()) if path is None else path.read_bytes()
-    label = "CCD ~175 KB (benchmark.py's)" if path is None else path.name
     if data.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<"):
-        return label, document_variants(data, count + _WARM_UP), True
-    return label, variants(data, count + _WARM_UP), False
+        return document_variants(data, count + _WARM_UP), True
+    return variants(data, count + _WARM_UP), False
 
 
 def _measured(path: Path | None, count: int, validate: bool) -> None:
     """Run inside valgrind: warm up, then count only the measured conversions."""
-    _, inputs, is_cda = _inputs(path, count)
+    inputs, is_cda = _inputs(path, count)
     converter = Converter(ConverterConfig(validate=validate, default_timezone="Europe/Paris"))
     convert = converter.convert_document if is_cda else converter.convert_message
     for item in inputs[:_WARM_UP]:
@@ -72,7 +75,6 @@ def main() -> None:
         return
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         sys.exit("instructions.py needs valgrind and callgrind_control (apt install valgrind)")
-    label, _, _ = _inputs(args.file, 0)
     with tempfile.TemporaryDirectory() as scratch:
         command = [
             "valgrind",
@@ -92,7 +94,7 @@ def main() -> None:
         sys.exit(f"valgrind failed ({done.returncode}):\n{done.stderr[-2000:]}")
     per_conversion = int(collected.group(1)) / args.count
     mode = "validated" if args.validate else "no validation"
-    print(f"{label}, {mode}: {per_conversion / 1e6:.1f} M instructions per conversion")
+    print(f"{_label(args.file)}, {mode}: {per_conversion / 1e6:.1f} M instructions per conversion")
 
 
 if __name__ == "__main__":
