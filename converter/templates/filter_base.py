@@ -4,7 +4,7 @@ strict mode, a warning and an absent element in lenient mode)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from jinja2.runtime import Context
 
@@ -13,7 +13,13 @@ from ..datetimes import TimestampConverter
 from ..errors import MappingError
 from .codemaps import CodeMaps
 
-__all__ = ["FilterBase", "path_of", "text_of"]
+__all__ = ["MAX_REMEMBERED", "FilterBase", "path_of", "remember", "text_of"]
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+#: How many answers each of the filters' memos keeps (hd_system, code_system…).
+MAX_REMEMBERED = 4096
 
 
 def text_of(value: Any) -> str:
@@ -32,6 +38,18 @@ def path_of(value: Any) -> str | None:
     if isinstance(path, str):
         return path
     return None if isinstance(value, str) else getattr(value, "label", None)
+
+
+def remember(answers: dict[_K, _V], key: _K, value: _V) -> _V:
+    """Keep a filter's answer for ``key`` (a name read from messages) and return it.
+
+    The names come from what senders send, so a memo is bounded: when full it forgets
+    everything and starts again, so that a long-running service keeps remembering the
+    names its senders use now rather than the first ones it ever met."""
+    if len(answers) >= MAX_REMEMBERED:
+        answers.clear()
+    answers[key] = value
+    return value
 
 
 class FilterBase:

@@ -27,7 +27,7 @@ from markupsafe import Markup
 from ..active_session import ACTIVE_SESSION
 from ..assembly.json_text import FhirDecimal
 from ..errors import MappingError
-from .filter_base import path_of, text_of
+from .filter_base import path_of, remember, text_of
 from .identity_filters import OID, IdentityFilters, as_uri
 from .json_output import as_markup
 from .timestamp_filters import TimestampFilters
@@ -64,8 +64,6 @@ _BLANKS = (
     + "\u2028\u2029\u202f\u205f\u3000"
 )
 _BLANK_RUN = re.compile(f"[{re.escape(_BLANKS)}]+")
-#: Coding system names whose systems are kept (see ValueFilters._systems_of).
-_MAX_SYSTEMS = 4096
 #: The triplets of a CWE (code, text, coding system): CWE.1-3, CWE.4-6, CWE.10-12.
 _TRIPLETS = ((1, 3), (4, 6), (10, 12))
 
@@ -253,10 +251,8 @@ class ValueFilters(TimestampFilters, IdentityFilters):
         """:meth:`code_system` and :meth:`coding_system` of a name, worked out once: a
         document or a message names a few systems many times."""
         system = self._code_system(text)
-        found = (system, system if system is not None and _ABSOLUTE_URI.match(system) else None)
-        if len(self._systems) < _MAX_SYSTEMS:  # names come from messages: bounded
-            self._systems[text] = found
-        return found
+        absolute = system if system is not None and _ABSOLUTE_URI.match(system) else None
+        return remember(self._systems, text, (system, absolute))
 
     def _code_system(self, text: str) -> str | None:
         if OID.fullmatch(text):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .filter_base import FilterBase, text_of
+from .filter_base import FilterBase, remember, text_of
 
 __all__ = ["OID", "IdentityFilters", "as_uri"]
 
@@ -22,10 +22,6 @@ _URN_UUID = "urn:uuid:"
 # A character str.isspace() calls whitespace: \s of a str pattern is the same test
 # (Py_UNICODE_ISSPACE), run in C instead of a generator step per character.
 _BLANK = re.compile(r"\s")
-
-#: How many HD systems :meth:`IdentityFilters.hd_system` keeps (then it starts again),
-#: and how many roots :meth:`IdentityFilters.identifier_system` keeps.
-_MAX_KNOWN_SYSTEMS = 1024
 
 #: Where a namespace-only HD finds its universal id, the site's map first.
 _NAMESPACE_MAPS = ("AssigningAuthority", "AssigningAuthorityOid")
@@ -61,10 +57,9 @@ class IdentityFilters(FilterBase):
             if "IdentifierSystemOid" in self._codemaps
             else None
         )
-        system = mapped.code if mapped is not None else as_uri(text)
-        if len(self._identifier_systems) < _MAX_KNOWN_SYSTEMS:  # roots come from messages: bounded
-            self._identifier_systems[text] = system
-        return system
+        return remember(
+            self._identifier_systems, text, mapped.code if mapped is not None else as_uri(text)
+        )
 
     def hd_system(self, hd: Any, start: int = 1, type_code: Any = None) -> str | None:
         """Identifier system from an HD (CX.4) or the HD part of an EI (``start=2``).
@@ -105,11 +100,7 @@ class IdentityFilters(FilterBase):
             return systems[key]
         except KeyError:
             pass
-        found = self._hd_system(namespace, universal, kind)
-        if len(systems) >= _MAX_KNOWN_SYSTEMS:
-            systems.clear()  # arbitrary authorities sent over time: a bounded memory
-        systems[key] = found
-        return found
+        return remember(systems, key, self._hd_system(namespace, universal, kind))
 
     def _hd_system(self, namespace: str, universal: str, kind: str) -> str | None:
         """:meth:`hd_system` of a non-empty HD's namespace, universal id and type."""

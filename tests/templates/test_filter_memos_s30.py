@@ -8,8 +8,7 @@ from __future__ import annotations
 import pytest
 
 from converter.datetimes import TimestampConverter
-from converter.templates import filters as filters_module
-from converter.templates import identity_filters
+from converter.templates import filter_base
 from converter.templates.codemaps import CodeMaps
 from converter.templates.filters import ValueFilters
 from tests.conftest import REPO_ROOT
@@ -64,12 +63,24 @@ def test_identifier_systems_answer_the_same_first_and_after() -> None:
         assert filters.identifier_system("1.2.250.1.999") == "urn:oid:1.2.250.1.999"
 
 
-def test_the_answers_kept_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(filters_module, "_MAX_SYSTEMS", 10)
-    monkeypatch.setattr(identity_filters, "_MAX_KNOWN_SYSTEMS", 10)
+def test_the_answers_kept_are_bounded_and_still_kept_after(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The three memos share one policy (filter_base.remember): never more than the
+    bound, and when full they start again, so the names that come after a sender's
+    many made-up ones are still remembered."""
+    monkeypatch.setattr(filter_base, "MAX_REMEMBERED", 10)
     filters = _filters()
     for n in range(25):
         assert filters.coding_system(f"1.2.250.{n}") == f"urn:oid:1.2.250.{n}"
         assert filters.identifier_system(f"1.2.250.{n}") == f"urn:oid:1.2.250.{n}"
-    assert len(filters._systems) == len(filters._identifier_systems) == 10
+        assert filters.hd_system(f"1.2.250.{n}") == f"urn:oid:1.2.250.{n}"
+        assert len(filters._systems) <= 10
+        assert len(filters._identifier_systems) <= 10
+        assert len(filters._hd_systems) <= 10
     assert filters.coding_system("2.16.840.1.113883.6.1") == "http://loinc.org"
+    assert filters.identifier_system("2.16.840.1.113883.4.1") == "http://hl7.org/fhir/sid/us-ssn"
+    assert filters.hd_system("ASIP-SANTE-PS") == "urn:oid:1.2.250.1.71.4.2.1"
+    assert "2.16.840.1.113883.6.1" in filters._systems
+    assert "2.16.840.1.113883.4.1" in filters._identifier_systems
+    assert ("ASIP-SANTE-PS", "", "") in filters._hd_systems

@@ -15,7 +15,7 @@ from jinja2.sandbox import SecurityError, unsafe
 
 from converter import Converter, ConverterConfig
 from converter.datetimes import TimestampConverter
-from converter.templates import codegen, identity_filters
+from converter.templates import codegen, filter_base
 from converter.templates.codemaps import CodeMaps
 from converter.templates.filters import ValueFilters
 from tests.conftest import REPO_ROOT
@@ -161,7 +161,7 @@ def test_an_authority_s_system_is_worked_out_once(monkeypatch: pytest.MonkeyPatc
 def test_the_systems_kept_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     """Authorities are message content: however many a sender makes up, the filters keep
     a bounded number of answers, and still answer right after starting again."""
-    monkeypatch.setattr(identity_filters, "_MAX_KNOWN_SYSTEMS", 10)
+    monkeypatch.setattr(filter_base, "MAX_REMEMBERED", 10)
     filters = ValueFilters(PARIS, CodeMaps.load([BUILTIN]), strict=True)
     for n in range(25):
         assert filters.hd_system(f"1.2.250.{n}") == f"urn:oid:1.2.250.{n}"
