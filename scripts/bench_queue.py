@@ -25,8 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from listeners.queue._sqlite_operations import CLAIM_SQL
 from listeners.queue.base import Envelope
-from listeners.queue.sqlite import _CLAIM_SQL, SqliteQueue
+from listeners.queue.sqlite import SqliteQueue
 
 PAYLOAD = (
     b"MSH|^~\\&|LAB|HOSP|PASSERELLE|HOSP|20240101120000||ORU^R01|CTRL|P|2.5\r"
@@ -129,7 +130,7 @@ def statement_cost(path: Path, limit: int = 16, runs: int = 200) -> float:
     for _ in range(runs):
         conn.execute("BEGIN IMMEDIATE")
         started = time.perf_counter()
-        rows = conn.execute(_CLAIM_SQL, (time.time() + 10**6, limit)).fetchall()
+        rows = conn.execute(CLAIM_SQL, (time.time() + 10**6, limit)).fetchall()
         conn.executemany(
             "UPDATE messages SET state = 'inflight', attempts = attempts + 1 WHERE seq = ?",
             [(row[0],) for row in rows],

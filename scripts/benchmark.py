@@ -266,7 +266,7 @@ def call_counts(converter: Converter) -> None:
     import cProfile
     import pstats
 
-    cases = [
+    cases: list[tuple[str, Callable[[bytes], Conversion], list[bytes]]] = [
         (label, converter.convert_message, variants((SAMPLES / name).read_bytes(), 30))
         for label, name in CASES.items()
     ]
