@@ -2,6 +2,7 @@
 """Systematic perturbation of the samples: what a sender can get wrong, one place at a time.
 
     .venv/bin/python scripts/perturb_samples.py [--lenient] [--only NAME ...] [--kinds K ...]
+        [--cda-dir DIR]
 
 Unlike ``fuzz_inputs.py`` (random edits of bytes and delimiters), each HL7 v2 sample is
 edited field by field (every field of every segment replaced by an unknown code, a
@@ -23,7 +24,8 @@ printed, grouped by error with where it came from:
 A ``ParseError``, an unsupported message, a located ``MappingError`` (strict mode) are
 the expected answers to bad input and are only counted. Exit 1 when a defect is found.
 Deterministic; about 6 minutes for everything on one core (``--kinds`` and ``--only``
-narrow it).
+narrow it). ``--cda-dir`` edits other CDA documents than the samples (the shared C-CDA
+corpus: ``../shared/corpus/ccda/...``).
 """
 
 from __future__ import annotations
@@ -158,6 +160,12 @@ def main() -> int:
     parser.add_argument(
         "--kinds", nargs="*", default=["fields", "segments", "cda"], help="fields segments cda"
     )
+    parser.add_argument(
+        "--cda-dir",
+        type=Path,
+        default=SAMPLES / "cda",
+        help="where the CDA documents are (*.xml, *.ccda, in subfolders too); default samples/cda",
+    )
     args = parser.parse_args()
     converter = Converter(
         ConverterConfig(default_timezone="Europe/Paris", strict_values=not args.lenient)
@@ -169,7 +177,10 @@ def main() -> int:
         if "segments" in args.kinds:
             plans.append((path, hl7_segment_edits))
     if "cda" in args.kinds:
-        plans += [(path, cda_element_edits) for path in sorted((SAMPLES / "cda").glob("*.xml"))]
+        documents = sorted(
+            path for path in args.cda_dir.rglob("*") if path.suffix in (".xml", ".ccda")
+        )
+        plans += [(path, cda_element_edits) for path in documents]
     found: defaultdict[str, list[str]] = defaultdict(list)
     outcomes: Counter[str] = Counter()
     started = time.perf_counter()
