@@ -62,7 +62,7 @@ from .mllp.ack import (
     wants_accept_ack,
 )
 from .mllp.framing import OversizedFrame
-from .mllp.handler import NO_REPLY, PeerInfo
+from .mllp.handler import NO_REPLY, LaterReply, PeerInfo
 from .mllp.mfk import build_reply
 from .queue.base import DeadLetter, Envelope, PutResult
 from .worker import DeliveryWorkers
@@ -110,10 +110,19 @@ class Ingestor:
         # (listener, connection id) of the connections that sent an ACK, oldest first.
         self._ack_warned: dict[tuple[str, int], None] = {}
 
-    async def handle(self, payload: bytes, peer: PeerInfo) -> bytes | None:
+    async def handle(self, payload: bytes, peer: PeerInfo) -> bytes | LaterReply | None:
         """The server's handler: one frame, its ACK (see the module docstring)."""
         started = time.perf_counter()
         ack = await self._handle(payload, peer, started)
+        if isinstance(ack, LaterReply):
+            later = ack.reply
+
+            async def observed() -> bytes:
+                reply = await later()
+                self._observe(peer.listener, reply, started)
+                return reply
+
+            return LaterReply(observed)
         self._observe(peer.listener, ack, started)
         return ack
 
@@ -155,7 +164,9 @@ class Ingestor:
                 time.perf_counter() - started
             )
 
-    async def _handle(self, payload: bytes, peer: PeerInfo, started: float) -> bytes | None:
+    async def _handle(
+        self, payload: bytes, peer: PeerInfo, started: float
+    ) -> bytes | LaterReply | None:
         raw_header = read_header(payload, default_charset=self._config.converter.charset)
         listener = peer.listener
         if raw_header.message_code.strip() == "ACK":
@@ -266,8 +277,13 @@ class Ingestor:
                 extra=fields | log_fields(seq=stored.seq),
             )
             if self._answers.waits_for_delivery(raw_header):
-                outcome = await self._answers.retransmitted(stored.seq, fields)
-                return self._ack(listener, raw_header, outcome, payload)
+                seq = stored.seq
+
+                async def original_answer() -> bytes:
+                    outcome = await self._answers.retransmitted(seq, fields)
+                    return self._ack(listener, raw_header, outcome, payload)
+
+                return LaterReply(original_answer)
             return self._ack(listener, raw_header, AckOutcome.accept(), payload)
         if stored.control_id_reused:
             _warn_reused(envelope, stored.seq, fields)
@@ -284,8 +300,14 @@ class Ingestor:
             ),
         )
         if self._answers.waits_for_delivery(raw_header):
-            outcome = await self._answers.delivered(stored.seq, fields)
-            return self._ack(listener, raw_header, outcome, payload)
+            # Stored: committed now (a release 2 listener says so at once); the ACK waits.
+            seq = stored.seq
+
+            async def delivery_answer() -> bytes:
+                outcome = await self._answers.delivered(seq, fields)
+                return self._ack(listener, raw_header, outcome, payload)
+
+            return LaterReply(delivery_answer)
         return self._ack(listener, raw_header, AckOutcome.accept(), payload)
 
     def _unreadable(

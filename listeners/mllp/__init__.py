@@ -44,7 +44,7 @@ from .framing import (
     commit_ack,
     frame,
 )
-from .handler import NO_REPLY, Handler, OversizedHandler, PeerInfo
+from .handler import NO_REPLY, Handler, LaterReply, OversizedHandler, PeerInfo
 from .server import MllpServer
 from .stats import MllpStats
 from .tls import client_ssl_context, server_ssl_context, subject_text
@@ -71,6 +71,7 @@ __all__ = [
     "FrameTooLargeError",
     "Handler",
     "IncompleteFrameError",
+    "LaterReply",
     "MessageHeader",
     "MllpClient",
     "MllpClientError",

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from ..logs import log_fields
-from .handler import Handler, PeerInfo
+from .handler import Handler, LaterReply, PeerInfo
 from .header import read_header
 
 __all__ = ["APPLICATION_ACK_TYPES", "SENDER_INTERVAL", "ApplicationAckNotice"]
@@ -63,7 +63,7 @@ class ApplicationAckNotice:
         self._senders: dict[tuple[str, str], float] = {}
 
     def wrap(self, handler: Handler) -> Handler:
-        async def noticing(payload: bytes, peer: PeerInfo) -> bytes | None:
+        async def noticing(payload: bytes, peer: PeerInfo) -> bytes | LaterReply | None:
             self.note(payload, peer)
             return await handler(payload, peer)
 

@@ -36,7 +36,7 @@ from .framing import (
     is_keepalive,
     unpad,
 )
-from .handler import Handler, OversizedHandler, PeerInfo
+from .handler import Handler, LaterReply, OversizedHandler, PeerInfo
 from .stats import MllpStats
 
 __all__ = ["CLOSE_TIMEOUT", "Connection", "FrameLoop", "close_connection"]
@@ -331,33 +331,38 @@ class FrameLoop:
             # block is taken care of; a message answered with no reply (MSH-15 NE, a
             # received ACK) is committed too, as every block of content must be.
             commit = frame(CommitAck.ACK.value) if release2 else b""
-            if reply or commit:
-                data = commit + (frame(reply) if reply else b"")
+            if isinstance(reply, LaterReply):
+                # Stored; the reply waits (for the delivery): the commit goes now.
+                if commit:
+                    closing = await self._write(conn, writer, stats, commit)
+                    if closing is not None:
+                        return closing
+                    stats.commit_acks_sent += 1
+                    commit = b""
                 try:
-                    writer.write(data)
-                    async with asyncio.timeout(self._write_timeout):
-                        await writer.drain()
-                except TimeoutError:
-                    stats.write_timeouts += 1
-                    conn.stalled = True
-                    self._log.warning(
-                        "mllp#%d %s from %s: an ACK of %d bytes not taken by the peer within "
-                        "%gs (it does not read its ACKs); aborting the connection",
+                    reply = await reply.reply()
+                except Exception as exc:
+                    stats.handler_errors += 1
+                    self._log.error(
+                        "mllp#%d: handler failed on the reply to a stored %d-byte %s: %s; "
+                        "closing without ACK",
                         conn.id,
-                        conn.listener,
-                        conn.peer,
-                        len(data),
-                        self._write_timeout,
+                        size,
+                        kind,
+                        describe_exception(exc),
                     )
-                    return "ACK not taken by the peer (write timeout)"
-                except (ConnectionError, ssl.SSLError) as exc:
-                    return f"ACK not delivered ({type(exc).__name__})"
+                    return "handler error"
+                elapsed = (time.perf_counter() - started) * 1000
+            if reply or commit:
+                closing = await self._write(
+                    conn, writer, stats, commit + (frame(reply) if reply else b"")
+                )
+                if closing is not None:
+                    return closing
                 if reply:
                     stats.acks_sent += 1
                 if commit:
                     stats.commit_acks_sent += 1
-                stats.bytes_sent += len(data)
-                conn.bytes_out += len(data)
             self._log.debug(
                 "mllp#%d: %s of %d bytes, reply of %d bytes, %.1f ms",
                 conn.id,
@@ -368,6 +373,34 @@ class FrameLoop:
             )
             conn.busy = False
         return "server shutdown"
+
+    async def _write(
+        self, conn: Connection, writer: asyncio.StreamWriter, stats: MllpStats, data: bytes
+    ) -> str | None:
+        """Write and drain within ``write_timeout``; why the connection must close, if it
+        must (the peer does not take what is written, or is gone)."""
+        try:
+            writer.write(data)
+            async with asyncio.timeout(self._write_timeout):
+                await writer.drain()
+        except TimeoutError:
+            stats.write_timeouts += 1
+            conn.stalled = True
+            self._log.warning(
+                "mllp#%d %s from %s: an ACK of %d bytes not taken by the peer within "
+                "%gs (it does not read its ACKs); aborting the connection",
+                conn.id,
+                conn.listener,
+                conn.peer,
+                len(data),
+                self._write_timeout,
+            )
+            return "ACK not taken by the peer (write timeout)"
+        except (ConnectionError, ssl.SSLError) as exc:
+            return f"ACK not delivered ({type(exc).__name__})"
+        stats.bytes_sent += len(data)
+        conn.bytes_out += len(data)
+        return None
 
     async def _commit_nak(
         self, conn: Connection, writer: asyncio.StreamWriter, stats: MllpStats

@@ -12,7 +12,7 @@ from typing import Final
 
 from .framing import OversizedFrame
 
-__all__ = ["NO_REPLY", "Handler", "OversizedHandler", "PeerInfo"]
+__all__ = ["NO_REPLY", "Handler", "LaterReply", "OversizedHandler", "PeerInfo"]
 
 #: Handler result: write nothing, keep the connection open.
 NO_REPLY: Final = b""
@@ -35,6 +35,19 @@ class PeerInfo:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
-Handler = Callable[[bytes, PeerInfo], Awaitable[bytes | None]]
+@dataclass(frozen=True, slots=True)
+class LaterReply:
+    """A handler's answer for a message it has durably stored but whose reply waits for
+    something else (``ack_after = "delivery"``: the FHIR server's answer).
+
+    The message is committed when the handler returns this: a release 2 listener writes
+    its commit acknowledgement at once, not after the wait (a sender's commit timeout is
+    often shorter than a delivery). The server then awaits ``reply()`` and writes what it
+    returns (bytes, or :data:`NO_REPLY`) as the handler's own reply."""
+
+    reply: Callable[[], Awaitable[bytes]]
+
+
+Handler = Callable[[bytes, PeerInfo], Awaitable[bytes | LaterReply | None]]
 #: Answers a frame over ``max_frame_bytes``; its result means the same as a Handler's.
-OversizedHandler = Callable[[OversizedFrame, PeerInfo], Awaitable[bytes | None]]
+OversizedHandler = Callable[[OversizedFrame, PeerInfo], Awaitable[bytes | LaterReply | None]]

@@ -4,9 +4,13 @@ Each accepted connection is served by one task that reads a frame, awaits the ha
 writes the returned ACK (framed) and only then reads the next frame, so ACKs go out in
 order. The handler decides everything about the message::
 
-    async def handler(payload: bytes, peer: PeerInfo) -> bytes | None
+    async def handler(payload: bytes, peer: PeerInfo) -> bytes | LaterReply | None
 
 * bytes: the ACK payload, framed and written by the server;
+* a :class:`~.handler.LaterReply`: the message is stored, its reply comes later (the
+  FHIR server's answer, ``ack_after = "delivery"``); the server awaits it and writes it
+  as it would have written bytes (a release 2 listener writes its commit block first,
+  at once: see below);
 * :data:`NO_REPLY` (``b""``): nothing is written and the connection stays open (an
   enhanced-mode sender that asked for no accept ack, MSH-15 NE/ER/SU);
 * ``None``: the connection is closed without a reply. Use it when the message could not
@@ -60,9 +64,13 @@ sees it; the rest of the frame is handed over byte for byte.
 A listener with ``release = 2`` (MLLP release 2, as interface engines such as Mirth
 Connect offer it) writes a commit acknowledgement block (``VT 0x06 FS CR``) before each
 reply, and before nothing when there is no reply (:data:`NO_REPLY`): the handler returned,
-so the message is taken care of. Where the connection closes without a reply
-(``None``, a handler exception, an oversized frame without ``on_oversized``) it first
-writes a commit NAK (``VT 0x15 FS CR``): not committed, send it again. Commit blocks
+so the message is taken care of. A reply that comes later (:class:`~.handler.LaterReply`)
+has its commit block written as soon as the handler returns, before the wait: the
+message is already stored, and a sender's commit timeout is often shorter than a
+delivery. A failure while waiting for that reply closes the connection without a reply
+and without a NAK (the block was committed: the message will be delivered). Where the
+connection closes without a reply (``None``, a handler exception, an oversized frame
+without ``on_oversized``) it first writes a commit NAK (``VT 0x15 FS CR``): not committed, send it again. Commit blocks
 received from the peer are never answered, on any listener.
 
 A handler exception is logged (its type and where it was raised, never the payload) and

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from listeners.config import ListenerConfig
-from listeners.mllp import AckBuilder, AckOutcome, MllpServer, PeerInfo, frame
+from listeners.mllp import AckBuilder, AckOutcome, LaterReply, MllpServer, PeerInfo, frame
 from listeners.mllp.framing import FrameReader
 
 T = TypeVar("T")
@@ -113,7 +113,7 @@ class Recorder:
 
 @contextlib.asynccontextmanager
 async def serving(
-    handler: Callable[[bytes, PeerInfo], Awaitable[bytes | None]],
+    handler: Callable[[bytes, PeerInfo], Awaitable[bytes | LaterReply | None]],
     listeners: Sequence[ListenerConfig] | None = None,
     **kwargs: Any,
 ) -> AsyncIterator[MllpServer]:
