@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 __all__ = ["merge_into", "prune"]
@@ -46,6 +47,11 @@ def merge_into(target: dict[str, Any], other: dict[str, Any], path: str = "") ->
         current = target.get(key)
         where = f"{path}.{key}" if path else key
         if current is None:
+            if _CHOICE.match(key) and _other_choice(target, key):
+                # ``occurrenceString`` beside the first one's ``occurrenceDateTime``: one
+                # element of two types (invalid FHIR), not two elements.
+                conflicts.append(where)
+                continue
             target[key] = value
         elif isinstance(current, dict) and isinstance(value, dict):
             conflicts.extend(merge_into(current, value, where))
@@ -64,6 +70,43 @@ def merge_into(target: dict[str, Any], other: dict[str, Any], path: str = "") ->
         elif current != value:
             conflicts.append(where)
     return conflicts
+
+
+#: FHIR R4's data types, as a choice element's name ends with them (``value[x]`` →
+#: ``valueQuantity``).
+_TYPE_NAMES = frozenset(
+    {
+        *("Base64Binary", "Boolean", "Canonical", "Code", "Date", "DateTime", "Decimal"),
+        *("Id", "Instant", "Integer", "Markdown", "Oid", "PositiveInt", "String", "Time"),
+        *("UnsignedInt", "Uri", "Url", "Uuid", "Address", "Age", "Annotation", "Attachment"),
+        *("CodeableConcept", "Coding", "ContactPoint", "Count", "Distance", "Duration"),
+        *("HumanName", "Identifier", "Money", "Period", "Quantity", "Range", "Ratio"),
+        *("Reference", "SampledData", "Signature", "Timing", "ContactDetail", "Contributor"),
+        *("DataRequirement", "Expression", "ParameterDefinition", "RelatedArtifact"),
+        *("TriggerDefinition", "UsageContext", "Dosage", "Meta"),
+    }
+)
+#: A name that may be a choice element's (or its primitive extension's, ``_valueString``):
+#: a lower-case start, then a capital.
+_CHOICE = re.compile(r"_?[a-z][a-z0-9]*[A-Z]")
+
+
+def _other_choice(target: dict[str, Any], key: str) -> bool:
+    """Whether ``target`` holds the choice element ``key`` names with another type: for
+    ``occurrenceString`` (or ``_occurrenceString``), an ``occurrenceDateTime``."""
+    name = key.removeprefix("_")
+    for cut in range(1, len(name)):
+        if name[cut].isupper() and name[cut:] in _TYPE_NAMES:
+            prefix = name[:cut]
+            return any(
+                held != name and held.startswith(prefix) and held[len(prefix) :] in _TYPE_NAMES
+                for held in map(_without_underscore, target)
+            )
+    return False
+
+
+def _without_underscore(key: str) -> str:
+    return key.removeprefix("_")
 
 
 #: Lists whose items each name one thing however much of it a mention writes. One doctor
