@@ -2,7 +2,7 @@
 """Systematic perturbation of the samples: what a sender can get wrong, one place at a time.
 
     .venv/bin/python scripts/perturb_samples.py [--lenient] [--only NAME ...] [--kinds K ...]
-        [--cda-dir DIR]
+        [--hl7-dir DIR] [--cda-dir DIR]
 
 Unlike ``fuzz_inputs.py`` (random edits of bytes and delimiters), each HL7 v2 sample is
 edited field by field (every field of every segment replaced by an unknown code, a
@@ -24,8 +24,8 @@ printed, grouped by error with where it came from:
 A ``ParseError``, an unsupported message, a located ``MappingError`` (strict mode) are
 the expected answers to bad input and are only counted. Exit 1 when a defect is found.
 Deterministic; about 6 minutes for everything on one core (``--kinds`` and ``--only``
-narrow it). ``--cda-dir`` edits other CDA documents than the samples (the shared C-CDA
-corpus: ``../shared/corpus/ccda/...``).
+narrow it). ``--hl7-dir`` and ``--cda-dir`` edit other messages and documents than the
+samples (the shared corpora: ``../shared/corpus/hl7v2/...``, ``../shared/corpus/ccda/...``).
 """
 
 from __future__ import annotations
@@ -161,6 +161,12 @@ def main() -> int:
         "--kinds", nargs="*", default=["fields", "segments", "cda"], help="fields segments cda"
     )
     parser.add_argument(
+        "--hl7-dir",
+        type=Path,
+        default=SAMPLES / "hl7v2",
+        help="where the HL7 v2 messages are (*.hl7, in subfolders too); default samples/hl7v2",
+    )
+    parser.add_argument(
         "--cda-dir",
         type=Path,
         default=SAMPLES / "cda",
@@ -171,7 +177,7 @@ def main() -> int:
         ConverterConfig(default_timezone="Europe/Paris", strict_values=not args.lenient)
     )
     plans: list[tuple[Path, Callable[[bytes], Iterator[Edit]]]] = []
-    for path in sorted((SAMPLES / "hl7v2").glob("*.hl7")):
+    for path in sorted(args.hl7_dir.rglob("*.hl7")):
         if "fields" in args.kinds:
             plans.append((path, hl7_field_edits))
         if "segments" in args.kinds:
