@@ -70,8 +70,9 @@ message is already stored, and a sender's commit timeout is often shorter than a
 delivery. A failure while waiting for that reply closes the connection without a reply
 and without a NAK (the block was committed: the message will be delivered). Where the
 connection closes without a reply (``None``, a handler exception, an oversized frame
-without ``on_oversized``) it first writes a commit NAK (``VT 0x15 FS CR``): not committed, send it again. Commit blocks
-received from the peer are never answered, on any listener.
+without ``on_oversized``) it first writes a commit NAK (``VT 0x15 FS CR``): not
+committed, send it again. Commit blocks received from the peer are never answered, on
+any listener.
 
 A handler exception is logged (its type and where it was raised, never the payload) and
 the connection is closed without a reply, which has the same effect as ``None``.
