@@ -39,9 +39,11 @@ what a sender is told of a stored message with ``ack_after = "delivery"`` is
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from converter import ConversionError, ParseError
@@ -277,13 +279,12 @@ class Ingestor:
                 extra=fields | log_fields(seq=stored.seq),
             )
             if self._answers.waits_for_delivery(raw_header):
-                seq = stored.seq
-
-                async def original_answer() -> bytes:
-                    outcome = await self._answers.retransmitted(seq, fields)
-                    return self._ack(listener, raw_header, outcome, payload)
-
-                return LaterReply(original_answer)
+                return self._ack_later(
+                    listener,
+                    raw_header,
+                    payload,
+                    functools.partial(self._answers.retransmitted, stored.seq, fields),
+                )
             return self._ack(listener, raw_header, AckOutcome.accept(), payload)
         if stored.control_id_reused:
             _warn_reused(envelope, stored.seq, fields)
@@ -301,13 +302,12 @@ class Ingestor:
         )
         if self._answers.waits_for_delivery(raw_header):
             # Stored: committed now (a release 2 listener says so at once); the ACK waits.
-            seq = stored.seq
-
-            async def delivery_answer() -> bytes:
-                outcome = await self._answers.delivered(seq, fields)
-                return self._ack(listener, raw_header, outcome, payload)
-
-            return LaterReply(delivery_answer)
+            return self._ack_later(
+                listener,
+                raw_header,
+                payload,
+                functools.partial(self._answers.delivered, stored.seq, fields),
+            )
         return self._ack(listener, raw_header, AckOutcome.accept(), payload)
 
     def _unreadable(
@@ -401,6 +401,20 @@ class Ingestor:
             ),
         )
         return NO_REPLY
+
+    def _ack_later(
+        self,
+        listener: str,
+        header: MessageHeader,
+        payload: bytes,
+        outcome: Callable[[], Awaitable[AckOutcome]],
+    ) -> LaterReply:
+        """The ACK of a stored message, once ``outcome()`` (its delivery's) is known."""
+
+        async def reply() -> bytes:
+            return self._ack(listener, header, await outcome(), payload)
+
+        return LaterReply(reply)
 
     def _ack(
         self,

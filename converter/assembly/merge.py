@@ -100,13 +100,9 @@ def _other_choice(target: dict[str, Any], key: str) -> bool:
             prefix = name[:cut]
             return any(
                 held != name and held.startswith(prefix) and held[len(prefix) :] in _TYPE_NAMES
-                for held in map(_without_underscore, target)
+                for held in (other.removeprefix("_") for other in target)
             )
     return False
-
-
-def _without_underscore(key: str) -> str:
-    return key.removeprefix("_")
 
 
 #: Lists whose items each name one thing however much of it a mention writes. One doctor
