@@ -403,7 +403,10 @@ class TemplateSet:
             **filters.globals(),
             **{
                 name: _session_function(name)
-                for name in ("emit", "emitted", "include", "warn", "delete", "reference")
+                for name in (
+                    *("emit", "emitted", "include", "warn", "delete"),
+                    *("reference", "reference_if_identified"),
+                )
             },
             "occurrences": Occurrences,
         }

@@ -249,7 +249,24 @@ class RenderSession(TemplateRunner):
         self._impure()  # whether it is in the bundle decides the reference
         return self._reference_only(self.resolve(template), variables, top=True)
 
-    def _reference_only(self, name: str, variables: dict[str, Any], *, top: bool) -> Ref | None:
+    def reference_if_identified(self, template: str, **variables: Any) -> Ref | None:
+        """:meth:`reference`, but None (not a MappingError) for a resource without
+        ``_identity``: for a template asking whether the resource has an id that names
+        it across messages (a patient with an ID number), without repeating the rule
+        the resource's own template applies."""
+        self._impure()
+        return self._reference_only(
+            self.resolve(template), variables, top=True, unidentified_is_none=True
+        )
+
+    def _reference_only(
+        self,
+        name: str,
+        variables: dict[str, Any],
+        *,
+        top: bool,
+        unidentified_is_none: bool = False,
+    ) -> Ref | None:
         warnings = len(self.warnings)
         self._referencing += 1
         try:
@@ -266,6 +283,8 @@ class RenderSession(TemplateRunner):
         if rid is None:
             parts = _identity_parts(identity)
             if top and not parts:
+                if unidentified_is_none:
+                    return None
                 raise MappingError(
                     f"reference() to the {rtype} of {name}: it has no identity (its "
                     "_identity came out empty), so its id would derive from this message "

@@ -122,3 +122,31 @@ def test_reference_to_an_empty_resource_is_none(tmp_path: Path) -> None:
     session = session_for(tmp_path, '{% do emit("Bed", parent=reference("Empty")) %}')
     [bed] = rendered(session)
     assert "partOf" not in bed
+
+
+def test_reference_if_identified_is_none_for_a_resource_without_identity(
+    tmp_path: Path,
+) -> None:
+    """``reference_if_identified()``: what reference() gives for a resource with an
+    identity, none (no MappingError) for one without: a template asks whether the
+    resource has an id naming it across messages without repeating the rule of the
+    resource's own template. Nothing is written either way, warnings neither."""
+    room_id = stable_id("", "Location", "room", "412")
+    session = session_for(
+        tmp_path,
+        '{% do emit("Bed", parent=reference_if_identified("Note", text="a")) %}'
+        '{% do emit("Bed", parent=reference_if_identified("Room", name="412")) %}',
+    )
+    [bed] = rendered(session)  # the two beds are one resource, merged
+    assert bed["partOf"] == {"reference": f"Location/{room_id}"}
+    assert session.warnings == []
+    assert [ref.id for ref in session.emitted()] == [bed["id"]]
+    # The Note the first call rendered was not counted: the next one is the first.
+    session = session_for(
+        tmp_path / "b",
+        '{% do emit("Bed", parent=reference_if_identified("Note", text="a")) %}'
+        '{% do emit("Note", text="b") %}',
+    )
+    bed, note = rendered(session)
+    assert "partOf" not in bed
+    assert note["id"] == stable_id("", "message", MESSAGE_KEY, "hl7v2/resources/Note.j2", "1")
