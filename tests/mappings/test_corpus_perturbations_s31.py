@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from converter import Converter, ConverterConfig, MappingError
@@ -85,3 +87,37 @@ def test_without_pid_is_refused_at_pid(converter: Converter, sample: str, with_p
         converter.convert(edited)
     assert caught.value.location == "PID"
     assert "the patient (PID) is missing" in str(caught.value)
+
+
+def test_oru_specimen_owners_follow_an_override_of_the_patient_identity(tmp_path: Path) -> None:
+    """Which patient owns a specimen is asked of Patient.j2 itself
+    (``reference_if_identified``), not of a copy of its identity rule in ORU_R01.j2: an
+    override identifying patients by name makes two patients without ID number sending
+    one specimen id two owners, each with a Specimen told apart by the patient."""
+    override = tmp_path / "hl7v2" / "resources"
+    override.mkdir(parents=True)
+    (override / "Patient.j2").write_text(
+        '{"resourceType": "Patient", "_identity": ["by-name", {{ pid[5][1][1] }}],'
+        ' "name": [{"family": {{ pid[5][1][1] }}}]}',
+        encoding="utf-8",
+    )
+    head = "MSH|^~\\&|LAB|SIL|EAI|CH|20240314090000+0100||ORU^R01^ORU_R01|OWN-1|P|2.5.1"
+    groups = [
+        f"PID|1||||{family}^Dominique||19700101|U\r"
+        f"OBR|1||LAB-{n}^SIL^1.2.250.1.999.1.20^ISO|1988-5^CRP^LN|||20240314073000+0100\r"
+        "OBX|1|NM|1988-5^CRP^LN||12|mg/L|||||F\r"
+        "SPM|1|SPEC-SHARED&SIL||BLD^Sang^HL70487"
+        for n, family in enumerate(["MARTIN", "DURAND"])
+    ]
+    data = message([head, *"\r".join(groups).split("\r")])
+    overridden = Converter(
+        ConverterConfig(default_timezone="Europe/Paris", template_dirs=(tmp_path,))
+    )
+    bundle, warnings = convert_one(overridden, data)
+    assert len(resources(bundle, "Patient")) == 2
+    assert len(resources(bundle, "Specimen")) == 2
+    assert sum("also the specimen id of another patient's SPM" in w for w in warnings) == 2
+    # Built in, neither patient has an identity: their specimens are nobody's, one.
+    builtin = Converter(ConverterConfig(default_timezone="Europe/Paris"))
+    bundle, warnings = convert_one(builtin, data)
+    assert not any("also the specimen id of another patient's SPM" in w for w in warnings)
