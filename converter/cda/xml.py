@@ -10,6 +10,7 @@ entities as unexpanded nodes; refusing is simpler to reason about). An
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 from lxml import etree
 
@@ -18,17 +19,18 @@ from ..errors import ParseError
 __all__ = ["DEFAULT_MAX_BYTES", "MAX_DEPTH", "parse_xml"]
 
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
+_DTD_REFUSED = "documents declaring a DTD or entities are not accepted"
 #: libxml2 refuses deeper nesting itself when huge_tree is off (its parser limit).
 MAX_DEPTH = 256
 
 
-def _parser() -> etree.XMLParser:
+def _parser(*, huge_text: bool = False) -> etree.XMLParser:
     return etree.XMLParser(
         resolve_entities=False,
         no_network=True,
         load_dtd=False,
         dtd_validation=False,
-        huge_tree=False,
+        huge_tree=huge_text,
         remove_comments=True,
         remove_pis=True,
         # collect_ids must stay on: lxml turns collect_ids=False into libxml2's
@@ -45,11 +47,22 @@ def parse_xml(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> etree._Elem
     # A DOCTYPE comes before the root element: refuse early when it is in the first
     # bytes; the check after parsing catches one placed after a long prologue.
     if b"<!doctype" in data[:4096].lower():
-        raise ParseError(
-            "documents declaring a DTD or entities are not accepted", location="DOCTYPE"
-        )
+        raise ParseError(_DTD_REFUSED, location="DOCTYPE")
     try:
-        root = etree.fromstring(data, _parser())
+        try:
+            root = etree.fromstring(data, _parser())
+        except etree.XMLSyntaxError as exc:
+            if not _TEXT_NODE_TOO_LONG.search(str(exc.msg or "")):
+                raise
+            prolog = _prolog(data)
+            if prolog == "doctype":
+                raise ParseError(_DTD_REFUSED, location="DOCTYPE") from None
+            if prolog == "unreadable":
+                raise
+            # A text node over libxml2's 10 MB limit: an embedded PDF or image (a scanned
+            # report is often larger), within the document size limit. See
+            # _parse_long_text for why lifting that limit is safe here.
+            root = _parse_long_text(data)
     except etree.XMLSyntaxError as exc:
         message = str(exc.msg or "").strip()
         if "amplification factor" in message.lower():
@@ -70,9 +83,53 @@ def parse_xml(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> etree._Elem
         ) from None
     tree = root.getroottree()
     if tree.docinfo.internalDTD is not None or tree.docinfo.doctype:
-        raise ParseError(
-            "documents declaring a DTD or entities are not accepted", location="DOCTYPE"
-        )
+        raise ParseError(_DTD_REFUSED, location="DOCTYPE")
+    return root
+
+
+#: libxml2's message when a text node exceeds its 10,000,000-byte limit (huge_tree off).
+_TEXT_NODE_TOO_LONG = re.compile(r"text node too long", re.IGNORECASE)
+#: What may precede the root element: the XML declaration and processing instructions,
+#: comments, whitespace (a DOCTYPE too, which is refused).
+_PROLOG_ITEM = re.compile(rb"\s+|<\?.*?\?>|<!--.*?-->", re.DOTALL)
+_UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def _prolog(data: bytes) -> Literal["clean", "doctype", "unreadable"]:
+    """What comes before the root element: only the XML declaration, processing
+    instructions, comments and whitespace (``clean``), a DOCTYPE after those
+    (``doctype``), or something this byte-level reading cannot follow (``unreadable``:
+    UTF-16, an unclosed comment, text), which then keeps libxml2's limits."""
+    position = len(_UTF8_BOM) if data.startswith(_UTF8_BOM) else 0
+    while True:
+        item = _PROLOG_ITEM.match(data, position)
+        if item is None:
+            break
+        position = item.end()
+    following = data[position : position + 9]
+    if following.upper() == b"<!DOCTYPE":
+        return "doctype"
+    if following[:1] == b"<" and following[1:2] not in (b"!", b"?", b""):
+        return "clean"
+    return "unreadable"
+
+
+def _parse_long_text(data: bytes) -> etree._Element:
+    """Parse with libxml2's size limits on text nodes lifted (``huge_tree``), for a
+    document the normal parser refused only for a long text node.
+
+    The limits guard against entity amplification (billion laughs), which needs a
+    DOCTYPE declaring entities: the prolog holds none (checked before: :func:`_prolog`), and one
+    can appear nowhere else. ``huge_tree`` also raises libxml2's nesting limit, so the usual
+    one (:data:`MAX_DEPTH`) is checked here after parsing; the document size limit was
+    checked before.
+    """
+    root = etree.fromstring(data, _parser(huge_text=True))
+    depth = 0
+    for event, _ in etree.iterwalk(root, events=("start", "end")):
+        depth += 1 if event == "start" else -1
+        if depth > MAX_DEPTH:
+            raise ParseError("not well-formed XML: nested too deeply", location=None)
     return root
 
 
