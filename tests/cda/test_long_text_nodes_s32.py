@@ -173,3 +173,58 @@ def test_prolog_check_finds_a_doctype_wherever_it_is(
 )
 def test_prolog_check_is_conservative_on_what_it_cannot_follow(data: bytes) -> None:
     assert cda_xml._prolog(data) == "unreadable"
+
+
+# -- a Note Activity's Base64 text -----------------------------------------------------------
+NOTE_TEXT = re.compile(
+    rb'(<templateId root="2.16.840.1.113883.10.20.22.4.202"[^>]*/>.*?)'
+    rb'<text mediaType="text/plain">\s*<reference value="#note1"/>\s*</text>',
+    re.DOTALL,
+)
+
+
+def with_note_data(data: bytes) -> bytes:
+    """The CCD sample whose Note Activity carries ``data`` as its B64 text (a PDF)."""
+    document = (SAMPLES / "CCD_lefevre-camille.xml").read_bytes()
+    replaced, count = NOTE_TEXT.subn(
+        lambda m: (
+            m.group(1)
+            + b'<text mediaType="application/pdf" representation="B64">'
+            + data
+            + b"</text>"
+        ),
+        document,
+        count=1,
+    )
+    assert count == 1
+    return replaced
+
+
+def _note_data(bundle: dict[str, object]) -> list[str]:
+    return [
+        str(attachment["data"])
+        for attachment in _attachments(bundle)
+        if attachment.get("contentType") == "application/pdf" and "data" in attachment
+    ]
+
+
+def test_a_large_base64_note_is_kept_whole(converter: Converter) -> None:
+    """Checked with str.strip of the alphabet, not one character at a time through
+    Jinja's reject filter (a 7 MB PDF in a note took seconds)."""
+    payload = pdf(1_000_000)
+    [conversion] = converter.convert(with_note_data(base64.encodebytes(payload)), input_type="cda")
+    [data] = _note_data(conversion.bundle)
+    assert base64.b64decode(data) == payload
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"JVBERi0xLjQK?!", b"JVBERi0xLjQ", b"\xc3\xa9AAA"],
+    ids=["alphabet", "length", "accent"],
+)
+def test_a_note_that_is_not_base64_is_left_out_with_a_warning(
+    converter: Converter, data: bytes
+) -> None:
+    [conversion] = converter.convert(with_note_data(data), input_type="cda")  # validated
+    assert _note_data(conversion.bundle) == []
+    assert [w for w in conversion.warnings if "is not valid Base64" in w], conversion.warnings
