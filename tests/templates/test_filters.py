@@ -361,6 +361,32 @@ def test_b64encode_keeps_the_whole_text_as_utf8(env: Any) -> None:
     assert value(env, "'' | b64encode") is None
 
 
+@given(payload=st.binary(max_size=300), wrap=st.sampled_from(["\n", "\r\n", " ", "\t"]))
+def test_base64_data_unwraps_what_base64_wrapped(env: Any, payload: bytes, wrap: str) -> None:
+    import base64
+
+    encoded = base64.b64encode(payload).decode("ascii")
+    wrapped = wrap.join(encoded[i : i + 76] for i in range(0, len(encoded), 76))
+    expected = encoded or None  # nothing to attach: none
+    assert value(env, "text | base64_data", text=f"{wrap}{wrapped}{wrap}") == expected
+
+
+@given(
+    text=st.one_of(
+        st.text(max_size=40),
+        st.text(alphabet="ABCZaz09+/= \n\r\t\u00a0é?-_", max_size=40),
+    )
+)
+def test_base64_data_is_what_fhirs_base64binary_pattern_accepts(env: Any, text: str) -> None:
+    """The text without whitespace when FHIR's base64Binary pattern (R5's, with the
+    ``/`` R4's regex forgot) accepts it, else none (so is an empty text)."""
+    import re
+
+    compact = "".join(text.split())
+    accepted = re.fullmatch(r"(?:[0-9a-zA-Z+/=]{4})+", compact)
+    assert value(env, "text | base64_data", text=text) == (compact if accepted else None)
+
+
 @pytest.mark.parametrize(
     ("cwe", "expected"),
     [
