@@ -32,6 +32,7 @@ from ..hl7v2.message import Group, Message, Segment
 from ..hl7v2.value import Value
 from .bytecode import TemplateBytecodeCache
 from .codegen import FACTS_NAME, JsonCodeGenerator, TemplateContext, call_macro
+from .collector import Collector
 from .failures import broken_overrides
 from .filters import ValueFilters
 from .json_output import to_json
@@ -409,6 +410,7 @@ class TemplateSet:
                 )
             },
             "occurrences": Occurrences,
+            "collector": Collector,
         }
         self.environment.globals.update(own_globals)
         # ``namespace()`` too: Jinja's class, which takes no context either.

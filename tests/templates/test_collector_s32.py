@@ -1,0 +1,39 @@
+"""``collector()``: a list a template adds to in constant time (``list.append`` is
+refused by the immutable sandbox, and ``ns.items + [item]`` copies the list each time:
+an ORU of 16,000 results took 12.8 s, 8.6 s with its result lists collected)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from jinja2.exceptions import SecurityError
+
+from converter.templates.collector import Collector
+from tests.templates.test_filters import codemaps, env  # noqa: F401 (fixtures)
+
+
+def test_items_come_back_in_order_and_as_a_copy() -> None:
+    collected = Collector()
+    assert not collected and len(collected) == 0 and collected.items == []
+    assert collected.add("a") == "" and collected.add({"b": 1}) == ""
+    assert collected and len(collected) == 2
+    items = collected.items
+    items.append("c")  # a copy: what a template passes on cannot change the collector
+    assert collected.items == ["a", {"b": 1}] == list(collected)
+
+
+def test_templates_collect_in_the_sandbox(env: Any) -> None:  # noqa: F811 (fixture)
+    template = env.from_string(
+        "{% set refs = collector() %}{% set ns = namespace(support=collector()) %}"
+        "{% for n in numbers %}{% do refs.add(n) %}{% do ns.support.add(n * 10) %}{% endfor %}"
+        "{{ refs.items }}|{{ refs | length }}|{% for n in ns.support %}{{ n }};{% endfor %}"
+        "{{ 'empty' if not collector() else 'full' }}"
+    )
+    assert template.render(numbers=[3, 1, 2]) == '[3, 1, 2]|3|30;10;20;"empty"'
+
+
+def test_the_items_list_stays_immutable_in_templates(env: Any) -> None:  # noqa: F811 (fixture)
+    template = env.from_string("{% set c = collector() %}{% do c.items.append(1) %}")
+    with pytest.raises(SecurityError):
+        template.render()
