@@ -4,8 +4,8 @@ Templates run in Jinja's immutable sandbox, where ``list.append`` is refused; th
 ``{% set ns.items = ns.items + [item] %}`` copies the list on every addition, which is
 quadratic in a loop over thousands of OBX (an ORU of 12,000 results spent ~1.5 s of its
 ~7 s copying its report's result list). A root makes one :class:`Collector` per list
-(``{% set results = collector() %}``), adds to it (``{% do results.add(ref) %}``) and
-passes it on (``results=results.items``).
+(``{% set results = collector() %}``), adds to it (``{% do results.add(ref) %}``;
+``add_all`` for several) and passes it on (``results=results.items``).
 """
 
 from __future__ import annotations
@@ -27,6 +27,11 @@ class Collector:
     def add(self, item: Any) -> str:
         """Add ``item``; renders as nothing (``{% do c.add(item) %}``)."""
         self._items.append(item)
+        return ""
+
+    def add_all(self, items: Any) -> str:
+        """Add each of ``items``, in order; renders as nothing."""
+        self._items.extend(items)
         return ""
 
     @property

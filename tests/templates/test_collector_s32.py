@@ -18,6 +18,11 @@ def test_items_come_back_in_order_and_as_a_copy() -> None:
     assert not collected and len(collected) == 0 and collected.items == []
     assert collected.add("a") == "" and collected.add({"b": 1}) == ""
     assert collected and len(collected) == 2
+    assert collected.add_all(iter(["x", "y"])) == ""
+    assert collected.items[2:] == ["x", "y"]
+    collected = Collector()
+    collected.add("a")
+    collected.add({"b": 1})
     items = collected.items
     items.append("c")  # a copy: what a template passes on cannot change the collector
     assert collected.items == ["a", {"b": 1}] == list(collected)
