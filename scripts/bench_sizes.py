@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""Conversion time as inputs grow: what a large message or document costs.
+
+    .venv/bin/python scripts/bench_sizes.py [--only NAME ...]
+
+Prints the seconds one validated conversion takes (best of 2) for inputs of growing
+size built from the samples, and the time per item: a time per item that grows with
+the size is a quadratic step somewhere (a list copied at each addition, a check going
+one character at a time). Cases:
+
+* ``oru-obx``: ORU_R01 with 1,000 to 16,000 OBX (one report);
+* ``mdm-lines``: MDM^T02 with 4,000 to 32,000 TX OBX lines (one note);
+* ``mdm-pdf``: MDM^T02 carrying a PDF of 1 to 7 MB in OBX-5 ED (Base64);
+* ``cda-pdf``: an unstructured CDA document embedding a PDF of 1 to 20 MB (nonXMLBody;
+  from ~7.5 MB its text node is over libxml2's default limit);
+* ``ccd-entries``: the benchmark's CCD grown to 0.7-5.6 MB of entries.
+
+It asserts nothing; run it on an otherwise idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import re
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from benchmark import CDA_SAMPLE, bigger_ccd
+
+from converter import Converter, ConverterConfig, InputType
+
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+_B64_TEXT = re.compile(rb'(<text[^>]*representation="B64"[^>]*>)(.*?)(</text>)', re.DOTALL)
+
+
+def _segments(name: str) -> list[bytes]:
+    data = (SAMPLES / "hl7v2" / name).read_bytes()
+    return data.replace(b"\r\n", b"\r").rstrip(b"\r").split(b"\r")
+
+
+def _pdf(size: int) -> bytes:
+    block = hashlib.sha256(b"scan").digest() * 64
+    return (b"%PDF-1.4\n" + block * (size // len(block) + 1))[:size]
+
+
+def oru_obx(count: int) -> bytes:
+    segments = _segments("ORU_R01_20-obx.hl7")
+    obx = [s for s in segments if s.startswith(b"OBX|")]
+    out = [s for s in segments if not s.startswith((b"OBX|", b"NTE|", b"SPM|"))]
+    for n in range(count):
+        fields = obx[n % len(obx)].split(b"|")
+        fields[1] = b"%d" % (n + 1)
+        fields[3] = b"X%d^Test %d^L" % (n, n)
+        out.append(b"|".join(fields))
+    return b"\r".join(out)
+
+
+def mdm_lines(count: int) -> bytes:
+    segments = _segments("MDM_T02_discharge-summary.hl7")
+    obx = [s for s in segments if s.startswith(b"OBX|")]
+    out = [s for s in segments if not s.startswith(b"OBX|")]
+    for n in range(count):
+        fields = obx[n % len(obx)].split(b"|")
+        fields[1] = b"%d" % (n + 1)
+        out.append(b"|".join(fields))
+    return b"\r".join(out)
+
+
+def mdm_pdf(megabytes: int) -> bytes:
+    segments = [s for s in _segments("MDM_T02_discharge-summary.hl7") if not s.startswith(b"OBX|")]
+    data = base64.b64encode(_pdf(megabytes * 1_000_000))
+    segments.append(b"OBX|1|ED|18842-5^Discharge summary^LN||^AP^PDF^Base64^" + data + b"||||||F")
+    return b"\r".join(segments)
+
+
+def cda_pdf(megabytes: int) -> bytes:
+    document = (SAMPLES / "cda" / "Unstructured_nguyen-lea_pdf.xml").read_bytes()
+    found = _B64_TEXT.search(document)
+    assert found is not None
+    encoded = base64.encodebytes(_pdf(megabytes * 1_000_000))
+    return document[: found.start(2)] + b"\n" + encoded + document[found.end(2) :]
+
+
+def ccd_entries(kilobytes: int) -> bytes:
+    return bigger_ccd(CDA_SAMPLE.read_bytes(), kilobytes * 1000)
+
+
+CASES: dict[str, tuple[Callable[[int], bytes], Iterable[int], str, InputType]] = {
+    "oru-obx": (oru_obx, (1_000, 4_000, 16_000), "OBX", "hl7v2"),
+    "mdm-lines": (mdm_lines, (4_000, 16_000, 32_000), "line", "hl7v2"),
+    "mdm-pdf": (mdm_pdf, (1, 3, 7), "MB", "hl7v2"),
+    "cda-pdf": (cda_pdf, (1, 5, 10, 20), "MB", "cda"),
+    "ccd-entries": (ccd_entries, (700, 1_400, 2_800, 5_600), "KB", "cda"),
+}
+
+
+def seconds(converter: Converter, data: bytes, input_type: InputType) -> float:
+    best = float("inf")
+    for _ in range(2):
+        start = time.perf_counter()
+        converter.convert(data, input_type=input_type)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", nargs="*", choices=sorted(CASES), default=sorted(CASES))
+    args = parser.parse_args()
+    converter = Converter(ConverterConfig(default_timezone="Europe/Paris"))
+    for name in args.only:
+        build, sizes, unit, input_type = CASES[name]
+        converter.convert(build(next(iter(sizes))), input_type=input_type)
+        for size in sizes:
+            data = build(size)
+            taken = seconds(converter, data, input_type)
+            print(
+                f"{name:12} {size:>7,} {unit:5} {len(data) / 1e6:6.2f} MB  {taken:7.2f} s"
+                f"  {taken / size * 1000:8.3f} ms per {unit}",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
