@@ -230,7 +230,10 @@ class _Sandbox(ImmutableSandboxedEnvironment):
 
 
 _TEMPLATE_TYPES = frozenset(
-    {Value, Segment, Group, Message, Node, AttrValue, Ref, TemplateModule, Namespace, Occurrences}
+    {
+        *(Value, Segment, Group, Message, Node, AttrValue, Ref, TemplateModule, Namespace),
+        *(Occurrences, Collector),
+    }
 )
 # Without AttrValue: a str subclass, whose ``format`` must still be wrapped by Jinja.
 _PLAIN_TEMPLATE_TYPES = _TEMPLATE_TYPES - {AttrValue}
