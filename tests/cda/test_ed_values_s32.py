@@ -1,0 +1,76 @@
+"""An observation value of type ED with Base64 data (a result's image or report).
+
+Its Base64 was written as it came: data that was not Base64 failed validation and
+refused the whole document; it is now left out with a warning naming the value. An ED
+without mediaType had an attachment without contentType (R4 att-1: data needs one);
+CDA's default media type, text/plain, is written.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from converter import Converter, ConverterConfig
+
+from ._support import CCD_SAMPLE
+
+_FIRST_RESULT_VALUE = re.compile(
+    rb'(<observation classCode="OBS" moodCode="EVN">\s*'
+    rb'<templateId root="2.16.840.1.113883.10.20.22.4.2".*?)(<value [^>]*/>)',
+    re.DOTALL,
+)
+VALUE_ATTACHMENT = (
+    "http://hl7.org/fhir/5.0/StructureDefinition/extension-Observation.valueAttachment"
+)
+
+
+@pytest.fixture(scope="module", params=[True, False], ids=["strict", "lenient"])
+def converter(request: pytest.FixtureRequest) -> Converter:
+    return Converter(ConverterConfig(default_timezone="Europe/Paris", strict_values=request.param))
+
+
+def with_value(value: bytes) -> bytes:
+    """The CCD sample whose first result observation has ``value``."""
+    document = CCD_SAMPLE.read_bytes()
+    found = _FIRST_RESULT_VALUE.search(document)
+    assert found is not None
+    return document[: found.start(2)] + value + document[found.end(2) :]
+
+
+def attachments(bundle: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        extension["valueAttachment"]
+        for entry in bundle["entry"]
+        if entry["resource"]["resourceType"] == "Observation"
+        for extension in entry["resource"].get("extension", [])
+        if extension["url"] == VALUE_ATTACHMENT
+    ]
+
+
+@pytest.mark.parametrize(
+    ("media", "expected"), [("", "text/plain"), (' mediaType="image/png"', "image/png")]
+)
+def test_base64_data_is_attached_with_a_content_type(
+    converter: Converter, media: str, expected: str
+) -> None:
+    value = f'<value xsi:type="ED" representation="B64"{media}>\n SGVsbG8g\n d29ybGQ=\n</value>'
+    [conversion] = converter.convert(with_value(value.encode()), input_type="cda")
+    assert attachments(conversion.bundle) == [{"contentType": expected, "data": "SGVsbG8gd29ybGQ="}]
+
+
+@pytest.mark.parametrize(
+    "data", ["SGVsbG8?d29ybGQ=", "SGVsbG8gd29ybGQ"], ids=["alphabet", "length"]
+)
+def test_data_that_is_not_base64_is_left_out_with_a_warning(
+    converter: Converter, data: str
+) -> None:
+    value = f'<value xsi:type="ED" representation="B64" mediaType="image/png">{data}</value>'
+    [conversion] = converter.convert(with_value(value.encode()), input_type="cda")  # validated
+    assert attachments(conversion.bundle) == []
+    [warning] = [w for w in conversion.warnings if "not valid Base64" in w]
+    assert (
+        warning.startswith("/ClinicalDocument/component/structuredBody/") and "/value:" in warning
+    )
