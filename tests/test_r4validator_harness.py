@@ -179,6 +179,24 @@ def test_an_entry_resources_own_invariants_are_checked_inside_a_bundle(
     assert paths.count("Bundle.entry[0].resource.gender") == 1
 
 
+def test_data_type_invariants_medplum_leaves_out_are_checked(validator: R4Validator) -> None:
+    """att-1 (an Attachment with data has a contentType) and qty-3 (a unit code has a
+    system): medplum checks no data type's invariants; a CDA ED value's attachment without
+    contentType passed."""
+    attachment = {"data": "SGVsbG8="}
+    document = {"resourceType": "DocumentReference", "status": "current"}
+    issues = validator.validate({**document, "content": [{"attachment": attachment}]})
+    assert [(i["path"], i["message"][:24]) for i in issues] == [
+        ("DocumentReference.content[0].attachment", "Constraint att-1 not met")
+    ], issues
+    typed = {**attachment, "contentType": "text/plain"}
+    assert validator.validate({**document, "content": [{"attachment": typed}]}) == []
+    issues = validator.validate(_observation(valueQuantity={"value": 1, "code": "mg"}))
+    assert [i["message"][:24] for i in issues] == ["Constraint qty-3 not met"], issues
+    quantity = {"value": 1, "code": "mg", "system": "http://unitsofmeasure.org"}
+    assert validator.validate(_observation(valueQuantity=quantity)) == []
+
+
 def test_unknown_entry_resource_type_does_not_hide_other_entries(
     validator: R4Validator,
 ) -> None:

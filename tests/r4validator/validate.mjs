@@ -29,6 +29,8 @@
 //   - resource ids (Resource.id) against the R4 id grammar (medplum does not check them);
 //   - empty strings and empty arrays (not allowed in FHIR JSON; medplum lets them through);
 //   - Narrative.div must be a <div> in the XHTML namespace;
+//   - the error-level invariants of data types medplum leaves out: att-1 (an Attachment with
+//     data has a contentType) and qty-3 (a Quantity with a unit code has a system);
 //   - unknown or missing resourceType in nested resources (medplum aborts the whole validation
 //     with an "Unknown data type" error without a path), and resource types that are not R4 4.0.1
 //     (medplum's "r4" definitions also carry the R4B resource SubscriptionStatus);
@@ -297,6 +299,23 @@ function checkPrimitiveFormat(value, issues) {
 }
 
 /** A visitor for medplum's crawler that runs the checks needing the element definitions. */
+// Error-level invariants of data types, which medplum checks on resources but not on the data
+// types inside them (an Attachment with data and no contentType passed).
+const QUANTITY_TYPES = new Set(['Quantity', 'SimpleQuantity', 'Age', 'Count', 'Distance', 'Duration', 'MoneyQuantity']);
+
+function checkDataTypeInvariants(value, issues) {
+  const data = value.value;
+  if (typeof data !== 'object' || Array.isArray(data)) {
+    return;
+  }
+  if (value.type === 'Attachment' && data.data !== undefined && data.contentType === undefined) {
+    issues.push(issue('error', 'invariant', value.path, 'Constraint att-1 not met: If the Attachment has data, it SHALL have a contentType'));
+  }
+  if (QUANTITY_TYPES.has(value.type) && data.code !== undefined && data.system === undefined) {
+    issues.push(issue('error', 'invariant', value.path, 'Constraint qty-3 not met: If a code for the unit is present, the system SHALL also be present'));
+  }
+}
+
 class SupplementaryChecks {
   constructor(issues, references) {
     this.issues = issues;
@@ -321,6 +340,7 @@ class SupplementaryChecks {
         }
         checkPrimitiveFormat(value, this.issues);
         checkBinding(value, element, this.issues);
+        checkDataTypeInvariants(value, this.issues);
         if (value.type === 'Reference' && typeof value.value.reference === 'string') {
           const targets = element.type?.find((t) => t.code === 'Reference')?.targetProfile;
           this.references.push({ path: value.path, reference: value.value.reference, targets });
