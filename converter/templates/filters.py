@@ -53,8 +53,9 @@ _YES = {
     "0": False,
 }
 
-#: What a Coding.system or Quantity.system may be: a URL (http, https) or a URN.
+#: What Attachment.data may hold once its whitespace is removed (FHIR base64Binary).
 _BASE64_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
+#: What a Coding.system or Quantity.system may be: a URL (http, https) or a URN.
 _ABSOLUTE_URI = re.compile(r"(?:https?://|urn:)\S+")
 _UCUM = "http://unitsofmeasure.org"
 
