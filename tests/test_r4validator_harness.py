@@ -180,9 +180,9 @@ def test_an_entry_resources_own_invariants_are_checked_inside_a_bundle(
 
 
 def test_data_type_invariants_medplum_leaves_out_are_checked(validator: R4Validator) -> None:
-    """att-1 (an Attachment with data has a contentType) and qty-3 (a unit code has a
-    system): medplum checks no data type's invariants; a CDA ED value's attachment without
-    contentType passed."""
+    """att-1 (an Attachment with data has a contentType), qty-3 (a unit code has a system)
+    and rng-2 (low not above high, in one unit): medplum checks no data type's invariants;
+    a CDA ED value's attachment without contentType passed, and an inverted IVL_PQ."""
     attachment = {"data": "SGVsbG8="}
     document = {"resourceType": "DocumentReference", "status": "current"}
     issues = validator.validate({**document, "content": [{"attachment": attachment}]})
@@ -195,6 +195,21 @@ def test_data_type_invariants_medplum_leaves_out_are_checked(validator: R4Valida
     assert [i["message"][:24] for i in issues] == ["Constraint qty-3 not met"], issues
     quantity = {"value": 1, "code": "mg", "system": "http://unitsofmeasure.org"}
     assert validator.validate(_observation(valueQuantity=quantity)) == []
+    inverted = {"low": {**quantity, "value": 10}, "high": {**quantity, "value": 5}}
+    issues = validator.validate(_with_range(inverted))
+    assert [i["message"][:24] for i in issues] == ["Constraint rng-2 not met"], issues
+    grams = {**quantity, "value": 1, "code": "g"}  # 1 g > 500 mg: other units, not compared
+    for ordered in (
+        {"low": quantity, "high": {**quantity, "value": 5}},
+        {"low": grams, "high": {**quantity, "value": 500}},
+    ):
+        assert validator.validate(_with_range(ordered)) == []
+
+
+def _with_range(value_range: dict[str, Any]) -> dict[str, Any]:
+    observation = _observation(valueRange=value_range)
+    del observation["valueQuantity"]
+    return observation
 
 
 def test_unknown_entry_resource_type_does_not_hide_other_entries(

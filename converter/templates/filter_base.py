@@ -65,7 +65,7 @@ class FilterBase:
         compiled with them may hold some of those answers (see :meth:`CodeMaps.digest`)."""
         return "|".join((self._timestamps.zone_name, str(self._strict), self._codemaps.digest()))
 
-    def _invalid(self, ctx: Context, value: Any, reason: str) -> None:
+    def _invalid(self, ctx: Context | None, value: Any, reason: str) -> None:
         if self._strict:
             raise MappingError(  # 102: data type error
                 reason, location=path_of(value), detail=text_of(value)[:100], hl7_error_code="102"

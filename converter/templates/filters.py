@@ -111,6 +111,7 @@ class ValueFilters(TimestampFilters, IdentityFilters):
             "coding_system": self.coding_system,
             "hd_system": self.hd_system,
             "unit_coding": self.unit_coding,
+            "invalid": self.invalid,
         }
 
     @staticmethod
@@ -141,6 +142,14 @@ class ValueFilters(TimestampFilters, IdentityFilters):
                 f"{what}: not a code of its table", location=path_of(source), hl7_error_code="103"
             )
         return value
+
+    def invalid(self, value: Any, reason: str) -> str:
+        """Report ``value`` (a field or CDA element) as invalid for ``reason``, as the
+        filters do: a MappingError in strict mode (HL7 error 102), a warning in lenient
+        mode, where the template then leaves the value out. For what only a template can
+        see is invalid (an interval whose low is above its high). Renders as nothing."""
+        self._invalid(None, value, reason)
+        return ""
 
     # -- numbers -------------------------------------------------------------------------
     @pass_context

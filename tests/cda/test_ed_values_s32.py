@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from converter import Converter, ConverterConfig
+from converter import Converter, ConverterConfig, MappingError
 
 from ._support import CCD_SAMPLE
 
@@ -74,3 +74,38 @@ def test_data_that_is_not_base64_is_left_out_with_a_warning(
     assert (
         warning.startswith("/ClinicalDocument/component/structuredBody/") and "/value:" in warning
     )
+
+
+# -- an IVL_PQ value whose low is above its high (FHIR rng-2) ------------------------------
+def _ivl(low: str, high: str) -> bytes:
+    return (
+        f'<value xsi:type="IVL_PQ"><low value="{low.split()[0]}" unit="{low.split()[1]}"/>'
+        f'<high value="{high.split()[0]}" unit="{high.split()[1]}"/></value>'
+    ).encode()
+
+
+def _ranges(bundle: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        entry["resource"]["valueRange"]
+        for entry in bundle["entry"]
+        if "valueRange" in entry["resource"]
+    ]
+
+
+def test_an_inverted_interval_is_an_invalid_value() -> None:
+    """Written as a Range, it broke rng-2 (low above high) without a word; now an invalid
+    value: a MappingError at the value in strict mode, a warning and the value left out
+    (dataAbsentReason) in lenient mode. Bounds in two units are not compared."""
+    data = with_value(_ivl("10 mg", "5 mg"))
+    strict = Converter(ConverterConfig(default_timezone="Europe/Paris"))
+    with pytest.raises(MappingError) as caught:
+        strict.convert(data, input_type="cda")
+    assert caught.value.location is not None and caught.value.location.endswith("/value")
+    assert "low is above its high" in str(caught.value)
+    lenient = Converter(ConverterConfig(default_timezone="Europe/Paris", strict_values=False))
+    [conversion] = lenient.convert(data, input_type="cda")
+    assert _ranges(conversion.bundle) == []
+    assert [w for w in conversion.warnings if "low is above its high" in w], conversion.warnings
+    for low, high in (("5 mg", "10 mg"), ("1 g", "500 mg")):
+        [conversion] = strict.convert(with_value(_ivl(low, high)), input_type="cda")
+        assert len(_ranges(conversion.bundle)) == 1

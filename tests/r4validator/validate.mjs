@@ -30,7 +30,8 @@
 //   - empty strings and empty arrays (not allowed in FHIR JSON; medplum lets them through);
 //   - Narrative.div must be a <div> in the XHTML namespace;
 //   - the error-level invariants of data types medplum leaves out: att-1 (an Attachment with
-//     data has a contentType) and qty-3 (a Quantity with a unit code has a system);
+//     data has a contentType), qty-3 (a Quantity with a unit code has a system) and rng-2 (a
+//     Range's low is not above its high, for bounds in one unit);
 //   - unknown or missing resourceType in nested resources (medplum aborts the whole validation
 //     with an "Unknown data type" error without a path), and resource types that are not R4 4.0.1
 //     (medplum's "r4" definitions also carry the R4B resource SubscriptionStatus);
@@ -303,6 +304,15 @@ function checkPrimitiveFormat(value, issues) {
 // types inside them (an Attachment with data and no contentType passed).
 const QUANTITY_TYPES = new Set(['Quantity', 'SimpleQuantity', 'Age', 'Count', 'Distance', 'Duration', 'MoneyQuantity']);
 
+// rng-2, for bounds in one unit (comparing others would need UCUM conversions).
+function rangeInverted(low, high) {
+  if (typeof low?.value !== 'number' || typeof high?.value !== 'number') {
+    return false;
+  }
+  const unitOf = (q) => `${q.system ?? ''}|${q.code ?? q.unit ?? ''}`;
+  return unitOf(low) === unitOf(high) && low.value > high.value;
+}
+
 function checkDataTypeInvariants(value, issues) {
   const data = value.value;
   if (typeof data !== 'object' || Array.isArray(data)) {
@@ -310,6 +320,9 @@ function checkDataTypeInvariants(value, issues) {
   }
   if (value.type === 'Attachment' && data.data !== undefined && data.contentType === undefined) {
     issues.push(issue('error', 'invariant', value.path, 'Constraint att-1 not met: If the Attachment has data, it SHALL have a contentType'));
+  }
+  if (value.type === 'Range' && rangeInverted(data.low, data.high)) {
+    issues.push(issue('error', 'invariant', value.path, 'Constraint rng-2 not met: If present, low SHALL have a lower value than high'));
   }
   if (QUANTITY_TYPES.has(value.type) && data.code !== undefined && data.system === undefined) {
     issues.push(issue('error', 'invariant', value.path, 'Constraint qty-3 not met: If a code for the unit is present, the system SHALL also be present'));
