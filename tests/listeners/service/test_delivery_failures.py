@@ -307,7 +307,12 @@ def test_a_full_disk_holds_the_outcome_until_it_is_written_and_the_patient_goes_
         )
         filler.unlink()
         wait_until(lambda: service.depth() == 0, what="the outcome written")
-        after = _ready(service.http_url)
+        # Ready again without a restart, once the worker's next claim (retried every
+        # second) succeeds too: read at once, a loaded machine still saw it failing.
+        after = wait_until(
+            lambda: (response := _ready(service.http_url)).status_code == 200 and response,
+            what="/ready again",
+        )
         (ack,) = service.send([adt("DF-2", event="A08", mrn="MRN-DF", family="Second")])
         service.drained(timeout=15)
         gauge = service.metrics().value("passerelle_outcomes_unrecorded")
