@@ -17,6 +17,7 @@ import math
 import re
 import unicodedata
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 from jinja2 import pass_context
@@ -112,6 +113,7 @@ class ValueFilters(TimestampFilters, IdentityFilters):
             "hd_system": self.hd_system,
             "unit_coding": self.unit_coding,
             "invalid": self.invalid,
+            "range_inverted": self.range_inverted,
         }
 
     @staticmethod
@@ -169,6 +171,19 @@ class ValueFilters(TimestampFilters, IdentityFilters):
             self._invalid(ctx, value, "number out of range")
             return None
         return number
+
+    @staticmethod
+    def range_inverted(low: Any, high: Any) -> bool:
+        """Whether two bounds are both numbers and ``low`` is above ``high`` (FHIR rng-2
+        forbids such a Range). Anything else is False, silently: a bound that is no number
+        is reported where the template writes it."""
+        texts = (text_of(low), text_of(high))
+        if not all(_DECIMAL.fullmatch(text) for text in texts):
+            return False
+        try:
+            return Decimal(texts[0]) > Decimal(texts[1])
+        except ArithmeticError:
+            return False
 
     @pass_context
     def integer(self, ctx: Context, value: Any, minimum: int | None = None) -> int | None:

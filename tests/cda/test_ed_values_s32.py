@@ -8,6 +8,7 @@ CDA's default media type, text/plain, is written.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -109,3 +110,37 @@ def test_an_inverted_interval_is_an_invalid_value() -> None:
     for low, high in (("5 mg", "10 mg"), ("1 g", "500 mg")):
         [conversion] = strict.convert(with_value(_ivl(low, high)), input_type="cda")
         assert len(_ranges(conversion.bundle)) == 1
+
+
+@pytest.mark.parametrize(("low", "high"), [("abc mg", "5 mg"), ("7 mg", "x5 mg")])
+def test_a_bound_that_is_no_number_is_reported_as_before(low: str, high: str) -> None:
+    """The order of the bounds is compared only between numbers (comparing a bound the
+    lenient mode had dropped raised a TypeError in the template)."""
+    data = with_value(_ivl(low, high))
+    strict = Converter(ConverterConfig(default_timezone="Europe/Paris"))
+    with pytest.raises(MappingError, match="not a number"):
+        strict.convert(data, input_type="cda")
+    lenient = Converter(ConverterConfig(default_timezone="Europe/Paris", strict_values=False))
+    [conversion] = lenient.convert(data, input_type="cda")
+    assert [w for w in conversion.warnings if w.startswith("not a number")], conversion.warnings
+
+
+@pytest.mark.parametrize("strict", [True, False], ids=["strict", "lenient"])
+def test_an_inverted_dose_interval_is_an_invalid_value(strict: bool) -> None:
+    """A doseQuantity low 2 / high 1 was a doseRange breaking rng-2."""
+    document = CCD_SAMPLE.read_bytes()
+    inverted = document.replace(
+        b'<doseQuantity value="1"/>',
+        b'<doseQuantity><low value="2"/><high value="1"/></doseQuantity>',
+        1,
+    )
+    assert inverted != document
+    converter = Converter(ConverterConfig(default_timezone="Europe/Paris", strict_values=strict))
+    if strict:
+        with pytest.raises(MappingError) as caught:
+            converter.convert(inverted, input_type="cda")
+        assert str(caught.value.location).endswith("/doseQuantity")
+    else:
+        [conversion] = converter.convert(inverted, input_type="cda")
+        assert "doseRange" not in json.dumps(conversion.bundle, default=str)
+        assert [w for w in conversion.warnings if "low is above its high" in w]

@@ -387,6 +387,25 @@ def test_base64_data_is_what_fhirs_base64binary_pattern_accepts(env: Any, text: 
     assert value(env, "text | base64_data", text=text) == (compact if accepted else None)
 
 
+_NUMBERS = st.decimals(allow_nan=False, allow_infinity=False)
+
+
+@given(low=_NUMBERS, high=_NUMBERS)
+def test_range_inverted_is_low_above_high_for_numbers(env: Any, low: Any, high: Any) -> None:
+    found = value(env, "range_inverted(low, high)", low=f" {low} ", high=str(high))
+    assert found is (low > high)
+
+
+@given(number=_NUMBERS, other=st.text(alphabet="abc ,-+.e", max_size=5), low_first=st.booleans())
+def test_range_inverted_is_false_unless_both_are_numbers(
+    env: Any, number: Any, other: str, low_first: bool
+) -> None:
+    """A bound that is no number (or absent) is reported where it is written, not here."""
+    bounds = (str(number), other) if low_first else (other, str(number))
+    found = value(env, "range_inverted(low, high)", low=bounds[0], high=bounds[1])
+    assert found is False
+
+
 @pytest.mark.parametrize(
     ("cwe", "expected"),
     [
