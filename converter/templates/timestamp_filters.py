@@ -174,8 +174,8 @@ def _utc_offset(text: str) -> timedelta:
     return -offset if sign == "-" else offset
 
 
-#: What ``%z`` reads of an offset in hours and minutes (minutes 00-59).
-_OFFSET = re.compile(r"([+-])(\d\d):?([0-5]\d)", re.ASCII)
+#: What ``%z`` reads of an offset in hours and minutes (hours 00-23, minutes 00-59).
+_OFFSET = re.compile(r"([+-])([01]\d|2[0-3]):?([0-5]\d)", re.ASCII)
 
 
 #: An HL7 timestamp, split for center_bounds (center_bounds checks it with date_time).
