@@ -32,6 +32,7 @@ from .filter_base import path_of, remember, text_of
 from .identity_filters import OID, IdentityFilters, as_uri
 from .json_output import as_markup
 from .timestamp_filters import TimestampFilters
+from .ucum_scale import magnitude
 
 __all__ = ["ValueFilters"]
 
@@ -173,13 +174,21 @@ class ValueFilters(TimestampFilters, IdentityFilters):
         return number
 
     @staticmethod
-    def range_inverted(low: Any, high: Any) -> bool:
+    def range_inverted(low: Any, high: Any, low_unit: Any = "", high_unit: Any = "") -> bool:
         """Whether two bounds are both numbers and ``low`` is above ``high`` (FHIR rng-2
-        forbids such a Range). Anything else is False, silently: a bound that is no number
-        is reported where the template writes it."""
+        forbids such a Range), in their UCUM units when they differ (``1 g`` to ``500 mg``;
+        :mod:`.ucum_scale`). Anything else is False, silently: a bound that is no number
+        is reported where the template writes it; bounds in units of two dimensions, or
+        in a unit the table does not know, are not compared."""
         texts = (text_of(low), text_of(high))
         if not all(_DECIMAL.fullmatch(text) for text in texts):
             return False
+        units = (text_of(low_unit).strip(), text_of(high_unit).strip())
+        if units[0] != units[1]:
+            bounds = (magnitude(texts[0], units[0]), magnitude(texts[1], units[1]))
+            if bounds[0] is None or bounds[1] is None or bounds[0][0] != bounds[1][0]:
+                return False
+            return bounds[0][1] > bounds[1][1]
         try:
             return Decimal(texts[0]) > Decimal(texts[1])
         except ArithmeticError:

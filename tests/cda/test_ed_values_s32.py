@@ -93,11 +93,16 @@ def _ranges(bundle: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def test_an_inverted_interval_is_an_invalid_value() -> None:
+@pytest.mark.parametrize(
+    ("low", "high"),
+    [("10 mg", "5 mg"), ("1 g", "500 mg"), ("200 mg/dL", "1 g/L"), ("2 h", "90 min")],
+)
+def test_an_inverted_interval_is_an_invalid_value(low: str, high: str) -> None:
     """Written as a Range, it broke rng-2 (low above high) without a word; now an invalid
-    value: a MappingError at the value in strict mode, a warning and the value left out
-    (dataAbsentReason) in lenient mode. Bounds in two units are not compared."""
-    data = with_value(_ivl("10 mg", "5 mg"))
+    value: a MappingError at the value in strict mode, one warning and the value left out
+    (dataAbsentReason error) in lenient mode. Bounds in two units are compared in UCUM
+    (1 g to 500 mg was a Range a validating server refuses)."""
+    data = with_value(_ivl(low, high))
     strict = Converter(ConverterConfig(default_timezone="Europe/Paris"))
     with pytest.raises(MappingError) as caught:
         strict.convert(data, input_type="cda")
@@ -106,10 +111,34 @@ def test_an_inverted_interval_is_an_invalid_value() -> None:
     lenient = Converter(ConverterConfig(default_timezone="Europe/Paris", strict_values=False))
     [conversion] = lenient.convert(data, input_type="cda")
     assert _ranges(conversion.bundle) == []
-    assert [w for w in conversion.warnings if "low is above its high" in w], conversion.warnings
-    for low, high in (("5 mg", "10 mg"), ("1 g", "500 mg")):
-        [conversion] = strict.convert(with_value(_ivl(low, high)), input_type="cda")
-        assert len(_ranges(conversion.bundle)) == 1
+    about_value = [w for w in conversion.warnings if "/value" in w or "low is above" in w]
+    assert len(about_value) == 1 and "low is above its high" in about_value[0], about_value
+    [absent] = [
+        entry["resource"]["dataAbsentReason"]
+        for entry in conversion.bundle["entry"]
+        if "dataAbsentReason" in entry["resource"]
+    ]
+    assert absent["coding"][0]["code"] == "error"
+
+
+@pytest.mark.parametrize(
+    ("low", "high"),
+    [
+        ("5 mg", "10 mg"),
+        ("500 mg", "1 g"),
+        ("1 g", "1000 mg"),  # equal
+        ("60 min", "1 h"),
+        ("5 g", "2 mL"),  # two dimensions: not compared
+        ("5 {tbl}", "2 {capsule}"),  # two annotations: not compared
+        ("2 {tbl}", "10 {tbl}"),
+        ("5 tablet", "2 mg"),  # a unit UCUM's table here does not know: not compared
+    ],
+)
+def test_an_ordered_or_incomparable_interval_is_a_range(low: str, high: str) -> None:
+    strict = Converter(ConverterConfig(default_timezone="Europe/Paris"))
+    [conversion] = strict.convert(with_value(_ivl(low, high)), input_type="cda")
+    [written] = _ranges(conversion.bundle)
+    assert (written["low"]["unit"], written["high"]["unit"]) == (low.split()[1], high.split()[1])
 
 
 @pytest.mark.parametrize(("low", "high"), [("abc mg", "5 mg"), ("7 mg", "x5 mg")])
