@@ -29,10 +29,10 @@ _MASS: Dimension = (0, 1, 0, 0, 0)
 _TIME: Dimension = (0, 0, 1, 0, 0)
 _AMOUNT: Dimension = (0, 0, 0, 1, 0)
 _IU: Dimension = (0, 0, 0, 0, 1)
-#: What two quantities must share to be compared: a dimension and their annotations.
-Kind = tuple[Dimension, tuple[str, ...]]
 _VOLUME: Dimension = (3, 0, 0, 0, 0)
 _CATALYTIC: Dimension = (0, 0, -1, 1, 0)
+#: What two quantities must share to be compared: a dimension and their annotations.
+Kind = tuple[Dimension, tuple[str, ...]]
 
 #: Units that take an SI prefix: dimension and value in the base units (m, g, s, mol).
 _METRIC: dict[str, tuple[Dimension, Fraction]] = {
