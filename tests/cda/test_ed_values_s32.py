@@ -95,7 +95,13 @@ def _ranges(bundle: dict[str, Any]) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize(
     ("low", "high"),
-    [("10 mg", "5 mg"), ("1 g", "500 mg"), ("200 mg/dL", "1 g/L"), ("2 h", "90 min")],
+    [
+        ("10 mg", "5 mg"),
+        ("1 g", "500 mg"),
+        ("200 mg/dL", "1 g/L"),
+        ("2 h", "90 min"),
+        ("1 mg", "500 mcg"),  # written ug (map CdaUcumUnit): compared as written
+    ],
 )
 def test_an_inverted_interval_is_an_invalid_value(low: str, high: str) -> None:
     """Written as a Range, it broke rng-2 (low above high) without a word; now an invalid
@@ -126,6 +132,7 @@ def test_an_inverted_interval_is_an_invalid_value(low: str, high: str) -> None:
     [
         ("5 mg", "10 mg"),
         ("500 mg", "1 g"),
+        ("1 mg", "1500 mcg"),
         ("1 g", "1000 mg"),  # equal
         ("60 min", "1 h"),
         ("5 g", "2 mL"),  # two dimensions: not compared
