@@ -73,6 +73,8 @@ _PREFIXES: dict[str, Fraction] = {
     "p": Fraction("1e-12"),
     "f": Fraction("1e-15"),
 }
+#: "da" before "d".
+_PREFIXES_LONGEST_FIRST = tuple(sorted(_PREFIXES, key=len, reverse=True))
 #: An atom (with its prefix) and an exponent: ``cm3``, ``s-1``, ``m[IU]``.
 _TERM = re.compile(r"(?P<atom>[A-Za-z]*\[[A-Za-z]+\]|[A-Za-z%]+)(?P<exponent>[+-]?\d{1,2})?")
 _INTEGER = re.compile(r"\d{1,9}")
@@ -148,8 +150,8 @@ def _atom(text: str) -> tuple[Dimension, Fraction] | None:
     known = _PLAIN.get(text) or _METRIC.get(text)
     if known is not None:
         return known
-    # Longest prefix first ("da" before "d"); the rest must take a prefix.
-    for prefix in sorted(_PREFIXES, key=len, reverse=True):
+    # The rest must take a prefix.
+    for prefix in _PREFIXES_LONGEST_FIRST:
         if text.startswith(prefix):
             base = _METRIC.get(text[len(prefix) :])
             if base is not None:
