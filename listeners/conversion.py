@@ -23,7 +23,7 @@ Crash safety of the pool:
   It logs like the service (``log_format``, ``log_level``: :func:`listeners.logs.current_setup`)
   to the stderr it shares with it: a warning it logged was a bare line in a JSON stream.
   Once its converters are loaded, their objects are frozen out of the garbage collector's
-  reach and young collections run less often (:mod:`listeners.heap`).
+  reach and young collections run less often (:mod:`converter.heap`).
 * When a process dies (OOM killer, a crash in a C extension), ``ProcessPoolExecutor``
   fails every conversion in progress with ``BrokenProcessPool`` and refuses new ones for
   good; the pool is then replaced, and the failed conversions are retried by the delivery
@@ -73,12 +73,12 @@ from pathlib import Path
 from typing import Any
 
 from converter import ConfigurationError, ConversionError, Converter, ConverterConfig
+from converter.heap import settle_long_lived
 
 from .conversion_deadline import DeadlineExceeded, deadline
 from .conversion_turns import AloneTurns
 from .cpu_limits import cgroup_cpu_limit, usable_cpus
 from .errors import ServiceError
-from .heap import settle_long_lived
 from .logs import LogSetup, code_place, current_setup
 from .pool_close import close_within
 from .service_watch import exit_with_service

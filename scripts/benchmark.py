@@ -10,7 +10,7 @@ it does not assert them. ``--calls`` prints instead the function calls per messa
 cProfile counts (Python functions and builtins, validated): deterministic, unlike times
 on a busy machine, for comparing two versions of the engine. ``--service-gc`` applies,
 once the converters are warm, the garbage-collector settings of the service's conversion
-processes (:mod:`listeners.heap`); the ``gc %`` column is the share of the time spent in
+processes (:mod:`converter.heap`); the ``gc %`` column is the share of the time spent in
 the collector, which a busy machine disturbs less than the rates.
 
 The CDA case is built from samples/cda/CCD_lefevre-camille.xml (69 KB): every section's
@@ -37,8 +37,8 @@ from typing import TypeVar
 from lxml import etree
 
 from converter import Conversion, Converter, ConverterConfig
+from converter.heap import settle_long_lived
 from converter.validation.structural import StructuralValidator
-from listeners.heap import settle_long_lived
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "hl7v2"
 CDA_SAMPLE = SAMPLES.parent / "cda" / "CCD_lefevre-camille.xml"

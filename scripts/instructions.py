@@ -12,7 +12,7 @@ Times on a shared machine move by ±20 % from one run to the next; instruction c
 move by less than 0.1 %. Compare two versions of the engine with this, then confirm with
 scripts/benchmark.py on an idle machine: instructions are not time (a cache miss costs
 more than an addition), but a change that saves 5 % of them saves time. The service's
-garbage-collector settings apply (:mod:`listeners.heap`), as in ``benchmark.py
+garbage-collector settings apply (:mod:`converter.heap`), as in ``benchmark.py
 --service-gc``. Needs ``valgrind`` (Debian: ``apt install valgrind``); about 30 s.
 """
 
@@ -30,7 +30,7 @@ from pathlib import Path
 from benchmark import CDA_SAMPLE, bigger_ccd, document_variants, variants
 
 from converter import Converter, ConverterConfig
-from listeners.heap import settle_long_lived
+from converter.heap import settle_long_lived
 
 _WARM_UP = 3
 

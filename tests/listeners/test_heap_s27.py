@@ -1,5 +1,5 @@
 """Session 27: a conversion process freezes what it loaded and collects its young
-generation less often (listeners.heap), in real conversion processes; the service's own
+generation less often (converter.heap), in real conversion processes; the service's own
 process keeps CPython's settings."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from converter import ConverterConfig
+from converter.heap import YOUNG_THRESHOLD
 from listeners import conversion
 from listeners.conversion import ConversionPool, ConversionResult
-from listeners.heap import YOUNG_THRESHOLD
 from tests.listeners.service.support import adt
 
 #: A converter with its code maps and message structures loaded holds far more objects

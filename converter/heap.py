@@ -1,6 +1,7 @@
-"""Garbage-collector settings of a conversion process.
+"""Garbage-collector settings of a process that converts many inputs: the service's
+conversion processes and ``passerelle convert`` given more than one file.
 
-A conversion process holds a large, long-lived heap (code maps, message structures,
+Such a process holds a large, long-lived heap (code maps, message structures,
 compiled templates, FHIR models: about 100,000 tracked objects) and converts messages
 whose own objects mostly die by reference counting. CPython's defaults fit neither:
 
