@@ -181,8 +181,9 @@ def test_an_entry_resources_own_invariants_are_checked_inside_a_bundle(
 
 def test_data_type_invariants_medplum_leaves_out_are_checked(validator: R4Validator) -> None:
     """att-1 (an Attachment with data has a contentType), qty-3 (a unit code has a system)
-    and rng-2 (low not above high, in one unit): medplum checks no data type's invariants;
-    a CDA ED value's attachment without contentType passed, and an inverted IVL_PQ."""
+    and rng-2 (low not above high): medplum checks no data type's invariants; a CDA ED
+    value's attachment without contentType passed, and an inverted IVL_PQ. Bounds in two
+    UCUM units: tests/test_r4validator_ucum_s34.py."""
     attachment = {"data": "SGVsbG8="}
     document = {"resourceType": "DocumentReference", "status": "current"}
     issues = validator.validate({**document, "content": [{"attachment": attachment}]})
@@ -198,10 +199,10 @@ def test_data_type_invariants_medplum_leaves_out_are_checked(validator: R4Valida
     inverted = {"low": {**quantity, "value": 10}, "high": {**quantity, "value": 5}}
     issues = validator.validate(_with_range(inverted))
     assert [i["message"][:24] for i in issues] == ["Constraint rng-2 not met"], issues
-    grams = {**quantity, "value": 1, "code": "g"}  # 1 g > 500 mg: other units, not compared
+    grams = {**quantity, "value": 1, "code": "g"}  # 500 mg < 1 g: compared in UCUM
     for ordered in (
         {"low": quantity, "high": {**quantity, "value": 5}},
-        {"low": grams, "high": {**quantity, "value": 500}},
+        {"low": {**quantity, "value": 500}, "high": grams},
     ):
         assert validator.validate(_with_range(ordered)) == []
 

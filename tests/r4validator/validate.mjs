@@ -31,7 +31,8 @@
 //   - Narrative.div must be a <div> in the XHTML namespace;
 //   - the error-level invariants of data types medplum leaves out: att-1 (an Attachment with
 //     data has a contentType), qty-3 (a Quantity with a unit code has a system) and rng-2 (a
-//     Range's low is not above its high, for bounds in one unit);
+//     Range's low is not above its high: bounds in one unit as numbers, bounds in two UCUM
+//     units converted with @lhncbc/ucum-lhc, the NLM's UCUM library; see rangeInverted);
 //   - unknown or missing resourceType in nested resources (medplum aborts the whole validation
 //     with an "Unknown data type" error without a path), and resource types that are not R4 4.0.1
 //     (medplum's "r4" definitions also carry the R4B resource SubscriptionStatus);
@@ -54,6 +55,7 @@
 
 import readline from 'node:readline';
 import { format } from 'node:util';
+import ucum from '@lhncbc/ucum-lhc';
 import {
   OperationOutcomeError,
   crawlTypedValue,
@@ -304,13 +306,68 @@ function checkPrimitiveFormat(value, issues) {
 // types inside them (an Attachment with data and no contentType passed).
 const QUANTITY_TYPES = new Set(['Quantity', 'SimpleQuantity', 'Age', 'Count', 'Distance', 'Duration', 'MoneyQuantity']);
 
-// rng-2, for bounds in one unit (comparing others would need UCUM conversions).
+const UCUM_SYSTEM = 'http://unitsofmeasure.org';
+/** Relative difference below which two converted bounds are equal (60 /h is 1 /min, in floats). */
+const UCUM_TOLERANCE = 1e-9;
+const UCUM_ANNOTATION_REGEX = /\{[^{}]*\}/g;
+
+let ucumUtils;
+
+/** `value` in UCUM unit `from` converted into unit `to`, or undefined when ucum-lhc cannot. */
+function convertUcum(value, from, to) {
+  ucumUtils ??= ucum.UcumLhcUtils.getInstance(); // loads the UCUM tables (~20 ms) on first use
+  let result;
+  try {
+    result = ucumUtils.convertUnitTo(from, value, to);
+  } catch {
+    return undefined;
+  }
+  return result?.status === 'succeeded' && Number.isFinite(result.toVal) ? result.toVal : undefined;
+}
+
+/** Whether number a is above number b by more than float rounding. */
+function clearlyAbove(a, b) {
+  return a - b > UCUM_TOLERANCE * Math.max(Math.abs(a), Math.abs(b));
+}
+
+/** The {annotations} of a UCUM code, sorted, as one string. */
+function ucumAnnotations(code) {
+  return (code.match(UCUM_ANNOTATION_REGEX) ?? []).sort().join('');
+}
+
+// rng-2 (low <= high, FHIRPath comparing Quantities). Bounds with the same system and code (or
+// unit, without a code) are compared as numbers. Bounds with two different UCUM codes are
+// compared with ucum-lhc: the Range is inverted when low is above high with high converted into
+// low's unit and with low converted into high's unit (both ways, each beyond a relative 1e-9:
+// float rounding must neither make 1 /min to 60 /h inverted nor, with the offset of Cel and
+// [degF], make bounds that are equal differ). Bounds ucum-lhc does not convert into each other
+// (two dimensions, an unknown code, arbitrary units such as [IU], meq and mmol) are not compared.
+// Nor are bounds whose {annotations} differ: UCUM reads an annotation as 1 and ucum-lhc converts
+// 5 {tbl} into 5 {capsule}, but the converter deliberately writes 5 {tbl} to 2 {capsule} as a
+// Range (bounds counting different things are not comparable) and this check must not reject it.
 function rangeInverted(low, high) {
   if (typeof low?.value !== 'number' || typeof high?.value !== 'number') {
     return false;
   }
   const unitOf = (q) => `${q.system ?? ''}|${q.code ?? q.unit ?? ''}`;
-  return unitOf(low) === unitOf(high) && low.value > high.value;
+  if (unitOf(low) === unitOf(high)) {
+    return low.value > high.value;
+  }
+  if (
+    low.system !== UCUM_SYSTEM ||
+    high.system !== UCUM_SYSTEM ||
+    typeof low.code !== 'string' ||
+    typeof high.code !== 'string' ||
+    ucumAnnotations(low.code) !== ucumAnnotations(high.code)
+  ) {
+    return false;
+  }
+  const highInLowUnit = convertUcum(high.value, high.code, low.code);
+  if (highInLowUnit === undefined || !clearlyAbove(low.value, highInLowUnit)) {
+    return false;
+  }
+  const lowInHighUnit = convertUcum(low.value, low.code, high.code);
+  return lowInHighUnit !== undefined && clearlyAbove(lowInHighUnit, high.value);
 }
 
 function checkDataTypeInvariants(value, issues) {

