@@ -92,6 +92,14 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     )
     convert.add_argument("--pretty", action="store_true", help="indent the JSON output")
     convert.add_argument(
+        "--jobs",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="convert in N processes (default 1); bundles, lines and their order are the "
+        "same as with one",
+    )
+    convert.add_argument(
         "--verbose",
         action="store_true",
         help="print the offending value of failures (may show patient data)",

@@ -11,12 +11,14 @@ import argparse
 import os
 import signal
 import sys
-import traceback
+from collections import deque
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from .cda import CdaDocument, PathCache
-from .cli_inputs import Input, StreamTooLarge, inputs, not_for_family, read_input, template_families
+from .cli_inputs import Input, StreamTooLarge, inputs, read_input, template_families
+from .cli_jobs import Converting, InProcess, JobPool, Pending
 from .cli_output import (
     BundleWriter,
     OutputClash,
@@ -30,9 +32,10 @@ from .cli_output import (
     silence_closed_pipe,
     tell_stopping,
 )
-from .convert import Conversion, Converter, ConverterConfig, detect_input_type
+from .cli_work import ConvertOptions, Work, internal_error, split_input
+from .convert import Conversion, Converter, ConverterConfig
 from .errors import ConfigurationError, ConversionError
-from .heap import settle_long_lived
+from .heap import long_lived_settled
 from .printable import printable
 from .private_dirs import make_private_dirs
 
@@ -97,28 +100,44 @@ def run_convert(args: argparse.Namespace) -> int:
 def _run_convert(args: argparse.Namespace) -> int:
     _closed_streams(to_stdout=args.out is None)
     try:
-        converter = Converter(converter_config(args, validate=not args.no_validate))
+        config = converter_config(args, validate=not args.no_validate)
+        converter = Converter(config)
         families = template_families(converter, args.template, args.input_type)
         items = list(inputs(args.paths))
         if args.out:
             _output_folder(args.out)
-        if len(items) > 1:
-            # A folder converts like the service's processes: the loaded converter out of
-            # the collector's reach (a CCD spends a fifth of its time in collections
-            # without it). One file is not worth the collection this starts with.
-            settle_long_lived()
+        options = ConvertOptions(
+            args.input_type, args.template, args.max_document_bytes, frozenset(families)
+        )
+        converting: Converting
+        # Even for one input: a batch file of many messages converts in parallel.
+        if args.jobs > 1:
+            converting = JobPool(config, options, args.jobs)
+        else:
+            converting = InProcess(converter, options)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED  # Ctrl-C before anything was converted
     if not items:
         print("passerelle: no files to convert (the folders given are empty)", file=sys.stderr)
     writer = BundleWriter(args.out, pretty=args.pretty, stdout=sys.stdout)
+    # Several inputs convert like the service's processes: the loaded converter out of
+    # the collector's reach (a CCD spends a fifth of its time in collections without it).
+    # One is not worth the collection this starts with.
+    settled = isinstance(converting, InProcess) and len(items) > 1
     try:
-        return _convert_all(converter, items, writer, args, families)
+        with long_lived_settled() if settled else nullcontext():
+            status = _convert_all(converting, converter, items, writer, args, options)
     except BrokenPipeError:
         # The reader went away: stop quietly, like other Unix tools. Inputs not converted
         # are not failures, and the summary would only go to the same closed pipe.
+        converting.stop()
         silence_closed_pipe()
         return EXIT_CLOSED_PIPE
+    except BaseException:
+        converting.stop()  # a usage error midway (exit 2), a bug: no process left behind
+        raise
+    converting.close()
+    return status
 
 
 def _closed_streams(*, to_stdout: bool) -> None:
@@ -135,33 +154,38 @@ def _closed_streams(*, to_stdout: bool) -> None:
 
 
 def _convert_all(
+    converting: Converting,
     converter: Converter,
     items: list[Input],
     writer: BundleWriter,
     args: argparse.Namespace,
-    families: frozenset[str],
+    options: ConvertOptions,
 ) -> int:
     summary = Summary()
     # No bar when the bundles themselves go to the terminal: it would prefix each one.
     tty = sys.stderr.isatty() and len(items) > 1 and (args.out or not sys.stdout.isatty())
     progress = Progress(len(items), sys.stderr) if tty else None
     say = progress.say if progress else _say
+    queue = _InputQueue(converting, converter, items, args, options)
     done = 0
     try:
-        for number, item in enumerate(items, start=1):
+        for item, outcome in queue.outcomes():
+            if outcome is None:  # the input is done
+                done += 1
+                if progress:
+                    progress.update(done)
+                continue
             try:
-                _convert_input(converter, item, writer, summary, args, families, say)
+                _record(item, outcome, writer, summary, args, say)
             except (BrokenPipeError, ConfigurationError, KeyboardInterrupt, Terminated):
                 raise  # the reader went away (run_convert); a usage error (main); Ctrl-C
-            except Exception as exc:  # a bug outside one message's conversion (_internal)
+            except Exception as exc:  # a bug outside a conversion (internal_error)
                 summary.add_failed(None)
-                say(failure_line(item.label, _internal(exc), verbose=False))
-            done = number
-            if progress:
-                progress.update(number)
+                say(failure_line(item.label, internal_error(exc), verbose=False))
     except (KeyboardInterrupt, Terminated) as stop:
         # Ctrl-C, SIGTERM, SIGHUP: what was written is complete (BundleWriter; the bundle
         # being written is removed), the rest is not converted.
+        converting.stop()
         remove_unfinished()
         if isinstance(stop, Terminated):
             verb, status = _STOPPED_VERBS.get(stop.signum, "terminated"), 128 + stop.signum
@@ -193,133 +217,146 @@ def _say(line: str) -> None:
     print(line, file=sys.stderr)
 
 
-def _convert_input(
-    converter: Converter,
+@dataclass(frozen=True, slots=True)
+class _NotConverted:
+    """Why an input is not converted: nothing to read, a backup, unreadable."""
+
+    line: str
+    failed: bool = False
+    backup: bool = False
+
+
+#: One outcome of an input: why it was not converted, or one message's result with the
+#: input's message count (one failure when it could not be cut into messages).
+Outcome = _NotConverted | tuple[int, Conversion | ConversionError]
+
+
+@dataclass(slots=True)
+class _Ahead:
+    """An input read: its outcome when it has no Work, else its Works and those of them
+    submitted and not yet taken."""
+
+    item: Input
+    outcome: Outcome | None = None
+    works: list[Work] = field(default_factory=list)
+    next_work: int = 0
+    submitted: deque[Pending] = field(default_factory=deque)
+
+    @property
+    def finished(self) -> bool:
+        return self.outcome is None and not self.submitted and self.next_work == len(self.works)
+
+
+class _InputQueue:
+    """The inputs read, cut into Works and submitted ahead of the one being written, as
+    far as the converting side's window allows; their outcomes come out in input order."""
+
+    def __init__(
+        self,
+        converting: Converting,
+        converter: Converter,
+        items: list[Input],
+        args: argparse.Namespace,
+        options: ConvertOptions,
+    ) -> None:
+        self._converting = converting
+        self._converter = converter
+        self._items = iter(items)
+        self._args = args
+        self._options = options
+        self._ahead: deque[_Ahead] = deque()
+        self._in_flight = 0
+
+    def outcomes(self) -> Iterator[tuple[Input, Outcome | None]]:
+        """Each outcome of each input, then ``(input, None)`` once it has no more."""
+        ahead = self._ahead
+        while True:
+            while ahead and ahead[0].finished:
+                yield ahead.popleft().item, None
+            self._fill()
+            if not ahead:
+                return
+            head = ahead[0]
+            if head.outcome is not None:
+                outcome, head.outcome = head.outcome, None
+                yield head.item, outcome
+            elif head.submitted:
+                pending = head.submitted.popleft()
+                self._in_flight -= 1
+                yield head.item, (pending.work.total, self._converting.result(pending))
+
+    def _fill(self) -> None:
+        """Submit Works until the window is full: the last input's, then the next ones'."""
+        ahead = self._ahead
+        while self._in_flight < self._converting.window:
+            last = ahead[-1] if ahead else None
+            if last is not None and last.next_work < len(last.works):
+                last.submitted.append(self._converting.submit(last.works[last.next_work]))
+                last.next_work += 1
+                self._in_flight += 1
+                continue
+            item = next(self._items, None)
+            if item is None:
+                return
+            ahead.append(self._read(item))
+
+    def _read(self, item: Input) -> _Ahead:
+        label = item.label
+        if item.problem is not None:
+            return _Ahead(item, _NotConverted(f"FAILED {label}: {item.problem}", failed=True))
+        if item.not_a_file or item.backup:
+            why = "backup or temporary file (by its name)" if item.backup else "not a regular file"
+            return _Ahead(item, _NotConverted(f"SKIPPED {label}: {why}", backup=item.backup))
+        try:
+            data = read_input(item, max_stream_bytes=self._args.max_stream_bytes)
+        except (OSError, StreamTooLarge) as exc:
+            reason = f"cannot read file: {exc.strerror}" if isinstance(exc, OSError) else str(exc)
+            line = failure_line(label, ConversionError(reason), verbose=self._args.verbose)
+            return _Ahead(item, _NotConverted(line, failed=True))
+        if data is None:
+            return _Ahead(item, _NotConverted(f"SKIPPED {label}: neither HL7 v2 nor XML"))
+        works = split_input(self._converter, data, self._options)
+        if isinstance(works, ConversionError):
+            return _Ahead(item, (1, works))
+        return _Ahead(item, works=works)
+
+
+def _record(
     item: Input,
+    outcome: Outcome,
     writer: BundleWriter,
     summary: Summary,
     args: argparse.Namespace,
-    families: frozenset[str],
     say: Callable[[str], None],
 ) -> None:
+    """Write one outcome's bundle, say its lines and count it."""
     label = item.label
-    if item.problem is not None:
-        summary.add_failed(None)
-        say(printable(f"FAILED {label}: {item.problem}"))
+    if isinstance(outcome, _NotConverted):
+        if outcome.failed:
+            summary.add_failed(None)
+        else:
+            summary.add_skipped(backup=outcome.backup)
+        say(printable(outcome.line))
         return
-    if item.not_a_file or item.backup:
-        summary.add_skipped(backup=item.backup)
-        why = "backup or temporary file (by its name)" if item.backup else "not a regular file"
-        say(printable(f"SKIPPED {label}: {why}"))
+    total, result = outcome
+    if not isinstance(result, Conversion):
+        summary.add_failed(result.message_type)
+        say(failure_line(label, result, verbose=args.verbose))
         return
     try:
-        data = read_input(item, max_stream_bytes=args.max_stream_bytes)
-    except (OSError, StreamTooLarge) as exc:
-        summary.add_failed(None)
-        reason = f"cannot read file: {exc.strerror}" if isinstance(exc, OSError) else str(exc)
-        say(failure_line(label, ConversionError(reason), verbose=args.verbose))
+        writer.write(result, item.source, several=total > 1, label=label)
+    except BrokenPipeError:
+        raise  # the reader went away: not this bundle's failure (run_convert)
+    except (OSError, OutputClash) as exc:  # disk full, a read-only folder, a clash…
+        summary.add_failed(result.message_type)
+        cause = exc.strerror if isinstance(exc, OSError) else str(exc)
+        where = f"{label}: message {result.index}" if total > 1 else label
+        say(printable(f"FAILED {where}: cannot write its bundle: {cause}"))
         return
-    if data is None:
-        summary.add_skipped()
-        say(printable(f"SKIPPED {label}: neither HL7 v2 nor XML"))
-        return
-    for total, result in _convert_data(converter, data, args, families):
-        if not isinstance(result, Conversion):
-            summary.add_failed(result.message_type)
-            say(failure_line(label, result, verbose=args.verbose))
-            continue
-        try:
-            writer.write(result, item.source, several=total > 1, label=label)
-        except BrokenPipeError:
-            raise  # the reader went away: not this bundle's failure (run_convert)
-        except (OSError, OutputClash) as exc:  # disk full, a read-only folder, a clash…
-            summary.add_failed(result.message_type)
-            cause = exc.strerror if isinstance(exc, OSError) else str(exc)
-            where = f"{label}: message {result.index}" if total > 1 else label
-            say(printable(f"FAILED {where}: cannot write its bundle: {cause}"))
-            continue
-        summary.add_converted(result.message_type)
-        for warning in result.warnings:
-            # The file name and the warning may hold anything (an ESC in a name).
-            say(printable(f"WARNING {label}: {warning}"))
-
-
-def _convert_data(
-    converter: Converter, data: bytes, args: argparse.Namespace, families: frozenset[str]
-) -> Iterator[tuple[int, Conversion | ConversionError]]:
-    """Each message of a file converted or failed, with the file's message count."""
-    try:
-        kind = detect_input_type(data) if args.input_type == "auto" else args.input_type
-        if kind == "cda":
-            if kind not in families:
-                # Read all the same: the failure line names the document and its type.
-                document = CdaDocument(data, PathCache(), max_bytes=args.max_document_bytes)
-                yield (
-                    1,
-                    not_for_family(args.template, kind).with_context(
-                        control_id=document.control_id,
-                        message_type=document.document_type,
-                        control_id_label="document",
-                    ),
-                )
-                return
-            for conversion in converter.convert(
-                data, input_type="cda", root_template=args.template
-            ):
-                yield 1, conversion
-            return
-        messages = converter.split(data)
-    except ConversionError as exc:
-        yield 1, exc
-        return
-    except ConfigurationError:
-        raise  # a usage error (a template folder gone midway): exit 2, not this file's
-    except Exception as exc:  # a bug: see _internal
-        yield 1, _internal(exc)
-        return
-    for raw in messages:
-        try:
-            if kind not in families:
-                # Parsed all the same: the failure line names the message and its type.
-                message = converter.parse(raw.source)
-                raise not_for_family(args.template, kind).with_context(
-                    control_id=message.control_id or None, message_type=message.event
-                )
-            result: Conversion | ConversionError = converter.convert_message(
-                raw.source, root_template=args.template, index=raw.index
-            )
-        except ConversionError as exc:
-            result = exc
-        except ConfigurationError:
-            raise
-        except Exception as exc:  # a bug: this message fails, the others still convert
-            result = _internal(exc)
-        if len(messages) > 1 and isinstance(result, ConversionError):
-            result.reason = f"message {raw.index}: {result.reason}"
-        yield len(messages), result
-
-
-def _internal(exc: Exception) -> ConversionError:
-    """An unexpected exception (a bug) as a failure: its kind and the code line that
-    raised it, never its text, which may quote the message (``KeyError('DUPONT')``)."""
-    return ConversionError(f"internal error {type(exc).__name__} at {_code_place(exc)}")
-
-
-def _code_place(exc: BaseException) -> str:
-    """``converter/hl7v2/value.py:123``: the innermost frame in the converter package,
-    else the innermost frame of all (by file name: a library's, or a template's)."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    if not frames:
-        return "an unknown place"
-    package = Path(__file__).resolve().parent
-    for frame in reversed(frames):
-        try:
-            relative = Path(frame.filename).resolve().relative_to(package.parent)
-        except ValueError:
-            continue
-        if relative.parts[0] == package.name:
-            return f"{relative.as_posix()}:{frame.lineno}"
-    return f"{Path(frames[-1].filename).name}:{frames[-1].lineno}"
+    summary.add_converted(result.message_type)
+    for warning in result.warnings:
+        # The file name and the warning may hold anything (an ESC in a name).
+        say(printable(f"WARNING {label}: {warning}"))
 
 
 def _output_folder(folder: Path) -> None:

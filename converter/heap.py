@@ -19,8 +19,10 @@ a 175 KB CCD 8.4 % → 2.5 %. ADT messages leave no cycles and are unaffected.
 from __future__ import annotations
 
 import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-__all__ = ["YOUNG_THRESHOLD", "settle_long_lived"]
+__all__ = ["YOUNG_THRESHOLD", "long_lived_settled", "settle_long_lived"]
 
 #: Net allocations of tracked objects between two young-generation collections.
 YOUNG_THRESHOLD = 10_000
@@ -34,3 +36,19 @@ def settle_long_lived() -> None:
     gc.freeze()
     _, middle, oldest = gc.get_threshold()
     gc.set_threshold(YOUNG_THRESHOLD, middle, oldest)
+
+
+@contextmanager
+def long_lived_settled() -> Iterator[None]:
+    """:func:`settle_long_lived` for a while, then the collector as it was: for a command
+    run in a process that goes on after it (``converter.cli.main([...])`` in a test or a
+    script), which must not find its heap frozen."""
+    threshold = gc.get_threshold()
+    frozen_before = gc.get_freeze_count()
+    settle_long_lived()
+    try:
+        yield
+    finally:
+        if not frozen_before:  # what someone else froze stays frozen
+            gc.unfreeze()
+        gc.set_threshold(*threshold)
