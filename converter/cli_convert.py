@@ -298,7 +298,12 @@ class _InputQueue:
             item = next(self._items, None)
             if item is None:
                 return
-            ahead.append(self._read(item))
+            try:
+                ahead.append(self._read(item))
+            except (ConfigurationError, KeyboardInterrupt, Terminated):
+                raise
+            except Exception as exc:  # a bug while reading: this input fails, not the run
+                ahead.append(_Ahead(item, (1, internal_error(exc))))
 
     def _read(self, item: Input) -> _Ahead:
         label = item.label

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -304,3 +305,32 @@ def test_conversion_processes_settle_their_heap() -> None:
         pool.close()
     assert frozen > 20_000
     assert young == YOUNG_THRESHOLD
+
+
+def test_a_bug_while_reading_an_input_fails_that_input_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The loop reads ahead of what it writes: a bug in reading one input is that input's
+    failure line, in its place, and the others still convert."""
+    from converter import cli, cli_convert
+
+    real = cli_convert.read_input
+
+    def planted(item: Any, **kwargs: Any) -> bytes | None:
+        if item.label.endswith("b.hl7"):
+            raise KeyError("DUPONT Marie")
+        return real(item, **kwargs)
+
+    monkeypatch.setattr(cli_convert, "read_input", planted)
+    sample = (SAMPLES / "hl7v2" / "ADT_A08_update-patient.hl7").read_bytes()
+    for name in ("a.hl7", "b.hl7", "c.hl7"):
+        (tmp_path / name).write_bytes(sample)
+    assert cli.main(["convert", str(tmp_path), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("FAILED")]
+    assert lines == [
+        f"FAILED {tmp_path / 'b.hl7'} ConversionError: internal error KeyError at "
+        + lines[0].rsplit(" at ", 1)[1]
+    ]
+    assert "DUPONT" not in err and "Traceback" not in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.json", "c.json"]
