@@ -32,7 +32,7 @@ from .cli_output import (
     silence_closed_pipe,
     tell_stopping,
 )
-from .cli_work import ConvertOptions, Work, internal_error, split_input
+from .cli_work import Converted, ConvertOptions, Work, internal_error, split_input
 from .convert import Conversion, Converter, ConverterConfig
 from .errors import ConfigurationError, ConversionError
 from .heap import long_lived_settled
@@ -107,7 +107,11 @@ def _run_convert(args: argparse.Namespace) -> int:
         if args.out:
             _output_folder(args.out)
         options = ConvertOptions(
-            args.input_type, args.template, args.max_document_bytes, frozenset(families)
+            args.input_type,
+            args.template,
+            args.max_document_bytes,
+            frozenset(families),
+            pretty=args.pretty,
         )
         converting: Converting
         # Even for one input: a batch file of many messages converts in parallel.
@@ -228,7 +232,7 @@ class _NotConverted:
 
 #: One outcome of an input: why it was not converted, or one message's result with the
 #: input's message count (one failure when it could not be cut into messages).
-Outcome = _NotConverted | tuple[int, Conversion | ConversionError]
+Outcome = _NotConverted | tuple[int, Conversion | Converted | ConversionError]
 
 
 @dataclass(slots=True)
@@ -344,7 +348,7 @@ def _record(
         say(printable(outcome.line))
         return
     total, result = outcome
-    if not isinstance(result, Conversion):
+    if isinstance(result, ConversionError):
         summary.add_failed(result.message_type)
         say(failure_line(label, result, verbose=args.verbose))
         return

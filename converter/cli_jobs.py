@@ -24,7 +24,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
-from .cli_work import ConvertOptions, Work, convert_work, internal_error
+from .cli_work import Converted, ConvertOptions, Work, convert_work, internal_error
 from .convert import Conversion, Converter, ConverterConfig
 from .errors import ConfigurationError, ConversionError
 from .heap import settle_long_lived
@@ -38,7 +38,7 @@ __all__ = [
     "convert_in_worker",
 ]
 
-Result = Conversion | ConversionError
+Result = Conversion | Converted | ConversionError
 #: The failure of an input whose conversion killed its process, alone.
 PROCESS_DIED = (
     "its conversion process died (killed: out of memory? or a crash in a library); "
@@ -152,8 +152,7 @@ class JobPool(Converting):
     def _convert_again(self) -> None:
         """A process died: every Work it and the others did not finish converts again,
         alone, in new processes; one that kills its process again is the culprit."""
-        self._executor.shutdown(wait=True, cancel_futures=True)
-        self._executor = self._start()
+        self._restart()
         for pending in self._submitted:
             future = pending.future
             if pending.result is not None or future is None:
@@ -167,12 +166,20 @@ class JobPool(Converting):
             except BrokenProcessPool:
                 where = f"message {work.index}: " if work.total > 1 else ""
                 pending.result = ConversionError(where + PROCESS_DIED)
-                self._executor.shutdown(wait=True, cancel_futures=True)
-                self._executor = self._start()
+                self._restart()
             except ConfigurationError:
                 raise
             except Exception as exc:
                 pending.result = internal_error(exc)
+
+    def _restart(self) -> None:
+        """A broken executor ended, its processes with it, and a new one in its place.
+
+        Not ``shutdown(wait=True)``: a process the executor started as it broke is left
+        running (CPython 3.11 terminates those it had), blocked sending a result no one
+        reads, while the executor's thread waits to hand it a task: the run hung."""
+        self.stop()
+        self._executor = self._start()
 
     def stop(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -206,8 +213,12 @@ def _start_worker(config: ConverterConfig, options: ConvertOptions) -> None:
     settle_long_lived()
 
 
-def convert_in_worker(work: Work) -> Result:
-    """Convert one Work with the worker process's converter."""
+def convert_in_worker(work: Work) -> Converted | ConversionError:
+    """Convert one Work with the worker process's converter; a bundle comes back as its
+    JSON text."""
     assert _worker is not None, "a conversion process without its converter"
     converter, options = _worker
-    return convert_work(converter, work, options)
+    result = convert_work(converter, work, options)
+    if isinstance(result, ConversionError):
+        return result
+    return Converted.of(result, pretty=options.pretty)

@@ -15,9 +15,8 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Protocol, TextIO
 
-from .convert import Conversion
 from .errors import ConversionError
 from .printable import printable
 
@@ -25,6 +24,7 @@ __all__ = [
     "BUNDLE_MODE",
     "STOP_SIGNALS",
     "BundleWriter",
+    "Bundled",
     "OutputClash",
     "Progress",
     "Summary",
@@ -49,6 +49,16 @@ class OutputClash(Exception):
     """A bundle would overwrite one written earlier in the same run."""
 
 
+class Bundled(Protocol):
+    """What :class:`BundleWriter` writes: a Conversion, or its text made in a ``--jobs``
+    process (:class:`~converter.cli_work.Converted`)."""
+
+    @property
+    def index(self) -> int: ...
+
+    def to_json(self, *, pretty: bool = False) -> str: ...
+
+
 class BundleWriter:
     """Writes each bundle to stdout, or to its ``output_name`` in the ``--out`` folder.
 
@@ -69,7 +79,7 @@ class BundleWriter:
         self.printing = False
 
     def write(
-        self, result: Conversion, source: Path, *, several: bool, label: str | None = None
+        self, result: Bundled, source: Path, *, several: bool, label: str | None = None
     ) -> None:
         """``label`` names the input in a clash (``<stdin>``), ``source`` gives the
         file name (``stdin.json``)."""

@@ -11,15 +11,16 @@ import gc
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from converter import Conversion, ConversionError, ConverterConfig
+from converter import ConversionError, ConverterConfig
 from converter.cli_jobs import PROCESS_DIED, JobPool, convert_in_worker
-from converter.cli_work import ConvertOptions, Work
+from converter.cli_work import Converted, ConvertOptions, Work
 from converter.heap import YOUNG_THRESHOLD
 from tests.support.stop_signals import ENV, PASSERELLE, REPO, big_oru, left_over
 
@@ -69,9 +70,13 @@ def mixed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def test_jobs_write_the_same_bundles_and_lines_as_one_process(mixed: Path, tmp_path: Path) -> None:
-    alone = convert(mixed, "--out", tmp_path / "alone")
-    jobs = convert(mixed, "--out", tmp_path / "jobs", "--jobs", "3")
+@pytest.mark.parametrize("layout", [(), ("--pretty",)], ids=["compact", "pretty"])
+def test_jobs_write_the_same_bundles_and_lines_as_one_process(
+    mixed: Path, tmp_path: Path, layout: tuple[str, ...]
+) -> None:
+    """The processes send the bundles back as text, in the run's layout."""
+    alone = convert(mixed, "--out", tmp_path / "alone", *layout)
+    jobs = convert(mixed, "--out", tmp_path / "jobs", "--jobs", "3", *layout)
     assert alone.returncode == 1, alone.stderr  # the damaged message
     assert (jobs.returncode, jobs.stderr) == (alone.returncode, alone.stderr)
     assert "FAILED" in jobs.stderr and "SKIPPED" in jobs.stderr
@@ -260,7 +265,7 @@ def test_a_killed_conversion_process_loses_nothing(many_ccds: Path, tmp_path: Pa
 DEADLY = b"ZZZ|KILLS-ITS-PROCESS"
 
 
-def dies_on_deadly(work: Work) -> Conversion | ConversionError:
+def dies_on_deadly(work: Work) -> Converted | ConversionError:
     """Run in the conversion processes (pickled by name): dies on the marked message."""
     if DEADLY in work.data:
         os._exit(9)
@@ -285,8 +290,8 @@ def test_only_the_input_that_kills_its_process_fails() -> None:
     failed = [n for n, result in enumerate(results) if isinstance(result, ConversionError)]
     assert failed == [3]
     assert str(results[3]) == PROCESS_DIED
-    assert all(isinstance(result, Conversion) for n, result in enumerate(results) if n != 3)
-    assert isinstance(after, Conversion)
+    assert all(isinstance(result, Converted) for n, result in enumerate(results) if n != 3)
+    assert isinstance(after, Converted)
     assert after.control_id == results[0].control_id  # type: ignore[union-attr]
 
 
@@ -334,3 +339,44 @@ def test_a_bug_while_reading_an_input_fails_that_input_only(
     ]
     assert "DUPONT" not in err and "Traceback" not in err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.json", "c.json"]
+
+
+BROKEN_START = """
+import shutil, sys
+from pathlib import Path
+from converter import ConversionError, ConverterConfig
+from converter.cli_jobs import JobPool
+from converter.cli_work import ConvertOptions, Work
+
+if __name__ == "__main__":
+    overrides = Path(sys.argv[1])
+    options = ConvertOptions("auto", None, 50_000_000, frozenset({"hl7v2", "cda"}))
+    pool = JobPool(ConverterConfig(template_dirs=(overrides,)), options, 2)
+    shutil.rmtree(overrides)  # gone before any conversion process starts
+    message = Path(sys.argv[2]).read_bytes()
+    pending = [pool.submit(Work("hl7v2", message)) for _ in range(5)]
+    results = [pool.result(one) for one in pending]
+    pool.close()
+    print("results", *(type(result).__name__ for result in results))
+"""
+
+
+def test_processes_that_cannot_start_fail_every_input_and_the_run_ends(tmp_path: Path) -> None:
+    """Every process dies as it starts (its override folder was removed after the run
+    began): each input fails, after being tried alone, and the run ends. (A run once hung
+    replacing a broken executor that had started a process as it broke; that race is not
+    reproduced here: JobPool now ends every process itself instead of waiting.)"""
+    overrides = tmp_path / "maps"
+    (overrides / "hl7v2").mkdir(parents=True)
+    sample = SAMPLES / "hl7v2" / "ADT_A08_update-patient.hl7"
+    result = subprocess.run(
+        [sys.executable, "-c", BROKEN_START, str(overrides), str(sample)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=ENV,
+        timeout=240,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["results", *["ConversionError"] * 5], result.stderr
