@@ -200,8 +200,8 @@ _IGNORED_SIGNALS = {signal.SIGINT, signal.SIGHUP}
 
 # -- in the worker processes ----------------------------------------------------------------------
 #: The worker process's converter and options, built once by its initializer (a process
-#: of the pool converts nothing else).
-_worker: tuple[Converter, ConvertOptions] | None = None
+#: of the pool converts nothing else), or why it could not be built.
+_worker: tuple[Converter, ConvertOptions] | ConfigurationError | None = None
 
 
 def _start_worker(config: ConverterConfig, options: ConvertOptions) -> None:
@@ -209,7 +209,14 @@ def _start_worker(config: ConverterConfig, options: ConvertOptions) -> None:
     for signum in _IGNORED_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _IGNORED_SIGNALS)
-    _worker = (Converter(config), options)
+    try:
+        _worker = (Converter(config), options)
+    except ConfigurationError as exc:
+        # Kept for the first task to raise in the run's process (a usage error, exit 2,
+        # as when the run itself loads them: an override folder removed since), not a
+        # failed initializer, which the executor reports as a process that died.
+        _worker = exc
+        return
     settle_long_lived()
 
 
@@ -217,6 +224,8 @@ def convert_in_worker(work: Work) -> Converted | ConversionError:
     """Convert one Work with the worker process's converter; a bundle comes back as its
     JSON text."""
     assert _worker is not None, "a conversion process without its converter"
+    if isinstance(_worker, ConfigurationError):
+        raise _worker
     converter, options = _worker
     result = convert_work(converter, work, options)
     if isinstance(result, ConversionError):

@@ -341,10 +341,10 @@ def test_a_bug_while_reading_an_input_fails_that_input_only(
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.json", "c.json"]
 
 
-BROKEN_START = """
+MISSING_OVERRIDES = """
 import shutil, sys
 from pathlib import Path
-from converter import ConversionError, ConverterConfig
+from converter import ConfigurationError, ConverterConfig
 from converter.cli_jobs import JobPool
 from converter.cli_work import ConvertOptions, Work
 
@@ -354,23 +354,25 @@ if __name__ == "__main__":
     pool = JobPool(ConverterConfig(template_dirs=(overrides,)), options, 2)
     shutil.rmtree(overrides)  # gone before any conversion process starts
     message = Path(sys.argv[2]).read_bytes()
-    pending = [pool.submit(Work("hl7v2", message)) for _ in range(5)]
-    results = [pool.result(one) for one in pending]
-    pool.close()
-    print("results", *(type(result).__name__ for result in results))
+    try:
+        pool.result(pool.submit(Work("hl7v2", message)))
+    except ConfigurationError as exc:
+        print("ConfigurationError", "does not exist" in str(exc) or str(exc))
+    finally:
+        pool.stop()
 """
 
 
-def test_processes_that_cannot_start_fail_every_input_and_the_run_ends(tmp_path: Path) -> None:
-    """Every process dies as it starts (its override folder was removed after the run
-    began): each input fails, after being tried alone, and the run ends. (A run once hung
-    replacing a broken executor that had started a process as it broke; that race is not
-    reproduced here: JobPool now ends every process itself instead of waiting.)"""
+def test_an_override_folder_gone_before_the_processes_start_is_a_usage_error(
+    tmp_path: Path,
+) -> None:
+    """What the run's process would say loading it (exit 2), not every input failing as
+    if its process had died."""
     overrides = tmp_path / "maps"
     (overrides / "hl7v2").mkdir(parents=True)
     sample = SAMPLES / "hl7v2" / "ADT_A08_update-patient.hl7"
     result = subprocess.run(
-        [sys.executable, "-c", BROKEN_START, str(overrides), str(sample)],
+        [sys.executable, "-c", MISSING_OVERRIDES, str(overrides), str(sample)],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -379,4 +381,20 @@ def test_processes_that_cannot_start_fail_every_input_and_the_run_ends(tmp_path:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["results", *["ConversionError"] * 5], result.stderr
+    assert result.stdout.split() == ["ConfigurationError", "True"], result.stdout + result.stderr
+
+
+def test_inputs_that_all_kill_their_process_all_fail_and_the_pool_ends() -> None:
+    """Every Work kills its process: each fails after being tried alone, and the pool
+    ends. (A run once hung replacing a broken executor that had started a process as it
+    broke; that race is not reproduced here: JobPool now ends every process itself
+    instead of waiting for the executor.)"""
+    message = (SAMPLES / "hl7v2" / "ADT_A08_update-patient.hl7").read_bytes().rstrip(b"\r\n")
+    works = [Work("hl7v2", message + b"\r" + DEADLY) for _ in range(5)]
+    options = ConvertOptions("auto", None, 50_000_000, frozenset({"hl7v2", "cda"}))
+    pool = JobPool(ConverterConfig(), options, 2, task=dies_on_deadly)
+    try:
+        results = [pool.result(one) for one in [pool.submit(work) for work in works]]
+    finally:
+        pool.close()
+    assert [str(result) for result in results] == [PROCESS_DIED] * 5
