@@ -269,6 +269,7 @@ class _InputQueue:
         self._args = args
         self._options = options
         self._ahead: deque[_Ahead] = deque()
+        #: Works submitted and outcomes read that the loop has not taken yet.
         self._in_flight = 0
 
     def outcomes(self) -> Iterator[tuple[Input, Outcome | None]]:
@@ -283,6 +284,7 @@ class _InputQueue:
             head = ahead[0]
             if head.outcome is not None:
                 outcome, head.outcome = head.outcome, None
+                self._in_flight -= 1
                 yield head.item, outcome
             elif head.submitted:
                 pending = head.submitted.popleft()
@@ -290,7 +292,9 @@ class _InputQueue:
                 yield head.item, (pending.work.total, self._converting.result(pending))
 
     def _fill(self) -> None:
-        """Submit Works until the window is full: the last input's, then the next ones'."""
+        """Submit Works until the window is full: the last input's, then the next ones'.
+        An input's outcome without Work (skipped, unreadable) holds a place in it too, so
+        that a folder of such files is not read whole before its first line is said."""
         ahead = self._ahead
         while self._in_flight < self._converting.window:
             last = ahead[-1] if ahead else None
@@ -303,11 +307,14 @@ class _InputQueue:
             if item is None:
                 return
             try:
-                ahead.append(self._read(item))
+                read = self._read(item)
             except (ConfigurationError, KeyboardInterrupt, Terminated):
                 raise
             except Exception as exc:  # a bug while reading: this input fails, not the run
-                ahead.append(_Ahead(item, (1, internal_error(exc))))
+                read = _Ahead(item, (1, internal_error(exc)))
+            ahead.append(read)
+            if read.outcome is not None:
+                self._in_flight += 1
 
     def _read(self, item: Input) -> _Ahead:
         label = item.label

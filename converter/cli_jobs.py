@@ -22,7 +22,7 @@ import signal
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .cli_work import Converted, ConvertOptions, Work, convert_work, internal_error
 from .convert import Conversion, Converter, ConverterConfig
@@ -52,7 +52,7 @@ class Pending:
 
     work: Work
     future: Future[Result] | None = None
-    result: Result | None = field(default=None)
+    result: Result | None = None
 
 
 class Converting:

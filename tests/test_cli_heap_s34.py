@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from converter.heap import YOUNG_THRESHOLD
-from tests.test_cli import ADT_A08
+from tests.listeners.service.support import adt
 
 REPO = Path(__file__).resolve().parents[1]
 #: A converter with its code maps and structures loaded holds far more objects than this.
@@ -57,9 +57,8 @@ def convert_and_report(*args: object) -> tuple[int, int, int, int, int]:
 def folder(tmp_path: Path) -> Path:
     inputs = tmp_path / "in"
     inputs.mkdir()
-    message = ADT_A08.read_bytes()
     for number in range(3):
-        (inputs / f"adt{number}.hl7").write_bytes(message.replace(b"000102|", b"%03d|" % number))
+        (inputs / f"adt{number}.hl7").write_bytes(adt(f"HEAP-{number}"))
     return inputs
 
 

@@ -22,6 +22,7 @@ from converter import ConversionError, ConverterConfig
 from converter.cli_jobs import PROCESS_DIED, JobPool, convert_in_worker
 from converter.cli_work import Converted, ConvertOptions, Work
 from converter.heap import YOUNG_THRESHOLD
+from tests.listeners.service.support import adt
 from tests.support.stop_signals import ENV, PASSERELLE, REPO, big_oru, left_over
 
 SAMPLES = REPO / "samples"
@@ -96,9 +97,8 @@ def test_jobs_print_a_batch_file_on_stdout_in_order(tmp_path: Path) -> None:
 
 def test_one_batch_file_converts_its_messages_in_the_processes(tmp_path: Path) -> None:
     """A backfill often is one file: its messages are what the processes share."""
-    message = (SAMPLES / "hl7v2" / "ADT_A08_update-patient.hl7").read_bytes().rstrip(b"\r\n")
     batch = tmp_path / "backfill.hl7"
-    batch.write_bytes(b"\r".join(message.replace(b"000102|", b"%03d|" % n) for n in range(12)))
+    batch.write_bytes(b"".join(adt(f"BATCH-{n}") for n in range(12)))
     alone = convert(batch, "--out", tmp_path / "alone")
     jobs = convert(batch, "--out", tmp_path / "jobs", "--jobs", "2")
     assert alone.returncode == 0, alone.stderr
@@ -275,9 +275,8 @@ def dies_on_deadly(work: Work) -> Converted | ConversionError:
 def test_only_the_input_that_kills_its_process_fails() -> None:
     """Every Work in flight when a process died is converted again alone: the one that
     kills its process again fails with that reason, the others convert."""
-    message = (SAMPLES / "hl7v2" / "ADT_A08_update-patient.hl7").read_bytes().rstrip(b"\r\n")
-    works = [Work("hl7v2", message.replace(b"000102|", b"%03d|" % n)) for n in range(8)]
-    works[3] = Work("hl7v2", works[3].data + b"\r" + DEADLY)
+    works = [Work("hl7v2", adt(f"DIE-{n}")) for n in range(8)]
+    works[3] = Work("hl7v2", works[3].data + DEADLY)
     options = ConvertOptions("auto", None, 50_000_000, frozenset({"hl7v2", "cda"}))
     pool = JobPool(ConverterConfig(), options, 2, task=dies_on_deadly)
     try:
@@ -389,8 +388,7 @@ def test_inputs_that_all_kill_their_process_all_fail_and_the_pool_ends() -> None
     ends. (A run once hung replacing a broken executor that had started a process as it
     broke; that race is not reproduced here: JobPool now ends every process itself
     instead of waiting for the executor.)"""
-    message = (SAMPLES / "hl7v2" / "ADT_A08_update-patient.hl7").read_bytes().rstrip(b"\r\n")
-    works = [Work("hl7v2", message + b"\r" + DEADLY) for _ in range(5)]
+    works = [Work("hl7v2", adt(f"DIE-{n}") + DEADLY) for n in range(5)]
     options = ConvertOptions("auto", None, 50_000_000, frozenset({"hl7v2", "cda"}))
     pool = JobPool(ConverterConfig(), options, 2, task=dies_on_deadly)
     try:
@@ -398,3 +396,25 @@ def test_inputs_that_all_kill_their_process_all_fail_and_the_pool_ends() -> None
     finally:
         pool.close()
     assert [str(result) for result in results] == [PROCESS_DIED] * 5
+
+
+def test_one_process_reads_each_input_after_the_line_of_the_one_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without --jobs the loop reads one input ahead at most, skipped ones included: a
+    folder of files that are no messages was read whole before its first line."""
+    from converter import cli, cli_convert
+
+    events: list[str] = []
+    real_read = cli_convert.read_input
+
+    def read(item: Any, **kwargs: Any) -> bytes | None:
+        events.append("read")
+        return real_read(item, **kwargs)
+
+    monkeypatch.setattr(cli_convert, "read_input", read)
+    monkeypatch.setattr(cli_convert, "_say", lambda line: events.append("say"))
+    for name in ("a.txt", "b.txt", "c.txt"):
+        (tmp_path / name).write_text("not a message\n")
+    assert cli.main(["convert", str(tmp_path), "--out", str(tmp_path / "out")]) == 0
+    assert events == ["read", "say"] * 3
