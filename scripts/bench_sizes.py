@@ -13,7 +13,9 @@ one character at a time). Cases:
 * ``mdm-pdf``: MDM^T02 carrying a PDF of 1 to 7 MB in OBX-5 ED (Base64);
 * ``cda-pdf``: an unstructured CDA document embedding a PDF of 1 to 20 MB (nonXMLBody;
   from ~7.5 MB its text node is over libxml2's default limit);
-* ``ccd-entries``: the benchmark's CCD grown to 0.7-5.6 MB of entries.
+* ``ccd-entries``: the benchmark's CCD grown to 0.7-5.6 MB of entries;
+* ``al1-same-allergen``: ADT^A01 with 2,000 to 16,000 AL1 naming one allergen, each with
+  its own reaction: one AllergyIntolerance merged that many times.
 
 It asserts nothing; run it on an otherwise idle machine.
 """
@@ -84,6 +86,22 @@ def cda_pdf(megabytes: int) -> bytes:
     return document[: found.start(2)] + b"\n" + encoded + document[found.end(2) :]
 
 
+def al1_same_allergen(count: int) -> bytes:
+    """The full A01 with its AL1 replaced by ``count`` AL1 naming its first allergen,
+    each with its own reaction (AL1-5 ``Reaction n``)."""
+    segments = _segments("ADT_A01_admission-full.hl7")
+    first = next(s for s in segments if s.startswith(b"AL1|"))
+    kept = [s for s in segments if not s.startswith(b"AL1|")]
+    after = max(n for n, s in enumerate(kept) if s.startswith((b"PV1|", b"PV2|")))
+    fields = first.split(b"|")
+    allergies = []
+    for n in range(1, count + 1):
+        fields[1] = b"%d" % n
+        fields[5] = b"Reaction %d" % n
+        allergies.append(b"|".join(fields))
+    return b"\r".join(kept[: after + 1] + allergies + kept[after + 1 :])
+
+
 def ccd_entries(kilobytes: int) -> bytes:
     return bigger_ccd(CDA_SAMPLE.read_bytes(), kilobytes * 1000)
 
@@ -94,6 +112,7 @@ CASES: dict[str, tuple[Callable[[int], bytes], Iterable[int], str, InputType]] =
     "mdm-pdf": (mdm_pdf, (1, 3, 7), "MB", "hl7v2"),
     "cda-pdf": (cda_pdf, (1, 5, 10, 20), "MB", "cda"),
     "ccd-entries": (ccd_entries, (700, 1_400, 2_800, 5_600), "KB", "cda"),
+    "al1-same-allergen": (al1_same_allergen, (2_000, 4_000, 8_000, 16_000), "AL1", "hl7v2"),
 }
 
 
@@ -118,7 +137,7 @@ def main() -> None:
             data = build(size)
             taken = seconds(converter, data, input_type)
             print(
-                f"{name:12} {size:>7,} {unit:5} {len(data) / 1e6:6.2f} MB  {taken:7.2f} s"
+                f"{name:17} {size:>7,} {unit:5} {len(data) / 1e6:6.2f} MB  {taken:7.2f} s"
                 f"  {taken / size * 1000:8.3f} ms per {unit}",
                 flush=True,
             )

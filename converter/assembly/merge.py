@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["merge_into", "prune"]
+__all__ = ["ListIndex", "merge_into", "prune"]
 
 
 def prune(value: Any) -> Any:
@@ -30,7 +30,66 @@ def prune(value: Any) -> Any:
     return value
 
 
-def merge_into(target: dict[str, Any], other: dict[str, Any], path: str = "") -> list[str]:
+class ListIndex:
+    """What the long lists of merged resources hold, for :func:`merge_into` to find an
+    item in one without comparing it with every item.
+
+    One resource merged thousands of times (8,000 AL1 naming one allergen, each with its
+    own reaction) grows a list by one item per merge; comparing each new item with those
+    held made the message's merges quadratic (9.6 s for 8,000). Lists shorter than
+    ``threshold`` are still scanned: a key of each item costs more than a few
+    comparisons.
+
+    Kept for one conversion (its resources); an index is rebuilt when its list changed
+    length behind it. Lists whose items :func:`_gathered` may replace (``identifier``,
+    ``name``) are never indexed.
+    """
+
+    def __init__(self, threshold: int = 16) -> None:
+        self._threshold = threshold
+        # id(list) -> (the list, kept alive so that its id is not reused; the keys of
+        # its items; its length when they were taken).
+        self._held: dict[int, tuple[list[Any], set[Any], int]] = {}
+
+    def contains(self, held: list[Any], item: Any) -> bool:
+        """``item in held``; an item not found is then appended by the caller, who
+        records it with :meth:`added`."""
+        if len(held) < self._threshold:
+            return item in held
+        entry = self._held.get(id(held))
+        if entry is None or entry[0] is not held or entry[2] != len(held):
+            entry = (held, {_frozen(one) for one in held}, len(held))
+            self._held[id(held)] = entry
+        return _frozen(item) in entry[1]
+
+    def added(self, held: list[Any], item: Any) -> None:
+        """Record ``item``, just appended to ``held``."""
+        entry = self._held.get(id(held))
+        if entry is not None and entry[0] is held and entry[2] == len(held) - 1:
+            entry[1].add(_frozen(item))
+            self._held[id(held)] = (held, entry[1], len(held))
+
+
+def _frozen(value: Any) -> Any:
+    """A hashable key equal for values ``==`` says are equal (objects whatever the order
+    of their keys, lists in order), and different for an object and a list."""
+    if isinstance(value, dict):
+        return (_OBJECT, frozenset((key, _frozen(item)) for key, item in value.items()))
+    if isinstance(value, list):
+        return (_LIST, tuple(_frozen(item) for item in value))
+    return value
+
+
+_OBJECT = object()
+_LIST = object()
+
+
+def merge_into(
+    target: dict[str, Any],
+    other: dict[str, Any],
+    path: str = "",
+    index: ListIndex | None = None,
+) -> list[str]:
     """Merge ``other`` into ``target``: first value wins, lists gain the items they lack.
 
     In an ``identifier`` or ``name`` list, an item written with less than another (each
@@ -41,6 +100,9 @@ def merge_into(target: dict[str, Any], other: dict[str, Any], path: str = "") ->
     value, or on a ``coding`` list sharing no coding (the first one kept: two concepts
     are not two translations of one), so the caller can report that one identity covered
     two different things.
+
+    ``index`` finds items in long lists without a scan: pass the same one to every merge
+    of a conversion (see :class:`ListIndex`).
     """
     conflicts: list[str] = []
     for key, value in other.items():
@@ -54,19 +116,26 @@ def merge_into(target: dict[str, Any], other: dict[str, Any], path: str = "") ->
                 continue
             target[key] = value
         elif isinstance(current, dict) and isinstance(value, dict):
-            conflicts.extend(merge_into(current, value, where))
+            conflicts.extend(merge_into(current, value, where, index))
         elif isinstance(current, list) and isinstance(value, list):
             if key == "coding" and current and value and not _same_concept(current, value):
                 # Two codings naming nothing in common are two concepts, not translations
                 # of one: a union would say fever and anaphylaxis are the same reaction.
                 conflicts.append(where)
                 continue
-            for item in value:
-                if item in current:
-                    continue
-                if key in _ONE_THING_LISTS and _gathered(item, current):
-                    continue
-                current.append(item)
+            if key in _ONE_THING_LISTS:
+                for item in value:
+                    if item not in current and not _gathered(item, current):
+                        current.append(item)
+            elif index is None:
+                for item in value:
+                    if item not in current:
+                        current.append(item)
+            else:
+                for item in value:
+                    if not index.contains(current, item):
+                        current.append(item)
+                        index.added(current, item)
         elif current != value:
             conflicts.append(where)
     return conflicts
@@ -150,14 +219,19 @@ def _within(small: Any, big: Any) -> bool:
 
 def _same_concept(first: list[Any], second: list[Any]) -> bool:
     """Whether two ``coding`` lists share a coding (same system and code), or either
-    holds one that cannot be compared (no code): then they may name one concept."""
+    holds one that cannot be compared (no code, or a code or system that is not text:
+    a template's mistake, which validation then names): then they may name one
+    concept."""
 
     def keys(codings: list[Any]) -> set[tuple[Any, Any]] | None:
         found = set()
         for coding in codings:
-            if not isinstance(coding, dict) or "code" not in coding:
+            if not isinstance(coding, dict):
                 return None
-            found.add((coding.get("system"), coding["code"]))
+            code, system = coding.get("code"), coding.get("system")
+            if not isinstance(code, str) or not isinstance(system, (str, type(None))):
+                return None
+            found.add((system, code))
         return found
 
     ours, theirs = keys(first), keys(second)

@@ -22,7 +22,7 @@ from typing import Any
 import jinja2
 
 from ..assembly.ids import stable_id
-from ..assembly.merge import merge_into
+from ..assembly.merge import ListIndex, merge_into
 from ..assembly.references import reference_among
 from ..errors import MappingError, TemplateError
 from .locations import input_location
@@ -95,6 +95,9 @@ class RenderSession(TemplateRunner):
         self._referencing = 0
         #: Renderings reused within this conversion (see memo.py); None: off.
         self._memo: Memo | None = Memo(Ref) if memoize else None
+        #: The long lists of merged resources, indexed (one resource merged thousands
+        #: of times stays linear).
+        self._lists = ListIndex()
 
     @property
     def memoize(self) -> bool:
@@ -219,7 +222,7 @@ class RenderSession(TemplateRunner):
             return ref, message_scoped
         # A start from one rendering and an end from the other make a Period too.
         self.periods.add(key)
-        conflicts = merge_into(existing, resource)
+        conflicts = merge_into(existing, resource, index=self._lists)
         if conflicts:
             # Same identity, different content: the source reused an id (or a template's
             # identity is too coarse). The first values are kept; say where they differed.
