@@ -14,6 +14,8 @@ one character at a time). Cases:
 * ``cda-pdf``: an unstructured CDA document embedding a PDF of 1 to 20 MB (nonXMLBody;
   from ~7.5 MB its text node is over libxml2's default limit);
 * ``ccd-entries``: the benchmark's CCD grown to 0.7-5.6 MB of entries;
+* ``procedures-entries``: the CCD's Procedures section alone, grown to 1,000-8,000 entries;
+* ``organizer-results``: a result organizer of 2,000-16,000 result observations;
 * ``al1-same-allergen``: ADT^A01 with 2,000 to 16,000 AL1 naming one allergen, each with
   its own reaction: one AllergyIntolerance merged that many times.
 
@@ -30,7 +32,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from benchmark import CDA_SAMPLE, bigger_ccd
+from benchmark import CDA_SAMPLE, bigger_ccd, one_organizer_ccd, one_section_ccd
 
 from converter import Converter, ConverterConfig, InputType
 
@@ -106,12 +108,22 @@ def ccd_entries(kilobytes: int) -> bytes:
     return bigger_ccd(CDA_SAMPLE.read_bytes(), kilobytes * 1000)
 
 
+def procedures_entries(count: int) -> bytes:
+    return one_section_ccd(CDA_SAMPLE.read_bytes(), "47519-4", count)
+
+
+def organizer_results(count: int) -> bytes:
+    return one_organizer_ccd(CDA_SAMPLE.read_bytes(), count)
+
+
 CASES: dict[str, tuple[Callable[[int], bytes], Iterable[int], str, InputType]] = {
     "oru-obx": (oru_obx, (1_000, 4_000, 16_000), "OBX", "hl7v2"),
     "mdm-lines": (mdm_lines, (4_000, 16_000, 32_000), "line", "hl7v2"),
     "mdm-pdf": (mdm_pdf, (1, 3, 7), "MB", "hl7v2"),
     "cda-pdf": (cda_pdf, (1, 5, 10, 20), "MB", "cda"),
     "ccd-entries": (ccd_entries, (700, 1_400, 2_800, 5_600), "KB", "cda"),
+    "procedures-entries": (procedures_entries, (1_000, 2_000, 4_000, 8_000), "entry", "cda"),
+    "organizer-results": (organizer_results, (2_000, 4_000, 8_000, 16_000), "result", "cda"),
     "al1-same-allergen": (al1_same_allergen, (2_000, 4_000, 8_000, 16_000), "AL1", "hl7v2"),
 }
 

@@ -201,6 +201,47 @@ def bigger_ccd(data: bytes, target: int = CDA_TARGET_BYTES) -> bytes:
     return bytes(etree.tostring(tree, xml_declaration=True, encoding="UTF-8"))
 
 
+def one_section_ccd(data: bytes, code: str, entries: int) -> bytes:
+    """The sample CCD with only its section of LOINC ``code``, whose entries (and the
+    narrative they refer to) are replicated until it holds ``entries`` or more."""
+    tree = etree.fromstring(data, etree.XMLParser(remove_comments=True)).getroottree()
+    kept = None
+    for component in tree.findall(f".//{_H}structuredBody/{_H}component"):
+        section = component.find(f"{_H}section")
+        code_element = section.find(f"{_H}code") if section is not None else None
+        if kept is None and code_element is not None and code_element.get("code") == code:
+            kept = section
+        else:
+            component.getparent().remove(component)
+    if kept is None or kept.find(f"{_H}entry") is None:
+        raise ValueError(f"the sample has no section {code} with entries")
+    originals, narrative = kept.findall(f"{_H}entry"), _narrative_targets(kept)
+    n = 0
+    while len(kept.findall(f"{_H}entry")) < entries:
+        n += 1
+        for element in narrative:
+            element.addnext(_suffix_copy(element, n))
+        for entry in originals:
+            kept.append(_suffix_copy(entry, n))
+    return bytes(etree.tostring(tree, xml_declaration=True, encoding="UTF-8"))
+
+
+def one_organizer_ccd(data: bytes, results: int) -> bytes:
+    """The sample CCD with its first result organizer holding ``results`` result
+    observations (its first one replicated) and nothing else in its Results section."""
+    tree = etree.fromstring(data, etree.XMLParser(remove_comments=True)).getroottree()
+    organizer = next(
+        element for element in tree.iter(f"{_H}organizer") if element.get("classCode") == "BATTERY"
+    )
+    components = organizer.findall(f"{_H}component")
+    first = components[0]
+    for component in components[1:]:
+        organizer.remove(component)
+    for n in range(1, results):
+        first.addnext(_suffix_copy(first, n))
+    return bytes(etree.tostring(tree, xml_declaration=True, encoding="UTF-8"))
+
+
 def document_variants(data: bytes, count: int) -> list[bytes]:
     """``count`` copies with a distinct document id and patient identifier each."""
     doc_id = re.compile(rb'(?<=<id root="1\.2\.250\.1\.999\.3\.1" extension=")CCD-2024-\d{6}')

@@ -42,3 +42,32 @@ def test_the_items_list_stays_immutable_in_templates(env: Any) -> None:  # noqa:
     template = env.from_string("{% set c = collector() %}{% do c.items.append(1) %}")
     with pytest.raises(SecurityError):
         template.render()
+
+
+def test_in_says_what_it_says_of_a_list() -> None:
+    # Session 35: ``in`` is a set lookup (sections test each entry's reference before
+    # adding it), built at its first use and kept up to date after.
+    collected = Collector()
+    collected.add("a")
+    collected.add({"b": 1})  # unhashable: compared as a list would
+    assert "a" in collected and {"b": 1} in collected
+    assert "b" not in collected and {"b": 2} not in collected and ["a"] not in collected
+    collected.add("c")
+    collected.add_all([["x"], "d"])
+    assert "c" in collected and "d" in collected and ["x"] in collected
+    assert 1 not in collected
+    collected.add(1.0)
+    assert 1 in collected and True in collected  # 1 == 1.0 == True, as in a list
+    expected = ["a", {"b": 1}, "c", ["x"], "d", 1.0]
+    assert collected.items == expected
+    for probe in ("a", {"b": 1}, ["x"], 1, "z", {"b": 2}, None):
+        assert (probe in collected) == (probe in expected), probe
+
+
+def test_templates_test_membership_in_the_sandbox(env: Any) -> None:  # noqa: F811 (fixture)
+    template = env.from_string(
+        "{% set out = namespace(refs=collector()) %}"
+        "{% for n in numbers if n not in out.refs %}{% do out.refs.add(n) %}{% endfor %}"
+        "{{ out.refs.items }}"
+    )
+    assert template.render(numbers=[3, 1, 3, 2, 1]) == "[3, 1, 2]"
