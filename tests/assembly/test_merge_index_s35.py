@@ -96,9 +96,7 @@ def test_one_allergen_in_many_al1_is_one_allergy_with_every_reaction(
     converter = Converter(ConverterConfig(default_timezone="Europe/Paris"))
     (result,) = converter.convert(message)
     (allergy,) = resources(result.bundle, "AllergyIntolerance")
-    texts = [
-        m.get("text") for r in allergy["reaction"] for m in r.get("manifestation", [])
-    ]
+    texts = [m.get("text") for r in allergy["reaction"] for m in r.get("manifestation", [])]
     assert texts == [f"Reaction {n}" for n in range(1, 301)]
 
 
