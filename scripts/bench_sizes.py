@@ -16,6 +16,7 @@ one character at a time). Cases:
 * ``ccd-entries``: the benchmark's CCD grown to 0.7-5.6 MB of entries;
 * ``procedures-entries``: the CCD's Procedures section alone, grown to 1,000-8,000 entries;
 * ``organizer-results``: a result organizer of 2,000-16,000 result observations;
+* ``organizer-warnings``: the same, each result negated (a warning naming its location);
 * ``al1-same-allergen``: ADT^A01 with 2,000 to 16,000 AL1 naming one allergen, each with
   its own reaction: one AllergyIntolerance merged that many times.
 
@@ -116,6 +117,13 @@ def organizer_results(count: int) -> bytes:
     return one_organizer_ccd(CDA_SAMPLE.read_bytes(), count)
 
 
+def organizer_warnings(count: int) -> bytes:
+    return organizer_results(count).replace(
+        b'<observation classCode="OBS" moodCode="EVN">',
+        b'<observation classCode="OBS" moodCode="EVN" negationInd="true">',
+    )
+
+
 CASES: dict[str, tuple[Callable[[int], bytes], Iterable[int], str, InputType]] = {
     "oru-obx": (oru_obx, (1_000, 4_000, 16_000), "OBX", "hl7v2"),
     "mdm-lines": (mdm_lines, (4_000, 16_000, 32_000), "line", "hl7v2"),
@@ -124,6 +132,7 @@ CASES: dict[str, tuple[Callable[[int], bytes], Iterable[int], str, InputType]] =
     "ccd-entries": (ccd_entries, (700, 1_400, 2_800, 5_600), "KB", "cda"),
     "procedures-entries": (procedures_entries, (1_000, 2_000, 4_000, 8_000), "entry", "cda"),
     "organizer-results": (organizer_results, (2_000, 4_000, 8_000, 16_000), "result", "cda"),
+    "organizer-warnings": (organizer_warnings, (2_000, 4_000, 8_000, 16_000), "result", "cda"),
     "al1-same-allergen": (al1_same_allergen, (2_000, 4_000, 8_000, 16_000), "AL1", "hl7v2"),
 }
 

@@ -104,6 +104,9 @@ class CdaDocument:
         #: One Node per element (:meth:`node`), so that what a Node caches serves every
         #: template that reaches the element.
         self._nodes: dict[etree._Element, Node] = {}
+        #: Each element's position among its parent's children of its name, for the
+        #: locations of warnings and errors (:meth:`rank`), filled one list at a time.
+        self._ranks: dict[etree._Element, int] = {}
         self.root = self.node(self._root)
 
     def release(self) -> None:
@@ -124,6 +127,7 @@ class CdaDocument:
             node.__dict__.clear()
         self._nodes.clear()
         self._children.clear()
+        self._ranks.clear()
         self._nodes[self._root] = self.root
         for cached in ("_by_id", "_ids", "_content_keys", "_id_groups", "_first_equal", "_with_id"):
             self.__dict__.pop(cached, None)
@@ -152,6 +156,28 @@ class CdaDocument:
                     found.append(child)
             self._children[element] = index
         return index
+
+    def rank(self, element: etree._Element) -> tuple[int, int]:
+        """The element's position (from 1) among its parent's child elements of its
+        name, and their number; (1, 1) for the root, a comment or a processing
+        instruction.
+
+        Positions are recorded for the whole list at its first lookup: a warning naming
+        each of thousands of entries once scanned their siblings for each (quadratic).
+        """
+        parent = element.getparent()
+        tag = element.tag
+        if parent is None or not isinstance(tag, str):
+            return 1, 1
+        same = self.children(parent).get(tag, _NONE)
+        if len(same) < 2:
+            return 1, 1
+        position = self._ranks.get(element)
+        if position is None:
+            for n, sibling in enumerate(same, 1):
+                self._ranks[sibling] = n
+            position = self._ranks[element]
+        return position, len(same)
 
     def select(
         self, element: etree._Element | None, path: str, first: bool = False

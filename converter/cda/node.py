@@ -328,15 +328,14 @@ class Node:
         if element is None:
             return f"(absent {self._name})"
         parts: list[str] = []
+        rank = self._doc.rank
         while element is not None:
             name = etree.QName(element).localname if isinstance(element.tag, str) else "?"
-            parent = element.getparent()
-            if parent is not None:
-                same = [c for c in parent if c.tag == element.tag]
-                if len(same) > 1:
-                    name += f"[{same.index(element) + 1}]"
+            position, count = rank(element)
+            if count > 1:
+                name += f"[{position}]"
             parts.append(name)
-            element = parent
+            element = element.getparent()
         return "/" + "/".join(reversed(parts))
 
 
