@@ -183,7 +183,7 @@ _ATTRIBUTE_FILTERS = frozenset(
 )
 #: Globals keeping state across calls: made at the top level of an imported module
 #: (which lives as long as the environment), one would change between renderings.
-_STATEFUL_NAMES = frozenset({"cycler", "joiner", "occurrences", "namespace"})
+_STATEFUL_NAMES = frozenset({"cycler", "joiner", "occurrences", "namespace", "collector"})
 _RANDOM_NAMES = frozenset({"lipsum"})
 _POSITION_ATTRIBUTES = frozenset({"path"})
 
