@@ -269,8 +269,6 @@ class _InputQueue:
         self._args = args
         self._options = options
         self._ahead: deque[_Ahead] = deque()
-        #: Works submitted and outcomes read that the loop has not taken yet.
-        self._in_flight = 0
 
     def outcomes(self) -> Iterator[tuple[Input, Outcome | None]]:
         """Each outcome of each input, then ``(input, None)`` once it has no more."""
@@ -284,11 +282,9 @@ class _InputQueue:
             head = ahead[0]
             if head.outcome is not None:
                 outcome, head.outcome = head.outcome, None
-                self._in_flight -= 1
                 yield head.item, outcome
             elif head.submitted:
                 pending = head.submitted.popleft()
-                self._in_flight -= 1
                 yield head.item, (pending.work.total, self._converting.result(pending))
 
     def _fill(self) -> None:
@@ -296,12 +292,11 @@ class _InputQueue:
         An input's outcome without Work (skipped, unreadable) holds a place in it too, so
         that a folder of such files is not read whole before its first line is said."""
         ahead = self._ahead
-        while self._in_flight < self._converting.window:
+        while self._held() < self._converting.window:
             last = ahead[-1] if ahead else None
             if last is not None and last.next_work < len(last.works):
                 last.submitted.append(self._converting.submit(last.works[last.next_work]))
                 last.next_work += 1
-                self._in_flight += 1
                 continue
             item = next(self._items, None)
             if item is None:
@@ -313,8 +308,11 @@ class _InputQueue:
             except Exception as exc:  # a bug while reading: this input fails, not the run
                 read = _Ahead(item, (1, internal_error(exc)))
             ahead.append(read)
-            if read.outcome is not None:
-                self._in_flight += 1
+
+    def _held(self) -> int:
+        """Works submitted and outcomes read that the loop has not taken yet (counted, not
+        kept: a counter kept beside them once missed the outcomes)."""
+        return sum(len(read.submitted) + (read.outcome is not None) for read in self._ahead)
 
     def _read(self, item: Input) -> _Ahead:
         label = item.label
