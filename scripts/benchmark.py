@@ -192,13 +192,20 @@ def bigger_ccd(data: bytes, target: int = CDA_TARGET_BYTES) -> bytes:
     while size() < target:
         n += 1
         for section, entries, narrative in originals:
-            for element in narrative:
-                element.addnext(_suffix_copy(element, n))
-            for entry in entries:
-                section.append(_suffix_copy(entry, n))
+            _replicate(section, entries, narrative, n)
             if size() >= target:
                 break
     return bytes(etree.tostring(tree, xml_declaration=True, encoding="UTF-8"))
+
+
+def _replicate(
+    section: etree._Element, entries: list[etree._Element], narrative: list[etree._Element], n: int
+) -> None:
+    """Copy ``n`` of a section's original entries, and of the narrative they refer to."""
+    for element in narrative:
+        element.addnext(_suffix_copy(element, n))
+    for entry in entries:
+        section.append(_suffix_copy(entry, n))
 
 
 def one_section_ccd(data: bytes, code: str, entries: int) -> bytes:
@@ -219,10 +226,7 @@ def one_section_ccd(data: bytes, code: str, entries: int) -> bytes:
     n = 0
     while len(kept.findall(f"{_H}entry")) < entries:
         n += 1
-        for element in narrative:
-            element.addnext(_suffix_copy(element, n))
-        for entry in originals:
-            kept.append(_suffix_copy(entry, n))
+        _replicate(kept, originals, narrative, n)
     return bytes(etree.tostring(tree, xml_declaration=True, encoding="UTF-8"))
 
 
