@@ -26,6 +26,8 @@ from tests.listeners.service.support import adt
 from tests.support.stop_signals import ENV, PASSERELLE, REPO, big_oru, left_over
 
 SAMPLES = REPO / "samples"
+#: What the run passes its conversion processes, for the tests that drive a JobPool.
+OPTIONS = ConvertOptions("auto", None, 50_000_000, frozenset({"hl7v2", "cda"}))
 CCD = SAMPLES / "cda" / "CCD_lefevre-camille.xml"
 LINUX_ONLY = pytest.mark.skipif(
     not Path("/proc/self/task").is_dir(), reason="finds the conversion processes in /proc"
@@ -277,8 +279,7 @@ def test_only_the_input_that_kills_its_process_fails() -> None:
     kills its process again fails with that reason, the others convert."""
     works = [Work("hl7v2", adt(f"DIE-{n}")) for n in range(8)]
     works[3] = Work("hl7v2", works[3].data + DEADLY)
-    options = ConvertOptions("auto", None, 50_000_000, frozenset({"hl7v2", "cda"}))
-    pool = JobPool(ConverterConfig(), options, 2, task=dies_on_deadly)
+    pool = JobPool(ConverterConfig(), OPTIONS, 2, task=dies_on_deadly)
     try:
         pending = [pool.submit(work) for work in works]
         results = [pool.result(one) for one in pending]
@@ -301,8 +302,7 @@ def heap_in_worker(work: Work) -> tuple[int, int]:
 
 def test_conversion_processes_settle_their_heap() -> None:
     """Each conversion process freezes the converter it built, as the service's do."""
-    options = ConvertOptions("auto", None, 50_000_000, frozenset({"hl7v2", "cda"}))
-    pool = JobPool(ConverterConfig(), options, 1, task=heap_in_worker)  # type: ignore[arg-type]
+    pool = JobPool(ConverterConfig(), OPTIONS, 1, task=heap_in_worker)  # type: ignore[arg-type]
     try:
         frozen, young = pool.result(pool.submit(Work("hl7v2", b"")))  # type: ignore[misc]
     finally:
@@ -389,8 +389,7 @@ def test_inputs_that_all_kill_their_process_all_fail_and_the_pool_ends() -> None
     broke; that race is not reproduced here: JobPool now ends every process itself
     instead of waiting for the executor.)"""
     works = [Work("hl7v2", adt(f"DIE-{n}") + DEADLY) for n in range(5)]
-    options = ConvertOptions("auto", None, 50_000_000, frozenset({"hl7v2", "cda"}))
-    pool = JobPool(ConverterConfig(), options, 2, task=dies_on_deadly)
+    pool = JobPool(ConverterConfig(), OPTIONS, 2, task=dies_on_deadly)
     try:
         results = [pool.result(one) for one in [pool.submit(work) for work in works]]
     finally:
