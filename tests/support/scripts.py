@@ -22,10 +22,15 @@ def run_script(name: str, *args: str, timeout: float = 300) -> subprocess.Comple
 
 
 def load_script(name: str) -> ModuleType:
-    """``scripts/<name>`` imported as a module, for tests that reuse its functions."""
+    """``scripts/<name>`` imported as a module, for tests that reuse its functions. The
+    scripts import one another (``from benchmark import …``), as run from their folder."""
     path = SCRIPTS / name
     spec = importlib.util.spec_from_file_location(f"scripts_{path.stem}", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(SCRIPTS))
     return module
