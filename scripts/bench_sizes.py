@@ -9,6 +9,8 @@ the size is a quadratic step somewhere (a list copied at each addition, a check 
 one character at a time). Cases:
 
 * ``oru-obx``: ORU_R01 with 1,000 to 16,000 OBX (one report);
+* ``oru-orders``: ORU_R01 with 250 to 2,000 orders of one patient, each with 7 OBX and
+  its SPM (a cumulative report);
 * ``mdm-lines``: MDM^T02 with 4,000 to 32,000 TX OBX lines (one note);
 * ``mdm-pdf``: MDM^T02 carrying a PDF of 1 to 7 MB in OBX-5 ED (Base64);
 * ``cda-pdf``: an unstructured CDA document embedding a PDF of 1 to 20 MB (nonXMLBody;
@@ -61,6 +63,21 @@ def oru_obx(count: int) -> bytes:
         fields[3] = b"X%d^Test %d^L" % (n, n)
         out.append(b"|".join(fields))
     return b"\r".join(out)
+
+
+def oru_orders(count: int) -> bytes:
+    """The lab ORU's first order (ORC to its SPM) ``count`` times, each with its own
+    order numbers and specimen id."""
+    segments = _segments("ORU_R01_lab-results.hl7")
+    orcs = [n for n, s in enumerate(segments) if s.startswith(b"ORC|")]
+    head, order = segments[: orcs[0]], b"\r".join(segments[orcs[0] : orcs[1]])
+    orders = [
+        order.replace(b"CMD-2024-0314-01", b"CMD-%06d" % n).replace(
+            b"LAB24031400123", b"LAB%06d" % n
+        )
+        for n in range(1, count + 1)
+    ]
+    return b"\r".join([*head, *orders])
 
 
 def mdm_lines(count: int) -> bytes:
@@ -126,6 +143,7 @@ def organizer_warnings(count: int) -> bytes:
 
 CASES: dict[str, tuple[Callable[[int], bytes], Iterable[int], str, InputType]] = {
     "oru-obx": (oru_obx, (1_000, 4_000, 16_000), "OBX", "hl7v2"),
+    "oru-orders": (oru_orders, (250, 500, 1_000, 2_000), "order", "hl7v2"),
     "mdm-lines": (mdm_lines, (4_000, 16_000, 32_000), "line", "hl7v2"),
     "mdm-pdf": (mdm_pdf, (1, 3, 7), "MB", "hl7v2"),
     "cda-pdf": (cda_pdf, (1, 5, 10, 20), "MB", "cda"),

@@ -16,8 +16,9 @@ Only where that is provably the same as rendering again:
   mode a value holding an escape sequence is compared with its position too (an
   undecodable one is said once per value object, where it is decoded). Segments,
   groups, messages, CDA nodes and attribute values by identity. Strings, numbers, None,
-  references, and lists and dicts of those by value. Anything else (a ``namespace()``,
-  an ``occurrences()`` counter, a macro) is not compared: the template renders.
+  references, and lists and dicts of those by value, up to :data:`MAX_KEY_ITEMS` items
+  in all. Anything else (a ``namespace()``, an ``occurrences()`` counter, a macro), or
+  more items, is not compared: the template renders.
 - The rendering read no state of the conversion that may change (``emitted()``,
   ``reference()``, ``delete()``, the warnings said so far, the template line), added no
   warning, and emitted only resources that are reused the same way; its resource and
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
     from .render import Ref
 
 __all__ = [
+    "MAX_KEY_ITEMS",
     "Frame",
     "Memo",
     "MemoEntry",
@@ -94,7 +96,26 @@ class MemoEntry:
 
 
 class _Unkeyable(Exception):
-    """An input that cannot be compared safely."""
+    """An input that cannot be compared safely, or not cheaply."""
+
+
+#: The list, tuple and dict items one key compares at most, nested ones included. An
+#: input holding more renders again instead: the key is built on every emit, and an
+#: ORU_R01 passing each OBX's Observation the SPMs of its patient (thousands, in a
+#: cumulative report) spent most of its time comparing them — for a template never
+#: reused, its OBX differing each time. Inputs that long are seldom passed twice equal.
+MAX_KEY_ITEMS = 256
+
+
+class _Walk:
+    """What building one key found so far: whether it compares HL7 values without
+    their position, and how many items it has compared (:data:`MAX_KEY_ITEMS`)."""
+
+    __slots__ = ("items", "positions")
+
+    def __init__(self) -> None:
+        self.positions = False
+        self.items = 0
 
 
 _IDENTITY_TYPES = frozenset({Segment, Group, Message, Node, AttrValue})
@@ -117,7 +138,7 @@ class Memo:
         """The key of a rendering, and whether it compares HL7 values without their
         position; None when an input cannot be compared. The session's settings that
         renderings read (timestamp offset, strictness) are part of it."""
-        positions: list[bool] = [False]
+        walk = _Walk()
         # Lenient decoding warns about an undecodable escape once per value object, by
         # position: values holding escapes are then compared with their position.
         self.lenient = not strict
@@ -128,7 +149,7 @@ class Memo:
                 # The commonest inputs inline: this runs on every emit().
                 if kind is Value and strict:
                     loc = v._loc
-                    positions[0] = True
+                    walk.positions = True
                     msh2 = loc[1] <= 2 and loc[0] == "MSH"
                     parts.append((k, Value, v._raw, id(v._enc), v._codec, v._depth, msh2))
                 elif kind is str or kind is int or v is None:
@@ -138,12 +159,12 @@ class Memo:
                 elif kind is self.ref_type:
                     parts.append((k, kind, v.type, v.id, v.reference))
                 else:
-                    parts.append((k, self._key_of(v, positions)))
+                    parts.append((k, self._key_of(v, walk)))
         except _Unkeyable:
             return None
-        return tuple(parts), positions[0]
+        return tuple(parts), walk.positions
 
-    def _key_of(self, value: Any, positions: list[bool]) -> Hashable:
+    def _key_of(self, value: Any, walk: _Walk) -> Hashable:
         kind = type(value)
         if kind is str or kind is int or kind is bool or value is None:
             return (kind, value)
@@ -154,7 +175,7 @@ class Memo:
             loc = value._loc
             if self.lenient and enc.escape and enc.escape in raw:
                 return (Value, raw, id(enc), value._codec, value._depth, loc)
-            positions[0] = True
+            walk.positions = True
             msh2 = loc[1] <= 2 and loc[0] == "MSH"
             return (Value, raw, id(enc), value._codec, value._depth, msh2)
         if kind in _IDENTITY_TYPES:
@@ -163,11 +184,14 @@ class Memo:
             return (kind, value.type, value.id, value.reference)
         if kind is float:
             return (kind, repr(value))  # -0.0 == 0.0, but they are written differently
-        if kind is list or kind is tuple:
-            return (kind, *[self._key_of(item, positions) for item in value])
-        if kind is dict:
+        if kind is list or kind is tuple or kind is dict:
+            walk.items += len(value)
+            if walk.items > MAX_KEY_ITEMS:
+                raise _Unkeyable
             key_of = self._key_of
-            return (kind, *[(key_of(k, positions), key_of(v, positions)) for k, v in value.items()])
+            if kind is dict:
+                return (kind, *[(key_of(k, walk), key_of(v, walk)) for k, v in value.items()])
+            return (kind, *[key_of(item, walk) for item in value])
         raise _Unkeyable
 
 
