@@ -11,6 +11,8 @@ one character at a time). Cases:
 * ``oru-obx``: ORU_R01 with 1,000 to 16,000 OBX (one report);
 * ``oru-orders``: ORU_R01 with 250 to 2,000 orders of one patient, each with 7 OBX and
   its SPM (a cumulative report);
+* ``oru-orders-obx33``: the same in v2.8.2, each OBX naming its order's specimen
+  (OBX-33 related specimen: looked up among the patient's SPMs);
 * ``mdm-lines``: MDM^T02 with 4,000 to 32,000 TX OBX lines (one note);
 * ``mdm-pdf``: MDM^T02 carrying a PDF of 1 to 7 MB in OBX-5 ED (Base64);
 * ``cda-pdf``: an unstructured CDA document embedding a PDF of 1 to 20 MB (nonXMLBody;
@@ -80,6 +82,25 @@ def oru_orders(count: int) -> bytes:
     return b"\r".join([*head, *orders])
 
 
+def oru_orders_obx33(count: int) -> bytes:
+    """:func:`oru_orders` in v2.8.2, each OBX-33 naming the SPM-2 of its order's SPM."""
+    segments = oru_orders(count).split(b"\r")
+    specimen = b""
+    for n, segment in enumerate(segments):
+        fields = segment.split(b"|")
+        if fields[0] == b"ORC":
+            spm = next(s for s in segments[n:] if s.startswith(b"SPM|"))
+            specimen = spm.split(b"|")[2]
+        elif fields[0] == b"OBX":
+            fields += [b""] * (34 - len(fields))
+            fields[33] = specimen
+            segments[n] = b"|".join(fields)
+        elif fields[0] == b"MSH":
+            fields[11] = b"2.8.2"
+            segments[n] = b"|".join(fields)
+    return b"\r".join(segments)
+
+
 def mdm_lines(count: int) -> bytes:
     segments = _segments("MDM_T02_discharge-summary.hl7")
     obx = [s for s in segments if s.startswith(b"OBX|")]
@@ -144,6 +165,7 @@ def organizer_warnings(count: int) -> bytes:
 CASES: dict[str, tuple[Callable[[int], bytes], Iterable[int], str, InputType]] = {
     "oru-obx": (oru_obx, (1_000, 4_000, 16_000), "OBX", "hl7v2"),
     "oru-orders": (oru_orders, (250, 500, 1_000, 2_000), "order", "hl7v2"),
+    "oru-orders-obx33": (oru_orders_obx33, (250, 500, 1_000, 2_000), "order", "hl7v2"),
     "mdm-lines": (mdm_lines, (4_000, 16_000, 32_000), "line", "hl7v2"),
     "mdm-pdf": (mdm_pdf, (1, 3, 7), "MB", "hl7v2"),
     "cda-pdf": (cda_pdf, (1, 5, 10, 20), "MB", "cda"),

@@ -120,10 +120,12 @@ def test_a_report_of_more_orders_than_the_budget_names_each_related_specimen() -
     assert named == ["1"] + [str(k - 1) for k in range(2, count + 1)]
 
 
-def test_the_benchmarks_cumulative_report_gives_each_order_its_resources() -> None:
-    # scripts/bench_sizes.py --only oru-orders measures this input at 250 to 2,000 orders.
+@pytest.mark.parametrize("build", ["oru_orders", "oru_orders_obx33"])
+def test_the_benchmarks_cumulative_report_gives_each_order_its_resources(build: str) -> None:
+    # scripts/bench_sizes.py --only oru-orders (and oru-orders-obx33, each OBX naming its
+    # order's specimen by OBX-33) measures this input at 250 to 2,000 orders.
     count = MAX_KEY_ITEMS + 4
-    data = load_script("bench_sizes.py").oru_orders(count)
+    data = getattr(load_script("bench_sizes.py"), build)(count)
     bundle, warnings = convert_one(
         Converter(ConverterConfig(default_timezone="Europe/Paris")), data
     )
@@ -135,3 +137,9 @@ def test_the_benchmarks_cumulative_report_gives_each_order_its_resources() -> No
         ("Observation", 7),
     ]:
         assert len(resources(bundle, kind)) == count * each, kind
+    # Each order's 7 results are on its own specimen (named by OBX-33, or the order's only
+    # one).
+    for report in resources(bundle, "DiagnosticReport"):
+        [specimen] = report["specimen"]
+        for result in report["result"]:
+            assert by_reference(bundle, result["reference"])["specimen"] == specimen
