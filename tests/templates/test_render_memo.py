@@ -14,6 +14,7 @@ import pytest
 from converter import Converter, ConverterConfig
 from converter.errors import ConversionError
 from converter.hl7v2.er7 import parse_message
+from converter.templates.render import RenderSession
 from tests.conftest import SAMPLES_DIR, SHARED_DIR
 from tests.support.compiled import pure_python_only
 from tests.templates.test_render import CATALOG, ROOT, make_session, write_templates
@@ -115,17 +116,24 @@ def _convert(
     )
     session = make_session(builtin, message=parse_message(_MESSAGE, CATALOG), strict=strict)
     session.memoize = memoize
-    rendered: list[str] = []
-    build = session._build
-
-    def counting(name: str, variables: dict[str, Any]) -> Any:
-        rendered.append(name.rsplit("/", 1)[-1].removesuffix(".j2"))
-        return build(name, variables)
-
-    session._build = counting  # type: ignore[method-assign]
+    rendered = record_renderings(session)
     session.render(ROOT, {})
     entries = [(origin, resource) for origin, resource in session.entries()]
     return entries, list(session.warnings), rendered
+
+
+def record_renderings(session: RenderSession) -> list[str]:
+    """The list to which the session adds the name of each template it renders from
+    now on (``P`` for ``hl7v2/resources/P.j2``); a reused rendering adds nothing."""
+    rendered: list[str] = []
+    build = session._build
+
+    def recording(name: str, variables: dict[str, Any]) -> Any:
+        rendered.append(name.rsplit("/", 1)[-1].removesuffix(".j2"))
+        return build(name, variables)
+
+    session._build = recording  # type: ignore[method-assign]
+    return rendered
 
 
 def _both(tmp_path: Path, practitioner: str, root: str = _ROOT) -> tuple[Any, list[str]]:
