@@ -70,7 +70,30 @@ def oru_obx(count: int) -> bytes:
 def oru_orders(count: int) -> bytes:
     """The lab ORU's first order (ORC to its SPM) ``count`` times, each with its own
     order numbers and specimen id."""
+    return _orders(_segments("ORU_R01_lab-results.hl7"), count)
+
+
+def oru_orders_obx33(count: int) -> bytes:
+    """:func:`oru_orders` in v2.8.2, each OBX-33 naming the SPM-2 of its order's SPM
+    (renamed with the order, as the SPM's own)."""
     segments = _segments("ORU_R01_lab-results.hl7")
+    orcs = [n for n, s in enumerate(segments) if s.startswith(b"ORC|")]
+    first = range(orcs[0], orcs[1])
+    specimen = next(segments[n] for n in first if segments[n].startswith(b"SPM|")).split(b"|")[2]
+    for n in [0, *first]:
+        fields = segments[n].split(b"|")
+        if fields[0] == b"MSH":
+            fields[11] = b"2.8.2"
+        elif fields[0] == b"OBX":
+            fields += [b""] * (34 - len(fields))
+            fields[33] = specimen
+        segments[n] = b"|".join(fields)
+    return _orders(segments, count)
+
+
+def _orders(segments: list[bytes], count: int) -> bytes:
+    """What precedes the first ORC, then its order (up to the next ORC) ``count`` times
+    with the sample's order numbers renamed (its SPM-2 and any OBX-33 naming it too)."""
     orcs = [n for n, s in enumerate(segments) if s.startswith(b"ORC|")]
     head, order = segments[: orcs[0]], b"\r".join(segments[orcs[0] : orcs[1]])
     orders = [
@@ -80,25 +103,6 @@ def oru_orders(count: int) -> bytes:
         for n in range(1, count + 1)
     ]
     return b"\r".join([*head, *orders])
-
-
-def oru_orders_obx33(count: int) -> bytes:
-    """:func:`oru_orders` in v2.8.2, each OBX-33 naming the SPM-2 of its order's SPM."""
-    segments = oru_orders(count).split(b"\r")
-    specimen = b""
-    for n, segment in enumerate(segments):
-        fields = segment.split(b"|")
-        if fields[0] == b"ORC":
-            spm = next(s for s in segments[n:] if s.startswith(b"SPM|"))
-            specimen = spm.split(b"|")[2]
-        elif fields[0] == b"OBX":
-            fields += [b""] * (34 - len(fields))
-            fields[33] = specimen
-            segments[n] = b"|".join(fields)
-        elif fields[0] == b"MSH":
-            fields[11] = b"2.8.2"
-            segments[n] = b"|".join(fields)
-    return b"\r".join(segments)
 
 
 def mdm_lines(count: int) -> bytes:
